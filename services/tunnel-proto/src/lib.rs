@@ -1,0 +1,27 @@
+//! The tunnel protocol, without I/O.
+//!
+//! An endpoint keeps one WebSocket open to a gateway node; this crate says what travels on it and
+//! what each message means, and nothing about sockets, tasks or time, so that every rule is
+//! unit-tested and fuzzed on its own (the shape of `quinn-proto`):
+//!
+//! - [`frame`]: the frames and their binary codec (one frame per binary WebSocket message);
+//! - [`window`]: per-stream receive credit, the flow control that keeps one slow target from
+//!   stalling the other streams of the same tunnel;
+//! - [`table`]: the stream table, which turns each frame from the peer into an [`table::Action`]
+//!   and catches protocol violations.
+//!
+//! The handshake is four frames: the gateway sends `Challenge`, the endpoint answers `Hello`
+//! (its key, its machine identity and a signature of the challenge), the gateway replies
+//! `Welcome` or `Rejected`. The driver that carries all this over a real WebSocket is `ism-tunnel`.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod table;
+pub mod window;
+
+pub use frame::{
+    DecodeError, Frame, Hello, OpenFailure, RejectCode, ResetReason, StreamId, TargetAddr, HEADER_LEN,
+    MAX_DATA_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
+};
+pub use table::{Action, OpenError, Role, SessionViolation, StreamTable};
+pub use window::{FlowViolation, RecvWindow};

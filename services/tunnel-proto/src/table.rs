@@ -1,0 +1,435 @@
+//! The stream table: which streams exist in a session, what state each is in, and what an incoming
+//! frame means for them.
+//!
+//! The table is pure: the session driver feeds it frames from the peer and local events (a stream
+//! was accepted, bytes were consumed, the local side finished) and carries out the [`Action`]s it
+//! returns. Every way a peer can misbehave on a stream (data beyond credit, data after its `Fin`,
+//! an `Open` for an id it may not use) is decided here, so it is tested here without sockets.
+
+use crate::frame::{Frame, OpenFailure, ResetReason, StreamId, TargetAddr};
+use crate::window::RecvWindow;
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// Which side of the tunnel this table belongs to. It decides the parity of stream ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens odd stream ids (scanner connections towards targets).
+    Gateway,
+    /// Opens even stream ids (diagnostics towards the gateway).
+    Endpoint,
+}
+
+impl Role {
+    fn owns(self, id: StreamId) -> bool {
+        match self {
+            Role::Gateway => id.0 % 2 == 1,
+            Role::Endpoint => id.0 % 2 == 0 && id.0 != 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// We sent `Open` and wait for `OpenOk` / `OpenFailed`.
+    Opening,
+    /// The peer sent `Open`; we are connecting to the target.
+    Accepting,
+    /// Data may flow.
+    Open,
+}
+
+#[derive(Debug)]
+struct Entry {
+    phase: Phase,
+    recv: RecvWindow,
+    remote_fin: bool,
+    local_fin: bool,
+}
+
+/// What the driver must do after the table processed a frame from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing (e.g. a late frame for a stream that is already gone).
+    None,
+    /// The peer asks us to connect to `target`; `send_window` is our initial send credit.
+    Accept { stream: StreamId, target: TargetAddr, send_window: u32 },
+    /// Our `Open` succeeded; `send_window` is our initial send credit.
+    Opened { stream: StreamId, send_window: u32 },
+    /// Our `Open` failed.
+    OpenFailed { stream: StreamId, reason: OpenFailure, message: String },
+    /// Bytes for the local application.
+    Deliver { stream: StreamId, payload: Bytes },
+    /// More send credit for the local application.
+    Credit { stream: StreamId, increment: u32 },
+    /// The peer will send nothing more on this stream.
+    RemoteFin { stream: StreamId },
+    /// The peer tore the stream down.
+    RemoteReset { stream: StreamId, reason: ResetReason },
+    /// Send `reply` to the peer and tear the local stream down (`local_reset` is the reason the
+    /// local application is given).
+    Refuse { reply: Frame, local_reset: Option<(StreamId, ResetReason)> },
+}
+
+/// The peer broke the protocol in a way that taints the whole session, which must end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionViolation {
+    #[error("peer opened stream {0}, an id it may not use")]
+    ForeignStreamId(StreamId),
+    #[error("peer opened stream {0}, which is already open")]
+    DuplicateStream(StreamId),
+    #[error("session-level frame handed to the stream table")]
+    NotAStreamFrame,
+}
+
+/// Local requests the table refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("stream ids exhausted for this session; reconnect")]
+    IdsExhausted,
+    #[error("stream limit of {0} reached")]
+    LimitReached(usize),
+}
+
+/// All streams of one session.
+#[derive(Debug)]
+pub struct StreamTable {
+    role: Role,
+    next_id: u32,
+    recv_window: u32,
+    max_streams: usize,
+    streams: HashMap<StreamId, Entry>,
+}
+
+impl StreamTable {
+    /// `recv_window` is the credit this side grants per stream; `max_streams` caps how many
+    /// streams may exist at once (either direction), so memory stays bounded under a flood.
+    pub fn new(role: Role, recv_window: u32, max_streams: usize) -> Self {
+        let next_id = match role {
+            Role::Gateway => 1,
+            Role::Endpoint => 2,
+        };
+        Self { role, next_id, recv_window, max_streams, streams: HashMap::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// The per-stream receive window this side grants.
+    pub fn recv_window(&self) -> u32 {
+        self.recv_window
+    }
+
+    /// Allocates a stream and returns the `Open` frame to send.
+    pub fn open(&mut self, target: TargetAddr) -> Result<(StreamId, Frame), OpenError> {
+        if self.streams.len() >= self.max_streams {
+            return Err(OpenError::LimitReached(self.max_streams));
+        }
+        let id = StreamId(self.next_id);
+        self.next_id = self.next_id.checked_add(2).ok_or(OpenError::IdsExhausted)?;
+        self.streams.insert(id, Entry::new(Phase::Opening, self.recv_window));
+        Ok((id, Frame::Open { stream: id, target, window: self.recv_window }))
+    }
+
+    /// We connected the target of a stream the peer opened: returns the `OpenOk` to send.
+    pub fn accepted(&mut self, stream: StreamId) -> Option<Frame> {
+        let e = self.streams.get_mut(&stream)?;
+        (e.phase == Phase::Accepting).then(|| {
+            e.phase = Phase::Open;
+            Frame::OpenOk { stream, window: self.recv_window }
+        })
+    }
+
+    /// The local application consumed `len` bytes: returns a `Window` frame when credit is due.
+    pub fn consumed(&mut self, stream: StreamId, len: usize) -> Option<Frame> {
+        let e = self.streams.get_mut(&stream)?;
+        if e.remote_fin {
+            // The peer sends nothing more: granting credit would be noise.
+            return None;
+        }
+        e.recv.on_consumed(len).map(|increment| Frame::Window { stream, increment })
+    }
+
+    /// The local side finished sending (its `Fin` went out). The stream is forgotten once both
+    /// sides have finished.
+    pub fn local_finished(&mut self, stream: StreamId) {
+        if let Some(e) = self.streams.get_mut(&stream) {
+            e.local_fin = true;
+            if e.remote_fin {
+                self.streams.remove(&stream);
+            }
+        }
+    }
+
+    /// The local side tore the stream down (and sent, or will send, a `Reset`), or gave up on an
+    /// `Open`. Forget it at once.
+    pub fn remove(&mut self, stream: StreamId) {
+        self.streams.remove(&stream);
+    }
+
+    /// Every live stream, for tearing the session down.
+    pub fn drain(&mut self) -> Vec<StreamId> {
+        let ids: Vec<_> = self.streams.keys().copied().collect();
+        self.streams.clear();
+        ids
+    }
+
+    /// Bytes held in receive buffers across all streams.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.streams.values().map(|e| e.recv.buffered()).sum()
+    }
+
+    /// Processes one stream frame from the peer.
+    pub fn on_frame(&mut self, frame: Frame) -> Result<Action, SessionViolation> {
+        let Some(stream) = frame.stream() else {
+            return Err(SessionViolation::NotAStreamFrame);
+        };
+        match frame {
+            Frame::Open { target, window, .. } => {
+                if self.role.owns(stream) {
+                    return Err(SessionViolation::ForeignStreamId(stream));
+                }
+                if self.streams.contains_key(&stream) {
+                    return Err(SessionViolation::DuplicateStream(stream));
+                }
+                if self.streams.len() >= self.max_streams {
+                    return Ok(Action::Refuse {
+                        reply: Frame::OpenFailed {
+                            stream,
+                            reason: OpenFailure::Busy,
+                            message: format!("stream limit of {} reached", self.max_streams),
+                        },
+                        local_reset: None,
+                    });
+                }
+                self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window));
+                Ok(Action::Accept { stream, target, send_window: window })
+            }
+            Frame::OpenOk { window, .. } => match self.streams.get_mut(&stream) {
+                Some(e) if e.phase == Phase::Opening => {
+                    e.phase = Phase::Open;
+                    Ok(Action::Opened { stream, send_window: window })
+                }
+                Some(_) => Ok(self.violation(stream)),
+                // We gave up on this open already: tell the peer to drop its side.
+                None => Ok(Action::Refuse {
+                    reply: Frame::Reset { stream, reason: ResetReason::Aborted },
+                    local_reset: None,
+                }),
+            },
+            Frame::OpenFailed { reason, message, .. } => match self.streams.get(&stream) {
+                Some(e) if e.phase == Phase::Opening => {
+                    self.streams.remove(&stream);
+                    Ok(Action::OpenFailed { stream, reason, message })
+                }
+                Some(_) => Ok(self.violation(stream)),
+                None => Ok(Action::None),
+            },
+            Frame::Data { payload, .. } => match self.streams.get_mut(&stream) {
+                Some(e) if e.phase == Phase::Open && !e.remote_fin => {
+                    if e.recv.on_data(payload.len()).is_err() {
+                        return Ok(self.violation(stream));
+                    }
+                    Ok(Action::Deliver { stream, payload })
+                }
+                Some(_) => Ok(self.violation(stream)),
+                None => Ok(Action::None),
+            },
+            Frame::Window { increment, .. } => match self.streams.get(&stream) {
+                Some(e) if e.phase == Phase::Open => Ok(Action::Credit { stream, increment }),
+                Some(_) => Ok(self.violation(stream)),
+                None => Ok(Action::None),
+            },
+            Frame::Fin { .. } => match self.streams.get_mut(&stream) {
+                Some(e) if e.phase == Phase::Open && !e.remote_fin => {
+                    e.remote_fin = true;
+                    if e.local_fin {
+                        self.streams.remove(&stream);
+                    }
+                    Ok(Action::RemoteFin { stream })
+                }
+                Some(_) => Ok(self.violation(stream)),
+                None => Ok(Action::None),
+            },
+            Frame::Reset { reason, .. } => Ok(match self.streams.remove(&stream) {
+                Some(_) => Action::RemoteReset { stream, reason },
+                None => Action::None,
+            }),
+            _ => Err(SessionViolation::NotAStreamFrame),
+        }
+    }
+
+    fn violation(&mut self, stream: StreamId) -> Action {
+        self.streams.remove(&stream);
+        Action::Refuse {
+            reply: Frame::Reset { stream, reason: ResetReason::ProtocolViolation },
+            local_reset: Some((stream, ResetReason::ProtocolViolation)),
+        }
+    }
+
+    /// Checks internal invariants; for property tests.
+    pub fn is_consistent(&self) -> bool {
+        self.streams.len() <= self.max_streams
+            && self.streams.values().all(|e| e.recv.is_consistent() && !(e.local_fin && e.remote_fin))
+            && self.streams.values().all(|e| e.phase == Phase::Open || !e.remote_fin)
+    }
+}
+
+impl Entry {
+    fn new(phase: Phase, window: u32) -> Self {
+        Self { phase, recv: RecvWindow::new(window), remote_fin: false, local_fin: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    fn target() -> TargetAddr {
+        TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, 80)
+    }
+
+    #[test]
+    fn open_accept_data_fin_lifecycle() {
+        let mut gw = StreamTable::new(Role::Gateway, 100, 10);
+        let mut ep = StreamTable::new(Role::Endpoint, 100, 10);
+        let (id, open) = gw.open(target()).unwrap();
+        assert_eq!(id, StreamId(1));
+        assert_eq!(ep.on_frame(open).unwrap(), Action::Accept { stream: id, target: target(), send_window: 100 });
+        let ok = ep.accepted(id).unwrap();
+        assert_eq!(gw.on_frame(ok).unwrap(), Action::Opened { stream: id, send_window: 100 });
+
+        let data = Frame::Data { stream: id, payload: Bytes::from_static(&[0; 60]) };
+        assert!(matches!(ep.on_frame(data).unwrap(), Action::Deliver { .. }));
+        assert_eq!(ep.consumed(id, 60), Some(Frame::Window { stream: id, increment: 60 }));
+
+        assert_eq!(ep.on_frame(Frame::Fin { stream: id }).unwrap(), Action::RemoteFin { stream: id });
+        assert_eq!(ep.len(), 1, "half-closed stream stays until the local side finishes");
+        ep.local_finished(id);
+        assert!(ep.is_empty());
+    }
+
+    #[test]
+    fn data_beyond_credit_resets_only_that_stream() {
+        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        for id in [1, 3] {
+            ep.on_frame(Frame::Open { stream: StreamId(id), target: target(), window: 10 }).unwrap();
+            ep.accepted(StreamId(id)).unwrap();
+        }
+        let flood = Frame::Data { stream: StreamId(1), payload: Bytes::from_static(&[0; 11]) };
+        assert_eq!(
+            ep.on_frame(flood).unwrap(),
+            Action::Refuse {
+                reply: Frame::Reset { stream: StreamId(1), reason: ResetReason::ProtocolViolation },
+                local_reset: Some((StreamId(1), ResetReason::ProtocolViolation)),
+            }
+        );
+        assert_eq!(ep.len(), 1);
+    }
+
+    #[test]
+    fn data_after_fin_is_a_violation() {
+        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
+        ep.accepted(StreamId(1)).unwrap();
+        ep.on_frame(Frame::Fin { stream: StreamId(1) }).unwrap();
+        let late = Frame::Data { stream: StreamId(1), payload: Bytes::from_static(b"x") };
+        assert!(matches!(ep.on_frame(late).unwrap(), Action::Refuse { .. }));
+    }
+
+    #[test]
+    fn foreign_and_duplicate_ids_taint_the_session() {
+        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        assert_eq!(
+            ep.on_frame(Frame::Open { stream: StreamId(2), target: target(), window: 1 }),
+            Err(SessionViolation::ForeignStreamId(StreamId(2)))
+        );
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }).unwrap();
+        assert_eq!(
+            ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }),
+            Err(SessionViolation::DuplicateStream(StreamId(1)))
+        );
+    }
+
+    #[test]
+    fn opens_beyond_the_limit_are_refused_busy() {
+        let mut ep = StreamTable::new(Role::Endpoint, 10, 1);
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }).unwrap();
+        let refused = ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
+        assert!(matches!(refused, Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }));
+        let mut gw = StreamTable::new(Role::Gateway, 10, 1);
+        gw.open(target()).unwrap();
+        assert_eq!(gw.open(target()), Err(OpenError::LimitReached(1)));
+    }
+
+    #[test]
+    fn late_frames_for_forgotten_streams_are_ignored() {
+        let mut gw = StreamTable::new(Role::Gateway, 10, 10);
+        let data = Frame::Data { stream: StreamId(7), payload: Bytes::from_static(b"late") };
+        assert_eq!(gw.on_frame(data).unwrap(), Action::None);
+        assert_eq!(gw.on_frame(Frame::Reset { stream: StreamId(7), reason: ResetReason::Aborted }).unwrap(), Action::None);
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        let id = (1u32..8).prop_map(StreamId);
+        prop_oneof![
+            (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::Open { stream, target: target(), window }),
+            (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::OpenOk { stream, window }),
+            id.clone().prop_map(|stream| Frame::OpenFailed { stream, reason: OpenFailure::General, message: String::new() }),
+            (id.clone(), 0usize..150).prop_map(|(stream, n)| Frame::Data { stream, payload: Bytes::from(vec![0; n]) }),
+            (id.clone(), 0u32..1000).prop_map(|(stream, increment)| Frame::Window { stream, increment }),
+            id.clone().prop_map(|stream| Frame::Fin { stream }),
+            id.prop_map(|stream| Frame::Reset { stream, reason: ResetReason::Aborted }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Peer(Frame),
+        Open,
+        Accept(u32),
+        Consume(u32, usize),
+        LocalFin(u32),
+        Remove(u32),
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => arb_frame().prop_map(Step::Peer),
+            1 => Just(Step::Open),
+            1 => (1u32..8).prop_map(Step::Accept),
+            1 => (1u32..8, 0usize..150).prop_map(|(s, n)| Step::Consume(s, n)),
+            1 => (1u32..8).prop_map(Step::LocalFin),
+            1 => (1u32..8).prop_map(Step::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the peer sends and whatever the local side does, in any order, the table never
+        /// panics, never exceeds its limits and keeps every window's books balanced.
+        #[test]
+        fn any_sequence_leaves_the_table_consistent(steps in proptest::collection::vec(arb_step(), 0..300), endpoint in any::<bool>()) {
+            let role = if endpoint { Role::Endpoint } else { Role::Gateway };
+            let mut t = StreamTable::new(role, 100, 4);
+            for step in steps {
+                match step {
+                    Step::Peer(f) => { let _ = t.on_frame(f); }
+                    Step::Open => { let _ = t.open(target()); }
+                    Step::Accept(s) => { let _ = t.accepted(StreamId(s)); }
+                    Step::Consume(s, n) => { let _ = t.consumed(StreamId(s), n); }
+                    Step::LocalFin(s) => t.local_finished(StreamId(s)),
+                    Step::Remove(s) => t.remove(StreamId(s)),
+                }
+                prop_assert!(t.is_consistent());
+                prop_assert!(t.buffered_bytes() <= 100 * 4);
+            }
+        }
+    }
+}
