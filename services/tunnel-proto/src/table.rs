@@ -120,6 +120,10 @@ impl StreamTable {
         self.streams.is_empty()
     }
 
+    pub fn contains(&self, stream: StreamId) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
     /// The per-stream receive window this side grants.
     pub fn recv_window(&self) -> u32 {
         self.recv_window

@@ -1,1 +1,18 @@
-//! placeholder
+//! The tunnel driver: carries the sans-IO protocol of `ism-tunnel-proto` over a real WebSocket.
+//!
+//! - [`session`]: one live tunnel, its driver and writer tasks, opening streams, closing;
+//! - [`stream`]: one stream and the pumps that splice it to a TCP socket;
+//! - [`credit`]: the per-stream send credit the pumps wait on;
+//! - [`ws`]: WebSocket limits and the frame-at-a-time I/O used by the handshake.
+//!
+//! Both the gateway node and the endpoint agent use this crate; they differ only in who opens
+//! streams (the gateway, for scanners) and who dials targets (the endpoint).
+#![forbid(unsafe_code)]
+
+pub mod credit;
+pub mod session;
+pub mod stream;
+pub mod ws;
+
+pub use session::{CloseReason, Incoming, OpenStreamError, Session, SessionConfig};
+pub use stream::{IncomingStream, SpliceReport, StreamEnd, TunnelStream};

@@ -1,0 +1,61 @@
+//! WebSocket plumbing shared by both ends: the limits every tunnel socket uses and the
+//! one-frame-at-a-time send/receive used during the handshake (before the session driver runs).
+
+use futures_util::{SinkExt, StreamExt};
+use ism_tunnel_proto::{DecodeError, Frame, MAX_FRAME_LEN};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// WebSocket limits for tunnel sockets: a message never exceeds one frame, so anything larger is
+/// refused by tungstenite before it is buffered.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_LEN))
+        .max_frame_size(Some(MAX_FRAME_LEN))
+}
+
+/// Handshake-time I/O failures.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeIoError {
+    #[error("websocket error: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("malformed frame: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("peer closed the connection during the handshake")]
+    Closed,
+    #[error("no handshake frame within {0:?}")]
+    TimedOut(Duration),
+    #[error("expected a binary frame, got a text message")]
+    UnexpectedText,
+}
+
+/// Sends one frame and flushes it.
+pub async fn send_frame<S>(ws: &mut WebSocketStream<S>, frame: &Frame) -> Result<(), HandshakeIoError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ws.send(Message::Binary(frame.encode())).await?;
+    Ok(())
+}
+
+/// Receives the next frame, skipping WebSocket-level pings, within `timeout`.
+pub async fn recv_frame<S>(ws: &mut WebSocketStream<S>, timeout: Duration) -> Result<Frame, HandshakeIoError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => return Ok(Frame::decode(b)?),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Text(_))) => return Err(HandshakeIoError::UnexpectedText),
+                Some(Ok(Message::Close(_))) | None => return Err(HandshakeIoError::Closed),
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, next).await.map_err(|_| HandshakeIoError::TimedOut(timeout))?
+}

@@ -1,0 +1,192 @@
+//! Two sessions joined by an in-memory WebSocket, splicing real loopback TCP sockets.
+
+use ism_tunnel::{Incoming, Session, SessionConfig, StreamEnd};
+use ism_tunnel_proto::{OpenFailure, Role, TargetAddr};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio_tungstenite::WebSocketStream;
+
+async fn pair(config: SessionConfig) -> (Session, Session, Incoming) {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let ws_cfg = Some(ism_tunnel::ws::websocket_config());
+    let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, ws_cfg).await;
+    let ep_ws = WebSocketStream::from_raw_socket(b, WsRole::Client, ws_cfg).await;
+    let (gw, _) = Session::spawn(gw_ws, Role::Gateway, config.clone());
+    let (ep, incoming) = Session::spawn(ep_ws, Role::Endpoint, config);
+    (gw, ep, incoming)
+}
+
+/// The endpoint side: dial whatever the gateway asks for, like the real agent but without policy.
+fn serve_dials(mut incoming: Incoming) {
+    tokio::spawn(async move {
+        while let Some(inc) = incoming.next().await {
+            tokio::spawn(async move {
+                let TargetAddr::Ipv4(ip, port) = inc.target().clone() else { panic!("test uses IPv4") };
+                match TcpStream::connect((ip, port)).await {
+                    Ok(tcp) => {
+                        if let Ok(stream) = inc.accept().await {
+                            stream.splice(tcp).await;
+                        }
+                    }
+                    Err(e) => inc.reject(OpenFailure::ConnectionRefused, e.to_string()),
+                }
+            });
+        }
+    });
+}
+
+async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn target(addr: SocketAddr) -> TargetAddr {
+    match addr {
+        SocketAddr::V4(a) => TargetAddr::Ipv4(*a.ip(), a.port()),
+        SocketAddr::V6(a) => TargetAddr::Ipv6(*a.ip(), a.port()),
+    }
+}
+
+/// Opens a stream and splices it to one end of a local socket pair; returns the other end, which
+/// plays the scanner.
+async fn scanner_through(gw: &Session, to: SocketAddr) -> TcpStream {
+    let stream = gw.open_stream(target(to)).await.expect("open");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server_side, _) = l.accept().await.unwrap();
+    tokio::spawn(stream.splice(server_side));
+    client
+}
+
+#[tokio::test]
+async fn fifty_concurrent_streams_echo_byte_exact() {
+    let (gw, _ep, incoming) = pair(SessionConfig { recv_window: 32 * 1024, ..Default::default() }).await;
+    serve_dials(incoming);
+    let echo = echo_server().await;
+    let mut tasks = Vec::new();
+    for i in 0..50u32 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = scanner_through(&gw, echo).await;
+            // Larger than the window, so credit must cycle many times.
+            let data: Vec<u8> = (0..300_000u32).map(|x| (x.wrapping_mul(31).wrapping_add(i)) as u8).collect();
+            let (mut r, mut w) = s.split();
+            let send = async {
+                w.write_all(&data).await.unwrap();
+                w.shutdown().await.unwrap();
+            };
+            let mut back = Vec::new();
+            let recv = r.read_to_end(&mut back);
+            let (_, n) = tokio::join!(send, recv);
+            n.unwrap();
+            assert_eq!(back, data, "stream {i} corrupted");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every stream finished both ways, so the table is empty again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gw.open_streams() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "streams left open: {}", gw.open_streams());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_target_does_not_stall_other_streams() {
+    let (gw, _ep, incoming) = pair(SessionConfig { recv_window: 64 * 1024, ..Default::default() }).await;
+    serve_dials(incoming);
+    // A target that accepts and never reads.
+    let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = sink.accept().await.unwrap();
+            held_tx.send(s).unwrap();
+        }
+    });
+    let stalled = scanner_through(&gw, sink_addr).await;
+    let _held = held_rx.recv().await.unwrap();
+    // Push into the stalled stream until everything between the scanner and the target is full:
+    // the scanner's socket stays unwritable, which means the gateway stopped reading it because
+    // the stream's credit is exhausted.
+    let chunk = vec![0u8; 64 * 1024];
+    let mut pushed = 0usize;
+    loop {
+        match stalled.try_write(&chunk) {
+            Ok(n) => pushed += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if tokio::time::timeout(Duration::from_millis(300), stalled.writable()).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => panic!("stalled stream failed: {e}"),
+        }
+        assert!(pushed < 512 * 1024 * 1024, "the stalled stream never pushed back");
+    }
+    let echo = echo_server().await;
+    // Other streams still make progress, promptly.
+    for _ in 0..20 {
+        let mut s = scanner_through(&gw, echo).await;
+        let res = tokio::time::timeout(Duration::from_secs(5), async {
+            s.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            buf
+        })
+        .await
+        .expect("a healthy stream was stalled by a stalled one");
+        assert_eq!(&res, b"ping");
+    }
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn refused_dial_reaches_the_opener_and_closing_resets_streams() {
+    let (gw, _ep, incoming) = pair(SessionConfig::default()).await;
+    serve_dials(incoming);
+    // A port with nothing listening.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = gw.open_stream(target(closed)).await.err().expect("dial must fail");
+    assert!(matches!(err, ism_tunnel::OpenStreamError::Refused { reason: OpenFailure::ConnectionRefused, .. }), "{err:?}");
+
+    let echo = echo_server().await;
+    let stream = gw.open_stream(target(echo)).await.unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server_side, _) = l.accept().await.unwrap();
+    let spliced = tokio::spawn(stream.splice(server_side));
+    gw.close("test closes the session");
+    let report = tokio::time::timeout(Duration::from_secs(5), spliced).await.unwrap().unwrap();
+    assert_eq!(report.end, StreamEnd::Reset(ism_tunnel_proto::ResetReason::SessionClosed));
+    assert_eq!(gw.closed().await, ism_tunnel::CloseReason::Local("test closes the session".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_peer_is_declared_dead_after_the_idle_timeout() {
+    let (a, _b_kept_open_but_silent) = tokio::io::duplex(1 << 16);
+    let ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+    let cfg = SessionConfig { ping_interval: Duration::from_secs(1), idle_timeout: Duration::from_secs(4), ..Default::default() };
+    let (s, _) = Session::spawn(ws, Role::Gateway, cfg);
+    let reason = tokio::time::timeout(Duration::from_secs(10), s.closed()).await.expect("closed in time");
+    assert_eq!(reason, ism_tunnel::CloseReason::IdleTimeout);
+}
