@@ -1,1 +1,39 @@
-//! placeholder
+//! Events: what happened, in what envelope, stored where.
+//!
+//! - [`event`]: the versioned event catalogue (gateways, endpoints, tunnels);
+//! - [`envelope`]: id, aggregate, sequence, time, causation, trace context, actor;
+//! - [`codec`]: MessagePack encoding (`rmp-serde`, named fields) and upcasting;
+//! - [`log`]: the one event-log interface, with optimistic concurrency;
+//! - [`embedded`] (sled, the single-node default) and [`jetstream`] (NATS, clusters): its two
+//!   backends, both held to [`conformance`];
+//! - [`projection`]: feeding read models from the log, with checkpoints and rebuilds;
+//! - [`clock`]: injectable time.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod codec;
+pub mod conformance;
+pub mod embedded;
+pub mod envelope;
+pub mod event;
+pub mod jetstream;
+pub mod log;
+pub mod projection;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use envelope::{AggregateId, AggregateKind, Cause, Envelope, Recorded};
+pub use event::{Event, Platform, SCHEMA_VERSION};
+pub use log::{AppendError, EventLog, EventStream, LogError};
+pub use projection::{rebuild, spawn_projection, Projection, ProjectionError, ProjectionProgress};
+
+use std::sync::Arc;
+
+/// Opens the backend named by `spec`: a `nats://` (or `tls://`) URL selects JetStream, anything
+/// else is a directory for the embedded log.
+pub async fn open_log(spec: &str) -> Result<Arc<dyn EventLog>, LogError> {
+    if spec.starts_with("nats://") || spec.starts_with("tls://") {
+        Ok(Arc::new(jetstream::JetStreamLog::connect(spec).await?))
+    } else {
+        Ok(Arc::new(embedded::EmbeddedLog::open(std::path::Path::new(spec))?))
+    }
+}

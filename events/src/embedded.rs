@@ -1,0 +1,148 @@
+//! The embedded event log: sled in this process, the single-node default (no server to run).
+//!
+//! Trees: `log` maps position -> envelope; `agg` maps (aggregate, sequence) -> position; `heads`
+//! maps aggregate -> current version; `meta` holds the last position. An append updates all four
+//! in one sled transaction, which is where optimistic concurrency is decided.
+
+use crate::codec;
+use crate::envelope::{AggregateId, Envelope, Recorded};
+use crate::log::{AppendError, EventLog, EventStream, LogError};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::Path;
+use tokio::sync::{mpsc, watch};
+
+const HEAD_KEY: &[u8] = b"head";
+/// Events handed to a subscriber per read of the log, so a replay of a long log streams.
+const REPLAY_BATCH: usize = 512;
+
+pub struct EmbeddedLog {
+    db: sled::Db,
+    log: sled::Tree,
+    agg: sled::Tree,
+    heads: sled::Tree,
+    meta: sled::Tree,
+    head_tx: watch::Sender<u64>,
+    path: String,
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log in directory `path`.
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        let db = sled::Config::new().path(path).open().map_err(storage)?;
+        let tree = |name: &str| db.open_tree(name).map_err(storage);
+        let (log, agg, heads, meta) = (tree("log")?, tree("agg")?, tree("heads")?, tree("meta")?);
+        let head = meta.get(HEAD_KEY).map_err(storage)?.map(|v| be_u64(&v)).unwrap_or(0);
+        let (head_tx, _) = watch::channel(head);
+        Ok(Self { db, log, agg, heads, meta, head_tx, path: path.display().to_string() })
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+fn be_u64(v: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = v.len().min(8);
+    a[8 - n..].copy_from_slice(&v[v.len() - n..]);
+    u64::from_be_bytes(a)
+}
+
+fn agg_key(aggregate: &AggregateId) -> Vec<u8> {
+    aggregate.to_string().into_bytes()
+}
+
+fn agg_seq_key(aggregate: &AggregateId, sequence: u64) -> Vec<u8> {
+    let mut k = agg_key(aggregate);
+    k.push(0);
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+#[async_trait::async_trait]
+impl EventLog for EmbeddedLog {
+    async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError> {
+        let bytes = codec::encode(envelope).map_err(LogError::from)?;
+        let key = agg_key(&envelope.aggregate);
+        let expected = envelope.sequence.saturating_sub(1);
+        let result = (&self.log, &self.agg, &self.heads, &self.meta).transaction(|(log, agg, heads, meta)| {
+            let actual = heads.get(&key)?.map(|v| be_u64(&v)).unwrap_or(0);
+            if actual != expected || envelope.sequence == 0 {
+                return Err(ConflictableTransactionError::Abort(actual));
+            }
+            let position = meta.get(HEAD_KEY)?.map(|v| be_u64(&v)).unwrap_or(0) + 1;
+            log.insert(&position.to_be_bytes(), bytes.as_slice())?;
+            agg.insert(agg_seq_key(&envelope.aggregate, envelope.sequence), &position.to_be_bytes())?;
+            heads.insert(key.as_slice(), &envelope.sequence.to_be_bytes())?;
+            meta.insert(HEAD_KEY, &position.to_be_bytes())?;
+            Ok(position)
+        });
+        let position = match result {
+            Ok(p) => p,
+            Err(TransactionError::Abort(actual)) => {
+                return Err(AppendError::Conflict { aggregate: envelope.aggregate, expected, actual })
+            }
+            Err(TransactionError::Storage(e)) => return Err(storage(e).into()),
+        };
+        // An audit log must survive a crash: make the append durable before confirming it.
+        self.db.flush_async().await.map_err(storage)?;
+        self.head_tx.send_modify(|h| *h = (*h).max(position));
+        Ok(position)
+    }
+
+    async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {
+        let mut prefix = agg_key(aggregate);
+        prefix.push(0);
+        let mut out = Vec::new();
+        for item in self.agg.scan_prefix(&prefix) {
+            let (_, pos) = item.map_err(storage)?;
+            let position = be_u64(&pos);
+            let bytes = self.log.get(&pos).map_err(storage)?.ok_or_else(|| storage(format!("index points at missing position {position}")))?;
+            out.push(Recorded { position, envelope: codec::decode(&bytes)? });
+        }
+        Ok(out)
+    }
+
+    async fn subscribe(&self, after: u64) -> Result<EventStream, LogError> {
+        let (tx, rx) = mpsc::channel::<Result<Recorded, LogError>>(REPLAY_BATCH);
+        let log = self.log.clone();
+        let mut head = self.head_tx.subscribe();
+        tokio::spawn(async move {
+            let mut next = after + 1;
+            loop {
+                let batch: Vec<_> = log.range(next.to_be_bytes()..).take(REPLAY_BATCH).collect();
+                let caught_up = batch.len() < REPLAY_BATCH;
+                for item in batch {
+                    let rec = item.map_err(storage).and_then(|(k, v)| {
+                        Ok(Recorded { position: be_u64(&k), envelope: codec::decode(&v)? })
+                    });
+                    if let Ok(r) = &rec {
+                        next = r.position + 1;
+                    }
+                    let failed = rec.is_err();
+                    if tx.send(rec).await.is_err() || failed {
+                        return;
+                    }
+                }
+                if caught_up {
+                    // Wait for an append past what we have sent (or for the log to be dropped).
+                    while *head.borrow_and_update() < next {
+                        if head.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })))
+    }
+
+    async fn head(&self) -> Result<u64, LogError> {
+        Ok(*self.head_tx.borrow())
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded event log at {}", self.path)
+    }
+}

@@ -1,0 +1,116 @@
+//! The envelope every event travels in, and the identity of the aggregate it belongs to.
+
+use crate::event::{Event, SCHEMA_VERSION};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+/// The kinds of aggregate whose state changes are events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregateKind {
+    Gateway,
+    Endpoint,
+    Tunnel,
+}
+
+impl AggregateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateKind::Gateway => "gateway",
+            AggregateKind::Endpoint => "endpoint",
+            AggregateKind::Tunnel => "tunnel",
+        }
+    }
+}
+
+/// One aggregate: its kind and id. Renders as `kind.uuid`, which is also a valid NATS subject
+/// suffix (no spaces, no wildcards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AggregateId {
+    pub kind: AggregateKind,
+    pub id: Uuid,
+}
+
+impl AggregateId {
+    pub fn gateway(id: Uuid) -> Self {
+        Self { kind: AggregateKind::Gateway, id }
+    }
+    pub fn endpoint(id: Uuid) -> Self {
+        Self { kind: AggregateKind::Endpoint, id }
+    }
+    pub fn tunnel(id: Uuid) -> Self {
+        Self { kind: AggregateKind::Tunnel, id }
+    }
+}
+
+impl fmt::Display for AggregateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.kind.as_str(), self.id.simple())
+    }
+}
+
+/// An event with everything needed to audit and replay it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique id of this event; also the de-duplication id when appending to JetStream, so a
+    /// retried append is recorded once.
+    pub id: Uuid,
+    pub aggregate: AggregateId,
+    /// Version of the aggregate after this event, 1-based and gapless per aggregate.
+    pub sequence: u64,
+    /// When the event was decided, in milliseconds since the Unix epoch (from the injected clock).
+    pub time_ms: i64,
+    /// The event (or request) that caused this one, when there is one.
+    #[serde(default)]
+    pub causation: Option<Uuid>,
+    /// W3C `traceparent` of the request that caused this event, to follow it across nodes.
+    #[serde(default)]
+    pub trace: Option<String>,
+    /// Who made the change: a user or token name, a node, an endpoint.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Catalogue version the event was written with.
+    pub schema: u16,
+    pub event: Event,
+}
+
+/// What an actor supplies about why an event happened; the log-independent part of an envelope.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cause {
+    pub causation: Option<Uuid>,
+    pub trace: Option<String>,
+    pub actor: Option<String>,
+}
+
+impl Cause {
+    /// A change made by `actor` (a user, token or node name).
+    pub fn by(actor: impl Into<String>) -> Self {
+        Self { actor: Some(actor.into()), ..Default::default() }
+    }
+}
+
+impl Envelope {
+    /// Wraps `event` as version `sequence` of `aggregate`.
+    pub fn new(aggregate: AggregateId, sequence: u64, time_ms: i64, cause: Cause, event: Event) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            aggregate,
+            sequence,
+            time_ms,
+            causation: cause.causation,
+            trace: cause.trace,
+            actor: cause.actor,
+            schema: SCHEMA_VERSION,
+            event,
+        }
+    }
+}
+
+/// An envelope as stored: with its position in the whole log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Position in the global log, 1-based and increasing. Projections checkpoint on it.
+    pub position: u64,
+    pub envelope: Envelope,
+}

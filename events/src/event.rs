@@ -1,0 +1,105 @@
+//! The facts the system records, in the past tense.
+//!
+//! Events are encoded with `rmp_serde::to_vec_named` (MessagePack maps keyed by field name), so a
+//! field can be added with `#[serde(default)]`, and fields reordered, without breaking old logs.
+//! A change that cannot be expressed that way bumps [`SCHEMA_VERSION`] and gets an upcaster in
+//! [`crate::codec`].
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Version of the event catalogue written into every envelope.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Operating system of the machine an endpoint runs on, as chosen in the configure wizard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Linux,
+    Windows,
+    Other,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Option<Platform> {
+        match s.to_ascii_lowercase().as_str() {
+            "linux" => Some(Platform::Linux),
+            "windows" => Some(Platform::Windows),
+            "other" => Some(Platform::Other),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Linux => "linux",
+            Platform::Windows => "windows",
+            Platform::Other => "other",
+        }
+    }
+}
+
+/// Every event of every aggregate. The aggregate an event belongs to is in its envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    // ----- gateway -----
+    /// A gateway was created; it is `Initializing` until a node serves it.
+    GatewayCreated { name: String, description: String },
+    /// A gateway node started serving the gateway: it is online.
+    GatewayActivated { node: String },
+    /// A credential for scanners (SOCKS5 password) was issued; only its hash is kept.
+    ScannerCredentialIssued { credential: Uuid, label: String, secret_hash: String },
+
+    // ----- endpoint -----
+    /// An endpoint was added to a gateway, with the hash of its first key.
+    EndpointAdded {
+        gateway: Uuid,
+        name: String,
+        description: String,
+        platform: Platform,
+        key_generation: u32,
+        key_hash: String,
+    },
+    /// The endpoint's key was used for the first time, binding it to this machine identity.
+    EndpointRegistered { machine: String, hostname: String, platform: String, agent_version: String },
+    /// A machine other than the bound one presented the key ("Token already registered").
+    EndpointRegistrationRefused { machine: String, hostname: String, reason: String },
+
+    // ----- tunnel (one endpoint session on one gateway node) -----
+    /// An endpoint's WebSocket session was established on a gateway node.
+    TunnelOpened {
+        endpoint: Uuid,
+        gateway: Uuid,
+        node: String,
+        machine: String,
+        remote_addr: String,
+        agent_version: String,
+    },
+    /// A scanner stream went through the tunnel to `target`.
+    StreamOpened { stream: u32, target: String, scanner: String },
+    /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
+    StreamRefused { target: String, scanner: String, reason: String },
+    /// A scanner stream ended.
+    StreamClosed { stream: u32, sent: u64, received: u64, end: String },
+    /// The session ended.
+    TunnelClosed { reason: String },
+}
+
+impl Event {
+    /// A short stable name, for logs, audit output and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::GatewayCreated { .. } => "GatewayCreated",
+            Event::GatewayActivated { .. } => "GatewayActivated",
+            Event::ScannerCredentialIssued { .. } => "ScannerCredentialIssued",
+            Event::EndpointAdded { .. } => "EndpointAdded",
+            Event::EndpointRegistered { .. } => "EndpointRegistered",
+            Event::EndpointRegistrationRefused { .. } => "EndpointRegistrationRefused",
+            Event::TunnelOpened { .. } => "TunnelOpened",
+            Event::StreamOpened { .. } => "StreamOpened",
+            Event::StreamRefused { .. } => "StreamRefused",
+            Event::StreamClosed { .. } => "StreamClosed",
+            Event::TunnelClosed { .. } => "TunnelClosed",
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The clustered event log: one NATS JetStream stream, one subject per aggregate.
+//!
+//! Subjects are `ism.ev.<kind>.<uuid>`. The global position is the stream sequence. Optimistic
+//! concurrency uses JetStream's per-subject expected-last-sequence check: the append looks up the
+//! aggregate's last message, checks its version, then publishes with that message's stream
+//! sequence as the expectation, so a concurrent append on any node makes exactly one of them fail.
+//! The envelope id is the message id, so a retried publish within the duplicate window is stored
+//! once.
+
+use crate::codec;
+use crate::envelope::{AggregateId, Envelope, Recorded};
+use crate::log::{AppendError, EventLog, EventStream, LogError};
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, Stream, StorageType};
+use async_nats::jetstream::message::PublishMessage;
+use futures_util::StreamExt;
+use std::time::Duration;
+
+/// The stream holding every event.
+pub const STREAM_NAME: &str = "ISM_EVENTS";
+const SUBJECT_ROOT: &str = "ism.ev";
+
+pub struct JetStreamLog {
+    js: Context,
+    stream: Stream,
+    url: String,
+}
+
+impl JetStreamLog {
+    /// Connects to NATS at `url` and creates the event stream if it does not exist.
+    pub async fn connect(url: &str) -> Result<Self, LogError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("ism-event-log")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        Self::with_client(client, url).await
+    }
+
+    async fn with_client(client: async_nats::Client, url: &str) -> Result<Self, LogError> {
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_or_create_stream(Config {
+                name: STREAM_NAME.to_string(),
+                subjects: vec![format!("{SUBJECT_ROOT}.>")],
+                storage: StorageType::File,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { js, stream, url: url.to_string() })
+    }
+
+    fn subject(aggregate: &AggregateId) -> String {
+        format!("{SUBJECT_ROOT}.{aggregate}")
+    }
+
+    /// The aggregate's current version and the stream sequence of its last event (0, 0 if none).
+    async fn aggregate_head(&self, subject: &str) -> Result<(u64, u64), LogError> {
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(msg) => Ok((codec::decode(&msg.payload)?.sequence, msg.sequence)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((0, 0)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LogError {
+    LogError::Unavailable(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl EventLog for JetStreamLog {
+    async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError> {
+        let subject = Self::subject(&envelope.aggregate);
+        let expected = envelope.sequence.saturating_sub(1);
+        let (actual, last_stream_seq) = self.aggregate_head(&subject).await?;
+        if actual != expected || envelope.sequence == 0 {
+            return Err(AppendError::Conflict { aggregate: envelope.aggregate, expected, actual });
+        }
+        let payload = codec::encode(envelope).map_err(LogError::from)?;
+        let publish = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(envelope.id.to_string())
+            .expected_last_subject_sequence(last_stream_seq);
+        let ack = async { self.js.send_publish(subject.clone(), publish).await?.await }.await;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                let (actual, _) = self.aggregate_head(&subject).await?;
+                Err(AppendError::Conflict { aggregate: envelope.aggregate, expected, actual })
+            }
+            Err(e) => Err(unavailable(e).into()),
+        }
+    }
+
+    async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {
+        let subject = Self::subject(aggregate);
+        let (_, last) = self.aggregate_head(&subject).await?;
+        if last == 0 {
+            return Ok(Vec::new());
+        }
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig { filter_subject: subject, deliver_policy: DeliverPolicy::All, ..Default::default() })
+            .await
+            .map_err(unavailable)?;
+        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(unavailable)?;
+            let position = msg.info().map_err(unavailable)?.stream_sequence;
+            out.push(Recorded { position, envelope: codec::decode(&msg.payload)? });
+            if position >= last {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn subscribe(&self, after: u64) -> Result<EventStream, LogError> {
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("{SUBJECT_ROOT}.>"),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        let messages = consumer.messages().await.map_err(unavailable)?;
+        Ok(Box::pin(messages.map(|msg| {
+            let msg = msg.map_err(unavailable)?;
+            let position = msg.info().map_err(unavailable)?.stream_sequence;
+            Ok(Recorded { position, envelope: codec::decode(&msg.payload)? })
+        })))
+    }
+
+    async fn head(&self) -> Result<u64, LogError> {
+        let info = self.stream.get_info().await.map_err(unavailable)?;
+        Ok(info.state.last_sequence)
+    }
+
+    fn describe(&self) -> String {
+        format!("NATS JetStream stream {STREAM_NAME} at {}", self.url)
+    }
+}

@@ -1,0 +1,51 @@
+//! The event-log interface. Two real backends implement it: [`crate::embedded::EmbeddedLog`]
+//! (sled, in-process, the single-node default) and [`crate::jetstream::JetStreamLog`] (NATS
+//! JetStream, for clusters). [`crate::conformance`] holds the one test suite both must pass.
+
+use crate::codec::CodecError;
+use crate::envelope::{AggregateId, Envelope, Recorded};
+use futures_util::stream::BoxStream;
+
+/// Why an append did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended to the aggregate first: reload it and decide again.
+    #[error("concurrent change to {aggregate}: expected version {expected}, found {actual}")]
+    Conflict { aggregate: AggregateId, expected: u64, actual: u64 },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Failures of the log itself.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("event log storage failed: {0}")]
+    Storage(String),
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// A live feed of the log: first everything after the requested position, then new events as
+/// they are appended, in position order.
+pub type EventStream = BoxStream<'static, Result<Recorded, LogError>>;
+
+#[async_trait::async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `envelope` as version `envelope.sequence` of its aggregate, only if the aggregate
+    /// is currently at `envelope.sequence - 1` (optimistic concurrency). Returns its position.
+    async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError>;
+
+    /// Every event of one aggregate, oldest first.
+    async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError>;
+
+    /// Everything after position `after` (0 = from the beginning), then live.
+    async fn subscribe(&self, after: u64) -> Result<EventStream, LogError>;
+
+    /// Position of the last event in the log (0 when empty).
+    async fn head(&self) -> Result<u64, LogError>;
+
+    /// Which backend this is, for logs and status.
+    fn describe(&self) -> String;
+}
