@@ -1,0 +1,139 @@
+//! What every actor's state is: an aggregate that decides on commands and applies events.
+//!
+//! [`execute`] is the whole write path, without actix: load the aggregate from the log (or use
+//! the cached state), let it decide, append the event with the expected version, apply it. On a
+//! version conflict (another node changed the aggregate first) it reloads and decides again, so a
+//! command is always validated against the state it is recorded on.
+
+use ism_events::{AggregateId, AggregateKind, AppendError, Cause, Clock, Envelope, Event, EventLog, LogError, Recorded};
+use uuid::Uuid;
+
+/// State rebuilt from events, with the rules that turn commands into events.
+pub trait Aggregate: Sized + Send + 'static {
+    type Command: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+    const KIND: AggregateKind;
+
+    /// The state before any event.
+    fn new(id: Uuid) -> Self;
+    /// Applies an event that happened to this aggregate. Must not fail: events are facts.
+    fn apply(&mut self, event: &Event);
+    /// Decides what a command means in the current state: an event to record, nothing (the
+    /// command is already satisfied), or a refusal.
+    fn handle(&self, command: &Self::Command, now_ms: i64) -> Result<Option<Event>, Self::Error>;
+}
+
+/// An aggregate and the version its state reflects.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    pub state: A,
+    pub version: u64,
+}
+
+/// What happened to a command.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// The event recorded, if the command changed anything.
+    pub recorded: Option<Recorded>,
+    /// Version of the aggregate afterwards.
+    pub version: u64,
+}
+
+impl Executed {
+    pub fn event(&self) -> Option<&Event> {
+        self.recorded.as_ref().map(|r| &r.envelope.event)
+    }
+    /// Position of the recorded event, for read-your-writes waits on projections.
+    pub fn position(&self) -> Option<u64> {
+        self.recorded.as_ref().map(|r| r.position)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate's rules refuse the command.
+    #[error(transparent)]
+    Rejected(E),
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Other writers kept winning the race for this aggregate.
+    #[error("too many concurrent changes to {0}; try again")]
+    Contended(AggregateId),
+    /// The actor is gone (the node is shutting down).
+    #[error("actor unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Replays an aggregate's events from the log.
+pub async fn load<A: Aggregate>(log: &dyn EventLog, id: Uuid) -> Result<Loaded<A>, LogError> {
+    let mut loaded = Loaded { state: A::new(id), version: 0 };
+    for rec in log.read_aggregate(&AggregateId { kind: A::KIND, id }).await? {
+        loaded.state.apply(&rec.envelope.event);
+        loaded.version = rec.envelope.sequence;
+    }
+    Ok(loaded)
+}
+
+/// Attempts before giving up on a contended aggregate.
+const ATTEMPTS: usize = 4;
+
+/// Runs one command. Takes the cached state (if any) and gives back the state to cache: `None`
+/// when the state is unknown after a log failure, so the next command reloads it.
+pub async fn execute<A: Aggregate>(
+    log: &dyn EventLog,
+    clock: &dyn Clock,
+    id: Uuid,
+    mut cached: Option<Loaded<A>>,
+    command: &A::Command,
+    cause: &Cause,
+) -> (Option<Loaded<A>>, Result<Executed, CommandError<A::Error>>) {
+    let aggregate = AggregateId { kind: A::KIND, id };
+    for _ in 0..ATTEMPTS {
+        let mut current = match cached.take() {
+            Some(c) => c,
+            None => match load::<A>(log, id).await {
+                Ok(l) => l,
+                Err(e) => return (None, Err(e.into())),
+            },
+        };
+        let now = clock.now_ms();
+        let event = match current.state.handle(command, now) {
+            Err(e) => return (Some(current), Err(CommandError::Rejected(e))),
+            Ok(None) => {
+                let version = current.version;
+                return (Some(current), Ok(Executed { recorded: None, version }));
+            }
+            Ok(Some(event)) => event,
+        };
+        let envelope = Envelope::new(aggregate, current.version + 1, now, cause.clone(), event);
+        match log.append(&envelope).await {
+            Ok(position) => {
+                current.state.apply(&envelope.event);
+                current.version = envelope.sequence;
+                let version = current.version;
+                return (Some(current), Ok(Executed { recorded: Some(Recorded { position, envelope }), version }));
+            }
+            // Someone else changed it: reload and decide again on the fresh state.
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Log(e)) => return (None, Err(e.into())),
+        }
+    }
+    (None, Err(CommandError::Contended(aggregate)))
+}
+
+/// Given/when/then for aggregate rules, with no log and no actor.
+#[cfg(test)]
+pub(crate) mod given {
+    use super::Aggregate;
+    use ism_events::Event;
+    use uuid::Uuid;
+
+    pub fn given<A: Aggregate>(events: &[Event]) -> A {
+        let mut a = A::new(Uuid::nil());
+        for e in events {
+            a.apply(e);
+        }
+        a
+    }
+}

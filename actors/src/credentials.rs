@@ -1,0 +1,147 @@
+//! Endpoint keys and scanner credentials: formats, derivation and hashing.
+//!
+//! **Endpoint keys** must be showable on demand ("Copy Endpoint Key") yet stored only as a hash.
+//! So a key is not stored at all: it is derived, `HMAC-SHA256(cluster secret, endpoint id ||
+//! generation)`, and only `SHA-256(key)` goes into the event log. Authorised users get the key
+//! re-derived; the log (the audit trail, replicated, replayed) never contains it. Rotating bumps
+//! the generation. Every node of a cluster shares the secret (`--key-secret-file`).
+//!
+//! **Scanner credentials** (the SOCKS5 password) are random, shown once when issued, and stored
+//! only as a hash. Both formats embed the id they belong to, so verification is one lookup and
+//! one constant-time comparison, and the secret parts carry 256 bits of entropy (which is why a
+//! plain SHA-256, not a slow password hash, is the right hash here).
+
+use ring::{digest, hmac, rand::SecureRandom};
+use std::fmt::Write;
+use uuid::Uuid;
+
+const ENDPOINT_KEY_PREFIX: &str = "ismk";
+const SCANNER_SECRET_PREFIX: &str = "isms";
+
+/// The cluster-wide secret endpoint keys are derived from.
+#[derive(Clone)]
+pub struct KeySecret(hmac::Key);
+
+impl KeySecret {
+    /// From 32 or more random bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CredentialError> {
+        if bytes.len() < 32 {
+            return Err(CredentialError::WeakSecret(bytes.len()));
+        }
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, bytes)))
+    }
+
+    /// 32 fresh random bytes, for writing a new secret file.
+    pub fn generate_bytes() -> [u8; 32] {
+        random_bytes()
+    }
+
+    /// The key of `endpoint` at `generation`.
+    pub fn endpoint_key(&self, endpoint: Uuid, generation: u32) -> String {
+        let mut msg = Vec::with_capacity(40);
+        msg.extend_from_slice(b"endpoint-key\0");
+        msg.extend_from_slice(endpoint.as_bytes());
+        msg.extend_from_slice(&generation.to_be_bytes());
+        let tag = hmac::sign(&self.0, &msg);
+        format!("{ENDPOINT_KEY_PREFIX}_{}_{}", endpoint.simple(), hex(tag.as_ref()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    #[error("the key secret has {0} bytes; at least 32 are required")]
+    WeakSecret(usize),
+    #[error("malformed credential: expected {0}")]
+    Malformed(&'static str),
+}
+
+/// The endpoint a presented key claims to belong to. Says nothing about whether it is valid.
+pub fn endpoint_of_key(key: &str) -> Result<Uuid, CredentialError> {
+    parse(key, ENDPOINT_KEY_PREFIX).ok_or(CredentialError::Malformed("an endpoint key (ismk_<id>_<secret>)"))
+}
+
+/// A newly issued scanner credential: give `secret` to the scanner once, keep `hash`.
+pub struct IssuedScannerCredential {
+    pub id: Uuid,
+    pub secret: String,
+    pub hash: String,
+}
+
+pub fn issue_scanner_credential() -> IssuedScannerCredential {
+    let id = Uuid::new_v4();
+    let secret = format!("{SCANNER_SECRET_PREFIX}_{}_{}", id.simple(), hex(&random_bytes()));
+    let hash = hash_secret(&secret);
+    IssuedScannerCredential { id, secret, hash }
+}
+
+/// The credential a presented scanner secret claims to be.
+pub fn scanner_credential_of(secret: &str) -> Result<Uuid, CredentialError> {
+    parse(secret, SCANNER_SECRET_PREFIX).ok_or(CredentialError::Malformed("a scanner credential (isms_<id>_<secret>)"))
+}
+
+/// Hex SHA-256 of a key or secret: what the event log stores.
+pub fn hash_secret(secret: &str) -> String {
+    hex(digest::digest(&digest::SHA256, secret.as_bytes()).as_ref())
+}
+
+/// Whether `presented` hashes to `stored_hash`, compared in constant time.
+pub fn verify_secret(presented: &str, stored_hash: &str) -> bool {
+    let computed = hash_secret(presented);
+    let (a, b) = (computed.as_bytes(), stored_hash.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse(s: &str, prefix: &str) -> Option<Uuid> {
+    let mut parts = s.trim().split('_');
+    if parts.next()? != prefix {
+        return None;
+    }
+    let id = Uuid::try_parse(parts.next()?).ok()?;
+    let secret = parts.next()?;
+    (secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()) && parts.next().is_none()).then_some(id)
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut b).expect("the OS random source failed");
+    b
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_keys_are_derived_stably_and_differ_by_generation() {
+        let secret = KeySecret::from_bytes(&[7; 32]).unwrap();
+        let id = Uuid::new_v4();
+        let k1 = secret.endpoint_key(id, 1);
+        assert_eq!(k1, secret.endpoint_key(id, 1));
+        assert_ne!(k1, secret.endpoint_key(id, 2));
+        assert_eq!(endpoint_of_key(&k1).unwrap(), id);
+        assert!(verify_secret(&k1, &hash_secret(&k1)));
+        assert!(!verify_secret(&secret.endpoint_key(id, 2), &hash_secret(&k1)));
+        let other = KeySecret::from_bytes(&[8; 32]).unwrap();
+        assert_ne!(k1, other.endpoint_key(id, 1));
+    }
+
+    #[test]
+    fn malformed_credentials_are_refused() {
+        for bad in ["", "ismk", "ismk_nothex_00", "isms_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_00", "ismk_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_zz"] {
+            assert!(endpoint_of_key(bad).is_err(), "{bad}");
+        }
+        let issued = issue_scanner_credential();
+        assert_eq!(scanner_credential_of(&issued.secret).unwrap(), issued.id);
+        assert!(endpoint_of_key(&issued.secret).is_err(), "a scanner secret is not an endpoint key");
+        assert!(KeySecret::from_bytes(&[0; 16]).is_err());
+    }
+}

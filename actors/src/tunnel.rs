@@ -1,0 +1,140 @@
+//! The tunnel actor: one endpoint session on one gateway node, and the scanner streams it
+//! carried. It records facts; the bytes themselves flow on tokio tasks (`ism-tunnel`).
+
+use crate::aggregate::Aggregate;
+use ism_events::{AggregateKind, Event};
+use uuid::Uuid;
+
+#[derive(Debug, Default)]
+pub struct Tunnel {
+    pub id: Uuid,
+    pub opened: Option<OpenedTunnel>,
+}
+
+#[derive(Debug)]
+pub struct OpenedTunnel {
+    pub endpoint: Uuid,
+    pub node: String,
+    pub closed: bool,
+}
+
+pub enum TunnelCommand {
+    Open { endpoint: Uuid, gateway: Uuid, node: String, machine: String, remote_addr: String, agent_version: String },
+    RecordStreamOpened { stream: u32, target: String, scanner: String },
+    RecordStreamRefused { target: String, scanner: String, reason: String },
+    RecordStreamClosed { stream: u32, sent: u64, received: u64, end: String },
+    Close { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    #[error("tunnel {0} was already opened")]
+    AlreadyOpened(Uuid),
+    #[error("tunnel {0} is not open")]
+    NotOpen(Uuid),
+}
+
+impl Aggregate for Tunnel {
+    type Command = TunnelCommand;
+    type Error = TunnelError;
+    const KIND: AggregateKind = AggregateKind::Tunnel;
+
+    fn new(id: Uuid) -> Self {
+        Self { id, opened: None }
+    }
+
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::TunnelOpened { endpoint, node, .. } => {
+                self.opened = Some(OpenedTunnel { endpoint: *endpoint, node: node.clone(), closed: false })
+            }
+            Event::TunnelClosed { .. } => {
+                if let Some(t) = &mut self.opened {
+                    t.closed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle(&self, command: &TunnelCommand, _now_ms: i64) -> Result<Option<Event>, TunnelError> {
+        let open = || match &self.opened {
+            Some(t) if !t.closed => Ok(()),
+            _ => Err(TunnelError::NotOpen(self.id)),
+        };
+        Ok(Some(match command {
+            TunnelCommand::Open { endpoint, gateway, node, machine, remote_addr, agent_version } => {
+                if self.opened.is_some() {
+                    return Err(TunnelError::AlreadyOpened(self.id));
+                }
+                Event::TunnelOpened {
+                    endpoint: *endpoint,
+                    gateway: *gateway,
+                    node: node.clone(),
+                    machine: machine.clone(),
+                    remote_addr: remote_addr.clone(),
+                    agent_version: agent_version.clone(),
+                }
+            }
+            TunnelCommand::RecordStreamOpened { stream, target, scanner } => {
+                open()?;
+                Event::StreamOpened { stream: *stream, target: target.clone(), scanner: scanner.clone() }
+            }
+            TunnelCommand::RecordStreamRefused { target, scanner, reason } => {
+                open()?;
+                Event::StreamRefused { target: target.clone(), scanner: scanner.clone(), reason: reason.clone() }
+            }
+            TunnelCommand::RecordStreamClosed { stream, sent, received, end } => {
+                // Streams may end after their tunnel did (that is how they end, often): record.
+                if self.opened.is_none() {
+                    return Err(TunnelError::NotOpen(self.id));
+                }
+                Event::StreamClosed { stream: *stream, sent: *sent, received: *received, end: end.clone() }
+            }
+            TunnelCommand::Close { reason } => {
+                if open().is_err() {
+                    return Ok(None);
+                }
+                Event::TunnelClosed { reason: reason.clone() }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::given::given;
+
+    fn opened() -> Event {
+        Event::TunnelOpened {
+            endpoint: Uuid::nil(),
+            gateway: Uuid::nil(),
+            node: "n1".into(),
+            machine: "m".into(),
+            remote_addr: "127.0.0.1:5".into(),
+            agent_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn closing_twice_records_once() {
+        let t: Tunnel = given(&[opened()]);
+        let close = TunnelCommand::Close { reason: "peer closed".into() };
+        let ev = t.handle(&close, 0).unwrap().unwrap();
+        let t: Tunnel = given(&[opened(), ev]);
+        assert_eq!(t.handle(&close, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn streams_open_only_on_an_open_tunnel() {
+        let cmd = TunnelCommand::RecordStreamOpened { stream: 1, target: "a:80".into(), scanner: "s".into() };
+        assert!(given::<Tunnel>(&[]).handle(&cmd, 0).is_err());
+        assert!(given::<Tunnel>(&[opened()]).handle(&cmd, 0).is_ok());
+        let closed = Event::TunnelClosed { reason: "x".into() };
+        assert!(given::<Tunnel>(&[opened(), closed.clone()]).handle(&cmd, 0).is_err());
+        // ...but a stream that outlived its tunnel is still recorded as closed.
+        let end = TunnelCommand::RecordStreamClosed { stream: 1, sent: 1, received: 2, end: "reset".into() };
+        assert!(given::<Tunnel>(&[opened(), closed]).handle(&end, 0).is_ok());
+    }
+}
