@@ -86,8 +86,11 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Whether `presented` hashes to `stored_hash`, compared in constant time.
 pub fn verify_secret(presented: &str, stored_hash: &str) -> bool {
-    let computed = hash_secret(presented);
-    let (a, b) = (computed.as_bytes(), stored_hash.as_bytes());
+    constant_time_eq(hash_secret(presented).as_bytes(), stored_hash.as_bytes())
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -101,7 +104,8 @@ fn parse(s: &str, prefix: &str) -> Option<Uuid> {
     (secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()) && parts.next().is_none()).then_some(id)
 }
 
-fn random_bytes() -> [u8; 32] {
+/// 32 bytes from the OS random source.
+pub fn random_bytes() -> [u8; 32] {
     let mut b = [0u8; 32];
     ring::rand::SystemRandom::new().fill(&mut b).expect("the OS random source failed");
     b

@@ -5,6 +5,7 @@
 //! so the audit trail shows the attempt.
 
 use crate::aggregate::Aggregate;
+use crate::credentials::constant_time_eq;
 use crate::text::{checked, TextError, MAX_DESCRIPTION, MAX_NAME};
 use ism_events::{AggregateKind, Event, Platform};
 use uuid::Uuid;
@@ -32,8 +33,8 @@ pub struct AddedEndpoint {
 
 pub enum EndpointCommand {
     Add { gateway: Uuid, name: String, description: String, platform: Platform, key_hash: String },
-    /// A machine presented a valid key.
-    Register { machine: String, hostname: String, platform: String, agent_version: String },
+    /// A machine presented a key (hashed) for this endpoint, signed with its machine identity.
+    Register { presented_key_hash: String, machine: String, hostname: String, platform: String, agent_version: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum EndpointError {
     NotFound(Uuid),
     #[error(transparent)]
     Invalid(#[from] TextError),
+    /// The key is not this endpoint's current key (wrong, rotated, or forged).
+    #[error("invalid endpoint key")]
+    InvalidKey,
 }
 
 impl Endpoint {
@@ -98,8 +102,11 @@ impl Aggregate for Endpoint {
                     key_hash: key_hash.clone(),
                 }))
             }
-            EndpointCommand::Register { machine, hostname, platform, agent_version } => {
+            EndpointCommand::Register { presented_key_hash, machine, hostname, platform, agent_version } => {
                 let e = self.existing()?;
+                if !constant_time_eq(presented_key_hash.as_bytes(), e.key_hash.as_bytes()) {
+                    return Err(EndpointError::InvalidKey);
+                }
                 Ok(match &e.machine {
                     None => Some(Event::EndpointRegistered {
                         machine: machine.clone(),
@@ -136,13 +143,20 @@ mod tests {
     }
 
     fn register(machine: &str) -> EndpointCommand {
-        EndpointCommand::Register { machine: machine.into(), hostname: "host".into(), platform: "linux".into(), agent_version: "0.1.0".into() }
+        EndpointCommand::Register { presented_key_hash: "h".into(), machine: machine.into(), hostname: "host".into(), platform: "linux".into(), agent_version: "0.1.0".into() }
     }
 
     #[test]
     fn first_machine_binds_the_key() {
         let e: Endpoint = given(&[added()]);
         assert!(matches!(e.handle(&register("m1"), 0).unwrap(), Some(Event::EndpointRegistered { machine, .. }) if machine == "m1"));
+    }
+
+    #[test]
+    fn a_wrong_key_is_refused_without_binding() {
+        let e: Endpoint = given(&[added()]);
+        let cmd = EndpointCommand::Register { presented_key_hash: "other".into(), machine: "m1".into(), hostname: "h".into(), platform: "linux".into(), agent_version: "0".into() };
+        assert_eq!(e.handle(&cmd, 0), Err(EndpointError::InvalidKey));
     }
 
     #[test]

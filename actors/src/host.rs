@@ -22,6 +22,17 @@ impl<A: Aggregate> Message for Execute<A> {
     type Result = Result<Executed, CommandError<A::Error>>;
 }
 
+/// A command whose outcome nobody waits for (recording what the data path did). Commands told
+/// by one caller are recorded in the order they were told; failures are logged.
+pub struct Tell<A: Aggregate> {
+    pub command: A::Command,
+    pub cause: Cause,
+}
+
+impl<A: Aggregate> Message for Tell<A> {
+    type Result = ();
+}
+
 pub struct AggregateActor<A: Aggregate> {
     id: Uuid,
     log: Arc<dyn EventLog>,
@@ -33,15 +44,35 @@ impl<A: Aggregate + Unpin> Actor for AggregateActor<A> {
     type Context = Context<Self>;
 }
 
+impl<A: Aggregate + Unpin> AggregateActor<A> {
+    /// The command's whole write path, run while the actor's mailbox waits.
+    fn run(&mut self, command: A::Command, cause: Cause) -> ResponseActFuture<Self, Result<Executed, CommandError<A::Error>>> {
+        let (log, clock, id, cached) = (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
+        let work = async move { execute::<A>(&*log, &*clock, id, cached, &command, &cause).await };
+        Box::pin(work.into_actor(self).map(|(cached, result), actor, _| {
+            actor.cached = cached;
+            result
+        }))
+    }
+}
+
 impl<A: Aggregate + Unpin> Handler<Execute<A>> for AggregateActor<A> {
     type Result = AtomicResponse<Self, Result<Executed, CommandError<A::Error>>>;
 
     fn handle(&mut self, msg: Execute<A>, _ctx: &mut Self::Context) -> Self::Result {
-        let (log, clock, id, cached) = (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
-        let work = async move { execute::<A>(&*log, &*clock, id, cached, &msg.command, &msg.cause).await };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|(cached, result), actor, _| {
-            actor.cached = cached;
-            result
+        AtomicResponse::new(self.run(msg.command, msg.cause))
+    }
+}
+
+impl<A: Aggregate + Unpin> Handler<Tell<A>> for AggregateActor<A> {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Tell<A>, _ctx: &mut Self::Context) -> Self::Result {
+        let id = self.id;
+        AtomicResponse::new(Box::pin(self.run(msg.command, msg.cause).map(move |result, _, _| {
+            if let Err(e) = result {
+                tracing::warn!(kind = A::KIND.as_str(), %id, error = %e, "could not record event");
+            }
         })))
     }
 }
@@ -78,6 +109,11 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
             .send(Execute { command, cause })
             .await
             .map_err(|e| CommandError::Unavailable(e.to_string()))?
+    }
+
+    /// Sends a command to aggregate `id` without waiting: it is queued in call order.
+    pub fn tell(&self, id: Uuid, command: A::Command, cause: Cause) {
+        self.actor(id).do_send(Tell { command, cause });
     }
 
     /// Forgets the actor of a finished aggregate; it stops once its queued commands are done.

@@ -1,1 +1,25 @@
-//! placeholder
+//! A gateway node: where endpoints attach their tunnels and scanners attach to endpoints.
+//!
+//! - [`node`]: configuration and start-up (event log, directory, actors, listeners);
+//! - [`tunnel_acceptor`]: TLS + WebSocket accept, the endpoint handshake, session lifecycle;
+//! - [`sessions`]: the endpoint sessions this node holds, newest wins;
+//! - [`socks5`]: the scanner ingress ([`socks5::codec`] without I/O, [`socks5::ingress`] serving);
+//! - [`scanner_auth`]: which scanner may reach which endpoint;
+//! - [`api`]: the management REST API;
+//! - [`tls`]: the node's certificate (supplied, or a generated private CA).
+//!
+//! One scanner request: `socks5::ingress` authorises it (`scanner_auth`), finds the endpoint's
+//! session (`sessions`), opens a stream (`ism_tunnel::Session::open_stream`), and splices the
+//! scanner's socket to it; the endpoint dials the target and splices its side.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod node;
+pub mod scanner_auth;
+pub mod sessions;
+pub mod socks5;
+pub mod state;
+pub mod tls;
+pub mod tunnel_acceptor;
+
+pub use node::{start, NodeConfig, NodeError, RunningNode};

@@ -1,1 +1,81 @@
-fn main() {}
+//! `ism-gateway`: runs one gateway node.
+
+use anyhow::Context;
+use clap::Parser;
+use ism_gateway::NodeConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// One node of an internal-scanning gateway: endpoints dial in over TLS WebSocket, scanners
+/// connect over SOCKS5, operators use the REST API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// This node's name in events and logs (unique in a cluster, stable across restarts).
+    #[arg(long, env = "ISM_NODE_ID", default_value = "node-1")]
+    node_id: String,
+    /// Where the node keeps its generated secrets, the embedded event log and its projections.
+    #[arg(long, env = "ISM_DATA_DIR", default_value = "./ism-gateway-data")]
+    data_dir: PathBuf,
+    /// Event log: a `nats://host:port` URL for JetStream (clusters); the embedded log otherwise.
+    #[arg(long, env = "ISM_EVENT_LOG")]
+    event_log: Option<String>,
+    /// Address endpoints connect to (TLS WebSocket).
+    #[arg(long, env = "ISM_ENDPOINT_LISTEN", default_value = "0.0.0.0:8443")]
+    endpoint_listen: SocketAddr,
+    /// Address scanners connect to (SOCKS5).
+    #[arg(long, env = "ISM_SOCKS_LISTEN", default_value = "127.0.0.1:1080")]
+    socks_listen: SocketAddr,
+    /// Address of the management REST API.
+    #[arg(long, env = "ISM_API_LISTEN", default_value = "127.0.0.1:7070")]
+    api_listen: SocketAddr,
+    /// WebSocket path endpoints use (their `wsendpoint` property).
+    #[arg(long, env = "ISM_WS_PATH", default_value = "/wsendpoint")]
+    ws_path: String,
+    /// PEM certificate chain; without it a private CA is generated in the data directory.
+    #[arg(long, env = "ISM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "ISM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Extra DNS names or IPs for the generated certificate (repeatable).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// File with the hex secret endpoint keys derive from (shared by all nodes of a cluster).
+    #[arg(long, env = "ISM_KEY_SECRET_FILE")]
+    key_secret_file: Option<PathBuf>,
+    /// Administrator API token; by default read from (or generated into) <data-dir>/admin-token.
+    #[arg(long, env = "ISM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let args = Args::parse();
+    let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
+    config.event_log = args.event_log;
+    config.endpoint_listen = args.endpoint_listen;
+    config.socks_listen = args.socks_listen;
+    config.api_listen = args.api_listen;
+    config.ws_path = args.ws_path;
+    config.tls_files = args.tls_cert.zip(args.tls_key);
+    config.tls_names = args.tls_names;
+    config.key_secret_file = args.key_secret_file;
+    config.admin_token = args.admin_token;
+
+    actix::System::with_tokio_rt(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")).block_on(async move {
+        let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;
+        println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
+        println!("  endpoints connect to  wss://{}{}", node.addresses.endpoint_wss, node.state.ws_path);
+        println!("  scanners connect to   socks5://{}", node.addresses.socks);
+        println!("  management API        http://{}", node.addresses.api);
+        if let Some(ca) = &node.ca_file {
+            println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
+        }
+        println!("  event log             {}", node.state.log.describe());
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        println!("shutting down");
+        node.stop().await;
+        Ok(())
+    })
+}

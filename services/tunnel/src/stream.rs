@@ -66,10 +66,16 @@ impl TunnelStream {
     /// Joins the stream to `tcp` until both directions are finished or either side fails.
     /// Sets `TCP_NODELAY`: without it, small request/response exchanges stall ~40 ms on
     /// Nagle's algorithm meeting delayed ACKs.
-    pub async fn splice(mut self, tcp: TcpStream) -> SpliceReport {
+    pub async fn splice(self, tcp: TcpStream) -> SpliceReport {
+        self.splice_with(tcp, Bytes::new()).await
+    }
+
+    /// Like [`splice`](Self::splice), sending `initial` first: bytes the caller already read
+    /// from the socket (a client that pipelined data behind its SOCKS request, say).
+    pub async fn splice_with(mut self, tcp: TcpStream, initial: Bytes) -> SpliceReport {
         let _ = tcp.set_nodelay(true);
         let (rd, wr) = tcp.into_split();
-        let report = self.pump(rd, wr).await;
+        let report = self.pump(rd, wr, initial).await;
         match &report.end {
             StreamEnd::SocketError(_) => {
                 let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason: ResetReason::Aborted });
@@ -80,12 +86,12 @@ impl TunnelStream {
         report
     }
 
-    async fn pump(&mut self, rd: OwnedReadHalf, wr: OwnedWriteHalf) -> SpliceReport {
+    async fn pump(&mut self, rd: OwnedReadHalf, wr: OwnedWriteHalf, initial: Bytes) -> SpliceReport {
         let Self { id, lanes, inbound, credit, .. } = self;
         let mut sent = 0u64;
         let mut received = 0u64;
         let end = {
-            let up = upstream(*id, rd, credit, lanes, &mut sent);
+            let up = upstream(*id, rd, initial, credit, lanes, &mut sent);
             let down = downstream(*id, wr, inbound, &lanes.control, &mut received);
             tokio::pin!(up, down);
             let (mut up_done, mut down_done) = (false, false);
@@ -119,8 +125,16 @@ impl Drop for TunnelStream {
 
 /// Socket -> tunnel. Waits for the socket to be readable *before* taking credit and a buffer, so
 /// an idle stream holds neither.
-async fn upstream(id: StreamId, rd: OwnedReadHalf, credit: &SendCredit, lanes: &Lanes, sent: &mut u64) -> Result<(), StreamEnd> {
+async fn upstream(id: StreamId, rd: OwnedReadHalf, mut initial: Bytes, credit: &SendCredit, lanes: &Lanes, sent: &mut u64) -> Result<(), StreamEnd> {
     let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
+    while !initial.is_empty() {
+        let Some(allowed) = credit.take(initial.len().min(MAX_DATA_LEN)).await else {
+            return Err(closed());
+        };
+        let chunk = initial.split_to(allowed);
+        lanes.ordered.send(Frame::Data { stream: id, payload: chunk }.encode()).await.map_err(|_| closed())?;
+        *sent += allowed as u64;
+    }
     loop {
         rd.readable().await.map_err(socket_error)?;
         let Some(allowed) = credit.take(MAX_DATA_LEN).await else {

@@ -1,0 +1,226 @@
+//! Assembling and starting one gateway node.
+//!
+//! A node holds nothing durable of its own: the event log is the truth, the directory a
+//! rebuildable cache of it, and the secrets (key secret, admin token, TLS identity) come from
+//! configuration or, on the embedded default, from files generated once in the data directory.
+
+use crate::state::{Addresses, NodeState};
+use crate::tls::{self, TlsSource};
+use crate::{api, socks5, tunnel_acceptor};
+use actix::Arbiter;
+use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
+use ism_actors::gateway::GatewayCommand;
+use ism_actors::tunnel::TunnelCommand;
+use ism_actors::NodeActors;
+use ism_events::{spawn_projection, Cause, Clock, EventLog, SystemClock};
+use ism_projectors::{DirectoryProjection, GatewayStatus};
+use ism_tunnel::SessionConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How one node is configured (the binary fills this from flags and environment).
+pub struct NodeConfig {
+    /// This node's name in events and logs; must be unique in a cluster and stable across
+    /// restarts (a restarted node closes the sessions the log still shows open under its name).
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    /// `nats://...` for JetStream, else the embedded log in `<data_dir>/events`.
+    pub event_log: Option<String>,
+    pub endpoint_listen: SocketAddr,
+    pub socks_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    /// The WebSocket path endpoints connect to (`wsendpoint` in their properties).
+    pub ws_path: String,
+    /// Certificate files; `None` generates a private CA in `<data_dir>/tls`.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Extra names for the generated certificate.
+    pub tls_names: Vec<String>,
+    /// Shared secret endpoint keys derive from; `None` uses (or creates) `<data_dir>/key-secret`.
+    pub key_secret_file: Option<PathBuf>,
+    /// Bootstrap administrator token; `None` uses (or creates) `<data_dir>/admin-token`.
+    pub admin_token: Option<String>,
+    pub session: SessionConfig,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl NodeConfig {
+    /// A node on the embedded default, all listeners on loopback with OS-chosen ports.
+    pub fn local(node_id: &str, data_dir: &Path) -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            node_id: node_id.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            event_log: None,
+            endpoint_listen: any_port,
+            socks_listen: any_port,
+            api_listen: any_port,
+            ws_path: "/wsendpoint".into(),
+            tls_files: None,
+            tls_names: Vec::new(),
+            key_secret_file: None,
+            admin_token: None,
+            session: SessionConfig::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("secret file {path}: {reason}")]
+    Secret { path: PathBuf, reason: String },
+    #[error("event log: {0}")]
+    Log(#[from] ism_events::LogError),
+    #[error("directory projection: {0}")]
+    Projection(#[from] ism_events::ProjectionError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("the WebSocket path must start with '/': {0:?}")]
+    WsPath(String),
+}
+
+/// A started node.
+pub struct RunningNode {
+    pub state: Arc<NodeState>,
+    pub addresses: Addresses,
+    /// The administrator token (from configuration or the generated file).
+    pub admin_token: String,
+    /// The private CA endpoints must trust, when the certificate was generated.
+    pub ca_file: Option<PathBuf>,
+    api: actix_web::dev::ServerHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Stops listening and closes every endpoint session.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.state.sessions.close_all("gateway node shutting down");
+        self.api.stop(true).await;
+    }
+}
+
+/// Reads a secret file, or creates it (owner-only) with `make()` when it does not exist.
+fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, NodeError> {
+    let err = |reason: String| NodeError::Secret { path: path.into(), reason };
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) => Err(err("the file is empty".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let value = make();
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| err(e.to_string()))?;
+            f.write_all(format!("{value}\n").as_bytes()).map_err(|e| err(e.to_string()))?;
+            Ok(value)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    (s.len() % 2 == 0).then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()).flatten()
+}
+
+/// Starts a node. Must run inside an actix `System` (its actors live on the calling arbiter).
+pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if !config.ws_path.starts_with('/') {
+        return Err(NodeError::WsPath(config.ws_path));
+    }
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).map_err(|source| NodeError::DataDir { path: data.clone(), source })?;
+
+    let log: Arc<dyn EventLog> = match &config.event_log {
+        Some(spec) => ism_events::open_log(spec).await?,
+        None => ism_events::open_log(&data.join("events").display().to_string()).await?,
+    };
+    let directory = Arc::new(DirectoryProjection::open(&data.join("projections").join("directory"))?);
+    let progress = spawn_projection(log.clone(), directory.clone())?;
+    progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
+
+    let secret_path = config.key_secret_file.clone().unwrap_or_else(|| data.join("key-secret"));
+    let secret_hex = secret_file(&secret_path, || hex(&KeySecret::generate_bytes()))?;
+    let key_secret = parse_hex(&secret_hex)
+        .ok_or_else(|| NodeError::Secret { path: secret_path.clone(), reason: "not hex".into() })
+        .and_then(|b| KeySecret::from_bytes(&b).map_err(|e| NodeError::Secret { path: secret_path.clone(), reason: e.to_string() }))?;
+    let admin_token = match &config.admin_token {
+        Some(t) => t.clone(),
+        None => secret_file(&data.join("admin-token"), || format!("isma_{}", hex(&random_bytes())))?,
+    };
+
+    let tls_source = match &config.tls_files {
+        Some((cert, key)) => TlsSource::Files { cert: cert.clone(), key: key.clone() },
+        None => TlsSource::Generated { dir: data.join("tls"), sans: config.tls_names.clone() },
+    };
+    let identity = tls::load(&tls_source)?;
+
+    let bind = |what, addr| async move { tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source }) };
+    let wss = bind("endpoint tunnels", config.endpoint_listen).await?;
+    let socks = bind("SOCKS5 ingress", config.socks_listen).await?;
+    let api_listener = std::net::TcpListener::bind(config.api_listen).map_err(|source| NodeError::Bind { what: "management API", addr: config.api_listen, source })?;
+    let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound listener has an address");
+    let addresses = Addresses { endpoint_wss: local(&wss), socks: local(&socks), api: api_listener.local_addr().expect("bound listener has an address") };
+
+    let arbiter = Arbiter::current();
+    let state = Arc::new(NodeState {
+        node_id: config.node_id.clone(),
+        log: log.clone(),
+        clock: config.clock.clone(),
+        directory: directory.clone(),
+        progress,
+        gateways: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        endpoints: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        tunnels: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
+        key_secret,
+        sessions: Default::default(),
+        admin_token_hash: hash_secret(&admin_token),
+        addresses,
+        ws_path: config.ws_path.clone(),
+    });
+
+    recover(&state).await;
+
+    let tasks = vec![
+        tokio::spawn(tunnel_acceptor::serve(wss, tokio_rustls::TlsAcceptor::from(identity.server_config.clone()), state.clone(), config.session.clone())),
+        tokio::spawn(socks5::ingress::serve(socks, state.clone())),
+    ];
+    let api_state = actix_web::web::Data::new(state.clone());
+    let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(api_state.clone()).configure(api::routes))
+        .workers(2)
+        .disable_signals()
+        .listen(api_listener)
+        .map_err(|source| NodeError::Bind { what: "management API", addr: config.api_listen, source })?
+        .run();
+    let api = server.handle();
+    actix_rt::spawn(server);
+
+    tracing::info!(node = %state.node_id, log = %log.describe(), wss = %addresses.endpoint_wss, socks = %addresses.socks, api = %addresses.api, "gateway node started");
+    Ok(RunningNode { state, addresses, admin_token, ca_file: identity.ca_file, api, tasks })
+}
+
+/// Brings the log up to date with this node's restart: sessions it held before are gone, and
+/// gateways created while no node ran come online now.
+async fn recover(state: &NodeState) {
+    let cause = Cause::by(state.node_id.clone());
+    for t in state.directory.open_tunnels_on(&state.node_id).unwrap_or_default() {
+        if let Err(e) = state.tunnels.execute(t.id, TunnelCommand::Close { reason: "gateway node restarted".into() }, cause.clone()).await {
+            tracing::warn!(tunnel = %t.id, error = %e, "could not close a stale session");
+        }
+        state.tunnels.forget(t.id);
+    }
+    for g in state.directory.gateways().unwrap_or_default().into_iter().filter(|g| g.status == GatewayStatus::Initializing) {
+        if let Err(e) = state.gateways.execute(g.id, GatewayCommand::Activate { node: state.node_id.clone() }, cause.clone()).await {
+            tracing::warn!(gateway = %g.id, error = %e, "could not bring a gateway online");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Who may reach which endpoint: a scanner presents a credential (the password) and names an
+//! endpoint (the username, by name or id) of the same gateway. No anonymous access.
+
+use crate::state::NodeState;
+use ism_actors::credentials::{scanner_credential_of, verify_secret};
+use ism_projectors::EndpointView;
+use uuid::Uuid;
+
+/// A scanner allowed to open streams through one endpoint.
+#[derive(Debug)]
+pub struct AuthorisedScanner {
+    pub credential: Uuid,
+    pub gateway: Uuid,
+    pub endpoint: EndpointView,
+}
+
+impl AuthorisedScanner {
+    /// How the scanner appears in events: the credential id, never the secret.
+    pub fn audit_name(&self) -> String {
+        format!("credential:{}", self.credential.simple())
+    }
+}
+
+/// Why a scanner was refused. Logged on the gateway; the scanner only learns that it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScannerAuthError {
+    #[error("the password is not a scanner credential")]
+    Malformed,
+    #[error("unknown scanner credential {0}")]
+    UnknownCredential(Uuid),
+    #[error("wrong secret for scanner credential {0}")]
+    WrongSecret(Uuid),
+    #[error("gateway {gateway} has no endpoint {username:?}")]
+    UnknownEndpoint { gateway: Uuid, username: String },
+    #[error("directory unavailable: {0}")]
+    Directory(String),
+}
+
+pub fn authorise(state: &NodeState, username: &str, password: &str) -> Result<AuthorisedScanner, ScannerAuthError> {
+    let credential = scanner_credential_of(password).map_err(|_| ScannerAuthError::Malformed)?;
+    let dir = |e: ism_events::ProjectionError| ScannerAuthError::Directory(e.to_string());
+    let (gateway, hash) = state.directory.scanner_credential(credential).map_err(dir)?.ok_or(ScannerAuthError::UnknownCredential(credential))?;
+    if !verify_secret(password, &hash) {
+        return Err(ScannerAuthError::WrongSecret(credential));
+    }
+    let by_id = Uuid::try_parse(username).ok().map(|id| state.directory.endpoint(id)).transpose().map_err(dir)?.flatten();
+    let endpoint = match by_id {
+        Some(e) => Some(e),
+        None => state.directory.endpoint_by_name(gateway, username).map_err(dir)?,
+    }
+    .filter(|e| e.gateway == gateway)
+    .ok_or_else(|| ScannerAuthError::UnknownEndpoint { gateway, username: username.to_string() })?;
+    Ok(AuthorisedScanner { credential, gateway, endpoint })
+}

@@ -1,0 +1,76 @@
+//! The endpoint sessions this node holds: which endpoint's tunnel is here, and which tunnel is
+//! its current one.
+//!
+//! A reconnect by the same endpoint identity replaces its old session at once (the old one is
+//! closed and its streams reset): users of other tunnels hit "already connected" and leaked
+//! sessions after network changes; here the newest session always wins.
+
+use ism_tunnel::Session;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// One endpoint's live tunnel on this node.
+#[derive(Clone)]
+pub struct LiveSession {
+    pub tunnel: Uuid,
+    pub endpoint: Uuid,
+    pub gateway: Uuid,
+    pub session: Session,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    by_endpoint: Mutex<HashMap<Uuid, LiveSession>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, LiveSession>> {
+        self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `live` the endpoint's session and closes the one it replaces, if any.
+    pub fn install(&self, live: LiveSession) -> Option<LiveSession> {
+        let old = self.lock().insert(live.endpoint, live);
+        if let Some(old) = &old {
+            old.session.close("replaced by a newer session of the same endpoint");
+        }
+        old
+    }
+
+    /// The endpoint's current session on this node.
+    pub fn get(&self, endpoint: Uuid) -> Option<LiveSession> {
+        self.lock().get(&endpoint).cloned()
+    }
+
+    /// Forgets the endpoint's session if `tunnel` is still its current one.
+    pub fn remove(&self, endpoint: Uuid, tunnel: Uuid) -> bool {
+        let mut map = self.lock();
+        if map.get(&endpoint).is_some_and(|s| s.tunnel == tunnel) {
+            map.remove(&endpoint);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Closes every session (node shutdown).
+    pub fn close_all(&self, reason: &str) {
+        for s in self.lock().values() {
+            s.session.close(reason);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Streams open across all sessions.
+    pub fn open_streams(&self) -> usize {
+        self.lock().values().map(|s| s.session.open_streams()).sum()
+    }
+}

@@ -1,0 +1,52 @@
+//! What one gateway node shares between its listeners and its API.
+
+use crate::sessions::Sessions;
+use ism_actors::credentials::KeySecret;
+use ism_actors::endpoint::Endpoint;
+use ism_actors::gateway::Gateway;
+use ism_actors::tunnel::Tunnel;
+use ism_actors::NodeActors;
+use ism_events::{Clock, EventLog, ProjectionError, ProjectionProgress};
+use ism_projectors::DirectoryProjection;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a request waits for the directory to show its own write.
+pub const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+pub struct NodeState {
+    /// This node's name in events (`TunnelOpened.node`) and logs.
+    pub node_id: String,
+    pub log: Arc<dyn EventLog>,
+    pub clock: Arc<dyn Clock>,
+    pub directory: Arc<DirectoryProjection>,
+    pub progress: ProjectionProgress,
+    pub gateways: NodeActors<Gateway>,
+    pub endpoints: NodeActors<Endpoint>,
+    pub tunnels: NodeActors<Tunnel>,
+    pub key_secret: KeySecret,
+    pub sessions: Sessions,
+    /// SHA-256 of the bootstrap administrator token.
+    pub admin_token_hash: String,
+    pub addresses: Addresses,
+    pub ws_path: String,
+}
+
+/// Where this node listens, as reported by the API (for allowlists and endpoint configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub endpoint_wss: SocketAddr,
+    pub socks: SocketAddr,
+    pub api: SocketAddr,
+}
+
+impl NodeState {
+    /// Waits until the directory has applied `position` (no-op for `None`).
+    pub async fn caught_up(&self, position: Option<u64>) -> Result<(), ProjectionError> {
+        match position {
+            Some(p) => self.progress.wait_for(p, READ_YOUR_WRITES).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Accepting endpoint tunnels: TLS, the WebSocket upgrade on the configured path, the handshake,
+//! and the session's life on this node.
+//!
+//! The handshake proves two things: the key (checked by the endpoint actor against the hash it
+//! recorded) and possession of the machine identity (an Ed25519 signature over a fresh nonce).
+//! The endpoint actor then binds the key to that machine, or refuses it with "Token already
+//! registered" if another machine holds it.
+
+use crate::sessions::LiveSession;
+use crate::state::NodeState;
+use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes};
+use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
+use ism_actors::tunnel::TunnelCommand;
+use ism_actors::CommandError;
+use ism_events::{Cause, Event};
+use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
+use ism_tunnel::{Session, SessionConfig};
+use ism_tunnel_proto::frame::challenge_message;
+use ism_tunnel_proto::{Frame, Hello, RejectCode, Role, PROTOCOL_VERSION};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use uuid::Uuid;
+
+/// Time allowed for TLS, the upgrade and the handshake together: a client that dawdles is
+/// dropped rather than holding a socket.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts endpoint connections until the listener fails.
+pub async fn serve(listener: TcpListener, tls: TlsAcceptor, state: Arc<NodeState>, config: SessionConfig) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting an endpoint connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
+        tokio::spawn(async move {
+            if let Err(e) = accept(tcp, peer, tls, state, config).await {
+                tracing::info!(%peer, error = %e, "endpoint connection refused");
+            }
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AcceptError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket upgrade failed: {0}")]
+    Upgrade(tokio_tungstenite::tungstenite::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] ism_tunnel::ws::HandshakeIoError),
+    #[error("no complete handshake within {0:?}")]
+    TimedOut(Duration),
+    #[error("refused ({code:?}): {message}")]
+    Refused { code: RejectCode, message: String },
+    #[error("expected Hello, got another frame")]
+    UnexpectedFrame,
+}
+
+async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<NodeState>, config: SessionConfig) -> Result<(), AcceptError> {
+    let _ = tcp.set_nodelay(true);
+    let nonce = random_bytes();
+    let handshake = async {
+        let tls = tls.accept(tcp).await.map_err(AcceptError::Tls)?;
+        let path = state.ws_path.clone();
+        let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+            if req.uri().path() == path {
+                Ok(resp)
+            } else {
+                let mut err = ErrorResponse::new(Some(format!("no tunnel endpoint at {}; expected {path}\n", req.uri().path())));
+                *err.status_mut() = StatusCode::NOT_FOUND;
+                Err(err)
+            }
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async_with_config(tls, check_path, Some(websocket_config()))
+            .await
+            .map_err(AcceptError::Upgrade)?;
+        send_frame(&mut ws, &Frame::Challenge { version: PROTOCOL_VERSION, nonce, node: state.node_id.clone() }).await?;
+        let hello = match recv_frame(&mut ws, HANDSHAKE_TIMEOUT).await? {
+            Frame::Hello(h) => h,
+            _ => return Err(AcceptError::UnexpectedFrame),
+        };
+        Ok((ws, hello))
+    };
+    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
+
+    let admitted = match admit(&state, &hello, &nonce).await {
+        Ok(a) => a,
+        Err((code, message)) => {
+            let _ = send_frame(&mut ws, &Frame::Rejected { code, message: message.clone() }).await;
+            let _ = ws.close(None).await;
+            return Err(AcceptError::Refused { code, message });
+        }
+    };
+
+    let tunnel = Uuid::new_v4();
+    let cause = Cause::by(format!("endpoint:{}", admitted.name));
+    let opened = state
+        .tunnels
+        .execute(
+            tunnel,
+            TunnelCommand::Open {
+                endpoint: admitted.endpoint,
+                gateway: admitted.gateway,
+                node: state.node_id.clone(),
+                machine: admitted.machine.clone(),
+                remote_addr: peer.to_string(),
+                agent_version: hello.agent_version.clone(),
+            },
+            cause.clone(),
+        )
+        .await;
+    if let Err(e) = opened {
+        let message = format!("the gateway could not record the session: {e}");
+        let _ = send_frame(&mut ws, &Frame::Rejected { code: RejectCode::Unavailable, message: message.clone() }).await;
+        return Err(AcceptError::Refused { code: RejectCode::Unavailable, message });
+    }
+    send_frame(&mut ws, &Frame::Welcome { session: *tunnel.as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() }).await?;
+
+    let (session, _incoming) = Session::spawn(ws, Role::Gateway, config);
+    tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
+    state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, session: session.clone() });
+
+    // The session's end is a fact too.
+    let reason = session.closed().await;
+    state.sessions.remove(admitted.endpoint, tunnel);
+    tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");
+    state.tunnels.tell(tunnel, TunnelCommand::Close { reason: reason.to_string() }, cause);
+    // Streams still ending hold the actor's address; it stops after their last record.
+    state.tunnels.forget(tunnel);
+    Ok(())
+}
+
+struct Admitted {
+    endpoint: Uuid,
+    gateway: Uuid,
+    name: String,
+    machine: String,
+}
+
+/// Decides whether the endpoint in `hello` may open a session.
+async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Admitted, (RejectCode, String)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            RejectCode::UnsupportedVersion,
+            format!("this gateway speaks tunnel protocol {PROTOCOL_VERSION}, the endpoint {}; update the endpoint", hello.version),
+        ));
+    }
+    let signed = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &hello.machine_key);
+    if signed.verify(&challenge_message(nonce, &state.node_id), &hello.signature).is_err() {
+        return Err((RejectCode::BadHandshake, "the machine identity signature does not verify".into()));
+    }
+    let invalid = || (RejectCode::InvalidKey, "Invalid endpoint key: copy the key again from the gateway page (Copy Endpoint Key)".to_string());
+    let endpoint = endpoint_of_key(&hello.key).map_err(|_| invalid())?;
+    let machine = hex(&hello.machine_key);
+    let command = EndpointCommand::Register {
+        presented_key_hash: hash_secret(hello.key.trim()),
+        machine: machine.clone(),
+        hostname: hello.hostname.clone(),
+        platform: hello.platform.clone(),
+        agent_version: hello.agent_version.clone(),
+    };
+    let cause = Cause::by(format!("machine:{}", &machine[..16]));
+    let executed = match state.endpoints.execute(endpoint, command, cause).await {
+        Ok(x) => x,
+        Err(CommandError::Rejected(EndpointError::InvalidKey | EndpointError::NotFound(_))) => return Err(invalid()),
+        Err(e) => return Err((RejectCode::Unavailable, format!("the gateway cannot check the key right now: {e}"))),
+    };
+    if let Some(Event::EndpointRegistrationRefused { .. }) = executed.event() {
+        return Err((RejectCode::TokenAlreadyRegistered, TOKEN_ALREADY_REGISTERED.into()));
+    }
+    state.caught_up(executed.position()).await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+    let view = state
+        .directory
+        .endpoint(endpoint)
+        .ok()
+        .flatten()
+        .ok_or_else(|| (RejectCode::Unavailable, "the gateway's directory does not show this endpoint yet; retrying".to_string()))?;
+    Ok(Admitted { endpoint, gateway: view.gateway, name: view.name, machine })
+}
