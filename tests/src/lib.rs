@@ -1,7 +1,8 @@
 //! Shared support for the integration tests: real processes and servers on port 0.
 //!
 //! - [`nats`]: a private `nats-server -js` per test;
-//! - [`cluster`]: an in-process gateway node on either backend, its REST API, endpoints and
-//!   scanner clients.
+//! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
+//!   machines, loopback targets, and polling helpers with deadlines.
 
+pub mod cluster;
 pub mod nats;

@@ -1,0 +1,227 @@
+//! A gateway node for tests, on its own thread and actix system (as a separate process would be,
+//! it is reached only through its sockets), plus endpoints, targets and scanners around it.
+
+use ism_cli::ApiClient;
+use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
+use ism_gateway::state::{Addresses, NodeState};
+use ism_gateway::NodeConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Which event log the node runs on.
+#[derive(Clone)]
+pub enum Backend {
+    Embedded,
+    JetStream(String),
+}
+
+pub struct TestNode {
+    pub addresses: Addresses,
+    pub admin_token: String,
+    pub ca_file: PathBuf,
+    pub state: Arc<NodeState>,
+    node_id: String,
+    backend: Backend,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    data: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node called `node_id` on `backend`, all listeners on loopback port 0.
+    pub fn start(node_id: &str, backend: Backend) -> TestNode {
+        Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None)
+    }
+
+    /// Stops the node and starts it again with the same data directory and addresses, as a
+    /// restarted process would.
+    pub fn restart(mut self) -> TestNode {
+        let data = self.data.take().unwrap();
+        let (node_id, backend, addresses) = (self.node_id.clone(), self.backend.clone(), self.addresses);
+        // Everything of the old node must be gone (its sled stores are locked while open).
+        drop(self);
+        Self::launch(&node_id, backend, data, Some(addresses))
+    }
+
+    fn launch(node_id: &str, backend: Backend, data: tempfile::TempDir, addresses: Option<Addresses>) -> TestNode {
+        let mut config = NodeConfig::local(node_id, data.path());
+        if let Backend::JetStream(url) = &backend {
+            config.event_log = Some(url.clone());
+        }
+        if let Some(a) = addresses {
+            (config.endpoint_listen, config.socks_listen, config.api_listen) = (a.endpoint_wss, a.socks, a.api);
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            actix::System::with_tokio_rt(rt).block_on(async move {
+                match ism_gateway::start(config).await {
+                    Ok(node) => {
+                        ready_tx.send(Ok((node.addresses, node.admin_token.clone(), node.ca_file.clone().unwrap(), node.state.clone()))).unwrap();
+                        let _ = stop_rx.await;
+                        node.stop().await;
+                    }
+                    Err(e) => ready_tx.send(Err(e.to_string())).unwrap(),
+                }
+            })
+        });
+        let (addresses, admin_token, ca_file, state) = ready_rx.recv_timeout(Duration::from_secs(60)).expect("node start timed out").expect("node failed to start");
+        TestNode { addresses, admin_token, ca_file, state, node_id: node_id.to_string(), backend, stop: Some(stop), thread: Some(thread), data: Some(data) }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// A client of this node's REST API, as administrator. Needs an actix runtime.
+    pub fn api(&self) -> ApiClient {
+        ApiClient::new(&format!("http://{}", self.addresses.api), &self.admin_token)
+    }
+
+    pub fn socks(&self) -> String {
+        self.addresses.socks.to_string()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A gateway with one endpoint and one scanner credential, made through the API.
+pub struct Provisioned {
+    pub gateway: String,
+    pub endpoint: String,
+    pub endpoint_name: String,
+    pub key: String,
+    pub scanner_secret: String,
+}
+
+pub async fn provision(api: &ApiClient, endpoint_name: &str) -> Provisioned {
+    let gw = api.create_gateway("test-gateway", "integration test").await.expect("create gateway");
+    let gateway = gw["id"].as_str().unwrap().to_string();
+    let added = api.add_endpoint(&gateway, endpoint_name, "", "linux").await.expect("add endpoint");
+    let cred = api.issue_scanner_credential(&gateway, "tests").await.expect("issue credential");
+    Provisioned {
+        gateway,
+        endpoint: added["endpoint"]["id"].as_str().unwrap().to_string(),
+        endpoint_name: endpoint_name.to_string(),
+        key: added["key"].as_str().unwrap().to_string(),
+        scanner_secret: cred["secret"].as_str().unwrap().to_string(),
+    }
+}
+
+/// One machine running an endpoint: its own folder, so its own machine identity.
+pub struct TestMachine {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestMachine {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// Writes this machine's `application.properties` and starts the agent with it.
+    pub fn start_endpoint(&self, node: &TestNode, key: &str, allowed_targets: &str) -> AgentHandle {
+        let config = self.dir.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        let path = config.join("application.properties");
+        std::fs::write(
+            &path,
+            format!(
+                "token = {key}\ngateway = {}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nmachineKeyFile = ../data/machine.key\nsocketConnectionTimeoutMs = 3000\nsocketReadTimeoutMs = 5000\n",
+                node.addresses.endpoint_wss,
+                node.ca_file.display()
+            ),
+        )
+        .unwrap();
+        Agent::new(EndpointConfig::load(&path, &[]).unwrap()).unwrap().spawn()
+    }
+}
+
+impl Default for TestMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Waits until the agent is connected; panics with its last status otherwise.
+pub async fn connected(agent: &AgentHandle) -> String {
+    match agent.wait_for(Duration::from_secs(20), |s| matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))).await {
+        Ok(AgentStatus::Connected { node, .. }) => node,
+        other => panic!("endpoint did not connect: {other:?}"),
+    }
+}
+
+/// `secret` with its last character changed: same format, wrong value.
+pub fn tampered(secret: &str) -> String {
+    let last = secret.chars().last().unwrap_or('0');
+    format!("{}{}", &secret[..secret.len() - last.len_utf8()], if last == '0' { '1' } else { '0' })
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback TCP echo server; returns its address.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback HTTP server answering every request with `body`; returns its address.
+pub async fn http_server(body: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
