@@ -1,0 +1,104 @@
+//! The measurements, each run once direct and once through the tunnel by the same code.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How the load generator reaches a target.
+#[derive(Clone)]
+pub enum Route {
+    Direct,
+    Socks { proxy: String, endpoint: String, secret: String },
+}
+
+impl Route {
+    pub async fn connect(&self, target: SocketAddr) -> anyhow::Result<TcpStream> {
+        let s = match self {
+            Route::Direct => TcpStream::connect(target).await?,
+            Route::Socks { proxy, endpoint, secret } => ism_cli::scanner::connect(proxy, endpoint, secret, &target.ip().to_string(), target.port()).await?,
+        };
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+}
+
+/// Gbit/s of `streams` parallel bulk uploads to the sink for about `duration`.
+pub async fn bulk(route: &Route, sink: SocketAddr, streams: usize, duration: Duration) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let route = route.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = route.connect(sink).await?;
+            let chunk = vec![0xa5u8; 256 * 1024];
+            let mut sent = 0u64;
+            while started.elapsed() < duration {
+                s.write_all(&chunk).await?;
+                sent += chunk.len() as u64;
+            }
+            s.shutdown().await?;
+            let mut count = [0u8; 8];
+            s.read_exact(&mut count).await?;
+            anyhow::ensure!(u64::from_be_bytes(count) == sent, "the sink counted {} of {sent} bytes", u64::from_be_bytes(count));
+            Ok::<u64, anyhow::Error>(sent)
+        }));
+    }
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Requests per second and latencies (ms, sorted) of `connections` keep-alive HTTP clients.
+pub async fn http(route: &Route, server: SocketAddr, connections: usize, duration: Duration) -> anyhow::Result<(f64, Vec<f64>)> {
+    let expected = crate::targets::http_response().len();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let route = route.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = route.connect(server).await?;
+            let request = b"GET /1k HTTP/1.1\r\nHost: bench\r\n\r\n";
+            let mut response = vec![0u8; expected];
+            let mut latencies = Vec::new();
+            while started.elapsed() < duration {
+                let t = Instant::now();
+                s.write_all(request).await?;
+                s.read_exact(&mut response).await?;
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<Vec<f64>, anyhow::Error>(latencies)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok((rps, all))
+}
+
+/// Sequential connect + 1-byte echo + close, per second.
+pub async fn open_rate(route: &Route, echo: SocketAddr, duration: Duration) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < duration {
+        let mut s = route.connect(echo).await?;
+        s.write_all(b"!").await?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await?;
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The `q` quantile of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
