@@ -23,6 +23,9 @@ pub enum ProjectionError {
     Lagging { wanted: u64, reached: u64, timeout: Duration },
 }
 
+/// One stored key and its value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// A read model built from events.
 pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -34,7 +37,7 @@ pub trait Projection: Send + Sync + 'static {
     fn reset(&self) -> Result<(), ProjectionError>;
     /// Every stored key and value, in a deterministic order: two projections with equal dumps
     /// hold byte-identical content.
-    fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError>;
+    fn dump(&self) -> Result<Vec<Row>, ProjectionError>;
 }
 
 /// Watches a running projection's progress.

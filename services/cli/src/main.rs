@@ -95,7 +95,7 @@ enum EndpointCmd {
 }
 
 fn print_endpoints(list: &Value) {
-    println!("{:<36}  {:<20}  {:<8}  {:<8}  {}", "ID", "NAME", "STATUS", "VERSION", "NODE");
+    println!("{:<36}  {:<20}  {:<8}  {:<8}  NODE", "ID", "NAME", "STATUS", "VERSION");
     for e in list.as_array().into_iter().flatten() {
         println!(
             "{:<36}  {:<20}  {:<8}  {:<8}  {}",
@@ -109,7 +109,7 @@ fn print_endpoints(list: &Value) {
 }
 
 fn print_gateways(list: &Value) {
-    println!("{:<36}  {:<20}  {:<12}  {}", "ID", "NAME", "STATUS", "ENDPOINT URL");
+    println!("{:<36}  {:<20}  {:<12}  ENDPOINT URL", "ID", "NAME", "STATUS");
     for g in list.as_array().into_iter().flatten() {
         println!("{:<36}  {:<20}  {:<12}  {}", g["id"].as_str().unwrap_or(""), g["name"].as_str().unwrap_or(""), g["status"].as_str().unwrap_or(""), g["endpoint_url"].as_str().unwrap_or(""));
     }

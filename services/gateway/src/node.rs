@@ -128,7 +128,7 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, Nod
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    (s.len() % 2 == 0).then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()).flatten()
+    s.len().is_multiple_of(2).then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()).flatten()
 }
 
 /// Starts a node. Must run inside an actix `System` (its actors live on the calling arbiter).

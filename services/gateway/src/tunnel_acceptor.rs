@@ -73,6 +73,8 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
     let handshake = async {
         let tls = tls.accept(tcp).await.map_err(AcceptError::Tls)?;
         let path = state.ws_path.clone();
+        // The callback's error type is tungstenite's; its size is not ours to choose.
+        #[allow(clippy::result_large_err)]
         let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
             if req.uri().path() == path {
                 Ok(resp)

@@ -156,7 +156,7 @@ impl DirectoryProjection {
 
     pub fn gateways(&self) -> Result<Vec<GatewayView>, ProjectionError> {
         let mut out: Vec<GatewayView> = self.gateways.iter().values().map(|v| decode(&v.map_err(storage)?)).collect::<Result<_, _>>()?;
-        out.sort_by(|a, b| (a.created_ms, a.id).cmp(&(b.created_ms, b.id)));
+        out.sort_by_key(|g| (g.created_ms, g.id));
         Ok(out)
     }
 
@@ -340,7 +340,7 @@ impl Projection for DirectoryProjection {
         Ok(())
     }
 
-    fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+    fn dump(&self) -> Result<Vec<ism_events::projection::Row>, ProjectionError> {
         let mut out = Vec::new();
         for (name, tree) in self.trees() {
             for item in tree.iter() {

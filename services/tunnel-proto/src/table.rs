@@ -23,8 +23,8 @@ pub enum Role {
 impl Role {
     fn owns(self, id: StreamId) -> bool {
         match self {
-            Role::Gateway => id.0 % 2 == 1,
-            Role::Endpoint => id.0 % 2 == 0 && id.0 != 0,
+            Role::Gateway => !id.0.is_multiple_of(2),
+            Role::Endpoint => id.0.is_multiple_of(2) && id.0 != 0,
         }
     }
 }

@@ -1,0 +1,148 @@
+//! Hostile and broken input gets a clear refusal, and the node keeps serving.
+
+use ism_cli::ApiClient;
+use ism_tests::cluster::{connected, http_server, provision, Backend, TestMachine, TestNode};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn curl(args: &[&str]) -> (String, String) {
+    let out = tokio::process::Command::new("curl").args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]).args(args).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+/// Reads until the peer closes (or 5 s pass); returns what arrived.
+async fn drain(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("the server must close the connection");
+    got
+}
+
+#[actix::test]
+async fn the_socks_ingress_refuses_garbage_and_keeps_serving() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let app = http_server("fine").await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", app.port()));
+    connected(&agent).await;
+
+    // HTTP sent to the SOCKS port: closed without a reply.
+    let mut s = TcpStream::connect(node.socks()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(drain(&mut s).await.is_empty());
+    // No username/password offered: "no acceptable methods".
+    let mut s = TcpStream::connect(node.socks()).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    assert_eq!(drain(&mut s).await, vec![5, 0xff]);
+    // A BIND command after a good login: "command not supported".
+    let mut s = TcpStream::connect(node.socks()).await.unwrap();
+    s.write_all(&[5, 1, 2]).await.unwrap();
+    let mut auth = vec![1, 3, b'd', b'c', b'1', p.scanner_secret.len() as u8];
+    auth.extend_from_slice(p.scanner_secret.as_bytes());
+    s.write_all(&auth).await.unwrap();
+    s.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
+    assert_eq!(drain(&mut s).await, vec![5, 2, 1, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
+    // A client that connects and says nothing does not hold anything up.
+    let _idle = TcpStream::connect(node.socks()).await.unwrap();
+    // A truncated greeting followed by a close.
+    let mut s = TcpStream::connect(node.socks()).await.unwrap();
+    s.write_all(&[5, 200]).await.unwrap();
+    s.shutdown().await.unwrap();
+    drain(&mut s).await;
+
+    let ok = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port()).await.unwrap();
+    assert_eq!(ism_cli::scanner::http_get(ok, "x", "/", Duration::from_secs(10)).await.unwrap().body, "fine");
+    agent.stop();
+}
+
+#[actix::test]
+async fn the_tunnel_port_refuses_plain_bytes_wrong_paths_and_bad_handshakes() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let wss = node.addresses.endpoint_wss;
+    // Not TLS at all.
+    let mut s = TcpStream::connect(wss).await.unwrap();
+    s.write_all(b"hello, is this a tunnel?\r\n\r\n").await.unwrap();
+    drain(&mut s).await;
+    // A WebSocket upgrade on the wrong path: a 404 that says where the tunnel is.
+    let ca = node.ca_file.display().to_string();
+    let upgrade = ["-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="];
+    let mut args = vec!["--cacert", &ca];
+    args.extend(upgrade);
+    let url = format!("https://localhost:{}/other", wss.port());
+    args.push(&url);
+    let (code, body) = curl(&args).await;
+    assert_eq!(code, "404", "{body}");
+    assert!(body.contains("expected /wsendpoint"), "{body}");
+    // The right path, but garbage instead of a Hello: the gateway hangs up, and then still admits
+    // a real endpoint.
+    use futures_util::{SinkExt, StreamExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_file_iter(&node.ca_file).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = std::sync::Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let tcp = TcpStream::connect(wss).await.unwrap();
+    let url = format!("wss://localhost:{}/wsendpoint", wss.port());
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(tokio_tungstenite::Connector::Rustls(tls))).await.unwrap();
+    let _challenge = ws.next().await.unwrap().unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![0x11, 0, 0, 0, 0, 1, 2, 3].into())).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the gateway must hang up on a malformed Hello");
+
+    let p = provision(&node.api(), "dc1").await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, "127.0.0.1");
+    connected(&agent).await;
+    agent.stop();
+}
+
+#[actix::test]
+async fn the_api_answers_bad_requests_with_clear_errors() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let base = format!("http://{}", node.addresses.api);
+    let (code, body) = curl(&[&format!("{base}/api/v1/gateways")]).await;
+    assert_eq!((code.as_str(), body.contains("missing bearer token")), ("401", true), "{body}");
+    let wrong = ApiClient::new(&base, "isma_wrong");
+    assert_eq!(wrong.gateways().await.unwrap_err().status(), Some(401));
+
+    let auth = format!("Authorization: Bearer {}", node.admin_token);
+    let post = |body: &'static str| {
+        let (auth, url) = (auth.clone(), format!("{base}/api/v1/gateways"));
+        async move { curl(&["-H", &auth, "-H", "Content-Type: application/json", "-d", body, &url]).await }
+    };
+    let (code, body) = post("{not json").await;
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("malformed JSON"), "{body}");
+    let (code, body) = post(r#"{"name": "x", "colour": "red"}"#).await;
+    assert_eq!(code, "400", "unknown fields are refused: {body}");
+
+    let api = node.api();
+    let err = api.create_gateway("Z\u{fc}rich", "").await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert!(err.to_string().contains("only ASCII"), "{err}");
+    let err = api.create_gateway("", "").await.unwrap_err();
+    assert!(err.to_string().contains("gateway name is required"), "{err}");
+    let err = api.create_gateway(&"n".repeat(65), "").await.unwrap_err();
+    assert!(err.to_string().contains("too long"), "{err}");
+    assert_eq!(api.gateway(&uuid::Uuid::new_v4().to_string()).await.unwrap_err().status(), Some(404));
+    assert_eq!(api.gateway("not-a-uuid").await.unwrap_err().status(), Some(404));
+
+    let gw = api.create_gateway("corp", "").await.unwrap();
+    let id = gw["id"].as_str().unwrap();
+    let err = api.add_endpoint(id, "dc1", "", "solaris").await.unwrap_err();
+    assert!(err.to_string().contains("linux, windows or other"), "{err}");
+    api.add_endpoint(id, "dc1", "", "linux").await.unwrap();
+    let err = api.add_endpoint(id, "DC1", "", "linux").await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    let err = api.add_endpoint(id, "caf\u{e9}", "", "linux").await.unwrap_err();
+    assert!(err.to_string().contains("only ASCII"), "{err}");
+    // Nothing was half-applied: exactly the one endpoint exists.
+    assert_eq!(api.endpoints(id).await.unwrap().as_array().unwrap().len(), 1);
+}
