@@ -57,6 +57,9 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The caller decided on a version of the aggregate that is no longer current.
+    #[error("{aggregate} changed since it was read (version {expected}, now {actual}); reload it and try again")]
+    Stale { aggregate: AggregateId, expected: u64, actual: u64 },
     /// Other writers kept winning the race for this aggregate.
     #[error("too many concurrent changes to {0}; try again")]
     Contended(AggregateId),
@@ -78,6 +81,15 @@ pub async fn load<A: Aggregate>(log: &dyn EventLog, id: Uuid) -> Result<Loaded<A
 /// Attempts before giving up on a contended aggregate.
 const ATTEMPTS: usize = 4;
 
+/// One command for one aggregate, with why it is given.
+pub struct Request<'a, A: Aggregate> {
+    pub command: &'a A::Command,
+    pub cause: &'a Cause,
+    /// The version the caller decided on (an edit based on what it read); `None` when the
+    /// command is valid against whatever the current state is.
+    pub expected_version: Option<u64>,
+}
+
 /// Runs one command. Takes the cached state (if any) and gives back the state to cache: `None`
 /// when the state is unknown after a log failure, so the next command reloads it.
 pub async fn execute<A: Aggregate>(
@@ -85,18 +97,34 @@ pub async fn execute<A: Aggregate>(
     clock: &dyn Clock,
     id: Uuid,
     mut cached: Option<Loaded<A>>,
-    command: &A::Command,
-    cause: &Cause,
+    request: Request<'_, A>,
 ) -> (Option<Loaded<A>>, Result<Executed, CommandError<A::Error>>) {
+    let Request { command, cause, expected_version } = request;
     let aggregate = AggregateId { kind: A::KIND, id };
     for _ in 0..ATTEMPTS {
-        let mut current = match cached.take() {
+        // A cached state is trusted only if no other node has moved the aggregate since: a
+        // decision that appends nothing (a refusal, a no-op) would otherwise never notice.
+        let fresh = match cached.take() {
+            Some(c) => match log.version(&aggregate).await {
+                Ok(v) if v == c.version => Some(c),
+                Ok(_) => None,
+                Err(e) => return (None, Err(e.into())),
+            },
+            None => None,
+        };
+        let mut current = match fresh {
             Some(c) => c,
             None => match load::<A>(log, id).await {
                 Ok(l) => l,
                 Err(e) => return (None, Err(e.into())),
             },
         };
+        if let Some(expected) = expected_version {
+            if expected != current.version {
+                let actual = current.version;
+                return (Some(current), Err(CommandError::Stale { aggregate, expected, actual }));
+            }
+        }
         let now = clock.now_ms();
         let event = match current.state.handle(command, now) {
             Err(e) => return (Some(current), Err(CommandError::Rejected(e))),
@@ -114,7 +142,8 @@ pub async fn execute<A: Aggregate>(
                 let version = current.version;
                 return (Some(current), Ok(Executed { recorded: Some(Recorded { position, envelope }), version }));
             }
-            // Someone else changed it: reload and decide again on the fresh state.
+            // Someone else changed it: reload and decide again on the fresh state (an edit based
+            // on an older read then fails the version check above).
             Err(AppendError::Conflict { .. }) => continue,
             Err(AppendError::Log(e)) => return (None, Err(e.into())),
         }

@@ -6,17 +6,41 @@
 //! re-derived; the log (the audit trail, replicated, replayed) never contains it. Rotating bumps
 //! the generation. Every node of a cluster shares the secret (`--key-secret-file`).
 //!
-//! **Scanner credentials** (the SOCKS5 password) are random, shown once when issued, and stored
-//! only as a hash. Both formats embed the id they belong to, so verification is one lookup and
-//! one constant-time comparison, and the secret parts carry 256 bits of entropy (which is why a
-//! plain SHA-256, not a slow password hash, is the right hash here).
+//! **Scanner credentials** (the SOCKS5 password) and **API tokens** are random, shown once when
+//! issued, and stored only as a hash. Every format embeds the id it belongs to, so verification
+//! is one lookup and one constant-time comparison, and the secret parts carry 256 bits of entropy
+//! (which is why a plain SHA-256, not a slow password hash, is the right hash here).
 
 use ring::{digest, hmac, rand::SecureRandom};
 use std::fmt::Write;
 use uuid::Uuid;
 
 const ENDPOINT_KEY_PREFIX: &str = "ismk";
-const SCANNER_SECRET_PREFIX: &str = "isms";
+
+/// The kinds of issued secret, each with its own prefix so one is never mistaken for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// SOCKS5 password of a scanner: `isms_<id>_<secret>`.
+    ScannerCredential,
+    /// Bearer token of a management API user: `ismt_<id>_<secret>`.
+    ApiToken,
+}
+
+impl SecretKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            SecretKind::ScannerCredential => "isms",
+            SecretKind::ApiToken => "ismt",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            SecretKind::ScannerCredential => "a scanner credential (isms_<id>_<secret>)",
+            SecretKind::ApiToken => "an API token (ismt_<id>_<secret>)",
+        }
+    }
+}
 
 /// The cluster-wide secret endpoint keys are derived from.
 #[derive(Clone)]
@@ -60,23 +84,23 @@ pub fn endpoint_of_key(key: &str) -> Result<Uuid, CredentialError> {
     parse(key, ENDPOINT_KEY_PREFIX).ok_or(CredentialError::Malformed("an endpoint key (ismk_<id>_<secret>)"))
 }
 
-/// A newly issued scanner credential: give `secret` to the scanner once, keep `hash`.
-pub struct IssuedScannerCredential {
+/// A newly issued secret: hand `secret` out once, keep `hash`.
+pub struct IssuedSecret {
     pub id: Uuid,
     pub secret: String,
     pub hash: String,
 }
 
-pub fn issue_scanner_credential() -> IssuedScannerCredential {
+pub fn issue_secret(kind: SecretKind) -> IssuedSecret {
     let id = Uuid::new_v4();
-    let secret = format!("{SCANNER_SECRET_PREFIX}_{}_{}", id.simple(), hex(&random_bytes()));
+    let secret = format!("{}_{}_{}", kind.prefix(), id.simple(), hex(&random_bytes()));
     let hash = hash_secret(&secret);
-    IssuedScannerCredential { id, secret, hash }
+    IssuedSecret { id, secret, hash }
 }
 
-/// The credential a presented scanner secret claims to be.
-pub fn scanner_credential_of(secret: &str) -> Result<Uuid, CredentialError> {
-    parse(secret, SCANNER_SECRET_PREFIX).ok_or(CredentialError::Malformed("a scanner credential (isms_<id>_<secret>)"))
+/// The id a presented secret of `kind` claims to have. Says nothing about whether it is valid.
+pub fn secret_id(kind: SecretKind, secret: &str) -> Result<Uuid, CredentialError> {
+    parse(secret, kind.prefix()).ok_or(CredentialError::Malformed(kind.describe()))
 }
 
 /// Hex SHA-256 of a key or secret: what the event log stores.
@@ -143,9 +167,10 @@ mod tests {
         for bad in ["", "ismk", "ismk_nothex_00", "isms_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_00", "ismk_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_zz"] {
             assert!(endpoint_of_key(bad).is_err(), "{bad}");
         }
-        let issued = issue_scanner_credential();
-        assert_eq!(scanner_credential_of(&issued.secret).unwrap(), issued.id);
+        let issued = issue_secret(SecretKind::ScannerCredential);
+        assert_eq!(secret_id(SecretKind::ScannerCredential, &issued.secret).unwrap(), issued.id);
         assert!(endpoint_of_key(&issued.secret).is_err(), "a scanner secret is not an endpoint key");
+        assert!(secret_id(SecretKind::ApiToken, &issued.secret).is_err(), "a scanner secret is not an API token");
         assert!(KeySecret::from_bytes(&[0; 16]).is_err());
     }
 }

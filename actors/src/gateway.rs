@@ -1,8 +1,15 @@
-//! The gateway actor: a gateway's identity, its lifecycle and its scanner credentials.
+//! The gateway actor: a gateway's identity and lifecycle, its scanner credentials, and the roster
+//! of its endpoints' names.
+//!
+//! The roster lives here, not in the endpoints, because two rules span endpoints and must hold
+//! across nodes: names are unique within a gateway, and a gateway with endpoints cannot be
+//! deleted. Each change to the roster is one append to this aggregate, so optimistic concurrency
+//! decides races between nodes. Adding, renaming and deleting an endpoint therefore touch the
+//! gateway first (roster) and the endpoint second; see `ism-gateway`'s API for the order.
 
 use crate::aggregate::Aggregate;
 use crate::text::{checked, TextError, MAX_DESCRIPTION, MAX_NAME};
-use ism_events::{AggregateKind, Event};
+use ism_events::{AggregateKind, CredentialKind, Event};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -12,6 +19,8 @@ pub enum GatewayStatus {
     Initializing,
     /// A node serves it.
     Online,
+    /// Deleted; kept so its name stays visible.
+    Deleted,
 }
 
 #[derive(Debug, Default)]
@@ -25,15 +34,24 @@ pub struct CreatedGateway {
     pub name: String,
     pub description: String,
     pub status: GatewayStatus,
-    /// Scanner credential id -> hash of its secret.
-    pub scanner_credentials: BTreeMap<Uuid, String>,
+    /// Scanner credential id -> whether it is still valid.
+    pub scanner_credentials: BTreeMap<Uuid, bool>,
+    /// Endpoint id -> name.
+    pub endpoints: BTreeMap<Uuid, String>,
 }
 
 pub enum GatewayCommand {
     Create { name: String, description: String },
     /// A node starts serving the gateway.
     Activate { node: String },
-    IssueScannerCredential { credential: Uuid, label: String, secret_hash: String },
+    IssueScannerCredential { credential: Uuid, label: String, secret_hash: String, kind: CredentialKind },
+    RevokeScannerCredential { credential: Uuid },
+    /// Reserve `name` for a new endpoint.
+    AssignEndpoint { endpoint: Uuid, name: String },
+    RenameEndpoint { endpoint: Uuid, name: String },
+    /// The endpoint was deleted.
+    ReleaseEndpoint { endpoint: Uuid },
+    Delete { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,13 +60,31 @@ pub enum GatewayError {
     AlreadyExists(Uuid),
     #[error("gateway {0} does not exist")]
     NotFound(Uuid),
+    #[error("gateway {0} was deleted")]
+    Deleted(Uuid),
+    #[error("gateway {gateway:?} already has an endpoint named {name:?}")]
+    DuplicateName { gateway: String, name: String },
+    #[error("gateway {gateway:?} still has endpoints ({names}); delete them first")]
+    HasEndpoints { gateway: String, names: String },
+    #[error("gateway has no scanner credential {0}")]
+    UnknownCredential(Uuid),
     #[error(transparent)]
     Invalid(#[from] TextError),
 }
 
 impl Gateway {
     fn existing(&self) -> Result<&CreatedGateway, GatewayError> {
-        self.created.as_ref().ok_or(GatewayError::NotFound(self.id))
+        let g = self.created.as_ref().ok_or(GatewayError::NotFound(self.id))?;
+        if g.status == GatewayStatus::Deleted {
+            return Err(GatewayError::Deleted(self.id));
+        }
+        Ok(g)
+    }
+}
+
+impl CreatedGateway {
+    fn name_taken(&self, name: &str, by_other_than: Uuid) -> bool {
+        self.endpoints.iter().any(|(id, n)| *id != by_other_than && n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -62,53 +98,87 @@ impl Aggregate for Gateway {
     }
 
     fn apply(&mut self, event: &Event) {
+        if let Event::GatewayCreated { name, description } = event {
+            self.created = Some(CreatedGateway {
+                name: name.clone(),
+                description: description.clone(),
+                status: GatewayStatus::Initializing,
+                scanner_credentials: BTreeMap::new(),
+                endpoints: BTreeMap::new(),
+            });
+            return;
+        }
+        let Some(g) = &mut self.created else { return };
         match event {
-            Event::GatewayCreated { name, description } => {
-                self.created = Some(CreatedGateway {
-                    name: name.clone(),
-                    description: description.clone(),
-                    status: GatewayStatus::Initializing,
-                    scanner_credentials: BTreeMap::new(),
-                })
+            Event::GatewayActivated { .. } => g.status = GatewayStatus::Online,
+            Event::ScannerCredentialIssued { credential, .. } => {
+                g.scanner_credentials.insert(*credential, true);
             }
-            Event::GatewayActivated { .. } => {
-                if let Some(g) = &mut self.created {
-                    g.status = GatewayStatus::Online;
-                }
+            Event::ScannerCredentialRevoked { credential } => {
+                g.scanner_credentials.insert(*credential, false);
             }
-            Event::ScannerCredentialIssued { credential, secret_hash, .. } => {
-                if let Some(g) = &mut self.created {
-                    g.scanner_credentials.insert(*credential, secret_hash.clone());
-                }
+            Event::EndpointAssigned { endpoint, name } | Event::EndpointAssignmentRenamed { endpoint, name } => {
+                g.endpoints.insert(*endpoint, name.clone());
             }
+            Event::EndpointReleased { endpoint } => {
+                g.endpoints.remove(endpoint);
+            }
+            Event::GatewayDeleted { .. } => g.status = GatewayStatus::Deleted,
             _ => {}
         }
     }
 
     fn handle(&self, command: &GatewayCommand, _now_ms: i64) -> Result<Option<Event>, GatewayError> {
-        match command {
-            GatewayCommand::Create { name, description } => {
-                if self.created.is_some() {
-                    return Err(GatewayError::AlreadyExists(self.id));
-                }
-                Ok(Some(Event::GatewayCreated {
-                    name: checked("gateway name", name, MAX_NAME, true)?,
-                    description: checked("gateway description", description, MAX_DESCRIPTION, false)?,
-                }))
+        if let GatewayCommand::Create { name, description } = command {
+            if self.created.is_some() {
+                return Err(GatewayError::AlreadyExists(self.id));
             }
-            GatewayCommand::Activate { node } => {
-                let g = self.existing()?;
-                Ok((g.status == GatewayStatus::Initializing).then(|| Event::GatewayActivated { node: node.clone() }))
-            }
-            GatewayCommand::IssueScannerCredential { credential, label, secret_hash } => {
-                self.existing()?;
-                Ok(Some(Event::ScannerCredentialIssued {
-                    credential: *credential,
-                    label: checked("credential label", label, MAX_NAME, false)?,
-                    secret_hash: secret_hash.clone(),
-                }))
-            }
+            return Ok(Some(Event::GatewayCreated {
+                name: checked("gateway name", name, MAX_NAME, true)?,
+                description: checked("gateway description", description, MAX_DESCRIPTION, false)?,
+            }));
         }
+        let g = self.existing()?;
+        Ok(match command {
+            GatewayCommand::Create { .. } => unreachable!("handled above"),
+            GatewayCommand::Activate { node } => (g.status == GatewayStatus::Initializing).then(|| Event::GatewayActivated { node: node.clone() }),
+            GatewayCommand::IssueScannerCredential { credential, label, secret_hash, kind } => Some(Event::ScannerCredentialIssued {
+                credential: *credential,
+                label: checked("credential label", label, MAX_NAME, false)?,
+                secret_hash: secret_hash.clone(),
+                kind: *kind,
+            }),
+            GatewayCommand::RevokeScannerCredential { credential } => match g.scanner_credentials.get(credential) {
+                None => return Err(GatewayError::UnknownCredential(*credential)),
+                Some(false) => None,
+                Some(true) => Some(Event::ScannerCredentialRevoked { credential: *credential }),
+            },
+            GatewayCommand::AssignEndpoint { endpoint, name } => {
+                let name = checked("endpoint name", name, MAX_NAME, true)?;
+                if g.endpoints.get(endpoint).is_some_and(|n| *n == name) {
+                    None // a retried add
+                } else if g.name_taken(&name, *endpoint) {
+                    return Err(GatewayError::DuplicateName { gateway: g.name.clone(), name });
+                } else {
+                    Some(Event::EndpointAssigned { endpoint: *endpoint, name })
+                }
+            }
+            GatewayCommand::RenameEndpoint { endpoint, name } => {
+                let name = checked("endpoint name", name, MAX_NAME, true)?;
+                if g.name_taken(&name, *endpoint) {
+                    return Err(GatewayError::DuplicateName { gateway: g.name.clone(), name });
+                }
+                (g.endpoints.get(endpoint) != Some(&name)).then(|| Event::EndpointAssignmentRenamed { endpoint: *endpoint, name })
+            }
+            GatewayCommand::ReleaseEndpoint { endpoint } => g.endpoints.contains_key(endpoint).then_some(Event::EndpointReleased { endpoint: *endpoint }),
+            GatewayCommand::Delete { reason } => {
+                if !g.endpoints.is_empty() {
+                    let names: Vec<&str> = g.endpoints.values().map(String::as_str).collect();
+                    return Err(GatewayError::HasEndpoints { gateway: g.name.clone(), names: names.join(", ") });
+                }
+                Some(Event::GatewayDeleted { reason: reason.clone() })
+            }
+        })
     }
 }
 
@@ -119,6 +189,10 @@ mod tests {
 
     fn created() -> Event {
         Event::GatewayCreated { name: "corp".into(), description: "main".into() }
+    }
+
+    fn assigned(id: u128, name: &str) -> Event {
+        Event::EndpointAssigned { endpoint: Uuid::from_u128(id), name: name.into() }
     }
 
     #[test]
@@ -152,9 +226,43 @@ mod tests {
     }
 
     #[test]
-    fn credentials_need_an_existing_gateway() {
-        let cmd = GatewayCommand::IssueScannerCredential { credential: Uuid::nil(), label: "zap".into(), secret_hash: "h".into() };
+    fn credentials_need_an_existing_gateway_and_revoke_once() {
+        let id = Uuid::from_u128(9);
+        let cmd = GatewayCommand::IssueScannerCredential { credential: id, label: "zap".into(), secret_hash: "h".into(), kind: CredentialKind::Scan };
         assert!(matches!(given::<Gateway>(&[]).handle(&cmd, 0), Err(GatewayError::NotFound(_))));
-        assert!(matches!(given::<Gateway>(&[created()]).handle(&cmd, 0), Ok(Some(Event::ScannerCredentialIssued { .. }))));
+        let issued = given::<Gateway>(&[created()]).handle(&cmd, 0).unwrap().unwrap();
+        let revoke = GatewayCommand::RevokeScannerCredential { credential: id };
+        let revoked = given::<Gateway>(&[created(), issued.clone()]).handle(&revoke, 0).unwrap();
+        assert_eq!(revoked, Some(Event::ScannerCredentialRevoked { credential: id }));
+        assert_eq!(given::<Gateway>(&[created(), issued, revoked.unwrap()]).handle(&revoke, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn endpoint_names_are_unique_per_gateway_ignoring_case() {
+        let g: Gateway = given(&[created(), assigned(1, "dc1")]);
+        let dup = GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(2), name: "DC1".into() };
+        assert!(matches!(g.handle(&dup, 0), Err(GatewayError::DuplicateName { .. })));
+        let rename = GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(2), name: "dc1".into() };
+        assert!(matches!(g.handle(&rename, 0), Err(GatewayError::DuplicateName { .. })));
+        // An endpoint may change the case of its own name.
+        let own = GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(1), name: "DC1".into() };
+        assert!(matches!(g.handle(&own, 0), Ok(Some(Event::EndpointAssignmentRenamed { .. }))));
+        // Retrying the same assignment changes nothing.
+        let retry = GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(1), name: "dc1".into() };
+        assert_eq!(g.handle(&retry, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn delete_is_refused_while_endpoints_remain() {
+        let delete = GatewayCommand::Delete { reason: "deleted by alice".into() };
+        let g: Gateway = given(&[created(), assigned(1, "dc1")]);
+        let err = g.handle(&delete, 0).unwrap_err();
+        assert!(err.to_string().contains("dc1") && err.to_string().contains("delete them first"), "{err}");
+        let released = Event::EndpointReleased { endpoint: Uuid::from_u128(1) };
+        let g: Gateway = given(&[created(), assigned(1, "dc1"), released]);
+        let deleted = g.handle(&delete, 0).unwrap().unwrap();
+        let g: Gateway = given(&[created(), deleted]);
+        assert!(matches!(g.handle(&GatewayCommand::AssignEndpoint { endpoint: Uuid::nil(), name: "x".into() }, 0), Err(GatewayError::Deleted(_))));
+        assert_eq!(g.created.unwrap().status, GatewayStatus::Deleted);
     }
 }

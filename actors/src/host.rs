@@ -5,7 +5,7 @@
 //! commands. Actors on different nodes may host the same aggregate: the log's optimistic
 //! concurrency decides between them. Actors decide; they never carry tunnel bytes.
 
-use crate::aggregate::{execute, Aggregate, CommandError, Executed, Loaded};
+use crate::aggregate::{execute, Aggregate, CommandError, Executed, Loaded, Request};
 use actix::prelude::*;
 use ism_events::{Cause, Clock, EventLog};
 use std::collections::HashMap;
@@ -16,6 +16,8 @@ use uuid::Uuid;
 pub struct Execute<A: Aggregate> {
     pub command: A::Command,
     pub cause: Cause,
+    /// See [`crate::aggregate::Request::expected_version`].
+    pub expected_version: Option<u64>,
 }
 
 impl<A: Aggregate> Message for Execute<A> {
@@ -46,9 +48,9 @@ impl<A: Aggregate + Unpin> Actor for AggregateActor<A> {
 
 impl<A: Aggregate + Unpin> AggregateActor<A> {
     /// The command's whole write path, run while the actor's mailbox waits.
-    fn run(&mut self, command: A::Command, cause: Cause) -> ResponseActFuture<Self, Result<Executed, CommandError<A::Error>>> {
+    fn run(&mut self, command: A::Command, cause: Cause, expected_version: Option<u64>) -> ResponseActFuture<Self, Result<Executed, CommandError<A::Error>>> {
         let (log, clock, id, cached) = (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
-        let work = async move { execute::<A>(&*log, &*clock, id, cached, &command, &cause).await };
+        let work = async move { execute::<A>(&*log, &*clock, id, cached, Request { command: &command, cause: &cause, expected_version }).await };
         Box::pin(work.into_actor(self).map(|(cached, result), actor, _| {
             actor.cached = cached;
             result
@@ -60,7 +62,7 @@ impl<A: Aggregate + Unpin> Handler<Execute<A>> for AggregateActor<A> {
     type Result = AtomicResponse<Self, Result<Executed, CommandError<A::Error>>>;
 
     fn handle(&mut self, msg: Execute<A>, _ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.run(msg.command, msg.cause))
+        AtomicResponse::new(self.run(msg.command, msg.cause, msg.expected_version))
     }
 }
 
@@ -69,7 +71,7 @@ impl<A: Aggregate + Unpin> Handler<Tell<A>> for AggregateActor<A> {
 
     fn handle(&mut self, msg: Tell<A>, _ctx: &mut Self::Context) -> Self::Result {
         let id = self.id;
-        AtomicResponse::new(Box::pin(self.run(msg.command, msg.cause).map(move |result, _, _| {
+        AtomicResponse::new(Box::pin(self.run(msg.command, msg.cause, None).map(move |result, _, _| {
             if let Err(e) = result {
                 tracing::warn!(kind = A::KIND.as_str(), %id, error = %e, "could not record event");
             }
@@ -91,24 +93,37 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
         Self { arbiter, log, clock, actors: Mutex::new(HashMap::new()) }
     }
 
+    fn start(&self, id: Uuid) -> Addr<AggregateActor<A>> {
+        let (log, clock) = (self.log.clone(), self.clock.clone());
+        AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor { id, log, clock, cached: None })
+    }
+
     /// The actor for aggregate `id`, started if this node has none yet.
     pub fn actor(&self, id: Uuid) -> Addr<AggregateActor<A>> {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
-        actors
-            .entry(id)
-            .or_insert_with(|| {
-                let (log, clock) = (self.log.clone(), self.clock.clone());
-                AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor { id, log, clock, cached: None })
-            })
-            .clone()
+        actors.entry(id).or_insert_with(|| self.start(id)).clone()
     }
 
     /// Sends a command to aggregate `id` and waits for the outcome.
     pub async fn execute(&self, id: Uuid, command: A::Command, cause: Cause) -> Result<Executed, CommandError<A::Error>> {
+        self.execute_at(id, command, cause, None).await
+    }
+
+    /// As [`execute`](Self::execute), refused with [`CommandError::Stale`] unless the aggregate
+    /// is still at `expected_version` (when given).
+    pub async fn execute_at(&self, id: Uuid, command: A::Command, cause: Cause, expected_version: Option<u64>) -> Result<Executed, CommandError<A::Error>> {
         self.actor(id)
-            .send(Execute { command, cause })
+            .send(Execute { command, cause, expected_version })
             .await
             .map_err(|e| CommandError::Unavailable(e.to_string()))?
+    }
+
+    /// The actor of aggregate `id` if this node hosts one; otherwise a new one that this node does
+    /// not keep, which stops once its last address is dropped. For callers that hold the address
+    /// while they record facts about an aggregate that may be forgotten meanwhile.
+    pub fn recorder(&self, id: Uuid) -> Addr<AggregateActor<A>> {
+        let hosted = self.actors.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+        hosted.unwrap_or_else(|| self.start(id))
     }
 
     /// Sends a command to aggregate `id` without waiting: it is queued in call order.
@@ -150,7 +165,7 @@ mod tests {
         let id = Uuid::new_v4();
         node_a.execute(id, GatewayCommand::Create { name: "corp".into(), description: String::new() }, Cause::by("alice")).await.unwrap();
         // Node B caches the gateway while it is still Initializing.
-        let cred = GatewayCommand::IssueScannerCredential { credential: Uuid::new_v4(), label: "zap".into(), secret_hash: "h".into() };
+        let cred = GatewayCommand::IssueScannerCredential { credential: Uuid::new_v4(), label: "zap".into(), secret_hash: "h".into(), kind: ism_events::CredentialKind::Scan };
         node_b.execute(id, cred, Cause::by("bob")).await.unwrap();
         node_a.execute(id, GatewayCommand::Activate { node: "a".into() }, Cause::by("a")).await.unwrap();
         let again = node_b.execute(id, GatewayCommand::Activate { node: "b".into() }, Cause::by("b")).await.unwrap();
@@ -159,5 +174,25 @@ mod tests {
         let activations = events.iter().filter(|r| matches!(r.envelope.event, Event::GatewayActivated { .. })).count();
         assert_eq!(activations, 1);
         assert_eq!(events[0].envelope.actor.as_deref(), Some("alice"));
+    }
+
+    /// A node whose cached endpoint predates a key rotation made elsewhere must not let the old
+    /// key in, although accepting it would append nothing.
+    #[actix::test]
+    async fn a_cached_state_is_refreshed_before_a_decision_that_appends_nothing() {
+        use crate::endpoint::{Endpoint, EndpointCommand, EndpointError};
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let node_a = NodeActors::<Endpoint>::new(Arbiter::current(), log.clone(), clock.clone());
+        let node_b = NodeActors::<Endpoint>::new(Arbiter::current(), log.clone(), clock);
+        let id = Uuid::new_v4();
+        let add = EndpointCommand::Add { gateway: Uuid::nil(), name: "dc1".into(), description: String::new(), platform: ism_events::Platform::Linux, key_hash: "old".into() };
+        node_a.execute(id, add, Cause::by("alice")).await.unwrap();
+        let register = |hash: &str| EndpointCommand::Register { presented_key_hash: hash.into(), machine: "m1".into(), hostname: "h".into(), platform: "linux".into(), agent_version: "0".into() };
+        node_b.execute(id, register("old"), Cause::by("m1")).await.unwrap();
+        node_a.execute(id, EndpointCommand::RotateKey { key_generation: 2, key_hash: "new".into() }, Cause::by("alice")).await.unwrap();
+        let again = node_b.execute(id, register("old"), Cause::by("m1")).await;
+        assert!(matches!(again, Err(CommandError::Rejected(EndpointError::InvalidKey))), "{again:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! The actors: each gateway, endpoint and tunnel is an aggregate hosted by an actix actor.
 //!
 //! One file per actor holds its commands, the events it emits, its rules and its given/when/then
-//! tests: [`gateway`], [`endpoint`], [`tunnel`]. [`aggregate`] is the write path they share
+//! tests: [`gateway`], [`endpoint`], [`tunnel`], [`user`]. [`aggregate`] is the write path they share
 //! (decide, append with the expected version, apply; reload and retry on a conflict), [`host`]
 //! the actix actor around it and the node-local directory of actors. [`credentials`] and
 //! [`text`] hold the rules for keys, secrets and user-entered names.
@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod host;
 pub mod text;
 pub mod tunnel;
+pub mod user;
 
 pub use aggregate::{Aggregate, CommandError, Executed};
 pub use host::NodeActors;

@@ -58,9 +58,11 @@ impl Aggregate for Tunnel {
     }
 
     fn handle(&self, command: &TunnelCommand, _now_ms: i64) -> Result<Option<Event>, TunnelError> {
-        let open = || match &self.opened {
-            Some(t) if !t.closed => Ok(()),
-            _ => Err(TunnelError::NotOpen(self.id)),
+        // Streams race their session's end: what they did is recorded even after the close
+        // (the session existed; the facts are true), but never for a session that never was.
+        let existed = || match &self.opened {
+            Some(_) => Ok(()),
+            None => Err(TunnelError::NotOpen(self.id)),
         };
         Ok(Some(match command {
             TunnelCommand::Open { endpoint, gateway, node, machine, remote_addr, agent_version } => {
@@ -77,26 +79,21 @@ impl Aggregate for Tunnel {
                 }
             }
             TunnelCommand::RecordStreamOpened { stream, target, scanner } => {
-                open()?;
+                existed()?;
                 Event::StreamOpened { stream: *stream, target: target.clone(), scanner: scanner.clone() }
             }
             TunnelCommand::RecordStreamRefused { target, scanner, reason } => {
-                open()?;
+                existed()?;
                 Event::StreamRefused { target: target.clone(), scanner: scanner.clone(), reason: reason.clone() }
             }
             TunnelCommand::RecordStreamClosed { stream, sent, received, end } => {
-                // Streams may end after their tunnel did (that is how they end, often): record.
-                if self.opened.is_none() {
-                    return Err(TunnelError::NotOpen(self.id));
-                }
+                existed()?;
                 Event::StreamClosed { stream: *stream, sent: *sent, received: *received, end: end.clone() }
             }
-            TunnelCommand::Close { reason } => {
-                if open().is_err() {
-                    return Ok(None);
-                }
-                Event::TunnelClosed { reason: reason.clone() }
-            }
+            TunnelCommand::Close { reason } => match &self.opened {
+                Some(t) if !t.closed => Event::TunnelClosed { reason: reason.clone() },
+                _ => return Ok(None),
+            },
         }))
     }
 }
@@ -127,13 +124,12 @@ mod tests {
     }
 
     #[test]
-    fn streams_open_only_on_an_open_tunnel() {
+    fn stream_facts_need_a_session_that_existed_even_if_it_closed_since() {
         let cmd = TunnelCommand::RecordStreamOpened { stream: 1, target: "a:80".into(), scanner: "s".into() };
         assert!(given::<Tunnel>(&[]).handle(&cmd, 0).is_err());
         assert!(given::<Tunnel>(&[opened()]).handle(&cmd, 0).is_ok());
         let closed = Event::TunnelClosed { reason: "x".into() };
-        assert!(given::<Tunnel>(&[opened(), closed.clone()]).handle(&cmd, 0).is_err());
-        // ...but a stream that outlived its tunnel is still recorded as closed.
+        assert!(given::<Tunnel>(&[opened(), closed.clone()]).handle(&cmd, 0).is_ok());
         let end = TunnelCommand::RecordStreamClosed { stream: 1, sent: 1, received: 2, end: "reset".into() };
         assert!(given::<Tunnel>(&[opened(), closed]).handle(&end, 0).is_ok());
     }

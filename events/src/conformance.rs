@@ -19,6 +19,7 @@ pub const CHECKS: &[&str] = &[
     "subscribe_replays_then_tails",
     "subscribe_from_position_skips_earlier",
     "envelope_fields_survive",
+    "version_is_the_aggregate_head",
 ];
 
 /// Runs the check called `name`.
@@ -32,6 +33,7 @@ pub async fn run(name: &str, log: &dyn EventLog) {
         "subscribe_replays_then_tails" => subscribe_replays_then_tails(log).await,
         "subscribe_from_position_skips_earlier" => subscribe_from_position_skips_earlier(log).await,
         "envelope_fields_survive" => envelope_fields_survive(log).await,
+        "version_is_the_aggregate_head" => version_is_the_aggregate_head(log).await,
         other => panic!("no conformance check named {other}"),
     }
 }
@@ -149,6 +151,15 @@ async fn envelope_fields_survive(log: &dyn EventLog) {
     let read = log.read_aggregate(&agg).await.unwrap();
     assert_eq!(read[0].position, pos);
     assert_eq!(read[0].envelope, e);
+}
+
+async fn version_is_the_aggregate_head(log: &dyn EventLog) {
+    let (a, b) = (AggregateId::gateway(Uuid::new_v4()), AggregateId::endpoint(Uuid::new_v4()));
+    assert_eq!(log.version(&a).await.unwrap(), 0);
+    log.append(&env(a, 1)).await.unwrap();
+    log.append(&env(b, 1)).await.unwrap();
+    log.append(&env(a, 2)).await.unwrap();
+    assert_eq!((log.version(&a).await.unwrap(), log.version(&b).await.unwrap()), (2, 1));
 }
 
 async fn next(sub: &mut crate::log::EventStream) -> crate::envelope::Recorded {

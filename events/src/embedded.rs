@@ -91,6 +91,10 @@ impl EventLog for EmbeddedLog {
         Ok(position)
     }
 
+    async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError> {
+        Ok(self.heads.get(agg_key(aggregate)).map_err(storage)?.map(|v| be_u64(&v)).unwrap_or(0))
+    }
+
     async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {
         let mut prefix = agg_key(aggregate);
         prefix.push(0);
@@ -111,7 +115,10 @@ impl EventLog for EmbeddedLog {
         tokio::spawn(async move {
             let mut next = after + 1;
             loop {
-                let batch: Vec<_> = log.range(next.to_be_bytes()..).take(REPLAY_BATCH).collect();
+                // Only what appends have confirmed (flushed): a row still being made durable, or
+                // whose flush failed, must not reach a projection.
+                let confirmed = *head.borrow_and_update();
+                let batch: Vec<_> = if next <= confirmed { log.range(next.to_be_bytes()..=confirmed.to_be_bytes()).take(REPLAY_BATCH).collect() } else { Vec::new() };
                 let caught_up = batch.len() < REPLAY_BATCH;
                 for item in batch {
                     let rec = item.map_err(storage).and_then(|(k, v)| {

@@ -12,6 +12,7 @@ pub enum AggregateKind {
     Gateway,
     Endpoint,
     Tunnel,
+    User,
 }
 
 impl AggregateKind {
@@ -20,6 +21,7 @@ impl AggregateKind {
             AggregateKind::Gateway => "gateway",
             AggregateKind::Endpoint => "endpoint",
             AggregateKind::Tunnel => "tunnel",
+            AggregateKind::User => "user",
         }
     }
 }
@@ -41,6 +43,9 @@ impl AggregateId {
     }
     pub fn tunnel(id: Uuid) -> Self {
         Self { kind: AggregateKind::Tunnel, id }
+    }
+    pub fn user(id: Uuid) -> Self {
+        Self { kind: AggregateKind::User, id }
     }
 }
 

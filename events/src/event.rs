@@ -39,6 +39,67 @@ impl Platform {
     }
 }
 
+/// What a user may do. As in the seed, only Administrators and Security Leads manage gateways
+/// and endpoints; Reviewers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserRole {
+    Administrator,
+    SecurityLead,
+    Reviewer,
+}
+
+impl UserRole {
+    pub fn parse(s: &str) -> Option<UserRole> {
+        match s.to_ascii_lowercase().replace(['_', ' '], "-").as_str() {
+            "administrator" | "admin" => Some(UserRole::Administrator),
+            "security-lead" => Some(UserRole::SecurityLead),
+            "reviewer" | "read-only" => Some(UserRole::Reviewer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Administrator => "administrator",
+            UserRole::SecurityLead => "security-lead",
+            UserRole::Reviewer => "reviewer",
+        }
+    }
+
+    /// May create, change and delete gateways, endpoints, keys, credentials and access.
+    pub fn may_manage(self) -> bool {
+        matches!(self, UserRole::Administrator | UserRole::SecurityLead)
+    }
+}
+
+/// Which endpoint access a scanner credential relies on: scans need *scan access*, support
+/// engineers need *support-engineer access* (see the seed's "Manage endpoint access").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialKind {
+    #[default]
+    Scan,
+    Support,
+}
+
+impl CredentialKind {
+    pub fn parse(s: &str) -> Option<CredentialKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "scan" => Some(CredentialKind::Scan),
+            "support" => Some(CredentialKind::Support),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Scan => "scan",
+            CredentialKind::Support => "support",
+        }
+    }
+}
+
 /// Every event of every aggregate. The aggregate an event belongs to is in its envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -48,7 +109,23 @@ pub enum Event {
     /// A gateway node started serving the gateway: it is online.
     GatewayActivated { node: String },
     /// A credential for scanners (SOCKS5 password) was issued; only its hash is kept.
-    ScannerCredentialIssued { credential: Uuid, label: String, secret_hash: String },
+    ScannerCredentialIssued {
+        credential: Uuid,
+        label: String,
+        secret_hash: String,
+        #[serde(default)]
+        kind: CredentialKind,
+    },
+    /// A scanner credential stopped working.
+    ScannerCredentialRevoked { credential: Uuid },
+    /// An endpoint took a name in this gateway (names are unique per gateway, case-insensitive).
+    EndpointAssigned { endpoint: Uuid, name: String },
+    /// An endpoint of this gateway changed its name.
+    EndpointAssignmentRenamed { endpoint: Uuid, name: String },
+    /// An endpoint left this gateway (it was deleted).
+    EndpointReleased { endpoint: Uuid },
+    /// The gateway was deleted; its name stays visible among deleted gateways.
+    GatewayDeleted { reason: String },
 
     // ----- endpoint -----
     /// An endpoint was added to a gateway, with the hash of its first key.
@@ -64,6 +141,28 @@ pub enum Event {
     EndpointRegistered { machine: String, hostname: String, platform: String, agent_version: String },
     /// A machine other than the bound one presented the key ("Token already registered").
     EndpointRegistrationRefused { machine: String, hostname: String, reason: String },
+    /// The endpoint's name or description changed.
+    EndpointEdited { name: String, description: String },
+    /// A new key replaced the old one, which stops working at once.
+    EndpointKeyRotated { key_generation: u32, key_hash: String },
+    /// Scan access was turned on or off (off terminates the scans and streams in progress).
+    ScanAccessChanged { enabled: bool },
+    /// Support-engineer access was granted until `until_ms` (`None`: indefinitely).
+    SupportAccessGranted { until_ms: Option<i64> },
+    /// Support-engineer access was withdrawn.
+    SupportAccessRevoked,
+    /// A support-engineer access window ran out.
+    SupportAccessExpired,
+    /// The endpoint was deleted: its tunnel is closed and its key stops working.
+    EndpointDeleted,
+
+    // ----- user -----
+    /// A user of the management API.
+    UserCreated { name: String, role: UserRole },
+    UserRoleChanged { role: UserRole },
+    /// An API token for the user; only its hash is kept.
+    ApiTokenIssued { token: Uuid, label: String, token_hash: String },
+    ApiTokenRevoked { token: Uuid },
 
     // ----- tunnel (one endpoint session on one gateway node) -----
     /// An endpoint's WebSocket session was established on a gateway node.
@@ -92,9 +191,25 @@ impl Event {
             Event::GatewayCreated { .. } => "GatewayCreated",
             Event::GatewayActivated { .. } => "GatewayActivated",
             Event::ScannerCredentialIssued { .. } => "ScannerCredentialIssued",
+            Event::ScannerCredentialRevoked { .. } => "ScannerCredentialRevoked",
+            Event::EndpointAssigned { .. } => "EndpointAssigned",
+            Event::EndpointAssignmentRenamed { .. } => "EndpointAssignmentRenamed",
+            Event::EndpointReleased { .. } => "EndpointReleased",
+            Event::GatewayDeleted { .. } => "GatewayDeleted",
             Event::EndpointAdded { .. } => "EndpointAdded",
             Event::EndpointRegistered { .. } => "EndpointRegistered",
             Event::EndpointRegistrationRefused { .. } => "EndpointRegistrationRefused",
+            Event::EndpointEdited { .. } => "EndpointEdited",
+            Event::EndpointKeyRotated { .. } => "EndpointKeyRotated",
+            Event::ScanAccessChanged { .. } => "ScanAccessChanged",
+            Event::SupportAccessGranted { .. } => "SupportAccessGranted",
+            Event::SupportAccessRevoked => "SupportAccessRevoked",
+            Event::SupportAccessExpired => "SupportAccessExpired",
+            Event::EndpointDeleted => "EndpointDeleted",
+            Event::UserCreated { .. } => "UserCreated",
+            Event::UserRoleChanged { .. } => "UserRoleChanged",
+            Event::ApiTokenIssued { .. } => "ApiTokenIssued",
+            Event::ApiTokenRevoked { .. } => "ApiTokenRevoked",
             Event::TunnelOpened { .. } => "TunnelOpened",
             Event::StreamOpened { .. } => "StreamOpened",
             Event::StreamRefused { .. } => "StreamRefused",

@@ -28,8 +28,15 @@ pub struct JetStreamLog {
 }
 
 impl JetStreamLog {
-    /// Connects to NATS at `url` and creates the event stream if it does not exist.
+    /// Connects to NATS at `url` and creates the event stream (one replica) if it does not exist.
     pub async fn connect(url: &str) -> Result<Self, LogError> {
+        Self::connect_with_replicas(url, 1).await
+    }
+
+    /// As [`connect`](Self::connect), creating the stream with `replicas` copies (use 3 on a
+    /// three-server NATS cluster so the audit log survives losing a server). An existing stream
+    /// keeps its configuration; a different replica count is reported.
+    pub async fn connect_with_replicas(url: &str, replicas: usize) -> Result<Self, LogError> {
         let client = async_nats::ConnectOptions::new()
             .name("ism-event-log")
             .retry_on_initial_connect()
@@ -37,21 +44,22 @@ impl JetStreamLog {
             .connect(url)
             .await
             .map_err(unavailable)?;
-        Self::with_client(client, url).await
-    }
-
-    async fn with_client(client: async_nats::Client, url: &str) -> Result<Self, LogError> {
         let js = async_nats::jetstream::new(client);
-        let stream = js
+        let mut stream = js
             .get_or_create_stream(Config {
                 name: STREAM_NAME.to_string(),
                 subjects: vec![format!("{SUBJECT_ROOT}.>")],
                 storage: StorageType::File,
                 duplicate_window: Duration::from_secs(120),
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(unavailable)?;
+        let existing = stream.info().await.map_err(unavailable)?.config.num_replicas;
+        if existing != replicas {
+            tracing::warn!(existing, wanted = replicas, "stream {STREAM_NAME} exists with another replica count; keeping it");
+        }
         Ok(Self { js, stream, url: url.to_string() })
     }
 
@@ -96,6 +104,10 @@ impl EventLog for JetStreamLog {
             }
             Err(e) => Err(unavailable(e).into()),
         }
+    }
+
+    async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError> {
+        Ok(self.aggregate_head(&Self::subject(aggregate)).await?.0)
     }
 
     async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {

@@ -22,17 +22,19 @@ pub mod projection;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, AggregateKind, Cause, Envelope, Recorded};
-pub use event::{Event, Platform, SCHEMA_VERSION};
+pub use event::{CredentialKind, Event, Platform, UserRole, SCHEMA_VERSION};
 pub use log::{AppendError, EventLog, EventStream, LogError};
-pub use projection::{rebuild, spawn_projection, Projection, ProjectionError, ProjectionProgress};
+pub use projection::{rebuild, rebuild_to, spawn_projection, Projection, ProjectionError, ProjectionProgress};
 
 use std::sync::Arc;
 
-/// Opens the backend named by `spec`: a `nats://` (or `tls://`) URL selects JetStream, anything
-/// else is a directory for the embedded log.
+/// Opens the backend named by `spec`: a `nats://` (or `tls://`) URL selects JetStream (with
+/// `ISM_JETSTREAM_REPLICAS` copies when it creates the stream, default 1), anything else is a
+/// directory for the embedded log.
 pub async fn open_log(spec: &str) -> Result<Arc<dyn EventLog>, LogError> {
     if spec.starts_with("nats://") || spec.starts_with("tls://") {
-        Ok(Arc::new(jetstream::JetStreamLog::connect(spec).await?))
+        let replicas = std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+        Ok(Arc::new(jetstream::JetStreamLog::connect_with_replicas(spec, replicas).await?))
     } else {
         Ok(Arc::new(embedded::EmbeddedLog::open(std::path::Path::new(spec))?))
     }

@@ -37,6 +37,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// is currently at `envelope.sequence - 1` (optimistic concurrency). Returns its position.
     async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError>;
 
+    /// The aggregate's current version (0 when it has no events): what a cached copy must match
+    /// to be trusted.
+    async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError>;
+
     /// Every event of one aggregate, oldest first.
     async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError>;
 

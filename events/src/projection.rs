@@ -9,7 +9,7 @@ use crate::log::{EventLog, LogError};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -44,12 +44,23 @@ pub trait Projection: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ProjectionProgress {
     applied: watch::Receiver<u64>,
+    events: broadcast::Sender<Recorded>,
 }
+
+/// Events kept for slow followers of [`ProjectionProgress::applied_events`]; one that falls
+/// further behind is told how many it missed.
+const APPLIED_EVENTS_BUFFER: usize = 4096;
 
 impl ProjectionProgress {
     /// Position of the last applied event.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// Every event from now on, each handed out *after* the projection applied it, so a follower
+    /// that reacts to an event can rely on the projection already showing it.
+    pub fn applied_events(&self) -> broadcast::Receiver<Recorded> {
+        self.events.subscribe()
     }
 
     /// Waits until the projection has applied `position`: how a request that just appended an
@@ -69,11 +80,13 @@ impl ProjectionProgress {
 pub fn spawn_projection<P: Projection>(log: Arc<dyn EventLog>, projection: Arc<P>) -> Result<ProjectionProgress, ProjectionError> {
     let start = projection.checkpoint()?;
     let (tx, rx) = watch::channel(start);
+    let (events, _) = broadcast::channel(APPLIED_EVENTS_BUFFER);
+    let observer = events.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
             let from = *tx.borrow();
-            match feed(&*log, &*projection, from, &tx).await {
+            match feed(&*log, &*projection, from, &tx, &observer).await {
                 Ok(()) => return, // every progress watcher is gone
                 Err(e) => {
                     tracing::warn!(projection = projection.name(), error = %e, "projection feed interrupted; resubscribing");
@@ -83,10 +96,16 @@ pub fn spawn_projection<P: Projection>(log: Arc<dyn EventLog>, projection: Arc<P
             }
         }
     });
-    Ok(ProjectionProgress { applied: rx })
+    Ok(ProjectionProgress { applied: rx, events })
 }
 
-async fn feed<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P, from: u64, tx: &watch::Sender<u64>) -> Result<(), ProjectionError> {
+async fn feed<P: Projection + ?Sized>(
+    log: &dyn EventLog,
+    projection: &P,
+    from: u64,
+    tx: &watch::Sender<u64>,
+    observer: &broadcast::Sender<Recorded>,
+) -> Result<(), ProjectionError> {
     let mut events = log.subscribe(from).await?;
     while let Some(rec) = events.next().await {
         let rec = rec?;
@@ -97,6 +116,8 @@ async fn feed<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P, from: 
         if tx.send(rec.position).is_err() {
             return Ok(());
         }
+        // No follower yet is fine: nothing is running that could need enforcing.
+        let _ = observer.send(rec);
     }
     Err(LogError::Unavailable("event subscription ended".into()).into())
 }
@@ -104,8 +125,13 @@ async fn feed<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P, from: 
 /// Empties `projection` and replays the log into it up to the log's current head. Returns the
 /// position reached.
 pub async fn rebuild<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P) -> Result<u64, ProjectionError> {
-    projection.reset()?;
     let head = log.head().await?;
+    rebuild_to(log, projection, head).await
+}
+
+/// Empties `projection` and replays the log into it up to position `head` (inclusive).
+pub async fn rebuild_to<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P, head: u64) -> Result<u64, ProjectionError> {
+    projection.reset()?;
     if head == 0 {
         return Ok(0);
     }

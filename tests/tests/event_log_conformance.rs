@@ -39,6 +39,7 @@ both_backends!(
     subscribe_replays_then_tails,
     subscribe_from_position_skips_earlier,
     envelope_fields_survive,
+    version_is_the_aggregate_head,
 );
 
 /// Events written by one JetStreamLog survive a server restart (same store dir), as a cluster's

@@ -29,7 +29,7 @@ async fn curl_through(node: &TestNode, backend_name: &str) {
     // The directory shows the endpoint as the seed does once deployed, with its version.
     let shown = api.endpoint(&p.endpoint).await.unwrap();
     assert_eq!(shown["status"], "Ready");
-    assert_eq!(shown["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(shown["agent_version"], env!("CARGO_PKG_VERSION"));
 
     // The stream is an audited fact on the tunnel.
     let log = node.state.log.clone();

@@ -102,7 +102,7 @@ fn print_endpoints(list: &Value) {
             e["id"].as_str().unwrap_or(""),
             e["name"].as_str().unwrap_or(""),
             e["status"].as_str().unwrap_or(""),
-            e["version"].as_str().unwrap_or("-"),
+            e["agent_version"].as_str().unwrap_or("-"),
             e["node"].as_str().unwrap_or("-")
         );
     }

@@ -83,7 +83,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         ensure!(tokio::time::Instant::now() < deadline, "the API still shows the endpoint as {} instead of Ready", shown["status"]);
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    step(5, format_args!("endpoint agent connected to node {node_name}; API status {} (version {})", shown["status"].as_str().unwrap_or("?"), shown["version"].as_str().unwrap_or("?")));
+    step(5, format_args!("endpoint agent connected to node {node_name}; API status {} (version {})", shown["status"].as_str().unwrap_or("?"), shown["agent_version"].as_str().unwrap_or("?")));
 
     let credential = api.issue_scanner_credential(&gateway_id, "demo scanner").await?;
     let secret = credential["secret"].as_str().context("scanner secret")?.to_string();

@@ -37,8 +37,10 @@ pub enum AllowlistError {
     Bad { entry: String, reason: String },
 }
 
-/// Addresses refused unless a CIDR rule names them explicitly.
-const SENSITIVE: &[(&str, u8)] = &[("169.254.0.0", 16), ("fe80::", 10), ("fd00:ec2::254", 128), ("0.0.0.0", 8)];
+/// Addresses refused unless a CIDR rule names them explicitly: link-local (where cloud metadata
+/// services live), the IPv6 metadata address, and the unspecified addresses (which reach this
+/// host).
+const SENSITIVE: &[(&str, u8)] = &[("169.254.0.0", 16), ("fe80::", 10), ("fd00:ec2::254", 128), ("0.0.0.0", 8), ("::", 128)];
 
 fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
@@ -55,8 +57,9 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-fn is_sensitive(ip: IpAddr) -> bool {
-    SENSITIVE.iter().any(|(net, bits)| in_cidr(ip, net.parse().expect("constant"), *bits))
+/// The sensitive range `ip` falls in, if any.
+fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8)> {
+    SENSITIVE.iter().map(|(net, bits)| (net.parse().expect("constant"), *bits)).find(|(net, bits)| in_cidr(ip, *net, *bits))
 }
 
 impl Allowlist {
@@ -85,9 +88,15 @@ impl Allowlist {
     pub fn allows(&self, requested: &str, ip: IpAddr, port: u16) -> bool {
         let ip = normalise(ip);
         let requested = requested.trim_end_matches('.').to_ascii_lowercase();
-        let explicit_cidr = self.rules.iter().any(|r| matches!(r.host, HostRule::Cidr(n, b) if in_cidr(ip, n, b)) && in_range(port, r.ports));
-        if is_sensitive(ip) && !explicit_cidr {
-            return false;
+        // A sensitive address needs a CIDR rule *inside* its sensitive range (`169.254.169.254/32`),
+        // not one that merely contains it (`0.0.0.0/0` means "anything", not "the metadata service").
+        if let Some((range, range_bits)) = sensitive_range(ip) {
+            let named = self.rules.iter().any(|r| {
+                matches!(r.host, HostRule::Cidr(n, b) if b >= range_bits && in_cidr(n, range, range_bits) && in_cidr(ip, n, b)) && in_range(port, r.ports)
+            });
+            if !named {
+                return false;
+            }
         }
         self.rules.iter().any(|r| {
             in_range(port, r.ports)
@@ -143,7 +152,14 @@ fn parse_host(h: &str) -> Result<HostRule, String> {
         let net: IpAddr = net.parse().map_err(|_| format!("{net:?} is not an IP address"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("prefix length must be 0..={max}"))?;
-        return Ok(HostRule::Cidr(normalise(net), bits));
+        // An IPv4-mapped IPv6 network is the IPv4 network it maps.
+        return match normalise(net) {
+            IpAddr::V4(v4) if net.is_ipv6() => {
+                let bits = bits.checked_sub(96).ok_or("an IPv4-mapped network needs a prefix of at least 96")?;
+                Ok(HostRule::Cidr(IpAddr::V4(v4), bits))
+            }
+            n => Ok(HostRule::Cidr(n, bits)),
+        };
     }
     if let Ok(ip) = h.parse::<IpAddr>() {
         let ip = normalise(ip);
@@ -210,6 +226,22 @@ mod tests {
         let explicit = Allowlist::parse("169.254.169.254/32:80").unwrap();
         assert!(explicit.allows("169.254.169.254", ip("169.254.169.254"), 80));
         assert!(any.allows("10.0.0.1", ip("10.0.0.1"), 80));
+        // "Everything" written as a CIDR is still not the metadata service, nor this host.
+        for all in ["0.0.0.0/0", "[::/0]", "169.0.0.0/8"] {
+            let a = Allowlist::parse(all).unwrap();
+            assert!(!a.allows("169.254.169.254", ip("169.254.169.254"), 80), "{all}");
+            assert!(!a.allows("::", ip("::"), 80), "{all}");
+            assert!(!a.allows("0.0.0.0", ip("0.0.0.0"), 80), "{all}");
+        }
+        assert!(Allowlist::parse("0.0.0.0/0").unwrap().allows("10.1.2.3", ip("10.1.2.3"), 80));
+    }
+
+    #[test]
+    fn ipv4_mapped_networks_are_ipv4_networks() {
+        let a = Allowlist::parse("[::ffff:10.0.0.0/104]").unwrap();
+        assert!(a.allows("10.200.0.1", ip("10.200.0.1"), 80));
+        assert!(!a.allows("11.0.0.1", ip("11.0.0.1"), 80));
+        assert!(Allowlist::parse("[::ffff:10.0.0.0/64]").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! scanner's socket to it; the endpoint dials the target and splices its side.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod node;
 pub mod scanner_auth;

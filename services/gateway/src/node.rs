@@ -6,7 +6,7 @@
 
 use crate::state::{Addresses, NodeState};
 use crate::tls::{self, TlsSource};
-use crate::{api, socks5, tunnel_acceptor};
+use crate::{access, api, socks5, tunnel_acceptor};
 use actix::Arbiter;
 use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
 use ism_actors::gateway::GatewayCommand;
@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     pub session: SessionConfig,
     pub clock: Arc<dyn Clock>,
+    /// How often the node looks for support-engineer access windows that ran out.
+    pub support_sweep_interval: Duration,
 }
 
 impl NodeConfig {
@@ -64,6 +66,7 @@ impl NodeConfig {
             admin_token: None,
             session: SessionConfig::default(),
             clock: Arc::new(SystemClock),
+            support_sweep_interval: Duration::from_secs(10),
         }
     }
 }
@@ -146,6 +149,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let directory = Arc::new(DirectoryProjection::open(&data.join("projections").join("directory"))?);
     let progress = spawn_projection(log.clone(), directory.clone())?;
+    let applied_events = progress.applied_events();
     progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
 
     let secret_path = config.key_secret_file.clone().unwrap_or_else(|| data.join("key-secret"));
@@ -180,9 +184,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         progress,
         gateways: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
         endpoints: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
-        tunnels: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
+        tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        users: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
         key_secret,
         sessions: Default::default(),
+        streams: Default::default(),
         admin_token_hash: hash_secret(&admin_token),
         addresses,
         ws_path: config.ws_path.clone(),
@@ -191,6 +197,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     recover(&state).await;
 
     let tasks = vec![
+        tokio::spawn(access::enforce(state.clone(), applied_events)),
+        tokio::spawn(access::expire_support_windows(state.clone(), config.support_sweep_interval)),
         tokio::spawn(tunnel_acceptor::serve(wss, tokio_rustls::TlsAcceptor::from(identity.server_config.clone()), state.clone(), config.session.clone())),
         tokio::spawn(socks5::ingress::serve(socks, state.clone())),
     ];

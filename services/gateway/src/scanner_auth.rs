@@ -1,23 +1,25 @@
 //! Who may reach which endpoint: a scanner presents a credential (the password) and names an
-//! endpoint (the username, by name or id) of the same gateway. No anonymous access.
+//! endpoint (the username, by name or id) of the same gateway. No anonymous access. Whether the
+//! endpoint's access currently allows that credential is `access::stream_allowed`.
 
 use crate::state::NodeState;
-use ism_actors::credentials::{scanner_credential_of, verify_secret};
+use ism_actors::credentials::{secret_id, verify_secret, SecretKind};
+use ism_projectors::directory::ScannerCredentialRow;
 use ism_projectors::EndpointView;
 use uuid::Uuid;
 
-/// A scanner allowed to open streams through one endpoint.
+/// A scanner that proved its credential and named an endpoint of the credential's gateway.
 #[derive(Debug)]
 pub struct AuthorisedScanner {
-    pub credential: Uuid,
-    pub gateway: Uuid,
+    pub credential_id: Uuid,
+    pub credential: ScannerCredentialRow,
     pub endpoint: EndpointView,
 }
 
 impl AuthorisedScanner {
     /// How the scanner appears in events: the credential id, never the secret.
     pub fn audit_name(&self) -> String {
-        format!("credential:{}", self.credential.simple())
+        format!("credential:{}", self.credential_id.simple())
     }
 }
 
@@ -30,6 +32,8 @@ pub enum ScannerAuthError {
     UnknownCredential(Uuid),
     #[error("wrong secret for scanner credential {0}")]
     WrongSecret(Uuid),
+    #[error("scanner credential {0} was revoked (or its gateway deleted)")]
+    Revoked(Uuid),
     #[error("gateway {gateway} has no endpoint {username:?}")]
     UnknownEndpoint { gateway: Uuid, username: String },
     #[error("directory unavailable: {0}")]
@@ -37,12 +41,16 @@ pub enum ScannerAuthError {
 }
 
 pub fn authorise(state: &NodeState, username: &str, password: &str) -> Result<AuthorisedScanner, ScannerAuthError> {
-    let credential = scanner_credential_of(password).map_err(|_| ScannerAuthError::Malformed)?;
+    let credential_id = secret_id(SecretKind::ScannerCredential, password).map_err(|_| ScannerAuthError::Malformed)?;
     let dir = |e: ism_events::ProjectionError| ScannerAuthError::Directory(e.to_string());
-    let (gateway, hash) = state.directory.scanner_credential(credential).map_err(dir)?.ok_or(ScannerAuthError::UnknownCredential(credential))?;
-    if !verify_secret(password, &hash) {
-        return Err(ScannerAuthError::WrongSecret(credential));
+    let credential = state.directory.scanner_credential(credential_id).map_err(dir)?.ok_or(ScannerAuthError::UnknownCredential(credential_id))?;
+    if !verify_secret(password, &credential.secret_hash) {
+        return Err(ScannerAuthError::WrongSecret(credential_id));
     }
+    if credential.revoked {
+        return Err(ScannerAuthError::Revoked(credential_id));
+    }
+    let gateway = credential.gateway;
     let by_id = Uuid::try_parse(username).ok().map(|id| state.directory.endpoint(id)).transpose().map_err(dir)?.flatten();
     let endpoint = match by_id {
         Some(e) => Some(e),
@@ -50,5 +58,5 @@ pub fn authorise(state: &NodeState, username: &str, password: &str) -> Result<Au
     }
     .filter(|e| e.gateway == gateway)
     .ok_or_else(|| ScannerAuthError::UnknownEndpoint { gateway, username: username.to_string() })?;
-    Ok(AuthorisedScanner { credential, gateway, endpoint })
+    Ok(AuthorisedScanner { credential_id, credential, endpoint })
 }

@@ -16,6 +16,8 @@ pub struct LiveSession {
     pub tunnel: Uuid,
     pub endpoint: Uuid,
     pub gateway: Uuid,
+    /// Generation of the key the session was admitted with: a rotation ends the session.
+    pub key_generation: u32,
     pub session: Session,
 }
 
@@ -59,6 +61,11 @@ impl Sessions {
         for s in self.lock().values() {
             s.session.close(reason);
         }
+    }
+
+    /// Endpoints with a session on this node.
+    pub fn endpoints(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
     }
 
     pub fn len(&self) -> usize {

@@ -1,10 +1,12 @@
 //! What one gateway node shares between its listeners and its API.
 
+use crate::access::ActiveStreams;
 use crate::sessions::Sessions;
 use ism_actors::credentials::KeySecret;
 use ism_actors::endpoint::Endpoint;
 use ism_actors::gateway::Gateway;
 use ism_actors::tunnel::Tunnel;
+use ism_actors::user::User;
 use ism_actors::NodeActors;
 use ism_events::{Clock, EventLog, ProjectionError, ProjectionProgress};
 use ism_projectors::DirectoryProjection;
@@ -25,8 +27,11 @@ pub struct NodeState {
     pub gateways: NodeActors<Gateway>,
     pub endpoints: NodeActors<Endpoint>,
     pub tunnels: NodeActors<Tunnel>,
+    pub users: NodeActors<User>,
     pub key_secret: KeySecret,
     pub sessions: Sessions,
+    /// Scanner streams running through this node, for enforcing access while they run.
+    pub streams: ActiveStreams,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     pub addresses: Addresses,

@@ -95,8 +95,9 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
         Ok((ws, hello))
     };
     let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
+    let hello = &hello;
 
-    let admitted = match admit(&state, &hello, &nonce).await {
+    let admitted = match admit(&state, hello, &nonce).await {
         Ok(a) => a,
         Err((code, message)) => {
             let _ = send_frame(&mut ws, &Frame::Rejected { code, message: message.clone() }).await;
@@ -107,6 +108,30 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
 
     let tunnel = Uuid::new_v4();
     let cause = Cause::by(format!("endpoint:{}", admitted.name));
+    let result = run_session(&state, ws, peer, &hello, &admitted, tunnel, &cause, config).await;
+    // Whatever happened after the session was recorded as opened, it is recorded as closed, and
+    // the tunnel actor is let go (streams still ending hold its address; it stops after them).
+    let reason = match &result {
+        Ok(reason) => reason.clone(),
+        Err(e) => e.to_string(),
+    };
+    state.tunnels.tell(tunnel, TunnelCommand::Close { reason }, cause);
+    state.tunnels.forget(tunnel);
+    result.map(|_| ())
+}
+
+/// Records the session, welcomes the endpoint and serves until the session ends; returns why.
+#[allow(clippy::too_many_arguments)]
+async fn run_session(
+    state: &NodeState,
+    mut ws: tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
+    peer: SocketAddr,
+    hello: &Hello,
+    admitted: &Admitted,
+    tunnel: Uuid,
+    cause: &Cause,
+    config: SessionConfig,
+) -> Result<String, AcceptError> {
     let opened = state
         .tunnels
         .execute(
@@ -129,18 +154,18 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
     }
     send_frame(&mut ws, &Frame::Welcome { session: *tunnel.as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() }).await?;
 
-    let (session, _incoming) = Session::spawn(ws, Role::Gateway, config);
+    // Endpoints open no streams towards the gateway (yet): dropping the incoming side makes the
+    // driver refuse any they try.
+    let (session, _) = Session::spawn(ws, Role::Gateway, config);
     tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
-    state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, session: session.clone() });
+    state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, key_generation: admitted.key_generation, session: session.clone() });
+    // A key rotation or deletion that landed while this session was being admitted.
+    crate::access::reconcile_endpoint(state, admitted.endpoint);
 
-    // The session's end is a fact too.
     let reason = session.closed().await;
     state.sessions.remove(admitted.endpoint, tunnel);
     tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");
-    state.tunnels.tell(tunnel, TunnelCommand::Close { reason: reason.to_string() }, cause);
-    // Streams still ending hold the actor's address; it stops after their last record.
-    state.tunnels.forget(tunnel);
-    Ok(())
+    Ok(reason.to_string())
 }
 
 struct Admitted {
@@ -148,6 +173,7 @@ struct Admitted {
     gateway: Uuid,
     name: String,
     machine: String,
+    key_generation: u32,
 }
 
 /// Decides whether the endpoint in `hello` may open a session.
@@ -164,6 +190,11 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
     }
     let invalid = || (RejectCode::InvalidKey, "Invalid endpoint key: copy the key again from the gateway page (Copy Endpoint Key)".to_string());
     let endpoint = endpoint_of_key(&hello.key).map_err(|_| invalid())?;
+    // Unknown endpoints are refused from the directory, before any actor is started for them: a
+    // stranger with a made-up key costs a lookup, nothing more.
+    if state.directory.endpoint(endpoint).map_err(|e| (RejectCode::Unavailable, e.to_string()))?.is_none() {
+        return Err(invalid());
+    }
     let machine = hex(&hello.machine_key);
     let command = EndpointCommand::Register {
         presented_key_hash: hash_secret(hello.key.trim()),
@@ -175,18 +206,25 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
     let cause = Cause::by(format!("machine:{}", &machine[..16]));
     let executed = match state.endpoints.execute(endpoint, command, cause).await {
         Ok(x) => x,
-        Err(CommandError::Rejected(EndpointError::InvalidKey | EndpointError::NotFound(_))) => return Err(invalid()),
+        Err(CommandError::Rejected(EndpointError::NotFound(_))) => {
+            state.endpoints.forget(endpoint);
+            return Err(invalid());
+        }
+        Err(CommandError::Rejected(EndpointError::InvalidKey)) => return Err(invalid()),
         Err(e) => return Err((RejectCode::Unavailable, format!("the gateway cannot check the key right now: {e}"))),
     };
     if let Some(Event::EndpointRegistrationRefused { .. }) = executed.event() {
         return Err((RejectCode::TokenAlreadyRegistered, TOKEN_ALREADY_REGISTERED.into()));
     }
-    state.caught_up(executed.position()).await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+    // The directory must show everything up to now (a key rotation included), since the session
+    // is admitted with the key generation it shows.
+    let head = state.log.head().await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+    state.caught_up(Some(head.max(executed.position().unwrap_or(0)))).await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
     let view = state
         .directory
         .endpoint(endpoint)
         .ok()
         .flatten()
         .ok_or_else(|| (RejectCode::Unavailable, "the gateway's directory does not show this endpoint yet; retrying".to_string()))?;
-    Ok(Admitted { endpoint, gateway: view.gateway, name: view.name, machine })
+    Ok(Admitted { endpoint, gateway: view.gateway, name: view.name, machine, key_generation: view.key_generation })
 }

@@ -1,12 +1,14 @@
 //! Read models fed from the event log, each in its own sled store with its own checkpoint.
 //!
-//! - [`directory`]: gateways, endpoints, their status, which node holds each endpoint, and the
-//!   lookups the data path needs to authorise scanners.
+//! - [`audit`]: the log as a readable, filterable timeline (computed on demand, not stored);
+//! - [`directory`]: gateways, endpoints, their status and access, which node holds each endpoint,
+//!   users and tokens, and the lookups that authorise scanners and API callers.
 //!
 //! Projections are disposable: delete the store and `ism_events::rebuild` gives it back,
 //! byte for byte.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod directory;
 
-pub use directory::{DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView};
+pub use directory::{DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView, SupportAccessView, UserView};

@@ -76,7 +76,7 @@ pub enum Action {
 pub enum SessionViolation {
     #[error("peer opened stream {0}, an id it may not use")]
     ForeignStreamId(StreamId),
-    #[error("peer opened stream {0}, which is already open")]
+    #[error("peer opened stream {0}, an id it already used")]
     DuplicateStream(StreamId),
     #[error("session-level frame handed to the stream table")]
     NotAStreamFrame,
@@ -96,6 +96,8 @@ pub enum OpenError {
 pub struct StreamTable {
     role: Role,
     next_id: u32,
+    /// Highest id the peer has opened: ids only grow, so a peer cannot recycle one.
+    peer_high: u32,
     recv_window: u32,
     max_streams: usize,
     streams: HashMap<StreamId, Entry>,
@@ -109,7 +111,7 @@ impl StreamTable {
             Role::Gateway => 1,
             Role::Endpoint => 2,
         };
-        Self { role, next_id, recv_window, max_streams, streams: HashMap::new() }
+        Self { role, next_id, peer_high: 0, recv_window, max_streams, streams: HashMap::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -176,6 +178,13 @@ impl StreamTable {
         self.streams.remove(&stream);
     }
 
+    /// Streams this side opened that the peer has not answered yet.
+    pub fn opening(&self) -> Vec<StreamId> {
+        let mut ids: Vec<StreamId> = self.streams.iter().filter(|(_, e)| e.phase == Phase::Opening).map(|(id, _)| *id).collect();
+        ids.sort();
+        ids
+    }
+
     /// Every live stream, for tearing the session down.
     pub fn drain(&mut self) -> Vec<StreamId> {
         let ids: Vec<_> = self.streams.keys().copied().collect();
@@ -198,9 +207,10 @@ impl StreamTable {
                 if self.role.owns(stream) {
                     return Err(SessionViolation::ForeignStreamId(stream));
                 }
-                if self.streams.contains_key(&stream) {
+                if stream.0 <= self.peer_high {
                     return Err(SessionViolation::DuplicateStream(stream));
                 }
+                self.peer_high = stream.0;
                 if self.streams.len() >= self.max_streams {
                     return Ok(Action::Refuse {
                         reply: Frame::OpenFailed {
@@ -234,6 +244,12 @@ impl StreamTable {
                 Some(_) => Ok(self.violation(stream)),
                 None => Ok(Action::None),
             },
+            // An empty Data frame uses no credit but costs the receiver a queue entry: refused, so
+            // credit bounds what a peer can make us hold.
+            Frame::Data { payload, .. } if payload.is_empty() => Ok(match self.streams.contains_key(&stream) {
+                true => self.violation(stream),
+                false => Action::None,
+            }),
             Frame::Data { payload, .. } => match self.streams.get_mut(&stream) {
                 Some(e) if e.phase == Phase::Open && !e.remote_fin => {
                     if e.recv.on_data(payload.len()).is_err() {
@@ -339,6 +355,25 @@ mod tests {
     }
 
     #[test]
+    fn empty_data_is_a_violation() {
+        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
+        ep.accepted(StreamId(1)).unwrap();
+        assert!(matches!(ep.on_frame(Frame::Data { stream: StreamId(1), payload: Bytes::new() }).unwrap(), Action::Refuse { .. }));
+        assert!(ep.is_empty());
+    }
+
+    /// Opens the peer has not answered yet, for abandoning the ones nobody waits for.
+    #[test]
+    fn opening_streams_are_listed() {
+        let mut gw = StreamTable::new(Role::Gateway, 10, 10);
+        let (a, _) = gw.open(target()).unwrap();
+        let (b, _) = gw.open(target()).unwrap();
+        gw.on_frame(Frame::OpenOk { stream: a, window: 1 }).unwrap();
+        assert_eq!(gw.opening(), vec![b]);
+    }
+
+    #[test]
     fn data_after_fin_is_a_violation() {
         let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
@@ -355,11 +390,15 @@ mod tests {
             ep.on_frame(Frame::Open { stream: StreamId(2), target: target(), window: 1 }),
             Err(SessionViolation::ForeignStreamId(StreamId(2)))
         );
-        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }).unwrap();
+        ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
         assert_eq!(
-            ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }),
-            Err(SessionViolation::DuplicateStream(StreamId(1)))
+            ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }),
+            Err(SessionViolation::DuplicateStream(StreamId(3)))
         );
+        // Nor may an id be reused after its stream is gone, or a lower one opened later.
+        ep.on_frame(Frame::Reset { stream: StreamId(3), reason: ResetReason::Aborted }).unwrap();
+        assert_eq!(ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }), Err(SessionViolation::DuplicateStream(StreamId(3))));
+        assert_eq!(ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }), Err(SessionViolation::DuplicateStream(StreamId(1))));
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub enum OpenStreamError {
     Local(#[from] OpenError),
     #[error("no answer from the endpoint within {0:?}")]
     TimedOut(Duration),
+    #[error("the endpoint reset the stream while opening it ({0:?})")]
+    Reset(ResetReason),
     #[error("tunnel closed")]
     SessionClosed,
 }
@@ -188,7 +190,8 @@ impl Session {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(OpenStreamError::SessionClosed),
-            // Dropping `rx` makes the driver reset the stream if the answer comes late.
+            // Dropping `rx` marks the open abandoned: the driver resets it if the answer comes
+            // late, or at its next sweep if none comes.
             Err(_) => Err(OpenStreamError::TimedOut(timeout)),
         }
     }
@@ -279,12 +282,21 @@ async fn writer<S>(
     let _ = sink.close().await;
 }
 
-/// The local half of one stream, held by the driver.
+/// The local half of one stream, held by the driver. An open still pending when it is dropped
+/// needs no `Reset` from its parts: the driver has dealt with the stream.
 struct Local {
     inbound: mpsc::UnboundedSender<Inbound>,
     credit: Arc<SendCredit>,
     /// For streams this side opened: the opener waiting for the answer, and the parts it gets.
     pending_open: Option<(oneshot::Sender<Result<TunnelStream, OpenStreamError>>, TunnelStream)>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some((_, parts)) = &mut self.pending_open {
+            parts.defuse();
+        }
+    }
 }
 
 struct Driver {
@@ -329,7 +341,7 @@ impl Driver {
                 _ = tokio::time::sleep_until(last_heard + config.idle_timeout) => Err(CloseReason::IdleTimeout),
                 _ = ping.tick() => {
                     ping_nonce += 1;
-                    self.send_prio(Frame::Ping { nonce: ping_nonce })
+                    self.abandon_unwanted_opens().and_then(|()| self.send_prio(Frame::Ping { nonce: ping_nonce }))
                 }
             };
             if let Err(reason) = outcome {
@@ -347,6 +359,18 @@ impl Driver {
             mpsc::error::TrySendError::Full(_) => CloseReason::Violation("peer stopped reading; write queue full".into()),
             mpsc::error::TrySendError::Closed(_) => CloseReason::Transport("writer stopped".into()),
         })
+    }
+
+    /// Resets the opens whose opener stopped waiting (timed out), so an endpoint that never
+    /// answers cannot fill the stream table.
+    fn abandon_unwanted_opens(&mut self) -> Result<(), CloseReason> {
+        for stream in self.table.opening() {
+            let abandoned = self.locals.get(&stream).and_then(|l| l.pending_open.as_ref()).is_some_and(|(reply, _)| reply.is_closed());
+            if abandoned {
+                self.reset(stream, ResetReason::Aborted)?;
+            }
+        }
+        Ok(())
     }
 
     fn on_message(&mut self, bytes: Bytes) -> Result<(), CloseReason> {
@@ -369,7 +393,8 @@ impl Driver {
             Action::Accept { stream, target, send_window } => {
                 let (local, parts) = self.new_local(stream, send_window);
                 let incoming = IncomingStream::new(parts, target);
-                if self.incoming.send(incoming).is_err() {
+                if let Err(mpsc::error::SendError(mut unwanted)) = self.incoming.send(incoming) {
+                    unwanted.defuse();
                     // Nobody accepts streams on this side.
                     self.forget(stream);
                     self.send_prio(Frame::OpenFailed { stream, reason: OpenFailure::General, message: "this side accepts no streams".into() })?;
@@ -383,8 +408,9 @@ impl Driver {
                         return self.reset(stream, ResetReason::ProtocolViolation);
                     }
                     if let Some((reply, parts)) = local.pending_open.take() {
-                        if reply.send(Ok(parts)).is_err() {
+                        if let Err(Ok(mut parts)) = reply.send(Ok(parts)) {
                             // The opener gave up waiting.
+                            parts.defuse();
                             return self.reset(stream, ResetReason::Aborted);
                         }
                     }
@@ -392,7 +418,8 @@ impl Driver {
             }
             Action::OpenFailed { stream, reason, message } => {
                 if let Some(mut local) = self.remove_local(stream) {
-                    if let Some((reply, _)) = local.pending_open.take() {
+                    if let Some((reply, mut parts)) = local.pending_open.take() {
+                        parts.defuse();
                         let _ = reply.send(Err(OpenStreamError::Refused { reason, message }));
                     }
                 }
@@ -478,8 +505,9 @@ impl Driver {
         self.table.remove(stream);
         if let Some(mut local) = self.remove_local(stream) {
             let _ = local.inbound.send(Inbound::Reset(reason));
-            if let Some((reply, _)) = local.pending_open.take() {
-                let _ = reply.send(Err(OpenStreamError::SessionClosed));
+            if let Some((reply, mut parts)) = local.pending_open.take() {
+                parts.defuse();
+                let _ = reply.send(Err(OpenStreamError::Reset(reason)));
             }
         }
     }
@@ -524,7 +552,8 @@ impl Driver {
         for (_, mut local) in self.locals.drain() {
             local.credit.close();
             let _ = local.inbound.send(Inbound::Reset(ResetReason::SessionClosed));
-            if let Some((reply, _)) = local.pending_open.take() {
+            if let Some((reply, mut parts)) = local.pending_open.take() {
+                parts.defuse();
                 let _ = reply.send(Err(OpenStreamError::SessionClosed));
             }
         }

@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// What the driver hands a stream's downstream pump.
 pub(crate) enum Inbound {
@@ -33,6 +34,8 @@ pub enum StreamEnd {
     Reset(ResetReason),
     /// The local socket failed.
     SocketError(String),
+    /// This side stopped the stream (access withdrawn): the peer was sent `Reset(Revoked)`.
+    Cancelled,
 }
 
 /// Bytes moved by a spliced stream and how it ended.
@@ -52,47 +55,60 @@ pub struct TunnelStream {
     inbound: mpsc::UnboundedReceiver<Inbound>,
     credit: Arc<SendCredit>,
     settled: bool,
+    /// Bytes moved so far, kept here so a cancelled splice still reports them.
+    sent: u64,
+    received: u64,
 }
 
 impl TunnelStream {
     pub(crate) fn new(id: StreamId, lanes: Lanes, inbound: mpsc::UnboundedReceiver<Inbound>, credit: Arc<SendCredit>) -> Self {
-        Self { id, lanes, inbound, credit, settled: false }
+        Self { id, lanes, inbound, credit, settled: false, sent: 0, received: 0 }
     }
 
     pub fn id(&self) -> StreamId {
         self.id
     }
 
+    /// The driver already settled this stream: dropping these parts must not reset it again.
+    pub(crate) fn defuse(&mut self) {
+        self.settled = true;
+    }
+
     /// Joins the stream to `tcp` until both directions are finished or either side fails.
     /// Sets `TCP_NODELAY`: without it, small request/response exchanges stall ~40 ms on
     /// Nagle's algorithm meeting delayed ACKs.
     pub async fn splice(self, tcp: TcpStream) -> SpliceReport {
-        self.splice_with(tcp, Bytes::new()).await
+        self.splice_with(tcp, Bytes::new(), CancellationToken::new()).await
     }
 
-    /// Like [`splice`](Self::splice), sending `initial` first: bytes the caller already read
-    /// from the socket (a client that pipelined data behind its SOCKS request, say).
-    pub async fn splice_with(mut self, tcp: TcpStream, initial: Bytes) -> SpliceReport {
+    /// Like [`splice`](Self::splice), sending `initial` first (bytes the caller already read from
+    /// the socket: a client that pipelined data behind its SOCKS request, say), and ending the
+    /// stream when `cancel` fires (access withdrawn while the stream runs).
+    pub async fn splice_with(mut self, tcp: TcpStream, initial: Bytes, cancel: CancellationToken) -> SpliceReport {
         let _ = tcp.set_nodelay(true);
         let (rd, wr) = tcp.into_split();
-        let report = self.pump(rd, wr, initial).await;
-        match &report.end {
-            StreamEnd::SocketError(_) => {
-                let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason: ResetReason::Aborted });
-            }
-            StreamEnd::Finished | StreamEnd::Reset(_) => {}
+        let mut report = tokio::select! {
+            r = self.pump(rd, wr, initial) => r,
+            _ = cancel.cancelled() => SpliceReport { sent: 0, received: 0, end: StreamEnd::Cancelled },
+        };
+        let reset = match &report.end {
+            StreamEnd::SocketError(_) => Some(ResetReason::Aborted),
+            StreamEnd::Cancelled => Some(ResetReason::Revoked),
+            StreamEnd::Finished | StreamEnd::Reset(_) => None,
+        };
+        if let Some(reason) = reset {
+            let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason });
         }
+        (report.sent, report.received) = (report.sent.max(self.sent), report.received.max(self.received));
         self.settled = true;
         report
     }
 
     async fn pump(&mut self, rd: OwnedReadHalf, wr: OwnedWriteHalf, initial: Bytes) -> SpliceReport {
-        let Self { id, lanes, inbound, credit, .. } = self;
-        let mut sent = 0u64;
-        let mut received = 0u64;
+        let Self { id, lanes, inbound, credit, sent, received, .. } = self;
         let end = {
-            let up = upstream(*id, rd, initial, credit, lanes, &mut sent);
-            let down = downstream(*id, wr, inbound, &lanes.control, &mut received);
+            let up = upstream(*id, rd, initial, credit, lanes, sent);
+            let down = downstream(*id, wr, inbound, &lanes.control, received);
             tokio::pin!(up, down);
             let (mut up_done, mut down_done) = (false, false);
             loop {
@@ -111,7 +127,7 @@ impl TunnelStream {
                 }
             }
         };
-        SpliceReport { sent, received, end }
+        SpliceReport { sent: *sent, received: *received, end }
     }
 }
 
@@ -212,6 +228,13 @@ impl IncomingStream {
 
     pub fn id(&self) -> StreamId {
         self.parts.as_ref().map(|p| p.id).unwrap_or(StreamId(0))
+    }
+
+    /// The driver already refused this stream: dropping it must not refuse it again.
+    pub(crate) fn defuse(&mut self) {
+        if let Some(mut parts) = self.parts.take() {
+            parts.defuse();
+        }
     }
 
     /// Confirms the stream to the peer. The `OpenOk` goes through the ordered queue, so it

@@ -190,3 +190,52 @@ async fn a_silent_peer_is_declared_dead_after_the_idle_timeout() {
     let reason = tokio::time::timeout(Duration::from_secs(10), s.closed()).await.expect("closed in time");
     assert_eq!(reason, ism_tunnel::CloseReason::IdleTimeout);
 }
+
+#[tokio::test]
+async fn cancelling_a_splice_resets_the_stream_on_both_sides() {
+    let (gw, ep, mut incoming) = pair(SessionConfig::default()).await;
+    let echo = echo_server().await;
+    let stream = gw.open_stream(target(echo));
+    let accepted = async {
+        let inc = incoming.next().await.unwrap();
+        let TargetAddr::Ipv4(ip, port) = inc.target().clone() else { unreachable!() };
+        let tcp = TcpStream::connect((ip, port)).await.unwrap();
+        (inc.accept().await.unwrap(), tcp)
+    };
+    let (stream, (peer, peer_tcp)) = tokio::join!(stream, accepted);
+    let peer_side = tokio::spawn(peer.splice(peer_tcp));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server_side, _) = l.accept().await.unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let ours = tokio::spawn(stream.unwrap().splice_with(server_side, bytes::Bytes::new(), cancel.clone()));
+    client.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    client.read_exact(&mut buf).await.unwrap();
+    cancel.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(5), ours).await.unwrap().unwrap();
+    assert_eq!((report.end, report.sent, report.received), (StreamEnd::Cancelled, 5, 5));
+    let peer_report = tokio::time::timeout(Duration::from_secs(5), peer_side).await.unwrap().unwrap();
+    assert_eq!(peer_report.end, StreamEnd::Reset(ism_tunnel_proto::ResetReason::Revoked));
+    // The scanner's socket is closed.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap();
+    assert!(n.is_err() || rest.is_empty());
+    assert_eq!(ep.open_streams(), 0);
+}
+
+#[tokio::test]
+async fn an_open_nobody_answers_times_out_and_is_cleaned_up() {
+    let cfg = SessionConfig { open_timeout: Duration::from_millis(200), ping_interval: Duration::from_millis(100), ..Default::default() };
+    let (gw, _ep, mut incoming) = pair(cfg).await;
+    // The endpoint side takes the request and sits on it.
+    let held = tokio::spawn(async move { incoming.next().await });
+    let err = gw.open_stream(TargetAddr::Domain("slow.example".into(), 80)).await.err().unwrap();
+    assert!(matches!(err, ism_tunnel::OpenStreamError::TimedOut(_)), "{err:?}");
+    let _held = held.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while gw.open_streams() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the abandoned open was never cleaned up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// Time a client has to finish negotiation and send its request.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +53,8 @@ enum IngressError {
     Command(u8),
     #[error("endpoint {0} is not connected to this gateway")]
     EndpointOffline(String),
+    #[error("access refused: {0}")]
+    Access(#[from] crate::access::Refusal),
     #[error("stream to {target} refused: {error}")]
     Open { target: String, error: OpenStreamError },
     #[error("message longer than {MAX_MESSAGE} bytes")]
@@ -85,15 +88,28 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
     let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(&mut tcp, &mut buf, state)).await.map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
     let target = request.target.to_string();
+    let endpoint = scanner.endpoint.id;
 
-    let Some(live) = state.sessions.get(scanner.endpoint.id) else {
+    // Access is checked, the stream registered, and access checked again: a withdrawal that
+    // lands in between is seen by this check or stops the registered stream.
+    let allowed = |state: &NodeState| {
+        let view = state.directory.endpoint(endpoint).ok().flatten();
+        crate::access::stream_allowed(view.as_ref(), &scanner.credential, endpoint, state.clock.now_ms())
+    };
+    let stop = CancellationToken::new();
+    let _registered = state.streams.register(endpoint, scanner.credential_id, stop.clone());
+    if let Err(refusal) = allowed(state) {
+        tcp.write_all(&codec::reply(Reply::NotAllowed)).await?;
+        return Err(refusal.into());
+    }
+    let Some(live) = state.sessions.get(endpoint) else {
         tcp.write_all(&codec::reply(Reply::NetworkUnreachable)).await?;
         return Err(IngressError::EndpointOffline(scanner.endpoint.name.clone()));
     };
     let cause = Cause::by(scanner.audit_name());
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
-    let recorder = state.tunnels.actor(live.tunnel);
+    let recorder = state.tunnels.recorder(live.tunnel);
     let record = |command| recorder.do_send(Tell { command, cause: cause.clone() });
     match live.session.open_stream(request.target).await {
         Ok(stream) => {
@@ -101,11 +117,12 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
             let id = stream.id().0;
             record(TunnelCommand::RecordStreamOpened { stream: id, target: target.clone(), scanner: scanner.audit_name() });
             tracing::debug!(%peer, endpoint = %scanner.endpoint.name, %target, stream = id, "stream open");
-            let report = stream.splice_with(tcp, buf.freeze()).await;
+            let report = stream.splice_with(tcp, buf.freeze(), stop).await;
             let end = match &report.end {
                 StreamEnd::Finished => "finished".to_string(),
                 StreamEnd::Reset(r) => format!("reset: {r:?}"),
                 StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
+                StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
             };
             record(TunnelCommand::RecordStreamClosed { stream: id, sent: report.sent, received: report.received, end });
             Ok(())
@@ -115,7 +132,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
                 OpenStreamError::Refused { reason, .. } => Reply::from(*reason),
                 OpenStreamError::TimedOut(_) => Reply::TtlExpired,
                 OpenStreamError::SessionClosed => Reply::NetworkUnreachable,
-                OpenStreamError::Local(_) => Reply::GeneralFailure,
+                OpenStreamError::Local(_) | OpenStreamError::Reset(_) => Reply::GeneralFailure,
             };
             tcp.write_all(&codec::reply(code)).await?;
             record(TunnelCommand::RecordStreamRefused { target: target.clone(), scanner: scanner.audit_name(), reason: error.to_string() });

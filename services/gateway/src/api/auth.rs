@@ -1,0 +1,79 @@
+//! Who is calling, and what they may do. A bearer token is either the node's bootstrap
+//! administrator token or a user's API token; the caller's name goes into every event it causes.
+//! Administrators and Security Leads manage gateways and endpoints; Reviewers read; only
+//! Administrators manage users.
+
+use super::ApiError;
+use crate::state::NodeState;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest};
+use ism_actors::credentials::{constant_time_eq, hash_secret, secret_id, verify_secret, SecretKind};
+use ism_events::{Cause, UserRole};
+use std::future::{ready, Ready};
+use std::sync::Arc;
+
+/// The authenticated caller.
+pub struct Caller {
+    pub name: String,
+    pub role: UserRole,
+}
+
+impl Caller {
+    pub fn cause(&self) -> Cause {
+        Cause::by(self.name.clone())
+    }
+
+    /// Only Administrators and Security Leads may change gateways, endpoints, keys and access.
+    pub fn may_manage(&self) -> Result<(), ApiError> {
+        if self.role.may_manage() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("user {:?} is a {}: only Administrators and Security Leads may change gateways and endpoints", self.name, self.role.as_str()),
+            ))
+        }
+    }
+
+    /// Only Administrators manage users and verify projections.
+    pub fn must_be_administrator(&self) -> Result<(), ApiError> {
+        if self.role == UserRole::Administrator {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, format!("user {:?} is a {}: only Administrators may do this", self.name, self.role.as_str())))
+        }
+    }
+}
+
+fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token");
+    if constant_time_eq(hash_secret(token).as_bytes(), state.admin_token_hash.as_bytes()) {
+        return Ok(Caller { name: "admin".into(), role: UserRole::Administrator });
+    }
+    let id = secret_id(SecretKind::ApiToken, token).map_err(|_| invalid())?;
+    let row = state.directory.api_token(id)?.ok_or_else(invalid)?;
+    if row.revoked || !verify_secret(token, &row.token_hash) {
+        return Err(invalid());
+    }
+    let user = state.directory.user(row.user)?.ok_or_else(invalid)?;
+    Ok(Caller { name: user.name, role: user.role })
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<Arc<NodeState>>>().expect("node state registered");
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        ready(match token {
+            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token: send 'Authorization: Bearer <token>'")),
+            Some(t) => authenticate(state, t),
+        })
+    }
+}

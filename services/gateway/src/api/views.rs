@@ -1,0 +1,175 @@
+//! How the API shows things: the JSON shapes of `openapi.json`, built from directory views.
+
+use crate::state::NodeState;
+use ism_events::{CredentialKind, Platform, UserRole};
+use ism_projectors::directory::{TokenView, UserView};
+use ism_projectors::{EndpointStatus, EndpointView, GatewayStatus, GatewayView, SupportAccessView};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Serialize)]
+pub struct GatewayOut {
+    id: Uuid,
+    version: u64,
+    name: String,
+    description: String,
+    status: &'static str,
+    created_ms: i64,
+    created_by: Option<String>,
+    /// What endpoints connect to: add it (and its IP address) to the network allowlist.
+    endpoint_url: String,
+    /// Where scanners connect (SOCKS5).
+    socks_address: String,
+    endpoint_count: usize,
+    scanner_credentials: Vec<CredentialOut>,
+    last_activity_ms: i64,
+    deleted_ms: Option<i64>,
+    deleted_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CredentialOut {
+    id: Uuid,
+    label: String,
+    kind: CredentialKind,
+    issued_ms: i64,
+    revoked: bool,
+}
+
+#[derive(Serialize)]
+pub struct DeletedGatewayOut {
+    id: Uuid,
+    name: String,
+    deleted_ms: Option<i64>,
+    deleted_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SupportAccessOut {
+    /// `off`, `active` or `expired` (a window that ran out before the node recorded it).
+    state: &'static str,
+    until_ms: Option<i64>,
+    indefinite: bool,
+}
+
+#[derive(Serialize)]
+pub struct EndpointOut {
+    id: Uuid,
+    version: u64,
+    gateway: Uuid,
+    name: String,
+    description: String,
+    platform: Platform,
+    status: &'static str,
+    scan_access: bool,
+    support_access: SupportAccessOut,
+    /// Streams through this endpoint on the node that answered.
+    open_streams: usize,
+    agent_version: Option<String>,
+    agent_platform: Option<String>,
+    hostname: Option<String>,
+    machine: Option<String>,
+    node: Option<String>,
+    connected_since_ms: Option<i64>,
+    last_disconnected_ms: Option<i64>,
+    key_generation: u32,
+    last_refusal: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct UserOut {
+    name: String,
+    role: UserRole,
+    version: u64,
+    created_ms: i64,
+    created_by: Option<String>,
+    tokens: Vec<TokenOut>,
+}
+
+#[derive(Serialize)]
+pub struct TokenOut {
+    id: Uuid,
+    label: String,
+    issued_ms: i64,
+    revoked: bool,
+}
+
+pub fn gateway_status(s: GatewayStatus) -> &'static str {
+    match s {
+        GatewayStatus::Initializing => "Initializing",
+        GatewayStatus::Online => "Online",
+        GatewayStatus::Deleted => "Deleted",
+    }
+}
+
+pub fn gateway(g: GatewayView, state: &NodeState) -> GatewayOut {
+    GatewayOut {
+        id: g.id,
+        version: g.version,
+        name: g.name,
+        description: g.description,
+        status: gateway_status(g.status),
+        created_ms: g.created_ms,
+        created_by: g.created_by,
+        endpoint_url: format!("wss://{}{}", state.addresses.endpoint_wss, state.ws_path),
+        socks_address: state.addresses.socks.to_string(),
+        endpoint_count: g.endpoint_count,
+        scanner_credentials: g
+            .scanner_credentials
+            .into_iter()
+            .map(|c| CredentialOut { id: c.id, label: c.label, kind: c.kind, issued_ms: c.issued_ms, revoked: c.revoked })
+            .collect(),
+        last_activity_ms: g.last_activity_ms,
+        deleted_ms: g.deleted_ms,
+        deleted_reason: g.deleted_reason,
+    }
+}
+
+pub fn deleted_gateway(g: GatewayView) -> DeletedGatewayOut {
+    DeletedGatewayOut { id: g.id, name: g.name, deleted_ms: g.deleted_ms, deleted_reason: g.deleted_reason }
+}
+
+pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
+    let now = state.clock.now_ms();
+    let support_access = match e.support_access {
+        SupportAccessView::Off => SupportAccessOut { state: "off", until_ms: None, indefinite: false },
+        SupportAccessView::Indefinite => SupportAccessOut { state: "active", until_ms: None, indefinite: true },
+        SupportAccessView::Until(t) => SupportAccessOut { state: if t > now { "active" } else { "expired" }, until_ms: Some(t), indefinite: false },
+    };
+    EndpointOut {
+        id: e.id,
+        version: e.version,
+        gateway: e.gateway,
+        name: e.name,
+        description: e.description,
+        platform: e.platform,
+        status: match e.status {
+            EndpointStatus::Pending => "Pending",
+            EndpointStatus::Ready => "Ready",
+            EndpointStatus::Offline => "Offline",
+        },
+        scan_access: e.scan_access,
+        support_access,
+        open_streams: state.streams.count(e.id),
+        agent_version: e.agent_version,
+        agent_platform: e.agent_platform,
+        hostname: e.hostname,
+        machine: e.machine,
+        node: e.node,
+        connected_since_ms: e.connected_since_ms,
+        last_disconnected_ms: e.last_disconnected_ms,
+        key_generation: e.key_generation,
+        last_refusal: e.last_refusal,
+    }
+}
+
+pub fn user(u: UserView) -> UserOut {
+    UserOut {
+        name: u.name,
+        role: u.role,
+        version: u.version,
+        created_ms: u.created_ms,
+        created_by: u.created_by,
+        tokens: u.tokens.into_iter().map(|t: TokenView| TokenOut { id: t.id, label: t.label, issued_ms: t.issued_ms, revoked: t.revoked }).collect(),
+    }
+}

@@ -1,0 +1,273 @@
+//! The audit timeline: the event log replayed as readable history, filtered by gateway, endpoint,
+//! actor (user, node, endpoint, credential) and time.
+//!
+//! A filter on a gateway must also catch its endpoints' and tunnels' events, which do not name
+//! the gateway themselves; the timeline learns those relations as it reads the log in order.
+
+use ism_events::{AggregateId, AggregateKind, Event, Recorded};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub gateway: Option<Uuid>,
+    pub endpoint: Option<Uuid>,
+    /// Who made the change, as recorded (`alice`, `admin`, `endpoint:dc1`, a node id ...);
+    /// case-insensitive.
+    pub actor: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+/// One line of history.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub position: u64,
+    pub time_ms: i64,
+    pub time: String,
+    pub aggregate: String,
+    pub gateway: Option<Uuid>,
+    pub endpoint: Option<Uuid>,
+    pub actor: Option<String>,
+    pub event: &'static str,
+    /// What happened, in words, with the names known at that point of the history.
+    pub summary: String,
+}
+
+impl fmt::Display for AuditEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}  #{:<6} {:<28} {} (by {})", self.time, self.position, self.event, self.summary, self.actor.as_deref().unwrap_or("system"))
+    }
+}
+
+/// Reads the log in order and yields the entries that pass the filter.
+#[derive(Default)]
+pub struct Timeline {
+    filter: AuditFilter,
+    gateway_names: HashMap<Uuid, String>,
+    endpoint_names: HashMap<Uuid, String>,
+    endpoint_gateway: HashMap<Uuid, Uuid>,
+    tunnel_endpoint: HashMap<Uuid, Uuid>,
+}
+
+impl Timeline {
+    pub fn new(filter: AuditFilter) -> Self {
+        Self { filter, ..Default::default() }
+    }
+
+    /// Feeds the next event of the log; returns its entry if the filter keeps it.
+    pub fn push(&mut self, rec: &Recorded) -> Option<AuditEntry> {
+        let env = &rec.envelope;
+        self.learn(env.aggregate, &env.event);
+        let (gateway, endpoint) = self.relations(env.aggregate, &env.event);
+        let f = &self.filter;
+        let keep = f.gateway.is_none_or(|g| gateway == Some(g))
+            && f.endpoint.is_none_or(|e| endpoint == Some(e))
+            && f.actor.as_deref().is_none_or(|a| env.actor.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(a)))
+            && f.since_ms.is_none_or(|s| env.time_ms >= s)
+            && f.until_ms.is_none_or(|u| env.time_ms < u);
+        keep.then(|| AuditEntry {
+            position: rec.position,
+            time_ms: env.time_ms,
+            time: format_time(env.time_ms),
+            aggregate: env.aggregate.to_string(),
+            gateway,
+            endpoint,
+            actor: env.actor.clone(),
+            event: env.event.name(),
+            summary: self.describe(env.aggregate, &env.event),
+        })
+    }
+
+    fn learn(&mut self, agg: AggregateId, event: &Event) {
+        match event {
+            Event::GatewayCreated { name, .. } => {
+                self.gateway_names.insert(agg.id, name.clone());
+            }
+            Event::EndpointAdded { gateway, name, .. } => {
+                self.endpoint_gateway.insert(agg.id, *gateway);
+                self.endpoint_names.insert(agg.id, name.clone());
+            }
+            Event::EndpointEdited { name, .. } => {
+                self.endpoint_names.insert(agg.id, name.clone());
+            }
+            Event::TunnelOpened { endpoint, .. } => {
+                self.tunnel_endpoint.insert(agg.id, *endpoint);
+            }
+            _ => {}
+        }
+    }
+
+    fn relations(&self, agg: AggregateId, event: &Event) -> (Option<Uuid>, Option<Uuid>) {
+        match agg.kind {
+            AggregateKind::Gateway => {
+                let endpoint = match event {
+                    Event::EndpointAssigned { endpoint, .. } | Event::EndpointAssignmentRenamed { endpoint, .. } | Event::EndpointReleased { endpoint } => Some(*endpoint),
+                    _ => None,
+                };
+                (Some(agg.id), endpoint)
+            }
+            AggregateKind::Endpoint => (self.endpoint_gateway.get(&agg.id).copied(), Some(agg.id)),
+            AggregateKind::Tunnel => {
+                let endpoint = self.tunnel_endpoint.get(&agg.id).copied();
+                (endpoint.and_then(|e| self.endpoint_gateway.get(&e).copied()), endpoint)
+            }
+            AggregateKind::User => (None, None),
+        }
+    }
+
+    fn gateway_name(&self, id: Uuid) -> String {
+        self.gateway_names.get(&id).map(|n| format!("gateway {n:?}")).unwrap_or_else(|| format!("gateway {id}"))
+    }
+
+    fn endpoint_name(&self, id: Uuid) -> String {
+        self.endpoint_names.get(&id).map(|n| format!("endpoint {n:?}")).unwrap_or_else(|| format!("endpoint {id}"))
+    }
+
+    fn describe(&self, agg: AggregateId, event: &Event) -> String {
+        let gw = || self.gateway_name(agg.id);
+        let ep = || self.endpoint_name(agg.id);
+        let tunnel_ep = || self.tunnel_endpoint.get(&agg.id).map(|e| self.endpoint_name(*e)).unwrap_or_else(|| "an endpoint".into());
+        match event {
+            Event::GatewayCreated { name, description } => format!("created gateway {name:?} ({description})"),
+            Event::GatewayActivated { node } => format!("{} online, served by node {node}", gw()),
+            Event::ScannerCredentialIssued { credential, label, kind, .. } => format!("{}: issued {} credential {credential} {label:?}", gw(), kind.as_str()),
+            Event::ScannerCredentialRevoked { credential } => format!("{}: revoked credential {credential}", gw()),
+            Event::EndpointAssigned { name, .. } => format!("{}: name {name:?} taken by a new endpoint", gw()),
+            Event::EndpointAssignmentRenamed { name, .. } => format!("{}: an endpoint renamed to {name:?}", gw()),
+            Event::EndpointReleased { endpoint } => format!("{}: {} left the gateway", gw(), self.endpoint_name(*endpoint)),
+            Event::GatewayDeleted { reason } => format!("deleted {}: {reason}", gw()),
+            Event::EndpointAdded { gateway, name, platform, .. } => format!("added endpoint {name:?} ({}) to {}", platform.as_str(), self.gateway_name(*gateway)),
+            Event::EndpointRegistered { hostname, agent_version, machine, .. } => {
+                format!("{} key bound to machine {} (host {hostname}, version {agent_version})", ep(), &machine[..machine.len().min(16)])
+            }
+            Event::EndpointRegistrationRefused { hostname, reason, .. } => format!("{} refused host {hostname}: {reason}", ep()),
+            Event::EndpointEdited { name, description } => format!("{} edited: name {name:?}, description {description:?}", ep()),
+            Event::EndpointKeyRotated { key_generation, .. } => format!("{} key rotated (generation {key_generation}); the old key stops working", ep()),
+            Event::ScanAccessChanged { enabled } => format!("{} scan access {}", ep(), if *enabled { "enabled" } else { "disabled" }),
+            Event::SupportAccessGranted { until_ms: Some(t) } => format!("{} support-engineer access granted until {}", ep(), format_time(*t)),
+            Event::SupportAccessGranted { until_ms: None } => format!("{} support-engineer access granted indefinitely", ep()),
+            Event::SupportAccessRevoked => format!("{} support-engineer access revoked", ep()),
+            Event::SupportAccessExpired => format!("{} support-engineer access expired", ep()),
+            Event::EndpointDeleted => format!("deleted {}", ep()),
+            Event::TunnelOpened { node, remote_addr, agent_version, .. } => format!("{} connected to node {node} from {remote_addr} (version {agent_version})", tunnel_ep()),
+            Event::StreamOpened { stream, target, scanner } => format!("{}: stream {stream} to {target} for {scanner}", tunnel_ep()),
+            Event::StreamRefused { target, scanner, reason } => format!("{}: stream to {target} for {scanner} refused: {reason}", tunnel_ep()),
+            Event::StreamClosed { stream, sent, received, end } => format!("{}: stream {stream} closed ({end}; {sent} bytes up, {received} down)", tunnel_ep()),
+            Event::TunnelClosed { reason } => format!("{} disconnected: {reason}", tunnel_ep()),
+            Event::UserCreated { name, role } => format!("created user {name:?} as {}", role.as_str()),
+            Event::UserRoleChanged { role } => format!("user {} is now {}", agg.id, role.as_str()),
+            Event::ApiTokenIssued { token, label, .. } => format!("API token {token} {label:?} issued"),
+            Event::ApiTokenRevoked { token } => format!("API token {token} revoked"),
+        }
+    }
+}
+
+/// `2026-11-23 16:40:01.123Z` (UTC).
+pub fn format_time(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}Z")
+}
+
+/// Parses `2026-11-23`, `2026-11-23T16:40:00Z` (or with a space, optional `.mmm`, optional `Z`,
+/// always UTC) or milliseconds since the epoch.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let mut dp = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (dp.next()??, dp.next()??, dp.next()??);
+    if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut tp = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi) = (tp.next()??, tp.next()??);
+    let sec = tp.next().unwrap_or(Some(0))?;
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let milli = format!("{frac:0<3}")[..3].parse::<i64>().ok()?;
+    Some(days_from_civil(y, m, d) * 86_400_000 + h * 3_600_000 + mi * 60_000 + sec * 1000 + milli)
+}
+
+/// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_events::{Cause, Envelope, Platform};
+
+    #[test]
+    fn times_format_and_parse_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000Z");
+        let t = parse_time("2026-11-23T16:40:01.5Z").unwrap();
+        assert_eq!(format_time(t), "2026-11-23 16:40:01.500Z");
+        assert_eq!(parse_time("2026-11-23"), parse_time("2026-11-23 00:00:00"));
+        assert_eq!(parse_time("2024-02-29").map(format_time).as_deref(), Some("2024-02-29 00:00:00.000Z"));
+        assert_eq!(parse_time("1700000000000"), Some(1_700_000_000_000));
+        for bad in ["", "2026-13-01", "2026-11-23T25:00", "yesterday", "2026-11"] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_gateway_filter_catches_its_endpoints_and_tunnels() {
+        let (gw, other, ep, tun) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let events = [
+            (AggregateId::gateway(gw), Event::GatewayCreated { name: "corp".into(), description: String::new() }, "alice"),
+            (AggregateId::gateway(other), Event::GatewayCreated { name: "lab".into(), description: String::new() }, "bob"),
+            (
+                AggregateId::endpoint(ep),
+                Event::EndpointAdded { gateway: gw, name: "dc1".into(), description: String::new(), platform: Platform::Linux, key_generation: 1, key_hash: "h".into() },
+                "alice",
+            ),
+            (
+                AggregateId::tunnel(tun),
+                Event::TunnelOpened { endpoint: ep, gateway: gw, node: "n1".into(), machine: "m".into(), remote_addr: "10.0.0.9:5".into(), agent_version: "0.1.0".into() },
+                "endpoint:dc1",
+            ),
+        ];
+        let recs: Vec<Recorded> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (agg, ev, actor))| Recorded { position: i as u64 + 1, envelope: Envelope::new(agg, 1, 1_000 * i as i64, Cause::by(actor), ev) })
+            .collect();
+        let mut t = Timeline::new(AuditFilter { gateway: Some(gw), ..Default::default() });
+        let kept: Vec<AuditEntry> = recs.iter().filter_map(|r| t.push(r)).collect();
+        assert_eq!(kept.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 3, 4]);
+        assert!(kept[2].summary.contains("endpoint \"dc1\" connected to node n1"), "{}", kept[2].summary);
+        let mut by_bob = Timeline::new(AuditFilter { actor: Some("BOB".into()), ..Default::default() });
+        assert_eq!(recs.iter().filter_map(|r| by_bob.push(r)).count(), 1);
+        let mut window = Timeline::new(AuditFilter { since_ms: Some(1_000), until_ms: Some(3_000), ..Default::default() });
+        assert_eq!(recs.iter().filter_map(|r| window.push(r)).map(|e| e.position).collect::<Vec<_>>(), vec![2, 3]);
+    }
+}

@@ -1,0 +1,279 @@
+//! The directory: gateways (deleted ones too), endpoints with their status and access, which node
+//! holds each endpoint, users and their tokens.
+//!
+//! It answers every read of the management API and every lookup of admission on the data path
+//! (which gateway a scanner credential belongs to, which endpoint a SOCKS username names, whose
+//! bearer token this is). It is derived from events only, so a rebuild from the log is
+//! byte-identical to the live copy.
+
+mod apply;
+mod views;
+
+pub use views::*;
+
+use apply::{decode, name_key, Tx, CHECKPOINT};
+use ism_events::projection::Row;
+use ism_events::{Projection, ProjectionError, Recorded};
+use sled::Transactional;
+use std::path::Path;
+use uuid::Uuid;
+
+pub struct DirectoryProjection {
+    gateways: sled::Tree,
+    endpoints: sled::Tree,
+    tunnels: sled::Tree,
+    credentials: sled::Tree,
+    endpoint_names: sled::Tree,
+    users: sled::Tree,
+    tokens: sled::Tree,
+    meta: sled::Tree,
+    _db: sled::Db,
+}
+
+fn storage(e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Storage(e.to_string())
+}
+
+fn uuid(bytes: &[u8]) -> Result<Uuid, ProjectionError> {
+    Uuid::from_slice(bytes).map_err(|e| ProjectionError::Corrupt(e.to_string()))
+}
+
+impl DirectoryProjection {
+    /// Opens (or creates) the projection's store in `path`.
+    pub fn open(path: &Path) -> Result<Self, ProjectionError> {
+        let db = sled::Config::new().path(path).open().map_err(storage)?;
+        let tree = |n: &str| db.open_tree(n).map_err(storage);
+        Ok(Self {
+            gateways: tree("gateways")?,
+            endpoints: tree("endpoints")?,
+            tunnels: tree("tunnels")?,
+            credentials: tree("credentials")?,
+            endpoint_names: tree("endpoint_names")?,
+            users: tree("users")?,
+            tokens: tree("tokens")?,
+            meta: tree("meta")?,
+            _db: db,
+        })
+    }
+
+    fn trees(&self) -> [(&'static str, &sled::Tree); 8] {
+        [
+            ("gateways", &self.gateways),
+            ("endpoints", &self.endpoints),
+            ("tunnels", &self.tunnels),
+            ("credentials", &self.credentials),
+            ("endpoint_names", &self.endpoint_names),
+            ("users", &self.users),
+            ("tokens", &self.tokens),
+            ("meta", &self.meta),
+        ]
+    }
+
+    fn row<T: for<'de> serde::Deserialize<'de>>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, ProjectionError> {
+        tree.get(key).map_err(storage)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn all<T: for<'de> serde::Deserialize<'de>>(tree: &sled::Tree) -> Result<Vec<T>, ProjectionError> {
+        tree.iter().values().map(|v| decode(&v.map_err(storage)?)).collect()
+    }
+
+    /// Every gateway, deleted ones included, oldest first.
+    pub fn gateways(&self) -> Result<Vec<GatewayView>, ProjectionError> {
+        let mut out: Vec<GatewayView> = Self::all(&self.gateways)?;
+        out.sort_by_key(|g| (g.created_ms, g.id));
+        Ok(out)
+    }
+
+    pub fn gateway(&self, id: Uuid) -> Result<Option<GatewayView>, ProjectionError> {
+        Self::row(&self.gateways, id.as_bytes())
+    }
+
+    /// The endpoint, unless it was deleted.
+    pub fn endpoint(&self, id: Uuid) -> Result<Option<EndpointView>, ProjectionError> {
+        Ok(self.endpoint_any(id)?.filter(|e| !e.deleted))
+    }
+
+    /// The endpoint, deleted or not.
+    pub fn endpoint_any(&self, id: Uuid) -> Result<Option<EndpointView>, ProjectionError> {
+        Self::row(&self.endpoints, id.as_bytes())
+    }
+
+    /// Endpoints of one gateway, by name.
+    pub fn endpoints_of(&self, gateway: Uuid) -> Result<Vec<EndpointView>, ProjectionError> {
+        let mut out = Vec::new();
+        for item in self.endpoint_names.scan_prefix(gateway.as_bytes()) {
+            let (_, id) = item.map_err(storage)?;
+            if let Some(e) = self.endpoint(uuid(&id)?)? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every endpoint of every gateway (not the deleted ones).
+    pub fn endpoints(&self) -> Result<Vec<EndpointView>, ProjectionError> {
+        Ok(Self::all::<EndpointView>(&self.endpoints)?.into_iter().filter(|e| !e.deleted).collect())
+    }
+
+    /// The endpoint of `gateway` called `name` (case-insensitive).
+    pub fn endpoint_by_name(&self, gateway: Uuid, name: &str) -> Result<Option<EndpointView>, ProjectionError> {
+        match self.endpoint_names.get(name_key(gateway, name)).map_err(storage)? {
+            Some(id) => self.endpoint(uuid(&id)?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn scanner_credential(&self, id: Uuid) -> Result<Option<ScannerCredentialRow>, ProjectionError> {
+        Self::row(&self.credentials, id.as_bytes())
+    }
+
+    /// Sessions recorded as open on `node`: after a restart of that node they are stale.
+    pub fn open_tunnels_on(&self, node: &str) -> Result<Vec<TunnelView>, ProjectionError> {
+        Ok(Self::all::<TunnelView>(&self.tunnels)?.into_iter().filter(|t| t.node == node).collect())
+    }
+
+    pub fn users(&self) -> Result<Vec<UserView>, ProjectionError> {
+        let mut out: Vec<UserView> = Self::all(&self.users)?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub fn user(&self, id: Uuid) -> Result<Option<UserView>, ProjectionError> {
+        Self::row(&self.users, id.as_bytes())
+    }
+
+    pub fn api_token(&self, id: Uuid) -> Result<Option<ApiTokenRow>, ProjectionError> {
+        Self::row(&self.tokens, id.as_bytes())
+    }
+}
+
+impl Projection for DirectoryProjection {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        Ok(self
+            .meta
+            .get(CHECKPOINT)
+            .map_err(storage)?
+            .map(|v| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&v[..8]);
+                u64::from_be_bytes(a)
+            })
+            .unwrap_or(0))
+    }
+
+    fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
+        (&self.gateways, &self.endpoints, &self.tunnels, &self.credentials, &self.endpoint_names, &self.users, &self.tokens, &self.meta)
+            .transaction(|(gateways, endpoints, tunnels, credentials, endpoint_names, users, tokens, meta)| {
+                apply::apply(&Tx { gateways, endpoints, tunnels, credentials, endpoint_names, users, tokens, meta }, rec)
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(e) => e,
+                sled::transaction::TransactionError::Storage(e) => storage(e),
+            })
+    }
+
+    fn reset(&self) -> Result<(), ProjectionError> {
+        for (_, tree) in self.trees() {
+            tree.clear().map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
+        let mut out = Vec::new();
+        for (name, tree) in self.trees() {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(storage)?;
+                let mut key = name.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(&k);
+                out.push((key, v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_events::{AggregateId, Cause, CredentialKind, Envelope, Event, Platform};
+
+    struct Feed {
+        p: DirectoryProjection,
+        position: u64,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Feed {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            Self { p: DirectoryProjection::open(dir.path()).unwrap(), position: 0, _dir: dir }
+        }
+        fn push(&mut self, aggregate: AggregateId, sequence: u64, event: Event) {
+            self.position += 1;
+            let env = Envelope::new(aggregate, sequence, self.position as i64 * 1000, Cause::by("alice"), event);
+            self.p.apply(&Recorded { position: self.position, envelope: env }).unwrap();
+        }
+    }
+
+    fn added(gateway: Uuid, name: &str) -> Event {
+        Event::EndpointAdded { gateway, name: name.into(), description: String::new(), platform: Platform::Linux, key_generation: 1, key_hash: "h".into() }
+    }
+
+    #[test]
+    fn endpoint_status_follows_its_sessions() {
+        let mut f = Feed::new();
+        let (gw, ep, t1, t2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let opened = |node: &str| Event::TunnelOpened { endpoint: ep, gateway: gw, node: node.into(), machine: "m".into(), remote_addr: "r".into(), agent_version: "0.1.0".into() };
+        f.push(AggregateId::gateway(gw), 1, Event::GatewayCreated { name: "corp".into(), description: String::new() });
+        f.push(AggregateId::endpoint(ep), 1, added(gw, "DC1"));
+        assert_eq!(f.p.endpoint(ep).unwrap().unwrap().status, EndpointStatus::Pending);
+        assert_eq!(f.p.endpoint_by_name(gw, "dc1").unwrap().unwrap().id, ep, "names match case-insensitively");
+        f.push(AggregateId::tunnel(t1), 1, opened("n1"));
+        // Make-before-break: a second session opens before the first closes.
+        f.push(AggregateId::tunnel(t2), 1, opened("n2"));
+        f.push(AggregateId::tunnel(t1), 2, Event::TunnelClosed { reason: "drained".into() });
+        let e = f.p.endpoint(ep).unwrap().unwrap();
+        assert_eq!((e.status, e.node.as_deref(), e.open_tunnels.clone()), (EndpointStatus::Ready, Some("n2"), vec![t2]));
+        f.push(AggregateId::tunnel(t2), 2, Event::TunnelClosed { reason: "peer closed".into() });
+        let e = f.p.endpoint(ep).unwrap().unwrap();
+        assert_eq!((e.status, e.last_disconnected_ms), (EndpointStatus::Offline, Some(6000)));
+        assert_eq!(e.version, 1, "tunnel events do not change the endpoint aggregate's version");
+        assert_eq!(f.p.checkpoint().unwrap(), 6);
+        assert!(f.p.open_tunnels_on("n2").unwrap().is_empty());
+    }
+
+    #[test]
+    fn renames_move_the_name_index_and_deletes_remove_it() {
+        let mut f = Feed::new();
+        let (gw, ep) = (Uuid::new_v4(), Uuid::new_v4());
+        f.push(AggregateId::gateway(gw), 1, Event::GatewayCreated { name: "corp".into(), description: String::new() });
+        f.push(AggregateId::endpoint(ep), 1, added(gw, "dc1"));
+        f.push(AggregateId::endpoint(ep), 2, Event::EndpointEdited { name: "dc-east".into(), description: "moved".into() });
+        assert!(f.p.endpoint_by_name(gw, "dc1").unwrap().is_none());
+        let e = f.p.endpoint_by_name(gw, "DC-EAST").unwrap().unwrap();
+        assert_eq!((e.description.as_str(), e.version), ("moved", 2));
+        f.push(AggregateId::endpoint(ep), 3, Event::EndpointDeleted);
+        assert!(f.p.endpoint(ep).unwrap().is_none());
+        assert!(f.p.endpoint_any(ep).unwrap().unwrap().deleted);
+        assert!(f.p.endpoints_of(gw).unwrap().is_empty());
+        assert!(f.p.endpoints().unwrap().is_empty());
+    }
+
+    #[test]
+    fn deleting_a_gateway_keeps_its_name_and_revokes_its_credentials() {
+        let mut f = Feed::new();
+        let (gw, cred) = (Uuid::new_v4(), Uuid::new_v4());
+        f.push(AggregateId::gateway(gw), 1, Event::GatewayCreated { name: "old".into(), description: String::new() });
+        f.push(AggregateId::gateway(gw), 2, Event::ScannerCredentialIssued { credential: cred, label: "zap".into(), secret_hash: "h".into(), kind: CredentialKind::Scan });
+        f.push(AggregateId::gateway(gw), 3, Event::GatewayDeleted { reason: "deleted by alice".into() });
+        let g = f.p.gateway(gw).unwrap().unwrap();
+        assert_eq!((g.status, g.name.as_str(), g.deleted_reason.as_deref(), g.version), (GatewayStatus::Deleted, "old", Some("deleted by alice"), 3));
+        assert!(f.p.scanner_credential(cred).unwrap().unwrap().revoked);
+    }
+}

@@ -1,0 +1,148 @@
+//! What the directory stores, one row type per tree. Every field comes from events (times from
+//! envelopes), and lists are kept sorted, so a rebuild writes the same bytes.
+
+use ism_events::{CredentialKind, Platform, UserRole};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayStatus {
+    Initializing,
+    Online,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayView {
+    pub id: Uuid,
+    /// Version of the gateway aggregate this view reflects.
+    pub version: u64,
+    pub name: String,
+    pub description: String,
+    pub status: GatewayStatus,
+    pub created_ms: i64,
+    pub created_by: Option<String>,
+    /// The node that brought it online.
+    pub activated_by_node: Option<String>,
+    pub scanner_credentials: Vec<CredentialView>,
+    pub endpoint_count: usize,
+    pub deleted_ms: Option<i64>,
+    pub deleted_reason: Option<String>,
+    /// When a scan last used the gateway (a stream through one of its endpoints).
+    pub last_activity_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialView {
+    pub id: Uuid,
+    pub label: String,
+    pub kind: CredentialKind,
+    pub issued_ms: i64,
+    pub revoked: bool,
+}
+
+/// As in the seed: `Pending` until the first connection, `Ready` while connected, `Offline` after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndpointStatus {
+    Pending,
+    Ready,
+    Offline,
+}
+
+/// Support-engineer access as granted (whether it is still active depends on the time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupportAccessView {
+    Off,
+    Until(i64),
+    Indefinite,
+}
+
+impl SupportAccessView {
+    pub fn is_active(self, now_ms: i64) -> bool {
+        match self {
+            SupportAccessView::Off => false,
+            SupportAccessView::Until(t) => now_ms < t,
+            SupportAccessView::Indefinite => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    pub id: Uuid,
+    /// Version of the endpoint aggregate this view reflects (for edits that must not overwrite
+    /// a change they did not see).
+    pub version: u64,
+    pub gateway: Uuid,
+    pub name: String,
+    pub description: String,
+    pub platform: Platform,
+    pub key_generation: u32,
+    pub key_hash: String,
+    pub status: EndpointStatus,
+    pub scan_access: bool,
+    pub support_access: SupportAccessView,
+    /// Machine identity the key is bound to.
+    pub machine: Option<String>,
+    pub hostname: Option<String>,
+    /// What the agent reports about itself.
+    pub agent_version: Option<String>,
+    pub agent_platform: Option<String>,
+    /// Sessions currently open (normally one; two during a make-before-break handover).
+    pub open_tunnels: Vec<Uuid>,
+    /// The node holding the most recent session.
+    pub node: Option<String>,
+    pub connected_since_ms: Option<i64>,
+    pub last_disconnected_ms: Option<i64>,
+    /// The last refused registration ("Token already registered"), for the operator.
+    pub last_refusal: Option<String>,
+    /// Deleted endpoints stay (flagged) so a half-finished deletion can be completed, and are
+    /// left out of every listing.
+    pub deleted: bool,
+}
+
+/// An open session, to find its endpoint when it closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelView {
+    pub id: Uuid,
+    pub endpoint: Uuid,
+    pub gateway: Uuid,
+    pub node: String,
+    pub opened_ms: i64,
+}
+
+/// What the data path needs to check a scanner credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScannerCredentialRow {
+    pub gateway: Uuid,
+    pub secret_hash: String,
+    pub kind: CredentialKind,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: Uuid,
+    pub version: u64,
+    pub name: String,
+    pub role: UserRole,
+    pub created_ms: i64,
+    pub created_by: Option<String>,
+    pub tokens: Vec<TokenView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub label: String,
+    pub issued_ms: i64,
+    pub revoked: bool,
+}
+
+/// What the API needs to check a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiTokenRow {
+    pub user: Uuid,
+    pub token_hash: String,
+    pub revoked: bool,
+}
