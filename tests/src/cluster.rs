@@ -85,7 +85,18 @@ impl TestNode {
 
     /// A client of this node's REST API, as administrator. Needs an actix runtime.
     pub fn api(&self) -> ApiClient {
-        ApiClient::new(&format!("http://{}", self.addresses.api), &self.admin_token)
+        self.api_as(&self.admin_token)
+    }
+
+    /// A client with `token`. Every response it gets is checked against the OpenAPI document;
+    /// a mismatch fails the test.
+    pub fn api_as(&self, token: &str) -> ApiClient {
+        let check = |method: &awc::http::Method, path: &str, status: u16, body: &serde_json::Value| {
+            if let Err(problem) = crate::contract::Contract::get().check(method.as_str(), path, status, body) {
+                panic!("the API broke its contract: {problem}");
+            }
+        };
+        ApiClient::new(&format!("http://{}", self.addresses.api), token).observed(std::rc::Rc::new(check))
     }
 
     pub fn socks(&self) -> String {

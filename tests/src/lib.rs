@@ -1,8 +1,10 @@
 //! Shared support for the integration tests: real processes and servers on port 0.
 //!
 //! - [`nats`]: a private `nats-server -js` per test;
+//! - [`contract`]: the OpenAPI document every API response in the tests is checked against;
 //! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
 //!   machines, loopback targets, and polling helpers with deadlines.
 
 pub mod cluster;
+pub mod contract;
 pub mod nats;

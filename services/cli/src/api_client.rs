@@ -3,6 +3,8 @@
 //! It runs on an actix runtime (awc is single-threaded by design); every call returns the JSON
 //! the server sent, or an error carrying the server's own message.
 
+use awc::http::Method;
+use std::rc::Rc;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -26,21 +28,32 @@ impl ApiError {
     }
 }
 
+/// Called with every response: method, path, status and body.
+pub type ResponseObserver = Rc<dyn Fn(&Method, &str, u16, &Value)>;
+
 pub struct ApiClient {
     base: String,
     token: String,
     http: awc::Client,
+    observer: Option<ResponseObserver>,
 }
 
 impl ApiClient {
     /// `base` is like `http://127.0.0.1:7070`.
     pub fn new(base: &str, token: &str) -> Self {
         let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        Self { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http }
+        Self { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http, observer: None }
+    }
+
+    /// Shows every response to `observer` (tests check each one against the OpenAPI document).
+    pub fn observed(mut self, observer: ResponseObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Sends one request; `body` as JSON when given.
-    pub async fn call(&self, method: awc::http::Method, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+        let method_name = method.clone();
         let req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         let sent = match body {
             Some(b) => req.send_json(b).await,
@@ -50,6 +63,9 @@ impl ApiClient {
         let status = resp.status();
         let bytes = resp.body().limit(16 * 1024 * 1024).await.map_err(|e| ApiError::Decode(e.to_string()))?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if let Some(observe) = &self.observer {
+            observe(&method_name, path, status.as_u16(), &value);
+        }
         if status.is_success() {
             Ok(value)
         } else {
@@ -59,42 +75,138 @@ impl ApiClient {
     }
 
     pub async fn status(&self) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::GET, "/api/v1/status", None).await
+        self.call(Method::GET, "/api/v1/status", None).await
     }
 
     pub async fn create_gateway(&self, name: &str, description: &str) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::POST, "/api/v1/gateways", Some(&json!({ "name": name, "description": description }))).await
+        self.call(Method::POST, "/api/v1/gateways", Some(&json!({ "name": name, "description": description }))).await
     }
 
     pub async fn gateways(&self) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::GET, "/api/v1/gateways", None).await
+        self.call(Method::GET, "/api/v1/gateways", None).await
     }
 
     pub async fn gateway(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::GET, &format!("/api/v1/gateways/{id}"), None).await
+        self.call(Method::GET, &format!("/api/v1/gateways/{id}"), None).await
     }
 
     /// Returns `{"endpoint": {...}, "key": "..."}`.
     pub async fn add_endpoint(&self, gateway: &str, name: &str, description: &str, platform: &str) -> Result<Value, ApiError> {
         let body = json!({ "name": name, "description": description, "platform": platform });
-        self.call(awc::http::Method::POST, &format!("/api/v1/gateways/{gateway}/endpoints"), Some(&body)).await
+        self.call(Method::POST, &format!("/api/v1/gateways/{gateway}/endpoints"), Some(&body)).await
     }
 
     pub async fn endpoints(&self, gateway: &str) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::GET, &format!("/api/v1/gateways/{gateway}/endpoints"), None).await
+        self.call(Method::GET, &format!("/api/v1/gateways/{gateway}/endpoints"), None).await
     }
 
     pub async fn endpoint(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::GET, &format!("/api/v1/endpoints/{id}"), None).await
+        self.call(Method::GET, &format!("/api/v1/endpoints/{id}"), None).await
     }
 
     pub async fn endpoint_key(&self, id: &str) -> Result<String, ApiError> {
-        let v = self.call(awc::http::Method::GET, &format!("/api/v1/endpoints/{id}/key"), None).await?;
+        let v = self.call(Method::GET, &format!("/api/v1/endpoints/{id}/key"), None).await?;
         v["key"].as_str().map(str::to_string).ok_or_else(|| ApiError::Decode("no key in the response".into()))
     }
 
     /// Returns `{"id", "secret", "socks_address", ...}`; the secret is shown only here.
     pub async fn issue_scanner_credential(&self, gateway: &str, label: &str) -> Result<Value, ApiError> {
-        self.call(awc::http::Method::POST, &format!("/api/v1/gateways/{gateway}/scanner-credentials"), Some(&json!({ "label": label }))).await
+        self.issue_credential(gateway, label, "scan").await
     }
+
+    /// As [`issue_scanner_credential`](Self::issue_scanner_credential), of kind `scan` or `support`.
+    pub async fn issue_credential(&self, gateway: &str, label: &str, kind: &str) -> Result<Value, ApiError> {
+        self.call(Method::POST, &format!("/api/v1/gateways/{gateway}/scanner-credentials"), Some(&json!({ "label": label, "kind": kind }))).await
+    }
+
+    pub async fn revoke_credential(&self, gateway: &str, credential: &str) -> Result<Value, ApiError> {
+        self.call(Method::DELETE, &format!("/api/v1/gateways/{gateway}/scanner-credentials/{credential}"), None).await
+    }
+
+    pub async fn delete_gateway(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::DELETE, &format!("/api/v1/gateways/{id}"), None).await
+    }
+
+    pub async fn deleted_gateways(&self) -> Result<Value, ApiError> {
+        self.call(Method::GET, "/api/v1/deleted-gateways", None).await
+    }
+
+    /// Edits name and/or description, refused (409) unless the endpoint is still at `version`.
+    pub async fn edit_endpoint(&self, id: &str, name: Option<&str>, description: Option<&str>, version: u64) -> Result<Value, ApiError> {
+        let mut body = json!({ "version": version });
+        if let Some(n) = name {
+            body["name"] = json!(n);
+        }
+        if let Some(d) = description {
+            body["description"] = json!(d);
+        }
+        self.call(Method::PATCH, &format!("/api/v1/endpoints/{id}"), Some(&body)).await
+    }
+
+    pub async fn delete_endpoint(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::DELETE, &format!("/api/v1/endpoints/{id}"), None).await
+    }
+
+    /// Returns `{"key", "key_generation", ...}`: the new key; the old one stops working.
+    pub async fn rotate_key(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::POST, &format!("/api/v1/endpoints/{id}/key/rotate"), None).await
+    }
+
+    /// `support`: `"off"`, `"indefinite"` or a number of days.
+    pub async fn set_access(&self, id: &str, scan: Option<bool>, support: Option<Value>) -> Result<Value, ApiError> {
+        let mut body = json!({});
+        if let Some(s) = scan {
+            body["scan_access"] = json!(s);
+        }
+        if let Some(s) = support {
+            body["support_access"] = s;
+        }
+        self.call(Method::PUT, &format!("/api/v1/endpoints/{id}/access"), Some(&body)).await
+    }
+
+    pub async fn me(&self) -> Result<Value, ApiError> {
+        self.call(Method::GET, "/api/v1/me", None).await
+    }
+
+    pub async fn users(&self) -> Result<Value, ApiError> {
+        self.call(Method::GET, "/api/v1/users", None).await
+    }
+
+    pub async fn create_user(&self, name: &str, role: &str) -> Result<Value, ApiError> {
+        self.call(Method::POST, "/api/v1/users", Some(&json!({ "name": name, "role": role }))).await
+    }
+
+    pub async fn change_role(&self, name: &str, role: &str) -> Result<Value, ApiError> {
+        self.call(Method::PATCH, &format!("/api/v1/users/{name}"), Some(&json!({ "role": role }))).await
+    }
+
+    /// Returns `{"id", "token", ...}`; the token is shown only here.
+    pub async fn issue_token(&self, name: &str, label: &str) -> Result<Value, ApiError> {
+        self.call(Method::POST, &format!("/api/v1/users/{name}/tokens"), Some(&json!({ "label": label }))).await
+    }
+
+    pub async fn revoke_token(&self, name: &str, token: &str) -> Result<Value, ApiError> {
+        self.call(Method::DELETE, &format!("/api/v1/users/{name}/tokens/{token}"), None).await
+    }
+
+    /// The audit timeline; `query` holds `gateway`, `endpoint`, `actor`, `since`, `until`, `limit`.
+    pub async fn audit(&self, query: &[(&str, String)]) -> Result<Value, ApiError> {
+        let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+        let path = if qs.is_empty() { "/api/v1/audit".to_string() } else { format!("/api/v1/audit?{}", qs.join("&")) };
+        self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn verify_projections(&self) -> Result<Value, ApiError> {
+        self.call(Method::POST, "/api/v1/projections/verify", None).await
+    }
+}
+
+/// Query-string encoding of a value (everything but unreserved characters).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

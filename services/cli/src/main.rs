@@ -1,19 +1,21 @@
 //! `ism`: the admin command line over the management REST API.
 
+mod output;
+
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use ism_cli::scanner;
 use ism_cli::ApiClient;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Manage an internal-scanning gateway: gateways, endpoints, keys, scanner credentials.")]
+#[command(version, about = "Manage an internal-scanning gateway: gateways, endpoints, keys, access, credentials, users, audit.")]
 struct Cli {
     /// Base URL of a gateway node's management API.
     #[arg(long, env = "ISM_API", default_value = "http://127.0.0.1:7070", global = true)]
     api: String,
-    /// API token.
+    /// API token (a user's `ismt_...` token, or the node's administrator token).
     #[arg(long, env = "ISM_API_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Print the API's JSON instead of text (for scripts).
@@ -27,17 +29,41 @@ struct Cli {
 enum Command {
     /// The node's status.
     Status,
+    /// Who the token belongs to, and the role.
+    Whoami,
     #[command(subcommand)]
     Gateway(GatewayCmd),
     #[command(subcommand)]
     Endpoint(EndpointCmd),
-    /// Issue a scanner credential (the SOCKS5 password) for a gateway; shown once.
-    Credential {
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    #[command(subcommand)]
+    User(UserCmd),
+    /// The event history as a timeline, filtered; from the API, or straight from an event log.
+    Audit {
         #[arg(long)]
-        gateway: String,
-        #[arg(long, default_value = "")]
-        label: String,
+        gateway: Option<String>,
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Who made the changes (user name, `admin`, `endpoint:<name>`, a node id ...).
+        #[arg(long)]
+        actor: Option<String>,
+        /// From this time on (`2026-11-23`, `2026-11-23T16:40:00Z`, or milliseconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Most recent entries to show.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Read this event log directly instead of asking a node: a `nats://` URL, or the embedded
+        /// log's directory (`<data-dir>/events`, only while no node has it open).
+        #[arg(long)]
+        event_log: Option<String>,
     },
+    #[command(subcommand)]
+    Projections(ProjectionsCmd),
     /// Fetch a URL through the gateway's SOCKS5 ingress, as a scanner would.
     Fetch {
         /// SOCKS5 ingress address (host:port).
@@ -65,8 +91,12 @@ enum GatewayCmd {
     },
     /// List gateways.
     List,
+    /// List deleted gateways (their names stay visible).
+    Deleted,
     /// Show one gateway (with the address endpoints connect to).
     Show { id: String },
+    /// Delete a gateway (its endpoints must be deleted first).
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -90,85 +120,193 @@ enum EndpointCmd {
     },
     /// Show one endpoint.
     Show { id: String },
+    /// Change the name and/or description.
+    Edit {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The version the change is based on (default: the current one, read first).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Delete an endpoint: its tunnel closes and its key stops working.
+    Delete { id: String },
     /// Print the endpoint key ("Copy Endpoint Key").
     Key { id: String },
+    /// Replace the key; the old one stops working.
+    RotateKey { id: String },
+    /// Manage access: scan access on/off, support-engineer access off, 1-30 days, or indefinite.
+    Access {
+        id: String,
+        /// `on` or `off`.
+        #[arg(long)]
+        scan: Option<String>,
+        /// `off`, `indefinite`, or a number of days (1 to 30).
+        #[arg(long)]
+        support: Option<String>,
+    },
 }
 
-fn print_endpoints(list: &Value) {
-    println!("{:<36}  {:<20}  {:<8}  {:<8}  NODE", "ID", "NAME", "STATUS", "VERSION");
-    for e in list.as_array().into_iter().flatten() {
-        println!(
-            "{:<36}  {:<20}  {:<8}  {:<8}  {}",
-            e["id"].as_str().unwrap_or(""),
-            e["name"].as_str().unwrap_or(""),
-            e["status"].as_str().unwrap_or(""),
-            e["agent_version"].as_str().unwrap_or("-"),
-            e["node"].as_str().unwrap_or("-")
-        );
+#[derive(Subcommand)]
+enum CredentialCmd {
+    /// Issue a scanner credential (the SOCKS5 password) for a gateway; shown once.
+    Issue {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// `scan` (needs the endpoint's scan access) or `support` (needs support-engineer access).
+        #[arg(long, default_value = "scan")]
+        kind: String,
+    },
+    /// Revoke a scanner credential; streams using it stop.
+    Revoke {
+        #[arg(long)]
+        gateway: String,
+        credential: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create a user: administrator, security-lead or reviewer (read-only).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// List users.
+    List,
+    /// Change a user's role.
+    Role { name: String, role: String },
+    /// Issue an API token for a user; shown once.
+    Token {
+        name: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke one of a user's API tokens.
+    RevokeToken { name: String, token: String },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCmd {
+    /// Rebuild every projection from the event log and report whether it matches the live one.
+    Verify,
+}
+
+fn parse_scan(s: &str) -> anyhow::Result<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "enabled" => Ok(true),
+        "off" | "false" | "disabled" => Ok(false),
+        _ => bail!("--scan takes on or off, not {s:?}"),
     }
 }
 
-fn print_gateways(list: &Value) {
-    println!("{:<36}  {:<20}  {:<12}  ENDPOINT URL", "ID", "NAME", "STATUS");
-    for g in list.as_array().into_iter().flatten() {
-        println!("{:<36}  {:<20}  {:<12}  {}", g["id"].as_str().unwrap_or(""), g["name"].as_str().unwrap_or(""), g["status"].as_str().unwrap_or(""), g["endpoint_url"].as_str().unwrap_or(""));
+fn parse_support(s: &str) -> Value {
+    match s.parse::<u64>() {
+        Ok(days) => json!(days),
+        Err(_) => json!(s),
     }
+}
+
+async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("http://").context("only http:// URLs can be fetched (https needs a TLS client: use curl --socks5-hostname)")?;
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse::<u16>().context("bad port in URL")?),
+        None => (authority.to_string(), 80),
+    };
+    let stream = scanner::connect(socks, endpoint, secret, &host, port).await?;
+    let resp = scanner::http_get(stream, authority, &path, Duration::from_secs(30)).await?;
+    println!("{}", resp.status_line);
+    for (k, v) in &resp.headers {
+        println!("{k}: {v}");
+    }
+    println!();
+    print!("{}", resp.body);
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Fetch { socks, endpoint, secret, url } = &cli.command {
-        let rest = url.strip_prefix("http://").context("only http:// URLs can be fetched (https needs a TLS client: use curl --socks5-hostname)")?;
-        let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse::<u16>().context("bad port in URL")?),
-            None => (authority.to_string(), 80),
-        };
-        let stream = scanner::connect(socks, endpoint, secret, &host, port).await?;
-        let resp = scanner::http_get(stream, authority, &path, Duration::from_secs(30)).await?;
-        println!("{}", resp.status_line);
-        for (k, v) in &resp.headers {
-            println!("{k}: {v}");
+    let json_out = cli.json;
+    match &cli.command {
+        Command::Fetch { socks, endpoint, secret, url } => return fetch(socks, endpoint, secret, url).await,
+        Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: Some(spec) } => {
+            let entries = output::offline_audit(spec, gateway.as_deref(), endpoint.as_deref(), actor.clone(), since.as_deref(), until.as_deref(), *limit).await?;
+            output::print_audit(&json!({ "entries": entries }), json_out);
+            return Ok(());
         }
-        println!();
-        print!("{}", resp.body);
-        return Ok(());
+        _ => {}
     }
     let Some(token) = cli.token.as_deref() else {
-        bail!("an API token is required: pass --token or set ISM_API_TOKEN (a node prints where its admin token is)");
+        bail!("an API token is required: pass --token or set ISM_API_TOKEN (a node keeps its administrator token in <data-dir>/admin-token)");
     };
     let api = ApiClient::new(&cli.api, token);
-    let out = match &cli.command {
+    let out = match cli.command {
         Command::Status => api.status().await?,
-        Command::Gateway(GatewayCmd::Create { name, description }) => api.create_gateway(name, description).await?,
-        Command::Gateway(GatewayCmd::List) => {
-            let list = api.gateways().await?;
-            if !cli.json {
-                print_gateways(&list);
-                return Ok(());
-            }
-            list
+        Command::Whoami => api.me().await?,
+        Command::Gateway(GatewayCmd::Create { name, description }) => api.create_gateway(&name, &description).await?,
+        Command::Gateway(GatewayCmd::List) => return Ok(output::print_gateways(&api.gateways().await?, json_out)),
+        Command::Gateway(GatewayCmd::Deleted) => return Ok(output::print_deleted(&api.deleted_gateways().await?, json_out)),
+        Command::Gateway(GatewayCmd::Show { id }) => api.gateway(&id).await?,
+        Command::Gateway(GatewayCmd::Delete { id }) => api.delete_gateway(&id).await?,
+        Command::Endpoint(EndpointCmd::Add { gateway, name, description, platform }) => api.add_endpoint(&gateway, &name, &description, &platform).await?,
+        Command::Endpoint(EndpointCmd::List { gateway }) => return Ok(output::print_endpoints(&api.endpoints(&gateway).await?, json_out)),
+        Command::Endpoint(EndpointCmd::Show { id }) => api.endpoint(&id).await?,
+        Command::Endpoint(EndpointCmd::Edit { id, name, description, version }) => {
+            let version = match version {
+                Some(v) => v,
+                None => api.endpoint(&id).await?["version"].as_u64().context("the endpoint has no version")?,
+            };
+            api.edit_endpoint(&id, name.as_deref(), description.as_deref(), version).await?
         }
-        Command::Gateway(GatewayCmd::Show { id }) => api.gateway(id).await?,
-        Command::Endpoint(EndpointCmd::Add { gateway, name, description, platform }) => api.add_endpoint(gateway, name, description, platform).await?,
-        Command::Endpoint(EndpointCmd::List { gateway }) => {
-            let list = api.endpoints(gateway).await?;
-            if !cli.json {
-                print_endpoints(&list);
-                return Ok(());
-            }
-            list
-        }
-        Command::Endpoint(EndpointCmd::Show { id }) => api.endpoint(id).await?,
+        Command::Endpoint(EndpointCmd::Delete { id }) => api.delete_endpoint(&id).await?,
         Command::Endpoint(EndpointCmd::Key { id }) => {
-            let key = api.endpoint_key(id).await?;
-            if !cli.json {
+            let key = api.endpoint_key(&id).await?;
+            if !json_out {
                 println!("{key}");
                 return Ok(());
             }
-            serde_json::json!({ "endpoint": id, "key": key })
+            json!({ "endpoint": id, "key": key })
         }
-        Command::Credential { gateway, label } => api.issue_scanner_credential(gateway, label).await?,
-        Command::Fetch { .. } => unreachable!("handled above"),
+        Command::Endpoint(EndpointCmd::RotateKey { id }) => api.rotate_key(&id).await?,
+        Command::Endpoint(EndpointCmd::Access { id, scan, support }) => {
+            if scan.is_none() && support.is_none() {
+                bail!("say what to change: --scan on|off and/or --support off|indefinite|<days>");
+            }
+            let scan = scan.as_deref().map(parse_scan).transpose()?;
+            api.set_access(&id, scan, support.as_deref().map(parse_support)).await?
+        }
+        Command::Credential(CredentialCmd::Issue { gateway, label, kind }) => api.issue_credential(&gateway, &label, &kind).await?,
+        Command::Credential(CredentialCmd::Revoke { gateway, credential }) => api.revoke_credential(&gateway, &credential).await?,
+        Command::User(UserCmd::Create { name, role }) => api.create_user(&name, &role).await?,
+        Command::User(UserCmd::List) => return Ok(output::print_users(&api.users().await?, json_out)),
+        Command::User(UserCmd::Role { name, role }) => api.change_role(&name, &role).await?,
+        Command::User(UserCmd::Token { name, label }) => api.issue_token(&name, &label).await?,
+        Command::User(UserCmd::RevokeToken { name, token }) => api.revoke_token(&name, &token).await?,
+        Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: None } => {
+            let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            for (k, v) in [("gateway", gateway), ("endpoint", endpoint), ("actor", actor), ("since", since), ("until", until)] {
+                if let Some(v) = v {
+                    q.push((k, v));
+                }
+            }
+            output::print_audit(&api.audit(&q).await?, json_out);
+            return Ok(());
+        }
+        Command::Projections(ProjectionsCmd::Verify) => {
+            let report = api.verify_projections().await?;
+            if !json_out {
+                output::print_verify(&report);
+                return if report["all_match"] == true { Ok(()) } else { bail!("a projection differs from the replay of the log") };
+            }
+            report
+        }
+        Command::Fetch { .. } | Command::Audit { .. } => unreachable!("handled above"),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
