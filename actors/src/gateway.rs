@@ -168,7 +168,7 @@ impl Aggregate for Gateway {
                 if g.name_taken(&name, *endpoint) {
                     return Err(GatewayError::DuplicateName { gateway: g.name.clone(), name });
                 }
-                (g.endpoints.get(endpoint) != Some(&name)).then(|| Event::EndpointAssignmentRenamed { endpoint: *endpoint, name })
+                (g.endpoints.get(endpoint) != Some(&name)).then_some(Event::EndpointAssignmentRenamed { endpoint: *endpoint, name })
             }
             GatewayCommand::ReleaseEndpoint { endpoint } => g.endpoints.contains_key(endpoint).then_some(Event::EndpointReleased { endpoint: *endpoint }),
             GatewayCommand::Delete { reason } => {

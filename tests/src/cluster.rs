@@ -34,7 +34,13 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node called `node_id` on `backend`, all listeners on loopback port 0.
     pub fn start(node_id: &str, backend: Backend) -> TestNode {
-        Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None)
+        Self::start_with(node_id, backend, |_| {})
+    }
+
+    /// As [`start`](Self::start), with `adjust` applied to the configuration (a manual clock, a
+    /// faster support-window sweep, ...).
+    pub fn start_with(node_id: &str, backend: Backend, adjust: impl FnOnce(&mut NodeConfig) + Send + 'static) -> TestNode {
+        Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None, Box::new(adjust))
     }
 
     /// Stops the node and starts it again with the same data directory and addresses, as a
@@ -44,11 +50,12 @@ impl TestNode {
         let (node_id, backend, addresses) = (self.node_id.clone(), self.backend.clone(), self.addresses);
         // Everything of the old node must be gone (its sled stores are locked while open).
         drop(self);
-        Self::launch(&node_id, backend, data, Some(addresses))
+        Self::launch(&node_id, backend, data, Some(addresses), Box::new(|_| {}))
     }
 
-    fn launch(node_id: &str, backend: Backend, data: tempfile::TempDir, addresses: Option<Addresses>) -> TestNode {
+    fn launch(node_id: &str, backend: Backend, data: tempfile::TempDir, addresses: Option<Addresses>, adjust: Box<dyn FnOnce(&mut NodeConfig) + Send>) -> TestNode {
         let mut config = NodeConfig::local(node_id, data.path());
+        adjust(&mut config);
         if let Backend::JetStream(url) = &backend {
             config.event_log = Some(url.clone());
         }

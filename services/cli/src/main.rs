@@ -250,12 +250,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => api.status().await?,
         Command::Whoami => api.me().await?,
         Command::Gateway(GatewayCmd::Create { name, description }) => api.create_gateway(&name, &description).await?,
-        Command::Gateway(GatewayCmd::List) => return Ok(output::print_gateways(&api.gateways().await?, json_out)),
-        Command::Gateway(GatewayCmd::Deleted) => return Ok(output::print_deleted(&api.deleted_gateways().await?, json_out)),
+        Command::Gateway(GatewayCmd::List) => {
+            output::print_gateways(&api.gateways().await?, json_out);
+            return Ok(());
+        }
+        Command::Gateway(GatewayCmd::Deleted) => {
+            output::print_deleted(&api.deleted_gateways().await?, json_out);
+            return Ok(());
+        }
         Command::Gateway(GatewayCmd::Show { id }) => api.gateway(&id).await?,
         Command::Gateway(GatewayCmd::Delete { id }) => api.delete_gateway(&id).await?,
         Command::Endpoint(EndpointCmd::Add { gateway, name, description, platform }) => api.add_endpoint(&gateway, &name, &description, &platform).await?,
-        Command::Endpoint(EndpointCmd::List { gateway }) => return Ok(output::print_endpoints(&api.endpoints(&gateway).await?, json_out)),
+        Command::Endpoint(EndpointCmd::List { gateway }) => {
+            output::print_endpoints(&api.endpoints(&gateway).await?, json_out);
+            return Ok(());
+        }
         Command::Endpoint(EndpointCmd::Show { id }) => api.endpoint(&id).await?,
         Command::Endpoint(EndpointCmd::Edit { id, name, description, version }) => {
             let version = match version {
@@ -284,7 +293,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(CredentialCmd::Issue { gateway, label, kind }) => api.issue_credential(&gateway, &label, &kind).await?,
         Command::Credential(CredentialCmd::Revoke { gateway, credential }) => api.revoke_credential(&gateway, &credential).await?,
         Command::User(UserCmd::Create { name, role }) => api.create_user(&name, &role).await?,
-        Command::User(UserCmd::List) => return Ok(output::print_users(&api.users().await?, json_out)),
+        Command::User(UserCmd::List) => {
+            output::print_users(&api.users().await?, json_out);
+            return Ok(());
+        }
         Command::User(UserCmd::Role { name, role }) => api.change_role(&name, &role).await?,
         Command::User(UserCmd::Token { name, label }) => api.issue_token(&name, &label).await?,
         Command::User(UserCmd::RevokeToken { name, token }) => api.revoke_token(&name, &token).await?,

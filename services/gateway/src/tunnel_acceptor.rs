@@ -108,7 +108,7 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
 
     let tunnel = Uuid::new_v4();
     let cause = Cause::by(format!("endpoint:{}", admitted.name));
-    let result = run_session(&state, ws, peer, &hello, &admitted, tunnel, &cause, config).await;
+    let result = run_session(&state, ws, peer, hello, &admitted, tunnel, &cause, config).await;
     // Whatever happened after the session was recorded as opened, it is recorded as closed, and
     // the tunnel actor is let go (streams still ending hold its address; it stops after them).
     let reason = match &result {
