@@ -81,6 +81,13 @@ impl TestNode {
         TestNode { addresses, admin_token, ca_file, state, node_id: node_id.to_string(), backend, stop: Some(stop), thread: Some(thread), data: Some(data) }
     }
 
+    /// Stops the node and hands back its data directory (the embedded log is in `events/`).
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let data = self.data.take().expect("data directory");
+        drop(self);
+        data
+    }
+
     fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

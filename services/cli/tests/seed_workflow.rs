@@ -87,7 +87,8 @@ async fn refused_with(socks: &str, user: &str, secret: &str, port: u16) -> u8 {
     }
 }
 
-async fn seed_workflow(backend: Backend) {
+/// Returns the node, so the caller can read its log afterwards.
+async fn seed_workflow(backend: Backend) -> TestNode {
     let clock = ManualClock::at(1_790_000_000_000);
     let node_clock = clock.clone();
     let node = TestNode::start_with("node-a", backend, move |c| {
@@ -238,6 +239,23 @@ async fn seed_workflow(backend: Backend) {
     // --- The projections are what a replay of the log gives. ---
     assert!(admin.ok(&["projections", "verify"]).await.contains("matches the replay"));
     assert!(rita.fails(&["projections", "verify"]).await.contains("only Administrators"));
+    node
+}
+
+/// The timeline a node serves, as the CLI prints it.
+async fn audit_via_api(node: &TestNode, gateway: &str) -> Vec<Value> {
+    let admin = Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    admin.json(&["audit", "--gateway", gateway]).await["entries"].as_array().unwrap().clone()
+}
+
+/// The same timeline read straight from an event log, no node involved.
+async fn audit_offline(spec: &str, gateway: &str) -> Vec<Value> {
+    let offline = Ism { api: "http://127.0.0.1:9".into(), token: "unused".into() };
+    offline.json(&["audit", "--event-log", spec, "--gateway", gateway]).await["entries"].as_array().unwrap().clone()
+}
+
+fn first_gateway(entries: &[Value]) -> String {
+    s(&entries.iter().find(|e| e["event"] == "GatewayCreated").expect("a gateway was created")["gateway"])
 }
 
 fn clock_now(clock: &ManualClock) -> i64 {
@@ -247,11 +265,23 @@ fn clock_now(clock: &ManualClock) -> i64 {
 
 #[actix::test]
 async fn the_seed_workflow_through_the_cli_on_the_embedded_log() {
-    seed_workflow(Backend::Embedded).await;
+    let node = seed_workflow(Backend::Embedded).await;
+    let admin = Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    let all = admin.json(&["audit"]).await["entries"].as_array().unwrap().clone();
+    let gateway = first_gateway(&all);
+    let served = audit_via_api(&node, &gateway).await;
+    // With the node stopped, its embedded log can be read directly, and tells the same story.
+    let data = node.stop();
+    let offline = audit_offline(&data.path().join("events").display().to_string(), &gateway).await;
+    assert_eq!(offline, served);
 }
 
 #[actix::test]
 async fn the_seed_workflow_through_the_cli_on_jetstream() {
     let nats = NatsServer::start();
-    seed_workflow(Backend::JetStream(nats.url().to_string())).await;
+    let node = seed_workflow(Backend::JetStream(nats.url().to_string())).await;
+    let admin = Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    let gateway = first_gateway(admin.json(&["audit"]).await["entries"].as_array().unwrap());
+    // The cluster's log can be audited from anywhere that reaches NATS, while nodes run.
+    assert_eq!(audit_offline(nats.url(), &gateway).await, audit_via_api(&node, &gateway).await);
 }
