@@ -165,7 +165,7 @@ impl TestMachine {
         std::fs::write(
             &path,
             format!(
-                "token = {key}\ngateway = {}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nmachineKeyFile = ../data/machine.key\nsocketConnectionTimeoutMs = 3000\nsocketReadTimeoutMs = 5000\n",
+                "token = {key}\ngateway = {}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nsocketConnectionTimeoutMs = 3000\nsocketReadTimeoutMs = 5000\n",
                 node.addresses.endpoint_wss,
                 node.ca_file.display()
             ),

@@ -1,27 +1,26 @@
 //! The agent's life: dial out to the gateway, prove who it is, serve scanner streams, and when
 //! the tunnel drops, come back with jittered backoff. Failures that retrying cannot fix (a wrong
-//! key, a key bound to another machine) end the agent with the seed's message.
+//! key, a key bound to another machine) end the agent with the seed's message, and so does not
+//! reaching the gateway at all at start-up (`startupAttempts`; the service manager restarts it).
 
 use crate::backoff::Backoff;
 use crate::config::EndpointConfig;
 use crate::dialer::Dialer;
+use crate::gateway_link::{self, LinkError, TlsSetupError};
 use crate::identity::{IdentityError, MachineIdentity};
-use crate::messages::{self, Diagnosis};
-use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
-use ism_tunnel::{Incoming, Session, SessionConfig};
-use ism_tunnel_proto::frame::challenge_message;
-use ism_tunnel_proto::{Frame, Hello, RejectCode, Role, PROTOCOL_VERSION};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use crate::messages::Diagnosis;
+use crate::proxy::ProxyCredentials;
+use crate::status::{self, StatusReport};
+use ism_tunnel::{Incoming, SessionConfig};
+use ism_tunnel_proto::Purpose;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::Connector;
 
 /// A session that lasted this long counts as stable: the next reconnect starts fast again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// How often the status file is refreshed while connected (for the open-stream count).
+const STATUS_REFRESH: Duration = Duration::from_secs(2);
 
 /// What the agent is doing, for `status` and for tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +35,10 @@ pub enum AgentStatus {
 pub enum AgentError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("gatewayCaFile {path}: {reason}")]
-    CaFile { path: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("proxy credentials: {0}")]
+    ProxyCredentials(String),
 }
 
 pub struct Agent {
@@ -46,7 +47,6 @@ pub struct Agent {
     tls: Arc<rustls::ClientConfig>,
     dialer: Arc<Dialer>,
     session: SessionConfig,
-    hostname: String,
 }
 
 /// A running agent.
@@ -92,32 +92,41 @@ impl AgentHandle {
     }
 }
 
-enum Attempt {
-    Retry(Diagnosis),
-    Fatal(Diagnosis),
-}
-
 impl Agent {
-    pub fn new(config: EndpointConfig) -> Result<Self, AgentError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let identity = MachineIdentity::load_or_create(&config.machine_key_file)?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(ca) = &config.gateway_ca_file {
-            let err = |reason: String| AgentError::CaFile { path: ca.display().to_string(), reason };
-            let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
-            if certs.is_empty() {
-                return Err(err("no PEM certificate in the file".into()));
-            }
-            for c in certs {
-                roots.add(c).map_err(|e| err(e.to_string()))?;
-            }
+    pub fn new(mut config: EndpointConfig) -> Result<Self, AgentError> {
+        let identity = MachineIdentity::load_or_create(&config.install.machine_key_file)?;
+        let tls = gateway_link::tls_config(&config)?;
+        if let Some(p) = &mut config.proxy {
+            p.credentials = ProxyCredentials::load(&config.install.proxy_credentials_file).map_err(AgentError::ProxyCredentials)?;
         }
-        let tls = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
-        let dialer = Arc::new(Dialer { allowlist: config.allowed_targets.clone(), connect_timeout: config.connect_timeout });
+        let dialer = Arc::new(Dialer { allowlist: config.allowed_targets.clone(), connect_timeout: config.connect_timeout, proxy: config.proxy.clone() });
         let session = SessionConfig { max_streams: config.max_streams, ..SessionConfig::default() };
-        Ok(Self { config, identity, tls, dialer, session, hostname: hostname() })
+        Ok(Self { config, identity, tls, dialer, session })
+    }
+
+    /// The configuration the agent runs with (proxy credentials loaded).
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// The machine identity, for side sessions (diagnostics, key check).
+    pub fn identity(&self) -> &MachineIdentity {
+        &self.identity
+    }
+
+    /// The TLS roots the endpoint trusts (web PKI plus `gatewayCaFile`), for the diagnostic tool.
+    pub fn tls(&self) -> &Arc<rustls::ClientConfig> {
+        &self.tls
+    }
+
+    /// How targets are reached, for the diagnostic tool.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// Opens a side session that does not replace the working one (diagnostics, key check).
+    pub async fn side_session(&self) -> Result<gateway_link::Link, LinkError> {
+        gateway_link::connect(&self.config, self.tls.clone(), &self.identity, Purpose::Diagnostics, self.session.clone()).await
     }
 
     /// Starts the agent on the current tokio runtime.
@@ -128,105 +137,101 @@ impl Agent {
         AgentHandle { status, stop, task }
     }
 
+    fn report(&self, state: &str, link: Option<(&str, &str, i64, usize)>, last_error: Option<String>) {
+        let (node, endpoint_name, since_ms, open_streams) = match link {
+            Some((n, e, s, o)) => (Some(n.to_string()), Some(e.to_string()), Some(s), o),
+            None => (None, None, None, 0),
+        };
+        let report = StatusReport {
+            pid: std::process::id(),
+            state: state.to_string(),
+            gateway: self.config.gateway.clone(),
+            node,
+            endpoint_name,
+            since_ms,
+            open_streams,
+            last_error,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            updated_ms: ism_time::now_ms(),
+        };
+        if let Err(e) = status::write(&self.config.install.status_file, &report) {
+            tracing::warn!(file = %self.config.install.status_file.display(), error = %e, "cannot write the status file");
+        }
+    }
+
     async fn run(self, status: watch::Sender<AgentStatus>, mut stop: watch::Receiver<bool>) -> Result<(), Diagnosis> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut attempt = 0u32;
-        loop {
+        let mut ever_connected = false;
+        self.report("connecting", None, None);
+        let ended = loop {
             attempt += 1;
             let outcome = tokio::select! {
-                o = self.connect() => o,
-                _ = stop.wait_for(|s| *s) => break,
+                o = gateway_link::connect(&self.config, self.tls.clone(), &self.identity, Purpose::Serve, self.session.clone()) => o,
+                _ = stop.wait_for(|s| *s) => break None,
             };
             match outcome {
-                Ok((session, incoming, node, endpoint_name)) => {
-                    tracing::info!(gateway = %self.config.gateway, %node, endpoint = %endpoint_name, "Connected to the gateway");
+                Ok(link) => {
+                    ever_connected = true;
+                    tracing::info!("Connected to the gateway {} (node {}) as endpoint {}", self.config.gateway, link.node, link.endpoint_name);
                     let since = SystemTime::now();
-                    status.send_replace(AgentStatus::Connected { node, endpoint_name, since });
-                    tokio::spawn(serve_streams(incoming, self.dialer.clone()));
+                    let since_ms = ism_time::now_ms();
+                    status.send_replace(AgentStatus::Connected { node: link.node.clone(), endpoint_name: link.endpoint_name.clone(), since });
+                    tokio::spawn(serve_streams(link.incoming, self.dialer.clone()));
                     let started = tokio::time::Instant::now();
-                    let reason = tokio::select! {
-                        r = session.closed() => r,
-                        _ = stop.wait_for(|s| *s) => {
-                            session.close("endpoint stopping");
-                            break;
+                    let mut refresh = tokio::time::interval(STATUS_REFRESH);
+                    let reason = loop {
+                        tokio::select! {
+                            r = link.session.closed() => break r,
+                            _ = refresh.tick() => self.report("connected", Some((&link.node, &link.endpoint_name, since_ms, link.session.open_streams())), None),
+                            _ = stop.wait_for(|s| *s) => {
+                                link.session.close("endpoint stopping");
+                                break ism_tunnel::CloseReason::Local("endpoint stopping".into());
+                            }
                         }
                     };
-                    tracing::warn!(%reason, "tunnel to the gateway closed; reconnecting");
+                    if *stop.borrow() {
+                        break None;
+                    }
+                    tracing::warn!("The tunnel to the gateway closed ({reason}); reconnecting");
                     if started.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
                     attempt = 0;
                     status.send_replace(AgentStatus::Connecting { attempt, last_error: Some(reason.to_string()) });
+                    self.report("connecting", None, Some(reason.to_string()));
                 }
-                Err(Attempt::Fatal(d)) => {
-                    tracing::error!("{}", d.message);
-                    tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
-                    status.send_replace(AgentStatus::Stopped(Some(d.clone())));
-                    return Err(d);
-                }
-                Err(Attempt::Retry(d)) => {
+                Err(LinkError::Fatal(d)) => break Some(d),
+                Err(LinkError::Retry(d)) => {
+                    if !ever_connected && self.config.startup_attempts > 0 && attempt >= self.config.startup_attempts {
+                        break Some(d);
+                    }
                     tracing::error!("{}", d.message);
                     tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
                     status.send_replace(AgentStatus::Connecting { attempt, last_error: Some(d.to_string()) });
+                    self.report("connecting", None, Some(d.to_string()));
                 }
             }
             let delay = backoff.next_delay();
-            tracing::info!(?delay, "retrying the gateway");
+            tracing::info!("Retrying the gateway in {} ms", delay.as_millis());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stop.wait_for(|s| *s) => break None,
             }
-        }
-        status.send_replace(AgentStatus::Stopped(None));
-        Ok(())
-    }
-
-    /// One attempt: TCP, TLS + WebSocket upgrade, handshake.
-    async fn connect(&self) -> Result<(Session, Incoming, String, String), Attempt> {
-        let cfg = &self.config;
-        let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.gateway.as_str()))
-            .await
-            .map_err(|_| Attempt::Retry(messages::gateway_unreachable(format!("connecting to {} timed out after {:?}", cfg.gateway, cfg.connect_timeout))))?
-            .map_err(|e| Attempt::Retry(messages::gateway_unreachable(format!("connecting to {}: {e}", cfg.gateway))))?;
-        let _ = tcp.set_nodelay(true);
-        let ws_failed = |cause: String| Attempt::Retry(messages::websocket_failed(cause));
-        let request = cfg.url().into_client_request().map_err(|e| ws_failed(format!("bad gateway URL {}: {e}", cfg.url())))?;
-        let upgrade = tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(websocket_config()), Some(Connector::Rustls(self.tls.clone())));
-        let (mut ws, _) = tokio::time::timeout(cfg.read_timeout, upgrade)
-            .await
-            .map_err(|_| ws_failed(format!("no WebSocket upgrade from {} within {:?}", cfg.url(), cfg.read_timeout)))?
-            .map_err(|e| {
-                let hint = if e.to_string().contains("certificate") { " (if the gateway uses a private CA or your proxy inspects TLS, set gatewayCaFile)" } else { "" };
-                ws_failed(format!("{}: {e}{hint}", cfg.url()))
-            })?;
-        let (nonce, node) = match recv_frame(&mut ws, cfg.read_timeout).await {
-            Ok(Frame::Challenge { version: _, nonce, node }) => (nonce, node),
-            Ok(_) => return Err(ws_failed("the gateway did not start the tunnel handshake".into())),
-            Err(e) => return Err(ws_failed(format!("handshake: {e}"))),
         };
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            key: cfg.token.clone(),
-            machine_key: self.identity.public_key(),
-            signature: self.identity.sign(&challenge_message(&nonce, &node)),
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            platform: std::env::consts::OS.to_string(),
-            hostname: self.hostname.clone(),
-        };
-        send_frame(&mut ws, &Frame::Hello(hello)).await.map_err(|e| ws_failed(format!("handshake: {e}")))?;
-        match recv_frame(&mut ws, cfg.read_timeout).await {
-            Ok(Frame::Welcome { node, endpoint_name, .. }) => {
-                let (session, incoming) = Session::spawn(ws, Role::Endpoint, self.session.clone());
-                Ok((session, incoming, node, endpoint_name))
+        match ended {
+            Some(d) => {
+                tracing::error!("{}", if ever_connected { d.message.clone() } else { d.exit_line() });
+                tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
+                self.report("stopped", None, Some(d.to_string()));
+                status.send_replace(AgentStatus::Stopped(Some(d.clone())));
+                Err(d)
             }
-            Ok(Frame::Rejected { code, message }) => Err(match code {
-                RejectCode::TokenAlreadyRegistered => Attempt::Fatal(messages::token_already_registered()),
-                RejectCode::InvalidKey | RejectCode::BadHandshake => Attempt::Fatal(messages::invalid_key(message)),
-                RejectCode::UnsupportedVersion => Attempt::Fatal(messages::unsupported_version(message)),
-                RejectCode::Unavailable => Attempt::Retry(messages::websocket_failed(format!("the gateway is unavailable: {message}"))),
-            }),
-            Ok(_) => Err(ws_failed("unexpected frame during the handshake".into())),
-            Err(e) => Err(ws_failed(format!("handshake: {e}"))),
+            None => {
+                self.report("stopped", None, None);
+                status.send_replace(AgentStatus::Stopped(None));
+                Ok(())
+            }
         }
     }
 }
@@ -245,17 +250,10 @@ async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>) {
                     }
                 }
                 Err(f) => {
-                    tracing::info!(%target, reason = ?f.reason, "refused a scanner stream: {}", f.message);
+                    tracing::info!("Refused a scanner stream to {target}: {}", f.message);
                     stream.reject(f.reason, f.message);
                 }
             }
         });
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -83,6 +83,21 @@ impl Allowlist {
         self.rules.is_empty()
     }
 
+    /// Whether a connection to the *name* `requested` on `port` may be made without the endpoint
+    /// knowing the address (a web proxy resolves it). Only host-name rules can say yes: `*`, CIDRs
+    /// and addresses need an address to check, so they do not.
+    pub fn allows_name(&self, requested: &str, port: u16) -> bool {
+        let requested = requested.trim_end_matches('.').to_ascii_lowercase();
+        self.rules.iter().any(|r| {
+            in_range(port, r.ports)
+                && match &r.host {
+                    HostRule::Name(n) => *n == requested,
+                    HostRule::Suffix(s) => requested.ends_with(s.as_str()) && requested.len() > s.len(),
+                    HostRule::Any | HostRule::Cidr(..) => false,
+                }
+        })
+    }
+
     /// Whether connecting to `ip:port`, reached by asking for `requested` (a name or an IP
     /// literal), is allowed.
     pub fn allows(&self, requested: &str, ip: IpAddr, port: u16) -> bool {
@@ -242,6 +257,13 @@ mod tests {
         assert!(a.allows("10.200.0.1", ip("10.200.0.1"), 80));
         assert!(!a.allows("11.0.0.1", ip("11.0.0.1"), 80));
         assert!(Allowlist::parse("[::ffff:10.0.0.0/64]").is_err());
+    }
+
+    #[test]
+    fn without_an_address_only_name_rules_allow() {
+        let a = Allowlist::parse("*, 10.0.0.0/8, intranet.corp:443, *.apps.corp").unwrap();
+        assert!(a.allows_name("intranet.corp", 443) && a.allows_name("x.apps.corp", 8080));
+        assert!(!a.allows_name("intranet.corp", 80) && !a.allows_name("elsewhere.com", 443));
     }
 
     #[test]

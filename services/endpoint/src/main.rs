@@ -1,7 +1,12 @@
-//! `ism-endpoint`: runs the endpoint agent as configured in `application.properties`.
+//! `ism-endpoint`: runs the endpoint agent as configured in `config/application.properties`,
+//! and the seed's other modes: `--diagnostics`, `--authenticate`, plus `--check` (the
+//! installer's key validation) and `status`.
 
-use clap::Parser;
-use ism_endpoint::{Agent, EndpointConfig};
+use clap::{Parser, Subcommand};
+use ism_endpoint::config::{environment_overrides, Origin, Overrides};
+use ism_endpoint::proxy::ProxyCredentials;
+use ism_endpoint::{diagnostics, logging, status, Agent, EndpointConfig};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,76 +15,217 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Args {
     /// The properties file.
-    #[arg(long, env = "ISM_CONFIG", default_value = "config/application.properties")]
+    #[arg(long, env = "ISM_CONFIG", default_value = "config/application.properties", global = true)]
     config: PathBuf,
+    /// Java-style settings, as in the seed: `-Dhttps.proxyHost=proxy.corp -Dhttps.proxyPort=3128`.
+    #[arg(short = 'D', value_name = "KEY=VALUE", global = true)]
+    java: Vec<String>,
+    /// Use the web proxy only for the gateway connection (not for the URLs scanned).
+    #[arg(long, global = true)]
+    proxygatewayonly: bool,
     /// Endpoint key (overrides `token`).
-    #[arg(long, env = "ISM_TOKEN", hide_env_values = true)]
+    #[arg(long, hide_env_values = true, global = true)]
     token: Option<String>,
     /// Gateway host[:port] (overrides `gateway`).
-    #[arg(long, env = "ISM_GATEWAY")]
+    #[arg(long, global = true)]
     gateway: Option<String>,
-    /// CA certificate file to trust for the gateway (overrides `gatewayCaFile`).
-    #[arg(long, env = "ISM_GATEWAY_CA_FILE")]
-    gateway_ca_file: Option<String>,
-    /// Targets scanners may reach (overrides `allowedTargets`), e.g. `10.0.0.0/8:80-443,*.corp:443`.
-    #[arg(long, env = "ISM_ALLOWED_TARGETS")]
-    allowed_targets: Option<String>,
-    /// Any other setting, as key=value (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    /// Any setting, as key=value (repeatable; overrides the file and the environment).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     set: Vec<String>,
+    /// Store the web proxy's user name and password (asked for once), then check them.
+    #[arg(long)]
+    authenticate: bool,
+    /// Run the diagnostic tool: [diagnosticUrl] [diagnosticUrlBatchCount]
+    /// [diagnosticTunnelBatchCount] [diagnosticTunnelBatchSizeKB].
+    #[arg(long, num_args = 0..=4, value_name = "ARG")]
+    diagnostics: Option<Vec<String>>,
+    /// With --diagnostics: print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Check the key against the gateway (binding it to this machine on first use), then exit.
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
-    let args = Args::parse();
-    let mut overrides = Vec::new();
-    for (key, value, source) in [
-        ("token", args.token, "--token / ISM_TOKEN"),
-        ("gateway", args.gateway, "--gateway / ISM_GATEWAY"),
-        ("gatewayCaFile", args.gateway_ca_file, "--gateway-ca-file / ISM_GATEWAY_CA_FILE"),
-        ("allowedTargets", args.allowed_targets, "--allowed-targets / ISM_ALLOWED_TARGETS"),
-    ] {
+#[derive(Subcommand)]
+enum Command {
+    /// Whether the running endpoint is connected, to which gateway node, since when, and with
+    /// how many open streams.
+    Status,
+}
+
+/// Maps the seed's Java system properties onto our keys.
+fn java_setting(kv: &str) -> Result<(String, String), String> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| format!("-D expects KEY=VALUE, got {kv:?}"))?;
+    let key = match k {
+        "https.proxyHost" | "http.proxyHost" => "proxyHost",
+        "https.proxyPort" | "http.proxyPort" => "proxyPort",
+        "http.nonProxyHosts" => return Ok(("proxyExclusionList".into(), v.replace('|', ","))),
+        other => return Err(format!("-D{other} is not supported (use https.proxyHost, https.proxyPort or http.nonProxyHosts)")),
+    };
+    Ok((key.into(), v.into()))
+}
+
+fn overrides(args: &Args) -> Result<Overrides, String> {
+    let mut out = environment_overrides();
+    for kv in &args.java {
+        let (k, v) = java_setting(kv)?;
+        out.push((k, v, Origin::Flag(format!("-D{kv}"))));
+    }
+    if args.proxygatewayonly {
+        out.push(("proxyScope".into(), "gateway".into(), Origin::Flag("--proxygatewayonly".into())));
+    }
+    for (key, value, flag) in [("token", &args.token, "--token"), ("gateway", &args.gateway, "--gateway")] {
         if let Some(v) = value {
-            overrides.push((key.to_string(), v, source.to_string()));
+            out.push((key.into(), v.clone(), Origin::Flag(flag.into())));
         }
     }
     for kv in &args.set {
-        let Some((k, v)) = kv.split_once('=') else {
-            eprintln!("ERROR - --set expects KEY=VALUE, got {kv:?}");
-            return ExitCode::from(2);
-        };
-        overrides.push((k.trim().to_string(), v.trim().to_string(), format!("--set {}", k.trim())));
+        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set expects KEY=VALUE, got {kv:?}"))?;
+        out.push((k.trim().into(), v.trim().into(), Origin::Flag(format!("--set {}", k.trim()))));
     }
-    let config = match EndpointConfig::load(&args.config, &overrides) {
+    Ok(out)
+}
+
+/// Asks for the proxy credentials: on a terminal with the password hidden, else two lines on
+/// standard input (for installers and scripts).
+fn ask_credentials() -> std::io::Result<ProxyCredentials> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        print!("Proxy user name: ");
+        std::io::stdout().flush()?;
+        let mut username = String::new();
+        stdin.lock().read_line(&mut username)?;
+        let password = rpassword::prompt_password("Proxy password: ")?;
+        Ok(ProxyCredentials { username: username.trim().to_string(), password })
+    } else {
+        let mut lines = stdin.lock().lines();
+        let username = lines.next().transpose()?.unwrap_or_default();
+        let password = lines.next().transpose()?.unwrap_or_default();
+        Ok(ProxyCredentials { username: username.trim().to_string(), password })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match overrides(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ERROR - {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match EndpointConfig::load(&args.config, &settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ERROR - {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Status) = args.command {
+        return match status::read(&config.install.status_file) {
+            Ok(report) => {
+                println!("{}", status::describe(&report));
+                if report.state == "connected" && status::writer_alive(&report) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("ERROR - {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let quiet_console = args.json && args.diagnostics.is_some();
+    if let Err(e) = logging::init(!quiet_console, Some(&config.install.log_dir)) {
+        eprintln!("ERROR - cannot write logs to {}: {e}", config.install.log_dir.display());
+        return ExitCode::from(2);
+    }
+    if args.authenticate {
+        let creds = match ask_credentials() {
+            Ok(c) if !c.username.is_empty() => c,
+            Ok(_) => {
+                tracing::error!("No proxy user name given");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                tracing::error!("Cannot read the proxy credentials: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = creds.store(&config.install.proxy_credentials_file) {
+            tracing::error!("Cannot store the proxy credentials: {e}");
+            return ExitCode::from(2);
+        }
+        tracing::info!("Proxy credentials for user {} stored in {}", creds.username, config.install.proxy_credentials_file.display());
+        if config.proxy.is_none() {
+            tracing::warn!("No proxy is configured (proxyHost / -Dhttps.proxyHost): the credentials will be used once one is");
+            return ExitCode::SUCCESS;
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         tracing::info!("Launching endpoint version: {}", env!("CARGO_PKG_VERSION"));
         let agent = match Agent::new(config) {
             Ok(a) => a,
             Err(e) => {
-                eprintln!("ERROR - {e}");
+                tracing::error!("{e}");
                 return ExitCode::from(2);
             }
         };
-        let handle = agent.spawn();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("Endpoint is shutting down");
-                handle.stop();
-                let _ = handle.join().await;
-                tracing::info!("Endpoint shut down complete");
-                ExitCode::SUCCESS
+        if let Some(diag_args) = &args.diagnostics {
+            let params = match diagnostics::Params::from_args(diag_args, &agent.config().diagnostics) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let report = diagnostics::run(&agent, params).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("report encodes"));
+            } else {
+                for line in diagnostics::render(&report) {
+                    tracing::info!("{line}");
+                }
             }
-            failure = handle.stopped() => match failure {
+            tracing::info!("Endpoint is shutting down");
+            tracing::info!("Endpoint shut down complete");
+            return if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(4) };
+        }
+        if args.check || args.authenticate {
+            return match agent.side_session().await {
+                Ok(link) => {
+                    tracing::info!("The key is valid: endpoint {} reached gateway {} (node {})", link.endpoint_name, agent.config().gateway, link.node);
+                    link.session.close("check complete");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    let d = e.diagnosis();
+                    tracing::error!("{}", d.exit_line());
+                    tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
+                    ExitCode::from(3)
+                }
+            };
+        }
+        let handle = agent.spawn();
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+            failure = handle.stopped() => return match failure {
                 Some(_) => ExitCode::from(3),
                 None => ExitCode::SUCCESS,
             },
         }
+        tracing::info!("Endpoint is shutting down");
+        handle.stop();
+        let _ = handle.join().await;
+        tracing::info!("Endpoint shut down complete");
+        ExitCode::SUCCESS
     })
 }

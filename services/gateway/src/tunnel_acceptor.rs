@@ -16,7 +16,7 @@ use ism_events::{Cause, Event};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::frame::challenge_message;
-use ism_tunnel_proto::{Frame, Hello, RejectCode, Role, PROTOCOL_VERSION};
+use ism_tunnel_proto::{Frame, Hello, OpenFailure, Purpose, RejectCode, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST, PROTOCOL_VERSION};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +106,9 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
         }
     };
 
+    if hello.purpose == Purpose::Diagnostics {
+        return serve_diagnostics(&state, ws, peer, &admitted, config).await;
+    }
     let tunnel = Uuid::new_v4();
     let cause = Cause::by(format!("endpoint:{}", admitted.name));
     let result = run_session(&state, ws, peer, hello, &admitted, tunnel, &cause, config).await;
@@ -166,6 +169,35 @@ async fn run_session(
     state.sessions.remove(admitted.endpoint, tunnel);
     tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");
     Ok(reason.to_string())
+}
+
+/// A side session for the endpoint's diagnostic tool or key check: it does not replace the
+/// endpoint's working session, is not a connection in the directory, and may only open echo
+/// streams, which the gateway answers by sending back what it receives.
+async fn serve_diagnostics(
+    state: &NodeState,
+    mut ws: tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
+    peer: SocketAddr,
+    admitted: &Admitted,
+    config: SessionConfig,
+) -> Result<(), AcceptError> {
+    send_frame(&mut ws, &Frame::Welcome { session: *Uuid::new_v4().as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() }).await?;
+    let (session, mut incoming) = Session::spawn(ws, Role::Gateway, config);
+    tracing::info!(endpoint = %admitted.name, %peer, "diagnostic session opened");
+    while let Some(stream) = incoming.next().await {
+        if matches!(stream.target(), TargetAddr::Domain(host, _) if host == DIAGNOSTIC_ECHO_HOST) {
+            tokio::spawn(async move {
+                if let Ok(s) = stream.accept().await {
+                    let _ = s.echo().await;
+                }
+            });
+        } else {
+            stream.reject(OpenFailure::NotAllowed, "a gateway accepts only diagnostic echo streams from endpoints");
+        }
+    }
+    let reason = session.closed().await;
+    tracing::info!(endpoint = %admitted.name, %peer, %reason, "diagnostic session closed");
+    Ok(())
 }
 
 struct Admitted {

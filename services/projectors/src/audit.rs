@@ -167,77 +167,15 @@ impl Timeline {
 
 /// `2026-11-23 16:40:01.123Z` (UTC).
 pub fn format_time(ms: i64) -> String {
-    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (y, m, d) = civil_from_days(days);
-    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    format!("{}Z", ism_time::format_utc(ms, '.'))
 }
 
-/// Parses `2026-11-23`, `2026-11-23T16:40:00Z` (or with a space, optional `.mmm`, optional `Z`,
-/// always UTC) or milliseconds since the epoch.
-pub fn parse_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(ms) = s.parse::<i64>() {
-        return Some(ms);
-    }
-    let s = s.strip_suffix('Z').unwrap_or(s);
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
-    let mut dp = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (dp.next()??, dp.next()??, dp.next()??);
-    if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut tp = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi) = (tp.next()??, tp.next()??);
-    let sec = tp.next().unwrap_or(Some(0))?;
-    if h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let milli = format!("{frac:0<3}")[..3].parse::<i64>().ok()?;
-    Some(days_from_civil(y, m, d) * 86_400_000 + h * 3_600_000 + mi * 60_000 + sec * 1000 + milli)
-}
-
-/// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub use ism_time::parse_utc as parse_time;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ism_events::{Cause, Envelope, Platform};
-
-    #[test]
-    fn times_format_and_parse_as_utc() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00.000Z");
-        let t = parse_time("2026-11-23T16:40:01.5Z").unwrap();
-        assert_eq!(format_time(t), "2026-11-23 16:40:01.500Z");
-        assert_eq!(parse_time("2026-11-23"), parse_time("2026-11-23 00:00:00"));
-        assert_eq!(parse_time("2024-02-29").map(format_time).as_deref(), Some("2024-02-29 00:00:00.000Z"));
-        assert_eq!(parse_time("1700000000000"), Some(1_700_000_000_000));
-        for bad in ["", "2026-13-01", "2026-11-23T25:00", "yesterday", "2026-11"] {
-            assert_eq!(parse_time(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn a_gateway_filter_catches_its_endpoints_and_tunnels() {

@@ -195,10 +195,35 @@ pub enum Frame {
     Pong { nonce: u64 },
 }
 
+/// What an endpoint opens a session for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Purpose {
+    /// The endpoint's working session: it serves scanners, and replaces any older one.
+    Serve = 0,
+    /// A short session for the diagnostic tool or the installer's key check, beside the working
+    /// session (which it must not replace): it may only echo diagnostic data.
+    Diagnostics = 1,
+}
+
+impl Purpose {
+    fn from_u8(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(Purpose::Serve),
+            1 => Ok(Purpose::Diagnostics),
+            other => Err(DecodeError::UnknownCode(other)),
+        }
+    }
+}
+
+/// The stream target an endpoint opens to measure the tunnel: the gateway echoes what it gets.
+pub const DIAGNOSTIC_ECHO_HOST: &str = "diagnostics.echo.ism";
+
 /// The endpoint's half of the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub version: u16,
+    pub purpose: Purpose,
     /// The endpoint key as issued by the management API.
     pub key: String,
     /// Ed25519 public key of the machine's locally generated identity.
@@ -306,6 +331,7 @@ impl Frame {
             }
             Frame::Hello(h) => {
                 out.put_u16(h.version);
+                out.put_u8(h.purpose as u8);
                 put_str(out, &h.key);
                 out.put_slice(&h.machine_key);
                 out.put_slice(&h.signature);
@@ -366,6 +392,7 @@ impl Frame {
             }
             tag::HELLO => Frame::Hello(Hello {
                 version: get_u16(&mut buf)?,
+                purpose: Purpose::from_u8(get_u8(&mut buf)?)?,
                 key: get_str(&mut buf)?,
                 machine_key: get_array::<32>(&mut buf)?,
                 signature: get_array::<64>(&mut buf)?,
@@ -546,6 +573,7 @@ mod tests {
         roundtrip(Frame::Challenge { version: 1, nonce: [7; 32], node: "node-a".into() });
         roundtrip(Frame::Hello(Hello {
             version: 1,
+            purpose: Purpose::Diagnostics,
             key: "k".repeat(80),
             machine_key: [1; 32],
             signature: [2; 64],

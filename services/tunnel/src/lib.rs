@@ -15,4 +15,4 @@ pub mod stream;
 pub mod ws;
 
 pub use session::{CloseReason, Incoming, OpenStreamError, Session, SessionConfig};
-pub use stream::{IncomingStream, SpliceReport, StreamEnd, TunnelStream};
+pub use stream::{IncomingStream, SpliceReport, StreamEnd, StreamReader, StreamWriter, TunnelStream};

@@ -129,6 +129,33 @@ impl TunnelStream {
         };
         SpliceReport { sent: *sent, received: *received, end }
     }
+
+
+    /// Splits the stream into halves that can be driven at once, for code that produces and
+    /// consumes bytes itself rather than through a socket (the diagnostic tool, the gateway's
+    /// echo). Halves dropped before both sides finished leave the stream to end with the session.
+    pub fn split(mut self) -> (StreamReader, StreamWriter) {
+        self.settled = true;
+        let (_, inbound) = mpsc::unbounded_channel();
+        let inbound = std::mem::replace(&mut self.inbound, inbound);
+        let reader = StreamReader { id: self.id, control: self.lanes.control.clone(), inbound };
+        let writer = StreamWriter { id: self.id, lanes: self.lanes.clone(), credit: self.credit.clone() };
+        (reader, writer)
+    }
+
+    /// Sends back everything the peer sends until it finishes, then finishes: the gateway's
+    /// diagnostic echo. Returns the bytes echoed.
+    pub async fn echo(self) -> Result<u64, StreamEnd> {
+        let (mut reader, mut writer) = self.split();
+        let mut echoed = 0u64;
+        while let Some(chunk) = reader.recv().await {
+            let chunk = chunk?;
+            echoed += chunk.len() as u64;
+            writer.send(chunk).await?;
+        }
+        writer.finish().await?;
+        Ok(echoed)
+    }
 }
 
 impl Drop for TunnelStream {
@@ -208,6 +235,55 @@ async fn downstream(
 
 fn socket_error(e: io::Error) -> StreamEnd {
     StreamEnd::SocketError(e.to_string())
+}
+
+/// The receiving half of a split stream.
+pub struct StreamReader {
+    id: StreamId,
+    control: mpsc::UnboundedSender<Control>,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+}
+
+impl StreamReader {
+    /// The next bytes from the peer; `None` once the peer finished its side.
+    pub async fn recv(&mut self) -> Option<Result<Bytes, StreamEnd>> {
+        match self.inbound.recv().await {
+            Some(Inbound::Data(b)) => {
+                let _ = self.control.send(Control::Consumed { stream: self.id, len: b.len() });
+                Some(Ok(b))
+            }
+            Some(Inbound::Fin) => None,
+            Some(Inbound::Reset(r)) => Some(Err(StreamEnd::Reset(r))),
+            None => Some(Err(StreamEnd::Reset(ResetReason::SessionClosed))),
+        }
+    }
+}
+
+/// The sending half of a split stream.
+pub struct StreamWriter {
+    id: StreamId,
+    lanes: Lanes,
+    credit: Arc<SendCredit>,
+}
+
+impl StreamWriter {
+    /// Sends `data`, waiting for credit as needed.
+    pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamEnd> {
+        let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
+        while !data.is_empty() {
+            let n = self.credit.take(data.len().min(MAX_DATA_LEN)).await.ok_or_else(closed)?;
+            let payload = data.split_to(n);
+            self.lanes.ordered.send(Frame::Data { stream: self.id, payload }.encode()).await.map_err(|_| closed())?;
+        }
+        Ok(())
+    }
+
+    /// Ends this side (half-close): the peer's reader sees the end.
+    pub async fn finish(&mut self) -> Result<(), StreamEnd> {
+        self.lanes.ordered.send(Frame::Fin { stream: self.id }.encode()).await.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))?;
+        let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
+        Ok(())
+    }
 }
 
 /// A stream the peer asked this side to open. Accept it once the target is connected, or reject

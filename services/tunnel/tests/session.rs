@@ -239,3 +239,42 @@ async fn an_open_nobody_answers_times_out_and_is_cleaned_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn split_halves_echo_through_the_peer() {
+    // The endpoint opens (even ids) and the gateway echoes: the diagnostic tool's path.
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+    let ep_ws = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
+    let cfg = SessionConfig { recv_window: 16 * 1024, ..Default::default() };
+    let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());
+    let (ep, _) = Session::spawn(ep_ws, Role::Endpoint, cfg);
+    tokio::spawn(async move {
+        while let Some(inc) = gw_incoming.next().await {
+            tokio::spawn(async move { inc.accept().await.unwrap().echo().await });
+        }
+    });
+    let stream = ep.open_stream(TargetAddr::Domain(ism_tunnel_proto::DIAGNOSTIC_ECHO_HOST.into(), 7)).await.unwrap();
+    let (mut reader, mut writer) = stream.split();
+    // Far more than the window: sending and receiving must overlap.
+    let payload: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = payload.clone();
+    let send = async move {
+        writer.send(bytes::Bytes::from(sent)).await.unwrap();
+        writer.finish().await.unwrap();
+    };
+    let recv = async {
+        let mut got = Vec::new();
+        while let Some(chunk) = reader.recv().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        got
+    };
+    let ((), echoed) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, recv) }).await.expect("echo in time");
+    assert_eq!(echoed, payload);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ep.open_streams() != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the finished stream was never forgotten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

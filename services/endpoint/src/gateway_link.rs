@@ -1,0 +1,151 @@
+//! Reaching the gateway: TCP (directly, or through the web proxy with `CONNECT`), TLS and the
+//! WebSocket upgrade, then the handshake that proves the key and the machine identity. Used by
+//! the agent for its working session, and by the diagnostic tool and the installer's key check
+//! for a side session that leaves the working one alone.
+//!
+//! Each failure comes back as the seed's diagnosis, and says whether retrying can help.
+
+use crate::config::EndpointConfig;
+use crate::identity::MachineIdentity;
+use crate::messages::{self, Diagnosis};
+use crate::proxy::{self, ProxyError};
+use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
+use ism_tunnel::{Incoming, Session, SessionConfig};
+use ism_tunnel_proto::frame::challenge_message;
+use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role, PROTOCOL_VERSION};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::Connector;
+
+/// A failed attempt: fatal ones end the endpoint (retrying cannot fix them).
+#[derive(Debug, Clone)]
+pub enum LinkError {
+    Retry(Diagnosis),
+    Fatal(Diagnosis),
+}
+
+impl LinkError {
+    pub fn diagnosis(&self) -> &Diagnosis {
+        match self {
+            LinkError::Retry(d) | LinkError::Fatal(d) => d,
+        }
+    }
+}
+
+/// An established, authenticated session.
+pub struct Link {
+    pub session: Session,
+    pub incoming: Incoming,
+    /// The gateway node that holds the session.
+    pub node: String,
+    /// The endpoint's name, as the gateway knows it.
+    pub endpoint_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("gatewayCaFile {path}: {reason}")]
+    CaFile { path: String, reason: String },
+}
+
+/// The TLS settings for the gateway: the public web PKI plus `gatewayCaFile`.
+pub fn tls_config(config: &EndpointConfig) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &config.gateway_ca_file {
+        let err = |reason: String| TlsSetupError::CaFile { path: ca.display().to_string(), reason };
+        let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+        if certs.is_empty() {
+            return Err(err("no PEM certificate in the file".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| err(e.to_string()))?;
+        }
+    }
+    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+}
+
+/// The TCP connection to the gateway, through the proxy when one is configured for it.
+async fn dial(cfg: &EndpointConfig) -> Result<TcpStream, LinkError> {
+    let (host, port) = cfg.gateway_host_port();
+    let timeout = cfg.connect_timeout;
+    let tcp = match cfg.proxy.as_ref().filter(|p| p.for_gateway(&host)) {
+        Some(p) => {
+            // With "let endpoint resolve hostname for gateway" on, the proxy is asked for the
+            // address; off, for the name, and the endpoint never looks it up.
+            let target = if p.resolve_gateway {
+                let resolved = tokio::net::lookup_host((host.as_str(), port)).await.ok().and_then(|mut a| a.next());
+                resolved.map(|a| a.ip().to_string()).ok_or_else(|| LinkError::Retry(messages::gateway_unreachable(format!("cannot resolve {host}"))))?
+            } else {
+                host.clone()
+            };
+            proxy::connect(p, &target, port, timeout).await.map_err(|e| match e {
+                ProxyError::Refused { .. } => LinkError::Retry(messages::websocket_failed(e.to_string())),
+                _ => LinkError::Retry(messages::gateway_unreachable(e.to_string())),
+            })?
+        }
+        None => tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| LinkError::Retry(messages::gateway_unreachable(format!("connecting to {} timed out after {timeout:?}", cfg.gateway))))?
+            .map_err(|e| LinkError::Retry(messages::gateway_unreachable(format!("connecting to {}: {e}", cfg.gateway))))?,
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// One attempt to open a session for `purpose`.
+pub async fn connect(cfg: &EndpointConfig, tls: Arc<rustls::ClientConfig>, identity: &MachineIdentity, purpose: Purpose, session: SessionConfig) -> Result<Link, LinkError> {
+    let tcp = dial(cfg).await?;
+    let ws_failed = |cause: String| LinkError::Retry(messages::websocket_failed(cause));
+    let request = cfg.url().into_client_request().map_err(|e| ws_failed(format!("bad gateway URL {}: {e}", cfg.url())))?;
+    let upgrade = tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(websocket_config()), Some(Connector::Rustls(tls)));
+    let (mut ws, _) = tokio::time::timeout(cfg.read_timeout, upgrade)
+        .await
+        .map_err(|_| ws_failed(format!("no WebSocket upgrade from {} within {:?}", cfg.url(), cfg.read_timeout)))?
+        .map_err(|e| {
+            let hint = if e.to_string().contains("certificate") { " (if the gateway uses a private CA or your proxy inspects TLS, set gatewayCaFile)" } else { "" };
+            ws_failed(format!("{}: {e}{hint}", cfg.url()))
+        })?;
+    let (nonce, node) = match recv_frame(&mut ws, cfg.read_timeout).await {
+        Ok(Frame::Challenge { nonce, node, .. }) => (nonce, node),
+        Ok(_) => return Err(ws_failed("the gateway did not start the tunnel handshake".into())),
+        Err(e) => return Err(ws_failed(format!("handshake: {e}"))),
+    };
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        purpose,
+        key: cfg.token.clone(),
+        machine_key: identity.public_key(),
+        signature: identity.sign(&challenge_message(&nonce, &node)),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        platform: std::env::consts::OS.to_string(),
+        hostname: hostname(),
+    };
+    send_frame(&mut ws, &Frame::Hello(hello)).await.map_err(|e| ws_failed(format!("handshake: {e}")))?;
+    match recv_frame(&mut ws, cfg.read_timeout).await {
+        Ok(Frame::Welcome { node, endpoint_name, .. }) => {
+            let (session, incoming) = Session::spawn(ws, Role::Endpoint, session);
+            Ok(Link { session, incoming, node, endpoint_name })
+        }
+        Ok(Frame::Rejected { code, message }) => Err(match code {
+            RejectCode::TokenAlreadyRegistered => LinkError::Fatal(messages::token_already_registered()),
+            RejectCode::InvalidKey | RejectCode::BadHandshake => LinkError::Fatal(messages::invalid_key(message)),
+            RejectCode::UnsupportedVersion => LinkError::Fatal(messages::unsupported_version(message)),
+            RejectCode::Unavailable => LinkError::Retry(messages::websocket_failed(format!("the gateway is unavailable: {message}"))),
+        }),
+        Ok(_) => Err(ws_failed("unexpected frame during the handshake".into())),
+        Err(e) => Err(ws_failed(format!("handshake: {e}"))),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,170 @@
+//! The endpoint's log, as the seed's: lines like `2020-03-06 20:07:21,985 INFO - message`, on
+//! the console and in `logs/smartendpoint.log`, which rotates by size so a long-running service
+//! cannot fill the disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The endpoint's log file name, as in the seed.
+pub const LOG_FILE: &str = "smartendpoint.log";
+/// Rotate when the file would exceed this size.
+pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated files kept (`smartendpoint.log.1` is the newest).
+pub const KEEP_LOGS: usize = 5;
+
+/// `2020-03-06 20:07:21,985` (UTC) for `ms` since the epoch.
+pub fn timestamp(ms: i64) -> String {
+    ism_time::format_utc(ms, ',')
+}
+
+/// A file that rotates itself by size.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    file: File,
+    size: u64,
+}
+
+impl RotatingFile {
+    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self { path: path.to_path_buf(), max_bytes, keep, file, size })
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let _ = std::fs::remove_file(self.rotated(self.keep));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+        }
+        std::fs::rename(&self.path, self.rotated(1))?;
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        let n = self.file.write(buf)?;
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Every log line goes to the console (unless it is kept for other output) and, when there is
+/// one, to the rotating file.
+#[derive(Clone)]
+struct Tee {
+    console: bool,
+    file: Option<Arc<Mutex<RotatingFile>>>,
+}
+
+struct TeeWriter {
+    console: bool,
+    file: Option<Arc<Mutex<RotatingFile>>>,
+}
+
+impl Write for TeeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.console {
+            let _ = io::stdout().write_all(buf);
+        }
+        if let Some(f) = &self.file {
+            f.lock().unwrap_or_else(|p| p.into_inner()).write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stdout().flush();
+        if let Some(f) = &self.file {
+            f.lock().unwrap_or_else(|p| p.into_inner()).flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Tee {
+    type Writer = TeeWriter;
+    fn make_writer(&'a self) -> TeeWriter {
+        TeeWriter { console: self.console, file: self.file.clone() }
+    }
+}
+
+/// `2020-03-06 20:07:21,985 INFO - message key=value`.
+struct SeedFormat;
+
+impl<S, N> FormatEvent<S, N> for SeedFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        write!(writer, "{} {} - ", timestamp(ism_time::now_ms()), event.metadata().level())?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Sends the process's log to the console (when `console`) and to `<log_dir>/smartendpoint.log`
+/// (when given). `RUST_LOG` chooses the level (default `info`).
+pub fn init(console: bool, log_dir: Option<&Path>) -> io::Result<()> {
+    let file = match log_dir {
+        Some(dir) => Some(Arc::new(Mutex::new(RotatingFile::open(&dir.join(LOG_FILE), MAX_LOG_BYTES, KEEP_LOGS)?))),
+        None => None,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).event_format(SeedFormat).with_writer(Tee { console, file }).try_init();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_look_like_the_seed() {
+        assert_eq!(timestamp(1_583_525_241_985), "2020-03-06 20:07:21,985");
+    }
+
+    #[test]
+    fn the_file_rotates_by_size_and_keeps_a_few() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs").join(LOG_FILE);
+        let mut f = RotatingFile::open(&path, 100, 2).unwrap();
+        for i in 0..10 {
+            writeln!(f, "line {i:03} {}", "x".repeat(40)).unwrap();
+        }
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("logs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(std::fs::metadata(&path).unwrap().len() <= 100);
+        let newest = std::fs::read_to_string(&path).unwrap();
+        assert!(newest.contains("line 009"), "{newest}");
+        let older = std::fs::read_to_string(dir.path().join("logs/smartendpoint.log.1")).unwrap();
+        assert!(older.contains("line 007"), "{older}");
+    }
+}
