@@ -1,10 +1,12 @@
 //! Shared support for the integration tests: real processes and servers on port 0.
 //!
 //! - [`nats`]: a private `nats-server -js` per test;
+//! - [`http_proxy`]: a customer's web proxy (CONNECT, basic auth, a log of requests);
 //! - [`contract`]: the OpenAPI document every API response in the tests is checked against;
 //! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
 //!   machines, loopback targets, and polling helpers with deadlines.
 
 pub mod cluster;
 pub mod contract;
+pub mod http_proxy;
 pub mod nats;

@@ -1,0 +1,347 @@
+//! The endpoint as a customer runs it: the `ism-endpoint` process with an install folder and its
+//! `config/application.properties`, against a real gateway node, through a real web proxy.
+//! Covers the seed's error messages, the proxy options (checked against the proxy's own log),
+//! `--authenticate`, the diagnostic tool, `status` and the log file.
+
+use ism_tests::cluster::{connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode};
+use ism_tests::http_proxy::{ProxyRules, TestProxy};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// An install folder: `config/application.properties` plus whatever the endpoint creates.
+struct Install {
+    dir: tempfile::TempDir,
+    defaults: Vec<(String, String)>,
+}
+
+impl Install {
+    /// A new install folder (so a new machine identity) for `key`; `extra` lines replace the
+    /// defaults they name.
+    fn new(node: &TestNode, key: &str, extra: &str) -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        let defaults = [
+            ("token", key.to_string()),
+            ("gateway", node.addresses.endpoint_wss.to_string()),
+            ("wsendpoint", "/wsendpoint".into()),
+            ("gatewayCaFile", node.ca_file.display().to_string()),
+            ("socketConnectionTimeoutMs", "3000".into()),
+            ("socketReadTimeoutMs", "5000".into()),
+            ("startupAttempts", "1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let install = Install { dir, defaults };
+        install.configure(extra);
+        install
+    }
+
+    /// Rewrites the properties file: the defaults, with `extra` lines replacing the ones they name.
+    fn configure(&self, extra: &str) {
+        let named: Vec<&str> = extra.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k.trim()).collect();
+        let mut props: Vec<String> = self.defaults.iter().filter(|(k, _)| !named.contains(&k.as_str())).map(|(k, v)| format!("{k} = {v}")).collect();
+        props.extend(extra.lines().map(str::to_string));
+        std::fs::write(self.props(), props.join("\n") + "\n").unwrap();
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn props(&self) -> PathBuf {
+        self.root().join("config/application.properties")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ism-endpoint"));
+        c.arg("--config").arg(self.props()).args(args).stdin(Stdio::null()).kill_on_drop(true);
+        c
+    }
+
+    /// Runs to the end (at most 60 s).
+    async fn run(&self, args: &[&str]) -> Output {
+        tokio::time::timeout(Duration::from_secs(60), self.command(args).output()).await.expect("ism-endpoint finished in time").unwrap()
+    }
+
+    /// Starts the endpoint as a service would and waits until `status` says it is connected.
+    async fn start(&self, args: &[&str]) -> tokio::process::Child {
+        let child = self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run(&["status"]).await;
+            if out.status.success() {
+                return child;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the endpoint did not connect: {}\n{}", text(&out), self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root().join("logs/smartendpoint.log")).unwrap_or_default()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Stops a running endpoint as systemd would (SIGTERM) and waits for it.
+async fn terminate(mut child: tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stopped in time").unwrap();
+    assert!(status.success(), "the endpoint should stop cleanly on SIGTERM: {status:?}");
+}
+
+async fn curl(p: &Provisioned, node: &TestNode, url: &str) -> Output {
+    tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "15", "--socks5-hostname"])
+        .arg(format!("{}:{}@{}", p.endpoint_name, p.scanner_secret, node.socks()))
+        .arg(url)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn has_line(lines: &[String], wanted: &str) -> bool {
+    lines.iter().any(|l| l == wanted)
+}
+
+#[actix::test]
+async fn the_seed_error_messages_are_printed_with_their_solutions() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+
+    // Nothing listens where the gateway should be.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let install = Install::new(&node, &p.key, &format!("gateway = {closed}"));
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("ERROR - Exit due to initialization failure: Failed to reach the gateway"), "{}", text(&out));
+    assert!(text(&out).contains("Verify that the gateway server on port 443 is on your allowlist"), "{}", text(&out));
+
+    // The gateway answers, but not with a WebSocket on that path (a proxy or firewall in the way).
+    let install = Install::new(&node, &p.key, "wsendpoint = /not-the-tunnel");
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("Exit due to initialization failure: Failed to make websocket connection to gateway"), "{}", text(&out));
+    assert!(text(&out).contains("Verify that WebSockets are allowed in your firewall or proxy configuration"), "{}", text(&out));
+
+    // A key that is not this endpoint's.
+    let install = Install::new(&node, &ism_tests::cluster::tampered(&p.key), "");
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("Exit due to initialization failure: Failure to authenticate endpoint key"), "{}", text(&out));
+
+    // The key is bound to another machine.
+    let first = TestMachine::new();
+    let agent = first.start_endpoint(&node, &p.key, "127.0.0.1");
+    connected(&agent).await;
+    let install = Install::new(&node, &p.key, "");
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out).contains(r#"ERROR - Exit due to initialization failure: GMS API invoke failed, cause : {"error":"Token already registered","success":false}"#),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("Run the endpoint on the machine on which it originally ran"), "{}", text(&out));
+
+    // A broken setting: the key and the line are named, and nothing starts.
+    let install = Install::new(&node, &p.key, "socketReadTimeoutMs = soon");
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("line 7: socketReadTimeoutMs: \"soon\" is not a positive whole number"), "{}", text(&out));
+    agent.stop();
+}
+
+#[actix::test]
+async fn a_proxy_for_the_gateway_only_that_resolves_the_gateway_name() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let app = http_server("through the tunnel").await;
+    let proxy = TestProxy::start(ProxyRules::default());
+    let wss = node.addresses.endpoint_wss;
+    let install = Install::new(
+        &node,
+        &p.key,
+        &format!(
+            "gateway = localhost:{}\nproxyHost = 127.0.0.1\nproxyPort = {}\nproxyScope = gateway\nproxyResolveGatewayHostname = false\nallowedTargets = 127.0.0.1:{}",
+            wss.port(),
+            proxy.addr.port(),
+            app.port()
+        ),
+    );
+    let service = install.start(&[]).await;
+    // The proxy was asked for the gateway by name: the endpoint did not resolve it.
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", wss.port())), "{:?}", proxy.log_lines());
+    let out = curl(&p, &node, &format!("http://127.0.0.1:{}/", app.port())).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through the tunnel", "{}", text(&out));
+    // URLs do not go through a gateway-only proxy.
+    assert!(!proxy.log_lines().iter().any(|l| l.contains(&format!(":{} ", app.port()))), "{:?}", proxy.log_lines());
+
+    let status = text(&install.run(&["status"]).await);
+    assert!(status.contains("is connected to gateway localhost:") && status.contains("(node node-a)"), "{status}");
+    terminate(service).await;
+    let after = install.run(&["status"]).await;
+    assert!(!after.status.success() && text(&after).contains("not running"), "{}", text(&after));
+    // The seed's log file, in the seed's format.
+    let log = install.log();
+    let first = log.lines().next().unwrap_or_default();
+    assert!(first.len() > 26 && &first[10..11] == " " && &first[19..20] == "," && first[23..].starts_with(" INFO - "), "{first}");
+    assert!(log.contains("INFO - Launching endpoint version:") && log.contains("Endpoint shut down complete"), "{log}");
+}
+
+#[actix::test]
+async fn java_style_proxy_flags_send_gateway_and_urls_through_the_proxy() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let app = http_server("via proxy").await;
+    let proxy = TestProxy::start(ProxyRules::default());
+    let install = Install::new(&node, &p.key, &format!("allowedTargets = 127.0.0.1:{}, localhost:{}", app.port(), app.port()));
+    let (host, port) = (format!("-Dhttps.proxyHost={}", proxy.addr.ip()), format!("-Dhttps.proxyPort={}", proxy.addr.port()));
+    let service = install.start(&[&host, &port]).await;
+    let wss = node.addresses.endpoint_wss;
+    // "Let endpoint resolve hostname" is on by default: the proxy is given addresses.
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 200", wss.port())), "{:?}", proxy.log_lines());
+    let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via proxy", "{}", text(&out));
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 200", app.port())), "{:?}", proxy.log_lines());
+    terminate(service).await;
+
+    // --proxygatewayonly: the scanned URL is reached directly.
+    let before = proxy.log_lines().len();
+    let service = install.start(&[&host, &port, "--proxygatewayonly"]).await;
+    let out = curl(&p, &node, &format!("http://127.0.0.1:{}/", app.port())).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via proxy");
+    let new: Vec<String> = proxy.log_lines()[before..].to_vec();
+    assert!(new.iter().all(|l| !l.contains(&format!(":{} ", app.port()))) && new.iter().any(|l| l.contains(&format!(":{} ", wss.port()))), "{new:?}");
+    terminate(service).await;
+}
+
+#[actix::test]
+async fn the_proxy_resolves_url_names_when_asked_and_exclusions_bypass_it() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let app = http_server("named").await;
+    let proxy = TestProxy::start(ProxyRules::default());
+    let base = format!("proxyHost = 127.0.0.1\nproxyPort = {}\n", proxy.addr.port());
+    let install = Install::new(&node, &p.key, &format!("{base}proxyResolveUrlHostname = false\nallowedTargets = localhost:{}", app.port()));
+    let service = install.start(&[]).await;
+    let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "named", "{}", text(&out));
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", app.port())), "{:?}", proxy.log_lines());
+    terminate(service).await;
+
+    // Same machine, new settings: the exclusion list sends everything around the proxy.
+    let before = proxy.log_lines().len();
+    install.configure(&format!("{base}proxyExclusionList = *host, 127.0.0.1\nallowedTargets = 127.0.0.1:{}", app.port()));
+    let service = install.start(&[]).await;
+    let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "named");
+    assert_eq!(proxy.log_lines().len(), before, "excluded hosts must bypass the proxy: {:?}", proxy.log_lines());
+    terminate(service).await;
+}
+
+#[actix::test]
+async fn an_authenticating_proxy_and_credentials_stored_once_with_authenticate() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let proxy = TestProxy::start(ProxyRules { credentials: Some(("svc-ism".into(), "Pr0xy-S3cret".into())), ..Default::default() });
+    let install = Install::new(&node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nallowedTargets = 127.0.0.1", proxy.addr.port()));
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("Failed to reach the gateway") && text(&out).contains("requires authentication"), "{}", text(&out));
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 407", node.addresses.endpoint_wss.port())), "{:?}", proxy.log_lines());
+
+    let mut auth = install.command(&["--authenticate"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    auth.stdin.take().unwrap().write_all(b"svc-ism\nPr0xy-S3cret\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), auth.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("The key is valid"), "{}", text(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let creds = install.root().join("config/proxy-credentials");
+    assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let service = install.start(&[]).await;
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=svc-ism -> 200", node.addresses.endpoint_wss.port())), "{:?}", proxy.log_lines());
+    terminate(service).await;
+    assert!(!install.log().contains("Pr0xy-S3cret"), "the proxy password must never be logged");
+}
+
+#[actix::test]
+async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let app = http_server("diagnose me").await;
+    let url = format!("http://127.0.0.1:{}/", app.port());
+    let install = Install::new(&node, &p.key, &format!("allowedTargets = 127.0.0.1:{}\ndiagnosticUrl = {url}\ndiagnosticTunnelBatchCount = 3\ndiagnosticTunnelBatchSizeKB = 50\ndiagnosticUrlBatchCount = 2", app.port()));
+    // The working endpoint runs; diagnostics must not disturb it.
+    let service = install.start(&[]).await;
+
+    // Arguments on the command line win over the properties file.
+    let out = install.run(&["--diagnostics", &url, "4", "2", "100"]).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for line in [
+        "INFO - Running endpoint diagnostics",
+        "INFO - Running tunnel diagnostics",
+        "INFO - Tunnel diagnostics complete",
+        "INFO - Running destination diagnostics",
+        "INFO - Tunnel diagnose usage stats: 200000 bytes sent; 200000 bytes received",
+        "INFO - Gateway diagnostics results",
+        "INFO - # Time(ms) Size(kB) Throughput(Mbps) Quality",
+        "INFO - ==========Gateway Diagnostics Summary===========",
+        "INFO - Average Transfer Time:",
+        "INFO - Average Throughput:",
+        &format!("INFO - Destination diagnostics results 1 thread each for target {url}"),
+        "INFO - ==========Destination Diagnostic Summary===========",
+        "INFO - Endpoint shut down complete",
+    ] {
+        assert!(t.contains(line), "missing {line:?} in:\n{t}");
+    }
+    let rows = |t: &str, size: &str| t.lines().filter(|l| l.contains(" INFO - ") && l.split(" INFO - ").nth(1).is_some_and(|r| r.split(' ').nth(2) == Some(size) && r.ends_with("100%"))).count();
+    assert_eq!(rows(&t, "100"), 2, "two 100 kB tunnel batches:\n{t}");
+
+    // Left out, they come from the properties file; as JSON for scripts.
+    let out = install.run(&["--diagnostics", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["gateway"]["samples"].as_array().unwrap().len(), 3);
+    assert_eq!(report["destination"]["samples"].as_array().unwrap().len(), 2);
+    assert_eq!(report["params"]["tunnel_batch_size_kb"], 50);
+    assert_eq!(report["gateway"]["samples"][0]["quality_pct"], 100.0);
+
+    // The working endpoint was not disturbed.
+    assert!(install.run(&["status"]).await.status.success());
+    terminate(service).await;
+
+    // A destination the endpoint may not reach.
+    let out = install.run(&["--diagnostics", "http://127.0.0.1:9/", "1", "1", "10"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("Destination check exception") && text(&out).contains("The most likely cause of a destination diagnostic exception"), "{}", text(&out));
+
+    // A gateway that cannot be reached.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = install.run(&["--gateway", &closed.to_string(), "--diagnostics", &url, "1", "1", "10"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("Failed to reach the gateway") && text(&out).contains("The most likely cause of a gateway diagnostic exception"), "{}", text(&out));
+}
+
+#[actix::test]
+async fn a_destination_the_proxy_refuses_is_diagnosed_as_such() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let app = http_server("x").await;
+    let proxy = TestProxy::start(ProxyRules { deny_hosts: vec!["127.0.0.1".into()], ..Default::default() });
+    // The gateway is reached directly (excluded); URLs go through the proxy, which refuses this one.
+    let install = Install::new(&node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nproxyExclusionList = localhost\ngateway = localhost:{}\nallowedTargets = 127.0.0.1:{}", proxy.addr.port(), node.addresses.endpoint_wss.port(), app.port()));
+    let out = install.run(&["--diagnostics", &format!("http://127.0.0.1:{}/", app.port()), "1", "1", "10"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(text(&out).contains("refused CONNECT 127.0.0.1") && text(&out).contains("your proxy does not allow access to the URL"), "{}", text(&out));
+    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 403", app.port())), "{:?}", proxy.log_lines());
+}
