@@ -47,7 +47,7 @@ impl ExclusionList {
     /// Whether connections to `host` bypass the proxy.
     pub fn matches(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.exact.iter().any(|e| *e == host) || self.suffixes.iter().any(|s| host.ends_with(s.as_str()))
+        self.exact.contains(&host) || self.suffixes.iter().any(|s| host.ends_with(s.as_str()))
     }
 }
 
