@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod api;
+pub mod listener;
 pub mod node;
 pub mod scanner_auth;
 pub mod sessions;

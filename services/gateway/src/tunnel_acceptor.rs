@@ -30,25 +30,17 @@ use uuid::Uuid;
 /// dropped rather than holding a socket.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts endpoint connections until the listener fails.
+/// Accepts endpoint connections for ever.
 pub async fn serve(listener: TcpListener, tls: TlsAcceptor, state: Arc<NodeState>, config: SessionConfig) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting an endpoint connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    crate::listener::accept_forever(listener, "endpoint", move |tcp, peer| {
         let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = accept(tcp, peer, tls, state, config).await {
                 tracing::info!(%peer, error = %e, "endpoint connection refused");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,22 +23,15 @@ const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 513;
 
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a scanner connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    crate::listener::accept_forever(listener, "scanner", move |tcp, peer| {
         let state = state.clone();
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = handle(tcp, peer, &state).await {
                 tracing::info!(%peer, error = %e, "SOCKS5 request refused");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 #[derive(Debug, thiserror::Error)]
