@@ -26,10 +26,29 @@ pub struct EmbeddedLog {
     path: String,
 }
 
+/// How long opening a sled store waits for a previous owner in this process (a restarted node,
+/// a log reopened after use) to let go of its lock: sled releases it from a background thread a
+/// little after the last handle is dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens (or creates) a sled store, waiting up to [`LOCK_WAIT`] for its lock.
+pub fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl EmbeddedLog {
     /// Opens (or creates) the log in directory `path`.
     pub fn open(path: &Path) -> Result<Self, LogError> {
-        let db = sled::Config::new().path(path).open().map_err(storage)?;
+        let db = open_sled(path).map_err(storage)?;
         let tree = |name: &str| db.open_tree(name).map_err(storage);
         let (log, agg, heads, meta) = (tree("log")?, tree("agg")?, tree("heads")?, tree("meta")?);
         let head = meta.get(HEAD_KEY).map_err(storage)?.map(|v| be_u64(&v)).unwrap_or(0);
@@ -151,5 +170,24 @@ impl EventLog for EmbeddedLog {
 
     fn describe(&self) -> String {
         format!("embedded event log at {}", self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_is_reopened_as_soon_as_its_previous_owner_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open_sled(dir.path()).unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        // Opened while the first handle is still held: waits instead of failing.
+        let second = open_sled(dir.path());
+        holder.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 }

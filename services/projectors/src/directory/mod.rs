@@ -41,7 +41,7 @@ fn uuid(bytes: &[u8]) -> Result<Uuid, ProjectionError> {
 impl DirectoryProjection {
     /// Opens (or creates) the projection's store in `path`.
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
-        let db = sled::Config::new().path(path).open().map_err(storage)?;
+        let db = ism_events::embedded::open_sled(path).map_err(storage)?;
         let tree = |n: &str| db.open_tree(n).map_err(storage);
         Ok(Self {
             gateways: tree("gateways")?,
