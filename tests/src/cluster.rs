@@ -60,7 +60,7 @@ impl TestNode {
             config.event_log = Some(url.clone());
         }
         if let Some(a) = addresses {
-            (config.endpoint_listen, config.socks_listen, config.api_listen) = (a.endpoint_wss, a.socks, a.api);
+            (config.endpoint_listen, config.socks_listen, config.http_proxy_listen, config.api_listen) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -65,6 +65,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn the_document_is_what_its_generator_writes() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../services/gateway");
+        let out = std::process::Command::new("python3").arg(format!("{dir}/openapi.gen.py")).output().expect("python3");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let generated: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(generated, Contract::get().doc, "openapi.json is stale: regenerate it with openapi.gen.py");
+    }
+
+    #[test]
     fn the_contract_catches_undocumented_shapes() {
         let c = Contract::get();
         assert!(c.check("GET", "/api/v1/me", 200, &json!({"name": "admin", "role": "administrator", "may_manage": true})).is_ok());

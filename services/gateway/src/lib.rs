@@ -3,7 +3,8 @@
 //! - [`node`]: configuration and start-up (event log, directory, actors, listeners);
 //! - [`tunnel_acceptor`]: TLS + WebSocket accept, the endpoint handshake, session lifecycle;
 //! - [`sessions`]: the endpoint sessions this node holds, newest wins;
-//! - [`socks5`]: the scanner ingress ([`socks5::codec`] without I/O, [`socks5::ingress`] serving);
+//! - [`socks5`] and [`http_proxy`]: the scanner ingresses (each a codec without I/O and an
+//!   ingress that serves), around [`scanner_stream`], the path they share;
 //! - [`scanner_auth`]: which scanner may reach which endpoint;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).
@@ -15,9 +16,11 @@
 
 pub mod access;
 pub mod api;
+pub mod http_proxy;
 pub mod listener;
 pub mod node;
 pub mod scanner_auth;
+pub mod scanner_stream;
 pub mod sessions;
 pub mod socks5;
 pub mod state;

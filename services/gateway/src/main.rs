@@ -26,6 +26,9 @@ struct Args {
     /// Address scanners connect to (SOCKS5).
     #[arg(long, env = "ISM_SOCKS_LISTEN", default_value = "127.0.0.1:1080")]
     socks_listen: SocketAddr,
+    /// Address scanners use as an HTTP proxy (CONNECT, or absolute URIs for plain HTTP).
+    #[arg(long, env = "ISM_HTTP_PROXY_LISTEN", default_value = "127.0.0.1:3128")]
+    http_proxy_listen: SocketAddr,
     /// Address of the management REST API.
     #[arg(long, env = "ISM_API_LISTEN", default_value = "127.0.0.1:7070")]
     api_listen: SocketAddr,
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     config.event_log = args.event_log;
     config.endpoint_listen = args.endpoint_listen;
     config.socks_listen = args.socks_listen;
+    config.http_proxy_listen = args.http_proxy_listen;
     config.api_listen = args.api_listen;
     config.ws_path = args.ws_path;
     config.tls_files = args.tls_cert.zip(args.tls_key);
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
         println!("  endpoints connect to  wss://{}{}", node.addresses.endpoint_wss, node.state.ws_path);
         println!("  scanners connect to   socks5://{}", node.addresses.socks);
+        println!("                   or   http://{} (HTTP proxy)", node.addresses.http_proxy);
         println!("  management API        http://{}", node.addresses.api);
         if let Some(ca) = &node.ca_file {
             println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());

@@ -6,7 +6,7 @@
 
 use crate::state::{Addresses, NodeState};
 use crate::tls::{self, TlsSource};
-use crate::{access, api, socks5, tunnel_acceptor};
+use crate::{access, api, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
 use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
 use ism_actors::gateway::GatewayCommand;
@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub event_log: Option<String>,
     pub endpoint_listen: SocketAddr,
     pub socks_listen: SocketAddr,
+    /// Where scanners connect as to an HTTP proxy.
+    pub http_proxy_listen: SocketAddr,
     pub api_listen: SocketAddr,
     /// The WebSocket path endpoints connect to (`wsendpoint` in their properties).
     pub ws_path: String,
@@ -58,6 +60,7 @@ impl NodeConfig {
             event_log: None,
             endpoint_listen: any_port,
             socks_listen: any_port,
+            http_proxy_listen: any_port,
             api_listen: any_port,
             ws_path: "/wsendpoint".into(),
             tls_files: None,
@@ -171,9 +174,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let bind = |what, addr| async move { tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source }) };
     let wss = bind("endpoint tunnels", config.endpoint_listen).await?;
     let socks = bind("SOCKS5 ingress", config.socks_listen).await?;
+    let http_proxy = bind("HTTP proxy ingress", config.http_proxy_listen).await?;
     let api_listener = std::net::TcpListener::bind(config.api_listen).map_err(|source| NodeError::Bind { what: "management API", addr: config.api_listen, source })?;
     let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound listener has an address");
-    let addresses = Addresses { endpoint_wss: local(&wss), socks: local(&socks), api: api_listener.local_addr().expect("bound listener has an address") };
+    let addresses = Addresses { endpoint_wss: local(&wss), socks: local(&socks), http_proxy: local(&http_proxy), api: api_listener.local_addr().expect("bound listener has an address") };
 
     let arbiter = Arbiter::current();
     let state = Arc::new(NodeState {
@@ -201,6 +205,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::spawn(access::expire_support_windows(state.clone(), config.support_sweep_interval)),
         tokio::spawn(tunnel_acceptor::serve(wss, tokio_rustls::TlsAcceptor::from(identity.server_config.clone()), state.clone(), config.session.clone())),
         tokio::spawn(socks5::ingress::serve(socks, state.clone())),
+        tokio::spawn(http_proxy::ingress::serve(http_proxy, state.clone())),
     ];
     let api_state = actix_web::web::Data::new(state.clone());
     let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(api_state.clone()).configure(api::routes))
@@ -212,7 +217,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let api = server.handle();
     actix_rt::spawn(server);
 
-    tracing::info!(node = %state.node_id, log = %log.describe(), wss = %addresses.endpoint_wss, socks = %addresses.socks, api = %addresses.api, "gateway node started");
+    tracing::info!(node = %state.node_id, log = %log.describe(), wss = %addresses.endpoint_wss, socks = %addresses.socks, http_proxy = %addresses.http_proxy, api = %addresses.api, "gateway node started");
     Ok(RunningNode { state, addresses, admin_token, ca_file: identity.ca_file, api, tasks })
 }
 

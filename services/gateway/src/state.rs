@@ -43,6 +43,7 @@ pub struct NodeState {
 pub struct Addresses {
     pub endpoint_wss: SocketAddr,
     pub socks: SocketAddr,
+    pub http_proxy: SocketAddr,
     pub api: SocketAddr,
 }
 

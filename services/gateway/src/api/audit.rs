@@ -21,6 +21,7 @@ pub(super) async fn status(state: State, _caller: Caller) -> Result<HttpResponse
         "open_streams": state.sessions.open_streams(),
         "endpoint_url": format!("wss://{}{}", state.addresses.endpoint_wss, state.ws_path),
         "socks_address": state.addresses.socks.to_string(),
+        "http_proxy_address": state.addresses.http_proxy.to_string(),
     })))
 }
 

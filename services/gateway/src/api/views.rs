@@ -20,6 +20,8 @@ pub struct GatewayOut {
     endpoint_url: String,
     /// Where scanners connect (SOCKS5).
     socks_address: String,
+    /// Where scanners connect as to an HTTP proxy.
+    http_proxy_address: String,
     endpoint_count: usize,
     scanner_credentials: Vec<CredentialOut>,
     last_activity_ms: i64,
@@ -113,6 +115,7 @@ pub fn gateway(g: GatewayView, state: &NodeState) -> GatewayOut {
         created_by: g.created_by,
         endpoint_url: format!("wss://{}{}", state.addresses.endpoint_wss, state.ws_path),
         socks_address: state.addresses.socks.to_string(),
+        http_proxy_address: state.addresses.http_proxy.to_string(),
         endpoint_count: g.endpoint_count,
         scanner_credentials: g
             .scanner_credentials

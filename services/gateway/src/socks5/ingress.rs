@@ -4,18 +4,15 @@
 
 use super::codec::{self, Parse, Reply, SocksError};
 use crate::scanner_auth::{authorise, AuthorisedScanner};
+use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
-use ism_actors::host::Tell;
-use ism_actors::tunnel::TunnelCommand;
-use ism_events::Cause;
-use ism_tunnel::{OpenStreamError, StreamEnd};
+use ism_tunnel::OpenStreamError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 /// Time a client has to finish negotiation and send its request.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,12 +41,8 @@ enum IngressError {
     Auth(#[from] crate::scanner_auth::ScannerAuthError),
     #[error("command {0} is not supported (only CONNECT)")]
     Command(u8),
-    #[error("endpoint {0} is not connected to this gateway")]
-    EndpointOffline(String),
-    #[error("access refused: {0}")]
-    Access(#[from] crate::access::Refusal),
-    #[error("stream to {target} refused: {error}")]
-    Open { target: String, error: OpenStreamError },
+    #[error("{0}")]
+    NotOpened(#[from] NotOpened),
     #[error("message longer than {MAX_MESSAGE} bytes")]
     TooLong,
     #[error("client closed the connection during negotiation")]
@@ -80,56 +73,24 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
     let mut buf = BytesMut::with_capacity(MAX_MESSAGE);
     let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(&mut tcp, &mut buf, state)).await.map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
-    let target = request.target.to_string();
-    let endpoint = scanner.endpoint.id;
-
-    // Access is checked, the stream registered, and access checked again: a withdrawal that
-    // lands in between is seen by this check or stops the registered stream.
-    let allowed = |state: &NodeState| {
-        let view = state.directory.endpoint(endpoint).ok().flatten();
-        crate::access::stream_allowed(view.as_ref(), &scanner.credential, endpoint, state.clock.now_ms())
-    };
-    let stop = CancellationToken::new();
-    let _registered = state.streams.register(endpoint, scanner.credential_id, stop.clone());
-    if let Err(refusal) = allowed(state) {
-        tcp.write_all(&codec::reply(Reply::NotAllowed)).await?;
-        return Err(refusal.into());
-    }
-    let Some(live) = state.sessions.get(endpoint) else {
-        tcp.write_all(&codec::reply(Reply::NetworkUnreachable)).await?;
-        return Err(IngressError::EndpointOffline(scanner.endpoint.name.clone()));
-    };
-    let cause = Cause::by(scanner.audit_name());
-    // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
-    // even if the session ends first.
-    let recorder = state.tunnels.recorder(live.tunnel);
-    let record = |command| recorder.do_send(Tell { command, cause: cause.clone() });
-    match live.session.open_stream(request.target).await {
+    match scanner_stream::open(state, &scanner, request.target).await {
         Ok(stream) => {
             tcp.write_all(&codec::reply(Reply::Succeeded)).await?;
-            let id = stream.id().0;
-            record(TunnelCommand::RecordStreamOpened { stream: id, target: target.clone(), scanner: scanner.audit_name() });
-            tracing::debug!(%peer, endpoint = %scanner.endpoint.name, %target, stream = id, "stream open");
-            let report = stream.splice_with(tcp, buf.freeze(), stop).await;
-            let end = match &report.end {
-                StreamEnd::Finished => "finished".to_string(),
-                StreamEnd::Reset(r) => format!("reset: {r:?}"),
-                StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
-                StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
-            };
-            record(TunnelCommand::RecordStreamClosed { stream: id, sent: report.sent, received: report.received, end });
+            tracing::debug!(%peer, endpoint = %scanner.endpoint.name, "stream open");
+            stream.splice(tcp, buf.freeze()).await;
             Ok(())
         }
-        Err(error) => {
-            let code = match &error {
-                OpenStreamError::Refused { reason, .. } => Reply::from(*reason),
-                OpenStreamError::TimedOut(_) => Reply::TtlExpired,
-                OpenStreamError::SessionClosed => Reply::NetworkUnreachable,
-                OpenStreamError::Local(_) | OpenStreamError::Reset(_) => Reply::GeneralFailure,
+        Err(not_opened) => {
+            let code = match &not_opened {
+                NotOpened::Access(_) => Reply::NotAllowed,
+                NotOpened::EndpointOffline(_) => Reply::NetworkUnreachable,
+                NotOpened::Open { error: OpenStreamError::Refused { reason, .. }, .. } => Reply::from(*reason),
+                NotOpened::Open { error: OpenStreamError::TimedOut(_), .. } => Reply::TtlExpired,
+                NotOpened::Open { error: OpenStreamError::SessionClosed, .. } => Reply::NetworkUnreachable,
+                NotOpened::Open { error: OpenStreamError::Local(_) | OpenStreamError::Reset(_), .. } => Reply::GeneralFailure,
             };
             tcp.write_all(&codec::reply(code)).await?;
-            record(TunnelCommand::RecordStreamRefused { target: target.clone(), scanner: scanner.audit_name(), reason: error.to_string() });
-            Err(IngressError::Open { target, error })
+            Err(not_opened.into())
         }
     }
 }

@@ -1,0 +1,101 @@
+# Generates openapi.json, the management API's contract. Edit this, then run
+#   python3 services/gateway/openapi.gen.py > services/gateway/openapi.json
+# (tests/src/contract.rs checks that the two agree).
+import json
+def obj(props, required=None, extra=False):
+    return {"type": "object", "properties": props, "required": required if required is not None else list(props.keys()), "additionalProperties": extra}
+S = lambda: {"type": "string"}
+N = lambda t: {"type": [t, "null"]}
+U = lambda: {"type": "string", "format": "uuid"}
+I = lambda: {"type": "integer"}
+B = lambda: {"type": "boolean"}
+ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
+arr = lambda x: {"type": "array", "items": x}
+schemas = {
+  "Error": obj({"success": {"const": False}, "error": S()}),
+  "Credential": obj({"id": U(), "label": S(), "kind": {"enum": ["scan", "support"]}, "issued_ms": I(), "revoked": B()}),
+  "Gateway": obj({"id": U(), "version": I(), "name": S(), "description": S(), "status": {"enum": ["Initializing", "Online", "Deleted"]},
+      "created_ms": I(), "created_by": N("string"), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S(), "endpoint_count": I(),
+      "scanner_credentials": arr(ref("Credential")), "last_activity_ms": I(), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
+  "DeletedGateway": obj({"id": U(), "name": S(), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
+  "IssuedCredential": obj({"id": U(), "gateway": U(), "kind": {"enum": ["scan", "support"]}, "secret": S(), "socks_address": S(), "usage": S()}),
+  "SupportAccess": obj({"state": {"enum": ["off", "active", "expired"]}, "until_ms": N("integer"), "indefinite": B()}),
+  "Endpoint": obj({"id": U(), "version": I(), "gateway": U(), "name": S(), "description": S(), "platform": {"enum": ["linux", "windows", "other"]},
+      "status": {"enum": ["Pending", "Ready", "Offline"]}, "scan_access": B(), "support_access": ref("SupportAccess"), "open_streams": I(),
+      "agent_version": N("string"), "agent_platform": N("string"), "hostname": N("string"), "machine": N("string"), "node": N("string"),
+      "connected_since_ms": N("integer"), "last_disconnected_ms": N("integer"), "key_generation": I(), "last_refusal": N("string")}),
+  "AddedEndpoint": obj({"endpoint": ref("Endpoint"), "key": S()}),
+  "EndpointKey": obj({"endpoint": U(), "key_generation": I(), "key": S()}),
+  "DeletedEndpoint": obj({"deleted": U(), "name": S()}),
+  "Token": obj({"id": U(), "label": S(), "issued_ms": I(), "revoked": B()}),
+  "User": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "version": I(), "created_ms": I(), "created_by": N("string"), "tokens": arr(ref("Token"))}),
+  "IssuedToken": obj({"id": U(), "user": S(), "token": S()}),
+  "Me": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "may_manage": B()}),
+  "Status": obj({"node": S(), "event_log": S(), "log_head": I(), "directory_position": I(), "connected_endpoints": I(), "open_streams": I(), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S()}),
+  "AuditEntry": obj({"position": I(), "time_ms": I(), "time": S(), "aggregate": S(), "gateway": N("string"), "endpoint": N("string"), "actor": N("string"), "event": S(), "summary": S()}),
+  "AuditReport": obj({"log_head": I(), "truncated": B(), "entries": arr(ref("AuditEntry"))}),
+  "VerifyReport": obj({"projections": arr(obj({"name": S(), "position": I(), "rows": I(), "matches": B()})), "all_match": B()}),
+  "NewGateway": obj({"name": S(), "description": S()}, ["name"]),
+  "NewEndpoint": obj({"name": S(), "description": S(), "platform": {"enum": ["linux", "windows", "other"]}}, ["name", "platform"]),
+  "EndpointEdit": obj({"name": S(), "description": S(), "version": I()}, ["version"]),
+  "AccessChange": obj({"scan_access": B(), "support_access": {"oneOf": [{"enum": ["off", "indefinite"]}, {"type": "integer", "minimum": 1, "maximum": 30}]}}, []),
+  "NewCredential": obj({"label": S(), "kind": {"enum": ["scan", "support"]}}, []),
+  "NewUser": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}}),
+  "RoleChange": obj({"role": {"enum": ["administrator", "security-lead", "reviewer"]}}),
+  "NewToken": obj({"label": S()}, []),
+}
+def resp(desc, schema):
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+def errors(*codes):
+    names = {"400": "Invalid input", "401": "Missing or invalid bearer token", "403": "The caller's role may not do this", "404": "No such resource",
+             "409": "Conflict: duplicate name, remaining endpoints, or a change based on an outdated version", "410": "The gateway was deleted", "503": "Event log or directory unavailable"}
+    return {c: resp(names[c], ref("Error")) for c in codes}
+def op(summary, ok_code, ok_desc, ok_schema, errs, body=None, params=None):
+    o = {"summary": summary, "responses": {ok_code: resp(ok_desc, ok_schema), **errors(*errs)}}
+    if body: o["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+    if params: o["parameters"] = params
+    return o
+def p(name, desc="", schema=None):
+    return {"name": name, "in": "path", "required": True, "description": desc, "schema": schema or S()}
+def q(name, desc, schema=None):
+    return {"name": name, "in": "query", "required": False, "description": desc, "schema": schema or S()}
+R = ["401", "503"]
+paths = {
+  "/api/v1/status": {"get": op("This node's status", "200", "Status", ref("Status"), R)},
+  "/api/v1/me": {"get": op("Who the token belongs to", "200", "The caller", ref("Me"), ["401"])},
+  "/api/v1/audit": {"get": op("The event history as a readable timeline", "200", "Entries, oldest first", ref("AuditReport"), ["400"] + R,
+      params=[q("gateway", "Only this gateway, its endpoints and their tunnels", U()), q("endpoint", "Only this endpoint", U()), q("actor", "Only changes by this actor"),
+              q("since", "From this time (date, UTC time or milliseconds)"), q("until", "Before this time"), q("limit", "Most recent entries", {"type": "integer", "minimum": 1})])},
+  "/api/v1/projections/verify": {"post": op("Rebuild the projections from the log and compare", "200", "Comparison", ref("VerifyReport"), ["401", "403", "503"])},
+  "/api/v1/gateways": {
+      "get": op("Gateways (not deleted)", "200", "Gateways", arr(ref("Gateway")), R),
+      "post": op("Create a gateway", "201", "Created, and online", ref("Gateway"), ["400", "403", "409"] + R, body="NewGateway")},
+  "/api/v1/deleted-gateways": {"get": op("Deleted gateways, whose names stay visible", "200", "Deleted gateways", arr(ref("DeletedGateway")), R)},
+  "/api/v1/gateways/{id}": {
+      "get": op("One gateway", "200", "The gateway", ref("Gateway"), ["404"] + R, params=[p("id", "Gateway id")]),
+      "delete": op("Delete a gateway with no endpoints", "200", "The deleted gateway", ref("Gateway"), ["403", "404", "409", "410"] + R, params=[p("id", "Gateway id")])},
+  "/api/v1/gateways/{id}/scanner-credentials": {"post": op("Issue a scanner credential (shown once)", "201", "The credential", ref("IssuedCredential"), ["400", "403", "404", "410"] + R, body="NewCredential", params=[p("id", "Gateway id")])},
+  "/api/v1/gateways/{id}/scanner-credentials/{credential}": {"delete": op("Revoke a scanner credential", "200", "The gateway", ref("Gateway"), ["403", "404", "410"] + R, params=[p("id", "Gateway id"), p("credential", "Credential id")])},
+  "/api/v1/gateways/{id}/endpoints": {
+      "get": op("A gateway's endpoints", "200", "Endpoints", arr(ref("Endpoint")), ["404"] + R, params=[p("id", "Gateway id")]),
+      "post": op("Add an endpoint; returns its key", "201", "The endpoint and its key", ref("AddedEndpoint"), ["400", "403", "404", "409", "410"] + R, body="NewEndpoint", params=[p("id", "Gateway id")])},
+  "/api/v1/endpoints/{id}": {
+      "get": op("One endpoint", "200", "The endpoint", ref("Endpoint"), ["404"] + R, params=[p("id", "Endpoint id")]),
+      "patch": op("Edit name and/or description", "200", "The endpoint", ref("Endpoint"), ["400", "403", "404", "409"] + R, body="EndpointEdit", params=[p("id", "Endpoint id")]),
+      "delete": op("Delete an endpoint", "200", "What was deleted", ref("DeletedEndpoint"), ["403", "404", "409", "410"] + R, params=[p("id", "Endpoint id")])},
+  "/api/v1/endpoints/{id}/key": {"get": op("The endpoint key (Copy Endpoint Key)", "200", "The key", ref("EndpointKey"), ["403", "404"] + R, params=[p("id", "Endpoint id")])},
+  "/api/v1/endpoints/{id}/key/rotate": {"post": op("Replace the key; the old one stops working", "200", "The new key", ref("EndpointKey"), ["403", "404", "409"] + R, params=[p("id", "Endpoint id")])},
+  "/api/v1/endpoints/{id}/access": {"put": op("Manage access: scan access, support-engineer access", "200", "The endpoint", ref("Endpoint"), ["400", "403", "404"] + R, body="AccessChange", params=[p("id", "Endpoint id")])},
+  "/api/v1/users": {
+      "get": op("Users", "200", "Users", arr(ref("User")), ["403"] + R),
+      "post": op("Create a user", "201", "The user", ref("User"), ["400", "403", "409"] + R, body="NewUser")},
+  "/api/v1/users/{name}": {"patch": op("Change a user's role", "200", "The user", ref("User"), ["400", "403", "404"] + R, body="RoleChange", params=[p("name", "User name")])},
+  "/api/v1/users/{name}/tokens": {"post": op("Issue an API token (shown once)", "201", "The token", ref("IssuedToken"), ["400", "403", "404"] + R, body="NewToken", params=[p("name", "User name")])},
+  "/api/v1/users/{name}/tokens/{token}": {"delete": op("Revoke an API token", "200", "The user", ref("User"), ["403", "404"] + R, params=[p("name", "User name"), p("token", "Token id")])},
+}
+doc = {"openapi": "3.1.0",
+  "info": {"title": "Internal-scanning gateway management API", "version": "1", "description": "Gateways, endpoints, keys, access, scanner credentials, users and audit. Every request needs `Authorization: Bearer <token>`. Errors are `{\"success\": false, \"error\": \"...\"}`."},
+  "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+  "security": [{"bearer": []}],
+  "paths": paths}
+print(json.dumps(doc, indent=2))

@@ -1,0 +1,87 @@
+//! One scanner stream, whichever ingress it came through (SOCKS5 or HTTP proxy): access checked,
+//! the stream registered for enforcement and checked again, the endpoint's session found, the
+//! stream opened through it, and every outcome recorded on the tunnel. The ingresses only speak
+//! their protocol around it.
+
+use crate::access::{stream_allowed, Refusal, StreamGuard};
+use crate::scanner_auth::AuthorisedScanner;
+use crate::state::NodeState;
+use actix::Addr;
+use bytes::Bytes;
+use ism_actors::host::{AggregateActor, Tell};
+use ism_actors::tunnel::{Tunnel, TunnelCommand};
+use ism_events::Cause;
+use ism_tunnel::{OpenStreamError, StreamEnd, TunnelStream};
+use ism_tunnel_proto::TargetAddr;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Why a scanner's stream was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum NotOpened {
+    #[error("access refused: {0}")]
+    Access(#[from] Refusal),
+    #[error("endpoint {0} is not connected to this gateway")]
+    EndpointOffline(String),
+    #[error("stream to {target} refused: {error}")]
+    Open { target: String, error: OpenStreamError },
+}
+
+/// An open stream, registered for access enforcement, whose end will be recorded.
+pub struct OpenedStream<'a> {
+    stream: TunnelStream,
+    stop: CancellationToken,
+    _registered: StreamGuard<'a>,
+    recorder: Addr<AggregateActor<Tunnel>>,
+    cause: Cause,
+}
+
+/// Opens a stream to `target` through the scanner's endpoint.
+pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target: TargetAddr) -> Result<OpenedStream<'a>, NotOpened> {
+    let endpoint = scanner.endpoint.id;
+    // Access is checked, the stream registered, and access checked again: a withdrawal that
+    // lands in between is seen by this check or stops the registered stream.
+    let allowed = || {
+        let view = state.directory.endpoint(endpoint).ok().flatten();
+        stream_allowed(view.as_ref(), &scanner.credential, endpoint, state.clock.now_ms())
+    };
+    allowed()?;
+    let stop = CancellationToken::new();
+    let registered = state.streams.register(endpoint, scanner.credential_id, stop.clone());
+    allowed()?;
+    let live = state.sessions.get(endpoint).ok_or_else(|| NotOpened::EndpointOffline(scanner.endpoint.name.clone()))?;
+    let cause = Cause::by(scanner.audit_name());
+    // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
+    // even if the session ends first.
+    let recorder = state.tunnels.recorder(live.tunnel);
+    let target_text = target.to_string();
+    match live.session.open_stream(target).await {
+        Ok(stream) => {
+            let command = TunnelCommand::RecordStreamOpened { stream: stream.id().0, target: target_text, scanner: scanner.audit_name() };
+            recorder.do_send(Tell { command, cause: cause.clone() });
+            Ok(OpenedStream { stream, stop, _registered: registered, recorder, cause })
+        }
+        Err(error) => {
+            let command = TunnelCommand::RecordStreamRefused { target: target_text.clone(), scanner: scanner.audit_name(), reason: error.to_string() };
+            recorder.do_send(Tell { command, cause });
+            Err(NotOpened::Open { target: target_text, error })
+        }
+    }
+}
+
+impl OpenedStream<'_> {
+    /// Joins the stream to the scanner's socket (after sending `initial`, bytes already read
+    /// from it or a rewritten request) until it ends, and records how it ended.
+    pub async fn splice(self, tcp: TcpStream, initial: Bytes) {
+        let id = self.stream.id().0;
+        let report = self.stream.splice_with(tcp, initial, self.stop).await;
+        let end = match &report.end {
+            StreamEnd::Finished => "finished".to_string(),
+            StreamEnd::Reset(r) => format!("reset: {r:?}"),
+            StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
+            StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
+        };
+        let command = TunnelCommand::RecordStreamClosed { stream: id, sent: report.sent, received: report.received, end };
+        self.recorder.do_send(Tell { command, cause: self.cause });
+    }
+}
