@@ -8,7 +8,7 @@ use super::codec::{self, Destination, HttpError, Parse};
 use crate::scanner_auth::authorise;
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use ism_tunnel::OpenStreamError;
 use ism_tunnel_proto::{OpenError, OpenFailure};
 use std::net::SocketAddr;
@@ -112,7 +112,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
                     first.freeze()
                 }
             };
-            stream.splice(tcp, Bytes::from(first)).await;
+            stream.splice(tcp, first).await;
             Ok(())
         }
         Err(not_opened) => {
