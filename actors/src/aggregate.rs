@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 /// State rebuilt from events, with the rules that turn commands into events.
 pub trait Aggregate: Sized + Send + 'static {
-    type Command: Send + 'static;
+    type Command: Send + Unpin + 'static;
     type Error: std::error::Error + Send + Sync + 'static;
     const KIND: AggregateKind;
 
@@ -81,6 +81,17 @@ pub async fn load<A: Aggregate>(log: &dyn EventLog, id: Uuid) -> Result<Loaded<A
 /// Attempts before giving up on a contended aggregate.
 const ATTEMPTS: usize = 4;
 
+/// The aggregate's current state: the cached one if no other node has moved the aggregate since
+/// (a decision that appends nothing, a refusal say, would otherwise never notice), else loaded.
+async fn current<A: Aggregate>(log: &dyn EventLog, id: Uuid, cached: Option<Loaded<A>>) -> Result<Loaded<A>, LogError> {
+    if let Some(c) = cached {
+        if log.version(&AggregateId { kind: A::KIND, id }).await? == c.version {
+            return Ok(c);
+        }
+    }
+    load::<A>(log, id).await
+}
+
 /// One command for one aggregate, with why it is given.
 pub struct Request<'a, A: Aggregate> {
     pub command: &'a A::Command,
@@ -102,22 +113,9 @@ pub async fn execute<A: Aggregate>(
     let Request { command, cause, expected_version } = request;
     let aggregate = AggregateId { kind: A::KIND, id };
     for _ in 0..ATTEMPTS {
-        // A cached state is trusted only if no other node has moved the aggregate since: a
-        // decision that appends nothing (a refusal, a no-op) would otherwise never notice.
-        let fresh = match cached.take() {
-            Some(c) => match log.version(&aggregate).await {
-                Ok(v) if v == c.version => Some(c),
-                Ok(_) => None,
-                Err(e) => return (None, Err(e.into())),
-            },
-            None => None,
-        };
-        let mut current = match fresh {
-            Some(c) => c,
-            None => match load::<A>(log, id).await {
-                Ok(l) => l,
-                Err(e) => return (None, Err(e.into())),
-            },
+        let mut current = match current::<A>(log, id, cached.take()).await {
+            Ok(c) => c,
+            Err(e) => return (None, Err(e.into())),
         };
         if let Some(expected) = expected_version {
             if expected != current.version {
@@ -144,6 +142,51 @@ pub async fn execute<A: Aggregate>(
             }
             // Someone else changed it: reload and decide again on the fresh state (an edit based
             // on an older read then fails the version check above).
+            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Log(e)) => return (None, Err(e.into())),
+        }
+    }
+    (None, Err(CommandError::Contended(aggregate)))
+}
+
+/// Runs `requests` in order against one aggregate and records what they decided in one append:
+/// how facts the data path reports (a stream opened, closed) reach the log without an fsync
+/// each. Returns each command's refusal, if it was refused; the outer error is the log's.
+pub async fn execute_batch<A: Aggregate>(
+    log: &dyn EventLog,
+    clock: &dyn Clock,
+    id: Uuid,
+    mut cached: Option<Loaded<A>>,
+    requests: &[(A::Command, Cause)],
+) -> (Option<Loaded<A>>, Result<Vec<Option<A::Error>>, CommandError<A::Error>>) {
+    let aggregate = AggregateId { kind: A::KIND, id };
+    for _ in 0..ATTEMPTS {
+        let mut state = match current::<A>(log, id, cached.take()).await {
+            Ok(c) => c,
+            Err(e) => return (None, Err(e.into())),
+        };
+        let now = clock.now_ms();
+        let mut envelopes = Vec::new();
+        let mut refusals = Vec::with_capacity(requests.len());
+        for (command, cause) in requests {
+            match state.state.handle(command, now) {
+                Err(e) => refusals.push(Some(e)),
+                Ok(None) => refusals.push(None),
+                Ok(Some(event)) => {
+                    let envelope = Envelope::new(aggregate, state.version + 1, now, cause.clone(), event);
+                    state.state.apply(&envelope.event);
+                    state.version = envelope.sequence;
+                    envelopes.push(envelope);
+                    refusals.push(None);
+                }
+            }
+        }
+        if envelopes.is_empty() {
+            return (Some(state), Ok(refusals));
+        }
+        match log.append_batch(&envelopes).await {
+            Ok(_) => return (Some(state), Ok(refusals)),
+            // The decisions were made on a state someone else moved: make them again.
             Err(AppendError::Conflict { .. }) => continue,
             Err(AppendError::Log(e)) => return (None, Err(e.into())),
         }

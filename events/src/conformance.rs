@@ -20,6 +20,7 @@ pub const CHECKS: &[&str] = &[
     "subscribe_from_position_skips_earlier",
     "envelope_fields_survive",
     "version_is_the_aggregate_head",
+    "batches_append_in_order_or_not_at_all",
 ];
 
 /// Runs the check called `name`.
@@ -34,6 +35,7 @@ pub async fn run(name: &str, log: &dyn EventLog) {
         "subscribe_from_position_skips_earlier" => subscribe_from_position_skips_earlier(log).await,
         "envelope_fields_survive" => envelope_fields_survive(log).await,
         "version_is_the_aggregate_head" => version_is_the_aggregate_head(log).await,
+        "batches_append_in_order_or_not_at_all" => batches_append_in_order_or_not_at_all(log).await,
         other => panic!("no conformance check named {other}"),
     }
 }
@@ -160,6 +162,22 @@ async fn version_is_the_aggregate_head(log: &dyn EventLog) {
     log.append(&env(b, 1)).await.unwrap();
     log.append(&env(a, 2)).await.unwrap();
     assert_eq!((log.version(&a).await.unwrap(), log.version(&b).await.unwrap()), (2, 1));
+}
+
+async fn batches_append_in_order_or_not_at_all(log: &dyn EventLog) {
+    let agg = AggregateId::tunnel(Uuid::new_v4());
+    log.append(&env(agg, 1)).await.unwrap();
+    let batch: Vec<Envelope> = (2..=6).map(|s| env(agg, s)).collect();
+    let positions = log.append_batch(&batch).await.unwrap();
+    assert_eq!(positions.len(), 5);
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    let read = log.read_aggregate(&agg).await.unwrap();
+    assert_eq!(read.iter().map(|r| r.envelope.sequence).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    // A batch based on an outdated version is refused whole.
+    let stale: Vec<Envelope> = (6..=8).map(|s| env(agg, s)).collect();
+    assert!(matches!(log.append_batch(&stale).await, Err(AppendError::Conflict { expected: 5, actual: 6, .. })));
+    assert_eq!(log.version(&agg).await.unwrap(), 6);
+    assert!(log.append_batch(&[]).await.unwrap().is_empty());
 }
 
 async fn next(sub: &mut crate::log::EventStream) -> crate::envelope::Recorded {

@@ -82,32 +82,46 @@ fn agg_seq_key(aggregate: &AggregateId, sequence: u64) -> Vec<u8> {
 #[async_trait::async_trait]
 impl EventLog for EmbeddedLog {
     async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError> {
-        let bytes = codec::encode(envelope).map_err(LogError::from)?;
-        let key = agg_key(&envelope.aggregate);
-        let expected = envelope.sequence.saturating_sub(1);
+        Ok(self.append_batch(std::slice::from_ref(envelope)).await?[0])
+    }
+
+    async fn append_batch(&self, batch: &[Envelope]) -> Result<Vec<u64>, AppendError> {
+        let Some(first) = batch.first() else { return Ok(Vec::new()) };
+        let aggregate = first.aggregate;
+        if batch.iter().enumerate().any(|(i, e)| e.aggregate != aggregate || e.sequence != first.sequence + i as u64) {
+            return Err(LogError::Storage("a batch must hold one aggregate's consecutive events".into()).into());
+        }
+        let encoded = batch.iter().map(codec::encode).collect::<Result<Vec<_>, _>>().map_err(LogError::from)?;
+        let key = agg_key(&aggregate);
+        let expected = first.sequence.saturating_sub(1);
         let result = (&self.log, &self.agg, &self.heads, &self.meta).transaction(|(log, agg, heads, meta)| {
             let actual = heads.get(&key)?.map(|v| be_u64(&v)).unwrap_or(0);
-            if actual != expected || envelope.sequence == 0 {
+            if actual != expected || first.sequence == 0 {
                 return Err(ConflictableTransactionError::Abort(actual));
             }
-            let position = meta.get(HEAD_KEY)?.map(|v| be_u64(&v)).unwrap_or(0) + 1;
-            log.insert(&position.to_be_bytes(), bytes.as_slice())?;
-            agg.insert(agg_seq_key(&envelope.aggregate, envelope.sequence), &position.to_be_bytes())?;
-            heads.insert(key.as_slice(), &envelope.sequence.to_be_bytes())?;
-            meta.insert(HEAD_KEY, &position.to_be_bytes())?;
-            Ok(position)
-        });
-        let position = match result {
-            Ok(p) => p,
-            Err(TransactionError::Abort(actual)) => {
-                return Err(AppendError::Conflict { aggregate: envelope.aggregate, expected, actual })
+            let head = meta.get(HEAD_KEY)?.map(|v| be_u64(&v)).unwrap_or(0);
+            let mut positions = Vec::with_capacity(batch.len());
+            for (i, (envelope, bytes)) in batch.iter().zip(&encoded).enumerate() {
+                let position = head + 1 + i as u64;
+                log.insert(&position.to_be_bytes(), bytes.as_slice())?;
+                agg.insert(agg_seq_key(&aggregate, envelope.sequence), &position.to_be_bytes())?;
+                positions.push(position);
             }
+            let last = *positions.last().expect("non-empty batch");
+            heads.insert(key.as_slice(), &(expected + batch.len() as u64).to_be_bytes())?;
+            meta.insert(HEAD_KEY, &last.to_be_bytes())?;
+            Ok(positions)
+        });
+        let positions = match result {
+            Ok(p) => p,
+            Err(TransactionError::Abort(actual)) => return Err(AppendError::Conflict { aggregate, expected, actual }),
             Err(TransactionError::Storage(e)) => return Err(storage(e).into()),
         };
         // An audit log must survive a crash: make the append durable before confirming it.
         self.db.flush_async().await.map_err(storage)?;
-        self.head_tx.send_modify(|h| *h = (*h).max(position));
-        Ok(position)
+        let last = *positions.last().expect("non-empty batch");
+        self.head_tx.send_modify(|h| *h = (*h).max(last));
+        Ok(positions)
     }
 
     async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError> {

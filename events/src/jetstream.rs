@@ -84,26 +84,41 @@ fn unavailable(e: impl std::fmt::Display) -> LogError {
 #[async_trait::async_trait]
 impl EventLog for JetStreamLog {
     async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError> {
-        let subject = Self::subject(&envelope.aggregate);
-        let expected = envelope.sequence.saturating_sub(1);
-        let (actual, last_stream_seq) = self.aggregate_head(&subject).await?;
-        if actual != expected || envelope.sequence == 0 {
-            return Err(AppendError::Conflict { aggregate: envelope.aggregate, expected, actual });
+        Ok(self.append_batch(std::slice::from_ref(envelope)).await?[0])
+    }
+
+    /// Each event is published expecting the previous one's stream sequence, so a concurrent
+    /// writer makes the batch stop where it interfered (the events before stay: each is a
+    /// complete fact).
+    async fn append_batch(&self, batch: &[Envelope]) -> Result<Vec<u64>, AppendError> {
+        let Some(first) = batch.first() else { return Ok(Vec::new()) };
+        let subject = Self::subject(&first.aggregate);
+        let expected = first.sequence.saturating_sub(1);
+        let (actual, mut last_stream_seq) = self.aggregate_head(&subject).await?;
+        if actual != expected || first.sequence == 0 {
+            return Err(AppendError::Conflict { aggregate: first.aggregate, expected, actual });
         }
-        let payload = codec::encode(envelope).map_err(LogError::from)?;
-        let publish = PublishMessage::build()
-            .payload(payload.into())
-            .message_id(envelope.id.to_string())
-            .expected_last_subject_sequence(last_stream_seq);
-        let ack = async { self.js.send_publish(subject.clone(), publish).await?.await }.await;
-        match ack {
-            Ok(ack) => Ok(ack.sequence),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                let (actual, _) = self.aggregate_head(&subject).await?;
-                Err(AppendError::Conflict { aggregate: envelope.aggregate, expected, actual })
+        let mut positions = Vec::with_capacity(batch.len());
+        for envelope in batch {
+            let payload = codec::encode(envelope).map_err(LogError::from)?;
+            let publish = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(envelope.id.to_string())
+                .expected_last_subject_sequence(last_stream_seq);
+            let ack = async { self.js.send_publish(subject.clone(), publish).await?.await }.await;
+            match ack {
+                Ok(ack) => {
+                    last_stream_seq = ack.sequence;
+                    positions.push(ack.sequence);
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    let (actual, _) = self.aggregate_head(&subject).await?;
+                    return Err(AppendError::Conflict { aggregate: envelope.aggregate, expected: envelope.sequence - 1, actual });
+                }
+                Err(e) => return Err(unavailable(e).into()),
             }
-            Err(e) => Err(unavailable(e).into()),
         }
+        Ok(positions)
     }
 
     async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError> {

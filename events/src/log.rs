@@ -37,6 +37,18 @@ pub trait EventLog: Send + Sync + 'static {
     /// is currently at `envelope.sequence - 1` (optimistic concurrency). Returns its position.
     async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError>;
 
+    /// Appends several events of one aggregate, with consecutive sequences, the first checked
+    /// against the aggregate's current version like [`append`](Self::append). Returns their
+    /// positions. The embedded log writes the batch atomically and makes it durable once, which
+    /// is what lets the data path record every stream without an fsync each.
+    async fn append_batch(&self, batch: &[Envelope]) -> Result<Vec<u64>, AppendError> {
+        let mut positions = Vec::with_capacity(batch.len());
+        for e in batch {
+            positions.push(self.append(e).await?);
+        }
+        Ok(positions)
+    }
+
     /// The aggregate's current version (0 when it has no events): what a cached copy must match
     /// to be trusted.
     async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError>;

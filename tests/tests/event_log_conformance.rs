@@ -40,6 +40,7 @@ both_backends!(
     subscribe_from_position_skips_earlier,
     envelope_fields_survive,
     version_is_the_aggregate_head,
+    batches_append_in_order_or_not_at_all,
 );
 
 /// Events written by one JetStreamLog survive a server restart (same store dir), as a cluster's
