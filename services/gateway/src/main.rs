@@ -47,6 +47,9 @@ struct Args {
     /// File with the hex secret endpoint keys derive from (shared by all nodes of a cluster).
     #[arg(long, env = "ISM_KEY_SECRET_FILE")]
     key_secret_file: Option<PathBuf>,
+    /// Most streams open at once through one endpoint; more are refused at once.
+    #[arg(long, env = "ISM_MAX_STREAMS_PER_ENDPOINT", default_value_t = 1024)]
+    max_streams_per_endpoint: usize,
     /// Administrator API token; by default read from (or generated into) <data-dir>/admin-token.
     #[arg(long, env = "ISM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
     config.tls_names = args.tls_names;
     config.key_secret_file = args.key_secret_file;
     config.admin_token = args.admin_token;
+    config.session.max_streams = args.max_streams_per_endpoint;
 
     actix::System::with_tokio_rt(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")).block_on(async move {
         let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;

@@ -44,6 +44,8 @@ pub struct NodeConfig {
     pub key_secret_file: Option<PathBuf>,
     /// Bootstrap administrator token; `None` uses (or creates) `<data_dir>/admin-token`.
     pub admin_token: Option<String>,
+    /// Tunnel settings for endpoint sessions; `max_streams` is the per-endpoint cap on open
+    /// streams, beyond which scanners get an immediate refusal (SOCKS general failure, HTTP 503).
     pub session: SessionConfig,
     pub clock: Arc<dyn Clock>,
     /// How often the node looks for support-engineer access windows that ran out.
