@@ -159,14 +159,19 @@ impl TestMachine {
 
     /// Writes this machine's `application.properties` and starts the agent with it.
     pub fn start_endpoint(&self, node: &TestNode, key: &str, allowed_targets: &str) -> AgentHandle {
+        self.start_endpoint_via(node, key, allowed_targets, &node.addresses.endpoint_wss.to_string())
+    }
+
+    /// As [`start_endpoint`](Self::start_endpoint), dialing `gateway` (a relay in front of the
+    /// node, say) instead of the node itself.
+    pub fn start_endpoint_via(&self, node: &TestNode, key: &str, allowed_targets: &str, gateway: &str) -> AgentHandle {
         let config = self.dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
         let path = config.join("application.properties");
         std::fs::write(
             &path,
             format!(
-                "token = {key}\ngateway = {}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nsocketConnectionTimeoutMs = 3000\nsocketReadTimeoutMs = 5000\n",
-                node.addresses.endpoint_wss,
+                "token = {key}\ngateway = {gateway}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nsocketConnectionTimeoutMs = 3000\nsocketReadTimeoutMs = 5000\n",
                 node.ca_file.display()
             ),
         )

@@ -1,6 +1,7 @@
 //! Shared support for the integration tests: real processes and servers on port 0.
 //!
 //! - [`nats`]: a private `nats-server -js` per test;
+//! - [`install`]: the endpoint as its own process, in its own install folder;
 //! - [`http_proxy`]: a customer's web proxy (CONNECT, basic auth, a log of requests);
 //! - [`contract`]: the OpenAPI document every API response in the tests is checked against;
 //! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
@@ -9,4 +10,5 @@
 pub mod cluster;
 pub mod contract;
 pub mod http_proxy;
+pub mod install;
 pub mod nats;

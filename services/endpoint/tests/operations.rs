@@ -4,98 +4,11 @@
 //! `--authenticate`, the diagnostic tool, `status` and the log file.
 
 use ism_tests::cluster::{connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode};
+use ism_tests::install::{terminate, text, Install};
 use ism_tests::http_proxy::{ProxyRules, TestProxy};
-use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-
-/// An install folder: `config/application.properties` plus whatever the endpoint creates.
-struct Install {
-    dir: tempfile::TempDir,
-    defaults: Vec<(String, String)>,
-}
-
-impl Install {
-    /// A new install folder (so a new machine identity) for `key`; `extra` lines replace the
-    /// defaults they name.
-    fn new(node: &TestNode, key: &str, extra: &str) -> Install {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        let defaults = [
-            ("token", key.to_string()),
-            ("gateway", node.addresses.endpoint_wss.to_string()),
-            ("wsendpoint", "/wsendpoint".into()),
-            ("gatewayCaFile", node.ca_file.display().to_string()),
-            ("socketConnectionTimeoutMs", "3000".into()),
-            ("socketReadTimeoutMs", "5000".into()),
-            ("startupAttempts", "1".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let install = Install { dir, defaults };
-        install.configure(extra);
-        install
-    }
-
-    /// Rewrites the properties file: the defaults, with `extra` lines replacing the ones they name.
-    fn configure(&self, extra: &str) {
-        let named: Vec<&str> = extra.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k.trim()).collect();
-        let mut props: Vec<String> = self.defaults.iter().filter(|(k, _)| !named.contains(&k.as_str())).map(|(k, v)| format!("{k} = {v}")).collect();
-        props.extend(extra.lines().map(str::to_string));
-        std::fs::write(self.props(), props.join("\n") + "\n").unwrap();
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn props(&self) -> PathBuf {
-        self.root().join("config/application.properties")
-    }
-
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ism-endpoint"));
-        c.arg("--config").arg(self.props()).args(args).stdin(Stdio::null()).kill_on_drop(true);
-        c
-    }
-
-    /// Runs to the end (at most 60 s).
-    async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(Duration::from_secs(60), self.command(args).output()).await.expect("ism-endpoint finished in time").unwrap()
-    }
-
-    /// Starts the endpoint as a service would and waits until `status` says it is connected.
-    async fn start(&self, args: &[&str]) -> tokio::process::Child {
-        let child = self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = self.run(&["status"]).await;
-            if out.status.success() {
-                return child;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the endpoint did not connect: {}\n{}", text(&out), self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root().join("logs/smartendpoint.log")).unwrap_or_default()
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// Stops a running endpoint as systemd would (SIGTERM) and waits for it.
-async fn terminate(mut child: tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stopped in time").unwrap();
-    assert!(status.success(), "the endpoint should stop cleanly on SIGTERM: {status:?}");
-}
 
 async fn curl(p: &Provisioned, node: &TestNode, url: &str) -> Output {
     tokio::process::Command::new("curl")
@@ -118,21 +31,21 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
 
     // Nothing listens where the gateway should be.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let install = Install::new(&node, &p.key, &format!("gateway = {closed}"));
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("gateway = {closed}"));
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("ERROR - Exit due to initialization failure: Failed to reach the gateway"), "{}", text(&out));
     assert!(text(&out).contains("Verify that the gateway server on port 443 is on your allowlist"), "{}", text(&out));
 
     // The gateway answers, but not with a WebSocket on that path (a proxy or firewall in the way).
-    let install = Install::new(&node, &p.key, "wsendpoint = /not-the-tunnel");
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "wsendpoint = /not-the-tunnel");
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("Exit due to initialization failure: Failed to make websocket connection to gateway"), "{}", text(&out));
     assert!(text(&out).contains("Verify that WebSockets are allowed in your firewall or proxy configuration"), "{}", text(&out));
 
     // A key that is not this endpoint's.
-    let install = Install::new(&node, &ism_tests::cluster::tampered(&p.key), "");
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &ism_tests::cluster::tampered(&p.key), "");
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("Exit due to initialization failure: Failure to authenticate endpoint key"), "{}", text(&out));
@@ -141,7 +54,7 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
     let first = TestMachine::new();
     let agent = first.start_endpoint(&node, &p.key, "127.0.0.1");
     connected(&agent).await;
-    let install = Install::new(&node, &p.key, "");
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(
@@ -152,7 +65,7 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
     assert!(text(&out).contains("Run the endpoint on the machine on which it originally ran"), "{}", text(&out));
 
     // A broken setting: the key and the line are named, and nothing starts.
-    let install = Install::new(&node, &p.key, "socketReadTimeoutMs = soon");
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "socketReadTimeoutMs = soon");
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("line 7: socketReadTimeoutMs: \"soon\" is not a positive whole number"), "{}", text(&out));
@@ -167,6 +80,7 @@ async fn a_proxy_for_the_gateway_only_that_resolves_the_gateway_name() {
     let proxy = TestProxy::start(ProxyRules::default());
     let wss = node.addresses.endpoint_wss;
     let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
         &node,
         &p.key,
         &format!(
@@ -202,7 +116,7 @@ async fn java_style_proxy_flags_send_gateway_and_urls_through_the_proxy() {
     let p = provision(&node.api(), "dc1").await;
     let app = http_server("via proxy").await;
     let proxy = TestProxy::start(ProxyRules::default());
-    let install = Install::new(&node, &p.key, &format!("allowedTargets = 127.0.0.1:{}, localhost:{}", app.port(), app.port()));
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("allowedTargets = 127.0.0.1:{}, localhost:{}", app.port(), app.port()));
     let (host, port) = (format!("-Dhttps.proxyHost={}", proxy.addr.ip()), format!("-Dhttps.proxyPort={}", proxy.addr.port()));
     let service = install.start(&[&host, &port]).await;
     let wss = node.addresses.endpoint_wss;
@@ -230,7 +144,7 @@ async fn the_proxy_resolves_url_names_when_asked_and_exclusions_bypass_it() {
     let app = http_server("named").await;
     let proxy = TestProxy::start(ProxyRules::default());
     let base = format!("proxyHost = 127.0.0.1\nproxyPort = {}\n", proxy.addr.port());
-    let install = Install::new(&node, &p.key, &format!("{base}proxyResolveUrlHostname = false\nallowedTargets = localhost:{}", app.port()));
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("{base}proxyResolveUrlHostname = false\nallowedTargets = localhost:{}", app.port()));
     let service = install.start(&[]).await;
     let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "named", "{}", text(&out));
@@ -252,7 +166,7 @@ async fn an_authenticating_proxy_and_credentials_stored_once_with_authenticate()
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
     let proxy = TestProxy::start(ProxyRules { credentials: Some(("svc-ism".into(), "Pr0xy-S3cret".into())), ..Default::default() });
-    let install = Install::new(&node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nallowedTargets = 127.0.0.1", proxy.addr.port()));
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nallowedTargets = 127.0.0.1", proxy.addr.port()));
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("Failed to reach the gateway") && text(&out).contains("requires authentication"), "{}", text(&out));
@@ -279,7 +193,7 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
     let p = provision(&node.api(), "dc1").await;
     let app = http_server("diagnose me").await;
     let url = format!("http://127.0.0.1:{}/", app.port());
-    let install = Install::new(&node, &p.key, &format!("allowedTargets = 127.0.0.1:{}\ndiagnosticUrl = {url}\ndiagnosticTunnelBatchCount = 3\ndiagnosticTunnelBatchSizeKB = 50\ndiagnosticUrlBatchCount = 2", app.port()));
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("allowedTargets = 127.0.0.1:{}\ndiagnosticUrl = {url}\ndiagnosticTunnelBatchCount = 3\ndiagnosticTunnelBatchSizeKB = 50\ndiagnosticUrlBatchCount = 2", app.port()));
     // The working endpoint runs; diagnostics must not disturb it.
     let service = install.start(&[]).await;
 
@@ -339,7 +253,7 @@ async fn a_destination_the_proxy_refuses_is_diagnosed_as_such() {
     let app = http_server("x").await;
     let proxy = TestProxy::start(ProxyRules { deny_hosts: vec!["127.0.0.1".into()], ..Default::default() });
     // The gateway is reached directly (excluded); URLs go through the proxy, which refuses this one.
-    let install = Install::new(&node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nproxyExclusionList = localhost\ngateway = localhost:{}\nallowedTargets = 127.0.0.1:{}", proxy.addr.port(), node.addresses.endpoint_wss.port(), app.port()));
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nproxyExclusionList = localhost\ngateway = localhost:{}\nallowedTargets = 127.0.0.1:{}", proxy.addr.port(), node.addresses.endpoint_wss.port(), app.port()));
     let out = install.run(&["--diagnostics", &format!("http://127.0.0.1:{}/", app.port()), "1", "1", "10"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(text(&out).contains("refused CONNECT 127.0.0.1") && text(&out).contains("your proxy does not allow access to the URL"), "{}", text(&out));

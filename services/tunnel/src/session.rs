@@ -53,8 +53,10 @@ impl Default for SessionConfig {
         Self {
             recv_window: 256 * 1024,
             max_streams: 4096,
-            ping_interval: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(9),
+            // A dead peer is declared within 7 s of its last word (the goal is 10 s, with room
+            // for a busy machine's timers); a healthy one speaks at least every 2 s.
+            ping_interval: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(7),
             open_timeout: Duration::from_secs(20),
             write_queue: 256,
         }
