@@ -24,6 +24,8 @@ pub struct TestNode {
     pub admin_token: String,
     pub ca_file: PathBuf,
     pub state: Arc<NodeState>,
+    /// The node's tokio runtime, for counting its tasks.
+    pub runtime: tokio::runtime::Handle,
     node_id: String,
     backend: Backend,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -69,7 +71,8 @@ impl TestNode {
             actix::System::with_tokio_rt(rt).block_on(async move {
                 match ism_gateway::start(config).await {
                     Ok(node) => {
-                        ready_tx.send(Ok((node.addresses, node.admin_token.clone(), node.ca_file.clone().unwrap(), node.state.clone()))).unwrap();
+                        let runtime = tokio::runtime::Handle::current();
+                        ready_tx.send(Ok((node.addresses, node.admin_token.clone(), node.ca_file.clone().unwrap(), node.state.clone(), runtime))).unwrap();
                         let _ = stop_rx.await;
                         node.stop().await;
                     }
@@ -77,8 +80,8 @@ impl TestNode {
                 }
             })
         });
-        let (addresses, admin_token, ca_file, state) = ready_rx.recv_timeout(Duration::from_secs(60)).expect("node start timed out").expect("node failed to start");
-        TestNode { addresses, admin_token, ca_file, state, node_id: node_id.to_string(), backend, stop: Some(stop), thread: Some(thread), data: Some(data) }
+        let (addresses, admin_token, ca_file, state, runtime) = ready_rx.recv_timeout(Duration::from_secs(60)).expect("node start timed out").expect("node failed to start");
+        TestNode { addresses, admin_token, ca_file, state, runtime, node_id: node_id.to_string(), backend, stop: Some(stop), thread: Some(thread), data: Some(data) }
     }
 
     /// Stops the node and hands back its data directory (the embedded log is in `events/`).
@@ -111,6 +114,11 @@ impl TestNode {
             }
         };
         ApiClient::new(&format!("http://{}", self.addresses.api), token).observed(std::rc::Rc::new(check))
+    }
+
+    /// Tasks alive on the node's runtime.
+    pub fn tasks(&self) -> usize {
+        self.runtime.metrics().num_alive_tasks()
     }
 
     pub fn socks(&self) -> String {

@@ -32,7 +32,7 @@ async fn a_frozen_endpoint_is_detected_within_ten_seconds_and_comes_back() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
     let echo = echo_server().await;
-    let fds_before = open_fds();
+    let (fds_before, tasks_before) = (open_fds(), node.tasks());
     let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("allowedTargets = 127.0.0.1:{}", echo.port()));
     let service = install.start(&[]).await;
     let mut stream = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", echo.port()).await.unwrap();
@@ -58,6 +58,7 @@ async fn a_frozen_endpoint_is_detected_within_ten_seconds_and_comes_back() {
     until(Duration::from_secs(10), "the session ending after the endpoint stopped", || node.state.sessions.is_empty()).await;
     drop(stream);
     until(Duration::from_secs(10), "descriptors returning to where they were", || open_fds() <= fds_before).await;
+    until(Duration::from_secs(10), "the node's tasks returning to where they were", || node.tasks() <= tasks_before).await;
 }
 
 /// A TCP relay that can stop carrying bytes without closing anything: a link that silently
