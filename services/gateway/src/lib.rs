@@ -3,8 +3,8 @@
 //! - [`node`]: configuration and start-up (event log, directory, actors, listeners);
 //! - [`tunnel_acceptor`]: TLS + WebSocket accept, the endpoint handshake, session lifecycle;
 //! - [`sessions`]: the endpoint sessions this node holds, newest wins;
-//! - [`socks5`] and [`http_proxy`]: the scanner ingresses (each a codec without I/O and an
-//!   ingress that serves), around [`scanner_stream`], the path they share;
+//! - [`socks5`] and [`http_proxy`]: the scanner ingresses (their protocols, without I/O, are the
+//!   `ism-ingress-proto` crate), around [`scanner_stream`], the path they share;
 //! - [`scanner_auth`]: which scanner may reach which endpoint;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).

@@ -4,7 +4,7 @@
 //! reason: 407 without valid credentials, 403 when access or the allowlist refuses, 502 when the
 //! endpoint or target cannot be reached, 503 at capacity, 504 on a timeout.
 
-use super::codec::{self, Destination, HttpError, Parse};
+use ism_ingress_proto::http_proxy::{self as codec, Destination, HttpError, Parse};
 use crate::scanner_auth::authorise;
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;

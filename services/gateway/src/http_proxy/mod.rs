@@ -1,5 +1,4 @@
-//! The HTTP proxy ingress for scanners (ZAP and many others prefer it to SOCKS5): [`codec`]
-//! parses, [`ingress`] serves.
+//! The HTTP proxy ingress for scanners (ZAP and many others prefer it to SOCKS5); the protocol
+//! itself is `ism_ingress_proto::http_proxy`.
 
-pub mod codec;
 pub mod ingress;

@@ -2,7 +2,7 @@
 //! tunnel, reply, splice. Each refusal gets the closest SOCKS reply code and a log line that says
 //! why; the data path records what it did through the tunnel actor, without waiting for it.
 
-use super::codec::{self, Parse, Reply, SocksError};
+use ism_ingress_proto::socks5::{self as codec, Parse, Reply, SocksError};
 use crate::scanner_auth::{authorise, AuthorisedScanner};
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;

@@ -1,4 +1,3 @@
-//! The SOCKS5 ingress for scanners: [`codec`] parses, [`ingress`] serves.
+//! The SOCKS5 ingress for scanners; the protocol itself is `ism_ingress_proto::socks5`.
 
-pub mod codec;
 pub mod ingress;
