@@ -1,0 +1,17 @@
+//! Any bytes a scanner sends to the SOCKS5 port: the parsers never panic and never claim more
+//! bytes than they were given.
+#![no_main]
+use ism_ingress_proto::socks5::{parse_auth, parse_greeting, parse_request, Parse};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Parse::Done(_, n)) = parse_greeting(data) {
+        assert!(n <= data.len());
+    }
+    if let Ok(Parse::Done(_, n)) = parse_auth(data) {
+        assert!(n <= data.len());
+    }
+    if let Ok(Parse::Done(_, n)) = parse_request(data) {
+        assert!(n <= data.len());
+    }
+});
