@@ -180,10 +180,19 @@ impl Agent {
                     tokio::spawn(serve_streams(link.incoming, self.dialer.clone()));
                     let started = tokio::time::Instant::now();
                     let mut refresh = tokio::time::interval(STATUS_REFRESH);
+                    let mut reported_streams = None;
                     let reason = loop {
                         tokio::select! {
                             r = link.session.closed() => break r,
-                            _ = refresh.tick() => self.report("connected", Some((&link.node, &link.endpoint_name, since_ms, link.session.open_streams())), None),
+                            _ = refresh.tick() => {
+                                // Rewritten only when it changes: thousands of idle endpoints
+                                // in one process must not mean thousands of writes a second.
+                                let open = link.session.open_streams();
+                                if reported_streams != Some(open) {
+                                    reported_streams = Some(open);
+                                    self.report("connected", Some((&link.node, &link.endpoint_name, since_ms, open)), None);
+                                }
+                            }
                             _ = stop.wait_for(|s| *s) => {
                                 link.session.close("endpoint stopping");
                                 break ism_tunnel::CloseReason::Local("endpoint stopping".into());
