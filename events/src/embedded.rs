@@ -10,6 +10,7 @@ use crate::log::{AppendError, EventLog, EventStream, LogError};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch};
 
 const HEAD_KEY: &[u8] = b"head";
@@ -23,7 +24,42 @@ pub struct EmbeddedLog {
     heads: sled::Tree,
     meta: sled::Tree,
     head_tx: watch::Sender<u64>,
+    durability: Durability,
     path: String,
+}
+
+/// Makes appends durable, one flush at a time.
+///
+/// sled 0.34's `flush_async` deadlocks when several run at once (spacejam/sled#1308, fixed on
+/// sled's main branch but never released): each flush holds sled's concurrency lock on a thread
+/// of sled's own I/O pool while waiting for buffer writes that queue behind it, and a
+/// transaction waiting for that lock then stops every reader. A fleet of endpoints reconnecting
+/// at once froze a node this way. Here a single `flush` runs at a time, on tokio's blocking pool,
+/// and every append that finished writing while it ran shares the next one (group commit): a
+/// burst of appends costs a few fsyncs, not one each.
+#[derive(Default)]
+struct Durability {
+    /// Appends written to sled's memory so far.
+    written: AtomicU64,
+    /// How many of those the last completed flush covered.
+    flushed: tokio::sync::Mutex<u64>,
+}
+
+impl Durability {
+    /// Returns once everything this caller wrote before calling is on disk.
+    async fn sync(&self, db: &sled::Db) -> Result<(), LogError> {
+        let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= ticket {
+            // A flush that began after our write has finished.
+            return Ok(());
+        }
+        let covers = self.written.load(Ordering::SeqCst);
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || db.flush()).await.map_err(storage)?.map_err(storage)?;
+        *flushed = covers;
+        Ok(())
+    }
 }
 
 /// How long opening a sled store waits for a previous owner in this process (a restarted node,
@@ -53,7 +89,7 @@ impl EmbeddedLog {
         let (log, agg, heads, meta) = (tree("log")?, tree("agg")?, tree("heads")?, tree("meta")?);
         let head = meta.get(HEAD_KEY).map_err(storage)?.map(|v| be_u64(&v)).unwrap_or(0);
         let (head_tx, _) = watch::channel(head);
-        Ok(Self { db, log, agg, heads, meta, head_tx, path: path.display().to_string() })
+        Ok(Self { db, log, agg, heads, meta, head_tx, durability: Durability::default(), path: path.display().to_string() })
     }
 }
 
@@ -118,7 +154,7 @@ impl EventLog for EmbeddedLog {
             Err(TransactionError::Storage(e)) => return Err(storage(e).into()),
         };
         // An audit log must survive a crash: make the append durable before confirming it.
-        self.db.flush_async().await.map_err(storage)?;
+        self.durability.sync(&self.db).await?;
         let last = *positions.last().expect("non-empty batch");
         self.head_tx.send_modify(|h| *h = (*h).max(last));
         Ok(positions)

@@ -20,8 +20,8 @@ async fn jetstream(check: &str) {
 
 macro_rules! both_backends {
     ($($check:ident),* $(,)?) => {
-        mod embedded_log { $( #[tokio::test] async fn $check() { super::embedded(stringify!($check)).await } )* }
-        mod jetstream_log { $( #[tokio::test] async fn $check() { super::jetstream(stringify!($check)).await } )* }
+        mod embedded_log { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $check() { super::embedded(stringify!($check)).await } )* }
+        mod jetstream_log { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $check() { super::jetstream(stringify!($check)).await } )* }
         #[test]
         fn every_conformance_check_is_run() {
             let listed: Vec<&str> = vec![$(stringify!($check)),*];
@@ -41,6 +41,7 @@ both_backends!(
     envelope_fields_survive,
     version_is_the_aggregate_head,
     batches_append_in_order_or_not_at_all,
+    many_appends_in_flight_all_complete,
 );
 
 /// Events written by one JetStreamLog survive a server restart (same store dir), as a cluster's
