@@ -67,11 +67,16 @@ impl Durability {
 /// little after the last handle is dropped.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// sled's page cache per store. Its default, 1 GiB, lets a busy node's memory grow with the
+/// log it has written; the recent tail that appends, version checks and projections touch fits
+/// in far less, and older pages are read back from disk on a replay.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Opens (or creates) a sled store, waiting up to [`LOCK_WAIT`] for its lock.
 pub fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(path).open() {
+        match sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open() {
             // sled reports a held lock as an `Other` I/O error with this text.
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));

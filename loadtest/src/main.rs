@@ -38,6 +38,10 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run only these measurements (comma-separated): single, parallel8, http, open, fairness,
+    /// idle-streams (with the firehose), idle-endpoints. Handy under a profiler.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -52,16 +56,20 @@ enum Role {
     /// (internal) Run a gateway node.
     #[command(hide = true)]
     GatewayNode { data_dir: PathBuf, max_streams: usize },
-    /// (internal) Run the endpoints configured by these files.
+    /// (internal) Run the endpoints installed under this directory.
     #[command(hide = true)]
-    EndpointAgents { configs: Vec<PathBuf> },
+    EndpointAgents { dir: PathBuf },
+    /// (internal) Run a target that holds connections open.
+    #[command(hide = true)]
+    HoldTarget,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match &args.role {
         Some(Role::GatewayNode { data_dir, max_streams }) => roles::run_gateway(data_dir, *max_streams),
-        Some(Role::EndpointAgents { configs }) => roles::run_endpoints(configs),
+        Some(Role::EndpointAgents { dir }) => roles::run_endpoints(dir),
+        Some(Role::HoldTarget) => roles::run_hold_target(),
         Some(Role::Endpoints { count }) => many_endpoints(*count),
         None => benchmark(&args),
     }
@@ -90,8 +98,9 @@ impl Node {
 /// Adds `count` endpoints to `gateway` (16 requests at a time); returns their keys.
 async fn add_endpoints(api: &ApiClient, gateway: &str, prefix: &str, count: usize) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::with_capacity(count);
-    for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
-        let adds = chunk.iter().map(|i| api.add_endpoint(gateway, &format!("{prefix}{i}"), "", "linux"));
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    for chunk in names.chunks(16) {
+        let adds = chunk.iter().map(|name| api.add_endpoint(gateway, name, "", "linux"));
         for added in futures_util::future::join_all(adds).await {
             keys.push(added?["key"].as_str().context("key")?.to_string());
         }
@@ -102,21 +111,23 @@ async fn add_endpoints(api: &ApiClient, gateway: &str, prefix: &str, count: usiz
 /// Starts a process of endpoint agents, one per key; returns it once all are connected, with the
 /// seconds that took.
 fn start_endpoints(node: &NodeInfo, keys: &[String], allowed: &str, dir: &std::path::Path) -> anyhow::Result<(ChildRole, f64)> {
-    let mut configs = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
-        configs.push(endpoint_config(&dir.join(format!("ep{i}")), node, key, allowed, 65_536)?.display().to_string());
+        endpoint_config(&dir.join(format!("ep{i}")), node, key, allowed, 65_536)?;
     }
-    let mut args = vec!["endpoint-agents"];
-    args.extend(configs.iter().map(String::as_str));
-    let mut process = ChildRole::spawn(&args)?;
+    let mut process = ChildRole::spawn(&["endpoint-agents", &dir.display().to_string()])?;
     let line = process.line()?;
     let seconds = line.split_whitespace().nth(2).and_then(|s| s.parse().ok()).context("connected <n> <seconds>")?;
     Ok((process, seconds))
 }
 
 fn benchmark(args: &Args) -> anyhow::Result<()> {
+    roles::raise_fd_limit();
+    let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let d = Duration::from_secs(args.seconds);
-    let node = Node::start(args.idle_streams + 64)?;
+    // The cap is what the idle streams fill, so that the firehose after them is all beyond it.
+    let node = Node::start(args.idle_streams.max(64))?;
+    let mut hold_target = ChildRole::spawn(&["hold-target"])?;
+    let hold: std::net::SocketAddr = hold_target.line()?.parse().context("the hold target's address")?;
     let work = tempfile::tempdir()?;
     let (gateway, key, secret) = actix_rt::System::new().block_on(async {
         let api = node.api();
@@ -128,68 +139,79 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     })?;
     let (endpoint, _) = start_endpoints(&node.info, std::slice::from_ref(&key), "127.0.0.1", work.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut figures = runtime.block_on(async {
-        let (sink, echo, http, hold) = (targets::sink().await, targets::echo().await, targets::http().await, targets::hold().await);
+    let mut f = json!({});
+    runtime.block_on(async {
+        let (sink, echo, http) = (targets::sink().await, targets::echo().await, targets::http().await);
         let tunnel = Route::Socks { proxy: node.info.socks.clone(), endpoint: "bench".into(), secret: secret.clone() };
         let direct = Route::Direct;
 
-        let single = (measure::bulk(&direct, sink, 1, d).await?, measure::bulk(&tunnel, sink, 1, d).await?);
-        let parallel = (measure::bulk(&direct, sink, 8, d).await?, measure::bulk(&tunnel, sink, 8, d).await?);
-        let (direct_rps, direct_lat) = measure::http(&direct, http, 50, d).await?;
-        let (tunnel_rps, tunnel_lat) = measure::http(&tunnel, http, 50, d).await?;
-        let opens = (measure::open_rate(&direct, echo, d).await?, measure::open_rate(&tunnel, echo, d).await?);
-        let fairness = measure::fairness(&tunnel, http, sink, d).await?;
+        if want("single") {
+            let (direct, tunnel) = (measure::bulk(&direct, sink, 1, d).await?, measure::bulk(&tunnel, sink, 1, d).await?);
+            f["single_stream_gbps"] = json!({ "direct": direct, "tunnel": tunnel });
+            f["single_stream_ratio"] = json!(tunnel / direct);
+        }
+        if want("parallel8") {
+            let (direct, tunnel) = (measure::bulk(&direct, sink, 8, d).await?, measure::bulk(&tunnel, sink, 8, d).await?);
+            f["parallel8_gbps"] = json!({ "direct": direct, "tunnel": tunnel });
+            f["parallel8_ratio"] = json!(tunnel / direct);
+        }
+        if want("http") {
+            let (direct_rps, direct_lat) = measure::http(&direct, http, 50, d).await?;
+            let (tunnel_rps, tunnel_lat) = measure::http(&tunnel, http, 50, d).await?;
+            f["http_rps"] = json!({ "direct": direct_rps, "tunnel": tunnel_rps });
+            f["http_rps_ratio"] = json!(tunnel_rps / direct_rps);
+            f["direct_http_p50_ms"] = json!(quantile(&direct_lat, 0.5));
+            f["http_p50_ms"] = json!(quantile(&tunnel_lat, 0.5));
+            f["direct_http_p99_ms"] = json!(quantile(&direct_lat, 0.99));
+            f["http_p99_ms"] = json!(quantile(&tunnel_lat, 0.99));
+        }
+        if want("open") {
+            let (direct, tunnel) = (measure::open_rate(&direct, echo, d).await?, measure::open_rate(&tunnel, echo, d).await?);
+            f["open_rate_per_s"] = json!({ "direct": direct, "tunnel": tunnel });
+            f["open_rate_ratio"] = json!(tunnel / direct);
+        }
+        if want("fairness") {
+            let (alone, beside_bulk) = measure::fairness(&tunnel, http, sink, d).await?;
+            f["fairness_p99_ms"] = json!({ "alone": alone, "beside_bulk": beside_bulk });
+            f["fairness_p99_ratio"] = json!(beside_bulk / alone);
+        }
+        if want("idle-streams") {
+            // What the gateway and the endpoint hold per open, silent stream.
+            let before = node.process.rss_kib() + endpoint.rss_kib();
+            let idle = measure::idle_streams(&tunnel, hold, args.idle_streams).await?;
+            let after = node.process.rss_kib() + endpoint.rss_kib();
+            f["idle_streams"] = json!(args.idle_streams);
+            f["idle_stream_kib"] = json!(after.saturating_sub(before) as f64 / args.idle_streams as f64);
 
-        // Idle streams: what the gateway and the endpoint hold per open, silent stream.
-        let before = node.process.rss_kib() + endpoint.rss_kib();
-        let idle = measure::idle_streams(&tunnel, hold, args.idle_streams).await?;
-        let after = node.process.rss_kib() + endpoint.rss_kib();
-        let idle_stream_kib = after.saturating_sub(before) as f64 / args.idle_streams as f64;
-
-        // A firehose of opens while the endpoint is at its cap: all refused, memory bounded.
-        let rss = node.process.rss_kib();
-        let (refused, firehose_secs) = measure::firehose(&tunnel, hold, args.firehose).await;
-        let firehose_mib = node.process.rss_kib().saturating_sub(rss) as f64 / 1024.0;
-        drop(idle);
-
-        Ok::<_, anyhow::Error>(json!({
-            "single_stream_gbps": { "direct": single.0, "tunnel": single.1 },
-            "single_stream_ratio": single.1 / single.0,
-            "parallel8_gbps": { "direct": parallel.0, "tunnel": parallel.1 },
-            "parallel8_ratio": parallel.1 / parallel.0,
-            "http_rps": { "direct": direct_rps, "tunnel": tunnel_rps },
-            "http_rps_ratio": tunnel_rps / direct_rps,
-            "direct_http_p50_ms": quantile(&direct_lat, 0.5),
-            "http_p50_ms": quantile(&tunnel_lat, 0.5),
-            "direct_http_p99_ms": quantile(&direct_lat, 0.99),
-            "http_p99_ms": quantile(&tunnel_lat, 0.99),
-            "open_rate_per_s": { "direct": opens.0, "tunnel": opens.1 },
-            "open_rate_ratio": opens.1 / opens.0,
-            "fairness_p99_ms": { "alone": fairness.0, "beside_bulk": fairness.1 },
-            "fairness_p99_ratio": fairness.1 / fairness.0,
-            "idle_streams": args.idle_streams,
-            "idle_stream_kib": idle_stream_kib,
-            "firehose_opens": args.firehose,
-            "firehose_refused": refused,
-            "firehose_opens_per_s": args.firehose as f64 / firehose_secs,
-            "firehose_rss_mib": firehose_mib,
-        }))
+            // A firehose of opens while the endpoint is at its cap: all refused, memory bounded.
+            let rss = node.process.rss_kib();
+            let (refused, secs) = measure::firehose(&tunnel, hold, args.firehose).await;
+            f["firehose_opens"] = json!(args.firehose);
+            f["firehose_refused"] = json!(refused);
+            f["firehose_opens_per_s"] = json!(args.firehose as f64 / secs);
+            f["firehose_rss_mib"] = json!(node.process.rss_kib().saturating_sub(rss) as f64 / 1024.0);
+            drop(idle);
+        }
+        Ok::<_, anyhow::Error>(())
     })?;
     drop(endpoint);
+    drop(hold_target);
 
-    // Idle endpoints: what the gateway holds per connected, silent endpoint.
-    let keys = actix_rt::System::new().block_on(add_endpoints(&node.api(), &gateway, "idle", args.idle_endpoints))?;
-    let before = node.process.rss_kib();
-    let (idle_endpoints, connect_secs) = start_endpoints(&node.info, &keys, "127.0.0.1", &work.path().join("idle"))?;
-    let after = node.process.rss_kib();
-    drop(idle_endpoints);
-    figures["idle_endpoints"] = json!(args.idle_endpoints);
-    figures["idle_endpoint_kib"] = json!(after.saturating_sub(before) as f64 / args.idle_endpoints as f64);
-    figures["endpoint_connect_per_s"] = json!(args.idle_endpoints as f64 / connect_secs);
+    if want("idle-endpoints") {
+        // What the gateway holds per connected, silent endpoint.
+        let keys = actix_rt::System::new().block_on(add_endpoints(&node.api(), &gateway, "idle", args.idle_endpoints))?;
+        let before = node.process.rss_kib();
+        let (idle_endpoints, connect_secs) = start_endpoints(&node.info, &keys, "127.0.0.1", &work.path().join("idle"))?;
+        let after = node.process.rss_kib();
+        drop(idle_endpoints);
+        f["idle_endpoints"] = json!(args.idle_endpoints);
+        f["idle_endpoint_kib"] = json!(after.saturating_sub(before) as f64 / args.idle_endpoints as f64);
+        f["endpoint_connect_per_s"] = json!(args.idle_endpoints as f64 / connect_secs);
+    }
 
-    print_table(&figures);
+    print_table(&f);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&f)?)?;
         println!("figures written to {}", path.display());
     }
     Ok(())
@@ -221,16 +243,30 @@ fn many_endpoints(count: usize) -> anyhow::Result<()> {
 
 fn print_table(f: &Value) {
     let n = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    println!("{:<40} {:>12} {:>12} {:>8}", "measurement", "direct", "tunnel", "ratio");
-    let row = |name: &str, d: f64, t: f64, r: f64| println!("{name:<40} {d:>12.2} {t:>12.2} {r:>8.2}");
-    row("single stream (Gbit/s)", n(&f["single_stream_gbps"]["direct"]), n(&f["single_stream_gbps"]["tunnel"]), n(&f["single_stream_ratio"]));
-    row("8 parallel streams (Gbit/s)", n(&f["parallel8_gbps"]["direct"]), n(&f["parallel8_gbps"]["tunnel"]), n(&f["parallel8_ratio"]));
-    row("HTTP 1 KiB, 50 conns (req/s)", n(&f["http_rps"]["direct"]), n(&f["http_rps"]["tunnel"]), n(&f["http_rps_ratio"]));
-    row("HTTP p50 (ms)", n(&f["direct_http_p50_ms"]), n(&f["http_p50_ms"]), n(&f["http_p50_ms"]) / n(&f["direct_http_p50_ms"]));
-    row("HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f["http_p99_ms"]), n(&f["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
-    row("open + 1-byte echo + close (/s)", n(&f["open_rate_per_s"]["direct"]), n(&f["open_rate_per_s"]["tunnel"]), n(&f["open_rate_ratio"]));
-    row("small-request p99 beside a bulk stream (ms)", n(&f["fairness_p99_ms"]["alone"]), n(&f["fairness_p99_ms"]["beside_bulk"]), n(&f["fairness_p99_ratio"]));
-    println!("idle stream: {:.1} KiB (gateway + endpoint, {} streams)", n(&f["idle_stream_kib"]), f["idle_streams"]);
-    println!("idle endpoint: {:.1} KiB at the gateway ({} endpoints, {:.0} connected/s)", n(&f["idle_endpoint_kib"]), f["idle_endpoints"], n(&f["endpoint_connect_per_s"]));
-    println!("firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB", f["firehose_opens"], f["firehose_refused"], n(&f["firehose_opens_per_s"]), n(&f["firehose_rss_mib"]));
+    println!("{:<34} {:>12} {:>12} {:>8}", "measurement", "direct", "tunnel", "ratio");
+    let row = |name: &str, d: f64, t: f64, r: f64| println!("{name:<34} {d:>12.2} {t:>12.2} {r:>8.2}");
+    let pair = |name: &str, key: &str, ratio: &str| {
+        if !f[key].is_null() {
+            row(name, n(&f[key]["direct"]), n(&f[key]["tunnel"]), n(&f[ratio]));
+        }
+    };
+    pair("single stream (Gbit/s)", "single_stream_gbps", "single_stream_ratio");
+    pair("8 parallel streams (Gbit/s)", "parallel8_gbps", "parallel8_ratio");
+    pair("HTTP 1 KiB, 50 conns (req/s)", "http_rps", "http_rps_ratio");
+    if !f["http_rps"].is_null() {
+        row("HTTP p50 (ms)", n(&f["direct_http_p50_ms"]), n(&f["http_p50_ms"]), n(&f["http_p50_ms"]) / n(&f["direct_http_p50_ms"]));
+        row("HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f["http_p99_ms"]), n(&f["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
+    }
+    pair("open + 1-byte echo + close (/s)", "open_rate_per_s", "open_rate_ratio");
+    if !f["fairness_p99_ms"].is_null() {
+        let p = &f["fairness_p99_ms"];
+        println!("fairness: small-request p99 through the tunnel {:.2} ms alone, {:.2} ms beside a bulk stream ({:.2}x)", n(&p["alone"]), n(&p["beside_bulk"]), n(&f["fairness_p99_ratio"]));
+    }
+    if !f["idle_stream_kib"].is_null() {
+        println!("idle stream: {:.1} KiB (gateway + endpoint, {} streams)", n(&f["idle_stream_kib"]), f["idle_streams"]);
+        println!("firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB", f["firehose_opens"], f["firehose_refused"], n(&f["firehose_opens_per_s"]), n(&f["firehose_rss_mib"]));
+    }
+    if !f["idle_endpoint_kib"].is_null() {
+        println!("idle endpoint: {:.1} KiB at the gateway ({} endpoints, {:.0} connected/s)", n(&f["idle_endpoint_kib"]), f["idle_endpoints"], n(&f["endpoint_connect_per_s"]));
+    }
 }

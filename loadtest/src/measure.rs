@@ -1,5 +1,6 @@
 //! The measurements, each run once direct and once through the tunnel by the same code.
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -101,4 +102,28 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// p99 latency (ms) of one keep-alive HTTP client alone, then beside a bulk upload through the
+/// same route: what a scanner's small requests suffer while another stream saturates the link.
+pub async fn fairness(route: &Route, server: SocketAddr, sink: SocketAddr, duration: Duration) -> anyhow::Result<(f64, f64)> {
+    let (_, alone) = http(route, server, 1, duration).await?;
+    let bulk_route = route.clone();
+    // The upload outlasts the latency run so that every request shares the link with it.
+    let upload = tokio::spawn(async move { bulk(&bulk_route, sink, 1, duration + Duration::from_millis(500)).await });
+    let (_, beside) = http(route, server, 1, duration).await?;
+    upload.await??;
+    Ok((quantile(&alone, 0.99), quantile(&beside, 0.99)))
+}
+
+/// Opens `count` streams to `target` (64 at a time) and returns them, open and silent.
+pub async fn idle_streams(route: &Route, target: SocketAddr, count: usize) -> anyhow::Result<Vec<TcpStream>> {
+    stream::iter(0..count).map(|_| route.connect(target)).buffer_unordered(64).try_collect().await
+}
+
+/// Attempts `count` opens (256 at a time); returns how many were refused and the seconds taken.
+pub async fn firehose(route: &Route, target: SocketAddr, count: usize) -> (usize, f64) {
+    let started = Instant::now();
+    let refused = stream::iter(0..count).map(|_| route.connect(target)).buffer_unordered(256).filter(|r| std::future::ready(r.is_err())).count().await;
+    (refused, started.elapsed().as_secs_f64())
 }

@@ -76,3 +76,11 @@ where
     });
     addr
 }
+
+/// Holds each connection open, reading and discarding, until the client closes it.
+pub async fn hold() -> SocketAddr {
+    serve(|mut s| async move {
+        let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+    })
+    .await
+}

@@ -86,10 +86,12 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
         };
         Ok((ws, hello))
     };
-    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await.map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
+    // Boxed, here and below: a future is as large as its largest state, and the TLS and upgrade
+    // states are kilobytes that a connected endpoint's long-lived task would otherwise carry.
+    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake)).await.map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
     let hello = &hello;
 
-    let admitted = match admit(&state, hello, &nonce).await {
+    let admitted = match Box::pin(admit(&state, hello, &nonce)).await {
         Ok(a) => a,
         Err((code, message)) => {
             let _ = send_frame(&mut ws, &Frame::Rejected { code, message: message.clone() }).await;

@@ -1,0 +1,165 @@
+//! The benchmark's other processes: a gateway node and a process of endpoint agents. They run as
+//! children of the benchmark (this same binary, in another role), so the memory the benchmark
+//! reports is theirs alone, not the load generator's.
+
+use anyhow::{bail, Context};
+use ism_endpoint::{Agent, AgentStatus, EndpointConfig};
+use ism_gateway::NodeConfig;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+/// What the gateway child tells the benchmark once it listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub wss: String,
+    pub socks: String,
+    pub http_proxy: String,
+    pub api: String,
+    pub admin_token: String,
+    pub ca_file: PathBuf,
+}
+
+/// Runs a gateway node until standard input closes (the benchmark ends).
+pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let mut config = NodeConfig::local("bench-node", data_dir);
+    config.session.max_streams = max_streams;
+    let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    actix::System::with_tokio_rt(rt).block_on(async move {
+        let node = ism_gateway::start(config).await?;
+        let a = node.addresses;
+        let info = NodeInfo {
+            wss: a.endpoint_wss.to_string(),
+            socks: a.socks.to_string(),
+            http_proxy: a.http_proxy.to_string(),
+            api: a.api.to_string(),
+            admin_token: node.admin_token.clone(),
+            ca_file: node.ca_file.clone().context("a generated CA")?,
+        };
+        announce(&serde_json::to_string(&info)?)?;
+        until_parent_leaves().await?;
+        node.stop().await;
+        Ok(())
+    })
+}
+
+/// Runs one agent per install directory under `dir` (see [`endpoint_config`]); prints
+/// `connected <n> <seconds>` once all are connected, then runs until standard input closes.
+pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        let mut agents = Vec::new();
+        for install in std::fs::read_dir(dir)? {
+            let config = install?.path().join("config/application.properties");
+            agents.push(Agent::new(EndpointConfig::load(&config, &[])?)?.spawn());
+        }
+        for a in &agents {
+            match a.wait_for(Duration::from_secs(600), |s| matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))).await {
+                Ok(AgentStatus::Connected { .. }) => {}
+                other => bail!("an endpoint did not connect: {other:?}"),
+            }
+        }
+        announce(&format!("connected {} {:.3}", agents.len(), started.elapsed().as_secs_f64()))?;
+        until_parent_leaves().await?;
+        for a in &agents {
+            a.stop();
+        }
+        Ok(())
+    })
+}
+
+/// Serves [`targets::hold`](crate::targets::hold) until standard input closes; prints its
+/// address first. It runs apart so that its sockets count against neither the load generator's
+/// descriptor limit nor the memory measured.
+pub fn run_hold_target() -> anyhow::Result<()> {
+    raise_fd_limit();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        announce(&crate::targets::hold().await.to_string())?;
+        until_parent_leaves().await
+    })
+}
+
+/// Tells the parent one line.
+fn announce(line: &str) -> anyhow::Result<()> {
+    println!("{line}");
+    Ok(std::io::stdout().flush()?)
+}
+
+/// Returns when the parent closes our standard input (it ended, or is done with us).
+async fn until_parent_leaves() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(|| std::io::stdin().lock().lines().count()).await?;
+    Ok(())
+}
+
+/// Raises the soft limit on open descriptors to the hard one: ten thousand streams hold ten
+/// thousand sockets in each process, beyond the usual soft limit of 1024.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: both calls only read or write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A child process of this binary, ended when dropped.
+pub struct ChildRole {
+    child: Child,
+    pub stdout: BufReader<ChildStdout>,
+}
+
+impl ChildRole {
+    pub fn spawn(args: &[&str]) -> anyhow::Result<ChildRole> {
+        let mut child = Command::new(std::env::current_exe()?).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
+        Ok(ChildRole { child, stdout })
+    }
+
+    /// The next line the child prints.
+    pub fn line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the child process ended early");
+        }
+        Ok(line.trim().to_string())
+    }
+
+    /// The child's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for ChildRole {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes an endpoint's `config/application.properties` in the install directory `dir`.
+pub fn endpoint_config(dir: &Path, node: &NodeInfo, key: &str, allowed: &str, max_streams: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("config"))?;
+    let path = dir.join("config/application.properties");
+    std::fs::write(
+        &path,
+        format!("token = {key}\ngateway = {}\ngatewayCaFile = {}\nallowedTargets = {allowed}\nmaxStreams = {max_streams}\nstartupAttempts = 0\n", node.wss, node.ca_file.display()),
+    )?;
+    Ok(())
+}
