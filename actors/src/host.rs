@@ -46,6 +46,12 @@ impl Message for FlushTold {
 /// Most told commands recorded in one append.
 const MAX_TOLD_BATCH: usize = 1024;
 
+/// How long told commands gather before they are recorded. Each append is a storage
+/// transaction, and the embedded log pays a disk write per transaction: waiting this long lets
+/// a short stream's opening and closing (and a busy tunnel's many streams) share one. Nobody
+/// waits for a told command, so the delay costs nothing but the delay.
+const TOLD_GATHERING: std::time::Duration = std::time::Duration::from_millis(5);
+
 pub struct AggregateActor<A: Aggregate> {
     id: Uuid,
     log: Arc<dyn EventLog>,
@@ -86,7 +92,7 @@ impl<A: Aggregate + Unpin> Handler<Tell<A>> for AggregateActor<A> {
         self.told.push((msg.command, msg.cause));
         if !self.flush_scheduled {
             self.flush_scheduled = true;
-            ctx.notify(FlushTold);
+            ctx.notify_later(FlushTold, TOLD_GATHERING);
         }
     }
 }

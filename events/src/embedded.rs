@@ -28,36 +28,54 @@ pub struct EmbeddedLog {
     path: String,
 }
 
-/// Makes appends durable, one flush at a time.
+/// Makes appends durable, one flush at a time, at most one every [`FLUSH_SPACING`].
 ///
 /// sled 0.34's `flush_async` deadlocks when several run at once (spacejam/sled#1308, fixed on
 /// sled's main branch but never released): each flush holds sled's concurrency lock on a thread
 /// of sled's own I/O pool while waiting for buffer writes that queue behind it, and a
 /// transaction waiting for that lock then stops every reader. A fleet of endpoints reconnecting
 /// at once froze a node this way. Here a single `flush` runs at a time, on tokio's blocking pool,
-/// and every append that finished writing while it ran shares the next one (group commit): a
-/// burst of appends costs a few fsyncs, not one each.
+/// and every append that finished writing while it ran shares the next one (group commit).
+///
+/// Flushes are also spaced: each one wakes every idle thread of sled's I/O pool, and with a
+/// flush per stream fact a node busy opening streams spent half a core on those wake-ups alone.
+/// An append waits at most [`FLUSH_SPACING`] longer for its flush; after a quiet spell it is
+/// flushed at once.
 #[derive(Default)]
 struct Durability {
     /// Appends written to sled's memory so far.
     written: AtomicU64,
-    /// How many of those the last completed flush covered.
-    flushed: tokio::sync::Mutex<u64>,
+    flushed: tokio::sync::Mutex<Flushed>,
 }
+
+#[derive(Default)]
+struct Flushed {
+    /// How many appends the last completed flush covered.
+    covers: u64,
+    /// When it finished.
+    at: Option<tokio::time::Instant>,
+}
+
+/// Least time between two flushes.
+const FLUSH_SPACING: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl Durability {
     /// Returns once everything this caller wrote before calling is on disk.
     async fn sync(&self, db: &sled::Db) -> Result<(), LogError> {
         let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
         let mut flushed = self.flushed.lock().await;
-        if *flushed >= ticket {
+        if flushed.covers >= ticket {
             // A flush that began after our write has finished.
             return Ok(());
+        }
+        if let Some(at) = flushed.at {
+            // Appends arriving meanwhile queue on the lock and ride on this flush.
+            tokio::time::sleep_until(at + FLUSH_SPACING).await;
         }
         let covers = self.written.load(Ordering::SeqCst);
         let db = db.clone();
         tokio::task::spawn_blocking(move || db.flush()).await.map_err(storage)?.map_err(storage)?;
-        *flushed = covers;
+        *flushed = Flushed { covers, at: Some(tokio::time::Instant::now()) };
         Ok(())
     }
 }

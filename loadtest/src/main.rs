@@ -8,6 +8,7 @@
 //! the memory figures are theirs, not the load generator's.
 
 mod measure;
+mod relay;
 mod roles;
 mod targets;
 
@@ -62,6 +63,13 @@ enum Role {
     /// (internal) Run a target that holds connections open.
     #[command(hide = true)]
     HoldTarget,
+    /// (internal) Run two relays in front of TARGET, with TLS between them or not.
+    #[command(hide = true)]
+    RelayChain {
+        target: std::net::SocketAddr,
+        #[arg(long)]
+        tls: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Some(Role::GatewayNode { data_dir, max_streams }) => roles::run_gateway(data_dir, *max_streams),
         Some(Role::EndpointAgents { dir }) => roles::run_endpoints(dir),
         Some(Role::HoldTarget) => roles::run_hold_target(),
+        Some(Role::RelayChain { target, tls }) => roles::run_relay_chain(*target, *tls),
         Some(Role::Endpoints { count }) => many_endpoints(*count),
         None => benchmark(&args),
     }
@@ -150,6 +159,24 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             f["single_stream_gbps"] = json!({ "direct": direct, "tunnel": tunnel });
             f["single_stream_ratio"] = json!(tunnel / direct);
         }
+        if want("limits") {
+            // The same bulk work through two bare relays, plain and with TLS between them.
+            for (key, tls) in [("relay_chain", None), ("tls_relay_chain", Some("--tls"))] {
+                let chain = |target: std::net::SocketAddr| -> anyhow::Result<(ChildRole, Route)> {
+                    let target = target.to_string();
+                    let mut chain = ChildRole::spawn(&[&["relay-chain", target.as_str()][..], tls.as_slice()].concat())?;
+                    let route = Route::Via(chain.line()?.parse().context("the relay chain's address")?);
+                    Ok((chain, route))
+                };
+                let (_to_sink, route) = chain(sink)?;
+                let (_to_echo, echo_route) = chain(echo)?;
+                f[key] = json!({
+                    "single_gbps": measure::bulk(&route, sink, 1, d).await?,
+                    "parallel8_gbps": measure::bulk(&route, sink, 8, d).await?,
+                    "open_rate_per_s": measure::open_rate(&echo_route, echo, d).await?,
+                });
+            }
+        }
         if want("parallel8") {
             let (direct, tunnel) = (measure::bulk(&direct, sink, 8, d).await?, measure::bulk(&tunnel, sink, 8, d).await?);
             f["parallel8_gbps"] = json!({ "direct": direct, "tunnel": tunnel });
@@ -169,11 +196,17 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             let (direct, tunnel) = (measure::open_rate(&direct, echo, d).await?, measure::open_rate(&tunnel, echo, d).await?);
             f["open_rate_per_s"] = json!({ "direct": direct, "tunnel": tunnel });
             f["open_rate_ratio"] = json!(tunnel / direct);
+            let phases = measure::open_phases(&node.info.socks, "bench", &secret, echo, d).await?;
+            f["open_phases_us"] = json!({ "tcp_connect": phases[0], "socks_methods": phases[1], "socks_auth": phases[2], "socks_connect": phases[3], "first_echo": phases[4] });
         }
         if want("fairness") {
             let (alone, beside_bulk) = measure::fairness(&tunnel, http, sink, d).await?;
             f["fairness_p99_ms"] = json!({ "alone": alone, "beside_bulk": beside_bulk });
             f["fairness_p99_ratio"] = json!(beside_bulk / alone);
+            // The same on loopback alone: what the machine's scheduling costs small requests
+            // while a bulk transfer keeps the cores busy.
+            let (alone, beside_bulk) = measure::fairness(&direct, http, sink, d).await?;
+            f["direct_fairness_p99_ms"] = json!({ "alone": alone, "beside_bulk": beside_bulk });
         }
         if want("idle-streams") {
             // What the gateway and the endpoint hold per open, silent stream.
@@ -252,15 +285,31 @@ fn print_table(f: &Value) {
     };
     pair("single stream (Gbit/s)", "single_stream_gbps", "single_stream_ratio");
     pair("8 parallel streams (Gbit/s)", "parallel8_gbps", "parallel8_ratio");
+
     pair("HTTP 1 KiB, 50 conns (req/s)", "http_rps", "http_rps_ratio");
     if !f["http_rps"].is_null() {
         row("HTTP p50 (ms)", n(&f["direct_http_p50_ms"]), n(&f["http_p50_ms"]), n(&f["http_p50_ms"]) / n(&f["direct_http_p50_ms"]));
         row("HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f["http_p99_ms"]), n(&f["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
     }
     pair("open + 1-byte echo + close (/s)", "open_rate_per_s", "open_rate_ratio");
+    for (key, name) in [("relay_chain", "two plain relays"), ("tls_relay_chain", "two relays, TLS between")] {
+        if !f[key].is_null() {
+            println!("limit, {name} instead of the tunnel:");
+            for (limit, measured, direct) in [("single_gbps", "single stream", "single_stream_gbps"), ("parallel8_gbps", "8 parallel streams", "parallel8_gbps"), ("open_rate_per_s", "open + echo + close", "open_rate_per_s")] {
+                let (limit, direct) = (n(&f[key][limit]), n(&f[direct]["direct"]));
+                row(&format!("  {measured}"), direct, limit, limit / direct);
+            }
+        }
+    }
+    if let Some(phases) = f["open_phases_us"].as_object() {
+        let parts: Vec<String> = phases.iter().map(|(k, v)| format!("{k} {:.0}", n(v))).collect();
+        println!("  an open through the tunnel, in µs: {}", parts.join(", "));
+    }
     if !f["fairness_p99_ms"].is_null() {
         let p = &f["fairness_p99_ms"];
         println!("fairness: small-request p99 through the tunnel {:.2} ms alone, {:.2} ms beside a bulk stream ({:.2}x)", n(&p["alone"]), n(&p["beside_bulk"]), n(&f["fairness_p99_ratio"]));
+        let p = &f["direct_fairness_p99_ms"];
+        println!("          on loopback without the tunnel {:.2} ms alone, {:.2} ms beside a bulk stream ({:.2}x)", n(&p["alone"]), n(&p["beside_bulk"]), n(&p["beside_bulk"]) / n(&p["alone"]));
     }
     if !f["idle_stream_kib"].is_null() {
         println!("idle stream: {:.1} KiB (gateway + endpoint, {} streams)", n(&f["idle_stream_kib"]), f["idle_streams"]);

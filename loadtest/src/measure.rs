@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 #[derive(Clone)]
 pub enum Route {
     Direct,
+    /// Through a relay at this address that forwards to whatever target it serves.
+    Via(SocketAddr),
     Socks { proxy: String, endpoint: String, secret: String },
 }
 
@@ -17,6 +19,7 @@ impl Route {
     pub async fn connect(&self, target: SocketAddr) -> anyhow::Result<TcpStream> {
         let s = match self {
             Route::Direct => TcpStream::connect(target).await?,
+            Route::Via(relay) => TcpStream::connect(relay).await?,
             Route::Socks { proxy, endpoint, secret } => ism_cli::scanner::connect(proxy, endpoint, secret, &target.ip().to_string(), target.port()).await?,
         };
         s.set_nodelay(true)?;
@@ -126,4 +129,46 @@ pub async fn firehose(route: &Route, target: SocketAddr, count: usize) -> (usize
     let started = Instant::now();
     let refused = stream::iter(0..count).map(|_| route.connect(target)).buffer_unordered(256).filter(|r| std::future::ready(r.is_err())).count().await;
     (refused, started.elapsed().as_secs_f64())
+}
+
+/// Where a sequential open's time goes through the SOCKS5 ingress: mean microseconds for the TCP
+/// connect, the method exchange, the authentication, the CONNECT (the stream opened through the
+/// tunnel and the target connected), and a 1-byte echo on the new stream.
+pub async fn open_phases(proxy: &str, endpoint: &str, secret: &str, echo: SocketAddr, duration: Duration) -> anyhow::Result<[f64; 5]> {
+    let mut sums = [0f64; 5];
+    let mut n = 0u32;
+    let started = Instant::now();
+    let mut auth = vec![1, endpoint.len() as u8];
+    auth.extend_from_slice(endpoint.as_bytes());
+    auth.push(secret.len() as u8);
+    auth.extend_from_slice(secret.as_bytes());
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&echo.port().to_be_bytes());
+    while started.elapsed() < duration {
+        let mut t = Instant::now();
+        let mut lap = |sums: &mut [f64; 5], i: usize| {
+            sums[i] += t.elapsed().as_secs_f64() * 1e6;
+            t = Instant::now();
+        };
+        let mut s = TcpStream::connect(proxy).await?;
+        s.set_nodelay(true)?;
+        lap(&mut sums, 0);
+        let mut reply = [0u8; 10];
+        s.write_all(&[5, 1, 2]).await?;
+        s.read_exact(&mut reply[..2]).await?;
+        lap(&mut sums, 1);
+        s.write_all(&auth).await?;
+        s.read_exact(&mut reply[..2]).await?;
+        anyhow::ensure!(reply[..2] == [1, 0], "authentication refused");
+        lap(&mut sums, 2);
+        s.write_all(&request).await?;
+        s.read_exact(&mut reply).await?;
+        anyhow::ensure!(reply[1] == 0, "CONNECT refused with code {}", reply[1]);
+        lap(&mut sums, 3);
+        s.write_all(b"!").await?;
+        s.read_exact(&mut reply[..1]).await?;
+        lap(&mut sums, 4);
+        n += 1;
+    }
+    Ok(sums.map(|s| s / f64::from(n.max(1))))
 }

@@ -84,6 +84,16 @@ pub fn run_hold_target() -> anyhow::Result<()> {
     })
 }
 
+/// Runs the two-relay chain of [`crate::relay`] in front of `target` until standard input
+/// closes; prints its address first. Apart from the load generator, as the tunnel's hops are.
+pub fn run_relay_chain(target: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
+    raise_fd_limit();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+        announce(&crate::relay::chain(target, tls).await?.to_string())?;
+        until_parent_leaves().await
+    })
+}
+
 /// Tells the parent one line.
 fn announce(line: &str) -> anyhow::Result<()> {
     println!("{line}");

@@ -118,7 +118,22 @@ pub(crate) enum Control {
 #[derive(Clone)]
 pub(crate) struct Lanes {
     pub control: mpsc::UnboundedSender<Control>,
-    pub ordered: mpsc::Sender<Bytes>,
+    pub ordered: mpsc::Sender<Outgoing>,
+}
+
+/// An encoded frame for the ordered queue. A data frame carries its stream's turn, released when
+/// the writer takes the frame: each stream has at most one data frame waiting, so the frames of
+/// a small request interleave with a bulk transfer's instead of queuing behind all of them.
+pub(crate) struct Outgoing {
+    pub frame: Bytes,
+    /// Held, not read: dropping it gives the stream its turn back.
+    pub _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl From<Bytes> for Outgoing {
+    fn from(frame: Bytes) -> Self {
+        Outgoing { frame, _turn: None }
+    }
 }
 
 struct Shared {
@@ -247,7 +262,7 @@ impl Closer {
 async fn writer<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
     mut prio: mpsc::Receiver<Frame>,
-    mut ordered: mpsc::Receiver<Bytes>,
+    mut ordered: mpsc::Receiver<Outgoing>,
     mut closed: watch::Receiver<Option<CloseReason>>,
     closer: Closer,
 ) where
@@ -261,14 +276,14 @@ async fn writer<S>(
                 biased;
                 _ = closed.changed() => return Ok(()),
                 Some(f) = prio.recv() => f.encode(),
-                Some(b) = ordered.recv() => b,
+                Some(o) = ordered.recv() => o.frame,
             };
             sink.feed(Message::Binary(first)).await?;
             for _ in 1..BATCH {
                 let next = match prio.try_recv() {
                     Ok(f) => f.encode(),
                     Err(_) => match ordered.try_recv() {
-                        Ok(b) => b,
+                        Ok(o) => o.frame,
                         Err(_) => break,
                     },
                 };

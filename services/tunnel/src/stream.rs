@@ -6,7 +6,7 @@
 //! the peer.
 
 use crate::credit::SendCredit;
-use crate::session::{Control, Lanes, OpenStreamError};
+use crate::session::{Control, Lanes, OpenStreamError, Outgoing};
 use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{Frame, OpenFailure, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN};
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// What the driver hands a stream's downstream pump.
@@ -54,6 +54,8 @@ pub struct TunnelStream {
     lanes: Lanes,
     inbound: mpsc::UnboundedReceiver<Inbound>,
     credit: Arc<SendCredit>,
+    /// One permit: this stream's place in the ordered queue (see [`Outgoing`]).
+    turn: Arc<Semaphore>,
     settled: bool,
     /// Bytes moved so far, kept here so a cancelled splice still reports them.
     sent: u64,
@@ -62,7 +64,7 @@ pub struct TunnelStream {
 
 impl TunnelStream {
     pub(crate) fn new(id: StreamId, lanes: Lanes, inbound: mpsc::UnboundedReceiver<Inbound>, credit: Arc<SendCredit>) -> Self {
-        Self { id, lanes, inbound, credit, settled: false, sent: 0, received: 0 }
+        Self { id, lanes, inbound, credit, turn: Arc::new(Semaphore::new(1)), settled: false, sent: 0, received: 0 }
     }
 
     pub fn id(&self) -> StreamId {
@@ -105,9 +107,9 @@ impl TunnelStream {
     }
 
     async fn pump(&mut self, rd: OwnedReadHalf, wr: OwnedWriteHalf, initial: Bytes) -> SpliceReport {
-        let Self { id, lanes, inbound, credit, sent, received, .. } = self;
+        let Self { id, lanes, inbound, credit, turn, sent, received, .. } = self;
         let end = {
-            let up = upstream(*id, rd, initial, credit, lanes, sent);
+            let up = upstream(*id, rd, initial, Sending { credit, turn, lanes }, sent);
             let down = downstream(*id, wr, inbound, &lanes.control, received);
             tokio::pin!(up, down);
             let (mut up_done, mut down_done) = (false, false);
@@ -139,7 +141,7 @@ impl TunnelStream {
         let (_, inbound) = mpsc::unbounded_channel();
         let inbound = std::mem::replace(&mut self.inbound, inbound);
         let reader = StreamReader { id: self.id, control: self.lanes.control.clone(), inbound };
-        let writer = StreamWriter { id: self.id, lanes: self.lanes.clone(), credit: self.credit.clone() };
+        let writer = StreamWriter { id: self.id, lanes: self.lanes.clone(), credit: self.credit.clone(), turn: self.turn.clone() };
         (reader, writer)
     }
 
@@ -166,21 +168,41 @@ impl Drop for TunnelStream {
     }
 }
 
-/// Socket -> tunnel. Waits for the socket to be readable *before* taking credit and a buffer, so
-/// an idle stream holds neither.
-async fn upstream(id: StreamId, rd: OwnedReadHalf, mut initial: Bytes, credit: &SendCredit, lanes: &Lanes, sent: &mut u64) -> Result<(), StreamEnd> {
+/// What a stream needs to send: credit from the peer, its turn in the queue, the queue.
+struct Sending<'a> {
+    credit: &'a SendCredit,
+    turn: &'a Arc<Semaphore>,
+    lanes: &'a Lanes,
+}
+
+impl Sending<'_> {
+    /// Waits for this stream's turn, then for credit; returns both (the credit: at most `max`
+    /// bytes). `None` once the stream is closed.
+    async fn reserve(&self, max: usize) -> Option<(OwnedSemaphorePermit, usize)> {
+        let turn = self.turn.clone().acquire_owned().await.ok()?;
+        Some((turn, self.credit.take(max).await?))
+    }
+
+    async fn send(&self, frame: Bytes, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
+        self.lanes.ordered.send(Outgoing { frame, _turn: Some(turn) }).await.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
+    }
+}
+
+/// Socket -> tunnel. Waits for the socket to be readable *before* taking its turn, credit and a
+/// buffer, so an idle stream holds none of them.
+async fn upstream(id: StreamId, rd: OwnedReadHalf, mut initial: Bytes, out: Sending<'_>, sent: &mut u64) -> Result<(), StreamEnd> {
     let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
     while !initial.is_empty() {
-        let Some(allowed) = credit.take(initial.len().min(MAX_DATA_LEN)).await else {
+        let Some((turn, allowed)) = out.reserve(initial.len().min(MAX_DATA_LEN)).await else {
             return Err(closed());
         };
         let chunk = initial.split_to(allowed);
-        lanes.ordered.send(Frame::Data { stream: id, payload: chunk }.encode()).await.map_err(|_| closed())?;
+        out.send(Frame::Data { stream: id, payload: chunk }.encode(), turn).await?;
         *sent += allowed as u64;
     }
     loop {
         rd.readable().await.map_err(socket_error)?;
-        let Some(allowed) = credit.take(MAX_DATA_LEN).await else {
+        let Some((turn, allowed)) = out.reserve(MAX_DATA_LEN).await else {
             return Err(closed());
         };
         let mut buf = BytesMut::with_capacity(HEADER_LEN + allowed);
@@ -188,21 +210,21 @@ async fn upstream(id: StreamId, rd: OwnedReadHalf, mut initial: Bytes, credit: &
         let n = match rd.try_read_buf(&mut (&mut buf).limit(allowed)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let _ = credit.grant(allowed as u32);
+                let _ = out.credit.grant(allowed as u32);
                 continue;
             }
             Err(e) => return Err(socket_error(e)),
         };
         if n < allowed {
-            let _ = credit.grant((allowed - n) as u32);
+            let _ = out.credit.grant((allowed - n) as u32);
         }
         if n == 0 {
-            lanes.ordered.send(Frame::Fin { stream: id }.encode()).await.map_err(|_| closed())?;
-            let _ = lanes.control.send(Control::LocalFin { stream: id });
+            out.send(Frame::Fin { stream: id }.encode(), turn).await?;
+            let _ = out.lanes.control.send(Control::LocalFin { stream: id });
             return Ok(());
         }
         write_data_header(&mut buf, id);
-        lanes.ordered.send(buf.freeze()).await.map_err(|_| closed())?;
+        out.send(buf.freeze(), turn).await?;
         *sent += n as u64;
     }
 }
@@ -264,23 +286,28 @@ pub struct StreamWriter {
     id: StreamId,
     lanes: Lanes,
     credit: Arc<SendCredit>,
+    turn: Arc<Semaphore>,
 }
 
 impl StreamWriter {
-    /// Sends `data`, waiting for credit as needed.
+    fn sending(&self) -> Sending<'_> {
+        Sending { credit: &self.credit, turn: &self.turn, lanes: &self.lanes }
+    }
+
+    /// Sends `data`, waiting for its turn and credit as needed.
     pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamEnd> {
-        let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
+        let out = self.sending();
         while !data.is_empty() {
-            let n = self.credit.take(data.len().min(MAX_DATA_LEN)).await.ok_or_else(closed)?;
+            let (turn, n) = out.reserve(data.len().min(MAX_DATA_LEN)).await.ok_or(StreamEnd::Reset(ResetReason::SessionClosed))?;
             let payload = data.split_to(n);
-            self.lanes.ordered.send(Frame::Data { stream: self.id, payload }.encode()).await.map_err(|_| closed())?;
+            out.send(Frame::Data { stream: self.id, payload }.encode(), turn).await?;
         }
         Ok(())
     }
 
     /// Ends this side (half-close): the peer's reader sees the end.
     pub async fn finish(&mut self) -> Result<(), StreamEnd> {
-        self.lanes.ordered.send(Frame::Fin { stream: self.id }.encode()).await.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))?;
+        self.lanes.ordered.send(Frame::Fin { stream: self.id }.encode().into()).await.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))?;
         let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
         Ok(())
     }
@@ -320,7 +347,7 @@ impl IncomingStream {
         let (reply, rx) = oneshot::channel();
         parts.lanes.control.send(Control::Accept { stream: parts.id, reply }).map_err(|_| OpenStreamError::SessionClosed)?;
         let ok = rx.await.ok().flatten().ok_or(OpenStreamError::SessionClosed)?;
-        parts.lanes.ordered.send(ok.encode()).await.map_err(|_| OpenStreamError::SessionClosed)?;
+        parts.lanes.ordered.send(ok.encode().into()).await.map_err(|_| OpenStreamError::SessionClosed)?;
         Ok(parts)
     }
 

@@ -22,6 +22,15 @@ pub(super) struct Tx<'a> {
 
 pub(super) const CHECKPOINT: &[u8] = b"checkpoint";
 
+/// How finely a gateway's last activity is kept. It feeds a rule counted in months, and
+/// rewriting the gateway's row for every stream would cost a storage transaction per stream.
+pub(super) const ACTIVITY_RESOLUTION_MS: i64 = 60_000;
+
+/// Whether a stream opened at `t` moves a last activity of `last` (by a minute or more).
+pub(super) fn activity_advances(last: i64, t: i64) -> bool {
+    t >= last.saturating_add(ACTIVITY_RESOLUTION_MS)
+}
+
 pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(v).expect("views always encode")
 }
@@ -201,7 +210,11 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
         // A scanner stream is the activity that keeps a gateway alive.
         Event::StreamOpened { .. } => {
             if let Some(tv) = get::<TunnelView>(tx.tunnels, key)? {
-                update(tx.gateways, tv.gateway.as_bytes(), |g: &mut GatewayView| g.last_activity_ms = g.last_activity_ms.max(t))?;
+                update(tx.gateways, tv.gateway.as_bytes(), |g: &mut GatewayView| {
+                    if activity_advances(g.last_activity_ms, t) {
+                        g.last_activity_ms = t;
+                    }
+                })?;
             }
         }
         Event::StreamRefused { .. } | Event::StreamClosed { .. } => {}
