@@ -3,7 +3,14 @@
 //! The receiver grants the sender a window of bytes when the stream opens. Every byte received
 //! uses credit; credit comes back only when the application has *consumed* bytes (written them to
 //! the target or scanner socket), so a slow consumer throttles exactly its own stream and no other.
-//! Credit is returned in batches of at least half a window, which keeps `Window` frames rare.
+//! Credit is returned in batches of at least half of what the stream holds, which keeps `Window`
+//! frames rare.
+//!
+//! The credit a stream holds (its *allowance*) follows a target the session sets at each grant:
+//! every byte of credit a bulk stream holds can sit in the shared link ahead of another stream's
+//! request, so a stream that shares the link is held to a smaller allowance than one alone
+//! (see [`crate::table`]). Shrinking withholds consumed bytes instead of granting them back;
+//! growing grants more than was consumed. The window advertised at open is the ceiling.
 
 /// A sender exceeded the credit it was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -16,7 +23,10 @@ pub struct FlowViolation {
 /// Receive window of one stream.
 #[derive(Debug, Clone)]
 pub struct RecvWindow {
+    /// The window advertised at open: the most this stream is ever allowed.
     window: u32,
+    /// Credit this stream currently holds in total: `peer_credit + buffered + unacked`.
+    allowance: u64,
     /// Bytes the peer may still send before it must wait for a `Window` frame.
     peer_credit: u64,
     /// Bytes received and consumed locally but not yet granted back.
@@ -27,7 +37,8 @@ pub struct RecvWindow {
 
 impl RecvWindow {
     pub fn new(window: u32) -> Self {
-        Self { window, peer_credit: u64::from(window), unacked: 0, buffered: 0 }
+        let window64 = u64::from(window);
+        Self { window, allowance: window64, peer_credit: window64, unacked: 0, buffered: 0 }
     }
 
     /// Accounts for `len` received bytes; refuses them if they exceed the peer's credit.
@@ -41,20 +52,30 @@ impl RecvWindow {
     }
 
     /// Accounts for `len` bytes the application consumed; returns the increment to grant back
-    /// when enough has accumulated. Consuming more than was buffered is clamped (a driver bug
-    /// must not mint credit).
-    pub fn on_consumed(&mut self, len: usize) -> Option<u32> {
+    /// when enough has accumulated, steering the allowance towards `target` (clamped to
+    /// `1..=window`). Consuming more than was buffered is clamped (a driver bug must not mint
+    /// credit).
+    pub fn on_consumed(&mut self, len: usize, target: u32) -> Option<u32> {
         let len = (len as u64).min(self.buffered);
         self.buffered -= len;
         self.unacked += len;
-        if self.unacked * 2 >= u64::from(self.window) && self.unacked > 0 {
-            let inc = self.unacked;
-            self.unacked = 0;
-            self.peer_credit += inc;
-            Some(inc as u32)
-        } else {
-            None
+        // Half of the allowance, not of the target: once everything is consumed the batch is
+        // due whatever the target, so a stream never waits on credit it will not be given.
+        if self.unacked == 0 || self.unacked * 2 < self.allowance {
+            return None;
         }
+        let target = u64::from(target.clamp(1, self.window));
+        let still_out = self.peer_credit + self.buffered;
+        self.unacked = 0;
+        if still_out >= target {
+            // Shrinking: what was consumed is withheld.
+            self.allowance = still_out;
+            return None;
+        }
+        let increment = target - still_out;
+        self.peer_credit += increment;
+        self.allowance = target;
+        Some(increment as u32)
     }
 
     /// Bytes received but not yet consumed: what this stream currently holds in memory.
@@ -71,10 +92,15 @@ impl RecvWindow {
         self.window
     }
 
+    /// Credit this stream holds in total (at most the window).
+    pub fn allowance(&self) -> u64 {
+        self.allowance
+    }
+
     /// The invariant every operation preserves: credit, buffered and unacknowledged bytes always
-    /// add up to the window. Exposed for property tests.
+    /// add up to the allowance, which never exceeds the window. Exposed for property tests.
     pub fn is_consistent(&self) -> bool {
-        self.peer_credit + self.buffered + self.unacked == u64::from(self.window)
+        self.peer_credit + self.buffered + self.unacked == self.allowance && self.allowance <= u64::from(self.window)
     }
 }
 
@@ -87,9 +113,26 @@ mod tests {
     fn credit_returns_in_half_window_batches() {
         let mut w = RecvWindow::new(100);
         w.on_data(60).unwrap();
-        assert_eq!(w.on_consumed(30), None);
-        assert_eq!(w.on_consumed(30), Some(60));
+        assert_eq!(w.on_consumed(30, 100), None);
+        assert_eq!(w.on_consumed(30, 100), Some(60));
         assert_eq!(w.peer_credit(), 100);
+    }
+
+    #[test]
+    fn a_smaller_target_withholds_and_a_larger_one_grants_extra() {
+        let mut w = RecvWindow::new(100);
+        w.on_data(100).unwrap();
+        // 50 consumed, 50 still buffered: the target of 40 is already met, nothing is granted.
+        assert_eq!(w.on_consumed(50, 40), None);
+        assert_eq!(w.allowance(), 50);
+        // Everything consumed: the batch is due, and brings the allowance to the target.
+        assert_eq!(w.on_consumed(50, 40), Some(40));
+        assert_eq!(w.allowance(), 40);
+        w.on_data(40).unwrap();
+        // Alone again: half of the allowance consumed grants up to the full window.
+        assert_eq!(w.on_consumed(20, 100), Some(80));
+        assert_eq!((w.allowance(), w.peer_credit()), (100, 80));
+        assert!(w.is_consistent());
     }
 
     #[test]
@@ -100,17 +143,24 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the targets, the books balance, nothing beyond the window is held, and a
+        /// stream is never stuck: either the peer holds credit or there is data left to consume
+        /// (whose consumption will grant it).
         #[test]
-        fn any_sequence_keeps_the_window_consistent(ops in proptest::collection::vec((any::<bool>(), 0usize..5000), 0..200), window in 1u32..100_000) {
+        fn any_sequence_keeps_the_window_consistent_and_live(
+            ops in proptest::collection::vec((any::<bool>(), 0usize..5000, 0u32..120_000), 0..200),
+            window in 1u32..100_000,
+        ) {
             let mut w = RecvWindow::new(window);
-            for (is_data, n) in ops {
+            for (is_data, n, target) in ops {
                 if is_data {
                     let _ = w.on_data(n);
                 } else {
-                    let _ = w.on_consumed(n);
+                    let _ = w.on_consumed(n, target);
                 }
                 prop_assert!(w.is_consistent());
                 prop_assert!(w.buffered() <= u64::from(window));
+                prop_assert!(w.peer_credit() > 0 || w.buffered() > 0);
             }
         }
     }
