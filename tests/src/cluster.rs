@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Which event log the node runs on.
 #[derive(Clone)]
@@ -238,6 +238,43 @@ pub async fn echo_server() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A loopback target that reads and discards everything until the client finishes sending (it
+/// holds each connection open until then); returns its address.
+pub async fn sink_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut s, &mut tokio::io::sink()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a stream to `127.0.0.1:target_port` through the SOCKS5 ingress at `socks` as scanner
+/// of `endpoint`, the whole exchange in one write; returns the reply code (255 if none came
+/// within 10 s) and the stream.
+pub async fn socks_open(socks: &str, endpoint: &str, secret: &str, target_port: u16) -> (u8, Option<TcpStream>) {
+    let Ok(mut s) = TcpStream::connect(socks).await else { return (255, None) };
+    let mut msg = vec![5, 1, 2, 1, endpoint.len() as u8];
+    msg.extend_from_slice(endpoint.as_bytes());
+    msg.push(secret.len() as u8);
+    msg.extend_from_slice(secret.as_bytes());
+    msg.extend_from_slice(&[5, 1, 0, 1, 127, 0, 0, 1]);
+    msg.extend_from_slice(&target_port.to_be_bytes());
+    if s.write_all(&msg).await.is_err() {
+        return (255, None);
+    }
+    // Method choice (2 bytes), authentication status (2), CONNECT reply (10, code second).
+    let mut reply = [0u8; 14];
+    match tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut reply)).await {
+        Ok(Ok(_)) => (reply[5], Some(s)),
+        _ => (255, None),
+    }
 }
 
 /// A loopback HTTP server answering every request with `body`; returns its address.

@@ -1,48 +1,16 @@
 //! Admission control: beyond an endpoint's stream cap, scanners get a fast, clear refusal instead
 //! of queued memory, and a firehose of opens leaves the gateway's memory bounded.
 
-use ism_tests::cluster::{connected, open_fds, provision, rss_kib, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{connected, open_fds, provision, rss_kib, sink_server, socks_open, Backend, TestMachine, TestNode};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A target that holds each connection open until the client has finished sending.
-async fn holding_server() -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut sink = Vec::new();
-                let _ = s.read_to_end(&mut sink).await;
-            });
-        }
-    });
-    addr
-}
-
-/// The whole SOCKS5 exchange in one write; returns the reply code (or 255 if none came).
-async fn socks_open(socks: &str, secret: &str, target_port: u16) -> (u8, Option<TcpStream>) {
-    let Ok(mut s) = TcpStream::connect(socks).await else { return (255, None) };
-    let mut msg = vec![5, 1, 2, 1, 3, b'd', b'c', b'1', secret.len() as u8];
-    msg.extend_from_slice(secret.as_bytes());
-    msg.extend_from_slice(&[5, 1, 0, 1, 127, 0, 0, 1]);
-    msg.extend_from_slice(&target_port.to_be_bytes());
-    if s.write_all(&msg).await.is_err() {
-        return (255, None);
-    }
-    let mut reply = [0u8; 14];
-    match tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut reply)).await {
-        Ok(Ok(_)) => (reply[5], Some(s)),
-        _ => (255, None),
-    }
-}
 
 #[actix::test]
 async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounded() {
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| c.session.max_streams = 32);
     let p = provision(&node.api(), "dc1").await;
-    let target = holding_server().await;
+    let target = sink_server().await;
     let machine = TestMachine::new();
     let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", target.port()));
     connected(&agent).await;
@@ -51,13 +19,13 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
     // Fill the cap with streams that stay open.
     let mut open = Vec::new();
     for _ in 0..32 {
-        let (code, s) = socks_open(&socks, &p.scanner_secret, target.port()).await;
+        let (code, s) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
         assert_eq!(code, 0, "streams within the cap open");
         open.push(s.unwrap());
     }
     // The next one is refused with general failure (0x01), fast.
     let started = Instant::now();
-    let (code, _) = socks_open(&socks, &p.scanner_secret, target.port()).await;
+    let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
     assert_eq!(code, 1);
     assert!(started.elapsed() < Duration::from_secs(1), "the refusal took {:?}", started.elapsed());
 
@@ -73,7 +41,7 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
         workers.push(tokio::task::spawn_local(async move {
             let mut refused = 0usize;
             for _ in 0..250 {
-                if socks_open(&socks, &secret, port).await.0 == 1 {
+                if socks_open(&socks, "dc1", &secret, port).await.0 == 1 {
                     refused += 1;
                 }
             }
@@ -95,7 +63,7 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
         assert!(Instant::now() < deadline, "streams left open: {}", node.state.sessions.open_streams());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (code, _) = socks_open(&socks, &p.scanner_secret, target.port()).await;
+    let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
     assert_eq!(code, 0);
     assert!(open_fds() <= fds_before + 8, "file descriptors leaked: {} before, {} after", fds_before, open_fds());
     agent.stop();
