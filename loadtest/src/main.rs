@@ -105,9 +105,9 @@ impl Node {
 }
 
 /// Adds `count` endpoints to `gateway` (16 requests at a time); returns their keys.
-async fn add_endpoints(api: &ApiClient, gateway: &str, prefix: &str, count: usize) -> anyhow::Result<Vec<String>> {
+async fn add_endpoints(api: &ApiClient, gateway: &str, count: usize) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::with_capacity(count);
-    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i}")).collect();
+    let names: Vec<String> = (0..count).map(|i| format!("sim{i}")).collect();
     for chunk in names.chunks(16) {
         let adds = chunk.iter().map(|name| api.add_endpoint(gateway, name, "", "linux"));
         for added in futures_util::future::join_all(adds).await {
@@ -138,13 +138,13 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     let mut hold_target = ChildRole::spawn(&["hold-target"])?;
     let hold: std::net::SocketAddr = hold_target.line()?.parse().context("the hold target's address")?;
     let work = tempfile::tempdir()?;
-    let (gateway, key, secret) = actix_rt::System::new().block_on(async {
+    let (key, secret) = actix_rt::System::new().block_on(async {
         let api = node.api();
         let gw = api.create_gateway("bench", "").await?;
         let gw = gw["id"].as_str().context("gateway id")?.to_string();
         let added = api.add_endpoint(&gw, "bench", "", "linux").await?;
         let secret = api.issue_scanner_credential(&gw, "bench").await?["secret"].as_str().context("secret")?.to_string();
-        Ok::<_, anyhow::Error>((gw, added["key"].as_str().context("key")?.to_string(), secret))
+        Ok::<_, anyhow::Error>((added["key"].as_str().context("key")?.to_string(), secret))
     })?;
     let (endpoint, _) = start_endpoints(&node.info, std::slice::from_ref(&key), "127.0.0.1", work.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -230,16 +230,13 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     drop(endpoint);
     drop(hold_target);
 
+    drop(node);
+
     if want("idle-endpoints") {
-        // What the gateway holds per connected, silent endpoint.
-        let keys = actix_rt::System::new().block_on(add_endpoints(&node.api(), &gateway, "idle", args.idle_endpoints))?;
-        let before = node.process.rss_kib();
-        let (idle_endpoints, connect_secs) = start_endpoints(&node.info, &keys, "127.0.0.1", &work.path().join("idle"))?;
-        let after = node.process.rss_kib();
-        drop(idle_endpoints);
+        let e = connect_endpoints(args.idle_endpoints)?;
         f["idle_endpoints"] = json!(args.idle_endpoints);
-        f["idle_endpoint_kib"] = json!(after.saturating_sub(before) as f64 / args.idle_endpoints as f64);
-        f["endpoint_connect_per_s"] = json!(args.idle_endpoints as f64 / connect_secs);
+        f["idle_endpoint_kib"] = json!(e.kib_per_endpoint());
+        f["endpoint_connect_per_s"] = json!(e.connected_per_s);
     }
 
     print_table(&f);
@@ -250,26 +247,51 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn many_endpoints(count: usize) -> anyhow::Result<()> {
+/// What connecting many silent endpoints to one node cost.
+struct EndpointFigures {
+    count: usize,
+    connected_per_s: f64,
+    gateway_kib_before: u64,
+    gateway_kib_after: u64,
+    agents_kib: u64,
+}
+
+impl EndpointFigures {
+    /// Gateway RSS growth per connected endpoint.
+    fn kib_per_endpoint(&self) -> f64 {
+        self.gateway_kib_after.saturating_sub(self.gateway_kib_before) as f64 / self.count as f64
+    }
+}
+
+/// Adds `count` endpoints to a fresh node (a node that served the other measurements has freed
+/// heap that new sessions would reuse, hiding their cost), then connects them all from one
+/// process of agents and reads the node's RSS before and after.
+fn connect_endpoints(count: usize) -> anyhow::Result<EndpointFigures> {
     let node = Node::start(64)?;
     let work = tempfile::tempdir()?;
     let started = Instant::now();
     let keys = actix_rt::System::new().block_on(async {
         let api = node.api();
         let gw = api.create_gateway("many", "").await?;
-        add_endpoints(&api, gw["id"].as_str().context("gateway id")?, "sim", count).await
+        add_endpoints(&api, gw["id"].as_str().context("gateway id")?, count).await
     })?;
-    println!("added {count} endpoints through the API in {:.1} s", started.elapsed().as_secs_f64());
-    let before = node.process.rss_kib();
-    let (endpoints, secs) = start_endpoints(&node.info, &keys, "127.0.0.1", work.path())?;
-    let after = node.process.rss_kib();
+    eprintln!("added {count} endpoints through the API in {:.1} s", started.elapsed().as_secs_f64());
+    let gateway_kib_before = node.process.rss_kib();
+    let (agents, secs) = start_endpoints(&node.info, &keys, "127.0.0.1", work.path())?;
+    let gateway_kib_after = node.process.rss_kib();
+    Ok(EndpointFigures { count, connected_per_s: count as f64 / secs, gateway_kib_before, gateway_kib_after, agents_kib: agents.rss_kib() })
+}
+
+fn many_endpoints(count: usize) -> anyhow::Result<()> {
+    let e = connect_endpoints(count)?;
     println!(
-        "{count} endpoints connected in {secs:.1} s ({:.0}/s); gateway RSS {} MiB -> {} MiB: {:.1} KiB per endpoint; endpoint process {} MiB",
-        count as f64 / secs,
-        before / 1024,
-        after / 1024,
-        after.saturating_sub(before) as f64 / count as f64,
-        endpoints.rss_kib() / 1024
+        "{count} endpoints connected in {:.1} s ({:.0}/s); gateway RSS {} MiB -> {} MiB: {:.1} KiB per endpoint; endpoint process {} MiB",
+        count as f64 / e.connected_per_s,
+        e.connected_per_s,
+        e.gateway_kib_before / 1024,
+        e.gateway_kib_after / 1024,
+        e.kib_per_endpoint(),
+        e.agents_kib / 1024
     );
     Ok(())
 }
