@@ -39,8 +39,9 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these measurements (comma-separated): single, parallel8, http, open, fairness,
-    /// idle-streams (with the firehose), idle-endpoints. Handy under a profiler.
+    /// Run only these measurements (comma-separated): single, parallel8, http, open, limits (the
+    /// relay chains), fairness, idle-streams (with the firehose), idle-endpoints. Handy under a
+    /// profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     #[command(subcommand)]
