@@ -7,6 +7,7 @@
 //! The gateway node and the endpoints run as child processes (this binary in other roles), so
 //! the memory figures are theirs, not the load generator's.
 
+mod anchor;
 mod measure;
 mod relay;
 mod roles;
@@ -44,6 +45,10 @@ struct Args {
     /// profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also measure rathole (TLS transport) with the same work in the same run: the path to its
+    /// binary (`cargo install rathole`; not needed for anything else).
+    #[arg(long)]
+    rathole: Option<PathBuf>,
     #[command(subcommand)]
     role: Option<Role>,
 }
@@ -161,7 +166,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             f["single_stream_ratio"] = json!(tunnel / direct);
         }
         if want("limits") {
-            // The same bulk work through two bare relays, plain and with TLS between them.
+            // The same work through two bare relays, plain and with TLS between them.
             for (key, tls) in [("relay_chain", None), ("tls_relay_chain", Some("--tls"))] {
                 let chain = |target: std::net::SocketAddr| -> anyhow::Result<(ChildRole, Route)> {
                     let target = target.to_string();
@@ -171,9 +176,13 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
                 };
                 let (_to_sink, route) = chain(sink)?;
                 let (_to_echo, echo_route) = chain(echo)?;
+                let (_to_http, http_route) = chain(http)?;
+                let (http_rps, http_lat) = measure::http(&http_route, http, 50, d).await?;
                 f[key] = json!({
                     "single_gbps": measure::bulk(&route, sink, 1, d).await?,
                     "parallel8_gbps": measure::bulk(&route, sink, 8, d).await?,
+                    "http_rps": http_rps,
+                    "http_p99_ms": quantile(&http_lat, 0.99),
                     "open_rate_per_s": measure::open_rate(&echo_route, echo, d).await?,
                 });
             }
@@ -208,6 +217,24 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             // while a bulk transfer keeps the cores busy.
             let (alone, beside_bulk) = measure::fairness(&direct, http, sink, d).await?;
             f["direct_fairness_p99_ms"] = json!({ "alone": alone, "beside_bulk": beside_bulk });
+        }
+        if let Some(bin) = &args.rathole {
+            // The same work through an open tunnel that does not multiplex, for comparison.
+            let rathole = anchor::Rathole::start(bin, &[sink, echo, http, hold], 1).await?;
+            let [to_sink, to_echo, to_http, to_hold] = [0, 1, 2, 3].map(|i| Route::Via(rathole.services[i]));
+            let (http_rps, http_lat) = measure::http(&to_http, http, 50, d).await?;
+            let rss = rathole.rss_kib();
+            let idle = measure::idle_streams(&to_hold, hold, args.idle_streams).await?;
+            let idle_kib = rathole.rss_kib().saturating_sub(rss) as f64 / args.idle_streams as f64;
+            drop(idle);
+            f["rathole"] = json!({
+                "single_gbps": measure::bulk(&to_sink, sink, 1, d).await?,
+                "parallel8_gbps": measure::bulk(&to_sink, sink, 8, d).await?,
+                "http_rps": http_rps,
+                "http_p99_ms": quantile(&http_lat, 0.99),
+                "open_rate_per_s": measure::open_rate(&to_echo, echo, d).await?,
+                "idle_connection_kib": idle_kib,
+            });
         }
         if want("idle-streams") {
             // What the gateway and the endpoint hold per open, silent stream.
@@ -315,13 +342,19 @@ fn print_table(f: &Value) {
         row("HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f["http_p99_ms"]), n(&f["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
     }
     pair("open + 1-byte echo + close (/s)", "open_rate_per_s", "open_rate_ratio");
-    for (key, name) in [("relay_chain", "two plain relays"), ("tls_relay_chain", "two relays, TLS between")] {
+    for (key, name) in [("relay_chain", "limit, two plain relays"), ("tls_relay_chain", "limit, two relays, TLS between"), ("rathole", "rathole 0.5 (TLS)")] {
         if !f[key].is_null() {
-            println!("limit, {name} instead of the tunnel:");
-            for (limit, measured, direct) in [("single_gbps", "single stream", "single_stream_gbps"), ("parallel8_gbps", "8 parallel streams", "parallel8_gbps"), ("open_rate_per_s", "open + echo + close", "open_rate_per_s")] {
+            println!("{name} instead of the tunnel:");
+            for (limit, measured, direct) in [
+                ("single_gbps", "single stream", "single_stream_gbps"),
+                ("parallel8_gbps", "8 parallel streams", "parallel8_gbps"),
+                ("http_rps", "HTTP 1 KiB, 50 conns", "http_rps"),
+                ("open_rate_per_s", "open + echo + close", "open_rate_per_s"),
+            ] {
                 let (limit, direct) = (n(&f[key][limit]), n(&f[direct]["direct"]));
                 row(&format!("  {measured}"), direct, limit, limit / direct);
             }
+            row("  HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f[key]["http_p99_ms"]), n(&f[key]["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
         }
     }
     if let Some(phases) = f["open_phases_us"].as_object() {
@@ -336,6 +369,9 @@ fn print_table(f: &Value) {
     }
     if !f["idle_stream_kib"].is_null() {
         println!("idle stream: {:.1} KiB (gateway + endpoint, {} streams)", n(&f["idle_stream_kib"]), f["idle_streams"]);
+        if !f["rathole"].is_null() {
+            println!("  rathole: {:.1} KiB per idle connection (server + client)", n(&f["rathole"]["idle_connection_kib"]));
+        }
         println!("firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB", f["firehose_opens"], f["firehose_refused"], n(&f["firehose_opens_per_s"]), n(&f["firehose_rss_mib"]));
     }
     if !f["idle_endpoint_kib"].is_null() {
