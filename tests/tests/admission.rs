@@ -3,8 +3,6 @@
 
 use ism_tests::cluster::{connected, open_fds, provision, rss_kib, sink_server, socks_open, Backend, TestMachine, TestNode};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 #[actix::test]
 async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounded() {
