@@ -22,8 +22,23 @@ pub enum TunnelCommand {
     Open { endpoint: Uuid, gateway: Uuid, node: String, machine: String, remote_addr: String, agent_version: String },
     RecordStreamOpened { stream: u32, target: String, scanner: String },
     RecordStreamRefused { target: String, scanner: String, reason: String },
+    /// Refusals counted after a recorded `StreamRefused` of the same kind (see
+    /// `Event::StreamRefusalsRepeated`).
+    RecordStreamRefusalsRepeated(RepeatedRefusals),
     RecordStreamClosed { stream: u32, sent: u64, received: u64, end: String },
     Close { reason: String },
+}
+
+/// What the gateway counted of one kind of refusal over one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepeatedRefusals {
+    pub scanner: String,
+    pub reason: String,
+    pub count: u64,
+    pub targets: Vec<String>,
+    pub other_targets: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +101,21 @@ impl Aggregate for Tunnel {
                 existed()?;
                 Event::StreamRefused { target: target.clone(), scanner: scanner.clone(), reason: reason.clone() }
             }
+            TunnelCommand::RecordStreamRefusalsRepeated(r) => {
+                existed()?;
+                if r.count == 0 {
+                    return Ok(None);
+                }
+                Event::StreamRefusalsRepeated {
+                    scanner: r.scanner.clone(),
+                    reason: r.reason.clone(),
+                    count: r.count,
+                    targets: r.targets.clone(),
+                    other_targets: r.other_targets,
+                    first_ms: r.first_ms,
+                    last_ms: r.last_ms,
+                }
+            }
             TunnelCommand::RecordStreamClosed { stream, sent, received, end } => {
                 existed()?;
                 Event::StreamClosed { stream: *stream, sent: *sent, received: *received, end: end.clone() }
@@ -132,5 +162,25 @@ mod tests {
         assert!(given::<Tunnel>(&[opened(), closed.clone()]).handle(&cmd, 0).is_ok());
         let end = TunnelCommand::RecordStreamClosed { stream: 1, sent: 1, received: 2, end: "reset".into() };
         assert!(given::<Tunnel>(&[opened(), closed]).handle(&end, 0).is_ok());
+    }
+
+    #[test]
+    fn counted_refusals_are_recorded_once_and_an_empty_count_not_at_all() {
+        let counted = |count| {
+            TunnelCommand::RecordStreamRefusalsRepeated(RepeatedRefusals {
+                scanner: "credential:zap".into(),
+                reason: "stream limit reached".into(),
+                count,
+                targets: vec!["10.0.0.1:80".into()],
+                other_targets: 0,
+                first_ms: 5,
+                last_ms: 9,
+            })
+        };
+        let t: Tunnel = given(&[opened()]);
+        let ev = t.handle(&counted(41), 0).unwrap().unwrap();
+        assert!(matches!(ev, Event::StreamRefusalsRepeated { count: 41, first_ms: 5, last_ms: 9, .. }), "{ev:?}");
+        assert_eq!(t.handle(&counted(0), 0).unwrap(), None);
+        assert!(given::<Tunnel>(&[]).handle(&counted(1), 0).is_err());
     }
 }

@@ -18,14 +18,21 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
     Ok(rmp_serde::to_vec_named(envelope)?)
 }
 
+/// Just the catalogue version of an encoded envelope: read before the rest, because an event
+/// from a newer catalogue may not decode at all here (an unknown variant).
+#[derive(serde::Deserialize)]
+struct SchemaOnly {
+    schema: u16,
+}
+
 /// Decodes an envelope of this or an older schema version.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
-    let envelope: Envelope = rmp_serde::from_slice(bytes)?;
-    if envelope.schema > SCHEMA_VERSION {
-        return Err(CodecError::FromTheFuture { found: envelope.schema });
+    let SchemaOnly { schema } = rmp_serde::from_slice(bytes)?;
+    if schema > SCHEMA_VERSION {
+        return Err(CodecError::FromTheFuture { found: schema });
     }
-    // Schema 1 is the first: nothing to upcast yet.
-    Ok(envelope)
+    // Versions 1 and 2 differ only by an added event: nothing to upcast yet.
+    Ok(rmp_serde::from_slice(bytes)?)
 }
 
 #[cfg(test)]
@@ -60,6 +67,34 @@ mod tests {
         e.schema = SCHEMA_VERSION + 1;
         let err = decode(&encode(&e).unwrap()).unwrap_err();
         assert!(err.to_string().contains("upgrade this node"), "{err}");
+    }
+
+    /// What a node of a newer build may write: an event this build has never heard of.
+    #[test]
+    fn an_unknown_event_from_a_newer_catalogue_asks_for_an_upgrade() {
+        #[derive(serde::Serialize)]
+        struct Future {
+            id: Uuid,
+            aggregate: AggregateId,
+            sequence: u64,
+            time_ms: i64,
+            schema: u16,
+            event: std::collections::BTreeMap<&'static str, u8>,
+        }
+        let future = Future { id: Uuid::new_v4(), aggregate: AggregateId::tunnel(Uuid::new_v4()), sequence: 1, time_ms: 0, schema: SCHEMA_VERSION + 1, event: [("StreamTeleported", 1)].into() };
+        let err = decode(&rmp_serde::to_vec_named(&future).unwrap()).unwrap_err();
+        assert!(matches!(err, CodecError::FromTheFuture { .. }), "{err}");
+    }
+
+    /// Events keep the catalogue version that introduced them, so older nodes still read them.
+    #[test]
+    fn each_envelope_carries_the_version_that_introduced_its_event() {
+        let old = Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 1, 0, Cause::default(), Event::TunnelClosed { reason: "r".into() });
+        assert_eq!(old.schema, 1);
+        let repeated = Event::StreamRefusalsRepeated { scanner: "s".into(), reason: "busy".into(), count: 3, targets: vec!["a:1".into()], other_targets: 0, first_ms: 1, last_ms: 2 };
+        let new = Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 2, 0, Cause::default(), repeated);
+        assert_eq!(new.schema, 2);
+        assert_eq!(decode(&encode(&new).unwrap()).unwrap(), new);
     }
 
     #[test]

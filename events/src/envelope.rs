@@ -1,6 +1,6 @@
 //! The envelope every event travels in, and the identity of the aggregate it belongs to.
 
-use crate::event::{Event, SCHEMA_VERSION};
+use crate::event::Event;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
@@ -75,7 +75,7 @@ pub struct Envelope {
     /// Who made the change: a user or token name, a node, an endpoint.
     #[serde(default)]
     pub actor: Option<String>,
-    /// Catalogue version the event was written with.
+    /// Catalogue version that introduced the event ([`Event::schema`]).
     pub schema: u16,
     pub event: Event,
 }
@@ -106,7 +106,7 @@ impl Envelope {
             causation: cause.causation,
             trace: cause.trace,
             actor: cause.actor,
-            schema: SCHEMA_VERSION,
+            schema: event.schema(),
             event,
         }
     }

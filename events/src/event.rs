@@ -8,8 +8,12 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Version of the event catalogue written into every envelope.
-pub const SCHEMA_VERSION: u16 = 1;
+/// Newest version of the event catalogue this build reads and writes. Each envelope carries the
+/// version that introduced its event ([`Event::schema`]), so a node of an older build refuses
+/// only the events it cannot read, with "upgrade this node", and keeps reading the rest.
+///
+/// 1: the first catalogue. 2: `StreamRefusalsRepeated`.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Operating system of the machine an endpoint runs on, as chosen in the configure wizard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -178,6 +182,11 @@ pub enum Event {
     StreamOpened { stream: u32, target: String, scanner: String },
     /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
     StreamRefused { target: String, scanner: String, reason: String },
+    /// More refusals like a `StreamRefused` just recorded (same scanner, same `reason` class),
+    /// counted over a short window instead of recorded one by one, so that a scanner opening in
+    /// a loop cannot fill the log. `targets` holds the first distinct targets, `other_targets`
+    /// how many more distinct ones there were; `first_ms`..`last_ms` is when they happened.
+    StreamRefusalsRepeated { scanner: String, reason: String, count: u64, targets: Vec<String>, other_targets: u64, first_ms: i64, last_ms: i64 },
     /// A scanner stream ended.
     StreamClosed { stream: u32, sent: u64, received: u64, end: String },
     /// The session ended.
@@ -185,6 +194,14 @@ pub enum Event {
 }
 
 impl Event {
+    /// The catalogue version that introduced this event: what its envelope is written with.
+    pub fn schema(&self) -> u16 {
+        match self {
+            Event::StreamRefusalsRepeated { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// A short stable name, for logs, audit output and metrics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -213,6 +230,7 @@ impl Event {
             Event::TunnelOpened { .. } => "TunnelOpened",
             Event::StreamOpened { .. } => "StreamOpened",
             Event::StreamRefused { .. } => "StreamRefused",
+            Event::StreamRefusalsRepeated { .. } => "StreamRefusalsRepeated",
             Event::StreamClosed { .. } => "StreamClosed",
             Event::TunnelClosed { .. } => "TunnelClosed",
         }

@@ -1,8 +1,23 @@
 //! Admission control: beyond an endpoint's stream cap, scanners get a fast, clear refusal instead
-//! of queued memory, and a firehose of opens leaves the gateway's memory bounded.
+//! of queued memory, and a firehose of opens leaves the gateway's memory and its log bounded,
+//! while the log still accounts for every refusal.
 
+use ism_events::{AggregateId, Event};
 use ism_tests::cluster::{connected, open_fds, provision, rss_kib, sink_server, socks_open, Backend, TestMachine, TestNode};
 use std::time::{Duration, Instant};
+
+/// The refusals a tunnel's log records: (events, refusals they account for).
+async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) {
+    let events = node.state.log.read_aggregate(&AggregateId::tunnel(tunnel)).await.unwrap();
+    events.iter().fold((0, 0), |(n, total), r| match &r.envelope.event {
+        Event::StreamRefused { .. } => (n + 1, total + 1),
+        Event::StreamRefusalsRepeated { count, targets, .. } => {
+            assert!(!targets.is_empty() && targets.len() <= ism_gateway::refusals::LISTED_TARGETS, "{targets:?}");
+            (n + 1, total + count)
+        }
+        _ => (n, total),
+    })
+}
 
 #[actix::test]
 async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounded() {
@@ -54,6 +69,22 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
     println!("firehose: 50000 opens in {elapsed:?} ({:.0}/s), {refused} refused at the cap, RSS growth {growth_mib} MiB", 50_000.0 / elapsed.as_secs_f64());
     assert_eq!(refused, 50_000, "every open beyond the cap is refused");
     assert!(growth_mib < 256, "the firehose grew memory by {growth_mib} MiB");
+
+    // The log accounts for all 50 001 refusals (the one before the firehose too), once the last
+    // counting window is over, in a handful of events: two per second of firehose at most.
+    let tunnel = node.state.sessions.get(p.endpoint.parse().unwrap()).expect("the endpoint's session").tunnel;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (events, accounted) = loop {
+        let (events, accounted) = recorded_refusals(&node, tunnel).await;
+        if accounted >= 50_001 || Instant::now() > deadline {
+            break (events, accounted);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("the log holds {events} refusal events for {accounted} refusals");
+    assert_eq!(accounted, 50_001, "every refusal is accounted for in the log");
+    let bound = 2 * (elapsed.as_secs() as usize + 2);
+    assert!(events <= bound, "{events} refusal events for a {elapsed:?} firehose (at most {bound})");
     // The streams within the cap still work, and sockets are not leaked.
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(10);

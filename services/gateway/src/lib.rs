@@ -6,6 +6,7 @@
 //! - [`socks5`] and [`http_proxy`]: the scanner ingresses (their protocols, without I/O, are the
 //!   `ism-ingress-proto` crate), around [`scanner_stream`], the path they share;
 //! - [`scanner_auth`]: which scanner may reach which endpoint;
+//! - [`refusals`]: refused streams recorded without letting a loop of opens fill the log;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).
 //!
@@ -19,6 +20,7 @@ pub mod api;
 pub mod http_proxy;
 pub mod listener;
 pub mod node;
+pub mod refusals;
 pub mod scanner_auth;
 pub mod scanner_stream;
 pub mod sessions;

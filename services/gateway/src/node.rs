@@ -113,6 +113,7 @@ impl RunningNode {
             t.abort();
         }
         self.state.sessions.close_all("gateway node shutting down");
+        self.state.refusals.record_all();
         self.api.stop(true).await;
     }
 }
@@ -195,6 +196,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         key_secret,
         sessions: Default::default(),
         streams: Default::default(),
+        refusals: Default::default(),
         admin_token_hash: hash_secret(&admin_token),
         addresses,
         ws_path: config.ws_path.clone(),

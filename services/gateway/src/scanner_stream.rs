@@ -1,9 +1,11 @@
 //! One scanner stream, whichever ingress it came through (SOCKS5 or HTTP proxy): access checked,
 //! the stream registered for enforcement and checked again, the endpoint's session found, the
-//! stream opened through it, and every outcome recorded on the tunnel. The ingresses only speak
+//! stream opened through it, and every outcome recorded on the tunnel (refusals through the
+//! [`RefusalLedger`](crate::refusals::RefusalLedger)). The ingresses only speak
 //! their protocol around it.
 
-use crate::access::{stream_allowed, Refusal, StreamGuard};
+use crate::access::{stream_allowed, Refusal as AccessRefusal, StreamGuard};
+use crate::refusals::Refusal;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::state::NodeState;
 use actix::Addr;
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum NotOpened {
     #[error("access refused: {0}")]
-    Access(#[from] Refusal),
+    Access(#[from] AccessRefusal),
     #[error("endpoint {0} is not connected to this gateway")]
     EndpointOffline(String),
     #[error("stream to {target} refused: {error}")]
@@ -62,8 +64,16 @@ pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target:
             Ok(OpenedStream { stream, stop, _registered: registered, recorder, cause })
         }
         Err(error) => {
-            let command = TunnelCommand::RecordStreamRefused { target: target_text.clone(), scanner: scanner.audit_name(), reason: error.to_string() };
-            recorder.do_send(Tell { command, cause });
+            state.refusals.refused(Refusal {
+                tunnel: live.tunnel,
+                recorder: &recorder,
+                scanner: scanner.audit_name(),
+                target: target_text.clone(),
+                class: error.class(),
+                reason: error.to_string(),
+                cause,
+                now_ms: state.clock.now_ms(),
+            });
             Err(NotOpened::Open { target: target_text, error })
         }
     }

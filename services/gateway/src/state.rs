@@ -1,6 +1,7 @@
 //! What one gateway node shares between its listeners and its API.
 
 use crate::access::ActiveStreams;
+use crate::refusals::RefusalLedger;
 use crate::sessions::Sessions;
 use ism_actors::credentials::KeySecret;
 use ism_actors::endpoint::Endpoint;
@@ -32,6 +33,8 @@ pub struct NodeState {
     pub sessions: Sessions,
     /// Scanner streams running through this node, for enforcing access while they run.
     pub streams: ActiveStreams,
+    /// Refused scanner streams being counted before they are recorded.
+    pub refusals: RefusalLedger,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     pub addresses: Addresses,

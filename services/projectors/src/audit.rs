@@ -155,6 +155,16 @@ impl Timeline {
             Event::TunnelOpened { node, remote_addr, agent_version, .. } => format!("{} connected to node {node} from {remote_addr} (version {agent_version})", tunnel_ep()),
             Event::StreamOpened { stream, target, scanner } => format!("{}: stream {stream} to {target} for {scanner}", tunnel_ep()),
             Event::StreamRefused { target, scanner, reason } => format!("{}: stream to {target} for {scanner} refused: {reason}", tunnel_ep()),
+            Event::StreamRefusalsRepeated { scanner, reason, count, targets, other_targets, first_ms, last_ms } => {
+                let others = if *other_targets > 0 { format!(" and {other_targets} to other targets") } else { String::new() };
+                format!(
+                    "{}: {count} more streams for {scanner} refused ({reason}) from {} to {}: to {}{others}",
+                    tunnel_ep(),
+                    format_time(*first_ms),
+                    format_time(*last_ms),
+                    targets.join(", ")
+                )
+            }
             Event::StreamClosed { stream, sent, received, end } => format!("{}: stream {stream} closed ({end}; {sent} bytes up, {received} down)", tunnel_ep()),
             Event::TunnelClosed { reason } => format!("{} disconnected: {reason}", tunnel_ep()),
             Event::UserCreated { name, role } => format!("created user {name:?} as {}", role.as_str()),
@@ -207,5 +217,27 @@ mod tests {
         assert_eq!(recs.iter().filter_map(|r| by_bob.push(r)).count(), 1);
         let mut window = Timeline::new(AuditFilter { since_ms: Some(1_000), until_ms: Some(3_000), ..Default::default() });
         assert_eq!(recs.iter().filter_map(|r| window.push(r)).map(|e| e.position).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn counted_refusals_read_as_one_line_with_their_count_and_targets() {
+        let tun = Uuid::new_v4();
+        let event = Event::StreamRefusalsRepeated {
+            scanner: "credential:zap".into(),
+            reason: "the endpoint's stream limit is reached".into(),
+            count: 12_344,
+            targets: vec!["10.0.0.1:80".into(), "10.0.0.2:80".into()],
+            other_targets: 3,
+            first_ms: 1_764_000_000_000,
+            last_ms: 1_764_000_000_999,
+        };
+        let rec = Recorded { position: 7, envelope: Envelope::new(AggregateId::tunnel(tun), 3, 1_764_000_001_000, Cause::by("credential:zap"), event) };
+        let entry = Timeline::new(AuditFilter::default()).push(&rec).unwrap();
+        assert_eq!(entry.event, "StreamRefusalsRepeated");
+        assert_eq!(
+            entry.summary,
+            "an endpoint: 12344 more streams for credential:zap refused (the endpoint's stream limit is reached) \
+             from 2025-11-24 16:00:00.000Z to 2025-11-24 16:00:00.999Z: to 10.0.0.1:80, 10.0.0.2:80 and 3 to other targets"
+        );
     }
 }

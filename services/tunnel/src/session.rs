@@ -105,6 +105,29 @@ pub enum OpenStreamError {
     SessionClosed,
 }
 
+impl OpenStreamError {
+    /// The kind of failure in a few words, the same for every failure of that kind (the
+    /// message of a refusal may name the target): what refusals are counted by.
+    pub fn class(&self) -> &'static str {
+        match self {
+            OpenStreamError::Refused { reason, .. } => match reason {
+                OpenFailure::General => "refused by the endpoint",
+                OpenFailure::NotAllowed => "not allowed by the endpoint's allowlist",
+                OpenFailure::NetworkUnreachable => "network unreachable from the endpoint",
+                OpenFailure::HostUnreachable => "host unreachable from the endpoint",
+                OpenFailure::ConnectionRefused => "connection refused by the target",
+                OpenFailure::TimedOut => "the target did not answer in time",
+                OpenFailure::Busy => "the endpoint is at its stream capacity",
+            },
+            OpenStreamError::Local(OpenError::LimitReached(_)) => "the endpoint's stream limit is reached",
+            OpenStreamError::Local(OpenError::IdsExhausted) => "the tunnel's stream ids are exhausted",
+            OpenStreamError::TimedOut(_) => "no answer from the endpoint in time",
+            OpenStreamError::Reset(_) => "reset while opening",
+            OpenStreamError::SessionClosed => "the tunnel closed",
+        }
+    }
+}
+
 pub(crate) enum Control {
     Open { target: TargetAddr, reply: oneshot::Sender<Result<TunnelStream, OpenStreamError>> },
     Accept { stream: StreamId, reply: oneshot::Sender<Option<Frame>> },
