@@ -9,7 +9,9 @@ use crate::aggregate::{execute, execute_batch, Aggregate, CommandError, Executed
 use actix::prelude::*;
 use ism_events::{Cause, Clock, EventLog};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A command for the aggregate hosted by the receiving actor.
@@ -26,10 +28,11 @@ impl<A: Aggregate> Message for Execute<A> {
 
 /// A command whose outcome nobody waits for (recording what the data path did). Commands told
 /// by one caller are recorded in the order they were told, batched into one append with the
-/// others that arrived meanwhile; refusals are logged.
-pub struct Tell<A: Aggregate> {
-    pub command: A::Command,
-    pub cause: Cause,
+/// others that arrived meanwhile; refusals are logged. Sent through a [`Recorder`], which counts
+/// it until it is recorded.
+struct Tell<A: Aggregate> {
+    command: A::Command,
+    cause: Cause,
 }
 
 impl<A: Aggregate> Message for Tell<A> {
@@ -59,6 +62,8 @@ pub struct AggregateActor<A: Aggregate> {
     cached: Option<Loaded<A>>,
     told: Vec<(A::Command, Cause)>,
     flush_scheduled: bool,
+    /// Told commands of this node's actors of this kind not yet recorded (see [`Recorder`]).
+    unrecorded: Arc<AtomicUsize>,
 }
 
 impl<A: Aggregate + Unpin> Actor for AggregateActor<A> {
@@ -114,6 +119,8 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
         let work = async move { execute_batch::<A>(&*log, &*clock, id, cached, &batch).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(move |(cached, result), actor, _| {
             actor.cached = cached;
+            // Recorded or refused, these are settled: nobody will record them later.
+            actor.unrecorded.fetch_sub(take, Ordering::AcqRel);
             match result {
                 Ok(refusals) => {
                     for e in refusals.into_iter().flatten() {
@@ -126,23 +133,45 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
     }
 }
 
+/// Tells one aggregate's actor what the data path did, without waiting. Holding it keeps the
+/// actor alive until what it was told is recorded, even if its node forgot the aggregate.
+pub struct Recorder<A: Aggregate + Unpin> {
+    addr: Addr<AggregateActor<A>>,
+    unrecorded: Arc<AtomicUsize>,
+}
+
+impl<A: Aggregate + Unpin> Clone for Recorder<A> {
+    fn clone(&self) -> Self {
+        Self { addr: self.addr.clone(), unrecorded: self.unrecorded.clone() }
+    }
+}
+
+impl<A: Aggregate + Unpin> Recorder<A> {
+    /// Queues `command` in call order; it is counted as unrecorded until its batch is appended.
+    pub fn tell(&self, command: A::Command, cause: Cause) {
+        self.unrecorded.fetch_add(1, Ordering::AcqRel);
+        self.addr.do_send(Tell { command, cause });
+    }
+}
+
 /// This node's actors for one kind of aggregate, started on demand.
 pub struct NodeActors<A: Aggregate + Unpin> {
     arbiter: ArbiterHandle,
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     actors: Mutex<HashMap<Uuid, Addr<AggregateActor<A>>>>,
+    unrecorded: Arc<AtomicUsize>,
 }
 
 impl<A: Aggregate + Unpin> NodeActors<A> {
     /// Actors are started on `arbiter` (the actix system thread of the node).
     pub fn new(arbiter: ArbiterHandle, log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Self {
-        Self { arbiter, log, clock, actors: Mutex::new(HashMap::new()) }
+        Self { arbiter, log, clock, actors: Mutex::new(HashMap::new()), unrecorded: Arc::new(AtomicUsize::new(0)) }
     }
 
     fn start(&self, id: Uuid) -> Addr<AggregateActor<A>> {
-        let (log, clock) = (self.log.clone(), self.clock.clone());
-        AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor { id, log, clock, cached: None, told: Vec::new(), flush_scheduled: false })
+        let (log, clock, unrecorded) = (self.log.clone(), self.clock.clone(), self.unrecorded.clone());
+        AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor { id, log, clock, cached: None, told: Vec::new(), flush_scheduled: false, unrecorded })
     }
 
     /// The actor for aggregate `id`, started if this node has none yet.
@@ -165,17 +194,35 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
             .map_err(|e| CommandError::Unavailable(e.to_string()))?
     }
 
-    /// The actor of aggregate `id` if this node hosts one; otherwise a new one that this node does
-    /// not keep, which stops once its last address is dropped. For callers that hold the address
-    /// while they record facts about an aggregate that may be forgotten meanwhile.
-    pub fn recorder(&self, id: Uuid) -> Addr<AggregateActor<A>> {
+    /// A recorder for aggregate `id`: its hosted actor, or else a new one that this node does not
+    /// keep, which stops once its last recorder is dropped. For callers that record facts about an
+    /// aggregate that may be forgotten meanwhile (a stream outliving its session).
+    pub fn recorder(&self, id: Uuid) -> Recorder<A> {
         let hosted = self.actors.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        hosted.unwrap_or_else(|| self.start(id))
+        Recorder { addr: hosted.unwrap_or_else(|| self.start(id)), unrecorded: self.unrecorded.clone() }
     }
 
     /// Sends a command to aggregate `id` without waiting: it is queued in call order.
     pub fn tell(&self, id: Uuid, command: A::Command, cause: Cause) {
-        self.actor(id).do_send(Tell { command, cause });
+        Recorder { addr: self.actor(id), unrecorded: self.unrecorded.clone() }.tell(command, cause);
+    }
+
+    /// Told commands not yet recorded (appended, or refused by their aggregate).
+    pub fn unrecorded(&self) -> usize {
+        self.unrecorded.load(Ordering::Acquire)
+    }
+
+    /// Waits until everything told so far is recorded, for at most `within`; whether it was. A
+    /// stopping node calls this so that what its streams did is not lost with the process.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while self.unrecorded() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Forgets the actor of a finished aggregate; it stops once its queued commands are done.

@@ -56,7 +56,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let args = Args::parse();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
@@ -82,7 +82,12 @@ fn main() -> anyhow::Result<()> {
             println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
         }
         println!("  event log             {}", node.state.log.describe());
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
+            _ = term.recv() => {}
+        }
         println!("shutting down");
         node.stop().await;
         Ok(())

@@ -106,14 +106,27 @@ pub struct RunningNode {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How long a stopping node waits for its sessions to end and for what they did to be recorded.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 impl RunningNode {
-    /// Stops listening and closes every endpoint session.
+    /// Stops listening, closes every endpoint session (endpoints reconnect elsewhere), and waits
+    /// a few seconds at most until every fact the data path told (streams closed, refusals
+    /// counted, sessions closed) is recorded, so that a stop loses none of them.
     pub async fn stop(self) {
         for t in &self.tasks {
             t.abort();
         }
-        self.state.sessions.close_all("gateway node shutting down");
-        self.state.refusals.record_all();
+        let state = &self.state;
+        state.sessions.close_all("gateway node shutting down");
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while !state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        state.refusals.record_all();
+        if !state.tunnels.settle(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+            tracing::warn!(unrecorded = state.tunnels.unrecorded(), sessions = state.sessions.len(), "stopping before every stream fact was recorded");
+        }
         self.api.stop(true).await;
     }
 }

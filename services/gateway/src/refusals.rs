@@ -9,8 +9,7 @@
 //! 13 000 refusals a second on one node) thus writes two events a second instead of one per
 //! open, while a scanner refused now and then still gets one event per refusal.
 
-use actix::Addr;
-use ism_actors::host::{AggregateActor, Tell};
+use ism_actors::host::Recorder;
 use ism_actors::tunnel::{RepeatedRefusals, Tunnel, TunnelCommand};
 use ism_events::Cause;
 use std::collections::HashMap;
@@ -26,7 +25,7 @@ pub const LISTED_TARGETS: usize = 32;
 /// One refused stream, as the scanner path saw it.
 pub struct Refusal<'a> {
     pub tunnel: Uuid,
-    pub recorder: &'a Addr<AggregateActor<Tunnel>>,
+    pub recorder: &'a Recorder<Tunnel>,
     pub scanner: String,
     pub target: String,
     /// The kind of refusal, the same for every refusal of that kind.
@@ -46,7 +45,7 @@ struct Kind {
 
 /// The refusals counted since the one recorded in full.
 struct Window {
-    recorder: Addr<AggregateActor<Tunnel>>,
+    recorder: Recorder<Tunnel>,
     cause: Cause,
     counted: RepeatedRefusals,
 }
@@ -70,7 +69,7 @@ impl Window {
 
     fn record(self) {
         if self.counted.count > 0 {
-            self.recorder.do_send(Tell { command: TunnelCommand::RecordStreamRefusalsRepeated(self.counted), cause: self.cause });
+            self.recorder.tell(TunnelCommand::RecordStreamRefusalsRepeated(self.counted), self.cause);
         }
     }
 }
@@ -107,7 +106,7 @@ impl RefusalLedger {
             windows.insert(kind.clone(), Window { recorder: refusal.recorder.clone(), cause: refusal.cause.clone(), counted });
         }
         let command = TunnelCommand::RecordStreamRefused { target: refusal.target, scanner: refusal.scanner, reason: refusal.reason };
-        refusal.recorder.do_send(Tell { command, cause: refusal.cause });
+        refusal.recorder.tell(command, refusal.cause);
         let ledger = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(WINDOW).await;

@@ -8,9 +8,8 @@ use crate::access::{stream_allowed, Refusal as AccessRefusal, StreamGuard};
 use crate::refusals::Refusal;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::state::NodeState;
-use actix::Addr;
 use bytes::Bytes;
-use ism_actors::host::{AggregateActor, Tell};
+use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_events::Cause;
 use ism_tunnel::{OpenStreamError, StreamEnd, TunnelStream};
@@ -34,7 +33,7 @@ pub struct OpenedStream<'a> {
     stream: TunnelStream,
     stop: CancellationToken,
     _registered: StreamGuard<'a>,
-    recorder: Addr<AggregateActor<Tunnel>>,
+    recorder: Recorder<Tunnel>,
     cause: Cause,
 }
 
@@ -60,7 +59,7 @@ pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target:
     match live.session.open_stream(target).await {
         Ok(stream) => {
             let command = TunnelCommand::RecordStreamOpened { stream: stream.id().0, target: target_text, scanner: scanner.audit_name() };
-            recorder.do_send(Tell { command, cause: cause.clone() });
+            recorder.tell(command, cause.clone());
             Ok(OpenedStream { stream, stop, _registered: registered, recorder, cause })
         }
         Err(error) => {
@@ -92,6 +91,6 @@ impl OpenedStream<'_> {
             StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
         };
         let command = TunnelCommand::RecordStreamClosed { stream: id, sent: report.sent, received: report.received, end };
-        self.recorder.do_send(Tell { command, cause: self.cause });
+        self.recorder.tell(command, self.cause);
     }
 }

@@ -114,6 +114,9 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
     };
     state.tunnels.tell(tunnel, TunnelCommand::Close { reason }, cause);
     state.tunnels.forget(tunnel);
+    // Only now: a stopping node waits for its sessions to be gone, then for what they told to
+    // be recorded (`RunningNode::stop`), so the close must be told first.
+    state.sessions.remove(admitted.endpoint, tunnel);
     result.map(|_| ())
 }
 
@@ -160,7 +163,6 @@ async fn run_session(
     crate::access::reconcile_endpoint(state, admitted.endpoint);
 
     let reason = session.closed().await;
-    state.sessions.remove(admitted.endpoint, tunnel);
     tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");
     Ok(reason.to_string())
 }

@@ -1,0 +1,58 @@
+//! A node that stops (SIGTERM from systemd, Ctrl-C, a restart) first records what its sessions
+//! and streams did: the end of a stream still open, the refusals still being counted, the close
+//! of each session. Nothing the data path told is lost with the process.
+
+use ism_events::{AggregateId, Event};
+use ism_tests::cluster::{connected, echo_server, eventually, provision, socks_open, Backend, TestMachine, TestNode};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[actix::test]
+async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let echo = echo_server().await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", echo.port()));
+    connected(&agent).await;
+    let socks = node.socks();
+
+    let (code, stream) = socks_open(&socks, "dc1", &p.scanner_secret, echo.port()).await;
+    assert_eq!(code, 0);
+    let mut stream = stream.unwrap();
+    stream.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    // Two refusals by the allowlist: the first is recorded at once, the second is counted in a
+    // window still open when the node stops.
+    let off_list = if echo.port() == 1 { 2 } else { 1 };
+    for _ in 0..2 {
+        assert_eq!(socks_open(&socks, "dc1", &p.scanner_secret, off_list).await.0, 2, "refused by the allowlist");
+    }
+    let tunnel = node.state.sessions.get(p.endpoint.parse().unwrap()).expect("the endpoint's session").tunnel;
+
+    // The same stop a restart, Ctrl-C or SIGTERM makes; the restarted node reads the same log.
+    let restarting = std::thread::spawn(move || node.restart());
+    eventually(Duration::from_secs(30), "the node restarting", || std::future::ready(restarting.is_finished().then_some(()))).await;
+    let node = restarting.join().unwrap();
+
+    let events = node.state.log.read_aggregate(&AggregateId::tunnel(tunnel)).await.unwrap();
+    let names: Vec<&str> = events.iter().map(|r| r.envelope.event.name()).collect();
+    let count = |name: &str| names.iter().filter(|n| **n == name).count();
+    assert_eq!(count("StreamOpened"), 1, "{names:?}");
+    assert_eq!(count("StreamClosed"), 1, "the open stream's end is recorded: {names:?}");
+    assert_eq!(count("StreamRefused"), 1, "{names:?}");
+    let counted: Vec<u64> = events.iter().filter_map(|r| match &r.envelope.event {
+        Event::StreamRefusalsRepeated { count, .. } => Some(*count),
+        _ => None,
+    }).collect();
+    assert_eq!(counted, vec![1], "the refusal still being counted is recorded: {names:?}");
+    let closed: Vec<&str> = events.iter().filter_map(|r| match &r.envelope.event {
+        Event::TunnelClosed { reason } => Some(reason.as_str()),
+        _ => None,
+    }).collect();
+    // Recorded by the stopping node itself, not by the restarted one cleaning up after it.
+    assert_eq!(closed.len(), 1, "{names:?}");
+    assert!(closed[0].contains("shutting down"), "{closed:?}");
+    agent.stop();
+}
