@@ -161,9 +161,11 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         let direct = Route::Direct;
 
         if want("single") {
-            let (direct, tunnel) = (measure::bulk(&direct, sink, 1, d).await?, measure::bulk(&tunnel, sink, 1, d).await?);
+            let direct = measure::bulk(&direct, sink, 1, d).await?;
+            let (tunnel, cpu) = bulk_with_cpu(&tunnel, sink, d, &[&node.process, &endpoint]).await?;
             f["single_stream_gbps"] = json!({ "direct": direct, "tunnel": tunnel });
             f["single_stream_ratio"] = json!(tunnel / direct);
+            f["single_stream_cpu_us_per_mib"] = json!(cpu);
         }
         if want("limits") {
             // The same work through two bare relays, plain and with TLS between them.
@@ -178,8 +180,10 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
                 let (_to_echo, echo_route) = chain(echo)?;
                 let (_to_http, http_route) = chain(http)?;
                 let (http_rps, http_lat) = measure::http(&http_route, http, 50, d).await?;
+                let (single, cpu) = bulk_with_cpu(&route, sink, d, &[&_to_sink]).await?;
                 f[key] = json!({
-                    "single_gbps": measure::bulk(&route, sink, 1, d).await?,
+                    "single_gbps": single,
+                    "single_cpu_us_per_mib": cpu,
                     "parallel8_gbps": measure::bulk(&route, sink, 8, d).await?,
                     "http_rps": http_rps,
                     "http_p99_ms": quantile(&http_lat, 0.99),
@@ -275,6 +279,16 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Gbit/s of one bulk upload through `route`, and the CPU time `path` (the processes it crosses)
+/// spent per MiB moved, in microseconds.
+async fn bulk_with_cpu(route: &Route, sink: std::net::SocketAddr, d: Duration, path: &[&ChildRole]) -> anyhow::Result<(f64, f64)> {
+    let cpu = || path.iter().map(|p| p.cpu_seconds()).sum::<f64>();
+    let (cpu_before, started) = (cpu(), Instant::now());
+    let gbps = measure::bulk(route, sink, 1, d).await?;
+    let mib = gbps * 1e9 / 8.0 * started.elapsed().as_secs_f64() / (1024.0 * 1024.0);
+    Ok((gbps, (cpu() - cpu_before) * 1e6 / mib))
+}
+
 /// What connecting many silent endpoints to one node cost.
 struct EndpointFigures {
     count: usize,
@@ -356,6 +370,11 @@ fn print_table(f: &Value) {
             }
             row("  HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f[key]["http_p99_ms"]), n(&f[key]["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
         }
+    }
+    if !f["single_stream_cpu_us_per_mib"].is_null() {
+        let limit = |key: &str| f[key]["single_cpu_us_per_mib"].as_f64().map(|v| format!(", two relays {v:.0}")).unwrap_or_default();
+        let tls = f["tls_relay_chain"]["single_cpu_us_per_mib"].as_f64().map(|v| format!(", two relays with TLS {v:.0}")).unwrap_or_default();
+        println!("CPU per MiB of a single stream, in µs (the processes on the path): tunnel {:.0}{}{tls}", n(&f["single_stream_cpu_us_per_mib"]), limit("relay_chain"));
     }
     if let Some(phases) = f["open_phases_us"].as_object() {
         let parts: Vec<String> = phases.iter().map(|(k, v)| format!("{k} {:.0}", n(v))).collect();

@@ -145,6 +145,24 @@ impl ChildRole {
     pub fn rss_kib(&self) -> u64 {
         rss_kib_of(self.child.id())
     }
+
+    /// CPU time the child has used so far (user and system, all threads), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds_of(self.child.id())
+    }
+}
+
+/// CPU time process `pid` has used so far (user and system, all threads), in seconds; 0 once it
+/// is gone. Unlike a throughput, it hardly depends on what else the machine is doing.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, hence the last ')'): state is the
+    // first, utime and stime the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / per_second
 }
 
 /// Resident memory of process `pid` in KiB (0 once it is gone).
