@@ -194,6 +194,17 @@ impl Default for TestMachine {
     }
 }
 
+/// An endpoint called `name` provisioned on `node` (gateway, key, scanner credential), its agent
+/// started on a new machine allowed to reach `allowed_targets`, and connected. Keep the machine:
+/// its directory holds the agent's configuration and identity.
+pub async fn connected_endpoint(node: &TestNode, name: &str, allowed_targets: &str) -> (Provisioned, TestMachine, AgentHandle) {
+    let p = provision(&node.api(), name).await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(node, &p.key, allowed_targets);
+    connected(&agent).await;
+    (p, machine, agent)
+}
+
 /// Waits until the agent is connected; panics with its last status otherwise.
 pub async fn connected(agent: &AgentHandle) -> String {
     match agent.wait_for(Duration::from_secs(20), |s| matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))).await {

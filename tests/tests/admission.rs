@@ -3,7 +3,7 @@
 //! while the log still accounts for every refusal.
 
 use ism_events::{AggregateId, Event};
-use ism_tests::cluster::{connected, open_fds, provision, rss_kib, sink_server, socks_open, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{connected_endpoint, open_fds, rss_kib, sink_server, socks_open, Backend, TestNode};
 use std::time::{Duration, Instant};
 
 /// The refusals a tunnel's log records: (events, refusals they account for).
@@ -22,11 +22,8 @@ async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) 
 #[actix::test]
 async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounded() {
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| c.session.max_streams = 32);
-    let p = provision(&node.api(), "dc1").await;
     let target = sink_server().await;
-    let machine = TestMachine::new();
-    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", target.port()));
-    connected(&agent).await;
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
     let socks = node.socks();
 
     // Fill the cap with streams that stay open.

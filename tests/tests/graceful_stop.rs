@@ -3,18 +3,15 @@
 //! of each session. Nothing the data path told is lost with the process.
 
 use ism_events::{AggregateId, Event};
-use ism_tests::cluster::{connected, echo_server, eventually, provision, socks_open, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{connected_endpoint, echo_server, eventually, socks_open, Backend, TestNode};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[actix::test]
 async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
     let node = TestNode::start("node-a", Backend::Embedded);
-    let p = provision(&node.api(), "dc1").await;
     let echo = echo_server().await;
-    let machine = TestMachine::new();
-    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", echo.port()));
-    connected(&agent).await;
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
     let socks = node.socks();
 
     let (code, stream) = socks_open(&socks, "dc1", &p.scanner_secret, echo.port()).await;

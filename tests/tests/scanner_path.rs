@@ -3,7 +3,7 @@
 
 use ism_endpoint::AgentStatus;
 use ism_events::Event;
-use ism_tests::cluster::{connected, echo_server, eventually, http_server, provision, tampered, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered, Backend, TestMachine, TestNode};
 use ism_tests::nats::NatsServer;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,11 +71,8 @@ async fn curl_through_the_gateway_on_jetstream() {
 #[actix::test]
 async fn fifty_concurrent_streams_through_one_endpoint_echo_byte_exact() {
     let node = TestNode::start("node-a", Backend::Embedded);
-    let p = provision(&node.api(), "dc1").await;
     let echo = echo_server().await;
-    let machine = TestMachine::new();
-    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", echo.port()));
-    connected(&agent).await;
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
 
     let mut tasks = Vec::new();
     for i in 0..50u32 {

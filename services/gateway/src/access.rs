@@ -115,6 +115,11 @@ impl ActiveStreams {
     pub fn count(&self, endpoint: Uuid) -> usize {
         self.lock().get(&endpoint).map_or(0, HashMap::len)
     }
+
+    /// Whether no stream runs through this node (a stopping node waits for that).
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
 }
 
 /// Re-checks everything running for `endpoint` on this node against the directory.

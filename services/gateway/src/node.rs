@@ -120,7 +120,9 @@ impl RunningNode {
         let state = &self.state;
         state.sessions.close_all("gateway node shutting down");
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
-        while !state.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+        // Streams tell their end once their splice is over, sessions their close once their
+        // tasks end: both are gone before the last told fact is.
+        while !(state.sessions.is_empty() && state.streams.is_empty()) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         state.refusals.record_all();

@@ -152,13 +152,13 @@ async fn run_session(
         let _ = send_frame(&mut ws, &Frame::Rejected { code: RejectCode::Unavailable, message: message.clone() }).await;
         return Err(AcceptError::Refused { code: RejectCode::Unavailable, message });
     }
-    send_frame(&mut ws, &Frame::Welcome { session: *tunnel.as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() }).await?;
-
-    // Endpoints open no streams towards the gateway (yet): dropping the incoming side makes the
-    // driver refuse any they try.
-    let (session, _) = Session::spawn(ws, Role::Gateway, config);
-    tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
+    // The session is installed before the endpoint reads its welcome: once the endpoint says it
+    // is connected, scanners find it. Endpoints open no streams towards the gateway (yet):
+    // dropping the incoming side makes the driver refuse any they try.
+    let welcome = Frame::Welcome { session: *tunnel.as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() };
+    let (session, _) = Session::spawn_with_greeting(ws, Role::Gateway, config, welcome);
     state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, key_generation: admitted.key_generation, session: session.clone() });
+    tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
     // A key rotation or deletion that landed while this session was being admitted.
     crate::access::reconcile_endpoint(state, admitted.endpoint);
 

@@ -191,6 +191,23 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        Self::start(ws, role, config, None)
+    }
+
+    /// As [`spawn`](Self::spawn), with `greeting` sent before any other frame: the gateway's
+    /// `Welcome`, so that the session exists (and can be found by scanners) before the endpoint
+    /// learns that it is connected.
+    pub fn spawn_with_greeting<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Frame) -> (Session, Incoming)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::start(ws, role, config, Some(greeting))
+    }
+
+    fn start<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Option<Frame>) -> (Session, Incoming)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (ordered_tx, ordered_rx) = mpsc::channel(config.write_queue);
         // Priority frames are small and few (credit, resets, pongs); the bound only trips when the
@@ -204,7 +221,7 @@ impl Session {
         let session = Session { shared };
         let (sink, stream) = ws.split();
 
-        tokio::spawn(writer(sink, prio_rx, ordered_rx, session.shared.closed.subscribe(), session.clone_closer()));
+        tokio::spawn(writer(sink, greeting, prio_rx, ordered_rx, session.shared.closed.subscribe(), session.clone_closer()));
         let driver = Driver {
             table: StreamTable::new(role, config.recv_window, config.max_streams),
             locals: HashMap::new(),
@@ -284,6 +301,7 @@ impl Closer {
 
 async fn writer<S>(
     mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
+    greeting: Option<Frame>,
     mut prio: mpsc::Receiver<Frame>,
     mut ordered: mpsc::Receiver<Outgoing>,
     mut closed: watch::Receiver<Option<CloseReason>>,
@@ -294,6 +312,9 @@ async fn writer<S>(
     /// Frames fed before one flush: enough to fill TLS records, few enough to keep latency low.
     const BATCH: usize = 64;
     let result: Result<(), tokio_tungstenite::tungstenite::Error> = async {
+        if let Some(greeting) = greeting {
+            sink.send(Message::Binary(greeting.encode())).await?;
+        }
         loop {
             let first = tokio::select! {
                 biased;
