@@ -33,6 +33,9 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
         assert_eq!(code, 0, "streams within the cap open");
         open.push(s.unwrap());
     }
+    // The capacity is visible: the endpoint is at its limit.
+    let shown = node.api().endpoint(&p.endpoint).await.unwrap();
+    assert_eq!((shown["open_streams"].as_u64(), shown["stream_limit"].as_u64()), (Some(32), Some(32)), "{shown}");
     // The next one is refused with general failure (0x01), fast.
     let started = Instant::now();
     let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;

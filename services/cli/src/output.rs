@@ -43,17 +43,18 @@ pub fn print_endpoints(list: &Value, json: bool) {
     if json {
         return print_json(list);
     }
-    println!("{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  NODE", "ID", "NAME", "STATUS", "VERSION", "SCAN", "SUPPORT");
+    println!("{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  NODE", "ID", "NAME", "STATUS", "VERSION", "SCAN", "SUPPORT", "STREAMS");
     for e in items(list) {
         let scan = if e["scan_access"] == true { "on" } else { "off" };
         println!(
-            "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {}",
+            "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  {}",
             s(&e["id"]),
             s(&e["name"]),
             s(&e["status"]),
             s(&e["agent_version"]),
             scan,
             s(&e["support_access"]["state"]),
+            format!("{}/{}", e["open_streams"], e["stream_limit"]),
             s(&e["node"])
         );
     }

@@ -215,6 +215,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         admin_token_hash: hash_secret(&admin_token),
         addresses,
         ws_path: config.ws_path.clone(),
+        stream_limit: config.session.max_streams,
     });
 
     recover(&state).await;

@@ -39,6 +39,8 @@ pub struct NodeState {
     pub admin_token_hash: String,
     pub addresses: Addresses,
     pub ws_path: String,
+    /// Most streams one endpoint's session carries at once on this node (admission control).
+    pub stream_limit: usize,
 }
 
 /// Where this node listens, as reported by the API (for allowlists and endpoint configuration).

@@ -156,8 +156,9 @@ async fn run_session(
     // is connected, scanners find it. Endpoints open no streams towards the gateway (yet):
     // dropping the incoming side makes the driver refuse any they try.
     let welcome = Frame::Welcome { session: *tunnel.as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() };
-    let (session, _) = Session::spawn_with_greeting(ws, Role::Gateway, config, welcome);
-    state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, key_generation: admitted.key_generation, session: session.clone() });
+    let (session, _) = Session::spawn_with_greeting(ws, Role::Gateway, config, welcome, |session| {
+        state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, key_generation: admitted.key_generation, session: session.clone() });
+    });
     tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
     // A key rotation or deletion that landed while this session was being admitted.
     crate::access::reconcile_endpoint(state, admitted.endpoint);

@@ -191,20 +191,20 @@ impl Session {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        Self::start(ws, role, config, None)
+        Self::start(ws, role, config, None, |_| {})
     }
 
-    /// As [`spawn`](Self::spawn), with `greeting` sent before any other frame: the gateway's
-    /// `Welcome`, so that the session exists (and can be found by scanners) before the endpoint
-    /// learns that it is connected.
-    pub fn spawn_with_greeting<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Frame) -> (Session, Incoming)
+    /// As [`spawn`](Self::spawn), with `greeting` sent before any other frame, and `register`
+    /// run with the session before the greeting can be sent. The gateway registers the session
+    /// and greets with `Welcome`: once the endpoint learns it is connected, scanners find it.
+    pub fn spawn_with_greeting<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Frame, register: impl FnOnce(&Session)) -> (Session, Incoming)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        Self::start(ws, role, config, Some(greeting))
+        Self::start(ws, role, config, Some(greeting), register)
     }
 
-    fn start<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Option<Frame>) -> (Session, Incoming)
+    fn start<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Option<Frame>, register: impl FnOnce(&Session)) -> (Session, Incoming)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -221,6 +221,7 @@ impl Session {
         let session = Session { shared };
         let (sink, stream) = ws.split();
 
+        register(&session);
         tokio::spawn(writer(sink, greeting, prio_rx, ordered_rx, session.shared.closed.subscribe(), session.clone_closer()));
         let driver = Driver {
             table: StreamTable::new(role, config.recv_window, config.max_streams),

@@ -19,6 +19,7 @@ pub(super) async fn status(state: State, _caller: Caller) -> Result<HttpResponse
         "directory_position": state.progress.applied(),
         "connected_endpoints": state.sessions.len(),
         "open_streams": state.sessions.open_streams(),
+        "stream_limit_per_endpoint": state.stream_limit,
         "endpoint_url": format!("wss://{}{}", state.addresses.endpoint_wss, state.ws_path),
         "socks_address": state.addresses.socks.to_string(),
         "http_proxy_address": state.addresses.http_proxy.to_string(),

@@ -67,6 +67,8 @@ pub struct EndpointOut {
     support_access: SupportAccessOut,
     /// Streams through this endpoint on the node that answered.
     open_streams: usize,
+    /// Most streams the endpoint carries at once on that node; more are refused at once.
+    stream_limit: usize,
     agent_version: Option<String>,
     agent_platform: Option<String>,
     hostname: Option<String>,
@@ -154,6 +156,7 @@ pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
         scan_access: e.scan_access,
         support_access,
         open_streams: state.streams.count(e.id),
+        stream_limit: state.stream_limit,
         agent_version: e.agent_version,
         agent_platform: e.agent_platform,
         hostname: e.hostname,
