@@ -11,7 +11,6 @@ use ism_events::{Cause, Clock, EventLog};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A command for the aggregate hosted by the receiving actor.
@@ -207,22 +206,10 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
         Recorder { addr: self.actor(id), unrecorded: self.unrecorded.clone() }.tell(command, cause);
     }
 
-    /// Told commands not yet recorded (appended, or refused by their aggregate).
+    /// Told commands not yet recorded (appended, or refused by their aggregate): a stopping
+    /// node waits for none to be left, so that what its streams did is not lost with it.
     pub fn unrecorded(&self) -> usize {
         self.unrecorded.load(Ordering::Acquire)
-    }
-
-    /// Waits until everything told so far is recorded, for at most `within`; whether it was. A
-    /// stopping node calls this so that what its streams did is not lost with the process.
-    pub async fn settle(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while self.unrecorded() > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        true
     }
 
     /// Forgets the actor of a finished aggregate; it stops once its queued commands are done.

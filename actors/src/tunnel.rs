@@ -2,7 +2,7 @@
 //! carried. It records facts; the bytes themselves flow on tokio tasks (`ism-tunnel`).
 
 use crate::aggregate::Aggregate;
-use ism_events::{AggregateKind, Event};
+use ism_events::{AggregateKind, Event, RepeatedRefusals};
 use uuid::Uuid;
 
 #[derive(Debug, Default)]
@@ -27,18 +27,6 @@ pub enum TunnelCommand {
     RecordStreamRefusalsRepeated(RepeatedRefusals),
     RecordStreamClosed { stream: u32, sent: u64, received: u64, end: String },
     Close { reason: String },
-}
-
-/// What the gateway counted of one kind of refusal over one window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepeatedRefusals {
-    pub scanner: String,
-    pub reason: String,
-    pub count: u64,
-    pub targets: Vec<String>,
-    pub other_targets: u64,
-    pub first_ms: i64,
-    pub last_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,15 +94,7 @@ impl Aggregate for Tunnel {
                 if r.count == 0 {
                     return Ok(None);
                 }
-                Event::StreamRefusalsRepeated {
-                    scanner: r.scanner.clone(),
-                    reason: r.reason.clone(),
-                    count: r.count,
-                    targets: r.targets.clone(),
-                    other_targets: r.other_targets,
-                    first_ms: r.first_ms,
-                    last_ms: r.last_ms,
-                }
+                Event::StreamRefusalsRepeated(r.clone())
             }
             TunnelCommand::RecordStreamClosed { stream, sent, received, end } => {
                 existed()?;
@@ -179,7 +159,7 @@ mod tests {
         };
         let t: Tunnel = given(&[opened()]);
         let ev = t.handle(&counted(41), 0).unwrap().unwrap();
-        assert!(matches!(ev, Event::StreamRefusalsRepeated { count: 41, first_ms: 5, last_ms: 9, .. }), "{ev:?}");
+        assert!(matches!(ev, Event::StreamRefusalsRepeated(RepeatedRefusals { count: 41, first_ms: 5, last_ms: 9, .. })), "{ev:?}");
         assert_eq!(t.handle(&counted(0), 0).unwrap(), None);
         assert!(given::<Tunnel>(&[]).handle(&counted(1), 0).is_err());
     }

@@ -91,7 +91,8 @@ mod tests {
     fn each_envelope_carries_the_version_that_introduced_its_event() {
         let old = Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 1, 0, Cause::default(), Event::TunnelClosed { reason: "r".into() });
         assert_eq!(old.schema, 1);
-        let repeated = Event::StreamRefusalsRepeated { scanner: "s".into(), reason: "busy".into(), count: 3, targets: vec!["a:1".into()], other_targets: 0, first_ms: 1, last_ms: 2 };
+        let counted = crate::RepeatedRefusals { scanner: "s".into(), reason: "busy".into(), count: 3, targets: vec!["a:1".into()], other_targets: 0, first_ms: 1, last_ms: 2 };
+        let repeated = Event::StreamRefusalsRepeated(counted);
         let new = Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 2, 0, Cause::default(), repeated);
         assert_eq!(new.schema, 2);
         assert_eq!(decode(&encode(&new).unwrap()).unwrap(), new);

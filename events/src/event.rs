@@ -182,22 +182,36 @@ pub enum Event {
     StreamOpened { stream: u32, target: String, scanner: String },
     /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
     StreamRefused { target: String, scanner: String, reason: String },
-    /// More refusals like a `StreamRefused` just recorded (same scanner, same `reason` class),
-    /// counted over a short window instead of recorded one by one, so that a scanner opening in
-    /// a loop cannot fill the log. `targets` holds the first distinct targets, `other_targets`
-    /// how many more distinct ones there were; `first_ms`..`last_ms` is when they happened.
-    StreamRefusalsRepeated { scanner: String, reason: String, count: u64, targets: Vec<String>, other_targets: u64, first_ms: i64, last_ms: i64 },
+    /// More refusals like a `StreamRefused` just recorded, counted over a short window instead
+    /// of recorded one by one, so that a scanner opening in a loop cannot fill the log.
+    StreamRefusalsRepeated(RepeatedRefusals),
     /// A scanner stream ended.
     StreamClosed { stream: u32, sent: u64, received: u64, end: String },
     /// The session ended.
     TunnelClosed { reason: String },
 }
 
+/// Refusals of one kind (same scanner, same `reason` class) counted over one window. Encoded
+/// like the fields of a struct variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepeatedRefusals {
+    pub scanner: String,
+    pub reason: String,
+    pub count: u64,
+    /// The first distinct targets, at most a few dozen.
+    pub targets: Vec<String>,
+    /// Refusals to targets not listed in `targets`.
+    pub other_targets: u64,
+    /// When the first and the last of them happened.
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 impl Event {
     /// The catalogue version that introduced this event: what its envelope is written with.
     pub fn schema(&self) -> u16 {
         match self {
-            Event::StreamRefusalsRepeated { .. } => 2,
+            Event::StreamRefusalsRepeated(_) => 2,
             _ => 1,
         }
     }
@@ -230,7 +244,7 @@ impl Event {
             Event::TunnelOpened { .. } => "TunnelOpened",
             Event::StreamOpened { .. } => "StreamOpened",
             Event::StreamRefused { .. } => "StreamRefused",
-            Event::StreamRefusalsRepeated { .. } => "StreamRefusalsRepeated",
+            Event::StreamRefusalsRepeated(_) => "StreamRefusalsRepeated",
             Event::StreamClosed { .. } => "StreamClosed",
             Event::TunnelClosed { .. } => "TunnelClosed",
         }

@@ -22,7 +22,7 @@ pub mod projection;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, AggregateKind, Cause, Envelope, Recorded};
-pub use event::{CredentialKind, Event, Platform, UserRole, SCHEMA_VERSION};
+pub use event::{CredentialKind, Event, Platform, RepeatedRefusals, UserRole, SCHEMA_VERSION};
 pub use log::{AppendError, EventLog, EventStream, LogError};
 pub use projection::{rebuild, rebuild_to, spawn_projection, Projection, ProjectionError, ProjectionProgress};
 

@@ -11,9 +11,9 @@ async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) 
     let events = node.state.log.read_aggregate(&AggregateId::tunnel(tunnel)).await.unwrap();
     events.iter().fold((0, 0), |(n, total), r| match &r.envelope.event {
         Event::StreamRefused { .. } => (n + 1, total + 1),
-        Event::StreamRefusalsRepeated { count, targets, .. } => {
-            assert!(!targets.is_empty() && targets.len() <= ism_gateway::refusals::LISTED_TARGETS, "{targets:?}");
-            (n + 1, total + count)
+        Event::StreamRefusalsRepeated(r) => {
+            assert!(!r.targets.is_empty() && r.targets.len() <= ism_gateway::refusals::LISTED_TARGETS, "{:?}", r.targets);
+            (n + 1, total + r.count)
         }
         _ => (n, total),
     })

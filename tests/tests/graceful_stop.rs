@@ -40,7 +40,7 @@ async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
     assert_eq!(count("StreamClosed"), 1, "the open stream's end is recorded: {names:?}");
     assert_eq!(count("StreamRefused"), 1, "{names:?}");
     let counted: Vec<u64> = events.iter().filter_map(|r| match &r.envelope.event {
-        Event::StreamRefusalsRepeated { count, .. } => Some(*count),
+        Event::StreamRefusalsRepeated(r) => Some(r.count),
         _ => None,
     }).collect();
     assert_eq!(counted, vec![1], "the refusal still being counted is recorded: {names:?}");

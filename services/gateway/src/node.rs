@@ -122,15 +122,24 @@ impl RunningNode {
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         // Streams tell their end once their splice is over, sessions their close once their
         // tasks end: both are gone before the last told fact is.
-        while !(state.sessions.is_empty() && state.streams.is_empty()) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until(deadline, || state.sessions.is_empty() && state.streams.is_empty()).await;
         state.refusals.record_all();
-        if !state.tunnels.settle(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
+        if !until(deadline, || state.tunnels.unrecorded() == 0).await {
             tracing::warn!(unrecorded = state.tunnels.unrecorded(), sessions = state.sessions.len(), "stopping before every stream fact was recorded");
         }
         self.api.stop(true).await;
     }
+}
+
+/// Checks `done` every few milliseconds until it holds or `deadline` passes; whether it held.
+async fn until(deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// Reads a secret file, or creates it (owner-only) with `make()` when it does not exist.

@@ -10,8 +10,9 @@
 //! open, while a scanner refused now and then still gets one event per refusal.
 
 use ism_actors::host::Recorder;
-use ism_actors::tunnel::{RepeatedRefusals, Tunnel, TunnelCommand};
-use ism_events::Cause;
+use ism_actors::tunnel::{Tunnel, TunnelCommand};
+use ism_events::{Cause, RepeatedRefusals};
+use ism_tunnel::OpenStreamError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,11 +28,10 @@ pub struct Refusal<'a> {
     pub tunnel: Uuid,
     pub recorder: &'a Recorder<Tunnel>,
     pub scanner: String,
-    pub target: String,
-    /// The kind of refusal, the same for every refusal of that kind.
-    pub class: &'static str,
-    /// The full reason, recorded for the first refusal of a window.
-    pub reason: String,
+    pub target: &'a str,
+    /// Counted by its [`class`](OpenStreamError::class); the first of a window is recorded with
+    /// its full message.
+    pub error: &'a OpenStreamError,
     pub cause: Cause,
     pub now_ms: i64,
 }
@@ -51,16 +51,16 @@ struct Window {
 }
 
 impl Window {
-    fn count(&mut self, target: String, now_ms: i64) {
+    fn count(&mut self, target: &str, now_ms: i64) {
         let c = &mut self.counted;
         if c.count == 0 {
             c.first_ms = now_ms;
         }
         c.count += 1;
         c.last_ms = now_ms;
-        if !c.targets.contains(&target) {
+        if !c.targets.iter().any(|t| t == target) {
             if c.targets.len() < LISTED_TARGETS {
-                c.targets.push(target);
+                c.targets.push(target.to_string());
             } else {
                 c.other_targets += 1;
             }
@@ -87,7 +87,7 @@ impl RefusalLedger {
 
     /// Records `refusal` in full, or counts it in the open window of its kind.
     pub fn refused(&self, refusal: Refusal<'_>) {
-        let kind = Kind { tunnel: refusal.tunnel, scanner: refusal.scanner.clone(), class: refusal.class };
+        let kind = Kind { tunnel: refusal.tunnel, scanner: refusal.scanner, class: refusal.error.class() };
         {
             let mut windows = self.lock();
             if let Some(window) = windows.get_mut(&kind) {
@@ -95,8 +95,8 @@ impl RefusalLedger {
                 return;
             }
             let counted = RepeatedRefusals {
-                scanner: refusal.scanner.clone(),
-                reason: refusal.class.to_string(),
+                scanner: kind.scanner.clone(),
+                reason: kind.class.to_string(),
                 count: 0,
                 targets: Vec::new(),
                 other_targets: 0,
@@ -105,7 +105,7 @@ impl RefusalLedger {
             };
             windows.insert(kind.clone(), Window { recorder: refusal.recorder.clone(), cause: refusal.cause.clone(), counted });
         }
-        let command = TunnelCommand::RecordStreamRefused { target: refusal.target, scanner: refusal.scanner, reason: refusal.reason };
+        let command = TunnelCommand::RecordStreamRefused { target: refusal.target.to_string(), scanner: kind.scanner.clone(), reason: refusal.error.to_string() };
         refusal.recorder.tell(command, refusal.cause);
         let ledger = self.clone();
         tokio::spawn(async move {

@@ -67,9 +67,8 @@ pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target:
                 tunnel: live.tunnel,
                 recorder: &recorder,
                 scanner: scanner.audit_name(),
-                target: target_text.clone(),
-                class: error.class(),
-                reason: error.to_string(),
+                target: &target_text,
+                error: &error,
                 cause,
                 now_ms: state.clock.now_ms(),
             });

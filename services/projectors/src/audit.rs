@@ -4,7 +4,7 @@
 //! A filter on a gateway must also catch its endpoints' and tunnels' events, which do not name
 //! the gateway themselves; the timeline learns those relations as it reads the log in order.
 
-use ism_events::{AggregateId, AggregateKind, Event, Recorded};
+use ism_events::{AggregateId, AggregateKind, Event, Recorded, RepeatedRefusals};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -155,7 +155,7 @@ impl Timeline {
             Event::TunnelOpened { node, remote_addr, agent_version, .. } => format!("{} connected to node {node} from {remote_addr} (version {agent_version})", tunnel_ep()),
             Event::StreamOpened { stream, target, scanner } => format!("{}: stream {stream} to {target} for {scanner}", tunnel_ep()),
             Event::StreamRefused { target, scanner, reason } => format!("{}: stream to {target} for {scanner} refused: {reason}", tunnel_ep()),
-            Event::StreamRefusalsRepeated { scanner, reason, count, targets, other_targets, first_ms, last_ms } => {
+            Event::StreamRefusalsRepeated(RepeatedRefusals { scanner, reason, count, targets, other_targets, first_ms, last_ms }) => {
                 let others = if *other_targets > 0 { format!(" and {other_targets} to other targets") } else { String::new() };
                 format!(
                     "{}: {count} more streams for {scanner} refused ({reason}) from {} to {}: to {}{others}",
@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn counted_refusals_read_as_one_line_with_their_count_and_targets() {
         let tun = Uuid::new_v4();
-        let event = Event::StreamRefusalsRepeated {
+        let event = Event::StreamRefusalsRepeated(RepeatedRefusals {
             scanner: "credential:zap".into(),
             reason: "the endpoint's stream limit is reached".into(),
             count: 12_344,
@@ -230,7 +230,7 @@ mod tests {
             other_targets: 3,
             first_ms: 1_764_000_000_000,
             last_ms: 1_764_000_000_999,
-        };
+        });
         let rec = Recorded { position: 7, envelope: Envelope::new(AggregateId::tunnel(tun), 3, 1_764_000_001_000, Cause::by("credential:zap"), event) };
         let entry = Timeline::new(AuditFilter::default()).push(&rec).unwrap();
         assert_eq!(entry.event, "StreamRefusalsRepeated");

@@ -217,7 +217,7 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
                 })?;
             }
         }
-        Event::StreamRefused { .. } | Event::StreamRefusalsRepeated { .. } | Event::StreamClosed { .. } => {}
+        Event::StreamRefused { .. } | Event::StreamRefusalsRepeated(_) | Event::StreamClosed { .. } => {}
 
         // ----- user -----
         Event::UserCreated { name, role } => {

@@ -153,7 +153,7 @@ impl DirectoryProjection {
     /// they stand, which only this projection writes.
     fn changes_nothing(&self, rec: &Recorded) -> Result<bool, ProjectionError> {
         Ok(match &rec.envelope.event {
-            Event::StreamRefused { .. } | Event::StreamRefusalsRepeated { .. } | Event::StreamClosed { .. } => true,
+            Event::StreamRefused { .. } | Event::StreamRefusalsRepeated(_) | Event::StreamClosed { .. } => true,
             Event::StreamOpened { .. } => match Self::row::<TunnelView>(&self.tunnels, rec.envelope.aggregate.id.as_bytes())? {
                 Some(tunnel) => match self.gateway(tunnel.gateway)? {
                     Some(g) => !apply::activity_advances(g.last_activity_ms, rec.envelope.time_ms),
