@@ -5,7 +5,10 @@
 //! version conflict (another node changed the aggregate first) it reloads and decides again, so a
 //! command is always validated against the state it is recorded on.
 
-use ism_events::{AggregateId, AggregateKind, AppendError, Cause, Clock, Envelope, Event, EventLog, LogError, Recorded};
+use ism_events::{
+    AggregateId, AggregateKind, AppendError, Cause, Clock, Envelope, Event, EventLog, LogError,
+    Recorded,
+};
 use uuid::Uuid;
 
 /// State rebuilt from events, with the rules that turn commands into events.
@@ -83,7 +86,11 @@ const ATTEMPTS: usize = 4;
 
 /// The aggregate's current state: the cached one if no other node has moved the aggregate since
 /// (a decision that appends nothing, a refusal say, would otherwise never notice), else loaded.
-async fn current<A: Aggregate>(log: &dyn EventLog, id: Uuid, cached: Option<Loaded<A>>) -> Result<Loaded<A>, LogError> {
+async fn current<A: Aggregate>(
+    log: &dyn EventLog,
+    id: Uuid,
+    cached: Option<Loaded<A>>,
+) -> Result<Loaded<A>, LogError> {
     if let Some(c) = cached {
         if log.version(&AggregateId { kind: A::KIND, id }).await? == c.version {
             return Ok(c);
@@ -138,7 +145,10 @@ pub async fn execute<A: Aggregate>(
                 current.state.apply(&envelope.event);
                 current.version = envelope.sequence;
                 let version = current.version;
-                return (Some(current), Ok(Executed { recorded: Some(Recorded { position, envelope }), version }));
+                return (
+                    Some(current),
+                    Ok(Executed { recorded: Some(Recorded { position, envelope }), version }),
+                );
             }
             // Someone else changed it: reload and decide again on the fresh state (an edit based
             // on an older read then fails the version check above).
@@ -173,7 +183,8 @@ pub async fn execute_batch<A: Aggregate>(
                 Err(e) => refusals.push(Some(e)),
                 Ok(None) => refusals.push(None),
                 Ok(Some(event)) => {
-                    let envelope = Envelope::new(aggregate, state.version + 1, now, cause.clone(), event);
+                    let envelope =
+                        Envelope::new(aggregate, state.version + 1, now, cause.clone(), event);
                     state.state.apply(&envelope.event);
                     state.version = envelope.sequence;
                     envelopes.push(envelope);

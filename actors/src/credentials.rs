@@ -81,7 +81,8 @@ pub enum CredentialError {
 
 /// The endpoint a presented key claims to belong to. Says nothing about whether it is valid.
 pub fn endpoint_of_key(key: &str) -> Result<Uuid, CredentialError> {
-    parse(key, ENDPOINT_KEY_PREFIX).ok_or(CredentialError::Malformed("an endpoint key (ismk_<id>_<secret>)"))
+    parse(key, ENDPOINT_KEY_PREFIX)
+        .ok_or(CredentialError::Malformed("an endpoint key (ismk_<id>_<secret>)"))
 }
 
 /// A newly issued secret: hand `secret` out once, keep `hash`.
@@ -125,7 +126,8 @@ fn parse(s: &str, prefix: &str) -> Option<Uuid> {
     }
     let id = Uuid::try_parse(parts.next()?).ok()?;
     let secret = parts.next()?;
-    (secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()) && parts.next().is_none()).then_some(id)
+    (secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit()) && parts.next().is_none())
+        .then_some(id)
 }
 
 /// 32 bytes from the OS random source.
@@ -164,13 +166,25 @@ mod tests {
 
     #[test]
     fn malformed_credentials_are_refused() {
-        for bad in ["", "ismk", "ismk_nothex_00", "isms_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_00", "ismk_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_zz"] {
+        for bad in [
+            "",
+            "ismk",
+            "ismk_nothex_00",
+            "isms_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_00",
+            "ismk_8d6c0c4a7d8b4e0f9d1f2a3b4c5d6e7f_zz",
+        ] {
             assert!(endpoint_of_key(bad).is_err(), "{bad}");
         }
         let issued = issue_secret(SecretKind::ScannerCredential);
         assert_eq!(secret_id(SecretKind::ScannerCredential, &issued.secret).unwrap(), issued.id);
-        assert!(endpoint_of_key(&issued.secret).is_err(), "a scanner secret is not an endpoint key");
-        assert!(secret_id(SecretKind::ApiToken, &issued.secret).is_err(), "a scanner secret is not an API token");
+        assert!(
+            endpoint_of_key(&issued.secret).is_err(),
+            "a scanner secret is not an endpoint key"
+        );
+        assert!(
+            secret_id(SecretKind::ApiToken, &issued.secret).is_err(),
+            "a scanner secret is not an API token"
+        );
         assert!(KeySecret::from_bytes(&[0; 16]).is_err());
     }
 }

@@ -59,16 +59,38 @@ pub struct AddedEndpoint {
 }
 
 pub enum EndpointCommand {
-    Add { gateway: Uuid, name: String, description: String, platform: Platform, key_hash: String },
+    Add {
+        gateway: Uuid,
+        name: String,
+        description: String,
+        platform: Platform,
+        key_hash: String,
+    },
     /// A machine presented a key (hashed) for this endpoint, signed with its machine identity.
-    Register { presented_key_hash: String, machine: String, hostname: String, platform: String, agent_version: String },
-    Edit { name: Option<String>, description: Option<String> },
+    Register {
+        presented_key_hash: String,
+        machine: String,
+        hostname: String,
+        platform: String,
+        agent_version: String,
+    },
+    Edit {
+        name: Option<String>,
+        description: Option<String>,
+    },
     /// Replace the key with generation `key_generation` (which must be the next one), whose hash
     /// is `key_hash`.
-    RotateKey { key_generation: u32, key_hash: String },
-    SetScanAccess { enabled: bool },
+    RotateKey {
+        key_generation: u32,
+        key_hash: String,
+    },
+    SetScanAccess {
+        enabled: bool,
+    },
     /// `days`: 1 to 30, or `None` for indefinitely.
-    GrantSupportAccess { days: Option<u32> },
+    GrantSupportAccess {
+        days: Option<u32>,
+    },
     RevokeSupportAccess,
     /// Record that the support window has run out, if it has.
     ExpireSupportAccess,
@@ -96,7 +118,6 @@ impl Endpoint {
     pub fn existing(&self) -> Result<&AddedEndpoint, EndpointError> {
         self.added.as_ref().filter(|e| !e.deleted).ok_or(EndpointError::NotFound(self.id))
     }
-
 }
 
 impl Aggregate for Endpoint {
@@ -109,7 +130,15 @@ impl Aggregate for Endpoint {
     }
 
     fn apply(&mut self, event: &Event) {
-        if let Event::EndpointAdded { gateway, name, description, platform, key_generation, key_hash } = event {
+        if let Event::EndpointAdded {
+            gateway,
+            name,
+            description,
+            platform,
+            key_generation,
+            key_hash,
+        } = event
+        {
             self.added = Some(AddedEndpoint {
                 gateway: *gateway,
                 name: name.clone(),
@@ -136,14 +165,22 @@ impl Aggregate for Endpoint {
                 e.key_hash = key_hash.clone();
             }
             Event::ScanAccessChanged { enabled } => e.scan_access = *enabled,
-            Event::SupportAccessGranted { until_ms } => e.support_access = until_ms.map_or(SupportAccess::Indefinite, SupportAccess::Until),
-            Event::SupportAccessRevoked | Event::SupportAccessExpired => e.support_access = SupportAccess::Off,
+            Event::SupportAccessGranted { until_ms } => {
+                e.support_access = until_ms.map_or(SupportAccess::Indefinite, SupportAccess::Until)
+            }
+            Event::SupportAccessRevoked | Event::SupportAccessExpired => {
+                e.support_access = SupportAccess::Off
+            }
             Event::EndpointDeleted => e.deleted = true,
             _ => {}
         }
     }
 
-    fn handle(&self, command: &EndpointCommand, now_ms: i64) -> Result<Option<Event>, EndpointError> {
+    fn handle(
+        &self,
+        command: &EndpointCommand,
+        now_ms: i64,
+    ) -> Result<Option<Event>, EndpointError> {
         if let EndpointCommand::Add { gateway, name, description, platform, key_hash } = command {
             if self.added.is_some() {
                 return Err(EndpointError::AlreadyExists(self.id));
@@ -157,13 +194,21 @@ impl Aggregate for Endpoint {
                 key_hash: key_hash.clone(),
             }));
         }
-        if matches!(command, EndpointCommand::Delete) && self.added.as_ref().is_some_and(|e| e.deleted) {
+        if matches!(command, EndpointCommand::Delete)
+            && self.added.as_ref().is_some_and(|e| e.deleted)
+        {
             return Ok(None);
         }
         let e = self.existing()?;
         Ok(match command {
             EndpointCommand::Add { .. } => unreachable!("handled above"),
-            EndpointCommand::Register { presented_key_hash, machine, hostname, platform, agent_version } => {
+            EndpointCommand::Register {
+                presented_key_hash,
+                machine,
+                hostname,
+                platform,
+                agent_version,
+            } => {
                 if !constant_time_eq(presented_key_hash.as_bytes(), e.key_hash.as_bytes()) {
                     return Err(EndpointError::InvalidKey);
                 }
@@ -191,26 +236,36 @@ impl Aggregate for Endpoint {
                     Some(d) => checked("endpoint description", d, MAX_DESCRIPTION, false)?,
                     None => e.description.clone(),
                 };
-                (name != e.name || description != e.description).then_some(Event::EndpointEdited { name, description })
+                (name != e.name || description != e.description)
+                    .then_some(Event::EndpointEdited { name, description })
             }
             EndpointCommand::RotateKey { key_generation, key_hash } => {
                 if *key_generation != e.key_generation + 1 {
                     return Err(EndpointError::KeyGeneration { current: e.key_generation });
                 }
-                Some(Event::EndpointKeyRotated { key_generation: *key_generation, key_hash: key_hash.clone() })
+                Some(Event::EndpointKeyRotated {
+                    key_generation: *key_generation,
+                    key_hash: key_hash.clone(),
+                })
             }
-            EndpointCommand::SetScanAccess { enabled } => (e.scan_access != *enabled).then_some(Event::ScanAccessChanged { enabled: *enabled }),
+            EndpointCommand::SetScanAccess { enabled } => (e.scan_access != *enabled)
+                .then_some(Event::ScanAccessChanged { enabled: *enabled }),
             EndpointCommand::GrantSupportAccess { days } => {
                 let until_ms = match days {
                     None => None,
-                    Some(d) if (1..=MAX_SUPPORT_DAYS).contains(d) => Some(now_ms + i64::from(*d) * DAY_MS),
+                    Some(d) if (1..=MAX_SUPPORT_DAYS).contains(d) => {
+                        Some(now_ms + i64::from(*d) * DAY_MS)
+                    }
                     Some(d) => return Err(EndpointError::SupportWindow(*d)),
                 };
                 Some(Event::SupportAccessGranted { until_ms })
             }
-            EndpointCommand::RevokeSupportAccess => (e.support_access != SupportAccess::Off).then_some(Event::SupportAccessRevoked),
+            EndpointCommand::RevokeSupportAccess => {
+                (e.support_access != SupportAccess::Off).then_some(Event::SupportAccessRevoked)
+            }
             EndpointCommand::ExpireSupportAccess => {
-                matches!(e.support_access, SupportAccess::Until(t) if t <= now_ms).then_some(Event::SupportAccessExpired)
+                matches!(e.support_access, SupportAccess::Until(t) if t <= now_ms)
+                    .then_some(Event::SupportAccessExpired)
             }
             EndpointCommand::Delete => Some(Event::EndpointDeleted),
         })
@@ -234,23 +289,42 @@ mod tests {
     }
 
     fn bound(machine: &str) -> Event {
-        Event::EndpointRegistered { machine: machine.into(), hostname: "h".into(), platform: "linux".into(), agent_version: "0.1.0".into() }
+        Event::EndpointRegistered {
+            machine: machine.into(),
+            hostname: "h".into(),
+            platform: "linux".into(),
+            agent_version: "0.1.0".into(),
+        }
     }
 
     fn register(machine: &str) -> EndpointCommand {
-        EndpointCommand::Register { presented_key_hash: "h".into(), machine: machine.into(), hostname: "host".into(), platform: "linux".into(), agent_version: "0.1.0".into() }
+        EndpointCommand::Register {
+            presented_key_hash: "h".into(),
+            machine: machine.into(),
+            hostname: "host".into(),
+            platform: "linux".into(),
+            agent_version: "0.1.0".into(),
+        }
     }
 
     #[test]
     fn first_machine_binds_the_key() {
         let e: Endpoint = given(&[added()]);
-        assert!(matches!(e.handle(&register("m1"), 0).unwrap(), Some(Event::EndpointRegistered { machine, .. }) if machine == "m1"));
+        assert!(
+            matches!(e.handle(&register("m1"), 0).unwrap(), Some(Event::EndpointRegistered { machine, .. }) if machine == "m1")
+        );
     }
 
     #[test]
     fn a_wrong_key_is_refused_without_binding() {
         let e: Endpoint = given(&[added()]);
-        let cmd = EndpointCommand::Register { presented_key_hash: "other".into(), machine: "m1".into(), hostname: "h".into(), platform: "linux".into(), agent_version: "0".into() };
+        let cmd = EndpointCommand::Register {
+            presented_key_hash: "other".into(),
+            machine: "m1".into(),
+            hostname: "h".into(),
+            platform: "linux".into(),
+            agent_version: "0".into(),
+        };
         assert_eq!(e.handle(&cmd, 0), Err(EndpointError::InvalidKey));
     }
 
@@ -269,26 +343,58 @@ mod tests {
         ));
         // The refusal does not rebind the key.
         let mut e = e;
-        e.apply(&Event::EndpointRegistrationRefused { machine: "m2".into(), hostname: "h".into(), reason: TOKEN_ALREADY_REGISTERED.into() });
+        e.apply(&Event::EndpointRegistrationRefused {
+            machine: "m2".into(),
+            hostname: "h".into(),
+            reason: TOKEN_ALREADY_REGISTERED.into(),
+        });
         assert_eq!(e.added.unwrap().machine.as_deref(), Some("m1"));
     }
 
     #[test]
     fn add_validates_text_and_refuses_duplicates() {
-        let cmd = |name: &str| EndpointCommand::Add { gateway: Uuid::nil(), name: name.into(), description: String::new(), platform: Platform::Other, key_hash: "h".into() };
-        assert!(matches!(given::<Endpoint>(&[]).handle(&cmd("\u{65e5}\u{672c}"), 0), Err(EndpointError::Invalid(TextError::NotAscii { .. }))));
-        assert!(matches!(given::<Endpoint>(&[added()]).handle(&cmd("x"), 0), Err(EndpointError::AlreadyExists(_))));
+        let cmd = |name: &str| EndpointCommand::Add {
+            gateway: Uuid::nil(),
+            name: name.into(),
+            description: String::new(),
+            platform: Platform::Other,
+            key_hash: "h".into(),
+        };
+        assert!(matches!(
+            given::<Endpoint>(&[]).handle(&cmd("\u{65e5}\u{672c}"), 0),
+            Err(EndpointError::Invalid(TextError::NotAscii { .. }))
+        ));
+        assert!(matches!(
+            given::<Endpoint>(&[added()]).handle(&cmd("x"), 0),
+            Err(EndpointError::AlreadyExists(_))
+        ));
     }
 
     #[test]
     fn a_rotated_key_replaces_the_old_one() {
         let e: Endpoint = given(&[added(), bound("m1")]);
-        assert_eq!(e.handle(&EndpointCommand::RotateKey { key_generation: 3, key_hash: "h3".into() }, 0), Err(EndpointError::KeyGeneration { current: 1 }));
-        let rotated = e.handle(&EndpointCommand::RotateKey { key_generation: 2, key_hash: "h2".into() }, 0).unwrap().unwrap();
+        assert_eq!(
+            e.handle(&EndpointCommand::RotateKey { key_generation: 3, key_hash: "h3".into() }, 0),
+            Err(EndpointError::KeyGeneration { current: 1 })
+        );
+        let rotated = e
+            .handle(&EndpointCommand::RotateKey { key_generation: 2, key_hash: "h2".into() }, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(rotated, Event::EndpointKeyRotated { key_generation: 2, key_hash: "h2".into() });
         let e: Endpoint = given(&[added(), bound("m1"), rotated]);
-        assert_eq!(e.handle(&register("m1"), 0), Err(EndpointError::InvalidKey), "the old key stops working");
-        let new_key = EndpointCommand::Register { presented_key_hash: "h2".into(), machine: "m1".into(), hostname: "h".into(), platform: "linux".into(), agent_version: "0".into() };
+        assert_eq!(
+            e.handle(&register("m1"), 0),
+            Err(EndpointError::InvalidKey),
+            "the old key stops working"
+        );
+        let new_key = EndpointCommand::Register {
+            presented_key_hash: "h2".into(),
+            machine: "m1".into(),
+            hostname: "h".into(),
+            platform: "linux".into(),
+            agent_version: "0".into(),
+        };
         assert_eq!(e.handle(&new_key, 0).unwrap(), None, "the new key works on the bound machine");
     }
 
@@ -298,7 +404,10 @@ mod tests {
         let same = EndpointCommand::Edit { name: Some("dc1".into()), description: None };
         assert_eq!(e.handle(&same, 0).unwrap(), None);
         let edit = EndpointCommand::Edit { name: None, description: Some("first floor".into()) };
-        assert_eq!(e.handle(&edit, 0).unwrap(), Some(Event::EndpointEdited { name: "dc1".into(), description: "first floor".into() }));
+        assert_eq!(
+            e.handle(&edit, 0).unwrap(),
+            Some(Event::EndpointEdited { name: "dc1".into(), description: "first floor".into() })
+        );
         let bad = EndpointCommand::Edit { name: Some(String::new()), description: None };
         assert!(matches!(e.handle(&bad, 0), Err(EndpointError::Invalid(TextError::Empty { .. }))));
     }
@@ -308,7 +417,10 @@ mod tests {
         let e: Endpoint = given(&[added()]);
         assert!(e.added.as_ref().unwrap().scan_access);
         assert_eq!(e.handle(&EndpointCommand::SetScanAccess { enabled: true }, 0).unwrap(), None);
-        assert_eq!(e.handle(&EndpointCommand::SetScanAccess { enabled: false }, 0).unwrap(), Some(Event::ScanAccessChanged { enabled: false }));
+        assert_eq!(
+            e.handle(&EndpointCommand::SetScanAccess { enabled: false }, 0).unwrap(),
+            Some(Event::ScanAccessChanged { enabled: false })
+        );
     }
 
     #[test]
@@ -317,16 +429,29 @@ mod tests {
         let e: Endpoint = given(&[added()]);
         assert_eq!(e.added.as_ref().unwrap().support_access, SupportAccess::Off);
         for bad in [0, 31] {
-            assert_eq!(e.handle(&EndpointCommand::GrantSupportAccess { days: Some(bad) }, now), Err(EndpointError::SupportWindow(bad)));
+            assert_eq!(
+                e.handle(&EndpointCommand::GrantSupportAccess { days: Some(bad) }, now),
+                Err(EndpointError::SupportWindow(bad))
+            );
         }
-        let granted = e.handle(&EndpointCommand::GrantSupportAccess { days: Some(2) }, now).unwrap().unwrap();
+        let granted =
+            e.handle(&EndpointCommand::GrantSupportAccess { days: Some(2) }, now).unwrap().unwrap();
         assert_eq!(granted, Event::SupportAccessGranted { until_ms: Some(now + 2 * DAY_MS) });
         let e: Endpoint = given(&[added(), granted]);
         let access = e.added.as_ref().unwrap().support_access;
         assert!(access.is_active(now + DAY_MS) && !access.is_active(now + 2 * DAY_MS));
-        assert_eq!(e.handle(&EndpointCommand::ExpireSupportAccess, now + DAY_MS).unwrap(), None, "not yet");
-        assert_eq!(e.handle(&EndpointCommand::ExpireSupportAccess, now + 2 * DAY_MS).unwrap(), Some(Event::SupportAccessExpired));
-        let forever = given::<Endpoint>(&[added()]).handle(&EndpointCommand::GrantSupportAccess { days: None }, now).unwrap();
+        assert_eq!(
+            e.handle(&EndpointCommand::ExpireSupportAccess, now + DAY_MS).unwrap(),
+            None,
+            "not yet"
+        );
+        assert_eq!(
+            e.handle(&EndpointCommand::ExpireSupportAccess, now + 2 * DAY_MS).unwrap(),
+            Some(Event::SupportAccessExpired)
+        );
+        let forever = given::<Endpoint>(&[added()])
+            .handle(&EndpointCommand::GrantSupportAccess { days: None }, now)
+            .unwrap();
         assert_eq!(forever, Some(Event::SupportAccessGranted { until_ms: None }));
     }
 
@@ -335,6 +460,9 @@ mod tests {
         let e: Endpoint = given(&[added(), bound("m1"), Event::EndpointDeleted]);
         assert_eq!(e.handle(&register("m1"), 0), Err(EndpointError::NotFound(Uuid::nil())));
         assert_eq!(e.handle(&EndpointCommand::Delete, 0).unwrap(), None);
-        assert!(matches!(e.handle(&EndpointCommand::SetScanAccess { enabled: false }, 0), Err(EndpointError::NotFound(_))));
+        assert!(matches!(
+            e.handle(&EndpointCommand::SetScanAccess { enabled: false }, 0),
+            Err(EndpointError::NotFound(_))
+        ));
     }
 }

@@ -41,17 +41,39 @@ pub struct CreatedGateway {
 }
 
 pub enum GatewayCommand {
-    Create { name: String, description: String },
+    Create {
+        name: String,
+        description: String,
+    },
     /// A node starts serving the gateway.
-    Activate { node: String },
-    IssueScannerCredential { credential: Uuid, label: String, secret_hash: String, kind: CredentialKind },
-    RevokeScannerCredential { credential: Uuid },
+    Activate {
+        node: String,
+    },
+    IssueScannerCredential {
+        credential: Uuid,
+        label: String,
+        secret_hash: String,
+        kind: CredentialKind,
+    },
+    RevokeScannerCredential {
+        credential: Uuid,
+    },
     /// Reserve `name` for a new endpoint.
-    AssignEndpoint { endpoint: Uuid, name: String },
-    RenameEndpoint { endpoint: Uuid, name: String },
+    AssignEndpoint {
+        endpoint: Uuid,
+        name: String,
+    },
+    RenameEndpoint {
+        endpoint: Uuid,
+        name: String,
+    },
     /// The endpoint was deleted.
-    ReleaseEndpoint { endpoint: Uuid },
-    Delete { reason: String },
+    ReleaseEndpoint {
+        endpoint: Uuid,
+    },
+    Delete {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,7 +139,8 @@ impl Aggregate for Gateway {
             Event::ScannerCredentialRevoked { credential } => {
                 g.scanner_credentials.insert(*credential, false);
             }
-            Event::EndpointAssigned { endpoint, name } | Event::EndpointAssignmentRenamed { endpoint, name } => {
+            Event::EndpointAssigned { endpoint, name }
+            | Event::EndpointAssignmentRenamed { endpoint, name } => {
                 g.endpoints.insert(*endpoint, name.clone());
             }
             Event::EndpointReleased { endpoint } => {
@@ -128,7 +151,11 @@ impl Aggregate for Gateway {
         }
     }
 
-    fn handle(&self, command: &GatewayCommand, _now_ms: i64) -> Result<Option<Event>, GatewayError> {
+    fn handle(
+        &self,
+        command: &GatewayCommand,
+        _now_ms: i64,
+    ) -> Result<Option<Event>, GatewayError> {
         if let GatewayCommand::Create { name, description } = command {
             if self.created.is_some() {
                 return Err(GatewayError::AlreadyExists(self.id));
@@ -141,18 +168,23 @@ impl Aggregate for Gateway {
         let g = self.existing()?;
         Ok(match command {
             GatewayCommand::Create { .. } => unreachable!("handled above"),
-            GatewayCommand::Activate { node } => (g.status == GatewayStatus::Initializing).then(|| Event::GatewayActivated { node: node.clone() }),
-            GatewayCommand::IssueScannerCredential { credential, label, secret_hash, kind } => Some(Event::ScannerCredentialIssued {
-                credential: *credential,
-                label: checked("credential label", label, MAX_NAME, false)?,
-                secret_hash: secret_hash.clone(),
-                kind: *kind,
-            }),
-            GatewayCommand::RevokeScannerCredential { credential } => match g.scanner_credentials.get(credential) {
-                None => return Err(GatewayError::UnknownCredential(*credential)),
-                Some(false) => None,
-                Some(true) => Some(Event::ScannerCredentialRevoked { credential: *credential }),
-            },
+            GatewayCommand::Activate { node } => (g.status == GatewayStatus::Initializing)
+                .then(|| Event::GatewayActivated { node: node.clone() }),
+            GatewayCommand::IssueScannerCredential { credential, label, secret_hash, kind } => {
+                Some(Event::ScannerCredentialIssued {
+                    credential: *credential,
+                    label: checked("credential label", label, MAX_NAME, false)?,
+                    secret_hash: secret_hash.clone(),
+                    kind: *kind,
+                })
+            }
+            GatewayCommand::RevokeScannerCredential { credential } => {
+                match g.scanner_credentials.get(credential) {
+                    None => return Err(GatewayError::UnknownCredential(*credential)),
+                    Some(false) => None,
+                    Some(true) => Some(Event::ScannerCredentialRevoked { credential: *credential }),
+                }
+            }
             GatewayCommand::AssignEndpoint { endpoint, name } => {
                 let name = checked("endpoint name", name, MAX_NAME, true)?;
                 if g.endpoints.get(endpoint).is_some_and(|n| *n == name) {
@@ -168,13 +200,20 @@ impl Aggregate for Gateway {
                 if g.name_taken(&name, *endpoint) {
                     return Err(GatewayError::DuplicateName { gateway: g.name.clone(), name });
                 }
-                (g.endpoints.get(endpoint) != Some(&name)).then_some(Event::EndpointAssignmentRenamed { endpoint: *endpoint, name })
+                (g.endpoints.get(endpoint) != Some(&name))
+                    .then_some(Event::EndpointAssignmentRenamed { endpoint: *endpoint, name })
             }
-            GatewayCommand::ReleaseEndpoint { endpoint } => g.endpoints.contains_key(endpoint).then_some(Event::EndpointReleased { endpoint: *endpoint }),
+            GatewayCommand::ReleaseEndpoint { endpoint } => g
+                .endpoints
+                .contains_key(endpoint)
+                .then_some(Event::EndpointReleased { endpoint: *endpoint }),
             GatewayCommand::Delete { reason } => {
                 if !g.endpoints.is_empty() {
                     let names: Vec<&str> = g.endpoints.values().map(String::as_str).collect();
-                    return Err(GatewayError::HasEndpoints { gateway: g.name.clone(), names: names.join(", ") });
+                    return Err(GatewayError::HasEndpoints {
+                        gateway: g.name.clone(),
+                        names: names.join(", "),
+                    });
                 }
                 Some(Event::GatewayDeleted { reason: reason.clone() })
             }
@@ -198,21 +237,34 @@ mod tests {
     #[test]
     fn create_records_the_trimmed_name() {
         let g: Gateway = given(&[]);
-        let e = g.handle(&GatewayCommand::Create { name: " corp ".into(), description: "main".into() }, 0).unwrap();
+        let e = g
+            .handle(
+                &GatewayCommand::Create { name: " corp ".into(), description: "main".into() },
+                0,
+            )
+            .unwrap();
         assert_eq!(e, Some(created()));
     }
 
     #[test]
     fn non_ascii_names_are_refused() {
         let g: Gateway = given(&[]);
-        let err = g.handle(&GatewayCommand::Create { name: "M\u{fc}nchen".into(), description: String::new() }, 0).unwrap_err();
+        let err = g
+            .handle(
+                &GatewayCommand::Create { name: "M\u{fc}nchen".into(), description: String::new() },
+                0,
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("only ASCII"), "{err}");
     }
 
     #[test]
     fn create_twice_is_refused() {
         let g: Gateway = given(&[created()]);
-        assert!(matches!(g.handle(&GatewayCommand::Create { name: "x".into(), description: String::new() }, 0), Err(GatewayError::AlreadyExists(_))));
+        assert!(matches!(
+            g.handle(&GatewayCommand::Create { name: "x".into(), description: String::new() }, 0),
+            Err(GatewayError::AlreadyExists(_))
+        ));
     }
 
     #[test]
@@ -228,27 +280,39 @@ mod tests {
     #[test]
     fn credentials_need_an_existing_gateway_and_revoke_once() {
         let id = Uuid::from_u128(9);
-        let cmd = GatewayCommand::IssueScannerCredential { credential: id, label: "zap".into(), secret_hash: "h".into(), kind: CredentialKind::Scan };
+        let cmd = GatewayCommand::IssueScannerCredential {
+            credential: id,
+            label: "zap".into(),
+            secret_hash: "h".into(),
+            kind: CredentialKind::Scan,
+        };
         assert!(matches!(given::<Gateway>(&[]).handle(&cmd, 0), Err(GatewayError::NotFound(_))));
         let issued = given::<Gateway>(&[created()]).handle(&cmd, 0).unwrap().unwrap();
         let revoke = GatewayCommand::RevokeScannerCredential { credential: id };
         let revoked = given::<Gateway>(&[created(), issued.clone()]).handle(&revoke, 0).unwrap();
         assert_eq!(revoked, Some(Event::ScannerCredentialRevoked { credential: id }));
-        assert_eq!(given::<Gateway>(&[created(), issued, revoked.unwrap()]).handle(&revoke, 0).unwrap(), None);
+        assert_eq!(
+            given::<Gateway>(&[created(), issued, revoked.unwrap()]).handle(&revoke, 0).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn endpoint_names_are_unique_per_gateway_ignoring_case() {
         let g: Gateway = given(&[created(), assigned(1, "dc1")]);
-        let dup = GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(2), name: "DC1".into() };
+        let dup =
+            GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(2), name: "DC1".into() };
         assert!(matches!(g.handle(&dup, 0), Err(GatewayError::DuplicateName { .. })));
-        let rename = GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(2), name: "dc1".into() };
+        let rename =
+            GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(2), name: "dc1".into() };
         assert!(matches!(g.handle(&rename, 0), Err(GatewayError::DuplicateName { .. })));
         // An endpoint may change the case of its own name.
-        let own = GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(1), name: "DC1".into() };
+        let own =
+            GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(1), name: "DC1".into() };
         assert!(matches!(g.handle(&own, 0), Ok(Some(Event::EndpointAssignmentRenamed { .. }))));
         // Retrying the same assignment changes nothing.
-        let retry = GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(1), name: "dc1".into() };
+        let retry =
+            GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(1), name: "dc1".into() };
         assert_eq!(g.handle(&retry, 0).unwrap(), None);
     }
 
@@ -257,12 +321,21 @@ mod tests {
         let delete = GatewayCommand::Delete { reason: "deleted by alice".into() };
         let g: Gateway = given(&[created(), assigned(1, "dc1")]);
         let err = g.handle(&delete, 0).unwrap_err();
-        assert!(err.to_string().contains("dc1") && err.to_string().contains("delete them first"), "{err}");
+        assert!(
+            err.to_string().contains("dc1") && err.to_string().contains("delete them first"),
+            "{err}"
+        );
         let released = Event::EndpointReleased { endpoint: Uuid::from_u128(1) };
         let g: Gateway = given(&[created(), assigned(1, "dc1"), released]);
         let deleted = g.handle(&delete, 0).unwrap().unwrap();
         let g: Gateway = given(&[created(), deleted]);
-        assert!(matches!(g.handle(&GatewayCommand::AssignEndpoint { endpoint: Uuid::nil(), name: "x".into() }, 0), Err(GatewayError::Deleted(_))));
+        assert!(matches!(
+            g.handle(
+                &GatewayCommand::AssignEndpoint { endpoint: Uuid::nil(), name: "x".into() },
+                0
+            ),
+            Err(GatewayError::Deleted(_))
+        ));
         assert_eq!(g.created.unwrap().status, GatewayStatus::Deleted);
     }
 }

@@ -5,7 +5,9 @@
 //! commands. Actors on different nodes may host the same aggregate: the log's optimistic
 //! concurrency decides between them. Actors decide; they never carry tunnel bytes.
 
-use crate::aggregate::{execute, execute_batch, Aggregate, CommandError, Executed, Loaded, Request};
+use crate::aggregate::{
+    execute, execute_batch, Aggregate, CommandError, Executed, Loaded, Request,
+};
 use actix::prelude::*;
 use ism_events::{Cause, Clock, EventLog};
 use std::collections::HashMap;
@@ -71,9 +73,24 @@ impl<A: Aggregate + Unpin> Actor for AggregateActor<A> {
 
 impl<A: Aggregate + Unpin> AggregateActor<A> {
     /// The command's whole write path, run while the actor's mailbox waits.
-    fn run(&mut self, command: A::Command, cause: Cause, expected_version: Option<u64>) -> ResponseActFuture<Self, Result<Executed, CommandError<A::Error>>> {
-        let (log, clock, id, cached) = (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
-        let work = async move { execute::<A>(&*log, &*clock, id, cached, Request { command: &command, cause: &cause, expected_version }).await };
+    fn run(
+        &mut self,
+        command: A::Command,
+        cause: Cause,
+        expected_version: Option<u64>,
+    ) -> ResponseActFuture<Self, Result<Executed, CommandError<A::Error>>> {
+        let (log, clock, id, cached) =
+            (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
+        let work = async move {
+            execute::<A>(
+                &*log,
+                &*clock,
+                id,
+                cached,
+                Request { command: &command, cause: &cause, expected_version },
+            )
+            .await
+        };
         Box::pin(work.into_actor(self).map(|(cached, result), actor, _| {
             actor.cached = cached;
             result
@@ -114,7 +131,8 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
         } else {
             ctx.notify(FlushTold);
         }
-        let (log, clock, id, cached) = (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
+        let (log, clock, id, cached) =
+            (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
         let work = async move { execute_batch::<A>(&*log, &*clock, id, cached, &batch).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(move |(cached, result), actor, _| {
             actor.cached = cached;
@@ -165,12 +183,27 @@ pub struct NodeActors<A: Aggregate + Unpin> {
 impl<A: Aggregate + Unpin> NodeActors<A> {
     /// Actors are started on `arbiter` (the actix system thread of the node).
     pub fn new(arbiter: ArbiterHandle, log: Arc<dyn EventLog>, clock: Arc<dyn Clock>) -> Self {
-        Self { arbiter, log, clock, actors: Mutex::new(HashMap::new()), unrecorded: Arc::new(AtomicUsize::new(0)) }
+        Self {
+            arbiter,
+            log,
+            clock,
+            actors: Mutex::new(HashMap::new()),
+            unrecorded: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     fn start(&self, id: Uuid) -> Addr<AggregateActor<A>> {
-        let (log, clock, unrecorded) = (self.log.clone(), self.clock.clone(), self.unrecorded.clone());
-        AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor { id, log, clock, cached: None, told: Vec::new(), flush_scheduled: false, unrecorded })
+        let (log, clock, unrecorded) =
+            (self.log.clone(), self.clock.clone(), self.unrecorded.clone());
+        AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor {
+            id,
+            log,
+            clock,
+            cached: None,
+            told: Vec::new(),
+            flush_scheduled: false,
+            unrecorded,
+        })
     }
 
     /// The actor for aggregate `id`, started if this node has none yet.
@@ -180,13 +213,24 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
     }
 
     /// Sends a command to aggregate `id` and waits for the outcome.
-    pub async fn execute(&self, id: Uuid, command: A::Command, cause: Cause) -> Result<Executed, CommandError<A::Error>> {
+    pub async fn execute(
+        &self,
+        id: Uuid,
+        command: A::Command,
+        cause: Cause,
+    ) -> Result<Executed, CommandError<A::Error>> {
         self.execute_at(id, command, cause, None).await
     }
 
     /// As [`execute`](Self::execute), refused with [`CommandError::Stale`] unless the aggregate
     /// is still at `expected_version` (when given).
-    pub async fn execute_at(&self, id: Uuid, command: A::Command, cause: Cause, expected_version: Option<u64>) -> Result<Executed, CommandError<A::Error>> {
+    pub async fn execute_at(
+        &self,
+        id: Uuid,
+        command: A::Command,
+        cause: Cause,
+        expected_version: Option<u64>,
+    ) -> Result<Executed, CommandError<A::Error>> {
         self.actor(id)
             .send(Execute { command, cause, expected_version })
             .await
@@ -198,7 +242,10 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
     /// aggregate that may be forgotten meanwhile (a stream outliving its session).
     pub fn recorder(&self, id: Uuid) -> Recorder<A> {
         let hosted = self.actors.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-        Recorder { addr: hosted.unwrap_or_else(|| self.start(id)), unrecorded: self.unrecorded.clone() }
+        Recorder {
+            addr: hosted.unwrap_or_else(|| self.start(id)),
+            unrecorded: self.unrecorded.clone(),
+        }
     }
 
     /// Sends a command to aggregate `id` without waiting: it is queued in call order.
@@ -244,15 +291,36 @@ mod tests {
         let node_a = NodeActors::<Gateway>::new(Arbiter::current(), log.clone(), clock.clone());
         let node_b = NodeActors::<Gateway>::new(Arbiter::current(), log.clone(), clock);
         let id = Uuid::new_v4();
-        node_a.execute(id, GatewayCommand::Create { name: "corp".into(), description: String::new() }, Cause::by("alice")).await.unwrap();
+        node_a
+            .execute(
+                id,
+                GatewayCommand::Create { name: "corp".into(), description: String::new() },
+                Cause::by("alice"),
+            )
+            .await
+            .unwrap();
         // Node B caches the gateway while it is still Initializing.
-        let cred = GatewayCommand::IssueScannerCredential { credential: Uuid::new_v4(), label: "zap".into(), secret_hash: "h".into(), kind: ism_events::CredentialKind::Scan };
+        let cred = GatewayCommand::IssueScannerCredential {
+            credential: Uuid::new_v4(),
+            label: "zap".into(),
+            secret_hash: "h".into(),
+            kind: ism_events::CredentialKind::Scan,
+        };
         node_b.execute(id, cred, Cause::by("bob")).await.unwrap();
-        node_a.execute(id, GatewayCommand::Activate { node: "a".into() }, Cause::by("a")).await.unwrap();
-        let again = node_b.execute(id, GatewayCommand::Activate { node: "b".into() }, Cause::by("b")).await.unwrap();
+        node_a
+            .execute(id, GatewayCommand::Activate { node: "a".into() }, Cause::by("a"))
+            .await
+            .unwrap();
+        let again = node_b
+            .execute(id, GatewayCommand::Activate { node: "b".into() }, Cause::by("b"))
+            .await
+            .unwrap();
         assert!(again.recorded.is_none(), "node b must see the activation after reloading");
         let events = log.read_aggregate(&AggregateId::gateway(id)).await.unwrap();
-        let activations = events.iter().filter(|r| matches!(r.envelope.event, Event::GatewayActivated { .. })).count();
+        let activations = events
+            .iter()
+            .filter(|r| matches!(r.envelope.event, Event::GatewayActivated { .. }))
+            .count();
         assert_eq!(activations, 1);
         assert_eq!(events[0].envelope.actor.as_deref(), Some("alice"));
     }
@@ -268,13 +336,35 @@ mod tests {
         let node_a = NodeActors::<Endpoint>::new(Arbiter::current(), log.clone(), clock.clone());
         let node_b = NodeActors::<Endpoint>::new(Arbiter::current(), log.clone(), clock);
         let id = Uuid::new_v4();
-        let add = EndpointCommand::Add { gateway: Uuid::nil(), name: "dc1".into(), description: String::new(), platform: ism_events::Platform::Linux, key_hash: "old".into() };
+        let add = EndpointCommand::Add {
+            gateway: Uuid::nil(),
+            name: "dc1".into(),
+            description: String::new(),
+            platform: ism_events::Platform::Linux,
+            key_hash: "old".into(),
+        };
         node_a.execute(id, add, Cause::by("alice")).await.unwrap();
-        let register = |hash: &str| EndpointCommand::Register { presented_key_hash: hash.into(), machine: "m1".into(), hostname: "h".into(), platform: "linux".into(), agent_version: "0".into() };
+        let register = |hash: &str| EndpointCommand::Register {
+            presented_key_hash: hash.into(),
+            machine: "m1".into(),
+            hostname: "h".into(),
+            platform: "linux".into(),
+            agent_version: "0".into(),
+        };
         node_b.execute(id, register("old"), Cause::by("m1")).await.unwrap();
-        node_a.execute(id, EndpointCommand::RotateKey { key_generation: 2, key_hash: "new".into() }, Cause::by("alice")).await.unwrap();
+        node_a
+            .execute(
+                id,
+                EndpointCommand::RotateKey { key_generation: 2, key_hash: "new".into() },
+                Cause::by("alice"),
+            )
+            .await
+            .unwrap();
         let again = node_b.execute(id, register("old"), Cause::by("m1")).await;
-        assert!(matches!(again, Err(CommandError::Rejected(EndpointError::InvalidKey))), "{again:?}");
+        assert!(
+            matches!(again, Err(CommandError::Rejected(EndpointError::InvalidKey))),
+            "{again:?}"
+        );
     }
 
     /// Facts told in a burst are all recorded, in the order told, in few appends.
@@ -283,26 +373,49 @@ mod tests {
         use crate::tunnel::{Tunnel, TunnelCommand};
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
-        let tunnels = NodeActors::<Tunnel>::new(Arbiter::current(), log.clone(), Arc::new(SystemClock));
+        let tunnels =
+            NodeActors::<Tunnel>::new(Arbiter::current(), log.clone(), Arc::new(SystemClock));
         let id = Uuid::new_v4();
-        let open = TunnelCommand::Open { endpoint: Uuid::nil(), gateway: Uuid::nil(), node: "n".into(), machine: "m".into(), remote_addr: "r".into(), agent_version: "0".into() };
+        let open = TunnelCommand::Open {
+            endpoint: Uuid::nil(),
+            gateway: Uuid::nil(),
+            node: "n".into(),
+            machine: "m".into(),
+            remote_addr: "r".into(),
+            agent_version: "0".into(),
+        };
         tunnels.execute(id, open, Cause::by("n")).await.unwrap();
         let started = std::time::Instant::now();
         for stream in 0..2000u32 {
-            tunnels.tell(id, TunnelCommand::RecordStreamOpened { stream, target: "t:1".into(), scanner: "s".into() }, Cause::by("s"));
+            tunnels.tell(
+                id,
+                TunnelCommand::RecordStreamOpened {
+                    stream,
+                    target: "t:1".into(),
+                    scanner: "s".into(),
+                },
+                Cause::by("s"),
+            );
         }
         let agg = AggregateId::tunnel(id);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while log.version(&agg).await.unwrap() < 2001 {
-            assert!(std::time::Instant::now() < deadline, "only {} of 2001 recorded", log.version(&agg).await.unwrap());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of 2001 recorded",
+                log.version(&agg).await.unwrap()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         println!("2000 told facts recorded in {:?}", started.elapsed());
         let events = log.read_aggregate(&agg).await.unwrap();
-        let streams: Vec<u32> = events.iter().filter_map(|r| match r.envelope.event {
-            Event::StreamOpened { stream, .. } => Some(stream),
-            _ => None,
-        }).collect();
+        let streams: Vec<u32> = events
+            .iter()
+            .filter_map(|r| match r.envelope.event {
+                Event::StreamOpened { stream, .. } => Some(stream),
+                _ => None,
+            })
+            .collect();
         assert_eq!(streams, (0..2000).collect::<Vec<_>>());
     }
 }

@@ -15,7 +15,12 @@ pub enum TextError {
 
 /// Checks a user-entered field: printable ASCII only (as the seed's product), within `max`
 /// characters, and non-empty when `required`. Leading and trailing spaces are trimmed.
-pub fn checked(field: &'static str, value: &str, max: usize, required: bool) -> Result<String, TextError> {
+pub fn checked(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<String, TextError> {
     let value = value.trim();
     if let Some((position, found)) = value.chars().enumerate().find(|(_, c)| !c.is_ascii()) {
         return Err(TextError::NotAscii { field, found, position });
@@ -53,7 +58,10 @@ mod tests {
         assert_eq!(checked("name", "  dc1  ", 64, true).unwrap(), "dc1");
         assert_eq!(checked("name", "   ", 64, true), Err(TextError::Empty { field: "name" }));
         assert!(checked("description", "", 64, false).is_ok());
-        assert!(matches!(checked("name", &"x".repeat(65), 64, true), Err(TextError::TooLong { .. })));
+        assert!(matches!(
+            checked("name", &"x".repeat(65), 64, true),
+            Err(TextError::TooLong { .. })
+        ));
         assert!(matches!(checked("name", "a\tb", 64, true), Err(TextError::Control { .. })));
     }
 }

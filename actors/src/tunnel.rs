@@ -19,14 +19,36 @@ pub struct OpenedTunnel {
 }
 
 pub enum TunnelCommand {
-    Open { endpoint: Uuid, gateway: Uuid, node: String, machine: String, remote_addr: String, agent_version: String },
-    RecordStreamOpened { stream: u32, target: String, scanner: String },
-    RecordStreamRefused { target: String, scanner: String, reason: String },
+    Open {
+        endpoint: Uuid,
+        gateway: Uuid,
+        node: String,
+        machine: String,
+        remote_addr: String,
+        agent_version: String,
+    },
+    RecordStreamOpened {
+        stream: u32,
+        target: String,
+        scanner: String,
+    },
+    RecordStreamRefused {
+        target: String,
+        scanner: String,
+        reason: String,
+    },
     /// Refusals counted after a recorded `StreamRefused` of the same kind (see
     /// `Event::StreamRefusalsRepeated`).
     RecordStreamRefusalsRepeated(RepeatedRefusals),
-    RecordStreamClosed { stream: u32, sent: u64, received: u64, end: String },
-    Close { reason: String },
+    RecordStreamClosed {
+        stream: u32,
+        sent: u64,
+        received: u64,
+        end: String,
+    },
+    Close {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +71,8 @@ impl Aggregate for Tunnel {
     fn apply(&mut self, event: &Event) {
         match event {
             Event::TunnelOpened { endpoint, node, .. } => {
-                self.opened = Some(OpenedTunnel { endpoint: *endpoint, node: node.clone(), closed: false })
+                self.opened =
+                    Some(OpenedTunnel { endpoint: *endpoint, node: node.clone(), closed: false })
             }
             Event::TunnelClosed { .. } => {
                 if let Some(t) = &mut self.opened {
@@ -68,7 +91,14 @@ impl Aggregate for Tunnel {
             None => Err(TunnelError::NotOpen(self.id)),
         };
         Ok(Some(match command {
-            TunnelCommand::Open { endpoint, gateway, node, machine, remote_addr, agent_version } => {
+            TunnelCommand::Open {
+                endpoint,
+                gateway,
+                node,
+                machine,
+                remote_addr,
+                agent_version,
+            } => {
                 if self.opened.is_some() {
                     return Err(TunnelError::AlreadyOpened(self.id));
                 }
@@ -83,11 +113,19 @@ impl Aggregate for Tunnel {
             }
             TunnelCommand::RecordStreamOpened { stream, target, scanner } => {
                 existed()?;
-                Event::StreamOpened { stream: *stream, target: target.clone(), scanner: scanner.clone() }
+                Event::StreamOpened {
+                    stream: *stream,
+                    target: target.clone(),
+                    scanner: scanner.clone(),
+                }
             }
             TunnelCommand::RecordStreamRefused { target, scanner, reason } => {
                 existed()?;
-                Event::StreamRefused { target: target.clone(), scanner: scanner.clone(), reason: reason.clone() }
+                Event::StreamRefused {
+                    target: target.clone(),
+                    scanner: scanner.clone(),
+                    reason: reason.clone(),
+                }
             }
             TunnelCommand::RecordStreamRefusalsRepeated(r) => {
                 existed()?;
@@ -98,7 +136,12 @@ impl Aggregate for Tunnel {
             }
             TunnelCommand::RecordStreamClosed { stream, sent, received, end } => {
                 existed()?;
-                Event::StreamClosed { stream: *stream, sent: *sent, received: *received, end: end.clone() }
+                Event::StreamClosed {
+                    stream: *stream,
+                    sent: *sent,
+                    received: *received,
+                    end: end.clone(),
+                }
             }
             TunnelCommand::Close { reason } => match &self.opened {
                 Some(t) if !t.closed => Event::TunnelClosed { reason: reason.clone() },
@@ -135,12 +178,21 @@ mod tests {
 
     #[test]
     fn stream_facts_need_a_session_that_existed_even_if_it_closed_since() {
-        let cmd = TunnelCommand::RecordStreamOpened { stream: 1, target: "a:80".into(), scanner: "s".into() };
+        let cmd = TunnelCommand::RecordStreamOpened {
+            stream: 1,
+            target: "a:80".into(),
+            scanner: "s".into(),
+        };
         assert!(given::<Tunnel>(&[]).handle(&cmd, 0).is_err());
         assert!(given::<Tunnel>(&[opened()]).handle(&cmd, 0).is_ok());
         let closed = Event::TunnelClosed { reason: "x".into() };
         assert!(given::<Tunnel>(&[opened(), closed.clone()]).handle(&cmd, 0).is_ok());
-        let end = TunnelCommand::RecordStreamClosed { stream: 1, sent: 1, received: 2, end: "reset".into() };
+        let end = TunnelCommand::RecordStreamClosed {
+            stream: 1,
+            sent: 1,
+            received: 2,
+            end: "reset".into(),
+        };
         assert!(given::<Tunnel>(&[opened(), closed]).handle(&end, 0).is_ok());
     }
 
@@ -159,7 +211,18 @@ mod tests {
         };
         let t: Tunnel = given(&[opened()]);
         let ev = t.handle(&counted(41), 0).unwrap().unwrap();
-        assert!(matches!(ev, Event::StreamRefusalsRepeated(RepeatedRefusals { count: 41, first_ms: 5, last_ms: 9, .. })), "{ev:?}");
+        assert!(
+            matches!(
+                ev,
+                Event::StreamRefusalsRepeated(RepeatedRefusals {
+                    count: 41,
+                    first_ms: 5,
+                    last_ms: 9,
+                    ..
+                })
+            ),
+            "{ev:?}"
+        );
         assert_eq!(t.handle(&counted(0), 0).unwrap(), None);
         assert!(given::<Tunnel>(&[]).handle(&counted(1), 0).is_err());
     }

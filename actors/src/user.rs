@@ -64,7 +64,10 @@ impl Aggregate for User {
 
     fn apply(&mut self, event: &Event) {
         match event {
-            Event::UserCreated { name, role } => self.created = Some(CreatedUser { name: name.clone(), role: *role, tokens: BTreeMap::new() }),
+            Event::UserCreated { name, role } => {
+                self.created =
+                    Some(CreatedUser { name: name.clone(), role: *role, tokens: BTreeMap::new() })
+            }
             Event::UserRoleChanged { role } => {
                 if let Some(u) = &mut self.created {
                     u.role = *role;
@@ -98,7 +101,9 @@ impl Aggregate for User {
         let u = self.created.as_ref().ok_or(UserError::NotFound(self.id))?;
         Ok(match command {
             UserCommand::Create { .. } => unreachable!("handled above"),
-            UserCommand::ChangeRole { role } => (u.role != *role).then_some(Event::UserRoleChanged { role: *role }),
+            UserCommand::ChangeRole { role } => {
+                (u.role != *role).then_some(Event::UserRoleChanged { role: *role })
+            }
             UserCommand::IssueToken { token, label, token_hash } => Some(Event::ApiTokenIssued {
                 token: *token,
                 label: checked("token label", label, MAX_NAME, false)?,
@@ -126,12 +131,22 @@ mod tests {
 
     #[test]
     fn create_once_with_a_valid_name() {
-        let create = |name: &str| UserCommand::Create { name: name.into(), role: UserRole::SecurityLead };
-        assert!(matches!(given::<User>(&[]).handle(&create("alice"), 0), Ok(Some(Event::UserCreated { .. }))));
+        let create =
+            |name: &str| UserCommand::Create { name: name.into(), role: UserRole::SecurityLead };
+        assert!(matches!(
+            given::<User>(&[]).handle(&create("alice"), 0),
+            Ok(Some(Event::UserCreated { .. }))
+        ));
         assert_eq!(given::<User>(&[]).handle(&create("al ice"), 0), Err(UserError::Spaces));
-        assert!(matches!(given::<User>(&[]).handle(&create("\u{e9}lodie"), 0), Err(UserError::Invalid(_))));
+        assert!(matches!(
+            given::<User>(&[]).handle(&create("\u{e9}lodie"), 0),
+            Err(UserError::Invalid(_))
+        ));
         let existing = Event::UserCreated { name: "alice".into(), role: UserRole::Reviewer };
-        assert_eq!(given::<User>(&[existing]).handle(&create("ALICE"), 0), Err(UserError::AlreadyExists("alice".into())));
+        assert_eq!(
+            given::<User>(&[existing]).handle(&create("ALICE"), 0),
+            Err(UserError::AlreadyExists("alice".into()))
+        );
     }
 
     #[test]
@@ -140,9 +155,15 @@ mod tests {
         let created = Event::UserCreated { name: "alice".into(), role: UserRole::Reviewer };
         let issued = Event::ApiTokenIssued { token: t, label: "ci".into(), token_hash: "h".into() };
         let u: User = given(&[created.clone(), issued.clone()]);
-        assert_eq!(u.handle(&UserCommand::RevokeToken { token: t }, 0).unwrap(), Some(Event::ApiTokenRevoked { token: t }));
+        assert_eq!(
+            u.handle(&UserCommand::RevokeToken { token: t }, 0).unwrap(),
+            Some(Event::ApiTokenRevoked { token: t })
+        );
         let u: User = given(&[created, issued, Event::ApiTokenRevoked { token: t }]);
         assert_eq!(u.handle(&UserCommand::RevokeToken { token: t }, 0).unwrap(), None);
-        assert_eq!(u.handle(&UserCommand::RevokeToken { token: Uuid::nil() }, 0), Err(UserError::UnknownToken(Uuid::nil())));
+        assert_eq!(
+            u.handle(&UserCommand::RevokeToken { token: Uuid::nil() }, 0),
+            Err(UserError::UnknownToken(Uuid::nil()))
+        );
     }
 }

@@ -48,7 +48,11 @@ mod tests {
             AggregateId::endpoint(Uuid::new_v4()),
             3,
             1_700_000_000_000,
-            Cause { causation: Some(Uuid::new_v4()), trace: Some("00-abc-def-01".into()), actor: Some("alice".into()) },
+            Cause {
+                causation: Some(Uuid::new_v4()),
+                trace: Some("00-abc-def-01".into()),
+                actor: Some("alice".into()),
+            },
             Event::EndpointAdded {
                 gateway: Uuid::new_v4(),
                 name: "dc1".into(),
@@ -63,7 +67,13 @@ mod tests {
 
     #[test]
     fn a_newer_schema_is_refused_clearly() {
-        let mut e = Envelope::new(AggregateId::gateway(Uuid::new_v4()), 1, 0, Cause::default(), Event::GatewayActivated { node: "n".into() });
+        let mut e = Envelope::new(
+            AggregateId::gateway(Uuid::new_v4()),
+            1,
+            0,
+            Cause::default(),
+            Event::GatewayActivated { node: "n".into() },
+        );
         e.schema = SCHEMA_VERSION + 1;
         let err = decode(&encode(&e).unwrap()).unwrap_err();
         assert!(err.to_string().contains("upgrade this node"), "{err}");
@@ -81,7 +91,14 @@ mod tests {
             schema: u16,
             event: std::collections::BTreeMap<&'static str, u8>,
         }
-        let future = Future { id: Uuid::new_v4(), aggregate: AggregateId::tunnel(Uuid::new_v4()), sequence: 1, time_ms: 0, schema: SCHEMA_VERSION + 1, event: [("StreamTeleported", 1)].into() };
+        let future = Future {
+            id: Uuid::new_v4(),
+            aggregate: AggregateId::tunnel(Uuid::new_v4()),
+            sequence: 1,
+            time_ms: 0,
+            schema: SCHEMA_VERSION + 1,
+            event: [("StreamTeleported", 1)].into(),
+        };
         let err = decode(&rmp_serde::to_vec_named(&future).unwrap()).unwrap_err();
         assert!(matches!(err, CodecError::FromTheFuture { .. }), "{err}");
     }
@@ -89,11 +106,26 @@ mod tests {
     /// Events keep the catalogue version that introduced them, so older nodes still read them.
     #[test]
     fn each_envelope_carries_the_version_that_introduced_its_event() {
-        let old = Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 1, 0, Cause::default(), Event::TunnelClosed { reason: "r".into() });
+        let old = Envelope::new(
+            AggregateId::tunnel(Uuid::new_v4()),
+            1,
+            0,
+            Cause::default(),
+            Event::TunnelClosed { reason: "r".into() },
+        );
         assert_eq!(old.schema, 1);
-        let counted = crate::RepeatedRefusals { scanner: "s".into(), reason: "busy".into(), count: 3, targets: vec!["a:1".into()], other_targets: 0, first_ms: 1, last_ms: 2 };
+        let counted = crate::RepeatedRefusals {
+            scanner: "s".into(),
+            reason: "busy".into(),
+            count: 3,
+            targets: vec!["a:1".into()],
+            other_targets: 0,
+            first_ms: 1,
+            last_ms: 2,
+        };
         let repeated = Event::StreamRefusalsRepeated(counted);
-        let new = Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 2, 0, Cause::default(), repeated);
+        let new =
+            Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 2, 0, Cause::default(), repeated);
         assert_eq!(new.schema, 2);
         assert_eq!(decode(&encode(&new).unwrap()).unwrap(), new);
     }

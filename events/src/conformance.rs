@@ -143,13 +143,21 @@ async fn subscribe_from_position_skips_earlier(log: &dyn EventLog) {
 
 async fn envelope_fields_survive(log: &dyn EventLog) {
     let agg = AggregateId::endpoint(Uuid::new_v4());
-    let cause = Cause { causation: Some(Uuid::new_v4()), trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()), actor: Some("alice".into()) };
+    let cause = Cause {
+        causation: Some(Uuid::new_v4()),
+        trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        actor: Some("alice".into()),
+    };
     let e = Envelope::new(
         agg,
         1,
         1_763_900_000_123,
         cause,
-        Event::EndpointRegistrationRefused { machine: "ab12".into(), hostname: "h\u{e9}te".into(), reason: "Token already registered".into() },
+        Event::EndpointRegistrationRefused {
+            machine: "ab12".into(),
+            hostname: "h\u{e9}te".into(),
+            reason: "Token already registered".into(),
+        },
     );
     let pos = log.append(&e).await.unwrap();
     let read = log.read_aggregate(&agg).await.unwrap();
@@ -174,10 +182,16 @@ async fn batches_append_in_order_or_not_at_all(log: &dyn EventLog) {
     assert_eq!(positions.len(), 5);
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
     let read = log.read_aggregate(&agg).await.unwrap();
-    assert_eq!(read.iter().map(|r| r.envelope.sequence).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        read.iter().map(|r| r.envelope.sequence).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
     // A batch based on an outdated version is refused whole.
     let stale: Vec<Envelope> = (6..=8).map(|s| env(agg, s)).collect();
-    assert!(matches!(log.append_batch(&stale).await, Err(AppendError::Conflict { expected: 5, actual: 6, .. })));
+    assert!(matches!(
+        log.append_batch(&stale).await,
+        Err(AppendError::Conflict { expected: 5, actual: 6, .. })
+    ));
     assert_eq!(log.version(&agg).await.unwrap(), 6);
     assert!(log.append_batch(&[]).await.unwrap().is_empty());
 }
@@ -186,14 +200,17 @@ async fn batches_append_in_order_or_not_at_all(log: &dyn EventLog) {
 /// restart) all complete, each exactly once, with reads answered in between. sled 0.34 deadlocks
 /// here when each append runs its own `flush_async` (spacejam/sled#1308).
 async fn many_appends_in_flight_all_complete(log: &dyn EventLog) {
-    let aggregates: Vec<AggregateId> = (0..300).map(|_| AggregateId::endpoint(Uuid::new_v4())).collect();
+    let aggregates: Vec<AggregateId> =
+        (0..300).map(|_| AggregateId::endpoint(Uuid::new_v4())).collect();
     let appends = aggregates.iter().map(|agg| async move {
         for seq in 1..=4 {
             log.append(&env(*agg, seq)).await.unwrap();
             assert_eq!(log.version(agg).await.unwrap(), seq);
         }
     });
-    tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(appends)).await.expect("appends in flight stalled for 60 s");
+    tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(appends))
+        .await
+        .expect("appends in flight stalled for 60 s");
     for agg in &aggregates {
         assert_eq!(log.read_aggregate(agg).await.unwrap().len(), 4);
     }

@@ -96,7 +96,10 @@ pub fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
     loop {
         match sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open() {
             // sled reports a held lock as an `Other` I/O error with this text.
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
@@ -112,7 +115,16 @@ impl EmbeddedLog {
         let (log, agg, heads, meta) = (tree("log")?, tree("agg")?, tree("heads")?, tree("meta")?);
         let head = meta.get(HEAD_KEY).map_err(storage)?.map(|v| be_u64(&v)).unwrap_or(0);
         let (head_tx, _) = watch::channel(head);
-        Ok(Self { db, log, agg, heads, meta, head_tx, durability: Durability::default(), path: path.display().to_string() })
+        Ok(Self {
+            db,
+            log,
+            agg,
+            heads,
+            meta,
+            head_tx,
+            durability: Durability::default(),
+            path: path.display().to_string(),
+        })
     }
 }
 
@@ -147,33 +159,51 @@ impl EventLog for EmbeddedLog {
     async fn append_batch(&self, batch: &[Envelope]) -> Result<Vec<u64>, AppendError> {
         let Some(first) = batch.first() else { return Ok(Vec::new()) };
         let aggregate = first.aggregate;
-        if batch.iter().enumerate().any(|(i, e)| e.aggregate != aggregate || e.sequence != first.sequence + i as u64) {
-            return Err(LogError::Storage("a batch must hold one aggregate's consecutive events".into()).into());
+        if batch
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.aggregate != aggregate || e.sequence != first.sequence + i as u64)
+        {
+            return Err(LogError::Storage(
+                "a batch must hold one aggregate's consecutive events".into(),
+            )
+            .into());
         }
-        let encoded = batch.iter().map(codec::encode).collect::<Result<Vec<_>, _>>().map_err(LogError::from)?;
+        let encoded = batch
+            .iter()
+            .map(codec::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(LogError::from)?;
         let key = agg_key(&aggregate);
         let expected = first.sequence.saturating_sub(1);
-        let result = (&self.log, &self.agg, &self.heads, &self.meta).transaction(|(log, agg, heads, meta)| {
-            let actual = heads.get(&key)?.map(|v| be_u64(&v)).unwrap_or(0);
-            if actual != expected || first.sequence == 0 {
-                return Err(ConflictableTransactionError::Abort(actual));
-            }
-            let head = meta.get(HEAD_KEY)?.map(|v| be_u64(&v)).unwrap_or(0);
-            let mut positions = Vec::with_capacity(batch.len());
-            for (i, (envelope, bytes)) in batch.iter().zip(&encoded).enumerate() {
-                let position = head + 1 + i as u64;
-                log.insert(&position.to_be_bytes(), bytes.as_slice())?;
-                agg.insert(agg_seq_key(&aggregate, envelope.sequence), &position.to_be_bytes())?;
-                positions.push(position);
-            }
-            let last = *positions.last().expect("non-empty batch");
-            heads.insert(key.as_slice(), &(expected + batch.len() as u64).to_be_bytes())?;
-            meta.insert(HEAD_KEY, &last.to_be_bytes())?;
-            Ok(positions)
-        });
+        let result = (&self.log, &self.agg, &self.heads, &self.meta).transaction(
+            |(log, agg, heads, meta)| {
+                let actual = heads.get(&key)?.map(|v| be_u64(&v)).unwrap_or(0);
+                if actual != expected || first.sequence == 0 {
+                    return Err(ConflictableTransactionError::Abort(actual));
+                }
+                let head = meta.get(HEAD_KEY)?.map(|v| be_u64(&v)).unwrap_or(0);
+                let mut positions = Vec::with_capacity(batch.len());
+                for (i, (envelope, bytes)) in batch.iter().zip(&encoded).enumerate() {
+                    let position = head + 1 + i as u64;
+                    log.insert(&position.to_be_bytes(), bytes.as_slice())?;
+                    agg.insert(
+                        agg_seq_key(&aggregate, envelope.sequence),
+                        &position.to_be_bytes(),
+                    )?;
+                    positions.push(position);
+                }
+                let last = *positions.last().expect("non-empty batch");
+                heads.insert(key.as_slice(), &(expected + batch.len() as u64).to_be_bytes())?;
+                meta.insert(HEAD_KEY, &last.to_be_bytes())?;
+                Ok(positions)
+            },
+        );
         let positions = match result {
             Ok(p) => p,
-            Err(TransactionError::Abort(actual)) => return Err(AppendError::Conflict { aggregate, expected, actual }),
+            Err(TransactionError::Abort(actual)) => {
+                return Err(AppendError::Conflict { aggregate, expected, actual })
+            }
             Err(TransactionError::Storage(e)) => return Err(storage(e).into()),
         };
         // An audit log must survive a crash: make the append durable before confirming it.
@@ -194,7 +224,10 @@ impl EventLog for EmbeddedLog {
         for item in self.agg.scan_prefix(&prefix) {
             let (_, pos) = item.map_err(storage)?;
             let position = be_u64(&pos);
-            let bytes = self.log.get(&pos).map_err(storage)?.ok_or_else(|| storage(format!("index points at missing position {position}")))?;
+            let bytes =
+                self.log.get(&pos).map_err(storage)?.ok_or_else(|| {
+                    storage(format!("index points at missing position {position}"))
+                })?;
             out.push(Recorded { position, envelope: codec::decode(&bytes)? });
         }
         Ok(out)
@@ -210,7 +243,13 @@ impl EventLog for EmbeddedLog {
                 // Only what appends have confirmed (flushed): a row still being made durable, or
                 // whose flush failed, must not reach a projection.
                 let confirmed = *head.borrow_and_update();
-                let batch: Vec<_> = if next <= confirmed { log.range(next.to_be_bytes()..=confirmed.to_be_bytes()).take(REPLAY_BATCH).collect() } else { Vec::new() };
+                let batch: Vec<_> = if next <= confirmed {
+                    log.range(next.to_be_bytes()..=confirmed.to_be_bytes())
+                        .take(REPLAY_BATCH)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let caught_up = batch.len() < REPLAY_BATCH;
                 for item in batch {
                     let rec = item.map_err(storage).and_then(|(k, v)| {
@@ -234,7 +273,9 @@ impl EventLog for EmbeddedLog {
                 }
             }
         });
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })))
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        })))
     }
 
     async fn head(&self) -> Result<u64, LogError> {

@@ -97,7 +97,13 @@ impl Cause {
 
 impl Envelope {
     /// Wraps `event` as version `sequence` of `aggregate`.
-    pub fn new(aggregate: AggregateId, sequence: u64, time_ms: i64, cause: Cause, event: Event) -> Self {
+    pub fn new(
+        aggregate: AggregateId,
+        sequence: u64,
+        time_ms: i64,
+        cause: Cause,
+        event: Event,
+    ) -> Self {
         Self {
             id: Uuid::new_v4(),
             aggregate,

@@ -109,9 +109,14 @@ impl CredentialKind {
 pub enum Event {
     // ----- gateway -----
     /// A gateway was created; it is `Initializing` until a node serves it.
-    GatewayCreated { name: String, description: String },
+    GatewayCreated {
+        name: String,
+        description: String,
+    },
     /// A gateway node started serving the gateway: it is online.
-    GatewayActivated { node: String },
+    GatewayActivated {
+        node: String,
+    },
     /// A credential for scanners (SOCKS5 password) was issued; only its hash is kept.
     ScannerCredentialIssued {
         credential: Uuid,
@@ -121,15 +126,27 @@ pub enum Event {
         kind: CredentialKind,
     },
     /// A scanner credential stopped working.
-    ScannerCredentialRevoked { credential: Uuid },
+    ScannerCredentialRevoked {
+        credential: Uuid,
+    },
     /// An endpoint took a name in this gateway (names are unique per gateway, case-insensitive).
-    EndpointAssigned { endpoint: Uuid, name: String },
+    EndpointAssigned {
+        endpoint: Uuid,
+        name: String,
+    },
     /// An endpoint of this gateway changed its name.
-    EndpointAssignmentRenamed { endpoint: Uuid, name: String },
+    EndpointAssignmentRenamed {
+        endpoint: Uuid,
+        name: String,
+    },
     /// An endpoint left this gateway (it was deleted).
-    EndpointReleased { endpoint: Uuid },
+    EndpointReleased {
+        endpoint: Uuid,
+    },
     /// The gateway was deleted; its name stays visible among deleted gateways.
-    GatewayDeleted { reason: String },
+    GatewayDeleted {
+        reason: String,
+    },
 
     // ----- endpoint -----
     /// An endpoint was added to a gateway, with the hash of its first key.
@@ -142,17 +159,36 @@ pub enum Event {
         key_hash: String,
     },
     /// The endpoint's key was used for the first time, binding it to this machine identity.
-    EndpointRegistered { machine: String, hostname: String, platform: String, agent_version: String },
+    EndpointRegistered {
+        machine: String,
+        hostname: String,
+        platform: String,
+        agent_version: String,
+    },
     /// A machine other than the bound one presented the key ("Token already registered").
-    EndpointRegistrationRefused { machine: String, hostname: String, reason: String },
+    EndpointRegistrationRefused {
+        machine: String,
+        hostname: String,
+        reason: String,
+    },
     /// The endpoint's name or description changed.
-    EndpointEdited { name: String, description: String },
+    EndpointEdited {
+        name: String,
+        description: String,
+    },
     /// A new key replaced the old one, which stops working at once.
-    EndpointKeyRotated { key_generation: u32, key_hash: String },
+    EndpointKeyRotated {
+        key_generation: u32,
+        key_hash: String,
+    },
     /// Scan access was turned on or off (off terminates the scans and streams in progress).
-    ScanAccessChanged { enabled: bool },
+    ScanAccessChanged {
+        enabled: bool,
+    },
     /// Support-engineer access was granted until `until_ms` (`None`: indefinitely).
-    SupportAccessGranted { until_ms: Option<i64> },
+    SupportAccessGranted {
+        until_ms: Option<i64>,
+    },
     /// Support-engineer access was withdrawn.
     SupportAccessRevoked,
     /// A support-engineer access window ran out.
@@ -162,11 +198,22 @@ pub enum Event {
 
     // ----- user -----
     /// A user of the management API.
-    UserCreated { name: String, role: UserRole },
-    UserRoleChanged { role: UserRole },
+    UserCreated {
+        name: String,
+        role: UserRole,
+    },
+    UserRoleChanged {
+        role: UserRole,
+    },
     /// An API token for the user; only its hash is kept.
-    ApiTokenIssued { token: Uuid, label: String, token_hash: String },
-    ApiTokenRevoked { token: Uuid },
+    ApiTokenIssued {
+        token: Uuid,
+        label: String,
+        token_hash: String,
+    },
+    ApiTokenRevoked {
+        token: Uuid,
+    },
 
     // ----- tunnel (one endpoint session on one gateway node) -----
     /// An endpoint's WebSocket session was established on a gateway node.
@@ -179,16 +226,31 @@ pub enum Event {
         agent_version: String,
     },
     /// A scanner stream went through the tunnel to `target`.
-    StreamOpened { stream: u32, target: String, scanner: String },
+    StreamOpened {
+        stream: u32,
+        target: String,
+        scanner: String,
+    },
     /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
-    StreamRefused { target: String, scanner: String, reason: String },
+    StreamRefused {
+        target: String,
+        scanner: String,
+        reason: String,
+    },
     /// More refusals like a `StreamRefused` just recorded, counted over a short window instead
     /// of recorded one by one, so that a scanner opening in a loop cannot fill the log.
     StreamRefusalsRepeated(RepeatedRefusals),
     /// A scanner stream ended.
-    StreamClosed { stream: u32, sent: u64, received: u64, end: String },
+    StreamClosed {
+        stream: u32,
+        sent: u64,
+        received: u64,
+        end: String,
+    },
     /// The session ended.
-    TunnelClosed { reason: String },
+    TunnelClosed {
+        reason: String,
+    },
 }
 
 /// Refusals of one kind (same scanner, same `reason` class) counted over one window. Encoded

@@ -12,8 +12,8 @@ use crate::envelope::{AggregateId, Envelope, Recorded};
 use crate::log::{AppendError, EventLog, EventStream, LogError};
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
-use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, Stream, StorageType};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, StorageType, Stream};
 use futures_util::StreamExt;
 use std::time::Duration;
 
@@ -58,7 +58,11 @@ impl JetStreamLog {
             .map_err(unavailable)?;
         let existing = stream.info().await.map_err(unavailable)?.config.num_replicas;
         if existing != replicas {
-            tracing::warn!(existing, wanted = replicas, "stream {STREAM_NAME} exists with another replica count; keeping it");
+            tracing::warn!(
+                existing,
+                wanted = replicas,
+                "stream {STREAM_NAME} exists with another replica count; keeping it"
+            );
         }
         Ok(Self { js, stream, url: url.to_string() })
     }
@@ -113,7 +117,11 @@ impl EventLog for JetStreamLog {
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     let (actual, _) = self.aggregate_head(&subject).await?;
-                    return Err(AppendError::Conflict { aggregate: envelope.aggregate, expected: envelope.sequence - 1, actual });
+                    return Err(AppendError::Conflict {
+                        aggregate: envelope.aggregate,
+                        expected: envelope.sequence - 1,
+                        actual,
+                    });
                 }
                 Err(e) => return Err(unavailable(e).into()),
             }
@@ -133,7 +141,11 @@ impl EventLog for JetStreamLog {
         }
         let consumer = self
             .stream
-            .create_consumer(OrderedConfig { filter_subject: subject, deliver_policy: DeliverPolicy::All, ..Default::default() })
+            .create_consumer(OrderedConfig {
+                filter_subject: subject,
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
             .await
             .map_err(unavailable)?;
         let mut messages = consumer.messages().await.map_err(unavailable)?;

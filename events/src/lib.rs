@@ -24,7 +24,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, AggregateKind, Cause, Envelope, Recorded};
 pub use event::{CredentialKind, Event, Platform, RepeatedRefusals, UserRole, SCHEMA_VERSION};
 pub use log::{AppendError, EventLog, EventStream, LogError};
-pub use projection::{rebuild, rebuild_to, spawn_projection, Projection, ProjectionError, ProjectionProgress};
+pub use projection::{
+    rebuild, rebuild_to, spawn_projection, Projection, ProjectionError, ProjectionProgress,
+};
 
 use std::sync::Arc;
 
@@ -33,7 +35,8 @@ use std::sync::Arc;
 /// directory for the embedded log.
 pub async fn open_log(spec: &str) -> Result<Arc<dyn EventLog>, LogError> {
     if spec.starts_with("nats://") || spec.starts_with("tls://") {
-        let replicas = std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+        let replicas =
+            std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
         Ok(Arc::new(jetstream::JetStreamLog::connect_with_replicas(spec, replicas).await?))
     } else {
         Ok(Arc::new(embedded::EmbeddedLog::open(std::path::Path::new(spec))?))

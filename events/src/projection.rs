@@ -70,14 +70,19 @@ impl ProjectionProgress {
         let reached = tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(ProjectionError::Lagging { wanted: position, reached: self.applied(), timeout }),
+            _ => {
+                Err(ProjectionError::Lagging { wanted: position, reached: self.applied(), timeout })
+            }
         }
     }
 }
 
 /// Feeds `projection` from `log`, from its checkpoint on, forever; resubscribes after log
 /// failures (a NATS restart, say) from wherever it got to.
-pub fn spawn_projection<P: Projection>(log: Arc<dyn EventLog>, projection: Arc<P>) -> Result<ProjectionProgress, ProjectionError> {
+pub fn spawn_projection<P: Projection>(
+    log: Arc<dyn EventLog>,
+    projection: Arc<P>,
+) -> Result<ProjectionProgress, ProjectionError> {
     let start = projection.checkpoint()?;
     let (tx, rx) = watch::channel(start);
     let (events, _) = broadcast::channel(APPLIED_EVENTS_BUFFER);
@@ -124,13 +129,20 @@ async fn feed<P: Projection + ?Sized>(
 
 /// Empties `projection` and replays the log into it up to the log's current head. Returns the
 /// position reached.
-pub async fn rebuild<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P) -> Result<u64, ProjectionError> {
+pub async fn rebuild<P: Projection + ?Sized>(
+    log: &dyn EventLog,
+    projection: &P,
+) -> Result<u64, ProjectionError> {
     let head = log.head().await?;
     rebuild_to(log, projection, head).await
 }
 
 /// Empties `projection` and replays the log into it up to position `head` (inclusive).
-pub async fn rebuild_to<P: Projection + ?Sized>(log: &dyn EventLog, projection: &P, head: u64) -> Result<u64, ProjectionError> {
+pub async fn rebuild_to<P: Projection + ?Sized>(
+    log: &dyn EventLog,
+    projection: &P,
+    head: u64,
+) -> Result<u64, ProjectionError> {
     projection.reset()?;
     if head == 0 {
         return Ok(0);

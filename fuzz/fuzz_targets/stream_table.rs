@@ -6,7 +6,8 @@ use ism_tunnel_proto::{Frame, Role, StreamId, StreamTable, TargetAddr};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let role = if data.first().is_some_and(|b| b & 1 == 1) { Role::Endpoint } else { Role::Gateway };
+    let role =
+        if data.first().is_some_and(|b| b & 1 == 1) { Role::Endpoint } else { Role::Gateway };
     let mut table = StreamTable::new(role, 1000, 8);
     // Each step: a length-prefixed chunk, decoded as a frame, or a local event.
     let mut rest = data.get(1..).unwrap_or_default();

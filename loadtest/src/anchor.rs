@@ -24,7 +24,8 @@ impl Rathole {
     /// `services[echo]` (the client registers all services at once).
     pub async fn start(bin: &Path, targets: &[SocketAddr], echo: usize) -> anyhow::Result<Rathole> {
         let dir = tempfile::tempdir()?;
-        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
         let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         std::fs::write(&cert_pem, cert.pem())?;
         std::fs::write(&key_pem, signing_key.serialize_pem())?;
@@ -51,15 +52,28 @@ impl Rathole {
             cert_pem.display()
         );
         for (i, (service, target)) in services.iter().zip(targets).enumerate() {
-            server += &format!("[server.services.s{i}]\ntoken = \"bench\"\nbind_addr = \"{service}\"\n");
-            client += &format!("[client.services.s{i}]\ntoken = \"bench\"\nlocal_addr = \"{target}\"\n");
+            server +=
+                &format!("[server.services.s{i}]\ntoken = \"bench\"\nbind_addr = \"{service}\"\n");
+            client +=
+                &format!("[client.services.s{i}]\ntoken = \"bench\"\nlocal_addr = \"{target}\"\n");
         }
         let spawn = |role: &str, config: String| -> anyhow::Result<Child> {
             let path = dir.path().join(format!("{role}.toml"));
             std::fs::write(&path, config)?;
-            Command::new(bin).arg(format!("--{role}")).arg(&path).env("RUST_LOG", "error").stdout(Stdio::null()).spawn().with_context(|| format!("starting {}", bin.display()))
+            Command::new(bin)
+                .arg(format!("--{role}"))
+                .arg(&path)
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))
         };
-        let rathole = Rathole { server: spawn("server", server)?, client: spawn("client", client)?, services, _dir: dir };
+        let rathole = Rathole {
+            server: spawn("server", server)?,
+            client: spawn("client", client)?,
+            services,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !echoes(rathole.services[echo]).await {
             anyhow::ensure!(Instant::now() < deadline, "rathole did not forward within 20 s");

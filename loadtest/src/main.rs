@@ -81,7 +81,9 @@ enum Role {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match &args.role {
-        Some(Role::GatewayNode { data_dir, max_streams }) => roles::run_gateway(data_dir, *max_streams),
+        Some(Role::GatewayNode { data_dir, max_streams }) => {
+            roles::run_gateway(data_dir, *max_streams)
+        }
         Some(Role::EndpointAgents { dir }) => roles::run_endpoints(dir),
         Some(Role::HoldTarget) => roles::run_hold_target(),
         Some(Role::RelayChain { target, tls }) => roles::run_relay_chain(*target, *tls),
@@ -100,8 +102,13 @@ struct Node {
 impl Node {
     fn start(max_streams: usize) -> anyhow::Result<Node> {
         let data = tempfile::tempdir()?;
-        let mut process = ChildRole::spawn(&["gateway-node", &data.path().display().to_string(), &max_streams.to_string()])?;
-        let info: NodeInfo = serde_json::from_str(&process.line()?).context("the node's addresses")?;
+        let mut process = ChildRole::spawn(&[
+            "gateway-node",
+            &data.path().display().to_string(),
+            &max_streams.to_string(),
+        ])?;
+        let info: NodeInfo =
+            serde_json::from_str(&process.line()?).context("the node's addresses")?;
         Ok(Node { info, process, _data: data })
     }
 
@@ -111,7 +118,11 @@ impl Node {
 }
 
 /// Adds `count` endpoints to `gateway` (16 requests at a time); returns their keys.
-async fn add_endpoints(api: &ApiClient, gateway: &str, count: usize) -> anyhow::Result<Vec<String>> {
+async fn add_endpoints(
+    api: &ApiClient,
+    gateway: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::with_capacity(count);
     let names: Vec<String> = (0..count).map(|i| format!("sim{i}")).collect();
     for chunk in names.chunks(16) {
@@ -125,13 +136,22 @@ async fn add_endpoints(api: &ApiClient, gateway: &str, count: usize) -> anyhow::
 
 /// Starts a process of endpoint agents, one per key; returns it once all are connected, with the
 /// seconds that took.
-fn start_endpoints(node: &NodeInfo, keys: &[String], allowed: &str, dir: &std::path::Path) -> anyhow::Result<(ChildRole, f64)> {
+fn start_endpoints(
+    node: &NodeInfo,
+    keys: &[String],
+    allowed: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(ChildRole, f64)> {
     for (i, key) in keys.iter().enumerate() {
         endpoint_config(&dir.join(format!("ep{i}")), node, key, allowed, 65_536)?;
     }
     let mut process = ChildRole::spawn(&["endpoint-agents", &dir.display().to_string()])?;
     let line = process.line()?;
-    let seconds = line.split_whitespace().nth(2).and_then(|s| s.parse().ok()).context("connected <n> <seconds>")?;
+    let seconds = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .context("connected <n> <seconds>")?;
     Ok((process, seconds))
 }
 
@@ -142,17 +162,22 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     // The cap is what the idle streams fill, so that the firehose after them is all beyond it.
     let node = Node::start(args.idle_streams.max(64))?;
     let mut hold_target = ChildRole::spawn(&["hold-target"])?;
-    let hold: std::net::SocketAddr = hold_target.line()?.parse().context("the hold target's address")?;
+    let hold: std::net::SocketAddr =
+        hold_target.line()?.parse().context("the hold target's address")?;
     let work = tempfile::tempdir()?;
     let (key, secret) = actix_rt::System::new().block_on(async {
         let api = node.api();
         let gw = api.create_gateway("bench", "").await?;
         let gw = gw["id"].as_str().context("gateway id")?.to_string();
         let added = api.add_endpoint(&gw, "bench", "", "linux").await?;
-        let secret = api.issue_scanner_credential(&gw, "bench").await?["secret"].as_str().context("secret")?.to_string();
+        let secret = api.issue_scanner_credential(&gw, "bench").await?["secret"]
+            .as_str()
+            .context("secret")?
+            .to_string();
         Ok::<_, anyhow::Error>((added["key"].as_str().context("key")?.to_string(), secret))
     })?;
-    let (endpoint, _) = start_endpoints(&node.info, std::slice::from_ref(&key), "127.0.0.1", work.path())?;
+    let (endpoint, _) =
+        start_endpoints(&node.info, std::slice::from_ref(&key), "127.0.0.1", work.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut f = json!({});
     runtime.block_on(async {
@@ -281,7 +306,12 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
 
 /// Gbit/s of one bulk upload through `route`, and the CPU time `path` (the processes it crosses)
 /// spent per MiB moved, in microseconds.
-async fn bulk_with_cpu(route: &Route, sink: std::net::SocketAddr, d: Duration, path: &[&ChildRole]) -> anyhow::Result<(f64, f64)> {
+async fn bulk_with_cpu(
+    route: &Route,
+    sink: std::net::SocketAddr,
+    d: Duration,
+    path: &[&ChildRole],
+) -> anyhow::Result<(f64, f64)> {
     let cpu = || path.iter().map(|p| p.cpu_seconds()).sum::<f64>();
     let (cpu_before, started) = (cpu(), Instant::now());
     let gbps = measure::bulk(route, sink, 1, d).await?;
@@ -317,11 +347,20 @@ fn connect_endpoints(count: usize) -> anyhow::Result<EndpointFigures> {
         let gw = api.create_gateway("many", "").await?;
         add_endpoints(&api, gw["id"].as_str().context("gateway id")?, count).await
     })?;
-    eprintln!("added {count} endpoints through the API in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "added {count} endpoints through the API in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let gateway_kib_before = node.process.rss_kib();
     let (agents, secs) = start_endpoints(&node.info, &keys, "127.0.0.1", work.path())?;
     let gateway_kib_after = node.process.rss_kib();
-    Ok(EndpointFigures { count, connected_per_s: count as f64 / secs, gateway_kib_before, gateway_kib_after, agents_kib: agents.rss_kib() })
+    Ok(EndpointFigures {
+        count,
+        connected_per_s: count as f64 / secs,
+        gateway_kib_before,
+        gateway_kib_after,
+        agents_kib: agents.rss_kib(),
+    })
 }
 
 fn many_endpoints(count: usize) -> anyhow::Result<()> {
@@ -341,7 +380,8 @@ fn many_endpoints(count: usize) -> anyhow::Result<()> {
 fn print_table(f: &Value) {
     let n = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!("{:<34} {:>12} {:>12} {:>8}", "measurement", "direct", "tunnel", "ratio");
-    let row = |name: &str, d: f64, t: f64, r: f64| println!("{name:<34} {d:>12.2} {t:>12.2} {r:>8.2}");
+    let row =
+        |name: &str, d: f64, t: f64, r: f64| println!("{name:<34} {d:>12.2} {t:>12.2} {r:>8.2}");
     let pair = |name: &str, key: &str, ratio: &str| {
         if !f[key].is_null() {
             row(name, n(&f[key]["direct"]), n(&f[key]["tunnel"]), n(&f[ratio]));
@@ -352,11 +392,25 @@ fn print_table(f: &Value) {
 
     pair("HTTP 1 KiB, 50 conns (req/s)", "http_rps", "http_rps_ratio");
     if !f["http_rps"].is_null() {
-        row("HTTP p50 (ms)", n(&f["direct_http_p50_ms"]), n(&f["http_p50_ms"]), n(&f["http_p50_ms"]) / n(&f["direct_http_p50_ms"]));
-        row("HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f["http_p99_ms"]), n(&f["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
+        row(
+            "HTTP p50 (ms)",
+            n(&f["direct_http_p50_ms"]),
+            n(&f["http_p50_ms"]),
+            n(&f["http_p50_ms"]) / n(&f["direct_http_p50_ms"]),
+        );
+        row(
+            "HTTP p99 (ms)",
+            n(&f["direct_http_p99_ms"]),
+            n(&f["http_p99_ms"]),
+            n(&f["http_p99_ms"]) / n(&f["direct_http_p99_ms"]),
+        );
     }
     pair("open + 1-byte echo + close (/s)", "open_rate_per_s", "open_rate_ratio");
-    for (key, name) in [("relay_chain", "limit, two plain relays"), ("tls_relay_chain", "limit, two relays, TLS between"), ("rathole", "rathole 0.5 (TLS)")] {
+    for (key, name) in [
+        ("relay_chain", "limit, two plain relays"),
+        ("tls_relay_chain", "limit, two relays, TLS between"),
+        ("rathole", "rathole 0.5 (TLS)"),
+    ] {
         if !f[key].is_null() {
             println!("{name} instead of the tunnel:");
             for (limit, measured, direct) in [
@@ -368,12 +422,25 @@ fn print_table(f: &Value) {
                 let (limit, direct) = (n(&f[key][limit]), n(&f[direct]["direct"]));
                 row(&format!("  {measured}"), direct, limit, limit / direct);
             }
-            row("  HTTP p99 (ms)", n(&f["direct_http_p99_ms"]), n(&f[key]["http_p99_ms"]), n(&f[key]["http_p99_ms"]) / n(&f["direct_http_p99_ms"]));
+            row(
+                "  HTTP p99 (ms)",
+                n(&f["direct_http_p99_ms"]),
+                n(&f[key]["http_p99_ms"]),
+                n(&f[key]["http_p99_ms"]) / n(&f["direct_http_p99_ms"]),
+            );
         }
     }
     if !f["single_stream_cpu_us_per_mib"].is_null() {
-        let limit = |key: &str| f[key]["single_cpu_us_per_mib"].as_f64().map(|v| format!(", two relays {v:.0}")).unwrap_or_default();
-        let tls = f["tls_relay_chain"]["single_cpu_us_per_mib"].as_f64().map(|v| format!(", two relays with TLS {v:.0}")).unwrap_or_default();
+        let limit = |key: &str| {
+            f[key]["single_cpu_us_per_mib"]
+                .as_f64()
+                .map(|v| format!(", two relays {v:.0}"))
+                .unwrap_or_default()
+        };
+        let tls = f["tls_relay_chain"]["single_cpu_us_per_mib"]
+            .as_f64()
+            .map(|v| format!(", two relays with TLS {v:.0}"))
+            .unwrap_or_default();
         println!("CPU per MiB of a single stream, in µs (the processes on the path): tunnel {:.0}{}{tls}", n(&f["single_stream_cpu_us_per_mib"]), limit("relay_chain"));
     }
     if let Some(phases) = f["open_phases_us"].as_object() {
@@ -387,13 +454,31 @@ fn print_table(f: &Value) {
         println!("          on loopback without the tunnel {:.2} ms alone, {:.2} ms beside a bulk stream ({:.2}x)", n(&p["alone"]), n(&p["beside_bulk"]), n(&p["beside_bulk"]) / n(&p["alone"]));
     }
     if !f["idle_stream_kib"].is_null() {
-        println!("idle stream: {:.1} KiB (gateway + endpoint, {} streams)", n(&f["idle_stream_kib"]), f["idle_streams"]);
+        println!(
+            "idle stream: {:.1} KiB (gateway + endpoint, {} streams)",
+            n(&f["idle_stream_kib"]),
+            f["idle_streams"]
+        );
         if !f["rathole"].is_null() {
-            println!("  rathole: {:.1} KiB per idle connection (server + client)", n(&f["rathole"]["idle_connection_kib"]));
+            println!(
+                "  rathole: {:.1} KiB per idle connection (server + client)",
+                n(&f["rathole"]["idle_connection_kib"])
+            );
         }
-        println!("firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB", f["firehose_opens"], f["firehose_refused"], n(&f["firehose_opens_per_s"]), n(&f["firehose_rss_mib"]));
+        println!(
+            "firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB",
+            f["firehose_opens"],
+            f["firehose_refused"],
+            n(&f["firehose_opens_per_s"]),
+            n(&f["firehose_rss_mib"])
+        );
     }
     if !f["idle_endpoint_kib"].is_null() {
-        println!("idle endpoint: {:.1} KiB at the gateway ({} endpoints, {:.0} connected/s)", n(&f["idle_endpoint_kib"]), f["idle_endpoints"], n(&f["endpoint_connect_per_s"]));
+        println!(
+            "idle endpoint: {:.1} KiB at the gateway ({} endpoints, {:.0} connected/s)",
+            n(&f["idle_endpoint_kib"]),
+            f["idle_endpoints"],
+            n(&f["endpoint_connect_per_s"])
+        );
     }
 }

@@ -12,7 +12,11 @@ pub enum Route {
     Direct,
     /// Through a relay at this address that forwards to whatever target it serves.
     Via(SocketAddr),
-    Socks { proxy: String, endpoint: String, secret: String },
+    Socks {
+        proxy: String,
+        endpoint: String,
+        secret: String,
+    },
 }
 
 impl Route {
@@ -20,7 +24,16 @@ impl Route {
         let s = match self {
             Route::Direct => TcpStream::connect(target).await?,
             Route::Via(relay) => TcpStream::connect(relay).await?,
-            Route::Socks { proxy, endpoint, secret } => ism_cli::scanner::connect(proxy, endpoint, secret, &target.ip().to_string(), target.port()).await?,
+            Route::Socks { proxy, endpoint, secret } => {
+                ism_cli::scanner::connect(
+                    proxy,
+                    endpoint,
+                    secret,
+                    &target.ip().to_string(),
+                    target.port(),
+                )
+                .await?
+            }
         };
         s.set_nodelay(true)?;
         Ok(s)
@@ -28,7 +41,12 @@ impl Route {
 }
 
 /// Gbit/s of `streams` parallel bulk uploads to the sink for about `duration`.
-pub async fn bulk(route: &Route, sink: SocketAddr, streams: usize, duration: Duration) -> anyhow::Result<f64> {
+pub async fn bulk(
+    route: &Route,
+    sink: SocketAddr,
+    streams: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..streams {
@@ -44,7 +62,11 @@ pub async fn bulk(route: &Route, sink: SocketAddr, streams: usize, duration: Dur
             s.shutdown().await?;
             let mut count = [0u8; 8];
             s.read_exact(&mut count).await?;
-            anyhow::ensure!(u64::from_be_bytes(count) == sent, "the sink counted {} of {sent} bytes", u64::from_be_bytes(count));
+            anyhow::ensure!(
+                u64::from_be_bytes(count) == sent,
+                "the sink counted {} of {sent} bytes",
+                u64::from_be_bytes(count)
+            );
             Ok::<u64, anyhow::Error>(sent)
         }));
     }
@@ -56,7 +78,12 @@ pub async fn bulk(route: &Route, sink: SocketAddr, streams: usize, duration: Dur
 }
 
 /// Requests per second and latencies (ms, sorted) of `connections` keep-alive HTTP clients.
-pub async fn http(route: &Route, server: SocketAddr, connections: usize, duration: Duration) -> anyhow::Result<(f64, Vec<f64>)> {
+pub async fn http(
+    route: &Route,
+    server: SocketAddr,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<f64>)> {
     let expected = crate::targets::http_response().len();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -109,32 +136,54 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// p99 latency (ms) of one keep-alive HTTP client alone, then beside a bulk upload through the
 /// same route: what a scanner's small requests suffer while another stream saturates the link.
-pub async fn fairness(route: &Route, server: SocketAddr, sink: SocketAddr, duration: Duration) -> anyhow::Result<(f64, f64)> {
+pub async fn fairness(
+    route: &Route,
+    server: SocketAddr,
+    sink: SocketAddr,
+    duration: Duration,
+) -> anyhow::Result<(f64, f64)> {
     let (_, alone) = http(route, server, 1, duration).await?;
     let bulk_route = route.clone();
     // The upload outlasts the latency run so that every request shares the link with it.
-    let upload = tokio::spawn(async move { bulk(&bulk_route, sink, 1, duration + Duration::from_millis(500)).await });
+    let upload = tokio::spawn(async move {
+        bulk(&bulk_route, sink, 1, duration + Duration::from_millis(500)).await
+    });
     let (_, beside) = http(route, server, 1, duration).await?;
     upload.await??;
     Ok((quantile(&alone, 0.99), quantile(&beside, 0.99)))
 }
 
 /// Opens `count` streams to `target` (64 at a time) and returns them, open and silent.
-pub async fn idle_streams(route: &Route, target: SocketAddr, count: usize) -> anyhow::Result<Vec<TcpStream>> {
+pub async fn idle_streams(
+    route: &Route,
+    target: SocketAddr,
+    count: usize,
+) -> anyhow::Result<Vec<TcpStream>> {
     stream::iter(0..count).map(|_| route.connect(target)).buffer_unordered(64).try_collect().await
 }
 
 /// Attempts `count` opens (256 at a time); returns how many were refused and the seconds taken.
 pub async fn firehose(route: &Route, target: SocketAddr, count: usize) -> (usize, f64) {
     let started = Instant::now();
-    let refused = stream::iter(0..count).map(|_| route.connect(target)).buffer_unordered(256).filter(|r| std::future::ready(r.is_err())).count().await;
+    let refused = stream::iter(0..count)
+        .map(|_| route.connect(target))
+        .buffer_unordered(256)
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
+        .await;
     (refused, started.elapsed().as_secs_f64())
 }
 
 /// Where a sequential open's time goes through the SOCKS5 ingress: mean microseconds for the TCP
 /// connect, the method exchange, the authentication, the CONNECT (the stream opened through the
 /// tunnel and the target connected), and a 1-byte echo on the new stream.
-pub async fn open_phases(proxy: &str, endpoint: &str, secret: &str, echo: SocketAddr, duration: Duration) -> anyhow::Result<[f64; 5]> {
+pub async fn open_phases(
+    proxy: &str,
+    endpoint: &str,
+    secret: &str,
+    echo: SocketAddr,
+    duration: Duration,
+) -> anyhow::Result<[f64; 5]> {
     let mut sums = [0f64; 5];
     let mut n = 0u32;
     let started = Instant::now();

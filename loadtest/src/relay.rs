@@ -15,7 +15,8 @@ const COPY_BUFFER: usize = 64 * 1024;
 
 /// Starts the two relays in front of `target`; returns the first one's address.
 pub async fn chain(target: SocketAddr, tls: bool) -> anyhow::Result<SocketAddr> {
-    let (acceptor, connector) = if tls { tls_pair().map(|(a, c)| (Some(a), Some(c)))? } else { (None, None) };
+    let (acceptor, connector) =
+        if tls { tls_pair().map(|(a, c)| (Some(a), Some(c)))? } else { (None, None) };
     let far = listen(move |scanner| {
         let acceptor = acceptor.clone();
         async move {
@@ -42,7 +43,10 @@ pub async fn chain(target: SocketAddr, tls: bool) -> anyhow::Result<SocketAddr> 
     .await
 }
 
-async fn splice(mut a: impl AsyncRead + AsyncWrite + Unpin, mut b: impl AsyncRead + AsyncWrite + Unpin) -> anyhow::Result<()> {
+async fn splice(
+    mut a: impl AsyncRead + AsyncWrite + Unpin,
+    mut b: impl AsyncRead + AsyncWrite + Unpin,
+) -> anyhow::Result<()> {
     tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER).await?;
     Ok(())
 }
@@ -65,11 +69,15 @@ where
 
 /// A self-signed certificate for "localhost", and a server and a client that use it.
 fn tls_pair() -> anyhow::Result<(TlsAcceptor, TlsConnector)> {
-    let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    let server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.der().clone()], key)?;
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone())?;
-    let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let client =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     Ok((TlsAcceptor::from(Arc::new(server)), TlsConnector::from(Arc::new(client))))
 }

@@ -59,7 +59,12 @@ pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
             agents.push(Agent::new(EndpointConfig::load(&config, &[])?)?.spawn());
         }
         for a in &agents {
-            match a.wait_for(Duration::from_secs(600), |s| matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))).await {
+            match a
+                .wait_for(Duration::from_secs(600), |s| {
+                    matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))
+                })
+                .await
+            {
                 Ok(AgentStatus::Connected { .. }) => {}
                 other => bail!("an endpoint did not connect: {other:?}"),
             }
@@ -112,7 +117,8 @@ pub fn raise_fd_limit() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: both calls only read or write the struct passed by reference.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -127,7 +133,12 @@ pub struct ChildRole {
 
 impl ChildRole {
     pub fn spawn(args: &[&str]) -> anyhow::Result<ChildRole> {
-        let mut child = Command::new(std::env::current_exe()?).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
         let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
         Ok(ChildRole { child, stdout })
     }
@@ -158,7 +169,10 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces, hence the last ')'): state is the
     // first, utime and stime the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     // SAFETY: sysconf only reads a configuration value.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -168,7 +182,11 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
 /// Resident memory of process `pid` in KiB (0 once it is gone).
 pub fn rss_kib_of(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for ChildRole {
@@ -187,7 +205,13 @@ impl Drop for ChildRole {
 }
 
 /// Writes an endpoint's `config/application.properties` in the install directory `dir`.
-pub fn endpoint_config(dir: &Path, node: &NodeInfo, key: &str, allowed: &str, max_streams: usize) -> anyhow::Result<()> {
+pub fn endpoint_config(
+    dir: &Path,
+    node: &NodeInfo,
+    key: &str,
+    allowed: &str,
+    max_streams: usize,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("config"))?;
     let path = dir.join("config/application.properties");
     std::fs::write(

@@ -33,7 +33,11 @@ pub async fn echo() -> SocketAddr {
 /// The response every HTTP request gets: 1 KiB of body, keep-alive.
 pub fn http_response() -> Vec<u8> {
     let body = vec![b'x'; 1024];
-    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     r.extend_from_slice(&body);
     r
 }

@@ -41,7 +41,11 @@ impl TestNode {
 
     /// As [`start`](Self::start), with `adjust` applied to the configuration (a manual clock, a
     /// faster support-window sweep, ...).
-    pub fn start_with(node_id: &str, backend: Backend, adjust: impl FnOnce(&mut NodeConfig) + Send + 'static) -> TestNode {
+    pub fn start_with(
+        node_id: &str,
+        backend: Backend,
+        adjust: impl FnOnce(&mut NodeConfig) + Send + 'static,
+    ) -> TestNode {
         Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None, Box::new(adjust))
     }
 
@@ -49,30 +53,56 @@ impl TestNode {
     /// restarted process would.
     pub fn restart(mut self) -> TestNode {
         let data = self.data.take().unwrap();
-        let (node_id, backend, addresses) = (self.node_id.clone(), self.backend.clone(), self.addresses);
+        let (node_id, backend, addresses) =
+            (self.node_id.clone(), self.backend.clone(), self.addresses);
         // Everything of the old node must be gone (its sled stores are locked while open).
         drop(self);
         Self::launch(&node_id, backend, data, Some(addresses), Box::new(|_| {}))
     }
 
-    fn launch(node_id: &str, backend: Backend, data: tempfile::TempDir, addresses: Option<Addresses>, adjust: Box<dyn FnOnce(&mut NodeConfig) + Send>) -> TestNode {
+    fn launch(
+        node_id: &str,
+        backend: Backend,
+        data: tempfile::TempDir,
+        addresses: Option<Addresses>,
+        adjust: Box<dyn FnOnce(&mut NodeConfig) + Send>,
+    ) -> TestNode {
         let mut config = NodeConfig::local(node_id, data.path());
         adjust(&mut config);
         if let Backend::JetStream(url) = &backend {
             config.event_log = Some(url.clone());
         }
         if let Some(a) = addresses {
-            (config.endpoint_listen, config.socks_listen, config.http_proxy_listen, config.api_listen) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
+            (
+                config.endpoint_listen,
+                config.socks_listen,
+                config.http_proxy_listen,
+                config.api_listen,
+            ) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = || tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            };
             actix::System::with_tokio_rt(rt).block_on(async move {
                 match ism_gateway::start(config).await {
                     Ok(node) => {
                         let runtime = tokio::runtime::Handle::current();
-                        ready_tx.send(Ok((node.addresses, node.admin_token.clone(), node.ca_file.clone().unwrap(), node.state.clone(), runtime))).unwrap();
+                        ready_tx
+                            .send(Ok((
+                                node.addresses,
+                                node.admin_token.clone(),
+                                node.ca_file.clone().unwrap(),
+                                node.state.clone(),
+                                runtime,
+                            )))
+                            .unwrap();
                         let _ = stop_rx.await;
                         node.stop().await;
                     }
@@ -80,8 +110,22 @@ impl TestNode {
                 }
             })
         });
-        let (addresses, admin_token, ca_file, state, runtime) = ready_rx.recv_timeout(Duration::from_secs(60)).expect("node start timed out").expect("node failed to start");
-        TestNode { addresses, admin_token, ca_file, state, runtime, node_id: node_id.to_string(), backend, stop: Some(stop), thread: Some(thread), data: Some(data) }
+        let (addresses, admin_token, ca_file, state, runtime) = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node start timed out")
+            .expect("node failed to start");
+        TestNode {
+            addresses,
+            admin_token,
+            ca_file,
+            state,
+            runtime,
+            node_id: node_id.to_string(),
+            backend,
+            stop: Some(stop),
+            thread: Some(thread),
+            data: Some(data),
+        }
     }
 
     /// Stops the node and hands back its data directory (the embedded log is in `events/`).
@@ -108,12 +152,16 @@ impl TestNode {
     /// A client with `token`. Every response it gets is checked against the OpenAPI document;
     /// a mismatch fails the test.
     pub fn api_as(&self, token: &str) -> ApiClient {
-        let check = |method: &awc::http::Method, path: &str, status: u16, body: &serde_json::Value| {
-            if let Err(problem) = crate::contract::Contract::get().check(method.as_str(), path, status, body) {
-                panic!("the API broke its contract: {problem}");
-            }
-        };
-        ApiClient::new(&format!("http://{}", self.addresses.api), token).observed(std::rc::Rc::new(check))
+        let check =
+            |method: &awc::http::Method, path: &str, status: u16, body: &serde_json::Value| {
+                if let Err(problem) =
+                    crate::contract::Contract::get().check(method.as_str(), path, status, body)
+                {
+                    panic!("the API broke its contract: {problem}");
+                }
+            };
+        ApiClient::new(&format!("http://{}", self.addresses.api), token)
+            .observed(std::rc::Rc::new(check))
     }
 
     /// Tasks alive on the node's runtime.
@@ -167,12 +215,23 @@ impl TestMachine {
 
     /// Writes this machine's `application.properties` and starts the agent with it.
     pub fn start_endpoint(&self, node: &TestNode, key: &str, allowed_targets: &str) -> AgentHandle {
-        self.start_endpoint_via(node, key, allowed_targets, &node.addresses.endpoint_wss.to_string())
+        self.start_endpoint_via(
+            node,
+            key,
+            allowed_targets,
+            &node.addresses.endpoint_wss.to_string(),
+        )
     }
 
     /// As [`start_endpoint`](Self::start_endpoint), dialing `gateway` (a relay in front of the
     /// node, say) instead of the node itself.
-    pub fn start_endpoint_via(&self, node: &TestNode, key: &str, allowed_targets: &str, gateway: &str) -> AgentHandle {
+    pub fn start_endpoint_via(
+        &self,
+        node: &TestNode,
+        key: &str,
+        allowed_targets: &str,
+        gateway: &str,
+    ) -> AgentHandle {
         let config = self.dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
         let path = config.join("application.properties");
@@ -197,7 +256,11 @@ impl Default for TestMachine {
 /// An endpoint called `name` provisioned on `node` (gateway, key, scanner credential), its agent
 /// started on a new machine allowed to reach `allowed_targets`, and connected. Keep the machine:
 /// its directory holds the agent's configuration and identity.
-pub async fn connected_endpoint(node: &TestNode, name: &str, allowed_targets: &str) -> (Provisioned, TestMachine, AgentHandle) {
+pub async fn connected_endpoint(
+    node: &TestNode,
+    name: &str,
+    allowed_targets: &str,
+) -> (Provisioned, TestMachine, AgentHandle) {
     let p = provision(&node.api(), name).await;
     let machine = TestMachine::new();
     let agent = machine.start_endpoint(node, &p.key, allowed_targets);
@@ -207,7 +270,12 @@ pub async fn connected_endpoint(node: &TestNode, name: &str, allowed_targets: &s
 
 /// Waits until the agent is connected; panics with its last status otherwise.
 pub async fn connected(agent: &AgentHandle) -> String {
-    match agent.wait_for(Duration::from_secs(20), |s| matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))).await {
+    match agent
+        .wait_for(Duration::from_secs(20), |s| {
+            matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))
+        })
+        .await
+    {
         Ok(AgentStatus::Connected { node, .. }) => node,
         other => panic!("endpoint did not connect: {other:?}"),
     }
@@ -269,7 +337,12 @@ pub async fn sink_server() -> SocketAddr {
 /// Opens a stream to `127.0.0.1:target_port` through the SOCKS5 ingress at `socks` as scanner
 /// of `endpoint`, the whole exchange in one write; returns the reply code (255 if none came
 /// within 10 s) and the stream.
-pub async fn socks_open(socks: &str, endpoint: &str, secret: &str, target_port: u16) -> (u8, Option<TcpStream>) {
+pub async fn socks_open(
+    socks: &str,
+    endpoint: &str,
+    secret: &str,
+    target_port: u16,
+) -> (u8, Option<TcpStream>) {
     let Ok(mut s) = TcpStream::connect(socks).await else { return (255, None) };
     let mut msg = vec![5, 1, 2, 1, endpoint.len() as u8];
     msg.extend_from_slice(endpoint.as_bytes());
@@ -315,7 +388,11 @@ pub async fn http_server(body: &'static str) -> SocketAddr {
 /// This process's resident memory, in KiB (Linux).
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Open file descriptors of this process (Linux).

@@ -77,7 +77,9 @@ impl Drop for TestProxy {
 fn basic_user(head: &str, expected: &(String, String)) -> Option<String> {
     use base64::Engine;
     let value = head.lines().find_map(|l| l.strip_prefix("Proxy-Authorization: Basic "))?;
-    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?).ok()?;
+    let decoded =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?)
+            .ok()?;
     let (u, p) = decoded.split_once(':')?;
     (u == expected.0 && p == expected.1).then(|| u.to_string())
 }
@@ -93,20 +95,26 @@ async fn serve(mut client: TcpStream, rules: Arc<ProxyRules>, log: Arc<Mutex<std
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string());
+    let (method, target) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    );
     let user = rules.credentials.as_ref().map(|c| basic_user(&head, c));
     let (status, reply): (u16, &str) = if method != "CONNECT" {
         (405, "HTTP/1.1 405 Method Not Allowed\r\n\r\n")
     } else if matches!(user, Some(None)) {
         (407, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\n\r\n")
-    } else if rules.deny_hosts.iter().any(|h| target.rsplit_once(':').is_some_and(|(host, _)| host.trim_matches(['[', ']']) == h)) {
+    } else if rules.deny_hosts.iter().any(|h| {
+        target.rsplit_once(':').is_some_and(|(host, _)| host.trim_matches(['[', ']']) == h)
+    }) {
         (403, "HTTP/1.1 403 Forbidden\r\n\r\n")
     } else {
         (200, "HTTP/1.1 200 Connection established\r\n\r\n")
     };
     let who = user.flatten().unwrap_or_else(|| "-".into());
     let _ = writeln!(log.lock().unwrap(), "{method} {target} user={who} -> {status}");
-    let upstream = if status == 200 { TcpStream::connect(target.as_str()).await.ok() } else { None };
+    let upstream =
+        if status == 200 { TcpStream::connect(target.as_str()).await.ok() } else { None };
     let upstream = match (status, upstream) {
         (200, Some(u)) => u,
         (200, None) => {

@@ -39,8 +39,14 @@ impl Install {
 
     /// Rewrites the properties file: the defaults, with `extra` lines replacing the ones they name.
     pub fn configure(&self, extra: &str) {
-        let named: Vec<&str> = extra.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k.trim()).collect();
-        let mut props: Vec<String> = self.defaults.iter().filter(|(k, _)| !named.contains(&k.as_str())).map(|(k, v)| format!("{k} = {v}")).collect();
+        let named: Vec<&str> =
+            extra.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k.trim()).collect();
+        let mut props: Vec<String> = self
+            .defaults
+            .iter()
+            .filter(|(k, _)| !named.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
         props.extend(extra.lines().map(str::to_string));
         std::fs::write(self.props(), props.join("\n") + "\n").unwrap();
     }
@@ -61,7 +67,10 @@ impl Install {
 
     /// Runs to the end (at most 60 s).
     pub async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(Duration::from_secs(60), self.command(args).output()).await.expect("ism-endpoint finished in time").unwrap()
+        tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+            .await
+            .expect("ism-endpoint finished in time")
+            .unwrap()
     }
 
     /// Starts the endpoint as a service would and waits until `status` says it is connected.
@@ -73,7 +82,12 @@ impl Install {
             if out.status.success() {
                 return child;
             }
-            assert!(tokio::time::Instant::now() < deadline, "the endpoint did not connect: {}\n{}", text(&out), self.log());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the endpoint did not connect: {}\n{}",
+                text(&out),
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -91,7 +105,9 @@ pub fn text(out: &Output) -> String {
 pub async fn terminate(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("stopped in time").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("stopped in time")
+        .unwrap();
     assert!(status.success(), "the endpoint should stop cleanly on SIGTERM: {status:?}");
 }
-

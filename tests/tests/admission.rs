@@ -3,7 +3,9 @@
 //! while the log still accounts for every refusal.
 
 use ism_events::{AggregateId, Event};
-use ism_tests::cluster::{connected_endpoint, open_fds, rss_kib, sink_server, socks_open, Backend, TestNode};
+use ism_tests::cluster::{
+    connected_endpoint, open_fds, rss_kib, sink_server, socks_open, Backend, TestNode,
+};
 use std::time::{Duration, Instant};
 
 /// The refusals a tunnel's log records: (events, refusals they account for).
@@ -12,7 +14,11 @@ async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) 
     events.iter().fold((0, 0), |(n, total), r| match &r.envelope.event {
         Event::StreamRefused { .. } => (n + 1, total + 1),
         Event::StreamRefusalsRepeated(r) => {
-            assert!(!r.targets.is_empty() && r.targets.len() <= ism_gateway::refusals::LISTED_TARGETS, "{:?}", r.targets);
+            assert!(
+                !r.targets.is_empty() && r.targets.len() <= ism_gateway::refusals::LISTED_TARGETS,
+                "{:?}",
+                r.targets
+            );
             (n + 1, total + r.count)
         }
         _ => (n, total),
@@ -23,7 +29,8 @@ async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) 
 async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounded() {
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| c.session.max_streams = 32);
     let target = sink_server().await;
-    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
     let socks = node.socks();
 
     // Fill the cap with streams that stay open.
@@ -35,7 +42,11 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
     }
     // The capacity is visible: the endpoint is at its limit.
     let shown = node.api().endpoint(&p.endpoint).await.unwrap();
-    assert_eq!((shown["open_streams"].as_u64(), shown["stream_limit"].as_u64()), (Some(32), Some(32)), "{shown}");
+    assert_eq!(
+        (shown["open_streams"].as_u64(), shown["stream_limit"].as_u64()),
+        (Some(32), Some(32)),
+        "{shown}"
+    );
     // The next one is refused with general failure (0x01), fast.
     let started = Instant::now();
     let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
@@ -72,7 +83,12 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
 
     // The log accounts for all 50 001 refusals (the one before the firehose too), once the last
     // counting window is over, in a handful of events: two per second of firehose at most.
-    let tunnel = node.state.sessions.get(p.endpoint.parse().unwrap()).expect("the endpoint's session").tunnel;
+    let tunnel = node
+        .state
+        .sessions
+        .get(p.endpoint.parse().unwrap())
+        .expect("the endpoint's session")
+        .tunnel;
     let deadline = Instant::now() + Duration::from_secs(20);
     let (events, accounted) = loop {
         let (events, accounted) = recorded_refusals(&node, tunnel).await;
@@ -84,16 +100,28 @@ async fn beyond_the_cap_scanners_are_refused_at_once_and_a_firehose_stays_bounde
     println!("the log holds {events} refusal events for {accounted} refusals");
     assert_eq!(accounted, 50_001, "every refusal is accounted for in the log");
     let bound = 2 * (elapsed.as_secs() as usize + 2);
-    assert!(events <= bound, "{events} refusal events for a {elapsed:?} firehose (at most {bound})");
+    assert!(
+        events <= bound,
+        "{events} refusal events for a {elapsed:?} firehose (at most {bound})"
+    );
     // The streams within the cap still work, and sockets are not leaked.
     drop(open);
     let deadline = Instant::now() + Duration::from_secs(10);
     while node.state.sessions.open_streams() != 0 {
-        assert!(Instant::now() < deadline, "streams left open: {}", node.state.sessions.open_streams());
+        assert!(
+            Instant::now() < deadline,
+            "streams left open: {}",
+            node.state.sessions.open_streams()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
     assert_eq!(code, 0);
-    assert!(open_fds() <= fds_before + 8, "file descriptors leaked: {} before, {} after", fds_before, open_fds());
+    assert!(
+        open_fds() <= fds_before + 8,
+        "file descriptors leaked: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
     agent.stop();
 }

@@ -7,7 +7,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn curl(args: &[&str]) -> (String, String) {
-    let out = tokio::process::Command::new("curl").args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"]).args(args).output().await.unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
     (code.to_string(), body.to_string())
@@ -16,7 +21,9 @@ async fn curl(args: &[&str]) -> (String, String) {
 /// Reads until the peer closes (or 5 s pass); returns what arrived.
 async fn drain(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("the server must close the connection");
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+        .await
+        .expect("the server must close the connection");
     got
 }
 
@@ -53,8 +60,14 @@ async fn the_socks_ingress_refuses_garbage_and_keeps_serving() {
     s.shutdown().await.unwrap();
     drain(&mut s).await;
 
-    let ok = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port()).await.unwrap();
-    assert_eq!(ism_cli::scanner::http_get(ok, "x", "/", Duration::from_secs(10)).await.unwrap().body, "fine");
+    let ok =
+        ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
+            .await
+            .unwrap();
+    assert_eq!(
+        ism_cli::scanner::http_get(ok, "x", "/", Duration::from_secs(10)).await.unwrap().body,
+        "fine"
+    );
     agent.stop();
 }
 
@@ -68,7 +81,16 @@ async fn the_tunnel_port_refuses_plain_bytes_wrong_paths_and_bad_handshakes() {
     drain(&mut s).await;
     // A WebSocket upgrade on the wrong path: a 404 that says where the tunnel is.
     let ca = node.ca_file.display().to_string();
-    let upgrade = ["-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13", "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="];
+    let upgrade = [
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: websocket",
+        "-H",
+        "Sec-WebSocket-Version: 13",
+        "-H",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
     let mut args = vec!["--cacert", &ca];
     args.extend(upgrade);
     let url = format!("https://localhost:{}/other", wss.port());
@@ -84,12 +106,25 @@ async fn the_tunnel_port_refuses_plain_bytes_wrong_paths_and_bad_handshakes() {
     for c in rustls::pki_types::pem::PemObject::pem_file_iter(&node.ca_file).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = std::sync::Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+    );
     let tcp = TcpStream::connect(wss).await.unwrap();
     let url = format!("wss://localhost:{}/wsendpoint", wss.port());
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(tokio_tungstenite::Connector::Rustls(tls))).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        url,
+        tcp,
+        None,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await
+    .unwrap();
     let _challenge = ws.next().await.unwrap().unwrap();
-    ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![0x11, 0, 0, 0, 0, 1, 2, 3].into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![0x11, 0, 0, 0, 0, 1, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(_)) = ws.next().await {}
     })
@@ -115,7 +150,9 @@ async fn the_api_answers_bad_requests_with_clear_errors() {
     let auth = format!("Authorization: Bearer {}", node.admin_token);
     let post = |body: &'static str| {
         let (auth, url) = (auth.clone(), format!("{base}/api/v1/gateways"));
-        async move { curl(&["-H", &auth, "-H", "Content-Type: application/json", "-d", body, &url]).await }
+        async move {
+            curl(&["-H", &auth, "-H", "Content-Type: application/json", "-d", body, &url]).await
+        }
     };
     let (code, body) = post("{not json").await;
     assert_eq!(code, "400", "{body}");
@@ -131,7 +168,10 @@ async fn the_api_answers_bad_requests_with_clear_errors() {
     assert!(err.to_string().contains("gateway name is required"), "{err}");
     let err = api.create_gateway(&"n".repeat(65), "").await.unwrap_err();
     assert!(err.to_string().contains("too long"), "{err}");
-    assert_eq!(api.gateway(&uuid::Uuid::new_v4().to_string()).await.unwrap_err().status(), Some(404));
+    assert_eq!(
+        api.gateway(&uuid::Uuid::new_v4().to_string()).await.unwrap_err().status(),
+        Some(404)
+    );
     assert_eq!(api.gateway("not-a-uuid").await.unwrap_err().status(), Some(404));
 
     let gw = api.create_gateway("corp", "").await.unwrap();

@@ -16,7 +16,10 @@ fn the_gateway_unit_passes_systemd_analyze_verify() {
         return;
     }
     let unit = std::fs::read_to_string(deploy("systemd/ism-gateway.service")).unwrap();
-    assert!(unit.contains("ExecStart=/opt/ism/bin/ism-gateway "), "the unit must run the installed binary");
+    assert!(
+        unit.contains("ExecStart=/opt/ism/bin/ism-gateway "),
+        "the unit must run the installed binary"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ism-gateway.service");
     std::fs::write(&path, unit.replace("/opt/ism/bin/ism-gateway", "/bin/true")).unwrap();
@@ -27,7 +30,13 @@ fn the_gateway_unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn the_nats_configuration_is_valid() {
-    let out = Command::new(ism_tests::nats::nats_server_bin()).arg("-c").arg(deploy("nats/jetstream.conf")).arg("-t").output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(ism_tests::nats::nats_server_bin())
+        .arg("-c")
+        .arg(deploy("nats/jetstream.conf"))
+        .arg("-t")
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("is valid"), "{text}");
 }

@@ -53,7 +53,15 @@ async fn jetstream_events_survive_a_server_restart() {
     let agg = AggregateId::gateway(uuid::Uuid::new_v4());
     {
         let log = JetStreamLog::connect(server.url()).await.unwrap();
-        log.append(&Envelope::new(agg, 1, 0, Cause::default(), Event::GatewayActivated { node: "a".into() })).await.unwrap();
+        log.append(&Envelope::new(
+            agg,
+            1,
+            0,
+            Cause::default(),
+            Event::GatewayActivated { node: "a".into() },
+        ))
+        .await
+        .unwrap();
     }
     let restarted = server.restart();
     let log = JetStreamLog::connect(restarted.url()).await.unwrap();
@@ -68,7 +76,15 @@ async fn embedded_events_survive_a_reopen() {
     let agg = AggregateId::gateway(uuid::Uuid::new_v4());
     {
         let log = EmbeddedLog::open(dir.path()).unwrap();
-        log.append(&Envelope::new(agg, 1, 0, Cause::default(), Event::GatewayActivated { node: "a".into() })).await.unwrap();
+        log.append(&Envelope::new(
+            agg,
+            1,
+            0,
+            Cause::default(),
+            Event::GatewayActivated { node: "a".into() },
+        ))
+        .await
+        .unwrap();
     }
     let log = EmbeddedLog::open(dir.path()).unwrap();
     assert_eq!(log.read_aggregate(&agg).await.unwrap().len(), 1);

@@ -3,7 +3,9 @@
 //! of each session. Nothing the data path told is lost with the process.
 
 use ism_events::{AggregateId, Event};
-use ism_tests::cluster::{connected_endpoint, echo_server, eventually, socks_open, Backend, TestNode};
+use ism_tests::cluster::{
+    connected_endpoint, echo_server, eventually, socks_open, Backend, TestNode,
+};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -11,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let echo = echo_server().await;
-    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
     let socks = node.socks();
 
     let (code, stream) = socks_open(&socks, "dc1", &p.scanner_secret, echo.port()).await;
@@ -24,13 +27,25 @@ async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
     // window still open when the node stops.
     let off_list = if echo.port() == 1 { 2 } else { 1 };
     for _ in 0..2 {
-        assert_eq!(socks_open(&socks, "dc1", &p.scanner_secret, off_list).await.0, 2, "refused by the allowlist");
+        assert_eq!(
+            socks_open(&socks, "dc1", &p.scanner_secret, off_list).await.0,
+            2,
+            "refused by the allowlist"
+        );
     }
-    let tunnel = node.state.sessions.get(p.endpoint.parse().unwrap()).expect("the endpoint's session").tunnel;
+    let tunnel = node
+        .state
+        .sessions
+        .get(p.endpoint.parse().unwrap())
+        .expect("the endpoint's session")
+        .tunnel;
 
     // The same stop a restart, Ctrl-C or SIGTERM makes; the restarted node reads the same log.
     let restarting = std::thread::spawn(move || node.restart());
-    eventually(Duration::from_secs(30), "the node restarting", || std::future::ready(restarting.is_finished().then_some(()))).await;
+    eventually(Duration::from_secs(30), "the node restarting", || {
+        std::future::ready(restarting.is_finished().then_some(()))
+    })
+    .await;
     let node = restarting.join().unwrap();
 
     let events = node.state.log.read_aggregate(&AggregateId::tunnel(tunnel)).await.unwrap();
@@ -39,15 +54,21 @@ async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
     assert_eq!(count("StreamOpened"), 1, "{names:?}");
     assert_eq!(count("StreamClosed"), 1, "the open stream's end is recorded: {names:?}");
     assert_eq!(count("StreamRefused"), 1, "{names:?}");
-    let counted: Vec<u64> = events.iter().filter_map(|r| match &r.envelope.event {
-        Event::StreamRefusalsRepeated(r) => Some(r.count),
-        _ => None,
-    }).collect();
+    let counted: Vec<u64> = events
+        .iter()
+        .filter_map(|r| match &r.envelope.event {
+            Event::StreamRefusalsRepeated(r) => Some(r.count),
+            _ => None,
+        })
+        .collect();
     assert_eq!(counted, vec![1], "the refusal still being counted is recorded: {names:?}");
-    let closed: Vec<&str> = events.iter().filter_map(|r| match &r.envelope.event {
-        Event::TunnelClosed { reason } => Some(reason.as_str()),
-        _ => None,
-    }).collect();
+    let closed: Vec<&str> = events
+        .iter()
+        .filter_map(|r| match &r.envelope.event {
+            Event::TunnelClosed { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
     // Recorded by the stopping node itself, not by the restarted one cleaning up after it.
     assert_eq!(closed.len(), 1, "{names:?}");
     assert!(closed[0].contains("shutting down"), "{closed:?}");

@@ -3,7 +3,9 @@
 
 use ism_events::{rebuild, Projection};
 use ism_projectors::DirectoryProjection;
-use ism_tests::cluster::{connected, eventually, http_server, provision, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{
+    connected, eventually, http_server, provision, Backend, TestMachine, TestNode,
+};
 use ism_tests::nats::NatsServer;
 use std::time::Duration;
 
@@ -15,7 +17,10 @@ async fn rebuild_matches_live(node: &TestNode) {
     let machine = TestMachine::new();
     let agent = machine.start_endpoint(node, &p.key, &format!("127.0.0.1:{}", app.port()));
     connected(&agent).await;
-    let s = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port()).await.unwrap();
+    let s =
+        ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
+            .await
+            .unwrap();
     ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap();
     agent.stop();
     agent.join().await.unwrap();

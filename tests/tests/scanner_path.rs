@@ -3,7 +3,10 @@
 
 use ism_endpoint::AgentStatus;
 use ism_events::Event;
-use ism_tests::cluster::{connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{
+    connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered,
+    Backend, TestMachine, TestNode,
+};
 use ism_tests::nats::NatsServer;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,7 +26,11 @@ async fn curl_through(node: &TestNode, backend_name: &str) {
         .output()
         .await
         .expect("curl must be installed (scripts/test installs it)");
-    assert!(out.status.success(), "curl failed on {backend_name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed on {backend_name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the intranet\n");
 
     // The directory shows the endpoint as the seed does once deployed, with its version.
@@ -72,14 +79,19 @@ async fn curl_through_the_gateway_on_jetstream() {
 async fn fifty_concurrent_streams_through_one_endpoint_echo_byte_exact() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let echo = echo_server().await;
-    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
 
     let mut tasks = Vec::new();
     for i in 0..50u32 {
         let (socks, secret) = (node.socks(), p.scanner_secret.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            let mut s = ism_cli::scanner::connect(&socks, "dc1", &secret, "127.0.0.1", echo.port()).await.expect("stream");
-            let data: Vec<u8> = (0..200_000u32).map(|x| (x.wrapping_mul(2654435761).wrapping_add(i) >> 7) as u8).collect();
+            let mut s = ism_cli::scanner::connect(&socks, "dc1", &secret, "127.0.0.1", echo.port())
+                .await
+                .expect("stream");
+            let data: Vec<u8> = (0..200_000u32)
+                .map(|x| (x.wrapping_mul(2654435761).wrapping_add(i) >> 7) as u8)
+                .collect();
             let (mut r, mut w) = s.split();
             let send = async {
                 w.write_all(&data).await.unwrap();
@@ -107,13 +119,25 @@ async fn a_target_off_the_allowlist_is_refused_with_socks_reply_2() {
     let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", allowed.port()));
     connected(&agent).await;
     for host in ["127.0.0.1", "localhost"] {
-        match ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, host, forbidden.port()).await {
-            Err(ism_cli::scanner::ScannerError::Refused { code, .. }) => assert_eq!(code, 2, "{host}"),
+        match ism_cli::scanner::connect(
+            &node.socks(),
+            "dc1",
+            &p.scanner_secret,
+            host,
+            forbidden.port(),
+        )
+        .await
+        {
+            Err(ism_cli::scanner::ScannerError::Refused { code, .. }) => {
+                assert_eq!(code, 2, "{host}")
+            }
             other => panic!("{host}: expected a refusal, got {:?}", other.map(|_| "a connection")),
         }
     }
     // The metadata address is refused even though it is never listed.
-    match ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "169.254.169.254", 80).await {
+    match ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "169.254.169.254", 80)
+        .await
+    {
         Err(ism_cli::scanner::ScannerError::Refused { code: 2, .. }) => {}
         other => panic!("metadata address: {:?}", other.map(|_| "a connection")),
     }
@@ -126,7 +150,15 @@ async fn a_target_off_the_allowlist_is_refused_with_socks_reply_2() {
         .await
         .unwrap();
     assert!(!out.status.success());
-    let s = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", allowed.port()).await.unwrap();
+    let s = ism_cli::scanner::connect(
+        &node.socks(),
+        "dc1",
+        &p.scanner_secret,
+        "127.0.0.1",
+        allowed.port(),
+    )
+    .await
+    .unwrap();
     let resp = ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap();
     assert_eq!(resp.body, "ok");
     agent.stop();
@@ -137,14 +169,22 @@ async fn wrong_scanner_credentials_and_unknown_endpoints_are_refused() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
     let tampered = tampered(&p.scanner_secret);
-    for (user, pass) in [("dc1", tampered.as_str()), ("dc1", "not-a-credential"), ("no-such-endpoint", p.scanner_secret.as_str())] {
+    for (user, pass) in [
+        ("dc1", tampered.as_str()),
+        ("dc1", "not-a-credential"),
+        ("no-such-endpoint", p.scanner_secret.as_str()),
+    ] {
         match ism_cli::scanner::connect(&node.socks(), user, pass, "127.0.0.1", 80).await {
             Err(ism_cli::scanner::ScannerError::AuthRefused) => {}
-            other => panic!("{user}/{pass}: expected AuthRefused, got {:?}", other.map(|_| "a connection")),
+            other => panic!(
+                "{user}/{pass}: expected AuthRefused, got {:?}",
+                other.map(|_| "a connection")
+            ),
         }
     }
     // Known credential, endpoint not connected: network unreachable (0x03).
-    match ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", 80).await {
+    match ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", 80).await
+    {
         Err(ism_cli::scanner::ScannerError::Refused { code: 3, .. }) => {}
         other => panic!("offline endpoint: {:?}", other.map(|_| "a connection")),
     }
@@ -161,7 +201,11 @@ async fn a_wrong_endpoint_key_is_refused_with_the_seed_message() {
         let diagnosis = agent.join().await.expect_err("a wrong key must stop the endpoint");
         assert!(diagnosis.message.contains("Failure to authenticate endpoint key"), "{diagnosis}");
     }
-    assert_eq!(node.api().endpoint(&p.endpoint).await.unwrap()["status"], "Pending", "a refused key must not deploy the endpoint");
+    assert_eq!(
+        node.api().endpoint(&p.endpoint).await.unwrap()["status"],
+        "Pending",
+        "a refused key must not deploy the endpoint"
+    );
 }
 
 #[actix::test]
@@ -178,15 +222,27 @@ async fn the_key_from_a_second_machine_is_refused_and_the_first_keeps_working() 
     let second = TestMachine::new();
     let agent_b = second.start_endpoint(&node, &p.key, &allowed);
     let diagnosis = agent_b.join().await.expect_err("the second machine must be refused");
-    assert!(diagnosis.message.contains(r#"{"error":"Token already registered","success":false}"#), "{diagnosis}");
+    assert!(
+        diagnosis.message.contains(r#"{"error":"Token already registered","success":false}"#),
+        "{diagnosis}"
+    );
 
     // The first machine never noticed.
     assert!(matches!(agent_a.status(), AgentStatus::Connected { .. }), "{:?}", agent_a.status());
-    let s = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port()).await.unwrap();
-    assert_eq!(ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap().body, "still here");
+    let s =
+        ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
+            .await
+            .unwrap();
+    assert_eq!(
+        ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap().body,
+        "still here"
+    );
     let shown = api.endpoint(&p.endpoint).await.unwrap();
     assert_eq!(shown["status"], "Ready");
-    assert!(shown["last_refusal"].as_str().unwrap_or_default().contains("Token already registered"), "{shown}");
+    assert!(
+        shown["last_refusal"].as_str().unwrap_or_default().contains("Token already registered"),
+        "{shown}"
+    );
 
     // The first machine can come back after a restart: its identity is on its disk.
     agent_a.stop();
@@ -205,7 +261,10 @@ async fn the_endpoint_reconnects_after_the_gateway_node_restarts() {
     let agent = machine.start_endpoint(&node, &p.key, "127.0.0.1");
     connected(&agent).await;
     let restarting = std::thread::spawn(move || node.restart());
-    agent.wait_for(Duration::from_secs(20), |s| matches!(s, AgentStatus::Connecting { .. })).await.expect("the endpoint notices the node is gone");
+    agent
+        .wait_for(Duration::from_secs(20), |s| matches!(s, AgentStatus::Connecting { .. }))
+        .await
+        .expect("the endpoint notices the node is gone");
     // The same node comes back on the same address and log: the endpoint reconnects by itself.
     let node = restarting.join().unwrap();
     connected(&agent).await;

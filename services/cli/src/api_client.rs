@@ -4,8 +4,8 @@
 //! the server sent, or an error carrying the server's own message.
 
 use awc::http::Method;
-use std::rc::Rc;
 use serde_json::{json, Value};
+use std::rc::Rc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,12 @@ impl ApiClient {
     /// `base` is like `http://127.0.0.1:7070`.
     pub fn new(base: &str, token: &str) -> Self {
         let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-        Self { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http, observer: None }
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+            observer: None,
+        }
     }
 
     /// Shows every response to `observer` (tests check each one against the OpenAPI document).
@@ -52,24 +57,40 @@ impl ApiClient {
     }
 
     /// Sends one request; `body` as JSON when given.
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, ApiError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
         let method_name = method.clone();
-        let req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let req =
+            self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         let sent = match body {
             Some(b) => req.send_json(b).await,
             None => req.send().await,
         };
-        let mut resp = sent.map_err(|e| ApiError::Transport { base: self.base.clone(), reason: e.to_string() })?;
+        let mut resp = sent
+            .map_err(|e| ApiError::Transport { base: self.base.clone(), reason: e.to_string() })?;
         let status = resp.status();
-        let bytes = resp.body().limit(16 * 1024 * 1024).await.map_err(|e| ApiError::Decode(e.to_string()))?;
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let bytes = resp
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if let Some(observe) = &self.observer {
             observe(&method_name, path, status.as_u16(), &value);
         }
         if status.is_success() {
             Ok(value)
         } else {
-            let message = value.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| value.to_string());
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
             Err(ApiError::Http { status: status.as_u16(), message })
         }
     }
@@ -79,7 +100,12 @@ impl ApiClient {
     }
 
     pub async fn create_gateway(&self, name: &str, description: &str) -> Result<Value, ApiError> {
-        self.call(Method::POST, "/api/v1/gateways", Some(&json!({ "name": name, "description": description }))).await
+        self.call(
+            Method::POST,
+            "/api/v1/gateways",
+            Some(&json!({ "name": name, "description": description })),
+        )
+        .await
     }
 
     pub async fn gateways(&self) -> Result<Value, ApiError> {
@@ -91,7 +117,13 @@ impl ApiClient {
     }
 
     /// Returns `{"endpoint": {...}, "key": "..."}`.
-    pub async fn add_endpoint(&self, gateway: &str, name: &str, description: &str, platform: &str) -> Result<Value, ApiError> {
+    pub async fn add_endpoint(
+        &self,
+        gateway: &str,
+        name: &str,
+        description: &str,
+        platform: &str,
+    ) -> Result<Value, ApiError> {
         let body = json!({ "name": name, "description": description, "platform": platform });
         self.call(Method::POST, &format!("/api/v1/gateways/{gateway}/endpoints"), Some(&body)).await
     }
@@ -106,21 +138,47 @@ impl ApiClient {
 
     pub async fn endpoint_key(&self, id: &str) -> Result<String, ApiError> {
         let v = self.call(Method::GET, &format!("/api/v1/endpoints/{id}/key"), None).await?;
-        v["key"].as_str().map(str::to_string).ok_or_else(|| ApiError::Decode("no key in the response".into()))
+        v["key"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::Decode("no key in the response".into()))
     }
 
     /// Returns `{"id", "secret", "socks_address", ...}`; the secret is shown only here.
-    pub async fn issue_scanner_credential(&self, gateway: &str, label: &str) -> Result<Value, ApiError> {
+    pub async fn issue_scanner_credential(
+        &self,
+        gateway: &str,
+        label: &str,
+    ) -> Result<Value, ApiError> {
         self.issue_credential(gateway, label, "scan").await
     }
 
     /// As [`issue_scanner_credential`](Self::issue_scanner_credential), of kind `scan` or `support`.
-    pub async fn issue_credential(&self, gateway: &str, label: &str, kind: &str) -> Result<Value, ApiError> {
-        self.call(Method::POST, &format!("/api/v1/gateways/{gateway}/scanner-credentials"), Some(&json!({ "label": label, "kind": kind }))).await
+    pub async fn issue_credential(
+        &self,
+        gateway: &str,
+        label: &str,
+        kind: &str,
+    ) -> Result<Value, ApiError> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/gateways/{gateway}/scanner-credentials"),
+            Some(&json!({ "label": label, "kind": kind })),
+        )
+        .await
     }
 
-    pub async fn revoke_credential(&self, gateway: &str, credential: &str) -> Result<Value, ApiError> {
-        self.call(Method::DELETE, &format!("/api/v1/gateways/{gateway}/scanner-credentials/{credential}"), None).await
+    pub async fn revoke_credential(
+        &self,
+        gateway: &str,
+        credential: &str,
+    ) -> Result<Value, ApiError> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/gateways/{gateway}/scanner-credentials/{credential}"),
+            None,
+        )
+        .await
     }
 
     pub async fn delete_gateway(&self, id: &str) -> Result<Value, ApiError> {
@@ -132,7 +190,13 @@ impl ApiClient {
     }
 
     /// Edits name and/or description, refused (409) unless the endpoint is still at `version`.
-    pub async fn edit_endpoint(&self, id: &str, name: Option<&str>, description: Option<&str>, version: u64) -> Result<Value, ApiError> {
+    pub async fn edit_endpoint(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        description: Option<&str>,
+        version: u64,
+    ) -> Result<Value, ApiError> {
         let mut body = json!({ "version": version });
         if let Some(n) = name {
             body["name"] = json!(n);
@@ -153,7 +217,12 @@ impl ApiClient {
     }
 
     /// `support`: `"off"`, `"indefinite"` or a number of days.
-    pub async fn set_access(&self, id: &str, scan: Option<bool>, support: Option<Value>) -> Result<Value, ApiError> {
+    pub async fn set_access(
+        &self,
+        id: &str,
+        scan: Option<bool>,
+        support: Option<Value>,
+    ) -> Result<Value, ApiError> {
         let mut body = json!({});
         if let Some(s) = scan {
             body["scan_access"] = json!(s);
@@ -177,12 +246,18 @@ impl ApiClient {
     }
 
     pub async fn change_role(&self, name: &str, role: &str) -> Result<Value, ApiError> {
-        self.call(Method::PATCH, &format!("/api/v1/users/{name}"), Some(&json!({ "role": role }))).await
+        self.call(Method::PATCH, &format!("/api/v1/users/{name}"), Some(&json!({ "role": role })))
+            .await
     }
 
     /// Returns `{"id", "token", ...}`; the token is shown only here.
     pub async fn issue_token(&self, name: &str, label: &str) -> Result<Value, ApiError> {
-        self.call(Method::POST, &format!("/api/v1/users/{name}/tokens"), Some(&json!({ "label": label }))).await
+        self.call(
+            Method::POST,
+            &format!("/api/v1/users/{name}/tokens"),
+            Some(&json!({ "label": label })),
+        )
+        .await
     }
 
     pub async fn revoke_token(&self, name: &str, token: &str) -> Result<Value, ApiError> {
@@ -191,8 +266,13 @@ impl ApiClient {
 
     /// The audit timeline; `query` holds `gateway`, `endpoint`, `actor`, `since`, `until`, `limit`.
     pub async fn audit(&self, query: &[(&str, String)]) -> Result<Value, ApiError> {
-        let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
-        let path = if qs.is_empty() { "/api/v1/audit".to_string() } else { format!("/api/v1/audit?{}", qs.join("&")) };
+        let qs: Vec<String> =
+            query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+        let path = if qs.is_empty() {
+            "/api/v1/audit".to_string()
+        } else {
+            format!("/api/v1/audit?{}", qs.join("&"))
+        };
         self.call(Method::GET, &path, None).await
     }
 
@@ -205,7 +285,9 @@ impl ApiClient {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

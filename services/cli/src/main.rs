@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "Manage an internal-scanning gateway: gateways, endpoints, keys, access, credentials, users, audit.")]
+#[command(
+    version,
+    about = "Manage an internal-scanning gateway: gateways, endpoints, keys, access, credentials, users, audit."
+)]
 struct Cli {
     /// Base URL of a gateway node's management API.
     #[arg(long, env = "ISM_API", default_value = "http://127.0.0.1:7070", global = true)]
@@ -214,8 +217,11 @@ fn parse_support(s: &str) -> Value {
 }
 
 async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::Result<()> {
-    let rest = url.strip_prefix("http://").context("only http:// URLs can be fetched (https needs a TLS client: use curl --socks5-hostname)")?;
-    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let rest = url.strip_prefix("http://").context(
+        "only http:// URLs can be fetched (https needs a TLS client: use curl --socks5-hostname)",
+    )?;
+    let (authority, path) =
+        rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) => (h.to_string(), p.parse::<u16>().context("bad port in URL")?),
         None => (authority.to_string(), 80),
@@ -234,9 +240,20 @@ async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let json_out = cli.json;
     match &cli.command {
-        Command::Fetch { socks, endpoint, secret, url } => return fetch(socks, endpoint, secret, url).await,
+        Command::Fetch { socks, endpoint, secret, url } => {
+            return fetch(socks, endpoint, secret, url).await
+        }
         Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: Some(spec) } => {
-            let entries = output::offline_audit(spec, gateway.as_deref(), endpoint.as_deref(), actor.clone(), since.as_deref(), until.as_deref(), *limit).await?;
+            let entries = output::offline_audit(
+                spec,
+                gateway.as_deref(),
+                endpoint.as_deref(),
+                actor.clone(),
+                since.as_deref(),
+                until.as_deref(),
+                *limit,
+            )
+            .await?;
             output::print_audit(&json!({ "entries": entries }), json_out);
             return Ok(());
         }
@@ -249,7 +266,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let out = match cli.command {
         Command::Status => api.status().await?,
         Command::Whoami => api.me().await?,
-        Command::Gateway(GatewayCmd::Create { name, description }) => api.create_gateway(&name, &description).await?,
+        Command::Gateway(GatewayCmd::Create { name, description }) => {
+            api.create_gateway(&name, &description).await?
+        }
         Command::Gateway(GatewayCmd::List) => {
             output::print_gateways(&api.gateways().await?, json_out);
             return Ok(());
@@ -260,7 +279,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Gateway(GatewayCmd::Show { id }) => api.gateway(&id).await?,
         Command::Gateway(GatewayCmd::Delete { id }) => api.delete_gateway(&id).await?,
-        Command::Endpoint(EndpointCmd::Add { gateway, name, description, platform }) => api.add_endpoint(&gateway, &name, &description, &platform).await?,
+        Command::Endpoint(EndpointCmd::Add { gateway, name, description, platform }) => {
+            api.add_endpoint(&gateway, &name, &description, &platform).await?
+        }
         Command::Endpoint(EndpointCmd::List { gateway }) => {
             output::print_endpoints(&api.endpoints(&gateway).await?, json_out);
             return Ok(());
@@ -269,7 +290,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Endpoint(EndpointCmd::Edit { id, name, description, version }) => {
             let version = match version {
                 Some(v) => v,
-                None => api.endpoint(&id).await?["version"].as_u64().context("the endpoint has no version")?,
+                None => api.endpoint(&id).await?["version"]
+                    .as_u64()
+                    .context("the endpoint has no version")?,
             };
             api.edit_endpoint(&id, name.as_deref(), description.as_deref(), version).await?
         }
@@ -290,8 +313,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let scan = scan.as_deref().map(parse_scan).transpose()?;
             api.set_access(&id, scan, support.as_deref().map(parse_support)).await?
         }
-        Command::Credential(CredentialCmd::Issue { gateway, label, kind }) => api.issue_credential(&gateway, &label, &kind).await?,
-        Command::Credential(CredentialCmd::Revoke { gateway, credential }) => api.revoke_credential(&gateway, &credential).await?,
+        Command::Credential(CredentialCmd::Issue { gateway, label, kind }) => {
+            api.issue_credential(&gateway, &label, &kind).await?
+        }
+        Command::Credential(CredentialCmd::Revoke { gateway, credential }) => {
+            api.revoke_credential(&gateway, &credential).await?
+        }
         Command::User(UserCmd::Create { name, role }) => api.create_user(&name, &role).await?,
         Command::User(UserCmd::List) => {
             output::print_users(&api.users().await?, json_out);
@@ -299,10 +326,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(UserCmd::Role { name, role }) => api.change_role(&name, &role).await?,
         Command::User(UserCmd::Token { name, label }) => api.issue_token(&name, &label).await?,
-        Command::User(UserCmd::RevokeToken { name, token }) => api.revoke_token(&name, &token).await?,
+        Command::User(UserCmd::RevokeToken { name, token }) => {
+            api.revoke_token(&name, &token).await?
+        }
         Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: None } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [("gateway", gateway), ("endpoint", endpoint), ("actor", actor), ("since", since), ("until", until)] {
+            for (k, v) in [
+                ("gateway", gateway),
+                ("endpoint", endpoint),
+                ("actor", actor),
+                ("since", since),
+                ("until", until),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -314,7 +349,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = api.verify_projections().await?;
             if !json_out {
                 output::print_verify(&report);
-                return if report["all_match"] == true { Ok(()) } else { bail!("a projection differs from the replay of the log") };
+                return if report["all_match"] == true {
+                    Ok(())
+                } else {
+                    bail!("a projection differs from the replay of the log")
+                };
             }
             report
         }

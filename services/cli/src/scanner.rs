@@ -41,8 +41,16 @@ pub fn reply_meaning(code: u8) -> &'static str {
 
 /// Opens a connection to `host:port` through the SOCKS5 server at `proxy`, authenticating as
 /// `username` / `password`. The host is sent as a name, resolved by the endpoint.
-pub async fn connect(proxy: &str, username: &str, password: &str, host: &str, port: u16) -> Result<TcpStream, ScannerError> {
-    let mut s = TcpStream::connect(proxy).await.map_err(|e| ScannerError::Connect { addr: proxy.to_string(), reason: e.to_string() })?;
+pub async fn connect(
+    proxy: &str,
+    username: &str,
+    password: &str,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, ScannerError> {
+    let mut s = TcpStream::connect(proxy)
+        .await
+        .map_err(|e| ScannerError::Connect { addr: proxy.to_string(), reason: e.to_string() })?;
     s.set_nodelay(true)?;
     s.write_all(&[5, 1, 2]).await?;
     let mut two = [0u8; 2];
@@ -50,10 +58,14 @@ pub async fn connect(proxy: &str, username: &str, password: &str, host: &str, po
     match two {
         [5, 2] => {}
         [5, 0xff] => return Err(ScannerError::NoMethod),
-        other => return Err(ScannerError::Protocol(format!("unexpected method selection {other:?}"))),
+        other => {
+            return Err(ScannerError::Protocol(format!("unexpected method selection {other:?}")))
+        }
     }
     if username.len() > 255 || password.len() > 255 || host.len() > 255 {
-        return Err(ScannerError::Protocol("username, password and host must each be at most 255 bytes".into()));
+        return Err(ScannerError::Protocol(
+            "username, password and host must each be at most 255 bytes".into(),
+        ));
     }
     let mut auth = vec![1, username.len() as u8];
     auth.extend_from_slice(username.as_bytes());
@@ -103,7 +115,12 @@ impl HttpResponse {
 }
 
 /// `GET path` over `stream` with `Connection: close`, reading the whole response.
-pub async fn http_get(mut stream: TcpStream, host: &str, path: &str, timeout: Duration) -> Result<HttpResponse, ScannerError> {
+pub async fn http_get(
+    mut stream: TcpStream,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, ScannerError> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ism-scanner-check\r\nConnection: close\r\n\r\n");
     let exchange = async {
         stream.write_all(request.as_bytes()).await?;
@@ -111,11 +128,18 @@ pub async fn http_get(mut stream: TcpStream, host: &str, path: &str, timeout: Du
         stream.read_to_end(&mut raw).await?;
         Ok::<_, std::io::Error>(raw)
     };
-    let raw = tokio::time::timeout(timeout, exchange).await.map_err(|_| ScannerError::TimedOut(timeout))??;
+    let raw = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| ScannerError::TimedOut(timeout))??;
     let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| ScannerError::Protocol("no HTTP header terminator in the response".into()))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        ScannerError::Protocol("no HTTP header terminator in the response".into())
+    })?;
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default().to_string();
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     Ok(HttpResponse { status_line, headers, body: body.to_string() })
 }

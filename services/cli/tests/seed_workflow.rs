@@ -6,7 +6,9 @@
 
 use ism_cli::scanner::{self, ScannerError};
 use ism_events::ManualClock;
-use ism_tests::cluster::{connected, echo_server, eventually, http_server, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{
+    connected, echo_server, eventually, http_server, Backend, TestMachine, TestNode,
+};
 use ism_tests::nats::NatsServer;
 use serde_json::Value;
 use std::sync::Arc;
@@ -35,7 +37,11 @@ impl Ism {
     /// Runs a command that must succeed; its standard output.
     async fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
-        assert!(out.status.success(), "ism {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ism {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -44,13 +50,18 @@ impl Ism {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let text = self.ok(&all).await;
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ism {args:?} printed no JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("ism {args:?} printed no JSON ({e}): {text}"))
     }
 
     /// Runs a command that must fail; its error message.
     async fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args).await;
-        assert!(!out.status.success(), "ism {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "ism {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
@@ -64,7 +75,9 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
     let start = Instant::now();
     let mut buf = [0u8; 64];
     loop {
-        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf)).await {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf))
+            .await
+        {
             Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
             Ok(Ok(_)) => continue,
             Err(_) => panic!("the stream was still open after {limit:?}"),
@@ -102,30 +115,72 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     // --- Users and roles: only Administrators and Security Leads manage. ---
     admin.json(&["user", "create", "--name", "alice", "--role", "security-lead"]).await;
     admin.json(&["user", "create", "--name", "rita", "--role", "reviewer"]).await;
-    assert!(admin.fails(&["user", "create", "--name", "ALICE", "--role", "reviewer"]).await.contains("already exists"));
-    let alice = Ism { api: api.clone(), token: s(&admin.json(&["user", "token", "alice", "--label", "laptop"]).await["token"]) };
-    let rita = Ism { api: api.clone(), token: s(&admin.json(&["user", "token", "rita"]).await["token"]) };
+    assert!(admin
+        .fails(&["user", "create", "--name", "ALICE", "--role", "reviewer"])
+        .await
+        .contains("already exists"));
+    let alice = Ism {
+        api: api.clone(),
+        token: s(&admin.json(&["user", "token", "alice", "--label", "laptop"]).await["token"]),
+    };
+    let rita =
+        Ism { api: api.clone(), token: s(&admin.json(&["user", "token", "rita"]).await["token"]) };
     assert_eq!(alice.json(&["whoami"]).await["role"], "security-lead");
     assert!(rita.fails(&["user", "list"]).await.contains("only Administrators may"));
 
     // --- Configure Internal Scanning: the gateway. ---
-    let gw = alice.json(&["gateway", "create", "--name", "corp", "--description", "main gateway"]).await;
+    let gw =
+        alice.json(&["gateway", "create", "--name", "corp", "--description", "main gateway"]).await;
     assert_eq!(gw["status"], "Online");
-    assert!(s(&gw["endpoint_url"]).ends_with("/wsendpoint"), "the gateway shows the address to allow: {gw}");
+    assert!(
+        s(&gw["endpoint_url"]).ends_with("/wsendpoint"),
+        "the gateway shows the address to allow: {gw}"
+    );
     let gw_id = s(&gw["id"]);
-    assert!(alice.fails(&["gateway", "create", "--name", "Z\u{fc}rich"]).await.contains("only ASCII"));
-    assert!(rita.fails(&["gateway", "create", "--name", "shadow"]).await.contains("only Administrators and Security Leads"));
+    assert!(alice
+        .fails(&["gateway", "create", "--name", "Z\u{fc}rich"])
+        .await
+        .contains("only ASCII"));
+    assert!(rita
+        .fails(&["gateway", "create", "--name", "shadow"])
+        .await
+        .contains("only Administrators and Security Leads"));
 
     // --- The endpoint: Pending, with a key shown on demand to managers only. ---
-    let added = alice.json(&["endpoint", "add", "--gateway", &gw_id, "--name", "dc1", "--platform", "linux", "--description", "data centre 1"]).await;
+    let added = alice
+        .json(&[
+            "endpoint",
+            "add",
+            "--gateway",
+            &gw_id,
+            "--name",
+            "dc1",
+            "--platform",
+            "linux",
+            "--description",
+            "data centre 1",
+        ])
+        .await;
     let (ep_id, key) = (s(&added["endpoint"]["id"]), s(&added["key"]));
     assert_eq!(added["endpoint"]["status"], "Pending");
     assert_eq!(added["endpoint"]["scan_access"], true, "scan access is on by default");
-    assert_eq!(added["endpoint"]["support_access"]["state"], "off", "support-engineer access is off by default");
-    assert!(alice.fails(&["endpoint", "add", "--gateway", &gw_id, "--name", "DC1"]).await.contains("already has an endpoint named"));
-    assert!(alice.fails(&["endpoint", "add", "--gateway", &gw_id, "--name", "s\u{e9}oul"]).await.contains("only ASCII"));
+    assert_eq!(
+        added["endpoint"]["support_access"]["state"], "off",
+        "support-engineer access is off by default"
+    );
+    assert!(alice
+        .fails(&["endpoint", "add", "--gateway", &gw_id, "--name", "DC1"])
+        .await
+        .contains("already has an endpoint named"));
+    assert!(alice
+        .fails(&["endpoint", "add", "--gateway", &gw_id, "--name", "s\u{e9}oul"])
+        .await
+        .contains("only ASCII"));
     assert_eq!(alice.ok(&["endpoint", "key", &ep_id]).await.trim(), key);
-    assert!(rita.fails(&["endpoint", "key", &ep_id]).await.contains("only Administrators and Security Leads"));
+    assert!(rita
+        .fails(&["endpoint", "key", &ep_id])
+        .await
+        .contains("only Administrators and Security Leads"));
     let listing = rita.ok(&["endpoint", "list", "--gateway", &gw_id]).await;
     assert!(listing.contains("dc1") && listing.contains("Pending"), "{listing}");
 
@@ -142,11 +197,14 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     })
     .await;
     assert_eq!(ready["agent_version"], env!("CARGO_PKG_VERSION"));
-    let scan = s(&alice.json(&["credential", "issue", "--gateway", &gw_id, "--label", "zap"]).await["secret"]);
+    let scan = s(&alice
+        .json(&["credential", "issue", "--gateway", &gw_id, "--label", "zap"])
+        .await["secret"]);
 
     // --- Manage Access: scan access off ends running scans within a second and refuses new
     // ones; on again restores service without restarting anything. ---
-    let mut running = scanner::connect(&socks, "dc1", &scan, "127.0.0.1", echo.port()).await.unwrap();
+    let mut running =
+        scanner::connect(&socks, "dc1", &scan, "127.0.0.1", echo.port()).await.unwrap();
     echoes(&mut running).await;
     let off = alice.json(&["endpoint", "access", &ep_id, "--scan", "off"]).await;
     assert_eq!(off["scan_access"], false);
@@ -158,13 +216,28 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     echoes(&mut again).await;
 
     // --- Support-engineer access: a window of 1..30 days (or indefinite) that expires by itself.
-    let support = s(&alice.json(&["credential", "issue", "--gateway", &gw_id, "--kind", "support", "--label", "vendor support"]).await["secret"]);
+    let support = s(&alice
+        .json(&[
+            "credential",
+            "issue",
+            "--gateway",
+            &gw_id,
+            "--kind",
+            "support",
+            "--label",
+            "vendor support",
+        ])
+        .await["secret"]);
     assert_eq!(refused_with(&socks, "dc1", &support, echo.port()).await, 2, "off by default");
-    assert!(alice.fails(&["endpoint", "access", &ep_id, "--support", "31"]).await.contains("1 to 30 days"));
+    assert!(alice
+        .fails(&["endpoint", "access", &ep_id, "--support", "31"])
+        .await
+        .contains("1 to 30 days"));
     let granted = alice.json(&["endpoint", "access", &ep_id, "--support", "2"]).await;
     assert_eq!(granted["support_access"]["state"], "active");
     assert_eq!(granted["support_access"]["until_ms"], clock_now(&clock) + 2 * DAY_MS);
-    let mut engineer = scanner::connect(&socks, "dc1", &support, "127.0.0.1", echo.port()).await.unwrap();
+    let mut engineer =
+        scanner::connect(&socks, "dc1", &support, "127.0.0.1", echo.port()).await.unwrap();
     echoes(&mut engineer).await;
     clock.advance_ms(3 * DAY_MS);
     closed_within(&mut engineer, Duration::from_secs(5)).await;
@@ -176,20 +249,39 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     assert_eq!(refused_with(&socks, "dc1", &support, echo.port()).await, 2);
     echoes(&mut again).await; // scans were never affected
     alice.json(&["endpoint", "access", &ep_id, "--support", "indefinite"]).await;
-    echoes(&mut scanner::connect(&socks, "dc1", &support, "127.0.0.1", echo.port()).await.unwrap()).await;
+    echoes(&mut scanner::connect(&socks, "dc1", &support, "127.0.0.1", echo.port()).await.unwrap())
+        .await;
     alice.json(&["endpoint", "access", &ep_id, "--support", "off"]).await;
 
     // --- Edit, with optimistic concurrency: an edit based on an old read is refused; the retry
     // on the current version succeeds. ---
-    let version = rita.json(&["endpoint", "show", &ep_id]).await["version"].as_u64().unwrap().to_string();
-    let edited = alice.json(&["endpoint", "edit", &ep_id, "--name", "dc-east", "--version", &version]).await;
+    let version =
+        rita.json(&["endpoint", "show", &ep_id]).await["version"].as_u64().unwrap().to_string();
+    let edited =
+        alice.json(&["endpoint", "edit", &ep_id, "--name", "dc-east", "--version", &version]).await;
     assert_eq!(edited["name"], "dc-east");
-    assert!(admin.fails(&["endpoint", "edit", &ep_id, "--description", "stale", "--version", &version]).await.contains("changed since it was read"));
+    assert!(admin
+        .fails(&["endpoint", "edit", &ep_id, "--description", "stale", "--version", &version])
+        .await
+        .contains("changed since it was read"));
     let retried = admin.json(&["endpoint", "edit", &ep_id, "--description", "east wing"]).await;
-    assert_eq!((retried["name"].as_str(), retried["description"].as_str()), (Some("dc-east"), Some("east wing")));
-    assert!(alice.fails(&["endpoint", "edit", &ep_id, "--name", ""]).await.contains("endpoint name is required"));
+    assert_eq!(
+        (retried["name"].as_str(), retried["description"].as_str()),
+        (Some("dc-east"), Some("east wing"))
+    );
+    assert!(alice
+        .fails(&["endpoint", "edit", &ep_id, "--name", ""])
+        .await
+        .contains("endpoint name is required"));
     // The new name is what scanners use now.
-    let fetched = scanner::http_get(scanner::connect(&socks, "dc-east", &scan, "127.0.0.1", app.port()).await.unwrap(), "x", "/", Duration::from_secs(10)).await.unwrap();
+    let fetched = scanner::http_get(
+        scanner::connect(&socks, "dc-east", &scan, "127.0.0.1", app.port()).await.unwrap(),
+        "x",
+        "/",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(fetched.body, "payroll");
 
     // --- Rotate the key: the running endpoint is cut off, and its old key no longer works. ---
@@ -205,14 +297,23 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     // tunnel at once and its key stops working; the deleted gateway's name stays visible. ---
     assert!(alice.fails(&["gateway", "delete", &gw_id]).await.contains("delete them first"));
     alice.json(&["endpoint", "delete", &ep_id]).await;
-    let diagnosis = tokio::time::timeout(Duration::from_secs(10), agent.join()).await.expect("the endpoint must be cut off").expect_err("deleted");
+    let diagnosis = tokio::time::timeout(Duration::from_secs(10), agent.join())
+        .await
+        .expect("the endpoint must be cut off")
+        .expect_err("deleted");
     assert!(diagnosis.message.contains("Failure to authenticate endpoint key"), "{diagnosis}");
     let deleted = alice.json(&["gateway", "delete", &gw_id]).await;
     assert_eq!(deleted["status"], "Deleted");
     assert!(!alice.ok(&["gateway", "list"]).await.contains("corp"));
     let gone = alice.ok(&["gateway", "deleted"]).await;
     assert!(gone.contains("corp") && gone.contains("deleted by alice"), "{gone}");
-    assert!(matches!(scanner::connect(&socks, "dc-east", &scan, "127.0.0.1", app.port()).await, Err(ScannerError::AuthRefused)), "the deleted gateway's credentials must stop working");
+    assert!(
+        matches!(
+            scanner::connect(&socks, "dc-east", &scan, "127.0.0.1", app.port()).await,
+            Err(ScannerError::AuthRefused)
+        ),
+        "the deleted gateway's credentials must stop working"
+    );
 
     // --- Audit: the whole story as a timeline, filterable by gateway, endpoint, actor, time. ---
     let story = rita.ok(&["audit", "--gateway", &gw_id]).await;
@@ -230,9 +331,14 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     let by_admin = admin.json(&["audit", "--actor", "admin"]).await;
     let entries = by_admin["entries"].as_array().unwrap();
     assert!(!entries.is_empty() && entries.iter().all(|e| e["actor"] == "admin"), "{by_admin}");
-    let later = admin.json(&["audit", "--since", &clock_now(&clock).to_string(), "--endpoint", &ep_id]).await;
+    let later = admin
+        .json(&["audit", "--since", &clock_now(&clock).to_string(), "--endpoint", &ep_id])
+        .await;
     let later = later["entries"].as_array().unwrap();
-    assert!(!later.is_empty() && later.iter().all(|e| e["time_ms"].as_i64().unwrap() >= clock_now(&clock)));
+    assert!(
+        !later.is_empty()
+            && later.iter().all(|e| e["time_ms"].as_i64().unwrap() >= clock_now(&clock))
+    );
     assert!(later.iter().all(|e| e["endpoint"] == ep_id.as_str()));
     assert!(rita.fails(&["audit", "--since", "yesterday"]).await.contains("since must be"));
 
@@ -244,18 +350,23 @@ async fn seed_workflow(backend: Backend) -> TestNode {
 
 /// The timeline a node serves, as the CLI prints it.
 async fn audit_via_api(node: &TestNode, gateway: &str) -> Vec<Value> {
-    let admin = Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    let admin =
+        Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
     admin.json(&["audit", "--gateway", gateway]).await["entries"].as_array().unwrap().clone()
 }
 
 /// The same timeline read straight from an event log, no node involved.
 async fn audit_offline(spec: &str, gateway: &str) -> Vec<Value> {
     let offline = Ism { api: "http://127.0.0.1:9".into(), token: "unused".into() };
-    offline.json(&["audit", "--event-log", spec, "--gateway", gateway]).await["entries"].as_array().unwrap().clone()
+    offline.json(&["audit", "--event-log", spec, "--gateway", gateway]).await["entries"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn first_gateway(entries: &[Value]) -> String {
-    s(&entries.iter().find(|e| e["event"] == "GatewayCreated").expect("a gateway was created")["gateway"])
+    s(&entries.iter().find(|e| e["event"] == "GatewayCreated").expect("a gateway was created")
+        ["gateway"])
 }
 
 fn clock_now(clock: &ManualClock) -> i64 {
@@ -266,7 +377,8 @@ fn clock_now(clock: &ManualClock) -> i64 {
 #[actix::test]
 async fn the_seed_workflow_through_the_cli_on_the_embedded_log() {
     let node = seed_workflow(Backend::Embedded).await;
-    let admin = Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    let admin =
+        Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
     let all = admin.json(&["audit"]).await["entries"].as_array().unwrap().clone();
     let gateway = first_gateway(&all);
     let served = audit_via_api(&node, &gateway).await;
@@ -280,7 +392,8 @@ async fn the_seed_workflow_through_the_cli_on_the_embedded_log() {
 async fn the_seed_workflow_through_the_cli_on_jetstream() {
     let nats = NatsServer::start();
     let node = seed_workflow(Backend::JetStream(nats.url().to_string())).await;
-    let admin = Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    let admin =
+        Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
     let gateway = first_gateway(admin.json(&["audit"]).await["entries"].as_array().unwrap());
     // The cluster's log can be audited from anywhere that reaches NATS, while nodes run.
     assert_eq!(audit_offline(nats.url(), &gateway).await, audit_via_api(&node, &gateway).await);

@@ -25,8 +25,15 @@ const STATUS_REFRESH: Duration = Duration::from_secs(2);
 /// What the agent is doing, for `status` and for tests.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentStatus {
-    Connecting { attempt: u32, last_error: Option<String> },
-    Connected { node: String, endpoint_name: String, since: SystemTime },
+    Connecting {
+        attempt: u32,
+        last_error: Option<String>,
+    },
+    Connected {
+        node: String,
+        endpoint_name: String,
+        since: SystemTime,
+    },
     /// Ended for good: the diagnosis says why (`None` when asked to stop).
     Stopped(Option<Diagnosis>),
 }
@@ -62,9 +69,16 @@ impl AgentHandle {
     }
 
     /// Waits until the status satisfies `pred`, or `timeout`; returns the last status seen.
-    pub async fn wait_for(&self, timeout: Duration, pred: impl Fn(&AgentStatus) -> bool) -> Result<AgentStatus, AgentStatus> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&AgentStatus) -> bool,
+    ) -> Result<AgentStatus, AgentStatus> {
         let mut rx = self.status.clone();
-        let seen = tokio::time::timeout(timeout, async move { rx.wait_for(|s| pred(s)).await.map(|s| s.clone()) }).await;
+        let seen = tokio::time::timeout(timeout, async move {
+            rx.wait_for(|s| pred(s)).await.map(|s| s.clone())
+        })
+        .await;
         match seen {
             Ok(Ok(s)) => Ok(s),
             _ => Err(self.status()),
@@ -88,7 +102,13 @@ impl AgentHandle {
 
     /// Waits for the agent to end: `Err` carries the diagnosis of a fatal failure.
     pub async fn join(self) -> Result<(), Diagnosis> {
-        self.task.await.unwrap_or_else(|e| Err(Diagnosis { message: "endpoint task failed".into(), cause: e.to_string(), solution: "report this as a bug" }))
+        self.task.await.unwrap_or_else(|e| {
+            Err(Diagnosis {
+                message: "endpoint task failed".into(),
+                cause: e.to_string(),
+                solution: "report this as a bug",
+            })
+        })
     }
 }
 
@@ -97,9 +117,14 @@ impl Agent {
         let identity = MachineIdentity::load_or_create(&config.install.machine_key_file)?;
         let tls = gateway_link::tls_config(&config)?;
         if let Some(p) = &mut config.proxy {
-            p.credentials = ProxyCredentials::load(&config.install.proxy_credentials_file).map_err(AgentError::ProxyCredentials)?;
+            p.credentials = ProxyCredentials::load(&config.install.proxy_credentials_file)
+                .map_err(AgentError::ProxyCredentials)?;
         }
-        let dialer = Arc::new(Dialer { allowlist: config.allowed_targets.clone(), connect_timeout: config.connect_timeout, proxy: config.proxy.clone() });
+        let dialer = Arc::new(Dialer {
+            allowlist: config.allowed_targets.clone(),
+            connect_timeout: config.connect_timeout,
+            proxy: config.proxy.clone(),
+        });
         let session = SessionConfig { max_streams: config.max_streams, ..SessionConfig::default() };
         Ok(Self { config, identity, tls, dialer, session })
     }
@@ -126,18 +151,31 @@ impl Agent {
 
     /// Opens a side session that does not replace the working one (diagnostics, key check).
     pub async fn side_session(&self) -> Result<gateway_link::Link, LinkError> {
-        gateway_link::connect(&self.config, self.tls.clone(), &self.identity, Purpose::Diagnostics, self.session.clone()).await
+        gateway_link::connect(
+            &self.config,
+            self.tls.clone(),
+            &self.identity,
+            Purpose::Diagnostics,
+            self.session.clone(),
+        )
+        .await
     }
 
     /// Starts the agent on the current tokio runtime.
     pub fn spawn(self) -> AgentHandle {
-        let (status_tx, status) = watch::channel(AgentStatus::Connecting { attempt: 0, last_error: None });
+        let (status_tx, status) =
+            watch::channel(AgentStatus::Connecting { attempt: 0, last_error: None });
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(self.run(status_tx, stop_rx));
         AgentHandle { status, stop, task }
     }
 
-    fn report(&self, state: &str, link: Option<(&str, &str, i64, usize)>, last_error: Option<String>) {
+    fn report(
+        &self,
+        state: &str,
+        link: Option<(&str, &str, i64, usize)>,
+        last_error: Option<String>,
+    ) {
         let (node, endpoint_name, since_ms, open_streams) = match link {
             Some((n, e, s, o)) => (Some(n.to_string()), Some(e.to_string()), Some(s), o),
             None => (None, None, None, 0),
@@ -159,7 +197,11 @@ impl Agent {
         }
     }
 
-    async fn run(self, status: watch::Sender<AgentStatus>, mut stop: watch::Receiver<bool>) -> Result<(), Diagnosis> {
+    async fn run(
+        self,
+        status: watch::Sender<AgentStatus>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), Diagnosis> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut attempt = 0u32;
         let mut ever_connected = false;
@@ -173,10 +215,19 @@ impl Agent {
             match outcome {
                 Ok(link) => {
                     ever_connected = true;
-                    tracing::info!("Connected to the gateway {} (node {}) as endpoint {}", self.config.gateway, link.node, link.endpoint_name);
+                    tracing::info!(
+                        "Connected to the gateway {} (node {}) as endpoint {}",
+                        self.config.gateway,
+                        link.node,
+                        link.endpoint_name
+                    );
                     let since = SystemTime::now();
                     let since_ms = ism_time::now_ms();
-                    status.send_replace(AgentStatus::Connected { node: link.node.clone(), endpoint_name: link.endpoint_name.clone(), since });
+                    status.send_replace(AgentStatus::Connected {
+                        node: link.node.clone(),
+                        endpoint_name: link.endpoint_name.clone(),
+                        since,
+                    });
                     tokio::spawn(serve_streams(link.incoming, self.dialer.clone()));
                     let started = tokio::time::Instant::now();
                     let mut refresh = tokio::time::interval(STATUS_REFRESH);
@@ -207,17 +258,26 @@ impl Agent {
                         backoff.reset();
                     }
                     attempt = 0;
-                    status.send_replace(AgentStatus::Connecting { attempt, last_error: Some(reason.to_string()) });
+                    status.send_replace(AgentStatus::Connecting {
+                        attempt,
+                        last_error: Some(reason.to_string()),
+                    });
                     self.report("connecting", None, Some(reason.to_string()));
                 }
                 Err(LinkError::Fatal(d)) => break Some(d),
                 Err(LinkError::Retry(d)) => {
-                    if !ever_connected && self.config.startup_attempts > 0 && attempt >= self.config.startup_attempts {
+                    if !ever_connected
+                        && self.config.startup_attempts > 0
+                        && attempt >= self.config.startup_attempts
+                    {
                         break Some(d);
                     }
                     tracing::error!("{}", d.message);
                     tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
-                    status.send_replace(AgentStatus::Connecting { attempt, last_error: Some(d.to_string()) });
+                    status.send_replace(AgentStatus::Connecting {
+                        attempt,
+                        last_error: Some(d.to_string()),
+                    });
                     self.report("connecting", None, Some(d.to_string()));
                 }
             }
@@ -230,7 +290,10 @@ impl Agent {
         };
         match ended {
             Some(d) => {
-                tracing::error!("{}", if ever_connected { d.message.clone() } else { d.exit_line() });
+                tracing::error!(
+                    "{}",
+                    if ever_connected { d.message.clone() } else { d.exit_line() }
+                );
                 tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
                 self.report("stopped", None, Some(d.to_string()));
                 status.send_replace(AgentStatus::Stopped(Some(d.clone())));

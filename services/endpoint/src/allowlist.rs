@@ -40,7 +40,8 @@ pub enum AllowlistError {
 /// Addresses refused unless a CIDR rule names them explicitly: link-local (where cloud metadata
 /// services live), the IPv6 metadata address, and the unspecified addresses (which reach this
 /// host).
-const SENSITIVE: &[(&str, u8)] = &[("169.254.0.0", 16), ("fe80::", 10), ("fd00:ec2::254", 128), ("0.0.0.0", 8), ("::", 128)];
+const SENSITIVE: &[(&str, u8)] =
+    &[("169.254.0.0", 16), ("fe80::", 10), ("fd00:ec2::254", 128), ("0.0.0.0", 8), ("::", 128)];
 
 fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
@@ -51,15 +52,22 @@ fn normalise(ip: IpAddr) -> IpAddr {
 
 fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (normalise(ip), net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => bits == 0 || (u32::from(a) ^ u32::from(n)) >> (32 - u32::from(bits)) == 0,
-        (IpAddr::V6(a), IpAddr::V6(n)) => bits == 0 || (u128::from(a) ^ u128::from(n)) >> (128 - u32::from(bits)) == 0,
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            bits == 0 || (u32::from(a) ^ u32::from(n)) >> (32 - u32::from(bits)) == 0
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            bits == 0 || (u128::from(a) ^ u128::from(n)) >> (128 - u32::from(bits)) == 0
+        }
         _ => false,
     }
 }
 
 /// The sensitive range `ip` falls in, if any.
 fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8)> {
-    SENSITIVE.iter().map(|(net, bits)| (net.parse().expect("constant"), *bits)).find(|(net, bits)| in_cidr(ip, *net, *bits))
+    SENSITIVE
+        .iter()
+        .map(|(net, bits)| (net.parse().expect("constant"), *bits))
+        .find(|(net, bits)| in_cidr(ip, *net, *bits))
 }
 
 impl Allowlist {
@@ -67,11 +75,16 @@ impl Allowlist {
     pub fn parse(spec: &str) -> Result<Self, AllowlistError> {
         let mut rules = Vec::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let bad = |reason: &str| AllowlistError::Bad { entry: entry.to_string(), reason: reason.to_string() };
-            let (host, ports) = split_host_ports(entry).ok_or_else(|| bad("unbalanced brackets"))?;
+            let bad = |reason: &str| AllowlistError::Bad {
+                entry: entry.to_string(),
+                reason: reason.to_string(),
+            };
+            let (host, ports) =
+                split_host_ports(entry).ok_or_else(|| bad("unbalanced brackets"))?;
             let ports = match ports {
                 None | Some("*") => (1, u16::MAX),
-                Some(p) => parse_ports(p).ok_or_else(|| bad("ports must be *, a port or a range like 8000-8100"))?,
+                Some(p) => parse_ports(p)
+                    .ok_or_else(|| bad("ports must be *, a port or a range like 8000-8100"))?,
             };
             let host = parse_host(host).map_err(|r| bad(&r))?;
             rules.push(Rule { host, ports });
@@ -92,7 +105,9 @@ impl Allowlist {
             in_range(port, r.ports)
                 && match &r.host {
                     HostRule::Name(n) => *n == requested,
-                    HostRule::Suffix(s) => requested.ends_with(s.as_str()) && requested.len() > s.len(),
+                    HostRule::Suffix(s) => {
+                        requested.ends_with(s.as_str()) && requested.len() > s.len()
+                    }
                     HostRule::Any | HostRule::Cidr(..) => false,
                 }
         })
@@ -119,7 +134,9 @@ impl Allowlist {
                     HostRule::Any => true,
                     HostRule::Cidr(n, b) => in_cidr(ip, *n, *b),
                     HostRule::Name(n) => *n == requested,
-                    HostRule::Suffix(s) => requested.ends_with(s.as_str()) && requested.len() > s.len(),
+                    HostRule::Suffix(s) => {
+                        requested.ends_with(s.as_str()) && requested.len() > s.len()
+                    }
                 }
         })
     }
@@ -166,11 +183,17 @@ fn parse_host(h: &str) -> Result<HostRule, String> {
     if let Some((net, bits)) = h.split_once('/') {
         let net: IpAddr = net.parse().map_err(|_| format!("{net:?} is not an IP address"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
-        let bits: u8 = bits.parse().ok().filter(|b| *b <= max).ok_or_else(|| format!("prefix length must be 0..={max}"))?;
+        let bits: u8 = bits
+            .parse()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("prefix length must be 0..={max}"))?;
         // An IPv4-mapped IPv6 network is the IPv4 network it maps.
         return match normalise(net) {
             IpAddr::V4(v4) if net.is_ipv6() => {
-                let bits = bits.checked_sub(96).ok_or("an IPv4-mapped network needs a prefix of at least 96")?;
+                let bits = bits
+                    .checked_sub(96)
+                    .ok_or("an IPv4-mapped network needs a prefix of at least 96")?;
                 Ok(HostRule::Cidr(IpAddr::V4(v4), bits))
             }
             n => Ok(HostRule::Cidr(n, bits)),
@@ -181,14 +204,18 @@ fn parse_host(h: &str) -> Result<HostRule, String> {
         return Ok(HostRule::Cidr(ip, if ip.is_ipv4() { 32 } else { 128 }));
     }
     if !h.is_ascii() || h.is_empty() || h.contains(char::is_whitespace) {
-        return Err("host names must be ASCII (use the punycode form of international names)".into());
+        return Err(
+            "host names must be ASCII (use the punycode form of international names)".into()
+        );
     }
     let h = h.to_ascii_lowercase();
     match h.strip_prefix('*') {
         Some(suffix) if suffix.starts_with('.') => Ok(HostRule::Suffix(suffix.to_string())),
         Some(suffix) if !suffix.is_empty() => Ok(HostRule::Suffix(suffix.to_string())),
         Some(_) => Err("a wildcard needs a suffix, like *.corp.example".into()),
-        None if h.contains('*') => Err("a wildcard may only lead the name, like *.corp.example".into()),
+        None if h.contains('*') => {
+            Err("a wildcard may only lead the name, like *.corp.example".into())
+        }
         None => Ok(HostRule::Name(h)),
     }
 }
@@ -223,7 +250,10 @@ mod tests {
         let a = Allowlist::parse("intranet.corp:443, *.apps.corp").unwrap();
         assert!(a.allows("INTRANET.corp.", ip("10.9.9.9"), 443));
         assert!(a.allows("billing.apps.corp", ip("10.1.1.1"), 8443));
-        assert!(!a.allows("apps.corp", ip("10.1.1.1"), 8443), "the suffix rule needs a label in front");
+        assert!(
+            !a.allows("apps.corp", ip("10.1.1.1"), 8443),
+            "the suffix rule needs a label in front"
+        );
         assert!(!a.allows("evil.corp", ip("10.9.9.9"), 443));
         // A name rule does not allow the same address asked for by IP literal.
         assert!(!a.allows("10.9.9.9", ip("10.9.9.9"), 443));

@@ -69,7 +69,11 @@ pub struct InstallLayout {
 impl InstallLayout {
     fn for_properties(path: &Path) -> Self {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let root = if dir.file_name().is_some_and(|n| n == "config") { dir.parent().unwrap_or(dir).to_path_buf() } else { dir.to_path_buf() };
+        let root = if dir.file_name().is_some_and(|n| n == "config") {
+            dir.parent().unwrap_or(dir).to_path_buf()
+        } else {
+            dir.to_path_buf()
+        };
         Self {
             machine_key_file: root.join("data/machine.key"),
             log_dir: root.join("logs"),
@@ -184,13 +188,19 @@ fn parse_bool(v: &str) -> Option<bool> {
 impl EndpointConfig {
     /// Reads `path` and applies `overrides` on top.
     pub fn load(path: &Path, overrides: &[(String, String, Origin)]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Self::from_text(&text, path, overrides)
     }
 
     /// As [`load`](Self::load), from text already read (`path` is for messages and the layout).
-    pub fn from_text(text: &str, path: &Path, overrides: &[(String, String, Origin)]) -> Result<Self, ConfigError> {
-        let entries = properties::parse(text).map_err(|source| ConfigError::Syntax { path: path.into(), source })?;
+    pub fn from_text(
+        text: &str,
+        path: &Path,
+        overrides: &[(String, String, Origin)],
+    ) -> Result<Self, ConfigError> {
+        let entries = properties::parse(text)
+            .map_err(|source| ConfigError::Syntax { path: path.into(), source })?;
         let mut settings: Vec<(Entry, Origin)> = entries
             .into_iter()
             .map(|e| {
@@ -200,11 +210,17 @@ impl EndpointConfig {
             .collect();
         for (key, value, origin) in overrides {
             settings.retain(|(e, _)| &e.key != key);
-            settings.push((Entry { key: key.clone(), value: value.clone(), line: 0 }, origin.clone()));
+            settings
+                .push((Entry { key: key.clone(), value: value.clone(), line: 0 }, origin.clone()));
         }
         let install = InstallLayout::for_properties(path);
         let root = install.root.clone();
-        let bad = |e: &Entry, o: &Origin, reason: String| ConfigError::BadValue { path: path.into(), origin: o.clone(), key: e.key.clone(), reason };
+        let bad = |e: &Entry, o: &Origin, reason: String| ConfigError::BadValue {
+            path: path.into(),
+            origin: o.clone(),
+            key: e.key.clone(),
+            reason,
+        };
 
         let mut cfg = EndpointConfig {
             token: String::new(),
@@ -219,7 +235,12 @@ impl EndpointConfig {
             startup_attempts: 5,
             install,
             proxy: None,
-            diagnostics: DiagnosticsDefaults { url: None, url_batch_count: 10, tunnel_batch_count: 10, tunnel_batch_size_kb: 1000 },
+            diagnostics: DiagnosticsDefaults {
+                url: None,
+                url_batch_count: 10,
+                tunnel_batch_count: 10,
+                tunnel_batch_size_kb: 1000,
+            },
         };
         let (mut proxy_host, mut proxy_port) = (None::<String>, None::<u16>);
         let mut scope = ProxyScope::GatewayAndUrls;
@@ -227,15 +248,32 @@ impl EndpointConfig {
         let mut exclusions = ExclusionList::default();
         for (e, o) in &settings {
             let v = e.value.as_str();
-            let millis = || v.parse::<u64>().ok().filter(|m| *m > 0).map(Duration::from_millis).ok_or_else(|| bad(e, o, format!("{v:?} is not a positive whole number of milliseconds")));
-            let count = |max: u32| v.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| bad(e, o, format!("{v:?} is not a whole number from 1 to {max}")));
-            let boolean = || parse_bool(v).ok_or_else(|| bad(e, o, format!("{v:?} is not true or false")));
-            let file = || (!v.is_empty()).then(|| root.join(v)).ok_or_else(|| bad(e, o, "a file name is required".into()));
+            let millis = || {
+                v.parse::<u64>().ok().filter(|m| *m > 0).map(Duration::from_millis).ok_or_else(
+                    || bad(e, o, format!("{v:?} is not a positive whole number of milliseconds")),
+                )
+            };
+            let count = |max: u32| {
+                v.parse::<u32>().ok().filter(|n| (1..=max).contains(n)).ok_or_else(|| {
+                    bad(e, o, format!("{v:?} is not a whole number from 1 to {max}"))
+                })
+            };
+            let boolean =
+                || parse_bool(v).ok_or_else(|| bad(e, o, format!("{v:?} is not true or false")));
+            let file = || {
+                (!v.is_empty())
+                    .then(|| root.join(v))
+                    .ok_or_else(|| bad(e, o, "a file name is required".into()))
+            };
             match e.key.as_str() {
                 "token" => cfg.token = v.to_string(),
                 "gateway" => {
                     if v.is_empty() || v.contains('/') || v.contains(char::is_whitespace) {
-                        return Err(bad(e, o, format!("{v:?} is not a host name or host:port (no scheme, no path)")));
+                        return Err(bad(
+                            e,
+                            o,
+                            format!("{v:?} is not a host name or host:port (no scheme, no path)"),
+                        ));
                     }
                     cfg.gateway = with_default_port(v);
                 }
@@ -260,31 +298,66 @@ impl EndpointConfig {
                     }
                     cfg.diagnostics.url = Some(v.to_string());
                 }
-                "diagnosticTunnelBatchSizeKB" => cfg.diagnostics.tunnel_batch_size_kb = count(1_000_000)?,
+                "diagnosticTunnelBatchSizeKB" => {
+                    cfg.diagnostics.tunnel_batch_size_kb = count(1_000_000)?
+                }
                 "diagnosticTunnelBatchCount" => cfg.diagnostics.tunnel_batch_count = count(10_000)?,
                 "diagnosticUrlBatchCount" => cfg.diagnostics.url_batch_count = count(10_000)?,
-                "proxyExclusionList" => exclusions = ExclusionList::parse(v).map_err(|r| bad(e, o, r))?,
+                "proxyExclusionList" => {
+                    exclusions = ExclusionList::parse(v).map_err(|r| bad(e, o, r))?
+                }
                 "proxyHost" => proxy_host = (!v.is_empty()).then(|| v.to_string()),
-                "proxyPort" => proxy_port = Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad(e, o, format!("{v:?} is not a port number")))?),
+                "proxyPort" => {
+                    proxy_port = Some(
+                        v.parse::<u16>()
+                            .ok()
+                            .filter(|p| *p > 0)
+                            .ok_or_else(|| bad(e, o, format!("{v:?} is not a port number")))?,
+                    )
+                }
                 "proxyScope" => {
                     scope = match v.to_ascii_lowercase().replace(['-', '_', ' '], "").as_str() {
                         "gateway" | "gatewayonly" => ProxyScope::Gateway,
                         "gatewayandurls" | "all" => ProxyScope::GatewayAndUrls,
-                        _ => return Err(bad(e, o, format!("{v:?} must be gateway or gatewayAndUrls"))),
+                        _ => {
+                            return Err(bad(
+                                e,
+                                o,
+                                format!("{v:?} must be gateway or gatewayAndUrls"),
+                            ))
+                        }
                     }
                 }
                 "proxyResolveGatewayHostname" => resolve_gateway = boolean()?,
                 "proxyResolveUrlHostname" => resolve_urls = boolean()?,
                 "proxyCredentialsFile" => cfg.install.proxy_credentials_file = file()?,
                 "gatewayCaFile" => cfg.gateway_ca_file = Some(file()?),
-                "allowedTargets" => cfg.allowed_targets = Allowlist::parse(v).map_err(|err| bad(e, o, err.to_string()))?,
+                "allowedTargets" => {
+                    cfg.allowed_targets =
+                        Allowlist::parse(v).map_err(|err| bad(e, o, err.to_string()))?
+                }
                 "machineKeyFile" => cfg.install.machine_key_file = file()?,
                 "logDir" => cfg.install.log_dir = file()?,
                 "statusFile" => cfg.install.status_file = file()?,
-                "maxStreams" => cfg.max_streams = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| bad(e, o, format!("{v:?} is not a positive number")))?,
-                "startupAttempts" => cfg.startup_attempts = v.parse::<u32>().map_err(|_| bad(e, o, format!("{v:?} is not a number (0 = keep trying)")))?,
+                "maxStreams" => {
+                    cfg.max_streams = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad(e, o, format!("{v:?} is not a positive number")))?
+                }
+                "startupAttempts" => {
+                    cfg.startup_attempts = v.parse::<u32>().map_err(|_| {
+                        bad(e, o, format!("{v:?} is not a number (0 = keep trying)"))
+                    })?
+                }
                 _ => {
-                    return Err(ConfigError::UnknownKey { path: path.into(), origin: o.clone(), key: e.key.clone(), known: KEYS.join(", ") });
+                    return Err(ConfigError::UnknownKey {
+                        path: path.into(),
+                        origin: o.clone(),
+                        key: e.key.clone(),
+                        known: KEYS.join(", "),
+                    });
                 }
             }
         }
@@ -304,8 +377,12 @@ impl EndpointConfig {
                 exclusions,
                 credentials: None,
             }),
-            (Some(_), None) => return Err(ConfigError::Missing { path: path.into(), key: "proxyPort" }),
-            (None, Some(_)) => return Err(ConfigError::Missing { path: path.into(), key: "proxyHost" }),
+            (Some(_), None) => {
+                return Err(ConfigError::Missing { path: path.into(), key: "proxyPort" })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing { path: path.into(), key: "proxyHost" })
+            }
             (None, None) => None,
         };
         if cfg.allowed_targets.is_empty() {
@@ -364,10 +441,25 @@ mod tests {
         assert_eq!(c.install.root, PathBuf::from("/opt/ism"));
         assert_eq!(c.install.machine_key_file, PathBuf::from("/opt/ism/data/machine.key"));
         assert_eq!(c.install.log_dir, PathBuf::from("/opt/ism/logs"));
-        assert_eq!(c.diagnostics, DiagnosticsDefaults { url: Some("https://www.veracode.com".into()), url_batch_count: 5, tunnel_batch_count: 5, tunnel_batch_size_kb: 500 });
+        assert_eq!(
+            c.diagnostics,
+            DiagnosticsDefaults {
+                url: Some("https://www.veracode.com".into()),
+                url_batch_count: 5,
+                tunnel_batch_count: 5,
+                tunnel_batch_size_kb: 500
+            }
+        );
         assert!(c.proxy.is_none());
         let defaults = load("token = a\ngateway = gw\n").unwrap();
-        assert_eq!((defaults.diagnostics.tunnel_batch_size_kb, defaults.diagnostics.tunnel_batch_count, defaults.diagnostics.url_batch_count), (1000, 10, 10));
+        assert_eq!(
+            (
+                defaults.diagnostics.tunnel_batch_size_kb,
+                defaults.diagnostics.tunnel_batch_count,
+                defaults.diagnostics.url_batch_count
+            ),
+            (1000, 10, 10)
+        );
     }
 
     #[test]
@@ -382,19 +474,31 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_the_line() {
-        let err = load("token = abc\ngateway = gw:8443\nsocketConnectionTimeoutMs = soon\n").unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("socketConnectionTimeoutMs") && err.contains("soon"), "{err}");
+        let err = load("token = abc\ngateway = gw:8443\nsocketConnectionTimeoutMs = soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3")
+                && err.contains("socketConnectionTimeoutMs")
+                && err.contains("soon"),
+            "{err}"
+        );
         let err = load("token = abc\ngateway = gw\ntokn = x\n").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("unknown key \"tokn\""), "{err}");
         let err = load("gateway = gw\n").unwrap_err().to_string();
         assert!(err.contains("token is required"), "{err}");
         let err = load("token = a\ngateway = https://gw/x\n").unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("no scheme"), "{err}");
-        let err = load("token = a\ngateway = gw\ndiagnosticTunnelBatchCount = 0\n").unwrap_err().to_string();
+        let err = load("token = a\ngateway = gw\ndiagnosticTunnelBatchCount = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3") && err.contains("1 to 10000"), "{err}");
-        let err = load("token = a\ngateway = gw\nproxyHost = proxy.corp\n").unwrap_err().to_string();
+        let err =
+            load("token = a\ngateway = gw\nproxyHost = proxy.corp\n").unwrap_err().to_string();
         assert!(err.contains("proxyPort is required"), "{err}");
-        let err = load("token = a\ngateway = gw\nproxyResolveUrlHostname = maybe\n").unwrap_err().to_string();
+        let err = load("token = a\ngateway = gw\nproxyResolveUrlHostname = maybe\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3") && err.contains("true or false"), "{err}");
     }
 
@@ -407,9 +511,18 @@ mod tests {
         ];
         let c = EndpointConfig::from_text("token = file\ngateway = gw:9\n", path, &over).unwrap();
         assert_eq!((c.token.as_str(), c.gateway.as_str()), ("from-flag", "gw:9"));
-        let over = vec![("maxStreams".to_string(), "-1".to_string(), Origin::Environment("ISM_MAX_STREAMS".into()))];
-        let err = EndpointConfig::from_text("token = a\ngateway = gw\n", path, &over).unwrap_err().to_string();
-        assert!(err.contains("environment variable ISM_MAX_STREAMS") && err.contains("maxStreams"), "{err}");
+        let over = vec![(
+            "maxStreams".to_string(),
+            "-1".to_string(),
+            Origin::Environment("ISM_MAX_STREAMS".into()),
+        )];
+        let err = EndpointConfig::from_text("token = a\ngateway = gw\n", path, &over)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable ISM_MAX_STREAMS") && err.contains("maxStreams"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -423,7 +536,14 @@ mod tests {
     fn proxy_settings() {
         let c = load("token = a\ngateway = gw\nproxyHost = proxy.corp\nproxyPort = 3128\nproxyScope = gateway\nproxyResolveGatewayHostname = false\nproxyExclusionList = veracode.com, *code.com\n").unwrap();
         let p = c.proxy.unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.scope, p.resolve_gateway, p.resolve_urls), ("proxy.corp", 3128, ProxyScope::Gateway, false, true));
-        assert!(p.exclusions.matches("mycode.com") && p.exclusions.matches("VERACODE.com") && !p.exclusions.matches("example.com"));
+        assert_eq!(
+            (p.host.as_str(), p.port, p.scope, p.resolve_gateway, p.resolve_urls),
+            ("proxy.corp", 3128, ProxyScope::Gateway, false, true)
+        );
+        assert!(
+            p.exclusions.matches("mycode.com")
+                && p.exclusions.matches("VERACODE.com")
+                && !p.exclusions.matches("example.com")
+        );
     }
 }

@@ -32,22 +32,35 @@ impl Params {
         if args.len() > 4 {
             return Err(format!("--diagnostics takes at most 4 arguments (url, urlBatchCount, tunnelBatchCount, tunnelBatchSizeKB), got {}", args.len()));
         }
-        let count = |i: usize, name: &str, default: u32| -> Result<u32, String> {
-            match args.get(i) {
-                None => Ok(default),
-                Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| format!("{name} must be a positive whole number, not {v:?}")),
-            }
-        };
+        let count =
+            |i: usize, name: &str, default: u32| -> Result<u32, String> {
+                match args.get(i) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("{name} must be a positive whole number, not {v:?}")
+                    }),
+                }
+            };
         let url = match args.first() {
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u.clone()),
-            Some(u) => return Err(format!("diagnosticUrl must be an http:// or https:// URL, not {u:?}")),
+            Some(u) => {
+                return Err(format!("diagnosticUrl must be an http:// or https:// URL, not {u:?}"))
+            }
             None => defaults.url.clone(),
         };
         Ok(Self {
             url,
             url_batch_count: count(1, "diagnosticUrlBatchCount", defaults.url_batch_count)?,
-            tunnel_batch_count: count(2, "diagnosticTunnelBatchCount", defaults.tunnel_batch_count)?,
-            tunnel_batch_size_kb: count(3, "diagnosticTunnelBatchSizeKB", defaults.tunnel_batch_size_kb)?,
+            tunnel_batch_count: count(
+                2,
+                "diagnosticTunnelBatchCount",
+                defaults.tunnel_batch_count,
+            )?,
+            tunnel_batch_size_kb: count(
+                3,
+                "diagnosticTunnelBatchSizeKB",
+                defaults.tunnel_batch_size_kb,
+            )?,
         })
     }
 }
@@ -65,7 +78,12 @@ impl Sample {
     fn new(elapsed: Duration, bytes: usize, intact: usize) -> Self {
         let time_ms = elapsed.as_secs_f64() * 1000.0;
         let size_kb = bytes as f64 / 1000.0;
-        Self { time_ms, size_kb, throughput_mbps: size_kb * 8.0 / time_ms.max(0.001), quality_pct: if bytes == 0 { 0.0 } else { intact as f64 * 100.0 / bytes as f64 } }
+        Self {
+            time_ms,
+            size_kb,
+            throughput_mbps: size_kb * 8.0 / time_ms.max(0.001),
+            quality_pct: if bytes == 0 { 0.0 } else { intact as f64 * 100.0 / bytes as f64 },
+        }
     }
 }
 
@@ -116,7 +134,9 @@ pub async fn run(agent: &Agent, params: Params) -> Report {
 async fn tunnel(agent: &Agent, params: &Params) -> (Section, u64, u64) {
     let link = match agent.side_session().await {
         Ok(l) => l,
-        Err(e) => return (Section { samples: Vec::new(), error: Some(e.diagnosis().to_string()) }, 0, 0),
+        Err(e) => {
+            return (Section { samples: Vec::new(), error: Some(e.diagnosis().to_string()) }, 0, 0)
+        }
     };
     let size = params.tunnel_batch_size_kb as usize * 1000;
     let payload: Bytes = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
@@ -142,9 +162,15 @@ async fn tunnel(agent: &Agent, params: &Params) -> (Section, u64, u64) {
 }
 
 /// One batch through its own tunnel stream: sent while the echo comes back.
-async fn echo_batch(session: &ism_tunnel::Session, payload: Bytes) -> Result<(Duration, Vec<u8>), String> {
+async fn echo_batch(
+    session: &ism_tunnel::Session,
+    payload: Bytes,
+) -> Result<(Duration, Vec<u8>), String> {
     let started = Instant::now();
-    let stream = session.open_stream(TargetAddr::Domain(DIAGNOSTIC_ECHO_HOST.into(), 7)).await.map_err(|e| e.to_string())?;
+    let stream = session
+        .open_stream(TargetAddr::Domain(DIAGNOSTIC_ECHO_HOST.into(), 7))
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut reader, mut writer) = stream.split();
     let expected = payload.len();
     let send = async move {
@@ -173,7 +199,12 @@ async fn destination(agent: &Agent, url: &str, batches: u32) -> Section {
                 let intact = if status < 500 { bytes } else { 0 };
                 samples.push(Sample::new(started.elapsed(), bytes, intact));
             }
-            Err(e) => return Section { samples, error: Some(format!("Destination check exception: {e}")) },
+            Err(e) => {
+                return Section {
+                    samples,
+                    error: Some(format!("Destination check exception: {e}")),
+                }
+            }
         }
     }
     Section { samples, error: None }
@@ -186,9 +217,13 @@ async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), String> {
         Some(("http", rest)) => (false, rest),
         _ => return Err(format!("{url} is not an http:// or https:// URL")),
     };
-    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (authority, path) =
+        rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?),
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?,
+        ),
         _ => (authority.to_string(), if tls { 443 } else { 80 }),
     };
     let target = match host.parse::<std::net::IpAddr>() {
@@ -201,18 +236,25 @@ async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), String> {
     let timeout = agent.config().read_timeout.max(Duration::from_secs(10));
     let exchange = async {
         if tls {
-            let name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+            let name =
+                rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
             let connector = tokio_rustls::TlsConnector::from(Arc::clone(agent.tls()));
-            let stream = connector.connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
+            let stream =
+                connector.connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
             http_exchange(stream, &request).await
         } else {
             http_exchange(tcp, &request).await
         }
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no complete answer from {url} within {timeout:?}"))?
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no complete answer from {url} within {timeout:?}"))?
 }
 
-async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> Result<(usize, u16), String> {
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> Result<(usize, u16), String> {
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     // A TLS peer that closes without close_notify still delivered what it sent.
@@ -255,8 +297,16 @@ fn mean_stddev(values: &[f64]) -> (f64, f64) {
 fn table(out: &mut Vec<String>, samples: &[Sample]) {
     out.push("# Time(ms) Size(kB) Throughput(Mbps) Quality".into());
     for (i, s) in samples.iter().enumerate() {
-        let time = if s.time_ms >= 10.0 { s.time_ms.round() } else { (s.time_ms * 10.0).round() / 10.0 };
-        out.push(format!("{} {} {} {:.2} {}%", i + 1, cell(time, 1), cell(s.size_kb, 1), s.throughput_mbps, cell(s.quality_pct, 1)));
+        let time =
+            if s.time_ms >= 10.0 { s.time_ms.round() } else { (s.time_ms * 10.0).round() / 10.0 };
+        out.push(format!(
+            "{} {} {} {:.2} {}%",
+            i + 1,
+            cell(time, 1),
+            cell(s.size_kb, 1),
+            s.throughput_mbps,
+            cell(s.quality_pct, 1)
+        ));
     }
 }
 
@@ -264,8 +314,16 @@ fn summary(out: &mut Vec<String>, title: &str, samples: &[Sample]) {
     let (t, t_sd) = mean_stddev(&samples.iter().map(|s| s.time_ms).collect::<Vec<_>>());
     let (r, r_sd) = mean_stddev(&samples.iter().map(|s| s.throughput_mbps).collect::<Vec<_>>());
     out.push(title.into());
-    out.push(format!("Average Transfer Time:{} +/- {}", java_double((t * 10.0).round() / 10.0), java_double((t_sd * 1e6).round() / 1e6)));
-    out.push(format!("Average Throughput:{} +/- {}", java_double(r), java_double((r_sd * 1e6).round() / 1e6)));
+    out.push(format!(
+        "Average Transfer Time:{} +/- {}",
+        java_double((t * 10.0).round() / 10.0),
+        java_double((t_sd * 1e6).round() / 1e6)
+    ));
+    out.push(format!(
+        "Average Throughput:{} +/- {}",
+        java_double(r),
+        java_double((r_sd * 1e6).round() / 1e6)
+    ));
 }
 
 const RULE: &str = "=======================================";
@@ -273,7 +331,13 @@ const RULE: &str = "=======================================";
 /// The report as the seed prints it, one log line per entry, with the seed's explanation of any
 /// failure.
 pub fn render(report: &Report) -> Vec<String> {
-    let mut out = vec![format!("Tunnel diagnose usage stats: {} bytes sent; {} bytes received", report.bytes_sent, report.bytes_received), "Tunnel diagnose Performance stats:".into()];
+    let mut out = vec![
+        format!(
+            "Tunnel diagnose usage stats: {} bytes sent; {} bytes received",
+            report.bytes_sent, report.bytes_received
+        ),
+        "Tunnel diagnose Performance stats:".into(),
+    ];
     out.extend([RULE.into(), "Gateway diagnostics results".into(), RULE.into()]);
     table(&mut out, &report.gateway.samples);
     summary(&mut out, "==========Gateway Diagnostics Summary===========", &report.gateway.samples);
@@ -283,7 +347,10 @@ pub fn render(report: &Report) -> Vec<String> {
     }
     out.push(RULE.into());
     if let (Some(d), Some(url)) = (&report.destination, &report.params.url) {
-        out.extend([format!("Destination diagnostics results 1 thread each for target {url}"), RULE.into()]);
+        out.extend([
+            format!("Destination diagnostics results 1 thread each for target {url}"),
+            RULE.into(),
+        ]);
         table(&mut out, &d.samples);
         summary(&mut out, "==========Destination Diagnostic Summary===========", &d.samples);
         if let Some(e) = &d.error {
@@ -299,26 +366,46 @@ mod tests {
     use super::*;
 
     fn defaults() -> DiagnosticsDefaults {
-        DiagnosticsDefaults { url: Some("https://intranet.corp".into()), url_batch_count: 10, tunnel_batch_count: 10, tunnel_batch_size_kb: 1000 }
+        DiagnosticsDefaults {
+            url: Some("https://intranet.corp".into()),
+            url_batch_count: 10,
+            tunnel_batch_count: 10,
+            tunnel_batch_size_kb: 1000,
+        }
     }
 
     #[test]
     fn arguments_fall_back_to_the_properties_then_the_defaults() {
         let p = Params::from_args(&[], &defaults()).unwrap();
-        assert_eq!((p.url.as_deref(), p.url_batch_count, p.tunnel_batch_count, p.tunnel_batch_size_kb), (Some("https://intranet.corp"), 10, 10, 1000));
-        let args: Vec<String> = ["https://www.example.com", "5", "3", "250"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            (p.url.as_deref(), p.url_batch_count, p.tunnel_batch_count, p.tunnel_batch_size_kb),
+            (Some("https://intranet.corp"), 10, 10, 1000)
+        );
+        let args: Vec<String> =
+            ["https://www.example.com", "5", "3", "250"].iter().map(|s| s.to_string()).collect();
         let p = Params::from_args(&args, &defaults()).unwrap();
-        assert_eq!((p.url.as_deref(), p.url_batch_count, p.tunnel_batch_count, p.tunnel_batch_size_kb), (Some("https://www.example.com"), 5, 3, 250));
+        assert_eq!(
+            (p.url.as_deref(), p.url_batch_count, p.tunnel_batch_count, p.tunnel_batch_size_kb),
+            (Some("https://www.example.com"), 5, 3, 250)
+        );
         let p = Params::from_args(&args[..2], &defaults()).unwrap();
-        assert_eq!((p.url_batch_count, p.tunnel_batch_count, p.tunnel_batch_size_kb), (5, 10, 1000));
+        assert_eq!(
+            (p.url_batch_count, p.tunnel_batch_count, p.tunnel_batch_size_kb),
+            (5, 10, 1000)
+        );
         assert!(Params::from_args(&["ftp://x".into()], &defaults()).unwrap_err().contains("http"));
-        assert!(Params::from_args(&["http://x".into(), "0".into()], &defaults()).unwrap_err().contains("diagnosticUrlBatchCount"));
+        assert!(Params::from_args(&["http://x".into(), "0".into()], &defaults())
+            .unwrap_err()
+            .contains("diagnosticUrlBatchCount"));
     }
 
     #[test]
     fn tables_and_summaries_match_the_seed() {
         // The seed's example: destination times 125, 78, 78, 78, 94 ms for 92.3 kB.
-        let samples: Vec<Sample> = [125.0, 78.0, 78.0, 78.0, 94.0].iter().map(|t| Sample::new(Duration::from_secs_f64(t / 1000.0), 92_300, 92_300)).collect();
+        let samples: Vec<Sample> = [125.0, 78.0, 78.0, 78.0, 94.0]
+            .iter()
+            .map(|t| Sample::new(Duration::from_secs_f64(t / 1000.0), 92_300, 92_300))
+            .collect();
         let mut out = Vec::new();
         table(&mut out, &samples);
         assert_eq!(out[0], "# Time(ms) Size(kB) Throughput(Mbps) Quality");
@@ -327,9 +414,14 @@ mod tests {
         let mut sum = Vec::new();
         summary(&mut sum, "==========Destination Diagnostic Summary===========", &samples);
         assert_eq!(sum[1], "Average Transfer Time:90.6 +/- 18.282232");
-        assert!(sum[2].starts_with("Average Throughput:8.43") && sum[2].contains(" +/- 1.40"), "{}", sum[2]);
+        assert!(
+            sum[2].starts_with("Average Throughput:8.43") && sum[2].contains(" +/- 1.40"),
+            "{}",
+            sum[2]
+        );
         // Gateway: 3 x 250 kB in 47 ms each.
-        let g: Vec<Sample> = (0..3).map(|_| Sample::new(Duration::from_millis(47), 250_000, 250_000)).collect();
+        let g: Vec<Sample> =
+            (0..3).map(|_| Sample::new(Duration::from_millis(47), 250_000, 250_000)).collect();
         let mut out = Vec::new();
         table(&mut out, &g);
         summary(&mut out, "x", &g);

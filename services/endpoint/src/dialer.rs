@@ -45,7 +45,9 @@ impl Dialer {
                 if !self.allowlist.allows_name(name, port) {
                     return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
                 }
-                let tcp = proxy::connect(p, name, port, self.connect_timeout).await.map_err(|e| proxy_failure(&e))?;
+                let tcp = proxy::connect(p, name, port, self.connect_timeout)
+                    .await
+                    .map_err(|e| proxy_failure(&e))?;
                 return Ok(nodelay(tcp));
             }
         }
@@ -53,23 +55,42 @@ impl Dialer {
             TargetAddr::Ipv4(ip, _) => vec![IpAddr::V4(*ip)],
             TargetAddr::Ipv6(ip, _) => vec![IpAddr::V6(*ip)],
             TargetAddr::Domain(name, _) => {
-                let resolved = tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((name.as_str(), port)))
-                    .await
-                    .map_err(|_| fail(OpenFailure::HostUnreachable, format!("resolving {name} timed out")))?
-                    .map_err(|e| fail(OpenFailure::HostUnreachable, format!("cannot resolve {name}: {e}")))?;
+                let resolved = tokio::time::timeout(
+                    self.connect_timeout,
+                    tokio::net::lookup_host((name.as_str(), port)),
+                )
+                .await
+                .map_err(|_| {
+                    fail(OpenFailure::HostUnreachable, format!("resolving {name} timed out"))
+                })?
+                .map_err(|e| {
+                    fail(OpenFailure::HostUnreachable, format!("cannot resolve {name}: {e}"))
+                })?;
                 resolved.map(|a| a.ip()).collect()
             }
         };
         // The address connected to is exactly one that was checked: no second resolution.
-        let allowed: Vec<IpAddr> = candidates.iter().copied().filter(|ip| self.allowlist.allows(&host, *ip, port)).collect();
+        let allowed: Vec<IpAddr> = candidates
+            .iter()
+            .copied()
+            .filter(|ip| self.allowlist.allows(&host, *ip, port))
+            .collect();
         if allowed.is_empty() {
             let resolved: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
-            return Err(fail(OpenFailure::NotAllowed, format!("{target} (resolved to {}) is not in this endpoint's allowedTargets", resolved.join(", "))));
+            return Err(fail(
+                OpenFailure::NotAllowed,
+                format!(
+                    "{target} (resolved to {}) is not in this endpoint's allowedTargets",
+                    resolved.join(", ")
+                ),
+            ));
         }
         let mut last = None;
         for ip in allowed {
             let attempt = match proxy {
-                Some(p) => proxy::connect(p, &ip.to_string(), port, self.connect_timeout).await.map_err(|e| proxy_failure(&e)),
+                Some(p) => proxy::connect(p, &ip.to_string(), port, self.connect_timeout)
+                    .await
+                    .map_err(|e| proxy_failure(&e)),
                 None => direct(SocketAddr::new(ip, port), self.connect_timeout).await,
             };
             match attempt {
@@ -90,7 +111,10 @@ async fn direct(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DialFa
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => Ok(tcp),
         Ok(Err(e)) => Err(fail(classify(&e), format!("connecting to {addr}: {e}"))),
-        Err(_) => Err(fail(OpenFailure::TimedOut, format!("connecting to {addr} timed out after {timeout:?}"))),
+        Err(_) => Err(fail(
+            OpenFailure::TimedOut,
+            format!("connecting to {addr} timed out after {timeout:?}"),
+        )),
     }
 }
 
@@ -100,7 +124,9 @@ fn proxy_failure(e: &ProxyError) -> DialFailure {
         ProxyError::TimedOut { .. } => OpenFailure::TimedOut,
         ProxyError::Refused { status, .. } if status.contains(" 403") => OpenFailure::NotAllowed,
         ProxyError::Refused { .. } => OpenFailure::HostUnreachable,
-        ProxyError::AuthenticationRequired { .. } | ProxyError::Garbled { .. } => OpenFailure::General,
+        ProxyError::AuthenticationRequired { .. } | ProxyError::Garbled { .. } => {
+            OpenFailure::General
+        }
     };
     fail(reason, e.to_string())
 }
@@ -121,7 +147,11 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn dialer(rules: &str) -> Dialer {
-        Dialer { allowlist: Allowlist::parse(rules).unwrap(), connect_timeout: Duration::from_secs(2), proxy: None }
+        Dialer {
+            allowlist: Allowlist::parse(rules).unwrap(),
+            connect_timeout: Duration::from_secs(2),
+            proxy: None,
+        }
     }
 
     #[tokio::test]
@@ -142,13 +172,19 @@ mod tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap().port()
         };
-        let err = dialer("127.0.0.1").dial(&TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, port)).await.unwrap_err();
+        let err = dialer("127.0.0.1")
+            .dial(&TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason, OpenFailure::ConnectionRefused);
     }
 
     #[tokio::test]
     async fn an_unresolvable_name_is_host_unreachable() {
-        let err = dialer("*").dial(&TargetAddr::Domain("no-such-host.invalid".into(), 80)).await.unwrap_err();
+        let err = dialer("*")
+            .dial(&TargetAddr::Domain("no-such-host.invalid".into(), 80))
+            .await
+            .unwrap_err();
         assert_eq!(err.reason, OpenFailure::HostUnreachable);
     }
 }

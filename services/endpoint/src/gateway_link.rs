@@ -59,7 +59,8 @@ pub fn tls_config(config: &EndpointConfig) -> Result<Arc<rustls::ClientConfig>, 
     if let Some(ca) = &config.gateway_ca_file {
         let err = |reason: String| TlsSetupError::CaFile { path: ca.display().to_string(), reason };
         let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
         if certs.is_empty() {
             return Err(err("no PEM certificate in the file".into()));
         }
@@ -67,7 +68,9 @@ pub fn tls_config(config: &EndpointConfig) -> Result<Arc<rustls::ClientConfig>, 
             roots.add(c).map_err(|e| err(e.to_string()))?;
         }
     }
-    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+    Ok(Arc::new(
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+    ))
 }
 
 /// The TCP connection to the gateway, through the proxy when one is configured for it.
@@ -79,36 +82,79 @@ async fn dial(cfg: &EndpointConfig) -> Result<TcpStream, LinkError> {
             // With "let endpoint resolve hostname for gateway" on, the proxy is asked for the
             // address; off, for the name, and the endpoint never looks it up.
             let target = if p.resolve_gateway {
-                let resolved = tokio::net::lookup_host((host.as_str(), port)).await.ok().and_then(|mut a| a.next());
-                resolved.map(|a| a.ip().to_string()).ok_or_else(|| LinkError::Retry(messages::gateway_unreachable(format!("cannot resolve {host}"))))?
+                let resolved = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next());
+                resolved.map(|a| a.ip().to_string()).ok_or_else(|| {
+                    LinkError::Retry(messages::gateway_unreachable(format!(
+                        "cannot resolve {host}"
+                    )))
+                })?
             } else {
                 host.clone()
             };
             proxy::connect(p, &target, port, timeout).await.map_err(|e| match e {
-                ProxyError::Refused { .. } => LinkError::Retry(messages::websocket_failed(e.to_string())),
+                ProxyError::Refused { .. } => {
+                    LinkError::Retry(messages::websocket_failed(e.to_string()))
+                }
                 _ => LinkError::Retry(messages::gateway_unreachable(e.to_string())),
             })?
         }
         None => tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
             .await
-            .map_err(|_| LinkError::Retry(messages::gateway_unreachable(format!("connecting to {} timed out after {timeout:?}", cfg.gateway))))?
-            .map_err(|e| LinkError::Retry(messages::gateway_unreachable(format!("connecting to {}: {e}", cfg.gateway))))?,
+            .map_err(|_| {
+                LinkError::Retry(messages::gateway_unreachable(format!(
+                    "connecting to {} timed out after {timeout:?}",
+                    cfg.gateway
+                )))
+            })?
+            .map_err(|e| {
+                LinkError::Retry(messages::gateway_unreachable(format!(
+                    "connecting to {}: {e}",
+                    cfg.gateway
+                )))
+            })?,
     };
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
 }
 
 /// One attempt to open a session for `purpose`.
-pub async fn connect(cfg: &EndpointConfig, tls: Arc<rustls::ClientConfig>, identity: &MachineIdentity, purpose: Purpose, session: SessionConfig) -> Result<Link, LinkError> {
+pub async fn connect(
+    cfg: &EndpointConfig,
+    tls: Arc<rustls::ClientConfig>,
+    identity: &MachineIdentity,
+    purpose: Purpose,
+    session: SessionConfig,
+) -> Result<Link, LinkError> {
     let tcp = dial(cfg).await?;
     let ws_failed = |cause: String| LinkError::Retry(messages::websocket_failed(cause));
-    let request = cfg.url().into_client_request().map_err(|e| ws_failed(format!("bad gateway URL {}: {e}", cfg.url())))?;
-    let upgrade = tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(websocket_config()), Some(Connector::Rustls(tls)));
+    let request = cfg
+        .url()
+        .into_client_request()
+        .map_err(|e| ws_failed(format!("bad gateway URL {}: {e}", cfg.url())))?;
+    let upgrade = tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        Some(websocket_config()),
+        Some(Connector::Rustls(tls)),
+    );
     let (mut ws, _) = tokio::time::timeout(cfg.read_timeout, upgrade)
         .await
-        .map_err(|_| ws_failed(format!("no WebSocket upgrade from {} within {:?}", cfg.url(), cfg.read_timeout)))?
+        .map_err(|_| {
+            ws_failed(format!(
+                "no WebSocket upgrade from {} within {:?}",
+                cfg.url(),
+                cfg.read_timeout
+            ))
+        })?
         .map_err(|e| {
-            let hint = if e.to_string().contains("certificate") { " (if the gateway uses a private CA or your proxy inspects TLS, set gatewayCaFile)" } else { "" };
+            let hint = if e.to_string().contains("certificate") {
+                " (if the gateway uses a private CA or your proxy inspects TLS, set gatewayCaFile)"
+            } else {
+                ""
+            };
             ws_failed(format!("{}: {e}{hint}", cfg.url()))
         })?;
     let (nonce, node) = match recv_frame(&mut ws, cfg.read_timeout).await {
@@ -126,17 +172,27 @@ pub async fn connect(cfg: &EndpointConfig, tls: Arc<rustls::ClientConfig>, ident
         platform: std::env::consts::OS.to_string(),
         hostname: hostname(),
     };
-    send_frame(&mut ws, &Frame::Hello(hello)).await.map_err(|e| ws_failed(format!("handshake: {e}")))?;
+    send_frame(&mut ws, &Frame::Hello(hello))
+        .await
+        .map_err(|e| ws_failed(format!("handshake: {e}")))?;
     match recv_frame(&mut ws, cfg.read_timeout).await {
         Ok(Frame::Welcome { node, endpoint_name, .. }) => {
             let (session, incoming) = Session::spawn(ws, Role::Endpoint, session);
             Ok(Link { session, incoming, node, endpoint_name })
         }
         Ok(Frame::Rejected { code, message }) => Err(match code {
-            RejectCode::TokenAlreadyRegistered => LinkError::Fatal(messages::token_already_registered()),
-            RejectCode::InvalidKey | RejectCode::BadHandshake => LinkError::Fatal(messages::invalid_key(message)),
-            RejectCode::UnsupportedVersion => LinkError::Fatal(messages::unsupported_version(message)),
-            RejectCode::Unavailable => LinkError::Retry(messages::websocket_failed(format!("the gateway is unavailable: {message}"))),
+            RejectCode::TokenAlreadyRegistered => {
+                LinkError::Fatal(messages::token_already_registered())
+            }
+            RejectCode::InvalidKey | RejectCode::BadHandshake => {
+                LinkError::Fatal(messages::invalid_key(message))
+            }
+            RejectCode::UnsupportedVersion => {
+                LinkError::Fatal(messages::unsupported_version(message))
+            }
+            RejectCode::Unavailable => LinkError::Retry(messages::websocket_failed(format!(
+                "the gateway is unavailable: {message}"
+            ))),
         }),
         Ok(_) => Err(ws_failed("unexpected frame during the handshake".into())),
         Err(e) => Err(ws_failed(format!("handshake: {e}"))),

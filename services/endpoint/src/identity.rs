@@ -22,15 +22,25 @@ impl MachineIdentity {
     pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
         let err = |reason: String| IdentityError::File { path: path.into(), reason };
         match std::fs::read(path) {
-            Ok(pkcs8) => Ed25519KeyPair::from_pkcs8(&pkcs8).map(|pair| Self { pair }).map_err(|e| err(format!("not an Ed25519 PKCS#8 key: {e}"))),
+            Ok(pkcs8) => Ed25519KeyPair::from_pkcs8(&pkcs8)
+                .map(|pair| Self { pair })
+                .map_err(|e| err(format!("not an Ed25519 PKCS#8 key: {e}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
                 }
-                let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|e| err(e.to_string()))?;
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| err(e.to_string()))?;
+                let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                    .map_err(|e| err(e.to_string()))?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| err(e.to_string()))?;
                 f.write_all(doc.as_ref()).map_err(|e| err(e.to_string()))?;
-                Ed25519KeyPair::from_pkcs8(doc.as_ref()).map(|pair| Self { pair }).map_err(|e| err(e.to_string()))
+                Ed25519KeyPair::from_pkcs8(doc.as_ref())
+                    .map(|pair| Self { pair })
+                    .map_err(|e| err(e.to_string()))
             }
             Err(e) => Err(err(e.to_string())),
         }
@@ -63,6 +73,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(MachineIdentity::load_or_create(&path).err().unwrap().to_string().contains("machine.key"));
+        assert!(MachineIdentity::load_or_create(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("machine.key"));
     }
 }

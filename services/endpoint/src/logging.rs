@@ -123,7 +123,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         write!(writer, "{} {} - ", timestamp(ism_time::now_ms()), event.metadata().level())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
@@ -134,11 +139,21 @@ where
 /// (when given). `RUST_LOG` chooses the level (default `info`).
 pub fn init(console: bool, log_dir: Option<&Path>) -> io::Result<()> {
     let file = match log_dir {
-        Some(dir) => Some(Arc::new(Mutex::new(RotatingFile::open(&dir.join(LOG_FILE), MAX_LOG_BYTES, KEEP_LOGS)?))),
+        Some(dir) => Some(Arc::new(Mutex::new(RotatingFile::open(
+            &dir.join(LOG_FILE),
+            MAX_LOG_BYTES,
+            KEEP_LOGS,
+        )?))),
         None => None,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).event_format(SeedFormat).with_writer(Tee { console, file }).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .event_format(SeedFormat)
+        .with_writer(Tee { console, file })
+        .try_init();
     Ok(())
 }
 
@@ -159,7 +174,10 @@ mod tests {
         for i in 0..10 {
             writeln!(f, "line {i:03} {}", "x".repeat(40)).unwrap();
         }
-        let names: Vec<String> = std::fs::read_dir(dir.path().join("logs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("logs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(std::fs::metadata(&path).unwrap().len() <= 100);
         let newest = std::fs::read_to_string(&path).unwrap();

@@ -15,7 +15,12 @@ use std::process::ExitCode;
 #[command(version, about)]
 struct Args {
     /// The properties file.
-    #[arg(long, env = "ISM_CONFIG", default_value = "config/application.properties", global = true)]
+    #[arg(
+        long,
+        env = "ISM_CONFIG",
+        default_value = "config/application.properties",
+        global = true
+    )]
     config: PathBuf,
     /// Java-style settings, as in the seed: `-Dhttps.proxyHost=proxy.corp -Dhttps.proxyPort=3128`.
     #[arg(short = 'D', value_name = "KEY=VALUE", global = true)]
@@ -75,15 +80,22 @@ fn overrides(args: &Args) -> Result<Overrides, String> {
         out.push((k, v, Origin::Flag(format!("-D{kv}"))));
     }
     if args.proxygatewayonly {
-        out.push(("proxyScope".into(), "gateway".into(), Origin::Flag("--proxygatewayonly".into())));
+        out.push((
+            "proxyScope".into(),
+            "gateway".into(),
+            Origin::Flag("--proxygatewayonly".into()),
+        ));
     }
-    for (key, value, flag) in [("token", &args.token, "--token"), ("gateway", &args.gateway, "--gateway")] {
+    for (key, value, flag) in
+        [("token", &args.token, "--token"), ("gateway", &args.gateway, "--gateway")]
+    {
         if let Some(v) = value {
             out.push((key.into(), v.clone(), Origin::Flag(flag.into())));
         }
     }
     for kv in &args.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set expects KEY=VALUE, got {kv:?}"))?;
+        let (k, v) =
+            kv.split_once('=').ok_or_else(|| format!("--set expects KEY=VALUE, got {kv:?}"))?;
         out.push((k.trim().into(), v.trim().into(), Origin::Flag(format!("--set {}", k.trim()))));
     }
     Ok(out)
@@ -161,13 +173,18 @@ fn main() -> ExitCode {
             tracing::error!("Cannot store the proxy credentials: {e}");
             return ExitCode::from(2);
         }
-        tracing::info!("Proxy credentials for user {} stored in {}", creds.username, config.install.proxy_credentials_file.display());
+        tracing::info!(
+            "Proxy credentials for user {} stored in {}",
+            creds.username,
+            config.install.proxy_credentials_file.display()
+        );
         if config.proxy.is_none() {
             tracing::warn!("No proxy is configured (proxyHost / -Dhttps.proxyHost): the credentials will be used once one is");
             return ExitCode::SUCCESS;
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         tracing::info!("Launching endpoint version: {}", env!("CARGO_PKG_VERSION"));
         let agent = match Agent::new(config) {
@@ -178,13 +195,14 @@ fn main() -> ExitCode {
             }
         };
         if let Some(diag_args) = &args.diagnostics {
-            let params = match diagnostics::Params::from_args(diag_args, &agent.config().diagnostics) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
+            let params =
+                match diagnostics::Params::from_args(diag_args, &agent.config().diagnostics) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        return ExitCode::from(2);
+                    }
+                };
             let report = diagnostics::run(&agent, params).await;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report encodes"));
@@ -200,7 +218,12 @@ fn main() -> ExitCode {
         if args.check || args.authenticate {
             return match agent.side_session().await {
                 Ok(link) => {
-                    tracing::info!("The key is valid: endpoint {} reached gateway {} (node {})", link.endpoint_name, agent.config().gateway, link.node);
+                    tracing::info!(
+                        "The key is valid: endpoint {} reached gateway {} (node {})",
+                        link.endpoint_name,
+                        agent.config().gateway,
+                        link.node
+                    );
                     link.session.close("check complete");
                     ExitCode::SUCCESS
                 }
@@ -213,7 +236,9 @@ fn main() -> ExitCode {
             };
         }
         let handle = agent.spawn();
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("signal handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}

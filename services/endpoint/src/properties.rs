@@ -54,12 +54,21 @@ mod tests {
         let e = parse(text).unwrap();
         assert_eq!(e.len(), 5);
         assert_eq!(e[0], Entry { key: "token".into(), value: "$TOKEN$".into(), line: 2 });
-        assert_eq!(e[4].value, "https://www.veracode.com", "the first separator splits; the URL keeps its colon");
+        assert_eq!(
+            e[4].value, "https://www.veracode.com",
+            "the first separator splits; the URL keeps its colon"
+        );
     }
 
     #[test]
     fn errors_name_the_line() {
-        assert_eq!(parse("a = 1\n\njunk\n"), Err(PropertiesError::NoSeparator { line: 3, text: "junk".into() }));
-        assert_eq!(parse("a = 1\na = 2\n"), Err(PropertiesError::Duplicate { key: "a".into(), line: 2, first: 1 }));
+        assert_eq!(
+            parse("a = 1\n\njunk\n"),
+            Err(PropertiesError::NoSeparator { line: 3, text: "junk".into() })
+        );
+        assert_eq!(
+            parse("a = 1\na = 2\n"),
+            Err(PropertiesError::Duplicate { key: "a".into(), line: 2, first: 1 })
+        );
     }
 }

@@ -35,9 +35,15 @@ impl ExclusionList {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let item = item.to_ascii_lowercase();
             match item.strip_prefix('*') {
-                Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => list.suffixes.push(suffix.to_string()),
-                Some(_) => return Err(format!("{item:?}: a wildcard needs a suffix, like *code.com")),
-                None if item.contains('*') => return Err(format!("{item:?}: a wildcard may only lead, like *code.com")),
+                Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
+                    list.suffixes.push(suffix.to_string())
+                }
+                Some(_) => {
+                    return Err(format!("{item:?}: a wildcard needs a suffix, like *code.com"))
+                }
+                None if item.contains('*') => {
+                    return Err(format!("{item:?}: a wildcard may only lead, like *code.com"))
+                }
                 None => list.exact.push(item),
             }
         }
@@ -60,7 +66,10 @@ pub struct ProxyCredentials {
 
 impl std::fmt::Debug for ProxyCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProxyCredentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("ProxyCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -71,8 +80,13 @@ impl ProxyCredentials {
             Ok(text) => {
                 let mut lines = text.lines();
                 match (lines.next(), lines.next()) {
-                    (Some(u), Some(p)) if !u.is_empty() => Ok(Some(Self { username: u.to_string(), password: p.to_string() })),
-                    _ => Err(format!("{}: expected a user name line and a password line", path.display())),
+                    (Some(u), Some(p)) if !u.is_empty() => {
+                        Ok(Some(Self { username: u.to_string(), password: p.to_string() }))
+                    }
+                    _ => Err(format!(
+                        "{}: expected a user name line and a password line",
+                        path.display()
+                    )),
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -87,12 +101,18 @@ impl ProxyCredentials {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
         let _ = std::fs::remove_file(path);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
         writeln!(f, "{}\n{}", self.username, self.password).map_err(err)
     }
 
     fn header(&self) -> String {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.username, self.password));
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password));
         format!("Proxy-Authorization: Basic {token}\r\n")
     }
 }
@@ -139,25 +159,51 @@ pub enum ProxyError {
 
 /// Opens a tunnel to `target_host:port` through the proxy. `target_host` is sent as given: a name
 /// (the proxy resolves it) or an address (the endpoint resolved it).
-pub async fn connect(proxy: &ProxyConfig, target_host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ProxyError> {
+pub async fn connect(
+    proxy: &ProxyConfig,
+    target_host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ProxyError> {
     let name = format!("{}:{}", proxy.host, proxy.port);
-    let target = if target_host.contains(':') { format!("[{target_host}]:{port}") } else { format!("{target_host}:{port}") };
+    let target = if target_host.contains(':') {
+        format!("[{target_host}]:{port}")
+    } else {
+        format!("{target_host}:{port}")
+    };
     let work = async {
-        let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port)).await.map_err(|e| ProxyError::Unreachable { proxy: name.clone(), reason: e.to_string() })?;
+        let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+            .await
+            .map_err(|e| ProxyError::Unreachable { proxy: name.clone(), reason: e.to_string() })?;
         let _ = tcp.set_nodelay(true);
         let auth = proxy.credentials.as_ref().map(ProxyCredentials::header).unwrap_or_default();
-        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}User-Agent: ism-endpoint\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.map_err(|e| ProxyError::Unreachable { proxy: name.clone(), reason: e.to_string() })?;
-        let head = read_head(&mut tcp).await.map_err(|_| ProxyError::Garbled { proxy: name.clone() })?;
+        let request = format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}User-Agent: ism-endpoint\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes())
+            .await
+            .map_err(|e| ProxyError::Unreachable { proxy: name.clone(), reason: e.to_string() })?;
+        let head =
+            read_head(&mut tcp).await.map_err(|_| ProxyError::Garbled { proxy: name.clone() })?;
         let status_line = head.lines().next().unwrap_or_default().to_string();
-        let code = status_line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| ProxyError::Garbled { proxy: name.clone() })?;
+        let code = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| ProxyError::Garbled { proxy: name.clone() })?;
         match code {
             200..=299 => Ok(tcp),
             407 => Err(ProxyError::AuthenticationRequired { proxy: name.clone() }),
-            _ => Err(ProxyError::Refused { proxy: name.clone(), target: target.clone(), status: status_line }),
+            _ => Err(ProxyError::Refused {
+                proxy: name.clone(),
+                target: target.clone(),
+                status: status_line,
+            }),
         }
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| ProxyError::TimedOut { proxy: name.clone(), timeout })?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ProxyError::TimedOut { proxy: name.clone(), timeout })?
 }
 
 /// Reads an HTTP response head byte by byte (so nothing of the tunnelled stream is consumed).
@@ -189,7 +235,8 @@ mod tests {
     fn credentials_are_stored_owner_only_and_never_printed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config/proxy-credentials");
-        let c = ProxyCredentials { username: "svc-ism".into(), password: "s3cr3t:with:colons".into() };
+        let c =
+            ProxyCredentials { username: "svc-ism".into(), password: "s3cr3t:with:colons".into() };
         c.store(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);

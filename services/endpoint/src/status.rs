@@ -23,7 +23,10 @@ pub struct StatusReport {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 pub fn write(path: &Path, report: &StatusReport) -> std::io::Result<()> {
@@ -36,7 +39,12 @@ pub fn write(path: &Path, report: &StatusReport) -> std::io::Result<()> {
 }
 
 pub fn read(path: &Path) -> Result<StatusReport, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("no status at {}: {e} (is the endpoint running with this configuration?)", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "no status at {}: {e} (is the endpoint running with this configuration?)",
+            path.display()
+        )
+    })?;
     serde_json::from_str(&text).map_err(|e| format!("{}: unreadable status: {e}", path.display()))
 }
 
@@ -48,7 +56,11 @@ pub fn writer_alive(report: &StatusReport) -> bool {
 /// The report in words.
 pub fn describe(report: &StatusReport) -> String {
     if !writer_alive(report) {
-        return format!("Endpoint is not running (last seen {}: {}).", ism_time(report.updated_ms), report.state);
+        return format!(
+            "Endpoint is not running (last seen {}: {}).",
+            ism_time(report.updated_ms),
+            report.state
+        );
     }
     match report.state.as_str() {
         "connected" => format!(
@@ -97,6 +109,8 @@ mod tests {
         assert!(text.contains("connected to gateway gw:443 (node node-a) since 1970-01-01 00:00:00, with 3 open stream(s)"), "{text}");
         let dead = StatusReport { pid: u32::MAX, ..r };
         assert!(describe(&dead).starts_with("Endpoint is not running"));
-        assert!(read(&dir.path().join("missing.json")).unwrap_err().contains("is the endpoint running"));
+        assert!(read(&dir.path().join("missing.json"))
+            .unwrap_err()
+            .contains("is the endpoint running"));
     }
 }

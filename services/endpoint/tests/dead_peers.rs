@@ -4,7 +4,9 @@
 //! session at once, and descriptors return to where they were.
 
 use ism_endpoint::AgentStatus;
-use ism_tests::cluster::{connected, echo_server, open_fds, provision, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{
+    connected, echo_server, open_fds, provision, Backend, TestMachine, TestNode,
+};
 use ism_tests::install::{terminate, Install};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +17,11 @@ use tokio::net::{TcpListener, TcpStream};
 const DETECTION_LIMIT: Duration = Duration::from_secs(10);
 
 fn signal(pid: u32, sig: &str) {
-    assert!(std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
 }
 
 async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
@@ -33,9 +39,22 @@ async fn a_frozen_endpoint_is_detected_within_ten_seconds_and_comes_back() {
     let p = provision(&node.api(), "dc1").await;
     let echo = echo_server().await;
     let (fds_before, tasks_before) = (open_fds(), node.tasks());
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("allowedTargets = 127.0.0.1:{}", echo.port()));
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!("allowedTargets = 127.0.0.1:{}", echo.port()),
+    );
     let service = install.start(&[]).await;
-    let mut stream = ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", echo.port()).await.unwrap();
+    let mut stream = ism_cli::scanner::connect(
+        &node.socks(),
+        "dc1",
+        &p.scanner_secret,
+        "127.0.0.1",
+        echo.port(),
+    )
+    .await
+    .unwrap();
     stream.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     stream.read_exact(&mut buf).await.unwrap();
@@ -43,7 +62,10 @@ async fn a_frozen_endpoint_is_detected_within_ten_seconds_and_comes_back() {
     // Freeze the endpoint: its socket stays open, it just never answers again.
     let pid = service.id().unwrap();
     signal(pid, "-STOP");
-    let detected = until(DETECTION_LIMIT, "the gateway noticing the frozen endpoint", || node.state.sessions.is_empty()).await;
+    let detected = until(DETECTION_LIMIT, "the gateway noticing the frozen endpoint", || {
+        node.state.sessions.is_empty()
+    })
+    .await;
     println!("a frozen endpoint was detected after {detected:?}");
     // Its streams ended with it: the scanner's connection is closed.
     let mut rest = Vec::new();
@@ -53,17 +75,30 @@ async fn a_frozen_endpoint_is_detected_within_ten_seconds_and_comes_back() {
 
     // Thawed, the endpoint notices its session is gone and reconnects by itself.
     signal(pid, "-CONT");
-    until(Duration::from_secs(20), "the endpoint reconnecting", || node.state.sessions.len() == 1).await;
+    until(Duration::from_secs(20), "the endpoint reconnecting", || node.state.sessions.len() == 1)
+        .await;
     terminate(service).await;
-    until(Duration::from_secs(10), "the session ending after the endpoint stopped", || node.state.sessions.is_empty()).await;
+    until(Duration::from_secs(10), "the session ending after the endpoint stopped", || {
+        node.state.sessions.is_empty()
+    })
+    .await;
     drop(stream);
-    until(Duration::from_secs(10), "descriptors returning to where they were", || open_fds() <= fds_before).await;
-    until(Duration::from_secs(10), "the node's tasks returning to where they were", || node.tasks() <= tasks_before).await;
+    until(Duration::from_secs(10), "descriptors returning to where they were", || {
+        open_fds() <= fds_before
+    })
+    .await;
+    until(Duration::from_secs(10), "the node's tasks returning to where they were", || {
+        node.tasks() <= tasks_before
+    })
+    .await;
 }
 
 /// A TCP relay that can stop carrying bytes without closing anything: a link that silently
 /// drops packets.
-async fn freezable_relay(to: std::net::SocketAddr, frozen: Arc<AtomicBool>) -> std::net::SocketAddr {
+async fn freezable_relay(
+    to: std::net::SocketAddr,
+    frozen: Arc<AtomicBool>,
+) -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -73,7 +108,9 @@ async fn freezable_relay(to: std::net::SocketAddr, frozen: Arc<AtomicBool>) -> s
                 let Ok(upstream) = TcpStream::connect(to).await else { return };
                 let (cr, cw) = client.into_split();
                 let (ur, uw) = upstream.into_split();
-                let pump = |mut r: tokio::net::tcp::OwnedReadHalf, mut w: tokio::net::tcp::OwnedWriteHalf, frozen: Arc<AtomicBool>| async move {
+                let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
+                            mut w: tokio::net::tcp::OwnedWriteHalf,
+                            frozen: Arc<AtomicBool>| async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         let n = match r.read(&mut buf).await {
@@ -107,10 +144,17 @@ async fn a_link_that_drops_everything_is_detected_by_the_endpoint_within_ten_sec
 
     frozen.store(true, Ordering::SeqCst);
     let started = Instant::now();
-    let status = agent.wait_for(DETECTION_LIMIT, |s| matches!(s, AgentStatus::Connecting { .. })).await.expect("the endpoint must notice the dead link");
+    let status = agent
+        .wait_for(DETECTION_LIMIT, |s| matches!(s, AgentStatus::Connecting { .. }))
+        .await
+        .expect("the endpoint must notice the dead link");
     println!("a dead link was detected by the endpoint after {:?}: {status:?}", started.elapsed());
-    assert!(matches!(&status, AgentStatus::Connecting { last_error: Some(e), .. } if e.contains("idle timeout")), "{status:?}");
-    until(DETECTION_LIMIT, "the gateway noticing the dead link", || node.state.sessions.is_empty()).await;
+    assert!(
+        matches!(&status, AgentStatus::Connecting { last_error: Some(e), .. } if e.contains("idle timeout")),
+        "{status:?}"
+    );
+    until(DETECTION_LIMIT, "the gateway noticing the dead link", || node.state.sessions.is_empty())
+        .await;
 
     frozen.store(false, Ordering::SeqCst);
     connected(&agent).await;
@@ -129,7 +173,9 @@ async fn a_reconnect_by_the_same_endpoint_fences_out_its_old_session_at_once() {
     let new = machine.start_endpoint(&node, &p.key, "127.0.0.1");
     connected(&new).await;
     let started = Instant::now();
-    old.wait_for(Duration::from_secs(1), |s| matches!(s, AgentStatus::Connecting { .. })).await.expect("the old session must be fenced out at once");
+    old.wait_for(Duration::from_secs(1), |s| matches!(s, AgentStatus::Connecting { .. }))
+        .await
+        .expect("the old session must be fenced out at once");
     println!("the old session was fenced out {:?} after the new one connected", started.elapsed());
     old.stop();
     old.join().await.unwrap();

@@ -21,41 +21,82 @@ fn text(out: &Output) -> String {
 
 async fn install(root: &Path, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new("bash");
-    cmd.arg(deploy("install.sh")).args(["--yes", "--root"]).arg(root).args(["--binary", env!("CARGO_BIN_EXE_ism-endpoint")]).args(args).stdin(Stdio::null());
-    tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("installer finished").unwrap()
+    cmd.arg(deploy("install.sh"))
+        .args(["--yes", "--root"])
+        .arg(root)
+        .args(["--binary", env!("CARGO_BIN_EXE_ism-endpoint")])
+        .args(args)
+        .stdin(Stdio::null());
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("installer finished")
+        .unwrap()
 }
 
 /// The unit's `ExecStart`, with its paths moved below `root`.
 fn exec_start(root: &Path) -> Vec<String> {
-    let unit = std::fs::read_to_string(root.join("etc/systemd/system/ism-endpoint.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(root.join("etc/systemd/system/ism-endpoint.service")).unwrap();
     let line = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
-    line.split_whitespace().map(|w| if w.starts_with(INSTALL_DIR) { format!("{}{w}", root.display()) } else { w.to_string() }).collect()
+    line.split_whitespace()
+        .map(|w| {
+            if w.starts_with(INSTALL_DIR) {
+                format!("{}{w}", root.display())
+            } else {
+                w.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Runs the service as systemd would, and waits until it reports itself connected.
 async fn start_service(root: &Path) -> tokio::process::Child {
     let argv = exec_start(root);
-    let child = tokio::process::Command::new(&argv[0]).args(&argv[1..]).current_dir(root.join(&INSTALL_DIR[1..])).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap();
+    let child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(root.join(&INSTALL_DIR[1..]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let status = tokio::process::Command::new(&argv[0]).args(&argv[1..]).arg("status").output().await.unwrap();
+        let status = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("status")
+            .output()
+            .await
+            .unwrap();
         if status.status.success() {
             return child;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the service did not connect: {}", text(&status));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the service did not connect: {}",
+            text(&status)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn stop_service(mut child: tokio::process::Child) {
-    std::process::Command::new("kill").args(["-TERM", &child.id().unwrap().to_string()]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "SIGTERM must stop the service cleanly: {status:?}");
 }
 
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 #[actix::test]
@@ -64,32 +105,80 @@ async fn install_run_as_the_unit_does_update_in_place_and_uninstall() {
     let p = provision(&node.api(), "dc1").await;
     let app = http_server("installed").await;
     let root = tempfile::tempdir().unwrap();
-    let (gateway, ca, allowed) = (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string(), format!("127.0.0.1:{}", app.port()));
+    let (gateway, ca, allowed) = (
+        node.addresses.endpoint_wss.to_string(),
+        node.ca_file.display().to_string(),
+        format!("127.0.0.1:{}", app.port()),
+    );
 
-    let out = install(root.path(), &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca, "--allowed-targets", &allowed]).await;
+    let out = install(
+        root.path(),
+        &[
+            "--key",
+            &p.key,
+            "--gateway",
+            &gateway,
+            "--gateway-ca",
+            &ca,
+            "--allowed-targets",
+            &allowed,
+        ],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("The key validated"), "{}", text(&out));
-    assert!(text(&out).contains("systemd is not running on this machine (or --root was given)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("systemd is not running on this machine (or --root was given)"),
+        "{}",
+        text(&out)
+    );
     let dest = root.path().join(&INSTALL_DIR[1..]);
     assert_eq!(mode(&dest.join("bin/ism-endpoint")), 0o755);
-    assert_eq!(mode(&dest.join("data/machine.key")), 0o600, "the key check created the machine identity");
+    assert_eq!(
+        mode(&dest.join("data/machine.key")),
+        0o600,
+        "the key check created the machine identity"
+    );
     assert_eq!(mode(&dest.join("uninstall/uninstall.sh")), 0o755);
     let props = std::fs::read_to_string(dest.join("config/application.properties")).unwrap();
-    for line in [format!("token = {}", p.key), format!("gateway = {gateway}"), "gatewayCaFile = config/gateway-ca.pem".into(), format!("allowedTargets = {allowed}"), "wsendpoint = /wsendpoint".into()] {
+    for line in [
+        format!("token = {}", p.key),
+        format!("gateway = {gateway}"),
+        "gatewayCaFile = config/gateway-ca.pem".into(),
+        format!("allowedTargets = {allowed}"),
+        "wsendpoint = /wsendpoint".into(),
+    ] {
         assert!(props.contains(&line), "missing {line:?} in:\n{props}");
     }
     let installer_log = std::fs::read_to_string(dest.join("logs/endpointinstaller.log")).unwrap();
-    assert!(installer_log.contains("INFO - Installing the endpoint in /opt/ism-endpoint") && installer_log.contains("INFO - The key validated"), "{installer_log}");
+    assert!(
+        installer_log.contains("INFO - Installing the endpoint in /opt/ism-endpoint")
+            && installer_log.contains("INFO - The key validated"),
+        "{installer_log}"
+    );
 
     // The unit: what it runs, that it restarts, and that systemd accepts it.
-    let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/ism-endpoint.service")).unwrap();
+    let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/ism-endpoint.service"))
+        .unwrap();
     assert!(unit.contains("ExecStart=/opt/ism-endpoint/bin/ism-endpoint --config /opt/ism-endpoint/config/application.properties"), "{unit}");
-    assert!(unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"), "{unit}");
+    assert!(
+        unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"),
+        "{unit}"
+    );
     if std::process::Command::new("systemd-analyze").arg("--version").output().is_ok() {
         let checked = root.path().join("verify-ism-endpoint.service");
-        std::fs::write(&checked, unit.replace("/opt/ism-endpoint", &dest.display().to_string())).unwrap();
-        let verify = std::process::Command::new("systemd-analyze").arg("verify").arg(&checked).output().unwrap();
-        assert!(verify.status.success() && verify.stderr.is_empty(), "systemd-analyze verify: {}", text(&verify));
+        std::fs::write(&checked, unit.replace("/opt/ism-endpoint", &dest.display().to_string()))
+            .unwrap();
+        let verify = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&checked)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success() && verify.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            text(&verify)
+        );
     } else {
         println!("SKIPPED: systemd-analyze verify (systemd-analyze is not installed)");
     }
@@ -107,78 +196,199 @@ async fn install_run_as_the_unit_does_update_in_place_and_uninstall() {
     stop_service(service).await;
     let service = start_service(root.path()).await;
     stop_service(service).await;
-    assert!(std::fs::read_to_string(dest.join("logs/smartendpoint.log")).unwrap().contains("INFO - Endpoint shut down complete"));
+    assert!(std::fs::read_to_string(dest.join("logs/smartendpoint.log"))
+        .unwrap()
+        .contains("INFO - Endpoint shut down complete"));
 
     // Update in place: a new proxy setting; the key and the machine binding stay.
     let identity = std::fs::read(dest.join("data/machine.key")).unwrap();
     let proxy = TestProxy::start(ProxyRules::default());
-    let out = install(root.path(), &["--proxy-host", "127.0.0.1", "--proxy-port", &proxy.addr.port().to_string(), "--proxy-scope", "gateway"]).await;
+    let out = install(
+        root.path(),
+        &[
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy-port",
+            &proxy.addr.port().to_string(),
+            "--proxy-scope",
+            "gateway",
+        ],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("updating the existing installation"), "{}", text(&out));
-    assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity, "an update must keep the machine identity");
+    assert_eq!(
+        std::fs::read(dest.join("data/machine.key")).unwrap(),
+        identity,
+        "an update must keep the machine identity"
+    );
     let props = std::fs::read_to_string(dest.join("config/application.properties")).unwrap();
-    assert!(props.contains(&format!("token = {}", p.key)) && props.contains(&format!("proxyPort = {}", proxy.addr.port())) && props.contains("gatewayCaFile = config/gateway-ca.pem"), "{props}");
+    assert!(
+        props.contains(&format!("token = {}", p.key))
+            && props.contains(&format!("proxyPort = {}", proxy.addr.port()))
+            && props.contains("gatewayCaFile = config/gateway-ca.pem"),
+        "{props}"
+    );
     let service = start_service(root.path()).await;
-    assert!(proxy.log_lines().iter().any(|l| l.starts_with(&format!("CONNECT {}", gateway)) && l.ends_with("-> 200")), "{:?}", proxy.log_lines());
+    assert!(
+        proxy
+            .log_lines()
+            .iter()
+            .any(|l| l.starts_with(&format!("CONNECT {}", gateway)) && l.ends_with("-> 200")),
+        "{:?}",
+        proxy.log_lines()
+    );
     stop_service(service).await;
 
     // Uninstall: the unit and the folder are gone.
-    let out = tokio::process::Command::new("bash").arg(dest.join("uninstall/uninstall.sh")).args(["--yes", "--root"]).arg(root.path()).output().await.unwrap();
+    let out = tokio::process::Command::new("bash")
+        .arg(dest.join("uninstall/uninstall.sh"))
+        .args(["--yes", "--root"])
+        .arg(root.path())
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(!dest.exists() && !root.path().join("etc/systemd/system/ism-endpoint.service").exists());
+    assert!(
+        !dest.exists() && !root.path().join("etc/systemd/system/ism-endpoint.service").exists()
+    );
 }
 
 #[actix::test]
 async fn the_installer_refuses_with_the_seed_errors_and_leaves_nothing_behind() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
-    let (gateway, ca) = (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
+    let (gateway, ca) =
+        (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
 
     // Invalid installation folder: not empty, and not an installation.
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("opt/ism-endpoint")).unwrap();
     std::fs::write(root.path().join("opt/ism-endpoint/notes.txt"), "mine").unwrap();
-    let out = install(root.path(), &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca]).await;
+    let out =
+        install(root.path(), &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("Invalid installation folder: /opt/ism-endpoint is not empty"), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(root.path().join("opt/ism-endpoint/notes.txt")).unwrap(), "mine", "the folder is left as it was");
+    assert!(
+        text(&out).contains("Invalid installation folder: /opt/ism-endpoint is not empty"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("opt/ism-endpoint/notes.txt")).unwrap(),
+        "mine",
+        "the folder is left as it was"
+    );
 
     // A key that does not validate: nothing is installed.
     let root = tempfile::tempdir().unwrap();
-    let out = install(root.path(), &["--key", &tampered(&p.key), "--gateway", &gateway, "--gateway-ca", &ca]).await;
+    let out = install(
+        root.path(),
+        &["--key", &tampered(&p.key), "--gateway", &gateway, "--gateway-ca", &ca],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("Failure to authenticate endpoint key"), "{}", text(&out));
-    assert!(!root.path().join("opt/ism-endpoint").exists() && !root.path().join("etc/systemd/system/ism-endpoint.service").exists());
+    assert!(
+        !root.path().join("opt/ism-endpoint").exists()
+            && !root.path().join("etc/systemd/system/ism-endpoint.service").exists()
+    );
 
     // A proxy that cannot be used.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let out = install(root.path(), &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca, "--proxy-host", "127.0.0.1", "--proxy-port", &closed]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = install(
+        root.path(),
+        &[
+            "--key",
+            &p.key,
+            "--gateway",
+            &gateway,
+            "--gateway-ca",
+            &ca,
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy-port",
+            &closed,
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("Proxy settings errors"), "{}", text(&out));
-    let proxy = TestProxy::start(ProxyRules { credentials: Some(("svc".into(), "right".into())), ..Default::default() });
+    let proxy = TestProxy::start(ProxyRules {
+        credentials: Some(("svc".into(), "right".into())),
+        ..Default::default()
+    });
     let password = root.path().join("pw");
     std::fs::write(&password, "wrong\n").unwrap();
     let out = install(
         root.path(),
-        &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca, "--proxy-host", "127.0.0.1", "--proxy-port", &proxy.addr.port().to_string(), "--proxy-user", "svc", "--proxy-password-file", &password.display().to_string()],
+        &[
+            "--key",
+            &p.key,
+            "--gateway",
+            &gateway,
+            "--gateway-ca",
+            &ca,
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy-port",
+            &proxy.addr.port().to_string(),
+            "--proxy-user",
+            "svc",
+            "--proxy-password-file",
+            &password.display().to_string(),
+        ],
     )
     .await;
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out).contains("Proxy settings errors") && text(&out).contains("requires authentication"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Proxy settings errors")
+            && text(&out).contains("requires authentication"),
+        "{}",
+        text(&out)
+    );
 
     // The right password: installed, with the credentials stored owner-only and never in the
     // properties file or the logs.
     std::fs::write(&password, "right\n").unwrap();
     let out = install(
         root.path(),
-        &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca, "--proxy-host", "127.0.0.1", "--proxy-port", &proxy.addr.port().to_string(), "--proxy-user", "svc", "--proxy-password-file", &password.display().to_string()],
+        &[
+            "--key",
+            &p.key,
+            "--gateway",
+            &gateway,
+            "--gateway-ca",
+            &ca,
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy-port",
+            &proxy.addr.port().to_string(),
+            "--proxy-user",
+            "svc",
+            "--proxy-password-file",
+            &password.display().to_string(),
+        ],
     )
     .await;
     assert!(out.status.success(), "{}", text(&out));
     let dest = root.path().join("opt/ism-endpoint");
     assert_eq!(mode(&dest.join("config/proxy-credentials")), 0o600);
-    for file in ["config/application.properties", "logs/endpointinstaller.log", "logs/smartendpoint.log"] {
-        assert!(!std::fs::read_to_string(dest.join(file)).unwrap().contains("right"), "{file} must not hold the proxy password");
+    for file in
+        ["config/application.properties", "logs/endpointinstaller.log", "logs/smartendpoint.log"]
+    {
+        assert!(
+            !std::fs::read_to_string(dest.join(file)).unwrap().contains("right"),
+            "{file} must not hold the proxy password"
+        );
     }
-    assert!(proxy.log_lines().iter().any(|l| l.contains("user=svc -> 200")), "{:?}", proxy.log_lines());
+    assert!(
+        proxy.log_lines().iter().any(|l| l.contains("user=svc -> 200")),
+        "{:?}",
+        proxy.log_lines()
+    );
 }

@@ -3,9 +3,11 @@
 //! Covers the seed's error messages, the proxy options (checked against the proxy's own log),
 //! `--authenticate`, the diagnostic tool, `status` and the log file.
 
-use ism_tests::cluster::{connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode};
-use ism_tests::install::{terminate, text, Install};
+use ism_tests::cluster::{
+    connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode,
+};
 use ism_tests::http_proxy::{ProxyRules, TestProxy};
+use ism_tests::install::{terminate, text, Install};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -31,24 +33,64 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
 
     // Nothing listens where the gateway should be.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("gateway = {closed}"));
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!("gateway = {closed}"),
+    );
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("ERROR - Exit due to initialization failure: Failed to reach the gateway"), "{}", text(&out));
-    assert!(text(&out).contains("Verify that the gateway server on port 443 is on your allowlist"), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("ERROR - Exit due to initialization failure: Failed to reach the gateway"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("Verify that the gateway server on port 443 is on your allowlist"),
+        "{}",
+        text(&out)
+    );
 
     // The gateway answers, but not with a WebSocket on that path (a proxy or firewall in the way).
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "wsendpoint = /not-the-tunnel");
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        "wsendpoint = /not-the-tunnel",
+    );
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out).contains("Exit due to initialization failure: Failed to make websocket connection to gateway"), "{}", text(&out));
-    assert!(text(&out).contains("Verify that WebSockets are allowed in your firewall or proxy configuration"), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "Exit due to initialization failure: Failed to make websocket connection to gateway"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out)
+            .contains("Verify that WebSockets are allowed in your firewall or proxy configuration"),
+        "{}",
+        text(&out)
+    );
 
     // A key that is not this endpoint's.
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &ism_tests::cluster::tampered(&p.key), "");
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &ism_tests::cluster::tampered(&p.key),
+        "",
+    );
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out).contains("Exit due to initialization failure: Failure to authenticate endpoint key"), "{}", text(&out));
+    assert!(
+        text(&out)
+            .contains("Exit due to initialization failure: Failure to authenticate endpoint key"),
+        "{}",
+        text(&out)
+    );
 
     // The key is bound to another machine.
     let first = TestMachine::new();
@@ -62,13 +104,26 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
         "{}",
         text(&out)
     );
-    assert!(text(&out).contains("Run the endpoint on the machine on which it originally ran"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Run the endpoint on the machine on which it originally ran"),
+        "{}",
+        text(&out)
+    );
 
     // A broken setting: the key and the line are named, and nothing starts.
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "socketReadTimeoutMs = soon");
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        "socketReadTimeoutMs = soon",
+    );
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("line 7: socketReadTimeoutMs: \"soon\" is not a positive whole number"), "{}", text(&out));
+    assert!(
+        text(&out).contains("line 7: socketReadTimeoutMs: \"soon\" is not a positive whole number"),
+        "{}",
+        text(&out)
+    );
     agent.stop();
 }
 
@@ -92,22 +147,43 @@ async fn a_proxy_for_the_gateway_only_that_resolves_the_gateway_name() {
     );
     let service = install.start(&[]).await;
     // The proxy was asked for the gateway by name: the endpoint did not resolve it.
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", wss.port())), "{:?}", proxy.log_lines());
+    assert!(
+        has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", wss.port())),
+        "{:?}",
+        proxy.log_lines()
+    );
     let out = curl(&p, &node, &format!("http://127.0.0.1:{}/", app.port())).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through the tunnel", "{}", text(&out));
     // URLs do not go through a gateway-only proxy.
-    assert!(!proxy.log_lines().iter().any(|l| l.contains(&format!(":{} ", app.port()))), "{:?}", proxy.log_lines());
+    assert!(
+        !proxy.log_lines().iter().any(|l| l.contains(&format!(":{} ", app.port()))),
+        "{:?}",
+        proxy.log_lines()
+    );
 
     let status = text(&install.run(&["status"]).await);
-    assert!(status.contains("is connected to gateway localhost:") && status.contains("(node node-a)"), "{status}");
+    assert!(
+        status.contains("is connected to gateway localhost:") && status.contains("(node node-a)"),
+        "{status}"
+    );
     terminate(service).await;
     let after = install.run(&["status"]).await;
     assert!(!after.status.success() && text(&after).contains("not running"), "{}", text(&after));
     // The seed's log file, in the seed's format.
     let log = install.log();
     let first = log.lines().next().unwrap_or_default();
-    assert!(first.len() > 26 && &first[10..11] == " " && &first[19..20] == "," && first[23..].starts_with(" INFO - "), "{first}");
-    assert!(log.contains("INFO - Launching endpoint version:") && log.contains("Endpoint shut down complete"), "{log}");
+    assert!(
+        first.len() > 26
+            && &first[10..11] == " "
+            && &first[19..20] == ","
+            && first[23..].starts_with(" INFO - "),
+        "{first}"
+    );
+    assert!(
+        log.contains("INFO - Launching endpoint version:")
+            && log.contains("Endpoint shut down complete"),
+        "{log}"
+    );
 }
 
 #[actix::test]
@@ -116,15 +192,31 @@ async fn java_style_proxy_flags_send_gateway_and_urls_through_the_proxy() {
     let p = provision(&node.api(), "dc1").await;
     let app = http_server("via proxy").await;
     let proxy = TestProxy::start(ProxyRules::default());
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("allowedTargets = 127.0.0.1:{}, localhost:{}", app.port(), app.port()));
-    let (host, port) = (format!("-Dhttps.proxyHost={}", proxy.addr.ip()), format!("-Dhttps.proxyPort={}", proxy.addr.port()));
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!("allowedTargets = 127.0.0.1:{}, localhost:{}", app.port(), app.port()),
+    );
+    let (host, port) = (
+        format!("-Dhttps.proxyHost={}", proxy.addr.ip()),
+        format!("-Dhttps.proxyPort={}", proxy.addr.port()),
+    );
     let service = install.start(&[&host, &port]).await;
     let wss = node.addresses.endpoint_wss;
     // "Let endpoint resolve hostname" is on by default: the proxy is given addresses.
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 200", wss.port())), "{:?}", proxy.log_lines());
+    assert!(
+        has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 200", wss.port())),
+        "{:?}",
+        proxy.log_lines()
+    );
     let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via proxy", "{}", text(&out));
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 200", app.port())), "{:?}", proxy.log_lines());
+    assert!(
+        has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 200", app.port())),
+        "{:?}",
+        proxy.log_lines()
+    );
     terminate(service).await;
 
     // --proxygatewayonly: the scanned URL is reached directly.
@@ -133,7 +225,11 @@ async fn java_style_proxy_flags_send_gateway_and_urls_through_the_proxy() {
     let out = curl(&p, &node, &format!("http://127.0.0.1:{}/", app.port())).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via proxy");
     let new: Vec<String> = proxy.log_lines()[before..].to_vec();
-    assert!(new.iter().all(|l| !l.contains(&format!(":{} ", app.port()))) && new.iter().any(|l| l.contains(&format!(":{} ", wss.port()))), "{new:?}");
+    assert!(
+        new.iter().all(|l| !l.contains(&format!(":{} ", app.port())))
+            && new.iter().any(|l| l.contains(&format!(":{} ", wss.port()))),
+        "{new:?}"
+    );
     terminate(service).await;
 }
 
@@ -144,20 +240,40 @@ async fn the_proxy_resolves_url_names_when_asked_and_exclusions_bypass_it() {
     let app = http_server("named").await;
     let proxy = TestProxy::start(ProxyRules::default());
     let base = format!("proxyHost = 127.0.0.1\nproxyPort = {}\n", proxy.addr.port());
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("{base}proxyResolveUrlHostname = false\nallowedTargets = localhost:{}", app.port()));
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!(
+            "{base}proxyResolveUrlHostname = false\nallowedTargets = localhost:{}",
+            app.port()
+        ),
+    );
     let service = install.start(&[]).await;
     let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "named", "{}", text(&out));
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", app.port())), "{:?}", proxy.log_lines());
+    assert!(
+        has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", app.port())),
+        "{:?}",
+        proxy.log_lines()
+    );
     terminate(service).await;
 
     // Same machine, new settings: the exclusion list sends everything around the proxy.
     let before = proxy.log_lines().len();
-    install.configure(&format!("{base}proxyExclusionList = *host, 127.0.0.1\nallowedTargets = 127.0.0.1:{}", app.port()));
+    install.configure(&format!(
+        "{base}proxyExclusionList = *host, 127.0.0.1\nallowedTargets = 127.0.0.1:{}",
+        app.port()
+    ));
     let service = install.start(&[]).await;
     let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "named");
-    assert_eq!(proxy.log_lines().len(), before, "excluded hosts must bypass the proxy: {:?}", proxy.log_lines());
+    assert_eq!(
+        proxy.log_lines().len(),
+        before,
+        "excluded hosts must bypass the proxy: {:?}",
+        proxy.log_lines()
+    );
     terminate(service).await;
 }
 
@@ -165,16 +281,47 @@ async fn the_proxy_resolves_url_names_when_asked_and_exclusions_bypass_it() {
 async fn an_authenticating_proxy_and_credentials_stored_once_with_authenticate() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
-    let proxy = TestProxy::start(ProxyRules { credentials: Some(("svc-ism".into(), "Pr0xy-S3cret".into())), ..Default::default() });
-    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nallowedTargets = 127.0.0.1", proxy.addr.port()));
+    let proxy = TestProxy::start(ProxyRules {
+        credentials: Some(("svc-ism".into(), "Pr0xy-S3cret".into())),
+        ..Default::default()
+    });
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!(
+            "proxyHost = 127.0.0.1\nproxyPort = {}\nallowedTargets = 127.0.0.1",
+            proxy.addr.port()
+        ),
+    );
     let out = install.run(&[]).await;
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out).contains("Failed to reach the gateway") && text(&out).contains("requires authentication"), "{}", text(&out));
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 407", node.addresses.endpoint_wss.port())), "{:?}", proxy.log_lines());
+    assert!(
+        text(&out).contains("Failed to reach the gateway")
+            && text(&out).contains("requires authentication"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        has_line(
+            &proxy.log_lines(),
+            &format!("CONNECT 127.0.0.1:{} user=- -> 407", node.addresses.endpoint_wss.port())
+        ),
+        "{:?}",
+        proxy.log_lines()
+    );
 
-    let mut auth = install.command(&["--authenticate"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut auth = install
+        .command(&["--authenticate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     auth.stdin.take().unwrap().write_all(b"svc-ism\nPr0xy-S3cret\n").await.unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(30), auth.wait_with_output()).await.unwrap().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), auth.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("The key is valid"), "{}", text(&out));
     use std::os::unix::fs::PermissionsExt;
@@ -182,7 +329,17 @@ async fn an_authenticating_proxy_and_credentials_stored_once_with_authenticate()
     assert_eq!(std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777, 0o600);
 
     let service = install.start(&[]).await;
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=svc-ism -> 200", node.addresses.endpoint_wss.port())), "{:?}", proxy.log_lines());
+    assert!(
+        has_line(
+            &proxy.log_lines(),
+            &format!(
+                "CONNECT 127.0.0.1:{} user=svc-ism -> 200",
+                node.addresses.endpoint_wss.port()
+            )
+        ),
+        "{:?}",
+        proxy.log_lines()
+    );
     terminate(service).await;
     assert!(!install.log().contains("Pr0xy-S3cret"), "the proxy password must never be logged");
 }
@@ -218,7 +375,16 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
     ] {
         assert!(t.contains(line), "missing {line:?} in:\n{t}");
     }
-    let rows = |t: &str, size: &str| t.lines().filter(|l| l.contains(" INFO - ") && l.split(" INFO - ").nth(1).is_some_and(|r| r.split(' ').nth(2) == Some(size) && r.ends_with("100%"))).count();
+    let rows = |t: &str, size: &str| {
+        t.lines()
+            .filter(|l| {
+                l.contains(" INFO - ")
+                    && l.split(" INFO - ")
+                        .nth(1)
+                        .is_some_and(|r| r.split(' ').nth(2) == Some(size) && r.ends_with("100%"))
+            })
+            .count()
+    };
     assert_eq!(rows(&t, "100"), 2, "two 100 kB tunnel batches:\n{t}");
 
     // Left out, they come from the properties file; as JSON for scripts.
@@ -237,13 +403,25 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
     // A destination the endpoint may not reach.
     let out = install.run(&["--diagnostics", "http://127.0.0.1:9/", "1", "1", "10"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(text(&out).contains("Destination check exception") && text(&out).contains("The most likely cause of a destination diagnostic exception"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Destination check exception")
+            && text(&out).contains("The most likely cause of a destination diagnostic exception"),
+        "{}",
+        text(&out)
+    );
 
     // A gateway that cannot be reached.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let out = install.run(&["--gateway", &closed.to_string(), "--diagnostics", &url, "1", "1", "10"]).await;
+    let out = install
+        .run(&["--gateway", &closed.to_string(), "--diagnostics", &url, "1", "1", "10"])
+        .await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(text(&out).contains("Failed to reach the gateway") && text(&out).contains("The most likely cause of a gateway diagnostic exception"), "{}", text(&out));
+    assert!(
+        text(&out).contains("Failed to reach the gateway")
+            && text(&out).contains("The most likely cause of a gateway diagnostic exception"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[actix::test]
@@ -251,11 +429,23 @@ async fn a_destination_the_proxy_refuses_is_diagnosed_as_such() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
     let app = http_server("x").await;
-    let proxy = TestProxy::start(ProxyRules { deny_hosts: vec!["127.0.0.1".into()], ..Default::default() });
+    let proxy =
+        TestProxy::start(ProxyRules { deny_hosts: vec!["127.0.0.1".into()], ..Default::default() });
     // The gateway is reached directly (excluded); URLs go through the proxy, which refuses this one.
     let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, &format!("proxyHost = 127.0.0.1\nproxyPort = {}\nproxyExclusionList = localhost\ngateway = localhost:{}\nallowedTargets = 127.0.0.1:{}", proxy.addr.port(), node.addresses.endpoint_wss.port(), app.port()));
-    let out = install.run(&["--diagnostics", &format!("http://127.0.0.1:{}/", app.port()), "1", "1", "10"]).await;
+    let out = install
+        .run(&["--diagnostics", &format!("http://127.0.0.1:{}/", app.port()), "1", "1", "10"])
+        .await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    assert!(text(&out).contains("refused CONNECT 127.0.0.1") && text(&out).contains("your proxy does not allow access to the URL"), "{}", text(&out));
-    assert!(has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 403", app.port())), "{:?}", proxy.log_lines());
+    assert!(
+        text(&out).contains("refused CONNECT 127.0.0.1")
+            && text(&out).contains("your proxy does not allow access to the URL"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        has_line(&proxy.log_lines(), &format!("CONNECT 127.0.0.1:{} user=- -> 403", app.port())),
+        "{:?}",
+        proxy.log_lines()
+    );
 }

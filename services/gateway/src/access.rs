@@ -38,14 +38,21 @@ pub enum Refusal {
 }
 
 /// The rule: may a stream with this credential run through this endpoint at `now_ms`?
-pub fn stream_allowed(endpoint: Option<&EndpointView>, credential: &ScannerCredentialRow, endpoint_id: Uuid, now_ms: i64) -> Result<(), Refusal> {
+pub fn stream_allowed(
+    endpoint: Option<&EndpointView>,
+    credential: &ScannerCredentialRow,
+    endpoint_id: Uuid,
+    now_ms: i64,
+) -> Result<(), Refusal> {
     let e = endpoint.ok_or(Refusal::EndpointGone(endpoint_id))?;
     if credential.revoked {
         return Err(Refusal::CredentialRevoked);
     }
     match credential.kind {
         CredentialKind::Scan if !e.scan_access => Err(Refusal::ScanAccessOff(e.name.clone())),
-        CredentialKind::Support if !e.support_access.is_active(now_ms) => Err(Refusal::SupportAccessOff(e.name.clone())),
+        CredentialKind::Support if !e.support_access.is_active(now_ms) => {
+            Err(Refusal::SupportAccessOff(e.name.clone()))
+        }
         _ => Ok(()),
     }
 }
@@ -88,7 +95,12 @@ impl ActiveStreams {
     }
 
     /// Registers a stream; `stop` is cancelled if access is withdrawn.
-    pub fn register(&self, endpoint: Uuid, credential: Uuid, stop: CancellationToken) -> StreamGuard<'_> {
+    pub fn register(
+        &self,
+        endpoint: Uuid,
+        credential: Uuid,
+        stop: CancellationToken,
+    ) -> StreamGuard<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().entry(endpoint).or_default().insert(id, Running { credential, stop });
         StreamGuard { streams: self, endpoint, id }
@@ -156,11 +168,20 @@ pub fn reconcile_endpoint(state: &NodeState, endpoint: Uuid) {
 /// The endpoint an event concerns, for enforcement.
 fn endpoint_of(rec: &Recorded, state: &NodeState) -> Vec<Uuid> {
     match (rec.envelope.aggregate.kind, &rec.envelope.event) {
-        (AggregateKind::Endpoint, Event::ScanAccessChanged { .. } | Event::SupportAccessRevoked | Event::SupportAccessExpired | Event::EndpointKeyRotated { .. } | Event::EndpointDeleted) => {
+        (
+            AggregateKind::Endpoint,
+            Event::ScanAccessChanged { .. }
+            | Event::SupportAccessRevoked
+            | Event::SupportAccessExpired
+            | Event::EndpointKeyRotated { .. }
+            | Event::EndpointDeleted,
+        ) => {
             vec![rec.envelope.aggregate.id]
         }
         // A revoked credential may be in use through any endpoint of the gateway.
-        (AggregateKind::Gateway, Event::ScannerCredentialRevoked { .. }) => state.streams.endpoints(),
+        (AggregateKind::Gateway, Event::ScannerCredentialRevoked { .. }) => {
+            state.streams.endpoints()
+        }
         _ => Vec::new(),
     }
 }
@@ -176,7 +197,10 @@ pub async fn enforce(state: Arc<NodeState>, mut applied: broadcast::Receiver<Rec
                 }
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "access enforcement fell behind the event feed; re-checking everything");
+                tracing::warn!(
+                    missed,
+                    "access enforcement fell behind the event feed; re-checking everything"
+                );
                 let mut endpoints = state.streams.endpoints();
                 endpoints.extend(state.sessions.endpoints());
                 for endpoint in endpoints {
@@ -206,7 +230,9 @@ pub async fn expire_support_windows(state: Arc<NodeState>, every: Duration) {
         };
         for e in due {
             let cause = Cause::by(state.node_id.clone());
-            if let Err(err) = state.endpoints.execute(e.id, EndpointCommand::ExpireSupportAccess, cause).await {
+            if let Err(err) =
+                state.endpoints.execute(e.id, EndpointCommand::ExpireSupportAccess, cause).await
+            {
                 tracing::warn!(endpoint = %e.id, error = %err, "could not record the end of a support access window");
             }
         }

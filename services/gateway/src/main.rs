@@ -56,7 +56,12 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let args = Args::parse();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
@@ -71,10 +76,16 @@ fn main() -> anyhow::Result<()> {
     config.admin_token = args.admin_token;
     config.session.max_streams = args.max_streams_per_endpoint;
 
-    actix::System::with_tokio_rt(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")).block_on(async move {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+    })
+    .block_on(async move {
         let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;
         println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
-        println!("  endpoints connect to  wss://{}{}", node.addresses.endpoint_wss, node.state.ws_path);
+        println!(
+            "  endpoints connect to  wss://{}{}",
+            node.addresses.endpoint_wss, node.state.ws_path
+        );
         println!("  scanners connect to   socks5://{}", node.addresses.socks);
         println!("                   or   http://{} (HTTP proxy)", node.addresses.http_proxy);
         println!("  management API        http://{}", node.addresses.api);
@@ -83,7 +94,8 @@ fn main() -> anyhow::Result<()> {
         }
         println!("  event log             {}", node.state.log.describe());
         // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
             _ = term.recv() => {}

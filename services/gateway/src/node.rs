@@ -125,7 +125,11 @@ impl RunningNode {
         until(deadline, || state.sessions.is_empty() && state.streams.is_empty()).await;
         state.refusals.record_all();
         if !until(deadline, || state.tunnels.unrecorded() == 0).await {
-            tracing::warn!(unrecorded = state.tunnels.unrecorded(), sessions = state.sessions.len(), "stopping before every stream fact was recorded");
+            tracing::warn!(
+                unrecorded = state.tunnels.unrecorded(),
+                sessions = state.sessions.len(),
+                "stopping before every stream fact was recorded"
+            );
         }
         self.api.stop(true).await;
     }
@@ -152,7 +156,12 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, Nod
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             let value = make();
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| err(e.to_string()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
             f.write_all(format!("{value}\n").as_bytes()).map_err(|e| err(e.to_string()))?;
             Ok(value)
         }
@@ -161,7 +170,12 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, Nod
 }
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    s.len().is_multiple_of(2).then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()).flatten()
+    s.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+        })
+        .flatten()
 }
 
 /// Starts a node. Must run inside an actix `System` (its actors live on the calling arbiter).
@@ -171,13 +185,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         return Err(NodeError::WsPath(config.ws_path));
     }
     let data = &config.data_dir;
-    std::fs::create_dir_all(data).map_err(|source| NodeError::DataDir { path: data.clone(), source })?;
+    std::fs::create_dir_all(data)
+        .map_err(|source| NodeError::DataDir { path: data.clone(), source })?;
 
     let log: Arc<dyn EventLog> = match &config.event_log {
         Some(spec) => ism_events::open_log(spec).await?,
         None => ism_events::open_log(&data.join("events").display().to_string()).await?,
     };
-    let directory = Arc::new(DirectoryProjection::open(&data.join("projections").join("directory"))?);
+    let directory =
+        Arc::new(DirectoryProjection::open(&data.join("projections").join("directory"))?);
     let progress = spawn_projection(log.clone(), directory.clone())?;
     let applied_events = progress.applied_events();
     progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
@@ -186,10 +202,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let secret_hex = secret_file(&secret_path, || hex(&KeySecret::generate_bytes()))?;
     let key_secret = parse_hex(&secret_hex)
         .ok_or_else(|| NodeError::Secret { path: secret_path.clone(), reason: "not hex".into() })
-        .and_then(|b| KeySecret::from_bytes(&b).map_err(|e| NodeError::Secret { path: secret_path.clone(), reason: e.to_string() }))?;
+        .and_then(|b| {
+            KeySecret::from_bytes(&b)
+                .map_err(|e| NodeError::Secret { path: secret_path.clone(), reason: e.to_string() })
+        })?;
     let admin_token = match &config.admin_token {
         Some(t) => t.clone(),
-        None => secret_file(&data.join("admin-token"), || format!("isma_{}", hex(&random_bytes())))?,
+        None => {
+            secret_file(&data.join("admin-token"), || format!("isma_{}", hex(&random_bytes())))?
+        }
     };
 
     let tls_source = match &config.tls_files {
@@ -198,13 +219,27 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     let identity = tls::load(&tls_source)?;
 
-    let bind = |what, addr| async move { tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { what, addr, source }) };
+    let bind = |what, addr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| NodeError::Bind {
+            what,
+            addr,
+            source,
+        })
+    };
     let wss = bind("endpoint tunnels", config.endpoint_listen).await?;
     let socks = bind("SOCKS5 ingress", config.socks_listen).await?;
     let http_proxy = bind("HTTP proxy ingress", config.http_proxy_listen).await?;
-    let api_listener = std::net::TcpListener::bind(config.api_listen).map_err(|source| NodeError::Bind { what: "management API", addr: config.api_listen, source })?;
-    let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound listener has an address");
-    let addresses = Addresses { endpoint_wss: local(&wss), socks: local(&socks), http_proxy: local(&http_proxy), api: api_listener.local_addr().expect("bound listener has an address") };
+    let api_listener = std::net::TcpListener::bind(config.api_listen).map_err(|source| {
+        NodeError::Bind { what: "management API", addr: config.api_listen, source }
+    })?;
+    let local =
+        |l: &tokio::net::TcpListener| l.local_addr().expect("bound listener has an address");
+    let addresses = Addresses {
+        endpoint_wss: local(&wss),
+        socks: local(&socks),
+        http_proxy: local(&http_proxy),
+        api: api_listener.local_addr().expect("bound listener has an address"),
+    };
 
     let arbiter = Arbiter::current();
     let state = Arc::new(NodeState {
@@ -232,17 +267,24 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let tasks = vec![
         tokio::spawn(access::enforce(state.clone(), applied_events)),
         tokio::spawn(access::expire_support_windows(state.clone(), config.support_sweep_interval)),
-        tokio::spawn(tunnel_acceptor::serve(wss, tokio_rustls::TlsAcceptor::from(identity.server_config.clone()), state.clone(), config.session.clone())),
+        tokio::spawn(tunnel_acceptor::serve(
+            wss,
+            tokio_rustls::TlsAcceptor::from(identity.server_config.clone()),
+            state.clone(),
+            config.session.clone(),
+        )),
         tokio::spawn(socks5::ingress::serve(socks, state.clone())),
         tokio::spawn(http_proxy::ingress::serve(http_proxy, state.clone())),
     ];
     let api_state = actix_web::web::Data::new(state.clone());
-    let server = actix_web::HttpServer::new(move || actix_web::App::new().app_data(api_state.clone()).configure(api::routes))
-        .workers(2)
-        .disable_signals()
-        .listen(api_listener)
-        .map_err(|source| NodeError::Bind { what: "management API", addr: config.api_listen, source })?
-        .run();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(api_state.clone()).configure(api::routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .listen(api_listener)
+    .map_err(|source| NodeError::Bind { what: "management API", addr: config.api_listen, source })?
+    .run();
     let api = server.handle();
     actix_rt::spawn(server);
 
@@ -255,13 +297,31 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 async fn recover(state: &NodeState) {
     let cause = Cause::by(state.node_id.clone());
     for t in state.directory.open_tunnels_on(&state.node_id).unwrap_or_default() {
-        if let Err(e) = state.tunnels.execute(t.id, TunnelCommand::Close { reason: "gateway node restarted".into() }, cause.clone()).await {
+        if let Err(e) = state
+            .tunnels
+            .execute(
+                t.id,
+                TunnelCommand::Close { reason: "gateway node restarted".into() },
+                cause.clone(),
+            )
+            .await
+        {
             tracing::warn!(tunnel = %t.id, error = %e, "could not close a stale session");
         }
         state.tunnels.forget(t.id);
     }
-    for g in state.directory.gateways().unwrap_or_default().into_iter().filter(|g| g.status == GatewayStatus::Initializing) {
-        if let Err(e) = state.gateways.execute(g.id, GatewayCommand::Activate { node: state.node_id.clone() }, cause.clone()).await {
+    for g in state
+        .directory
+        .gateways()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|g| g.status == GatewayStatus::Initializing)
+    {
+        if let Err(e) = state
+            .gateways
+            .execute(g.id, GatewayCommand::Activate { node: state.node_id.clone() }, cause.clone())
+            .await
+        {
             tracing::warn!(gateway = %g.id, error = %e, "could not bring a gateway online");
         }
     }

@@ -69,7 +69,8 @@ impl Window {
 
     fn record(self) {
         if self.counted.count > 0 {
-            self.recorder.tell(TunnelCommand::RecordStreamRefusalsRepeated(self.counted), self.cause);
+            self.recorder
+                .tell(TunnelCommand::RecordStreamRefusalsRepeated(self.counted), self.cause);
         }
     }
 }
@@ -87,7 +88,8 @@ impl RefusalLedger {
 
     /// Records `refusal` in full, or counts it in the open window of its kind.
     pub fn refused(&self, refusal: Refusal<'_>) {
-        let kind = Kind { tunnel: refusal.tunnel, scanner: refusal.scanner, class: refusal.error.class() };
+        let kind =
+            Kind { tunnel: refusal.tunnel, scanner: refusal.scanner, class: refusal.error.class() };
         {
             let mut windows = self.lock();
             if let Some(window) = windows.get_mut(&kind) {
@@ -103,9 +105,20 @@ impl RefusalLedger {
                 first_ms: 0,
                 last_ms: 0,
             };
-            windows.insert(kind.clone(), Window { recorder: refusal.recorder.clone(), cause: refusal.cause.clone(), counted });
+            windows.insert(
+                kind.clone(),
+                Window {
+                    recorder: refusal.recorder.clone(),
+                    cause: refusal.cause.clone(),
+                    counted,
+                },
+            );
         }
-        let command = TunnelCommand::RecordStreamRefused { target: refusal.target.to_string(), scanner: kind.scanner.clone(), reason: refusal.error.to_string() };
+        let command = TunnelCommand::RecordStreamRefused {
+            target: refusal.target.to_string(),
+            scanner: kind.scanner.clone(),
+            reason: refusal.error.to_string(),
+        };
         refusal.recorder.tell(command, refusal.cause);
         let ledger = self.clone();
         tokio::spawn(async move {

@@ -40,10 +40,19 @@ pub enum ScannerAuthError {
     Directory(String),
 }
 
-pub fn authorise(state: &NodeState, username: &str, password: &str) -> Result<AuthorisedScanner, ScannerAuthError> {
-    let credential_id = secret_id(SecretKind::ScannerCredential, password).map_err(|_| ScannerAuthError::Malformed)?;
+pub fn authorise(
+    state: &NodeState,
+    username: &str,
+    password: &str,
+) -> Result<AuthorisedScanner, ScannerAuthError> {
+    let credential_id = secret_id(SecretKind::ScannerCredential, password)
+        .map_err(|_| ScannerAuthError::Malformed)?;
     let dir = |e: ism_events::ProjectionError| ScannerAuthError::Directory(e.to_string());
-    let credential = state.directory.scanner_credential(credential_id).map_err(dir)?.ok_or(ScannerAuthError::UnknownCredential(credential_id))?;
+    let credential = state
+        .directory
+        .scanner_credential(credential_id)
+        .map_err(dir)?
+        .ok_or(ScannerAuthError::UnknownCredential(credential_id))?;
     if !verify_secret(password, &credential.secret_hash) {
         return Err(ScannerAuthError::WrongSecret(credential_id));
     }
@@ -51,7 +60,12 @@ pub fn authorise(state: &NodeState, username: &str, password: &str) -> Result<Au
         return Err(ScannerAuthError::Revoked(credential_id));
     }
     let gateway = credential.gateway;
-    let by_id = Uuid::try_parse(username).ok().map(|id| state.directory.endpoint(id)).transpose().map_err(dir)?.flatten();
+    let by_id = Uuid::try_parse(username)
+        .ok()
+        .map(|id| state.directory.endpoint(id))
+        .transpose()
+        .map_err(dir)?
+        .flatten();
     let endpoint = match by_id {
         Some(e) => Some(e),
         None => state.directory.endpoint_by_name(gateway, username).map_err(dir)?,

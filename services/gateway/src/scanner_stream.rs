@@ -38,7 +38,11 @@ pub struct OpenedStream<'a> {
 }
 
 /// Opens a stream to `target` through the scanner's endpoint.
-pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target: TargetAddr) -> Result<OpenedStream<'a>, NotOpened> {
+pub async fn open<'a>(
+    state: &'a NodeState,
+    scanner: &AuthorisedScanner,
+    target: TargetAddr,
+) -> Result<OpenedStream<'a>, NotOpened> {
     let endpoint = scanner.endpoint.id;
     // Access is checked, the stream registered, and access checked again: a withdrawal that
     // lands in between is seen by this check or stops the registered stream.
@@ -50,7 +54,10 @@ pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target:
     let stop = CancellationToken::new();
     let registered = state.streams.register(endpoint, scanner.credential_id, stop.clone());
     allowed()?;
-    let live = state.sessions.get(endpoint).ok_or_else(|| NotOpened::EndpointOffline(scanner.endpoint.name.clone()))?;
+    let live = state
+        .sessions
+        .get(endpoint)
+        .ok_or_else(|| NotOpened::EndpointOffline(scanner.endpoint.name.clone()))?;
     let cause = Cause::by(scanner.audit_name());
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
@@ -58,7 +65,11 @@ pub async fn open<'a>(state: &'a NodeState, scanner: &AuthorisedScanner, target:
     let target_text = target.to_string();
     match live.session.open_stream(target).await {
         Ok(stream) => {
-            let command = TunnelCommand::RecordStreamOpened { stream: stream.id().0, target: target_text, scanner: scanner.audit_name() };
+            let command = TunnelCommand::RecordStreamOpened {
+                stream: stream.id().0,
+                target: target_text,
+                scanner: scanner.audit_name(),
+            };
             recorder.tell(command, cause.clone());
             Ok(OpenedStream { stream, stop, _registered: registered, recorder, cause })
         }
@@ -89,7 +100,12 @@ impl OpenedStream<'_> {
             StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
             StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
         };
-        let command = TunnelCommand::RecordStreamClosed { stream: id, sent: report.sent, received: report.received, end };
+        let command = TunnelCommand::RecordStreamClosed {
+            stream: id,
+            sent: report.sent,
+            received: report.received,
+            end,
+        };
         self.recorder.tell(command, self.cause);
     }
 }

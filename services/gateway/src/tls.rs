@@ -4,8 +4,8 @@
 //! Endpoints trust the generated CA through their `gatewayCaFile` setting (the CA file is
 //! `<data-dir>/tls/ca.pem`); with a certificate from a public CA they need nothing.
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,7 +59,8 @@ fn generate(dir: &Path, sans: &[String]) -> Result<(), TlsError> {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     ca_params.distinguished_name.push(rcgen::DnType::CommonName, "ISM gateway private CA");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca_params.key_usages =
+        vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
     let ca_key = rcgen::KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
@@ -92,12 +93,15 @@ pub fn load(source: &TlsSource) -> Result<TlsIdentity, TlsError> {
             (dir.join("cert.pem"), dir.join("key.pem"), Some(dir.join("ca.pem")))
         }
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(&cert_path)?).filter_map(Result::ok).collect();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(&cert_path)?).filter_map(Result::ok).collect();
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: cert_path });
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|e| TlsError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+    let key = PrivateKeyDer::from_pem_slice(&read(&key_path)?)
+        .map_err(|e| TlsError::BadKey { path: key_path.clone(), reason: e.to_string() })?;
+    let config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
     Ok(TlsIdentity { server_config: Arc::new(config), ca_file })
 }
 
@@ -109,11 +113,16 @@ mod tests {
     fn generated_identity_is_kept_across_restarts() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let src = TlsSource::Generated { dir: dir.path().join("tls"), sans: vec!["gw.example".into()] };
+        let src =
+            TlsSource::Generated { dir: dir.path().join("tls"), sans: vec!["gw.example".into()] };
         let first = load(&src).unwrap();
         let ca = std::fs::read(first.ca_file.as_ref().unwrap()).unwrap();
         load(&src).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("tls/ca.pem")).unwrap(), ca, "the CA must not change on restart");
+        assert_eq!(
+            std::fs::read(dir.path().join("tls/ca.pem")).unwrap(),
+            ca,
+            "the CA must not change on restart"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("tls/key.pem")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -121,7 +130,12 @@ mod tests {
 
     #[test]
     fn missing_files_are_a_clear_error() {
-        let err = load(&TlsSource::Files { cert: "/nonexistent/cert.pem".into(), key: "/nonexistent/key.pem".into() }).err().unwrap();
+        let err = load(&TlsSource::Files {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        })
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
     }
 }

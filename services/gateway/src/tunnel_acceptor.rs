@@ -16,7 +16,10 @@ use ism_events::{Cause, Event};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::frame::challenge_message;
-use ism_tunnel_proto::{Frame, Hello, OpenFailure, Purpose, RejectCode, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST, PROTOCOL_VERSION};
+use ism_tunnel_proto::{
+    Frame, Hello, OpenFailure, Purpose, RejectCode, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST,
+    PROTOCOL_VERSION,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +34,12 @@ use uuid::Uuid;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts endpoint connections for ever.
-pub async fn serve(listener: TcpListener, tls: TlsAcceptor, state: Arc<NodeState>, config: SessionConfig) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    state: Arc<NodeState>,
+    config: SessionConfig,
+) {
     crate::listener::accept_forever(listener, "endpoint", move |tcp, peer| {
         let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
         async move {
@@ -59,7 +67,13 @@ enum AcceptError {
     UnexpectedFrame,
 }
 
-async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<NodeState>, config: SessionConfig) -> Result<(), AcceptError> {
+async fn accept(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    state: Arc<NodeState>,
+    config: SessionConfig,
+) -> Result<(), AcceptError> {
     let _ = tcp.set_nodelay(true);
     let nonce = random_bytes();
     let handshake = async {
@@ -71,15 +85,26 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
             if req.uri().path() == path {
                 Ok(resp)
             } else {
-                let mut err = ErrorResponse::new(Some(format!("no tunnel endpoint at {}; expected {path}\n", req.uri().path())));
+                let mut err = ErrorResponse::new(Some(format!(
+                    "no tunnel endpoint at {}; expected {path}\n",
+                    req.uri().path()
+                )));
                 *err.status_mut() = StatusCode::NOT_FOUND;
                 Err(err)
             }
         };
-        let mut ws = tokio_tungstenite::accept_hdr_async_with_config(tls, check_path, Some(websocket_config()))
-            .await
-            .map_err(AcceptError::Upgrade)?;
-        send_frame(&mut ws, &Frame::Challenge { version: PROTOCOL_VERSION, nonce, node: state.node_id.clone() }).await?;
+        let mut ws = tokio_tungstenite::accept_hdr_async_with_config(
+            tls,
+            check_path,
+            Some(websocket_config()),
+        )
+        .await
+        .map_err(AcceptError::Upgrade)?;
+        send_frame(
+            &mut ws,
+            &Frame::Challenge { version: PROTOCOL_VERSION, nonce, node: state.node_id.clone() },
+        )
+        .await?;
         let hello = match recv_frame(&mut ws, HANDSHAKE_TIMEOUT).await? {
             Frame::Hello(h) => h,
             _ => return Err(AcceptError::UnexpectedFrame),
@@ -88,7 +113,9 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<N
     };
     // Boxed, here and below: a future is as large as its largest state, and the TLS and upgrade
     // states are kilobytes that a connected endpoint's long-lived task would otherwise carry.
-    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake)).await.map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
+    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake))
+        .await
+        .map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
     let hello = &hello;
 
     let admitted = match Box::pin(admit(&state, hello, &nonce)).await {
@@ -149,16 +176,31 @@ async fn run_session(
         .await;
     if let Err(e) = opened {
         let message = format!("the gateway could not record the session: {e}");
-        let _ = send_frame(&mut ws, &Frame::Rejected { code: RejectCode::Unavailable, message: message.clone() }).await;
+        let _ = send_frame(
+            &mut ws,
+            &Frame::Rejected { code: RejectCode::Unavailable, message: message.clone() },
+        )
+        .await;
         return Err(AcceptError::Refused { code: RejectCode::Unavailable, message });
     }
     // The session is installed before the endpoint reads its welcome: once the endpoint says it
     // is connected, scanners find it. Endpoints open no streams towards the gateway (yet):
     // dropping the incoming side makes the driver refuse any they try.
-    let welcome = Frame::Welcome { session: *tunnel.as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() };
-    let (session, _) = Session::spawn_with_greeting(ws, Role::Gateway, config, welcome, |session| {
-        state.sessions.install(LiveSession { tunnel, endpoint: admitted.endpoint, gateway: admitted.gateway, key_generation: admitted.key_generation, session: session.clone() });
-    });
+    let welcome = Frame::Welcome {
+        session: *tunnel.as_bytes(),
+        node: state.node_id.clone(),
+        endpoint_name: admitted.name.clone(),
+    };
+    let (session, _) =
+        Session::spawn_with_greeting(ws, Role::Gateway, config, welcome, |session| {
+            state.sessions.install(LiveSession {
+                tunnel,
+                endpoint: admitted.endpoint,
+                gateway: admitted.gateway,
+                key_generation: admitted.key_generation,
+                session: session.clone(),
+            });
+        });
     tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
     // A key rotation or deletion that landed while this session was being admitted.
     crate::access::reconcile_endpoint(state, admitted.endpoint);
@@ -178,7 +220,15 @@ async fn serve_diagnostics(
     admitted: &Admitted,
     config: SessionConfig,
 ) -> Result<(), AcceptError> {
-    send_frame(&mut ws, &Frame::Welcome { session: *Uuid::new_v4().as_bytes(), node: state.node_id.clone(), endpoint_name: admitted.name.clone() }).await?;
+    send_frame(
+        &mut ws,
+        &Frame::Welcome {
+            session: *Uuid::new_v4().as_bytes(),
+            node: state.node_id.clone(),
+            endpoint_name: admitted.name.clone(),
+        },
+    )
+    .await?;
     let (session, mut incoming) = Session::spawn(ws, Role::Gateway, config);
     tracing::info!(endpoint = %admitted.name, %peer, "diagnostic session opened");
     while let Some(stream) = incoming.next().await {
@@ -189,7 +239,10 @@ async fn serve_diagnostics(
                 }
             });
         } else {
-            stream.reject(OpenFailure::NotAllowed, "a gateway accepts only diagnostic echo streams from endpoints");
+            stream.reject(
+                OpenFailure::NotAllowed,
+                "a gateway accepts only diagnostic echo streams from endpoints",
+            );
         }
     }
     let reason = session.closed().await;
@@ -206,22 +259,41 @@ struct Admitted {
 }
 
 /// Decides whether the endpoint in `hello` may open a session.
-async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Admitted, (RejectCode, String)> {
+async fn admit(
+    state: &NodeState,
+    hello: &Hello,
+    nonce: &[u8; 32],
+) -> Result<Admitted, (RejectCode, String)> {
     if hello.version != PROTOCOL_VERSION {
         return Err((
             RejectCode::UnsupportedVersion,
             format!("this gateway speaks tunnel protocol {PROTOCOL_VERSION}, the endpoint {}; update the endpoint", hello.version),
         ));
     }
-    let signed = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &hello.machine_key);
+    let signed =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &hello.machine_key);
     if signed.verify(&challenge_message(nonce, &state.node_id), &hello.signature).is_err() {
-        return Err((RejectCode::BadHandshake, "the machine identity signature does not verify".into()));
+        return Err((
+            RejectCode::BadHandshake,
+            "the machine identity signature does not verify".into(),
+        ));
     }
-    let invalid = || (RejectCode::InvalidKey, "Invalid endpoint key: copy the key again from the gateway page (Copy Endpoint Key)".to_string());
+    let invalid = || {
+        (
+            RejectCode::InvalidKey,
+            "Invalid endpoint key: copy the key again from the gateway page (Copy Endpoint Key)"
+                .to_string(),
+        )
+    };
     let endpoint = endpoint_of_key(&hello.key).map_err(|_| invalid())?;
     // Unknown endpoints are refused from the directory, before any actor is started for them: a
     // stranger with a made-up key costs a lookup, nothing more.
-    if state.directory.endpoint(endpoint).map_err(|e| (RejectCode::Unavailable, e.to_string()))?.is_none() {
+    if state
+        .directory
+        .endpoint(endpoint)
+        .map_err(|e| (RejectCode::Unavailable, e.to_string()))?
+        .is_none()
+    {
         return Err(invalid());
     }
     let machine = hex(&hello.machine_key);
@@ -240,7 +312,12 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
             return Err(invalid());
         }
         Err(CommandError::Rejected(EndpointError::InvalidKey)) => return Err(invalid()),
-        Err(e) => return Err((RejectCode::Unavailable, format!("the gateway cannot check the key right now: {e}"))),
+        Err(e) => {
+            return Err((
+                RejectCode::Unavailable,
+                format!("the gateway cannot check the key right now: {e}"),
+            ))
+        }
     };
     if let Some(Event::EndpointRegistrationRefused { .. }) = executed.event() {
         return Err((RejectCode::TokenAlreadyRegistered, TOKEN_ALREADY_REGISTERED.into()));
@@ -248,12 +325,21 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
     // The directory must show everything up to now (a key rotation included), since the session
     // is admitted with the key generation it shows.
     let head = state.log.head().await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
-    state.caught_up(Some(head.max(executed.position().unwrap_or(0)))).await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
-    let view = state
-        .directory
-        .endpoint(endpoint)
-        .ok()
-        .flatten()
-        .ok_or_else(|| (RejectCode::Unavailable, "the gateway's directory does not show this endpoint yet; retrying".to_string()))?;
-    Ok(Admitted { endpoint, gateway: view.gateway, name: view.name, machine, key_generation: view.key_generation })
+    state
+        .caught_up(Some(head.max(executed.position().unwrap_or(0))))
+        .await
+        .map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+    let view = state.directory.endpoint(endpoint).ok().flatten().ok_or_else(|| {
+        (
+            RejectCode::Unavailable,
+            "the gateway's directory does not show this endpoint yet; retrying".to_string(),
+        )
+    })?;
+    Ok(Admitted {
+        endpoint,
+        gateway: view.gateway,
+        name: view.name,
+        machine,
+        key_generation: view.key_generation,
+    })
 }

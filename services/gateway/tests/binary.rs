@@ -14,7 +14,16 @@ fn stops_gracefully_on(signal: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ism-gateway"))
         .arg("--data-dir")
         .arg(data.path())
-        .args(["--endpoint-listen", "127.0.0.1:0", "--socks-listen", "127.0.0.1:0", "--http-proxy-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args([
+            "--endpoint-listen",
+            "127.0.0.1:0",
+            "--socks-listen",
+            "127.0.0.1:0",
+            "--http-proxy-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -23,11 +32,17 @@ fn stops_gracefully_on(signal: &str) {
     // limit instead of blocking it; the channel ends when the node closes its output (exits).
     let (tx, lines) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).try_for_each(|l| tx.send(l))
+    });
     let next = || lines.recv_timeout(LIMIT);
     let up = next().expect("a first line within the limit");
     assert!(up.contains("is up"), "{up}");
-    assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let mut rest = Vec::new();
     loop {
         match next() {

@@ -68,7 +68,11 @@ fn is_token(s: &str) -> bool {
 /// Parses a request head (up to and including the blank line).
 pub fn parse_head(buf: &[u8]) -> Result<Parse<RequestHead>, HttpError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() >= MAX_HEAD { Err(HttpError::TooLarge) } else { Ok(Parse::Incomplete) };
+        return if buf.len() >= MAX_HEAD {
+            Err(HttpError::TooLarge)
+        } else {
+            Ok(Parse::Incomplete)
+        };
     };
     if end + 4 > MAX_HEAD {
         return Err(HttpError::TooLarge);
@@ -94,7 +98,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Parse<RequestHead>, HttpError> {
         }
         headers.push((name.to_string(), value.trim().to_string()));
     }
-    Ok(Parse::Done(RequestHead { method: method.to_string(), target: target.to_string(), version: version.to_string(), headers }, end + 4))
+    Ok(Parse::Done(
+        RequestHead {
+            method: method.to_string(),
+            target: target.to_string(),
+            version: version.to_string(),
+            headers,
+        },
+        end + 4,
+    ))
 }
 
 /// Where a proxy request goes.
@@ -136,7 +148,15 @@ fn target_of(authority: &str, default_port: Option<u16>) -> Result<TargetAddr, H
 }
 
 /// Headers that belong to the hop to the proxy, not to the origin server.
-const HOP_BY_HOP: &[&str] = &["proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "trailer", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "proxy-authorization",
+    "proxy-connection",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 pub fn destination(head: &RequestHead) -> Result<Destination, HttpError> {
     if head.method.eq_ignore_ascii_case("CONNECT") {
@@ -159,7 +179,9 @@ pub fn destination(head: &RequestHead) -> Result<Destination, HttpError> {
     if head.header("host").is_none() {
         request.push_str(&format!("Host: {authority}\r\n"));
     }
-    for (k, v) in head.headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str())) {
+    for (k, v) in
+        head.headers.iter().filter(|(k, _)| !HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()))
+    {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     // One request per connection: the next request may be for another host.
@@ -191,11 +213,20 @@ mod tests {
     #[test]
     fn connect_requests_name_the_tunnel_target() {
         let h = head("CONNECT intranet.corp:443 HTTP/1.1\r\nHost: intranet.corp:443\r\nProxy-Authorization: Basic ZGMxOnNlY3JldA==\r\n\r\n");
-        assert_eq!(destination(&h).unwrap(), Destination::Tunnel(TargetAddr::Domain("intranet.corp".into(), 443)));
+        assert_eq!(
+            destination(&h).unwrap(),
+            Destination::Tunnel(TargetAddr::Domain("intranet.corp".into(), 443))
+        );
         assert_eq!(h.proxy_credentials(), Some(("dc1".into(), "secret".into())));
         let v6 = head("CONNECT [::1]:8443 HTTP/1.1\r\n\r\n");
-        assert_eq!(destination(&v6).unwrap(), Destination::Tunnel(TargetAddr::Ipv6(std::net::Ipv6Addr::LOCALHOST, 8443)));
-        assert!(destination(&head("CONNECT intranet.corp HTTP/1.1\r\n\r\n")).is_err(), "CONNECT needs a port");
+        assert_eq!(
+            destination(&v6).unwrap(),
+            Destination::Tunnel(TargetAddr::Ipv6(std::net::Ipv6Addr::LOCALHOST, 8443))
+        );
+        assert!(
+            destination(&head("CONNECT intranet.corp HTTP/1.1\r\n\r\n")).is_err(),
+            "CONNECT needs a port"
+        );
     }
 
     #[test]
@@ -206,9 +237,13 @@ mod tests {
         let text = String::from_utf8(request).unwrap();
         assert_eq!(text, "GET /a/b?c=d HTTP/1.1\r\nHost: 10.0.0.5:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n");
         let bare = head("GET http://app.corp HTTP/1.0\r\n\r\n");
-        let Destination::Forward { target, request } = destination(&bare).unwrap() else { panic!() };
+        let Destination::Forward { target, request } = destination(&bare).unwrap() else {
+            panic!()
+        };
         assert_eq!(target, TargetAddr::Domain("app.corp".into(), 80));
-        assert!(String::from_utf8(request).unwrap().starts_with("GET / HTTP/1.0\r\nHost: app.corp\r\n"));
+        assert!(String::from_utf8(request)
+            .unwrap()
+            .starts_with("GET / HTTP/1.0\r\nHost: app.corp\r\n"));
         let query = head("GET http://app.corp?x=1 HTTP/1.1\r\n\r\n");
         let Destination::Forward { request, .. } = destination(&query).unwrap() else { panic!() };
         assert!(String::from_utf8(request).unwrap().starts_with("GET /?x=1 HTTP/1.1"));
@@ -216,15 +251,26 @@ mod tests {
 
     #[test]
     fn non_proxy_requests_and_garbage_are_refused_with_a_reason() {
-        assert!(matches!(destination(&head("GET / HTTP/1.1\r\n\r\n")), Err(HttpError::BadTarget(m)) if m.contains("this is a proxy")));
-        assert!(matches!(destination(&head("GET https://x/ HTTP/1.1\r\n\r\n")), Err(HttpError::BadTarget(m)) if m.contains("CONNECT")));
+        assert!(
+            matches!(destination(&head("GET / HTTP/1.1\r\n\r\n")), Err(HttpError::BadTarget(m)) if m.contains("this is a proxy"))
+        );
+        assert!(
+            matches!(destination(&head("GET https://x/ HTTP/1.1\r\n\r\n")), Err(HttpError::BadTarget(m)) if m.contains("CONNECT"))
+        );
         assert_eq!(parse_head(b"GET /\r\n\r\n"), Err(HttpError::BadRequestLine));
-        assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n"), Err(HttpError::BadVersion("HTTP/2.0".into())));
+        assert_eq!(
+            parse_head(b"GET / HTTP/2.0\r\n\r\n"),
+            Err(HttpError::BadVersion("HTTP/2.0".into()))
+        );
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"), Err(HttpError::BadHeader));
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x"), Ok(Parse::Incomplete));
         assert_eq!(parse_head(&vec![b'a'; MAX_HEAD]), Err(HttpError::TooLarge));
         assert_eq!(parse_head(b"\x05\x01\x02"), Ok(Parse::Incomplete));
-        assert_eq!(parse_head(b"\x05\x01\x02\r\n\r\n"), Err(HttpError::BadRequestLine), "SOCKS bytes on the HTTP port");
+        assert_eq!(
+            parse_head(b"\x05\x01\x02\r\n\r\n"),
+            Err(HttpError::BadRequestLine),
+            "SOCKS bytes on the HTTP port"
+        );
     }
 
     proptest! {

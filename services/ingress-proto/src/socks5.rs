@@ -79,7 +79,10 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -100,7 +103,10 @@ pub fn parse_auth(buf: &[u8]) -> Result<Parse<Credentials>, SocksError> {
         return Ok(Parse::Incomplete);
     }
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| SocksError::NotUtf8);
-    Ok(Parse::Done(Credentials { username: text(&buf[ustart..uend])?, password: text(&buf[uend + 1..pend])? }, pend))
+    Ok(Parse::Done(
+        Credentials { username: text(&buf[ustart..uend])?, password: text(&buf[uend + 1..pend])? },
+        pend,
+    ))
 }
 
 /// A request: the command and where to.
@@ -148,7 +154,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, SocksError> {
             if buf.len() < end {
                 return Ok(Parse::Incomplete);
             }
-            let name = String::from_utf8(buf[5..5 + len as usize].to_vec()).map_err(|_| SocksError::NotUtf8)?;
+            let name = String::from_utf8(buf[5..5 + len as usize].to_vec())
+                .map_err(|_| SocksError::NotUtf8)?;
             (TargetAddr::Domain(name, u16::from_be_bytes([buf[end - 2], buf[end - 1]])), end)
         }
         other => return Err(SocksError::AddressType(other)),
@@ -208,7 +215,10 @@ mod tests {
     #[test]
     fn greeting_needs_all_methods() {
         assert_eq!(parse_greeting(&[5, 2, 0]), Ok(Parse::Incomplete));
-        assert_eq!(parse_greeting(&[5, 2, 0, 2, 99]), Ok(Parse::Done(Greeting { methods: vec![0, 2] }, 4)));
+        assert_eq!(
+            parse_greeting(&[5, 2, 0, 2, 99]),
+            Ok(Parse::Done(Greeting { methods: vec![0, 2] }, 4))
+        );
         assert_eq!(parse_greeting(&[4, 1, 0]), Err(SocksError::BadVersion(4)));
         assert_eq!(parse_greeting(&[5, 0]), Err(SocksError::NoMethods));
         // An HTTP request sent to the SOCKS port is refused at once.
@@ -231,7 +241,10 @@ mod tests {
 
     #[test]
     fn requests_for_each_address_type() {
-        let Parse::Done(r, 10) = parse_request(&[5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90]).unwrap() else { panic!() };
+        let Parse::Done(r, 10) = parse_request(&[5, 1, 0, 1, 127, 0, 0, 1, 0x1f, 0x90]).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(r.target, TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, 8080));
         let mut v6 = vec![5, 1, 0, 4];
         v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());

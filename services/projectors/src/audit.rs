@@ -38,7 +38,15 @@ pub struct AuditEntry {
 
 impl fmt::Display for AuditEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}  #{:<6} {:<28} {} (by {})", self.time, self.position, self.event, self.summary, self.actor.as_deref().unwrap_or("system"))
+        write!(
+            f,
+            "{}  #{:<6} {:<28} {} (by {})",
+            self.time,
+            self.position,
+            self.event,
+            self.summary,
+            self.actor.as_deref().unwrap_or("system")
+        )
     }
 }
 
@@ -65,7 +73,9 @@ impl Timeline {
         let f = &self.filter;
         let keep = f.gateway.is_none_or(|g| gateway == Some(g))
             && f.endpoint.is_none_or(|e| endpoint == Some(e))
-            && f.actor.as_deref().is_none_or(|a| env.actor.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(a)))
+            && f.actor
+                .as_deref()
+                .is_none_or(|a| env.actor.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(a)))
             && f.since_ms.is_none_or(|s| env.time_ms >= s)
             && f.until_ms.is_none_or(|u| env.time_ms < u);
         keep.then(|| AuditEntry {
@@ -104,7 +114,9 @@ impl Timeline {
         match agg.kind {
             AggregateKind::Gateway => {
                 let endpoint = match event {
-                    Event::EndpointAssigned { endpoint, .. } | Event::EndpointAssignmentRenamed { endpoint, .. } | Event::EndpointReleased { endpoint } => Some(*endpoint),
+                    Event::EndpointAssigned { endpoint, .. }
+                    | Event::EndpointAssignmentRenamed { endpoint, .. }
+                    | Event::EndpointReleased { endpoint } => Some(*endpoint),
                     _ => None,
                 };
                 (Some(agg.id), endpoint)
@@ -119,44 +131,107 @@ impl Timeline {
     }
 
     fn gateway_name(&self, id: Uuid) -> String {
-        self.gateway_names.get(&id).map(|n| format!("gateway {n:?}")).unwrap_or_else(|| format!("gateway {id}"))
+        self.gateway_names
+            .get(&id)
+            .map(|n| format!("gateway {n:?}"))
+            .unwrap_or_else(|| format!("gateway {id}"))
     }
 
     fn endpoint_name(&self, id: Uuid) -> String {
-        self.endpoint_names.get(&id).map(|n| format!("endpoint {n:?}")).unwrap_or_else(|| format!("endpoint {id}"))
+        self.endpoint_names
+            .get(&id)
+            .map(|n| format!("endpoint {n:?}"))
+            .unwrap_or_else(|| format!("endpoint {id}"))
     }
 
     fn describe(&self, agg: AggregateId, event: &Event) -> String {
         let gw = || self.gateway_name(agg.id);
         let ep = || self.endpoint_name(agg.id);
-        let tunnel_ep = || self.tunnel_endpoint.get(&agg.id).map(|e| self.endpoint_name(*e)).unwrap_or_else(|| "an endpoint".into());
+        let tunnel_ep = || {
+            self.tunnel_endpoint
+                .get(&agg.id)
+                .map(|e| self.endpoint_name(*e))
+                .unwrap_or_else(|| "an endpoint".into())
+        };
         match event {
-            Event::GatewayCreated { name, description } => format!("created gateway {name:?} ({description})"),
-            Event::GatewayActivated { node } => format!("{} online, served by node {node}", gw()),
-            Event::ScannerCredentialIssued { credential, label, kind, .. } => format!("{}: issued {} credential {credential} {label:?}", gw(), kind.as_str()),
-            Event::ScannerCredentialRevoked { credential } => format!("{}: revoked credential {credential}", gw()),
-            Event::EndpointAssigned { name, .. } => format!("{}: name {name:?} taken by a new endpoint", gw()),
-            Event::EndpointAssignmentRenamed { name, .. } => format!("{}: an endpoint renamed to {name:?}", gw()),
-            Event::EndpointReleased { endpoint } => format!("{}: {} left the gateway", gw(), self.endpoint_name(*endpoint)),
-            Event::GatewayDeleted { reason } => format!("deleted {}: {reason}", gw()),
-            Event::EndpointAdded { gateway, name, platform, .. } => format!("added endpoint {name:?} ({}) to {}", platform.as_str(), self.gateway_name(*gateway)),
-            Event::EndpointRegistered { hostname, agent_version, machine, .. } => {
-                format!("{} key bound to machine {} (host {hostname}, version {agent_version})", ep(), &machine[..machine.len().min(16)])
+            Event::GatewayCreated { name, description } => {
+                format!("created gateway {name:?} ({description})")
             }
-            Event::EndpointRegistrationRefused { hostname, reason, .. } => format!("{} refused host {hostname}: {reason}", ep()),
-            Event::EndpointEdited { name, description } => format!("{} edited: name {name:?}, description {description:?}", ep()),
-            Event::EndpointKeyRotated { key_generation, .. } => format!("{} key rotated (generation {key_generation}); the old key stops working", ep()),
-            Event::ScanAccessChanged { enabled } => format!("{} scan access {}", ep(), if *enabled { "enabled" } else { "disabled" }),
-            Event::SupportAccessGranted { until_ms: Some(t) } => format!("{} support-engineer access granted until {}", ep(), format_time(*t)),
-            Event::SupportAccessGranted { until_ms: None } => format!("{} support-engineer access granted indefinitely", ep()),
+            Event::GatewayActivated { node } => format!("{} online, served by node {node}", gw()),
+            Event::ScannerCredentialIssued { credential, label, kind, .. } => {
+                format!("{}: issued {} credential {credential} {label:?}", gw(), kind.as_str())
+            }
+            Event::ScannerCredentialRevoked { credential } => {
+                format!("{}: revoked credential {credential}", gw())
+            }
+            Event::EndpointAssigned { name, .. } => {
+                format!("{}: name {name:?} taken by a new endpoint", gw())
+            }
+            Event::EndpointAssignmentRenamed { name, .. } => {
+                format!("{}: an endpoint renamed to {name:?}", gw())
+            }
+            Event::EndpointReleased { endpoint } => {
+                format!("{}: {} left the gateway", gw(), self.endpoint_name(*endpoint))
+            }
+            Event::GatewayDeleted { reason } => format!("deleted {}: {reason}", gw()),
+            Event::EndpointAdded { gateway, name, platform, .. } => format!(
+                "added endpoint {name:?} ({}) to {}",
+                platform.as_str(),
+                self.gateway_name(*gateway)
+            ),
+            Event::EndpointRegistered { hostname, agent_version, machine, .. } => {
+                format!(
+                    "{} key bound to machine {} (host {hostname}, version {agent_version})",
+                    ep(),
+                    &machine[..machine.len().min(16)]
+                )
+            }
+            Event::EndpointRegistrationRefused { hostname, reason, .. } => {
+                format!("{} refused host {hostname}: {reason}", ep())
+            }
+            Event::EndpointEdited { name, description } => {
+                format!("{} edited: name {name:?}, description {description:?}", ep())
+            }
+            Event::EndpointKeyRotated { key_generation, .. } => format!(
+                "{} key rotated (generation {key_generation}); the old key stops working",
+                ep()
+            ),
+            Event::ScanAccessChanged { enabled } => {
+                format!("{} scan access {}", ep(), if *enabled { "enabled" } else { "disabled" })
+            }
+            Event::SupportAccessGranted { until_ms: Some(t) } => {
+                format!("{} support-engineer access granted until {}", ep(), format_time(*t))
+            }
+            Event::SupportAccessGranted { until_ms: None } => {
+                format!("{} support-engineer access granted indefinitely", ep())
+            }
             Event::SupportAccessRevoked => format!("{} support-engineer access revoked", ep()),
             Event::SupportAccessExpired => format!("{} support-engineer access expired", ep()),
             Event::EndpointDeleted => format!("deleted {}", ep()),
-            Event::TunnelOpened { node, remote_addr, agent_version, .. } => format!("{} connected to node {node} from {remote_addr} (version {agent_version})", tunnel_ep()),
-            Event::StreamOpened { stream, target, scanner } => format!("{}: stream {stream} to {target} for {scanner}", tunnel_ep()),
-            Event::StreamRefused { target, scanner, reason } => format!("{}: stream to {target} for {scanner} refused: {reason}", tunnel_ep()),
-            Event::StreamRefusalsRepeated(RepeatedRefusals { scanner, reason, count, targets, other_targets, first_ms, last_ms }) => {
-                let others = if *other_targets > 0 { format!(" and {other_targets} to other targets") } else { String::new() };
+            Event::TunnelOpened { node, remote_addr, agent_version, .. } => format!(
+                "{} connected to node {node} from {remote_addr} (version {agent_version})",
+                tunnel_ep()
+            ),
+            Event::StreamOpened { stream, target, scanner } => {
+                format!("{}: stream {stream} to {target} for {scanner}", tunnel_ep())
+            }
+            Event::StreamRefused { target, scanner, reason } => {
+                format!("{}: stream to {target} for {scanner} refused: {reason}", tunnel_ep())
+            }
+            Event::StreamRefusalsRepeated(RepeatedRefusals {
+                scanner,
+                reason,
+                count,
+                targets,
+                other_targets,
+                first_ms,
+                last_ms,
+            }) => {
+                let others = if *other_targets > 0 {
+                    format!(" and {other_targets} to other targets")
+                } else {
+                    String::new()
+                };
                 format!(
                     "{}: {count} more streams for {scanner} refused ({reason}) from {} to {}: to {}{others}",
                     tunnel_ep(),
@@ -165,11 +240,18 @@ impl Timeline {
                     targets.join(", ")
                 )
             }
-            Event::StreamClosed { stream, sent, received, end } => format!("{}: stream {stream} closed ({end}; {sent} bytes up, {received} down)", tunnel_ep()),
+            Event::StreamClosed { stream, sent, received, end } => format!(
+                "{}: stream {stream} closed ({end}; {sent} bytes up, {received} down)",
+                tunnel_ep()
+            ),
             Event::TunnelClosed { reason } => format!("{} disconnected: {reason}", tunnel_ep()),
-            Event::UserCreated { name, role } => format!("created user {name:?} as {}", role.as_str()),
+            Event::UserCreated { name, role } => {
+                format!("created user {name:?} as {}", role.as_str())
+            }
             Event::UserRoleChanged { role } => format!("user {} is now {}", agg.id, role.as_str()),
-            Event::ApiTokenIssued { token, label, .. } => format!("API token {token} {label:?} issued"),
+            Event::ApiTokenIssued { token, label, .. } => {
+                format!("API token {token} {label:?} issued")
+            }
             Event::ApiTokenRevoked { token } => format!("API token {token} revoked"),
         }
     }
@@ -191,32 +273,69 @@ mod tests {
     fn a_gateway_filter_catches_its_endpoints_and_tunnels() {
         let (gw, other, ep, tun) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let events = [
-            (AggregateId::gateway(gw), Event::GatewayCreated { name: "corp".into(), description: String::new() }, "alice"),
-            (AggregateId::gateway(other), Event::GatewayCreated { name: "lab".into(), description: String::new() }, "bob"),
+            (
+                AggregateId::gateway(gw),
+                Event::GatewayCreated { name: "corp".into(), description: String::new() },
+                "alice",
+            ),
+            (
+                AggregateId::gateway(other),
+                Event::GatewayCreated { name: "lab".into(), description: String::new() },
+                "bob",
+            ),
             (
                 AggregateId::endpoint(ep),
-                Event::EndpointAdded { gateway: gw, name: "dc1".into(), description: String::new(), platform: Platform::Linux, key_generation: 1, key_hash: "h".into() },
+                Event::EndpointAdded {
+                    gateway: gw,
+                    name: "dc1".into(),
+                    description: String::new(),
+                    platform: Platform::Linux,
+                    key_generation: 1,
+                    key_hash: "h".into(),
+                },
                 "alice",
             ),
             (
                 AggregateId::tunnel(tun),
-                Event::TunnelOpened { endpoint: ep, gateway: gw, node: "n1".into(), machine: "m".into(), remote_addr: "10.0.0.9:5".into(), agent_version: "0.1.0".into() },
+                Event::TunnelOpened {
+                    endpoint: ep,
+                    gateway: gw,
+                    node: "n1".into(),
+                    machine: "m".into(),
+                    remote_addr: "10.0.0.9:5".into(),
+                    agent_version: "0.1.0".into(),
+                },
                 "endpoint:dc1",
             ),
         ];
         let recs: Vec<Recorded> = events
             .into_iter()
             .enumerate()
-            .map(|(i, (agg, ev, actor))| Recorded { position: i as u64 + 1, envelope: Envelope::new(agg, 1, 1_000 * i as i64, Cause::by(actor), ev) })
+            .map(|(i, (agg, ev, actor))| Recorded {
+                position: i as u64 + 1,
+                envelope: Envelope::new(agg, 1, 1_000 * i as i64, Cause::by(actor), ev),
+            })
             .collect();
         let mut t = Timeline::new(AuditFilter { gateway: Some(gw), ..Default::default() });
         let kept: Vec<AuditEntry> = recs.iter().filter_map(|r| t.push(r)).collect();
         assert_eq!(kept.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 3, 4]);
-        assert!(kept[2].summary.contains("endpoint \"dc1\" connected to node n1"), "{}", kept[2].summary);
-        let mut by_bob = Timeline::new(AuditFilter { actor: Some("BOB".into()), ..Default::default() });
+        assert!(
+            kept[2].summary.contains("endpoint \"dc1\" connected to node n1"),
+            "{}",
+            kept[2].summary
+        );
+        let mut by_bob =
+            Timeline::new(AuditFilter { actor: Some("BOB".into()), ..Default::default() });
         assert_eq!(recs.iter().filter_map(|r| by_bob.push(r)).count(), 1);
-        let mut window = Timeline::new(AuditFilter { since_ms: Some(1_000), until_ms: Some(3_000), ..Default::default() });
-        assert_eq!(recs.iter().filter_map(|r| window.push(r)).map(|e| e.position).collect::<Vec<_>>(), vec![2, 3]);
+        let mut window = Timeline::new(AuditFilter {
+            since_ms: Some(1_000),
+            until_ms: Some(3_000),
+            ..Default::default()
+        });
+        assert_eq!(
+            recs.iter().filter_map(|r| window.push(r)).map(|e| e.position).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 
     #[test]
@@ -231,7 +350,16 @@ mod tests {
             first_ms: 1_764_000_000_000,
             last_ms: 1_764_000_000_999,
         });
-        let rec = Recorded { position: 7, envelope: Envelope::new(AggregateId::tunnel(tun), 3, 1_764_000_001_000, Cause::by("credential:zap"), event) };
+        let rec = Recorded {
+            position: 7,
+            envelope: Envelope::new(
+                AggregateId::tunnel(tun),
+                3,
+                1_764_000_001_000,
+                Cause::by("credential:zap"),
+                event,
+            ),
+        };
         let entry = Timeline::new(AuditFilter::default()).push(&rec).unwrap();
         assert_eq!(entry.event, "StreamRefusalsRepeated");
         assert_eq!(

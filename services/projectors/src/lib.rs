@@ -11,4 +11,7 @@
 pub mod audit;
 pub mod directory;
 
-pub use directory::{DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView, SupportAccessView, UserView};
+pub use directory::{
+    DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView,
+    SupportAccessView, UserView,
+};

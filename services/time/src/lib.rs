@@ -39,7 +39,10 @@ pub fn parse_utc(s: &str) -> Option<i64> {
 
 /// Milliseconds since the epoch now, from the system clock.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
@@ -76,7 +79,10 @@ mod tests {
         let t = parse_utc("2026-11-23T16:40:01.5Z").unwrap();
         assert_eq!(format_utc(t, '.'), "2026-11-23 16:40:01.500");
         assert_eq!(parse_utc("2026-11-23"), parse_utc("2026-11-23 00:00:00"));
-        assert_eq!(parse_utc("2024-02-29").map(|t| format_utc(t, '.')).as_deref(), Some("2024-02-29 00:00:00.000"));
+        assert_eq!(
+            parse_utc("2024-02-29").map(|t| format_utc(t, '.')).as_deref(),
+            Some("2024-02-29 00:00:00.000")
+        );
         assert_eq!(parse_utc("1700000000000"), Some(1_700_000_000_000));
         for bad in ["", "2026-13-01", "2026-11-23T25:00", "yesterday", "2026-11"] {
             assert_eq!(parse_utc(bad), None, "{bad}");

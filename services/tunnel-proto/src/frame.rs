@@ -166,33 +166,70 @@ impl RejectCode {
 pub enum Frame {
     // --- handshake (stream 0), in this order: Challenge, Hello, then Welcome or Rejected ---
     /// Gateway -> endpoint: proves freshness; the endpoint signs `nonce` with its machine key.
-    Challenge { version: u16, nonce: [u8; 32], node: String },
+    Challenge {
+        version: u16,
+        nonce: [u8; 32],
+        node: String,
+    },
     /// Endpoint -> gateway: the key, the machine identity and a signature over the challenge.
     Hello(Hello),
     /// Gateway -> endpoint: the session is live.
-    Welcome { session: [u8; 16], node: String, endpoint_name: String },
+    Welcome {
+        session: [u8; 16],
+        node: String,
+        endpoint_name: String,
+    },
     /// Gateway -> endpoint: the handshake was refused; the session ends after this frame.
-    Rejected { code: RejectCode, message: String },
+    Rejected {
+        code: RejectCode,
+        message: String,
+    },
 
     // --- streams ---
     /// Opener -> acceptor: connect to `target`; `window` is the opener's receive window.
-    Open { stream: StreamId, target: TargetAddr, window: u32 },
+    Open {
+        stream: StreamId,
+        target: TargetAddr,
+        window: u32,
+    },
     /// Acceptor -> opener: connected; `window` is the acceptor's receive window.
-    OpenOk { stream: StreamId, window: u32 },
+    OpenOk {
+        stream: StreamId,
+        window: u32,
+    },
     /// Acceptor -> opener: could not connect; the stream is gone.
-    OpenFailed { stream: StreamId, reason: OpenFailure, message: String },
+    OpenFailed {
+        stream: StreamId,
+        reason: OpenFailure,
+        message: String,
+    },
     /// Payload bytes, never more than the receiver has granted.
-    Data { stream: StreamId, payload: Bytes },
+    Data {
+        stream: StreamId,
+        payload: Bytes,
+    },
     /// The receiver grants `increment` more bytes of credit.
-    Window { stream: StreamId, increment: u32 },
+    Window {
+        stream: StreamId,
+        increment: u32,
+    },
     /// The sender will send no more data on this stream (half-close).
-    Fin { stream: StreamId },
+    Fin {
+        stream: StreamId,
+    },
     /// The stream is torn down in both directions.
-    Reset { stream: StreamId, reason: ResetReason },
+    Reset {
+        stream: StreamId,
+        reason: ResetReason,
+    },
 
     // --- session liveness (stream 0) ---
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 /// What an endpoint opens a session for.
@@ -299,7 +336,17 @@ impl Frame {
     fn encoded_len_hint(&self) -> usize {
         match self {
             Frame::Data { payload, .. } => HEADER_LEN + payload.len(),
-            Frame::Hello(h) => HEADER_LEN + 2 + 32 + 64 + 8 + h.key.len() + h.agent_version.len() + h.platform.len() + h.hostname.len(),
+            Frame::Hello(h) => {
+                HEADER_LEN
+                    + 2
+                    + 32
+                    + 64
+                    + 8
+                    + h.key.len()
+                    + h.agent_version.len()
+                    + h.platform.len()
+                    + h.hostname.len()
+            }
             _ => 64,
         }
     }
@@ -375,7 +422,16 @@ impl Frame {
             tag::CHALLENGE | tag::HELLO | tag::WELCOME | tag::REJECTED | tag::PING | tag::PONG
         );
         let known = session_level
-            || matches!(tag, tag::OPEN | tag::OPEN_OK | tag::OPEN_FAILED | tag::DATA | tag::WINDOW | tag::FIN | tag::RESET);
+            || matches!(
+                tag,
+                tag::OPEN
+                    | tag::OPEN_OK
+                    | tag::OPEN_FAILED
+                    | tag::DATA
+                    | tag::WINDOW
+                    | tag::FIN
+                    | tag::RESET
+            );
         if !known {
             return Err(DecodeError::UnknownType(tag));
         }
@@ -409,7 +465,9 @@ impl Frame {
                 code: RejectCode::from_u8(get_u8(&mut buf)?)?,
                 message: get_str(&mut buf)?,
             },
-            tag::OPEN => Frame::Open { stream, target: get_target(&mut buf)?, window: get_u32(&mut buf)? },
+            tag::OPEN => {
+                Frame::Open { stream, target: get_target(&mut buf)?, window: get_u32(&mut buf)? }
+            }
             tag::OPEN_OK => Frame::OpenOk { stream, window: get_u32(&mut buf)? },
             tag::OPEN_FAILED => Frame::OpenFailed {
                 stream,
@@ -581,13 +639,36 @@ mod tests {
             platform: "linux".into(),
             hostname: "scanner-box".into(),
         }));
-        roundtrip(Frame::Welcome { session: [3; 16], node: "n".into(), endpoint_name: "dc1".into() });
-        roundtrip(Frame::Rejected { code: RejectCode::TokenAlreadyRegistered, message: "Token already registered".into() });
-        roundtrip(Frame::Open { stream: StreamId(1), target: TargetAddr::Domain("intranet.local".into(), 443), window: 1 << 18 });
-        roundtrip(Frame::Open { stream: StreamId(3), target: TargetAddr::Ipv4(Ipv4Addr::new(10, 1, 2, 3), 80), window: 9 });
-        roundtrip(Frame::Open { stream: StreamId(5), target: TargetAddr::Ipv6(Ipv6Addr::LOCALHOST, 8080), window: 9 });
+        roundtrip(Frame::Welcome {
+            session: [3; 16],
+            node: "n".into(),
+            endpoint_name: "dc1".into(),
+        });
+        roundtrip(Frame::Rejected {
+            code: RejectCode::TokenAlreadyRegistered,
+            message: "Token already registered".into(),
+        });
+        roundtrip(Frame::Open {
+            stream: StreamId(1),
+            target: TargetAddr::Domain("intranet.local".into(), 443),
+            window: 1 << 18,
+        });
+        roundtrip(Frame::Open {
+            stream: StreamId(3),
+            target: TargetAddr::Ipv4(Ipv4Addr::new(10, 1, 2, 3), 80),
+            window: 9,
+        });
+        roundtrip(Frame::Open {
+            stream: StreamId(5),
+            target: TargetAddr::Ipv6(Ipv6Addr::LOCALHOST, 8080),
+            window: 9,
+        });
         roundtrip(Frame::OpenOk { stream: StreamId(1), window: 65536 });
-        roundtrip(Frame::OpenFailed { stream: StreamId(1), reason: OpenFailure::NotAllowed, message: "not in allowlist".into() });
+        roundtrip(Frame::OpenFailed {
+            stream: StreamId(1),
+            reason: OpenFailure::NotAllowed,
+            message: "not in allowlist".into(),
+        });
         roundtrip(Frame::Data { stream: StreamId(9), payload: Bytes::from_static(b"hello") });
         roundtrip(Frame::Data { stream: StreamId(9), payload: Bytes::new() });
         roundtrip(Frame::Window { stream: StreamId(9), increment: 4096 });
@@ -610,22 +691,43 @@ mod tests {
 
     #[test]
     fn malformed_frames_are_refused_with_a_reason() {
-        assert_eq!(Frame::decode(Bytes::from_static(&[0x04, 0, 0])), Err(DecodeError::Truncated { needed: 2 }));
-        assert_eq!(Frame::decode(Bytes::from_static(&[0xee, 0, 0, 0, 1])), Err(DecodeError::UnknownType(0xee)));
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[0x04, 0, 0])),
+            Err(DecodeError::Truncated { needed: 2 })
+        );
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[0xee, 0, 0, 0, 1])),
+            Err(DecodeError::UnknownType(0xee))
+        );
         // Data on stream 0 and Ping on a stream are both rejected.
-        assert!(matches!(Frame::decode(Bytes::from_static(&[0x04, 0, 0, 0, 0])), Err(DecodeError::WrongStreamId { .. })));
-        assert!(matches!(Frame::decode(Bytes::from_static(&[0x08, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])), Err(DecodeError::WrongStreamId { .. })));
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(&[0x04, 0, 0, 0, 0])),
+            Err(DecodeError::WrongStreamId { .. })
+        ));
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(&[0x08, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(DecodeError::WrongStreamId { .. })
+        ));
         // Fin with trailing garbage.
-        assert_eq!(Frame::decode(Bytes::from_static(&[0x06, 0, 0, 0, 1, 9])), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[0x06, 0, 0, 0, 1, 9])),
+            Err(DecodeError::TrailingBytes(1))
+        );
         // Open with an unknown address type.
-        assert_eq!(Frame::decode(Bytes::from_static(&[0x01, 0, 0, 0, 1, 9])), Err(DecodeError::UnknownAddressType(9)));
+        assert_eq!(
+            Frame::decode(Bytes::from_static(&[0x01, 0, 0, 0, 1, 9])),
+            Err(DecodeError::UnknownAddressType(9))
+        );
         // A string whose declared length exceeds the limit.
         let mut b = BytesMut::new();
         b.put_u8(0x13);
         b.put_u32(0);
         b.put_u8(1);
         b.put_u16(60000);
-        assert_eq!(Frame::decode(b.freeze()), Err(DecodeError::TooLong { len: 60000, limit: MAX_STRING_LEN }));
+        assert_eq!(
+            Frame::decode(b.freeze()),
+            Err(DecodeError::TooLong { len: 60000, limit: MAX_STRING_LEN })
+        );
         // Oversized data.
         let mut big = vec![0u8; HEADER_LEN + MAX_DATA_LEN + 1];
         write_data_header(&mut big, StreamId(1));

@@ -20,8 +20,8 @@ pub mod table;
 pub mod window;
 
 pub use frame::{
-    DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, ResetReason, StreamId, TargetAddr, DIAGNOSTIC_ECHO_HOST,
-    HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, ResetReason, StreamId, TargetAddr,
+    DIAGNOSTIC_ECHO_HOST, HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 pub use table::{Action, OpenError, Role, SessionViolation, StreamTable};
 pub use window::{FlowViolation, RecvWindow};

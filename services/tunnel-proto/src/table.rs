@@ -193,7 +193,12 @@ impl StreamTable {
 
     /// Streams this side opened that the peer has not answered yet.
     pub fn opening(&self) -> Vec<StreamId> {
-        let mut ids: Vec<StreamId> = self.streams.iter().filter(|(_, e)| e.phase == Phase::Opening).map(|(id, _)| *id).collect();
+        let mut ids: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, e)| e.phase == Phase::Opening)
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort();
         ids
     }
@@ -259,10 +264,12 @@ impl StreamTable {
             },
             // An empty Data frame uses no credit but costs the receiver a queue entry: refused, so
             // credit bounds what a peer can make us hold.
-            Frame::Data { payload, .. } if payload.is_empty() => Ok(match self.streams.contains_key(&stream) {
-                true => self.violation(stream),
-                false => Action::None,
-            }),
+            Frame::Data { payload, .. } if payload.is_empty() => {
+                Ok(match self.streams.contains_key(&stream) {
+                    true => self.violation(stream),
+                    false => Action::None,
+                })
+            }
             Frame::Data { payload, .. } => match self.streams.get_mut(&stream) {
                 Some(e) if e.phase == Phase::Open && !e.remote_fin => {
                     if e.recv.on_data(payload.len()).is_err() {
@@ -308,7 +315,10 @@ impl StreamTable {
     /// Checks internal invariants; for property tests.
     pub fn is_consistent(&self) -> bool {
         self.streams.len() <= self.max_streams
-            && self.streams.values().all(|e| e.recv.is_consistent() && !(e.local_fin && e.remote_fin))
+            && self
+                .streams
+                .values()
+                .all(|e| e.recv.is_consistent() && !(e.local_fin && e.remote_fin))
             && self.streams.values().all(|e| e.phase == Phase::Open || !e.remote_fin)
     }
 }
@@ -335,7 +345,10 @@ mod tests {
         let mut ep = StreamTable::new(Role::Endpoint, 100, 10);
         let (id, open) = gw.open(target()).unwrap();
         assert_eq!(id, StreamId(1));
-        assert_eq!(ep.on_frame(open).unwrap(), Action::Accept { stream: id, target: target(), send_window: 100 });
+        assert_eq!(
+            ep.on_frame(open).unwrap(),
+            Action::Accept { stream: id, target: target(), send_window: 100 }
+        );
         let ok = ep.accepted(id).unwrap();
         assert_eq!(gw.on_frame(ok).unwrap(), Action::Opened { stream: id, send_window: 100 });
 
@@ -343,7 +356,10 @@ mod tests {
         assert!(matches!(ep.on_frame(data).unwrap(), Action::Deliver { .. }));
         assert_eq!(ep.consumed(id, 60), Some(Frame::Window { stream: id, increment: 60 }));
 
-        assert_eq!(ep.on_frame(Frame::Fin { stream: id }).unwrap(), Action::RemoteFin { stream: id });
+        assert_eq!(
+            ep.on_frame(Frame::Fin { stream: id }).unwrap(),
+            Action::RemoteFin { stream: id }
+        );
         assert_eq!(ep.len(), 1, "half-closed stream stays until the local side finishes");
         ep.local_finished(id);
         assert!(ep.is_empty());
@@ -362,17 +378,26 @@ mod tests {
         let bulk = open(&mut gw, &mut ep);
         let data = |n: usize| Frame::Data { stream: bulk, payload: Bytes::from(vec![0; n]) };
         ep.on_frame(data(400)).unwrap();
-        assert_eq!(ep.consumed(bulk, 400), Some(Frame::Window { stream: bulk, increment: 400 }), "alone: the whole window");
+        assert_eq!(
+            ep.consumed(bulk, 400),
+            Some(Frame::Window { stream: bulk, increment: 400 }),
+            "alone: the whole window"
+        );
         let _small = open(&mut gw, &mut ep);
         ep.on_frame(data(400)).unwrap();
-        assert_eq!(ep.consumed(bulk, 400), Some(Frame::Window { stream: bulk, increment: 100 }), "shared: a quarter");
+        assert_eq!(
+            ep.consumed(bulk, 400),
+            Some(Frame::Window { stream: bulk, increment: 100 }),
+            "shared: a quarter"
+        );
     }
 
     #[test]
     fn data_beyond_credit_resets_only_that_stream() {
         let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
         for id in [1, 3] {
-            ep.on_frame(Frame::Open { stream: StreamId(id), target: target(), window: 10 }).unwrap();
+            ep.on_frame(Frame::Open { stream: StreamId(id), target: target(), window: 10 })
+                .unwrap();
             ep.accepted(StreamId(id)).unwrap();
         }
         let flood = Frame::Data { stream: StreamId(1), payload: Bytes::from_static(&[0; 11]) };
@@ -391,7 +416,10 @@ mod tests {
         let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
         ep.accepted(StreamId(1)).unwrap();
-        assert!(matches!(ep.on_frame(Frame::Data { stream: StreamId(1), payload: Bytes::new() }).unwrap(), Action::Refuse { .. }));
+        assert!(matches!(
+            ep.on_frame(Frame::Data { stream: StreamId(1), payload: Bytes::new() }).unwrap(),
+            Action::Refuse { .. }
+        ));
         assert!(ep.is_empty());
     }
 
@@ -429,16 +457,26 @@ mod tests {
         );
         // Nor may an id be reused after its stream is gone, or a lower one opened later.
         ep.on_frame(Frame::Reset { stream: StreamId(3), reason: ResetReason::Aborted }).unwrap();
-        assert_eq!(ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }), Err(SessionViolation::DuplicateStream(StreamId(3))));
-        assert_eq!(ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }), Err(SessionViolation::DuplicateStream(StreamId(1))));
+        assert_eq!(
+            ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }),
+            Err(SessionViolation::DuplicateStream(StreamId(3)))
+        );
+        assert_eq!(
+            ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }),
+            Err(SessionViolation::DuplicateStream(StreamId(1)))
+        );
     }
 
     #[test]
     fn opens_beyond_the_limit_are_refused_busy() {
         let mut ep = StreamTable::new(Role::Endpoint, 10, 1);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }).unwrap();
-        let refused = ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
-        assert!(matches!(refused, Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }));
+        let refused =
+            ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
+        assert!(matches!(
+            refused,
+            Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }
+        ));
         let mut gw = StreamTable::new(Role::Gateway, 10, 1);
         gw.open(target()).unwrap();
         assert_eq!(gw.open(target()), Err(OpenError::LimitReached(1)));
@@ -449,17 +487,31 @@ mod tests {
         let mut gw = StreamTable::new(Role::Gateway, 10, 10);
         let data = Frame::Data { stream: StreamId(7), payload: Bytes::from_static(b"late") };
         assert_eq!(gw.on_frame(data).unwrap(), Action::None);
-        assert_eq!(gw.on_frame(Frame::Reset { stream: StreamId(7), reason: ResetReason::Aborted }).unwrap(), Action::None);
+        assert_eq!(
+            gw.on_frame(Frame::Reset { stream: StreamId(7), reason: ResetReason::Aborted })
+                .unwrap(),
+            Action::None
+        );
     }
 
     fn arb_frame() -> impl Strategy<Value = Frame> {
         let id = (1u32..8).prop_map(StreamId);
         prop_oneof![
-            (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::Open { stream, target: target(), window }),
+            (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::Open {
+                stream,
+                target: target(),
+                window
+            }),
             (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::OpenOk { stream, window }),
-            id.clone().prop_map(|stream| Frame::OpenFailed { stream, reason: OpenFailure::General, message: String::new() }),
-            (id.clone(), 0usize..150).prop_map(|(stream, n)| Frame::Data { stream, payload: Bytes::from(vec![0; n]) }),
-            (id.clone(), 0u32..1000).prop_map(|(stream, increment)| Frame::Window { stream, increment }),
+            id.clone().prop_map(|stream| Frame::OpenFailed {
+                stream,
+                reason: OpenFailure::General,
+                message: String::new()
+            }),
+            (id.clone(), 0usize..150)
+                .prop_map(|(stream, n)| Frame::Data { stream, payload: Bytes::from(vec![0; n]) }),
+            (id.clone(), 0u32..1000)
+                .prop_map(|(stream, increment)| Frame::Window { stream, increment }),
             id.clone().prop_map(|stream| Frame::Fin { stream }),
             id.prop_map(|stream| Frame::Reset { stream, reason: ResetReason::Aborted }),
         ]

@@ -100,7 +100,8 @@ impl RecvWindow {
     /// The invariant every operation preserves: credit, buffered and unacknowledged bytes always
     /// add up to the allowance, which never exceeds the window. Exposed for property tests.
     pub fn is_consistent(&self) -> bool {
-        self.peer_credit + self.buffered + self.unacked == self.allowance && self.allowance <= u64::from(self.window)
+        self.peer_credit + self.buffered + self.unacked == self.allowance
+            && self.allowance <= u64::from(self.window)
     }
 }
 

@@ -15,4 +15,6 @@ pub mod stream;
 pub mod ws;
 
 pub use session::{CloseReason, Incoming, OpenStreamError, Session, SessionConfig};
-pub use stream::{IncomingStream, SpliceReport, StreamEnd, StreamReader, StreamWriter, TunnelStream};
+pub use stream::{
+    IncomingStream, SpliceReport, StreamEnd, StreamReader, StreamWriter, TunnelStream,
+};

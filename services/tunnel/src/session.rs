@@ -14,7 +14,7 @@
 //! finished, reset); its size is bounded in practice by the streams' credit.
 
 use crate::credit::SendCredit;
-use crate::stream::{IncomingStream, Inbound, TunnelStream};
+use crate::stream::{Inbound, IncomingStream, TunnelStream};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ism_tunnel_proto::{
@@ -119,8 +119,12 @@ impl OpenStreamError {
                 OpenFailure::TimedOut => "the target did not answer in time",
                 OpenFailure::Busy => "the endpoint is at its stream capacity",
             },
-            OpenStreamError::Local(OpenError::LimitReached(_)) => "the endpoint's stream limit is reached",
-            OpenStreamError::Local(OpenError::IdsExhausted) => "the tunnel's stream ids are exhausted",
+            OpenStreamError::Local(OpenError::LimitReached(_)) => {
+                "the endpoint's stream limit is reached"
+            }
+            OpenStreamError::Local(OpenError::IdsExhausted) => {
+                "the tunnel's stream ids are exhausted"
+            }
             OpenStreamError::TimedOut(_) => "no answer from the endpoint in time",
             OpenStreamError::Reset(_) => "reset while opening",
             OpenStreamError::SessionClosed => "the tunnel closed",
@@ -187,7 +191,11 @@ impl Incoming {
 
 impl Session {
     /// Starts the driver and writer tasks on an established (and authenticated) WebSocket.
-    pub fn spawn<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig) -> (Session, Incoming)
+    pub fn spawn<S>(
+        ws: WebSocketStream<S>,
+        role: Role,
+        config: SessionConfig,
+    ) -> (Session, Incoming)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -197,14 +205,26 @@ impl Session {
     /// As [`spawn`](Self::spawn), with `greeting` sent before any other frame, and `register`
     /// run with the session before the greeting can be sent. The gateway registers the session
     /// and greets with `Welcome`: once the endpoint learns it is connected, scanners find it.
-    pub fn spawn_with_greeting<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Frame, register: impl FnOnce(&Session)) -> (Session, Incoming)
+    pub fn spawn_with_greeting<S>(
+        ws: WebSocketStream<S>,
+        role: Role,
+        config: SessionConfig,
+        greeting: Frame,
+        register: impl FnOnce(&Session),
+    ) -> (Session, Incoming)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         Self::start(ws, role, config, Some(greeting), register)
     }
 
-    fn start<S>(ws: WebSocketStream<S>, role: Role, config: SessionConfig, greeting: Option<Frame>, register: impl FnOnce(&Session)) -> (Session, Incoming)
+    fn start<S>(
+        ws: WebSocketStream<S>,
+        role: Role,
+        config: SessionConfig,
+        greeting: Option<Frame>,
+        register: impl FnOnce(&Session),
+    ) -> (Session, Incoming)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -217,12 +237,24 @@ impl Session {
         let (closed_tx, _) = watch::channel(None);
         let open_streams = Arc::new(AtomicUsize::new(0));
         let lanes = Lanes { control: control_tx, ordered: ordered_tx };
-        let shared = Arc::new(Shared { lanes: lanes.clone(), closed: closed_tx, open_streams: open_streams.clone(), config: config.clone() });
+        let shared = Arc::new(Shared {
+            lanes: lanes.clone(),
+            closed: closed_tx,
+            open_streams: open_streams.clone(),
+            config: config.clone(),
+        });
         let session = Session { shared };
         let (sink, stream) = ws.split();
 
         register(&session);
-        tokio::spawn(writer(sink, greeting, prio_rx, ordered_rx, session.shared.closed.subscribe(), session.clone_closer()));
+        tokio::spawn(writer(
+            sink,
+            greeting,
+            prio_rx,
+            ordered_rx,
+            session.shared.closed.subscribe(),
+            session.clone_closer(),
+        ));
         let driver = Driver {
             table: StreamTable::new(role, config.recv_window, config.max_streams),
             locals: HashMap::new(),
@@ -243,7 +275,11 @@ impl Session {
     /// Opens a stream to `target` through the peer and waits for it to connect.
     pub async fn open_stream(&self, target: TargetAddr) -> Result<TunnelStream, OpenStreamError> {
         let (reply, rx) = oneshot::channel();
-        self.shared.lanes.control.send(Control::Open { target, reply }).map_err(|_| OpenStreamError::SessionClosed)?;
+        self.shared
+            .lanes
+            .control
+            .send(Control::Open { target, reply })
+            .map_err(|_| OpenStreamError::SessionClosed)?;
         let timeout = self.shared.config.open_timeout;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
@@ -418,7 +454,9 @@ impl Driver {
 
     fn send_prio(&self, frame: Frame) -> Result<(), CloseReason> {
         self.prio.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => CloseReason::Violation("peer stopped reading; write queue full".into()),
+            mpsc::error::TrySendError::Full(_) => {
+                CloseReason::Violation("peer stopped reading; write queue full".into())
+            }
             mpsc::error::TrySendError::Closed(_) => CloseReason::Transport("writer stopped".into()),
         })
     }
@@ -427,7 +465,11 @@ impl Driver {
     /// answers cannot fill the stream table.
     fn abandon_unwanted_opens(&mut self) -> Result<(), CloseReason> {
         for stream in self.table.opening() {
-            let abandoned = self.locals.get(&stream).and_then(|l| l.pending_open.as_ref()).is_some_and(|(reply, _)| reply.is_closed());
+            let abandoned = self
+                .locals
+                .get(&stream)
+                .and_then(|l| l.pending_open.as_ref())
+                .is_some_and(|(reply, _)| reply.is_closed());
             if abandoned {
                 self.reset(stream, ResetReason::Aborted)?;
             }
@@ -440,12 +482,16 @@ impl Driver {
         match frame {
             Frame::Ping { nonce } => return self.send_prio(Frame::Pong { nonce }),
             Frame::Pong { .. } => return Ok(()),
-            Frame::Challenge { .. } | Frame::Hello(_) | Frame::Welcome { .. } | Frame::Rejected { .. } => {
+            Frame::Challenge { .. }
+            | Frame::Hello(_)
+            | Frame::Welcome { .. }
+            | Frame::Rejected { .. } => {
                 return Err(CloseReason::Violation("handshake frame after the handshake".into()))
             }
             _ => {}
         }
-        let action = self.table.on_frame(frame).map_err(|v| CloseReason::Violation(v.to_string()))?;
+        let action =
+            self.table.on_frame(frame).map_err(|v| CloseReason::Violation(v.to_string()))?;
         self.apply(action)
     }
 
@@ -459,7 +505,11 @@ impl Driver {
                     unwanted.defuse();
                     // Nobody accepts streams on this side.
                     self.forget(stream);
-                    self.send_prio(Frame::OpenFailed { stream, reason: OpenFailure::General, message: "this side accepts no streams".into() })?;
+                    self.send_prio(Frame::OpenFailed {
+                        stream,
+                        reason: OpenFailure::General,
+                        message: "this side accepts no streams".into(),
+                    })?;
                 } else {
                     self.insert_local(stream, local);
                 }
@@ -487,7 +537,10 @@ impl Driver {
                 }
             }
             Action::Deliver { stream, payload } => {
-                let delivered = self.locals.get(&stream).map(|l| l.inbound.send(Inbound::Data(payload)).is_ok());
+                let delivered = self
+                    .locals
+                    .get(&stream)
+                    .map(|l| l.inbound.send(Inbound::Data(payload)).is_ok());
                 if delivered == Some(false) {
                     return self.reset(stream, ResetReason::Aborted);
                 }
@@ -518,20 +571,18 @@ impl Driver {
 
     fn on_control(&mut self, ctl: Control) {
         let result = match ctl {
-            Control::Open { target, reply } => {
-                match self.table.open(target) {
-                    Ok((stream, frame)) => {
-                        let (mut local, parts) = self.new_local(stream, 0);
-                        local.pending_open = Some((reply, parts));
-                        self.insert_local(stream, local);
-                        self.send_prio(frame)
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                        Ok(())
-                    }
+            Control::Open { target, reply } => match self.table.open(target) {
+                Ok((stream, frame)) => {
+                    let (mut local, parts) = self.new_local(stream, 0);
+                    local.pending_open = Some((reply, parts));
+                    self.insert_local(stream, local);
+                    self.send_prio(frame)
                 }
-            }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                    Ok(())
+                }
+            },
             Control::Accept { stream, reply } => {
                 let _ = reply.send(self.table.accepted(stream));
                 Ok(())

@@ -9,7 +9,9 @@ use crate::credit::SendCredit;
 use crate::session::{Control, Lanes, OpenStreamError, Outgoing};
 use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
-use ism_tunnel_proto::{Frame, OpenFailure, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN};
+use ism_tunnel_proto::{
+    Frame, OpenFailure, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN,
+};
 use std::io;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -63,8 +65,22 @@ pub struct TunnelStream {
 }
 
 impl TunnelStream {
-    pub(crate) fn new(id: StreamId, lanes: Lanes, inbound: mpsc::UnboundedReceiver<Inbound>, credit: Arc<SendCredit>) -> Self {
-        Self { id, lanes, inbound, credit, turn: Arc::new(Semaphore::new(1)), settled: false, sent: 0, received: 0 }
+    pub(crate) fn new(
+        id: StreamId,
+        lanes: Lanes,
+        inbound: mpsc::UnboundedReceiver<Inbound>,
+        credit: Arc<SendCredit>,
+    ) -> Self {
+        Self {
+            id,
+            lanes,
+            inbound,
+            credit,
+            turn: Arc::new(Semaphore::new(1)),
+            settled: false,
+            sent: 0,
+            received: 0,
+        }
     }
 
     pub fn id(&self) -> StreamId {
@@ -86,7 +102,12 @@ impl TunnelStream {
     /// Like [`splice`](Self::splice), sending `initial` first (bytes the caller already read from
     /// the socket: a client that pipelined data behind its SOCKS request, say), and ending the
     /// stream when `cancel` fires (access withdrawn while the stream runs).
-    pub async fn splice_with(mut self, tcp: TcpStream, initial: Bytes, cancel: CancellationToken) -> SpliceReport {
+    pub async fn splice_with(
+        mut self,
+        tcp: TcpStream,
+        initial: Bytes,
+        cancel: CancellationToken,
+    ) -> SpliceReport {
         let _ = tcp.set_nodelay(true);
         let (rd, wr) = tcp.into_split();
         let mut report = tokio::select! {
@@ -101,12 +122,18 @@ impl TunnelStream {
         if let Some(reason) = reset {
             let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason });
         }
-        (report.sent, report.received) = (report.sent.max(self.sent), report.received.max(self.received));
+        (report.sent, report.received) =
+            (report.sent.max(self.sent), report.received.max(self.received));
         self.settled = true;
         report
     }
 
-    async fn pump(&mut self, rd: OwnedReadHalf, wr: OwnedWriteHalf, initial: Bytes) -> SpliceReport {
+    async fn pump(
+        &mut self,
+        rd: OwnedReadHalf,
+        wr: OwnedWriteHalf,
+        initial: Bytes,
+    ) -> SpliceReport {
         let Self { id, lanes, inbound, credit, turn, sent, received, .. } = self;
         let end = {
             let up = upstream(*id, rd, initial, Sending { credit, turn, lanes }, sent);
@@ -132,7 +159,6 @@ impl TunnelStream {
         SpliceReport { sent: *sent, received: *received, end }
     }
 
-
     /// Splits the stream into halves that can be driven at once, for code that produces and
     /// consumes bytes itself rather than through a socket (the diagnostic tool, the gateway's
     /// echo). Halves dropped before both sides finished leave the stream to end with the session.
@@ -141,7 +167,12 @@ impl TunnelStream {
         let (_, inbound) = mpsc::unbounded_channel();
         let inbound = std::mem::replace(&mut self.inbound, inbound);
         let reader = StreamReader { id: self.id, control: self.lanes.control.clone(), inbound };
-        let writer = StreamWriter { id: self.id, lanes: self.lanes.clone(), credit: self.credit.clone(), turn: self.turn.clone() };
+        let writer = StreamWriter {
+            id: self.id,
+            lanes: self.lanes.clone(),
+            credit: self.credit.clone(),
+            turn: self.turn.clone(),
+        };
         (reader, writer)
     }
 
@@ -163,7 +194,10 @@ impl TunnelStream {
 impl Drop for TunnelStream {
     fn drop(&mut self) {
         if !self.settled {
-            let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason: ResetReason::Aborted });
+            let _ = self
+                .lanes
+                .control
+                .send(Control::LocalReset { stream: self.id, reason: ResetReason::Aborted });
         }
     }
 }
@@ -184,13 +218,23 @@ impl Sending<'_> {
     }
 
     async fn send(&self, frame: Bytes, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
-        self.lanes.ordered.send(Outgoing { frame, _turn: Some(turn) }).await.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
+        self.lanes
+            .ordered
+            .send(Outgoing { frame, _turn: Some(turn) })
+            .await
+            .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
     }
 }
 
 /// Socket -> tunnel. Waits for the socket to be readable *before* taking its turn, credit and a
 /// buffer, so an idle stream holds none of them.
-async fn upstream(id: StreamId, rd: OwnedReadHalf, mut initial: Bytes, out: Sending<'_>, sent: &mut u64) -> Result<(), StreamEnd> {
+async fn upstream(
+    id: StreamId,
+    rd: OwnedReadHalf,
+    mut initial: Bytes,
+    out: Sending<'_>,
+    sent: &mut u64,
+) -> Result<(), StreamEnd> {
     let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
     while !initial.is_empty() {
         let Some((turn, allowed)) = out.reserve(initial.len().min(MAX_DATA_LEN)).await else {
@@ -298,7 +342,10 @@ impl StreamWriter {
     pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamEnd> {
         let out = self.sending();
         while !data.is_empty() {
-            let (turn, n) = out.reserve(data.len().min(MAX_DATA_LEN)).await.ok_or(StreamEnd::Reset(ResetReason::SessionClosed))?;
+            let (turn, n) = out
+                .reserve(data.len().min(MAX_DATA_LEN))
+                .await
+                .ok_or(StreamEnd::Reset(ResetReason::SessionClosed))?;
             let payload = data.split_to(n);
             out.send(Frame::Data { stream: self.id, payload }.encode(), turn).await?;
         }
@@ -307,7 +354,11 @@ impl StreamWriter {
 
     /// Ends this side (half-close): the peer's reader sees the end.
     pub async fn finish(&mut self) -> Result<(), StreamEnd> {
-        self.lanes.ordered.send(Frame::Fin { stream: self.id }.encode().into()).await.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))?;
+        self.lanes
+            .ordered
+            .send(Frame::Fin { stream: self.id }.encode().into())
+            .await
+            .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))?;
         let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
         Ok(())
     }
@@ -345,9 +396,18 @@ impl IncomingStream {
     pub async fn accept(mut self) -> Result<TunnelStream, OpenStreamError> {
         let parts = self.parts.take().expect("parts present until accepted or rejected");
         let (reply, rx) = oneshot::channel();
-        parts.lanes.control.send(Control::Accept { stream: parts.id, reply }).map_err(|_| OpenStreamError::SessionClosed)?;
+        parts
+            .lanes
+            .control
+            .send(Control::Accept { stream: parts.id, reply })
+            .map_err(|_| OpenStreamError::SessionClosed)?;
         let ok = rx.await.ok().flatten().ok_or(OpenStreamError::SessionClosed)?;
-        parts.lanes.ordered.send(ok.encode().into()).await.map_err(|_| OpenStreamError::SessionClosed)?;
+        parts
+            .lanes
+            .ordered
+            .send(ok.encode().into())
+            .await
+            .map_err(|_| OpenStreamError::SessionClosed)?;
         Ok(parts)
     }
 
@@ -355,7 +415,11 @@ impl IncomingStream {
     pub fn reject(mut self, reason: OpenFailure, message: impl Into<String>) {
         if let Some(mut parts) = self.parts.take() {
             parts.settled = true;
-            let _ = parts.lanes.control.send(Control::Reject { stream: parts.id, reason, message: message.into() });
+            let _ = parts.lanes.control.send(Control::Reject {
+                stream: parts.id,
+                reason,
+                message: message.into(),
+            });
         }
     }
 }

@@ -39,7 +39,10 @@ pub enum HandshakeIoError {
 }
 
 /// Sends one frame and flushes it.
-pub async fn send_frame<S>(ws: &mut WebSocketStream<S>, frame: &Frame) -> Result<(), HandshakeIoError>
+pub async fn send_frame<S>(
+    ws: &mut WebSocketStream<S>,
+    frame: &Frame,
+) -> Result<(), HandshakeIoError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -48,7 +51,10 @@ where
 }
 
 /// Receives the next frame, skipping WebSocket-level pings, within `timeout`.
-pub async fn recv_frame<S>(ws: &mut WebSocketStream<S>, timeout: Duration) -> Result<Frame, HandshakeIoError>
+pub async fn recv_frame<S>(
+    ws: &mut WebSocketStream<S>,
+    timeout: Duration,
+) -> Result<Frame, HandshakeIoError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {

@@ -24,7 +24,9 @@ fn serve_dials(mut incoming: Incoming) {
     tokio::spawn(async move {
         while let Some(inc) = incoming.next().await {
             tokio::spawn(async move {
-                let TargetAddr::Ipv4(ip, port) = inc.target().clone() else { panic!("test uses IPv4") };
+                let TargetAddr::Ipv4(ip, port) = inc.target().clone() else {
+                    panic!("test uses IPv4")
+                };
                 match TcpStream::connect((ip, port)).await {
                     Ok(tcp) => {
                         if let Ok(stream) = inc.accept().await {
@@ -74,7 +76,8 @@ async fn scanner_through(gw: &Session, to: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn fifty_concurrent_streams_echo_byte_exact() {
-    let (gw, _ep, incoming) = pair(SessionConfig { recv_window: 32 * 1024, ..Default::default() }).await;
+    let (gw, _ep, incoming) =
+        pair(SessionConfig { recv_window: 32 * 1024, ..Default::default() }).await;
     serve_dials(incoming);
     let echo = echo_server().await;
     let mut tasks = Vec::new();
@@ -83,7 +86,8 @@ async fn fifty_concurrent_streams_echo_byte_exact() {
         tasks.push(tokio::spawn(async move {
             let mut s = scanner_through(&gw, echo).await;
             // Larger than the window, so credit must cycle many times.
-            let data: Vec<u8> = (0..300_000u32).map(|x| (x.wrapping_mul(31).wrapping_add(i)) as u8).collect();
+            let data: Vec<u8> =
+                (0..300_000u32).map(|x| (x.wrapping_mul(31).wrapping_add(i)) as u8).collect();
             let (mut r, mut w) = s.split();
             let send = async {
                 w.write_all(&data).await.unwrap();
@@ -109,7 +113,8 @@ async fn fifty_concurrent_streams_echo_byte_exact() {
 
 #[tokio::test]
 async fn a_stalled_target_does_not_stall_other_streams() {
-    let (gw, _ep, incoming) = pair(SessionConfig { recv_window: 64 * 1024, ..Default::default() }).await;
+    let (gw, _ep, incoming) =
+        pair(SessionConfig { recv_window: 64 * 1024, ..Default::default() }).await;
     serve_dials(incoming);
     // A target that accepts and never reads.
     let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -132,7 +137,10 @@ async fn a_stalled_target_does_not_stall_other_streams() {
         match stalled.try_write(&chunk) {
             Ok(n) => pushed += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if tokio::time::timeout(Duration::from_millis(300), stalled.writable()).await.is_err() {
+                if tokio::time::timeout(Duration::from_millis(300), stalled.writable())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -167,7 +175,13 @@ async fn refused_dial_reaches_the_opener_and_closing_resets_streams() {
         l.local_addr().unwrap()
     };
     let err = gw.open_stream(target(closed)).await.err().expect("dial must fail");
-    assert!(matches!(err, ism_tunnel::OpenStreamError::Refused { reason: OpenFailure::ConnectionRefused, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ism_tunnel::OpenStreamError::Refused { reason: OpenFailure::ConnectionRefused, .. }
+        ),
+        "{err:?}"
+    );
 
     let echo = echo_server().await;
     let stream = gw.open_stream(target(echo)).await.unwrap();
@@ -185,9 +199,14 @@ async fn refused_dial_reaches_the_opener_and_closing_resets_streams() {
 async fn a_silent_peer_is_declared_dead_after_the_idle_timeout() {
     let (a, _b_kept_open_but_silent) = tokio::io::duplex(1 << 16);
     let ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
-    let cfg = SessionConfig { ping_interval: Duration::from_secs(1), idle_timeout: Duration::from_secs(4), ..Default::default() };
+    let cfg = SessionConfig {
+        ping_interval: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(4),
+        ..Default::default()
+    };
     let (s, _) = Session::spawn(ws, Role::Gateway, cfg);
-    let reason = tokio::time::timeout(Duration::from_secs(10), s.closed()).await.expect("closed in time");
+    let reason =
+        tokio::time::timeout(Duration::from_secs(10), s.closed()).await.expect("closed in time");
     assert_eq!(reason, ism_tunnel::CloseReason::IdleTimeout);
 }
 
@@ -208,25 +227,32 @@ async fn cancelling_a_splice_resets_the_stream_on_both_sides() {
     let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (server_side, _) = l.accept().await.unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let ours = tokio::spawn(stream.unwrap().splice_with(server_side, bytes::Bytes::new(), cancel.clone()));
+    let ours =
+        tokio::spawn(stream.unwrap().splice_with(server_side, bytes::Bytes::new(), cancel.clone()));
     client.write_all(b"hello").await.unwrap();
     let mut buf = [0u8; 5];
     client.read_exact(&mut buf).await.unwrap();
     cancel.cancel();
     let report = tokio::time::timeout(Duration::from_secs(5), ours).await.unwrap().unwrap();
     assert_eq!((report.end, report.sent, report.received), (StreamEnd::Cancelled, 5, 5));
-    let peer_report = tokio::time::timeout(Duration::from_secs(5), peer_side).await.unwrap().unwrap();
+    let peer_report =
+        tokio::time::timeout(Duration::from_secs(5), peer_side).await.unwrap().unwrap();
     assert_eq!(peer_report.end, StreamEnd::Reset(ism_tunnel_proto::ResetReason::Revoked));
     // The scanner's socket is closed.
     let mut rest = Vec::new();
-    let n = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap();
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await.unwrap();
     assert!(n.is_err() || rest.is_empty());
     assert_eq!(ep.open_streams(), 0);
 }
 
 #[tokio::test]
 async fn an_open_nobody_answers_times_out_and_is_cleaned_up() {
-    let cfg = SessionConfig { open_timeout: Duration::from_millis(200), ping_interval: Duration::from_millis(100), ..Default::default() };
+    let cfg = SessionConfig {
+        open_timeout: Duration::from_millis(200),
+        ping_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
     let (gw, _ep, mut incoming) = pair(cfg).await;
     // The endpoint side takes the request and sits on it.
     let held = tokio::spawn(async move { incoming.next().await });
@@ -254,7 +280,10 @@ async fn split_halves_echo_through_the_peer() {
             tokio::spawn(async move { inc.accept().await.unwrap().echo().await });
         }
     });
-    let stream = ep.open_stream(TargetAddr::Domain(ism_tunnel_proto::DIAGNOSTIC_ECHO_HOST.into(), 7)).await.unwrap();
+    let stream = ep
+        .open_stream(TargetAddr::Domain(ism_tunnel_proto::DIAGNOSTIC_ECHO_HOST.into(), 7))
+        .await
+        .unwrap();
     let (mut reader, mut writer) = stream.split();
     // Far more than the window: sending and receiving must overlap.
     let payload: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
@@ -270,7 +299,10 @@ async fn split_halves_echo_through_the_peer() {
         }
         got
     };
-    let ((), echoed) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, recv) }).await.expect("echo in time");
+    let ((), echoed) =
+        tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, recv) })
+            .await
+            .expect("echo in time");
     assert_eq!(echoed, payload);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while ep.open_streams() != 0 {

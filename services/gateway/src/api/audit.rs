@@ -43,9 +43,19 @@ fn time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
 }
 
 /// The history as a readable timeline, oldest first, read from the event log itself.
-pub(super) async fn timeline(state: State, _caller: Caller, query: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn timeline(
+    state: State,
+    _caller: Caller,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let filter = AuditFilter { gateway: q.gateway, endpoint: q.endpoint, actor: q.actor, since_ms: time("since", q.since.as_deref())?, until_ms: time("until", q.until.as_deref())? };
+    let filter = AuditFilter {
+        gateway: q.gateway,
+        endpoint: q.endpoint,
+        actor: q.actor,
+        since_ms: time("since", q.since.as_deref())?,
+        until_ms: time("until", q.until.as_deref())?,
+    };
     let limit = q.limit.unwrap_or(1000).max(1);
     let head = state.log.head().await?;
     let mut timeline = Timeline::new(filter);
@@ -67,13 +77,22 @@ pub(super) async fn timeline(state: State, _caller: Caller, query: web::Query<Au
             }
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "log_head": head, "truncated": truncated, "entries": kept })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "log_head": head, "truncated": truncated, "entries": kept })))
 }
 
 /// Rebuilds every projection from the log in a scratch store and compares it with the live one.
-pub(super) async fn verify_projections(state: State, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub(super) async fn verify_projections(
+    state: State,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
-    let scratch = tempfile::tempdir().map_err(|e| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, format!("no scratch space: {e}")))?;
+    let scratch = tempfile::tempdir().map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("no scratch space: {e}"),
+        )
+    })?;
     let rebuilt = DirectoryProjection::open(scratch.path())?;
     // The live projection moves while we rebuild; compare at a position both have reached.
     let mut outcome = None;
@@ -87,7 +106,12 @@ pub(super) async fn verify_projections(state: State, caller: Caller) -> Result<H
             break;
         }
     }
-    let (position, matches, rows) = outcome.ok_or_else(|| ApiError::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "the log kept moving; try again"))?;
+    let (position, matches, rows) = outcome.ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the log kept moving; try again",
+        )
+    })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "projections": [{ "name": rebuilt.name(), "position": position, "rows": rows, "matches": matches }],
         "all_match": matches,

@@ -7,7 +7,9 @@ use super::ApiError;
 use crate::state::NodeState;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
-use ism_actors::credentials::{constant_time_eq, hash_secret, secret_id, verify_secret, SecretKind};
+use ism_actors::credentials::{
+    constant_time_eq, hash_secret, secret_id, verify_secret, SecretKind,
+};
 use ism_events::{Cause, UserRole};
 use std::future::{ready, Ready};
 use std::sync::Arc;
@@ -40,7 +42,14 @@ impl Caller {
         if self.role == UserRole::Administrator {
             Ok(())
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, format!("user {:?} is a {}: only Administrators may do this", self.name, self.role.as_str())))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "user {:?} is a {}: only Administrators may do this",
+                    self.name,
+                    self.role.as_str()
+                ),
+            ))
         }
     }
 }
@@ -72,7 +81,10 @@ impl FromRequest for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         ready(match token {
-            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token: send 'Authorization: Bearer <token>'")),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token: send 'Authorization: Bearer <token>'",
+            )),
             Some(t) => authenticate(state, t),
         })
     }

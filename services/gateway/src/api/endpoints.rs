@@ -30,13 +30,26 @@ fn shown(state: &NodeState, id: Uuid) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(views::endpoint(e, state)))
 }
 
-pub(super) async fn list(state: State, _caller: Caller, gateway: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn list(
+    state: State,
+    _caller: Caller,
+    gateway: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let g = gateway_or_404(&state, &gateway)?;
-    let all: Vec<_> = state.directory.endpoints_of(g.id)?.into_iter().map(|e| views::endpoint(e, &state)).collect();
+    let all: Vec<_> = state
+        .directory
+        .endpoints_of(g.id)?
+        .into_iter()
+        .map(|e| views::endpoint(e, &state))
+        .collect();
     Ok(HttpResponse::Ok().json(all))
 }
 
-pub(super) async fn show(state: State, _caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn show(
+    state: State,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(views::endpoint(endpoint_or_404(&state, &id)?, &state)))
 }
 
@@ -49,24 +62,53 @@ pub(super) struct NewEndpoint {
     platform: String,
 }
 
-pub(super) async fn add(state: State, caller: Caller, gateway: web::Path<String>, body: web::Json<NewEndpoint>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn add(
+    state: State,
+    caller: Caller,
+    gateway: web::Path<String>,
+    body: web::Json<NewEndpoint>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let g = gateway_or_404(&state, &gateway)?;
     if g.status == GatewayStatus::Deleted {
-        return Err(ApiError::new(actix_web::http::StatusCode::GONE, format!("gateway {:?} was deleted", g.name)));
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::GONE,
+            format!("gateway {:?} was deleted", g.name),
+        ));
     }
     let body = body.into_inner();
-    let platform = Platform::parse(&body.platform).ok_or_else(|| ApiError::bad_request(format!("platform must be linux, windows or other, not {:?}", body.platform)))?;
+    let platform = Platform::parse(&body.platform).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "platform must be linux, windows or other, not {:?}",
+            body.platform
+        ))
+    })?;
     let name = checked("endpoint name", &body.name, MAX_NAME, true)?;
     let id = Uuid::new_v4();
     let cause = caller.cause();
-    state.gateways.execute(g.id, GatewayCommand::AssignEndpoint { endpoint: id, name: name.clone() }, cause.clone()).await?;
+    state
+        .gateways
+        .execute(
+            g.id,
+            GatewayCommand::AssignEndpoint { endpoint: id, name: name.clone() },
+            cause.clone(),
+        )
+        .await?;
     let key = state.key_secret.endpoint_key(id, 1);
-    let command = EndpointCommand::Add { gateway: g.id, name, description: body.description, platform, key_hash: hash_secret(&key) };
+    let command = EndpointCommand::Add {
+        gateway: g.id,
+        name,
+        description: body.description,
+        platform,
+        key_hash: hash_secret(&key),
+    };
     let added = match state.endpoints.execute(id, command, cause.clone()).await {
         Ok(a) => a,
         Err(e) => {
-            let _ = state.gateways.execute(g.id, GatewayCommand::ReleaseEndpoint { endpoint: id }, cause).await;
+            let _ = state
+                .gateways
+                .execute(g.id, GatewayCommand::ReleaseEndpoint { endpoint: id }, cause)
+                .await;
             return Err(e.into());
         }
     };
@@ -85,23 +127,45 @@ pub(super) struct EndpointEdit {
     version: Option<u64>,
 }
 
-pub(super) async fn edit(state: State, caller: Caller, id: web::Path<String>, body: web::Json<EndpointEdit>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn edit(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+    body: web::Json<EndpointEdit>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let e = endpoint_or_404(&state, &id)?;
     let body = body.into_inner();
-    let version = body.version.ok_or_else(|| ApiError::bad_request("version is required: send the endpoint's version as you read it"))?;
+    let version = body.version.ok_or_else(|| {
+        ApiError::bad_request("version is required: send the endpoint's version as you read it")
+    })?;
     let name = body.name.map(|n| checked("endpoint name", &n, MAX_NAME, true)).transpose()?;
     let cause = caller.cause();
     let renamed = name.clone().filter(|n| *n != e.name);
     if let Some(n) = &renamed {
-        state.gateways.execute(e.gateway, GatewayCommand::RenameEndpoint { endpoint: e.id, name: n.clone() }, cause.clone()).await?;
+        state
+            .gateways
+            .execute(
+                e.gateway,
+                GatewayCommand::RenameEndpoint { endpoint: e.id, name: n.clone() },
+                cause.clone(),
+            )
+            .await?;
     }
     let command = EndpointCommand::Edit { name, description: body.description };
-    let edited = match state.endpoints.execute_at(e.id, command, cause.clone(), Some(version)).await {
+    let edited = match state.endpoints.execute_at(e.id, command, cause.clone(), Some(version)).await
+    {
         Ok(x) => x,
         Err(err) => {
             if renamed.is_some() {
-                let _ = state.gateways.execute(e.gateway, GatewayCommand::RenameEndpoint { endpoint: e.id, name: e.name.clone() }, cause).await;
+                let _ = state
+                    .gateways
+                    .execute(
+                        e.gateway,
+                        GatewayCommand::RenameEndpoint { endpoint: e.id, name: e.name.clone() },
+                        cause,
+                    )
+                    .await;
             }
             return Err(err.into());
         }
@@ -112,33 +176,56 @@ pub(super) async fn edit(state: State, caller: Caller, id: web::Path<String>, bo
 
 /// Deletes the endpoint: its session is closed at once (on every node) and its key stops
 /// working. Safe to repeat if a previous attempt stopped half-way.
-pub(super) async fn delete(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn delete(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let id = parse_id("endpoint", &id)?;
     let e = state.directory.endpoint_any(id)?.ok_or_else(|| ApiError::not_found("endpoint", id))?;
     let cause = caller.cause();
     let deleted = state.endpoints.execute(id, EndpointCommand::Delete, cause.clone()).await?;
-    let released = state.gateways.execute(e.gateway, GatewayCommand::ReleaseEndpoint { endpoint: id }, cause).await?;
+    let released = state
+        .gateways
+        .execute(e.gateway, GatewayCommand::ReleaseEndpoint { endpoint: id }, cause)
+        .await?;
     state.caught_up(released.position().or(deleted.position())).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": id, "name": e.name })))
 }
 
 /// "Copy Endpoint Key": the key is re-derived, never read from storage. Managers only.
-pub(super) async fn key(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn key(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let e = endpoint_or_404(&state, &id)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "endpoint": e.id, "key_generation": e.key_generation, "key": state.key_secret.endpoint_key(e.id, e.key_generation) })))
 }
 
 /// Replaces the key; the old one stops working and the endpoint's session ends.
-pub(super) async fn rotate_key(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn rotate_key(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let e = endpoint_or_404(&state, &id)?;
     let generation = e.key_generation + 1;
     let key = state.key_secret.endpoint_key(e.id, generation);
-    let rotated = state.endpoints.execute(e.id, EndpointCommand::RotateKey { key_generation: generation, key_hash: hash_secret(&key) }, caller.cause()).await?;
+    let rotated = state
+        .endpoints
+        .execute(
+            e.id,
+            EndpointCommand::RotateKey { key_generation: generation, key_hash: hash_secret(&key) },
+            caller.cause(),
+        )
+        .await?;
     state.caught_up(rotated.position()).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "endpoint": e.id, "key_generation": generation, "key": key })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "endpoint": e.id, "key_generation": generation, "key": key })))
 }
 
 /// `"off"`, `"indefinite"`, or a number of days (1 to 30).
@@ -158,7 +245,12 @@ pub(super) struct AccessChange {
 
 /// Manage Access: turning scan access off ends the scans and streams in progress within a
 /// second, on every node, and refuses new ones until it is turned on again.
-pub(super) async fn set_access(state: State, caller: Caller, id: web::Path<String>, body: web::Json<AccessChange>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn set_access(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+    body: web::Json<AccessChange>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let e = endpoint_or_404(&state, &id)?;
     let body = body.into_inner();
@@ -171,7 +263,11 @@ pub(super) async fn set_access(state: State, caller: Caller, id: web::Path<Strin
             _ => return Err(ApiError::bad_request(format!("support_access must be \"off\", \"indefinite\" or a number of days from 1 to 30, not {w:?}"))),
         },
     };
-    let commands = body.scan_access.map(|enabled| EndpointCommand::SetScanAccess { enabled }).into_iter().chain(support);
+    let commands = body
+        .scan_access
+        .map(|enabled| EndpointCommand::SetScanAccess { enabled })
+        .into_iter()
+        .chain(support);
     let mut last = None;
     for command in commands {
         last = state.endpoints.execute(e.id, command, caller.cause()).await?.position().or(last);

@@ -16,13 +16,25 @@ pub(super) fn gateway_or_404(state: &NodeState, raw: &str) -> Result<GatewayView
 }
 
 pub(super) async fn list(state: State, _caller: Caller) -> Result<HttpResponse, ApiError> {
-    let live: Vec<_> = state.directory.gateways()?.into_iter().filter(|g| g.status != GatewayStatus::Deleted).map(|g| views::gateway(g, &state)).collect();
+    let live: Vec<_> = state
+        .directory
+        .gateways()?
+        .into_iter()
+        .filter(|g| g.status != GatewayStatus::Deleted)
+        .map(|g| views::gateway(g, &state))
+        .collect();
     Ok(HttpResponse::Ok().json(live))
 }
 
 /// Deleted gateways: their names stay visible, as in the seed's management page.
 pub(super) async fn list_deleted(state: State, _caller: Caller) -> Result<HttpResponse, ApiError> {
-    let deleted: Vec<_> = state.directory.gateways()?.into_iter().filter(|g| g.status == GatewayStatus::Deleted).map(views::deleted_gateway).collect();
+    let deleted: Vec<_> = state
+        .directory
+        .gateways()?
+        .into_iter()
+        .filter(|g| g.status == GatewayStatus::Deleted)
+        .map(views::deleted_gateway)
+        .collect();
     Ok(HttpResponse::Ok().json(deleted))
 }
 
@@ -34,26 +46,60 @@ pub(super) struct NewGateway {
     description: String,
 }
 
-pub(super) async fn create(state: State, caller: Caller, body: web::Json<NewGateway>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn create(
+    state: State,
+    caller: Caller,
+    body: web::Json<NewGateway>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let body = body.into_inner();
     let id = uuid::Uuid::new_v4();
-    state.gateways.execute(id, GatewayCommand::Create { name: body.name, description: body.description }, caller.cause()).await?;
+    state
+        .gateways
+        .execute(
+            id,
+            GatewayCommand::Create { name: body.name, description: body.description },
+            caller.cause(),
+        )
+        .await?;
     // Every node serves every gateway, so this one brings it online at once.
-    let activated = state.gateways.execute(id, GatewayCommand::Activate { node: state.node_id.clone() }, Cause::by(state.node_id.clone())).await?;
+    let activated = state
+        .gateways
+        .execute(
+            id,
+            GatewayCommand::Activate { node: state.node_id.clone() },
+            Cause::by(state.node_id.clone()),
+        )
+        .await?;
     state.caught_up(activated.position()).await?;
-    Ok(HttpResponse::Created().json(views::gateway(gateway_or_404(&state, &id.to_string())?, &state)))
+    Ok(HttpResponse::Created()
+        .json(views::gateway(gateway_or_404(&state, &id.to_string())?, &state)))
 }
 
-pub(super) async fn show(state: State, _caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn show(
+    state: State,
+    _caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(views::gateway(gateway_or_404(&state, &id)?, &state)))
 }
 
 /// Refused while the gateway has endpoints: delete those first.
-pub(super) async fn delete(state: State, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn delete(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let g = gateway_or_404(&state, &id)?;
-    let deleted = state.gateways.execute(g.id, GatewayCommand::Delete { reason: format!("deleted by {}", caller.name) }, caller.cause()).await?;
+    let deleted = state
+        .gateways
+        .execute(
+            g.id,
+            GatewayCommand::Delete { reason: format!("deleted by {}", caller.name) },
+            caller.cause(),
+        )
+        .await?;
     state.caught_up(deleted.position()).await?;
     Ok(HttpResponse::Ok().json(views::gateway(gateway_or_404(&state, &id)?, &state)))
 }
@@ -69,16 +115,28 @@ pub(super) struct NewCredential {
 }
 
 /// Issues a scanner credential. The secret is in this response only.
-pub(super) async fn issue_credential(state: State, caller: Caller, id: web::Path<String>, body: web::Json<NewCredential>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn issue_credential(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+    body: web::Json<NewCredential>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let g = gateway_or_404(&state, &id)?;
     let body = body.into_inner();
     let kind = match body.kind.as_deref() {
         None => CredentialKind::Scan,
-        Some(k) => CredentialKind::parse(k).ok_or_else(|| ApiError::bad_request(format!("kind must be scan or support, not {k:?}")))?,
+        Some(k) => CredentialKind::parse(k).ok_or_else(|| {
+            ApiError::bad_request(format!("kind must be scan or support, not {k:?}"))
+        })?,
     };
     let issued = issue_secret(SecretKind::ScannerCredential);
-    let command = GatewayCommand::IssueScannerCredential { credential: issued.id, label: body.label, secret_hash: issued.hash, kind };
+    let command = GatewayCommand::IssueScannerCredential {
+        credential: issued.id,
+        label: body.label,
+        secret_hash: issued.hash,
+        kind,
+    };
     let recorded = state.gateways.execute(g.id, command, caller.cause()).await?;
     state.caught_up(recorded.position()).await?;
     Ok(HttpResponse::Created().json(serde_json::json!({
@@ -92,12 +150,19 @@ pub(super) async fn issue_credential(state: State, caller: Caller, id: web::Path
 }
 
 /// Revokes a scanner credential; streams using it stop at once.
-pub(super) async fn revoke_credential(state: State, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn revoke_credential(
+    state: State,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let (gateway, credential) = path.into_inner();
     let g = gateway_or_404(&state, &gateway)?;
     let credential = parse_id("scanner credential", &credential)?;
-    let revoked = state.gateways.execute(g.id, GatewayCommand::RevokeScannerCredential { credential }, caller.cause()).await?;
+    let revoked = state
+        .gateways
+        .execute(g.id, GatewayCommand::RevokeScannerCredential { credential }, caller.cause())
+        .await?;
     state.caught_up(revoked.position()).await?;
     Ok(HttpResponse::Ok().json(views::gateway(gateway_or_404(&state, &gateway)?, &state)))
 }

@@ -39,12 +39,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::JsonConfig::default().limit(MAX_BODY).error_handler(|err, _| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {err}")).into()
     }))
-    .app_data(web::PathConfig::default().error_handler(|err, _| ApiError::new(StatusCode::NOT_FOUND, format!("no such resource: {err}")).into()))
-    .app_data(web::QueryConfig::default().error_handler(|err, _| ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {err}")).into()))
-    .route("/healthz", web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }))
+    .app_data(web::PathConfig::default().error_handler(|err, _| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no such resource: {err}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {err}")).into()
+    }))
+    .route(
+        "/healthz",
+        web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }),
+    )
     .service(
         web::scope("/api/v1")
-            .route("/openapi.json", web::get().to(|| async { HttpResponse::Ok().content_type("application/json").body(OPENAPI) }))
+            .route(
+                "/openapi.json",
+                web::get().to(|| async {
+                    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+                }),
+            )
             .route("/status", web::get().to(audit::status))
             .route("/me", web::get().to(users::me))
             .route("/audit", web::get().to(audit::timeline))
@@ -55,7 +67,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/gateways/{id}", web::get().to(gateways::show))
             .route("/gateways/{id}", web::delete().to(gateways::delete))
             .route("/gateways/{id}/scanner-credentials", web::post().to(gateways::issue_credential))
-            .route("/gateways/{id}/scanner-credentials/{credential}", web::delete().to(gateways::revoke_credential))
+            .route(
+                "/gateways/{id}/scanner-credentials/{credential}",
+                web::delete().to(gateways::revoke_credential),
+            )
             .route("/gateways/{id}/endpoints", web::get().to(endpoints::list))
             .route("/gateways/{id}/endpoints", web::post().to(endpoints::add))
             .route("/endpoints/{id}", web::get().to(endpoints::show))
@@ -70,7 +85,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/users/{name}/tokens", web::post().to(users::issue_token))
             .route("/users/{name}/tokens/{token}", web::delete().to(users::revoke_token)),
     )
-    .default_service(web::to(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route").error_response() }));
+    .default_service(web::to(|| async {
+        ApiError::new(StatusCode::NOT_FOUND, "no such API route").error_response()
+    }));
 }
 
 // ----- errors -----
@@ -104,7 +121,8 @@ impl ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(serde_json::json!({ "success": false, "error": self.message }))
+        HttpResponse::build(self.status)
+            .json(serde_json::json!({ "success": false, "error": self.message }))
     }
 }
 
@@ -134,7 +152,9 @@ trait Refusal: std::error::Error + 'static {
 impl Refusal for GatewayError {
     fn status(&self) -> StatusCode {
         match self {
-            GatewayError::AlreadyExists(_) | GatewayError::DuplicateName { .. } | GatewayError::HasEndpoints { .. } => StatusCode::CONFLICT,
+            GatewayError::AlreadyExists(_)
+            | GatewayError::DuplicateName { .. }
+            | GatewayError::HasEndpoints { .. } => StatusCode::CONFLICT,
             GatewayError::NotFound(_) | GatewayError::UnknownCredential(_) => StatusCode::NOT_FOUND,
             GatewayError::Deleted(_) => StatusCode::GONE,
             GatewayError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -145,7 +165,9 @@ impl Refusal for GatewayError {
 impl Refusal for EndpointError {
     fn status(&self) -> StatusCode {
         match self {
-            EndpointError::AlreadyExists(_) | EndpointError::KeyGeneration { .. } => StatusCode::CONFLICT,
+            EndpointError::AlreadyExists(_) | EndpointError::KeyGeneration { .. } => {
+                StatusCode::CONFLICT
+            }
             EndpointError::NotFound(_) => StatusCode::NOT_FOUND,
             EndpointError::Invalid(_) | EndpointError::SupportWindow(_) => StatusCode::BAD_REQUEST,
             EndpointError::InvalidKey => StatusCode::UNAUTHORIZED,

@@ -11,11 +11,18 @@ use ism_projectors::UserView;
 use serde::Deserialize;
 
 fn user_or_404(state: &NodeState, name: &str) -> Result<UserView, ApiError> {
-    state.directory.user(user_id(name))?.ok_or_else(|| ApiError::not_found("user", format!("{name:?}")))
+    state
+        .directory
+        .user(user_id(name))?
+        .ok_or_else(|| ApiError::not_found("user", format!("{name:?}")))
 }
 
 fn role(raw: &str) -> Result<UserRole, ApiError> {
-    UserRole::parse(raw).ok_or_else(|| ApiError::bad_request(format!("role must be administrator, security-lead or reviewer, not {raw:?}")))
+    UserRole::parse(raw).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "role must be administrator, security-lead or reviewer, not {raw:?}"
+        ))
+    })
 }
 
 pub(super) async fn me(caller: Caller) -> HttpResponse {
@@ -24,7 +31,8 @@ pub(super) async fn me(caller: Caller) -> HttpResponse {
 
 pub(super) async fn list(state: State, caller: Caller) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
-    Ok(HttpResponse::Ok().json(state.directory.users()?.into_iter().map(views::user).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok()
+        .json(state.directory.users()?.into_iter().map(views::user).collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize)]
@@ -34,12 +42,19 @@ pub(super) struct NewUser {
     role: String,
 }
 
-pub(super) async fn create(state: State, caller: Caller, body: web::Json<NewUser>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn create(
+    state: State,
+    caller: Caller,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
     let body = body.into_inner();
     let role = role(&body.role)?;
     let id = user_id(&body.name);
-    let created = state.users.execute(id, UserCommand::Create { name: body.name, role }, caller.cause()).await?;
+    let created = state
+        .users
+        .execute(id, UserCommand::Create { name: body.name, role }, caller.cause())
+        .await?;
     state.caught_up(created.position()).await?;
     let u = state.directory.user(id)?.ok_or_else(|| ApiError::not_found("user", id))?;
     Ok(HttpResponse::Created().json(views::user(u)))
@@ -51,10 +66,18 @@ pub(super) struct RoleChange {
     role: String,
 }
 
-pub(super) async fn change_role(state: State, caller: Caller, name: web::Path<String>, body: web::Json<RoleChange>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn change_role(
+    state: State,
+    caller: Caller,
+    name: web::Path<String>,
+    body: web::Json<RoleChange>,
+) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
     let u = user_or_404(&state, &name)?;
-    let changed = state.users.execute(u.id, UserCommand::ChangeRole { role: role(&body.role)? }, caller.cause()).await?;
+    let changed = state
+        .users
+        .execute(u.id, UserCommand::ChangeRole { role: role(&body.role)? }, caller.cause())
+        .await?;
     state.caught_up(changed.position()).await?;
     Ok(HttpResponse::Ok().json(views::user(user_or_404(&state, &name)?)))
 }
@@ -67,22 +90,37 @@ pub(super) struct NewToken {
 }
 
 /// Issues an API token for the user. The token is in this response only.
-pub(super) async fn issue_token(state: State, caller: Caller, name: web::Path<String>, body: web::Json<NewToken>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn issue_token(
+    state: State,
+    caller: Caller,
+    name: web::Path<String>,
+    body: web::Json<NewToken>,
+) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
     let u = user_or_404(&state, &name)?;
     let issued = issue_secret(SecretKind::ApiToken);
-    let command = UserCommand::IssueToken { token: issued.id, label: body.into_inner().label, token_hash: issued.hash };
+    let command = UserCommand::IssueToken {
+        token: issued.id,
+        label: body.into_inner().label,
+        token_hash: issued.hash,
+    };
     let recorded = state.users.execute(u.id, command, caller.cause()).await?;
     state.caught_up(recorded.position()).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({ "id": issued.id, "user": u.name, "token": issued.secret })))
+    Ok(HttpResponse::Created()
+        .json(serde_json::json!({ "id": issued.id, "user": u.name, "token": issued.secret })))
 }
 
-pub(super) async fn revoke_token(state: State, caller: Caller, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn revoke_token(
+    state: State,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
     let (name, token) = path.into_inner();
     let u = user_or_404(&state, &name)?;
     let token = parse_id("API token", &token)?;
-    let revoked = state.users.execute(u.id, UserCommand::RevokeToken { token }, caller.cause()).await?;
+    let revoked =
+        state.users.execute(u.id, UserCommand::RevokeToken { token }, caller.cause()).await?;
     state.caught_up(revoked.position()).await?;
     Ok(HttpResponse::Ok().json(views::user(user_or_404(&state, &name)?)))
 }

@@ -122,7 +122,13 @@ pub fn gateway(g: GatewayView, state: &NodeState) -> GatewayOut {
         scanner_credentials: g
             .scanner_credentials
             .into_iter()
-            .map(|c| CredentialOut { id: c.id, label: c.label, kind: c.kind, issued_ms: c.issued_ms, revoked: c.revoked })
+            .map(|c| CredentialOut {
+                id: c.id,
+                label: c.label,
+                kind: c.kind,
+                issued_ms: c.issued_ms,
+                revoked: c.revoked,
+            })
             .collect(),
         last_activity_ms: g.last_activity_ms,
         deleted_ms: g.deleted_ms,
@@ -131,15 +137,28 @@ pub fn gateway(g: GatewayView, state: &NodeState) -> GatewayOut {
 }
 
 pub fn deleted_gateway(g: GatewayView) -> DeletedGatewayOut {
-    DeletedGatewayOut { id: g.id, name: g.name, deleted_ms: g.deleted_ms, deleted_reason: g.deleted_reason }
+    DeletedGatewayOut {
+        id: g.id,
+        name: g.name,
+        deleted_ms: g.deleted_ms,
+        deleted_reason: g.deleted_reason,
+    }
 }
 
 pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
     let now = state.clock.now_ms();
     let support_access = match e.support_access {
-        SupportAccessView::Off => SupportAccessOut { state: "off", until_ms: None, indefinite: false },
-        SupportAccessView::Indefinite => SupportAccessOut { state: "active", until_ms: None, indefinite: true },
-        SupportAccessView::Until(t) => SupportAccessOut { state: if t > now { "active" } else { "expired" }, until_ms: Some(t), indefinite: false },
+        SupportAccessView::Off => {
+            SupportAccessOut { state: "off", until_ms: None, indefinite: false }
+        }
+        SupportAccessView::Indefinite => {
+            SupportAccessOut { state: "active", until_ms: None, indefinite: true }
+        }
+        SupportAccessView::Until(t) => SupportAccessOut {
+            state: if t > now { "active" } else { "expired" },
+            until_ms: Some(t),
+            indefinite: false,
+        },
     };
     EndpointOut {
         id: e.id,
@@ -176,6 +195,15 @@ pub fn user(u: UserView) -> UserOut {
         version: u.version,
         created_ms: u.created_ms,
         created_by: u.created_by,
-        tokens: u.tokens.into_iter().map(|t: TokenView| TokenOut { id: t.id, label: t.label, issued_ms: t.issued_ms, revoked: t.revoked }).collect(),
+        tokens: u
+            .tokens
+            .into_iter()
+            .map(|t: TokenView| TokenOut {
+                id: t.id,
+                label: t.label,
+                issued_ms: t.issued_ms,
+                revoked: t.revoked,
+            })
+            .collect(),
     }
 }

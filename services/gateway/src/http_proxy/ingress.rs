@@ -4,11 +4,11 @@
 //! reason: 407 without valid credentials, 403 when access or the allowlist refuses, 502 when the
 //! endpoint or target cannot be reached, 503 at capacity, 504 on a timeout.
 
-use ism_ingress_proto::http_proxy::{self as codec, Destination, HttpError, Parse};
 use crate::scanner_auth::authorise;
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
+use ism_ingress_proto::http_proxy::{self as codec, Destination, HttpError, Parse};
 use ism_tunnel::OpenStreamError;
 use ism_tunnel_proto::{OpenError, OpenFailure};
 use std::net::SocketAddr;
@@ -48,7 +48,10 @@ enum ProxyError {
     Io(#[from] std::io::Error),
 }
 
-async fn read_head(tcp: &mut TcpStream, buf: &mut BytesMut) -> Result<codec::RequestHead, ProxyError> {
+async fn read_head(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<codec::RequestHead, ProxyError> {
     loop {
         if let Parse::Done(head, used) = codec::parse_head(buf)? {
             buf.advance(used);
@@ -82,13 +85,20 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
     let challenge = "Proxy-Authenticate: Basic realm=\"ism gateway\"\r\n";
     let Some((user, password)) = head.proxy_credentials() else {
         let body = "proxy authentication required: user = the endpoint's name, password = a scanner credential\n";
-        tcp.write_all(&codec::response(407, "Proxy Authentication Required", challenge, body)).await?;
+        tcp.write_all(&codec::response(407, "Proxy Authentication Required", challenge, body))
+            .await?;
         return Err(ProxyError::Auth("no Proxy-Authorization: Basic header".into()));
     };
     let scanner = match authorise(state, &user, &password) {
         Ok(s) => s,
         Err(e) => {
-            tcp.write_all(&codec::response(407, "Proxy Authentication Required", challenge, "invalid proxy credentials\n")).await?;
+            tcp.write_all(&codec::response(
+                407,
+                "Proxy Authentication Required",
+                challenge,
+                "invalid proxy credentials\n",
+            ))
+            .await?;
             return Err(ProxyError::Auth(e.to_string()));
         }
     };
@@ -117,9 +127,23 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
         }
         Err(not_opened) => {
             let (status, reason) = match &not_opened {
-                NotOpened::Access(_) | NotOpened::Open { error: OpenStreamError::Refused { reason: OpenFailure::NotAllowed, .. }, .. } => (403, "Forbidden"),
-                NotOpened::Open { error: OpenStreamError::Refused { reason: OpenFailure::Busy, .. } | OpenStreamError::Local(OpenError::LimitReached(_)), .. } => (503, "Service Unavailable"),
-                NotOpened::Open { error: OpenStreamError::Refused { reason: OpenFailure::TimedOut, .. } | OpenStreamError::TimedOut(_), .. } => (504, "Gateway Timeout"),
+                NotOpened::Access(_)
+                | NotOpened::Open {
+                    error: OpenStreamError::Refused { reason: OpenFailure::NotAllowed, .. },
+                    ..
+                } => (403, "Forbidden"),
+                NotOpened::Open {
+                    error:
+                        OpenStreamError::Refused { reason: OpenFailure::Busy, .. }
+                        | OpenStreamError::Local(OpenError::LimitReached(_)),
+                    ..
+                } => (503, "Service Unavailable"),
+                NotOpened::Open {
+                    error:
+                        OpenStreamError::Refused { reason: OpenFailure::TimedOut, .. }
+                        | OpenStreamError::TimedOut(_),
+                    ..
+                } => (504, "Gateway Timeout"),
                 NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => (502, "Bad Gateway"),
             };
             tcp.write_all(&codec::response(status, reason, "", &format!("{not_opened}\n"))).await?;

@@ -2,11 +2,11 @@
 //! tunnel, reply, splice. Each refusal gets the closest SOCKS reply code and a log line that says
 //! why; the data path records what it did through the tunnel actor, without waiting for it.
 
-use ism_ingress_proto::socks5::{self as codec, Parse, Reply, SocksError};
 use crate::scanner_auth::{authorise, AuthorisedScanner};
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
+use ism_ingress_proto::socks5::{self as codec, Parse, Reply, SocksError};
 use ism_tunnel::OpenStreamError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,7 +53,11 @@ enum IngressError {
     Io(#[from] std::io::Error),
 }
 
-async fn read_message<T>(tcp: &mut TcpStream, buf: &mut BytesMut, parse: fn(&[u8]) -> Result<Parse<T>, SocksError>) -> Result<T, IngressError> {
+async fn read_message<T>(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    parse: fn(&[u8]) -> Result<Parse<T>, SocksError>,
+) -> Result<T, IngressError> {
     loop {
         if let Parse::Done(msg, used) = parse(buf)? {
             buf.advance(used);
@@ -68,10 +72,17 @@ async fn read_message<T>(tcp: &mut TcpStream, buf: &mut BytesMut, parse: fn(&[u8
     }
 }
 
-async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Result<(), IngressError> {
+async fn handle(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    state: &NodeState,
+) -> Result<(), IngressError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(MAX_MESSAGE);
-    let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(&mut tcp, &mut buf, state)).await.map_err(|_| IngressError::TimedOut)??;
+    let negotiated =
+        tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(&mut tcp, &mut buf, state))
+            .await
+            .map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
     match scanner_stream::open(state, &scanner, request.target).await {
         Ok(stream) => {
@@ -84,10 +95,17 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
             let code = match &not_opened {
                 NotOpened::Access(_) => Reply::NotAllowed,
                 NotOpened::EndpointOffline(_) => Reply::NetworkUnreachable,
-                NotOpened::Open { error: OpenStreamError::Refused { reason, .. }, .. } => Reply::from(*reason),
+                NotOpened::Open { error: OpenStreamError::Refused { reason, .. }, .. } => {
+                    Reply::from(*reason)
+                }
                 NotOpened::Open { error: OpenStreamError::TimedOut(_), .. } => Reply::TtlExpired,
-                NotOpened::Open { error: OpenStreamError::SessionClosed, .. } => Reply::NetworkUnreachable,
-                NotOpened::Open { error: OpenStreamError::Local(_) | OpenStreamError::Reset(_), .. } => Reply::GeneralFailure,
+                NotOpened::Open { error: OpenStreamError::SessionClosed, .. } => {
+                    Reply::NetworkUnreachable
+                }
+                NotOpened::Open {
+                    error: OpenStreamError::Local(_) | OpenStreamError::Reset(_),
+                    ..
+                } => Reply::GeneralFailure,
             };
             tcp.write_all(&codec::reply(code)).await?;
             Err(not_opened.into())
@@ -96,7 +114,11 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
 }
 
 /// Method selection, authentication and the request.
-async fn negotiate(tcp: &mut TcpStream, buf: &mut BytesMut, state: &NodeState) -> Result<(AuthorisedScanner, codec::Request), IngressError> {
+async fn negotiate(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    state: &NodeState,
+) -> Result<(AuthorisedScanner, codec::Request), IngressError> {
     let greeting = read_message(tcp, buf, codec::parse_greeting).await?;
     if !greeting.methods.contains(&codec::METHOD_USER_PASS) {
         tcp.write_all(&codec::method_selection(codec::METHOD_NONE_ACCEPTABLE)).await?;

@@ -35,7 +35,9 @@ pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(v).expect("views always encode")
 }
 
-pub(super) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ism_events::ProjectionError> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+) -> Result<T, ism_events::ProjectionError> {
     rmp_serde::from_slice(bytes).map_err(|e| ism_events::ProjectionError::Corrupt(e.to_string()))
 }
 
@@ -54,7 +56,11 @@ fn get<T: for<'de> Deserialize<'de>>(tree: &TransactionalTree, key: &[u8]) -> Tx
 }
 
 /// Changes the row at `key`, if there is one.
-fn update<T: Serialize + for<'de> Deserialize<'de>>(tree: &TransactionalTree, key: &[u8], f: impl FnOnce(&mut T)) -> TxResult<()> {
+fn update<T: Serialize + for<'de> Deserialize<'de>>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    f: impl FnOnce(&mut T),
+) -> TxResult<()> {
     if let Some(mut row) = get::<T>(tree, key)? {
         f(&mut row);
         tree.insert(key, encode(&row))?;
@@ -87,21 +93,46 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
             tx.gateways.insert(key, encode(&g))?;
         }
         Event::ScannerCredentialIssued { credential, label, secret_hash, kind } => {
-            tx.credentials.insert(credential.as_bytes(), encode(&ScannerCredentialRow { gateway: id, secret_hash: secret_hash.clone(), kind: *kind, revoked: false }))?;
+            tx.credentials.insert(
+                credential.as_bytes(),
+                encode(&ScannerCredentialRow {
+                    gateway: id,
+                    secret_hash: secret_hash.clone(),
+                    kind: *kind,
+                    revoked: false,
+                }),
+            )?;
             update(tx.gateways, key, |g: &mut GatewayView| {
-                g.scanner_credentials.push(CredentialView { id: *credential, label: label.clone(), kind: *kind, issued_ms: t, revoked: false })
+                g.scanner_credentials.push(CredentialView {
+                    id: *credential,
+                    label: label.clone(),
+                    kind: *kind,
+                    issued_ms: t,
+                    revoked: false,
+                })
             })?;
         }
         Event::ScannerCredentialRevoked { credential } => {
-            update(tx.credentials, credential.as_bytes(), |c: &mut ScannerCredentialRow| c.revoked = true)?;
-            update(tx.gateways, key, |g: &mut GatewayView| g.scanner_credentials.iter_mut().filter(|c| c.id == *credential).for_each(|c| c.revoked = true))?;
+            update(tx.credentials, credential.as_bytes(), |c: &mut ScannerCredentialRow| {
+                c.revoked = true
+            })?;
+            update(tx.gateways, key, |g: &mut GatewayView| {
+                g.scanner_credentials
+                    .iter_mut()
+                    .filter(|c| c.id == *credential)
+                    .for_each(|c| c.revoked = true)
+            })?;
         }
         Event::GatewayActivated { node } => update(tx.gateways, key, |g: &mut GatewayView| {
             g.status = GatewayStatus::Online;
             g.activated_by_node = Some(node.clone());
         })?,
-        Event::EndpointAssigned { .. } => update(tx.gateways, key, |g: &mut GatewayView| g.endpoint_count += 1)?,
-        Event::EndpointReleased { .. } => update(tx.gateways, key, |g: &mut GatewayView| g.endpoint_count = g.endpoint_count.saturating_sub(1))?,
+        Event::EndpointAssigned { .. } => {
+            update(tx.gateways, key, |g: &mut GatewayView| g.endpoint_count += 1)?
+        }
+        Event::EndpointReleased { .. } => update(tx.gateways, key, |g: &mut GatewayView| {
+            g.endpoint_count = g.endpoint_count.saturating_sub(1)
+        })?,
         Event::EndpointAssignmentRenamed { .. } => {}
         Event::GatewayDeleted { reason } => {
             let mut revoke = Vec::new();
@@ -113,7 +144,9 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
             })?;
             // A deleted gateway's credentials stop working with it.
             for c in revoke {
-                update(tx.credentials, c.as_bytes(), |row: &mut ScannerCredentialRow| row.revoked = true)?;
+                update(tx.credentials, c.as_bytes(), |row: &mut ScannerCredentialRow| {
+                    row.revoked = true
+                })?;
             }
         }
 
@@ -145,14 +178,18 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
             tx.endpoints.insert(key, encode(&e))?;
             tx.endpoint_names.insert(name_key(*gateway, name), key)?;
         }
-        Event::EndpointRegistered { machine, hostname, platform, agent_version } => update(tx.endpoints, key, |e: &mut EndpointView| {
-            e.machine = Some(machine.clone());
-            e.hostname = Some(hostname.clone());
-            e.agent_platform = Some(platform.clone());
-            e.agent_version = Some(agent_version.clone());
-        })?,
+        Event::EndpointRegistered { machine, hostname, platform, agent_version } => {
+            update(tx.endpoints, key, |e: &mut EndpointView| {
+                e.machine = Some(machine.clone());
+                e.hostname = Some(hostname.clone());
+                e.agent_platform = Some(platform.clone());
+                e.agent_version = Some(agent_version.clone());
+            })?
+        }
         Event::EndpointRegistrationRefused { hostname, reason, .. } => {
-            update(tx.endpoints, key, |e: &mut EndpointView| e.last_refusal = Some(format!("{reason} (from host {hostname})")))?
+            update(tx.endpoints, key, |e: &mut EndpointView| {
+                e.last_refusal = Some(format!("{reason} (from host {hostname})"))
+            })?
         }
         Event::EndpointEdited { name, description } => {
             if let Some(mut e) = get::<EndpointView>(tx.endpoints, key)? {
@@ -163,15 +200,26 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
                 tx.endpoints.insert(key, encode(&e))?;
             }
         }
-        Event::EndpointKeyRotated { key_generation, key_hash } => update(tx.endpoints, key, |e: &mut EndpointView| {
-            e.key_generation = *key_generation;
-            e.key_hash = key_hash.clone();
-        })?,
-        Event::ScanAccessChanged { enabled } => update(tx.endpoints, key, |e: &mut EndpointView| e.scan_access = *enabled)?,
-        Event::SupportAccessGranted { until_ms } => update(tx.endpoints, key, |e: &mut EndpointView| {
-            e.support_access = until_ms.map_or(SupportAccessView::Indefinite, SupportAccessView::Until)
-        })?,
-        Event::SupportAccessRevoked | Event::SupportAccessExpired => update(tx.endpoints, key, |e: &mut EndpointView| e.support_access = SupportAccessView::Off)?,
+        Event::EndpointKeyRotated { key_generation, key_hash } => {
+            update(tx.endpoints, key, |e: &mut EndpointView| {
+                e.key_generation = *key_generation;
+                e.key_hash = key_hash.clone();
+            })?
+        }
+        Event::ScanAccessChanged { enabled } => {
+            update(tx.endpoints, key, |e: &mut EndpointView| e.scan_access = *enabled)?
+        }
+        Event::SupportAccessGranted { until_ms } => {
+            update(tx.endpoints, key, |e: &mut EndpointView| {
+                e.support_access =
+                    until_ms.map_or(SupportAccessView::Indefinite, SupportAccessView::Until)
+            })?
+        }
+        Event::SupportAccessRevoked | Event::SupportAccessExpired => {
+            update(tx.endpoints, key, |e: &mut EndpointView| {
+                e.support_access = SupportAccessView::Off
+            })?
+        }
         Event::EndpointDeleted => {
             if let Some(mut e) = get::<EndpointView>(tx.endpoints, key)? {
                 tx.endpoint_names.remove(name_key(e.gateway, &e.name))?;
@@ -182,7 +230,16 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
 
         // ----- tunnel -----
         Event::TunnelOpened { endpoint, gateway, node, agent_version, .. } => {
-            tx.tunnels.insert(key, encode(&TunnelView { id, endpoint: *endpoint, gateway: *gateway, node: node.clone(), opened_ms: t }))?;
+            tx.tunnels.insert(
+                key,
+                encode(&TunnelView {
+                    id,
+                    endpoint: *endpoint,
+                    gateway: *gateway,
+                    node: node.clone(),
+                    opened_ms: t,
+                }),
+            )?;
             update(tx.endpoints, endpoint.as_bytes(), |e: &mut EndpointView| {
                 if let Err(i) = e.open_tunnels.binary_search(&id) {
                     e.open_tunnels.insert(i, id);
@@ -217,27 +274,53 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
                 })?;
             }
         }
-        Event::StreamRefused { .. } | Event::StreamRefusalsRepeated(_) | Event::StreamClosed { .. } => {}
+        Event::StreamRefused { .. }
+        | Event::StreamRefusalsRepeated(_)
+        | Event::StreamClosed { .. } => {}
 
         // ----- user -----
         Event::UserCreated { name, role } => {
-            let u = UserView { id, version: seq, name: name.clone(), role: *role, created_ms: t, created_by: env.actor.clone(), tokens: Vec::new() };
+            let u = UserView {
+                id,
+                version: seq,
+                name: name.clone(),
+                role: *role,
+                created_ms: t,
+                created_by: env.actor.clone(),
+                tokens: Vec::new(),
+            };
             tx.users.insert(key, encode(&u))?;
         }
-        Event::UserRoleChanged { role } => update(tx.users, key, |u: &mut UserView| u.role = *role)?,
+        Event::UserRoleChanged { role } => {
+            update(tx.users, key, |u: &mut UserView| u.role = *role)?
+        }
         Event::ApiTokenIssued { token, label, token_hash } => {
-            tx.tokens.insert(token.as_bytes(), encode(&ApiTokenRow { user: id, token_hash: token_hash.clone(), revoked: false }))?;
-            update(tx.users, key, |u: &mut UserView| u.tokens.push(TokenView { id: *token, label: label.clone(), issued_ms: t, revoked: false }))?;
+            tx.tokens.insert(
+                token.as_bytes(),
+                encode(&ApiTokenRow { user: id, token_hash: token_hash.clone(), revoked: false }),
+            )?;
+            update(tx.users, key, |u: &mut UserView| {
+                u.tokens.push(TokenView {
+                    id: *token,
+                    label: label.clone(),
+                    issued_ms: t,
+                    revoked: false,
+                })
+            })?;
         }
         Event::ApiTokenRevoked { token } => {
             update(tx.tokens, token.as_bytes(), |r: &mut ApiTokenRow| r.revoked = true)?;
-            update(tx.users, key, |u: &mut UserView| u.tokens.iter_mut().filter(|x| x.id == *token).for_each(|x| x.revoked = true))?;
+            update(tx.users, key, |u: &mut UserView| {
+                u.tokens.iter_mut().filter(|x| x.id == *token).for_each(|x| x.revoked = true)
+            })?;
         }
     }
     // Views carry the version of their own aggregate.
     match env.aggregate.kind {
         AggregateKind::Gateway => update(tx.gateways, key, |g: &mut GatewayView| g.version = seq)?,
-        AggregateKind::Endpoint => update(tx.endpoints, key, |e: &mut EndpointView| e.version = seq)?,
+        AggregateKind::Endpoint => {
+            update(tx.endpoints, key, |e: &mut EndpointView| e.version = seq)?
+        }
         AggregateKind::User => update(tx.users, key, |u: &mut UserView| u.version = seq)?,
         AggregateKind::Tunnel => {}
     }

@@ -69,11 +69,16 @@ impl DirectoryProjection {
         ]
     }
 
-    fn row<T: for<'de> serde::Deserialize<'de>>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, ProjectionError> {
+    fn row<T: for<'de> serde::Deserialize<'de>>(
+        tree: &sled::Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, ProjectionError> {
         tree.get(key).map_err(storage)?.map(|v| decode(&v)).transpose()
     }
 
-    fn all<T: for<'de> serde::Deserialize<'de>>(tree: &sled::Tree) -> Result<Vec<T>, ProjectionError> {
+    fn all<T: for<'de> serde::Deserialize<'de>>(
+        tree: &sled::Tree,
+    ) -> Result<Vec<T>, ProjectionError> {
         tree.iter().values().map(|v| decode(&v.map_err(storage)?)).collect()
     }
 
@@ -116,14 +121,21 @@ impl DirectoryProjection {
     }
 
     /// The endpoint of `gateway` called `name` (case-insensitive).
-    pub fn endpoint_by_name(&self, gateway: Uuid, name: &str) -> Result<Option<EndpointView>, ProjectionError> {
+    pub fn endpoint_by_name(
+        &self,
+        gateway: Uuid,
+        name: &str,
+    ) -> Result<Option<EndpointView>, ProjectionError> {
         match self.endpoint_names.get(name_key(gateway, name)).map_err(storage)? {
             Some(id) => self.endpoint(uuid(&id)?),
             None => Ok(None),
         }
     }
 
-    pub fn scanner_credential(&self, id: Uuid) -> Result<Option<ScannerCredentialRow>, ProjectionError> {
+    pub fn scanner_credential(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<ScannerCredentialRow>, ProjectionError> {
         Self::row(&self.credentials, id.as_bytes())
     }
 
@@ -153,14 +165,21 @@ impl DirectoryProjection {
     /// they stand, which only this projection writes.
     fn changes_nothing(&self, rec: &Recorded) -> Result<bool, ProjectionError> {
         Ok(match &rec.envelope.event {
-            Event::StreamRefused { .. } | Event::StreamRefusalsRepeated(_) | Event::StreamClosed { .. } => true,
-            Event::StreamOpened { .. } => match Self::row::<TunnelView>(&self.tunnels, rec.envelope.aggregate.id.as_bytes())? {
-                Some(tunnel) => match self.gateway(tunnel.gateway)? {
-                    Some(g) => !apply::activity_advances(g.last_activity_ms, rec.envelope.time_ms),
+            Event::StreamRefused { .. }
+            | Event::StreamRefusalsRepeated(_)
+            | Event::StreamClosed { .. } => true,
+            Event::StreamOpened { .. } => {
+                match Self::row::<TunnelView>(&self.tunnels, rec.envelope.aggregate.id.as_bytes())?
+                {
+                    Some(tunnel) => match self.gateway(tunnel.gateway)? {
+                        Some(g) => {
+                            !apply::activity_advances(g.last_activity_ms, rec.envelope.time_ms)
+                        }
+                        None => true,
+                    },
                     None => true,
-                },
-                None => true,
-            },
+                }
+            }
             _ => false,
         })
     }
@@ -189,12 +208,48 @@ impl Projection for DirectoryProjection {
             // Only the checkpoint moves, and a plain write of one key is atomic: no transaction
             // (in sled, each one also writes its I/O buffer to disk). Were it lost in a crash,
             // the event would be replayed and change nothing again.
-            return self.meta.insert(CHECKPOINT, &rec.position.to_be_bytes()).map(|_| ()).map_err(storage);
+            return self
+                .meta
+                .insert(CHECKPOINT, &rec.position.to_be_bytes())
+                .map(|_| ())
+                .map_err(storage);
         }
-        (&self.gateways, &self.endpoints, &self.tunnels, &self.credentials, &self.endpoint_names, &self.users, &self.tokens, &self.meta)
-            .transaction(|(gateways, endpoints, tunnels, credentials, endpoint_names, users, tokens, meta)| {
-                apply::apply(&Tx { gateways, endpoints, tunnels, credentials, endpoint_names, users, tokens, meta }, rec)
-            })
+        (
+            &self.gateways,
+            &self.endpoints,
+            &self.tunnels,
+            &self.credentials,
+            &self.endpoint_names,
+            &self.users,
+            &self.tokens,
+            &self.meta,
+        )
+            .transaction(
+                |(
+                    gateways,
+                    endpoints,
+                    tunnels,
+                    credentials,
+                    endpoint_names,
+                    users,
+                    tokens,
+                    meta,
+                )| {
+                    apply::apply(
+                        &Tx {
+                            gateways,
+                            endpoints,
+                            tunnels,
+                            credentials,
+                            endpoint_names,
+                            users,
+                            tokens,
+                            meta,
+                        },
+                        rec,
+                    )
+                },
+            )
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Abort(e) => e,
                 sled::transaction::TransactionError::Storage(e) => storage(e),
@@ -241,30 +296,61 @@ mod tests {
         }
         fn push(&mut self, aggregate: AggregateId, sequence: u64, event: Event) {
             self.position += 1;
-            let env = Envelope::new(aggregate, sequence, self.position as i64 * 1000, Cause::by("alice"), event);
+            let env = Envelope::new(
+                aggregate,
+                sequence,
+                self.position as i64 * 1000,
+                Cause::by("alice"),
+                event,
+            );
             self.p.apply(&Recorded { position: self.position, envelope: env }).unwrap();
         }
     }
 
     fn added(gateway: Uuid, name: &str) -> Event {
-        Event::EndpointAdded { gateway, name: name.into(), description: String::new(), platform: Platform::Linux, key_generation: 1, key_hash: "h".into() }
+        Event::EndpointAdded {
+            gateway,
+            name: name.into(),
+            description: String::new(),
+            platform: Platform::Linux,
+            key_generation: 1,
+            key_hash: "h".into(),
+        }
     }
 
     #[test]
     fn endpoint_status_follows_its_sessions() {
         let mut f = Feed::new();
         let (gw, ep, t1, t2) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let opened = |node: &str| Event::TunnelOpened { endpoint: ep, gateway: gw, node: node.into(), machine: "m".into(), remote_addr: "r".into(), agent_version: "0.1.0".into() };
-        f.push(AggregateId::gateway(gw), 1, Event::GatewayCreated { name: "corp".into(), description: String::new() });
+        let opened = |node: &str| Event::TunnelOpened {
+            endpoint: ep,
+            gateway: gw,
+            node: node.into(),
+            machine: "m".into(),
+            remote_addr: "r".into(),
+            agent_version: "0.1.0".into(),
+        };
+        f.push(
+            AggregateId::gateway(gw),
+            1,
+            Event::GatewayCreated { name: "corp".into(), description: String::new() },
+        );
         f.push(AggregateId::endpoint(ep), 1, added(gw, "DC1"));
         assert_eq!(f.p.endpoint(ep).unwrap().unwrap().status, EndpointStatus::Pending);
-        assert_eq!(f.p.endpoint_by_name(gw, "dc1").unwrap().unwrap().id, ep, "names match case-insensitively");
+        assert_eq!(
+            f.p.endpoint_by_name(gw, "dc1").unwrap().unwrap().id,
+            ep,
+            "names match case-insensitively"
+        );
         f.push(AggregateId::tunnel(t1), 1, opened("n1"));
         // Make-before-break: a second session opens before the first closes.
         f.push(AggregateId::tunnel(t2), 1, opened("n2"));
         f.push(AggregateId::tunnel(t1), 2, Event::TunnelClosed { reason: "drained".into() });
         let e = f.p.endpoint(ep).unwrap().unwrap();
-        assert_eq!((e.status, e.node.as_deref(), e.open_tunnels.clone()), (EndpointStatus::Ready, Some("n2"), vec![t2]));
+        assert_eq!(
+            (e.status, e.node.as_deref(), e.open_tunnels.clone()),
+            (EndpointStatus::Ready, Some("n2"), vec![t2])
+        );
         f.push(AggregateId::tunnel(t2), 2, Event::TunnelClosed { reason: "peer closed".into() });
         let e = f.p.endpoint(ep).unwrap().unwrap();
         assert_eq!((e.status, e.last_disconnected_ms), (EndpointStatus::Offline, Some(6000)));
@@ -277,9 +363,17 @@ mod tests {
     fn renames_move_the_name_index_and_deletes_remove_it() {
         let mut f = Feed::new();
         let (gw, ep) = (Uuid::new_v4(), Uuid::new_v4());
-        f.push(AggregateId::gateway(gw), 1, Event::GatewayCreated { name: "corp".into(), description: String::new() });
+        f.push(
+            AggregateId::gateway(gw),
+            1,
+            Event::GatewayCreated { name: "corp".into(), description: String::new() },
+        );
         f.push(AggregateId::endpoint(ep), 1, added(gw, "dc1"));
-        f.push(AggregateId::endpoint(ep), 2, Event::EndpointEdited { name: "dc-east".into(), description: "moved".into() });
+        f.push(
+            AggregateId::endpoint(ep),
+            2,
+            Event::EndpointEdited { name: "dc-east".into(), description: "moved".into() },
+        );
         assert!(f.p.endpoint_by_name(gw, "dc1").unwrap().is_none());
         let e = f.p.endpoint_by_name(gw, "DC-EAST").unwrap().unwrap();
         assert_eq!((e.description.as_str(), e.version), ("moved", 2));
@@ -294,11 +388,31 @@ mod tests {
     fn deleting_a_gateway_keeps_its_name_and_revokes_its_credentials() {
         let mut f = Feed::new();
         let (gw, cred) = (Uuid::new_v4(), Uuid::new_v4());
-        f.push(AggregateId::gateway(gw), 1, Event::GatewayCreated { name: "old".into(), description: String::new() });
-        f.push(AggregateId::gateway(gw), 2, Event::ScannerCredentialIssued { credential: cred, label: "zap".into(), secret_hash: "h".into(), kind: CredentialKind::Scan });
-        f.push(AggregateId::gateway(gw), 3, Event::GatewayDeleted { reason: "deleted by alice".into() });
+        f.push(
+            AggregateId::gateway(gw),
+            1,
+            Event::GatewayCreated { name: "old".into(), description: String::new() },
+        );
+        f.push(
+            AggregateId::gateway(gw),
+            2,
+            Event::ScannerCredentialIssued {
+                credential: cred,
+                label: "zap".into(),
+                secret_hash: "h".into(),
+                kind: CredentialKind::Scan,
+            },
+        );
+        f.push(
+            AggregateId::gateway(gw),
+            3,
+            Event::GatewayDeleted { reason: "deleted by alice".into() },
+        );
         let g = f.p.gateway(gw).unwrap().unwrap();
-        assert_eq!((g.status, g.name.as_str(), g.deleted_reason.as_deref(), g.version), (GatewayStatus::Deleted, "old", Some("deleted by alice"), 3));
+        assert_eq!(
+            (g.status, g.name.as_str(), g.deleted_reason.as_deref(), g.version),
+            (GatewayStatus::Deleted, "old", Some("deleted by alice"), 3)
+        );
         assert!(f.p.scanner_credential(cred).unwrap().unwrap().revoked);
     }
 }
