@@ -1,6 +1,9 @@
 //! The behaviour every event-log backend must have. Each check takes a fresh, empty log and
 //! panics with a message on any deviation; `tests/tests/event_log_conformance.rs` runs all of
 //! them against the embedded log and against JetStream on a real `nats-server`.
+//!
+//! A test suite: a failed check panics (hence `unwrap` is allowed here).
+#![allow(clippy::unwrap_used)]
 
 use crate::envelope::{AggregateId, Cause, Envelope};
 use crate::event::Event;

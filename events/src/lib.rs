@@ -5,13 +5,14 @@
 //! - [`codec`]: MessagePack encoding (`rmp-serde`, named fields) and upcasting;
 //! - [`log`]: the one event-log interface, with optimistic concurrency;
 //! - [`embedded`] (sled, the single-node default) and [`jetstream`] (NATS, clusters): its two
-//!   backends, both held to [`conformance`];
+//!   backends, both held to `conformance` (behind the `testing` feature);
 //! - [`projection`]: feeding read models from the log, with checkpoints and rebuilds;
 //! - [`clock`]: injectable time.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod codec;
+#[cfg(feature = "testing")]
 pub mod conformance;
 pub mod embedded;
 pub mod envelope;

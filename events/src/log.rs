@@ -1,6 +1,6 @@
 //! The event-log interface. Two real backends implement it: [`crate::embedded::EmbeddedLog`]
 //! (sled, in-process, the single-node default) and [`crate::jetstream::JetStreamLog`] (NATS
-//! JetStream, for clusters). [`crate::conformance`] holds the one test suite both must pass.
+//! JetStream, for clusters). `conformance` (feature `testing`) holds the one test suite both must pass.
 
 use crate::codec::CodecError;
 use crate::envelope::{AggregateId, Envelope, Recorded};

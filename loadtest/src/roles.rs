@@ -114,14 +114,11 @@ async fn until_parent_leaves() -> anyhow::Result<()> {
 /// Raises the soft limit on open descriptors to the hard one: ten thousand streams hold ten
 /// thousand sockets in each process, beyond the usual soft limit of 1024.
 pub fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: both calls only read or write the struct passed by reference.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
 
@@ -174,8 +171,7 @@ pub fn cpu_seconds_of(pid: u32) -> f64 {
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
     (ticks(11) + ticks(12)) as f64 / per_second
 }
 

@@ -6,6 +6,9 @@
 //! - [`contract`]: the OpenAPI document every API response in the tests is checked against;
 //! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
 //!   machines, loopback targets, and polling helpers with deadlines.
+//!
+//! Test support: a failure panics with its message, as the tests that call it do.
+#![allow(clippy::unwrap_used)]
 
 pub mod cluster;
 pub mod contract;

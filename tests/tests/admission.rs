@@ -1,6 +1,7 @@
 //! Admission control: beyond an endpoint's stream cap, scanners get a fast, clear refusal instead
 //! of queued memory, and a firehose of opens leaves the gateway's memory and its log bounded,
 //! while the log still accounts for every refusal.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::{AggregateId, Event};
 use ism_tests::cluster::{

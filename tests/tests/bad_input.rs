@@ -1,4 +1,5 @@
 //! Hostile and broken input gets a clear refusal, and the node keeps serving.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_cli::ApiClient;
 use ism_tests::cluster::{connected, http_server, provision, Backend, TestMachine, TestNode};

@@ -1,5 +1,6 @@
 //! The one event-log conformance suite, run against both backends: the embedded sled log and
 //! NATS JetStream on a real `nats-server` started for the test.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::conformance;
 use ism_events::embedded::EmbeddedLog;

@@ -1,6 +1,7 @@
 //! Fairness: a bulk transfer on one stream must not starve the other streams of the same
 //! endpoint. Every byte of credit the bulk stream holds can sit in the shared WebSocket ahead of a
 //! small request, so the session holds a stream that shares it to a quarter window.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_tests::cluster::{
     connected, echo_server, provision, sink_server, socks_open, Backend, TestMachine, TestNode,

@@ -1,6 +1,7 @@
 //! A node that stops (SIGTERM from systemd, Ctrl-C, a restart) first records what its sessions
 //! and streams did: the end of a stream still open, the refusals still being counted, the close
 //! of each session. Nothing the data path told is lost with the process.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::{AggregateId, Event};
 use ism_tests::cluster::{

@@ -1,5 +1,6 @@
 //! The HTTP proxy ingress, driven by curl as scanners drive it: `curl -x` (absolute-URI
 //! forwarding) and `curl -p -x` (CONNECT), with the same credentials as SOCKS5.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_tests::cluster::{
     connected, http_server, provision, tampered, Backend, TestMachine, TestNode,

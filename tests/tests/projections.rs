@@ -1,5 +1,6 @@
 //! Projections are disposable: a rebuild from the event log gives byte-identical content to the
 //! live projection, on both backends.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::{rebuild, Projection};
 use ism_projectors::DirectoryProjection;

@@ -1,5 +1,6 @@
 //! One scanner request, for real: scanner -> gateway SOCKS5 ingress -> TLS WebSocket -> endpoint
 //! -> target and back, on both event-log backends; and the refusals on that path.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_endpoint::AgentStatus;
 use ism_events::Event;

@@ -3,6 +3,7 @@
 //! and its key, deployment, scans, Manage Access (with the support window expiring under an
 //! injected clock), edits with optimistic concurrency, key rotation, deletion, the audit
 //! timeline, and the projection check.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_cli::scanner::{self, ScannerError};
 use ism_events::ManualClock;

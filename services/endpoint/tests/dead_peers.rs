@@ -2,6 +2,7 @@
 //! packets is detected within 10 s by the side still alive, the dead session's streams end with a
 //! reset, the endpoint comes back by itself, a reconnect by the same endpoint fences out its old
 //! session at once, and descriptors return to where they were.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_endpoint::AgentStatus;
 use ism_tests::cluster::{

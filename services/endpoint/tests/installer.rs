@@ -2,6 +2,7 @@
 //! the files and the systemd unit they produce, `systemd-analyze verify` on the unit, the service
 //! exercised by running exactly its `ExecStart`, an update in place that keeps the machine
 //! binding, the seed's installer errors, and the uninstall.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_tests::cluster::{http_server, provision, tampered, Backend, TestNode};
 use ism_tests::http_proxy::{ProxyRules, TestProxy};

@@ -2,6 +2,7 @@
 //! `config/application.properties`, against a real gateway node, through a real web proxy.
 //! Covers the seed's error messages, the proxy options (checked against the proxy's own log),
 //! `--authenticate`, the diagnostic tool, `status` and the log file.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_tests::cluster::{
     connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode,

@@ -1,4 +1,5 @@
 //! Two sessions joined by an in-memory WebSocket, splicing real loopback TCP sockets.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_tunnel::{Incoming, Session, SessionConfig, StreamEnd};
 use ism_tunnel_proto::{OpenFailure, Role, TargetAddr};
