@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let role =
         if data.first().is_some_and(|b| b & 1 == 1) { Role::Endpoint } else { Role::Gateway };
-    let mut table = StreamTable::new(role, 1000, 8);
+    let mut table = StreamTable::<()>::new(role, 1000, 8);
     // Each step: a length-prefixed chunk, decoded as a frame, or a local event.
     let mut rest = data.get(1..).unwrap_or_default();
     while let Some((&len, tail)) = rest.split_first() {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let id = StreamId(u32::from(chunk.first().copied().unwrap_or(1) % 16));
         match len % 8 {
             0 => {
-                let _ = table.open(TargetAddr::Domain("fuzz".into(), 1));
+                let _ = table.open(TargetAddr::Domain("fuzz".into(), 1), |_| ());
             }
             1 => {
                 let _ = table.accepted(id);
@@ -26,8 +26,12 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 let _ = table.consumed(id, chunk.len() * 31);
             }
-            3 => table.local_finished(id),
-            4 => table.remove(id),
+            3 => {
+                table.local_finished(id);
+            }
+            4 => {
+                table.remove(id);
+            }
             _ => {
                 if let Ok(frame) = Frame::decode(Bytes::copy_from_slice(chunk)) {
                     let _ = table.on_frame(frame);

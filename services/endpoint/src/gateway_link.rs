@@ -11,7 +11,7 @@ use crate::messages::{self, Diagnosis};
 use crate::proxy::{self, ProxyError};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Incoming, Session, SessionConfig};
-use ism_tunnel_proto::frame::challenge_message;
+use ism_tunnel_proto::handshake::{challenge_message, expect_challenge, expect_verdict};
 use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role, PROTOCOL_VERSION};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -157,11 +157,10 @@ pub async fn connect(
             };
             ws_failed(format!("{}: {e}{hint}", cfg.url()))
         })?;
-    let (nonce, node) = match recv_frame(&mut ws, cfg.read_timeout).await {
-        Ok(Frame::Challenge { nonce, node, .. }) => (nonce, node),
-        Ok(_) => return Err(ws_failed("the gateway did not start the tunnel handshake".into())),
-        Err(e) => return Err(ws_failed(format!("handshake: {e}"))),
-    };
+    let challenge = recv_frame(&mut ws, cfg.read_timeout)
+        .await
+        .map_err(|e| ws_failed(format!("handshake: {e}")))?;
+    let (nonce, node) = expect_challenge(challenge).map_err(|e| ws_failed(e.to_string()))?;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         purpose,
@@ -175,27 +174,34 @@ pub async fn connect(
     send_frame(&mut ws, &Frame::Hello(hello))
         .await
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
-    match recv_frame(&mut ws, cfg.read_timeout).await {
-        Ok(Frame::Welcome { node, endpoint_name, .. }) => {
+    let verdict = recv_frame(&mut ws, cfg.read_timeout)
+        .await
+        .map_err(|e| ws_failed(format!("handshake: {e}")))?;
+    match expect_verdict(verdict).map_err(|e| ws_failed(e.to_string()))? {
+        Ok(welcomed) => {
             let (session, incoming) = Session::spawn(ws, Role::Endpoint, session);
-            Ok(Link { session, incoming, node, endpoint_name })
+            Ok(Link {
+                session,
+                incoming,
+                node: welcomed.node,
+                endpoint_name: welcomed.endpoint_name,
+            })
         }
-        Ok(Frame::Rejected { code, message }) => Err(match code {
-            RejectCode::TokenAlreadyRegistered => {
-                LinkError::Fatal(messages::token_already_registered())
-            }
-            RejectCode::InvalidKey | RejectCode::BadHandshake => {
-                LinkError::Fatal(messages::invalid_key(message))
-            }
-            RejectCode::UnsupportedVersion => {
-                LinkError::Fatal(messages::unsupported_version(message))
-            }
-            RejectCode::Unavailable => LinkError::Retry(messages::websocket_failed(format!(
-                "the gateway is unavailable: {message}"
-            ))),
-        }),
-        Ok(_) => Err(ws_failed("unexpected frame during the handshake".into())),
-        Err(e) => Err(ws_failed(format!("handshake: {e}"))),
+        Err(refused) => {
+            let retry = refused.is_retryable();
+            let diagnosis = match refused.code {
+                RejectCode::TokenAlreadyRegistered => messages::token_already_registered(),
+                RejectCode::UnsupportedVersion => messages::unsupported_version(refused.message),
+                RejectCode::InvalidKey | RejectCode::BadHandshake => {
+                    messages::invalid_key(refused.message)
+                }
+                RejectCode::Unavailable => messages::websocket_failed(format!(
+                    "the gateway is unavailable: {}",
+                    refused.message
+                )),
+            };
+            Err(if retry { LinkError::Retry(diagnosis) } else { LinkError::Fatal(diagnosis) })
+        }
     }
 }
 

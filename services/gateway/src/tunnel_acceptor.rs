@@ -9,16 +9,15 @@
 use crate::sessions::LiveSession;
 use crate::state::NodeState;
 use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes};
-use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
+use ism_actors::endpoint::{EndpointCommand, EndpointError};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
 use ism_events::{Cause, Event};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
-use ism_tunnel_proto::frame::challenge_message;
+use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
 use ism_tunnel_proto::{
-    Frame, Hello, OpenFailure, Purpose, RejectCode, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST,
-    PROTOCOL_VERSION,
+    Frame, Hello, OpenFailure, Purpose, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST, PROTOCOL_VERSION,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,10 +60,10 @@ enum AcceptError {
     Handshake(#[from] ism_tunnel::ws::HandshakeIoError),
     #[error("no complete handshake within {0:?}")]
     TimedOut(Duration),
-    #[error("refused ({code:?}): {message}")]
-    Refused { code: RejectCode, message: String },
-    #[error("expected Hello, got another frame")]
-    UnexpectedFrame,
+    #[error("refused ({:?}): {}", .0.code, .0.message)]
+    Refused(Rejection),
+    #[error(transparent)]
+    OutOfOrder(#[from] ism_tunnel_proto::handshake::OutOfOrder),
 }
 
 async fn accept(
@@ -105,27 +104,27 @@ async fn accept(
             &Frame::Challenge { version: PROTOCOL_VERSION, nonce, node: state.node_id.clone() },
         )
         .await?;
-        let hello = match recv_frame(&mut ws, HANDSHAKE_TIMEOUT).await? {
-            Frame::Hello(h) => h,
-            _ => return Err(AcceptError::UnexpectedFrame),
-        };
-        Ok((ws, hello))
+        let hello = expect_hello(recv_frame(&mut ws, HANDSHAKE_TIMEOUT).await?)?;
+        Ok::<_, AcceptError>((ws, hello))
     };
     // Boxed, here and below: a future is as large as its largest state, and the TLS and upgrade
     // states are kilobytes that a connected endpoint's long-lived task would otherwise carry.
     let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake))
         .await
         .map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
-    let hello = &hello;
-
-    let admitted = match Box::pin(admit(&state, hello, &nonce)).await {
-        Ok(a) => a,
-        Err((code, message)) => {
-            let _ = send_frame(&mut ws, &Frame::Rejected { code, message: message.clone() }).await;
+    let admitted = match hello {
+        Ok(hello) => Box::pin(admit(&state, &hello, &nonce)).await.map(|a| (hello, a)),
+        Err(rejection) => Err(rejection),
+    };
+    let (hello, admitted) = match admitted {
+        Ok(admitted) => admitted,
+        Err(rejection) => {
+            let _ = send_frame(&mut ws, &rejection.frame()).await;
             let _ = ws.close(None).await;
-            return Err(AcceptError::Refused { code, message });
+            return Err(AcceptError::Refused(rejection));
         }
     };
+    let hello = &hello;
 
     if hello.purpose == Purpose::Diagnostics {
         return serve_diagnostics(&state, ws, peer, &admitted, config).await;
@@ -175,13 +174,10 @@ async fn run_session(
         )
         .await;
     if let Err(e) = opened {
-        let message = format!("the gateway could not record the session: {e}");
-        let _ = send_frame(
-            &mut ws,
-            &Frame::Rejected { code: RejectCode::Unavailable, message: message.clone() },
-        )
-        .await;
-        return Err(AcceptError::Refused { code: RejectCode::Unavailable, message });
+        let rejection =
+            Rejection::unavailable(format!("the gateway could not record the session: {e}"));
+        let _ = send_frame(&mut ws, &rejection.frame()).await;
+        return Err(AcceptError::Refused(rejection));
     }
     // The session is installed before the endpoint reads its welcome: once the endpoint says it
     // is connected, scanners find it. Endpoints open no streams towards the gateway (yet):
@@ -258,43 +254,18 @@ struct Admitted {
     key_generation: u32,
 }
 
-/// Decides whether the endpoint in `hello` may open a session.
-async fn admit(
-    state: &NodeState,
-    hello: &Hello,
-    nonce: &[u8; 32],
-) -> Result<Admitted, (RejectCode, String)> {
-    if hello.version != PROTOCOL_VERSION {
-        return Err((
-            RejectCode::UnsupportedVersion,
-            format!("this gateway speaks tunnel protocol {PROTOCOL_VERSION}, the endpoint {}; update the endpoint", hello.version),
-        ));
-    }
+/// Decides whether the endpoint in `hello` (of this protocol version) may open a session.
+async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Admitted, Rejection> {
     let signed =
         ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &hello.machine_key);
     if signed.verify(&challenge_message(nonce, &state.node_id), &hello.signature).is_err() {
-        return Err((
-            RejectCode::BadHandshake,
-            "the machine identity signature does not verify".into(),
-        ));
+        return Err(Rejection::bad_signature());
     }
-    let invalid = || {
-        (
-            RejectCode::InvalidKey,
-            "Invalid endpoint key: copy the key again from the gateway page (Copy Endpoint Key)"
-                .to_string(),
-        )
-    };
-    let endpoint = endpoint_of_key(&hello.key).map_err(|_| invalid())?;
+    let endpoint = endpoint_of_key(&hello.key).map_err(|_| Rejection::invalid_key())?;
     // Unknown endpoints are refused from the directory, before any actor is started for them: a
     // stranger with a made-up key costs a lookup, nothing more.
-    if state
-        .directory
-        .endpoint(endpoint)
-        .map_err(|e| (RejectCode::Unavailable, e.to_string()))?
-        .is_none()
-    {
-        return Err(invalid());
+    if state.directory.endpoint(endpoint).map_err(Rejection::unavailable)?.is_none() {
+        return Err(Rejection::invalid_key());
     }
     let machine = hex(&hello.machine_key);
     let command = EndpointCommand::Register {
@@ -309,31 +280,29 @@ async fn admit(
         Ok(x) => x,
         Err(CommandError::Rejected(EndpointError::NotFound(_))) => {
             state.endpoints.forget(endpoint);
-            return Err(invalid());
+            return Err(Rejection::invalid_key());
         }
-        Err(CommandError::Rejected(EndpointError::InvalidKey)) => return Err(invalid()),
+        Err(CommandError::Rejected(EndpointError::InvalidKey)) => {
+            return Err(Rejection::invalid_key())
+        }
         Err(e) => {
-            return Err((
-                RejectCode::Unavailable,
-                format!("the gateway cannot check the key right now: {e}"),
-            ))
+            return Err(Rejection::unavailable(format!(
+                "the gateway cannot check the key right now: {e}"
+            )))
         }
     };
-    if let Some(Event::EndpointRegistrationRefused { .. }) = executed.event() {
-        return Err((RejectCode::TokenAlreadyRegistered, TOKEN_ALREADY_REGISTERED.into()));
+    if let Some(Event::EndpointRegistrationRefused { reason, .. }) = executed.event() {
+        return Err(Rejection::token_already_registered(reason.clone()));
     }
     // The directory must show everything up to now (a key rotation included), since the session
     // is admitted with the key generation it shows.
-    let head = state.log.head().await.map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+    let head = state.log.head().await.map_err(Rejection::unavailable)?;
     state
         .caught_up(Some(head.max(executed.position().unwrap_or(0))))
         .await
-        .map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+        .map_err(Rejection::unavailable)?;
     let view = state.directory.endpoint(endpoint).ok().flatten().ok_or_else(|| {
-        (
-            RejectCode::Unavailable,
-            "the gateway's directory does not show this endpoint yet; retrying".to_string(),
-        )
+        Rejection::unavailable("the gateway's directory does not show this endpoint yet; retrying")
     })?;
     Ok(Admitted {
         endpoint,

@@ -495,15 +495,6 @@ impl Frame {
     }
 }
 
-/// What the endpoint signs with its machine key to answer a `Challenge`: a fixed context string,
-/// the nonce and the node name, so a signature is useless for any other purpose or node.
-pub fn challenge_message(nonce: &[u8; 32], node: &str) -> Vec<u8> {
-    let mut m = b"ism-tunnel-challenge-v1\0".to_vec();
-    m.extend_from_slice(nonce);
-    m.extend_from_slice(node.as_bytes());
-    m
-}
-
 /// Writes a Data frame header into the first [`HEADER_LEN`] bytes of `buf`, whose remaining bytes
 /// are the payload. This lets the data path read a socket straight into a buffer with headroom
 /// and send it without copying the payload again.

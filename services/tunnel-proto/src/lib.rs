@@ -8,14 +8,17 @@
 //! - [`window`]: per-stream receive credit, the flow control that keeps one slow target from
 //!   stalling the other streams of the same tunnel;
 //! - [`table`]: the stream table, which turns each frame from the peer into an [`table::Action`]
-//!   and catches protocol violations.
+//!   and catches protocol violations;
+//! - [`session`]: one session's state with time passed in: the table, opens waiting for an
+//!   answer, pings and the dead-peer rule;
+//! - [`handshake`]: what each side accepts or refuses while the session is being set up.
 //!
-//! The handshake is four frames: the gateway sends `Challenge`, the endpoint answers `Hello`
-//! (its key, its machine identity and a signature of the challenge), the gateway replies
-//! `Welcome` or `Rejected`. The driver that carries all this over a real WebSocket is `ism-tunnel`.
+//! The driver that carries all this over a real WebSocket is `ism-tunnel`.
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod handshake;
+pub mod session;
 pub mod table;
 pub mod window;
 
@@ -23,5 +26,6 @@ pub use frame::{
     DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, ResetReason, StreamId, TargetAddr,
     DIAGNOSTIC_ECHO_HOST, HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
-pub use table::{Action, OpenError, Role, SessionViolation, StreamTable};
+pub use session::{Due, GivenUp, SessionEnd, SessionState, Timing};
+pub use table::{Action, LocalReset, OpenError, Role, SessionViolation, StreamTable};
 pub use window::{FlowViolation, RecvWindow};

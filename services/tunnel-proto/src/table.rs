@@ -40,35 +40,51 @@ enum Phase {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<H> {
     phase: Phase,
     recv: RecvWindow,
     remote_fin: bool,
     local_fin: bool,
+    /// The driver's half of the stream (its channels, its opener). `None` only between an
+    /// [`Action::Accept`] and the driver's [`StreamTable::attach`].
+    handle: Option<H>,
 }
 
-/// What the driver must do after the table processed a frame from the peer.
+/// What the driver must do after the table processed a frame from the peer. A stream the frame
+/// ended is already gone from the table: its handle travels in the action.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Action<H> {
     /// Nothing (e.g. a late frame for a stream that is already gone).
     None,
-    /// The peer asks us to connect to `target`; `send_window` is our initial send credit.
+    /// The peer asks us to connect to `target`; `send_window` is our initial send credit. The
+    /// driver [`attach`](StreamTable::attach)es its handle to the new stream.
     Accept { stream: StreamId, target: TargetAddr, send_window: u32 },
     /// Our `Open` succeeded; `send_window` is our initial send credit.
     Opened { stream: StreamId, send_window: u32 },
     /// Our `Open` failed.
-    OpenFailed { stream: StreamId, reason: OpenFailure, message: String },
+    OpenFailed { stream: StreamId, reason: OpenFailure, message: String, handle: Option<H> },
     /// Bytes for the local application.
     Deliver { stream: StreamId, payload: Bytes },
     /// More send credit for the local application.
     Credit { stream: StreamId, increment: u32 },
-    /// The peer will send nothing more on this stream.
-    RemoteFin { stream: StreamId },
+    /// The peer will send nothing more on this stream. `ended` holds the handle when the local
+    /// side had finished too, so the stream is gone.
+    RemoteFin { stream: StreamId, ended: Option<H> },
     /// The peer tore the stream down.
-    RemoteReset { stream: StreamId, reason: ResetReason },
+    RemoteReset { stream: StreamId, reason: ResetReason, handle: Option<H> },
     /// Send `reply` to the peer and tear the local stream down (`local_reset` is the reason the
     /// local application is given).
-    Refuse { reply: Frame, local_reset: Option<(StreamId, ResetReason)> },
+    Refuse { reply: Frame, local_reset: Option<LocalReset<H>> },
+    /// Send `reply` to the peer; nothing changes locally (a `Pong` for a `Ping`).
+    Reply(Frame),
+}
+
+/// A stream the table tore down, with the reason its local application is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReset<H> {
+    pub stream: StreamId,
+    pub reason: ResetReason,
+    pub handle: Option<H>,
 }
 
 /// The peer broke the protocol in a way that taints the whole session, which must end.
@@ -97,17 +113,17 @@ pub enum OpenError {
 pub const SHARED_WINDOW_DIVISOR: u32 = 4;
 
 #[derive(Debug)]
-pub struct StreamTable {
+pub struct StreamTable<H> {
     role: Role,
     next_id: u32,
     /// Highest id the peer has opened: ids only grow, so a peer cannot recycle one.
     peer_high: u32,
     recv_window: u32,
     max_streams: usize,
-    streams: HashMap<StreamId, Entry>,
+    streams: HashMap<StreamId, Entry<H>>,
 }
 
-impl StreamTable {
+impl<H> StreamTable<H> {
     /// `recv_window` is the credit this side grants per stream; `max_streams` caps how many
     /// streams may exist at once (either direction), so memory stays bounded under a flood.
     pub fn new(role: Role, recv_window: u32, max_streams: usize) -> Self {
@@ -135,15 +151,43 @@ impl StreamTable {
         self.recv_window
     }
 
-    /// Allocates a stream and returns the `Open` frame to send.
-    pub fn open(&mut self, target: TargetAddr) -> Result<(StreamId, Frame), OpenError> {
+    /// Allocates a stream with the handle `make` builds for it, and returns the `Open` frame to
+    /// send.
+    pub fn open(
+        &mut self,
+        target: TargetAddr,
+        make: impl FnOnce(StreamId) -> H,
+    ) -> Result<(StreamId, Frame), OpenError> {
         if self.streams.len() >= self.max_streams {
             return Err(OpenError::LimitReached(self.max_streams));
         }
         let id = StreamId(self.next_id);
         self.next_id = self.next_id.checked_add(2).ok_or(OpenError::IdsExhausted)?;
-        self.streams.insert(id, Entry::new(Phase::Opening, self.recv_window));
+        let handle = Some(make(id));
+        self.streams.insert(id, Entry::new(Phase::Opening, self.recv_window, handle));
         Ok((id, Frame::Open { stream: id, target, window: self.recv_window }))
+    }
+
+    /// Gives a stream the peer opened its handle (after [`Action::Accept`]).
+    pub fn attach(&mut self, stream: StreamId, handle: H) {
+        if let Some(e) = self.streams.get_mut(&stream) {
+            e.handle = Some(handle);
+        }
+    }
+
+    /// The driver's handle of a live stream.
+    pub fn handle(&self, stream: StreamId) -> Option<&H> {
+        self.streams.get(&stream).and_then(|e| e.handle.as_ref())
+    }
+
+    /// As [`handle`](Self::handle), mutably.
+    pub fn handle_mut(&mut self, stream: StreamId) -> Option<&mut H> {
+        self.streams.get_mut(&stream).and_then(|e| e.handle.as_mut())
+    }
+
+    /// Whether this side opened `stream` and the peer has not answered yet.
+    pub fn is_opening(&self, stream: StreamId) -> bool {
+        self.streams.get(&stream).is_some_and(|e| e.phase == Phase::Opening)
     }
 
     /// We connected the target of a stream the peer opened: returns the `OpenOk` to send.
@@ -175,20 +219,20 @@ impl StreamTable {
     }
 
     /// The local side finished sending (its `Fin` went out). The stream is forgotten once both
-    /// sides have finished.
-    pub fn local_finished(&mut self, stream: StreamId) {
-        if let Some(e) = self.streams.get_mut(&stream) {
-            e.local_fin = true;
-            if e.remote_fin {
-                self.streams.remove(&stream);
-            }
+    /// sides have finished: then its handle is returned.
+    pub fn local_finished(&mut self, stream: StreamId) -> Option<H> {
+        let e = self.streams.get_mut(&stream)?;
+        e.local_fin = true;
+        if e.remote_fin {
+            return self.streams.remove(&stream).and_then(|e| e.handle);
         }
+        None
     }
 
     /// The local side tore the stream down (and sent, or will send, a `Reset`), or gave up on an
-    /// `Open`. Forget it at once.
-    pub fn remove(&mut self, stream: StreamId) {
-        self.streams.remove(&stream);
+    /// `Open`. Forgets it at once and returns its handle.
+    pub fn remove(&mut self, stream: StreamId) -> Option<H> {
+        self.streams.remove(&stream).and_then(|e| e.handle)
     }
 
     /// Streams this side opened that the peer has not answered yet.
@@ -203,11 +247,9 @@ impl StreamTable {
         ids
     }
 
-    /// Every live stream, for tearing the session down.
-    pub fn drain(&mut self) -> Vec<StreamId> {
-        let ids: Vec<_> = self.streams.keys().copied().collect();
-        self.streams.clear();
-        ids
+    /// Every live stream with its handle, for tearing the session down.
+    pub fn drain(&mut self) -> Vec<(StreamId, Option<H>)> {
+        self.streams.drain().map(|(id, e)| (id, e.handle)).collect()
     }
 
     /// Bytes held in receive buffers across all streams.
@@ -216,7 +258,7 @@ impl StreamTable {
     }
 
     /// Processes one stream frame from the peer.
-    pub fn on_frame(&mut self, frame: Frame) -> Result<Action, SessionViolation> {
+    pub fn on_frame(&mut self, frame: Frame) -> Result<Action<H>, SessionViolation> {
         let Some(stream) = frame.stream() else {
             return Err(SessionViolation::NotAStreamFrame);
         };
@@ -239,7 +281,7 @@ impl StreamTable {
                         local_reset: None,
                     });
                 }
-                self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window));
+                self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window, None));
                 Ok(Action::Accept { stream, target, send_window: window })
             }
             Frame::OpenOk { window, .. } => match self.streams.get_mut(&stream) {
@@ -256,8 +298,8 @@ impl StreamTable {
             },
             Frame::OpenFailed { reason, message, .. } => match self.streams.get(&stream) {
                 Some(e) if e.phase == Phase::Opening => {
-                    self.streams.remove(&stream);
-                    Ok(Action::OpenFailed { stream, reason, message })
+                    let handle = self.remove(stream);
+                    Ok(Action::OpenFailed { stream, reason, message, handle })
                 }
                 Some(_) => Ok(self.violation(stream)),
                 None => Ok(Action::None),
@@ -288,27 +330,26 @@ impl StreamTable {
             Frame::Fin { .. } => match self.streams.get_mut(&stream) {
                 Some(e) if e.phase == Phase::Open && !e.remote_fin => {
                     e.remote_fin = true;
-                    if e.local_fin {
-                        self.streams.remove(&stream);
-                    }
-                    Ok(Action::RemoteFin { stream })
+                    let ended = if e.local_fin { self.remove(stream) } else { None };
+                    Ok(Action::RemoteFin { stream, ended })
                 }
                 Some(_) => Ok(self.violation(stream)),
                 None => Ok(Action::None),
             },
             Frame::Reset { reason, .. } => Ok(match self.streams.remove(&stream) {
-                Some(_) => Action::RemoteReset { stream, reason },
+                Some(e) => Action::RemoteReset { stream, reason, handle: e.handle },
                 None => Action::None,
             }),
             _ => Err(SessionViolation::NotAStreamFrame),
         }
     }
 
-    fn violation(&mut self, stream: StreamId) -> Action {
-        self.streams.remove(&stream);
+    fn violation(&mut self, stream: StreamId) -> Action<H> {
+        let reason = ResetReason::ProtocolViolation;
+        let handle = self.remove(stream);
         Action::Refuse {
-            reply: Frame::Reset { stream, reason: ResetReason::ProtocolViolation },
-            local_reset: Some((stream, ResetReason::ProtocolViolation)),
+            reply: Frame::Reset { stream, reason },
+            local_reset: Some(LocalReset { stream, reason, handle }),
         }
     }
 
@@ -320,12 +361,13 @@ impl StreamTable {
                 .values()
                 .all(|e| e.recv.is_consistent() && !(e.local_fin && e.remote_fin))
             && self.streams.values().all(|e| e.phase == Phase::Open || !e.remote_fin)
+            && self.streams.values().all(|e| e.phase != Phase::Opening || e.handle.is_some())
     }
 }
 
-impl Entry {
-    fn new(phase: Phase, window: u32) -> Self {
-        Self { phase, recv: RecvWindow::new(window), remote_fin: false, local_fin: false }
+impl<H> Entry<H> {
+    fn new(phase: Phase, window: u32, handle: Option<H>) -> Self {
+        Self { phase, recv: RecvWindow::new(window), remote_fin: false, local_fin: false, handle }
     }
 }
 
@@ -341,14 +383,15 @@ mod tests {
 
     #[test]
     fn open_accept_data_fin_lifecycle() {
-        let mut gw = StreamTable::new(Role::Gateway, 100, 10);
-        let mut ep = StreamTable::new(Role::Endpoint, 100, 10);
-        let (id, open) = gw.open(target()).unwrap();
+        let mut gw = StreamTable::<()>::new(Role::Gateway, 100, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 100, 10);
+        let (id, open) = gw.open(target(), |_| ()).unwrap();
         assert_eq!(id, StreamId(1));
         assert_eq!(
             ep.on_frame(open).unwrap(),
             Action::Accept { stream: id, target: target(), send_window: 100 }
         );
+        ep.attach(id, ());
         let ok = ep.accepted(id).unwrap();
         assert_eq!(gw.on_frame(ok).unwrap(), Action::Opened { stream: id, send_window: 100 });
 
@@ -358,19 +401,19 @@ mod tests {
 
         assert_eq!(
             ep.on_frame(Frame::Fin { stream: id }).unwrap(),
-            Action::RemoteFin { stream: id }
+            Action::RemoteFin { stream: id, ended: None }
         );
         assert_eq!(ep.len(), 1, "half-closed stream stays until the local side finishes");
-        ep.local_finished(id);
+        assert_eq!(ep.local_finished(id), Some(()), "both sides finished: the stream is gone");
         assert!(ep.is_empty());
     }
 
     #[test]
     fn a_stream_sharing_the_session_is_held_to_a_quarter_window() {
-        let mut gw = StreamTable::new(Role::Gateway, 400, 10);
-        let mut ep = StreamTable::new(Role::Endpoint, 400, 10);
-        fn open(gw: &mut StreamTable, ep: &mut StreamTable) -> StreamId {
-            let (id, open) = gw.open(target()).unwrap();
+        let mut gw = StreamTable::<()>::new(Role::Gateway, 400, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 400, 10);
+        fn open(gw: &mut StreamTable<()>, ep: &mut StreamTable<()>) -> StreamId {
+            let (id, open) = gw.open(target(), |_| ()).unwrap();
             ep.on_frame(open).unwrap();
             ep.accepted(id).unwrap();
             id
@@ -394,7 +437,7 @@ mod tests {
 
     #[test]
     fn data_beyond_credit_resets_only_that_stream() {
-        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
         for id in [1, 3] {
             ep.on_frame(Frame::Open { stream: StreamId(id), target: target(), window: 10 })
                 .unwrap();
@@ -405,7 +448,11 @@ mod tests {
             ep.on_frame(flood).unwrap(),
             Action::Refuse {
                 reply: Frame::Reset { stream: StreamId(1), reason: ResetReason::ProtocolViolation },
-                local_reset: Some((StreamId(1), ResetReason::ProtocolViolation)),
+                local_reset: Some(LocalReset {
+                    stream: StreamId(1),
+                    reason: ResetReason::ProtocolViolation,
+                    handle: None
+                }),
             }
         );
         assert_eq!(ep.len(), 1);
@@ -413,7 +460,7 @@ mod tests {
 
     #[test]
     fn empty_data_is_a_violation() {
-        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
         ep.accepted(StreamId(1)).unwrap();
         assert!(matches!(
@@ -426,16 +473,16 @@ mod tests {
     /// Opens the peer has not answered yet, for abandoning the ones nobody waits for.
     #[test]
     fn opening_streams_are_listed() {
-        let mut gw = StreamTable::new(Role::Gateway, 10, 10);
-        let (a, _) = gw.open(target()).unwrap();
-        let (b, _) = gw.open(target()).unwrap();
+        let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 10);
+        let (a, _) = gw.open(target(), |_| ()).unwrap();
+        let (b, _) = gw.open(target(), |_| ()).unwrap();
         gw.on_frame(Frame::OpenOk { stream: a, window: 1 }).unwrap();
         assert_eq!(gw.opening(), vec![b]);
     }
 
     #[test]
     fn data_after_fin_is_a_violation() {
-        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
         ep.accepted(StreamId(1)).unwrap();
         ep.on_frame(Frame::Fin { stream: StreamId(1) }).unwrap();
@@ -445,7 +492,7 @@ mod tests {
 
     #[test]
     fn foreign_and_duplicate_ids_taint_the_session() {
-        let mut ep = StreamTable::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
         assert_eq!(
             ep.on_frame(Frame::Open { stream: StreamId(2), target: target(), window: 1 }),
             Err(SessionViolation::ForeignStreamId(StreamId(2)))
@@ -469,7 +516,7 @@ mod tests {
 
     #[test]
     fn opens_beyond_the_limit_are_refused_busy() {
-        let mut ep = StreamTable::new(Role::Endpoint, 10, 1);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 1);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }).unwrap();
         let refused =
             ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
@@ -477,14 +524,14 @@ mod tests {
             refused,
             Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }
         ));
-        let mut gw = StreamTable::new(Role::Gateway, 10, 1);
-        gw.open(target()).unwrap();
-        assert_eq!(gw.open(target()), Err(OpenError::LimitReached(1)));
+        let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 1);
+        gw.open(target(), |_| ()).unwrap();
+        assert_eq!(gw.open(target(), |_| ()), Err(OpenError::LimitReached(1)));
     }
 
     #[test]
     fn late_frames_for_forgotten_streams_are_ignored() {
-        let mut gw = StreamTable::new(Role::Gateway, 10, 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 10);
         let data = Frame::Data { stream: StreamId(7), payload: Bytes::from_static(b"late") };
         assert_eq!(gw.on_frame(data).unwrap(), Action::None);
         assert_eq!(
@@ -544,15 +591,15 @@ mod tests {
         #[test]
         fn any_sequence_leaves_the_table_consistent(steps in proptest::collection::vec(arb_step(), 0..300), endpoint in any::<bool>()) {
             let role = if endpoint { Role::Endpoint } else { Role::Gateway };
-            let mut t = StreamTable::new(role, 100, 4);
+            let mut t = StreamTable::<()>::new(role, 100, 4);
             for step in steps {
                 match step {
                     Step::Peer(f) => { let _ = t.on_frame(f); }
-                    Step::Open => { let _ = t.open(target()); }
+                    Step::Open => { let _ = t.open(target(), |_| ()); }
                     Step::Accept(s) => { let _ = t.accepted(StreamId(s)); }
                     Step::Consume(s, n) => { let _ = t.consumed(StreamId(s), n); }
-                    Step::LocalFin(s) => t.local_finished(StreamId(s)),
-                    Step::Remove(s) => t.remove(StreamId(s)),
+                    Step::LocalFin(s) => { t.local_finished(StreamId(s)); }
+                    Step::Remove(s) => { t.remove(StreamId(s)); }
                 }
                 prop_assert!(t.is_consistent());
                 prop_assert!(t.buffered_bytes() <= 100 * 4);

@@ -1,6 +1,9 @@
 //! The tunnel driver: carries the sans-IO protocol of `ism-tunnel-proto` over a real WebSocket.
 //!
-//! - [`session`]: one live tunnel, its driver and writer tasks, opening streams, closing;
+//! - [`session`]: one live tunnel, its driver and writer tasks, opening streams, closing (the
+//!   protocol state it drives is `ism_tunnel_proto::SessionState`);
+//! - `lanes`: the queues between those tasks and the streams';
+//! - [`error`]: why sessions end and opens fail;
 //! - [`stream`]: one stream and the pumps that splice it to a TCP socket;
 //! - [`credit`]: the per-stream send credit the pumps wait on;
 //! - [`ws`]: WebSocket limits and the frame-at-a-time I/O used by the handshake.
@@ -10,11 +13,15 @@
 #![forbid(unsafe_code)]
 
 pub mod credit;
+pub mod error;
+mod lanes;
 pub mod session;
 pub mod stream;
 pub mod ws;
 
-pub use session::{CloseReason, Incoming, OpenStreamError, Session, SessionConfig};
+pub use error::{CloseReason, OpenStreamError};
+pub use ism_tunnel_proto::Timing;
+pub use session::{Incoming, Session, SessionConfig};
 pub use stream::{
     IncomingStream, SpliceReport, StreamEnd, StreamReader, StreamWriter, TunnelStream,
 };

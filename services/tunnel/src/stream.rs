@@ -6,7 +6,8 @@
 //! the peer.
 
 use crate::credit::SendCredit;
-use crate::session::{Control, Lanes, OpenStreamError, Outgoing};
+use crate::error::OpenStreamError;
+use crate::lanes::{Control, Lanes, Outgoing};
 use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{
