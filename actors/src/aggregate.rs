@@ -15,15 +15,34 @@ use uuid::Uuid;
 pub trait Aggregate: Sized + Send + 'static {
     type Command: Send + Unpin + 'static;
     type Error: std::error::Error + Send + Sync + 'static;
+    /// This aggregate's own events: the stored catalogue's events of this kind, converted at the
+    /// log boundary, so `apply` matches them exhaustively.
+    type Event: Into<Event> + TryFrom<Event, Error = Event> + Clone + std::fmt::Debug + Send;
     const KIND: AggregateKind;
 
     /// The state before any event.
     fn new(id: Uuid) -> Self;
     /// Applies an event that happened to this aggregate. Must not fail: events are facts.
-    fn apply(&mut self, event: &Event);
+    fn apply(&mut self, event: &Self::Event);
     /// Decides what a command means in the current state: an event to record, nothing (the
     /// command is already satisfied), or a refusal.
-    fn handle(&self, command: &Self::Command, now_ms: i64) -> Result<Option<Event>, Self::Error>;
+    fn handle(
+        &self,
+        command: &Self::Command,
+        now_ms: i64,
+    ) -> Result<Option<Self::Event>, Self::Error>;
+}
+
+/// The event as this aggregate's own type; an event of another kind under this aggregate's id
+/// means the log is corrupt.
+fn typed<A: Aggregate>(id: Uuid, event: Event) -> Result<A::Event, LogError> {
+    A::Event::try_from(event).map_err(|other| {
+        LogError::Storage(format!(
+            "the log holds a {} event under {} {id}",
+            other.name(),
+            A::KIND.as_str()
+        ))
+    })
 }
 
 /// An aggregate and the version its state reflects.
@@ -75,7 +94,7 @@ pub enum CommandError<E: std::error::Error + 'static> {
 pub async fn load<A: Aggregate>(log: &dyn EventLog, id: Uuid) -> Result<Loaded<A>, LogError> {
     let mut loaded = Loaded { state: A::new(id), version: 0 };
     for rec in log.read_aggregate(&AggregateId { kind: A::KIND, id }).await? {
-        loaded.state.apply(&rec.envelope.event);
+        loaded.state.apply(&typed::<A>(id, rec.envelope.event)?);
         loaded.version = rec.envelope.sequence;
     }
     Ok(loaded)
@@ -139,10 +158,11 @@ pub async fn execute<A: Aggregate>(
             }
             Ok(Some(event)) => event,
         };
-        let envelope = Envelope::new(aggregate, current.version + 1, now, cause.clone(), event);
+        let envelope =
+            Envelope::new(aggregate, current.version + 1, now, cause.clone(), event.clone().into());
         match log.append(&envelope).await {
             Ok(position) => {
-                current.state.apply(&envelope.event);
+                current.state.apply(&event);
                 current.version = envelope.sequence;
                 let version = current.version;
                 return (
@@ -183,9 +203,14 @@ pub async fn execute_batch<A: Aggregate>(
                 Err(e) => refusals.push(Some(e)),
                 Ok(None) => refusals.push(None),
                 Ok(Some(event)) => {
-                    let envelope =
-                        Envelope::new(aggregate, state.version + 1, now, cause.clone(), event);
-                    state.state.apply(&envelope.event);
+                    state.state.apply(&event);
+                    let envelope = Envelope::new(
+                        aggregate,
+                        state.version + 1,
+                        now,
+                        cause.clone(),
+                        event.into(),
+                    );
                     state.version = envelope.sequence;
                     envelopes.push(envelope);
                     refusals.push(None);
@@ -205,18 +230,75 @@ pub async fn execute_batch<A: Aggregate>(
     (None, Err(CommandError::Contended(aggregate)))
 }
 
-/// Given/when/then for aggregate rules, with no log and no actor.
+/// Given/when/then for aggregate rules, with no log and no actor:
+/// `Scenario::<Endpoint>::given(&[added()]).when(&command).then(&[event])`.
 #[cfg(test)]
-pub(crate) mod given {
+pub(crate) mod scenario {
     use super::Aggregate;
-    use ism_events::Event;
     use uuid::Uuid;
 
-    pub fn given<A: Aggregate>(events: &[Event]) -> A {
-        let mut a = A::new(Uuid::nil());
-        for e in events {
-            a.apply(e);
+    pub struct Scenario<A: Aggregate> {
+        state: A,
+        now_ms: i64,
+    }
+
+    /// The outcome of one command, to be checked.
+    pub struct Outcome<A: Aggregate> {
+        result: Result<Option<A::Event>, A::Error>,
+    }
+
+    impl<A: Aggregate> Scenario<A> {
+        /// The aggregate (id nil) after `events`.
+        pub fn given(events: &[A::Event]) -> Self {
+            let mut state = A::new(Uuid::nil());
+            for e in events {
+                state.apply(e);
+            }
+            Self { state, now_ms: 0 }
         }
-        a
+
+        /// Commands are decided at `now_ms` (0 unless set).
+        pub fn at(mut self, now_ms: i64) -> Self {
+            self.now_ms = now_ms;
+            self
+        }
+
+        pub fn when(&self, command: &A::Command) -> Outcome<A> {
+            Outcome { result: self.state.handle(command, self.now_ms) }
+        }
+
+        /// The state, for rules not seen through a command's outcome.
+        pub fn state(&self) -> &A {
+            &self.state
+        }
+    }
+
+    impl<A: Aggregate> Outcome<A>
+    where
+        A::Event: PartialEq,
+        A::Error: PartialEq + std::fmt::Debug,
+    {
+        /// The command records `event`.
+        #[track_caller]
+        pub fn then(self, event: A::Event) {
+            assert_eq!(self.result, Ok(Some(event)));
+        }
+
+        /// The command is already satisfied: nothing to record.
+        #[track_caller]
+        pub fn then_nothing(self) {
+            assert_eq!(self.result, Ok(None));
+        }
+
+        /// The command is refused with `error`.
+        #[track_caller]
+        pub fn then_error(self, error: A::Error) {
+            assert_eq!(self.result, Err(error));
+        }
+
+        /// The command's outcome, for checks the three above do not express.
+        pub fn result(self) -> Result<Option<A::Event>, A::Error> {
+            self.result
+        }
     }
 }

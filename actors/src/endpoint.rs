@@ -8,7 +8,7 @@
 use crate::aggregate::Aggregate;
 use crate::credentials::constant_time_eq;
 use crate::text::{checked, TextError, MAX_DESCRIPTION, MAX_NAME};
-use ism_events::{AggregateKind, Event, Platform};
+use ism_events::{AggregateKind, EndpointEvent, Platform, SupportAccess};
 use uuid::Uuid;
 
 /// The seed's wording, which endpoints print and scripts may match.
@@ -17,25 +17,6 @@ pub const TOKEN_ALREADY_REGISTERED: &str = "Token already registered";
 /// Longest support-engineer access window, in days (the seed: "up to 30, or indefinitely").
 pub const MAX_SUPPORT_DAYS: u32 = 30;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// Support-engineer access, off by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SupportAccess {
-    #[default]
-    Off,
-    Until(i64),
-    Indefinite,
-}
-
-impl SupportAccess {
-    pub fn is_active(self, now_ms: i64) -> bool {
-        match self {
-            SupportAccess::Off => false,
-            SupportAccess::Until(t) => now_ms < t,
-            SupportAccess::Indefinite => true,
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 pub struct Endpoint {
@@ -123,21 +104,17 @@ impl Endpoint {
 impl Aggregate for Endpoint {
     type Command = EndpointCommand;
     type Error = EndpointError;
+    type Event = EndpointEvent;
     const KIND: AggregateKind = AggregateKind::Endpoint;
 
     fn new(id: Uuid) -> Self {
         Self { id, added: None }
     }
 
-    fn apply(&mut self, event: &Event) {
-        if let Event::EndpointAdded {
-            gateway,
-            name,
-            description,
-            platform,
-            key_generation,
-            key_hash,
-        } = event
+    fn apply(&mut self, event: &EndpointEvent) {
+        use EndpointEvent::*;
+        if let EndpointAdded { gateway, name, description, platform, key_generation, key_hash } =
+            event
         {
             self.added = Some(AddedEndpoint {
                 gateway: *gateway,
@@ -153,26 +130,27 @@ impl Aggregate for Endpoint {
             });
             return;
         }
+        // Every other event follows the addition.
         let Some(e) = &mut self.added else { return };
         match event {
-            Event::EndpointRegistered { machine, .. } => e.machine = Some(machine.clone()),
-            Event::EndpointEdited { name, description } => {
+            EndpointAdded { .. } => {}
+            EndpointRegistered { machine, .. } => e.machine = Some(machine.clone()),
+            // A refusal leaves the binding as it was: that is the point.
+            EndpointRegistrationRefused { .. } => {}
+            EndpointEdited { name, description } => {
                 e.name = name.clone();
                 e.description = description.clone();
             }
-            Event::EndpointKeyRotated { key_generation, key_hash } => {
+            EndpointKeyRotated { key_generation, key_hash } => {
                 e.key_generation = *key_generation;
                 e.key_hash = key_hash.clone();
             }
-            Event::ScanAccessChanged { enabled } => e.scan_access = *enabled,
-            Event::SupportAccessGranted { until_ms } => {
-                e.support_access = until_ms.map_or(SupportAccess::Indefinite, SupportAccess::Until)
+            ScanAccessChanged { enabled } => e.scan_access = *enabled,
+            SupportAccessGranted { until_ms } => {
+                e.support_access = SupportAccess::granted(*until_ms)
             }
-            Event::SupportAccessRevoked | Event::SupportAccessExpired => {
-                e.support_access = SupportAccess::Off
-            }
-            Event::EndpointDeleted => e.deleted = true,
-            _ => {}
+            SupportAccessRevoked | SupportAccessExpired => e.support_access = SupportAccess::Off,
+            EndpointDeleted => e.deleted = true,
         }
     }
 
@@ -180,12 +158,12 @@ impl Aggregate for Endpoint {
         &self,
         command: &EndpointCommand,
         now_ms: i64,
-    ) -> Result<Option<Event>, EndpointError> {
+    ) -> Result<Option<EndpointEvent>, EndpointError> {
         if let EndpointCommand::Add { gateway, name, description, platform, key_hash } = command {
             if self.added.is_some() {
                 return Err(EndpointError::AlreadyExists(self.id));
             }
-            return Ok(Some(Event::EndpointAdded {
+            return Ok(Some(EndpointEvent::EndpointAdded {
                 gateway: *gateway,
                 name: checked("endpoint name", name, MAX_NAME, true)?,
                 description: checked("endpoint description", description, MAX_DESCRIPTION, false)?,
@@ -213,14 +191,14 @@ impl Aggregate for Endpoint {
                     return Err(EndpointError::InvalidKey);
                 }
                 match &e.machine {
-                    None => Some(Event::EndpointRegistered {
+                    None => Some(EndpointEvent::EndpointRegistered {
                         machine: machine.clone(),
                         hostname: hostname.clone(),
                         platform: platform.clone(),
                         agent_version: agent_version.clone(),
                     }),
                     Some(bound) if bound == machine => None,
-                    Some(_) => Some(Event::EndpointRegistrationRefused {
+                    Some(_) => Some(EndpointEvent::EndpointRegistrationRefused {
                         machine: machine.clone(),
                         hostname: hostname.clone(),
                         reason: TOKEN_ALREADY_REGISTERED.into(),
@@ -237,19 +215,19 @@ impl Aggregate for Endpoint {
                     None => e.description.clone(),
                 };
                 (name != e.name || description != e.description)
-                    .then_some(Event::EndpointEdited { name, description })
+                    .then_some(EndpointEvent::EndpointEdited { name, description })
             }
             EndpointCommand::RotateKey { key_generation, key_hash } => {
                 if *key_generation != e.key_generation + 1 {
                     return Err(EndpointError::KeyGeneration { current: e.key_generation });
                 }
-                Some(Event::EndpointKeyRotated {
+                Some(EndpointEvent::EndpointKeyRotated {
                     key_generation: *key_generation,
                     key_hash: key_hash.clone(),
                 })
             }
             EndpointCommand::SetScanAccess { enabled } => (e.scan_access != *enabled)
-                .then_some(Event::ScanAccessChanged { enabled: *enabled }),
+                .then_some(EndpointEvent::ScanAccessChanged { enabled: *enabled }),
             EndpointCommand::GrantSupportAccess { days } => {
                 let until_ms = match days {
                     None => None,
@@ -258,16 +236,14 @@ impl Aggregate for Endpoint {
                     }
                     Some(d) => return Err(EndpointError::SupportWindow(*d)),
                 };
-                Some(Event::SupportAccessGranted { until_ms })
+                Some(EndpointEvent::SupportAccessGranted { until_ms })
             }
-            EndpointCommand::RevokeSupportAccess => {
-                (e.support_access != SupportAccess::Off).then_some(Event::SupportAccessRevoked)
-            }
+            EndpointCommand::RevokeSupportAccess => (e.support_access != SupportAccess::Off)
+                .then_some(EndpointEvent::SupportAccessRevoked),
             EndpointCommand::ExpireSupportAccess => {
-                matches!(e.support_access, SupportAccess::Until(t) if t <= now_ms)
-                    .then_some(Event::SupportAccessExpired)
+                e.support_access.expired(now_ms).then_some(EndpointEvent::SupportAccessExpired)
             }
-            EndpointCommand::Delete => Some(Event::EndpointDeleted),
+            EndpointCommand::Delete => Some(EndpointEvent::EndpointDeleted),
         })
     }
 }
@@ -275,10 +251,11 @@ impl Aggregate for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::given::given;
+    use crate::aggregate::scenario::Scenario;
+    use EndpointEvent::*;
 
-    fn added() -> Event {
-        Event::EndpointAdded {
+    fn added() -> EndpointEvent {
+        EndpointAdded {
             gateway: Uuid::nil(),
             name: "dc1".into(),
             description: String::new(),
@@ -288,18 +265,8 @@ mod tests {
         }
     }
 
-    fn bound(machine: &str) -> Event {
-        Event::EndpointRegistered {
-            machine: machine.into(),
-            hostname: "h".into(),
-            platform: "linux".into(),
-            agent_version: "0.1.0".into(),
-        }
-    }
-
-    fn register(machine: &str) -> EndpointCommand {
-        EndpointCommand::Register {
-            presented_key_hash: "h".into(),
+    fn bound(machine: &str) -> EndpointEvent {
+        EndpointRegistered {
             machine: machine.into(),
             hostname: "host".into(),
             platform: "linux".into(),
@@ -307,162 +274,134 @@ mod tests {
         }
     }
 
+    fn register_with(key_hash: &str, machine: &str) -> EndpointCommand {
+        EndpointCommand::Register {
+            presented_key_hash: key_hash.into(),
+            machine: machine.into(),
+            hostname: "host".into(),
+            platform: "linux".into(),
+            agent_version: "0.1.0".into(),
+        }
+    }
+
+    fn register(machine: &str) -> EndpointCommand {
+        register_with("h", machine)
+    }
+
     #[test]
     fn first_machine_binds_the_key() {
-        let e: Endpoint = given(&[added()]);
-        assert!(
-            matches!(e.handle(&register("m1"), 0).unwrap(), Some(Event::EndpointRegistered { machine, .. }) if machine == "m1")
-        );
+        Scenario::<Endpoint>::given(&[added()]).when(&register("m1")).then(bound("m1"));
     }
 
     #[test]
     fn a_wrong_key_is_refused_without_binding() {
-        let e: Endpoint = given(&[added()]);
-        let cmd = EndpointCommand::Register {
-            presented_key_hash: "other".into(),
-            machine: "m1".into(),
-            hostname: "h".into(),
-            platform: "linux".into(),
-            agent_version: "0".into(),
-        };
-        assert_eq!(e.handle(&cmd, 0), Err(EndpointError::InvalidKey));
+        Scenario::<Endpoint>::given(&[added()])
+            .when(&register_with("other", "m1"))
+            .then_error(EndpointError::InvalidKey);
     }
 
     #[test]
     fn same_machine_again_changes_nothing() {
-        let e: Endpoint = given(&[added(), bound("m1")]);
-        assert_eq!(e.handle(&register("m1"), 0).unwrap(), None);
+        Scenario::<Endpoint>::given(&[added(), bound("m1")]).when(&register("m1")).then_nothing();
     }
 
     #[test]
     fn another_machine_is_refused_as_token_already_registered() {
-        let e: Endpoint = given(&[added(), bound("m1")]);
-        assert!(matches!(
-            e.handle(&register("m2"), 0).unwrap(),
-            Some(Event::EndpointRegistrationRefused { reason, .. }) if reason == TOKEN_ALREADY_REGISTERED
-        ));
-        // The refusal does not rebind the key.
-        let mut e = e;
-        e.apply(&Event::EndpointRegistrationRefused {
+        let refused = EndpointRegistrationRefused {
             machine: "m2".into(),
-            hostname: "h".into(),
+            hostname: "host".into(),
             reason: TOKEN_ALREADY_REGISTERED.into(),
-        });
-        assert_eq!(e.added.unwrap().machine.as_deref(), Some("m1"));
+        };
+        Scenario::<Endpoint>::given(&[added(), bound("m1")])
+            .when(&register("m2"))
+            .then(refused.clone());
+        // The refusal does not rebind the key.
+        let after = Scenario::<Endpoint>::given(&[added(), bound("m1"), refused]);
+        assert_eq!(after.state().added.as_ref().unwrap().machine.as_deref(), Some("m1"));
+        after.when(&register("m1")).then_nothing();
     }
 
     #[test]
     fn add_validates_text_and_refuses_duplicates() {
-        let cmd = |name: &str| EndpointCommand::Add {
+        let add = |name: &str| EndpointCommand::Add {
             gateway: Uuid::nil(),
             name: name.into(),
             description: String::new(),
             platform: Platform::Other,
             key_hash: "h".into(),
         };
-        assert!(matches!(
-            given::<Endpoint>(&[]).handle(&cmd("\u{65e5}\u{672c}"), 0),
-            Err(EndpointError::Invalid(TextError::NotAscii { .. }))
-        ));
-        assert!(matches!(
-            given::<Endpoint>(&[added()]).handle(&cmd("x"), 0),
-            Err(EndpointError::AlreadyExists(_))
-        ));
+        let non_ascii = Scenario::<Endpoint>::given(&[]).when(&add("\u{65e5}\u{672c}")).result();
+        assert!(matches!(non_ascii, Err(EndpointError::Invalid(TextError::NotAscii { .. }))));
+        Scenario::<Endpoint>::given(&[added()])
+            .when(&add("x"))
+            .then_error(EndpointError::AlreadyExists(Uuid::nil()));
     }
 
     #[test]
     fn a_rotated_key_replaces_the_old_one() {
-        let e: Endpoint = given(&[added(), bound("m1")]);
-        assert_eq!(
-            e.handle(&EndpointCommand::RotateKey { key_generation: 3, key_hash: "h3".into() }, 0),
-            Err(EndpointError::KeyGeneration { current: 1 })
-        );
-        let rotated = e
-            .handle(&EndpointCommand::RotateKey { key_generation: 2, key_hash: "h2".into() }, 0)
-            .unwrap()
-            .unwrap();
-        assert_eq!(rotated, Event::EndpointKeyRotated { key_generation: 2, key_hash: "h2".into() });
-        let e: Endpoint = given(&[added(), bound("m1"), rotated]);
-        assert_eq!(
-            e.handle(&register("m1"), 0),
-            Err(EndpointError::InvalidKey),
-            "the old key stops working"
-        );
-        let new_key = EndpointCommand::Register {
-            presented_key_hash: "h2".into(),
-            machine: "m1".into(),
-            hostname: "h".into(),
-            platform: "linux".into(),
-            agent_version: "0".into(),
+        let rotate = |generation: u32, hash: &str| EndpointCommand::RotateKey {
+            key_generation: generation,
+            key_hash: hash.into(),
         };
-        assert_eq!(e.handle(&new_key, 0).unwrap(), None, "the new key works on the bound machine");
+        let rotated = EndpointKeyRotated { key_generation: 2, key_hash: "h2".into() };
+        let before = Scenario::<Endpoint>::given(&[added(), bound("m1")]);
+        before.when(&rotate(3, "h3")).then_error(EndpointError::KeyGeneration { current: 1 });
+        before.when(&rotate(2, "h2")).then(rotated.clone());
+        let after = Scenario::<Endpoint>::given(&[added(), bound("m1"), rotated]);
+        after.when(&register("m1")).then_error(EndpointError::InvalidKey); // the old key stops
+        after.when(&register_with("h2", "m1")).then_nothing(); // the new one works on m1
     }
 
     #[test]
     fn edits_record_only_changes() {
-        let e: Endpoint = given(&[added()]);
-        let same = EndpointCommand::Edit { name: Some("dc1".into()), description: None };
-        assert_eq!(e.handle(&same, 0).unwrap(), None);
-        let edit = EndpointCommand::Edit { name: None, description: Some("first floor".into()) };
-        assert_eq!(
-            e.handle(&edit, 0).unwrap(),
-            Some(Event::EndpointEdited { name: "dc1".into(), description: "first floor".into() })
-        );
-        let bad = EndpointCommand::Edit { name: Some(String::new()), description: None };
-        assert!(matches!(e.handle(&bad, 0), Err(EndpointError::Invalid(TextError::Empty { .. }))));
+        let edit = |name: Option<&str>, description: Option<&str>| EndpointCommand::Edit {
+            name: name.map(Into::into),
+            description: description.map(Into::into),
+        };
+        let e = Scenario::<Endpoint>::given(&[added()]);
+        e.when(&edit(Some("dc1"), None)).then_nothing();
+        e.when(&edit(None, Some("first floor")))
+            .then(EndpointEdited { name: "dc1".into(), description: "first floor".into() });
+        let empty = e.when(&edit(Some(""), None)).result();
+        assert!(matches!(empty, Err(EndpointError::Invalid(TextError::Empty { .. }))));
     }
 
     #[test]
     fn scan_access_defaults_on_and_toggles() {
-        let e: Endpoint = given(&[added()]);
-        assert!(e.added.as_ref().unwrap().scan_access);
-        assert_eq!(e.handle(&EndpointCommand::SetScanAccess { enabled: true }, 0).unwrap(), None);
-        assert_eq!(
-            e.handle(&EndpointCommand::SetScanAccess { enabled: false }, 0).unwrap(),
-            Some(Event::ScanAccessChanged { enabled: false })
-        );
+        let e = Scenario::<Endpoint>::given(&[added()]);
+        assert!(e.state().added.as_ref().unwrap().scan_access);
+        e.when(&EndpointCommand::SetScanAccess { enabled: true }).then_nothing();
+        e.when(&EndpointCommand::SetScanAccess { enabled: false })
+            .then(ScanAccessChanged { enabled: false });
     }
 
     #[test]
     fn support_access_windows_are_one_to_thirty_days_or_indefinite_and_expire() {
         let now = 1_000_000;
-        let e: Endpoint = given(&[added()]);
-        assert_eq!(e.added.as_ref().unwrap().support_access, SupportAccess::Off);
+        let grant = |days| EndpointCommand::GrantSupportAccess { days };
+        let e = Scenario::<Endpoint>::given(&[added()]).at(now);
+        assert_eq!(e.state().added.as_ref().unwrap().support_access, SupportAccess::Off);
         for bad in [0, 31] {
-            assert_eq!(
-                e.handle(&EndpointCommand::GrantSupportAccess { days: Some(bad) }, now),
-                Err(EndpointError::SupportWindow(bad))
-            );
+            e.when(&grant(Some(bad))).then_error(EndpointError::SupportWindow(bad));
         }
-        let granted =
-            e.handle(&EndpointCommand::GrantSupportAccess { days: Some(2) }, now).unwrap().unwrap();
-        assert_eq!(granted, Event::SupportAccessGranted { until_ms: Some(now + 2 * DAY_MS) });
-        let e: Endpoint = given(&[added(), granted]);
-        let access = e.added.as_ref().unwrap().support_access;
-        assert!(access.is_active(now + DAY_MS) && !access.is_active(now + 2 * DAY_MS));
-        assert_eq!(
-            e.handle(&EndpointCommand::ExpireSupportAccess, now + DAY_MS).unwrap(),
-            None,
-            "not yet"
-        );
-        assert_eq!(
-            e.handle(&EndpointCommand::ExpireSupportAccess, now + 2 * DAY_MS).unwrap(),
-            Some(Event::SupportAccessExpired)
-        );
-        let forever = given::<Endpoint>(&[added()])
-            .handle(&EndpointCommand::GrantSupportAccess { days: None }, now)
-            .unwrap();
-        assert_eq!(forever, Some(Event::SupportAccessGranted { until_ms: None }));
+        let granted = SupportAccessGranted { until_ms: Some(now + 2 * DAY_MS) };
+        e.when(&grant(Some(2))).then(granted.clone());
+        e.when(&grant(None)).then(SupportAccessGranted { until_ms: None });
+        let open = Scenario::<Endpoint>::given(&[added(), granted.clone()]).at(now + DAY_MS);
+        open.when(&EndpointCommand::ExpireSupportAccess).then_nothing(); // not yet
+        Scenario::<Endpoint>::given(&[added(), granted])
+            .at(now + 2 * DAY_MS)
+            .when(&EndpointCommand::ExpireSupportAccess)
+            .then(SupportAccessExpired);
     }
 
     #[test]
     fn a_deleted_endpoint_refuses_its_key_and_deletes_once() {
-        let e: Endpoint = given(&[added(), bound("m1"), Event::EndpointDeleted]);
-        assert_eq!(e.handle(&register("m1"), 0), Err(EndpointError::NotFound(Uuid::nil())));
-        assert_eq!(e.handle(&EndpointCommand::Delete, 0).unwrap(), None);
-        assert!(matches!(
-            e.handle(&EndpointCommand::SetScanAccess { enabled: false }, 0),
-            Err(EndpointError::NotFound(_))
-        ));
+        let deleted = Scenario::<Endpoint>::given(&[added(), bound("m1"), EndpointDeleted]);
+        deleted.when(&register("m1")).then_error(EndpointError::NotFound(Uuid::nil()));
+        deleted.when(&EndpointCommand::Delete).then_nothing();
+        deleted
+            .when(&EndpointCommand::SetScanAccess { enabled: false })
+            .then_error(EndpointError::NotFound(Uuid::nil()));
     }
 }

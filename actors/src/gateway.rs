@@ -9,7 +9,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::text::{checked, TextError, MAX_DESCRIPTION, MAX_NAME};
-use ism_events::{AggregateKind, CredentialKind, Event};
+use ism_events::{AggregateKind, CredentialKind, GatewayEvent};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -113,14 +113,16 @@ impl CreatedGateway {
 impl Aggregate for Gateway {
     type Command = GatewayCommand;
     type Error = GatewayError;
+    type Event = GatewayEvent;
     const KIND: AggregateKind = AggregateKind::Gateway;
 
     fn new(id: Uuid) -> Self {
         Self { id, created: None }
     }
 
-    fn apply(&mut self, event: &Event) {
-        if let Event::GatewayCreated { name, description } = event {
+    fn apply(&mut self, event: &GatewayEvent) {
+        use GatewayEvent::*;
+        if let GatewayCreated { name, description } = event {
             self.created = Some(CreatedGateway {
                 name: name.clone(),
                 description: description.clone(),
@@ -130,24 +132,24 @@ impl Aggregate for Gateway {
             });
             return;
         }
+        // Every other event follows a creation.
         let Some(g) = &mut self.created else { return };
         match event {
-            Event::GatewayActivated { .. } => g.status = GatewayStatus::Online,
-            Event::ScannerCredentialIssued { credential, .. } => {
+            GatewayCreated { .. } => {}
+            GatewayActivated { .. } => g.status = GatewayStatus::Online,
+            ScannerCredentialIssued { credential, .. } => {
                 g.scanner_credentials.insert(*credential, true);
             }
-            Event::ScannerCredentialRevoked { credential } => {
+            ScannerCredentialRevoked { credential } => {
                 g.scanner_credentials.insert(*credential, false);
             }
-            Event::EndpointAssigned { endpoint, name }
-            | Event::EndpointAssignmentRenamed { endpoint, name } => {
+            EndpointAssigned { endpoint, name } | EndpointAssignmentRenamed { endpoint, name } => {
                 g.endpoints.insert(*endpoint, name.clone());
             }
-            Event::EndpointReleased { endpoint } => {
+            EndpointReleased { endpoint } => {
                 g.endpoints.remove(endpoint);
             }
-            Event::GatewayDeleted { .. } => g.status = GatewayStatus::Deleted,
-            _ => {}
+            GatewayDeleted { .. } => g.status = GatewayStatus::Deleted,
         }
     }
 
@@ -155,12 +157,12 @@ impl Aggregate for Gateway {
         &self,
         command: &GatewayCommand,
         _now_ms: i64,
-    ) -> Result<Option<Event>, GatewayError> {
+    ) -> Result<Option<GatewayEvent>, GatewayError> {
         if let GatewayCommand::Create { name, description } = command {
             if self.created.is_some() {
                 return Err(GatewayError::AlreadyExists(self.id));
             }
-            return Ok(Some(Event::GatewayCreated {
+            return Ok(Some(GatewayEvent::GatewayCreated {
                 name: checked("gateway name", name, MAX_NAME, true)?,
                 description: checked("gateway description", description, MAX_DESCRIPTION, false)?,
             }));
@@ -169,9 +171,9 @@ impl Aggregate for Gateway {
         Ok(match command {
             GatewayCommand::Create { .. } => unreachable!("handled above"),
             GatewayCommand::Activate { node } => (g.status == GatewayStatus::Initializing)
-                .then(|| Event::GatewayActivated { node: node.clone() }),
+                .then(|| GatewayEvent::GatewayActivated { node: node.clone() }),
             GatewayCommand::IssueScannerCredential { credential, label, secret_hash, kind } => {
-                Some(Event::ScannerCredentialIssued {
+                Some(GatewayEvent::ScannerCredentialIssued {
                     credential: *credential,
                     label: checked("credential label", label, MAX_NAME, false)?,
                     secret_hash: secret_hash.clone(),
@@ -182,7 +184,9 @@ impl Aggregate for Gateway {
                 match g.scanner_credentials.get(credential) {
                     None => return Err(GatewayError::UnknownCredential(*credential)),
                     Some(false) => None,
-                    Some(true) => Some(Event::ScannerCredentialRevoked { credential: *credential }),
+                    Some(true) => {
+                        Some(GatewayEvent::ScannerCredentialRevoked { credential: *credential })
+                    }
                 }
             }
             GatewayCommand::AssignEndpoint { endpoint, name } => {
@@ -192,7 +196,7 @@ impl Aggregate for Gateway {
                 } else if g.name_taken(&name, *endpoint) {
                     return Err(GatewayError::DuplicateName { gateway: g.name.clone(), name });
                 } else {
-                    Some(Event::EndpointAssigned { endpoint: *endpoint, name })
+                    Some(GatewayEvent::EndpointAssigned { endpoint: *endpoint, name })
                 }
             }
             GatewayCommand::RenameEndpoint { endpoint, name } => {
@@ -200,13 +204,14 @@ impl Aggregate for Gateway {
                 if g.name_taken(&name, *endpoint) {
                     return Err(GatewayError::DuplicateName { gateway: g.name.clone(), name });
                 }
-                (g.endpoints.get(endpoint) != Some(&name))
-                    .then_some(Event::EndpointAssignmentRenamed { endpoint: *endpoint, name })
+                (g.endpoints.get(endpoint) != Some(&name)).then_some(
+                    GatewayEvent::EndpointAssignmentRenamed { endpoint: *endpoint, name },
+                )
             }
             GatewayCommand::ReleaseEndpoint { endpoint } => g
                 .endpoints
                 .contains_key(endpoint)
-                .then_some(Event::EndpointReleased { endpoint: *endpoint }),
+                .then_some(GatewayEvent::EndpointReleased { endpoint: *endpoint }),
             GatewayCommand::Delete { reason } => {
                 if !g.endpoints.is_empty() {
                     let names: Vec<&str> = g.endpoints.values().map(String::as_str).collect();
@@ -215,7 +220,7 @@ impl Aggregate for Gateway {
                         names: names.join(", "),
                     });
                 }
-                Some(Event::GatewayDeleted { reason: reason.clone() })
+                Some(GatewayEvent::GatewayDeleted { reason: reason.clone() })
             }
         })
     }
@@ -224,118 +229,127 @@ impl Aggregate for Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::given::given;
+    use crate::aggregate::scenario::Scenario;
+    use GatewayEvent::*;
 
-    fn created() -> Event {
-        Event::GatewayCreated { name: "corp".into(), description: "main".into() }
+    fn created() -> GatewayEvent {
+        GatewayCreated { name: "corp".into(), description: "main".into() }
     }
 
-    fn assigned(id: u128, name: &str) -> Event {
-        Event::EndpointAssigned { endpoint: Uuid::from_u128(id), name: name.into() }
+    fn assigned(id: u128, name: &str) -> GatewayEvent {
+        EndpointAssigned { endpoint: Uuid::from_u128(id), name: name.into() }
+    }
+
+    fn create(name: &str) -> GatewayCommand {
+        GatewayCommand::Create { name: name.into(), description: "main".into() }
     }
 
     #[test]
     fn create_records_the_trimmed_name() {
-        let g: Gateway = given(&[]);
-        let e = g
-            .handle(
-                &GatewayCommand::Create { name: " corp ".into(), description: "main".into() },
-                0,
-            )
-            .unwrap();
-        assert_eq!(e, Some(created()));
+        Scenario::<Gateway>::given(&[]).when(&create(" corp ")).then(created());
     }
 
     #[test]
     fn non_ascii_names_are_refused() {
-        let g: Gateway = given(&[]);
-        let err = g
-            .handle(
-                &GatewayCommand::Create { name: "M\u{fc}nchen".into(), description: String::new() },
-                0,
-            )
-            .unwrap_err();
+        let err =
+            Scenario::<Gateway>::given(&[]).when(&create("M\u{fc}nchen")).result().unwrap_err();
         assert!(err.to_string().contains("only ASCII"), "{err}");
     }
 
     #[test]
     fn create_twice_is_refused() {
-        let g: Gateway = given(&[created()]);
-        assert!(matches!(
-            g.handle(&GatewayCommand::Create { name: "x".into(), description: String::new() }, 0),
-            Err(GatewayError::AlreadyExists(_))
-        ));
+        Scenario::<Gateway>::given(&[created()])
+            .when(&create("x"))
+            .then_error(GatewayError::AlreadyExists(Uuid::nil()));
     }
 
     #[test]
     fn activation_happens_once() {
-        let g: Gateway = given(&[created()]);
-        let first = g.handle(&GatewayCommand::Activate { node: "n1".into() }, 0).unwrap();
-        assert_eq!(first, Some(Event::GatewayActivated { node: "n1".into() }));
-        let g: Gateway = given(&[created(), first.unwrap()]);
-        assert_eq!(g.handle(&GatewayCommand::Activate { node: "n2".into() }, 0).unwrap(), None);
-        assert_eq!(g.created.unwrap().status, GatewayStatus::Online);
+        let activate = |node: &str| GatewayCommand::Activate { node: node.into() };
+        Scenario::<Gateway>::given(&[created()])
+            .when(&activate("n1"))
+            .then(GatewayActivated { node: "n1".into() });
+        let online =
+            Scenario::<Gateway>::given(&[created(), GatewayActivated { node: "n1".into() }]);
+        online.when(&activate("n2")).then_nothing();
+        assert_eq!(online.state().created.as_ref().unwrap().status, GatewayStatus::Online);
     }
 
     #[test]
     fn credentials_need_an_existing_gateway_and_revoke_once() {
-        let id = Uuid::from_u128(9);
-        let cmd = GatewayCommand::IssueScannerCredential {
-            credential: id,
+        let credential = Uuid::from_u128(9);
+        let issue = GatewayCommand::IssueScannerCredential {
+            credential,
             label: "zap".into(),
             secret_hash: "h".into(),
             kind: CredentialKind::Scan,
         };
-        assert!(matches!(given::<Gateway>(&[]).handle(&cmd, 0), Err(GatewayError::NotFound(_))));
-        let issued = given::<Gateway>(&[created()]).handle(&cmd, 0).unwrap().unwrap();
-        let revoke = GatewayCommand::RevokeScannerCredential { credential: id };
-        let revoked = given::<Gateway>(&[created(), issued.clone()]).handle(&revoke, 0).unwrap();
-        assert_eq!(revoked, Some(Event::ScannerCredentialRevoked { credential: id }));
-        assert_eq!(
-            given::<Gateway>(&[created(), issued, revoked.unwrap()]).handle(&revoke, 0).unwrap(),
-            None
-        );
+        let issued = ScannerCredentialIssued {
+            credential,
+            label: "zap".into(),
+            secret_hash: "h".into(),
+            kind: CredentialKind::Scan,
+        };
+        let revoke = GatewayCommand::RevokeScannerCredential { credential };
+        Scenario::<Gateway>::given(&[])
+            .when(&issue)
+            .then_error(GatewayError::NotFound(Uuid::nil()));
+        Scenario::<Gateway>::given(&[created()]).when(&issue).then(issued.clone());
+        Scenario::<Gateway>::given(&[created()])
+            .when(&revoke)
+            .then_error(GatewayError::UnknownCredential(credential));
+        Scenario::<Gateway>::given(&[created(), issued.clone()])
+            .when(&revoke)
+            .then(ScannerCredentialRevoked { credential });
+        Scenario::<Gateway>::given(&[created(), issued, ScannerCredentialRevoked { credential }])
+            .when(&revoke)
+            .then_nothing();
     }
 
     #[test]
     fn endpoint_names_are_unique_per_gateway_ignoring_case() {
-        let g: Gateway = given(&[created(), assigned(1, "dc1")]);
-        let dup =
-            GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(2), name: "DC1".into() };
-        assert!(matches!(g.handle(&dup, 0), Err(GatewayError::DuplicateName { .. })));
-        let rename =
-            GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(2), name: "dc1".into() };
-        assert!(matches!(g.handle(&rename, 0), Err(GatewayError::DuplicateName { .. })));
+        let g = Scenario::<Gateway>::given(&[created(), assigned(1, "dc1")]);
+        let duplicate =
+            || GatewayError::DuplicateName { gateway: "corp".into(), name: "DC1".into() };
+        g.when(&GatewayCommand::AssignEndpoint {
+            endpoint: Uuid::from_u128(2),
+            name: "DC1".into(),
+        })
+        .then_error(duplicate());
+        g.when(&GatewayCommand::RenameEndpoint {
+            endpoint: Uuid::from_u128(2),
+            name: "DC1".into(),
+        })
+        .then_error(duplicate());
         // An endpoint may change the case of its own name.
-        let own =
-            GatewayCommand::RenameEndpoint { endpoint: Uuid::from_u128(1), name: "DC1".into() };
-        assert!(matches!(g.handle(&own, 0), Ok(Some(Event::EndpointAssignmentRenamed { .. }))));
+        g.when(&GatewayCommand::RenameEndpoint {
+            endpoint: Uuid::from_u128(1),
+            name: "DC1".into(),
+        })
+        .then(EndpointAssignmentRenamed { endpoint: Uuid::from_u128(1), name: "DC1".into() });
         // Retrying the same assignment changes nothing.
-        let retry =
-            GatewayCommand::AssignEndpoint { endpoint: Uuid::from_u128(1), name: "dc1".into() };
-        assert_eq!(g.handle(&retry, 0).unwrap(), None);
+        g.when(&GatewayCommand::AssignEndpoint {
+            endpoint: Uuid::from_u128(1),
+            name: "dc1".into(),
+        })
+        .then_nothing();
     }
 
     #[test]
     fn delete_is_refused_while_endpoints_remain() {
         let delete = GatewayCommand::Delete { reason: "deleted by alice".into() };
-        let g: Gateway = given(&[created(), assigned(1, "dc1")]);
-        let err = g.handle(&delete, 0).unwrap_err();
-        assert!(
-            err.to_string().contains("dc1") && err.to_string().contains("delete them first"),
-            "{err}"
-        );
-        let released = Event::EndpointReleased { endpoint: Uuid::from_u128(1) };
-        let g: Gateway = given(&[created(), assigned(1, "dc1"), released]);
-        let deleted = g.handle(&delete, 0).unwrap().unwrap();
-        let g: Gateway = given(&[created(), deleted]);
-        assert!(matches!(
-            g.handle(
-                &GatewayCommand::AssignEndpoint { endpoint: Uuid::nil(), name: "x".into() },
-                0
-            ),
-            Err(GatewayError::Deleted(_))
-        ));
-        assert_eq!(g.created.unwrap().status, GatewayStatus::Deleted);
+        Scenario::<Gateway>::given(&[created(), assigned(1, "dc1")])
+            .when(&delete)
+            .then_error(GatewayError::HasEndpoints { gateway: "corp".into(), names: "dc1".into() });
+        let released = EndpointReleased { endpoint: Uuid::from_u128(1) };
+        Scenario::<Gateway>::given(&[created(), assigned(1, "dc1"), released])
+            .when(&delete)
+            .then(GatewayDeleted { reason: "deleted by alice".into() });
+        let deleted =
+            Scenario::<Gateway>::given(&[created(), GatewayDeleted { reason: "r".into() }]);
+        deleted
+            .when(&GatewayCommand::AssignEndpoint { endpoint: Uuid::nil(), name: "x".into() })
+            .then_error(GatewayError::Deleted(Uuid::nil()));
+        assert_eq!(deleted.state().created.as_ref().unwrap().status, GatewayStatus::Deleted);
     }
 }

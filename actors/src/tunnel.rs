@@ -2,7 +2,7 @@
 //! carried. It records facts; the bytes themselves flow on tokio tasks (`ism-tunnel`).
 
 use crate::aggregate::Aggregate;
-use ism_events::{AggregateKind, Event, RepeatedRefusals};
+use ism_events::{AggregateKind, RepeatedRefusals, TunnelEvent};
 use uuid::Uuid;
 
 #[derive(Debug, Default)]
@@ -38,7 +38,7 @@ pub enum TunnelCommand {
         reason: String,
     },
     /// Refusals counted after a recorded `StreamRefused` of the same kind (see
-    /// `Event::StreamRefusalsRepeated`).
+    /// `TunnelEvent::StreamRefusalsRepeated`).
     RecordStreamRefusalsRepeated(RepeatedRefusals),
     RecordStreamClosed {
         stream: u32,
@@ -62,28 +62,38 @@ pub enum TunnelError {
 impl Aggregate for Tunnel {
     type Command = TunnelCommand;
     type Error = TunnelError;
+    type Event = TunnelEvent;
     const KIND: AggregateKind = AggregateKind::Tunnel;
 
     fn new(id: Uuid) -> Self {
         Self { id, opened: None }
     }
 
-    fn apply(&mut self, event: &Event) {
+    fn apply(&mut self, event: &TunnelEvent) {
+        use TunnelEvent::*;
         match event {
-            Event::TunnelOpened { endpoint, node, .. } => {
+            TunnelOpened { endpoint, node, .. } => {
                 self.opened =
                     Some(OpenedTunnel { endpoint: *endpoint, node: node.clone(), closed: false })
             }
-            Event::TunnelClosed { .. } => {
+            // Stream facts are history; the session's state does not depend on them.
+            StreamOpened { .. }
+            | StreamRefused { .. }
+            | StreamRefusalsRepeated(_)
+            | StreamClosed { .. } => {}
+            TunnelClosed { .. } => {
                 if let Some(t) = &mut self.opened {
                     t.closed = true;
                 }
             }
-            _ => {}
         }
     }
 
-    fn handle(&self, command: &TunnelCommand, _now_ms: i64) -> Result<Option<Event>, TunnelError> {
+    fn handle(
+        &self,
+        command: &TunnelCommand,
+        _now_ms: i64,
+    ) -> Result<Option<TunnelEvent>, TunnelError> {
         // Streams race their session's end: what they did is recorded even after the close
         // (the session existed; the facts are true), but never for a session that never was.
         let existed = || match &self.opened {
@@ -102,7 +112,7 @@ impl Aggregate for Tunnel {
                 if self.opened.is_some() {
                     return Err(TunnelError::AlreadyOpened(self.id));
                 }
-                Event::TunnelOpened {
+                TunnelEvent::TunnelOpened {
                     endpoint: *endpoint,
                     gateway: *gateway,
                     node: node.clone(),
@@ -113,7 +123,7 @@ impl Aggregate for Tunnel {
             }
             TunnelCommand::RecordStreamOpened { stream, target, scanner } => {
                 existed()?;
-                Event::StreamOpened {
+                TunnelEvent::StreamOpened {
                     stream: *stream,
                     target: target.clone(),
                     scanner: scanner.clone(),
@@ -121,7 +131,7 @@ impl Aggregate for Tunnel {
             }
             TunnelCommand::RecordStreamRefused { target, scanner, reason } => {
                 existed()?;
-                Event::StreamRefused {
+                TunnelEvent::StreamRefused {
                     target: target.clone(),
                     scanner: scanner.clone(),
                     reason: reason.clone(),
@@ -132,11 +142,11 @@ impl Aggregate for Tunnel {
                 if r.count == 0 {
                     return Ok(None);
                 }
-                Event::StreamRefusalsRepeated(r.clone())
+                TunnelEvent::StreamRefusalsRepeated(r.clone())
             }
             TunnelCommand::RecordStreamClosed { stream, sent, received, end } => {
                 existed()?;
-                Event::StreamClosed {
+                TunnelEvent::StreamClosed {
                     stream: *stream,
                     sent: *sent,
                     received: *received,
@@ -144,7 +154,7 @@ impl Aggregate for Tunnel {
                 }
             }
             TunnelCommand::Close { reason } => match &self.opened {
-                Some(t) if !t.closed => Event::TunnelClosed { reason: reason.clone() },
+                Some(t) if !t.closed => TunnelEvent::TunnelClosed { reason: reason.clone() },
                 _ => return Ok(None),
             },
         }))
@@ -154,10 +164,11 @@ impl Aggregate for Tunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::given::given;
+    use crate::aggregate::scenario::Scenario;
+    use TunnelEvent::*;
 
-    fn opened() -> Event {
-        Event::TunnelOpened {
+    fn opened() -> TunnelEvent {
+        TunnelOpened {
             endpoint: Uuid::nil(),
             gateway: Uuid::nil(),
             node: "n1".into(),
@@ -167,63 +178,60 @@ mod tests {
         }
     }
 
+    fn closed() -> TunnelEvent {
+        TunnelClosed { reason: "peer closed".into() }
+    }
+
     #[test]
     fn closing_twice_records_once() {
-        let t: Tunnel = given(&[opened()]);
         let close = TunnelCommand::Close { reason: "peer closed".into() };
-        let ev = t.handle(&close, 0).unwrap().unwrap();
-        let t: Tunnel = given(&[opened(), ev]);
-        assert_eq!(t.handle(&close, 0).unwrap(), None);
+        Scenario::<Tunnel>::given(&[opened()]).when(&close).then(closed());
+        Scenario::<Tunnel>::given(&[opened(), closed()]).when(&close).then_nothing();
     }
 
     #[test]
     fn stream_facts_need_a_session_that_existed_even_if_it_closed_since() {
-        let cmd = TunnelCommand::RecordStreamOpened {
+        let open = TunnelCommand::RecordStreamOpened {
             stream: 1,
             target: "a:80".into(),
             scanner: "s".into(),
         };
-        assert!(given::<Tunnel>(&[]).handle(&cmd, 0).is_err());
-        assert!(given::<Tunnel>(&[opened()]).handle(&cmd, 0).is_ok());
-        let closed = Event::TunnelClosed { reason: "x".into() };
-        assert!(given::<Tunnel>(&[opened(), closed.clone()]).handle(&cmd, 0).is_ok());
+        let opened_stream = StreamOpened { stream: 1, target: "a:80".into(), scanner: "s".into() };
+        Scenario::<Tunnel>::given(&[]).when(&open).then_error(TunnelError::NotOpen(Uuid::nil()));
+        Scenario::<Tunnel>::given(&[opened()]).when(&open).then(opened_stream.clone());
+        Scenario::<Tunnel>::given(&[opened(), closed()]).when(&open).then(opened_stream);
         let end = TunnelCommand::RecordStreamClosed {
             stream: 1,
             sent: 1,
             received: 2,
             end: "reset".into(),
         };
-        assert!(given::<Tunnel>(&[opened(), closed]).handle(&end, 0).is_ok());
+        Scenario::<Tunnel>::given(&[opened(), closed()]).when(&end).then(StreamClosed {
+            stream: 1,
+            sent: 1,
+            received: 2,
+            end: "reset".into(),
+        });
     }
 
     #[test]
     fn counted_refusals_are_recorded_once_and_an_empty_count_not_at_all() {
-        let counted = |count| {
-            TunnelCommand::RecordStreamRefusalsRepeated(RepeatedRefusals {
-                scanner: "credential:zap".into(),
-                reason: "stream limit reached".into(),
-                count,
-                targets: vec!["10.0.0.1:80".into()],
-                other_targets: 0,
-                first_ms: 5,
-                last_ms: 9,
-            })
+        let counted = |count| RepeatedRefusals {
+            scanner: "credential:zap".into(),
+            reason: "stream limit reached".into(),
+            count,
+            targets: vec!["10.0.0.1:80".into()],
+            other_targets: 0,
+            first_ms: 5,
+            last_ms: 9,
         };
-        let t: Tunnel = given(&[opened()]);
-        let ev = t.handle(&counted(41), 0).unwrap().unwrap();
-        assert!(
-            matches!(
-                ev,
-                Event::StreamRefusalsRepeated(RepeatedRefusals {
-                    count: 41,
-                    first_ms: 5,
-                    last_ms: 9,
-                    ..
-                })
-            ),
-            "{ev:?}"
-        );
-        assert_eq!(t.handle(&counted(0), 0).unwrap(), None);
-        assert!(given::<Tunnel>(&[]).handle(&counted(1), 0).is_err());
+        let record = |count| TunnelCommand::RecordStreamRefusalsRepeated(counted(count));
+        Scenario::<Tunnel>::given(&[opened()])
+            .when(&record(41))
+            .then(StreamRefusalsRepeated(counted(41)));
+        Scenario::<Tunnel>::given(&[opened()]).when(&record(0)).then_nothing();
+        Scenario::<Tunnel>::given(&[])
+            .when(&record(1))
+            .then_error(TunnelError::NotOpen(Uuid::nil()));
     }
 }

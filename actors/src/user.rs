@@ -6,7 +6,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::text::{checked, TextError, MAX_NAME};
-use ism_events::{AggregateKind, Event, UserRole};
+use ism_events::{AggregateKind, UserEvent, UserRole};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -56,38 +56,35 @@ pub enum UserError {
 impl Aggregate for User {
     type Command = UserCommand;
     type Error = UserError;
+    type Event = UserEvent;
     const KIND: AggregateKind = AggregateKind::User;
 
     fn new(id: Uuid) -> Self {
         Self { id, created: None }
     }
 
-    fn apply(&mut self, event: &Event) {
+    fn apply(&mut self, event: &UserEvent) {
+        use UserEvent::*;
+        if let UserCreated { name, role } = event {
+            self.created =
+                Some(CreatedUser { name: name.clone(), role: *role, tokens: BTreeMap::new() });
+            return;
+        }
+        // Every other event follows a creation.
+        let Some(u) = &mut self.created else { return };
         match event {
-            Event::UserCreated { name, role } => {
-                self.created =
-                    Some(CreatedUser { name: name.clone(), role: *role, tokens: BTreeMap::new() })
+            UserCreated { .. } => {}
+            UserRoleChanged { role } => u.role = *role,
+            ApiTokenIssued { token, .. } => {
+                u.tokens.insert(*token, true);
             }
-            Event::UserRoleChanged { role } => {
-                if let Some(u) = &mut self.created {
-                    u.role = *role;
-                }
+            ApiTokenRevoked { token } => {
+                u.tokens.insert(*token, false);
             }
-            Event::ApiTokenIssued { token, .. } => {
-                if let Some(u) = &mut self.created {
-                    u.tokens.insert(*token, true);
-                }
-            }
-            Event::ApiTokenRevoked { token } => {
-                if let Some(u) = &mut self.created {
-                    u.tokens.insert(*token, false);
-                }
-            }
-            _ => {}
         }
     }
 
-    fn handle(&self, command: &UserCommand, _now_ms: i64) -> Result<Option<Event>, UserError> {
+    fn handle(&self, command: &UserCommand, _now_ms: i64) -> Result<Option<UserEvent>, UserError> {
         if let UserCommand::Create { name, role } = command {
             let name = checked("user name", name, MAX_NAME, true)?;
             if name.contains(' ') {
@@ -96,23 +93,25 @@ impl Aggregate for User {
             if let Some(u) = &self.created {
                 return Err(UserError::AlreadyExists(u.name.clone()));
             }
-            return Ok(Some(Event::UserCreated { name, role: *role }));
+            return Ok(Some(UserEvent::UserCreated { name, role: *role }));
         }
         let u = self.created.as_ref().ok_or(UserError::NotFound(self.id))?;
         Ok(match command {
             UserCommand::Create { .. } => unreachable!("handled above"),
             UserCommand::ChangeRole { role } => {
-                (u.role != *role).then_some(Event::UserRoleChanged { role: *role })
+                (u.role != *role).then_some(UserEvent::UserRoleChanged { role: *role })
             }
-            UserCommand::IssueToken { token, label, token_hash } => Some(Event::ApiTokenIssued {
-                token: *token,
-                label: checked("token label", label, MAX_NAME, false)?,
-                token_hash: token_hash.clone(),
-            }),
+            UserCommand::IssueToken { token, label, token_hash } => {
+                Some(UserEvent::ApiTokenIssued {
+                    token: *token,
+                    label: checked("token label", label, MAX_NAME, false)?,
+                    token_hash: token_hash.clone(),
+                })
+            }
             UserCommand::RevokeToken { token } => match u.tokens.get(token) {
                 None => return Err(UserError::UnknownToken(*token)),
                 Some(false) => None,
-                Some(true) => Some(Event::ApiTokenRevoked { token: *token }),
+                Some(true) => Some(UserEvent::ApiTokenRevoked { token: *token }),
             },
         })
     }
@@ -121,7 +120,8 @@ impl Aggregate for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::given::given;
+    use crate::aggregate::scenario::Scenario;
+    use UserEvent::*;
 
     #[test]
     fn user_ids_follow_the_name_case_insensitively() {
@@ -133,37 +133,31 @@ mod tests {
     fn create_once_with_a_valid_name() {
         let create =
             |name: &str| UserCommand::Create { name: name.into(), role: UserRole::SecurityLead };
-        assert!(matches!(
-            given::<User>(&[]).handle(&create("alice"), 0),
-            Ok(Some(Event::UserCreated { .. }))
-        ));
-        assert_eq!(given::<User>(&[]).handle(&create("al ice"), 0), Err(UserError::Spaces));
-        assert!(matches!(
-            given::<User>(&[]).handle(&create("\u{e9}lodie"), 0),
-            Err(UserError::Invalid(_))
-        ));
-        let existing = Event::UserCreated { name: "alice".into(), role: UserRole::Reviewer };
-        assert_eq!(
-            given::<User>(&[existing]).handle(&create("ALICE"), 0),
-            Err(UserError::AlreadyExists("alice".into()))
-        );
+        Scenario::<User>::given(&[])
+            .when(&create("alice"))
+            .then(UserCreated { name: "alice".into(), role: UserRole::SecurityLead });
+        Scenario::<User>::given(&[]).when(&create("al ice")).then_error(UserError::Spaces);
+        let invalid = Scenario::<User>::given(&[]).when(&create("\u{e9}lodie")).result();
+        assert!(matches!(invalid, Err(UserError::Invalid(_))), "{invalid:?}");
+        let existing = UserCreated { name: "alice".into(), role: UserRole::Reviewer };
+        Scenario::<User>::given(&[existing])
+            .when(&create("ALICE"))
+            .then_error(UserError::AlreadyExists("alice".into()));
     }
 
     #[test]
     fn tokens_are_issued_and_revoked_once() {
-        let t = Uuid::from_u128(7);
-        let created = Event::UserCreated { name: "alice".into(), role: UserRole::Reviewer };
-        let issued = Event::ApiTokenIssued { token: t, label: "ci".into(), token_hash: "h".into() };
-        let u: User = given(&[created.clone(), issued.clone()]);
-        assert_eq!(
-            u.handle(&UserCommand::RevokeToken { token: t }, 0).unwrap(),
-            Some(Event::ApiTokenRevoked { token: t })
-        );
-        let u: User = given(&[created, issued, Event::ApiTokenRevoked { token: t }]);
-        assert_eq!(u.handle(&UserCommand::RevokeToken { token: t }, 0).unwrap(), None);
-        assert_eq!(
-            u.handle(&UserCommand::RevokeToken { token: Uuid::nil() }, 0),
-            Err(UserError::UnknownToken(Uuid::nil()))
-        );
+        let token = Uuid::from_u128(7);
+        let created = UserCreated { name: "alice".into(), role: UserRole::Reviewer };
+        let issued = ApiTokenIssued { token, label: "ci".into(), token_hash: "h".into() };
+        let revoke = UserCommand::RevokeToken { token };
+        Scenario::<User>::given(&[created.clone(), issued.clone()])
+            .when(&revoke)
+            .then(ApiTokenRevoked { token });
+        let revoked = Scenario::<User>::given(&[created, issued, ApiTokenRevoked { token }]);
+        revoked.when(&revoke).then_nothing();
+        revoked
+            .when(&UserCommand::RevokeToken { token: Uuid::nil() })
+            .then_error(UserError::UnknownToken(Uuid::nil()));
     }
 }

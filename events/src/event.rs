@@ -5,6 +5,7 @@
 //! A change that cannot be expressed that way bumps [`SCHEMA_VERSION`] and gets an upcaster in
 //! [`crate::codec`].
 
+use crate::envelope::AggregateKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -104,153 +105,204 @@ impl CredentialKind {
     }
 }
 
-/// Every event of every aggregate. The aggregate an event belongs to is in its envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Event {
-    // ----- gateway -----
-    /// A gateway was created; it is `Initializing` until a node serves it.
-    GatewayCreated {
-        name: String,
-        description: String,
-    },
-    /// A gateway node started serving the gateway: it is online.
-    GatewayActivated {
-        node: String,
-    },
-    /// A credential for scanners (SOCKS5 password) was issued; only its hash is kept.
-    ScannerCredentialIssued {
-        credential: Uuid,
-        label: String,
-        secret_hash: String,
-        #[serde(default)]
-        kind: CredentialKind,
-    },
-    /// A scanner credential stopped working.
-    ScannerCredentialRevoked {
-        credential: Uuid,
-    },
-    /// An endpoint took a name in this gateway (names are unique per gateway, case-insensitive).
-    EndpointAssigned {
-        endpoint: Uuid,
-        name: String,
-    },
-    /// An endpoint of this gateway changed its name.
-    EndpointAssignmentRenamed {
-        endpoint: Uuid,
-        name: String,
-    },
-    /// An endpoint left this gateway (it was deleted).
-    EndpointReleased {
-        endpoint: Uuid,
-    },
-    /// The gateway was deleted; its name stays visible among deleted gateways.
-    GatewayDeleted {
-        reason: String,
-    },
+/// Declares the catalogue once and derives from it:
+/// - [`Event`], every event of every aggregate: the stored form (one flat enum, encoded with
+///   its variant name, so the bytes in existing logs never change);
+/// - one enum per aggregate ([`GatewayEvent`], [`EndpointEvent`], [`TunnelEvent`],
+///   [`UserEvent`]) with the same variants, which the aggregates and projections match
+///   exhaustively: an event added to an aggregate is a compile error wherever it is not handled;
+/// - the conversions between them (at the log boundary), [`AggregateEvent`] (an event as its
+///   aggregate's type), [`Event::kind`] and [`Event::name`].
+///
+/// A tuple variant names its binding (`Variant(binding: Type)`) for the conversions.
+macro_rules! catalogue {
+    ($(
+        $(#[$agg_meta:meta])*
+        $kind:ident => $agg:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident
+                $( { $( $(#[$fmeta:meta])* $field:ident : $fty:ty ),* $(,)? } )?
+                $( ( $bind:ident : $inner:ty ) )?
+            ),* $(,)?
+        }
+    )*) => {
+        /// Every event of every aggregate, as stored. The aggregate an event belongs to is in
+        /// its envelope ([`Event::kind`] says which kind it must be).
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum Event {
+            $($(
+                $(#[$vmeta])*
+                $variant $( { $( $(#[$fmeta])* $field : $fty ),* } )? $( ( $inner ) )?,
+            )*)*
+        }
 
-    // ----- endpoint -----
-    /// An endpoint was added to a gateway, with the hash of its first key.
-    EndpointAdded {
-        gateway: Uuid,
-        name: String,
-        description: String,
-        platform: Platform,
-        key_generation: u32,
-        key_hash: String,
-    },
-    /// The endpoint's key was used for the first time, binding it to this machine identity.
-    EndpointRegistered {
-        machine: String,
-        hostname: String,
-        platform: String,
-        agent_version: String,
-    },
-    /// A machine other than the bound one presented the key ("Token already registered").
-    EndpointRegistrationRefused {
-        machine: String,
-        hostname: String,
-        reason: String,
-    },
-    /// The endpoint's name or description changed.
-    EndpointEdited {
-        name: String,
-        description: String,
-    },
-    /// A new key replaced the old one, which stops working at once.
-    EndpointKeyRotated {
-        key_generation: u32,
-        key_hash: String,
-    },
-    /// Scan access was turned on or off (off terminates the scans and streams in progress).
-    ScanAccessChanged {
-        enabled: bool,
-    },
-    /// Support-engineer access was granted until `until_ms` (`None`: indefinitely).
-    SupportAccessGranted {
-        until_ms: Option<i64>,
-    },
-    /// Support-engineer access was withdrawn.
-    SupportAccessRevoked,
-    /// A support-engineer access window ran out.
-    SupportAccessExpired,
-    /// The endpoint was deleted: its tunnel is closed and its key stops working.
-    EndpointDeleted,
+        $(
+            $(#[$agg_meta])*
+            #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+            pub enum $agg {
+                $(
+                    $(#[$vmeta])*
+                    $variant $( { $( $(#[$fmeta])* $field : $fty ),* } )? $( ( $inner ) )?,
+                )*
+            }
 
-    // ----- user -----
-    /// A user of the management API.
-    UserCreated {
-        name: String,
-        role: UserRole,
-    },
-    UserRoleChanged {
-        role: UserRole,
-    },
-    /// An API token for the user; only its hash is kept.
-    ApiTokenIssued {
-        token: Uuid,
-        label: String,
-        token_hash: String,
-    },
-    ApiTokenRevoked {
-        token: Uuid,
-    },
+            impl From<$agg> for Event {
+                fn from(e: $agg) -> Event {
+                    match e {
+                        $( $agg::$variant $( { $($field),* } )? $( ($bind) )?
+                            => Event::$variant $( { $($field),* } )? $( ($bind) )?, )*
+                    }
+                }
+            }
 
-    // ----- tunnel (one endpoint session on one gateway node) -----
-    /// An endpoint's WebSocket session was established on a gateway node.
-    TunnelOpened {
-        endpoint: Uuid,
-        gateway: Uuid,
-        node: String,
-        machine: String,
-        remote_addr: String,
-        agent_version: String,
-    },
-    /// A scanner stream went through the tunnel to `target`.
-    StreamOpened {
-        stream: u32,
-        target: String,
-        scanner: String,
-    },
-    /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
-    StreamRefused {
-        target: String,
-        scanner: String,
-        reason: String,
-    },
-    /// More refusals like a `StreamRefused` just recorded, counted over a short window instead
-    /// of recorded one by one, so that a scanner opening in a loop cannot fill the log.
-    StreamRefusalsRepeated(RepeatedRefusals),
-    /// A scanner stream ended.
-    StreamClosed {
-        stream: u32,
-        sent: u64,
-        received: u64,
-        end: String,
-    },
-    /// The session ended.
-    TunnelClosed {
-        reason: String,
-    },
+            impl TryFrom<Event> for $agg {
+                /// The event, given back: it belongs to another kind of aggregate.
+                type Error = Event;
+
+                fn try_from(e: Event) -> Result<$agg, Event> {
+                    match e {
+                        $( Event::$variant $( { $($field),* } )? $( ($bind) )?
+                            => Ok($agg::$variant $( { $($field),* } )? $( ($bind) )?), )*
+                        #[allow(unreachable_patterns)]
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+
+        /// An event as the type of the aggregate it belongs to, for code that handles every kind
+        /// (a projection): match on this, then exhaustively on the aggregate's own type.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum AggregateEvent {
+            $( $kind($agg), )*
+        }
+
+        impl From<Event> for AggregateEvent {
+            fn from(e: Event) -> AggregateEvent {
+                match e {
+                    $($( Event::$variant $( { $($field),* } )? $( ($bind) )?
+                        => AggregateEvent::$kind($agg::$variant $( { $($field),* } )? $( ($bind) )?), )*)*
+                }
+            }
+        }
+
+        impl Event {
+            /// The kind of aggregate this event belongs to.
+            #[allow(unused_variables)]
+            pub fn kind(&self) -> AggregateKind {
+                match self {
+                    $($( Event::$variant $( { $($field: _),* } )? $( ($bind) )?
+                        => AggregateKind::$kind, )*)*
+                }
+            }
+
+            /// A short stable name, for logs, audit output and metrics.
+            #[allow(unused_variables)]
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($( Event::$variant $( { $($field: _),* } )? $( ($bind) )?
+                        => stringify!($variant), )*)*
+                }
+            }
+        }
+    };
+}
+
+catalogue! {
+    /// What happens to a gateway: its life, its scanner credentials, the roster of its
+    /// endpoints' names.
+    Gateway => GatewayEvent {
+        /// A gateway was created; it is `Initializing` until a node serves it.
+        GatewayCreated { name: String, description: String },
+        /// A gateway node started serving the gateway: it is online.
+        GatewayActivated { node: String },
+        /// A credential for scanners (SOCKS5 password) was issued; only its hash is kept.
+        ScannerCredentialIssued {
+            credential: Uuid,
+            label: String,
+            secret_hash: String,
+            #[serde(default)]
+            kind: CredentialKind,
+        },
+        /// A scanner credential stopped working.
+        ScannerCredentialRevoked { credential: Uuid },
+        /// An endpoint took a name in this gateway (names are unique per gateway,
+        /// case-insensitive).
+        EndpointAssigned { endpoint: Uuid, name: String },
+        /// An endpoint of this gateway changed its name.
+        EndpointAssignmentRenamed { endpoint: Uuid, name: String },
+        /// An endpoint left this gateway (it was deleted).
+        EndpointReleased { endpoint: Uuid },
+        /// The gateway was deleted; its name stays visible among deleted gateways.
+        GatewayDeleted { reason: String },
+    }
+
+    /// What happens to an endpoint: its identity, key, machine binding and access.
+    Endpoint => EndpointEvent {
+        /// An endpoint was added to a gateway, with the hash of its first key.
+        EndpointAdded {
+            gateway: Uuid,
+            name: String,
+            description: String,
+            platform: Platform,
+            key_generation: u32,
+            key_hash: String,
+        },
+        /// The endpoint's key was used for the first time, binding it to this machine identity.
+        EndpointRegistered { machine: String, hostname: String, platform: String, agent_version: String },
+        /// A machine other than the bound one presented the key ("Token already registered").
+        EndpointRegistrationRefused { machine: String, hostname: String, reason: String },
+        /// The endpoint's name or description changed.
+        EndpointEdited { name: String, description: String },
+        /// A new key replaced the old one, which stops working at once.
+        EndpointKeyRotated { key_generation: u32, key_hash: String },
+        /// Scan access was turned on or off (off terminates the scans and streams in progress).
+        ScanAccessChanged { enabled: bool },
+        /// Support-engineer access was granted until `until_ms` (`None`: indefinitely).
+        SupportAccessGranted { until_ms: Option<i64> },
+        /// Support-engineer access was withdrawn.
+        SupportAccessRevoked,
+        /// A support-engineer access window ran out.
+        SupportAccessExpired,
+        /// The endpoint was deleted: its tunnel is closed and its key stops working.
+        EndpointDeleted,
+    }
+
+    /// What happens to a user of the management API.
+    User => UserEvent {
+        /// A user of the management API.
+        UserCreated { name: String, role: UserRole },
+        UserRoleChanged { role: UserRole },
+        /// An API token for the user; only its hash is kept.
+        ApiTokenIssued { token: Uuid, label: String, token_hash: String },
+        ApiTokenRevoked { token: Uuid },
+    }
+
+    /// What happens in one endpoint session on one gateway node.
+    Tunnel => TunnelEvent {
+        /// An endpoint's WebSocket session was established on a gateway node.
+        TunnelOpened {
+            endpoint: Uuid,
+            gateway: Uuid,
+            node: String,
+            machine: String,
+            remote_addr: String,
+            agent_version: String,
+        },
+        /// A scanner stream went through the tunnel to `target`.
+        StreamOpened { stream: u32, target: String, scanner: String },
+        /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
+        StreamRefused { target: String, scanner: String, reason: String },
+        /// More refusals like a `StreamRefused` just recorded, counted over a short window
+        /// instead of recorded one by one, so that a scanner opening in a loop cannot fill the
+        /// log.
+        StreamRefusalsRepeated(refusals: RepeatedRefusals),
+        /// A scanner stream ended.
+        StreamClosed { stream: u32, sent: u64, received: u64, end: String },
+        /// The session ended.
+        TunnelClosed { reason: String },
+    }
 }
 
 /// Refusals of one kind (same scanner, same `reason` class) counted over one window. Encoded
@@ -277,38 +329,72 @@ impl Event {
             _ => 1,
         }
     }
+}
 
-    /// A short stable name, for logs, audit output and metrics.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Event::GatewayCreated { .. } => "GatewayCreated",
-            Event::GatewayActivated { .. } => "GatewayActivated",
-            Event::ScannerCredentialIssued { .. } => "ScannerCredentialIssued",
-            Event::ScannerCredentialRevoked { .. } => "ScannerCredentialRevoked",
-            Event::EndpointAssigned { .. } => "EndpointAssigned",
-            Event::EndpointAssignmentRenamed { .. } => "EndpointAssignmentRenamed",
-            Event::EndpointReleased { .. } => "EndpointReleased",
-            Event::GatewayDeleted { .. } => "GatewayDeleted",
-            Event::EndpointAdded { .. } => "EndpointAdded",
-            Event::EndpointRegistered { .. } => "EndpointRegistered",
-            Event::EndpointRegistrationRefused { .. } => "EndpointRegistrationRefused",
-            Event::EndpointEdited { .. } => "EndpointEdited",
-            Event::EndpointKeyRotated { .. } => "EndpointKeyRotated",
-            Event::ScanAccessChanged { .. } => "ScanAccessChanged",
-            Event::SupportAccessGranted { .. } => "SupportAccessGranted",
-            Event::SupportAccessRevoked => "SupportAccessRevoked",
-            Event::SupportAccessExpired => "SupportAccessExpired",
-            Event::EndpointDeleted => "EndpointDeleted",
-            Event::UserCreated { .. } => "UserCreated",
-            Event::UserRoleChanged { .. } => "UserRoleChanged",
-            Event::ApiTokenIssued { .. } => "ApiTokenIssued",
-            Event::ApiTokenRevoked { .. } => "ApiTokenRevoked",
-            Event::TunnelOpened { .. } => "TunnelOpened",
-            Event::StreamOpened { .. } => "StreamOpened",
-            Event::StreamRefused { .. } => "StreamRefused",
-            Event::StreamRefusalsRepeated(_) => "StreamRefusalsRepeated",
-            Event::StreamClosed { .. } => "StreamClosed",
-            Event::TunnelClosed { .. } => "TunnelClosed",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_of_each() -> Vec<Event> {
+        let id = Uuid::from_u128(7);
+        vec![
+            Event::GatewayCreated { name: "g".into(), description: String::new() },
+            Event::ScannerCredentialRevoked { credential: id },
+            Event::EndpointDeleted,
+            Event::SupportAccessGranted { until_ms: Some(5) },
+            Event::UserRoleChanged { role: UserRole::Reviewer },
+            Event::StreamRefusalsRepeated(RepeatedRefusals {
+                scanner: "s".into(),
+                reason: "r".into(),
+                count: 2,
+                targets: vec!["t".into()],
+                other_targets: 0,
+                first_ms: 1,
+                last_ms: 2,
+            }),
+            Event::TunnelClosed { reason: "r".into() },
+        ]
+    }
+
+    #[test]
+    fn each_event_converts_to_its_own_aggregate_type_only_and_back() {
+        for e in one_of_each() {
+            let as_gateway = GatewayEvent::try_from(e.clone()).ok().map(Event::from);
+            let as_endpoint = EndpointEvent::try_from(e.clone()).ok().map(Event::from);
+            let as_tunnel = TunnelEvent::try_from(e.clone()).ok().map(Event::from);
+            let as_user = UserEvent::try_from(e.clone()).ok().map(Event::from);
+            let back = match e.kind() {
+                AggregateKind::Gateway => &as_gateway,
+                AggregateKind::Endpoint => &as_endpoint,
+                AggregateKind::Tunnel => &as_tunnel,
+                AggregateKind::User => &as_user,
+            };
+            assert_eq!(back.as_ref(), Some(&e), "{e:?} round-trips through its aggregate type");
+            let converted = [&as_gateway, &as_endpoint, &as_tunnel, &as_user];
+            assert_eq!(converted.iter().filter(|c| c.is_some()).count(), 1, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_encodes_alike_in_either_form_under_its_name() {
+        for e in one_of_each() {
+            let stored = rmp_serde::to_vec_named(&e).unwrap();
+            let typed = match e.kind() {
+                AggregateKind::Gateway => {
+                    rmp_serde::to_vec_named(&GatewayEvent::try_from(e.clone()).unwrap())
+                }
+                AggregateKind::Endpoint => {
+                    rmp_serde::to_vec_named(&EndpointEvent::try_from(e.clone()).unwrap())
+                }
+                AggregateKind::Tunnel => {
+                    rmp_serde::to_vec_named(&TunnelEvent::try_from(e.clone()).unwrap())
+                }
+                AggregateKind::User => {
+                    rmp_serde::to_vec_named(&UserEvent::try_from(e.clone()).unwrap())
+                }
+            };
+            assert_eq!(typed.unwrap(), stored, "{e:?}");
+            assert!(String::from_utf8_lossy(&stored).contains(e.name()), "stored as {}", e.name());
         }
     }
 }

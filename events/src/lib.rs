@@ -7,7 +7,8 @@
 //! - [`embedded`] (sled, the single-node default) and [`jetstream`] (NATS, clusters): its two
 //!   backends, both held to `conformance` (behind the `testing` feature);
 //! - [`projection`]: feeding read models from the log, with checkpoints and rebuilds;
-//! - [`clock`]: injectable time.
+//! - [`clock`]: injectable time;
+//! - [`support_access`]: the support-engineer access window as a value (one home for its rule).
 #![forbid(unsafe_code)]
 
 pub mod clock;
@@ -20,14 +21,19 @@ pub mod event;
 pub mod jetstream;
 pub mod log;
 pub mod projection;
+pub mod support_access;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, AggregateKind, Cause, Envelope, Recorded};
-pub use event::{CredentialKind, Event, Platform, RepeatedRefusals, UserRole, SCHEMA_VERSION};
+pub use event::{
+    AggregateEvent, CredentialKind, EndpointEvent, Event, GatewayEvent, Platform, RepeatedRefusals,
+    TunnelEvent, UserEvent, UserRole, SCHEMA_VERSION,
+};
 pub use log::{AppendError, EventLog, EventStream, LogError};
 pub use projection::{
     rebuild, rebuild_to, spawn_projection, Projection, ProjectionError, ProjectionProgress,
 };
+pub use support_access::SupportAccess;
 
 use std::sync::Arc;
 

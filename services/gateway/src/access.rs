@@ -222,7 +222,7 @@ pub async fn expire_support_windows(state: Arc<NodeState>, every: Duration) {
         tick.tick().await;
         let now = state.clock.now_ms();
         let due = match state.directory.endpoints() {
-            Ok(all) => all.into_iter().filter(|e| matches!(e.support_access, ism_projectors::SupportAccessView::Until(t) if t <= now)),
+            Ok(all) => all.into_iter().filter(|e| e.support_access.expired(now)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the directory to expire support access");
                 continue;

@@ -12,6 +12,5 @@ pub mod audit;
 pub mod directory;
 
 pub use directory::{
-    DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView,
-    SupportAccessView, UserView,
+    DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView, UserView,
 };

@@ -1,9 +1,10 @@
 //! How the API shows things: the JSON shapes of `openapi.json`, built from directory views.
 
 use crate::state::NodeState;
+use ism_events::SupportAccess;
 use ism_events::{CredentialKind, Platform, UserRole};
 use ism_projectors::directory::{TokenView, UserView};
-use ism_projectors::{EndpointStatus, EndpointView, GatewayStatus, GatewayView, SupportAccessView};
+use ism_projectors::{EndpointStatus, EndpointView, GatewayStatus, GatewayView};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -147,18 +148,13 @@ pub fn deleted_gateway(g: GatewayView) -> DeletedGatewayOut {
 
 pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
     let now = state.clock.now_ms();
-    let support_access = match e.support_access {
-        SupportAccessView::Off => {
-            SupportAccessOut { state: "off", until_ms: None, indefinite: false }
-        }
-        SupportAccessView::Indefinite => {
-            SupportAccessOut { state: "active", until_ms: None, indefinite: true }
-        }
-        SupportAccessView::Until(t) => SupportAccessOut {
-            state: if t > now { "active" } else { "expired" },
-            until_ms: Some(t),
-            indefinite: false,
+    let support_access = SupportAccessOut {
+        state: e.support_access.state_name(now),
+        until_ms: match e.support_access {
+            SupportAccess::Until(t) => Some(t),
+            SupportAccess::Off | SupportAccess::Indefinite => None,
         },
+        indefinite: e.support_access == SupportAccess::Indefinite,
     };
     EndpointOut {
         id: e.id,

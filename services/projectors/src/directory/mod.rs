@@ -13,7 +13,7 @@ pub use views::*;
 
 use apply::{decode, name_key, Tx, CHECKPOINT};
 use ism_events::projection::Row;
-use ism_events::{Event, Projection, ProjectionError, Recorded};
+use ism_events::{AggregateEvent, Event, Projection, ProjectionError, Recorded};
 use sled::Transactional;
 use std::path::Path;
 use uuid::Uuid;
@@ -214,6 +214,7 @@ impl Projection for DirectoryProjection {
                 .map(|_| ())
                 .map_err(storage);
         }
+        let event = AggregateEvent::from(rec.envelope.event.clone());
         (
             &self.gateways,
             &self.endpoints,
@@ -247,6 +248,7 @@ impl Projection for DirectoryProjection {
                             meta,
                         },
                         rec,
+                        &event,
                     )
                 },
             )

@@ -1,7 +1,7 @@
 //! What the directory stores, one row type per tree. Every field comes from events (times from
 //! envelopes), and lists are kept sorted, so a rebuild writes the same bytes.
 
-use ism_events::{CredentialKind, Platform, UserRole};
+use ism_events::{CredentialKind, Platform, SupportAccess, UserRole};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -49,24 +49,6 @@ pub enum EndpointStatus {
     Offline,
 }
 
-/// Support-engineer access as granted (whether it is still active depends on the time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SupportAccessView {
-    Off,
-    Until(i64),
-    Indefinite,
-}
-
-impl SupportAccessView {
-    pub fn is_active(self, now_ms: i64) -> bool {
-        match self {
-            SupportAccessView::Off => false,
-            SupportAccessView::Until(t) => now_ms < t,
-            SupportAccessView::Indefinite => true,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointView {
     pub id: Uuid,
@@ -81,7 +63,8 @@ pub struct EndpointView {
     pub key_hash: String,
     pub status: EndpointStatus,
     pub scan_access: bool,
-    pub support_access: SupportAccessView,
+    /// As granted; whether it is active depends on the time asked at.
+    pub support_access: SupportAccess,
     /// Machine identity the key is bound to.
     pub machine: Option<String>,
     pub hostname: Option<String>,
