@@ -257,7 +257,7 @@ async fn seed_workflow(backend: Backend) -> TestNode {
         .await
         .expect("the endpoint must be cut off")
         .expect_err("deleted");
-    assert!(diagnosis.message.contains("Failure to authenticate endpoint key"), "{diagnosis}");
+    assert!(diagnosis.message.contains("This endpoint was deleted"), "{diagnosis}");
     let deleted = alice.json(&["gateway", "delete", &gw_id]).await;
     assert_eq!(deleted["status"], "Deleted");
     assert!(!alice.ok(&["gateway", "list"]).await.contains("corp"));

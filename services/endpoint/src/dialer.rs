@@ -41,10 +41,22 @@ pub enum Plan<'a> {
     Addresses(Vec<IpAddr>, Option<&'a ProxyConfig>),
 }
 
+impl Plan<'_> {
+    /// Whether the web proxy carries the connection.
+    pub fn via_proxy(&self) -> bool {
+        matches!(self, Plan::ProxyByName(..) | Plan::Addresses(_, Some(_)))
+    }
+}
+
 impl Dialer {
     pub async fn dial(&self, target: &TargetAddr) -> Result<TcpStream, DialFailure> {
-        let port = target.port();
-        let (allowed, proxy) = match self.plan(target).await? {
+        let plan = self.plan(target).await?;
+        self.connect(plan, target.port()).await
+    }
+
+    /// Connects as `plan` says, to `port`.
+    pub async fn connect(&self, plan: Plan<'_>, port: u16) -> Result<TcpStream, DialFailure> {
+        let (allowed, proxy) = match plan {
             Plan::ProxyByName(p, name) => {
                 let tcp = proxy::connect(p, name, port, self.connect_timeout)
                     .await
@@ -66,7 +78,7 @@ impl Dialer {
                 Err(f) => last = Some(f),
             }
         }
-        Err(last.expect("a plan has at least one address"))
+        Err(last.unwrap_or_else(|| fail(OpenFailure::General, "no address to connect to".into())))
     }
 
     /// Resolves `target` (unless the proxy resolves names) and checks it against the allowlist.

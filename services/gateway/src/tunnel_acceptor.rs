@@ -8,7 +8,7 @@
 
 use crate::sessions::LiveSession;
 use crate::state::NodeState;
-use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes};
+use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, verify_secret};
 use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
@@ -287,14 +287,25 @@ async fn admit(
     };
     let endpoint = endpoint_of_key(&hello.key).map_err(|_| invalid())?;
     // Unknown endpoints are refused from the directory, before any actor is started for them: a
-    // stranger with a made-up key costs a lookup, nothing more.
-    if state
+    // stranger with a made-up key costs a lookup, nothing more. Only the holder of a deleted
+    // endpoint's key learns that it was deleted, so that its agent says so.
+    match state
         .directory
-        .endpoint(endpoint)
+        .endpoint_any(endpoint)
         .map_err(|e| (RejectCode::Unavailable, e.to_string()))?
-        .is_none()
     {
-        return Err(invalid());
+        None => return Err(invalid()),
+        Some(e) if e.deleted => {
+            return Err(if verify_secret(hello.key.trim(), &e.key_hash) {
+                (
+                    RejectCode::EndpointDeleted,
+                    "this endpoint was deleted from its gateway: its key no longer works".into(),
+                )
+            } else {
+                invalid()
+            });
+        }
+        Some(_) => {}
     }
     let machine = hex(&hello.machine_key);
     let command = EndpointCommand::Register {
