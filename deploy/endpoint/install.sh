@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the ISM endpoint on Linux as a systemd service that runs it continuously, or updates
 # an existing installation in place (new binary, changed settings; the machine identity, and so
-# the endpoint key's binding to this machine, is kept).
+# the endpoint key's binding to this machine, is kept). With --keep-identity it installs into a
+# folder where uninstall.sh --keep-identity left the machine identity, so the same endpoint key
+# works again on this machine instead of "Token already registered".
 #
 # Asks for what is missing when run on a terminal; with --yes everything comes from flags (and,
 # when updating, from the installed configuration). Everything it does is logged to
@@ -15,7 +17,7 @@ BINARY="$(cd "$(dirname "$0")" && pwd)/ism-endpoint"
 KEY="" GATEWAY="" GATEWAY_CA="" ALLOWED=""
 PROXY_HOST="" PROXY_PORT="" PROXY_SCOPE="" PROXY_RESOLVE_GATEWAY="" PROXY_RESOLVE_URLS="" PROXY_EXCLUSIONS=""
 PROXY_USER="" PROXY_PASSWORD_FILE=""
-ASSUME_YES=0 START=1 CHECK_KEY=1
+ASSUME_YES=0 START=1 CHECK_KEY=1 KEEP_IDENTITY=0
 
 usage() {
   cat <<'EOF'
@@ -38,6 +40,8 @@ Usage: install.sh [options]
   --root DIR                  install below DIR instead of / (staging, tests); starts nothing
   --no-start                  install or update, but do not start the service
   --skip-key-check            do not validate the key against the gateway
+  --keep-identity             install with the machine identity uninstall.sh --keep-identity
+                              left in the folder (the key stays bound to this machine)
   --yes                       accept the terms of use and ask nothing
 EOF
 }
@@ -68,6 +72,7 @@ while [ $# -gt 0 ]; do
     --root) ROOT="${2%/}"; shift 2 ;;
     --no-start) START=0; shift ;;
     --skip-key-check) CHECK_KEY=0; shift ;;
+    --keep-identity) KEEP_IDENTITY=1; shift ;;
     --yes|-y) ASSUME_YES=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option $1" ;;
@@ -97,19 +102,30 @@ DEST="$ROOT$INSTALL_DIR"
 PROPS="$DEST/config/application.properties"
 UNIT="$ROOT/etc/systemd/system/$SERVICE.service"
 
-# An empty or new folder, or an existing installation to update; nothing else.
-UPDATE=0
+# An empty or new folder, an existing installation to update, or the machine identity an
+# uninstall kept (data/machine.key alone); nothing else.
+IDENTITY="$DEST/data/machine.key"
+only_identity() {
+  [ -f "$IDENTITY" ] && [ -z "$(find "$DEST" -mindepth 1 ! -path "$DEST/data" ! -path "$IDENTITY" -print -quit)" ]
+}
+UPDATE=0 KEPT=0
 if [ -f "$PROPS" ] && [ -x "$DEST/bin/ism-endpoint" ]; then
   UPDATE=1
+elif only_identity; then
+  [ "$KEEP_IDENTITY" -eq 1 ] || die "Invalid installation folder: $INSTALL_DIR holds the machine identity of an uninstalled endpoint (data/machine.key). Pass --keep-identity to install with it (its endpoint key stays bound to this machine), or remove the folder to start afresh."
+  KEPT=1
 elif [ -e "$DEST" ] && [ -n "$(ls -A "$DEST" 2>/dev/null)" ]; then
   die "Invalid installation folder: $INSTALL_DIR is not empty and holds no endpoint installation. Choose an empty folder that you created, or a folder the installer can create."
+fi
+if [ "$KEEP_IDENTITY" -eq 1 ] && [ "$UPDATE" -eq 0 ] && [ "$KEPT" -eq 0 ]; then
+  die "--keep-identity: there is no machine identity in $INSTALL_DIR/data/machine.key to keep (uninstall.sh --keep-identity leaves it there)"
 fi
 [ -x "$BINARY" ] || die "no ism-endpoint binary at $BINARY (pass --binary)"
 
 mkdir -p "$DEST"/{bin,config,data,logs,run,uninstall}
 LOG="$DEST/logs/endpointinstaller.log"
 log() { echo "$*"; echo "$(date -u '+%F %T') INFO - $*" >>"$LOG"; }
-log "Installing the endpoint in $INSTALL_DIR$([ -n "$ROOT" ] && echo " (below $ROOT)")$([ "$UPDATE" -eq 1 ] && echo ": updating the existing installation")"
+log "Installing the endpoint in $INSTALL_DIR$([ -n "$ROOT" ] && echo " (below $ROOT)")$([ "$UPDATE" -eq 1 ] && echo ": updating the existing installation")$([ "$KEPT" -eq 1 ] && echo ", with the machine identity kept there")"
 
 # When updating, what is not given keeps its installed value.
 current() { sed -n "s/^[[:space:]]*$1[[:space:]]*[=:][[:space:]]*//p" "$PROPS" 2>/dev/null | tail -n 1; }
@@ -171,7 +187,11 @@ chmod 0640 "$NEW"
 
 undo() {
   rm -f "$NEW"
-  if [ "$UPDATE" -eq 0 ]; then rm -rf "$DEST"; fi
+  if [ "$KEPT" -eq 1 ]; then
+    find "$DEST" -mindepth 1 ! -path "$DEST/data" ! -path "$IDENTITY" -delete
+  elif [ "$UPDATE" -eq 0 ]; then
+    rm -rf "$DEST"
+  fi
 }
 
 # The proxy credentials, stored by the endpoint itself (owner-only), and the key check: the
@@ -193,7 +213,7 @@ elif [ "$CHECK_KEY" -eq 1 ]; then
   log "Checking the endpoint key against the gateway $GATEWAY"
   check() { "${ENDPOINT[@]}" --check 2>&1; }
 else
-  check() { echo "key check skipped (--skip-key-check)"; }
+  check() { :; }
 fi
 if ! out="$(check)"; then
   echo "$out" >>"$LOG"
@@ -207,8 +227,12 @@ if ! out="$(check)"; then
     *) die "Failure to authenticate endpoint key: $reason" 3 ;;
   esac
 fi
-echo "$out" >>"$LOG"
-log "The key validated"
+[ -z "$out" ] || echo "$out" >>"$LOG"
+if [ -n "$PROXY_USER" ] || [ "$CHECK_KEY" -eq 1 ]; then
+  log "The key validated"
+else
+  log "The key was not checked (--skip-key-check): the endpoint checks it when it starts"
+fi
 mv -f "$NEW" "$PROPS"
 log "Wrote $INSTALL_DIR/config/application.properties"
 

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Uninstalls the ISM endpoint: stops and removes the service, then the installation folder (this
 # script's parent's parent). Stopping the endpoint stops the scans currently using it.
+#
+# With --keep-identity the machine identity (data/machine.key) stays in the folder, so that
+# install.sh --keep-identity on this machine can use the same endpoint key again: the gateway
+# binds a key to the identity that first used it ("Token already registered" for any other).
 set -euo pipefail
 
 SERVICE=ism-endpoint
 ROOT=""
-ASSUME_YES=0
+ASSUME_YES=0 KEEP_IDENTITY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) ROOT="${2%/}"; shift 2 ;;
     --yes|-y) ASSUME_YES=1; shift ;;
-    -h|--help) echo "Usage: uninstall.sh [--yes] [--root DIR]"; exit 0 ;;
+    --keep-identity) KEEP_IDENTITY=1; shift ;;
+    -h|--help) echo "Usage: uninstall.sh [--yes] [--keep-identity] [--root DIR]"; exit 0 ;;
     *) echo "ERROR - unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -32,12 +37,24 @@ if [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/nu
   systemctl daemon-reload
 else
   rm -f "$UNIT"
-  # An endpoint started by hand (no systemd): stop it through its status file.
-  pid="$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$DEST/run/status.json" 2>/dev/null | head -n 1)"
+  # An endpoint started by hand (no systemd): stop it through its status file, which an
+  # installation that never ran does not have.
+  pid=""
+  if [ -f "$DEST/run/status.json" ]; then
+    pid="$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$DEST/run/status.json" | head -n 1)"
+  fi
   if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$DEST/bin/ism-endpoint"; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
   fi
 fi
-rm -rf "$DEST"
-echo "The endpoint was uninstalled from $DEST."
+IDENTITY="$DEST/data/machine.key"
+if [ "$KEEP_IDENTITY" -eq 1 ] && [ -f "$IDENTITY" ]; then
+  find "$DEST" -mindepth 1 ! -path "$DEST/data" ! -path "$IDENTITY" -delete
+  echo "The endpoint was uninstalled from $DEST; its machine identity is kept in $IDENTITY."
+  echo "Install again with install.sh --keep-identity --install-dir ${DEST#"$ROOT"} to use the same endpoint key on this machine."
+else
+  [ "$KEEP_IDENTITY" -eq 0 ] || echo "There is no machine identity to keep in $DEST (none was ever created)."
+  rm -rf "$DEST"
+  echo "The endpoint was uninstalled from $DEST."
+fi

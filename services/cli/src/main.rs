@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use ism_cli::scanner;
 use ism_cli::ApiClient;
 use serde_json::{json, Value};
+use std::io::Write;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -192,7 +193,12 @@ enum UserCmd {
         label: String,
     },
     /// Revoke one of a user's API tokens.
-    RevokeToken { name: String, token: String },
+    RevokeToken {
+        name: String,
+        /// The token's id (not the token itself): `ism user list --json` shows them.
+        #[arg(value_name = "TOKEN_ID")]
+        token_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,7 +222,7 @@ fn parse_support(s: &str) -> Value {
     }
 }
 
-async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::Result<()> {
+async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::Result<Value> {
     let rest = url.strip_prefix("http://").context(
         "only http:// URLs can be fetched (https needs a TLS client: use curl --socks5-hostname)",
     )?;
@@ -228,20 +234,33 @@ async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::
     };
     let stream = scanner::connect(socks, endpoint, secret, &host, port).await?;
     let resp = scanner::http_get(stream, authority, &path, Duration::from_secs(30)).await?;
-    println!("{}", resp.status_line);
-    for (k, v) in &resp.headers {
-        println!("{k}: {v}");
-    }
-    println!();
-    print!("{}", resp.body);
-    Ok(())
+    Ok(json!({ "status_line": resp.status_line, "headers": resp.headers, "body": resp.body }))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let json_out = cli.json;
+/// What a command has to say, and whether it failed even so.
+struct Said {
+    text: String,
+    failure: Option<&'static str>,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Said> {
+    let (value, render) = answer(&cli).await?;
+    let failure = match &cli.command {
+        // A projection that differs is a failure, whichever way the report is printed.
+        Command::Projections(ProjectionsCmd::Verify) if value["all_match"] != true => {
+            Some("a projection differs from the replay of the log")
+        }
+        _ => None,
+    };
+    let text = if cli.json { output::json(&value) } else { render(&value) };
+    Ok(Said { text, failure })
+}
+
+/// The command's JSON, and how to show it as text.
+async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
     match &cli.command {
         Command::Fetch { socks, endpoint, secret, url } => {
-            return fetch(socks, endpoint, secret, url).await
+            return Ok((fetch(socks, endpoint, secret, url).await?, output::fetched))
         }
         Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: Some(spec) } => {
             let entries = output::offline_audit(
@@ -254,8 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 *limit,
             )
             .await?;
-            output::print_audit(&json!({ "entries": entries }), json_out);
-            return Ok(());
+            return Ok((json!({ "entries": entries }), output::audit));
         }
         _ => {}
     }
@@ -263,71 +281,71 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         bail!("an API token is required: pass --token or set ISM_API_TOKEN (a node keeps its administrator token in <data-dir>/admin-token)");
     };
     let api = ApiClient::new(&cli.api, token);
-    let out = match cli.command {
-        Command::Status => api.status().await?,
-        Command::Whoami => api.me().await?,
+    Ok(match &cli.command {
+        Command::Status => (api.status().await?, output::status),
+        Command::Whoami => (api.me().await?, output::whoami),
         Command::Gateway(GatewayCmd::Create { name, description }) => {
-            api.create_gateway(&name, &description).await?
+            (api.create_gateway(name, description).await?, output::gateway)
         }
-        Command::Gateway(GatewayCmd::List) => {
-            output::print_gateways(&api.gateways().await?, json_out);
-            return Ok(());
+        Command::Gateway(GatewayCmd::List) => (api.gateways().await?, output::gateways),
+        Command::Gateway(GatewayCmd::Deleted) => (api.deleted_gateways().await?, output::deleted),
+        Command::Gateway(GatewayCmd::Show { id }) => (api.gateway(id).await?, output::gateway),
+        Command::Gateway(GatewayCmd::Delete { id }) => {
+            (api.delete_gateway(id).await?, output::gateway)
         }
-        Command::Gateway(GatewayCmd::Deleted) => {
-            output::print_deleted(&api.deleted_gateways().await?, json_out);
-            return Ok(());
-        }
-        Command::Gateway(GatewayCmd::Show { id }) => api.gateway(&id).await?,
-        Command::Gateway(GatewayCmd::Delete { id }) => api.delete_gateway(&id).await?,
         Command::Endpoint(EndpointCmd::Add { gateway, name, description, platform }) => {
-            api.add_endpoint(&gateway, &name, &description, &platform).await?
+            (api.add_endpoint(gateway, name, description, platform).await?, output::endpoint_added)
         }
         Command::Endpoint(EndpointCmd::List { gateway }) => {
-            output::print_endpoints(&api.endpoints(&gateway).await?, json_out);
-            return Ok(());
+            (api.endpoints(gateway).await?, output::endpoints)
         }
-        Command::Endpoint(EndpointCmd::Show { id }) => api.endpoint(&id).await?,
+        Command::Endpoint(EndpointCmd::Show { id }) => (api.endpoint(id).await?, output::endpoint),
         Command::Endpoint(EndpointCmd::Edit { id, name, description, version }) => {
             let version = match version {
-                Some(v) => v,
-                None => api.endpoint(&id).await?["version"]
+                Some(v) => *v,
+                None => api.endpoint(id).await?["version"]
                     .as_u64()
                     .context("the endpoint has no version")?,
             };
-            api.edit_endpoint(&id, name.as_deref(), description.as_deref(), version).await?
+            let edited =
+                api.edit_endpoint(id, name.as_deref(), description.as_deref(), version).await?;
+            (edited, output::endpoint)
         }
-        Command::Endpoint(EndpointCmd::Delete { id }) => api.delete_endpoint(&id).await?,
+        Command::Endpoint(EndpointCmd::Delete { id }) => {
+            (api.delete_endpoint(id).await?, output::endpoint_deleted)
+        }
         Command::Endpoint(EndpointCmd::Key { id }) => {
-            let key = api.endpoint_key(&id).await?;
-            if !json_out {
-                println!("{key}");
-                return Ok(());
-            }
-            json!({ "endpoint": id, "key": key })
+            (json!({ "endpoint": id, "key": api.endpoint_key(id).await? }), output::key)
         }
-        Command::Endpoint(EndpointCmd::RotateKey { id }) => api.rotate_key(&id).await?,
+        Command::Endpoint(EndpointCmd::RotateKey { id }) => {
+            (api.rotate_key(id).await?, output::rotated_key)
+        }
         Command::Endpoint(EndpointCmd::Access { id, scan, support }) => {
             if scan.is_none() && support.is_none() {
                 bail!("say what to change: --scan on|off and/or --support off|indefinite|<days>");
             }
             let scan = scan.as_deref().map(parse_scan).transpose()?;
-            api.set_access(&id, scan, support.as_deref().map(parse_support)).await?
+            let changed = api.set_access(id, scan, support.as_deref().map(parse_support)).await?;
+            (changed, output::endpoint)
         }
         Command::Credential(CredentialCmd::Issue { gateway, label, kind }) => {
-            api.issue_credential(&gateway, &label, &kind).await?
+            (api.issue_credential(gateway, label, kind).await?, output::credential)
         }
         Command::Credential(CredentialCmd::Revoke { gateway, credential }) => {
-            api.revoke_credential(&gateway, &credential).await?
+            (api.revoke_credential(gateway, credential).await?, output::gateway)
         }
-        Command::User(UserCmd::Create { name, role }) => api.create_user(&name, &role).await?,
-        Command::User(UserCmd::List) => {
-            output::print_users(&api.users().await?, json_out);
-            return Ok(());
+        Command::User(UserCmd::Create { name, role }) => {
+            (api.create_user(name, role).await?, output::user)
         }
-        Command::User(UserCmd::Role { name, role }) => api.change_role(&name, &role).await?,
-        Command::User(UserCmd::Token { name, label }) => api.issue_token(&name, &label).await?,
-        Command::User(UserCmd::RevokeToken { name, token }) => {
-            api.revoke_token(&name, &token).await?
+        Command::User(UserCmd::List) => (api.users().await?, output::users),
+        Command::User(UserCmd::Role { name, role }) => {
+            (api.change_role(name, role).await?, output::user)
+        }
+        Command::User(UserCmd::Token { name, label }) => {
+            (api.issue_token(name, label).await?, output::api_token)
+        }
+        Command::User(UserCmd::RevokeToken { name, token_id }) => {
+            (api.revoke_token(name, token_id).await?, output::user)
         }
         Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: None } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
@@ -339,34 +357,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ("until", until),
             ] {
                 if let Some(v) = v {
-                    q.push((k, v));
+                    q.push((k, v.clone()));
                 }
             }
-            output::print_audit(&api.audit(&q).await?, json_out);
-            return Ok(());
+            (api.audit(&q).await?, output::audit)
         }
         Command::Projections(ProjectionsCmd::Verify) => {
-            let report = api.verify_projections().await?;
-            if !json_out {
-                output::print_verify(&report);
-                return if report["all_match"] == true {
-                    Ok(())
-                } else {
-                    bail!("a projection differs from the replay of the log")
-                };
-            }
-            report
+            (api.verify_projections().await?, output::verify)
         }
-        Command::Fetch { .. } | Command::Audit { .. } => unreachable!("handled above"),
-    };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+        Command::Fetch { .. } | Command::Audit { .. } => unreachable!("answered above"),
+    })
+}
+
+/// Writes what a command said. A reader that went away (`ism ... | head`) is not an error: it
+/// has all it wanted.
+fn write_out(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match actix_rt::System::new().block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let said = actix_rt::System::new().block_on(run(cli)).and_then(|said| {
+        write_out(&said.text).context("writing to standard output")?;
+        Ok(said)
+    });
+    match said {
+        Ok(Said { failure: None, .. }) => std::process::ExitCode::SUCCESS,
+        Ok(Said { failure: Some(why), .. }) => {
+            eprintln!("error: {why}");
+            std::process::ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)

@@ -1,70 +1,223 @@
-//! How the `ism` command prints things when `--json` is not given, and the offline audit.
+//! What the `ism` command prints: for people, text made from the API's JSON; with `--json`, the
+//! JSON itself. Each command's text is rendered whole before anything is written, so that the
+//! writing (which may meet a closed pipe) happens in one place. Also the offline audit.
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use ism_projectors::audit::{parse_time, AuditEntry, AuditFilter, Timeline};
+use ism_projectors::audit::{format_time, parse_time, AuditEntry, AuditFilter, Timeline};
 use serde_json::Value;
 use std::collections::VecDeque;
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+/// Renders a command's JSON as text.
+pub type Render = fn(&Value) -> String;
+
+/// Text for a terminal: control characters (a forged line break, an escape sequence) are shown
+/// escaped, never obeyed.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+/// A string field, or `-` when there is none or it is empty.
+fn s(v: &Value) -> String {
+    v.as_str().filter(|t| !t.is_empty()).map(shown).unwrap_or_else(|| "-".into())
+}
+
+/// A string field in quotes (a name, a label).
+fn quoted(v: &Value) -> String {
+    format!("\"{}\"", v.as_str().map(shown).unwrap_or_default())
+}
+
+/// A time field (milliseconds), or `-` when there is none.
+fn time(v: &Value) -> String {
+    v.as_i64().map(format_time).unwrap_or_else(|| "-".into())
 }
 
 fn items(list: &Value) -> impl Iterator<Item = &Value> {
     list.as_array().into_iter().flatten()
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// A heading and its labelled rows, one per line.
+fn card(heading: String, rows: &[(&str, String)]) -> String {
+    let mut out = heading;
+    for (label, value) in rows {
+        out.push_str(&format!("\n  {label:<22}{value}"));
+    }
+    out.push('\n');
+    out
 }
 
-pub fn print_gateways(list: &Value, json: bool) {
-    if json {
-        return print_json(list);
+pub fn json(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+pub fn status(v: &Value) -> String {
+    card(
+        format!("node {}: event log {}", s(&v["node"]), s(&v["event_log"])),
+        &[
+            ("log head", format!("{} (directory at {})", v["log_head"], v["directory_position"])),
+            ("connected endpoints", v["connected_endpoints"].to_string()),
+            (
+                "open streams",
+                format!(
+                    "{} (at most {} per endpoint)",
+                    v["open_streams"], v["stream_limit_per_endpoint"]
+                ),
+            ),
+            ("endpoints connect to", s(&v["endpoint_url"])),
+            (
+                "scanners connect to",
+                format!(
+                    "socks5://{}, or http://{} as an HTTP proxy",
+                    s(&v["socks_address"]),
+                    s(&v["http_proxy_address"])
+                ),
+            ),
+        ],
+    )
+}
+
+pub fn whoami(v: &Value) -> String {
+    let may = if v["may_manage"] == true {
+        "may manage gateways and endpoints"
+    } else {
+        "may read, not change"
+    };
+    format!("{}: {} ({may})\n", s(&v["name"]), s(&v["role"]))
+}
+
+pub fn gateway(v: &Value) -> String {
+    let mut rows = vec![
+        ("description", s(&v["description"])),
+        ("endpoints", v["endpoint_count"].to_string()),
+        ("endpoints connect to", format!("{} (allow it in your network)", s(&v["endpoint_url"]))),
+        (
+            "scanners connect to",
+            format!(
+                "socks5://{}, or http://{} as an HTTP proxy",
+                s(&v["socks_address"]),
+                s(&v["http_proxy_address"])
+            ),
+        ),
+        ("created", format!("{} by {}", time(&v["created_ms"]), s(&v["created_by"]))),
+    ];
+    if !v["deleted_ms"].is_null() {
+        rows.push(("deleted", format!("{}: {}", time(&v["deleted_ms"]), s(&v["deleted_reason"]))));
     }
-    println!("{:<36}  {:<20}  {:<12}  {:<9}  ENDPOINT URL", "ID", "NAME", "STATUS", "ENDPOINTS");
+    let credentials: Vec<String> = items(&v["scanner_credentials"])
+        .map(|c| {
+            let revoked = if c["revoked"] == true { ", revoked" } else { "" };
+            format!(
+                "{} {} {} issued {}{revoked}",
+                s(&c["id"]),
+                s(&c["kind"]),
+                quoted(&c["label"]),
+                time(&c["issued_ms"])
+            )
+        })
+        .collect();
+    rows.push((
+        "scanner credentials",
+        if credentials.is_empty() {
+            "none".into()
+        } else {
+            credentials.join(&format!("\n  {:<22}", ""))
+        },
+    ));
+    card(format!("gateway {} {}: {}", quoted(&v["name"]), s(&v["id"]), s(&v["status"])), &rows)
+}
+
+pub fn gateways(list: &Value) -> String {
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<12}  {:<9}  ENDPOINT URL\n",
+        "ID", "NAME", "STATUS", "ENDPOINTS"
+    );
     for g in items(list) {
-        println!(
-            "{:<36}  {:<20}  {:<12}  {:<9}  {}",
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<12}  {:<9}  {}\n",
             s(&g["id"]),
             s(&g["name"]),
             s(&g["status"]),
             g["endpoint_count"],
             s(&g["endpoint_url"])
-        );
+        ));
     }
+    out
 }
 
-pub fn print_deleted(list: &Value, json: bool) {
-    if json {
-        return print_json(list);
-    }
-    println!("{:<36}  {:<20}  {:<24}  REASON", "ID", "NAME", "DELETED");
+pub fn deleted(list: &Value) -> String {
+    let mut out = format!("{:<36}  {:<20}  {:<24}  REASON\n", "ID", "NAME", "DELETED");
     for g in items(list) {
-        let when =
-            g["deleted_ms"].as_i64().map(ism_projectors::audit::format_time).unwrap_or_default();
-        println!(
-            "{:<36}  {:<20}  {:<24}  {}",
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<24}  {}\n",
             s(&g["id"]),
             s(&g["name"]),
-            when,
+            time(&g["deleted_ms"]),
             s(&g["deleted_reason"])
-        );
+        ));
+    }
+    out
+}
+
+fn support_access(v: &Value) -> String {
+    match (v["state"].as_str(), v["indefinite"] == true) {
+        (Some("active"), true) => "on, indefinitely".into(),
+        (Some("active"), false) => format!("on until {}", time(&v["until_ms"])),
+        (Some("expired"), _) => format!("expired {}", time(&v["until_ms"])),
+        _ => "off".into(),
     }
 }
 
-pub fn print_endpoints(list: &Value, json: bool) {
-    if json {
-        return print_json(list);
-    }
-    println!(
-        "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  NODE",
+pub fn endpoint(v: &Value) -> String {
+    let agent = match v["agent_version"].as_str() {
+        Some(version) => format!(
+            "version {} on {} ({})",
+            shown(version),
+            s(&v["hostname"]),
+            s(&v["agent_platform"])
+        ),
+        None => "never connected".into(),
+    };
+    card(
+        format!("endpoint {} {}: {}", quoted(&v["name"]), s(&v["id"]), s(&v["status"])),
+        &[
+            ("gateway", s(&v["gateway"])),
+            ("description", s(&v["description"])),
+            ("platform", s(&v["platform"])),
+            ("scan access", if v["scan_access"] == true { "on" } else { "off" }.into()),
+            ("support access", support_access(&v["support_access"])),
+            ("streams", format!("{} open, at most {}", v["open_streams"], v["stream_limit"])),
+            ("agent", agent),
+            ("node", s(&v["node"])),
+            ("connected since", time(&v["connected_since_ms"])),
+            ("last disconnected", time(&v["last_disconnected_ms"])),
+            ("last refusal", s(&v["last_refusal"])),
+            ("key generation", v["key_generation"].to_string()),
+            ("record version", v["version"].to_string()),
+        ],
+    )
+}
+
+pub fn endpoint_added(v: &Value) -> String {
+    format!(
+        "{}  {:<22}{}\nInstall the endpoint with this key; `ism endpoint key {}` shows it again.\n",
+        endpoint(&v["endpoint"]),
+        "key",
+        s(&v["key"]),
+        s(&v["endpoint"]["id"])
+    )
+}
+
+pub fn endpoints(list: &Value) -> String {
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  NODE\n",
         "ID", "NAME", "STATUS", "VERSION", "SCAN", "SUPPORT", "STREAMS"
     );
     for e in items(list) {
         let scan = if e["scan_access"] == true { "on" } else { "off" };
-        println!(
-            "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  {}",
+        out.push_str(&format!(
+            "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  {}\n",
             s(&e["id"]),
             s(&e["name"]),
             s(&e["status"]),
@@ -73,51 +226,137 @@ pub fn print_endpoints(list: &Value, json: bool) {
             s(&e["support_access"]["state"]),
             format!("{}/{}", e["open_streams"], e["stream_limit"]),
             s(&e["node"])
-        );
+        ));
     }
+    out
 }
 
-pub fn print_users(list: &Value, json: bool) {
-    if json {
-        return print_json(list);
-    }
-    println!("{:<24}  {:<14}  TOKENS (active)", "NAME", "ROLE");
+pub fn endpoint_deleted(v: &Value) -> String {
+    format!(
+        "deleted endpoint {} ({}): its key no longer works\n",
+        quoted(&v["name"]),
+        s(&v["deleted"])
+    )
+}
+
+/// The key alone, so that it can be copied or piped.
+pub fn key(v: &Value) -> String {
+    format!("{}\n", s(&v["key"]))
+}
+
+pub fn rotated_key(v: &Value) -> String {
+    format!(
+        "new key for endpoint {} (generation {}), the old one no longer works:\n{}\n",
+        s(&v["endpoint"]),
+        v["key_generation"],
+        s(&v["key"])
+    )
+}
+
+pub fn credential(v: &Value) -> String {
+    card(
+        format!(
+            "scanner credential {} ({}) for gateway {}",
+            s(&v["id"]),
+            s(&v["kind"]),
+            s(&v["gateway"])
+        ),
+        &[
+            ("secret", format!("{} (shown only now)", s(&v["secret"]))),
+            ("SOCKS5 ingress", s(&v["socks_address"])),
+            ("usage", s(&v["usage"])),
+        ],
+    )
+}
+
+pub fn user(v: &Value) -> String {
+    let tokens: Vec<String> = items(&v["tokens"])
+        .map(|t| {
+            let revoked = if t["revoked"] == true { ", revoked" } else { "" };
+            format!(
+                "{} {} issued {}{revoked}",
+                s(&t["id"]),
+                quoted(&t["label"]),
+                time(&t["issued_ms"])
+            )
+        })
+        .collect();
+    card(
+        format!("user {}: {}", quoted(&v["name"]), s(&v["role"])),
+        &[
+            ("created", format!("{} by {}", time(&v["created_ms"]), s(&v["created_by"]))),
+            (
+                "API tokens",
+                if tokens.is_empty() {
+                    "none".into()
+                } else {
+                    tokens.join(&format!("\n  {:<22}", ""))
+                },
+            ),
+        ],
+    )
+}
+
+pub fn users(list: &Value) -> String {
+    let mut out = format!("{:<24}  {:<14}  TOKENS (active)\n", "NAME", "ROLE");
     for u in items(list) {
         let active = items(&u["tokens"]).filter(|t| t["revoked"] == false).count();
-        println!("{:<24}  {:<14}  {active}", s(&u["name"]), s(&u["role"]));
+        out.push_str(&format!("{:<24}  {:<14}  {active}\n", s(&u["name"]), s(&u["role"])));
     }
+    out
 }
 
-pub fn print_audit(report: &Value, json: bool) {
-    if json {
-        return print_json(report);
-    }
+pub fn api_token(v: &Value) -> String {
+    format!(
+        "API token {} for user {}, shown only now:\n{}\n",
+        s(&v["id"]),
+        quoted(&v["user"]),
+        s(&v["token"])
+    )
+}
+
+pub fn audit(report: &Value) -> String {
+    let mut out = String::new();
     for e in items(&report["entries"]) {
-        println!(
-            "{}  #{:<6} {:<28} {} (by {})",
+        out.push_str(&format!(
+            "{}  #{:<6} {:<28} {} (by {})\n",
             s(&e["time"]),
             e["position"],
             s(&e["event"]),
             s(&e["summary"]),
-            e["actor"].as_str().unwrap_or("system")
-        );
+            e["actor"].as_str().map(shown).unwrap_or_else(|| "system".into())
+        ));
     }
     if report["truncated"] == true {
-        println!("(older entries left out; raise --limit)");
+        out.push_str("(older entries left out; raise --limit)\n");
     }
+    out
 }
 
-pub fn print_verify(report: &Value) {
+pub fn verify(report: &Value) -> String {
+    let mut out = String::new();
     for p in items(&report["projections"]) {
         let verdict =
             if p["matches"] == true { "matches the replay" } else { "DIFFERS from the replay" };
-        println!(
-            "{}: {} rows at log position {}: {verdict}",
+        out.push_str(&format!(
+            "{}: {} rows at log position {}: {verdict}\n",
             s(&p["name"]),
             p["rows"],
             p["position"]
-        );
+        ));
     }
+    out
+}
+
+/// A response fetched through the ingress, as it came (the body is the scanned page's).
+pub fn fetched(v: &Value) -> String {
+    let mut out = format!("{}\n", s(&v["status_line"]));
+    for h in items(&v["headers"]) {
+        out.push_str(&format!("{}: {}\n", s(&h[0]), s(&h[1])));
+    }
+    out.push('\n');
+    out.push_str(v["body"].as_str().unwrap_or_default());
+    out
 }
 
 /// The audit timeline read straight from an event log, without a node.

@@ -106,7 +106,7 @@ impl AgentHandle {
             Err(Diagnosis {
                 message: "endpoint task failed".into(),
                 cause: e.to_string(),
-                solution: "report this as a bug",
+                solution: "report this as a bug".into(),
             })
         })
     }
@@ -205,6 +205,10 @@ impl Agent {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut attempt = 0u32;
         let mut ever_connected = false;
+        if self.config.allowed_targets.is_empty() {
+            // Said here, once logging runs, rather than when the configuration is read.
+            tracing::warn!("allowedTargets is empty: every scanner request will be refused until you list the hosts and ports to allow in application.properties");
+        }
         self.report("connecting", None, None);
         let ended = loop {
             attempt += 1;

@@ -4,20 +4,32 @@
 //! Rules are checked **after** DNS resolution, against the exact address the endpoint will
 //! connect to, so a name that re-resolves to another address (DNS rebinding) gains nothing.
 //! IPv4-mapped IPv6 addresses are checked as IPv4, and odd spellings (`127.1`, `0x7f.0.0.1`)
-//! are whatever the resolver makes of them. Link-local and cloud-metadata addresses
-//! (169.254.0.0/16, fe80::/10, fd00:ec2::254) are refused unless a CIDR rule names them.
+//! are whatever the resolver makes of them.
+//!
+//! Some addresses are refused unless a CIDR rule inside their range names them, however broad the
+//! other rules (`*`, `0.0.0.0/0`): this host itself (loopback, the unspecified address), link-local
+//! (where cloud metadata services live) and the clouds' metadata addresses outside it (see
+//! [`SENSITIVE`]). An IPv6 address that carries an IPv4 address the network delivers to
+//! (IPv4-compatible, NAT64, 6to4) is as sensitive as the address it carries, since reaching it
+//! reaches that address.
 //!
 //! Syntax (comma-separated): `host[:ports]` where host is `*`, an IP, a CIDR (IPv6 in
-//! brackets), a name, or `*.suffix`; ports is `*`, `443` or `8000-8100` (default `*`).
+//! brackets), a name, `*.domain` (names below the domain) or `*domain` (the domain and the names
+//! below it; `*corp.example` never matches `evilcorp.example`); ports is `*`, `443` or
+//! `8000-8100` (default `*`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostRule {
     Any,
     Cidr(IpAddr, u8),
     Name(String),
-    Suffix(String),
+    /// `*.domain` (names below `domain`), or with `apex` `*domain` (the domain itself too).
+    Domain {
+        domain: String,
+        apex: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +49,85 @@ pub enum AllowlistError {
     Bad { entry: String, reason: String },
 }
 
-/// Addresses refused unless a CIDR rule names them explicitly: link-local (where cloud metadata
-/// services live), the IPv6 metadata address, and the unspecified addresses (which reach this
-/// host).
-const SENSITIVE: &[(&str, u8)] =
-    &[("169.254.0.0", 16), ("fe80::", 10), ("fd00:ec2::254", 128), ("0.0.0.0", 8), ("::", 128)];
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No rule allows the host and port.
+    NotListed,
+    /// The address is sensitive and no CIDR rule inside its range names it.
+    Sensitive(Sensitive),
+}
+
+/// What makes an address sensitive: reaching it would reach more than the customer's apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sensitive {
+    /// The endpoint's own host: loopback, or the unspecified address (which connects to it).
+    ThisHost,
+    /// Link-local, where the clouds' instance metadata services answer (169.254.169.254).
+    LinkLocal,
+    /// A cloud's instance metadata or platform service outside link-local.
+    CloudMetadata,
+}
+
+impl std::fmt::Display for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sensitive::ThisHost => "an address of the endpoint's own host",
+            Sensitive::LinkLocal => "a link-local address (where cloud metadata services answer)",
+            Sensitive::CloudMetadata => "a cloud metadata service address",
+        })
+    }
+}
+
+struct Range {
+    net: IpAddr,
+    bits: u8,
+    kind: Sensitive,
+}
+
+const fn v4(a: u8, b: u8, c: u8, d: u8, bits: u8, kind: Sensitive) -> Range {
+    Range { net: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), bits, kind }
+}
+
+const fn v6(segments: [u16; 8], bits: u8, kind: Sensitive) -> Range {
+    let [a, b, c, d, e, f, g, h] = segments;
+    Range { net: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), bits, kind }
+}
+
+/// Addresses refused unless a CIDR rule inside the range names them. The metadata addresses are
+/// the ones the providers document for their instances.
+const SENSITIVE: &[Range] = &[
+    v4(127, 0, 0, 0, 8, Sensitive::ThisHost),
+    v4(0, 0, 0, 0, 8, Sensitive::ThisHost),
+    v6([0, 0, 0, 0, 0, 0, 0, 1], 128, Sensitive::ThisHost),
+    v6([0; 8], 128, Sensitive::ThisHost),
+    // AWS, Google Cloud, Azure, Oracle Cloud, DigitalOcean, OpenStack (169.254.169.254), AWS ECS
+    // task credentials (169.254.170.2), Tencent Cloud (169.254.0.23), Scaleway (169.254.42.42).
+    v4(169, 254, 0, 0, 16, Sensitive::LinkLocal),
+    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, Sensitive::LinkLocal),
+    // Alibaba Cloud's metadata service.
+    v4(100, 100, 100, 200, 32, Sensitive::CloudMetadata),
+    // Azure's WireServer (VM agent and extension configuration, protected settings).
+    v4(168, 63, 129, 16, 32, Sensitive::CloudMetadata),
+    // Oracle Cloud Infrastructure Classic's metadata service.
+    v4(192, 0, 0, 192, 32, Sensitive::CloudMetadata),
+    // AWS's IPv6 services: instance metadata (::254), EKS Pod Identity credentials (::23), DNS,
+    // time.
+    v6([0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0], 32, Sensitive::CloudMetadata),
+    // Google Cloud's IPv6 metadata server.
+    v6([0xfd20, 0x00ce, 0, 0, 0, 0, 0, 0x0254], 128, Sensitive::CloudMetadata),
+    // Oracle Cloud's IPv6 metadata service.
+    v6([0xfd00, 0x00c1, 0, 0, 0, 0, 0xa9fe, 0xa9fe], 128, Sensitive::CloudMetadata),
+    // Scaleway's IPv6 metadata service.
+    v6([0xfd00, 0x0042, 0, 0, 0, 0, 0, 0x0042], 128, Sensitive::CloudMetadata),
+];
+
+/// IPv6 prefixes followed directly by an IPv4 address that traffic to the IPv6 address reaches:
+/// IPv4-compatible `::a.b.c.d` (deprecated, still tunnelled by some stacks), NAT64 `64:ff9b::/96`
+/// (RFC 6052: the translator connects to the IPv4 address) and 6to4 `2002::/16` (RFC 3056: the
+/// packet is tunnelled to the IPv4 address). IPv4-mapped addresses are not here: the socket
+/// connects over IPv4, so they are checked as IPv4 addresses ([`normalise`]).
+const EMBEDDINGS: &[(u128, u8)] = &[(0, 96), (0x0064_ff9b << 96, 96), (0x2002 << 112, 16)];
 
 fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
@@ -62,12 +148,63 @@ fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// The sensitive range `ip` falls in, if any.
-fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8)> {
-    SENSITIVE
-        .iter()
-        .map(|(net, bits)| (net.parse().expect("constant"), *bits))
-        .find(|(net, bits)| in_cidr(ip, *net, *bits))
+/// The sensitive range `ip` falls in (the range a rule must lie within to allow it) and why. For
+/// an address that carries an IPv4 address, that is the image of the carried address's range.
+fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8, Sensitive)> {
+    let ip = normalise(ip);
+    if let Some(r) = SENSITIVE.iter().find(|r| in_cidr(ip, r.net, r.bits)) {
+        return Some((r.net, r.bits, r.kind));
+    }
+    let IpAddr::V6(v6) = ip else { return None };
+    let bits = u128::from(v6);
+    EMBEDDINGS.iter().find_map(|&(prefix, len)| {
+        if bits >> (128 - u32::from(len)) != prefix >> (128 - u32::from(len)) {
+            return None;
+        }
+        let shift = 128 - u32::from(len) - 32;
+        // The 32 bits after the prefix: the truncation keeps exactly them.
+        let carried = Ipv4Addr::from((bits >> shift) as u32);
+        match SENSITIVE.iter().find(|r| in_cidr(IpAddr::V4(carried), r.net, r.bits))? {
+            Range { net: IpAddr::V4(net), bits, kind } => Some((
+                IpAddr::V6(Ipv6Addr::from(prefix | u128::from(u32::from(*net)) << shift)),
+                len + bits,
+                *kind,
+            )),
+            Range { net: IpAddr::V6(_), .. } => None,
+        }
+    })
+}
+
+/// Whether `name` is really an address: a name whose last label is a number (`10.0.0.1`,
+/// `0x7f.1`, `2130706433`) is an IPv4 address to URL parsers and resolvers (the WHATWG URL
+/// standard's "ends in a number"), and one with a colon is IPv6. Host-name rules never match them.
+fn spells_an_address(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last.strip_prefix("0x").is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    name.contains(':') || hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl HostRule {
+    /// Whether this rule names `requested` (lower case, no trailing dot).
+    fn names(&self, requested: &str) -> bool {
+        if spells_an_address(requested) {
+            return false;
+        }
+        match self {
+            HostRule::Name(n) => n == requested,
+            // On a label boundary: `*corp.example` is not `evilcorp.example`.
+            HostRule::Domain { domain, apex } => match requested.strip_suffix(domain.as_str()) {
+                Some("") => *apex,
+                Some(below) => below.len() > 1 && below.ends_with('.'),
+                None => false,
+            },
+            HostRule::Any | HostRule::Cidr(..) => false,
+        }
+    }
+}
+
+fn canonical_name(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl Allowlist {
@@ -98,47 +235,39 @@ impl Allowlist {
 
     /// Whether a connection to the *name* `requested` on `port` may be made without the endpoint
     /// knowing the address (a web proxy resolves it). Only host-name rules can say yes: `*`, CIDRs
-    /// and addresses need an address to check, so they do not.
+    /// and addresses need an address to check, so they do not, and neither does a name that
+    /// spells an address.
     pub fn allows_name(&self, requested: &str, port: u16) -> bool {
-        let requested = requested.trim_end_matches('.').to_ascii_lowercase();
-        self.rules.iter().any(|r| {
-            in_range(port, r.ports)
-                && match &r.host {
-                    HostRule::Name(n) => *n == requested,
-                    HostRule::Suffix(s) => {
-                        requested.ends_with(s.as_str()) && requested.len() > s.len()
-                    }
-                    HostRule::Any | HostRule::Cidr(..) => false,
-                }
-        })
+        let requested = canonical_name(requested);
+        self.rules.iter().any(|r| in_range(port, r.ports) && r.host.names(&requested))
     }
 
     /// Whether connecting to `ip:port`, reached by asking for `requested` (a name or an IP
-    /// literal), is allowed.
-    pub fn allows(&self, requested: &str, ip: IpAddr, port: u16) -> bool {
+    /// literal), is allowed; if not, why.
+    pub fn check(&self, requested: &str, ip: IpAddr, port: u16) -> Result<(), Refusal> {
         let ip = normalise(ip);
-        let requested = requested.trim_end_matches('.').to_ascii_lowercase();
+        let requested = canonical_name(requested);
         // A sensitive address needs a CIDR rule *inside* its sensitive range (`169.254.169.254/32`),
         // not one that merely contains it (`0.0.0.0/0` means "anything", not "the metadata service").
-        if let Some((range, range_bits)) = sensitive_range(ip) {
+        if let Some((range, range_bits, kind)) = sensitive_range(ip) {
             let named = self.rules.iter().any(|r| {
                 matches!(r.host, HostRule::Cidr(n, b) if b >= range_bits && in_cidr(n, range, range_bits) && in_cidr(ip, n, b)) && in_range(port, r.ports)
             });
-            if !named {
-                return false;
-            }
+            return if named { Ok(()) } else { Err(Refusal::Sensitive(kind)) };
         }
-        self.rules.iter().any(|r| {
+        let allowed = self.rules.iter().any(|r| {
             in_range(port, r.ports)
                 && match &r.host {
                     HostRule::Any => true,
                     HostRule::Cidr(n, b) => in_cidr(ip, *n, *b),
-                    HostRule::Name(n) => *n == requested,
-                    HostRule::Suffix(s) => {
-                        requested.ends_with(s.as_str()) && requested.len() > s.len()
-                    }
+                    host => host.names(&requested),
                 }
-        })
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Refusal::NotListed)
+        }
     }
 }
 
@@ -208,16 +337,29 @@ fn parse_host(h: &str) -> Result<HostRule, String> {
             "host names must be ASCII (use the punycode form of international names)".into()
         );
     }
-    let h = h.to_ascii_lowercase();
-    match h.strip_prefix('*') {
-        Some(suffix) if suffix.starts_with('.') => Ok(HostRule::Suffix(suffix.to_string())),
-        Some(suffix) if !suffix.is_empty() => Ok(HostRule::Suffix(suffix.to_string())),
-        Some(_) => Err("a wildcard needs a suffix, like *.corp.example".into()),
-        None if h.contains('*') => {
-            Err("a wildcard may only lead the name, like *.corp.example".into())
-        }
-        None => Ok(HostRule::Name(h)),
+    let h = canonical_name(h);
+    let (name, wildcard) = match h.strip_prefix('*') {
+        Some(rest) => match rest.strip_prefix('.') {
+            Some(below) => (below, Some(false)),
+            None => (rest, Some(true)),
+        },
+        None => (h.as_str(), None),
+    };
+    if name.is_empty() || name.starts_with('.') {
+        return Err("a wildcard needs a domain, like *.corp.example".into());
     }
+    if name.contains('*') {
+        return Err("a wildcard may only lead the name, like *.corp.example".into());
+    }
+    if spells_an_address(name) {
+        return Err(
+            "this is neither an IP address nor a host name: write the address or a CIDR".into()
+        );
+    }
+    Ok(match wildcard {
+        Some(apex) => HostRule::Domain { domain: name.to_string(), apex },
+        None => HostRule::Name(name.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -228,64 +370,169 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Whether `rules` let a scanner that asked for `requested` reach `address` on `port`.
+    fn allows(rules: &str, requested: &str, address: &str, port: u16) -> bool {
+        Allowlist::parse(rules).unwrap().check(requested, ip(address), port).is_ok()
+    }
+
+    /// As [`allows`], for a scanner that asked for the address itself.
+    fn allows_ip(rules: &str, address: &str, port: u16) -> bool {
+        allows(rules, address, address, port)
+    }
+
+    fn refusal(rules: &str, address: &str) -> Result<(), Refusal> {
+        Allowlist::parse(rules).unwrap().check(address, ip(address), 80)
+    }
+
     #[test]
     fn cidr_and_port_rules() {
-        let a = Allowlist::parse("10.0.0.0/8:80-443, 192.168.1.5").unwrap();
-        assert!(a.allows("10.2.3.4", ip("10.2.3.4"), 443));
-        assert!(!a.allows("10.2.3.4", ip("10.2.3.4"), 444));
-        assert!(!a.allows("11.0.0.1", ip("11.0.0.1"), 80));
-        assert!(a.allows("192.168.1.5", ip("192.168.1.5"), 22));
+        let rules = "10.0.0.0/8:80-443, 192.168.1.5";
+        assert!(allows_ip(rules, "10.2.3.4", 443));
+        assert!(!allows_ip(rules, "10.2.3.4", 444));
+        assert_eq!(refusal(rules, "11.0.0.1"), Err(Refusal::NotListed));
+        assert!(allows_ip(rules, "192.168.1.5", 22));
     }
 
     #[test]
     fn ipv4_mapped_ipv6_is_checked_as_ipv4() {
-        let a = Allowlist::parse("127.0.0.1:8080").unwrap();
-        assert!(a.allows("::ffff:127.0.0.1", ip("::ffff:127.0.0.1"), 8080));
-        let deny = Allowlist::parse("10.0.0.0/8").unwrap();
-        assert!(!deny.allows("::ffff:127.0.0.1", ip("::ffff:127.0.0.1"), 80));
+        assert!(allows_ip("127.0.0.1:8080", "::ffff:127.0.0.1", 8080));
+        assert!(!allows_ip("10.0.0.0/8", "::ffff:127.0.0.1", 80));
     }
 
     #[test]
     fn names_match_the_requested_name_not_the_address() {
-        let a = Allowlist::parse("intranet.corp:443, *.apps.corp").unwrap();
-        assert!(a.allows("INTRANET.corp.", ip("10.9.9.9"), 443));
-        assert!(a.allows("billing.apps.corp", ip("10.1.1.1"), 8443));
+        let rules = "intranet.corp:443, *.apps.corp";
+        assert!(allows(rules, "INTRANET.corp.", "10.9.9.9", 443));
+        assert!(allows(rules, "billing.apps.corp", "10.1.1.1", 8443));
         assert!(
-            !a.allows("apps.corp", ip("10.1.1.1"), 8443),
-            "the suffix rule needs a label in front"
+            !allows(rules, "apps.corp", "10.1.1.1", 8443),
+            "*.apps.corp needs a label in front"
         );
-        assert!(!a.allows("evil.corp", ip("10.9.9.9"), 443));
+        assert!(!allows(rules, "evil.corp", "10.9.9.9", 443));
         // A name rule does not allow the same address asked for by IP literal.
-        assert!(!a.allows("10.9.9.9", ip("10.9.9.9"), 443));
+        assert!(!allows_ip(rules, "10.9.9.9", 443));
+    }
+
+    #[test]
+    fn wildcards_match_on_label_boundaries() {
+        let rules = "*corp.test";
+        assert!(allows(rules, "corp.test", "10.0.0.1", 80), "the domain itself");
+        assert!(allows(rules, "x.corp.test", "10.0.0.1", 80));
+        assert!(allows(rules, "a.b.corp.test", "10.0.0.1", 80));
+        for other in ["evilcorp.test", "x.evilcorp.test", "corp.test.evil", ".corp.test"] {
+            assert!(!allows(rules, other, "10.0.0.1", 80), "{other}");
+        }
+        assert!(!allows("*.corp.test", "evilcorp.test", "10.0.0.1", 80));
+        let a = Allowlist::parse(rules).unwrap();
+        assert!(a.allows_name("corp.test", 80) && a.allows_name("x.corp.test", 80));
+        assert!(!a.allows_name("evilcorp.test", 80));
     }
 
     #[test]
     fn metadata_and_link_local_need_an_explicit_cidr() {
-        let any = Allowlist::parse("*").unwrap();
-        assert!(!any.allows("169.254.169.254", ip("169.254.169.254"), 80));
-        assert!(!any.allows("fd00:ec2::254", ip("fd00:ec2::254"), 80));
-        assert!(!any.allows("fe80::1", ip("fe80::1"), 80));
+        for (address, why) in [
+            ("169.254.169.254", Sensitive::LinkLocal),
+            ("169.254.170.2", Sensitive::LinkLocal),
+            ("fe80::1", Sensitive::LinkLocal),
+            ("fd00:ec2::254", Sensitive::CloudMetadata),
+        ] {
+            assert_eq!(refusal("*", address), Err(Refusal::Sensitive(why)), "{address}");
+        }
         // A name that resolves to the metadata address (DNS rebinding) is refused too.
-        let named = Allowlist::parse("app.corp").unwrap();
-        assert!(!named.allows("app.corp", ip("169.254.169.254"), 80));
-        let explicit = Allowlist::parse("169.254.169.254/32:80").unwrap();
-        assert!(explicit.allows("169.254.169.254", ip("169.254.169.254"), 80));
-        assert!(any.allows("10.0.0.1", ip("10.0.0.1"), 80));
+        assert!(!allows("app.corp", "app.corp", "169.254.169.254", 80));
+        assert!(allows_ip("169.254.169.254/32:80", "169.254.169.254", 80));
+        assert!(allows_ip("*", "10.0.0.1", 80));
         // "Everything" written as a CIDR is still not the metadata service, nor this host.
         for all in ["0.0.0.0/0", "[::/0]", "169.0.0.0/8"] {
-            let a = Allowlist::parse(all).unwrap();
-            assert!(!a.allows("169.254.169.254", ip("169.254.169.254"), 80), "{all}");
-            assert!(!a.allows("::", ip("::"), 80), "{all}");
-            assert!(!a.allows("0.0.0.0", ip("0.0.0.0"), 80), "{all}");
+            for address in ["169.254.169.254", "::", "0.0.0.0"] {
+                assert!(refusal(all, address).is_err(), "{all} {address}");
+            }
         }
-        assert!(Allowlist::parse("0.0.0.0/0").unwrap().allows("10.1.2.3", ip("10.1.2.3"), 80));
+        assert!(allows_ip("0.0.0.0/0", "10.1.2.3", 80));
+    }
+
+    #[test]
+    fn the_clouds_metadata_addresses_outside_link_local_are_sensitive() {
+        for address in [
+            "100.100.100.200",
+            "168.63.129.16",
+            "192.0.0.192",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+            "fd20:ce::254",
+            "fd00:c1::a9fe:a9fe",
+            "fd00:42::42",
+            "::ffff:100.100.100.200",
+        ] {
+            for rules in ["*", "0.0.0.0/0, [::/0]", "100.64.0.0/10, 168.63.0.0/16, [fd00::/8]"] {
+                assert_eq!(
+                    refusal(rules, address),
+                    Err(Refusal::Sensitive(Sensitive::CloudMetadata)),
+                    "{rules} {address}"
+                );
+            }
+        }
+        // Their neighbours are ordinary addresses, and a rule naming one allows it.
+        assert!(allows_ip("*", "100.100.100.201", 80) && allows_ip("*", "fd20:ce::253", 80));
+        assert!(allows_ip("100.100.100.200", "100.100.100.200", 80));
+        assert!(allows_ip("[fd00:ec2::254]:80", "fd00:ec2::254", 80));
+    }
+
+    #[test]
+    fn ipv6_addresses_carrying_a_sensitive_ipv4_address_are_as_sensitive() {
+        for (address, why) in [
+            ("::169.254.169.254", Sensitive::LinkLocal),
+            ("::ffff:169.254.169.254", Sensitive::LinkLocal),
+            ("64:ff9b::169.254.169.254", Sensitive::LinkLocal),
+            ("64:ff9b::a9fe:a9fe", Sensitive::LinkLocal),
+            ("2002:a9fe:a9fe::", Sensitive::LinkLocal),
+            ("2002:a9fe:a9fe:1::5", Sensitive::LinkLocal),
+            ("64:ff9b::100.100.100.200", Sensitive::CloudMetadata),
+            ("2002:6464:64c8::1", Sensitive::CloudMetadata),
+            ("::127.0.0.1", Sensitive::ThisHost),
+            ("64:ff9b::7f00:1", Sensitive::ThisHost),
+            ("2002:7f00:1::", Sensitive::ThisHost),
+        ] {
+            for rules in ["*", "[::/0]", "[64:ff9b::/96], [2002::/16], [::/96]"] {
+                assert_eq!(
+                    refusal(rules, address),
+                    Err(Refusal::Sensitive(why)),
+                    "{rules} {address}"
+                );
+            }
+        }
+        // The same forms of ordinary addresses are ordinary.
+        for address in ["64:ff9b::10.0.0.1", "2002:a00:1::1", "::10.0.0.1"] {
+            assert!(allows_ip("*", address, 80), "{address}");
+        }
+        // A rule naming the carried address in that form allows it; the bare IPv4 rule does not.
+        assert!(allows_ip("[64:ff9b::a9fe:a9fe]", "64:ff9b::a9fe:a9fe", 80));
+        assert!(allows_ip("[2002:a9fe:a9fe::/48]", "2002:a9fe:a9fe::1", 80));
+        assert!(!allows_ip("169.254.169.254", "64:ff9b::a9fe:a9fe", 80));
+    }
+
+    #[test]
+    fn the_endpoint_hosts_loopback_needs_a_rule_naming_it() {
+        for address in ["127.0.0.1", "127.5.6.7", "::1", "::ffff:127.0.0.1", "0.0.0.0", "::"] {
+            for rules in ["*", "0.0.0.0/0, [::/0]", "*.corp"] {
+                assert_eq!(
+                    refusal(rules, address),
+                    Err(Refusal::Sensitive(Sensitive::ThisHost)),
+                    "{rules} {address}"
+                );
+            }
+        }
+        // `localhost` is refused by name rules and `*` alike: what counts is the address.
+        assert!(!allows("localhost, *", "localhost", "127.0.0.1", 80));
+        assert!(allows("127.0.0.1:8080", "localhost", "127.0.0.1", 8080));
+        assert!(allows_ip("127.0.0.0/8", "127.5.6.7", 80));
+        assert!(allows_ip("[::1]", "::1", 80));
     }
 
     #[test]
     fn ipv4_mapped_networks_are_ipv4_networks() {
-        let a = Allowlist::parse("[::ffff:10.0.0.0/104]").unwrap();
-        assert!(a.allows("10.200.0.1", ip("10.200.0.1"), 80));
-        assert!(!a.allows("11.0.0.1", ip("11.0.0.1"), 80));
+        assert!(allows_ip("[::ffff:10.0.0.0/104]", "10.200.0.1", 80));
+        assert!(!allows_ip("[::ffff:10.0.0.0/104]", "11.0.0.1", 80));
         assert!(Allowlist::parse("[::ffff:10.0.0.0/64]").is_err());
     }
 
@@ -297,16 +544,38 @@ mod tests {
     }
 
     #[test]
+    fn names_that_spell_addresses_are_not_names() {
+        // A proxy that resolves names would take these for addresses the endpoint never checks.
+        let a = Allowlist::parse("*.254, *.corp, *.0x7f.corp").unwrap_err();
+        assert!(a.to_string().contains("*.254"), "{a}");
+        let a = Allowlist::parse("*.corp, *corp").unwrap();
+        for name in ["169.254.169.254.corp.1", "0x7f.corp.0x1", "2130706433", "[::1]", "::1"] {
+            assert!(!a.allows_name(name, 80), "{name}");
+        }
+        assert!(a.allows_name("0x7f.corp", 80), "a label that is not the last may be anything");
+    }
+
+    #[test]
     fn ipv6_rules_in_brackets() {
-        let a = Allowlist::parse("[fd12::/16]:443, [::1]").unwrap();
-        assert!(a.allows("fd12::5", ip("fd12::5"), 443));
-        assert!(!a.allows("fd13::5", ip("fd13::5"), 443));
-        assert!(a.allows("::1", ip("::1"), 9999));
+        let rules = "[fd12::/16]:443, [::1]";
+        assert!(allows_ip(rules, "fd12::5", 443));
+        assert!(!allows_ip(rules, "fd13::5", 443));
+        assert!(allows_ip(rules, "::1", 9999));
     }
 
     #[test]
     fn bad_entries_are_named() {
-        for bad in ["10.0.0.0/33", "host:0", "host:9-1", "a*b", "caf\u{e9}.corp", "[::1"] {
+        for bad in [
+            "10.0.0.0/33",
+            "host:0",
+            "host:9-1",
+            "a*b",
+            "caf\u{e9}.corp",
+            "[::1",
+            "*.",
+            "**.x",
+            "10.0.0",
+        ] {
             let err = Allowlist::parse(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }

@@ -385,9 +385,6 @@ impl EndpointConfig {
             }
             (None, None) => None,
         };
-        if cfg.allowed_targets.is_empty() {
-            tracing::warn!("allowedTargets is empty: every scanner request will be refused until you list the hosts and ports to allow");
-        }
         Ok(cfg)
     }
 

@@ -4,18 +4,23 @@
 //! *Gateway diagnostics* send batches through a tunnel to the gateway, which echoes them back,
 //! and time each round trip. *Destination diagnostics* fetch the URL through the endpoint's own
 //! dial path (allowlist, web proxy) and time each fetch. Both print the seed's tables and
-//! summaries; a failure prints the seed's explanation and makes the tool exit non-zero. The side
-//! session used leaves the endpoint's working session alone.
+//! summaries; a failure is logged as an error with the explanation that fits it (the seed's
+//! blames a proxy, right only when one carried the request) and makes the tool exit non-zero.
+//! The side session used leaves the endpoint's working session alone.
 
 use crate::agent::Agent;
 use crate::config::DiagnosticsDefaults;
-use crate::messages::{DESTINATION_DIAGNOSTIC_ADVICE, GATEWAY_DIAGNOSTIC_ADVICE};
+use crate::messages::{
+    DESTINATION_DIRECT_ADVICE, DESTINATION_NOT_ALLOWED_ADVICE, DESTINATION_VIA_PROXY_ADVICE,
+    GATEWAY_DIAGNOSTIC_ADVICE,
+};
 use bytes::Bytes;
-use ism_tunnel_proto::{TargetAddr, DIAGNOSTIC_ECHO_HOST};
+use ism_tunnel_proto::{OpenFailure, TargetAddr, DIAGNOSTIC_ECHO_HOST};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::Level;
 
 /// What to run, after the command line, the properties file and the defaults had their say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,11 +92,12 @@ impl Sample {
     }
 }
 
-/// A diagnostic's results, or why it failed.
+/// A diagnostic's results, or why it failed and what most likely explains it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
     pub samples: Vec<Sample>,
     pub error: Option<String>,
+    pub advice: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +141,11 @@ async fn tunnel(agent: &Agent, params: &Params) -> (Section, u64, u64) {
     let link = match agent.side_session().await {
         Ok(l) => l,
         Err(e) => {
-            return (Section { samples: Vec::new(), error: Some(e.diagnosis().to_string()) }, 0, 0)
+            // A refused key or an untrusted certificate carries its own solution; the seed's
+            // advice is about the network in between.
+            let advice = e.diagnosis().blames_the_network().then_some(GATEWAY_DIAGNOSTIC_ADVICE);
+            let error = Some(e.diagnosis().to_string());
+            return (Section { samples: Vec::new(), error, advice }, 0, 0);
         }
     };
     let size = params.tunnel_batch_size_kb as usize * 1000;
@@ -158,7 +168,8 @@ async fn tunnel(agent: &Agent, params: &Params) -> (Section, u64, u64) {
         }
     }
     link.session.close("diagnostics complete");
-    (Section { samples, error }, sent, received)
+    let advice = error.is_some().then_some(GATEWAY_DIAGNOSTIC_ADVICE);
+    (Section { samples, error, advice }, sent, received)
 }
 
 /// One batch through its own tunnel stream: sent while the echo comes back.
@@ -199,30 +210,33 @@ async fn destination(agent: &Agent, url: &str, batches: u32) -> Section {
                 let intact = if status < 500 { bytes } else { 0 };
                 samples.push(Sample::new(started.elapsed(), bytes, intact));
             }
-            Err(e) => {
+            Err((e, advice)) => {
                 return Section {
                     samples,
                     error: Some(format!("Destination check exception: {e}")),
+                    advice: Some(advice),
                 }
             }
         }
     }
-    Section { samples, error: None }
+    Section { samples, error: None, advice: None }
 }
 
-/// `GET url` through the endpoint's dial path; returns the bytes received and the HTTP status.
-async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), String> {
+/// `GET url` through the endpoint's dial path; returns the bytes received and the HTTP status,
+/// or what went wrong and the advice that fits where it went wrong.
+async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), (String, &'static str)> {
+    let direct = |e: String| (e, DESTINATION_DIRECT_ADVICE);
     let (tls, rest) = match url.split_once("://") {
         Some(("https", rest)) => (true, rest),
         Some(("http", rest)) => (false, rest),
-        _ => return Err(format!("{url} is not an http:// or https:// URL")),
+        _ => return Err(direct(format!("{url} is not an http:// or https:// URL"))),
     };
     let (authority, path) =
         rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
             h.trim_start_matches('[').trim_end_matches(']').to_string(),
-            p.parse::<u16>().map_err(|_| format!("bad port in {url}"))?,
+            p.parse::<u16>().map_err(|_| direct(format!("bad port in {url}")))?,
         ),
         _ => (authority.to_string(), if tls { 443 } else { 80 }),
     };
@@ -231,7 +245,14 @@ async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), String> {
         Ok(std::net::IpAddr::V6(ip)) => TargetAddr::Ipv6(ip, port),
         Err(_) => TargetAddr::Domain(host.clone(), port),
     };
-    let tcp = agent.dialer().dial(&target).await.map_err(|f| f.message)?;
+    let plan = agent.dialer().plan(&target).await.map_err(|f| match f.reason {
+        OpenFailure::NotAllowed => (f.message, DESTINATION_NOT_ALLOWED_ADVICE),
+        _ => direct(f.message),
+    })?;
+    let advice =
+        if plan.via_proxy() { DESTINATION_VIA_PROXY_ADVICE } else { DESTINATION_DIRECT_ADVICE };
+    let failed = |e: String| (e, advice);
+    let tcp = agent.dialer().connect(plan, port).await.map_err(|f| failed(f.message))?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ism-endpoint-diagnostics\r\nConnection: close\r\n\r\n");
     let timeout = agent.config().read_timeout.max(Duration::from_secs(10));
     let exchange = async {
@@ -248,7 +269,8 @@ async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), String> {
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no complete answer from {url} within {timeout:?}"))?
+        .map_err(|_| failed(format!("no complete answer from {url} within {timeout:?}")))?
+        .map_err(failed)
 }
 
 async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
@@ -328,9 +350,9 @@ fn summary(out: &mut Vec<String>, title: &str, samples: &[Sample]) {
 
 const RULE: &str = "=======================================";
 
-/// The report as the seed prints it, one log line per entry, with the seed's explanation of any
-/// failure.
-pub fn render(report: &Report) -> Vec<String> {
+/// The report as the seed prints it, one log line per entry with its level: a failure is an
+/// error, followed by the explanation that most likely fits it as a warning.
+pub fn render(report: &Report) -> Vec<(Level, String)> {
     let mut out = vec![
         format!(
             "Tunnel diagnose usage stats: {} bytes sent; {} bytes received",
@@ -341,24 +363,33 @@ pub fn render(report: &Report) -> Vec<String> {
     out.extend([RULE.into(), "Gateway diagnostics results".into(), RULE.into()]);
     table(&mut out, &report.gateway.samples);
     summary(&mut out, "==========Gateway Diagnostics Summary===========", &report.gateway.samples);
-    if let Some(e) = &report.gateway.error {
-        out.push(format!("ERROR {e}"));
-        out.push(GATEWAY_DIAGNOSTIC_ADVICE.into());
-    }
-    out.push(RULE.into());
+    let mut lines: Vec<(Level, String)> = informational(out).collect();
+    failure(&mut lines, &report.gateway);
+    lines.push((Level::INFO, RULE.into()));
     if let (Some(d), Some(url)) = (&report.destination, &report.params.url) {
-        out.extend([
+        let mut out = vec![
             format!("Destination diagnostics results 1 thread each for target {url}"),
             RULE.into(),
-        ]);
+        ];
         table(&mut out, &d.samples);
         summary(&mut out, "==========Destination Diagnostic Summary===========", &d.samples);
-        if let Some(e) = &d.error {
-            out.push(format!("ERROR {e}"));
-            out.push(DESTINATION_DIAGNOSTIC_ADVICE.into());
-        }
+        lines.extend(informational(out));
+        failure(&mut lines, d);
     }
-    out
+    lines
+}
+
+fn informational(lines: Vec<String>) -> impl Iterator<Item = (Level, String)> {
+    lines.into_iter().map(|l| (Level::INFO, l))
+}
+
+fn failure(lines: &mut Vec<(Level, String)>, section: &Section) {
+    if let Some(e) = &section.error {
+        lines.push((Level::ERROR, e.clone()));
+    }
+    if let Some(advice) = section.advice {
+        lines.push((Level::WARN, advice.into()));
+    }
 }
 
 #[cfg(test)]

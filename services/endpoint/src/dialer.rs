@@ -6,7 +6,7 @@
 //! When the proxy resolves URL host names ("let endpoint resolve hostname for URLs" off), the
 //! endpoint never looks the name up, so only host-name rules of the allowlist can allow it.
 
-use crate::allowlist::Allowlist;
+use crate::allowlist::{Allowlist, Refusal};
 use crate::proxy::{self, ProxyConfig, ProxyError};
 use ism_tunnel_proto::{OpenFailure, TargetAddr};
 use std::io;
@@ -31,60 +31,40 @@ fn fail(reason: OpenFailure, message: String) -> DialFailure {
     DialFailure { reason, message }
 }
 
+/// Where a dial goes once the allowlist has had its say. Making one connects to nothing, so every
+/// refusal is decided before any connection is attempted.
+#[derive(Debug)]
+pub enum Plan<'a> {
+    /// The proxy is given the name and resolves it.
+    ProxyByName(&'a ProxyConfig, &'a str),
+    /// These addresses, each allowed, tried in order (through the proxy when it carries URLs).
+    Addresses(Vec<IpAddr>, Option<&'a ProxyConfig>),
+}
+
+impl Plan<'_> {
+    /// Whether the web proxy carries the connection.
+    pub fn via_proxy(&self) -> bool {
+        matches!(self, Plan::ProxyByName(..) | Plan::Addresses(_, Some(_)))
+    }
+}
+
 impl Dialer {
     pub async fn dial(&self, target: &TargetAddr) -> Result<TcpStream, DialFailure> {
-        let port = target.port();
-        let host = match target {
-            TargetAddr::Ipv4(ip, _) => ip.to_string(),
-            TargetAddr::Ipv6(ip, _) => ip.to_string(),
-            TargetAddr::Domain(name, _) => name.clone(),
-        };
-        let proxy = self.proxy.as_ref().filter(|p| p.for_url(&host));
-        if let (TargetAddr::Domain(name, _), Some(p)) = (target, proxy) {
-            if !p.resolve_urls {
-                if !self.allowlist.allows_name(name, port) {
-                    return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
-                }
+        let plan = self.plan(target).await?;
+        self.connect(plan, target.port()).await
+    }
+
+    /// Connects as `plan` says, to `port`.
+    pub async fn connect(&self, plan: Plan<'_>, port: u16) -> Result<TcpStream, DialFailure> {
+        let (allowed, proxy) = match plan {
+            Plan::ProxyByName(p, name) => {
                 let tcp = proxy::connect(p, name, port, self.connect_timeout)
                     .await
                     .map_err(|e| proxy_failure(&e))?;
                 return Ok(nodelay(tcp));
             }
-        }
-        let candidates: Vec<IpAddr> = match target {
-            TargetAddr::Ipv4(ip, _) => vec![IpAddr::V4(*ip)],
-            TargetAddr::Ipv6(ip, _) => vec![IpAddr::V6(*ip)],
-            TargetAddr::Domain(name, _) => {
-                let resolved = tokio::time::timeout(
-                    self.connect_timeout,
-                    tokio::net::lookup_host((name.as_str(), port)),
-                )
-                .await
-                .map_err(|_| {
-                    fail(OpenFailure::HostUnreachable, format!("resolving {name} timed out"))
-                })?
-                .map_err(|e| {
-                    fail(OpenFailure::HostUnreachable, format!("cannot resolve {name}: {e}"))
-                })?;
-                resolved.map(|a| a.ip()).collect()
-            }
+            Plan::Addresses(addresses, proxy) => (addresses, proxy),
         };
-        // The address connected to is exactly one that was checked: no second resolution.
-        let allowed: Vec<IpAddr> = candidates
-            .iter()
-            .copied()
-            .filter(|ip| self.allowlist.allows(&host, *ip, port))
-            .collect();
-        if allowed.is_empty() {
-            let resolved: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
-            return Err(fail(
-                OpenFailure::NotAllowed,
-                format!(
-                    "{target} (resolved to {}) is not in this endpoint's allowedTargets",
-                    resolved.join(", ")
-                ),
-            ));
-        }
         let mut last = None;
         for ip in allowed {
             let attempt = match proxy {
@@ -98,7 +78,81 @@ impl Dialer {
                 Err(f) => last = Some(f),
             }
         }
-        Err(last.expect("at least one address was tried"))
+        Err(last.unwrap_or_else(|| fail(OpenFailure::General, "no address to connect to".into())))
+    }
+
+    /// Resolves `target` (unless the proxy resolves names) and checks it against the allowlist.
+    pub async fn plan<'a>(&'a self, target: &'a TargetAddr) -> Result<Plan<'a>, DialFailure> {
+        let port = target.port();
+        let host = match target {
+            TargetAddr::Ipv4(ip, _) => ip.to_string(),
+            TargetAddr::Ipv6(ip, _) => ip.to_string(),
+            TargetAddr::Domain(name, _) => name.clone(),
+        };
+        let proxy = self.proxy.as_ref().filter(|p| p.for_url(&host));
+        // A name that is an IP literal is that address: there is nothing to resolve.
+        let literal = host.parse::<IpAddr>().ok();
+        if let (TargetAddr::Domain(name, _), Some(p), None) = (target, proxy, literal) {
+            if !p.resolve_urls {
+                if !self.allowlist.allows_name(name, port) {
+                    return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
+                }
+                return Ok(Plan::ProxyByName(p, name));
+            }
+        }
+        let candidates: Vec<IpAddr> = match literal {
+            Some(ip) => vec![ip],
+            None => {
+                let resolved = tokio::time::timeout(
+                    self.connect_timeout,
+                    tokio::net::lookup_host((host.as_str(), port)),
+                )
+                .await
+                .map_err(|_| {
+                    fail(OpenFailure::HostUnreachable, format!("resolving {host} timed out"))
+                })?
+                .map_err(|e| {
+                    fail(OpenFailure::HostUnreachable, format!("cannot resolve {host}: {e}"))
+                })?;
+                resolved.map(|a| a.ip()).collect()
+            }
+        };
+        // The address connected to is exactly one that was checked: no second resolution.
+        let mut allowed = Vec::new();
+        let mut sensitive = None;
+        for ip in &candidates {
+            match self.allowlist.check(&host, *ip, port) {
+                Ok(()) => allowed.push(*ip),
+                Err(Refusal::Sensitive(why)) => sensitive = sensitive.or(Some((*ip, why))),
+                Err(Refusal::NotListed) => {}
+            }
+        }
+        if allowed.is_empty() {
+            let resolved: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
+            let why = match sensitive {
+                Some((ip, why)) => format!(
+                    ": {ip} is {why}, allowed only by a rule that names it (like {})",
+                    naming_rule(ip)
+                ),
+                None => String::new(),
+            };
+            return Err(fail(
+                OpenFailure::NotAllowed,
+                format!(
+                    "{target} (resolved to {}) is not in this endpoint's allowedTargets{why}",
+                    resolved.join(", ")
+                ),
+            ));
+        }
+        Ok(Plan::Addresses(allowed, proxy))
+    }
+}
+
+/// The allowlist entry that would allow exactly `ip`.
+fn naming_rule(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}/32"),
+        IpAddr::V6(v6) => format!("[{v6}/128]"),
     }
 }
 
@@ -144,7 +198,8 @@ fn classify(e: &io::Error) -> OpenFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use crate::proxy::{ExclusionList, ProxyScope};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn dialer(rules: &str) -> Dialer {
         Dialer {
@@ -186,5 +241,63 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.reason, OpenFailure::HostUnreachable);
+    }
+
+    /// The refusal of a plan, which never connects anywhere.
+    async fn refused(d: &Dialer, target: TargetAddr) -> DialFailure {
+        match d.plan(&target).await {
+            Err(f) => f,
+            Ok(plan) => panic!("{target} should be refused before any connect: {plan:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn sensitive_addresses_are_refused_before_any_connect_and_say_why() {
+        let d = dialer("*, 0.0.0.0/0, [::/0]");
+        let v4 = |s: &str| TargetAddr::Ipv4(s.parse().unwrap(), 80);
+        let v6 = |s: &str| TargetAddr::Ipv6(s.parse::<Ipv6Addr>().unwrap(), 80);
+        for target in [
+            v4("169.254.169.254"),
+            v4("100.100.100.200"),
+            v4("127.0.0.1"),
+            v6("fd00:ec2::254"),
+            v6("::ffff:169.254.169.254"),
+            v6("::169.254.169.254"),
+            v6("64:ff9b::a9fe:a9fe"),
+            v6("2002:a9fe:a9fe::1"),
+            v6("::1"),
+            // An IP literal sent as a name is that address: nothing is resolved.
+            TargetAddr::Domain("169.254.169.254".into(), 80),
+        ] {
+            let f = refused(&d, target.clone()).await;
+            assert_eq!(f.reason, OpenFailure::NotAllowed, "{target}");
+            assert!(f.message.contains("allowed only by a rule that names it"), "{}", f.message);
+        }
+        let f = refused(&d, v4("169.254.169.254")).await;
+        assert!(
+            f.message.contains("link-local") && f.message.contains("169.254.169.254/32"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_resolves_names_gets_no_address_spelled_as_a_name() {
+        let mut d = dialer("*.corp, *corp");
+        d.proxy = Some(ProxyConfig {
+            host: "proxy.invalid".into(),
+            port: 3128,
+            scope: ProxyScope::GatewayAndUrls,
+            resolve_gateway: true,
+            resolve_urls: false,
+            exclusions: ExclusionList::default(),
+            credentials: None,
+        });
+        let named = TargetAddr::Domain("app.corp".into(), 80);
+        assert!(matches!(d.plan(&named).await, Ok(Plan::ProxyByName(_, "app.corp"))));
+        for spelled in ["169.254.169.254", "0xa9fea9fe", "2852039166", "app.corp.0x7f"] {
+            let f = refused(&d, TargetAddr::Domain(spelled.into(), 80)).await;
+            assert_eq!(f.reason, OpenFailure::NotAllowed, "{spelled}");
+        }
     }
 }

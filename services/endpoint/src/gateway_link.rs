@@ -87,33 +87,34 @@ async fn dial(cfg: &EndpointConfig) -> Result<TcpStream, LinkError> {
                     .ok()
                     .and_then(|mut a| a.next());
                 resolved.map(|a| a.ip().to_string()).ok_or_else(|| {
-                    LinkError::Retry(messages::gateway_unreachable(format!(
-                        "cannot resolve {host}"
-                    )))
+                    LinkError::Retry(messages::gateway_unreachable(
+                        port,
+                        format!("cannot resolve {host}"),
+                    ))
                 })?
             } else {
                 host.clone()
             };
             proxy::connect(p, &target, port, timeout).await.map_err(|e| match e {
                 ProxyError::Refused { .. } => {
-                    LinkError::Retry(messages::websocket_failed(e.to_string()))
+                    LinkError::Retry(messages::websocket_failed(port, e.to_string()))
                 }
-                _ => LinkError::Retry(messages::gateway_unreachable(e.to_string())),
+                _ => LinkError::Retry(messages::gateway_unreachable(port, e.to_string())),
             })?
         }
         None => tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
             .await
             .map_err(|_| {
-                LinkError::Retry(messages::gateway_unreachable(format!(
-                    "connecting to {} timed out after {timeout:?}",
-                    cfg.gateway
-                )))
+                LinkError::Retry(messages::gateway_unreachable(
+                    port,
+                    format!("connecting to {} timed out after {timeout:?}", cfg.gateway),
+                ))
             })?
             .map_err(|e| {
-                LinkError::Retry(messages::gateway_unreachable(format!(
-                    "connecting to {}: {e}",
-                    cfg.gateway
-                )))
+                LinkError::Retry(messages::gateway_unreachable(
+                    port,
+                    format!("connecting to {}: {e}", cfg.gateway),
+                ))
             })?,
     };
     let _ = tcp.set_nodelay(true);
@@ -129,7 +130,8 @@ pub async fn connect(
     session: SessionConfig,
 ) -> Result<Link, LinkError> {
     let tcp = dial(cfg).await?;
-    let ws_failed = |cause: String| LinkError::Retry(messages::websocket_failed(cause));
+    let (_, port) = cfg.gateway_host_port();
+    let ws_failed = |cause: String| LinkError::Retry(messages::websocket_failed(port, cause));
     let request = cfg
         .url()
         .into_client_request()
@@ -149,13 +151,12 @@ pub async fn connect(
                 cfg.read_timeout
             ))
         })?
-        .map_err(|e| {
-            let hint = if e.to_string().contains("certificate") {
-                " (if the gateway uses a private CA or your proxy inspects TLS, set gatewayCaFile)"
-            } else {
-                ""
-            };
-            ws_failed(format!("{}: {e}{hint}", cfg.url()))
+        .map_err(|e| match untrusted_certificate(&e) {
+            Some(problem) => LinkError::Retry(messages::gateway_certificate_untrusted(format!(
+                "{}: {problem}",
+                cfg.url()
+            ))),
+            None => ws_failed(format!("{}: {e}", cfg.url())),
         })?;
     let challenge = recv_frame(&mut ws, cfg.read_timeout)
         .await
@@ -195,13 +196,25 @@ pub async fn connect(
                 RejectCode::InvalidKey | RejectCode::BadHandshake => {
                     messages::invalid_key(refused.message)
                 }
-                RejectCode::Unavailable => messages::websocket_failed(format!(
-                    "the gateway is unavailable: {}",
-                    refused.message
-                )),
+                RejectCode::EndpointDeleted => messages::endpoint_deleted(refused.message),
+                RejectCode::Unavailable => messages::websocket_failed(
+                    port,
+                    format!("the gateway is unavailable: {}", refused.message),
+                ),
             };
             Err(if retry { LinkError::Retry(diagnosis) } else { LinkError::Fatal(diagnosis) })
         }
+    }
+}
+
+/// What TLS found wrong with the gateway's certificate, when that is why the upgrade failed.
+fn untrusted_certificate(
+    e: &tokio_tungstenite::tungstenite::Error,
+) -> Option<&rustls::CertificateError> {
+    let tokio_tungstenite::tungstenite::Error::Io(io) = e else { return None };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(problem) => Some(problem),
+        _ => None,
     }
 }
 

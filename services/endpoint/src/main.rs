@@ -207,8 +207,12 @@ fn main() -> ExitCode {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("report encodes"));
             } else {
-                for line in diagnostics::render(&report) {
-                    tracing::info!("{line}");
+                for (level, line) in diagnostics::render(&report) {
+                    match level {
+                        tracing::Level::ERROR => tracing::error!("{line}"),
+                        tracing::Level::WARN => tracing::warn!("{line}"),
+                        _ => tracing::info!("{line}"),
+                    }
                 }
             }
             tracing::info!("Endpoint is shutting down");

@@ -34,6 +34,17 @@ async fn install(root: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the installed uninstaller of the installation below `root`.
+async fn uninstall(root: &Path, args: &[&str]) -> Output {
+    let script = root.join(&INSTALL_DIR[1..]).join("uninstall/uninstall.sh");
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg(script).args(["--yes", "--root"]).arg(root).args(args).stdin(Stdio::null());
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("uninstaller finished")
+        .unwrap()
+}
+
 /// The unit's `ExecStart`, with its paths moved below `root`.
 fn exec_start(root: &Path) -> Vec<String> {
     let unit =
@@ -242,13 +253,7 @@ async fn install_run_as_the_unit_does_update_in_place_and_uninstall() {
     stop_service(service).await;
 
     // Uninstall: the unit and the folder are gone.
-    let out = tokio::process::Command::new("bash")
-        .arg(dest.join("uninstall/uninstall.sh"))
-        .args(["--yes", "--root"])
-        .arg(root.path())
-        .output()
-        .await
-        .unwrap();
+    let out = uninstall(root.path(), &[]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         !dest.exists() && !root.path().join("etc/systemd/system/ism-endpoint.service").exists()
@@ -392,4 +397,108 @@ async fn the_installer_refuses_with_the_seed_errors_and_leaves_nothing_behind() 
         "{:?}",
         proxy.log_lines()
     );
+}
+
+#[actix::test]
+async fn an_uninstall_can_keep_the_machine_identity_for_a_reinstall_with_the_same_key() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join(&INSTALL_DIR[1..]);
+    let (gateway, ca) =
+        (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
+    let settings = ["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca];
+    let out = install(root.path(), &settings).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let identity = std::fs::read(dest.join("data/machine.key")).unwrap();
+
+    // Kept: only the identity is left, and the service is gone.
+    let out = uninstall(root.path(), &["--keep-identity"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("install.sh --keep-identity"), "{}", text(&out));
+    assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
+    assert_eq!(mode(&dest.join("data/machine.key")), 0o600);
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["data"], "only the identity stays");
+    assert!(!root.path().join("etc/systemd/system/ism-endpoint.service").exists());
+
+    // Not asked for, a kept identity is neither used nor thrown away.
+    let out = install(root.path(), &settings).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--keep-identity"), "{}", text(&out));
+    assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
+
+    // Asked for, an install that fails leaves the kept identity as it found it.
+    let wrong_key = tampered(&p.key);
+    let out = install(
+        root.path(),
+        &["--key", &wrong_key, "--gateway", &gateway, "--gateway-ca", &ca, "--keep-identity"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["data"]);
+    assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
+
+    // Asked for: the same key validates on this machine again, with the same identity.
+    let with_identity = [&settings[..], &["--keep-identity"]].concat();
+    let out = install(root.path(), &with_identity).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("The key validated"), "{}", text(&out));
+    assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
+    let service = start_service(root.path()).await;
+    stop_service(service).await;
+
+    // Without it, the reinstall is a new machine to the gateway: the seed's refusal.
+    let out = uninstall(root.path(), &[]).await;
+    assert!(out.status.success() && !dest.exists(), "{}", text(&out));
+    let out = install(root.path(), &settings).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("Token already registered"), "{}", text(&out));
+    // ...and asking to keep an identity that is not there is refused, not ignored.
+    let out = install(root.path(), &with_identity).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no machine identity"), "{}", text(&out));
+}
+
+#[actix::test]
+async fn an_installation_that_never_ran_uninstalls_cleanly() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let root = tempfile::tempdir().unwrap();
+    let gateway = node.addresses.endpoint_wss.to_string();
+    let out = install(
+        root.path(),
+        &["--key", &p.key, "--gateway", &gateway, "--skip-key-check", "--no-start"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let dest = root.path().join(&INSTALL_DIR[1..]);
+    assert!(!dest.join("run/status.json").exists(), "the endpoint never ran");
+    let out = uninstall(root.path(), &[]).await;
+    assert!(out.status.success(), "{:?}: {}", out.status, text(&out));
+    assert!(text(&out).contains("The endpoint was uninstalled"), "{}", text(&out));
+    assert!(!dest.exists());
+}
+
+#[actix::test]
+async fn a_skipped_key_check_is_not_reported_as_a_validated_key() {
+    let root = tempfile::tempdir().unwrap();
+    let out = install(
+        root.path(),
+        &["--key", "ismk_not-checked", "--gateway", "gateway.invalid", "--skip-key-check"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let log = std::fs::read_to_string(
+        root.path().join(&INSTALL_DIR[1..]).join("logs/endpointinstaller.log"),
+    )
+    .unwrap();
+    for said in [text(&out), log] {
+        assert!(
+            !said.contains("The key validated")
+                && said.contains("The key was not checked (--skip-key-check)"),
+            "{said}"
+        );
+    }
 }

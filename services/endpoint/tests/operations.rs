@@ -49,8 +49,11 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
         text(&out)
     );
     assert!(
-        text(&out).contains("Verify that the gateway server on port 443 is on your allowlist"),
-        "{}",
+        text(&out).contains(&format!(
+            "Verify that the gateway server on port {} is on your allowlist",
+            closed.port()
+        )),
+        "the port dialled, not 443: {}",
         text(&out)
     );
 
@@ -71,8 +74,31 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
         text(&out)
     );
     assert!(
+        text(&out).contains(&format!(
+            "Verify that WebSockets are allowed in your firewall or proxy configuration for port {}.",
+            node.addresses.endpoint_wss.port()
+        )),
+        "{}",
         text(&out)
-            .contains("Verify that WebSockets are allowed in your firewall or proxy configuration"),
+    );
+
+    // A gateway certificate no trusted CA signed (a private CA not configured, a TLS-inspecting
+    // proxy): said as such, with its fix, not as a firewall problem.
+    let stranger = TestNode::start("node-b", Backend::Embedded);
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!("gatewayCaFile = {}", stranger.ca_file.display()),
+    );
+    let out = install.run(&[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "ERROR - Exit due to initialization failure: The gateway's TLS certificate is not trusted"
+        ) && text(&out).contains("set gatewayCaFile")
+            && text(&out).contains("inspects TLS")
+            && !text(&out).contains("Failed to make websocket connection"),
         "{}",
         text(&out)
     );
@@ -401,14 +427,18 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
     assert!(install.run(&["status"]).await.status.success());
     terminate(service).await;
 
-    // A destination the endpoint may not reach.
+    // A destination the endpoint may not reach: an error, explained by the allowlist (no proxy is
+    // configured, so none is blamed).
     let out = install.run(&["--diagnostics", "http://127.0.0.1:9/", "1", "1", "10"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let t = text(&out);
     assert!(
-        text(&out).contains("Destination check exception")
-            && text(&out).contains("The most likely cause of a destination diagnostic exception"),
-        "{}",
-        text(&out)
+        t.contains("ERROR - Destination check exception")
+            && t.contains("WARN - The most likely cause of a destination diagnostic exception")
+            && t.contains("does not list the URL's host and port")
+            && !t.contains("proxy")
+            && !t.contains("INFO - ERROR"),
+        "{t}"
     );
 
     // A gateway that cannot be reached.
@@ -418,10 +448,72 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
         .await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(
-        text(&out).contains("Failed to reach the gateway")
-            && text(&out).contains("The most likely cause of a gateway diagnostic exception"),
+        text(&out).contains("ERROR - Failed to reach the gateway")
+            && text(&out)
+                .contains("WARN - The most likely cause of a gateway diagnostic exception"),
         "{}",
         text(&out)
+    );
+}
+
+#[actix::test]
+async fn a_destination_that_cannot_be_reached_without_a_proxy_blames_no_proxy() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let install = Install::new(
+        env!("CARGO_BIN_EXE_ism-endpoint"),
+        &node,
+        &p.key,
+        &format!("allowedTargets = {closed}"),
+    );
+    let out = install.run(&["--diagnostics", &format!("http://{closed}/"), "1", "1", "10"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("ERROR - Destination check exception: connecting to")
+            && t.contains("WARN - The most likely cause of a destination diagnostic exception is that the endpoint machine cannot reach the URL")
+            && !t.contains("proxy"),
+        "{t}"
+    );
+}
+
+#[actix::test]
+async fn a_deleted_endpoint_is_told_it_was_deleted() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");
+    let service = install.start(&[]).await;
+    node.api().delete_endpoint(&p.endpoint).await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), service.wait_with_output())
+        .await
+        .expect("the endpoint stops once its endpoint is deleted")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let log = install.log();
+    assert!(
+        log.contains("ERROR - This endpoint was deleted from its gateway")
+            && log.contains("add a new endpoint")
+            && !log.contains("Invalid endpoint key")
+            && !log.contains("Copy Endpoint Key"),
+        "{log}"
+    );
+}
+
+#[actix::test]
+async fn an_empty_allowlist_is_warned_about_in_the_log() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    // The install's defaults name no allowedTargets.
+    let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");
+    let service = install.start(&[]).await;
+    terminate(service).await;
+    assert!(
+        install
+            .log()
+            .contains("WARN - allowedTargets is empty: every scanner request will be refused"),
+        "{}",
+        install.log()
     );
 }
 

@@ -56,6 +56,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Every file the node creates (event log, projections, secrets, also those the stores add
+    // later) is its owner's alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -93,6 +96,12 @@ fn main() -> anyhow::Result<()> {
             println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
         }
         println!("  event log             {}", node.state.log.describe());
+        match &node.admin_token_file {
+            Some(file) => {
+                println!("  admin token           {} (ism's ISM_API_TOKEN)", file.display())
+            }
+            None => println!("  admin token           as given by --admin-token / ISM_ADMIN_TOKEN"),
+        }
         // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("listening for SIGTERM")?;

@@ -100,6 +100,8 @@ pub struct RunningNode {
     pub addresses: Addresses,
     /// The administrator token (from configuration or the generated file).
     pub admin_token: String,
+    /// The file holding the administrator token, unless configuration gave it.
+    pub admin_token_file: Option<PathBuf>,
     /// The private CA endpoints must trust, when the certificate was generated.
     pub ca_file: Option<PathBuf>,
     api: actix_web::dev::ServerHandle,
@@ -169,6 +171,40 @@ fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, Nod
     }
 }
 
+/// Creates `dir` (and any missing parent) for the owner alone: the data directory holds every
+/// event, every read model and the node's secrets.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// A data directory others may enter is left as it is (it may be shared on purpose, and the
+/// stores inside it are closed anyway), but the operator is told.
+fn warn_if_shared(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "the data directory is open to other users; chmod 700 it");
+        }
+    }
+}
+
+/// Makes everything below `path` the owner's alone: directories 0700, files 0600. Symbolic links
+/// are not followed.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(path)? {
+            owner_only(&entry?.path())?;
+        }
+    } else if meta.is_file() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     s.len()
         .is_multiple_of(2)
@@ -185,15 +221,27 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         return Err(NodeError::WsPath(config.ws_path));
     }
     let data = &config.data_dir;
-    std::fs::create_dir_all(data)
-        .map_err(|source| NodeError::DataDir { path: data.clone(), source })?;
+    let data_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NodeError::DataDir { path, source }
+    };
+    private_dir(data).map_err(data_err(data))?;
+    warn_if_shared(data);
+    let (events, projections) = (data.join("events"), data.join("projections"));
 
+    // The stores create their files with the process's umask: what they made is tightened.
     let log: Arc<dyn EventLog> = match &config.event_log {
         Some(spec) => ism_events::open_log(spec).await?,
-        None => ism_events::open_log(&data.join("events").display().to_string()).await?,
+        None => {
+            private_dir(&events).map_err(data_err(&events))?;
+            let log = ism_events::open_log(&events.display().to_string()).await?;
+            owner_only(&events).map_err(data_err(&events))?;
+            log
+        }
     };
-    let directory =
-        Arc::new(DirectoryProjection::open(&data.join("projections").join("directory"))?);
+    private_dir(&projections).map_err(data_err(&projections))?;
+    let directory = Arc::new(DirectoryProjection::open(&projections.join("directory"))?);
+    owner_only(&projections).map_err(data_err(&projections))?;
     let progress = spawn_projection(log.clone(), directory.clone())?;
     let applied_events = progress.applied_events();
     progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
@@ -206,10 +254,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             KeySecret::from_bytes(&b)
                 .map_err(|e| NodeError::Secret { path: secret_path.clone(), reason: e.to_string() })
         })?;
-    let admin_token = match &config.admin_token {
-        Some(t) => t.clone(),
+    let (admin_token, admin_token_file) = match &config.admin_token {
+        Some(t) => (t.clone(), None),
         None => {
-            secret_file(&data.join("admin-token"), || format!("isma_{}", hex(&random_bytes())))?
+            let path = data.join("admin-token");
+            (secret_file(&path, || format!("isma_{}", hex(&random_bytes())))?, Some(path))
         }
     };
 
@@ -289,7 +338,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     actix_rt::spawn(server);
 
     tracing::info!(node = %state.node_id, log = %log.describe(), wss = %addresses.endpoint_wss, socks = %addresses.socks, http_proxy = %addresses.http_proxy, api = %addresses.api, "gateway node started");
-    Ok(RunningNode { state, addresses, admin_token, ca_file: identity.ca_file, api, tasks })
+    Ok(RunningNode {
+        state,
+        addresses,
+        admin_token,
+        admin_token_file,
+        ca_file: identity.ca_file,
+        api,
+        tasks,
+    })
 }
 
 /// Brings the log up to date with this node's restart: sessions it held before are gone, and

@@ -8,7 +8,7 @@
 
 use crate::sessions::LiveSession;
 use crate::state::NodeState;
-use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes};
+use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, verify_secret};
 use ism_actors::endpoint::{EndpointCommand, EndpointError};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
@@ -263,9 +263,18 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
     }
     let endpoint = endpoint_of_key(&hello.key).map_err(|_| Rejection::invalid_key())?;
     // Unknown endpoints are refused from the directory, before any actor is started for them: a
-    // stranger with a made-up key costs a lookup, nothing more.
-    if state.directory.endpoint(endpoint).map_err(Rejection::unavailable)?.is_none() {
-        return Err(Rejection::invalid_key());
+    // stranger with a made-up key costs a lookup, nothing more. Only the holder of a deleted
+    // endpoint's key learns that it was deleted, so that its agent says so.
+    match state.directory.endpoint_any(endpoint).map_err(Rejection::unavailable)? {
+        None => return Err(Rejection::invalid_key()),
+        Some(e) if e.deleted => {
+            return Err(if verify_secret(hello.key.trim(), &e.key_hash) {
+                Rejection::endpoint_deleted()
+            } else {
+                Rejection::invalid_key()
+            });
+        }
+        Some(_) => {}
     }
     let machine = hex(&hello.machine_key);
     let command = EndpointCommand::Register {

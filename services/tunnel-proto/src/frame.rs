@@ -131,7 +131,7 @@ impl ResetReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RejectCode {
-    /// The key is unknown, malformed, rotated or its endpoint deleted.
+    /// The key is unknown, malformed or rotated.
     InvalidKey = 1,
     /// The key is bound to another machine: "Token already registered".
     TokenAlreadyRegistered = 2,
@@ -141,6 +141,8 @@ pub enum RejectCode {
     BadHandshake = 4,
     /// A transient gateway-side failure (event log unavailable): retry later.
     Unavailable = 5,
+    /// The key was right, but its endpoint has been deleted: it will never work again.
+    EndpointDeleted = 6,
 }
 
 impl RejectCode {
@@ -151,6 +153,7 @@ impl RejectCode {
             3 => Self::UnsupportedVersion,
             4 => Self::BadHandshake,
             5 => Self::Unavailable,
+            6 => Self::EndpointDeleted,
             other => return Err(DecodeError::UnknownCode(other)),
         })
     }

@@ -54,6 +54,15 @@ impl Rejection {
         }
     }
 
+    /// The key is the current key of an endpoint that was deleted (told only to a holder of that
+    /// key, so that its agent stops with the right words).
+    pub fn endpoint_deleted() -> Self {
+        Self {
+            code: RejectCode::EndpointDeleted,
+            message: "this endpoint was deleted from its gateway: its key no longer works".into(),
+        }
+    }
+
     /// The key is bound to another machine; `reason` is the endpoint actor's words for it (the
     /// seed's "Token already registered"), which endpoints print and scripts may match.
     pub fn token_already_registered(reason: impl Into<String>) -> Self {
@@ -164,6 +173,7 @@ mod tests {
         for r in [
             Rejection::bad_signature(),
             Rejection::invalid_key(),
+            Rejection::endpoint_deleted(),
             Rejection::token_already_registered("Token already registered"),
         ] {
             assert!(!r.is_retryable(), "{r:?}");

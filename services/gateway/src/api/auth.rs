@@ -68,18 +68,21 @@ fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
     Ok(Caller { name: user.name, role: user.role })
 }
 
+/// The token of an `Authorization` header of the Bearer scheme, whose name is case-insensitive
+/// (RFC 9110, section 11.1): `bearer x` is as good as `Bearer x`.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<Arc<NodeState>>>().expect("node state registered");
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let token =
+            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer);
         ready(match token {
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -87,5 +90,20 @@ impl FromRequest for Caller {
             )),
             Some(t) => authenticate(state, t),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer t", "bearer t", "BEARER  t ", " bEaReR t"] {
+            assert_eq!(bearer(header), Some("t"), "{header:?}");
+        }
+        for header in ["Basic t", "Bearer", "Bearert", "t"] {
+            assert_eq!(bearer(header), None, "{header:?}");
+        }
     }
 }

@@ -15,8 +15,9 @@ mod users;
 mod views;
 
 use crate::state::NodeState;
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError, Route};
 use ism_actors::endpoint::EndpointError;
 use ism_actors::gateway::GatewayError;
 use ism_actors::user::UserError;
@@ -45,49 +46,112 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|err, _| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("bad query: {err}")).into()
     }))
-    .route(
+    .service(resource(
         "/healthz",
-        web::get().to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }),
-    )
+        [(
+            Method::GET,
+            web::to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }),
+        )],
+    ))
     .service(
         web::scope("/api/v1")
-            .route(
+            .service(resource(
                 "/openapi.json",
-                web::get().to(|| async {
-                    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
-                }),
-            )
-            .route("/status", web::get().to(audit::status))
-            .route("/me", web::get().to(users::me))
-            .route("/audit", web::get().to(audit::timeline))
-            .route("/projections/verify", web::post().to(audit::verify_projections))
-            .route("/gateways", web::get().to(gateways::list))
-            .route("/gateways", web::post().to(gateways::create))
-            .route("/deleted-gateways", web::get().to(gateways::list_deleted))
-            .route("/gateways/{id}", web::get().to(gateways::show))
-            .route("/gateways/{id}", web::delete().to(gateways::delete))
-            .route("/gateways/{id}/scanner-credentials", web::post().to(gateways::issue_credential))
-            .route(
+                [(
+                    Method::GET,
+                    web::to(|| async {
+                        HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+                    }),
+                )],
+            ))
+            .service(resource("/status", [(Method::GET, web::to(audit::status))]))
+            .service(resource("/me", [(Method::GET, web::to(users::me))]))
+            .service(resource("/audit", [(Method::GET, web::to(audit::timeline))]))
+            .service(resource(
+                "/projections/verify",
+                [(Method::POST, web::to(audit::verify_projections))],
+            ))
+            .service(resource(
+                "/gateways",
+                [(Method::GET, web::to(gateways::list)), (Method::POST, web::to(gateways::create))],
+            ))
+            .service(resource(
+                "/deleted-gateways",
+                [(Method::GET, web::to(gateways::list_deleted))],
+            ))
+            .service(resource(
+                "/gateways/{id}",
+                [
+                    (Method::GET, web::to(gateways::show)),
+                    (Method::DELETE, web::to(gateways::delete)),
+                ],
+            ))
+            .service(resource(
+                "/gateways/{id}/scanner-credentials",
+                [(Method::POST, web::to(gateways::issue_credential))],
+            ))
+            .service(resource(
                 "/gateways/{id}/scanner-credentials/{credential}",
-                web::delete().to(gateways::revoke_credential),
-            )
-            .route("/gateways/{id}/endpoints", web::get().to(endpoints::list))
-            .route("/gateways/{id}/endpoints", web::post().to(endpoints::add))
-            .route("/endpoints/{id}", web::get().to(endpoints::show))
-            .route("/endpoints/{id}", web::patch().to(endpoints::edit))
-            .route("/endpoints/{id}", web::delete().to(endpoints::delete))
-            .route("/endpoints/{id}/key", web::get().to(endpoints::key))
-            .route("/endpoints/{id}/key/rotate", web::post().to(endpoints::rotate_key))
-            .route("/endpoints/{id}/access", web::put().to(endpoints::set_access))
-            .route("/users", web::get().to(users::list))
-            .route("/users", web::post().to(users::create))
-            .route("/users/{name}", web::patch().to(users::change_role))
-            .route("/users/{name}/tokens", web::post().to(users::issue_token))
-            .route("/users/{name}/tokens/{token}", web::delete().to(users::revoke_token)),
+                [(Method::DELETE, web::to(gateways::revoke_credential))],
+            ))
+            .service(resource(
+                "/gateways/{id}/endpoints",
+                [(Method::GET, web::to(endpoints::list)), (Method::POST, web::to(endpoints::add))],
+            ))
+            .service(resource(
+                "/endpoints/{id}",
+                [
+                    (Method::GET, web::to(endpoints::show)),
+                    (Method::PATCH, web::to(endpoints::edit)),
+                    (Method::DELETE, web::to(endpoints::delete)),
+                ],
+            ))
+            .service(resource("/endpoints/{id}/key", [(Method::GET, web::to(endpoints::key))]))
+            .service(resource(
+                "/endpoints/{id}/key/rotate",
+                [(Method::POST, web::to(endpoints::rotate_key))],
+            ))
+            .service(resource(
+                "/endpoints/{id}/access",
+                [(Method::PUT, web::to(endpoints::set_access))],
+            ))
+            .service(resource(
+                "/users",
+                [(Method::GET, web::to(users::list)), (Method::POST, web::to(users::create))],
+            ))
+            .service(resource("/users/{name}", [(Method::PATCH, web::to(users::change_role))]))
+            .service(resource(
+                "/users/{name}/tokens",
+                [(Method::POST, web::to(users::issue_token))],
+            ))
+            .service(resource(
+                "/users/{name}/tokens/{token}",
+                [(Method::DELETE, web::to(users::revoke_token))],
+            )),
     )
     .default_service(web::to(|| async {
         ApiError::new(StatusCode::NOT_FOUND, "no such API route").error_response()
     }));
+}
+
+/// A path and the methods it answers. Another method gets 405 with an `Allow` header naming them
+/// (RFC 9110, section 15.5.6), not the 404 of a path that does not exist.
+fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+    let allow = routes.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ");
+    let resource =
+        routes.into_iter().fold(web::resource(path), |r, (m, route)| r.route(route.method(m)));
+    resource.default_service(web::to(move |req: HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            let message = format!("{} is not allowed here: use {allow}", req.method());
+            let mut response =
+                ApiError::new(StatusCode::METHOD_NOT_ALLOWED, message).error_response();
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            response
+        }
+    }))
 }
 
 // ----- errors -----

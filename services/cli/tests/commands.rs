@@ -1,0 +1,160 @@
+//! The `ism` binary's manners, command by command: text for people unless `--json` is given,
+//! JSON with it; arguments that mean what they say; a reader that stops early (`| head`) is not a
+//! crash.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+mod support;
+
+use ism_tests::cluster::{Backend, TestNode};
+use serde_json::Value;
+use std::process::Stdio;
+use support::Ism;
+
+fn admin(node: &TestNode) -> Ism {
+    Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() }
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
+}
+
+/// Runs `args` without `--json`: text that is not JSON, holding every one of `expected`.
+async fn says(ism: &Ism, args: &[&str], expected: &[&str]) -> String {
+    let text = ism.ok(args).await;
+    assert!(
+        serde_json::from_str::<Value>(&text).is_err(),
+        "ism {args:?} printed JSON without --json:\n{text}"
+    );
+    for e in expected {
+        assert!(text.contains(e), "ism {args:?} does not say {e:?}:\n{text}");
+    }
+    text
+}
+
+#[actix::test]
+async fn every_command_prints_text_and_json_only_with_json() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+
+    says(&admin, &["status"], &["node node-a", "endpoints connect to", "socks5://"]).await;
+    assert_eq!(admin.json(&["status"]).await["node"], "node-a");
+    says(&admin, &["whoami"], &["admin: administrator"]).await;
+    assert_eq!(admin.json(&["whoami"]).await["role"], "administrator");
+
+    says(&admin, &["gateway", "create", "--name", "corp"], &["gateway \"corp\"", "Online"]).await;
+    let gw = admin.json(&["gateway", "create", "--name", "lab", "--description", "lab net"]).await;
+    let gw_id = s(&gw["id"]);
+    says(&admin, &["gateway", "show", &gw_id], &["gateway \"lab\"", "lab net", "/wsendpoint"])
+        .await;
+    assert_eq!(admin.json(&["gateway", "show", &gw_id]).await["name"], "lab");
+    says(&admin, &["gateway", "list"], &["corp", "lab"]).await;
+    assert_eq!(admin.json(&["gateway", "list"]).await.as_array().unwrap().len(), 2);
+
+    says(
+        &admin,
+        &["endpoint", "add", "--gateway", &gw_id, "--name", "dc1"],
+        &["endpoint \"dc1\"", "Pending", "ismk_"],
+    )
+    .await;
+    let added = admin.json(&["endpoint", "add", "--gateway", &gw_id, "--name", "dc2"]).await;
+    let (ep, key) = (s(&added["endpoint"]["id"]), s(&added["key"]));
+    assert!(key.starts_with("ismk_"), "{added}");
+    says(&admin, &["endpoint", "show", &ep], &["endpoint \"dc2\"", "scan access", "on"]).await;
+    assert_eq!(admin.json(&["endpoint", "show", &ep]).await["name"], "dc2");
+    says(&admin, &["endpoint", "list", "--gateway", &gw_id], &["dc1", "dc2"]).await;
+    assert_eq!(
+        admin.json(&["endpoint", "list", "--gateway", &gw_id]).await.as_array().unwrap().len(),
+        2
+    );
+    says(&admin, &["endpoint", "edit", &ep, "--description", "east"], &["east"]).await;
+    let edited = admin.json(&["endpoint", "edit", &ep, "--description", "west"]).await;
+    assert_eq!(edited["description"], "west");
+    says(&admin, &["endpoint", "access", &ep, "--support", "7"], &["support access", "on until"])
+        .await;
+    let access = admin.json(&["endpoint", "access", &ep, "--scan", "off"]).await;
+    assert_eq!(access["scan_access"], false);
+    assert_eq!(says(&admin, &["endpoint", "key", &ep], &[]).await.trim(), key);
+    assert_eq!(admin.json(&["endpoint", "key", &ep]).await["key"], key.as_str());
+    let rotated = says(&admin, &["endpoint", "rotate-key", &ep], &["generation 2", "ismk_"]).await;
+    assert!(!rotated.contains(&key), "{rotated}");
+    assert_eq!(admin.json(&["endpoint", "rotate-key", &ep]).await["key_generation"], 3);
+
+    says(
+        &admin,
+        &["credential", "issue", "--gateway", &gw_id, "--label", "zap"],
+        &["scanner credential", "isms_", "shown only now"],
+    )
+    .await;
+    let issue = ["credential", "issue", "--gateway", &gw_id];
+    let (first, second) = (s(&admin.json(&issue).await["id"]), s(&admin.json(&issue).await["id"]));
+    says(
+        &admin,
+        &["credential", "revoke", "--gateway", &gw_id, &first],
+        &["gateway \"lab\"", "revoked"],
+    )
+    .await;
+    let revoked = admin.json(&["credential", "revoke", "--gateway", &gw_id, &second]).await;
+    assert_eq!(revoked["id"], gw_id.as_str());
+
+    says(&admin, &["user", "create", "--name", "alice", "--role", "reviewer"], &["alice"]).await;
+    assert_eq!(
+        admin.json(&["user", "create", "--name", "bob", "--role", "reviewer"]).await["name"],
+        "bob"
+    );
+    says(&admin, &["user", "role", "alice", "security-lead"], &["alice", "security-lead"]).await;
+    assert_eq!(
+        admin.json(&["user", "role", "bob", "administrator"]).await["role"],
+        "administrator"
+    );
+    says(&admin, &["user", "token", "alice"], &["API token", "ismt_", "shown only now"]).await;
+    assert!(s(&admin.json(&["user", "token", "bob"]).await["token"]).starts_with("ismt_"));
+    says(&admin, &["user", "list"], &["alice", "bob"]).await;
+    assert_eq!(admin.json(&["user", "list"]).await.as_array().unwrap().len(), 2);
+
+    says(&admin, &["endpoint", "delete", &ep], &["deleted endpoint \"dc2\""]).await;
+    let dc1 = admin.json(&["endpoint", "list", "--gateway", &gw_id]).await[0]["id"].clone();
+    assert_eq!(admin.json(&["endpoint", "delete", &s(&dc1)]).await["name"], "dc1");
+    says(&admin, &["gateway", "delete", &gw_id], &["gateway \"lab\"", "Deleted"]).await;
+    says(&admin, &["gateway", "deleted"], &["lab", "deleted by admin"]).await;
+    assert_eq!(admin.json(&["gateway", "deleted"]).await[0]["name"], "lab");
+    says(&admin, &["audit"], &["created gateway \"lab\""]).await;
+    assert!(!admin.json(&["audit"]).await["entries"].as_array().unwrap().is_empty());
+    says(&admin, &["projections", "verify"], &["matches the replay"]).await;
+    assert_eq!(admin.json(&["projections", "verify"]).await["all_match"], true);
+}
+
+#[actix::test]
+async fn revoke_token_takes_the_token_id_and_revokes_it() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    admin.json(&["user", "create", "--name", "rita", "--role", "reviewer"]).await;
+    let issued = admin.json(&["user", "token", "rita", "--label", "laptop"]).await;
+    let rita = Ism { api: admin.api.clone(), token: s(&issued["token"]) };
+    assert_eq!(rita.json(&["whoami"]).await["name"], "rita");
+
+    // The token id is an argument of its own; --token stays the caller's.
+    let revoked = admin.json(&["user", "revoke-token", "rita", &s(&issued["id"])]).await;
+    assert_eq!(revoked["tokens"][0]["revoked"], true, "{revoked}");
+    assert!(rita.fails(&["whoami"]).await.contains("invalid bearer token"));
+}
+
+#[actix::test]
+async fn a_reader_that_stops_early_is_not_a_crash() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    admin.json(&["gateway", "create", "--name", "corp"]).await;
+    for json in [false, true] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ism"))
+            .args(["--api", &admin.api, "--token", &admin.token, "gateway", "list"])
+            .args(json.then_some("--json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written, as `| head -c 0` would be.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+    }
+}
