@@ -1,10 +1,11 @@
 //! The actors: each gateway, endpoint and tunnel is an aggregate hosted by an actix actor.
 //!
 //! One file per actor holds its commands, the events it emits, its rules and its given/when/then
-//! tests: [`gateway`], [`endpoint`], [`tunnel`], [`user`]. [`aggregate`] is the write path they share
-//! (decide, append with the expected version, apply; reload and retry on a conflict), [`host`]
-//! the actix actor around it and the node-local directory of actors. [`credentials`] and
-//! [`text`] hold the rules for keys, secrets and user-entered names.
+//! tests: [`gateway`], [`endpoint`], [`tunnel`], [`user`]. [`aggregate`] is the write path they
+//! share (decide, append with the expected version, apply; reload and retry on a conflict),
+//! [`host`] the actix actor around it and the node-local directory of actors. [`roster`] adds,
+//! renames and deletes endpoints across the gateway's roster and the endpoint, undoing half-done
+//! work. [`credentials`] and [`text`] hold the rules for keys, secrets and user-entered names.
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
@@ -12,6 +13,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod gateway;
 pub mod host;
+pub mod roster;
 pub mod text;
 pub mod tunnel;
 pub mod user;

@@ -1,32 +1,17 @@
-//! Who may use an endpoint right now, and making it so while streams run.
+//! Who may use an endpoint right now: the one rule, used when a scanner opens a stream and again
+//! whenever access changes while it runs (see [`crate::enforcement`]).
 //!
-//! [`stream_allowed`] is the one rule, used both when a scanner opens a stream and afterwards:
-//! the endpoint must exist, the credential must not be revoked, and the endpoint's *scan access*
+//! The endpoint must exist, the credential must not be revoked, and the endpoint's *scan access*
 //! (for scan credentials) or *support-engineer access* (for support credentials) must be on.
-//!
-//! Streams in progress are registered in [`ActiveStreams`]. The [`enforce`] task hears every
-//! event after the directory applied it and re-checks the streams and sessions of the endpoint it
-//! concerns, on every node (each node runs its own), so withdrawing access, rotating a key or
-//! deleting an endpoint ends what is running within the time it takes the event to arrive.
-//! Admission registers a stream *before* its final check, so a stream admitted just as access is
-//! withdrawn is caught by one or the other.
 
-use crate::state::NodeState;
-use ism_actors::endpoint::EndpointCommand;
-use ism_events::{AggregateKind, Cause, CredentialKind, Event, Recorded};
+use ism_events::CredentialKind;
 use ism_projectors::directory::ScannerCredentialRow;
 use ism_projectors::EndpointView;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Why a stream may not run.
+/// Why a stream may not run through an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub enum AccessDenied {
     #[error("endpoint {0} no longer exists")]
     EndpointGone(Uuid),
     #[error("the scanner credential was revoked")]
@@ -37,204 +22,100 @@ pub enum Refusal {
     SupportAccessOff(String),
 }
 
-/// The rule: may a stream with this credential run through this endpoint at `now_ms`?
+/// May a stream with `credential` run through `endpoint` (looked up as `endpoint_id`) at
+/// `now_ms`?
 pub fn stream_allowed(
     endpoint: Option<&EndpointView>,
     credential: &ScannerCredentialRow,
     endpoint_id: Uuid,
     now_ms: i64,
-) -> Result<(), Refusal> {
-    let e = endpoint.ok_or(Refusal::EndpointGone(endpoint_id))?;
+) -> Result<(), AccessDenied> {
+    let e = endpoint.filter(|e| !e.deleted).ok_or(AccessDenied::EndpointGone(endpoint_id))?;
     if credential.revoked {
-        return Err(Refusal::CredentialRevoked);
+        return Err(AccessDenied::CredentialRevoked);
     }
     match credential.kind {
-        CredentialKind::Scan if !e.scan_access => Err(Refusal::ScanAccessOff(e.name.clone())),
+        CredentialKind::Scan if !e.scan_access => Err(AccessDenied::ScanAccessOff(e.name.clone())),
         CredentialKind::Support if !e.support_access.is_active(now_ms) => {
-            Err(Refusal::SupportAccessOff(e.name.clone()))
+            Err(AccessDenied::SupportAccessOff(e.name.clone()))
         }
-        _ => Ok(()),
+        CredentialKind::Scan | CredentialKind::Support => Ok(()),
     }
 }
 
-/// One stream in progress, as far as access is concerned.
-struct Running {
-    credential: Uuid,
-    stop: CancellationToken,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_events::{Platform, SupportAccess};
+    use ism_projectors::EndpointStatus;
 
-/// The streams running through this node, by endpoint.
-#[derive(Default)]
-pub struct ActiveStreams {
-    next: AtomicU64,
-    by_endpoint: Mutex<HashMap<Uuid, HashMap<u64, Running>>>,
-}
-
-/// Deregisters its stream when dropped.
-pub struct StreamGuard<'a> {
-    streams: &'a ActiveStreams,
-    endpoint: Uuid,
-    id: u64,
-}
-
-impl Drop for StreamGuard<'_> {
-    fn drop(&mut self) {
-        let mut map = self.streams.lock();
-        if let Some(m) = map.get_mut(&self.endpoint) {
-            m.remove(&self.id);
-            if m.is_empty() {
-                map.remove(&self.endpoint);
-            }
-        }
-    }
-}
-
-impl ActiveStreams {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, HashMap<u64, Running>>> {
-        self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a stream; `stop` is cancelled if access is withdrawn.
-    pub fn register(
-        &self,
-        endpoint: Uuid,
-        credential: Uuid,
-        stop: CancellationToken,
-    ) -> StreamGuard<'_> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(endpoint).or_default().insert(id, Running { credential, stop });
-        StreamGuard { streams: self, endpoint, id }
-    }
-
-    /// Stops the endpoint's streams whose credential `allowed` refuses; returns how many.
-    fn stop_refused(&self, endpoint: Uuid, allowed: impl Fn(Uuid) -> bool) -> usize {
-        let map = self.lock();
-        let Some(streams) = map.get(&endpoint) else { return 0 };
-        let mut stopped = 0;
-        for s in streams.values().filter(|s| !allowed(s.credential)) {
-            s.stop.cancel();
-            stopped += 1;
-        }
-        stopped
-    }
-
-    /// Endpoints with streams on this node.
-    fn endpoints(&self) -> Vec<Uuid> {
-        self.lock().keys().copied().collect()
-    }
-
-    /// Streams running through `endpoint` on this node.
-    pub fn count(&self, endpoint: Uuid) -> usize {
-        self.lock().get(&endpoint).map_or(0, HashMap::len)
-    }
-
-    /// Whether no stream runs through this node (a stopping node waits for that).
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-}
-
-/// Re-checks everything running for `endpoint` on this node against the directory.
-pub fn reconcile_endpoint(state: &NodeState, endpoint: Uuid) {
-    let view = match state.directory.endpoint(endpoint) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(%endpoint, error = %e, "cannot read the directory to enforce access");
-            return;
-        }
-    };
-    // The session: gone with the endpoint, and with its key when the key was rotated.
-    if let Some(live) = state.sessions.get(endpoint) {
-        let reason = match &view {
-            None => Some("endpoint deleted"),
-            Some(v) if v.key_generation != live.key_generation => Some("endpoint key rotated"),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            tracing::info!(%endpoint, reason, "closing the endpoint's session");
-            live.session.close(reason);
+    fn endpoint(scan_access: bool, support_access: SupportAccess, deleted: bool) -> EndpointView {
+        EndpointView {
+            id: Uuid::nil(),
+            version: 1,
+            gateway: Uuid::nil(),
+            name: "dc1".into(),
+            description: String::new(),
+            platform: Platform::Linux,
+            key_generation: 1,
+            key_hash: "h".into(),
+            status: EndpointStatus::Ready,
+            scan_access,
+            support_access,
+            machine: None,
+            hostname: None,
+            agent_version: None,
+            agent_platform: None,
+            open_tunnels: Vec::new(),
+            node: None,
+            connected_since_ms: None,
+            last_disconnected_ms: None,
+            last_refusal: None,
+            deleted,
         }
     }
-    let now = state.clock.now_ms();
-    let stopped = state.streams.stop_refused(endpoint, |credential| {
-        let row = state.directory.scanner_credential(credential).ok().flatten();
-        row.is_some_and(|c| stream_allowed(view.as_ref(), &c, endpoint, now).is_ok())
-    });
-    if stopped > 0 {
-        tracing::info!(%endpoint, stopped, "stopped streams whose access was withdrawn");
-    }
-}
 
-/// The endpoint an event concerns, for enforcement.
-fn endpoint_of(rec: &Recorded, state: &NodeState) -> Vec<Uuid> {
-    match (rec.envelope.aggregate.kind, &rec.envelope.event) {
-        (
-            AggregateKind::Endpoint,
-            Event::ScanAccessChanged { .. }
-            | Event::SupportAccessRevoked
-            | Event::SupportAccessExpired
-            | Event::EndpointKeyRotated { .. }
-            | Event::EndpointDeleted,
-        ) => {
-            vec![rec.envelope.aggregate.id]
-        }
-        // A revoked credential may be in use through any endpoint of the gateway.
-        (AggregateKind::Gateway, Event::ScannerCredentialRevoked { .. }) => {
-            state.streams.endpoints()
-        }
-        _ => Vec::new(),
+    fn credential(kind: CredentialKind, revoked: bool) -> ScannerCredentialRow {
+        ScannerCredentialRow { gateway: Uuid::nil(), secret_hash: "h".into(), kind, revoked }
     }
-}
 
-/// Follows the applied events and enforces access on this node. If it falls behind (the event
-/// feed overflowed), it re-checks every endpoint with something running.
-pub async fn enforce(state: Arc<NodeState>, mut applied: broadcast::Receiver<Recorded>) {
-    loop {
-        match applied.recv().await {
-            Ok(rec) => {
-                for endpoint in endpoint_of(&rec, &state) {
-                    reconcile_endpoint(&state, endpoint);
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(
-                    missed,
-                    "access enforcement fell behind the event feed; re-checking everything"
-                );
-                let mut endpoints = state.streams.endpoints();
-                endpoints.extend(state.sessions.endpoints());
-                for endpoint in endpoints {
-                    reconcile_endpoint(&state, endpoint);
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Every `every`, records the expiry of support-engineer access windows that ran out (the clock
-/// is the node's, so tests can move it). Any node may do it; the endpoint actor makes it happen
-/// once.
-pub async fn expire_support_windows(state: Arc<NodeState>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = state.clock.now_ms();
-        let due = match state.directory.endpoints() {
-            Ok(all) => all.into_iter().filter(|e| e.support_access.expired(now)),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the directory to expire support access");
-                continue;
-            }
-        };
-        for e in due {
-            let cause = Cause::by(state.node_id.clone());
-            if let Err(err) =
-                state.endpoints.execute(e.id, EndpointCommand::ExpireSupportAccess, cause).await
-            {
-                tracing::warn!(endpoint = %e.id, error = %err, "could not record the end of a support access window");
-            }
+    #[test]
+    fn the_rule_for_every_combination_that_matters() {
+        use AccessDenied::*;
+        use CredentialKind::{Scan, Support};
+        use SupportAccess::{Indefinite, Off, Until};
+        let gone = Err(EndpointGone(Uuid::nil()));
+        let cases: Vec<(Option<EndpointView>, ScannerCredentialRow, Result<(), AccessDenied>)> = vec![
+            (None, credential(Scan, false), gone.clone()),
+            (Some(endpoint(true, Off, true)), credential(Scan, false), gone),
+            (Some(endpoint(true, Off, false)), credential(Scan, true), Err(CredentialRevoked)),
+            (Some(endpoint(true, Off, false)), credential(Scan, false), Ok(())),
+            (
+                Some(endpoint(false, Indefinite, false)),
+                credential(Scan, false),
+                Err(ScanAccessOff("dc1".into())),
+            ),
+            (
+                Some(endpoint(false, Off, false)),
+                credential(Support, false),
+                Err(SupportAccessOff("dc1".into())),
+            ),
+            (Some(endpoint(false, Indefinite, false)), credential(Support, false), Ok(())),
+            (Some(endpoint(true, Until(100), false)), credential(Support, false), Ok(())),
+            (
+                Some(endpoint(true, Until(50), false)),
+                credential(Support, false),
+                Err(SupportAccessOff("dc1".into())),
+            ),
+            (
+                Some(endpoint(true, Indefinite, false)),
+                credential(Support, true),
+                Err(CredentialRevoked),
+            ),
+        ];
+        for (endpoint, credential, expected) in cases {
+            let got = stream_allowed(endpoint.as_ref(), &credential, Uuid::nil(), 50);
+            assert_eq!(got, expected, "{endpoint:?} with {credential:?}");
         }
     }
 }

@@ -5,22 +5,28 @@
 //! - [`sessions`]: the endpoint sessions this node holds, newest wins;
 //! - [`socks5`] and [`http_proxy`]: the scanner ingresses (their protocols, without I/O, are the
 //!   `ism-ingress-proto` crate), around [`scanner_stream`], the path they share;
-//! - [`scanner_auth`]: which scanner may reach which endpoint;
+//! - [`scanner_auth`]: which scanner may reach which endpoint; [`access`]: the rule for whether a
+//!   stream may run now; [`running_streams`]: the streams running through this node;
+//!   [`enforcement`]: making the rule hold while streams run;
 //! - [`refusals`]: refused streams recorded without letting a loop of opens fill the log;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).
 //!
-//! One scanner request: `socks5::ingress` authorises it (`scanner_auth`), finds the endpoint's
-//! session (`sessions`), opens a stream (`ism_tunnel::Session::open_stream`), and splices the
+//! - [`state`]: what the node's parts share, handed to each in the narrow form it uses.
+//!
+//! One scanner request: `socks5::ingress` authorises it (`scanner_auth`), checks access
+//! (`access`), finds the endpoint's session (`sessions`), opens a stream (`ism_tunnel::Session::open_stream`), and splices the
 //! scanner's socket to it; the endpoint dials the target and splices its side.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod api;
+pub mod enforcement;
 pub mod http_proxy;
 pub mod listener;
 pub mod node;
 pub mod refusals;
+pub mod running_streams;
 pub mod scanner_auth;
 pub mod scanner_stream;
 pub mod sessions;

@@ -4,9 +4,10 @@
 //! rebuildable cache of it, and the secrets (key secret, admin token, TLS identity) come from
 //! configuration or, on the embedded default, from files generated once in the data directory.
 
+use crate::refusals::{self, Refusals};
 use crate::state::{Addresses, NodeState};
 use crate::tls::{self, TlsSource};
-use crate::{access, api, http_proxy, socks5, tunnel_acceptor};
+use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
 use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
 use ism_actors::gateway::GatewayCommand;
@@ -50,6 +51,12 @@ pub struct NodeConfig {
     pub clock: Arc<dyn Clock>,
     /// How often the node looks for support-engineer access windows that ran out.
     pub support_sweep_interval: Duration,
+    /// How long refusals of one kind are counted after the one recorded in full (see
+    /// [`crate::refusals`]).
+    pub refusal_window: Duration,
+    /// How long a stopping node waits for its sessions to end and for what they did to be
+    /// recorded.
+    pub stop_grace: Duration,
 }
 
 impl NodeConfig {
@@ -72,6 +79,8 @@ impl NodeConfig {
             session: SessionConfig::default(),
             clock: Arc::new(SystemClock),
             support_sweep_interval: Duration::from_secs(10),
+            refusal_window: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(5),
         }
     }
 }
@@ -106,10 +115,8 @@ pub struct RunningNode {
     pub ca_file: Option<PathBuf>,
     api: actix_web::dev::ServerHandle,
     tasks: Vec<JoinHandle<()>>,
+    stop_grace: Duration,
 }
-
-/// How long a stopping node waits for its sessions to end and for what they did to be recorded.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl RunningNode {
     /// Stops listening, closes every endpoint session (endpoints reconnect elsewhere), and waits
@@ -121,7 +128,7 @@ impl RunningNode {
         }
         let state = &self.state;
         state.sessions.close_all("gateway node shutting down");
-        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        let deadline = tokio::time::Instant::now() + self.stop_grace;
         // Streams tell their end once their splice is over, sessions their close once their
         // tasks end: both are gone before the last told fact is.
         until(deadline, || state.sessions.is_empty() && state.streams.is_empty()).await;
@@ -298,13 +305,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         directory: directory.clone(),
         progress,
         gateways: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
-        endpoints: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        endpoints: Arc::new(NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone())),
         tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
         users: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
         key_secret,
         sessions: Default::default(),
         streams: Default::default(),
-        refusals: Default::default(),
+        refusals: Arc::new(Refusals::new(config.refusal_window, config.clock.clone())),
         admin_token_hash: hash_secret(&admin_token),
         addresses,
         ws_path: config.ws_path.clone(),
@@ -314,8 +321,16 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     recover(&state).await;
 
     let tasks = vec![
-        tokio::spawn(access::enforce(state.clone(), applied_events)),
-        tokio::spawn(access::expire_support_windows(state.clone(), config.support_sweep_interval)),
+        tokio::spawn(state.enforcement().run(applied_events)),
+        tokio::spawn(enforcement::expire_support_windows(
+            state.directory.clone(),
+            state.endpoints.clone(),
+            state.clock.clone(),
+            state.node_id.clone(),
+            config.support_sweep_interval,
+        )),
+        // Windows close within a tenth of their length after they are over.
+        tokio::spawn(refusals::record_due(state.refusals.clone(), config.refusal_window / 10)),
         tokio::spawn(tunnel_acceptor::serve(
             wss,
             tokio_rustls::TlsAcceptor::from(identity.server_config.clone()),
@@ -346,6 +361,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         ca_file: identity.ca_file,
         api,
         tasks,
+        stop_grace: config.stop_grace,
     })
 }
 

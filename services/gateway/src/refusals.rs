@@ -3,28 +3,137 @@
 //! Every refusal is accounted for, but not every one as its own event: the first refusal of a
 //! kind (same tunnel, same scanner, same [`OpenStreamError::class`]) is recorded at once and in
 //! full (`StreamRefused`, with its target and reason); the ones that follow within the next
-//! [`WINDOW`] are counted, and recorded as one `StreamRefusalsRepeated` (count, the first
-//! [`LISTED_TARGETS`] distinct targets, when) once the window is over. The next refusal after
-//! that opens a new window. A scanner hammering an endpoint beyond its stream cap (about
-//! 13 000 refusals a second on one node) thus writes two events a second instead of one per
-//! open, while a scanner refused now and then still gets one event per refusal.
+//! window (one second by default) are counted, and recorded as one `StreamRefusalsRepeated`
+//! (count, the first [`LISTED_TARGETS`] distinct targets, when) once the window is over. The next
+//! refusal after that opens a new window. A scanner hammering an endpoint beyond its stream cap
+//! (about 13 000 refusals a second on one node) thus writes two events a second instead of one
+//! per open, while a scanner refused now and then still gets one event per refusal.
+//!
+//! [`RefusalLedger`] is the rule, without I/O or a clock of its own (times are passed in);
+//! [`Refusals`] applies it for a node: it tells the tunnel actors, and [`record_due`] closes the
+//! windows that are over on one ticker.
 
 use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
-use ism_events::{Cause, RepeatedRefusals};
+use ism_events::{Cause, Clock, RepeatedRefusals};
 use ism_tunnel::OpenStreamError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// How long refusals of one kind are counted after the one recorded in full.
-pub const WINDOW: Duration = Duration::from_secs(1);
 /// Distinct targets a counted window lists by name; the rest are only counted.
 pub const LISTED_TARGETS: usize = 32;
 
+/// Which refusals are counted together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RefusalKind {
+    pub tunnel: Uuid,
+    pub scanner: String,
+    /// [`OpenStreamError::class`]: the same for every failure of a kind.
+    pub class: &'static str,
+}
+
+/// The refusals of one kind counted since the one recorded in full; `C` is what the caller needs
+/// to record them (for a node: the tunnel's recorder and the cause).
+#[derive(Debug)]
+struct Window<C> {
+    ends_ms: i64,
+    context: C,
+    counted: RepeatedRefusals,
+}
+
+/// The counting rule. `C` travels with each window and comes back with its count.
+#[derive(Debug)]
+pub struct RefusalLedger<C> {
+    window_ms: i64,
+    open: HashMap<RefusalKind, Window<C>>,
+    /// Windows a later refusal found over before the ticker did.
+    closed: Vec<(C, RepeatedRefusals)>,
+}
+
+impl<C> RefusalLedger<C> {
+    pub fn new(window: Duration) -> Self {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX).max(1);
+        Self { window_ms, open: HashMap::new(), closed: Vec::new() }
+    }
+
+    /// A refusal of `kind` to `target` at `now_ms`. Returns `true` when it must be recorded in
+    /// full now (the first of a window), `false` when it was counted. `context` is kept with a
+    /// new window.
+    pub fn refused(&mut self, kind: &RefusalKind, target: &str, now_ms: i64, context: C) -> bool {
+        if let Some(window) = self.open.get_mut(kind) {
+            if now_ms < window.ends_ms {
+                count(&mut window.counted, target, now_ms);
+                return false;
+            }
+            if let Some(over) = self.open.remove(kind) {
+                self.close(over);
+            }
+        }
+        let counted = RepeatedRefusals {
+            scanner: kind.scanner.clone(),
+            reason: kind.class.to_string(),
+            count: 0,
+            targets: Vec::new(),
+            other_targets: 0,
+            first_ms: 0,
+            last_ms: 0,
+        };
+        self.open
+            .insert(kind.clone(), Window { ends_ms: now_ms + self.window_ms, context, counted });
+        true
+    }
+
+    /// The counts of the windows over at `now_ms`, to be recorded (windows that counted nothing
+    /// end silently).
+    pub fn due(&mut self, now_ms: i64) -> Vec<(C, RepeatedRefusals)> {
+        let over: Vec<RefusalKind> =
+            self.open.iter().filter(|(_, w)| w.ends_ms <= now_ms).map(|(k, _)| k.clone()).collect();
+        for kind in over {
+            if let Some(window) = self.open.remove(&kind) {
+                self.close(window);
+            }
+        }
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Every count so far, windows over or not (the node is stopping).
+    pub fn drain(&mut self) -> Vec<(C, RepeatedRefusals)> {
+        let open: Vec<Window<C>> = self.open.drain().map(|(_, w)| w).collect();
+        for window in open {
+            self.close(window);
+        }
+        std::mem::take(&mut self.closed)
+    }
+
+    fn close(&mut self, window: Window<C>) {
+        if window.counted.count > 0 {
+            self.closed.push((window.context, window.counted));
+        }
+    }
+}
+
+fn count(c: &mut RepeatedRefusals, target: &str, now_ms: i64) {
+    if c.count == 0 {
+        c.first_ms = now_ms;
+    }
+    c.count += 1;
+    c.last_ms = now_ms;
+    if !c.targets.iter().any(|t| t == target) {
+        if c.targets.len() < LISTED_TARGETS {
+            c.targets.push(target.to_string());
+        } else {
+            c.other_targets += 1;
+        }
+    }
+}
+
+/// What recording a counted window needs.
+type Told = (Recorder<Tunnel>, Cause);
+
 /// One refused stream, as the scanner path saw it.
-pub struct Refusal<'a> {
+pub struct RefusedStream<'a> {
     pub tunnel: Uuid,
     pub recorder: &'a Recorder<Tunnel>,
     pub scanner: String,
@@ -33,108 +142,160 @@ pub struct Refusal<'a> {
     /// its full message.
     pub error: &'a OpenStreamError,
     pub cause: Cause,
-    pub now_ms: i64,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Kind {
-    tunnel: Uuid,
-    scanner: String,
-    class: &'static str,
+/// A node's refusal ledger, shared by its scanner paths.
+pub struct Refusals {
+    ledger: Mutex<RefusalLedger<Told>>,
+    clock: Arc<dyn Clock>,
 }
 
-/// The refusals counted since the one recorded in full.
-struct Window {
-    recorder: Recorder<Tunnel>,
-    cause: Cause,
-    counted: RepeatedRefusals,
-}
-
-impl Window {
-    fn count(&mut self, target: &str, now_ms: i64) {
-        let c = &mut self.counted;
-        if c.count == 0 {
-            c.first_ms = now_ms;
-        }
-        c.count += 1;
-        c.last_ms = now_ms;
-        if !c.targets.iter().any(|t| t == target) {
-            if c.targets.len() < LISTED_TARGETS {
-                c.targets.push(target.to_string());
-            } else {
-                c.other_targets += 1;
-            }
-        }
+impl Refusals {
+    pub fn new(window: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self { ledger: Mutex::new(RefusalLedger::new(window)), clock }
     }
 
-    fn record(self) {
-        if self.counted.count > 0 {
-            self.recorder
-                .tell(TunnelCommand::RecordStreamRefusalsRepeated(self.counted), self.cause);
-        }
-    }
-}
-
-/// The open windows of this node. Cheap to clone; clones share the windows.
-#[derive(Clone, Default)]
-pub struct RefusalLedger {
-    windows: Arc<Mutex<HashMap<Kind, Window>>>,
-}
-
-impl RefusalLedger {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Kind, Window>> {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    fn ledger(&self) -> std::sync::MutexGuard<'_, RefusalLedger<Told>> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records `refusal` in full, or counts it in the open window of its kind.
-    pub fn refused(&self, refusal: Refusal<'_>) {
-        let kind =
-            Kind { tunnel: refusal.tunnel, scanner: refusal.scanner, class: refusal.error.class() };
-        {
-            let mut windows = self.lock();
-            if let Some(window) = windows.get_mut(&kind) {
-                window.count(refusal.target, refusal.now_ms);
-                return;
-            }
-            let counted = RepeatedRefusals {
-                scanner: kind.scanner.clone(),
-                reason: kind.class.to_string(),
-                count: 0,
-                targets: Vec::new(),
-                other_targets: 0,
-                first_ms: 0,
-                last_ms: 0,
-            };
-            windows.insert(
-                kind.clone(),
-                Window {
-                    recorder: refusal.recorder.clone(),
-                    cause: refusal.cause.clone(),
-                    counted,
-                },
-            );
-        }
-        let command = TunnelCommand::RecordStreamRefused {
-            target: refusal.target.to_string(),
-            scanner: kind.scanner.clone(),
-            reason: refusal.error.to_string(),
+    pub fn refused(&self, refusal: RefusedStream<'_>) {
+        let kind = RefusalKind {
+            tunnel: refusal.tunnel,
+            scanner: refusal.scanner,
+            class: refusal.error.class(),
         };
-        refusal.recorder.tell(command, refusal.cause);
-        let ledger = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(WINDOW).await;
-            let window = ledger.lock().remove(&kind);
-            if let Some(window) = window {
-                window.record();
-            }
-        });
+        let context = (refusal.recorder.clone(), refusal.cause.clone());
+        let now = self.clock.now_ms();
+        let (first, closed) = {
+            let mut ledger = self.ledger();
+            let first = ledger.refused(&kind, refusal.target, now, context);
+            (first, ledger.due(now))
+        };
+        record(closed);
+        if first {
+            let command = TunnelCommand::RecordStreamRefused {
+                target: refusal.target.to_string(),
+                scanner: kind.scanner,
+                reason: refusal.error.to_string(),
+            };
+            refusal.recorder.tell(command, refusal.cause);
+        }
     }
 
-    /// Records what every open window counted so far (the node is stopping).
+    /// Records the windows that are over.
+    pub fn record_due(&self) {
+        let closed = self.ledger().due(self.clock.now_ms());
+        record(closed);
+    }
+
+    /// Records what every window counted so far (the node is stopping).
     pub fn record_all(&self) {
-        let windows: Vec<Window> = self.lock().drain().map(|(_, w)| w).collect();
-        for w in windows {
-            w.record();
+        let closed = self.ledger().drain();
+        record(closed);
+    }
+}
+
+fn record(closed: Vec<(Told, RepeatedRefusals)>) {
+    for ((recorder, cause), counted) in closed {
+        recorder.tell(TunnelCommand::RecordStreamRefusalsRepeated(counted), cause);
+    }
+}
+
+/// Closes the windows that are over, every `every`, for as long as the node runs.
+pub async fn record_due(refusals: Arc<Refusals>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        refusals.record_due();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(class: &'static str) -> RefusalKind {
+        RefusalKind { tunnel: Uuid::nil(), scanner: "credential:zap".into(), class }
+    }
+
+    const BUSY: &str = "the endpoint is at its stream capacity";
+
+    #[test]
+    fn the_first_is_recorded_in_full_and_the_rest_of_its_window_counted() {
+        let mut ledger = RefusalLedger::<u8>::new(Duration::from_secs(1));
+        assert!(ledger.refused(&kind(BUSY), "a:80", 1_000, 1), "the first: in full");
+        assert!(!ledger.refused(&kind(BUSY), "b:80", 1_200, 2));
+        assert!(!ledger.refused(&kind(BUSY), "a:80", 1_999, 3));
+        assert!(ledger.due(1_999).is_empty(), "the window is not over yet");
+        let due = ledger.due(2_000);
+        assert_eq!(due.len(), 1);
+        let (context, counted) = &due[0];
+        assert_eq!(*context, 1, "the window keeps the context of its first refusal");
+        assert_eq!(
+            (counted.count, counted.first_ms, counted.last_ms, counted.targets.clone()),
+            (2, 1_200, 1_999, vec!["b:80".to_string(), "a:80".to_string()])
+        );
+        assert!(ledger.due(5_000).is_empty(), "recorded once");
+    }
+
+    #[test]
+    fn a_refusal_alone_is_one_event_and_kinds_are_counted_apart() {
+        let mut ledger = RefusalLedger::<()>::new(Duration::from_secs(1));
+        assert!(ledger.refused(&kind(BUSY), "a:80", 0, ()));
+        assert!(ledger.refused(&kind("not allowed"), "a:80", 10, ()), "another kind: in full");
+        assert!(ledger.due(10_000).is_empty(), "windows that counted nothing end silently");
+        assert!(ledger.refused(&kind(BUSY), "a:80", 10_000, ()), "a new window, in full again");
+    }
+
+    #[test]
+    fn a_refusal_after_its_window_closes_that_window_even_before_the_ticker() {
+        let mut ledger = RefusalLedger::<()>::new(Duration::from_secs(1));
+        ledger.refused(&kind(BUSY), "a:80", 0, ());
+        ledger.refused(&kind(BUSY), "a:80", 500, ());
+        assert!(ledger.refused(&kind(BUSY), "a:80", 1_000, ()), "the next window starts in full");
+        let due = ledger.due(1_000);
+        assert_eq!(due.iter().map(|(_, c)| c.count).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn targets_beyond_the_listed_ones_are_only_counted() {
+        let mut ledger = RefusalLedger::<()>::new(Duration::from_secs(1));
+        ledger.refused(&kind(BUSY), "first:1", 0, ());
+        for i in 0..(LISTED_TARGETS + 8) {
+            ledger.refused(&kind(BUSY), &format!("10.0.0.{i}:80"), 1, ());
         }
+        let (_, counted) = ledger.drain().pop().unwrap();
+        assert_eq!(counted.targets.len(), LISTED_TARGETS);
+        assert_eq!(counted.other_targets, 8);
+        assert_eq!(counted.count, LISTED_TARGETS as u64 + 8);
+    }
+
+    /// A firehose: a refusal every millisecond for ten seconds, the ticker every 100 ms. Every
+    /// refusal is accounted for, in at most two events a second.
+    #[test]
+    fn a_firehose_is_accounted_for_in_at_most_two_events_a_second() {
+        let mut ledger = RefusalLedger::<()>::new(Duration::from_secs(1));
+        let (mut events, mut accounted) = (0u64, 0u64);
+        for now in 0..10_000i64 {
+            if ledger.refused(&kind(BUSY), "a:80", now, ()) {
+                events += 1;
+                accounted += 1;
+            }
+            if now % 100 == 0 {
+                for (_, counted) in ledger.due(now) {
+                    events += 1;
+                    accounted += counted.count;
+                }
+            }
+        }
+        for (_, counted) in ledger.drain() {
+            events += 1;
+            accounted += counted.count;
+        }
+        assert_eq!(accounted, 10_000);
+        assert!(events <= 2 * 10, "{events} events for ten seconds of refusals");
     }
 }

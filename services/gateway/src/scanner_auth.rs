@@ -2,10 +2,9 @@
 //! endpoint (the username, by name or id) of the same gateway. No anonymous access. Whether the
 //! endpoint's access currently allows that credential is `access::stream_allowed`.
 
-use crate::state::NodeState;
 use ism_actors::credentials::{secret_id, verify_secret, SecretKind};
 use ism_projectors::directory::ScannerCredentialRow;
-use ism_projectors::EndpointView;
+use ism_projectors::{DirectoryProjection, EndpointView};
 use uuid::Uuid;
 
 /// A scanner that proved its credential and named an endpoint of the credential's gateway.
@@ -41,15 +40,14 @@ pub enum ScannerAuthError {
 }
 
 pub fn authorise(
-    state: &NodeState,
+    directory: &DirectoryProjection,
     username: &str,
     password: &str,
 ) -> Result<AuthorisedScanner, ScannerAuthError> {
     let credential_id = secret_id(SecretKind::ScannerCredential, password)
         .map_err(|_| ScannerAuthError::Malformed)?;
     let dir = |e: ism_events::ProjectionError| ScannerAuthError::Directory(e.to_string());
-    let credential = state
-        .directory
+    let credential = directory
         .scanner_credential(credential_id)
         .map_err(dir)?
         .ok_or(ScannerAuthError::UnknownCredential(credential_id))?;
@@ -62,13 +60,13 @@ pub fn authorise(
     let gateway = credential.gateway;
     let by_id = Uuid::try_parse(username)
         .ok()
-        .map(|id| state.directory.endpoint(id))
+        .map(|id| directory.endpoint(id))
         .transpose()
         .map_err(dir)?
         .flatten();
     let endpoint = match by_id {
         Some(e) => Some(e),
-        None => state.directory.endpoint_by_name(gateway, username).map_err(dir)?,
+        None => directory.endpoint_by_name(gateway, username).map_err(dir)?,
     }
     .filter(|e| e.gateway == gateway)
     .ok_or_else(|| ScannerAuthError::UnknownEndpoint { gateway, username: username.to_string() })?;

@@ -1,13 +1,14 @@
 //! One scanner stream, whichever ingress it came through (SOCKS5 or HTTP proxy): access checked,
 //! the stream registered for enforcement and checked again, the endpoint's session found, the
 //! stream opened through it, and every outcome recorded on the tunnel (refusals through the
-//! [`RefusalLedger`](crate::refusals::RefusalLedger)). The ingresses only speak
+//! [`Refusals`](crate::refusals::Refusals)). The ingresses only speak
 //! their protocol around it.
 
-use crate::access::{stream_allowed, Refusal as AccessRefusal, StreamGuard};
-use crate::refusals::Refusal;
+use crate::access::{stream_allowed, AccessDenied};
+use crate::refusals::RefusedStream;
+use crate::running_streams::StreamGuard;
 use crate::scanner_auth::AuthorisedScanner;
-use crate::state::NodeState;
+use crate::state::ScannerPath;
 use bytes::Bytes;
 use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum NotOpened {
     #[error("access refused: {0}")]
-    Access(#[from] AccessRefusal),
+    Access(#[from] AccessDenied),
     #[error("endpoint {0} is not connected to this gateway")]
     EndpointOffline(String),
     #[error("stream to {target} refused: {error}")]
@@ -39,7 +40,7 @@ pub struct OpenedStream<'a> {
 
 /// Opens a stream to `target` through the scanner's endpoint.
 pub async fn open<'a>(
-    state: &'a NodeState,
+    path: &ScannerPath<'a>,
     scanner: &AuthorisedScanner,
     target: TargetAddr,
 ) -> Result<OpenedStream<'a>, NotOpened> {
@@ -47,21 +48,21 @@ pub async fn open<'a>(
     // Access is checked, the stream registered, and access checked again: a withdrawal that
     // lands in between is seen by this check or stops the registered stream.
     let allowed = || {
-        let view = state.directory.endpoint(endpoint).ok().flatten();
-        stream_allowed(view.as_ref(), &scanner.credential, endpoint, state.clock.now_ms())
+        let view = path.directory.endpoint(endpoint).ok().flatten();
+        stream_allowed(view.as_ref(), &scanner.credential, endpoint, path.clock.now_ms())
     };
     allowed()?;
     let stop = CancellationToken::new();
-    let registered = state.streams.register(endpoint, scanner.credential_id, stop.clone());
+    let registered = path.streams.register(endpoint, scanner.credential_id, stop.clone());
     allowed()?;
-    let live = state
+    let live = path
         .sessions
         .get(endpoint)
         .ok_or_else(|| NotOpened::EndpointOffline(scanner.endpoint.name.clone()))?;
     let cause = Cause::by(scanner.audit_name());
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
-    let recorder = state.tunnels.recorder(live.tunnel);
+    let recorder = path.tunnels.recorder(live.tunnel);
     let target_text = target.to_string();
     match live.session.open_stream(target).await {
         Ok(stream) => {
@@ -74,14 +75,13 @@ pub async fn open<'a>(
             Ok(OpenedStream { stream, stop, _registered: registered, recorder, cause })
         }
         Err(error) => {
-            state.refusals.refused(Refusal {
+            path.refusals.refused(RefusedStream {
                 tunnel: live.tunnel,
                 recorder: &recorder,
                 scanner: scanner.audit_name(),
                 target: &target_text,
                 error: &error,
                 cause,
-                now_ms: state.clock.now_ms(),
             });
             Err(NotOpened::Open { target: target_text, error })
         }

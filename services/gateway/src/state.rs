@@ -1,7 +1,10 @@
-//! What one gateway node shares between its listeners and its API.
+//! What one gateway node shares between its listeners and its API, in parts that each consumer
+//! takes only what it uses of: the scanner path takes a [`ScannerPath`], enforcement an
+//! [`Enforcement`](crate::enforcement::Enforcement), `authorise` the directory.
 
-use crate::access::ActiveStreams;
-use crate::refusals::RefusalLedger;
+use crate::enforcement::Enforcement;
+use crate::refusals::Refusals;
+use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use ism_actors::credentials::KeySecret;
 use ism_actors::endpoint::Endpoint;
@@ -15,8 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a request waits for the directory to show its own write.
-pub const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+/// How long a request waits for the directory to show its own write: generous, since giving up
+/// means answering with an error for a write that did happen.
+pub const READ_YOUR_WRITES: Duration = Duration::from_secs(30);
 
 pub struct NodeState {
     /// This node's name in events (`TunnelOpened.node`) and logs.
@@ -26,15 +30,15 @@ pub struct NodeState {
     pub directory: Arc<DirectoryProjection>,
     pub progress: ProjectionProgress,
     pub gateways: NodeActors<Gateway>,
-    pub endpoints: NodeActors<Endpoint>,
+    pub endpoints: Arc<NodeActors<Endpoint>>,
     pub tunnels: NodeActors<Tunnel>,
     pub users: NodeActors<User>,
     pub key_secret: KeySecret,
-    pub sessions: Sessions,
+    pub sessions: Arc<Sessions>,
     /// Scanner streams running through this node, for enforcing access while they run.
-    pub streams: ActiveStreams,
+    pub streams: Arc<RunningStreams>,
     /// Refused scanner streams being counted before they are recorded.
-    pub refusals: RefusalLedger,
+    pub refusals: Arc<Refusals>,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     pub addresses: Addresses,
@@ -52,12 +56,42 @@ pub struct Addresses {
     pub api: SocketAddr,
 }
 
+/// What a scanner's stream goes through, from access check to recorded end.
+pub struct ScannerPath<'a> {
+    pub directory: &'a DirectoryProjection,
+    pub clock: &'a dyn Clock,
+    pub streams: &'a RunningStreams,
+    pub sessions: &'a Sessions,
+    pub tunnels: &'a NodeActors<Tunnel>,
+    pub refusals: &'a Refusals,
+}
+
 impl NodeState {
     /// Waits until the directory has applied `position` (no-op for `None`).
     pub async fn caught_up(&self, position: Option<u64>) -> Result<(), ProjectionError> {
         match position {
             Some(p) => self.progress.wait_for(p, READ_YOUR_WRITES).await,
             None => Ok(()),
+        }
+    }
+
+    pub fn scanner_path(&self) -> ScannerPath<'_> {
+        ScannerPath {
+            directory: &self.directory,
+            clock: &*self.clock,
+            streams: &self.streams,
+            sessions: &self.sessions,
+            tunnels: &self.tunnels,
+            refusals: &self.refusals,
+        }
+    }
+
+    pub fn enforcement(&self) -> Enforcement {
+        Enforcement {
+            directory: self.directory.clone(),
+            sessions: self.sessions.clone(),
+            streams: self.streams.clone(),
+            clock: self.clock.clone(),
         }
     }
 }

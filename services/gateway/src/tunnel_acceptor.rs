@@ -199,7 +199,7 @@ async fn run_session(
         });
     tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
     // A key rotation or deletion that landed while this session was being admitted.
-    crate::access::reconcile_endpoint(state, admitted.endpoint);
+    state.enforcement().reconcile_endpoint(admitted.endpoint);
 
     let reason = session.closed().await;
     tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");

@@ -1,10 +1,8 @@
 //! Endpoint handlers: add, list, show, edit, delete, the key ("Copy Endpoint Key", rotate) and
 //! access (scan access, support-engineer access).
 //!
-//! Adding, renaming and deleting touch two aggregates: the gateway's roster of names (unique per
-//! gateway, and the reason a gateway with endpoints cannot be deleted) and the endpoint itself.
-//! The roster changes first; if the endpoint's change then fails, the roster change is undone,
-//! so nothing is left half-applied.
+//! Adding, renaming and deleting touch two aggregates, the gateway's roster of names and the
+//! endpoint itself: `ism_actors::roster` does it in the right order and undoes half-done work.
 
 use super::gateways::gateway_or_404;
 use super::views;
@@ -13,12 +11,16 @@ use crate::state::NodeState;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::hash_secret;
 use ism_actors::endpoint::EndpointCommand;
-use ism_actors::gateway::GatewayCommand;
+use ism_actors::roster::{NewEndpoint as RosterEntry, ReadEndpoint, Roster};
 use ism_actors::text::{checked, MAX_NAME};
 use ism_events::Platform;
 use ism_projectors::{EndpointView, GatewayStatus};
 use serde::Deserialize;
 use uuid::Uuid;
+
+fn roster(state: &NodeState) -> Roster<'_> {
+    Roster { gateways: &state.gateways, endpoints: &state.endpoints, log: &*state.log }
+}
 
 fn endpoint_or_404(state: &NodeState, raw: &str) -> Result<EndpointView, ApiError> {
     let id = parse_id("endpoint", raw)?;
@@ -85,33 +87,16 @@ pub(super) async fn add(
     })?;
     let name = checked("endpoint name", &body.name, MAX_NAME, true)?;
     let id = Uuid::new_v4();
-    let cause = caller.cause();
-    state
-        .gateways
-        .execute(
-            g.id,
-            GatewayCommand::AssignEndpoint { endpoint: id, name: name.clone() },
-            cause.clone(),
-        )
-        .await?;
     let key = state.key_secret.endpoint_key(id, 1);
-    let command = EndpointCommand::Add {
+    let entry = RosterEntry {
+        id,
         gateway: g.id,
         name,
         description: body.description,
         platform,
         key_hash: hash_secret(&key),
     };
-    let added = match state.endpoints.execute(id, command, cause.clone()).await {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = state
-                .gateways
-                .execute(g.id, GatewayCommand::ReleaseEndpoint { endpoint: id }, cause)
-                .await;
-            return Err(e.into());
-        }
-    };
+    let added = roster(&state).add(entry, &caller.cause()).await?;
     state.caught_up(added.position()).await?;
     let endpoint = views::endpoint(endpoint_or_404(&state, &id.to_string())?, &state);
     Ok(HttpResponse::Created().json(serde_json::json!({ "endpoint": endpoint, "key": key })))
@@ -140,36 +125,8 @@ pub(super) async fn edit(
         ApiError::bad_request("version is required: send the endpoint's version as you read it")
     })?;
     let name = body.name.map(|n| checked("endpoint name", &n, MAX_NAME, true)).transpose()?;
-    let cause = caller.cause();
-    let renamed = name.clone().filter(|n| *n != e.name);
-    if let Some(n) = &renamed {
-        state
-            .gateways
-            .execute(
-                e.gateway,
-                GatewayCommand::RenameEndpoint { endpoint: e.id, name: n.clone() },
-                cause.clone(),
-            )
-            .await?;
-    }
-    let command = EndpointCommand::Edit { name, description: body.description };
-    let edited = match state.endpoints.execute_at(e.id, command, cause.clone(), Some(version)).await
-    {
-        Ok(x) => x,
-        Err(err) => {
-            if renamed.is_some() {
-                let _ = state
-                    .gateways
-                    .execute(
-                        e.gateway,
-                        GatewayCommand::RenameEndpoint { endpoint: e.id, name: e.name.clone() },
-                        cause,
-                    )
-                    .await;
-            }
-            return Err(err.into());
-        }
-    };
+    let read = ReadEndpoint { id: e.id, gateway: e.gateway, name: e.name, version };
+    let edited = roster(&state).edit(&read, name, body.description, &caller.cause()).await?;
     state.caught_up(edited.position()).await?;
     shown(&state, e.id)
 }
@@ -184,13 +141,8 @@ pub(super) async fn delete(
     caller.may_manage()?;
     let id = parse_id("endpoint", &id)?;
     let e = state.directory.endpoint_any(id)?.ok_or_else(|| ApiError::not_found("endpoint", id))?;
-    let cause = caller.cause();
-    let deleted = state.endpoints.execute(id, EndpointCommand::Delete, cause.clone()).await?;
-    let released = state
-        .gateways
-        .execute(e.gateway, GatewayCommand::ReleaseEndpoint { endpoint: id }, cause)
-        .await?;
-    state.caught_up(released.position().or(deleted.position())).await?;
+    let last = roster(&state).delete(id, e.gateway, &caller.cause()).await?;
+    state.caught_up(last).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": id, "name": e.name })))
 }
 

@@ -20,6 +20,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError, Route};
 use ism_actors::endpoint::EndpointError;
 use ism_actors::gateway::GatewayError;
+use ism_actors::roster::RosterError;
 use ism_actors::user::UserError;
 use ism_actors::CommandError;
 use ism_events::ProjectionError;
@@ -209,11 +210,11 @@ impl From<ism_actors::text::TextError> for ApiError {
 }
 
 /// How an aggregate's refusal maps onto HTTP.
-trait Refusal: std::error::Error + 'static {
+trait HttpStatus: std::error::Error + 'static {
     fn status(&self) -> StatusCode;
 }
 
-impl Refusal for GatewayError {
+impl HttpStatus for GatewayError {
     fn status(&self) -> StatusCode {
         match self {
             GatewayError::AlreadyExists(_)
@@ -226,7 +227,7 @@ impl Refusal for GatewayError {
     }
 }
 
-impl Refusal for EndpointError {
+impl HttpStatus for EndpointError {
     fn status(&self) -> StatusCode {
         match self {
             EndpointError::AlreadyExists(_) | EndpointError::KeyGeneration { .. } => {
@@ -239,7 +240,7 @@ impl Refusal for EndpointError {
     }
 }
 
-impl Refusal for UserError {
+impl HttpStatus for UserError {
     fn status(&self) -> StatusCode {
         match self {
             UserError::AlreadyExists(_) => StatusCode::CONFLICT,
@@ -249,7 +250,7 @@ impl Refusal for UserError {
     }
 }
 
-impl<E: Refusal> From<CommandError<E>> for ApiError {
+impl<E: HttpStatus> From<CommandError<E>> for ApiError {
     fn from(e: CommandError<E>) -> Self {
         let status = match &e {
             CommandError::Rejected(r) => r.status(),
@@ -257,6 +258,15 @@ impl<E: Refusal> From<CommandError<E>> for ApiError {
             CommandError::Log(_) | CommandError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.to_string())
+    }
+}
+
+impl From<RosterError> for ApiError {
+    fn from(e: RosterError) -> Self {
+        match e {
+            RosterError::Gateway(e) => e.into(),
+            RosterError::Endpoint(e) => e.into(),
+        }
     }
 }
 

@@ -89,7 +89,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
             .await?;
         return Err(ProxyError::Auth("no Proxy-Authorization: Basic header".into()));
     };
-    let scanner = match authorise(state, &user, &password) {
+    let scanner = match authorise(&state.directory, &user, &password) {
         Ok(s) => s,
         Err(e) => {
             tcp.write_all(&codec::response(
@@ -106,7 +106,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
         Destination::Tunnel(t) => (t, None),
         Destination::Forward { target, request } => (target, Some(request)),
     };
-    match scanner_stream::open(state, &scanner, target).await {
+    match scanner_stream::open(&state.scanner_path(), &scanner, target).await {
         Ok(stream) => {
             tracing::debug!(%peer, endpoint = %scanner.endpoint.name, method = %head.method, "HTTP proxy stream open");
             let first = match initial {

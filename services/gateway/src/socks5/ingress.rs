@@ -84,7 +84,7 @@ async fn handle(
             .await
             .map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
-    match scanner_stream::open(state, &scanner, request.target).await {
+    match scanner_stream::open(&state.scanner_path(), &scanner, request.target).await {
         Ok(stream) => {
             tcp.write_all(&codec::reply(Reply::Succeeded)).await?;
             tracing::debug!(%peer, endpoint = %scanner.endpoint.name, "stream open");
@@ -126,7 +126,7 @@ async fn negotiate(
     }
     tcp.write_all(&codec::method_selection(codec::METHOD_USER_PASS)).await?;
     let creds = read_message(tcp, buf, codec::parse_auth).await?;
-    let scanner = match authorise(state, &creds.username, &creds.password) {
+    let scanner = match authorise(&state.directory, &creds.username, &creds.password) {
         Ok(s) => s,
         Err(e) => {
             tcp.write_all(&codec::auth_status(false)).await?;
