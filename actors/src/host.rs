@@ -11,8 +11,8 @@ use crate::aggregate::{
 use actix::prelude::*;
 use ism_events::{Cause, Clock, EventLog};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// A command for the aggregate hosted by the receiving actor.
@@ -64,7 +64,7 @@ pub struct AggregateActor<A: Aggregate> {
     told: Vec<(A::Command, Cause)>,
     flush_scheduled: bool,
     /// Told commands of this node's actors of this kind not yet recorded (see [`Recorder`]).
-    unrecorded: Arc<AtomicUsize>,
+    unrecorded: Arc<watch::Sender<usize>>,
 }
 
 impl<A: Aggregate + Unpin> Actor for AggregateActor<A> {
@@ -137,7 +137,7 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
         AtomicResponse::new(Box::pin(work.into_actor(self).map(move |(cached, result), actor, _| {
             actor.cached = cached;
             // Recorded or refused, these are settled: nobody will record them later.
-            actor.unrecorded.fetch_sub(take, Ordering::AcqRel);
+            actor.unrecorded.send_modify(|n| *n -= take);
             match result {
                 Ok(refusals) => {
                     for e in refusals.into_iter().flatten() {
@@ -154,7 +154,7 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
 /// actor alive until what it was told is recorded, even if its node forgot the aggregate.
 pub struct Recorder<A: Aggregate + Unpin> {
     addr: Addr<AggregateActor<A>>,
-    unrecorded: Arc<AtomicUsize>,
+    unrecorded: Arc<watch::Sender<usize>>,
 }
 
 impl<A: Aggregate + Unpin> Clone for Recorder<A> {
@@ -166,7 +166,7 @@ impl<A: Aggregate + Unpin> Clone for Recorder<A> {
 impl<A: Aggregate + Unpin> Recorder<A> {
     /// Queues `command` in call order; it is counted as unrecorded until its batch is appended.
     pub fn tell(&self, command: A::Command, cause: Cause) {
-        self.unrecorded.fetch_add(1, Ordering::AcqRel);
+        self.unrecorded.send_modify(|n| *n += 1);
         self.addr.do_send(Tell { command, cause });
     }
 }
@@ -177,7 +177,7 @@ pub struct NodeActors<A: Aggregate + Unpin> {
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     actors: Mutex<HashMap<Uuid, Addr<AggregateActor<A>>>>,
-    unrecorded: Arc<AtomicUsize>,
+    unrecorded: Arc<watch::Sender<usize>>,
 }
 
 impl<A: Aggregate + Unpin> NodeActors<A> {
@@ -188,7 +188,7 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
             log,
             clock,
             actors: Mutex::new(HashMap::new()),
-            unrecorded: Arc::new(AtomicUsize::new(0)),
+            unrecorded: Arc::new(watch::channel(0).0),
         }
     }
 
@@ -256,7 +256,12 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
     /// Told commands not yet recorded (appended, or refused by their aggregate): a stopping
     /// node waits for none to be left, so that what its streams did is not lost with it.
     pub fn unrecorded(&self) -> usize {
-        self.unrecorded.load(Ordering::Acquire)
+        *self.unrecorded.borrow()
+    }
+
+    /// Waits until every told command is recorded.
+    pub async fn all_recorded(&self) {
+        let _ = self.unrecorded.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Forgets the actor of a finished aggregate; it stops once its queued commands are done.

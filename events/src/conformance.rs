@@ -220,9 +220,9 @@ async fn many_appends_in_flight_all_complete(log: &dyn EventLog) {
 }
 
 async fn next(sub: &mut crate::log::EventStream) -> crate::envelope::Recorded {
-    tokio::time::timeout(Duration::from_secs(10), sub.next())
+    tokio::time::timeout(Duration::from_secs(60), sub.next())
         .await
-        .expect("no event within 10 s")
+        .expect("no event within 60 s")
         .expect("subscription ended")
         .expect("subscription error")
 }

@@ -12,6 +12,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// How long a test waits for something that must happen before it fails: generous, since it
+/// bounds a failure on a loaded machine, not a figure (figures are the benchmark's).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Heartbeats for tests about dead peers, on the node (`c.session.timing`) and the agent
+/// (`heartbeatIntervalMs`, `deadPeerTimeoutMs`): a dead peer is noticed within a second or so,
+/// so those tests wait for it rather than for the production 7 s.
+pub const FAST_HEARTBEATS: ism_tunnel::Timing = ism_tunnel::Timing {
+    ping_interval: Duration::from_millis(200),
+    idle_timeout: Duration::from_millis(1500),
+    open_timeout: Duration::from_secs(20),
+};
+
 /// Which event log the node runs on.
 #[derive(Clone)]
 pub enum Backend {
@@ -111,7 +124,7 @@ impl TestNode {
             })
         });
         let (addresses, admin_token, ca_file, state, runtime) = ready_rx
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(PATIENCE)
             .expect("node start timed out")
             .expect("node failed to start");
         TestNode {
@@ -167,6 +180,26 @@ impl TestNode {
     /// Tasks alive on the node's runtime.
     pub fn tasks(&self) -> usize {
         self.runtime.metrics().num_alive_tasks()
+    }
+
+    /// Waits until the node holds `n` endpoint sessions.
+    pub async fn sessions_become(&self, n: usize) {
+        let waited = tokio::time::timeout(PATIENCE, self.state.sessions.wait_for(|m| m == n)).await;
+        assert!(
+            waited.is_ok(),
+            "{} sessions, not {n}, after {PATIENCE:?}",
+            self.state.sessions.len()
+        );
+    }
+
+    /// Waits until no scanner stream runs through the node.
+    pub async fn streams_end(&self) {
+        let waited = tokio::time::timeout(PATIENCE, self.state.streams.wait_for(|m| m == 0)).await;
+        assert!(
+            waited.is_ok(),
+            "{} streams still running after {PATIENCE:?}",
+            self.state.streams.total()
+        );
     }
 
     pub fn socks(&self) -> String {
@@ -232,13 +265,25 @@ impl TestMachine {
         allowed_targets: &str,
         gateway: &str,
     ) -> AgentHandle {
+        self.start_endpoint_with(node, key, allowed_targets, gateway, "")
+    }
+
+    /// As [`start_endpoint_via`](Self::start_endpoint_via), with `extra` property lines.
+    pub fn start_endpoint_with(
+        &self,
+        node: &TestNode,
+        key: &str,
+        allowed_targets: &str,
+        gateway: &str,
+        extra: &str,
+    ) -> AgentHandle {
         let config = self.dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
         let path = config.join("application.properties");
         std::fs::write(
             &path,
             format!(
-                "token = {key}\ngateway = {gateway}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nsocketConnectionTimeoutMs = 3000\nsocketReadTimeoutMs = 5000\n",
+                "token = {key}\ngateway = {gateway}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nsocketConnectionTimeoutMs = 30000\nsocketReadTimeoutMs = 30000\n{extra}\n",
                 node.ca_file.display()
             ),
         )
@@ -271,7 +316,7 @@ pub async fn connected_endpoint(
 /// Waits until the agent is connected; panics with its last status otherwise.
 pub async fn connected(agent: &AgentHandle) -> String {
     match agent
-        .wait_for(Duration::from_secs(20), |s| {
+        .wait_for(PATIENCE, |s| {
             matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))
         })
         .await
@@ -287,13 +332,15 @@ pub fn tampered(secret: &str) -> String {
     format!("{}{}", &secret[..secret.len() - last.len_utf8()], if last == '0' { '1' } else { '0' })
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+/// Asks `f` until it returns `Some`, every 20 ms, for at most [`PATIENCE`]: for state seen only
+/// through an API or a log (state a test can await, such as the node's sessions and streams, is
+/// awaited with their `wait_for`).
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         if let Some(v) = f().await {
             return v;
@@ -336,7 +383,7 @@ pub async fn sink_server() -> SocketAddr {
 
 /// Opens a stream to `127.0.0.1:target_port` through the SOCKS5 ingress at `socks` as scanner
 /// of `endpoint`, the whole exchange in one write; returns the reply code (255 if none came
-/// within 10 s) and the stream.
+/// within [`PATIENCE`]) and the stream.
 pub async fn socks_open(
     socks: &str,
     endpoint: &str,
@@ -355,7 +402,7 @@ pub async fn socks_open(
     }
     // Method choice (2 bytes), authentication status (2), CONNECT reply (10, code second).
     let mut reply = [0u8; 14];
-    match tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut reply)).await {
+    match tokio::time::timeout(PATIENCE, s.read_exact(&mut reply)).await {
         Ok(Ok(_)) => (reply[5], Some(s)),
         _ => (255, None),
     }
@@ -383,19 +430,4 @@ pub async fn http_server(body: &'static str) -> SocketAddr {
         }
     });
     addr
-}
-
-/// This process's resident memory, in KiB (Linux).
-pub fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Open file descriptors of this process (Linux).
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }

@@ -2,7 +2,7 @@
 //! the `ism-endpoint` binary (whose path the caller passes: only its own package's tests know it)
 //! run against a test gateway node, started and stopped as a service manager would.
 
-use crate::cluster::TestNode;
+use crate::cluster::{TestNode, PATIENCE};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -25,8 +25,10 @@ impl Install {
             ("gateway", node.addresses.endpoint_wss.to_string()),
             ("wsendpoint", "/wsendpoint".into()),
             ("gatewayCaFile", node.ca_file.display().to_string()),
-            ("socketConnectionTimeoutMs", "3000".into()),
-            ("socketReadTimeoutMs", "5000".into()),
+            // Generous: a loaded machine may take seconds to answer a handshake; the tests that
+            // are about timeouts set their own.
+            ("socketConnectionTimeoutMs", "30000".into()),
+            ("socketReadTimeoutMs", "30000".into()),
             ("startupAttempts", "1".into()),
         ]
         .into_iter()
@@ -65,9 +67,9 @@ impl Install {
         c
     }
 
-    /// Runs to the end (at most 60 s).
+    /// Runs to the end (at most [`PATIENCE`]).
     pub async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(Duration::from_secs(60), self.command(args).output())
+        tokio::time::timeout(PATIENCE, self.command(args).output())
             .await
             .expect("ism-endpoint finished in time")
             .unwrap()
@@ -76,7 +78,7 @@ impl Install {
     /// Starts the endpoint as a service would and waits until `status` says it is connected.
     pub async fn start(&self, args: &[&str]) -> tokio::process::Child {
         let child = self.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let out = self.run(&["status"]).await;
             if out.status.success() {
@@ -105,9 +107,7 @@ pub fn text(out: &Output) -> String {
 pub async fn terminate(mut child: tokio::process::Child) {
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("stopped in time")
-        .unwrap();
+    let status =
+        tokio::time::timeout(PATIENCE, child.wait()).await.expect("stopped in time").unwrap();
     assert!(status.success(), "the endpoint should stop cleanly on SIGTERM: {status:?}");
 }

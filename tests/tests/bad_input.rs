@@ -2,8 +2,9 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_cli::ApiClient;
-use ism_tests::cluster::{connected, http_server, provision, Backend, TestMachine, TestNode};
-use std::time::Duration;
+use ism_tests::cluster::{
+    connected, http_server, provision, Backend, TestMachine, TestNode, PATIENCE,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,7 +23,7 @@ async fn curl(args: &[&str]) -> (String, String) {
 /// Reads until the peer closes (or 5 s pass); returns what arrived.
 async fn drain(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut got))
         .await
         .expect("the server must close the connection");
     got
@@ -65,10 +66,7 @@ async fn the_socks_ingress_refuses_garbage_and_keeps_serving() {
         ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
             .await
             .unwrap();
-    assert_eq!(
-        ism_cli::scanner::http_get(ok, "x", "/", Duration::from_secs(10)).await.unwrap().body,
-        "fine"
-    );
+    assert_eq!(ism_cli::scanner::http_get(ok, "x", "/", PATIENCE).await.unwrap().body, "fine");
     agent.stop();
 }
 
@@ -126,10 +124,8 @@ async fn the_tunnel_port_refuses_plain_bytes_wrong_paths_and_bad_handshakes() {
     ))
     .await
     .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
+    let ended =
+        tokio::time::timeout(PATIENCE, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     assert!(ended.is_ok(), "the gateway must hang up on a malformed Hello");
 
     let p = provision(&node.api(), "dc1").await;

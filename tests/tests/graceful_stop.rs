@@ -5,14 +5,19 @@
 
 use ism_events::{AggregateId, Event};
 use ism_tests::cluster::{
-    connected_endpoint, echo_server, eventually, socks_open, Backend, TestNode,
+    connected_endpoint, echo_server, eventually, socks_open, Backend, TestNode, PATIENCE,
 };
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[actix::test]
 async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
-    let node = TestNode::start("node-a", Backend::Embedded);
+    // A refusal window longer than the test, so that the second refusal is certainly counted in
+    // the first one's window; and all the time a loaded machine may need to record on stopping.
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.refusal_window = Duration::from_secs(3600);
+        c.stop_grace = PATIENCE;
+    });
     let echo = echo_server().await;
     let (p, _machine, agent) =
         connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
@@ -43,7 +48,7 @@ async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
 
     // The same stop a restart, Ctrl-C or SIGTERM makes; the restarted node reads the same log.
     let restarting = std::thread::spawn(move || node.restart());
-    eventually(Duration::from_secs(30), "the node restarting", || {
+    eventually("the node restarting", || {
         std::future::ready(restarting.is_finished().then_some(()))
     })
     .await;

@@ -82,9 +82,10 @@ async fn curl_through_the_http_proxy_forwarding_and_connect() {
     let out = curl(&["-x", &proxy, &url]).await;
     assert_eq!(body(&out), "over http proxy");
 
-    // The endpoint offline: 502 naming it.
+    // The endpoint offline: 502 naming it (once the node has let its session go).
     agent.stop();
     agent.join().await.unwrap();
+    node.sessions_become(0).await;
     let out = curl(&["-x", &proxy, "-w", "\n%{http_code}", &url]).await;
     assert!(
         body(&out).ends_with("\n502") && body(&out).contains("endpoint dc1 is not connected"),

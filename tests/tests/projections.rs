@@ -5,10 +5,9 @@
 use ism_events::{rebuild, Projection};
 use ism_projectors::DirectoryProjection;
 use ism_tests::cluster::{
-    connected, eventually, http_server, provision, Backend, TestMachine, TestNode,
+    connected, eventually, http_server, provision, Backend, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::nats::NatsServer;
-use std::time::Duration;
 
 async fn rebuild_matches_live(node: &TestNode) {
     let api = node.api();
@@ -22,18 +21,18 @@ async fn rebuild_matches_live(node: &TestNode) {
         ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
             .await
             .unwrap();
-    ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap();
+    ism_cli::scanner::http_get(s, "x", "/", PATIENCE).await.unwrap();
     agent.stop();
     agent.join().await.unwrap();
     // Wait for the session's end to be recorded and projected.
-    eventually(Duration::from_secs(10), "endpoint Offline", || {
+    eventually("endpoint Offline", || {
         let (api, id) = (&api, p.endpoint.clone());
         async move { api.endpoint(&id).await.ok().filter(|e| e["status"] == "Offline") }
     })
     .await;
     let log = node.state.log.clone();
     let head = log.head().await.unwrap();
-    node.state.progress.wait_for(head, Duration::from_secs(10)).await.unwrap();
+    node.state.progress.wait_for(head, PATIENCE).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let fresh = DirectoryProjection::open(dir.path()).unwrap();

@@ -6,10 +6,9 @@ use ism_endpoint::AgentStatus;
 use ism_events::Event;
 use ism_tests::cluster::{
     connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered,
-    Backend, TestMachine, TestNode,
+    Backend, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::nats::NatsServer;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn curl_through(node: &TestNode, backend_name: &str) {
@@ -34,14 +33,18 @@ async fn curl_through(node: &TestNode, backend_name: &str) {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the intranet\n");
 
-    // The directory shows the endpoint as the seed does once deployed, with its version.
-    let shown = api.endpoint(&p.endpoint).await.unwrap();
-    assert_eq!(shown["status"], "Ready");
+    // The directory shows the endpoint as the seed does once deployed, with its version (the
+    // directory applies the session's opening after the endpoint was welcomed).
+    let shown = eventually("the endpoint Ready", || {
+        let (api, id) = (&api, p.endpoint.clone());
+        async move { api.endpoint(&id).await.ok().filter(|e| e["status"] == "Ready") }
+    })
+    .await;
     assert_eq!(shown["agent_version"], env!("CARGO_PKG_VERSION"));
 
     // The stream is an audited fact on the tunnel.
     let log = node.state.log.clone();
-    eventually(Duration::from_secs(10), "StreamClosed event", || {
+    eventually("StreamClosed event", || {
         let log = log.clone();
         async move {
             let head = log.head().await.ok()?;
@@ -160,7 +163,7 @@ async fn a_target_off_the_allowlist_is_refused_with_socks_reply_2() {
     )
     .await
     .unwrap();
-    let resp = ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap();
+    let resp = ism_cli::scanner::http_get(s, "x", "/", PATIENCE).await.unwrap();
     assert_eq!(resp.body, "ok");
     agent.stop();
 }
@@ -234,16 +237,18 @@ async fn the_key_from_a_second_machine_is_refused_and_the_first_keeps_working() 
         ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
             .await
             .unwrap();
-    assert_eq!(
-        ism_cli::scanner::http_get(s, "x", "/", Duration::from_secs(10)).await.unwrap().body,
-        "still here"
-    );
-    let shown = api.endpoint(&p.endpoint).await.unwrap();
+    assert_eq!(ism_cli::scanner::http_get(s, "x", "/", PATIENCE).await.unwrap().body, "still here");
+    // The refusal shows on the endpoint once the directory has applied it.
+    let shown = eventually("the refusal shown", || {
+        let (api, id) = (&api, p.endpoint.clone());
+        async move {
+            let e = api.endpoint(&id).await.ok()?;
+            let refused = e["last_refusal"].as_str()?.contains("Token already registered");
+            refused.then_some(e)
+        }
+    })
+    .await;
     assert_eq!(shown["status"], "Ready");
-    assert!(
-        shown["last_refusal"].as_str().unwrap_or_default().contains("Token already registered"),
-        "{shown}"
-    );
 
     // The first machine can come back after a restart: its identity is on its disk.
     agent_a.stop();
@@ -263,14 +268,18 @@ async fn the_endpoint_reconnects_after_the_gateway_node_restarts() {
     connected(&agent).await;
     let restarting = std::thread::spawn(move || node.restart());
     agent
-        .wait_for(Duration::from_secs(20), |s| matches!(s, AgentStatus::Connecting { .. }))
+        .wait_for(PATIENCE, |s| matches!(s, AgentStatus::Connecting { .. }))
         .await
         .expect("the endpoint notices the node is gone");
     // The same node comes back on the same address and log: the endpoint reconnects by itself.
+    eventually("the node restarting", || {
+        std::future::ready(restarting.is_finished().then_some(()))
+    })
+    .await;
     let node = restarting.join().unwrap();
     connected(&agent).await;
     let api = node.api();
-    let shown = eventually(Duration::from_secs(10), "endpoint Ready again", || {
+    let shown = eventually("endpoint Ready again", || {
         let api = &api;
         let id = p.endpoint.clone();
         async move { api.endpoint(&id).await.ok().filter(|e| e["status"] == "Ready") }

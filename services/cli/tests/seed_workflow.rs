@@ -10,12 +10,12 @@ mod support;
 use ism_cli::scanner::{self, ScannerError};
 use ism_events::ManualClock;
 use ism_tests::cluster::{
-    connected, echo_server, eventually, http_server, Backend, TestMachine, TestNode,
+    connected, echo_server, eventually, http_server, Backend, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::nats::NatsServer;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::Ism;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,17 +26,15 @@ fn s(v: &Value) -> String {
     v.as_str().unwrap_or_else(|| panic!("not a string: {v}")).to_string()
 }
 
-/// Waits until the peer closes `stream` (or fails it); returns how long that took.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
-    let start = Instant::now();
+/// Waits until the peer closes `stream` (or fails it), for at most [`PATIENCE`]. How fast that
+/// happens is the benchmark's figure, not a test's.
+async fn closed(stream: &mut TcpStream) {
     let mut buf = [0u8; 64];
     loop {
-        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf))
-            .await
-        {
-            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(_)) => continue,
-            Err(_) => panic!("the stream was still open after {limit:?}"),
+            Err(_) => panic!("the stream was still open after {PATIENCE:?}"),
         }
     }
 }
@@ -147,7 +145,7 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     let machine = TestMachine::new();
     let agent = machine.start_endpoint(&node, &key, &allowed);
     connected(&agent).await;
-    let ready = eventually(Duration::from_secs(10), "endpoint Ready", || async {
+    let ready = eventually("endpoint Ready", || async {
         let e = rita.json(&["endpoint", "show", &ep_id]).await;
         (e["status"] == "Ready").then_some(e)
     })
@@ -157,15 +155,14 @@ async fn seed_workflow(backend: Backend) -> TestNode {
         .json(&["credential", "issue", "--gateway", &gw_id, "--label", "zap"])
         .await["secret"]);
 
-    // --- Manage Access: scan access off ends running scans within a second and refuses new
+    // --- Manage Access: scan access off ends running scans at once and refuses new
     // ones; on again restores service without restarting anything. ---
     let mut running =
         scanner::connect(&socks, "dc1", &scan, "127.0.0.1", echo.port()).await.unwrap();
     echoes(&mut running).await;
     let off = alice.json(&["endpoint", "access", &ep_id, "--scan", "off"]).await;
     assert_eq!(off["scan_access"], false);
-    let took = closed_within(&mut running, Duration::from_secs(1)).await;
-    println!("scan access off closed the running stream {took:?} after the command returned");
+    closed(&mut running).await;
     assert_eq!(refused_with(&socks, "dc1", &scan, echo.port()).await, 2);
     alice.json(&["endpoint", "access", &ep_id, "--scan", "on"]).await;
     let mut again = scanner::connect(&socks, "dc1", &scan, "127.0.0.1", echo.port()).await.unwrap();
@@ -196,8 +193,8 @@ async fn seed_workflow(backend: Backend) -> TestNode {
         scanner::connect(&socks, "dc1", &support, "127.0.0.1", echo.port()).await.unwrap();
     echoes(&mut engineer).await;
     clock.advance_ms(3 * DAY_MS);
-    closed_within(&mut engineer, Duration::from_secs(5)).await;
-    eventually(Duration::from_secs(5), "support access recorded as expired", || async {
+    closed(&mut engineer).await;
+    eventually("support access recorded as expired", || async {
         let e = rita.json(&["endpoint", "show", &ep_id]).await;
         (e["support_access"]["state"] == "off").then_some(())
     })
@@ -234,7 +231,7 @@ async fn seed_workflow(backend: Backend) -> TestNode {
         scanner::connect(&socks, "dc-east", &scan, "127.0.0.1", app.port()).await.unwrap(),
         "x",
         "/",
-        Duration::from_secs(10),
+        PATIENCE,
     )
     .await
     .unwrap();
@@ -244,7 +241,10 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     let rotated = alice.json(&["endpoint", "rotate-key", &ep_id]).await;
     let new_key = s(&rotated["key"]);
     assert_ne!(new_key, key);
-    let diagnosis = agent.join().await.expect_err("the old key must stop working");
+    let diagnosis = tokio::time::timeout(PATIENCE, agent.join())
+        .await
+        .expect("the endpoint must be cut off")
+        .expect_err("the old key must stop working");
     assert!(diagnosis.message.contains("Failure to authenticate endpoint key"), "{diagnosis}");
     let agent = machine.start_endpoint(&node, &new_key, &allowed);
     connected(&agent).await;
@@ -253,7 +253,7 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     // tunnel at once and its key stops working; the deleted gateway's name stays visible. ---
     assert!(alice.fails(&["gateway", "delete", &gw_id]).await.contains("delete them first"));
     alice.json(&["endpoint", "delete", &ep_id]).await;
-    let diagnosis = tokio::time::timeout(Duration::from_secs(10), agent.join())
+    let diagnosis = tokio::time::timeout(PATIENCE, agent.join())
         .await
         .expect("the endpoint must be cut off")
         .expect_err("deleted");

@@ -102,16 +102,16 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     )?;
     let agent = Agent::new(EndpointConfig::load(&properties, &[])?)?.spawn();
     let connected = agent
-        .wait_for(Duration::from_secs(30), |s| {
+        .wait_for(Duration::from_secs(60), |s| {
             matches!(s, AgentStatus::Connected { .. } | AgentStatus::Stopped(_))
         })
         .await
-        .map_err(|s| anyhow::anyhow!("the endpoint did not connect within 30 s: {s:?}"))?;
+        .map_err(|s| anyhow::anyhow!("the endpoint did not connect within 60 s: {s:?}"))?;
     let AgentStatus::Connected { node: node_name, .. } = connected else {
         bail!("the endpoint stopped: {connected:?}")
     };
     // The session is an event; the directory shows it once it has applied that event.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let shown = loop {
         let shown = api.endpoint(&endpoint_id).await?;
         if shown["status"] == "Ready" {
@@ -148,7 +148,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         .await
         .context("opening a stream through the tunnel")?;
     let resp =
-        scanner::http_get(stream, &format!("127.0.0.1:{app_port}"), "/", Duration::from_secs(10))
+        scanner::http_get(stream, &format!("127.0.0.1:{app_port}"), "/", Duration::from_secs(60))
             .await?;
     ensure!(resp.status_line.contains(" 200 "), "unexpected response: {}", resp.status_line);
     step(7, format_args!("scanned http://127.0.0.1:{app_port}/ through scanner -> gateway -> wss -> endpoint -> app: {} ({} bytes)", resp.status_line, resp.body.len()));

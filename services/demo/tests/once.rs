@@ -2,11 +2,9 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 #[test]
 fn the_demo_runs_the_whole_path_and_exits_zero() {
-    let started = Instant::now();
     let out =
         Command::new(env!("CARGO_BIN_EXE_ism-demo")).arg("--once").output().expect("run ism-demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -24,5 +22,4 @@ fn the_demo_runs_the_whole_path_and_exits_zero() {
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
-    assert!(started.elapsed() < Duration::from_secs(60), "the demo took {:?}", started.elapsed());
 }

@@ -125,7 +125,11 @@ impl Agent {
             connect_timeout: config.connect_timeout,
             proxy: config.proxy.clone(),
         });
-        let session = SessionConfig { max_streams: config.max_streams, ..SessionConfig::default() };
+        let session = SessionConfig {
+            max_streams: config.max_streams,
+            timing: config.tunnel_timing,
+            ..SessionConfig::default()
+        };
         Ok(Self { config, identity, tls, dialer, session })
     }
 

@@ -9,6 +9,7 @@
 use crate::allowlist::Allowlist;
 use crate::properties::{self, Entry, PropertiesError};
 use crate::proxy::{ExclusionList, ProxyConfig, ProxyScope};
+use ism_tunnel::Timing;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +43,8 @@ pub enum ConfigError {
     BadValue { path: PathBuf, origin: Origin, key: String, reason: String },
     #[error("{path}: {key} is required")]
     Missing { path: PathBuf, key: &'static str },
+    #[error("{path}: {reason}")]
+    Inconsistent { path: PathBuf, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +116,9 @@ pub struct EndpointConfig {
     pub allowed_targets: Allowlist,
     /// `maxStreams`: concurrent streams this endpoint serves.
     pub max_streams: usize,
+    /// `heartbeatIntervalMs` and `deadPeerTimeoutMs`: how often the tunnel pings the gateway and
+    /// how long a silent gateway (or link) is trusted before the endpoint reconnects.
+    pub tunnel_timing: Timing,
     /// `startupAttempts`: tries to reach the gateway at start before exiting with the seed's
     /// "Exit due to initialization failure" (the service manager restarts it); 0 = keep trying.
     /// Once connected, the endpoint reconnects for ever.
@@ -148,6 +154,8 @@ const KEYS: &[&str] = &[
     "statusFile",
     "maxStreams",
     "startupAttempts",
+    "heartbeatIntervalMs",
+    "deadPeerTimeoutMs",
 ];
 
 /// `socketConnectionTimeoutMs` -> `ISM_SOCKET_CONNECTION_TIMEOUT_MS`.
@@ -233,6 +241,7 @@ impl EndpointConfig {
             allowed_targets: Allowlist::default(),
             max_streams: 1024,
             startup_attempts: 5,
+            tunnel_timing: Timing::default(),
             install,
             proxy: None,
             diagnostics: DiagnosticsDefaults {
@@ -292,6 +301,8 @@ impl EndpointConfig {
                 }
                 "socketConnectionTimeoutMs" => cfg.connect_timeout = millis()?,
                 "socketReadTimeoutMs" => cfg.read_timeout = millis()?,
+                "heartbeatIntervalMs" => cfg.tunnel_timing.ping_interval = millis()?,
+                "deadPeerTimeoutMs" => cfg.tunnel_timing.idle_timeout = millis()?,
                 "diagnosticUrl" => {
                     if !(v.starts_with("http://") || v.starts_with("https://")) {
                         return Err(bad(e, o, format!("{v:?} must be an http:// or https:// URL")));
@@ -385,6 +396,18 @@ impl EndpointConfig {
             }
             (None, None) => None,
         };
+        let timing = cfg.tunnel_timing;
+        if timing.idle_timeout <= timing.ping_interval {
+            return Err(ConfigError::Inconsistent {
+                path: path.into(),
+                reason: format!(
+                    "deadPeerTimeoutMs ({} ms) must be longer than heartbeatIntervalMs ({} ms), \
+                     or a healthy gateway would be taken for dead",
+                    timing.idle_timeout.as_millis(),
+                    timing.ping_interval.as_millis()
+                ),
+            });
+        }
         Ok(cfg)
     }
 
@@ -457,6 +480,19 @@ mod tests {
             ),
             (1000, 10, 10)
         );
+    }
+
+    #[test]
+    fn heartbeats_and_the_dead_peer_timeout_are_set_together_sensibly() {
+        let defaults = load("token = a\ngateway = gw\n").unwrap();
+        assert_eq!(defaults.tunnel_timing, Timing::default());
+        let fast =
+            load("token = a\ngateway = gw\nheartbeatIntervalMs = 200\ndeadPeerTimeoutMs = 1000\n")
+                .unwrap();
+        assert_eq!(fast.tunnel_timing.ping_interval, Duration::from_millis(200));
+        assert_eq!(fast.tunnel_timing.idle_timeout, Duration::from_secs(1));
+        let err = load("token = a\ngateway = gw\ndeadPeerTimeoutMs = 1500\n").unwrap_err();
+        assert!(err.to_string().contains("must be longer than heartbeatIntervalMs"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! binding, the seed's installer errors, and the uninstall.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
-use ism_tests::cluster::{http_server, provision, tampered, Backend, TestNode};
+use ism_tests::cluster::{http_server, provision, tampered, Backend, TestNode, PATIENCE};
 use ism_tests::http_proxy::{ProxyRules, TestProxy};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -72,7 +72,7 @@ async fn start_service(root: &Path) -> tokio::process::Child {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let status = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
@@ -97,8 +97,7 @@ async fn stop_service(mut child: tokio::process::Child) {
         .args(["-TERM", &child.id().unwrap().to_string()])
         .status()
         .unwrap();
-    let status =
-        tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "SIGTERM must stop the service cleanly: {status:?}");
 }
 

@@ -128,12 +128,16 @@ impl RunningNode {
         }
         let state = &self.state;
         state.sessions.close_all("gateway node shutting down");
-        let deadline = tokio::time::Instant::now() + self.stop_grace;
         // Streams tell their end once their splice is over, sessions their close once their
         // tasks end: both are gone before the last told fact is.
-        until(deadline, || state.sessions.is_empty() && state.streams.is_empty()).await;
-        state.refusals.record_all();
-        if !until(deadline, || state.tunnels.unrecorded() == 0).await {
+        let settled = async {
+            state.sessions.wait_for(|n| n == 0).await;
+            state.streams.wait_for(|n| n == 0).await;
+            state.refusals.record_all();
+            state.tunnels.all_recorded().await;
+        };
+        if tokio::time::timeout(self.stop_grace, settled).await.is_err() {
+            state.refusals.record_all();
             tracing::warn!(
                 unrecorded = state.tunnels.unrecorded(),
                 sessions = state.sessions.len(),
@@ -142,17 +146,6 @@ impl RunningNode {
         }
         self.api.stop(true).await;
     }
-}
-
-/// Checks `done` every few milliseconds until it holds or `deadline` passes; whether it held.
-async fn until(deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
-    while !done() {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    true
 }
 
 /// Reads a secret file, or creates it (owner-only) with `make()` when it does not exist.

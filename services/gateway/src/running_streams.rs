@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -15,10 +16,17 @@ struct Running {
 }
 
 /// The streams running through this node.
-#[derive(Default)]
 pub struct RunningStreams {
     next: AtomicU64,
     by_endpoint: Mutex<HashMap<Uuid, HashMap<u64, Running>>>,
+    /// How many streams run, for those who wait for a change (a stopping node, tests).
+    total: watch::Sender<usize>,
+}
+
+impl Default for RunningStreams {
+    fn default() -> Self {
+        Self { next: AtomicU64::new(0), by_endpoint: Mutex::default(), total: watch::channel(0).0 }
+    }
 }
 
 /// Deregisters its stream when dropped.
@@ -32,7 +40,9 @@ impl Drop for StreamGuard<'_> {
     fn drop(&mut self) {
         let mut map = self.streams.lock();
         if let Some(m) = map.get_mut(&self.endpoint) {
-            m.remove(&self.id);
+            if m.remove(&self.id).is_some() {
+                self.streams.total.send_modify(|n| *n -= 1);
+            }
             if m.is_empty() {
                 map.remove(&self.endpoint);
             }
@@ -55,6 +65,7 @@ impl RunningStreams {
     ) -> StreamGuard<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().entry(endpoint).or_default().insert(id, Running { credential, stop });
+        self.total.send_modify(|n| *n += 1);
         StreamGuard { streams: self, endpoint, id }
     }
 
@@ -80,9 +91,19 @@ impl RunningStreams {
         self.lock().get(&endpoint).map_or(0, HashMap::len)
     }
 
-    /// Whether no stream runs through this node (a stopping node waits for that).
+    /// Whether no stream runs through this node.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
+    }
+
+    /// Streams running through this node.
+    pub fn total(&self) -> usize {
+        *self.total.borrow()
+    }
+
+    /// Waits until the number of running streams satisfies `done`.
+    pub async fn wait_for(&self, done: impl Fn(usize) -> bool) {
+        let _ = self.total.subscribe().wait_for(|n| done(*n)).await;
     }
 }
 
@@ -98,11 +119,13 @@ mod tests {
         let kept = streams.register(endpoint, ok, keep.clone());
         let stopped = streams.register(endpoint, revoked, stop.clone());
         assert_eq!((streams.count(endpoint), streams.endpoints()), (2, vec![endpoint]));
+        assert_eq!(streams.total(), 2);
         assert_eq!(streams.stop_refused(endpoint, |c| c == ok), 1);
         assert!(stop.is_cancelled() && !keep.is_cancelled());
         drop(stopped);
         assert_eq!(streams.count(endpoint), 1, "a stopped stream stays until its guard is gone");
         drop(kept);
         assert!(streams.is_empty() && streams.endpoints().is_empty());
+        assert_eq!(streams.total(), 0);
     }
 }

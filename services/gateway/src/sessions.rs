@@ -8,6 +8,7 @@
 use ism_tunnel::Session;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// One endpoint's live tunnel on this node.
@@ -21,9 +22,16 @@ pub struct LiveSession {
     pub session: Session,
 }
 
-#[derive(Default)]
 pub struct Sessions {
     by_endpoint: Mutex<HashMap<Uuid, LiveSession>>,
+    /// How many sessions there are, for those who wait for a change (a stopping node, tests).
+    count: watch::Sender<usize>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self { by_endpoint: Mutex::default(), count: watch::channel(0).0 }
+    }
 }
 
 impl Sessions {
@@ -33,7 +41,12 @@ impl Sessions {
 
     /// Makes `live` the endpoint's session and closes the one it replaces, if any.
     pub fn install(&self, live: LiveSession) -> Option<LiveSession> {
-        let old = self.lock().insert(live.endpoint, live);
+        let old = {
+            let mut map = self.lock();
+            let old = map.insert(live.endpoint, live);
+            self.count.send_replace(map.len());
+            old
+        };
         if let Some(old) = &old {
             old.session.close("replaced by a newer session of the same endpoint");
         }
@@ -50,6 +63,7 @@ impl Sessions {
         let mut map = self.lock();
         if map.get(&endpoint).is_some_and(|s| s.tunnel == tunnel) {
             map.remove(&endpoint);
+            self.count.send_replace(map.len());
             true
         } else {
             false
@@ -70,6 +84,11 @@ impl Sessions {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Waits until the number of sessions satisfies `done`.
+    pub async fn wait_for(&self, done: impl Fn(usize) -> bool) {
+        let _ = self.count.subscribe().wait_for(|n| done(*n)).await;
     }
 
     pub fn is_empty(&self) -> bool {
