@@ -239,12 +239,18 @@ fn main() -> ExitCode {
                 }
             };
         }
+        // Both stop handlers are in place before the agent runs: a service manager may stop it
+        // at any moment after starting it.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut terminate), Ok(mut interrupt)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("cannot listen for SIGTERM and SIGINT");
+            return ExitCode::from(3);
+        };
         let handle = agent.spawn();
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("signal handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
             failure = handle.stopped() => return match failure {
                 Some(_) => ExitCode::from(3),

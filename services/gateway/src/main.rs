@@ -83,6 +83,11 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
     })
     .block_on(async move {
+        // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully,
+        // from the moment the node says it is up (the handlers are in place before that).
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
         let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;
         println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
         println!(
@@ -102,11 +107,8 @@ fn main() -> anyhow::Result<()> {
             }
             None => println!("  admin token           as given by --admin-token / ISM_ADMIN_TOKEN"),
         }
-        // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("listening for SIGTERM")?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("listening for SIGINT")?,
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         println!("shutting down");
