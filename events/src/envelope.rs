@@ -1,30 +1,9 @@
 //! The envelope every event travels in, and the identity of the aggregate it belongs to.
 
-use crate::event::Event;
+use crate::event::{AggregateKind, Event};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
-
-/// The kinds of aggregate whose state changes are events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AggregateKind {
-    Gateway,
-    Endpoint,
-    Tunnel,
-    User,
-}
-
-impl AggregateKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AggregateKind::Gateway => "gateway",
-            AggregateKind::Endpoint => "endpoint",
-            AggregateKind::Tunnel => "tunnel",
-            AggregateKind::User => "user",
-        }
-    }
-}
 
 /// One aggregate: its kind and id. Renders as `kind.uuid`, which is also a valid NATS subject
 /// suffix (no spaces, no wildcards).

@@ -5,7 +5,6 @@
 //! A change that cannot be expressed that way bumps [`SCHEMA_VERSION`] and gets an upcaster in
 //! [`crate::codec`].
 
-use crate::envelope::AggregateKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -101,6 +100,27 @@ impl CredentialKind {
         match self {
             CredentialKind::Scan => "scan",
             CredentialKind::Support => "support",
+        }
+    }
+}
+
+/// The kinds of aggregate whose state changes are events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregateKind {
+    Gateway,
+    Endpoint,
+    Tunnel,
+    User,
+}
+
+impl AggregateKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateKind::Gateway => "gateway",
+            AggregateKind::Endpoint => "endpoint",
+            AggregateKind::Tunnel => "tunnel",
+            AggregateKind::User => "user",
         }
     }
 }

@@ -24,10 +24,10 @@ pub mod projection;
 pub mod support_access;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use envelope::{AggregateId, AggregateKind, Cause, Envelope, Recorded};
+pub use envelope::{AggregateId, Cause, Envelope, Recorded};
 pub use event::{
-    AggregateEvent, CredentialKind, EndpointEvent, Event, GatewayEvent, Platform, RepeatedRefusals,
-    TunnelEvent, UserEvent, UserRole, SCHEMA_VERSION,
+    AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, Platform,
+    RepeatedRefusals, TunnelEvent, UserEvent, UserRole, SCHEMA_VERSION,
 };
 pub use log::{AppendError, EventLog, EventStream, LogError};
 pub use projection::{
