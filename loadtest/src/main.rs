@@ -273,13 +273,19 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             f["idle_streams"] = json!(args.idle_streams);
             f["idle_stream_kib"] = json!(after.saturating_sub(before) as f64 / args.idle_streams as f64);
 
-            // A firehose of opens while the endpoint is at its cap: all refused, memory bounded.
-            let rss = node.process.rss_kib();
+            // A firehose of opens while the endpoint is at its cap: all refused, memory bounded,
+            // no descriptor kept once the refused connections are gone.
+            let (rss, fds) = (node.process.rss_kib(), node.process.open_fds());
             let (refused, secs) = measure::firehose(&tunnel, hold, args.firehose).await;
             f["firehose_opens"] = json!(args.firehose);
             f["firehose_refused"] = json!(refused);
             f["firehose_opens_per_s"] = json!(args.firehose as f64 / secs);
             f["firehose_rss_mib"] = json!(node.process.rss_kib().saturating_sub(rss) as f64 / 1024.0);
+            let settle = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while node.process.open_fds() > fds && std::time::Instant::now() < settle {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            f["firehose_fds_left"] = json!(node.process.open_fds().saturating_sub(fds));
             drop(idle);
         }
         Ok::<_, anyhow::Error>(())
@@ -466,11 +472,12 @@ fn print_table(f: &Value) {
             );
         }
         println!(
-            "firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB",
+            "firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB, {} descriptors left",
             f["firehose_opens"],
             f["firehose_refused"],
             n(&f["firehose_opens_per_s"]),
-            n(&f["firehose_rss_mib"])
+            n(&f["firehose_rss_mib"]),
+            f["firehose_fds_left"]
         );
     }
     if !f["idle_endpoint_kib"].is_null() {

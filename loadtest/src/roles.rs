@@ -158,6 +158,11 @@ impl ChildRole {
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds_of(self.child.id())
     }
+
+    /// File descriptors the child holds open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |d| d.count())
+    }
 }
 
 /// CPU time process `pid` has used so far (user and system, all threads), in seconds; 0 once it
