@@ -156,7 +156,7 @@ fn start_endpoints(
 }
 
 fn benchmark(args: &Args) -> anyhow::Result<()> {
-    roles::raise_fd_limit();
+    ism_tunnel::fd_limit::raise();
     let want = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let d = Duration::from_secs(args.seconds);
     // The cap is what the idle streams fill, so that the firehose after them is all beyond it.

@@ -24,7 +24,7 @@ pub struct NodeInfo {
 
 /// Runs a gateway node until standard input closes (the benchmark ends).
 pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
-    raise_fd_limit();
+    ism_tunnel::fd_limit::raise();
     let mut config = NodeConfig::local("bench-node", data_dir);
     config.session.max_streams = max_streams;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
@@ -49,7 +49,7 @@ pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
 /// Runs one agent per install directory under `dir` (see [`endpoint_config`]); prints
 /// `connected <n> <seconds>` once all are connected, then runs until standard input closes.
 pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
-    raise_fd_limit();
+    ism_tunnel::fd_limit::raise();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let started = std::time::Instant::now();
@@ -82,7 +82,7 @@ pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
 /// address first. It runs apart so that its sockets count against neither the load generator's
 /// descriptor limit nor the memory measured.
 pub fn run_hold_target() -> anyhow::Result<()> {
-    raise_fd_limit();
+    ism_tunnel::fd_limit::raise();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         announce(&crate::targets::hold().await.to_string())?;
         until_parent_leaves().await
@@ -92,7 +92,7 @@ pub fn run_hold_target() -> anyhow::Result<()> {
 /// Runs the two-relay chain of [`crate::relay`] in front of `target` until standard input
 /// closes; prints its address first. Apart from the load generator, as the tunnel's hops are.
 pub fn run_relay_chain(target: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
-    raise_fd_limit();
+    ism_tunnel::fd_limit::raise();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         announce(&crate::relay::chain(target, tls).await?.to_string())?;
         until_parent_leaves().await
@@ -109,17 +109,6 @@ fn announce(line: &str) -> anyhow::Result<()> {
 async fn until_parent_leaves() -> anyhow::Result<()> {
     tokio::task::spawn_blocking(|| std::io::stdin().lock().lines().count()).await?;
     Ok(())
-}
-
-/// Raises the soft limit on open descriptors to the hard one: ten thousand streams hold ten
-/// thousand sockets in each process, beyond the usual soft limit of 1024.
-pub fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    if limit.current < limit.maximum {
-        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
-        let _ = setrlimit(Resource::Nofile, raised);
-    }
 }
 
 /// A child process of this binary, ended when dropped.

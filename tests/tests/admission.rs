@@ -84,3 +84,60 @@ async fn beyond_the_cap_scanners_are_refused_and_every_refusal_is_accounted_for(
     assert_eq!(code, 0);
     agent.stop();
 }
+
+#[actix::test]
+async fn one_credential_cannot_take_every_slot_of_an_endpoint() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.stream_limits.per_credential = 4;
+    });
+    let target = sink_server().await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (code, s) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+        assert_eq!(code, 0);
+        open.push(s.unwrap());
+    }
+    assert_eq!(socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await.0, 1);
+    // Another scanner still gets through the same endpoint.
+    let other = node.api().issue_scanner_credential(&p.gateway, "other").await.unwrap();
+    let other = other["secret"].as_str().unwrap();
+    assert_eq!(socks_open(&socks, "dc1", other, target.port()).await.0, 0);
+    // Once the first scanner's streams end, it may open again.
+    drop(open);
+    eventually("the first scanner's quota freed", || async {
+        (socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await.0 == 0).then_some(())
+    })
+    .await;
+    agent.stop();
+}
+
+#[actix::test]
+async fn connections_waiting_to_authenticate_are_capped_and_the_node_keeps_serving() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| c.max_pending_connections = 8);
+    let target = sink_server().await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    // Eight connections that never say a word hold every place.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&socks).await.unwrap());
+    }
+    // Until a place is free again, the next connection is closed without an answer...
+    eventually("a connection beyond the cap closed unanswered", || async {
+        (socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await.0 == 255).then_some(())
+    })
+    .await;
+    // ...while the management API and the running endpoint are unaffected.
+    let shown = node.api().endpoint(&p.endpoint).await.unwrap();
+    assert_eq!(shown["status"], "Ready");
+    drop(idle);
+    eventually("a place freed once the idle connections left", || async {
+        (socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await.0 == 0).then_some(())
+    })
+    .await;
+    agent.stop();
+}

@@ -248,6 +248,8 @@ fn main() -> ExitCode {
             tracing::error!("cannot listen for SIGTERM and SIGINT");
             return ExitCode::from(3);
         };
+        // A descriptor per stream it serves: beyond the usual soft limit of 1024.
+        ism_tunnel::fd_limit::raise();
         let handle = agent.spawn();
         tokio::select! {
             _ = interrupt.recv() => {}

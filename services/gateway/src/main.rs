@@ -50,6 +50,23 @@ struct Args {
     /// Most streams open at once through one endpoint; more are refused at once.
     #[arg(long, env = "ISM_MAX_STREAMS_PER_ENDPOINT", default_value_t = 1024)]
     max_streams_per_endpoint: usize,
+    /// Most streams one scanner credential runs at once on this node; more are refused (SOCKS
+    /// general failure, HTTP 429), so one scanner cannot take every slot of an endpoint.
+    #[arg(long, env = "ISM_MAX_STREAMS_PER_CREDENTIAL", default_value_t = 512)]
+    max_streams_per_credential: usize,
+    /// Seconds a scanner stream may go without a byte in either direction before it is reset
+    /// (0: no limit).
+    #[arg(long, env = "ISM_STREAM_IDLE_TIMEOUT", default_value_t = 600)]
+    stream_idle_timeout: u64,
+    /// Seconds a stream whose one side closed (a scanner that went away) may wait for the other
+    /// side's next byte before it is reset and its slot freed.
+    #[arg(long, env = "ISM_HALF_CLOSED_TIMEOUT", default_value_t = 60)]
+    half_closed_timeout: u64,
+    /// Connections accepted and not yet authenticated that the node holds at once, across its
+    /// listeners; more are closed at once. Default: a quarter of the open-file limit (which the
+    /// node raises to its hard limit at start), between 64 and 16384.
+    #[arg(long, env = "ISM_MAX_PENDING_CONNECTIONS")]
+    max_pending_connections: Option<usize>,
     /// Administrator API token; by default read from (or generated into) <data-dir>/admin-token.
     #[arg(long, env = "ISM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -78,6 +95,17 @@ fn main() -> anyhow::Result<()> {
     config.key_secret_file = args.key_secret_file;
     config.admin_token = args.admin_token;
     config.session.max_streams = args.max_streams_per_endpoint;
+    let fd_limit = ism_tunnel::fd_limit::raise();
+    config.max_pending_connections = args.max_pending_connections.unwrap_or_else(|| {
+        let quarter = fd_limit.map_or(1024, |l| usize::try_from(l / 4).unwrap_or(usize::MAX));
+        quarter.clamp(64, 16384)
+    });
+    config.stream_limits = ism_gateway::state::StreamLimits {
+        idle_timeout: (args.stream_idle_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.stream_idle_timeout)),
+        half_closed_timeout: std::time::Duration::from_secs(args.half_closed_timeout.max(1)),
+        per_credential: args.max_streams_per_credential.max(1),
+    };
 
     actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")

@@ -4,8 +4,9 @@
 //! rebuildable cache of it, and the secrets (key secret, admin token, TLS identity) come from
 //! configuration or, on the embedded default, from files generated once in the data directory.
 
+use crate::listener::PendingConnections;
 use crate::refusals::{self, Refusals};
-use crate::state::{Addresses, NodeState};
+use crate::state::{Addresses, NodeState, StreamLimits};
 use crate::tls::{self, TlsSource};
 use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
@@ -57,6 +58,11 @@ pub struct NodeConfig {
     /// How long a stopping node waits for its sessions to end and for what they did to be
     /// recorded.
     pub stop_grace: Duration,
+    /// Quiet scanner streams and per-credential quota.
+    pub stream_limits: StreamLimits,
+    /// Connections accepted and not yet authenticated, across the node's listeners; beyond it
+    /// new ones are closed at once.
+    pub max_pending_connections: usize,
 }
 
 impl NodeConfig {
@@ -81,6 +87,8 @@ impl NodeConfig {
             support_sweep_interval: Duration::from_secs(10),
             refusal_window: Duration::from_secs(1),
             stop_grace: Duration::from_secs(5),
+            stream_limits: StreamLimits::default(),
+            max_pending_connections: 1024,
         }
     }
 }
@@ -309,6 +317,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         addresses,
         ws_path: config.ws_path.clone(),
         stream_limit: config.session.max_streams,
+        stream_limits: config.stream_limits,
+        pending: PendingConnections::new(config.max_pending_connections),
     });
 
     recover(&state).await;

@@ -8,12 +8,12 @@ use crate::access::{stream_allowed, AccessDenied};
 use crate::refusals::RefusedStream;
 use crate::running_streams::StreamGuard;
 use crate::scanner_auth::AuthorisedScanner;
-use crate::state::ScannerPath;
+use crate::state::{ScannerPath, StreamLimits};
 use bytes::Bytes;
 use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_events::Cause;
-use ism_tunnel::{OpenStreamError, StreamEnd, TunnelStream};
+use ism_tunnel::{Expiry, OpenStreamError, SpliceOptions, StreamEnd, TunnelStream};
 use ism_tunnel_proto::TargetAddr;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,8 @@ pub enum NotOpened {
     Access(#[from] AccessDenied),
     #[error("endpoint {0} is not connected to this gateway")]
     EndpointOffline(String),
+    #[error("this scanner credential already has {0} streams open on this node (--max-streams-per-credential)")]
+    CredentialQuota(usize),
     #[error("stream to {target} refused: {error}")]
     Open { target: String, error: OpenStreamError },
 }
@@ -32,6 +34,7 @@ pub enum NotOpened {
 /// An open stream, registered for access enforcement, whose end will be recorded.
 pub struct OpenedStream<'a> {
     stream: TunnelStream,
+    limits: StreamLimits,
     stop: CancellationToken,
     _registered: StreamGuard<'a>,
     recorder: Recorder<Tunnel>,
@@ -53,7 +56,10 @@ pub async fn open<'a>(
     };
     allowed()?;
     let stop = CancellationToken::new();
-    let registered = path.streams.register(endpoint, scanner.credential_id, stop.clone());
+    let registered = path
+        .streams
+        .register(endpoint, scanner.credential_id, stop.clone(), path.limits.per_credential)
+        .map_err(|full| NotOpened::CredentialQuota(full.0))?;
     allowed()?;
     let live = path
         .sessions
@@ -72,7 +78,14 @@ pub async fn open<'a>(
                 scanner: scanner.audit_name(),
             };
             recorder.tell(command, cause.clone());
-            Ok(OpenedStream { stream, stop, _registered: registered, recorder, cause })
+            Ok(OpenedStream {
+                stream,
+                limits: path.limits,
+                stop,
+                _registered: registered,
+                recorder,
+                cause,
+            })
         }
         Err(error) => {
             path.refusals.refused(RefusedStream {
@@ -93,12 +106,22 @@ impl OpenedStream<'_> {
     /// from it or a rewritten request) until it ends, and records how it ended.
     pub async fn splice(self, tcp: TcpStream, initial: Bytes) {
         let id = self.stream.id().0;
-        let report = self.stream.splice_with(tcp, initial, self.stop).await;
+        let options = SpliceOptions {
+            initial,
+            stop: self.stop,
+            idle_timeout: self.limits.idle_timeout,
+            half_closed_timeout: Some(self.limits.half_closed_timeout),
+        };
+        let report = self.stream.splice_with(tcp, options).await;
         let end = match &report.end {
             StreamEnd::Finished => "finished".to_string(),
             StreamEnd::Reset(r) => format!("reset: {r:?}"),
             StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
             StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
+            StreamEnd::Expired(Expiry::Idle) => "reset: idle beyond the stream idle timeout".into(),
+            StreamEnd::Expired(Expiry::HalfClosed) => {
+                "reset: one side closed and the other stayed silent".into()
+            }
         };
         let command = TunnelCommand::RecordStreamClosed {
             stream: id,

@@ -3,6 +3,7 @@
 //! [`Enforcement`](crate::enforcement::Enforcement), `authorise` the directory.
 
 use crate::enforcement::Enforcement;
+use crate::listener::PendingConnections;
 use crate::refusals::Refusals;
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
@@ -45,6 +46,9 @@ pub struct NodeState {
     pub ws_path: String,
     /// Most streams one endpoint's session carries at once on this node (admission control).
     pub stream_limit: usize,
+    pub stream_limits: StreamLimits,
+    /// Connections not yet authenticated, on all listeners.
+    pub pending: PendingConnections,
 }
 
 /// Where this node listens, as reported by the API (for allowlists and endpoint configuration).
@@ -56,6 +60,29 @@ pub struct Addresses {
     pub api: SocketAddr,
 }
 
+/// How long scanner streams may stay quiet and how many one credential may run.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// A stream on which no byte moves for this long is reset (`--stream-idle-timeout`).
+    pub idle_timeout: Option<Duration>,
+    /// A stream whose one side finished (a scanner that closed and left) is reset once the other
+    /// side has been silent this long, so its slot is freed.
+    pub half_closed_timeout: Duration,
+    /// Streams one scanner credential may run at once on this node
+    /// (`--max-streams-per-credential`).
+    pub per_credential: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Duration::from_secs(600)),
+            half_closed_timeout: Duration::from_secs(60),
+            per_credential: 512,
+        }
+    }
+}
+
 /// What a scanner's stream goes through, from access check to recorded end.
 pub struct ScannerPath<'a> {
     pub directory: &'a DirectoryProjection,
@@ -64,6 +91,7 @@ pub struct ScannerPath<'a> {
     pub sessions: &'a Sessions,
     pub tunnels: &'a NodeActors<Tunnel>,
     pub refusals: &'a Refusals,
+    pub limits: StreamLimits,
 }
 
 impl NodeState {
@@ -83,6 +111,7 @@ impl NodeState {
             sessions: &self.sessions,
             tunnels: &self.tunnels,
             refusals: &self.refusals,
+            limits: self.stream_limits,
         }
     }
 

@@ -39,10 +39,11 @@ pub async fn serve(
     state: Arc<NodeState>,
     config: SessionConfig,
 ) {
-    crate::listener::accept_forever(listener, "endpoint", move |tcp, peer| {
+    let pending = state.pending.clone();
+    crate::listener::accept_forever(listener, "endpoint", pending, move |tcp, peer, pending| {
         let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
         async move {
-            if let Err(e) = accept(tcp, peer, tls, state, config).await {
+            if let Err(e) = accept(tcp, peer, tls, state, config, pending).await {
                 tracing::info!(%peer, error = %e, "endpoint connection refused");
             }
         }
@@ -66,12 +67,15 @@ enum AcceptError {
     OutOfOrder(#[from] ism_tunnel_proto::handshake::OutOfOrder),
 }
 
+/// Accepts one endpoint connection; `pending` is its place among the connections not yet
+/// authenticated, given back once the endpoint is admitted (or refused).
 async fn accept(
     tcp: TcpStream,
     peer: SocketAddr,
     tls: TlsAcceptor,
     state: Arc<NodeState>,
     config: SessionConfig,
+    pending: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), AcceptError> {
     let _ = tcp.set_nodelay(true);
     let nonce = random_bytes();
@@ -116,6 +120,7 @@ async fn accept(
         Ok(hello) => Box::pin(admit(&state, &hello, &nonce)).await.map(|a| (hello, a)),
         Err(rejection) => Err(rejection),
     };
+    drop(pending);
     let (hello, admitted) = match admitted {
         Ok(admitted) => admitted,
         Err(rejection) => {

@@ -4,6 +4,7 @@
 //!   protocol state it drives is `ism_tunnel_proto::SessionState`);
 //! - `lanes`: the queues between those tasks and the streams';
 //! - [`error`]: why sessions end and opens fail;
+//! - [`fd_limit`]: raising the open-file limit of a process that carries tunnels;
 //! - [`stream`]: one stream and the pumps that splice it to a TCP socket;
 //! - [`credit`]: the per-stream send credit the pumps wait on;
 //! - [`ws`]: WebSocket limits and the frame-at-a-time I/O used by the handshake.
@@ -14,6 +15,7 @@
 
 pub mod credit;
 pub mod error;
+pub mod fd_limit;
 mod lanes;
 pub mod session;
 pub mod stream;
@@ -23,5 +25,6 @@ pub use error::{CloseReason, OpenStreamError};
 pub use ism_tunnel_proto::Timing;
 pub use session::{Incoming, Session, SessionConfig};
 pub use stream::{
-    IncomingStream, SpliceReport, StreamEnd, StreamReader, StreamWriter, TunnelStream,
+    Expiry, IncomingStream, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,
+    TunnelStream,
 };

@@ -4,6 +4,11 @@
 //! buffer with room for the frame header and hands it to the writer; the downstream pump writes
 //! delivered payloads to the socket and reports what it consumed, which is what returns credit to
 //! the peer.
+//!
+//! A stream ends as it ended on the far side: a clean end (both sides finished) closes the socket
+//! with FIN; anything else (the far side reset, the session died, access was withdrawn, the stream
+//! timed out) aborts it with RST (`SO_LINGER` 0), discarding what the socket had not sent yet, so
+//! that a scanner sees a truncated transfer as an error and never as a complete page.
 
 use crate::credit::SendCredit;
 use crate::error::OpenStreamError;
@@ -14,7 +19,9 @@ use ism_tunnel_proto::{
     Frame, OpenFailure, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN,
 };
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -39,6 +46,56 @@ pub enum StreamEnd {
     SocketError(String),
     /// This side stopped the stream (access withdrawn): the peer was sent `Reset(Revoked)`.
     Cancelled,
+    /// Nothing moved for too long: the peer was sent `Reset(Aborted)`.
+    Expired(Expiry),
+}
+
+/// Which of a stream's time limits ran out (see [`SpliceOptions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No byte in either direction for the idle timeout.
+    Idle,
+    /// One side had finished and the other sent nothing for the half-closed timeout.
+    HalfClosed,
+}
+
+/// How a splice starts and when it gives up.
+#[derive(Debug, Clone, Default)]
+pub struct SpliceOptions {
+    /// Sent first: bytes the caller already read from the socket (a client that pipelined data
+    /// behind its SOCKS request, a rewritten HTTP request).
+    pub initial: Bytes,
+    /// Ends the stream when cancelled (access withdrawn while the stream runs).
+    pub stop: CancellationToken,
+    /// Ends a stream on which no byte moves for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Ends a stream whose one side finished (a scanner that closed and went away) once the other
+    /// side has sent nothing for this long, so its slot does not stay taken.
+    pub half_closed_timeout: Option<Duration>,
+}
+
+/// When a quiet stream expires: the rule, with time passed in.
+#[derive(Debug, Clone, Copy)]
+struct QuietLimits {
+    idle: Option<Duration>,
+    half_closed: Option<Duration>,
+}
+
+impl QuietLimits {
+    /// The deadline after the last byte moved at `last`, with one side finished or not; `None`
+    /// when no limit applies.
+    fn deadline(
+        &self,
+        last: tokio::time::Instant,
+        half_closed: bool,
+    ) -> Option<(tokio::time::Instant, Expiry)> {
+        let idle = self.idle.map(|d| (last + d, Expiry::Idle));
+        let half = self.half_closed.filter(|_| half_closed).map(|d| (last + d, Expiry::HalfClosed));
+        match (idle, half) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// Bytes moved by a spliced stream and how it ended.
@@ -97,31 +154,35 @@ impl TunnelStream {
     /// Sets `TCP_NODELAY`: without it, small request/response exchanges stall ~40 ms on
     /// Nagle's algorithm meeting delayed ACKs.
     pub async fn splice(self, tcp: TcpStream) -> SpliceReport {
-        self.splice_with(tcp, Bytes::new(), CancellationToken::new()).await
+        self.splice_with(tcp, SpliceOptions::default()).await
     }
 
-    /// Like [`splice`](Self::splice), sending `initial` first (bytes the caller already read from
-    /// the socket: a client that pipelined data behind its SOCKS request, say), and ending the
-    /// stream when `cancel` fires (access withdrawn while the stream runs).
-    pub async fn splice_with(
-        mut self,
-        tcp: TcpStream,
-        initial: Bytes,
-        cancel: CancellationToken,
-    ) -> SpliceReport {
+    /// Like [`splice`](Self::splice), with `options`: bytes to send first, a stop token, time
+    /// limits. A stream that does not finish cleanly is aborted on both sides: the peer gets a
+    /// `Reset`, the local socket an RST.
+    pub async fn splice_with(mut self, tcp: TcpStream, options: SpliceOptions) -> SpliceReport {
         let _ = tcp.set_nodelay(true);
-        let (rd, wr) = tcp.into_split();
+        let (mut rd, mut wr) = tcp.into_split();
+        let limits =
+            QuietLimits { idle: options.idle_timeout, half_closed: options.half_closed_timeout };
         let mut report = tokio::select! {
-            r = self.pump(rd, wr, initial) => r,
-            _ = cancel.cancelled() => SpliceReport { sent: 0, received: 0, end: StreamEnd::Cancelled },
+            r = self.pump(&mut rd, &mut wr, options.initial, limits) => r,
+            _ = options.stop.cancelled() => SpliceReport { sent: 0, received: 0, end: StreamEnd::Cancelled },
         };
         let reset = match &report.end {
-            StreamEnd::SocketError(_) => Some(ResetReason::Aborted),
+            StreamEnd::SocketError(_) | StreamEnd::Expired(_) => Some(ResetReason::Aborted),
             StreamEnd::Cancelled => Some(ResetReason::Revoked),
             StreamEnd::Finished | StreamEnd::Reset(_) => None,
         };
         if let Some(reason) = reset {
             let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason });
+        }
+        if report.end != StreamEnd::Finished {
+            // An abort, not an end: RST, and what the socket had not sent yet is discarded. The
+            // write half must not send its FIN on drop first (`forget`), or the peer reads a
+            // clean end before the reset.
+            let _ = wr.as_ref().set_zero_linger();
+            wr.forget();
         }
         (report.sent, report.received) =
             (report.sent.max(self.sent), report.received.max(self.received));
@@ -131,17 +192,32 @@ impl TunnelStream {
 
     async fn pump(
         &mut self,
-        rd: OwnedReadHalf,
-        wr: OwnedWriteHalf,
+        rd: &mut OwnedReadHalf,
+        wr: &mut OwnedWriteHalf,
         initial: Bytes,
+        limits: QuietLimits,
     ) -> SpliceReport {
         let Self { id, lanes, inbound, credit, turn, sent, received, .. } = self;
+        let started = tokio::time::Instant::now();
+        // When a byte last moved, in ms since `started`: both pumps write it, the timer reads it.
+        let moved = AtomicU64::new(0);
+        let activity = Activity { started, moved: &moved };
         let end = {
-            let up = upstream(*id, rd, initial, Sending { credit, turn, lanes }, sent);
-            let down = downstream(*id, wr, inbound, &lanes.control, received);
+            let up = upstream(*id, rd, initial, Sending { credit, turn, lanes }, sent, activity);
+            let down = downstream(*id, wr, inbound, &lanes.control, received, activity);
             tokio::pin!(up, down);
             let (mut up_done, mut down_done) = (false, false);
             loop {
+                let deadline = limits.deadline(activity.last(), up_done || down_done);
+                let expiry = async {
+                    match deadline {
+                        Some((at, expiry)) => {
+                            tokio::time::sleep_until(at).await;
+                            expiry
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     r = &mut up, if !up_done => match r {
                         Ok(()) => up_done = true,
@@ -151,6 +227,13 @@ impl TunnelStream {
                         Ok(()) => down_done = true,
                         Err(end) => break end,
                     },
+                    expiry = expiry => {
+                        // Bytes may have moved while the timer slept: only a real silence ends it.
+                        let due = limits.deadline(activity.last(), up_done || down_done);
+                        if due.is_some_and(|(at, _)| at <= tokio::time::Instant::now()) {
+                            break StreamEnd::Expired(expiry);
+                        }
+                    }
                 }
                 if up_done && down_done {
                     break StreamEnd::Finished;
@@ -203,6 +286,24 @@ impl Drop for TunnelStream {
     }
 }
 
+/// When a byte last moved through a splice, shared by its two pumps.
+#[derive(Clone, Copy)]
+struct Activity<'a> {
+    started: tokio::time::Instant,
+    moved: &'a AtomicU64,
+}
+
+impl Activity<'_> {
+    fn moved_now(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.moved.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.started + Duration::from_millis(self.moved.load(Ordering::Relaxed))
+    }
+}
+
 /// What a stream needs to send: credit from the peer, its turn in the queue, the queue.
 struct Sending<'a> {
     credit: &'a SendCredit,
@@ -231,10 +332,11 @@ impl Sending<'_> {
 /// buffer, so an idle stream holds none of them.
 async fn upstream(
     id: StreamId,
-    rd: OwnedReadHalf,
+    rd: &OwnedReadHalf,
     mut initial: Bytes,
     out: Sending<'_>,
     sent: &mut u64,
+    activity: Activity<'_>,
 ) -> Result<(), StreamEnd> {
     let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
     while !initial.is_empty() {
@@ -271,20 +373,23 @@ async fn upstream(
         write_data_header(&mut buf, id);
         out.send(buf.freeze(), turn).await?;
         *sent += n as u64;
+        activity.moved_now();
     }
 }
 
 /// Tunnel -> socket.
 async fn downstream(
     id: StreamId,
-    mut wr: OwnedWriteHalf,
+    wr: &mut OwnedWriteHalf,
     inbound: &mut mpsc::UnboundedReceiver<Inbound>,
     control: &mpsc::UnboundedSender<Control>,
     received: &mut u64,
+    activity: Activity<'_>,
 ) -> Result<(), StreamEnd> {
     loop {
         match inbound.recv().await {
             Some(Inbound::Data(bytes)) => {
+                activity.moved_now();
                 wr.write_all(&bytes).await.map_err(socket_error)?;
                 *received += bytes.len() as u64;
                 let _ = control.send(Control::Consumed { stream: id, len: bytes.len() });
@@ -435,5 +540,26 @@ impl Drop for IncomingStream {
                 message: "stream dropped before it was answered".into(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn a_quiet_stream_expires_at_the_nearer_limit_that_applies() {
+        let s = Duration::from_secs(1);
+        let last = Instant::now();
+        let both = QuietLimits { idle: Some(300 * s), half_closed: Some(30 * s) };
+        assert_eq!(both.deadline(last, false), Some((last + 300 * s, Expiry::Idle)));
+        assert_eq!(both.deadline(last, true), Some((last + 30 * s, Expiry::HalfClosed)));
+        let idle_only = QuietLimits { idle: Some(300 * s), half_closed: None };
+        assert_eq!(idle_only.deadline(last, true), Some((last + 300 * s, Expiry::Idle)));
+        let half_only = QuietLimits { idle: None, half_closed: Some(30 * s) };
+        assert_eq!(half_only.deadline(last, false), None, "both sides open: no limit");
+        let short_idle = QuietLimits { idle: Some(10 * s), half_closed: Some(30 * s) };
+        assert_eq!(short_idle.deadline(last, true), Some((last + 10 * s, Expiry::Idle)));
     }
 }

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use bytes::Bytes;
-use ism_tunnel::{Incoming, Session, SessionConfig, StreamEnd, Timing};
+use ism_tunnel::{Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing};
 use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, MAX_DATA_LEN};
 use std::cell::Cell;
 use std::future::Future;
@@ -73,6 +73,44 @@ async fn echo_server() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Reads `s` to its end: `UnexpectedEof` for a clean close (FIN), the error otherwise (an RST is
+/// `ConnectionReset`).
+async fn read_end(s: &mut TcpStream) -> std::io::ErrorKind {
+    let mut rest = Vec::new();
+    match tokio::time::timeout(PATIENCE, s.read_to_end(&mut rest)).await.expect("the socket ended")
+    {
+        Ok(_) => std::io::ErrorKind::UnexpectedEof,
+        Err(e) => e.kind(),
+    }
+}
+
+/// A target that accepts and then says nothing; returns its address.
+async fn silent_target() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// A stream spliced to a local socket pair with `options`; returns the scanner's end and the
+/// splice.
+async fn spliced_with(
+    gw: &Session,
+    to: SocketAddr,
+    options: SpliceOptions,
+) -> (TcpStream, tokio::task::JoinHandle<ism_tunnel::SpliceReport>) {
+    let stream = gw.open_stream(target(to)).await.expect("open");
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server_side, _) = l.accept().await.unwrap();
+    (client, tokio::spawn(stream.splice_with(server_side, options)))
 }
 
 fn target(addr: SocketAddr) -> TargetAddr {
@@ -201,13 +239,84 @@ async fn refused_dial_reaches_the_opener_and_closing_resets_streams() {
     let echo = echo_server().await;
     let stream = gw.open_stream(target(echo)).await.unwrap();
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (server_side, _) = l.accept().await.unwrap();
     let spliced = tokio::spawn(stream.splice(server_side));
     gw.close("test closes the session");
     let report = tokio::time::timeout(PATIENCE, spliced).await.unwrap().unwrap();
     assert_eq!(report.end, StreamEnd::Reset(ism_tunnel_proto::ResetReason::SessionClosed));
+    assert_eq!(read_end(&mut client).await, std::io::ErrorKind::ConnectionReset);
     assert_eq!(gw.closed().await, ism_tunnel::CloseReason::Local("test closes the session".into()));
+}
+
+#[tokio::test]
+async fn a_target_reset_reaches_the_scanner_as_a_reset() {
+    let (gw, _ep, incoming) = pair(SessionConfig::default()).await;
+    serve_dials(incoming);
+    // A target that sends part of a page, then aborts the connection.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial").await.unwrap();
+        let mut request = [0u8; 1];
+        let _ = s.read(&mut request).await;
+        s.set_zero_linger().unwrap();
+    });
+    let (mut scanner, splice) = spliced_with(&gw, addr, SpliceOptions::default()).await;
+    scanner.write_all(b"x").await.unwrap();
+    let report = tokio::time::timeout(PATIENCE, splice).await.unwrap().unwrap();
+    assert_eq!(report.end, StreamEnd::Reset(ism_tunnel_proto::ResetReason::Aborted));
+    // What arrived before the reset may be read or not, but the end is an error, never EOF.
+    let mut got = Vec::new();
+    let end = loop {
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(PATIENCE, scanner.read(&mut buf)).await.unwrap() {
+            Ok(0) => break std::io::ErrorKind::UnexpectedEof,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e.kind(),
+        }
+    };
+    assert_eq!(end, std::io::ErrorKind::ConnectionReset, "after {} bytes", got.len());
+}
+
+#[tokio::test]
+async fn a_stream_whose_scanner_left_is_reset_when_the_target_stays_silent() {
+    let (gw, _ep, incoming) = pair(SessionConfig::default()).await;
+    serve_dials(incoming);
+    let options = SpliceOptions {
+        half_closed_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let (mut scanner, splice) = spliced_with(&gw, silent_target().await, options).await;
+    // The scanner sends its request and closes its side; the target never answers.
+    scanner.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    scanner.shutdown().await.unwrap();
+    let report = tokio::time::timeout(PATIENCE, splice).await.unwrap().unwrap();
+    assert_eq!(report.end, StreamEnd::Expired(Expiry::HalfClosed));
+    assert_eq!(read_end(&mut scanner).await, std::io::ErrorKind::ConnectionReset);
+    eventually("the slot freed on both sides", || gw.open_streams() == 0).await;
+}
+
+#[tokio::test]
+async fn a_stream_on_which_nothing_moves_is_reset_after_the_idle_timeout_and_not_before() {
+    let (gw, _ep, incoming) = pair(SessionConfig::default()).await;
+    serve_dials(incoming);
+    let echo = echo_server().await;
+    let options =
+        SpliceOptions { idle_timeout: Some(Duration::from_millis(300)), ..Default::default() };
+    let (mut scanner, splice) = spliced_with(&gw, echo, options).await;
+    // Traffic keeps it alive for several idle timeouts.
+    for _ in 0..6 {
+        scanner.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        scanner.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!splice.is_finished(), "a stream with traffic is not idle");
+    let report = tokio::time::timeout(PATIENCE, splice).await.unwrap().unwrap();
+    assert_eq!(report.end, StreamEnd::Expired(Expiry::Idle));
+    assert_eq!(read_end(&mut scanner).await, std::io::ErrorKind::ConnectionReset);
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,8 +349,11 @@ async fn cancelling_a_splice_resets_the_stream_on_both_sides() {
     let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (server_side, _) = l.accept().await.unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let ours =
-        tokio::spawn(stream.unwrap().splice_with(server_side, bytes::Bytes::new(), cancel.clone()));
+    let ours = tokio::spawn(
+        stream
+            .unwrap()
+            .splice_with(server_side, SpliceOptions { stop: cancel.clone(), ..Default::default() }),
+    );
     client.write_all(b"hello").await.unwrap();
     let mut buf = [0u8; 5];
     client.read_exact(&mut buf).await.unwrap();
@@ -250,10 +362,9 @@ async fn cancelling_a_splice_resets_the_stream_on_both_sides() {
     assert_eq!((report.end, report.sent, report.received), (StreamEnd::Cancelled, 5, 5));
     let peer_report = tokio::time::timeout(PATIENCE, peer_side).await.unwrap().unwrap();
     assert_eq!(peer_report.end, StreamEnd::Reset(ism_tunnel_proto::ResetReason::Revoked));
-    // The scanner's socket is closed.
-    let mut rest = Vec::new();
-    let n = tokio::time::timeout(PATIENCE, client.read_to_end(&mut rest)).await.unwrap();
-    assert!(n.is_err() || rest.is_empty());
+    // The scanner's socket is aborted, not closed: an RST, so it cannot take a cut-off transfer
+    // for a complete one.
+    assert_eq!(read_end(&mut client).await, std::io::ErrorKind::ConnectionReset);
     assert_eq!(ep.open_streams(), 0);
 }
 

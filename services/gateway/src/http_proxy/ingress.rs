@@ -16,15 +16,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
-    crate::listener::accept_forever(listener, "HTTP proxy", move |tcp, peer| {
+    let pending = state.pending.clone();
+    crate::listener::accept_forever(listener, "HTTP proxy", pending, move |tcp, peer, pending| {
         let state = state.clone();
         async move {
-            if let Err(e) = handle(tcp, peer, &state).await {
+            if let Err(e) = handle(tcp, peer, &state, pending).await {
                 tracing::info!(%peer, error = %e, "HTTP proxy request refused");
             }
         }
@@ -63,7 +65,14 @@ async fn read_head(
     }
 }
 
-async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Result<(), ProxyError> {
+/// Serves one proxy connection; `pending` is its place among the connections not yet
+/// authenticated, given back once it is.
+async fn handle(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    state: &NodeState,
+    pending: OwnedSemaphorePermit,
+) -> Result<(), ProxyError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp, &mut buf)).await {
@@ -102,6 +111,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
             return Err(ProxyError::Auth(e.to_string()));
         }
     };
+    drop(pending);
     let (target, initial) = match destination {
         Destination::Tunnel(t) => (t, None),
         Destination::Forward { target, request } => (target, Some(request)),
@@ -138,6 +148,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, state: &NodeState) -> Resu
                         | OpenStreamError::Local(OpenError::LimitReached(_)),
                     ..
                 } => (503, "Service Unavailable"),
+                NotOpened::CredentialQuota(_) => (429, "Too Many Requests"),
                 NotOpened::Open {
                     error:
                         OpenStreamError::Refused { reason: OpenFailure::TimedOut, .. }

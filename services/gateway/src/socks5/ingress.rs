@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Time a client has to finish negotiation and send its request.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,10 +21,11 @@ const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 513;
 
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
-    crate::listener::accept_forever(listener, "scanner", move |tcp, peer| {
+    let pending = state.pending.clone();
+    crate::listener::accept_forever(listener, "scanner", pending, move |tcp, peer, pending| {
         let state = state.clone();
         async move {
-            if let Err(e) = handle(tcp, peer, &state).await {
+            if let Err(e) = handle(tcp, peer, &state, pending).await {
                 tracing::info!(%peer, error = %e, "SOCKS5 request refused");
             }
         }
@@ -72,10 +74,13 @@ async fn read_message<T>(
     }
 }
 
+/// Serves one scanner connection; `pending` is its place among the connections not yet
+/// authenticated, given back once it is.
 async fn handle(
     mut tcp: TcpStream,
     peer: SocketAddr,
     state: &NodeState,
+    pending: OwnedSemaphorePermit,
 ) -> Result<(), IngressError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(MAX_MESSAGE);
@@ -84,6 +89,7 @@ async fn handle(
             .await
             .map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
+    drop(pending);
     match scanner_stream::open(&state.scanner_path(), &scanner, request.target).await {
         Ok(stream) => {
             tcp.write_all(&codec::reply(Reply::Succeeded)).await?;
@@ -95,6 +101,7 @@ async fn handle(
             let code = match &not_opened {
                 NotOpened::Access(_) => Reply::NotAllowed,
                 NotOpened::EndpointOffline(_) => Reply::NetworkUnreachable,
+                NotOpened::CredentialQuota(_) => Reply::GeneralFailure,
                 NotOpened::Open { error: OpenStreamError::Refused { reason, .. }, .. } => {
                     Reply::from(*reason)
                 }
