@@ -3,6 +3,7 @@
 
 use crate::aggregate::Aggregate;
 use ism_events::{AggregateKind, RepeatedRefusals, TunnelEvent};
+use std::collections::BTreeSet;
 use uuid::Uuid;
 
 #[derive(Debug, Default)]
@@ -16,6 +17,8 @@ pub struct OpenedTunnel {
     pub endpoint: Uuid,
     pub node: String,
     pub closed: bool,
+    /// Streams recorded as opened and not (yet) as closed: what a node that died carried.
+    pub open_streams: BTreeSet<u32>,
 }
 
 pub enum TunnelCommand {
@@ -49,6 +52,12 @@ pub enum TunnelCommand {
     Close {
         reason: String,
     },
+    /// Record the end of a stream whose node died before it could: `reason` says so, and the
+    /// bytes it moved are unknown (recorded as 0). Nothing if the stream's end is recorded.
+    CutStream {
+        stream: u32,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,14 +82,25 @@ impl Aggregate for Tunnel {
         use TunnelEvent::*;
         match event {
             TunnelOpened { endpoint, node, .. } => {
-                self.opened =
-                    Some(OpenedTunnel { endpoint: *endpoint, node: node.clone(), closed: false })
+                self.opened = Some(OpenedTunnel {
+                    endpoint: *endpoint,
+                    node: node.clone(),
+                    closed: false,
+                    open_streams: BTreeSet::new(),
+                })
             }
-            // Stream facts are history; the session's state does not depend on them.
-            StreamOpened { .. }
-            | StreamRefused { .. }
-            | StreamRefusalsRepeated(_)
-            | StreamClosed { .. } => {}
+            StreamOpened { stream, .. } => {
+                if let Some(t) = &mut self.opened {
+                    t.open_streams.insert(*stream);
+                }
+            }
+            StreamClosed { stream, .. } => {
+                if let Some(t) = &mut self.opened {
+                    t.open_streams.remove(stream);
+                }
+            }
+            // Refusals are history; the session's state does not depend on them.
+            StreamRefused { .. } | StreamRefusalsRepeated(_) => {}
             TunnelClosed { .. } => {
                 if let Some(t) = &mut self.opened {
                     t.closed = true;
@@ -153,6 +173,15 @@ impl Aggregate for Tunnel {
                     end: end.clone(),
                 }
             }
+            TunnelCommand::CutStream { stream, reason } => match &self.opened {
+                Some(t) if t.open_streams.contains(stream) => TunnelEvent::StreamClosed {
+                    stream: *stream,
+                    sent: 0,
+                    received: 0,
+                    end: reason.clone(),
+                },
+                _ => return Ok(None),
+            },
             TunnelCommand::Close { reason } => match &self.opened {
                 Some(t) if !t.closed => TunnelEvent::TunnelClosed { reason: reason.clone() },
                 _ => return Ok(None),
@@ -212,6 +241,25 @@ mod tests {
             received: 2,
             end: "reset".into(),
         });
+    }
+
+    #[test]
+    fn the_streams_a_dead_node_carried_are_cut_once_each() {
+        let opened_stream =
+            |stream| StreamOpened { stream, target: "a:80".into(), scanner: "s".into() };
+        let ended = StreamClosed { stream: 1, sent: 5, received: 6, end: "finished".into() };
+        let carried = [opened(), opened_stream(1), opened_stream(3), ended];
+        let cut = |stream| TunnelCommand::CutStream { stream, reason: "node-a died".into() };
+        let t = Scenario::<Tunnel>::given(&carried);
+        assert_eq!(t.state().opened.as_ref().unwrap().open_streams, BTreeSet::from([3]));
+        t.when(&cut(3)).then(StreamClosed {
+            stream: 3,
+            sent: 0,
+            received: 0,
+            end: "node-a died".into(),
+        });
+        t.when(&cut(1)).then_nothing(); // its end is recorded
+        t.when(&cut(7)).then_nothing(); // never opened
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct TestNode {
     pub runtime: tokio::runtime::Handle,
     node_id: String,
     backend: Backend,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the node: gracefully (`true`), or as a crash would, recording nothing more (`false`).
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
     data: Option<tempfile::TempDir>,
 }
@@ -64,11 +65,22 @@ impl TestNode {
 
     /// Stops the node and starts it again with the same data directory and addresses, as a
     /// restarted process would.
-    pub fn restart(mut self) -> TestNode {
+    pub fn restart(self) -> TestNode {
+        self.relaunch(true)
+    }
+
+    /// As [`restart`](Self::restart), but the node stops as a crash (`kill -9`) would: its tasks
+    /// end where they are, recording nothing more, and its sessions' sockets close.
+    pub fn crash_and_restart(self) -> TestNode {
+        self.relaunch(false)
+    }
+
+    fn relaunch(mut self, graceful: bool) -> TestNode {
         let data = self.data.take().unwrap();
         let (node_id, backend, addresses) =
             (self.node_id.clone(), self.backend.clone(), self.addresses);
         // Everything of the old node must be gone (its sled stores are locked while open).
+        self.shutdown(graceful);
         drop(self);
         Self::launch(&node_id, backend, data, Some(addresses), Box::new(|_| {}))
     }
@@ -94,7 +106,7 @@ impl TestNode {
             ) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<bool>();
         let thread = std::thread::spawn(move || {
             let rt = || {
                 tokio::runtime::Builder::new_multi_thread()
@@ -116,8 +128,9 @@ impl TestNode {
                                 runtime,
                             )))
                             .unwrap();
-                        let _ = stop_rx.await;
-                        node.stop().await;
+                        if stop_rx.await.unwrap_or(true) {
+                            node.stop().await;
+                        }
                     }
                     Err(e) => ready_tx.send(Err(e.to_string())).unwrap(),
                 }
@@ -148,9 +161,9 @@ impl TestNode {
         data
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self, graceful: bool) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(graceful);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -209,7 +222,7 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(true);
     }
 }
 

@@ -80,3 +80,60 @@ async fn a_stopping_node_records_every_fact_of_its_sessions_first() {
     assert!(closed[0].contains("shutting down"), "{closed:?}");
     agent.stop();
 }
+
+/// After a crash (no graceful stop), the restarted node records what the crashed one could not:
+/// the end of every stream its sessions carried (the bytes they moved unknown), then the end of
+/// the sessions.
+#[actix::test]
+async fn a_node_restarting_after_a_crash_records_the_end_of_the_streams_it_carried() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let echo = echo_server().await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
+    let (code, stream) = socks_open(&node.socks(), "dc1", &p.scanner_secret, echo.port()).await;
+    assert_eq!(code, 0);
+    let tunnel = node
+        .state
+        .sessions
+        .get(p.endpoint.parse().unwrap())
+        .expect("the endpoint's session")
+        .tunnel;
+    let log = node.state.log.clone();
+    let names = |log: std::sync::Arc<dyn ism_events::EventLog>| async move {
+        let events = log.read_aggregate(&AggregateId::tunnel(tunnel)).await.unwrap();
+        events.iter().map(|r| r.envelope.event.clone()).collect::<Vec<_>>()
+    };
+    // The stream's opening is recorded (told to the tunnel actor, appended a moment later)...
+    eventually("the stream's opening recorded", || {
+        let log = log.clone();
+        async move {
+            let events = names(log).await;
+            events.iter().any(|e| matches!(e, Event::StreamOpened { .. })).then_some(())
+        }
+    })
+    .await;
+    drop(log); // the log must be free for the restarted node (sled locks it while open)
+    // ...then the node dies with the stream open.
+    let restarting = std::thread::spawn(move || node.crash_and_restart());
+    eventually("the node restarting", || {
+        std::future::ready(restarting.is_finished().then_some(()))
+    })
+    .await;
+    let node = restarting.join().unwrap();
+    let events = names(node.state.log.clone()).await;
+    let ends: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StreamClosed { end, .. } => Some(end.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "{events:?}");
+    assert!(ends[0].contains("cut: gateway node node-a stopped"), "{ends:?}");
+    assert!(
+        matches!(events.last(), Some(Event::TunnelClosed { reason }) if reason.contains("restarted")),
+        "{events:?}"
+    );
+    drop(stream);
+    agent.stop();
+}

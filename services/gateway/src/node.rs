@@ -12,7 +12,7 @@ use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
 use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
 use ism_actors::gateway::GatewayCommand;
-use ism_actors::tunnel::TunnelCommand;
+use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_actors::NodeActors;
 use ism_events::{spawn_projection, Cause, Clock, EventLog, SystemClock};
 use ism_projectors::{DirectoryProjection, GatewayStatus};
@@ -368,20 +368,36 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     })
 }
 
+/// Records the end of a session the log still shows open under this node's name, which this node
+/// no longer holds (it restarted, perhaps after a crash): first the end of each stream the
+/// session carried without its end recorded (the bytes they moved are unknown), then the session's.
+/// Repeating it records nothing more.
+async fn close_lost_session(
+    state: &NodeState,
+    tunnel: uuid::Uuid,
+    cause: &Cause,
+) -> Result<(), ism_actors::CommandError<ism_actors::tunnel::TunnelError>> {
+    let lost = ism_actors::aggregate::load::<Tunnel>(&*state.log, tunnel).await?;
+    let carried = lost.state.opened.map(|t| t.open_streams).unwrap_or_default();
+    let reason = format!(
+        "cut: gateway node {} stopped before recording the end (bytes moved unknown)",
+        state.node_id
+    );
+    for stream in carried {
+        let cut = TunnelCommand::CutStream { stream, reason: reason.clone() };
+        state.tunnels.execute(tunnel, cut, cause.clone()).await?;
+    }
+    let close = TunnelCommand::Close { reason: "gateway node restarted".into() };
+    state.tunnels.execute(tunnel, close, cause.clone()).await?;
+    Ok(())
+}
+
 /// Brings the log up to date with this node's restart: sessions it held before are gone, and
 /// gateways created while no node ran come online now.
 async fn recover(state: &NodeState) {
     let cause = Cause::by(state.node_id.clone());
     for t in state.directory.open_tunnels_on(&state.node_id).unwrap_or_default() {
-        if let Err(e) = state
-            .tunnels
-            .execute(
-                t.id,
-                TunnelCommand::Close { reason: "gateway node restarted".into() },
-                cause.clone(),
-            )
-            .await
-        {
+        if let Err(e) = close_lost_session(state, t.id, &cause).await {
             tracing::warn!(tunnel = %t.id, error = %e, "could not close a stale session");
         }
         state.tunnels.forget(t.id);
