@@ -113,7 +113,7 @@ async fn a_node_restarting_after_a_crash_records_the_end_of_the_streams_it_carri
     })
     .await;
     drop(log); // the log must be free for the restarted node (sled locks it while open)
-    // ...then the node dies with the stream open.
+               // ...then the node dies with the stream open.
     let restarting = std::thread::spawn(move || node.crash_and_restart());
     eventually("the node restarting", || {
         std::future::ready(restarting.is_finished().then_some(()))

@@ -2,7 +2,9 @@
 //!
 //! - [`session`]: one live tunnel, its driver and writer tasks, opening streams, closing (the
 //!   protocol state it drives is `ism_tunnel_proto::SessionState`);
-//! - `lanes`: the queues between those tasks and the streams';
+//! - `outbox`: the WebSocket every sender shares, written directly when free; `inbox`: what the
+//!   driver delivers to a stream, written through to its socket when it takes it; `lanes`: how
+//!   stream tasks reach the driver;
 //! - [`error`]: why sessions end and opens fail;
 //! - [`fd_limit`]: raising the open-file limit of a process that carries tunnels;
 //! - [`stream`]: one stream and the pumps that splice it to a TCP socket;
@@ -16,7 +18,9 @@
 pub mod credit;
 pub mod error;
 pub mod fd_limit;
+mod inbox;
 mod lanes;
+mod outbox;
 pub mod session;
 pub mod stream;
 pub mod ws;

@@ -7,10 +7,11 @@
 //!   session's protocol state ([`SessionState`], sans-IO, in `ism-tunnel-proto`), then carries out
 //!   what it decides. Each stream's local handle (its channels, its opener) lives in that state's
 //!   stream table. The driver never blocks on anything but its inputs.
-//! - the **writer** drains two queues into the WebSocket: a priority queue for frames that may
-//!   overtake data (credit, resets, pings) and a bounded, ordered queue for the frames that must
-//!   stay in order with a stream's bytes (`OpenOk`, `Data`, `Fin`). The bound is what pushes back
-//!   on the streams when the WebSocket is slower than the sockets feeding it.
+//! - the **writer** sends what senders queue while the WebSocket is busy ([`crate::outbox`]):
+//!   a stream's pump that finds it free writes its frames itself, and the driver only ever
+//!   queues. A stream has at most one frame queued (its turn), and a pump that writes waits for
+//!   the socket, which is what pushes back on the streams when the WebSocket is slower than the
+//!   sockets feeding it.
 //!
 //! Stream tasks talk to the driver through an unbounded control queue (accepted, consumed,
 //! finished, reset), session handles through an open queue; their size is bounded in practice by
@@ -18,10 +19,12 @@
 
 use crate::credit::SendCredit;
 use crate::error::{CloseReason, OpenStreamError};
-use crate::lanes::{Control, Lanes, Outgoing};
-use crate::stream::{Inbound, IncomingStream, TunnelStream};
+use crate::inbox::{Inbound, Inbox};
+use crate::lanes::{Control, Lanes};
+use crate::outbox::{self, Outbox, SendError, WsSink};
+use crate::stream::{IncomingStream, TunnelStream};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use ism_tunnel_proto::{
     Action, Frame, GivenUp, LocalReset, OpenFailure, ResetReason, Role, SessionState, StreamId,
     TargetAddr, Timing,
@@ -43,18 +46,11 @@ pub struct SessionConfig {
     pub max_streams: usize,
     /// Pings, the dead-peer timeout and the open timeout.
     pub timing: Timing,
-    /// Ordered frames queued for the writer before stream pumps wait.
-    pub write_queue: usize,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self {
-            recv_window: 256 * 1024,
-            max_streams: 4096,
-            timing: Timing::default(),
-            write_queue: 256,
-        }
+        Self { recv_window: 256 * 1024, max_streams: 4096, timing: Timing::default() }
     }
 }
 
@@ -130,31 +126,23 @@ impl Session {
     {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (opens_tx, opens_rx) = mpsc::unbounded_channel();
-        let (ordered_tx, ordered_rx) = mpsc::channel(config.write_queue);
-        // Priority frames are small and few (credit, resets, pongs); the bound only trips when the
-        // peer stops reading, and then the session is dead anyway.
-        let (prio_tx, prio_rx) = mpsc::channel(4096);
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (closed_tx, _) = watch::channel(None);
         let open_streams = Arc::new(AtomicUsize::new(0));
-        let lanes = Lanes { control: control_tx, ordered: ordered_tx };
+        let (sink, stream) = ws.split();
+        let sink: WsSink = Box::pin(sink);
+        // The writer holds the WebSocket from here on until it has sent the greeting.
+        let (outbox, first) = Outbox::new(sink, closed_tx.clone());
+        let lanes = Lanes { control: control_tx, outbox: outbox.clone() };
         let shared = Arc::new(Shared {
             opens: opens_tx,
             closed: closed_tx,
             open_streams: open_streams.clone(),
         });
         let session = Session { shared };
-        let (sink, stream) = ws.split();
 
         register(&session);
-        tokio::spawn(writer(
-            sink,
-            greeting,
-            prio_rx,
-            ordered_rx,
-            session.shared.closed.subscribe(),
-            session.clone_closer(),
-        ));
+        tokio::spawn(outbox.run_writer(first, greeting));
         let now = Instant::now().into_std();
         let driver = Driver {
             state: SessionState::new(
@@ -166,7 +154,6 @@ impl Session {
             ),
             open_timeout: config.timing.open_timeout,
             lanes,
-            prio: prio_tx,
             incoming: incoming_tx,
             open_streams,
             closer: session.clone_closer(),
@@ -227,65 +214,14 @@ struct Closer(watch::Sender<Option<CloseReason>>);
 
 impl Closer {
     fn close(&self, reason: CloseReason) {
-        self.0.send_if_modified(|r| {
-            if r.is_none() {
-                *r = Some(reason);
-                true
-            } else {
-                false
-            }
-        });
+        outbox::close(&self.0, reason);
     }
-}
-
-async fn writer<S>(
-    mut sink: futures_util::stream::SplitSink<WebSocketStream<S>, Message>,
-    greeting: Option<Frame>,
-    mut prio: mpsc::Receiver<Frame>,
-    mut ordered: mpsc::Receiver<Outgoing>,
-    mut closed: watch::Receiver<Option<CloseReason>>,
-    closer: Closer,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Frames fed before one flush: enough to fill TLS records, few enough to keep latency low.
-    const BATCH: usize = 64;
-    let result: Result<(), tokio_tungstenite::tungstenite::Error> = async {
-        if let Some(greeting) = greeting {
-            sink.send(Message::Binary(greeting.encode())).await?;
-        }
-        loop {
-            let first = tokio::select! {
-                biased;
-                _ = closed.changed() => return Ok(()),
-                Some(f) = prio.recv() => f.encode(),
-                Some(o) = ordered.recv() => o.frame,
-            };
-            sink.feed(Message::Binary(first)).await?;
-            for _ in 1..BATCH {
-                let next = match prio.try_recv() {
-                    Ok(f) => f.encode(),
-                    Err(_) => match ordered.try_recv() {
-                        Ok(o) => o.frame,
-                        Err(_) => break,
-                    },
-                };
-                sink.feed(Message::Binary(next)).await?;
-            }
-            sink.flush().await?;
-        }
-    }
-    .await;
-    if let Err(e) = result {
-        closer.close(CloseReason::Transport(e.to_string()));
-    }
-    let _ = sink.close().await;
 }
 
 /// The local half of one stream, kept in the stream table as its handle. An open still pending
 /// when it is dropped needs no `Reset` from its parts: the driver has dealt with the stream.
 struct Local {
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbox: Arc<Inbox>,
     credit: Arc<SendCredit>,
     /// For streams this side opened: the opener waiting for the answer, and the parts it gets.
     pending_open: Option<(oneshot::Sender<Result<TunnelStream, OpenStreamError>>, TunnelStream)>,
@@ -293,10 +229,10 @@ struct Local {
 
 impl Local {
     fn new(lanes: &Lanes, stream: StreamId, send_window: u32) -> (Local, TunnelStream) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Inbox::default());
         let credit = Arc::new(SendCredit::new(send_window));
-        let parts = TunnelStream::new(stream, lanes.clone(), rx, credit.clone());
-        (Local { inbound: tx, credit, pending_open: None }, parts)
+        let parts = TunnelStream::new(stream, lanes.clone(), inbox.clone(), credit.clone());
+        (Local { inbox, credit, pending_open: None }, parts)
     }
 
     /// Whether this side's opener stopped waiting for the answer.
@@ -308,7 +244,7 @@ impl Local {
     /// still waiting) `opener`.
     fn end(mut self, inbound: ResetReason, opener: OpenStreamError) {
         self.credit.close();
-        let _ = self.inbound.send(Inbound::Reset(inbound));
+        self.inbox.end(Inbound::Reset(inbound));
         if let Some((reply, mut parts)) = self.pending_open.take() {
             parts.defuse();
             let _ = reply.send(Err(opener));
@@ -333,7 +269,6 @@ struct Driver {
     state: SessionState<Local>,
     open_timeout: std::time::Duration,
     lanes: Lanes,
-    prio: mpsc::Sender<Frame>,
     incoming: mpsc::UnboundedSender<IncomingStream>,
     open_streams: Arc<AtomicUsize>,
     closer: Closer,
@@ -382,11 +317,11 @@ impl Driver {
     }
 
     fn send_prio(&self, frame: Frame) -> Result<(), CloseReason> {
-        self.prio.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
+        self.lanes.outbox.send_prio(&frame).map_err(|e| match e {
+            SendError::Full => {
                 CloseReason::Violation("peer stopped reading; write queue full".into())
             }
-            mpsc::error::TrySendError::Closed(_) => CloseReason::Transport("writer stopped".into()),
+            SendError::Closed => CloseReason::Transport("writer stopped".into()),
         })
     }
 
@@ -454,10 +389,15 @@ impl Driver {
                 }
             }
             Action::Deliver { stream, payload } => {
-                let delivered =
-                    table.handle(stream).map(|l| l.inbound.send(Inbound::Data(payload)));
-                if matches!(delivered, Some(Err(_))) {
-                    return self.reset(stream, ResetReason::Aborted);
+                // Written straight to the stream's socket when it takes it: consumed now.
+                match table.handle(stream).map(|l| l.inbox.deliver(payload)) {
+                    Some(Ok(written)) if written > 0 => {
+                        if let Some(credit) = table.consumed(stream, written) {
+                            self.send_prio(credit)?;
+                        }
+                    }
+                    Some(Err(_)) => return self.reset(stream, ResetReason::Aborted),
+                    Some(Ok(_)) | None => {}
                 }
             }
             Action::Credit { stream, increment } => {
@@ -469,11 +409,11 @@ impl Driver {
             Action::RemoteFin { stream, ended } => match ended {
                 Some(local) => {
                     local.credit.close();
-                    let _ = local.inbound.send(Inbound::Fin);
+                    local.inbox.end(Inbound::Fin);
                 }
                 None => {
                     if let Some(local) = table.handle(stream) {
-                        let _ = local.inbound.send(Inbound::Fin);
+                        local.inbox.end(Inbound::Fin);
                     }
                 }
             },

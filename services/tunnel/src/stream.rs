@@ -1,9 +1,10 @@
 //! One stream of a session, and the pumps that join it to a TCP socket.
 //!
-//! Bytes never pass through an actor or a lock: the upstream pump reads the socket straight into a
-//! buffer with room for the frame header and hands it to the writer; the downstream pump writes
-//! delivered payloads to the socket and reports what it consumed, which is what returns credit to
-//! the peer.
+//! Bytes never pass through an actor: the upstream pump reads the socket straight into a buffer
+//! with room for the frame header and writes it to the tunnel itself when the WebSocket is free
+//! ([`crate::outbox`]); downstream, the driver writes delivered payloads to the socket itself when
+//! it takes them ([`crate::inbox`]), and the stream's task writes what it did not and reports what
+//! it consumed, which is what returns credit to the peer.
 //!
 //! A stream ends as it ended on the far side: a clean end (both sides finished) closes the socket
 //! with FIN; anything else (the far side reset, the session died, access was withdrawn, the stream
@@ -12,7 +13,8 @@
 
 use crate::credit::SendCredit;
 use crate::error::OpenStreamError;
-use crate::lanes::{Control, Lanes, Outgoing};
+use crate::inbox::{Inbound, Inbox};
+use crate::lanes::{Control, Lanes};
 use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{
@@ -22,18 +24,9 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-
-/// What the driver hands a stream's downstream pump.
-pub(crate) enum Inbound {
-    Data(Bytes),
-    Fin,
-    Reset(ResetReason),
-}
 
 /// How a spliced stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +105,10 @@ pub struct SpliceReport {
 pub struct TunnelStream {
     id: StreamId,
     lanes: Lanes,
-    inbound: mpsc::UnboundedReceiver<Inbound>,
+    inbox: Arc<Inbox>,
     credit: Arc<SendCredit>,
-    /// One permit: this stream's place in the ordered queue (see [`Outgoing`]).
+    /// One permit: this stream's place among the frames waiting to be written (see
+    /// [`crate::outbox`]).
     turn: Arc<Semaphore>,
     settled: bool,
     /// Bytes moved so far, kept here so a cancelled splice still reports them.
@@ -126,13 +120,13 @@ impl TunnelStream {
     pub(crate) fn new(
         id: StreamId,
         lanes: Lanes,
-        inbound: mpsc::UnboundedReceiver<Inbound>,
+        inbox: Arc<Inbox>,
         credit: Arc<SendCredit>,
     ) -> Self {
         Self {
             id,
             lanes,
-            inbound,
+            inbox,
             credit,
             turn: Arc::new(Semaphore::new(1)),
             settled: false,
@@ -162,13 +156,16 @@ impl TunnelStream {
     /// `Reset`, the local socket an RST.
     pub async fn splice_with(mut self, tcp: TcpStream, options: SpliceOptions) -> SpliceReport {
         let _ = tcp.set_nodelay(true);
-        let (mut rd, mut wr) = tcp.into_split();
+        let tcp = Arc::new(tcp);
+        self.inbox.attach(tcp.clone());
         let limits =
             QuietLimits { idle: options.idle_timeout, half_closed: options.half_closed_timeout };
         let mut report = tokio::select! {
-            r = self.pump(&mut rd, &mut wr, options.initial, limits) => r,
+            r = self.pump(&tcp, options.initial, limits) => r,
             _ = options.stop.cancelled() => SpliceReport { sent: 0, received: 0, end: StreamEnd::Cancelled },
         };
+        // The driver lets go of the socket, so that this is its last owner.
+        self.inbox.reader_gone();
         let reset = match &report.end {
             StreamEnd::SocketError(_) | StreamEnd::Expired(_) => Some(ResetReason::Aborted),
             StreamEnd::Cancelled => Some(ResetReason::Revoked),
@@ -178,33 +175,27 @@ impl TunnelStream {
             let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason });
         }
         if report.end != StreamEnd::Finished {
-            // An abort, not an end: RST, and what the socket had not sent yet is discarded. The
-            // write half must not send its FIN on drop first (`forget`), or the peer reads a
-            // clean end before the reset.
-            let _ = wr.as_ref().set_zero_linger();
-            wr.forget();
+            // An abort, not an end: RST, and what the socket had not sent yet is discarded.
+            let _ = tcp.set_zero_linger();
         }
-        (report.sent, report.received) =
-            (report.sent.max(self.sent), report.received.max(self.received));
+        // The pumps counted as they went (a cancelled splice keeps its counts); the driver's own
+        // writes to the socket are the inbox's.
+        self.received += self.inbox.direct().0;
+        (report.sent, report.received) = (self.sent, self.received);
         self.settled = true;
         report
     }
 
-    async fn pump(
-        &mut self,
-        rd: &mut OwnedReadHalf,
-        wr: &mut OwnedWriteHalf,
-        initial: Bytes,
-        limits: QuietLimits,
-    ) -> SpliceReport {
-        let Self { id, lanes, inbound, credit, turn, sent, received, .. } = self;
+    async fn pump(&mut self, tcp: &TcpStream, initial: Bytes, limits: QuietLimits) -> SpliceReport {
+        let Self { id, lanes, inbox, credit, turn, sent, received, .. } = self;
         let started = tokio::time::Instant::now();
-        // When a byte last moved, in ms since `started`: both pumps write it, the timer reads it.
+        // When a byte last moved, in ms since `started`: both pumps write it, the timer reads it
+        // (with when the driver last wrote to the socket itself).
         let moved = AtomicU64::new(0);
-        let activity = Activity { started, moved: &moved };
+        let activity = Activity { started, moved: &moved, inbox };
         let end = {
-            let up = upstream(*id, rd, initial, Sending { credit, turn, lanes }, sent, activity);
-            let down = downstream(*id, wr, inbound, &lanes.control, received, activity);
+            let up = upstream(*id, tcp, initial, Sending { credit, turn, lanes }, sent, activity);
+            let down = downstream(tcp, inbox, &lanes.control, *id, received, activity);
             tokio::pin!(up, down);
             let (mut up_done, mut down_done) = (false, false);
             loop {
@@ -248,9 +239,11 @@ impl TunnelStream {
     /// echo). Halves dropped before both sides finished leave the stream to end with the session.
     pub fn split(mut self) -> (StreamReader, StreamWriter) {
         self.settled = true;
-        let (_, inbound) = mpsc::unbounded_channel();
-        let inbound = std::mem::replace(&mut self.inbound, inbound);
-        let reader = StreamReader { id: self.id, control: self.lanes.control.clone(), inbound };
+        let reader = StreamReader {
+            id: self.id,
+            control: self.lanes.control.clone(),
+            inbox: self.inbox.clone(),
+        };
         let writer = StreamWriter {
             id: self.id,
             lanes: self.lanes.clone(),
@@ -278,6 +271,7 @@ impl TunnelStream {
 impl Drop for TunnelStream {
     fn drop(&mut self) {
         if !self.settled {
+            self.inbox.reader_gone();
             let _ = self
                 .lanes
                 .control
@@ -286,11 +280,13 @@ impl Drop for TunnelStream {
     }
 }
 
-/// When a byte last moved through a splice, shared by its two pumps.
+/// When a byte last moved through a splice: the pumps record it, and the driver's own writes to
+/// the socket count too.
 #[derive(Clone, Copy)]
 struct Activity<'a> {
     started: tokio::time::Instant,
     moved: &'a AtomicU64,
+    inbox: &'a Inbox,
 }
 
 impl Activity<'_> {
@@ -300,7 +296,8 @@ impl Activity<'_> {
     }
 
     fn last(&self) -> tokio::time::Instant {
-        self.started + Duration::from_millis(self.moved.load(Ordering::Relaxed))
+        let pumped = self.started + Duration::from_millis(self.moved.load(Ordering::Relaxed));
+        self.inbox.direct().1.map_or(pumped, |direct| direct.max(pumped))
     }
 }
 
@@ -321,8 +318,8 @@ impl Sending<'_> {
 
     async fn send(&self, frame: Bytes, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
         self.lanes
-            .ordered
-            .send(Outgoing { frame, _turn: Some(turn) })
+            .outbox
+            .send_ordered(frame, Some(turn))
             .await
             .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
     }
@@ -332,7 +329,7 @@ impl Sending<'_> {
 /// buffer, so an idle stream holds none of them.
 async fn upstream(
     id: StreamId,
-    rd: &OwnedReadHalf,
+    rd: &TcpStream,
     mut initial: Bytes,
     out: Sending<'_>,
     sent: &mut u64,
@@ -377,32 +374,46 @@ async fn upstream(
     }
 }
 
-/// Tunnel -> socket.
+/// Tunnel -> socket: what the driver could not write to the socket itself.
 async fn downstream(
-    id: StreamId,
-    wr: &mut OwnedWriteHalf,
-    inbound: &mut mpsc::UnboundedReceiver<Inbound>,
+    wr: &TcpStream,
+    inbox: &Inbox,
     control: &mpsc::UnboundedSender<Control>,
+    id: StreamId,
     received: &mut u64,
     activity: Activity<'_>,
 ) -> Result<(), StreamEnd> {
     loop {
-        match inbound.recv().await {
-            Some(Inbound::Data(bytes)) => {
+        match inbox.next().await {
+            Inbound::Data(bytes) => {
                 activity.moved_now();
-                wr.write_all(&bytes).await.map_err(socket_error)?;
+                write_all(wr, &bytes).await.map_err(socket_error)?;
+                inbox.written();
                 *received += bytes.len() as u64;
                 let _ = control.send(Control::Consumed { stream: id, len: bytes.len() });
             }
-            Some(Inbound::Fin) => {
+            Inbound::Fin => {
                 // Half-close: the target sees EOF, and may still answer.
-                let _ = wr.shutdown().await;
+                let _ = rustix::net::shutdown(wr, rustix::net::Shutdown::Write);
+                inbox.written();
                 return Ok(());
             }
-            Some(Inbound::Reset(reason)) => return Err(StreamEnd::Reset(reason)),
-            None => return Err(StreamEnd::Reset(ResetReason::SessionClosed)),
+            Inbound::Reset(reason) => return Err(StreamEnd::Reset(reason)),
         }
     }
+}
+
+/// Writes all of `bytes` to a socket shared with the driver (readiness-based, by reference).
+async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn socket_error(e: io::Error) -> StreamEnd {
@@ -413,21 +424,28 @@ fn socket_error(e: io::Error) -> StreamEnd {
 pub struct StreamReader {
     id: StreamId,
     control: mpsc::UnboundedSender<Control>,
-    inbound: mpsc::UnboundedReceiver<Inbound>,
+    inbox: Arc<Inbox>,
 }
 
 impl StreamReader {
     /// The next bytes from the peer; `None` once the peer finished its side.
     pub async fn recv(&mut self) -> Option<Result<Bytes, StreamEnd>> {
-        match self.inbound.recv().await {
-            Some(Inbound::Data(b)) => {
+        let item = self.inbox.next().await;
+        self.inbox.written();
+        match item {
+            Inbound::Data(b) => {
                 let _ = self.control.send(Control::Consumed { stream: self.id, len: b.len() });
                 Some(Ok(b))
             }
-            Some(Inbound::Fin) => None,
-            Some(Inbound::Reset(r)) => Some(Err(StreamEnd::Reset(r))),
-            None => Some(Err(StreamEnd::Reset(ResetReason::SessionClosed))),
+            Inbound::Fin => None,
+            Inbound::Reset(r) => Some(Err(StreamEnd::Reset(r))),
         }
+    }
+}
+
+impl Drop for StreamReader {
+    fn drop(&mut self) {
+        self.inbox.reader_gone();
     }
 }
 
@@ -460,11 +478,13 @@ impl StreamWriter {
 
     /// Ends this side (half-close): the peer's reader sees the end.
     pub async fn finish(&mut self) -> Result<(), StreamEnd> {
+        let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
+        let turn = self.turn.clone().acquire_owned().await.map_err(|_| closed())?;
         self.lanes
-            .ordered
-            .send(Frame::Fin { stream: self.id }.encode().into())
+            .outbox
+            .send_ordered(Frame::Fin { stream: self.id }.encode(), Some(turn))
             .await
-            .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))?;
+            .map_err(|_| closed())?;
         let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
         Ok(())
     }
@@ -508,10 +528,13 @@ impl IncomingStream {
             .send(Control::Accept { stream: parts.id, reply })
             .map_err(|_| OpenStreamError::SessionClosed)?;
         let ok = rx.await.ok().flatten().ok_or(OpenStreamError::SessionClosed)?;
+        // In order with the stream's data: the first data frame waits for this one's turn.
+        let turn =
+            parts.turn.clone().acquire_owned().await.map_err(|_| OpenStreamError::SessionClosed)?;
         parts
             .lanes
-            .ordered
-            .send(ok.encode().into())
+            .outbox
+            .send_ordered(ok.encode(), Some(turn))
             .await
             .map_err(|_| OpenStreamError::SessionClosed)?;
         Ok(parts)
