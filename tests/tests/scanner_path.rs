@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_endpoint::AgentStatus;
-use ism_events::Event;
+use ism_events::{AggregateId, Event};
 use ism_tests::cluster::{
     connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered,
     Backend, TestMachine, TestNode, PATIENCE,
@@ -256,6 +256,30 @@ async fn the_key_from_a_second_machine_is_refused_and_the_first_keeps_working() 
     let again = first.start_endpoint(&node, &p.key, &allowed);
     connected(&again).await;
     again.stop();
+}
+
+#[actix::test]
+async fn a_second_machine_trying_again_and_again_is_recorded_once_then_counted() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let first = TestMachine::new();
+    let agent = first.start_endpoint(&node, &p.key, "127.0.0.1");
+    connected(&agent).await;
+
+    // A second machine's agent, started again and again as `Restart=always` would start it.
+    let second = TestMachine::new();
+    for _ in 0..5 {
+        let refused = second.start_endpoint(&node, &p.key, "127.0.0.1");
+        let diagnosis = refused.join().await.expect_err("the key is bound to the first machine");
+        assert!(diagnosis.message.contains("Token already registered"), "{diagnosis}");
+    }
+    let endpoint = AggregateId::endpoint(p.endpoint.parse().unwrap());
+    let events = node.state.log.read_aggregate(&endpoint).await.unwrap();
+    let in_full = events
+        .iter()
+        .filter(|r| matches!(r.envelope.event, Event::EndpointRegistrationRefused { .. }))
+        .count();
+    assert_eq!(in_full, 1, "the first refusal is recorded in full, the others counted");
 }
 
 #[actix::test]
