@@ -171,6 +171,7 @@ pub async fn connect(
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         platform: std::env::consts::OS.to_string(),
         hostname: hostname(),
+        instance: Some(identity.instance()),
     };
     send_frame(&mut ws, &Frame::Hello(hello))
         .await
@@ -197,6 +198,7 @@ pub async fn connect(
                     messages::invalid_key(refused.message)
                 }
                 RejectCode::EndpointDeleted => messages::endpoint_deleted(refused.message),
+                RejectCode::MachineKeyCopied => messages::machine_key_copied(refused.message),
                 RejectCode::Unavailable => messages::websocket_failed(
                     port,
                     format!("the gateway is unavailable: {}", refused.message),
