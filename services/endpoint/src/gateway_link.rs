@@ -173,7 +173,7 @@ pub async fn connect(
         hostname: hostname(),
         instance: Some(identity.instance()),
     };
-    send_frame(&mut ws, &Frame::Hello(hello))
+    send_frame(&mut ws, &Frame::Hello(Box::new(hello)))
         .await
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
     let verdict = recv_frame(&mut ws, cfg.read_timeout)

@@ -298,6 +298,25 @@ mod tests {
         assert_eq!(counted.count, LISTED_TARGETS as u64 + 8);
     }
 
+    /// Refused registrations are counted per endpoint and machine, with host names as details;
+    /// a machine retrying every five seconds writes two events per window.
+    #[test]
+    fn any_kind_of_refusal_is_counted_alike() {
+        let mut ledger = RefusalLedger::<(Uuid, &str), ()>::new(Duration::from_secs(600));
+        let (m1, m2) = ((Uuid::nil(), "m1"), (Uuid::nil(), "m2"));
+        assert!(ledger.refused(&m1, "host-a", 0, ()));
+        assert!(ledger.refused(&m2, "host-b", 5_000, ()), "another machine: in full");
+        for t in 1..=4 {
+            assert!(!ledger.refused(&m1, "host-a", t * 5_000, ()));
+        }
+        assert!(!ledger.refused(&m1, "host-c", 25_000, ()));
+        let due = ledger.due(600_000);
+        assert_eq!(due.len(), 1, "m2 counted nothing after its first");
+        let (kind, _, tally) = &due[0];
+        let hosts = vec!["host-a".to_string(), "host-c".to_string()];
+        assert_eq!((*kind, tally.count, tally.listed.clone()), (m1, 5, hosts));
+    }
+
     /// A firehose: a refusal every millisecond for ten seconds, the ticker every 100 ms. Every
     /// refusal is accounted for, in at most two events a second.
     #[test]

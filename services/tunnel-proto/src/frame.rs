@@ -179,7 +179,9 @@ pub enum Frame {
         node: String,
     },
     /// Endpoint -> gateway: the key, the machine identity and a signature over the challenge.
-    Hello(Hello),
+    /// Boxed: the largest frame, sent once per session, would otherwise set the size of every
+    /// frame the data path moves.
+    Hello(Box<Hello>),
     /// Gateway -> endpoint: the session is live.
     Welcome {
         session: [u8; 16],
@@ -461,7 +463,7 @@ impl Frame {
                 let node = get_str(&mut buf)?;
                 Frame::Challenge { version, nonce, node }
             }
-            tag::HELLO => Frame::Hello(Hello {
+            tag::HELLO => Frame::Hello(Box::new(Hello {
                 version: get_u16(&mut buf)?,
                 purpose: Purpose::from_u8(get_u8(&mut buf)?)?,
                 key: get_str(&mut buf)?,
@@ -471,7 +473,7 @@ impl Frame {
                 platform: get_str(&mut buf)?,
                 hostname: get_str(&mut buf)?,
                 instance: if buf.is_empty() { None } else { Some(get_array::<16>(&mut buf)?) },
-            }),
+            })),
             tag::WELCOME => Frame::Welcome {
                 session: get_array::<16>(&mut buf)?,
                 node: get_str(&mut buf)?,
@@ -636,7 +638,7 @@ mod tests {
     #[test]
     fn every_frame_type_roundtrips() {
         roundtrip(Frame::Challenge { version: 1, nonce: [7; 32], node: "node-a".into() });
-        roundtrip(Frame::Hello(Hello {
+        roundtrip(Frame::Hello(Box::new(Hello {
             version: 1,
             purpose: Purpose::Diagnostics,
             key: "k".repeat(80),
@@ -646,7 +648,7 @@ mod tests {
             platform: "linux".into(),
             hostname: "scanner-box".into(),
             instance: Some([4; 16]),
-        }));
+        })));
         roundtrip(Frame::Welcome {
             session: [3; 16],
             node: "n".into(),
@@ -701,11 +703,11 @@ mod tests {
             hostname: "h".into(),
             instance,
         };
-        let old = Frame::Hello(hello(None)).encode();
-        let new = Frame::Hello(hello(Some([9; 16]))).encode();
+        let old = Frame::Hello(Box::new(hello(None))).encode();
+        let new = Frame::Hello(Box::new(hello(Some([9; 16])))).encode();
         assert_eq!(&new[..old.len()], &old[..], "the instance is appended, nothing else moves");
         assert_eq!(new.len(), old.len() + 16);
-        assert_eq!(Frame::decode(old).unwrap(), Frame::Hello(hello(None)));
+        assert_eq!(Frame::decode(old).unwrap(), Frame::Hello(Box::new(hello(None))));
         let cut = new.slice(..new.len() - 1);
         assert!(matches!(Frame::decode(cut), Err(DecodeError::Truncated { .. })));
     }

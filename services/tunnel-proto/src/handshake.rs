@@ -118,7 +118,7 @@ pub fn expect_hello(frame: Frame) -> Result<Result<Hello, Rejection>, OutOfOrder
         Frame::Hello(h) if h.version != PROTOCOL_VERSION => {
             Ok(Err(Rejection::unsupported_version(h.version)))
         }
-        Frame::Hello(h) => Ok(Ok(h)),
+        Frame::Hello(h) => Ok(Ok(*h)),
         _ => Err(OutOfOrder { expected: "Hello" }),
     }
 }
@@ -145,7 +145,7 @@ mod tests {
     use crate::frame::Purpose;
 
     fn hello(version: u16) -> Frame {
-        Frame::Hello(Hello {
+        Frame::Hello(Box::new(Hello {
             version,
             purpose: Purpose::Serve,
             key: "k".into(),
@@ -155,7 +155,7 @@ mod tests {
             platform: "linux".into(),
             hostname: "h".into(),
             instance: None,
-        })
+        }))
     }
 
     #[test]
