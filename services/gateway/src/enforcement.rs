@@ -1,8 +1,9 @@
 //! Making access hold while streams run: every node follows the events its directory applied and,
-//! for an event about an endpoint's access, key, machine binding or existence, re-checks that endpoint's running
-//! streams and session against the rule ([`crate::access::stream_allowed`]). Withdrawing access,
-//! revoking a credential, rotating a key, releasing the machine binding or deleting an endpoint
-//! thus ends what is running on every node within the time it takes the event to arrive.
+//! for an event about an endpoint's access, key, machine binding or existence, re-checks that
+//! endpoint's running streams and session against the rule ([`crate::access::stream_allowed`]).
+//! Withdrawing access, revoking a credential, rotating a key, releasing the machine binding or
+//! deleting an endpoint thus ends what is running on every node within the time it takes the
+//! event to arrive.
 //!
 //! Admission registers a stream *before* its final check (see [`crate::scanner_stream`]), so a
 //! stream admitted just as access is withdrawn is caught by one or the other.
