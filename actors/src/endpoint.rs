@@ -2,13 +2,17 @@
 //! who may use it (scan access, support-engineer access).
 //!
 //! The key binds to the first machine that presents it; a different machine presenting the same
-//! key is refused with the seed's "Token already registered", and the refusal is itself recorded,
-//! so the audit trail shows the attempt.
+//! key is refused with the seed's "Token already registered". The gateway records the refusal
+//! (the first of a machine in full, the repeats counted; see `ism_gateway::refusals`), so the
+//! audit trail shows the attempts without a machine retrying in a loop filling it. A manager can
+//! release the binding (`Unbind`): the next machine that presents the key binds it.
 
 use crate::aggregate::Aggregate;
 use crate::credentials::constant_time_eq;
 use crate::text::{checked, TextError, MAX_DESCRIPTION, MAX_NAME};
-use ism_events::{AggregateKind, EndpointEvent, Platform, SupportAccess};
+use ism_events::{
+    AggregateKind, EndpointEvent, Platform, RepeatedRegistrationRefusals, SupportAccess,
+};
 use uuid::Uuid;
 
 /// The seed's wording, which endpoints print and scripts may match.
@@ -55,6 +59,15 @@ pub enum EndpointCommand {
         platform: String,
         agent_version: String,
     },
+    /// Record that `Register` refused `machine` because the key is bound to another one.
+    RecordRegistrationRefused {
+        machine: String,
+        hostname: String,
+    },
+    /// Record the refusals counted after one recorded in full.
+    RecordRegistrationRefusalsRepeated(RepeatedRegistrationRefusals),
+    /// Release the key's binding to its machine.
+    Unbind,
     Edit {
         name: Option<String>,
         description: Option<String>,
@@ -89,6 +102,9 @@ pub enum EndpointError {
     /// The key is not this endpoint's current key (wrong, rotated, or forged).
     #[error("invalid endpoint key")]
     InvalidKey,
+    /// The key is bound to another machine (the seed's words).
+    #[error("{TOKEN_ALREADY_REGISTERED}")]
+    TokenAlreadyRegistered,
     #[error("the key was rotated meanwhile (now generation {current}); rotate again")]
     KeyGeneration { current: u32 },
     #[error("the support-engineer access window must be 1 to {MAX_SUPPORT_DAYS} days, or indefinite; {0} days is not")]
@@ -136,7 +152,8 @@ impl Aggregate for Endpoint {
             EndpointAdded { .. } => {}
             EndpointRegistered { machine, .. } => e.machine = Some(machine.clone()),
             // A refusal leaves the binding as it was: that is the point.
-            EndpointRegistrationRefused { .. } => {}
+            EndpointRegistrationRefused { .. } | EndpointRegistrationRefusalsRepeated(_) => {}
+            EndpointUnbound { .. } => e.machine = None,
             EndpointEdited { name, description } => {
                 e.name = name.clone();
                 e.description = description.clone();
@@ -198,12 +215,22 @@ impl Aggregate for Endpoint {
                         agent_version: agent_version.clone(),
                     }),
                     Some(bound) if bound == machine => None,
-                    Some(_) => Some(EndpointEvent::EndpointRegistrationRefused {
+                    Some(_) => return Err(EndpointError::TokenAlreadyRegistered),
+                }
+            }
+            EndpointCommand::RecordRegistrationRefused { machine, hostname } => {
+                (e.machine.as_ref() != Some(machine)).then(|| {
+                    EndpointEvent::EndpointRegistrationRefused {
                         machine: machine.clone(),
                         hostname: hostname.clone(),
                         reason: TOKEN_ALREADY_REGISTERED.into(),
-                    }),
-                }
+                    }
+                })
+            }
+            EndpointCommand::RecordRegistrationRefusalsRepeated(counted) => (counted.count > 0)
+                .then(|| EndpointEvent::EndpointRegistrationRefusalsRepeated(counted.clone())),
+            EndpointCommand::Unbind => {
+                e.machine.clone().map(|machine| EndpointEvent::EndpointUnbound { machine })
             }
             EndpointCommand::Edit { name, description } => {
                 let name = match name {
@@ -312,13 +339,52 @@ mod tests {
             hostname: "host".into(),
             reason: TOKEN_ALREADY_REGISTERED.into(),
         };
-        Scenario::<Endpoint>::given(&[added(), bound("m1")])
-            .when(&register("m2"))
-            .then(refused.clone());
-        // The refusal does not rebind the key.
+        let bound_to_m1 = Scenario::<Endpoint>::given(&[added(), bound("m1")]);
+        bound_to_m1.when(&register("m2")).then_error(EndpointError::TokenAlreadyRegistered);
+        // The gateway records the refusal (its ledger decides which ones in full).
+        let record = |machine: &str| EndpointCommand::RecordRegistrationRefused {
+            machine: machine.into(),
+            hostname: "host".into(),
+        };
+        bound_to_m1.when(&record("m2")).then(refused.clone());
+        bound_to_m1.when(&record("m1")).then_nothing(); // the bound machine was never refused
+                                                        // The refusal does not rebind the key.
         let after = Scenario::<Endpoint>::given(&[added(), bound("m1"), refused]);
         assert_eq!(after.state().added.as_ref().unwrap().machine.as_deref(), Some("m1"));
         after.when(&register("m1")).then_nothing();
+    }
+
+    #[test]
+    fn repeated_refusals_are_recorded_only_when_some_were_counted() {
+        let counted = |count| RepeatedRegistrationRefusals {
+            machine: "m2".into(),
+            reason: TOKEN_ALREADY_REGISTERED.into(),
+            count,
+            hostnames: vec!["host".into()],
+            other_hostnames: 0,
+            first_ms: 1,
+            last_ms: 2,
+        };
+        let e = Scenario::<Endpoint>::given(&[added(), bound("m1")]);
+        e.when(&EndpointCommand::RecordRegistrationRefusalsRepeated(counted(0))).then_nothing();
+        e.when(&EndpointCommand::RecordRegistrationRefusalsRepeated(counted(19)))
+            .then(EndpointRegistrationRefusalsRepeated(counted(19)));
+    }
+
+    #[test]
+    fn an_unbound_key_binds_to_the_next_machine_that_presents_it() {
+        let unbound = EndpointUnbound { machine: "m1".into() };
+        Scenario::<Endpoint>::given(&[added(), bound("m1")])
+            .when(&EndpointCommand::Unbind)
+            .then(unbound.clone());
+        let released = Scenario::<Endpoint>::given(&[added(), bound("m1"), unbound.clone()]);
+        assert_eq!(released.state().added.as_ref().unwrap().machine, None);
+        released.when(&EndpointCommand::Unbind).then_nothing(); // nothing left to release
+        released.when(&register("m2")).then(bound("m2"));
+        Scenario::<Endpoint>::given(&[added(), bound("m1"), unbound, bound("m2")])
+            .when(&register("m1"))
+            .then_error(EndpointError::TokenAlreadyRegistered);
+        Scenario::<Endpoint>::given(&[added()]).when(&EndpointCommand::Unbind).then_nothing();
     }
 
     #[test]

@@ -241,7 +241,10 @@ install -m 0755 "$(cd "$(dirname "$0")" && pwd)/uninstall.sh" "$DEST/uninstall/u
 
 mkdir -p "$(dirname "$UNIT")"
 cat >"$UNIT" <<EOF
-# Installed by the ISM endpoint installer. Runs the endpoint continuously and restarts it.
+# Installed by the ISM endpoint installer. Runs the endpoint continuously and restarts it,
+# except after a refusal that starting it again cannot fix (exit status 10 key bound to another
+# machine, 11 invalid key, 12 endpoint deleted, 13 version not supported, 14 machine identity in
+# use by another running endpoint): see logs/smartendpoint.log for what to do.
 [Unit]
 Description=ISM endpoint (connects this network to the internal-scanning gateway)
 After=network-online.target
@@ -253,6 +256,7 @@ ExecStart=$INSTALL_DIR/bin/ism-endpoint --config $INSTALL_DIR/config/application
 WorkingDirectory=$INSTALL_DIR
 Restart=always
 RestartSec=5
+RestartPreventExitStatus=10 11 12 13 14
 KillSignal=SIGTERM
 TimeoutStopSec=20
 NoNewPrivileges=yes

@@ -128,6 +128,11 @@ mod tests {
             Envelope::new(AggregateId::tunnel(Uuid::new_v4()), 2, 0, Cause::default(), repeated);
         assert_eq!(new.schema, 2);
         assert_eq!(decode(&encode(&new).unwrap()).unwrap(), new);
+        let unbound = Event::EndpointUnbound { machine: "m".into() };
+        let newer =
+            Envelope::new(AggregateId::endpoint(Uuid::new_v4()), 3, 0, Cause::default(), unbound);
+        assert_eq!(newer.schema, 3);
+        assert_eq!(decode(&encode(&newer).unwrap()).unwrap(), newer);
     }
 
     #[test]

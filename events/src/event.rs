@@ -12,8 +12,9 @@ use uuid::Uuid;
 /// version that introduced its event ([`Event::schema`]), so a node of an older build refuses
 /// only the events it cannot read, with "upgrade this node", and keeps reading the rest.
 ///
-/// 1: the first catalogue. 2: `StreamRefusalsRepeated`.
-pub const SCHEMA_VERSION: u16 = 2;
+/// 1: the first catalogue. 2: `StreamRefusalsRepeated`. 3: `EndpointUnbound`,
+/// `EndpointRegistrationRefusalsRepeated`.
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// Operating system of the machine an endpoint runs on, as chosen in the configure wizard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -273,6 +274,14 @@ catalogue! {
         EndpointRegistered { machine: String, hostname: String, platform: String, agent_version: String },
         /// A machine other than the bound one presented the key ("Token already registered").
         EndpointRegistrationRefused { machine: String, hostname: String, reason: String },
+        /// More refusals like an `EndpointRegistrationRefused` just recorded, of the same
+        /// machine, counted over a window instead of recorded one by one, so that an agent
+        /// restarted in a loop on that machine cannot fill the log.
+        EndpointRegistrationRefusalsRepeated(refusals: RepeatedRegistrationRefusals),
+        /// A manager released the key's binding to `machine`: the next machine that presents the
+        /// key binds it, and the bound machine's running session ends. Who released it is the
+        /// envelope's actor.
+        EndpointUnbound { machine: String },
         /// The endpoint's name or description changed.
         EndpointEdited { name: String, description: String },
         /// A new key replaced the old one, which stops working at once.
@@ -341,11 +350,29 @@ pub struct RepeatedRefusals {
     pub last_ms: i64,
 }
 
+/// Refused registrations of one machine for one endpoint, counted over one window. Encoded like
+/// the fields of a struct variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepeatedRegistrationRefusals {
+    pub machine: String,
+    pub reason: String,
+    pub count: u64,
+    /// The first distinct host names the machine gave, at most a few dozen (one, unless its
+    /// identity was copied to other hosts).
+    pub hostnames: Vec<String>,
+    /// Refusals under host names not listed in `hostnames`.
+    pub other_hostnames: u64,
+    /// When the first and the last of them happened.
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 impl Event {
     /// The catalogue version that introduced this event: what its envelope is written with.
     pub fn schema(&self) -> u16 {
         match self {
             Event::StreamRefusalsRepeated(_) => 2,
+            Event::EndpointRegistrationRefusalsRepeated(_) | Event::EndpointUnbound { .. } => 3,
             _ => 1,
         }
     }
@@ -373,6 +400,16 @@ mod tests {
                 last_ms: 2,
             }),
             Event::TunnelClosed { reason: "r".into() },
+            Event::EndpointRegistrationRefusalsRepeated(RepeatedRegistrationRefusals {
+                machine: "m".into(),
+                reason: "r".into(),
+                count: 3,
+                hostnames: vec!["h".into()],
+                other_hostnames: 0,
+                first_ms: 1,
+                last_ms: 2,
+            }),
+            Event::EndpointUnbound { machine: "m".into() },
         ]
     }
 

@@ -27,7 +27,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, Cause, Envelope, Recorded};
 pub use event::{
     AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, Platform,
-    RepeatedRefusals, TunnelEvent, UserEvent, UserRole, SCHEMA_VERSION,
+    RepeatedRefusals, RepeatedRegistrationRefusals, TunnelEvent, UserEvent, UserRole,
+    SCHEMA_VERSION,
 };
 pub use log::{AppendError, EventLog, EventStream, LogError};
 pub use projection::{

@@ -85,6 +85,7 @@ paths = {
       "delete": op("Delete an endpoint", "200", "What was deleted", ref("DeletedEndpoint"), ["403", "404", "409", "410"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/key": {"get": op("The endpoint key (Copy Endpoint Key)", "200", "The key", ref("EndpointKey"), ["403", "404"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/key/rotate": {"post": op("Replace the key; the old one stops working", "200", "The new key", ref("EndpointKey"), ["403", "404", "409"] + R, params=[p("id", "Endpoint id")])},
+  "/api/v1/endpoints/{id}/unbind": {"post": op("Release the key's binding to its machine: the next machine that presents the key binds it; the bound machine's session ends", "200", "The endpoint, bound to no machine", ref("Endpoint"), ["403", "404"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/access": {"put": op("Manage access: scan access, support-engineer access", "200", "The endpoint", ref("Endpoint"), ["400", "403", "404"] + R, body="AccessChange", params=[p("id", "Endpoint id")])},
   "/api/v1/users": {
       "get": op("Users", "200", "Users", arr(ref("User")), ["403"] + R),

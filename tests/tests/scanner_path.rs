@@ -3,12 +3,14 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_endpoint::AgentStatus;
-use ism_events::Event;
+use ism_events::{AggregateId, Event, ManualClock};
 use ism_tests::cluster::{
     connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered,
     Backend, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::nats::NatsServer;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn curl_through(node: &TestNode, backend_name: &str) {
@@ -256,6 +258,69 @@ async fn the_key_from_a_second_machine_is_refused_and_the_first_keeps_working() 
     let again = first.start_endpoint(&node, &p.key, &allowed);
     connected(&again).await;
     again.stop();
+}
+
+/// A second machine presenting a bound key is refused on every attempt; a service manager
+/// restarting its agent, or a script, attempts for ever. The first refusal is recorded in full,
+/// the rest of its window counted into one event.
+#[actix::test]
+async fn a_second_machine_trying_again_and_again_is_recorded_once_then_counted() {
+    let clock = ManualClock::at(1_790_000_000_000);
+    let node_clock = clock.clone();
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = Arc::new(node_clock);
+        // The node's clock says when the window is over (it is not moved until the end); a
+        // short window makes its ticker (a tenth of it, real time) quick to notice.
+        c.registration_refusal_window = Duration::from_secs(1);
+    });
+    let p = provision(&node.api(), "dc1").await;
+    let first = TestMachine::new();
+    let agent = first.start_endpoint(&node, &p.key, "127.0.0.1");
+    connected(&agent).await;
+
+    // A second machine's agent, started again and again as `Restart=always` would start it.
+    let second = TestMachine::new();
+    for _ in 0..5 {
+        let refused = second.start_endpoint(&node, &p.key, "127.0.0.1");
+        let diagnosis = refused.join().await.expect_err("the key is bound to the first machine");
+        assert!(diagnosis.message.contains("Token already registered"), "{diagnosis}");
+    }
+    let endpoint = AggregateId::endpoint(p.endpoint.parse().unwrap());
+    let recorded = || async {
+        let events = node.state.log.read_aggregate(&endpoint).await.unwrap();
+        let in_full = events
+            .iter()
+            .filter(|r| matches!(r.envelope.event, Event::EndpointRegistrationRefused { .. }))
+            .count();
+        let counted: Vec<_> = events
+            .into_iter()
+            .filter_map(|r| match r.envelope.event {
+                Event::EndpointRegistrationRefusalsRepeated(counted) => Some(counted),
+                _ => None,
+            })
+            .collect();
+        (in_full, counted)
+    };
+    let (in_full, counted) = recorded().await;
+    assert_eq!(in_full, 1, "the first refusal is recorded in full, the others counted");
+    assert!(counted.is_empty(), "the window is not over: {counted:?}");
+
+    // Once the window is over, the count is recorded once.
+    clock.advance_ms(1_000);
+    let counted = eventually("the count recorded", || async {
+        let (_, counted) = recorded().await;
+        (!counted.is_empty()).then_some(counted)
+    })
+    .await;
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!((counted[0].count, counted[0].hostnames.len()), (4, 1), "{counted:?}");
+    // ...and shown on the endpoint once the directory has applied it.
+    eventually("the count shown", || async {
+        let shown = node.api().endpoint(&p.endpoint).await.ok()?;
+        shown["last_refusal"].as_str()?.contains("4 more times").then_some(())
+    })
+    .await;
+    assert!(matches!(agent.status(), AgentStatus::Connected { .. }), "{:?}", agent.status());
 }
 
 #[actix::test]

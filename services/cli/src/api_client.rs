@@ -216,6 +216,11 @@ impl ApiClient {
         self.call(Method::POST, &format!("/api/v1/endpoints/{id}/key/rotate"), None).await
     }
 
+    /// Releases the key's binding to its machine; returns the endpoint.
+    pub async fn unbind_endpoint(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::POST, &format!("/api/v1/endpoints/{id}/unbind"), None).await
+    }
+
     /// `support`: `"off"`, `"indefinite"` or a number of days.
     pub async fn set_access(
         &self,

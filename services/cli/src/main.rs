@@ -141,6 +141,9 @@ enum EndpointCmd {
     Key { id: String },
     /// Replace the key; the old one stops working.
     RotateKey { id: String },
+    /// Release the key's binding to its machine: the next machine that presents the key binds
+    /// it. The bound machine's session ends (stop its agent first, or it binds the key again).
+    Unbind { id: String },
     /// Manage access: scan access on/off, support-engineer access off, 1-30 days, or indefinite.
     Access {
         id: String,
@@ -319,6 +322,9 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         }
         Command::Endpoint(EndpointCmd::RotateKey { id }) => {
             (api.rotate_key(id).await?, output::rotated_key)
+        }
+        Command::Endpoint(EndpointCmd::Unbind { id }) => {
+            (api.unbind_endpoint(id).await?, output::unbound)
         }
         Command::Endpoint(EndpointCmd::Access { id, scan, support }) => {
             if scan.is_none() && support.is_none() {

@@ -189,6 +189,7 @@ pub fn endpoint(v: &Value) -> String {
             ("support access", support_access(&v["support_access"])),
             ("streams", format!("{} open, at most {}", v["open_streams"], v["stream_limit"])),
             ("agent", agent),
+            ("machine", machine(&v["machine"])),
             ("node", s(&v["node"])),
             ("connected since", time(&v["connected_since_ms"])),
             ("last disconnected", time(&v["last_disconnected_ms"])),
@@ -197,6 +198,14 @@ pub fn endpoint(v: &Value) -> String {
             ("record version", v["version"].to_string()),
         ],
     )
+}
+
+/// The machine identity the key is bound to (its first 16 hex digits, as the audit shows it).
+fn machine(v: &Value) -> String {
+    match v.as_str() {
+        Some(m) => format!("bound to {}", shown(&m.chars().take(16).collect::<String>())),
+        None => "bound to no machine: the next machine that presents the key binds it".into(),
+    }
 }
 
 pub fn endpoint_added(v: &Value) -> String {
@@ -250,6 +259,14 @@ pub fn rotated_key(v: &Value) -> String {
         s(&v["endpoint"]),
         v["key_generation"],
         s(&v["key"])
+    )
+}
+
+pub fn unbound(v: &Value) -> String {
+    format!(
+        "endpoint {} ({}) is bound to no machine: the next machine that presents its key binds it\n",
+        quoted(&v["name"]),
+        s(&v["id"])
     )
 }
 

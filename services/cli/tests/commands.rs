@@ -5,7 +5,7 @@
 
 mod support;
 
-use ism_tests::cluster::{Backend, TestNode};
+use ism_tests::cluster::{connected, eventually, provision, Backend, TestMachine, TestNode};
 use serde_json::Value;
 use std::process::Stdio;
 use support::Ism;
@@ -157,4 +157,67 @@ async fn a_reader_that_stops_early_is_not_a_crash() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
     }
+}
+
+/// The names of the events the audit shows for `endpoint` (its tunnels' included), oldest first.
+async fn history(ism: &Ism, endpoint: &str) -> Vec<(String, String)> {
+    let audit = ism.json(&["audit", "--endpoint", endpoint]).await;
+    let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+    entries.iter().map(|e| (s(&e["event"]), s(&e["summary"]))).collect()
+}
+
+#[actix::test]
+async fn unbind_releases_the_machine_binding_for_the_next_machine_that_presents_the_key() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    let p = provision(&node.api(), "dc1").await;
+    let first = TestMachine::new();
+    let agent = first.start_endpoint(&node, &p.key, "127.0.0.1");
+    connected(&agent).await;
+    let first_machine = s(&admin.json(&["endpoint", "show", &p.endpoint]).await["machine"]);
+
+    // The bound machine's session ends, as it does when the key is rotated; its agent comes
+    // back and, being the next machine to present the key, binds it again.
+    says(
+        &admin,
+        &["endpoint", "unbind", &p.endpoint],
+        &["endpoint \"dc1\"", "bound to no machine"],
+    )
+    .await;
+    eventually("the session ended and the key bound again", || async {
+        let events = history(&admin, &p.endpoint).await;
+        let after: Vec<_> = events.iter().skip_while(|(e, _)| e != "EndpointUnbound").collect();
+        let closed = after.iter().any(|(e, summary)| {
+            e == "TunnelClosed" && summary.contains("machine binding released")
+        });
+        let bound = after.iter().any(|(e, _)| e == "EndpointRegistered");
+        (closed && bound).then_some(())
+    })
+    .await;
+    agent.stop();
+    agent.join().await.unwrap();
+
+    // Another machine is refused while the key is bound...
+    let second = TestMachine::new();
+    let refused = second.start_endpoint(&node, &p.key, "127.0.0.1");
+    let diagnosis = refused.join().await.expect_err("the key is bound to the first machine");
+    assert!(diagnosis.message.contains("Token already registered"), "{diagnosis}");
+    // ...and binds it once a manager released it; a reviewer may not.
+    admin.json(&["user", "create", "--name", "rita", "--role", "reviewer"]).await;
+    let rita = Ism {
+        api: admin.api.clone(),
+        token: s(&admin.json(&["user", "token", "rita"]).await["token"]),
+    };
+    assert!(rita
+        .fails(&["endpoint", "unbind", &p.endpoint])
+        .await
+        .contains("only Administrators and Security Leads"));
+    let released = admin.json(&["endpoint", "unbind", &p.endpoint]).await;
+    assert_eq!(released["machine"], Value::Null, "{released}");
+    let again = second.start_endpoint(&node, &p.key, "127.0.0.1");
+    connected(&again).await;
+    let second_machine = s(&admin.json(&["endpoint", "show", &p.endpoint]).await["machine"]);
+    assert_ne!(second_machine, first_machine);
+    again.stop();
+    again.join().await.unwrap();
 }

@@ -1,11 +1,13 @@
 //! The agent's life: dial out to the gateway, prove who it is, serve scanner streams, and when
 //! the tunnel drops, come back with jittered backoff. Failures that retrying cannot fix (a wrong
-//! key, a key bound to another machine) end the agent with the seed's message, and so does not
+//! key, a key bound to another machine, its machine identity in use by another running agent)
+//! end the agent with the seed's message and their own exit status, and so does not
 //! reaching the gateway at all at start-up (`startupAttempts`; the service manager restarts it).
 
 use crate::backoff::Backoff;
 use crate::config::EndpointConfig;
 use crate::dialer::Dialer;
+use crate::exit::ExitStatus;
 use crate::gateway_link::{self, LinkError, TlsSetupError};
 use crate::identity::{IdentityError, MachineIdentity};
 use crate::messages::Diagnosis;
@@ -107,6 +109,7 @@ impl AgentHandle {
                 message: "endpoint task failed".into(),
                 cause: e.to_string(),
                 solution: "report this as a bug".into(),
+                exit: ExitStatus::Retryable,
             })
         })
     }

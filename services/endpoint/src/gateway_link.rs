@@ -171,8 +171,9 @@ pub async fn connect(
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         platform: std::env::consts::OS.to_string(),
         hostname: hostname(),
+        instance: Some(identity.instance()),
     };
-    send_frame(&mut ws, &Frame::Hello(hello))
+    send_frame(&mut ws, &Frame::Hello(Box::new(hello)))
         .await
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
     let verdict = recv_frame(&mut ws, cfg.read_timeout)
@@ -197,6 +198,7 @@ pub async fn connect(
                     messages::invalid_key(refused.message)
                 }
                 RejectCode::EndpointDeleted => messages::endpoint_deleted(refused.message),
+                RejectCode::MachineKeyCopied => messages::machine_key_copied(refused.message),
                 RejectCode::Unavailable => messages::websocket_failed(
                     port,
                     format!("the gateway is unavailable: {}", refused.message),

@@ -1,7 +1,10 @@
 //! The machine identity: an Ed25519 key pair generated on first start and kept (owner-only) in
 //! the install folder. The gateway binds the endpoint key to its public half; copying the endpoint
-//! key to another machine is then refused ("Token already registered").
+//! key to another machine is then refused ("Token already registered"). Copying the identity
+//! too is told apart by the instance, a random id of each process using the identity: two
+//! processes with one identity get different ones.
 
+use ring::rand::SecureRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub struct MachineIdentity {
     pair: Ed25519KeyPair,
+    instance: [u8; 16],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +22,17 @@ pub enum IdentityError {
 }
 
 impl MachineIdentity {
-    /// Loads the identity from `path`, creating it if the file does not exist.
+    /// Loads the identity from `path`, creating it if the file does not exist, with a new
+    /// instance.
     pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
         let err = |reason: String| IdentityError::File { path: path.into(), reason };
+        let mut instance = [0u8; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut instance)
+            .map_err(|e| err(format!("no random instance id: {e}")))?;
         match std::fs::read(path) {
             Ok(pkcs8) => Ed25519KeyPair::from_pkcs8(&pkcs8)
-                .map(|pair| Self { pair })
+                .map(|pair| Self { pair, instance })
                 .map_err(|e| err(format!("not an Ed25519 PKCS#8 key: {e}"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent() {
@@ -39,11 +48,16 @@ impl MachineIdentity {
                     .map_err(|e| err(e.to_string()))?;
                 f.write_all(doc.as_ref()).map_err(|e| err(e.to_string()))?;
                 Ed25519KeyPair::from_pkcs8(doc.as_ref())
-                    .map(|pair| Self { pair })
+                    .map(|pair| Self { pair, instance })
                     .map_err(|e| err(e.to_string()))
             }
             Err(e) => Err(err(e.to_string())),
         }
+    }
+
+    /// This process's instance of the identity.
+    pub fn instance(&self) -> [u8; 16] {
+        self.instance
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -70,6 +84,7 @@ mod tests {
         let a = MachineIdentity::load_or_create(&path).unwrap();
         let b = MachineIdentity::load_or_create(&path).unwrap();
         assert_eq!(a.public_key(), b.public_key());
+        assert_ne!(a.instance(), b.instance(), "each use of the identity is its own instance");
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, b"garbage").unwrap();

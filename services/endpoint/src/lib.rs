@@ -7,7 +7,8 @@
 //! - [`agent`]: the working session, reconnecting with [`backoff`], the [`status`] file;
 //! - [`dialer`] with [`allowlist`]: reaching targets, and only the allowed ones;
 //! - [`diagnostics`]: the seed's diagnostic tool;
-//! - [`messages`]: the seed's error messages with their causes and fixes;
+//! - [`messages`]: the seed's error messages with their causes and fixes, and the [`exit`]
+//!   status each failure ends the agent with;
 //! - [`logging`]: seed-style log lines in `logs/smartendpoint.log`, rotated.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod backoff;
 pub mod config;
 pub mod diagnostics;
 pub mod dialer;
+pub mod exit;
 pub mod gateway_link;
 pub mod identity;
 pub mod logging;

@@ -1,9 +1,15 @@
 //! `ism-endpoint`: runs the endpoint agent as configured in `config/application.properties`,
 //! and the seed's other modes: `--diagnostics`, `--authenticate`, plus `--check` (the
 //! installer's key validation) and `status`.
+//!
+//! Exit statuses: 0 stopped when asked (or the mode succeeded); 1 `status` found it not
+//! connected; 2 a configuration or command-line error; 4 a diagnostic failed; and when the agent
+//! cannot work, [`ExitStatus`]: 3 a failure that may pass (restart it), 10-14 a refusal that
+//! starting again cannot fix (see `ism_endpoint::exit`).
 
 use clap::{Parser, Subcommand};
 use ism_endpoint::config::{environment_overrides, Origin, Overrides};
+use ism_endpoint::exit::ExitStatus;
 use ism_endpoint::proxy::ProxyCredentials;
 use ism_endpoint::{diagnostics, logging, status, Agent, EndpointConfig};
 use std::io::{BufRead, IsTerminal, Write};
@@ -235,7 +241,7 @@ fn main() -> ExitCode {
                     let d = e.diagnosis();
                     tracing::error!("{}", d.exit_line());
                     tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
-                    ExitCode::from(3)
+                    ExitCode::from(d.exit.code())
                 }
             };
         }
@@ -246,7 +252,7 @@ fn main() -> ExitCode {
             (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
         else {
             tracing::error!("cannot listen for SIGTERM and SIGINT");
-            return ExitCode::from(3);
+            return ExitCode::from(ExitStatus::Retryable.code());
         };
         // A descriptor per stream it serves: beyond the usual soft limit of 1024.
         ism_tunnel::fd_limit::raise();
@@ -255,7 +261,7 @@ fn main() -> ExitCode {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
             failure = handle.stopped() => return match failure {
-                Some(_) => ExitCode::from(3),
+                Some(d) => ExitCode::from(d.exit.code()),
                 None => ExitCode::SUCCESS,
             },
         }

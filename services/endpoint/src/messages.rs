@@ -1,5 +1,8 @@
 //! The seed's error messages for the endpoint's failure cases, each with its cause and fix, so an
-//! operator who searches the documentation for the message finds the same solution.
+//! operator who searches the documentation for the message finds the same solution, and the
+//! status the agent exits with when the failure ends it.
+
+use crate::exit::ExitStatus;
 
 /// One failure as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +13,8 @@ pub struct Diagnosis {
     pub cause: String,
     /// What to do about it.
     pub solution: String,
+    /// What the agent exits with when this failure ends it.
+    pub exit: ExitStatus,
 }
 
 impl Diagnosis {
@@ -42,6 +47,7 @@ pub fn gateway_unreachable(port: u16, cause: impl Into<String>) -> Diagnosis {
         message: UNREACHABLE.into(),
         cause: cause.into(),
         solution: format!("Verify that the gateway server on port {port} is on your allowlist and available from the machine on which the endpoint is installed."),
+        exit: ExitStatus::Retryable,
     }
 }
 
@@ -50,6 +56,7 @@ pub fn websocket_failed(port: u16, cause: impl Into<String>) -> Diagnosis {
         message: WEBSOCKET_FAILED.into(),
         cause: cause.into(),
         solution: format!("Verify that WebSockets are allowed in your firewall or proxy configuration for port {port}."),
+        exit: ExitStatus::Retryable,
     }
 }
 
@@ -60,6 +67,7 @@ pub fn gateway_certificate_untrusted(cause: impl Into<String>) -> Diagnosis {
         message: "The gateway's TLS certificate is not trusted".into(),
         cause: cause.into(),
         solution: "If the gateway uses a private CA, set gatewayCaFile to that CA's certificate (the gateway node prints its path at start-up). If a proxy or firewall on your network inspects TLS, set gatewayCaFile to the certificate of the CA it signs with, or have the gateway exempted from inspection.".into(),
+        exit: ExitStatus::Retryable,
     }
 }
 
@@ -68,6 +76,7 @@ pub fn token_already_registered() -> Diagnosis {
         message: r#"GMS API invoke failed, cause : {"error":"Token already registered","success":false}"#.into(),
         cause: "this endpoint key is bound to another machine".into(),
         solution: "Run the endpoint on the machine on which it originally ran. If you want to run an endpoint on another machine, you must create a new endpoint.".into(),
+        exit: ExitStatus::TokenAlreadyRegistered,
     }
 }
 
@@ -76,6 +85,7 @@ pub fn invalid_key(cause: impl Into<String>) -> Diagnosis {
         message: "Failure to authenticate endpoint key".into(),
         cause: cause.into(),
         solution: "Copy the endpoint key to your clipboard directly from the gateway page (Actions > Copy Endpoint Key). If you still encounter an error, verify that you have not already installed an endpoint with that key on another machine. If your network inspects TLS, set gatewayCaFile to its CA certificate.".into(),
+        exit: ExitStatus::InvalidKey,
     }
 }
 
@@ -85,6 +95,18 @@ pub fn endpoint_deleted(cause: impl Into<String>) -> Diagnosis {
         message: "This endpoint was deleted from its gateway".into(),
         cause: cause.into(),
         solution: "Its key no longer works and cannot work again. To keep scanning this network, add a new endpoint on the gateway page and install it with the new key; otherwise uninstall this endpoint.".into(),
+        exit: ExitStatus::EndpointDeleted,
+    }
+}
+
+/// Another live agent with this machine identity holds the endpoint's session (the gateway says
+/// on which host): starting this one again would only take the session back and forth.
+pub fn machine_key_copied(cause: impl Into<String>) -> Diagnosis {
+    Diagnosis {
+        message: "This machine identity is in use by another running endpoint".into(),
+        cause: cause.into(),
+        solution: "Each running endpoint needs a machine identity of its own, and data/machine.key was copied (with the install folder, a disk image or a virtual machine clone) or a second endpoint was started here. Run this endpoint on one host only: uninstall it (uninstall.sh) on the host that should not run it, then start it again on the other (systemctl restart ism-endpoint). To scan from both hosts, add a new endpoint on the gateway page and install it on the second host with its key, without --keep-identity, so that it gets an identity of its own. To move this endpoint to a host with a new identity, uninstall it on the old host and have a manager release its binding (ism endpoint unbind).".into(),
+        exit: ExitStatus::MachineKeyCopied,
     }
 }
 
@@ -93,6 +115,7 @@ pub fn unsupported_version(cause: impl Into<String>) -> Diagnosis {
         message: "Endpoint version not supported by the gateway".into(),
         cause: cause.into(),
         solution: "Update the endpoint to the latest version (run the installer again).".into(),
+        exit: ExitStatus::UnsupportedVersion,
     }
 }
 

@@ -164,23 +164,28 @@ async fn a_link_that_drops_everything_is_detected_by_the_endpoint() {
 
 #[actix::test]
 async fn a_reconnect_by_the_same_endpoint_fences_out_its_old_session() {
-    let node = TestNode::start("node-a", Backend::Embedded);
+    // The node's clock stands still, so the copied-identity rule's window cannot run out here.
+    let clock = ism_events::ManualClock::at(1_790_000_000_000);
+    let node =
+        TestNode::start_with("node-a", Backend::Embedded, move |c| c.clock = Arc::new(clock));
     let p = provision(&node.api(), "dc1").await;
+    let endpoint = p.endpoint.parse().unwrap();
     let machine = TestMachine::new();
     let old = machine.start_endpoint(&node, &p.key, "127.0.0.1");
     connected(&old).await;
-    // The same machine identity connects again (a restarted agent whose old TCP connection is
-    // not dead yet, after a network change): the new session wins, never "already connected".
+    // The same machine identity connects again from a new agent process (a restarted agent whose
+    // old TCP connection is not dead yet, after a network change): the new session wins at once,
+    // never "already connected".
     let new = machine.start_endpoint(&node, &p.key, "127.0.0.1");
     connected(&new).await;
-    old.wait_for(PATIENCE, |s| matches!(s, AgentStatus::Connecting { .. }))
-        .await
-        .expect("the old session must be fenced out");
-    old.stop();
-    old.join().await.unwrap();
-    // Had the old agent come back meanwhile it would have fenced the new one in turn, which then
-    // reconnects: either way the endpoint ends with one session, the new agent's.
-    connected(&new).await;
+    let session = node.state.sessions.get(endpoint).expect("the new agent's session").tunnel;
+    // Here the old agent was alive, though: two agents with one identity. It comes back, is told
+    // so and stops, instead of fencing the new one out in turn.
+    let stopped = tokio::time::timeout(PATIENCE, old.join()).await.expect("the old agent stops");
+    let diagnosis = stopped.expect_err("the old agent is refused");
+    assert!(diagnosis.message.contains("in use by another running endpoint"), "{diagnosis}");
+    assert!(matches!(new.status(), AgentStatus::Connected { .. }), "{:?}", new.status());
     node.sessions_become(1).await;
+    assert_eq!(node.state.sessions.get(endpoint).map(|s| s.tunnel), Some(session));
     new.stop();
 }

@@ -176,6 +176,9 @@ async fn install_run_as_the_unit_does_update_in_place_and_uninstall() {
         unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"),
         "{unit}"
     );
+    // ...except after a refusal that starting again cannot fix: a key bound to another machine,
+    // a wrong key, a deleted endpoint, an old version, a machine identity copied to another host.
+    assert!(unit.contains("\nRestartPreventExitStatus=10 11 12 13 14\n"), "{unit}");
     if std::process::Command::new("systemd-analyze").arg("--version").output().is_ok() {
         let checked = root.path().join("verify-ism-endpoint.service");
         std::fs::write(&checked, unit.replace("/opt/ism-endpoint", &dest.display().to_string()))

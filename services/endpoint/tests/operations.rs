@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_tests::cluster::{
-    connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode,
+    connected, http_server, provision, Backend, Provisioned, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::http_proxy::{ProxyRules, TestProxy};
 use ism_tests::install::{terminate, text, Install};
@@ -111,7 +111,7 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
         "",
     );
     let out = install.run(&[]).await;
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(11), "a key that does not work is not retried");
     assert!(
         text(&out)
             .contains("Exit due to initialization failure: Failure to authenticate endpoint key"),
@@ -125,7 +125,7 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
     connected(&agent).await;
     let install = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");
     let out = install.run(&[]).await;
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(10), "a key bound to another machine is not retried");
     assert!(
         text(&out).contains(r#"ERROR - Exit due to initialization failure: GMS API invoke failed, cause : {"error":"Token already registered","success":false}"#),
         "{}",
@@ -489,7 +489,7 @@ async fn a_deleted_endpoint_is_told_it_was_deleted() {
         .await
         .expect("the endpoint stops once its endpoint is deleted")
         .unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(12), "a deleted endpoint is not retried");
     let log = install.log();
     assert!(
         log.contains("ERROR - This endpoint was deleted from its gateway")
@@ -541,4 +541,53 @@ async fn a_destination_the_proxy_refuses_is_diagnosed_as_such() {
         "{:?}",
         proxy.log_lines()
     );
+}
+
+/// A `machine.key` copied to a second host (or a second agent started on the same one): two live
+/// agents with one machine identity. The newest session of an endpoint wins, which is right for
+/// an agent restarted before its old connection died, but these two would replace each other for
+/// ever. The one that comes back after being replaced is told why and stops; the other keeps the
+/// session.
+#[actix::test]
+async fn two_agents_sharing_a_copied_machine_key_are_told_instead_of_fencing_forever() {
+    let clock = ism_events::ManualClock::at(1_790_000_000_000);
+    let node_clock = clock.clone();
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = std::sync::Arc::new(node_clock)
+    });
+    let p = provision(&node.api(), "dc1").await;
+    let original = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");
+    let first = original.start(&[]).await;
+
+    let copy = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");
+    std::fs::create_dir_all(copy.root().join("data")).unwrap();
+    std::fs::copy(original.root().join("data/machine.key"), copy.root().join("data/machine.key"))
+        .unwrap();
+    let second = copy.start(&[]).await;
+
+    // The replaced agent comes back, is refused with the reason and the fix, and stops for good.
+    let out = tokio::time::timeout(PATIENCE, first.wait_with_output())
+        .await
+        .expect("the replaced agent stops instead of replacing the other again")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(14), "{}", original.log());
+    let log = original.log();
+    assert!(
+        log.contains("ERROR - This machine identity is in use by another running endpoint")
+            && log.contains("data/machine.key")
+            && log.contains("copied")
+            && log.contains("uninstall"),
+        "{log}"
+    );
+    // The other keeps the session, and nothing replaced it after the refusal.
+    assert!(copy.run(&["status"]).await.status.success(), "{}", copy.log());
+    let entries = node.api().audit(&[("endpoint", p.endpoint.clone())]).await.unwrap();
+    let opened = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "TunnelOpened")
+        .count();
+    assert_eq!(opened, 2, "the original's session and the copy's: {entries}");
+    terminate(second).await;
 }

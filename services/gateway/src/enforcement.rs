@@ -1,8 +1,9 @@
 //! Making access hold while streams run: every node follows the events its directory applied and,
-//! for an event about an endpoint's access, key or existence, re-checks that endpoint's running
-//! streams and session against the rule ([`crate::access::stream_allowed`]). Withdrawing access,
-//! revoking a credential, rotating a key or deleting an endpoint thus ends what is running on
-//! every node within the time it takes the event to arrive.
+//! for an event about an endpoint's access, key, machine binding or existence, re-checks that
+//! endpoint's running streams and session against the rule ([`crate::access::stream_allowed`]).
+//! Withdrawing access, revoking a credential, rotating a key, releasing the machine binding or
+//! deleting an endpoint thus ends what is running on every node within the time it takes the
+//! event to arrive.
 //!
 //! Admission registers a stream *before* its final check (see [`crate::scanner_stream`]), so a
 //! stream admitted just as access is withdrawn is caught by one or the other.
@@ -38,11 +39,15 @@ impl Enforcement {
                 return;
             }
         };
-        // The session: gone with the endpoint, and with its key when the key was rotated.
+        // The session: gone with the endpoint, with its key when the key was rotated, and with
+        // the binding of its machine when that was released.
         if let Some(live) = self.sessions.get(endpoint) {
             let reason = match &view {
                 None => Some("endpoint deleted"),
                 Some(v) if v.key_generation != live.key_generation => Some("endpoint key rotated"),
+                Some(v) if v.machine.as_deref() != Some(live.machine.as_str()) => {
+                    Some("endpoint machine binding released")
+                }
                 Some(_) => None,
             };
             if let Some(reason) = reason {
@@ -69,6 +74,7 @@ impl Enforcement {
                 | Event::SupportAccessRevoked
                 | Event::SupportAccessExpired
                 | Event::EndpointKeyRotated { .. }
+                | Event::EndpointUnbound { .. }
                 | Event::EndpointDeleted,
             ) => vec![rec.envelope.aggregate.id],
             // A revoked credential may be in use through any endpoint of the gateway.

@@ -2,13 +2,15 @@
 //!
 //! - [`node`]: configuration and start-up (event log, directory, actors, listeners);
 //! - [`tunnel_acceptor`]: TLS + WebSocket accept, the endpoint handshake, session lifecycle;
-//! - [`sessions`]: the endpoint sessions this node holds, newest wins;
+//! - [`sessions`]: the endpoint sessions this node holds, newest wins, unless
+//!   [`copied_identity`] shows two live agents sharing one machine identity;
 //! - [`socks5`] and [`http_proxy`]: the scanner ingresses (their protocols, without I/O, are the
 //!   `ism-ingress-proto` crate), around [`scanner_stream`], the path they share;
 //! - [`scanner_auth`]: which scanner may reach which endpoint; [`access`]: the rule for whether a
 //!   stream may run now; [`running_streams`]: the streams running through this node;
 //!   [`enforcement`]: making the rule hold while streams run;
-//! - [`refusals`]: refused streams recorded without letting a loop of opens fill the log;
+//! - [`refusals`]: refused streams recorded without letting a loop of opens fill the log, and
+//!   [`refused_registrations`], refused machines likewise;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).
 //!
@@ -21,11 +23,13 @@
 
 pub mod access;
 pub mod api;
+pub mod copied_identity;
 pub mod enforcement;
 pub mod http_proxy;
 pub mod listener;
 pub mod node;
 pub mod refusals;
+pub mod refused_registrations;
 pub mod running_streams;
 pub mod scanner_auth;
 pub mod scanner_stream;

@@ -6,6 +6,7 @@
 
 use crate::listener::PendingConnections;
 use crate::refusals::{self, Refusals};
+use crate::refused_registrations::RefusedRegistrations;
 use crate::state::{Addresses, NodeState, StreamLimits};
 use crate::tls::{self, TlsSource};
 use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
@@ -55,6 +56,9 @@ pub struct NodeConfig {
     /// How long refusals of one kind are counted after the one recorded in full (see
     /// [`crate::refusals`]).
     pub refusal_window: Duration,
+    /// How long refused registrations of one machine for one endpoint are counted after the one
+    /// recorded in full (see [`crate::refused_registrations`]).
+    pub registration_refusal_window: Duration,
     /// How long a stopping node waits for its sessions to end and for what they did to be
     /// recorded.
     pub stop_grace: Duration,
@@ -86,6 +90,7 @@ impl NodeConfig {
             clock: Arc::new(SystemClock),
             support_sweep_interval: Duration::from_secs(10),
             refusal_window: Duration::from_secs(1),
+            registration_refusal_window: Duration::from_secs(600),
             stop_grace: Duration::from_secs(5),
             stream_limits: StreamLimits::default(),
             max_pending_connections: 1024,
@@ -142,10 +147,13 @@ impl RunningNode {
             state.sessions.wait_for(|n| n == 0).await;
             state.streams.wait_for(|n| n == 0).await;
             state.refusals.record_all();
+            state.refused_registrations.record_all();
             state.tunnels.all_recorded().await;
+            state.endpoints.all_recorded().await;
         };
         if tokio::time::timeout(self.stop_grace, settled).await.is_err() {
             state.refusals.record_all();
+            state.refused_registrations.record_all();
             tracing::warn!(
                 unrecorded = state.tunnels.unrecorded(),
                 sessions = state.sessions.len(),
@@ -299,6 +307,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
 
     let arbiter = Arbiter::current();
+    let endpoints = Arc::new(NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()));
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
         log: log.clone(),
@@ -306,13 +315,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         directory: directory.clone(),
         progress,
         gateways: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
-        endpoints: Arc::new(NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone())),
+        endpoints: endpoints.clone(),
         tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
         users: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
         key_secret,
         sessions: Default::default(),
         streams: Default::default(),
         refusals: Arc::new(Refusals::new(config.refusal_window, config.clock.clone())),
+        refused_registrations: Arc::new(RefusedRegistrations::new(
+            config.registration_refusal_window,
+            endpoints,
+            config.clock.clone(),
+        )),
         admin_token_hash: hash_secret(&admin_token),
         addresses,
         ws_path: config.ws_path.clone(),
@@ -333,7 +347,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             config.support_sweep_interval,
         )),
         // Windows close within a tenth of their length after they are over.
-        tokio::spawn(refusals::record_due(state.refusals.clone(), config.refusal_window / 10)),
+        tokio::spawn({
+            let refusals = state.refusals.clone();
+            refusals::every_tick(config.refusal_window / 10, move || refusals.record_due())
+        }),
+        tokio::spawn({
+            let refused = state.refused_registrations.clone();
+            let every = config.registration_refusal_window / 10;
+            refusals::every_tick(every, move || refused.record_due())
+        }),
         tokio::spawn(tunnel_acceptor::serve(
             wss,
             tokio_rustls::TlsAcceptor::from(identity.server_config.clone()),

@@ -3,8 +3,11 @@
 //!
 //! A reconnect by the same endpoint identity replaces its old session at once (the old one is
 //! closed and its streams reset): users of other tunnels hit "already connected" and leaked
-//! sessions after network changes; here the newest session always wins.
+//! sessions after network changes; here the newest session wins. The exception is a second live
+//! agent with the same machine identity, which would otherwise win back and forth for ever
+//! ([`crate::copied_identity`]).
 
+use crate::copied_identity::{Instance, Replacements, WINDOW};
 use ism_tunnel::Session;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +22,13 @@ pub struct LiveSession {
     pub gateway: Uuid,
     /// Generation of the key the session was admitted with: a rotation ends the session.
     pub key_generation: u32,
+    /// The machine identity the key was bound to when the session was admitted: releasing the
+    /// binding ends the session.
+    pub machine: String,
+    /// The agent process holding the session (`None` for agents too old to say).
+    pub instance: Option<Instance>,
+    /// The host name the agent gave (untrusted text).
+    pub hostname: String,
     pub session: Session,
 }
 
@@ -26,11 +36,16 @@ pub struct Sessions {
     by_endpoint: Mutex<HashMap<Uuid, LiveSession>>,
     /// How many sessions there are, for those who wait for a change (a stopping node, tests).
     count: watch::Sender<usize>,
+    replacements: Mutex<Replacements>,
 }
 
 impl Default for Sessions {
     fn default() -> Self {
-        Self { by_endpoint: Mutex::default(), count: watch::channel(0).0 }
+        Self {
+            by_endpoint: Mutex::default(),
+            count: watch::channel(0).0,
+            replacements: Mutex::new(Replacements::new(WINDOW)),
+        }
     }
 }
 
@@ -39,8 +54,26 @@ impl Sessions {
         self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `live` the endpoint's session and closes the one it replaces, if any.
-    pub fn install(&self, live: LiveSession) -> Option<LiveSession> {
+    fn replacements(&self) -> std::sync::MutexGuard<'_, Replacements> {
+        self.replacements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session held by another live agent of the same machine identity, when `instance` of
+    /// that identity must be refused rather than replace it at `now_ms`
+    /// ([`crate::copied_identity`]).
+    pub fn held_by_a_copy(
+        &self,
+        endpoint: Uuid,
+        instance: Option<Instance>,
+        now_ms: i64,
+    ) -> Option<LiveSession> {
+        let holder = self.get(endpoint)?;
+        self.replacements().refuses(endpoint, instance, holder.instance, now_ms).then_some(holder)
+    }
+
+    /// Makes `live` the endpoint's session at `now_ms` and closes the one it replaces, if any.
+    pub fn install(&self, live: LiveSession, now_ms: i64) -> Option<LiveSession> {
+        let (endpoint, instance) = (live.endpoint, live.instance);
         let old = {
             let mut map = self.lock();
             let old = map.insert(live.endpoint, live);
@@ -48,6 +81,7 @@ impl Sessions {
             old
         };
         if let Some(old) = &old {
+            self.replacements().replaced(endpoint, old.instance, instance, now_ms);
             old.session.close("replaced by a newer session of the same endpoint");
         }
         old

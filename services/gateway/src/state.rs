@@ -5,6 +5,7 @@
 use crate::enforcement::Enforcement;
 use crate::listener::PendingConnections;
 use crate::refusals::Refusals;
+use crate::refused_registrations::RefusedRegistrations;
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use ism_actors::credentials::KeySecret;
@@ -40,6 +41,8 @@ pub struct NodeState {
     pub streams: Arc<RunningStreams>,
     /// Refused scanner streams being counted before they are recorded.
     pub refusals: Arc<Refusals>,
+    /// Refused registrations of endpoint keys, likewise.
+    pub refused_registrations: Arc<RefusedRegistrations>,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     pub addresses: Addresses,

@@ -4,15 +4,17 @@
 //! The handshake proves two things: the key (checked by the endpoint actor against the hash it
 //! recorded) and possession of the machine identity (an Ed25519 signature over a fresh nonce).
 //! The endpoint actor then binds the key to that machine, or refuses it with "Token already
-//! registered" if another machine holds it.
+//! registered" if another machine holds it (recorded through [`crate::refused_registrations`]).
+//! A working session of the bound machine is refused too when it comes from a second live agent
+//! sharing that identity ([`crate::copied_identity`]).
 
 use crate::sessions::LiveSession;
 use crate::state::NodeState;
 use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, verify_secret};
-use ism_actors::endpoint::{EndpointCommand, EndpointError};
+use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
-use ism_events::{Cause, Event};
+use ism_events::Cause;
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
@@ -194,16 +196,21 @@ async fn run_session(
     };
     let (session, _) =
         Session::spawn_with_greeting(ws, Role::Gateway, config, welcome, |session| {
-            state.sessions.install(LiveSession {
+            let live = LiveSession {
                 tunnel,
                 endpoint: admitted.endpoint,
                 gateway: admitted.gateway,
                 key_generation: admitted.key_generation,
+                machine: admitted.machine.clone(),
+                instance: hello.instance,
+                hostname: hello.hostname.clone(),
                 session: session.clone(),
-            });
+            };
+            state.sessions.install(live, state.clock.now_ms());
         });
     tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
-    // A key rotation or deletion that landed while this session was being admitted.
+    // A key rotation, deletion or release of the binding that landed while this session was
+    // being admitted.
     state.enforcement().reconcile_endpoint(admitted.endpoint);
 
     let reason = session.closed().await;
@@ -290,7 +297,7 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
         agent_version: hello.agent_version.clone(),
     };
     let cause = Cause::by(format!("machine:{}", &machine[..16]));
-    let executed = match state.endpoints.execute(endpoint, command, cause).await {
+    let executed = match state.endpoints.execute(endpoint, command, cause.clone()).await {
         Ok(x) => x,
         Err(CommandError::Rejected(EndpointError::NotFound(_))) => {
             state.endpoints.forget(endpoint);
@@ -299,14 +306,22 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
         Err(CommandError::Rejected(EndpointError::InvalidKey)) => {
             return Err(Rejection::invalid_key())
         }
+        Err(CommandError::Rejected(EndpointError::TokenAlreadyRegistered)) => {
+            let refused = &state.refused_registrations;
+            refused.refused(endpoint, &machine, &hello.hostname, cause).await;
+            return Err(Rejection::token_already_registered(TOKEN_ALREADY_REGISTERED));
+        }
         Err(e) => {
             return Err(Rejection::unavailable(format!(
                 "the gateway cannot check the key right now: {e}"
             )))
         }
     };
-    if let Some(Event::EndpointRegistrationRefused { reason, .. }) = executed.event() {
-        return Err(Rejection::token_already_registered(reason.clone()));
+    if hello.purpose == Purpose::Serve {
+        let now = state.clock.now_ms();
+        if let Some(holder) = state.sessions.held_by_a_copy(endpoint, hello.instance, now) {
+            return Err(Rejection::machine_key_copied(&holder.hostname));
+        }
     }
     // The directory must show everything up to now (a key rotation included), since the session
     // is admitted with the key generation it shows.

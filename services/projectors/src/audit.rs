@@ -4,7 +4,9 @@
 //! A filter on a gateway must also catch its endpoints' and tunnels' events, which do not name
 //! the gateway themselves; the timeline learns those relations as it reads the log in order.
 
-use ism_events::{AggregateId, AggregateKind, Event, Recorded, RepeatedRefusals};
+use ism_events::{
+    AggregateId, AggregateKind, Event, Recorded, RepeatedRefusals, RepeatedRegistrationRefusals,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -189,6 +191,34 @@ impl Timeline {
             Event::EndpointRegistrationRefused { hostname, reason, .. } => {
                 format!("{} refused host {hostname}: {reason}", ep())
             }
+            Event::EndpointRegistrationRefusalsRepeated(RepeatedRegistrationRefusals {
+                machine,
+                reason,
+                count,
+                hostnames,
+                other_hostnames,
+                first_ms,
+                last_ms,
+            }) => {
+                let others = if *other_hostnames > 0 {
+                    format!(" and {other_hostnames} under other host names")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} refused machine {} {count} more times from {} to {} ({reason}): as host {}{others}",
+                    ep(),
+                    &machine[..machine.len().min(16)],
+                    format_time(*first_ms),
+                    format_time(*last_ms),
+                    hostnames.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ")
+                )
+            }
+            Event::EndpointUnbound { machine } => format!(
+                "{} key released from machine {}: the next machine that presents it binds it",
+                ep(),
+                &machine[..machine.len().min(16)]
+            ),
             Event::EndpointEdited { name, description } => {
                 format!("{} edited: name {name:?}, description {description:?}", ep())
             }

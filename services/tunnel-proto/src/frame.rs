@@ -143,6 +143,9 @@ pub enum RejectCode {
     Unavailable = 5,
     /// The key was right, but its endpoint has been deleted: it will never work again.
     EndpointDeleted = 6,
+    /// Another live agent with the same machine identity holds the endpoint's session: the
+    /// machine key was copied to another host (or a second agent runs on this one).
+    MachineKeyCopied = 7,
 }
 
 impl RejectCode {
@@ -154,6 +157,7 @@ impl RejectCode {
             4 => Self::BadHandshake,
             5 => Self::Unavailable,
             6 => Self::EndpointDeleted,
+            7 => Self::MachineKeyCopied,
             other => return Err(DecodeError::UnknownCode(other)),
         })
     }
@@ -175,7 +179,9 @@ pub enum Frame {
         node: String,
     },
     /// Endpoint -> gateway: the key, the machine identity and a signature over the challenge.
-    Hello(Hello),
+    /// Boxed: the largest frame, sent once per session, would otherwise set the size of every
+    /// frame the data path moves.
+    Hello(Box<Hello>),
     /// Gateway -> endpoint: the session is live.
     Welcome {
         session: [u8; 16],
@@ -273,6 +279,10 @@ pub struct Hello {
     pub agent_version: String,
     pub platform: String,
     pub hostname: String,
+    /// A random id of the agent process, so that the gateway can tell two live agents sharing
+    /// one machine identity from one agent reconnecting. Added after the first release: the last
+    /// field, absent (`None`) from older endpoints' frames, and not sent when `None`.
+    pub instance: Option<[u8; 16]>,
 }
 
 mod tag {
@@ -349,6 +359,7 @@ impl Frame {
                     + h.agent_version.len()
                     + h.platform.len()
                     + h.hostname.len()
+                    + 16
             }
             _ => 64,
         }
@@ -388,6 +399,9 @@ impl Frame {
                 put_str(out, &h.agent_version);
                 put_str(out, &h.platform);
                 put_str(out, &h.hostname);
+                if let Some(instance) = &h.instance {
+                    out.put_slice(instance);
+                }
             }
             Frame::Welcome { session, node, endpoint_name } => {
                 out.put_slice(session);
@@ -449,7 +463,7 @@ impl Frame {
                 let node = get_str(&mut buf)?;
                 Frame::Challenge { version, nonce, node }
             }
-            tag::HELLO => Frame::Hello(Hello {
+            tag::HELLO => Frame::Hello(Box::new(Hello {
                 version: get_u16(&mut buf)?,
                 purpose: Purpose::from_u8(get_u8(&mut buf)?)?,
                 key: get_str(&mut buf)?,
@@ -458,7 +472,8 @@ impl Frame {
                 agent_version: get_str(&mut buf)?,
                 platform: get_str(&mut buf)?,
                 hostname: get_str(&mut buf)?,
-            }),
+                instance: if buf.is_empty() { None } else { Some(get_array::<16>(&mut buf)?) },
+            })),
             tag::WELCOME => Frame::Welcome {
                 session: get_array::<16>(&mut buf)?,
                 node: get_str(&mut buf)?,
@@ -623,7 +638,7 @@ mod tests {
     #[test]
     fn every_frame_type_roundtrips() {
         roundtrip(Frame::Challenge { version: 1, nonce: [7; 32], node: "node-a".into() });
-        roundtrip(Frame::Hello(Hello {
+        roundtrip(Frame::Hello(Box::new(Hello {
             version: 1,
             purpose: Purpose::Diagnostics,
             key: "k".repeat(80),
@@ -632,7 +647,8 @@ mod tests {
             agent_version: "0.1.0".into(),
             platform: "linux".into(),
             hostname: "scanner-box".into(),
-        }));
+            instance: Some([4; 16]),
+        })));
         roundtrip(Frame::Welcome {
             session: [3; 16],
             node: "n".into(),
@@ -670,6 +686,30 @@ mod tests {
         roundtrip(Frame::Reset { stream: StreamId(9), reason: ResetReason::Revoked });
         roundtrip(Frame::Ping { nonce: u64::MAX });
         roundtrip(Frame::Pong { nonce: 0 });
+    }
+
+    /// An endpoint of the first release sends no instance: its `Hello` still decodes, and one
+    /// without an instance encodes as that endpoint's did.
+    #[test]
+    fn a_hello_without_an_instance_is_an_older_endpoints() {
+        let hello = |instance| Hello {
+            version: 1,
+            purpose: Purpose::Serve,
+            key: "k".into(),
+            machine_key: [1; 32],
+            signature: [2; 64],
+            agent_version: "0.1.0".into(),
+            platform: "linux".into(),
+            hostname: "h".into(),
+            instance,
+        };
+        let old = Frame::Hello(Box::new(hello(None))).encode();
+        let new = Frame::Hello(Box::new(hello(Some([9; 16])))).encode();
+        assert_eq!(&new[..old.len()], &old[..], "the instance is appended, nothing else moves");
+        assert_eq!(new.len(), old.len() + 16);
+        assert_eq!(Frame::decode(old).unwrap(), Frame::Hello(Box::new(hello(None))));
+        let cut = new.slice(..new.len() - 1);
+        assert!(matches!(Frame::decode(cut), Err(DecodeError::Truncated { .. })));
     }
 
     #[test]

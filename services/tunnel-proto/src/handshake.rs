@@ -69,6 +69,19 @@ impl Rejection {
         Self { code: RejectCode::TokenAlreadyRegistered, message: reason.into() }
     }
 
+    /// Another live agent with the same machine identity, on host `holder` (the host name it
+    /// gave, untrusted: quoted and escaped here), holds the endpoint's session.
+    pub fn machine_key_copied(holder: &str) -> Self {
+        Self {
+            code: RejectCode::MachineKeyCopied,
+            message: format!(
+                "another running endpoint with this machine identity, on host {holder:?}, holds \
+                 this endpoint's session: its machine key (data/machine.key) was copied to \
+                 another host, or a second endpoint runs on this one"
+            ),
+        }
+    }
+
     /// A transient failure on the gateway's side (its event log, say): the endpoint retries.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         Self { code: RejectCode::Unavailable, message: cause.to_string() }
@@ -105,7 +118,7 @@ pub fn expect_hello(frame: Frame) -> Result<Result<Hello, Rejection>, OutOfOrder
         Frame::Hello(h) if h.version != PROTOCOL_VERSION => {
             Ok(Err(Rejection::unsupported_version(h.version)))
         }
-        Frame::Hello(h) => Ok(Ok(h)),
+        Frame::Hello(h) => Ok(Ok(*h)),
         _ => Err(OutOfOrder { expected: "Hello" }),
     }
 }
@@ -132,7 +145,7 @@ mod tests {
     use crate::frame::Purpose;
 
     fn hello(version: u16) -> Frame {
-        Frame::Hello(Hello {
+        Frame::Hello(Box::new(Hello {
             version,
             purpose: Purpose::Serve,
             key: "k".into(),
@@ -141,7 +154,8 @@ mod tests {
             agent_version: "0".into(),
             platform: "linux".into(),
             hostname: "h".into(),
-        })
+            instance: None,
+        }))
     }
 
     #[test]
@@ -169,12 +183,20 @@ mod tests {
     }
 
     #[test]
+    fn the_other_hosts_name_reaches_the_message_escaped() {
+        let refused = Rejection::machine_key_copied("evil\nERROR - forged\x1b[31m");
+        assert!(!refused.message.contains(['\n', '\x1b']), "{}", refused.message);
+        assert!(refused.message.contains("machine.key") && refused.message.contains("copied"));
+    }
+
+    #[test]
     fn only_a_gateway_side_failure_is_retried() {
         for r in [
             Rejection::bad_signature(),
             Rejection::invalid_key(),
             Rejection::endpoint_deleted(),
             Rejection::token_already_registered("Token already registered"),
+            Rejection::machine_key_copied("other-host"),
         ] {
             assert!(!r.is_retryable(), "{r:?}");
         }

@@ -1,5 +1,5 @@
-//! Endpoint handlers: add, list, show, edit, delete, the key ("Copy Endpoint Key", rotate) and
-//! access (scan access, support-engineer access).
+//! Endpoint handlers: add, list, show, edit, delete, the key ("Copy Endpoint Key", rotate), its
+//! machine binding (unbind) and access (scan access, support-engineer access).
 //!
 //! Adding, renaming and deleting touch two aggregates, the gateway's roster of names and the
 //! endpoint itself: `ism_actors::roster` does it in the right order and undoes half-done work.
@@ -178,6 +178,23 @@ pub(super) async fn rotate_key(
     state.caught_up(rotated.position()).await?;
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "endpoint": e.id, "key_generation": generation, "key": key })))
+}
+
+/// Releases the key's binding to its machine, so that another machine can take the endpoint over
+/// (the old one was replaced, or reinstalled without its identity): the next machine that
+/// presents the key binds it. The bound machine's session ends on every node, as with a rotated
+/// key; an agent still running there binds the key again when it reconnects, so stop it first.
+/// Nothing is recorded for an endpoint bound to no machine.
+pub(super) async fn unbind(
+    state: State,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.may_manage()?;
+    let e = endpoint_or_404(&state, &id)?;
+    let unbound = state.endpoints.execute(e.id, EndpointCommand::Unbind, caller.cause()).await?;
+    state.caught_up(unbound.position()).await?;
+    shown(&state, e.id)
 }
 
 /// `"off"`, `"indefinite"`, or a number of days (1 to 30).

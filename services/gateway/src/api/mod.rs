@@ -117,6 +117,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 [(Method::PUT, web::to(endpoints::set_access))],
             ))
             .service(resource(
+                "/endpoints/{id}/unbind",
+                [(Method::POST, web::to(endpoints::unbind))],
+            ))
+            .service(resource(
                 "/users",
                 [(Method::GET, web::to(users::list)), (Method::POST, web::to(users::create))],
             ))
@@ -230,9 +234,9 @@ impl HttpStatus for GatewayError {
 impl HttpStatus for EndpointError {
     fn status(&self) -> StatusCode {
         match self {
-            EndpointError::AlreadyExists(_) | EndpointError::KeyGeneration { .. } => {
-                StatusCode::CONFLICT
-            }
+            EndpointError::AlreadyExists(_)
+            | EndpointError::KeyGeneration { .. }
+            | EndpointError::TokenAlreadyRegistered => StatusCode::CONFLICT,
             EndpointError::NotFound(_) => StatusCode::NOT_FOUND,
             EndpointError::Invalid(_) | EndpointError::SupportWindow(_) => StatusCode::BAD_REQUEST,
             EndpointError::InvalidKey => StatusCode::UNAUTHORIZED,

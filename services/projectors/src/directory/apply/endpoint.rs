@@ -54,6 +54,16 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &EndpointEvent) -> TxResult
                 e.last_refusal = Some(format!("{reason} (from host {hostname})"))
             })?
         }
+        EndpointEvent::EndpointRegistrationRefusalsRepeated(r) => {
+            let host = r.hostnames.first().map_or("unknown", String::as_str);
+            update(tx.endpoints, key, |e: &mut EndpointView| {
+                e.last_refusal =
+                    Some(format!("{} (from host {host}, {} more times)", r.reason, r.count))
+            })?
+        }
+        EndpointEvent::EndpointUnbound { .. } => {
+            update(tx.endpoints, key, |e: &mut EndpointView| e.machine = None)?
+        }
         EndpointEvent::EndpointEdited { name, description } => {
             if let Some(mut e) = get::<EndpointView>(tx.endpoints, key)? {
                 tx.endpoint_names.remove(name_key(e.gateway, &e.name))?;
