@@ -1,0 +1,98 @@
+//! Which nodes are alive: a node is lost when its heartbeat counter has not advanced for a lease,
+//! measured on the observer's own clock (passed in), so no two nodes' clocks need to agree.
+
+use crate::coordination::NodeAnnouncement;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Seen {
+    beat: u64,
+    /// When this observer first saw `beat`.
+    since: Instant,
+}
+
+/// One observer's view of the nodes' heartbeats.
+#[derive(Debug)]
+pub struct Liveness {
+    lease: Duration,
+    seen: HashMap<String, Seen>,
+}
+
+impl Liveness {
+    /// A node whose counter stays put for `lease` is lost.
+    pub fn new(lease: Duration) -> Self {
+        Self { lease, seen: HashMap::new() }
+    }
+
+    /// Takes in the announcements read at `now`. Nodes that no longer announce themselves (they
+    /// withdrew, or their record expired) are forgotten.
+    pub fn observe(&mut self, announced: &[NodeAnnouncement], now: Instant) {
+        self.seen.retain(|node, _| announced.iter().any(|a| &a.node == node));
+        for a in announced {
+            match self.seen.get_mut(&a.node) {
+                Some(s) if s.beat == a.beat => {}
+                Some(s) => *s = Seen { beat: a.beat, since: now },
+                None => {
+                    self.seen.insert(a.node.clone(), Seen { beat: a.beat, since: now });
+                }
+            }
+        }
+    }
+
+    /// Whether `node` counts as alive at `now` (a node never seen does not).
+    pub fn is_alive(&self, node: &str, now: Instant) -> bool {
+        self.seen.get(node).is_some_and(|s| now.saturating_duration_since(s.since) < self.lease)
+    }
+
+    /// The nodes announced but lost at `now`, sorted.
+    pub fn lost(&self, now: Instant) -> Vec<String> {
+        let mut lost: Vec<String> =
+            self.seen.keys().filter(|n| !self.is_alive(n, now)).cloned().collect();
+        lost.sort();
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordination::NodeRole;
+
+    fn beat(node: &str, beat: u64) -> NodeAnnouncement {
+        NodeAnnouncement {
+            node: node.into(),
+            relay: "127.0.0.1:1".parse().unwrap(),
+            role: NodeRole::Serving,
+            beat,
+        }
+    }
+
+    #[test]
+    fn a_node_is_lost_when_its_counter_stays_put_for_a_lease() {
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(3 * s);
+        l.observe(&[beat("a", 1), beat("b", 7)], t0);
+        l.observe(&[beat("a", 2), beat("b", 7)], t0 + 2 * s);
+        assert!(l.is_alive("a", t0 + 4 * s) && l.is_alive("b", t0 + 2 * s));
+        assert_eq!(l.lost(t0 + 3 * s), vec!["b".to_string()], "b stayed at 7 for 3 s");
+        assert!(l.lost(t0 + 5 * s - Duration::from_millis(1)).len() == 1, "a beat at 2 s");
+        assert_eq!(l.lost(t0 + 5 * s), vec!["a".to_string(), "b".to_string()]);
+        // A beat brings it back.
+        l.observe(&[beat("a", 3), beat("b", 8)], t0 + 6 * s);
+        assert!(l.lost(t0 + 6 * s).is_empty());
+    }
+
+    #[test]
+    fn clocks_need_not_agree_and_withdrawn_nodes_are_forgotten() {
+        let t0 = Instant::now();
+        let mut l = Liveness::new(Duration::from_secs(3));
+        // The counter is the node's own: any value, observed on this node's clock.
+        l.observe(&[beat("a", 1_000_000)], t0);
+        assert!(l.is_alive("a", t0));
+        assert!(!l.is_alive("never-seen", t0));
+        l.observe(&[], t0 + Duration::from_secs(1));
+        assert!(l.lost(t0 + Duration::from_secs(10)).is_empty(), "a withdrew: not lost, gone");
+    }
+}

@@ -1,0 +1,193 @@
+//! Coordination in NATS KV, on the JetStream that holds the event log: bucket `ism-nodes` (one
+//! key per node: its latest heartbeat) and bucket `ism-owners` (one key per connected endpoint:
+//! the session that holds it). Claims and releases are compare-and-swap on the key's revision,
+//! so of two nodes racing for an endpoint exactly one write wins and the other re-reads.
+
+use crate::coordination::{
+    Claimed, CoordError, Coordination, NodeAnnouncement, Owner, OwnerChange, OwnerFeed,
+};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const NODES_BUCKET: &str = "ism-nodes";
+pub const OWNERS_BUCKET: &str = "ism-owners";
+/// Attempts at a claim before giving up on a contended endpoint.
+const ATTEMPTS: usize = 8;
+
+pub struct NatsCoordination {
+    nodes: Store,
+    owners: Store,
+    url: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> CoordError {
+    CoordError::Unavailable(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, CoordError> {
+    serde_json::from_slice(value).map_err(|e| CoordError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+impl NatsCoordination {
+    /// Connects to NATS at `url` and creates the buckets (with `replicas` copies) if they do not
+    /// exist. Node records expire after `record_ttl` without a heartbeat, so a node that died is
+    /// forgotten eventually even if nobody withdraws it.
+    pub async fn connect(
+        url: &str,
+        replicas: usize,
+        record_ttl: Duration,
+    ) -> Result<Self, CoordError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("ism-cluster")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        let js = async_nats::jetstream::new(client);
+        let bucket = |name: &str, description: &str, max_age: Duration| kv::Config {
+            bucket: name.into(),
+            description: description.into(),
+            history: 1,
+            max_age,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let nodes = js
+            .create_or_update_key_value(bucket(
+                NODES_BUCKET,
+                "gateway nodes: latest heartbeat of each",
+                record_ttl,
+            ))
+            .await
+            .map_err(unavailable)?;
+        let owners = js
+            .create_or_update_key_value(bucket(
+                OWNERS_BUCKET,
+                "connected endpoints: the node and session holding each",
+                Duration::ZERO,
+            ))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { nodes, owners, url: url.to_string() })
+    }
+}
+
+fn key(endpoint: Uuid) -> String {
+    endpoint.simple().to_string()
+}
+
+#[async_trait::async_trait]
+impl Coordination for NatsCoordination {
+    async fn announce(&self, node: &NodeAnnouncement) -> Result<(), CoordError> {
+        self.nodes.put(&node.node, encode(node)).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn withdraw(&self, node: &str) -> Result<(), CoordError> {
+        self.nodes.delete(node).await.map_err(unavailable)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeAnnouncement>, CoordError> {
+        let keys: Vec<String> = self
+            .nodes
+            .keys()
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        let mut nodes = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(value) = self.nodes.get(k).await.map_err(unavailable)? {
+                nodes.push(decode(&value)?);
+            }
+        }
+        Ok(nodes)
+    }
+
+    async fn claim(&self, endpoint: Uuid, owner: &Owner) -> Result<Claimed, CoordError> {
+        let (k, value) = (key(endpoint), encode(owner));
+        for _ in 0..ATTEMPTS {
+            let current = self.owners.entry(&k).await.map_err(unavailable)?;
+            match current.filter(|e| e.operation == Operation::Put) {
+                None => match self.owners.create(&k, value.clone()).await {
+                    Ok(_) => return Ok(Claimed { previous: None }),
+                    Err(e) if e.kind() == CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(unavailable(e)),
+                },
+                Some(entry) => {
+                    let previous = decode::<Owner>(&entry.value)?;
+                    match self.owners.update(&k, value.clone(), entry.revision).await {
+                        Ok(_) => return Ok(Claimed { previous: Some(previous) }),
+                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+        }
+        Err(CoordError::Contended(endpoint))
+    }
+
+    async fn release(&self, endpoint: Uuid, tunnel: Uuid) -> Result<bool, CoordError> {
+        let k = key(endpoint);
+        let Some(entry) = self.owners.entry(&k).await.map_err(unavailable)? else {
+            return Ok(false);
+        };
+        if entry.operation != Operation::Put || decode::<Owner>(&entry.value)?.tunnel != tunnel {
+            return Ok(false);
+        }
+        // Only if nobody claimed it since we read it.
+        Ok(self.owners.delete_expect_revision(&k, Some(entry.revision)).await.is_ok())
+    }
+
+    async fn owner(&self, endpoint: Uuid) -> Result<Option<Owner>, CoordError> {
+        match self.owners.entry(key(endpoint)).await.map_err(unavailable)? {
+            Some(e) if e.operation == Operation::Put => Ok(Some(decode(&e.value)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn owners(&self) -> Result<Vec<(Uuid, Owner)>, CoordError> {
+        let keys: Vec<String> = match self.owners.keys().await {
+            Ok(keys) => keys.try_collect().await.map_err(unavailable)?,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut owners = Vec::with_capacity(keys.len());
+        for k in keys {
+            let Ok(endpoint) = Uuid::try_parse(&k) else { continue };
+            if let Some(owner) = self.owner(endpoint).await? {
+                owners.push((endpoint, owner));
+            }
+        }
+        Ok(owners)
+    }
+
+    async fn watch_owners(&self) -> Result<OwnerFeed, CoordError> {
+        // The last value of every key first, then each change.
+        let watch = self.owners.watch_with_history(">").await.map_err(unavailable)?;
+        Ok(watch
+            .map(|entry| {
+                let entry = entry.map_err(unavailable)?;
+                let endpoint = Uuid::try_parse(&entry.key)
+                    .map_err(|e| CoordError::Corrupt(format!("owner key {:?}: {e}", entry.key)))?;
+                let owner = match entry.operation {
+                    Operation::Put => Some(decode(&entry.value)?),
+                    Operation::Delete | Operation::Purge => None,
+                };
+                Ok(OwnerChange { endpoint, owner })
+            })
+            .boxed())
+    }
+
+    fn describe(&self) -> String {
+        format!("NATS KV at {}", self.url)
+    }
+}

@@ -1,0 +1,39 @@
+//! The one coordination conformance suite (membership and endpoint ownership), run against both
+//! backends: in process (a single node) and NATS KV on a real `nats-server` started for the test.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+use ism_cluster::conformance;
+use ism_cluster::in_process::InProcess;
+use ism_cluster::nats::NatsCoordination;
+use ism_tests::nats::NatsServer;
+use std::time::Duration;
+
+async fn in_process(check: &str) {
+    conformance::run(check, &InProcess::default()).await;
+}
+
+async fn nats_kv(check: &str) {
+    let server = NatsServer::start();
+    let c = NatsCoordination::connect(server.url(), 1, Duration::from_secs(30)).await.unwrap();
+    conformance::run(check, &c).await;
+}
+
+macro_rules! both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod in_process_coordination { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $check() { super::in_process(stringify!($check)).await } )* }
+        mod nats_coordination { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $check() { super::nats_kv(stringify!($check)).await } )* }
+        #[test]
+        fn every_conformance_check_is_run() {
+            let listed: Vec<&str> = vec![$(stringify!($check)),*];
+            assert_eq!(listed, conformance::CHECKS);
+        }
+    };
+}
+
+both_backends!(
+    nodes_announce_and_withdraw,
+    the_newest_claim_wins_and_names_what_it_replaced,
+    a_release_lets_go_only_of_the_releasers_own_claim,
+    racing_claims_leave_exactly_one_owner,
+    owner_changes_are_watched,
+);
