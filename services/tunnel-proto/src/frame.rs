@@ -201,6 +201,14 @@ pub enum Frame {
         target: TargetAddr,
         window: u32,
     },
+    /// Between gateway nodes only: open a stream to `target` through the endpoint the acceptor
+    /// holds, for `relay`'s scanner (the one-hop relay of a cluster). Answered like `Open`.
+    RelayOpen {
+        stream: StreamId,
+        target: TargetAddr,
+        window: u32,
+        relay: Box<Relay>,
+    },
     /// Acceptor -> opener: connected; `window` is the acceptor's receive window.
     OpenOk {
         stream: StreamId,
@@ -239,6 +247,20 @@ pub enum Frame {
     Pong {
         nonce: u64,
     },
+    /// Gateway -> endpoint: this node is draining; open a session to another node, then this one
+    /// closes (make before break). Streams already running finish first.
+    Move {
+        reason: String,
+    },
+}
+
+/// Whom a stream relayed between gateway nodes is for: the endpoint whose network the target is
+/// in, the scanner, and the node the scanner came to (for the owner node's records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    pub endpoint: [u8; 16],
+    pub scanner: String,
+    pub ingress_node: String,
 }
 
 /// What an endpoint opens a session for.
@@ -299,6 +321,8 @@ mod tag {
     pub const RESET: u8 = 0x07;
     pub const PING: u8 = 0x08;
     pub const PONG: u8 = 0x09;
+    pub const RELAY_OPEN: u8 = 0x0a;
+    pub const MOVE: u8 = 0x14;
 }
 
 /// Why bytes could not be decoded into a frame.
@@ -329,6 +353,7 @@ impl Frame {
     pub fn stream(&self) -> Option<StreamId> {
         match self {
             Frame::Open { stream, .. }
+            | Frame::RelayOpen { stream, .. }
             | Frame::OpenOk { stream, .. }
             | Frame::OpenFailed { stream, .. }
             | Frame::Data { stream, .. }
@@ -373,6 +398,8 @@ impl Frame {
             Frame::Welcome { .. } => (tag::WELCOME, 0),
             Frame::Rejected { .. } => (tag::REJECTED, 0),
             Frame::Open { stream, .. } => (tag::OPEN, stream.0),
+            Frame::RelayOpen { stream, .. } => (tag::RELAY_OPEN, stream.0),
+            Frame::Move { .. } => (tag::MOVE, 0),
             Frame::OpenOk { stream, .. } => (tag::OPEN_OK, stream.0),
             Frame::OpenFailed { stream, .. } => (tag::OPEN_FAILED, stream.0),
             Frame::Data { stream, .. } => (tag::DATA, stream.0),
@@ -416,6 +443,14 @@ impl Frame {
                 put_target(out, target);
                 out.put_u32(*window);
             }
+            Frame::RelayOpen { target, window, relay, .. } => {
+                put_target(out, target);
+                out.put_u32(*window);
+                out.put_slice(&relay.endpoint);
+                put_str(out, &relay.scanner);
+                put_str(out, &relay.ingress_node);
+            }
+            Frame::Move { reason } => put_str(out, reason),
             Frame::OpenOk { window, .. } => out.put_u32(*window),
             Frame::OpenFailed { reason, message, .. } => {
                 out.put_u8(*reason as u8);
@@ -436,12 +471,19 @@ impl Frame {
         let raw_stream = buf.get_u32();
         let session_level = matches!(
             tag,
-            tag::CHALLENGE | tag::HELLO | tag::WELCOME | tag::REJECTED | tag::PING | tag::PONG
+            tag::CHALLENGE
+                | tag::HELLO
+                | tag::WELCOME
+                | tag::REJECTED
+                | tag::PING
+                | tag::PONG
+                | tag::MOVE
         );
         let known = session_level
             || matches!(
                 tag,
                 tag::OPEN
+                    | tag::RELAY_OPEN
                     | tag::OPEN_OK
                     | tag::OPEN_FAILED
                     | tag::DATA
@@ -486,6 +528,16 @@ impl Frame {
             tag::OPEN => {
                 Frame::Open { stream, target: get_target(&mut buf)?, window: get_u32(&mut buf)? }
             }
+            tag::RELAY_OPEN => Frame::RelayOpen {
+                stream,
+                target: get_target(&mut buf)?,
+                window: get_u32(&mut buf)?,
+                relay: Box::new(Relay {
+                    endpoint: get_array::<16>(&mut buf)?,
+                    scanner: get_str(&mut buf)?,
+                    ingress_node: get_str(&mut buf)?,
+                }),
+            },
             tag::OPEN_OK => Frame::OpenOk { stream, window: get_u32(&mut buf)? },
             tag::OPEN_FAILED => Frame::OpenFailed {
                 stream,
@@ -504,6 +556,7 @@ impl Frame {
             tag::RESET => Frame::Reset { stream, reason: ResetReason::from_u8(get_u8(&mut buf)?)? },
             tag::PING => Frame::Ping { nonce: get_u64(&mut buf)? },
             tag::PONG => Frame::Pong { nonce: get_u64(&mut buf)? },
+            tag::MOVE => Frame::Move { reason: get_str(&mut buf)? },
             _ => unreachable!("tag checked above"),
         };
         if !buf.is_empty() {
@@ -658,6 +711,17 @@ mod tests {
             code: RejectCode::TokenAlreadyRegistered,
             message: "Token already registered".into(),
         });
+        roundtrip(Frame::RelayOpen {
+            stream: StreamId(9),
+            target: TargetAddr::Domain("intranet.local".into(), 443),
+            window: 1 << 16,
+            relay: Box::new(Relay {
+                endpoint: [7; 16],
+                scanner: "credential:abc".into(),
+                ingress_node: "node-b".into(),
+            }),
+        });
+        roundtrip(Frame::Move { reason: "node-a is draining".into() });
         roundtrip(Frame::Open {
             stream: StreamId(1),
             target: TargetAddr::Domain("intranet.local".into(), 443),

@@ -23,7 +23,8 @@ pub mod table;
 pub mod window;
 
 pub use frame::{
-    DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, ResetReason, StreamId, TargetAddr,
+    DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, Relay, ResetReason, StreamId,
+    TargetAddr,
     DIAGNOSTIC_ECHO_HOST, HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 pub use session::{Due, GivenUp, SessionEnd, SessionState, Timing};

@@ -8,7 +8,7 @@
 //! ([`handle_timeout`](SessionState::handle_timeout)). Nothing here reads a clock or sleeps, so
 //! "a silent peer is declared dead after 7 s" is a test that moves `now`, not one that waits.
 
-use crate::frame::{Frame, StreamId, TargetAddr};
+use crate::frame::{Frame, Relay, StreamId, TargetAddr};
 use crate::table::{Action, OpenError, Role, StreamTable};
 use std::collections::VecDeque;
 use std::fmt;
@@ -122,10 +122,11 @@ impl<H> SessionState<H> {
     pub fn open(
         &mut self,
         target: TargetAddr,
+        relay: Option<Relay>,
         make: impl FnOnce(StreamId) -> H,
         now: Instant,
     ) -> Result<(StreamId, Frame), OpenError> {
-        let (stream, frame) = self.table.open(target, make)?;
+        let (stream, frame) = self.table.open(target, relay, make)?;
         self.open_deadlines.push_back((now + self.timing.open_timeout, stream));
         Ok((stream, frame))
     }
@@ -142,6 +143,7 @@ impl<H> SessionState<H> {
         match frame {
             Frame::Ping { nonce } => Ok(Action::Reply(Frame::Pong { nonce })),
             Frame::Pong { .. } => Ok(Action::None),
+            Frame::Move { reason } => Ok(Action::MoveRequested { reason }),
             Frame::Challenge { .. }
             | Frame::Hello(_)
             | Frame::Welcome { .. }
@@ -261,8 +263,8 @@ mod tests {
     fn an_unanswered_open_is_given_up_at_its_deadline_with_its_handle() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let (late, _) = s.open(target(), |_| "late", t0).unwrap();
-        let (answered, _) = s.open(target(), |_| "answered", t0 + S).unwrap();
+        let (late, _) = s.open(target(), None, |_| "late", t0).unwrap();
+        let (answered, _) = s.open(target(), None, |_| "answered", t0 + S).unwrap();
         s.handle_frame(Frame::OpenOk { stream: answered, window: 10 }, t0 + 2 * S).unwrap();
         // Keep the peer alive meanwhile.
         s.heard(t0 + 18 * S);
@@ -281,8 +283,8 @@ mod tests {
     fn an_open_whose_opener_left_is_given_up_at_the_next_ping() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let (left, _) = s.open(target(), |_| "gone", t0).unwrap();
-        let (waiting, _) = s.open(target(), |_| "waiting", t0).unwrap();
+        let (left, _) = s.open(target(), None, |_| "gone", t0).unwrap();
+        let (waiting, _) = s.open(target(), None, |_| "waiting", t0).unwrap();
         let due = s.handle_timeout(t0 + 2 * S, |h| *h == "gone").unwrap();
         assert_eq!(
             due.given_up,
@@ -295,7 +297,7 @@ mod tests {
     fn a_refused_open_returns_its_handle_to_the_driver() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let (stream, _) = s.open(target(), |_| "opener", t0).unwrap();
+        let (stream, _) = s.open(target(), None, |_| "opener", t0).unwrap();
         let refused =
             Frame::OpenFailed { stream, reason: OpenFailure::NotAllowed, message: "no".into() };
         assert_eq!(

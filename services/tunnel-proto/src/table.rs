@@ -6,7 +6,7 @@
 //! returns. Every way a peer can misbehave on a stream (data beyond credit, data after its `Fin`,
 //! an `Open` for an id it may not use) is decided here, so it is tested here without sockets.
 
-use crate::frame::{Frame, OpenFailure, ResetReason, StreamId, TargetAddr};
+use crate::frame::{Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr};
 use crate::window::RecvWindow;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -56,9 +56,10 @@ struct Entry<H> {
 pub enum Action<H> {
     /// Nothing (e.g. a late frame for a stream that is already gone).
     None,
-    /// The peer asks us to connect to `target`; `send_window` is our initial send credit. The
-    /// driver [`attach`](StreamTable::attach)es its handle to the new stream.
-    Accept { stream: StreamId, target: TargetAddr, send_window: u32 },
+    /// The peer asks us to connect to `target` (for `relay`'s scanner, between gateway nodes);
+    /// `send_window` is our initial send credit. The driver [`attach`](StreamTable::attach)es its
+    /// handle to the new stream.
+    Accept { stream: StreamId, target: TargetAddr, send_window: u32, relay: Option<Box<Relay>> },
     /// Our `Open` succeeded; `send_window` is our initial send credit.
     Opened { stream: StreamId, send_window: u32 },
     /// Our `Open` failed.
@@ -77,6 +78,8 @@ pub enum Action<H> {
     Refuse { reply: Frame, local_reset: Option<LocalReset<H>> },
     /// Send `reply` to the peer; nothing changes locally (a `Pong` for a `Ping`).
     Reply(Frame),
+    /// The peer (a draining gateway node) asks this side to move to another node.
+    MoveRequested { reason: String },
 }
 
 /// A stream the table tore down, with the reason its local application is given.
@@ -156,6 +159,7 @@ impl<H> StreamTable<H> {
     pub fn open(
         &mut self,
         target: TargetAddr,
+        relay: Option<Relay>,
         make: impl FnOnce(StreamId) -> H,
     ) -> Result<(StreamId, Frame), OpenError> {
         if self.streams.len() >= self.max_streams {
@@ -165,7 +169,12 @@ impl<H> StreamTable<H> {
         self.next_id = self.next_id.checked_add(2).ok_or(OpenError::IdsExhausted)?;
         let handle = Some(make(id));
         self.streams.insert(id, Entry::new(Phase::Opening, self.recv_window, handle));
-        Ok((id, Frame::Open { stream: id, target, window: self.recv_window }))
+        let window = self.recv_window;
+        let frame = match relay {
+            None => Frame::Open { stream: id, target, window },
+            Some(relay) => Frame::RelayOpen { stream: id, target, window, relay: Box::new(relay) },
+        };
+        Ok((id, frame))
     }
 
     /// Gives a stream the peer opened its handle (after [`Action::Accept`]).
@@ -263,26 +272,9 @@ impl<H> StreamTable<H> {
             return Err(SessionViolation::NotAStreamFrame);
         };
         match frame {
-            Frame::Open { target, window, .. } => {
-                if self.role.owns(stream) {
-                    return Err(SessionViolation::ForeignStreamId(stream));
-                }
-                if stream.0 <= self.peer_high {
-                    return Err(SessionViolation::DuplicateStream(stream));
-                }
-                self.peer_high = stream.0;
-                if self.streams.len() >= self.max_streams {
-                    return Ok(Action::Refuse {
-                        reply: Frame::OpenFailed {
-                            stream,
-                            reason: OpenFailure::Busy,
-                            message: format!("stream limit of {} reached", self.max_streams),
-                        },
-                        local_reset: None,
-                    });
-                }
-                self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window, None));
-                Ok(Action::Accept { stream, target, send_window: window })
+            Frame::Open { target, window, .. } => self.on_open(stream, target, window, None),
+            Frame::RelayOpen { target, window, relay, .. } => {
+                self.on_open(stream, target, window, Some(relay))
             }
             Frame::OpenOk { window, .. } => match self.streams.get_mut(&stream) {
                 Some(e) if e.phase == Phase::Opening => {
@@ -344,6 +336,35 @@ impl<H> StreamTable<H> {
         }
     }
 
+    /// The peer opens `stream`: a new stream to accept, or a refusal at the stream limit.
+    fn on_open(
+        &mut self,
+        stream: StreamId,
+        target: TargetAddr,
+        window: u32,
+        relay: Option<Box<Relay>>,
+    ) -> Result<Action<H>, SessionViolation> {
+        if self.role.owns(stream) {
+            return Err(SessionViolation::ForeignStreamId(stream));
+        }
+        if stream.0 <= self.peer_high {
+            return Err(SessionViolation::DuplicateStream(stream));
+        }
+        self.peer_high = stream.0;
+        if self.streams.len() >= self.max_streams {
+            return Ok(Action::Refuse {
+                reply: Frame::OpenFailed {
+                    stream,
+                    reason: OpenFailure::Busy,
+                    message: format!("stream limit of {} reached", self.max_streams),
+                },
+                local_reset: None,
+            });
+        }
+        self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window, None));
+        Ok(Action::Accept { stream, target, send_window: window, relay })
+    }
+
     fn violation(&mut self, stream: StreamId) -> Action<H> {
         let reason = ResetReason::ProtocolViolation;
         let handle = self.remove(stream);
@@ -385,11 +406,11 @@ mod tests {
     fn open_accept_data_fin_lifecycle() {
         let mut gw = StreamTable::<()>::new(Role::Gateway, 100, 10);
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 100, 10);
-        let (id, open) = gw.open(target(), |_| ()).unwrap();
+        let (id, open) = gw.open(target(), None, |_| ()).unwrap();
         assert_eq!(id, StreamId(1));
         assert_eq!(
             ep.on_frame(open).unwrap(),
-            Action::Accept { stream: id, target: target(), send_window: 100 }
+            Action::Accept { stream: id, target: target(), send_window: 100, relay: None }
         );
         ep.attach(id, ());
         let ok = ep.accepted(id).unwrap();
@@ -413,7 +434,7 @@ mod tests {
         let mut gw = StreamTable::<()>::new(Role::Gateway, 400, 10);
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 400, 10);
         fn open(gw: &mut StreamTable<()>, ep: &mut StreamTable<()>) -> StreamId {
-            let (id, open) = gw.open(target(), |_| ()).unwrap();
+            let (id, open) = gw.open(target(), None, |_| ()).unwrap();
             ep.on_frame(open).unwrap();
             ep.accepted(id).unwrap();
             id
@@ -474,8 +495,8 @@ mod tests {
     #[test]
     fn opening_streams_are_listed() {
         let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 10);
-        let (a, _) = gw.open(target(), |_| ()).unwrap();
-        let (b, _) = gw.open(target(), |_| ()).unwrap();
+        let (a, _) = gw.open(target(), None, |_| ()).unwrap();
+        let (b, _) = gw.open(target(), None, |_| ()).unwrap();
         gw.on_frame(Frame::OpenOk { stream: a, window: 1 }).unwrap();
         assert_eq!(gw.opening(), vec![b]);
     }
@@ -525,8 +546,8 @@ mod tests {
             Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }
         ));
         let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 1);
-        gw.open(target(), |_| ()).unwrap();
-        assert_eq!(gw.open(target(), |_| ()), Err(OpenError::LimitReached(1)));
+        gw.open(target(), None, |_| ()).unwrap();
+        assert_eq!(gw.open(target(), None, |_| ()), Err(OpenError::LimitReached(1)));
     }
 
     #[test]
@@ -595,7 +616,7 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Peer(f) => { let _ = t.on_frame(f); }
-                    Step::Open => { let _ = t.open(target(), |_| ()); }
+                    Step::Open => { let _ = t.open(target(), None, |_| ()); }
                     Step::Accept(s) => { let _ = t.accepted(StreamId(s)); }
                     Step::Consume(s, n) => { let _ = t.consumed(StreamId(s), n); }
                     Step::LocalFin(s) => { t.local_finished(StreamId(s)); }

@@ -26,8 +26,8 @@ use crate::stream::{IncomingStream, TunnelStream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ism_tunnel_proto::{
-    Action, Frame, GivenUp, LocalReset, OpenFailure, ResetReason, Role, SessionState, StreamId,
-    TargetAddr, Timing,
+    Action, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role, SessionState,
+    StreamId, TargetAddr, Timing,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,13 +57,17 @@ impl Default for SessionConfig {
 /// A session handle's request to open a stream towards the peer.
 struct OpenRequest {
     target: TargetAddr,
+    relay: Option<Relay>,
     reply: oneshot::Sender<Result<TunnelStream, OpenStreamError>>,
 }
 
 struct Shared {
     opens: mpsc::UnboundedSender<OpenRequest>,
+    /// Set when the peer (a draining gateway node) asks this side to move.
+    move_requested: watch::Sender<Option<String>>,
     closed: watch::Sender<Option<CloseReason>>,
     open_streams: Arc<AtomicUsize>,
+    outbox: Arc<Outbox>,
 }
 
 /// Handle to a running session. Cheap to clone; the session lives until it is closed or its
@@ -134,10 +138,13 @@ impl Session {
         // The writer holds the WebSocket from here on until it has sent the greeting.
         let (outbox, first) = Outbox::new(sink, closed_tx.clone());
         let lanes = Lanes { control: control_tx, outbox: outbox.clone() };
+        let (move_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
+            move_requested: move_tx.clone(),
             opens: opens_tx,
             closed: closed_tx,
             open_streams: open_streams.clone(),
+            outbox: outbox.clone(),
         });
         let session = Session { shared };
 
@@ -154,6 +161,7 @@ impl Session {
             ),
             open_timeout: config.timing.open_timeout,
             lanes,
+            move_requested: move_tx,
             incoming: incoming_tx,
             open_streams,
             closer: session.clone_closer(),
@@ -171,10 +179,28 @@ impl Session {
     /// ([`OpenStreamError::TimedOut`]). An opener that stops waiting (its future dropped) has its
     /// open reset when the answer comes, or at the next ping.
     pub async fn open_stream(&self, target: TargetAddr) -> Result<TunnelStream, OpenStreamError> {
+        self.open(target, None).await
+    }
+
+    /// Opens a stream to `target` through the endpoint the peer (another gateway node) holds,
+    /// for `relay`'s scanner: the one-hop relay of a cluster.
+    pub async fn open_relayed(
+        &self,
+        target: TargetAddr,
+        relay: Relay,
+    ) -> Result<TunnelStream, OpenStreamError> {
+        self.open(target, Some(relay)).await
+    }
+
+    async fn open(
+        &self,
+        target: TargetAddr,
+        relay: Option<Relay>,
+    ) -> Result<TunnelStream, OpenStreamError> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .opens
-            .send(OpenRequest { target, reply })
+            .send(OpenRequest { target, relay, reply })
             .map_err(|_| OpenStreamError::SessionClosed)?;
         rx.await.unwrap_or(Err(OpenStreamError::SessionClosed))
     }
@@ -195,6 +221,25 @@ impl Session {
                 return CloseReason::Local("session dropped".into());
             }
         }
+    }
+
+    /// Waits until the peer asks this side to move to another node (it is draining); says why.
+    pub async fn move_requested(&self) -> String {
+        let mut rx = self.shared.move_requested.subscribe();
+        let reason = rx.wait_for(Option::is_some).await.map(|r| r.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            // The session is gone, and with it the request: nothing to wait for.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Asks the peer (an endpoint) to move to another node: this node is draining.
+    pub fn request_move(&self, reason: impl Into<String>) -> Result<(), OpenStreamError> {
+        self.shared
+            .outbox
+            .send_prio(&Frame::Move { reason: reason.into() })
+            .map_err(|_| OpenStreamError::SessionClosed)
     }
 
     /// Whether the session has ended.
@@ -269,6 +314,7 @@ struct Driver {
     state: SessionState<Local>,
     open_timeout: std::time::Duration,
     lanes: Lanes,
+    move_requested: watch::Sender<Option<String>>,
     incoming: mpsc::UnboundedSender<IncomingStream>,
     open_streams: Arc<AtomicUsize>,
     closer: Closer,
@@ -354,9 +400,12 @@ impl Driver {
         match action {
             Action::None => {}
             Action::Reply(frame) => self.send_prio(frame)?,
-            Action::Accept { stream, target, send_window } => {
+            Action::MoveRequested { reason } => {
+                self.move_requested.send_replace(Some(reason));
+            }
+            Action::Accept { stream, target, send_window, relay } => {
                 let (local, parts) = Local::new(&self.lanes, stream, send_window);
-                match self.incoming.send(IncomingStream::new(parts, target)) {
+                match self.incoming.send(IncomingStream::new(parts, target, relay.map(|r| *r))) {
                     Ok(()) => table.attach(stream, local),
                     Err(mpsc::error::SendError(mut unwanted)) => {
                         // Nobody accepts streams on this side.
@@ -432,11 +481,15 @@ impl Driver {
         Ok(())
     }
 
-    fn on_open(&mut self, OpenRequest { target, reply }: OpenRequest) -> Result<(), CloseReason> {
+    fn on_open(
+        &mut self,
+        OpenRequest { target, relay, reply }: OpenRequest,
+    ) -> Result<(), CloseReason> {
         let mut reply = Some(reply);
         let lanes = &self.lanes;
         let opened = self.state.open(
             target,
+            relay,
             |stream| {
                 let (mut local, parts) = Local::new(lanes, stream, 0);
                 local.pending_open = reply.take().map(|reply| (reply, parts));

@@ -18,7 +18,7 @@ use crate::lanes::{Control, Lanes};
 use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{
-    Frame, OpenFailure, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN,
+    Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN,
 };
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -495,11 +495,17 @@ impl StreamWriter {
 pub struct IncomingStream {
     parts: Option<TunnelStream>,
     target: TargetAddr,
+    relay: Option<Relay>,
 }
 
 impl IncomingStream {
-    pub(crate) fn new(parts: TunnelStream, target: TargetAddr) -> Self {
-        Self { parts: Some(parts), target }
+    pub(crate) fn new(parts: TunnelStream, target: TargetAddr, relay: Option<Relay>) -> Self {
+        Self { parts: Some(parts), target, relay }
+    }
+
+    /// For a stream relayed between gateway nodes: whom it is for.
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
     }
 
     pub fn target(&self) -> &TargetAddr {
