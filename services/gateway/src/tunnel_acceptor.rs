@@ -12,7 +12,7 @@ use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, v
 use ism_actors::endpoint::{EndpointCommand, EndpointError};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
-use ism_events::{Cause, Event};
+use ism_events::{escaped, Cause, Event};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
@@ -43,7 +43,7 @@ pub async fn serve(
         let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
         async move {
             if let Err(e) = accept(tcp, peer, tls, state, config).await {
-                tracing::info!(%peer, error = %e, "endpoint connection refused");
+                tracing::info!(%peer, error = %escaped(&e), "endpoint connection refused");
             }
         }
     })
@@ -197,12 +197,12 @@ async fn run_session(
                 session: session.clone(),
             });
         });
-    tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
+    tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, %peer, "endpoint connected");
     // A key rotation or deletion that landed while this session was being admitted.
     state.enforcement().reconcile_endpoint(admitted.endpoint);
 
     let reason = session.closed().await;
-    tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");
+    tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, reason = %escaped(&reason), "endpoint disconnected");
     Ok(reason.to_string())
 }
 
@@ -226,7 +226,7 @@ async fn serve_diagnostics(
     )
     .await?;
     let (session, mut incoming) = Session::spawn(ws, Role::Gateway, config);
-    tracing::info!(endpoint = %admitted.name, %peer, "diagnostic session opened");
+    tracing::info!(endpoint = %escaped(&admitted.name), %peer, "diagnostic session opened");
     while let Some(stream) = incoming.next().await {
         if matches!(stream.target(), TargetAddr::Domain(host, _) if host == DIAGNOSTIC_ECHO_HOST) {
             tokio::spawn(async move {
@@ -242,7 +242,7 @@ async fn serve_diagnostics(
         }
     }
     let reason = session.closed().await;
-    tracing::info!(endpoint = %admitted.name, %peer, %reason, "diagnostic session closed");
+    tracing::info!(endpoint = %escaped(&admitted.name), %peer, reason = %escaped(&reason), "diagnostic session closed");
     Ok(())
 }
 
