@@ -26,7 +26,8 @@ pub fn escaped<T: fmt::Display>(value: T) -> Escaped<T> {
     Escaped(value)
 }
 
-/// A value shown escaped; see [`escaped`].
+/// A value shown escaped; see [`escaped`]. Width and fill flags are not applied: pad the
+/// escaped text (`escaped(x).to_string()`) instead.
 #[derive(Debug, Clone, Copy)]
 pub struct Escaped<T>(T);
 

@@ -251,3 +251,42 @@ async fn malformed_or_ambiguous_requests_get_400_and_slow_ones_408() {
     assert_eq!(target.received().len(), 1, "{:?}", target.received());
     agent.stop();
 }
+
+#[actix::test]
+async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    // A target that takes the request and never answers; it says when it has the head.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (heard, has_head) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = silent.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = heard.send(());
+        let _ = s.read_to_end(&mut got).await;
+    });
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
+    let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{port}/slow HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n\r\n",
+        basic("dc1", &p.scanner_secret)
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
+
+    node.api().set_access(&p.endpoint, Some(false), None).await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
+    // A reset, not a clean end: the client cannot take the missing response for an empty one.
+    let err = read.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
+    node.streams_end().await;
+    agent.stop();
+}
