@@ -157,6 +157,23 @@ async fn one_request_per_connection_reaches_the_target_rewritten_and_nothing_aft
         )]
     );
 
+    // A client that closes its side after its request: the target is told (an end, not bytes),
+    // and its end (here without an answer) ends the exchange.
+    let mut s = TcpStream::connect(&proxy).await.unwrap();
+    let quiet = format!(
+        "GET http://127.0.0.1:{fport}/quiet HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+    );
+    s.write_all(quiet.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, s.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert!(got.is_empty(), "{got:?}");
+    let received = form.received_from(2).await;
+    assert_eq!(
+        received[1],
+        format!("GET /quiet HTTP/1.1\r\nHost: 127.0.0.1:{fport}\r\nConnection: close\r\n\r\n")
+    );
+
     // CONNECT is unchanged: after the 200 the bytes are the client's own, not parsed.
     let mut s = TcpStream::connect(&proxy).await.unwrap();
     let connect = format!(
@@ -175,15 +192,14 @@ async fn one_request_per_connection_reaches_the_target_rewritten_and_nothing_aft
     drop(s);
 
     node.streams_end().await;
-    for target in [&get, &post, &form] {
+    for (target, requests) in [(&get, 1), (&post, 1), (&form, 2)] {
         let received = target.received();
-        assert_eq!(received.len(), 1, "{received:?}");
-        let got = &received[0];
-        assert!(
-            !got.contains(&auth) && !got.contains("Proxy-") && !got.contains("X-Hop"),
-            "{got:?}"
-        );
-        assert!(!got.contains("/two") && !got.contains("/after-"), "{got:?}");
+        assert_eq!(received.len(), requests, "{received:?}");
+        for got in &received {
+            let hop = got.contains("Proxy-") || got.contains("X-Hop");
+            assert!(!got.contains(&auth) && !hop, "{got:?}");
+            assert!(!got.contains("/two") && !got.contains("/after-"), "{got:?}");
+        }
     }
     agent.stop();
 }

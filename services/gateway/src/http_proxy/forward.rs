@@ -31,7 +31,7 @@ fn socket_error(e: std::io::Error) -> StreamEnd {
 }
 
 /// Runs the exchange over `tcp` and the stream's halves; finishes the stream's side when the
-/// response is complete. Counts what it moves in `moved`.
+/// client has closed or the response is complete. Counts what it moves in `moved`.
 pub async fn exchange(
     tcp: &mut TcpStream,
     Forward { request, mut buffered, mut body }: Forward,
@@ -60,11 +60,13 @@ pub async fn exchange(
                 ));
             }
         }
-        // The body is through. What else the client sends is dropped, until it closes.
+        // The body is through. What else the client sends is dropped, until it closes; then the
+        // origin is told so (an end, not bytes), as a plain TCP relay would, in case it ignored
+        // `Connection: close` and waits.
         loop {
             buffered.clear();
             if from_client.read_buf(&mut buffered).await.map_err(socket_error)? == 0 {
-                return Ok(());
+                return writer.finish().await;
             }
         }
     };
@@ -76,9 +78,9 @@ pub async fn exchange(
         }
         Ok::<(), StreamEnd>(())
     };
+    let mut up_done = false;
     let end = {
         tokio::pin!(up, down);
-        let mut up_done = false;
         loop {
             tokio::select! {
                 r = &mut up, if !up_done => match r {
@@ -91,7 +93,7 @@ pub async fn exchange(
             }
         }
     };
-    if end == StreamEnd::Finished {
+    if end == StreamEnd::Finished && !up_done {
         if let Err(end) = writer.finish().await {
             return end;
         }
