@@ -8,6 +8,7 @@
 //!   backends, both held to `conformance` (behind the `testing` feature);
 //! - [`projection`]: feeding read models from the log, with checkpoints and rebuilds;
 //! - [`clock`]: injectable time;
+//! - [`escape`]: untrusted text shown on one line (logs, audit, error bodies), never obeyed;
 //! - [`support_access`]: the support-engineer access window as a value (one home for its rule).
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod codec;
 pub mod conformance;
 pub mod embedded;
 pub mod envelope;
+pub mod escape;
 pub mod event;
 pub mod jetstream;
 pub mod log;
@@ -25,6 +27,7 @@ pub mod support_access;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, Cause, Envelope, Recorded};
+pub use escape::escaped;
 pub use event::{
     AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, Platform,
     RepeatedRefusals, RepeatedRegistrationRefusals, TunnelEvent, UserEvent, UserRole,

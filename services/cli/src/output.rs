@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use ism_events::escaped;
 use ism_projectors::audit::{format_time, parse_time, AuditEntry, AuditFilter, Timeline};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -11,12 +12,10 @@ use std::collections::VecDeque;
 /// Renders a command's JSON as text.
 pub type Render = fn(&Value) -> String;
 
-/// Text for a terminal: control characters (a forged line break, an escape sequence) are shown
-/// escaped, never obeyed.
+/// Text for a terminal, by the one rule for untrusted text (`ism_events::escape`): a forged line
+/// break or an escape sequence is shown escaped, never obeyed.
 fn shown(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
+    escaped(text).to_string()
 }
 
 /// A string field, or `-` when there is none or it is empty.

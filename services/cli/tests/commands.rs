@@ -1,14 +1,17 @@
 //! The `ism` binary's manners, command by command: text for people unless `--json` is given,
 //! JSON with it; arguments that mean what they say; a reader that stops early (`| head`) is not a
-//! crash.
+//! crash; whatever an event holds, the audit prints it escaped, one line per event.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 mod support;
 
+use ism_events::escape::needs_escape;
+use ism_events::{AggregateId, Cause, Envelope, Event, EventLog, Platform};
 use ism_tests::cluster::{connected, eventually, provision, Backend, TestMachine, TestNode};
 use serde_json::Value;
 use std::process::Stdio;
 use support::Ism;
+use uuid::Uuid;
 
 fn admin(node: &TestNode) -> Ism {
     Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() }
@@ -220,4 +223,119 @@ async fn unbind_releases_the_machine_binding_for_the_next_machine_that_presents_
     assert_ne!(second_machine, first_machine);
     again.stop();
     again.join().await.unwrap();
+}
+
+/// What would print as a line of its own if a field's line break reached the terminal.
+const FORGED: &str =
+    "FORGED 2026-11-23 16:40:01.123Z  #202    EndpointDeleted  deleted endpoint \"dc1\" (by admin)";
+
+/// `ism audit` of a log written before targets and names were checked, whose text fields carry
+/// line breaks, escape sequences, Unicode line separators and bidirectional overrides.
+#[actix::test]
+async fn the_audit_of_a_log_holding_control_characters_prints_one_escaped_line_per_event() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let ism =
+        Ism { api: format!("http://{}", node.addresses.api), token: node.admin_token.clone() };
+    let data = node.stop();
+    let events_dir = data.path().join("events");
+
+    // Old events, appended as a log of an earlier version could hold them.
+    let (gw, ep, tun) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let crafted = [
+        (
+            AggregateId::gateway(gw),
+            Event::GatewayCreated {
+                name: format!("corp\n{FORGED}"),
+                description: format!("lab\u{2028}{FORGED}"),
+            },
+            "alice\u{202e}nimda",
+        ),
+        (
+            AggregateId::endpoint(ep),
+            Event::EndpointAdded {
+                gateway: gw,
+                name: "dc1\u{1b}[2J\u{1b}[H".into(),
+                description: String::new(),
+                platform: Platform::Linux,
+                key_generation: 1,
+                key_hash: "h".into(),
+            },
+            "alice",
+        ),
+        (
+            AggregateId::endpoint(ep),
+            Event::EndpointRegistered {
+                machine: "ab".repeat(32),
+                hostname: format!("host\r\n{FORGED}"),
+                platform: "linux".into(),
+                agent_version: "1.0\u{9b}31m".into(),
+            },
+            "machine:abababab",
+        ),
+        (
+            AggregateId::tunnel(tun),
+            Event::TunnelOpened {
+                endpoint: ep,
+                gateway: gw,
+                node: "node-a".into(),
+                machine: "ab".repeat(32),
+                remote_addr: format!("10.0.0.9:5\u{85}{FORGED}"),
+                agent_version: "0.1\u{7}".into(),
+            },
+            "endpoint:dc1",
+        ),
+        (
+            AggregateId::tunnel(tun),
+            Event::StreamRefused {
+                target: format!("evil\n{FORGED}:80"),
+                scanner: "credential:x".into(),
+                reason: format!("refused\u{2029}{FORGED}"),
+            },
+            "credential:x\u{1b}]0;pwned\u{7}",
+        ),
+        (
+            AggregateId::tunnel(tun),
+            Event::TunnelClosed { reason: format!("bye\u{b}\u{c}{FORGED}\u{1b}[0m") },
+            "endpoint:dc1",
+        ),
+    ];
+    {
+        let log = ism_events::embedded::EmbeddedLog::open(&events_dir).unwrap();
+        let mut sequences = std::collections::HashMap::new();
+        for (aggregate, event, actor) in crafted {
+            let sequence = sequences.entry(aggregate).and_modify(|s| *s += 1).or_insert(1);
+            let envelope =
+                Envelope::new(aggregate, *sequence, 1_764_000_000_000, Cause::by(actor), event);
+            log.append(&envelope).await.unwrap();
+        }
+    }
+
+    let text = ism.ok(&["audit", "--event-log", events_dir.to_str().unwrap()]).await;
+    let lines: Vec<&str> = text.lines().collect();
+    let ours: Vec<&&str> =
+        lines.iter().filter(|l| l.starts_with("2025-11-24 16:00:00.000Z")).collect();
+    assert_eq!(ours.len(), 6, "one line per event:\n{text}");
+    for line in &lines {
+        assert!(!line.chars().any(needs_escape), "unescaped: {line:?}");
+        assert!(!line.starts_with("FORGED"), "a forged line: {line:?}");
+    }
+    for expected in [
+        "created gateway \"corp\\nFORGED",
+        "(by alice\\u{202e}nimda)",
+        "added endpoint \"dc1\\u{1b}[2J\\u{1b}[H\"",
+        "host host\\r\\nFORGED",
+        "version 1.0\\u{9b}31m",
+        "from 10.0.0.9:5\\u{85}FORGED",
+        "stream to evil\\nFORGED",
+        "refused\\u{2029}FORGED",
+        "(by credential:x\\u{1b}]0;pwned\\u{7})",
+        "disconnected: bye\\u{b}\\u{c}FORGED",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+    }
+    // The JSON keeps the exact values: escaping is for people, not a loss.
+    let json = ism.json(&["audit", "--event-log", events_dir.to_str().unwrap()]).await;
+    let actors: Vec<&str> =
+        json["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+    assert!(actors.contains(&"credential:x\u{1b}]0;pwned\u{7}"), "{actors:?}");
 }

@@ -13,8 +13,10 @@ use bytes::Bytes;
 use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_events::Cause;
-use ism_tunnel::{Expiry, OpenStreamError, SpliceOptions, StreamEnd, TunnelStream};
-use ism_tunnel_proto::TargetAddr;
+use ism_tunnel::{
+    Expiry, OpenStreamError, SpliceOptions, StreamEnd, StreamReader, StreamWriter, TunnelStream,
+};
+use ism_tunnel_proto::{ResetReason, TargetAddr};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -101,9 +103,19 @@ pub async fn open<'a>(
     }
 }
 
+/// Bytes a stream driven by its caller has moved, counted as they go, so that one stopped half-way
+/// still reports them.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// Scanner -> tunnel.
+    pub sent: u64,
+    /// Tunnel -> scanner.
+    pub received: u64,
+}
+
 impl OpenedStream<'_> {
     /// Joins the stream to the scanner's socket (after sending `initial`, bytes already read
-    /// from it or a rewritten request) until it ends, and records how it ended.
+    /// from it) until it ends, and records how it ended.
     pub async fn splice(self, tcp: TcpStream, initial: Bytes) {
         let id = self.stream.id().0;
         let options = SpliceOptions {
@@ -113,22 +125,52 @@ impl OpenedStream<'_> {
             half_closed_timeout: Some(self.limits.half_closed_timeout),
         };
         let report = self.stream.splice_with(tcp, options).await;
-        let end = match &report.end {
-            StreamEnd::Finished => "finished".to_string(),
-            StreamEnd::Reset(r) => format!("reset: {r:?}"),
-            StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
-            StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
-            StreamEnd::Expired(Expiry::Idle) => "reset: idle beyond the stream idle timeout".into(),
-            StreamEnd::Expired(Expiry::HalfClosed) => {
-                "reset: one side closed and the other stayed silent".into()
-            }
-        };
-        let command = TunnelCommand::RecordStreamClosed {
-            stream: id,
-            sent: report.sent,
-            received: report.received,
-            end,
-        };
-        self.recorder.tell(command, self.cause);
+        record_end(&self.recorder, self.cause, id, report.sent, report.received, &report.end);
     }
+
+    /// Runs `exchange` on the stream's two halves, for a caller that moves the bytes itself
+    /// rather than splicing a socket (the HTTP proxy's one forwarded request), until it says
+    /// how the stream ended (having finished its side when it ended well) or access is withdrawn;
+    /// a stream given up is reset, as a splice's would be. Records how it ended, and returns it.
+    pub async fn exchange(
+        self,
+        exchange: impl AsyncFnOnce(&mut StreamReader, &mut StreamWriter, &mut Moved) -> StreamEnd,
+    ) -> StreamEnd {
+        let id = self.stream.id().0;
+        let (mut reader, mut writer) = self.stream.split();
+        let mut moved = Moved::default();
+        let end = tokio::select! {
+            end = exchange(&mut reader, &mut writer, &mut moved) => end,
+            _ = self.stop.cancelled() => StreamEnd::Cancelled,
+        };
+        match end {
+            StreamEnd::SocketError(_) | StreamEnd::Expired(_) => writer.reset(ResetReason::Aborted),
+            StreamEnd::Cancelled => writer.reset(ResetReason::Revoked),
+            StreamEnd::Finished | StreamEnd::Reset(_) => {}
+        }
+        record_end(&self.recorder, self.cause, id, moved.sent, moved.received, &end);
+        end
+    }
+}
+
+/// Tells the tunnel actor how a scanner's stream ended.
+fn record_end(
+    recorder: &Recorder<Tunnel>,
+    cause: Cause,
+    stream: u32,
+    sent: u64,
+    received: u64,
+    end: &StreamEnd,
+) {
+    let end = match end {
+        StreamEnd::Finished => "finished".to_string(),
+        StreamEnd::Reset(r) => format!("reset: {r:?}"),
+        StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
+        StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
+        StreamEnd::Expired(Expiry::Idle) => "reset: idle beyond the stream idle timeout".into(),
+        StreamEnd::Expired(Expiry::HalfClosed) => {
+            "reset: one side closed and the other stayed silent".into()
+        }
+    };
+    recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
 }

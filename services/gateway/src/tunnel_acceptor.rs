@@ -14,7 +14,7 @@ use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, v
 use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
-use ism_events::Cause;
+use ism_events::{escaped, Cause};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
@@ -46,7 +46,7 @@ pub async fn serve(
         let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
         async move {
             if let Err(e) = accept(tcp, peer, tls, state, config, pending).await {
-                tracing::info!(%peer, error = %e, "endpoint connection refused");
+                tracing::info!(%peer, error = %escaped(&e), "endpoint connection refused");
             }
         }
     })
@@ -208,13 +208,13 @@ async fn run_session(
             };
             state.sessions.install(live, state.clock.now_ms());
         });
-    tracing::info!(endpoint = %admitted.name, %tunnel, %peer, "endpoint connected");
+    tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, %peer, "endpoint connected");
     // A key rotation, deletion or release of the binding that landed while this session was
     // being admitted.
     state.enforcement().reconcile_endpoint(admitted.endpoint);
 
     let reason = session.closed().await;
-    tracing::info!(endpoint = %admitted.name, %tunnel, %reason, "endpoint disconnected");
+    tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, reason = %escaped(&reason), "endpoint disconnected");
     Ok(reason.to_string())
 }
 
@@ -238,7 +238,7 @@ async fn serve_diagnostics(
     )
     .await?;
     let (session, mut incoming) = Session::spawn(ws, Role::Gateway, config);
-    tracing::info!(endpoint = %admitted.name, %peer, "diagnostic session opened");
+    tracing::info!(endpoint = %escaped(&admitted.name), %peer, "diagnostic session opened");
     while let Some(stream) = incoming.next().await {
         if matches!(stream.target(), TargetAddr::Domain(host, _) if host == DIAGNOSTIC_ECHO_HOST) {
             tokio::spawn(async move {
@@ -254,7 +254,7 @@ async fn serve_diagnostics(
         }
     }
     let reason = session.closed().await;
-    tracing::info!(endpoint = %admitted.name, %peer, %reason, "diagnostic session closed");
+    tracing::info!(endpoint = %escaped(&admitted.name), %peer, reason = %escaped(&reason), "diagnostic session closed");
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! (the message and how many bytes it used) or an error that says what was wrong and which reply
 //! the client should get. Nothing here blocks, allocates beyond the message, or panics.
 
+use crate::host::{self, HostError};
 use ism_tunnel_proto::{OpenFailure, TargetAddr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -34,8 +35,8 @@ pub enum SocksError {
     NotUtf8,
     #[error("address type {0} is not supported")]
     AddressType(u8),
-    #[error("empty domain name")]
-    EmptyDomain,
+    #[error("invalid target: {0}")]
+    BadHost(#[from] HostError),
 }
 
 impl SocksError {
@@ -43,6 +44,12 @@ impl SocksError {
     pub fn reply(&self) -> Reply {
         match self {
             SocksError::AddressType(_) => Reply::AddressTypeNotSupported,
+            // A domain that is no host name (a control character, a label too long ...) names no
+            // host that can be reached: RFC 1928's "host unreachable" (0x04) is what a client
+            // reports for a name that does not resolve, the closest to the truth. Not 0x08: the
+            // address type (a domain) is supported; not 0x01: nothing failed in the server, and
+            // retrying the same name cannot succeed.
+            SocksError::BadHost(_) => Reply::HostUnreachable,
             _ => Reply::GeneralFailure,
         }
     }
@@ -147,16 +154,19 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, SocksError> {
         }
         0x03 => {
             let Some(&len) = buf.get(4) else { return Ok(Parse::Incomplete) };
-            if len == 0 {
-                return Err(SocksError::EmptyDomain);
-            }
             let end = 5 + len as usize + 2;
             if buf.len() < end {
                 return Ok(Parse::Incomplete);
             }
-            let name = String::from_utf8(buf[5..5 + len as usize].to_vec())
-                .map_err(|_| SocksError::NotUtf8)?;
-            (TargetAddr::Domain(name, u16::from_be_bytes([buf[end - 2], buf[end - 1]])), end)
+            let port = u16::from_be_bytes([buf[end - 2], buf[end - 1]]);
+            let name = &buf[5..end - 2];
+            // Some clients send an address as a domain: an IPv6 one is taken as the address (it is
+            // no host name); a dotted IPv4 one as well (`name_or_ipv4`).
+            let target = match host::ipv6(name, port) {
+                Ok(v6) => v6,
+                Err(_) => host::name_or_ipv4(name, port)?,
+            };
+            (target, end)
         }
         other => return Err(SocksError::AddressType(other)),
     };
@@ -258,7 +268,42 @@ mod tests {
         assert_eq!((r.target, n), (TargetAddr::Domain("intranet1".into(), 443), d.len()));
         assert_eq!(parse_request(&d[..8]), Ok(Parse::Incomplete));
         assert_eq!(parse_request(&[5, 1, 0, 9, 0]), Err(SocksError::AddressType(9)));
-        assert_eq!(parse_request(&[5, 1, 0, 3, 0, 0, 80]), Err(SocksError::EmptyDomain));
+        let empty = parse_request(&[5, 1, 0, 3, 0, 0, 80]);
+        assert_eq!(empty, Err(SocksError::BadHost(HostError::Empty)));
+    }
+
+    fn domain_request(name: &[u8]) -> Vec<u8> {
+        let mut d = vec![5, 1, 0, 3, name.len() as u8];
+        d.extend_from_slice(name);
+        d.extend_from_slice(&[0, 80]);
+        d
+    }
+
+    #[test]
+    fn a_domain_that_is_no_host_name_is_host_unreachable() {
+        for (name, err) in [
+            (&b"evil\n2026-11-23 16:40:01.123Z  #202 EndpointDeleted"[..], HostError::Character(4)),
+            (b"x\x1b[31m.corp", HostError::Character(1)),
+            (b"caf\xc3\xa9", HostError::Character(3)),
+            (b"a..b", HostError::EmptyLabel),
+        ] {
+            let e = parse_request(&domain_request(name)).unwrap_err();
+            assert_eq!(e, SocksError::BadHost(err));
+            assert_eq!(e.reply(), Reply::HostUnreachable);
+            assert!(!e.to_string().contains('\n') && !e.to_string().contains("evil"), "{e}");
+        }
+        // The parse waits for the whole name before judging it.
+        assert_eq!(parse_request(&domain_request(b"a\nb")[..6]), Ok(Parse::Incomplete));
+    }
+
+    #[test]
+    fn addresses_written_as_domains_are_addresses() {
+        let Parse::Done(r, _) = parse_request(&domain_request(b"::1")).unwrap() else { panic!() };
+        assert_eq!(r.target, TargetAddr::Ipv6(Ipv6Addr::LOCALHOST, 80));
+        let Parse::Done(r, _) = parse_request(&domain_request(b"10.1.2.3")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.target, TargetAddr::Ipv4(Ipv4Addr::new(10, 1, 2, 3), 80));
     }
 
     proptest! {
@@ -267,6 +312,14 @@ mod tests {
             let _ = parse_greeting(&bytes);
             let _ = parse_auth(&bytes);
             let _ = parse_request(&bytes);
+        }
+
+        #[test]
+        fn no_accepted_target_holds_a_control_character(name in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(Parse::Done(r, _)) = parse_request(&domain_request(&name)) {
+                let shown = r.target.to_string();
+                prop_assert!(!shown.chars().any(|c| c.is_control() || c == ' '), "{shown:?}");
+            }
         }
 
         #[test]

@@ -5,7 +5,8 @@
 //! the gateway themselves; the timeline learns those relations as it reads the log in order.
 
 use ism_events::{
-    AggregateId, AggregateKind, Event, Recorded, RepeatedRefusals, RepeatedRegistrationRefusals,
+    escaped, AggregateId, AggregateKind, Event, Recorded, RepeatedRefusals,
+    RepeatedRegistrationRefusals,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -34,21 +35,24 @@ pub struct AuditEntry {
     pub endpoint: Option<Uuid>,
     pub actor: Option<String>,
     pub event: &'static str,
-    /// What happened, in words, with the names known at that point of the history.
+    /// What happened, in words, with the names known at that point of the history; escaped
+    /// (`ism_events::escape`), since it quotes what scanners, endpoints and users supplied.
     pub summary: String,
 }
 
+/// The entry on one line, whatever its event holds: the whole line is shown escaped
+/// (`ism_events::escape`), the recorded actor included.
 impl fmt::Display for AuditEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
+        let line = format_args!(
             "{}  #{:<6} {:<28} {} (by {})",
             self.time,
             self.position,
             self.event,
             self.summary,
             self.actor.as_deref().unwrap_or("system")
-        )
+        );
+        write!(f, "{}", escaped(line))
     }
 }
 
@@ -89,7 +93,7 @@ impl Timeline {
             endpoint,
             actor: env.actor.clone(),
             event: env.event.name(),
-            summary: self.describe(env.aggregate, &env.event),
+            summary: escaped(self.describe(env.aggregate, &env.event)).to_string(),
         })
     }
 
@@ -366,6 +370,46 @@ mod tests {
             recs.iter().filter_map(|r| window.push(r)).map(|e| e.position).collect::<Vec<_>>(),
             vec![2, 3]
         );
+    }
+
+    #[test]
+    fn what_events_hold_is_shown_escaped_on_one_line() {
+        let (ep, tun) = (Uuid::new_v4(), Uuid::new_v4());
+        let forged = "\n2026-11-23 16:40:01.123Z  #202    EndpointDeleted              deleted endpoint \"dc1\" (by admin)";
+        let events = [
+            (
+                AggregateId::endpoint(ep),
+                Event::EndpointRegistered {
+                    machine: "m".repeat(64),
+                    hostname: format!("host\u{1b}[2J{forged}"),
+                    platform: "linux".into(),
+                    agent_version: "0.1\u{2028}0\u{202e}".into(),
+                },
+                "machine:\u{9b}31m",
+            ),
+            (
+                AggregateId::tunnel(tun),
+                Event::StreamRefused {
+                    target: format!("evil{forged}:80"),
+                    scanner: "credential:x".into(),
+                    reason: "refused\r\u{7}".into(),
+                },
+                "credential:x\u{85}",
+            ),
+        ];
+        let mut timeline = Timeline::new(AuditFilter::default());
+        for (i, (agg, event, actor)) in events.into_iter().enumerate() {
+            let rec = Recorded {
+                position: i as u64 + 1,
+                envelope: Envelope::new(agg, 1, 1_000, Cause::by(actor), event),
+            };
+            let entry = timeline.push(&rec).unwrap();
+            for text in [entry.summary.clone(), entry.to_string()] {
+                assert!(!text.chars().any(ism_events::escape::needs_escape), "{text:?}");
+                assert!(text.contains("\\n2026-11-23"), "{text}");
+            }
+            assert!(entry.to_string().starts_with("1970-01-01 00:00:01.000Z  #"), "{entry}");
+        }
     }
 
     #[test]

@@ -488,6 +488,13 @@ impl StreamWriter {
         let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
         Ok(())
     }
+
+    /// Ends the whole stream at once, both directions, telling the peer why: for a caller that
+    /// moves the bytes itself and must give up (its socket failed, access was withdrawn), since
+    /// dropping the halves leaves the stream open until the session ends.
+    pub fn reset(self, reason: ResetReason) {
+        let _ = self.lanes.control.send(Control::LocalReset { stream: self.id, reason });
+    }
 }
 
 /// A stream the peer asked this side to open. Accept it once the target is connected, or reject

@@ -1,16 +1,22 @@
 //! Serving scanners as an HTTP proxy: `CONNECT host:port` tunnels and absolute-URI forwarding of
 //! plain HTTP, authorised with `Proxy-Authorization: Basic` on the same credentials as SOCKS5
 //! (the endpoint's name, the scanner secret). Every refusal is an HTTP status with a one-line
-//! reason: 407 without valid credentials, 403 when access or the allowlist refuses, 502 when the
-//! endpoint or target cannot be reached, 503 at capacity, 504 on a timeout.
+//! reason: 400 for a request the parser refuses (ambiguous framing included, before anything is
+//! forwarded), 408 without a complete head in time, 407 without valid credentials, 403 when
+//! access or the allowlist refuses, 502 when the endpoint or target cannot be reached, 503 at
+//! capacity, 504 on a timeout. A forwarded request is the only one of its connection
+//! ([`forward`](super::forward)).
 
+use super::forward::{self, Forward};
 use crate::scanner_auth::authorise;
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
+use ism_events::escaped;
 use ism_ingress_proto::http_proxy::{self as codec, Destination, HttpError, Parse};
-use ism_tunnel::OpenStreamError;
+use ism_tunnel::{OpenStreamError, StreamEnd};
 use ism_tunnel_proto::{OpenError, OpenFailure};
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +26,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the proxy goes on reading (and dropping) what a client still sends once its last
+/// response is written, before the connection is closed anyway.
+const LINGER: Duration = Duration::from_secs(2);
 
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     let pending = state.pending.clone();
@@ -27,7 +36,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         let state = state.clone();
         async move {
             if let Err(e) = handle(tcp, peer, &state, pending).await {
-                tracing::info!(%peer, error = %e, "HTTP proxy request refused");
+                tracing::info!(%peer, error = %escaped(&e), "HTTP proxy request refused");
             }
         }
     })
@@ -48,6 +57,38 @@ enum ProxyError {
     NotOpened(#[from] NotOpened),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Answers with the proxy's own response (`why` escaped into a one-line body: it may carry what
+/// an endpoint said), then closes the connection.
+async fn refuse(
+    mut tcp: TcpStream,
+    status: u16,
+    reason: &str,
+    extra_headers: &str,
+    why: impl Display,
+) -> std::io::Result<()> {
+    let body = format!("{}\n", escaped(why));
+    tcp.write_all(&codec::response(status, reason, extra_headers, &body)).await?;
+    linger_close(tcp).await;
+    Ok(())
+}
+
+/// Closes the connection after the last byte of a response: the sending side first, then what
+/// the client still sends is read and dropped until it closes (for [`LINGER`] at most). Closing
+/// with unread bytes would make the kernel send a reset, which can destroy the response before
+/// the client reads it (RFC 9112 section 9.6).
+async fn linger_close(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let mut dropped = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut dropped).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Ends the connection with a reset: a response cut short (the target reset, the endpoint went
+/// away, access was withdrawn) must not look complete to the client.
+fn abort(tcp: TcpStream) {
+    let _ = tcp.set_zero_linger();
 }
 
 async fn read_head(
@@ -76,9 +117,13 @@ async fn handle(
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp, &mut buf)).await {
-        Err(_) => return Err(ProxyError::TimedOut),
+        Err(_) => {
+            let why = ProxyError::TimedOut;
+            refuse(tcp, 408, "Request Timeout", "", &why).await?;
+            return Err(why);
+        }
         Ok(Err(ProxyError::Http(e))) => {
-            tcp.write_all(&codec::response(400, "Bad Request", "", &format!("{e}\n"))).await?;
+            refuse(tcp, 400, "Bad Request", "", &e).await?;
             return Err(e.into());
         }
         Ok(other) => other?,
@@ -87,78 +132,83 @@ async fn handle(
     let destination = match codec::destination(&head) {
         Ok(d) => d,
         Err(e) => {
-            tcp.write_all(&codec::response(400, "Bad Request", "", &format!("{e}\n"))).await?;
+            refuse(tcp, 400, "Bad Request", "", &e).await?;
             return Err(e.into());
         }
     };
     let challenge = "Proxy-Authenticate: Basic realm=\"ism gateway\"\r\n";
     let Some((user, password)) = head.proxy_credentials() else {
-        let body = "proxy authentication required: user = the endpoint's name, password = a scanner credential\n";
-        tcp.write_all(&codec::response(407, "Proxy Authentication Required", challenge, body))
-            .await?;
+        let body = "proxy authentication required: user = the endpoint's name, password = a scanner credential";
+        refuse(tcp, 407, "Proxy Authentication Required", challenge, body).await?;
         return Err(ProxyError::Auth("no Proxy-Authorization: Basic header".into()));
     };
     let scanner = match authorise(&state.directory, &user, &password) {
         Ok(s) => s,
         Err(e) => {
-            tcp.write_all(&codec::response(
-                407,
-                "Proxy Authentication Required",
-                challenge,
-                "invalid proxy credentials\n",
-            ))
-            .await?;
+            let body = "invalid proxy credentials";
+            refuse(tcp, 407, "Proxy Authentication Required", challenge, body).await?;
             return Err(ProxyError::Auth(e.to_string()));
         }
     };
     drop(pending);
-    let (target, initial) = match destination {
+    let (target, forward) = match destination {
         Destination::Tunnel(t) => (t, None),
-        Destination::Forward { target, request } => (target, Some(request)),
+        Destination::Forward { target, request, body } => {
+            (target, Some(Forward { request, buffered: std::mem::take(&mut buf), body }))
+        }
     };
-    match scanner_stream::open(&state.scanner_path(), &scanner, target).await {
-        Ok(stream) => {
-            tracing::debug!(%peer, endpoint = %scanner.endpoint.name, method = %head.method, "HTTP proxy stream open");
-            let first = match initial {
-                // CONNECT: the client speaks to the target once told the tunnel is up.
-                None => {
-                    tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
-                    buf.freeze()
-                }
-                // Forwarding: the rewritten request, then whatever body bytes already arrived.
-                Some(request) => {
-                    let mut first = BytesMut::from(&request[..]);
-                    first.extend_from_slice(&buf);
-                    first.freeze()
-                }
-            };
-            stream.splice(tcp, first).await;
-            Ok(())
-        }
+    let stream = match scanner_stream::open(&state.scanner_path(), &scanner, target).await {
+        Ok(stream) => stream,
         Err(not_opened) => {
-            let (status, reason) = match &not_opened {
-                NotOpened::Access(_)
-                | NotOpened::Open {
-                    error: OpenStreamError::Refused { reason: OpenFailure::NotAllowed, .. },
-                    ..
-                } => (403, "Forbidden"),
-                NotOpened::Open {
-                    error:
-                        OpenStreamError::Refused { reason: OpenFailure::Busy, .. }
-                        | OpenStreamError::Local(OpenError::LimitReached(_)),
-                    ..
-                } => (503, "Service Unavailable"),
-                NotOpened::CredentialQuota(_) => (429, "Too Many Requests"),
-                NotOpened::Open {
-                    error:
-                        OpenStreamError::Refused { reason: OpenFailure::TimedOut, .. }
-                        | OpenStreamError::TimedOut(_),
-                    ..
-                } => (504, "Gateway Timeout"),
-                NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => (502, "Bad Gateway"),
-            };
-            tcp.write_all(&codec::response(status, reason, "", &format!("{not_opened}\n"))).await?;
-            Err(not_opened.into())
+            let (status, reason) = status_of(&not_opened);
+            refuse(tcp, status, reason, "", &not_opened).await?;
+            return Err(not_opened.into());
         }
+    };
+    tracing::debug!(%peer, endpoint = %escaped(&scanner.endpoint.name), method = %head.method, "HTTP proxy stream open");
+    match forward {
+        // CONNECT: the client speaks to the target once told the tunnel is up; what it sends
+        // from then on is its own (TLS, mostly), not parsed.
+        None => {
+            tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+            stream.splice(tcp, buf.freeze()).await;
+        }
+        Some(request) => {
+            let end = stream
+                .exchange(async |reader, writer, moved| {
+                    forward::exchange(&mut tcp, request, reader, writer, moved).await
+                })
+                .await;
+            match end {
+                StreamEnd::Finished => linger_close(tcp).await,
+                _ => abort(tcp),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The status for a stream that could not be opened.
+fn status_of(not_opened: &NotOpened) -> (u16, &'static str) {
+    match not_opened {
+        NotOpened::Access(_)
+        | NotOpened::Open {
+            error: OpenStreamError::Refused { reason: OpenFailure::NotAllowed, .. },
+            ..
+        } => (403, "Forbidden"),
+        NotOpened::Open {
+            error:
+                OpenStreamError::Refused { reason: OpenFailure::Busy, .. }
+                | OpenStreamError::Local(OpenError::LimitReached(_)),
+            ..
+        } => (503, "Service Unavailable"),
+        NotOpened::CredentialQuota(_) => (429, "Too Many Requests"),
+        NotOpened::Open {
+            error:
+                OpenStreamError::Refused { reason: OpenFailure::TimedOut, .. }
+                | OpenStreamError::TimedOut(_),
+            ..
+        } => (504, "Gateway Timeout"),
+        NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => (502, "Bad Gateway"),
     }
 }

@@ -6,6 +6,7 @@ use crate::scanner_auth::{authorise, AuthorisedScanner};
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
+use ism_events::escaped;
 use ism_ingress_proto::socks5::{self as codec, Parse, Reply, SocksError};
 use ism_tunnel::OpenStreamError;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         let state = state.clone();
         async move {
             if let Err(e) = handle(tcp, peer, &state, pending).await {
-                tracing::info!(%peer, error = %e, "SOCKS5 request refused");
+                tracing::info!(%peer, error = %escaped(&e), "SOCKS5 request refused");
             }
         }
     })
@@ -93,7 +94,7 @@ async fn handle(
     match scanner_stream::open(&state.scanner_path(), &scanner, request.target).await {
         Ok(stream) => {
             tcp.write_all(&codec::reply(Reply::Succeeded)).await?;
-            tracing::debug!(%peer, endpoint = %scanner.endpoint.name, "stream open");
+            tracing::debug!(%peer, endpoint = %escaped(&scanner.endpoint.name), "stream open");
             stream.splice(tcp, buf.freeze()).await;
             Ok(())
         }
