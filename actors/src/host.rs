@@ -300,7 +300,7 @@ mod tests {
             .execute(
                 id,
                 GatewayCommand::Create { name: "corp".into(), description: String::new() },
-                Cause::by("alice"),
+                Cause::by(ism_events::Principal::user("alice")),
             )
             .await
             .unwrap();
@@ -311,13 +311,21 @@ mod tests {
             secret_hash: "h".into(),
             kind: ism_events::CredentialKind::Scan,
         };
-        node_b.execute(id, cred, Cause::by("bob")).await.unwrap();
+        node_b.execute(id, cred, Cause::by(ism_events::Principal::user("bob"))).await.unwrap();
         node_a
-            .execute(id, GatewayCommand::Activate { node: "a".into() }, Cause::by("a"))
+            .execute(
+                id,
+                GatewayCommand::Activate { node: "a".into() },
+                Cause::by(ism_events::Principal::user("a")),
+            )
             .await
             .unwrap();
         let again = node_b
-            .execute(id, GatewayCommand::Activate { node: "b".into() }, Cause::by("b"))
+            .execute(
+                id,
+                GatewayCommand::Activate { node: "b".into() },
+                Cause::by(ism_events::Principal::user("b")),
+            )
             .await
             .unwrap();
         assert!(again.recorded.is_none(), "node b must see the activation after reloading");
@@ -327,7 +335,7 @@ mod tests {
             .filter(|r| matches!(r.envelope.event, Event::GatewayActivated { .. }))
             .count();
         assert_eq!(activations, 1);
-        assert_eq!(events[0].envelope.actor.as_deref(), Some("alice"));
+        assert_eq!(events[0].envelope.actor_shown().as_deref(), Some("user:alice"));
     }
 
     /// A node whose cached endpoint predates a key rotation made elsewhere must not let the old
@@ -348,7 +356,7 @@ mod tests {
             platform: ism_events::Platform::Linux,
             key_hash: "old".into(),
         };
-        node_a.execute(id, add, Cause::by("alice")).await.unwrap();
+        node_a.execute(id, add, Cause::by(ism_events::Principal::user("alice"))).await.unwrap();
         let register = |hash: &str| EndpointCommand::Register {
             presented_key_hash: hash.into(),
             machine: "m1".into(),
@@ -356,16 +364,20 @@ mod tests {
             platform: "linux".into(),
             agent_version: "0".into(),
         };
-        node_b.execute(id, register("old"), Cause::by("m1")).await.unwrap();
+        node_b
+            .execute(id, register("old"), Cause::by(ism_events::Principal::user("m1")))
+            .await
+            .unwrap();
         node_a
             .execute(
                 id,
                 EndpointCommand::RotateKey { key_generation: 2, key_hash: "new".into() },
-                Cause::by("alice"),
+                Cause::by(ism_events::Principal::user("alice")),
             )
             .await
             .unwrap();
-        let again = node_b.execute(id, register("old"), Cause::by("m1")).await;
+        let again =
+            node_b.execute(id, register("old"), Cause::by(ism_events::Principal::user("m1"))).await;
         assert!(
             matches!(again, Err(CommandError::Rejected(EndpointError::InvalidKey))),
             "{again:?}"
@@ -389,7 +401,7 @@ mod tests {
             remote_addr: "r".into(),
             agent_version: "0".into(),
         };
-        tunnels.execute(id, open, Cause::by("n")).await.unwrap();
+        tunnels.execute(id, open, Cause::by(ism_events::Principal::user("n"))).await.unwrap();
         let started = std::time::Instant::now();
         for stream in 0..2000u32 {
             tunnels.tell(
@@ -399,7 +411,7 @@ mod tests {
                     target: "t:1".into(),
                     scanner: "s".into(),
                 },
-                Cause::by("s"),
+                Cause::by(ism_events::Principal::user("s")),
             );
         }
         let agg = AggregateId::tunnel(id);

@@ -186,7 +186,10 @@ mod tests {
     async fn gateway(node: &Node) -> Uuid {
         let id = Uuid::new_v4();
         let create = GatewayCommand::Create { name: "corp".into(), description: String::new() };
-        node.gateways.execute(id, create, Cause::by("admin")).await.unwrap();
+        node.gateways
+            .execute(id, create, Cause::by(ism_events::Principal::user("admin")))
+            .await
+            .unwrap();
         id
     }
 
@@ -196,9 +199,9 @@ mod tests {
         let gw = gateway(&node).await;
         let new = entry(gw, "dc1");
         let id = new.id;
-        node.roster().add(new, &Cause::by("admin")).await.unwrap();
+        node.roster().add(new, &Cause::by(ism_events::Principal::user("admin"))).await.unwrap();
         let read = |version| ReadEndpoint { id, gateway: gw, name: "dc1".into(), version };
-        let cause = Cause::by("admin");
+        let cause = Cause::by(ism_events::Principal::user("admin"));
         node.roster().edit(&read(1), None, Some("first".into()), &cause).await.unwrap();
         // A client that read version 1 renames: refused, and the roster is left alone.
         let stale = node.roster().edit(&read(1), Some("dc2".into()), None, &cause).await;
@@ -218,7 +221,7 @@ mod tests {
     async fn a_duplicate_name_adds_nothing_and_a_deletion_frees_the_name() {
         let node = Node::new();
         let gw = gateway(&node).await;
-        let cause = Cause::by("admin");
+        let cause = Cause::by(ism_events::Principal::user("admin"));
         let first = entry(gw, "dc1");
         let first_id = first.id;
         node.roster().add(first, &cause).await.unwrap();

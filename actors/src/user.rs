@@ -49,8 +49,18 @@ pub enum UserError {
     UnknownToken(Uuid),
     #[error("user names may not contain spaces")]
     Spaces,
+    #[error("{0:?} is reserved (it reads as the bootstrap administrator or another kind of actor); choose another user name")]
+    Reserved(String),
     #[error(transparent)]
     Invalid(#[from] TextError),
+}
+
+/// Names a user may not take: the bootstrap administrator's, names of the system itself, and
+/// anything with a `:`, which the audit uses between an actor's kind and name (`node:node-a`).
+/// Events record the kind anyway; this keeps what people read unambiguous too.
+fn is_reserved(name: &str) -> bool {
+    const RESERVED: &[&str] = &["admin", "administrator", "root", "system", "bootstrap"];
+    name.contains(':') || RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
 impl Aggregate for User {
@@ -89,6 +99,9 @@ impl Aggregate for User {
             let name = checked("user name", name, MAX_NAME, true)?;
             if name.contains(' ') {
                 return Err(UserError::Spaces);
+            }
+            if is_reserved(&name) {
+                return Err(UserError::Reserved(name));
             }
             if let Some(u) = &self.created {
                 return Err(UserError::AlreadyExists(u.name.clone()));
@@ -137,6 +150,11 @@ mod tests {
             .when(&create("alice"))
             .then(UserCreated { name: "alice".into(), role: UserRole::SecurityLead });
         Scenario::<User>::given(&[]).when(&create("al ice")).then_error(UserError::Spaces);
+        for reserved in ["admin", "Administrator", "endpoint:dc1", "node:node-1", "SYSTEM"] {
+            Scenario::<User>::given(&[])
+                .when(&create(reserved))
+                .then_error(UserError::Reserved(reserved.into()));
+        }
         let invalid = Scenario::<User>::given(&[]).when(&create("\u{e9}lodie")).result();
         assert!(matches!(invalid, Err(UserError::Invalid(_))), "{invalid:?}");
         let existing = UserCreated { name: "alice".into(), role: UserRole::Reviewer };

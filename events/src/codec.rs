@@ -51,7 +51,7 @@ mod tests {
             Cause {
                 causation: Some(Uuid::new_v4()),
                 trace: Some("00-abc-def-01".into()),
-                actor: Some("alice".into()),
+                principal: Some(crate::Principal::user("alice")),
             },
             Event::EndpointAdded {
                 gateway: Uuid::new_v4(),

@@ -149,7 +149,7 @@ async fn envelope_fields_survive(log: &dyn EventLog) {
     let cause = Cause {
         causation: Some(Uuid::new_v4()),
         trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
-        actor: Some("alice".into()),
+        principal: Some(crate::Principal::user("alice")),
     };
     let e = Envelope::new(
         agg,

@@ -1,6 +1,7 @@
 //! The envelope every event travels in, and the identity of the aggregate it belongs to.
 
 use crate::event::{AggregateKind, Event};
+use crate::principal::Principal;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
@@ -51,9 +52,12 @@ pub struct Envelope {
     /// W3C `traceparent` of the request that caused this event, to follow it across nodes.
     #[serde(default)]
     pub trace: Option<String>,
-    /// Who made the change: a user or token name, a node, an endpoint.
-    #[serde(default)]
+    /// Who made the change, in events recorded before principals were typed: plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// Who made the change, by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
     /// Catalogue version that introduced the event ([`Event::schema`]).
     pub schema: u16,
     pub event: Event,
@@ -64,13 +68,13 @@ pub struct Envelope {
 pub struct Cause {
     pub causation: Option<Uuid>,
     pub trace: Option<String>,
-    pub actor: Option<String>,
+    pub principal: Option<Principal>,
 }
 
 impl Cause {
-    /// A change made by `actor` (a user, token or node name).
-    pub fn by(actor: impl Into<String>) -> Self {
-        Self { actor: Some(actor.into()), ..Default::default() }
+    /// A change made by `principal`.
+    pub fn by(principal: Principal) -> Self {
+        Self { principal: Some(principal), ..Default::default() }
     }
 }
 
@@ -90,9 +94,34 @@ impl Envelope {
             time_ms,
             causation: cause.causation,
             trace: cause.trace,
-            actor: cause.actor,
+            actor: None,
+            principal: cause.principal,
             schema: event.schema(),
             event,
+        }
+    }
+}
+
+impl Envelope {
+    /// Who made the change, as the audit shows it: the typed principal (`user:alice`,
+    /// `node:node-a`), or the plain text an older event holds; `None` for nobody recorded.
+    pub fn actor_shown(&self) -> Option<String> {
+        match (&self.principal, &self.actor) {
+            (Some(p), _) => Some(p.to_string()),
+            (None, Some(legacy)) => Some(legacy.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether `who` names this event's actor: its display form (`user:alice`) or its name
+    /// within its kind (`alice`), case-insensitively; for older events, their plain text.
+    pub fn caused_by(&self, who: &str) -> bool {
+        match (&self.principal, &self.actor) {
+            (Some(p), _) => {
+                p.to_string().eq_ignore_ascii_case(who) || p.name().eq_ignore_ascii_case(who)
+            }
+            (None, Some(legacy)) => legacy.eq_ignore_ascii_case(who),
+            (None, None) => false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`event`]: the versioned event catalogue (gateways, endpoints, tunnels);
 //! - [`envelope`]: id, aggregate, sequence, time, causation, trace context, actor;
+//! - [`principal`]: who caused an event, by kind (user, bootstrap administrator, endpoint, node...);
 //! - [`codec`]: MessagePack encoding (`rmp-serde`, named fields) and upcasting;
 //! - [`log`]: the one event-log interface, with optimistic concurrency;
 //! - [`embedded`] (sled, the single-node default) and [`jetstream`] (NATS, clusters): its two
@@ -22,6 +23,7 @@ pub mod escape;
 pub mod event;
 pub mod jetstream;
 pub mod log;
+pub mod principal;
 pub mod projection;
 pub mod support_access;
 
@@ -34,6 +36,7 @@ pub use event::{
     SCHEMA_VERSION,
 };
 pub use log::{AppendError, EventLog, EventStream, LogError};
+pub use principal::Principal;
 pub use projection::{
     rebuild, rebuild_to, spawn_projection, Projection, ProjectionError, ProjectionProgress,
 };

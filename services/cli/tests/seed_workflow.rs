@@ -69,6 +69,13 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     // --- Users and roles: only Administrators and Security Leads manage. ---
     admin.json(&["user", "create", "--name", "alice", "--role", "security-lead"]).await;
     admin.json(&["user", "create", "--name", "rita", "--role", "reviewer"]).await;
+    // No user can pose as the bootstrap administrator or another kind of actor.
+    for posing in ["admin", "endpoint:dc1", "node:node-a"] {
+        assert!(admin
+            .fails(&["user", "create", "--name", posing, "--role", "administrator"])
+            .await
+            .contains("is reserved"));
+    }
     assert!(admin
         .fails(&["user", "create", "--name", "ALICE", "--role", "reviewer"])
         .await
@@ -274,13 +281,13 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     // --- Audit: the whole story as a timeline, filterable by gateway, endpoint, actor, time. ---
     let story = rita.ok(&["audit", "--gateway", &gw_id]).await;
     for line in [
-        "created gateway \"corp\" (main gateway) (by alice)",
-        "added endpoint \"dc1\" (linux) to gateway \"corp\" (by alice)",
-        "scan access disabled (by alice)",
+        "created gateway \"corp\" (main gateway) (by user:alice)",
+        "added endpoint \"dc1\" (linux) to gateway \"corp\" (by user:alice)",
+        "scan access disabled (by user:alice)",
         "support-engineer access expired",
         "key rotated (generation 2)",
-        "deleted endpoint \"dc-east\" (by alice)",
-        "deleted gateway \"corp\": deleted by alice (by alice)",
+        "deleted endpoint \"dc-east\" (by user:alice)",
+        "deleted gateway \"corp\": deleted by alice (by user:alice)",
     ] {
         assert!(story.contains(line), "the timeline lacks {line:?}:\n{story}");
     }

@@ -13,7 +13,7 @@ use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use ism_actors::endpoint::{Endpoint, EndpointCommand};
 use ism_actors::NodeActors;
-use ism_events::{AggregateKind, Cause, Clock, Event, Recorded};
+use ism_events::{AggregateKind, Cause, Clock, Event, Principal, Recorded};
 use ism_projectors::DirectoryProjection;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,7 +135,7 @@ pub async fn expire_support_windows(
             }
         };
         for e in due {
-            let cause = Cause::by(node_id.clone());
+            let cause = Cause::by(Principal::node(node_id.clone()));
             if let Err(err) =
                 endpoints.execute(e.id, EndpointCommand::ExpireSupportAccess, cause).await
             {

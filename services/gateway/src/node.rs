@@ -15,7 +15,7 @@ use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
 use ism_actors::gateway::GatewayCommand;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_actors::NodeActors;
-use ism_events::{spawn_projection, Cause, Clock, EventLog, SystemClock};
+use ism_events::{spawn_projection, Cause, Clock, EventLog, Principal, SystemClock};
 use ism_projectors::{DirectoryProjection, GatewayStatus};
 use ism_tunnel::SessionConfig;
 use std::net::SocketAddr;
@@ -417,7 +417,7 @@ async fn close_lost_session(
 /// Brings the log up to date with this node's restart: sessions it held before are gone, and
 /// gateways created while no node ran come online now.
 async fn recover(state: &NodeState) {
-    let cause = Cause::by(state.node_id.clone());
+    let cause = Cause::by(Principal::node(state.node_id.clone()));
     for t in state.directory.open_tunnels_on(&state.node_id).unwrap_or_default() {
         if let Err(e) = close_lost_session(state, t.id, &cause).await {
             tracing::warn!(tunnel = %t.id, error = %e, "could not close a stale session");

@@ -18,7 +18,12 @@ pub struct AuthorisedScanner {
 impl AuthorisedScanner {
     /// How the scanner appears in events: the credential id, never the secret.
     pub fn audit_name(&self) -> String {
-        format!("credential:{}", self.credential_id.simple())
+        self.principal().to_string()
+    }
+
+    /// The scanner as the cause of what it does.
+    pub fn principal(&self) -> ism_events::Principal {
+        ism_events::Principal::Credential { id: self.credential_id.simple().to_string() }
     }
 }
 

@@ -67,7 +67,7 @@ pub async fn open<'a>(
         .sessions
         .get(endpoint)
         .ok_or_else(|| NotOpened::EndpointOffline(scanner.endpoint.name.clone()))?;
-    let cause = Cause::by(scanner.audit_name());
+    let cause = Cause::by(scanner.principal());
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);

@@ -14,7 +14,7 @@ use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, v
 use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
-use ism_events::{escaped, Cause};
+use ism_events::{escaped, Cause, Principal};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
@@ -137,7 +137,7 @@ async fn accept(
         return serve_diagnostics(&state, ws, peer, &admitted, config).await;
     }
     let tunnel = Uuid::new_v4();
-    let cause = Cause::by(format!("endpoint:{}", admitted.name));
+    let cause = Cause::by(Principal::Endpoint { name: admitted.name.clone() });
     let result = run_session(&state, ws, peer, hello, &admitted, tunnel, &cause, config).await;
     // Whatever happened after the session was recorded as opened, it is recorded as closed, and
     // the tunnel actor is let go (streams still ending hold its address; it stops after them).
@@ -296,7 +296,7 @@ async fn admit(state: &NodeState, hello: &Hello, nonce: &[u8; 32]) -> Result<Adm
         platform: hello.platform.clone(),
         agent_version: hello.agent_version.clone(),
     };
-    let cause = Cause::by(format!("machine:{}", &machine[..16]));
+    let cause = Cause::by(Principal::Machine { id: machine[..16].to_string() });
     let executed = match state.endpoints.execute(endpoint, command, cause.clone()).await {
         Ok(x) => x,
         Err(CommandError::Rejected(EndpointError::NotFound(_))) => {

@@ -79,9 +79,7 @@ impl Timeline {
         let f = &self.filter;
         let keep = f.gateway.is_none_or(|g| gateway == Some(g))
             && f.endpoint.is_none_or(|e| endpoint == Some(e))
-            && f.actor
-                .as_deref()
-                .is_none_or(|a| env.actor.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(a)))
+            && f.actor.as_deref().is_none_or(|a| env.caused_by(a))
             && f.since_ms.is_none_or(|s| env.time_ms >= s)
             && f.until_ms.is_none_or(|u| env.time_ms < u);
         keep.then(|| AuditEntry {
@@ -91,7 +89,7 @@ impl Timeline {
             aggregate: env.aggregate.to_string(),
             gateway,
             endpoint,
-            actor: env.actor.clone(),
+            actor: env.actor_shown(),
             event: env.event.name(),
             summary: escaped(self.describe(env.aggregate, &env.event)).to_string(),
         })
@@ -347,7 +345,13 @@ mod tests {
             .enumerate()
             .map(|(i, (agg, ev, actor))| Recorded {
                 position: i as u64 + 1,
-                envelope: Envelope::new(agg, 1, 1_000 * i as i64, Cause::by(actor), ev),
+                envelope: Envelope::new(
+                    agg,
+                    1,
+                    1_000 * i as i64,
+                    Cause::by(ism_events::Principal::user(actor)),
+                    ev,
+                ),
             })
             .collect();
         let mut t = Timeline::new(AuditFilter { gateway: Some(gw), ..Default::default() });
@@ -401,7 +405,13 @@ mod tests {
         for (i, (agg, event, actor)) in events.into_iter().enumerate() {
             let rec = Recorded {
                 position: i as u64 + 1,
-                envelope: Envelope::new(agg, 1, 1_000, Cause::by(actor), event),
+                envelope: Envelope::new(
+                    agg,
+                    1,
+                    1_000,
+                    Cause::by(ism_events::Principal::user(actor)),
+                    event,
+                ),
             };
             let entry = timeline.push(&rec).unwrap();
             for text in [entry.summary.clone(), entry.to_string()] {
@@ -430,7 +440,7 @@ mod tests {
                 AggregateId::tunnel(tun),
                 3,
                 1_764_000_001_000,
-                Cause::by("credential:zap"),
+                Cause::by(ism_events::Principal::user("credential:zap")),
                 event,
             ),
         };

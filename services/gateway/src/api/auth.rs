@@ -10,7 +10,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use ism_actors::credentials::{
     constant_time_eq, hash_secret, secret_id, verify_secret, SecretKind,
 };
-use ism_events::{Cause, UserRole};
+use ism_events::{Cause, Principal, UserRole};
 use std::future::{ready, Ready};
 use std::sync::Arc;
 
@@ -18,11 +18,13 @@ use std::sync::Arc;
 pub struct Caller {
     pub name: String,
     pub role: UserRole,
+    /// Who the caller is in the events it causes: a user, or the bootstrap administrator.
+    pub principal: Principal,
 }
 
 impl Caller {
     pub fn cause(&self) -> Cause {
-        Cause::by(self.name.clone())
+        Cause::by(self.principal.clone())
     }
 
     /// Only Administrators and Security Leads may change gateways, endpoints, keys and access.
@@ -57,7 +59,11 @@ impl Caller {
 fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
     let invalid = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token");
     if constant_time_eq(hash_secret(token).as_bytes(), state.admin_token_hash.as_bytes()) {
-        return Ok(Caller { name: "admin".into(), role: UserRole::Administrator });
+        return Ok(Caller {
+            name: "admin".into(),
+            role: UserRole::Administrator,
+            principal: Principal::BootstrapAdmin,
+        });
     }
     let id = secret_id(SecretKind::ApiToken, token).map_err(|_| invalid())?;
     let row = state.directory.api_token(id)?.ok_or_else(invalid)?;
@@ -65,7 +71,7 @@ fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
         return Err(invalid());
     }
     let user = state.directory.user(row.user)?.ok_or_else(invalid)?;
-    Ok(Caller { name: user.name, role: user.role })
+    Ok(Caller { principal: Principal::user(user.name.clone()), name: user.name, role: user.role })
 }
 
 /// The token of an `Authorization` header of the Bearer scheme, whose name is case-insensitive

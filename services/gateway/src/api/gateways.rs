@@ -68,7 +68,7 @@ pub(super) async fn create(
         .execute(
             id,
             GatewayCommand::Activate { node: state.node_id.clone() },
-            Cause::by(state.node_id.clone()),
+            Cause::by(ism_events::Principal::node(state.node_id.clone())),
         )
         .await?;
     state.caught_up(activated.position()).await?;

@@ -249,7 +249,9 @@ impl HttpStatus for UserError {
         match self {
             UserError::AlreadyExists(_) => StatusCode::CONFLICT,
             UserError::NotFound(_) | UserError::UnknownToken(_) => StatusCode::NOT_FOUND,
-            UserError::Spaces | UserError::Invalid(_) => StatusCode::BAD_REQUEST,
+            UserError::Spaces | UserError::Reserved(_) | UserError::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 }

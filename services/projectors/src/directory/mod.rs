@@ -302,7 +302,7 @@ mod tests {
                 aggregate,
                 sequence,
                 self.position as i64 * 1000,
-                Cause::by("alice"),
+                Cause::by(ism_events::Principal::user("alice")),
                 event,
             );
             self.p.apply(&Recorded { position: self.position, envelope: env }).unwrap();

@@ -15,7 +15,7 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &GatewayEvent) -> TxResult<
                 description: description.clone(),
                 status: GatewayStatus::Initializing,
                 created_ms: t,
-                created_by: at.envelope.actor.clone(),
+                created_by: at.envelope.actor_shown(),
                 activated_by_node: None,
                 scanner_credentials: Vec::new(),
                 endpoint_count: 0,

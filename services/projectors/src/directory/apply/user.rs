@@ -14,7 +14,7 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &UserEvent) -> TxResult<()>
                 name: name.clone(),
                 role: *role,
                 created_ms: t,
-                created_by: at.envelope.actor.clone(),
+                created_by: at.envelope.actor_shown(),
                 tokens: Vec::new(),
             };
             tx.users.insert(key, encode(&u))?;
