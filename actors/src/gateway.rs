@@ -9,7 +9,7 @@
 
 use crate::aggregate::Aggregate;
 use crate::text::{checked, TextError, MAX_DESCRIPTION, MAX_NAME};
-use ism_events::{AggregateKind, CredentialKind, GatewayEvent};
+use ism_events::{AggregateKind, CredentialKind, GatewayEvent, RepeatedRefusals};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -74,6 +74,14 @@ pub enum GatewayCommand {
     Delete {
         reason: String,
     },
+    /// A scanner was turned away before any stream was opened (recorded in full).
+    RecordScannerRefused {
+        scanner: String,
+        endpoint: String,
+        reason: String,
+    },
+    /// Refusals counted after a recorded `ScannerRefused` of the same kind.
+    RecordScannerRefusalsRepeated(RepeatedRefusals),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,6 +158,8 @@ impl Aggregate for Gateway {
                 g.endpoints.remove(endpoint);
             }
             GatewayDeleted { .. } => g.status = GatewayStatus::Deleted,
+            // Turned-away scanners are history; the gateway's state does not depend on them.
+            ScannerRefused { .. } | ScannerRefusalsRepeated(_) => {}
         }
     }
 
@@ -167,9 +177,29 @@ impl Aggregate for Gateway {
                 description: checked("gateway description", description, MAX_DESCRIPTION, false)?,
             }));
         }
+        // A scanner turned away is a fact even about a deleted gateway (its credentials stopped
+        // working with it), never about one that never was.
+        match command {
+            GatewayCommand::RecordScannerRefused { scanner, endpoint, reason } => {
+                self.created.as_ref().ok_or(GatewayError::NotFound(self.id))?;
+                return Ok(Some(GatewayEvent::ScannerRefused {
+                    scanner: scanner.clone(),
+                    endpoint: endpoint.clone(),
+                    reason: reason.clone(),
+                }));
+            }
+            GatewayCommand::RecordScannerRefusalsRepeated(counted) => {
+                self.created.as_ref().ok_or(GatewayError::NotFound(self.id))?;
+                return Ok((counted.count > 0)
+                    .then(|| GatewayEvent::ScannerRefusalsRepeated(counted.clone())));
+            }
+            _ => {}
+        }
         let g = self.existing()?;
         Ok(match command {
-            GatewayCommand::Create { .. } => unreachable!("handled above"),
+            GatewayCommand::Create { .. }
+            | GatewayCommand::RecordScannerRefused { .. }
+            | GatewayCommand::RecordScannerRefusalsRepeated(_) => unreachable!("handled above"),
             GatewayCommand::Activate { node } => (g.status == GatewayStatus::Initializing)
                 .then(|| GatewayEvent::GatewayActivated { node: node.clone() }),
             GatewayCommand::IssueScannerCredential { credential, label, secret_hash, kind } => {

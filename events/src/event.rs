@@ -13,7 +13,7 @@ use uuid::Uuid;
 /// only the events it cannot read, with "upgrade this node", and keeps reading the rest.
 ///
 /// 1: the first catalogue. 2: `StreamRefusalsRepeated`. 3: `EndpointUnbound`,
-/// `EndpointRegistrationRefusalsRepeated`.
+/// `EndpointRegistrationRefusalsRepeated`, `ScannerRefused`, `ScannerRefusalsRepeated`.
 pub const SCHEMA_VERSION: u16 = 3;
 
 /// Operating system of the machine an endpoint runs on, as chosen in the configure wizard.
@@ -257,6 +257,12 @@ catalogue! {
         EndpointReleased { endpoint: Uuid },
         /// The gateway was deleted; its name stays visible among deleted gateways.
         GatewayDeleted { reason: String },
+        /// A scanner was turned away before any stream was opened (a wrong secret, a revoked
+        /// credential, an unknown endpoint, access off, the endpoint offline, its quota).
+        ScannerRefused { scanner: String, endpoint: String, reason: String },
+        /// More refusals like a `ScannerRefused` just recorded, counted over a short window
+        /// (the endpoints the scanner named are the `targets`).
+        ScannerRefusalsRepeated(refusals: RepeatedRefusals),
     }
 
     /// What happens to an endpoint: its identity, key, machine binding and access.
@@ -372,7 +378,10 @@ impl Event {
     pub fn schema(&self) -> u16 {
         match self {
             Event::StreamRefusalsRepeated(_) => 2,
-            Event::EndpointRegistrationRefusalsRepeated(_) | Event::EndpointUnbound { .. } => 3,
+            Event::EndpointRegistrationRefusalsRepeated(_)
+            | Event::EndpointUnbound { .. }
+            | Event::ScannerRefused { .. }
+            | Event::ScannerRefusalsRepeated(_) => 3,
             _ => 1,
         }
     }

@@ -63,6 +63,11 @@ impl TestNode {
         Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None, Box::new(adjust))
     }
 
+    /// Starts a node on a data directory another node used (see [`stop`](Self::stop)).
+    pub fn start_in(node_id: &str, backend: Backend, data: tempfile::TempDir) -> TestNode {
+        Self::launch(node_id, backend, data, None, Box::new(|_| {}))
+    }
+
     /// Stops the node and starts it again with the same data directory and addresses, as a
     /// restarted process would.
     pub fn restart(self) -> TestNode {

@@ -353,3 +353,60 @@ async fn the_endpoint_reconnects_after_the_gateway_node_restarts() {
     assert_eq!(shown["node"], "node-a");
     agent.stop();
 }
+
+/// Scanners turned away before any stream are recorded on their gateway: the first of a kind in
+/// full, the ones right after it counted; a password that is no credential names no gateway.
+#[actix::test]
+async fn scanners_turned_away_are_recorded_on_their_gateway_and_counted() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.refusal_window = std::time::Duration::from_secs(3600);
+        c.stop_grace = PATIENCE;
+    });
+    let p = provision(&node.api(), "dc1").await;
+    let wrong = tampered(&p.scanner_secret);
+    for _ in 0..3 {
+        let refused =
+            ism_cli::scanner::connect(&node.socks(), "dc1", &wrong, "127.0.0.1", 80).await;
+        assert!(matches!(refused, Err(ism_cli::scanner::ScannerError::AuthRefused)));
+    }
+    // The endpoint exists but is not connected.
+    let offline =
+        ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", 80).await;
+    assert!(matches!(offline, Err(ism_cli::scanner::ScannerError::Refused { code: 3, .. })));
+    let gateway: uuid::Uuid = p.gateway.parse().unwrap();
+    let first = eventually("the first refusals recorded", || {
+        let log = node.state.log.clone();
+        async move { Some(turned_away(&*log, gateway).await).filter(|s| s.len() >= 2) }
+    })
+    .await;
+    assert!(first[0].1.contains("wrong secret"), "{first:?}");
+    assert!(first[1].1.contains("not connected"), "{first:?}");
+    // The two repeated wrong secrets are counted, and recorded once the node stops.
+    let data = node.stop();
+    let node = TestNode::start_in("node-a", Backend::Embedded, data);
+    let log = node.state.log.clone();
+    let events = log.read_aggregate(&ism_events::AggregateId::gateway(gateway)).await.unwrap();
+    let counted: Vec<u64> = events
+        .iter()
+        .filter_map(|r| match &r.envelope.event {
+            Event::ScannerRefusalsRepeated(r) => Some(r.count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, vec![2], "{events:?}");
+}
+
+/// The scanners turned away recorded on `gateway`: (endpoint asked for, reason) of each event.
+async fn turned_away(log: &dyn ism_events::EventLog, gateway: uuid::Uuid) -> Vec<(String, String)> {
+    let events = log.read_aggregate(&ism_events::AggregateId::gateway(gateway)).await.unwrap();
+    events
+        .into_iter()
+        .filter_map(|r| match r.envelope.event {
+            Event::ScannerRefused { endpoint, reason, .. } => Some((endpoint, reason)),
+            Event::ScannerRefusalsRepeated(r) => {
+                Some((r.targets.join(","), format!("{} more: {}", r.count, r.reason)))
+            }
+            _ => None,
+        })
+        .collect()
+}

@@ -10,7 +10,8 @@
 //!   stream may run now; [`running_streams`]: the streams running through this node;
 //!   [`enforcement`]: making the rule hold while streams run;
 //! - [`refusals`]: refused streams recorded without letting a loop of opens fill the log, and
-//!   [`refused_registrations`], refused machines likewise;
+//!   [`refused_registrations`], refused machines likewise; [`refused_scanners`], scanners turned
+//!   away before any stream;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).
 //!
@@ -30,6 +31,7 @@ pub mod listener;
 pub mod node;
 pub mod refusals;
 pub mod refused_registrations;
+pub mod refused_scanners;
 pub mod running_streams;
 pub mod scanner_auth;
 pub mod scanner_stream;

@@ -7,6 +7,7 @@
 use crate::listener::PendingConnections;
 use crate::refusals::{self, Refusals};
 use crate::refused_registrations::RefusedRegistrations;
+use crate::refused_scanners::RefusedScanners;
 use crate::state::{Addresses, NodeState, StreamLimits};
 use crate::tls::{self, TlsSource};
 use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
@@ -148,12 +149,15 @@ impl RunningNode {
             state.streams.wait_for(|n| n == 0).await;
             state.refusals.record_all();
             state.refused_registrations.record_all();
+            state.refused_scanners.record_all();
             state.tunnels.all_recorded().await;
             state.endpoints.all_recorded().await;
+            state.gateways.all_recorded().await;
         };
         if tokio::time::timeout(self.stop_grace, settled).await.is_err() {
             state.refusals.record_all();
             state.refused_registrations.record_all();
+            state.refused_scanners.record_all();
             tracing::warn!(
                 unrecorded = state.tunnels.unrecorded(),
                 sessions = state.sessions.len(),
@@ -308,13 +312,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let arbiter = Arbiter::current();
     let endpoints = Arc::new(NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()));
+    let gateways = Arc::new(NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()));
     let state = Arc::new(NodeState {
         node_id: config.node_id.clone(),
         log: log.clone(),
         clock: config.clock.clone(),
         directory: directory.clone(),
         progress,
-        gateways: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        gateways: gateways.clone(),
         endpoints: endpoints.clone(),
         tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
         users: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
@@ -325,6 +330,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         refused_registrations: Arc::new(RefusedRegistrations::new(
             config.registration_refusal_window,
             endpoints,
+            config.clock.clone(),
+        )),
+        refused_scanners: Arc::new(RefusedScanners::new(
+            config.refusal_window,
+            gateways,
             config.clock.clone(),
         )),
         admin_token_hash: hash_secret(&admin_token),
@@ -348,8 +358,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )),
         // Windows close within a tenth of their length after they are over.
         tokio::spawn({
-            let refusals = state.refusals.clone();
-            refusals::every_tick(config.refusal_window / 10, move || refusals.record_due())
+            let (refusals, scanners) = (state.refusals.clone(), state.refused_scanners.clone());
+            refusals::every_tick(config.refusal_window / 10, move || {
+                refusals.record_due();
+                scanners.record_due();
+            })
         }),
         tokio::spawn({
             let refused = state.refused_registrations.clone();

@@ -2,6 +2,7 @@
 //! endpoint (the username, by name or id) of the same gateway. No anonymous access. Whether the
 //! endpoint's access currently allows that credential is `access::stream_allowed`.
 
+use crate::refused_scanners::{RefusedScanners, TurnedAway};
 use ism_actors::credentials::{secret_id, verify_secret, SecretKind};
 use ism_projectors::directory::ScannerCredentialRow;
 use ism_projectors::{DirectoryProjection, EndpointView};
@@ -27,6 +28,50 @@ impl AuthorisedScanner {
     }
 }
 
+impl ScannerAuthError {
+    /// The gateway the refused credential belongs to, when it is known (the refusal is then
+    /// recorded on it), and the kind of refusal in a few words, the same for every one of a kind.
+    pub fn gateway_and_class(&self) -> Option<(Uuid, &'static str)> {
+        match self {
+            ScannerAuthError::WrongSecret { gateway, .. } => Some((*gateway, "wrong secret")),
+            ScannerAuthError::Revoked { gateway, .. } => Some((*gateway, "revoked credential")),
+            ScannerAuthError::UnknownEndpoint { gateway, .. } => {
+                Some((*gateway, "no such endpoint in the gateway"))
+            }
+            ScannerAuthError::Malformed
+            | ScannerAuthError::UnknownCredential(_)
+            | ScannerAuthError::Directory(_) => None,
+        }
+    }
+
+    /// The credential presented, when the password was one.
+    pub fn credential(&self) -> Option<Uuid> {
+        match self {
+            ScannerAuthError::WrongSecret { credential, .. }
+            | ScannerAuthError::Revoked { credential, .. }
+            | ScannerAuthError::UnknownEndpoint { credential, .. }
+            | ScannerAuthError::UnknownCredential(credential) => Some(*credential),
+            ScannerAuthError::Malformed | ScannerAuthError::Directory(_) => None,
+        }
+    }
+}
+
+/// Records `error` on the credential's gateway when it names one (a scanner that knocked with a
+/// password that is no credential of ours names none: it is only logged).
+pub fn record_refusal(refused: &RefusedScanners, error: &ScannerAuthError, username: &str) {
+    if let (Some((gateway, class)), Some(credential)) =
+        (error.gateway_and_class(), error.credential())
+    {
+        refused.refused(TurnedAway {
+            gateway,
+            scanner: ism_events::Principal::Credential { id: credential.simple().to_string() },
+            endpoint: username,
+            class,
+            reason: error.to_string(),
+        });
+    }
+}
+
 /// Why a scanner was refused. Logged on the gateway; the scanner only learns that it failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ScannerAuthError {
@@ -34,12 +79,12 @@ pub enum ScannerAuthError {
     Malformed,
     #[error("unknown scanner credential {0}")]
     UnknownCredential(Uuid),
-    #[error("wrong secret for scanner credential {0}")]
-    WrongSecret(Uuid),
-    #[error("scanner credential {0} was revoked (or its gateway deleted)")]
-    Revoked(Uuid),
+    #[error("wrong secret for scanner credential {credential}")]
+    WrongSecret { credential: Uuid, gateway: Uuid },
+    #[error("scanner credential {credential} was revoked (or its gateway deleted)")]
+    Revoked { credential: Uuid, gateway: Uuid },
     #[error("gateway {gateway} has no endpoint {username:?}")]
-    UnknownEndpoint { gateway: Uuid, username: String },
+    UnknownEndpoint { gateway: Uuid, credential: Uuid, username: String },
     #[error("directory unavailable: {0}")]
     Directory(String),
 }
@@ -57,10 +102,16 @@ pub fn authorise(
         .map_err(dir)?
         .ok_or(ScannerAuthError::UnknownCredential(credential_id))?;
     if !verify_secret(password, &credential.secret_hash) {
-        return Err(ScannerAuthError::WrongSecret(credential_id));
+        return Err(ScannerAuthError::WrongSecret {
+            credential: credential_id,
+            gateway: credential.gateway,
+        });
     }
     if credential.revoked {
-        return Err(ScannerAuthError::Revoked(credential_id));
+        return Err(ScannerAuthError::Revoked {
+            credential: credential_id,
+            gateway: credential.gateway,
+        });
     }
     let gateway = credential.gateway;
     let by_id = Uuid::try_parse(username)
@@ -74,6 +125,10 @@ pub fn authorise(
         None => directory.endpoint_by_name(gateway, username).map_err(dir)?,
     }
     .filter(|e| e.gateway == gateway)
-    .ok_or_else(|| ScannerAuthError::UnknownEndpoint { gateway, username: username.to_string() })?;
+    .ok_or_else(|| ScannerAuthError::UnknownEndpoint {
+        gateway,
+        credential: credential_id,
+        username: username.to_string(),
+    })?;
     Ok(AuthorisedScanner { credential_id, credential, endpoint })
 }

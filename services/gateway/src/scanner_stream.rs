@@ -6,6 +6,7 @@
 
 use crate::access::{stream_allowed, AccessDenied};
 use crate::refusals::RefusedStream;
+use crate::refused_scanners::TurnedAway;
 use crate::running_streams::StreamGuard;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::state::{ScannerPath, StreamLimits};
@@ -56,17 +57,33 @@ pub async fn open<'a>(
         let view = path.directory.endpoint(endpoint).ok().flatten();
         stream_allowed(view.as_ref(), &scanner.credential, endpoint, path.clock.now_ms())
     };
-    allowed()?;
+    // Turned away before any stream: recorded on the gateway (counted when repeated).
+    let turned_away = |not_opened: NotOpened| {
+        let class = match &not_opened {
+            NotOpened::Access(_) => "access denied",
+            NotOpened::CredentialQuota(_) => "the credential's stream quota is reached",
+            NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => "endpoint not connected",
+        };
+        path.refused_scanners.refused(TurnedAway {
+            gateway: scanner.endpoint.gateway,
+            scanner: scanner.principal(),
+            endpoint: &scanner.endpoint.name,
+            class,
+            reason: not_opened.to_string(),
+        });
+        not_opened
+    };
+    allowed().map_err(|e| turned_away(e.into()))?;
     let stop = CancellationToken::new();
     let registered = path
         .streams
         .register(endpoint, scanner.credential_id, stop.clone(), path.limits.per_credential)
-        .map_err(|full| NotOpened::CredentialQuota(full.0))?;
-    allowed()?;
+        .map_err(|full| turned_away(NotOpened::CredentialQuota(full.0)))?;
+    allowed().map_err(|e| turned_away(e.into()))?;
     let live = path
         .sessions
         .get(endpoint)
-        .ok_or_else(|| NotOpened::EndpointOffline(scanner.endpoint.name.clone()))?;
+        .ok_or_else(|| turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))?;
     let cause = Cause::by(scanner.principal());
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.

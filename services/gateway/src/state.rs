@@ -6,6 +6,7 @@ use crate::enforcement::Enforcement;
 use crate::listener::PendingConnections;
 use crate::refusals::Refusals;
 use crate::refused_registrations::RefusedRegistrations;
+use crate::refused_scanners::RefusedScanners;
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use ism_actors::credentials::KeySecret;
@@ -31,7 +32,7 @@ pub struct NodeState {
     pub clock: Arc<dyn Clock>,
     pub directory: Arc<DirectoryProjection>,
     pub progress: ProjectionProgress,
-    pub gateways: NodeActors<Gateway>,
+    pub gateways: Arc<NodeActors<Gateway>>,
     pub endpoints: Arc<NodeActors<Endpoint>>,
     pub tunnels: NodeActors<Tunnel>,
     pub users: NodeActors<User>,
@@ -43,6 +44,9 @@ pub struct NodeState {
     pub refusals: Arc<Refusals>,
     /// Refused registrations of endpoint keys, likewise.
     pub refused_registrations: Arc<RefusedRegistrations>,
+    /// Scanners turned away before any stream was opened, being counted before they are
+    /// recorded.
+    pub refused_scanners: Arc<RefusedScanners>,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     pub addresses: Addresses,
@@ -94,6 +98,7 @@ pub struct ScannerPath<'a> {
     pub sessions: &'a Sessions,
     pub tunnels: &'a NodeActors<Tunnel>,
     pub refusals: &'a Refusals,
+    pub refused_scanners: &'a RefusedScanners,
     pub limits: StreamLimits,
 }
 
@@ -114,6 +119,7 @@ impl NodeState {
             sessions: &self.sessions,
             tunnels: &self.tunnels,
             refusals: &self.refusals,
+            refused_scanners: &self.refused_scanners,
             limits: self.stream_limits,
         }
     }

@@ -178,6 +178,34 @@ impl Timeline {
                 format!("{}: {} left the gateway", gw(), self.endpoint_name(*endpoint))
             }
             Event::GatewayDeleted { reason } => format!("deleted {}: {reason}", gw()),
+            Event::ScannerRefused { scanner, endpoint, reason } => {
+                format!(
+                    "{}: {scanner} asking for endpoint {endpoint:?} turned away: {reason}",
+                    gw()
+                )
+            }
+            Event::ScannerRefusalsRepeated(RepeatedRefusals {
+                scanner,
+                reason,
+                count,
+                targets,
+                other_targets,
+                first_ms,
+                last_ms,
+            }) => {
+                let others = if *other_targets > 0 {
+                    format!(" and {other_targets} others")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{}: {scanner} turned away {count} more times ({reason}) from {} to {}, asking for {}{others}",
+                    gw(),
+                    format_time(*first_ms),
+                    format_time(*last_ms),
+                    targets.join(", ")
+                )
+            }
             Event::EndpointAdded { gateway, name, platform, .. } => format!(
                 "added endpoint {name:?} ({}) to {}",
                 platform.as_str(),

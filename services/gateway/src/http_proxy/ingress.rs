@@ -8,7 +8,7 @@
 //! ([`forward`](super::forward)).
 
 use super::forward::{self, Forward};
-use crate::scanner_auth::authorise;
+use crate::scanner_auth::{authorise, record_refusal};
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
@@ -145,6 +145,7 @@ async fn handle(
     let scanner = match authorise(&state.directory, &user, &password) {
         Ok(s) => s,
         Err(e) => {
+            record_refusal(&state.refused_scanners, &e, &user);
             let body = "invalid proxy credentials";
             refuse(tcp, 407, "Proxy Authentication Required", challenge, body).await?;
             return Err(ProxyError::Auth(e.to_string()));

@@ -2,7 +2,7 @@
 //! tunnel, reply, splice. Each refusal gets the closest SOCKS reply code and a log line that says
 //! why; the data path records what it did through the tunnel actor, without waiting for it.
 
-use crate::scanner_auth::{authorise, AuthorisedScanner};
+use crate::scanner_auth::{authorise, record_refusal, AuthorisedScanner};
 use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
@@ -137,6 +137,7 @@ async fn negotiate(
     let scanner = match authorise(&state.directory, &creds.username, &creds.password) {
         Ok(s) => s,
         Err(e) => {
+            record_refusal(&state.refused_scanners, &e, &creds.username);
             tcp.write_all(&codec::auth_status(false)).await?;
             return Err(e.into());
         }

@@ -7,6 +7,8 @@ use ism_events::GatewayEvent;
 pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &GatewayEvent) -> TxResult<()> {
     let (id, key, seq, t) = (at.id, at.key, at.seq, at.time_ms);
     match event {
+        // Turned-away scanners change no row (the audit shows them).
+        GatewayEvent::ScannerRefused { .. } | GatewayEvent::ScannerRefusalsRepeated(_) => {}
         GatewayEvent::GatewayCreated { name, description } => {
             let g = GatewayView {
                 id,
