@@ -410,6 +410,7 @@ mod tests {
                     stream,
                     target: "t:1".into(),
                     scanner: "s".into(),
+                    via: None,
                 },
                 Cause::by(ism_events::Principal::user("s")),
             );

@@ -34,6 +34,8 @@ pub enum TunnelCommand {
         stream: u32,
         target: String,
         scanner: String,
+        /// The node the scanner came to, for a stream relayed from it.
+        via: Option<String>,
     },
     RecordStreamRefused {
         target: String,
@@ -141,12 +143,13 @@ impl Aggregate for Tunnel {
                     agent_version: agent_version.clone(),
                 }
             }
-            TunnelCommand::RecordStreamOpened { stream, target, scanner } => {
+            TunnelCommand::RecordStreamOpened { stream, target, scanner, via } => {
                 existed()?;
                 TunnelEvent::StreamOpened {
                     stream: *stream,
                     target: target.clone(),
                     scanner: scanner.clone(),
+                    via: via.clone(),
                 }
             }
             TunnelCommand::RecordStreamRefused { target, scanner, reason } => {
@@ -224,8 +227,10 @@ mod tests {
             stream: 1,
             target: "a:80".into(),
             scanner: "s".into(),
+            via: None,
         };
-        let opened_stream = StreamOpened { stream: 1, target: "a:80".into(), scanner: "s".into() };
+        let opened_stream =
+            StreamOpened { stream: 1, target: "a:80".into(), scanner: "s".into(), via: None };
         Scenario::<Tunnel>::given(&[]).when(&open).then_error(TunnelError::NotOpen(Uuid::nil()));
         Scenario::<Tunnel>::given(&[opened()]).when(&open).then(opened_stream.clone());
         Scenario::<Tunnel>::given(&[opened(), closed()]).when(&open).then(opened_stream);
@@ -246,7 +251,7 @@ mod tests {
     #[test]
     fn the_streams_a_dead_node_carried_are_cut_once_each() {
         let opened_stream =
-            |stream| StreamOpened { stream, target: "a:80".into(), scanner: "s".into() };
+            |stream| StreamOpened { stream, target: "a:80".into(), scanner: "s".into(), via: None };
         let ended = StreamClosed { stream: 1, sent: 5, received: 6, end: "finished".into() };
         let carried = [opened(), opened_stream(1), opened_stream(3), ended];
         let cut = |stream| TunnelCommand::CutStream { stream, reason: "node-a died".into() };

@@ -326,7 +326,15 @@ catalogue! {
             agent_version: String,
         },
         /// A scanner stream went through the tunnel to `target`.
-        StreamOpened { stream: u32, target: String, scanner: String },
+        StreamOpened {
+            stream: u32,
+            target: String,
+            scanner: String,
+            /// The gateway node the scanner came to, when it is not the one holding the
+            /// endpoint (the stream was relayed from it).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            via: Option<String>,
+        },
         /// A scanner stream was refused (by the endpoint's allowlist, a failed dial, capacity).
         StreamRefused { target: String, scanner: String, reason: String },
         /// More refusals like a `StreamRefused` just recorded, counted over a short window

@@ -37,6 +37,8 @@ fn announcement(node: &str, beat: u64) -> NodeAnnouncement {
         relay: "127.0.0.1:9".parse().unwrap(),
         role: NodeRole::Serving,
         beat,
+        sessions: 0,
+        streams: 0,
     }
 }
 

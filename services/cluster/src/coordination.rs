@@ -24,6 +24,11 @@ pub struct NodeAnnouncement {
     pub relay: SocketAddr,
     pub role: NodeRole,
     pub beat: u64,
+    /// Endpoint sessions and scanner streams it holds now, for operators.
+    #[serde(default)]
+    pub sessions: usize,
+    #[serde(default)]
+    pub streams: usize,
 }
 
 /// The session that holds an endpoint.

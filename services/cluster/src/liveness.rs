@@ -65,6 +65,8 @@ mod tests {
             relay: "127.0.0.1:1".parse().unwrap(),
             role: NodeRole::Serving,
             beat,
+            sessions: 0,
+            streams: 0,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::messages::Diagnosis;
 use crate::proxy::ProxyCredentials;
 use crate::status::{self, StatusReport};
 use ism_tunnel::{Incoming, SessionConfig};
-use ism_tunnel_proto::Purpose;
+use ism_tunnel_proto::{OpenFailure, Purpose};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -322,6 +322,11 @@ impl Agent {
 /// Dials each stream the gateway opens, or refuses it with the reason.
 async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>) {
     while let Some(stream) = incoming.next().await {
+        if stream.relay().is_some() {
+            // Relayed streams travel between gateway nodes, never to an endpoint.
+            stream.reject(OpenFailure::NotAllowed, "an endpoint takes no relayed streams");
+            continue;
+        }
         let dialer = dialer.clone();
         tokio::spawn(async move {
             let target = stream.target().clone();

@@ -24,6 +24,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cluster;
 pub mod copied_identity;
 pub mod enforcement;
 pub mod http_proxy;

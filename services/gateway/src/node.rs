@@ -4,6 +4,8 @@
 //! rebuildable cache of it, and the secrets (key secret, admin token, TLS identity) come from
 //! configuration or, on the embedded default, from files generated once in the data directory.
 
+use crate::cluster::links::RelayLinks;
+use crate::cluster::{membership, relay, tls as cluster_tls, Cluster, ClusterConfig};
 use crate::listener::PendingConnections;
 use crate::refusals::{self, Refusals};
 use crate::refused_registrations::RefusedRegistrations;
@@ -68,6 +70,9 @@ pub struct NodeConfig {
     /// Connections accepted and not yet authenticated, across the node's listeners; beyond it
     /// new ones are closed at once.
     pub max_pending_connections: usize,
+    /// How this node takes part in a cluster; `None` for a node alone (it relays nothing, and on
+    /// the embedded log coordinates in process).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl NodeConfig {
@@ -95,6 +100,7 @@ impl NodeConfig {
             stop_grace: Duration::from_secs(5),
             stream_limits: StreamLimits::default(),
             max_pending_connections: 1024,
+            cluster: None,
         }
     }
 }
@@ -115,6 +121,10 @@ pub enum NodeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("the WebSocket path must start with '/': {0:?}")]
     WsPath(String),
+    #[error("cluster coordination: {0}")]
+    Coordination(#[from] ism_cluster::CoordError),
+    #[error("cluster TLS: {0}")]
+    ClusterTls(#[from] crate::cluster::tls::ClusterTlsError),
 }
 
 /// A started node.
@@ -296,6 +306,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         })
     };
     let wss = bind("endpoint tunnels", config.endpoint_listen).await?;
+    let cluster = join_cluster(&config, &bind).await?;
     let socks = bind("SOCKS5 ingress", config.socks_listen).await?;
     let http_proxy = bind("HTTP proxy ingress", config.http_proxy_listen).await?;
     let api_listener = std::net::TcpListener::bind(config.api_listen).map_err(|source| {
@@ -343,6 +354,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         stream_limit: config.session.max_streams,
         stream_limits: config.stream_limits,
         pending: PendingConnections::new(config.max_pending_connections),
+        cluster: cluster.cluster,
     });
 
     recover(&state).await;
@@ -377,7 +389,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )),
         tokio::spawn(socks5::ingress::serve(socks, state.clone())),
         tokio::spawn(http_proxy::ingress::serve(http_proxy, state.clone())),
+        tokio::spawn(membership::heartbeat(state.clone(), cluster.heartbeat)),
+        tokio::spawn(membership::fence_replaced(state.clone(), cluster.drain_timeout)),
     ];
+    let mut tasks = tasks;
+    if let Some((listener, tls)) = cluster.relay {
+        tasks.push(tokio::spawn(relay::serve(
+            listener,
+            tls,
+            state.clone(),
+            config.session.clone(),
+        )));
+    }
     let api_state = actix_web::web::Data::new(state.clone());
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new().app_data(api_state.clone()).configure(api::routes)
@@ -403,26 +426,88 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     })
 }
 
+/// What joining the cluster gave the node.
+struct Joined {
+    cluster: Arc<Cluster>,
+    /// The relay listener and the cluster TLS, for a node that relays.
+    relay: Option<(tokio::net::TcpListener, cluster_tls::ClusterTls)>,
+    heartbeat: Duration,
+    drain_timeout: Duration,
+}
+
+/// Coordination on the event log's NATS (a cluster) or in process (a node alone), and the relay
+/// listener when the node has cluster TLS.
+async fn join_cluster<B, F>(config: &NodeConfig, bind: &B) -> Result<Joined, NodeError>
+where
+    B: Fn(&'static str, SocketAddr) -> F,
+    F: std::future::Future<Output = Result<tokio::net::TcpListener, NodeError>>,
+{
+    let defaults = ClusterConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        cluster_tls::ClusterTlsFiles::in_dir(Path::new("."), ""),
+    );
+    let settings = config.cluster.as_ref().unwrap_or(&defaults);
+    let coordination: Arc<dyn ism_cluster::Coordination> = match &config.event_log {
+        Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+            let replicas = std::env::var("ISM_JETSTREAM_REPLICAS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(1);
+            // A node record outlives a few missed heartbeats, then expires on its own.
+            let ttl = settings.lease * 10;
+            Arc::new(ism_cluster::nats::NatsCoordination::connect(url, replicas, ttl).await?)
+        }
+        _ => Arc::new(ism_cluster::in_process::InProcess::default()),
+    };
+    let (links, relay, relay_addr) = match &config.cluster {
+        Some(c) => {
+            let tls = cluster_tls::load(&c.tls)?;
+            let listener = bind("relay links", c.relay_listen).await?;
+            let bound = listener.local_addr().map_err(|source| NodeError::Bind {
+                what: "relay links",
+                addr: c.relay_listen,
+                source,
+            })?;
+            let advertised = c.relay_advertise.unwrap_or(bound);
+            let links = RelayLinks::new(tls.clone(), config.session.clone());
+            (Some(links), Some((listener, tls)), Some(advertised))
+        }
+        None => {
+            if config.event_log.as_deref().is_some_and(|l| l.starts_with("nats://")) {
+                tracing::warn!("this node shares a NATS event log but has no cluster TLS (--cluster-tls-dir): it cannot relay scanners to endpoints other nodes hold");
+            }
+            (None, None, None)
+        }
+    };
+    let cluster =
+        Cluster::new(config.node_id.clone(), coordination, links, relay_addr, settings.lease);
+    tracing::info!(coordination = %cluster.coordination.describe(), relay = ?relay_addr, "joined the cluster");
+    Ok(Joined {
+        cluster: Arc::new(cluster),
+        relay,
+        heartbeat: settings.heartbeat,
+        drain_timeout: settings.drain_timeout,
+    })
+}
+
 /// Records the end of a session the log still shows open under this node's name, which this node
 /// no longer holds (it restarted, perhaps after a crash): first the end of each stream the
 /// session carried without its end recorded (the bytes they moved are unknown), then the session's.
 /// Repeating it records nothing more.
-async fn close_lost_session(
+pub(crate) async fn close_lost_session(
     state: &NodeState,
     tunnel: uuid::Uuid,
     cause: &Cause,
+    why: &str,
 ) -> Result<(), ism_actors::CommandError<ism_actors::tunnel::TunnelError>> {
     let lost = ism_actors::aggregate::load::<Tunnel>(&*state.log, tunnel).await?;
     let carried = lost.state.opened.map(|t| t.open_streams).unwrap_or_default();
-    let reason = format!(
-        "cut: gateway node {} stopped before recording the end (bytes moved unknown)",
-        state.node_id
-    );
+    let reason = format!("cut: {why} before recording the end (bytes moved unknown)");
     for stream in carried {
         let cut = TunnelCommand::CutStream { stream, reason: reason.clone() };
         state.tunnels.execute(tunnel, cut, cause.clone()).await?;
     }
-    let close = TunnelCommand::Close { reason: "gateway node restarted".into() };
+    let close = TunnelCommand::Close { reason: why.to_string() };
     state.tunnels.execute(tunnel, close, cause.clone()).await?;
     Ok(())
 }
@@ -432,7 +517,8 @@ async fn close_lost_session(
 async fn recover(state: &NodeState) {
     let cause = Cause::by(Principal::node(state.node_id.clone()));
     for t in state.directory.open_tunnels_on(&state.node_id).unwrap_or_default() {
-        if let Err(e) = close_lost_session(state, t.id, &cause).await {
+        let why = format!("gateway node {} stopped and restarted", state.node_id);
+        if let Err(e) = close_lost_session(state, t.id, &cause, &why).await {
             tracing::warn!(tunnel = %t.id, error = %e, "could not close a stale session");
         }
         state.tunnels.forget(t.id);

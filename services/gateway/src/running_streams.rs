@@ -125,6 +125,16 @@ impl RunningStreams {
         *self.total.borrow()
     }
 
+    /// Waits until `endpoint` has at most `n` streams running through this node.
+    pub async fn wait_for_endpoint(&self, endpoint: Uuid, n: usize) {
+        let mut changes = self.total.subscribe();
+        while self.count(endpoint) > n {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Waits until the number of running streams satisfies `done`.
     pub async fn wait_for(&self, done: impl Fn(usize) -> bool) {
         let _ = self.total.subscribe().wait_for(|n| done(*n)).await;

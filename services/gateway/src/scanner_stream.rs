@@ -5,6 +5,7 @@
 //! their protocol around it.
 
 use crate::access::{stream_allowed, AccessDenied};
+use crate::cluster::RelayError;
 use crate::refusals::RefusedStream;
 use crate::refused_scanners::TurnedAway;
 use crate::running_streams::StreamGuard;
@@ -17,7 +18,7 @@ use ism_events::Cause;
 use ism_tunnel::{
     Expiry, OpenStreamError, SpliceOptions, StreamEnd, StreamReader, StreamWriter, TunnelStream,
 };
-use ism_tunnel_proto::{ResetReason, TargetAddr};
+use ism_tunnel_proto::{Relay, ResetReason, TargetAddr};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,8 @@ pub enum NotOpened {
     CredentialQuota(usize),
     #[error("stream to {target} refused: {error}")]
     Open { target: String, error: OpenStreamError },
+    #[error("{0}")]
+    OwnerUnreachable(String),
 }
 
 /// An open stream, registered for access enforcement, whose end will be recorded.
@@ -40,7 +43,9 @@ pub struct OpenedStream<'a> {
     limits: StreamLimits,
     stop: CancellationToken,
     _registered: StreamGuard<'a>,
-    recorder: Recorder<Tunnel>,
+    /// Where this stream's end is recorded: its tunnel's actor. `None` for a stream relayed to
+    /// the node holding the endpoint, which records it there.
+    recorder: Option<Recorder<Tunnel>>,
     cause: Cause,
 }
 
@@ -63,6 +68,7 @@ pub async fn open<'a>(
             NotOpened::Access(_) => "access denied",
             NotOpened::CredentialQuota(_) => "the credential's stream quota is reached",
             NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => "endpoint not connected",
+            NotOpened::OwnerUnreachable(_) => "the node holding the endpoint is unreachable",
         };
         path.refused_scanners.refused(TurnedAway {
             gateway: scanner.endpoint.gateway,
@@ -80,11 +86,34 @@ pub async fn open<'a>(
         .register(endpoint, scanner.credential_id, stop.clone(), path.limits.per_credential)
         .map_err(|full| turned_away(NotOpened::CredentialQuota(full.0)))?;
     allowed().map_err(|e| turned_away(e.into()))?;
-    let live = path
-        .sessions
-        .get(endpoint)
-        .ok_or_else(|| turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))?;
     let cause = Cause::by(scanner.principal());
+    let Some(live) = path.sessions.get(endpoint) else {
+        // Another node holds the endpoint: one hop to it.
+        let Some(owner) = path.cluster.owner_elsewhere(endpoint).await else {
+            return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())));
+        };
+        let relay = Relay {
+            endpoint: *endpoint.as_bytes(),
+            scanner: scanner.credential_id.simple().to_string(),
+            ingress_node: path.cluster.node_id.clone(),
+        };
+        let target_text = target.to_string();
+        return match path.cluster.open_relayed(&owner, target, relay).await {
+            Ok(stream) => Ok(OpenedStream {
+                stream,
+                limits: path.limits,
+                stop,
+                _registered: registered,
+                recorder: None,
+                cause,
+            }),
+            // The owner recorded the refusal.
+            Err(RelayError::Open(error)) => Err(NotOpened::Open { target: target_text, error }),
+            Err(unreachable) => {
+                Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))
+            }
+        };
+    };
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);
@@ -92,6 +121,7 @@ pub async fn open<'a>(
     match live.session.open_stream(target).await {
         Ok(stream) => {
             let command = TunnelCommand::RecordStreamOpened {
+                via: None,
                 stream: stream.id().0,
                 target: target_text,
                 scanner: scanner.audit_name(),
@@ -102,7 +132,7 @@ pub async fn open<'a>(
                 limits: path.limits,
                 stop,
                 _registered: registered,
-                recorder,
+                recorder: Some(recorder),
                 cause,
             })
         }
@@ -142,7 +172,14 @@ impl OpenedStream<'_> {
             half_closed_timeout: Some(self.limits.half_closed_timeout),
         };
         let report = self.stream.splice_with(tcp, options).await;
-        record_end(&self.recorder, self.cause, id, report.sent, report.received, &report.end);
+        record_end(
+            self.recorder.as_ref(),
+            self.cause,
+            id,
+            report.sent,
+            report.received,
+            &report.end,
+        );
     }
 
     /// Runs `exchange` on the stream's two halves, for a caller that moves the bytes itself
@@ -165,14 +202,14 @@ impl OpenedStream<'_> {
             StreamEnd::Cancelled => writer.reset(ResetReason::Revoked),
             StreamEnd::Finished | StreamEnd::Reset(_) => {}
         }
-        record_end(&self.recorder, self.cause, id, moved.sent, moved.received, &end);
+        record_end(self.recorder.as_ref(), self.cause, id, moved.sent, moved.received, &end);
         end
     }
 }
 
 /// Tells the tunnel actor how a scanner's stream ended.
 fn record_end(
-    recorder: &Recorder<Tunnel>,
+    recorder: Option<&Recorder<Tunnel>>,
     cause: Cause,
     stream: u32,
     sent: u64,
@@ -189,5 +226,7 @@ fn record_end(
             "reset: one side closed and the other stayed silent".into()
         }
     };
-    recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
+    if let Some(recorder) = recorder {
+        recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
+    }
 }

@@ -2,6 +2,7 @@
 //! takes only what it uses of: the scanner path takes a [`ScannerPath`], enforcement an
 //! [`Enforcement`](crate::enforcement::Enforcement), `authorise` the directory.
 
+use crate::cluster::Cluster;
 use crate::enforcement::Enforcement;
 use crate::listener::PendingConnections;
 use crate::refusals::Refusals;
@@ -56,6 +57,8 @@ pub struct NodeState {
     pub stream_limits: StreamLimits,
     /// Connections not yet authenticated, on all listeners.
     pub pending: PendingConnections,
+    /// This node in its cluster: who holds which endpoint, relay links, draining.
+    pub cluster: Arc<Cluster>,
 }
 
 /// Where this node listens, as reported by the API (for allowlists and endpoint configuration).
@@ -100,6 +103,8 @@ pub struct ScannerPath<'a> {
     pub refusals: &'a Refusals,
     pub refused_scanners: &'a RefusedScanners,
     pub limits: StreamLimits,
+    /// Where endpoints other nodes hold are reached.
+    pub cluster: &'a Cluster,
 }
 
 impl NodeState {
@@ -121,6 +126,7 @@ impl NodeState {
             refusals: &self.refusals,
             refused_scanners: &self.refused_scanners,
             limits: self.stream_limits,
+            cluster: &self.cluster,
         }
     }
 

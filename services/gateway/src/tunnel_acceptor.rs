@@ -119,6 +119,10 @@ async fn accept(
         .await
         .map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
     let admitted = match hello {
+        // A draining node takes no new sessions: the endpoint tries another node at once.
+        Ok(hello) if state.cluster.is_draining() && hello.purpose == Purpose::Serve => {
+            Err(Rejection::unavailable(format!("gateway node {} is draining", state.node_id)))
+        }
         Ok(hello) => Box::pin(admit(&state, &hello, &nonce)).await.map(|a| (hello, a)),
         Err(rejection) => Err(rejection),
     };
@@ -150,6 +154,9 @@ async fn accept(
     // Only now: a stopping node waits for its sessions to be gone, then for what they told to
     // be recorded (`RunningNode::stop`), so the close must be told first.
     state.sessions.remove(admitted.endpoint, tunnel);
+    if let Err(e) = state.cluster.coordination.release(admitted.endpoint, tunnel).await {
+        tracing::warn!(%tunnel, error = %e, "could not let the endpoint go in the cluster");
+    }
     result.map(|_| ())
 }
 
@@ -209,6 +216,19 @@ async fn run_session(
             state.sessions.install(live, state.clock.now_ms());
         });
     tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, %peer, "endpoint connected");
+    // The cluster learns that this session holds the endpoint now; a session that held it on
+    // another node is fenced out there.
+    let owner = ism_cluster::Owner { node: state.node_id.clone(), tunnel };
+    match state.cluster.coordination.claim(admitted.endpoint, &owner).await {
+        Ok(claimed) => {
+            if let Some(previous) = claimed.previous.filter(|p| p.node != state.node_id) {
+                tracing::info!(endpoint = %escaped(&admitted.name), replaced_on = %previous.node, "the endpoint moved here");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(endpoint = %escaped(&admitted.name), error = %e, "could not claim the endpoint in the cluster: other nodes cannot relay to it")
+        }
+    }
     // A key rotation, deletion or release of the binding that landed while this session was
     // being admitted.
     state.enforcement().reconcile_endpoint(admitted.endpoint);

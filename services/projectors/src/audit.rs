@@ -272,8 +272,10 @@ impl Timeline {
                 "{} connected to node {node} from {remote_addr} (version {agent_version})",
                 tunnel_ep()
             ),
-            Event::StreamOpened { stream, target, scanner } => {
-                format!("{}: stream {stream} to {target} for {scanner}", tunnel_ep())
+            Event::StreamOpened { stream, target, scanner, via } => {
+                let via =
+                    via.as_ref().map(|n| format!(", relayed from node {n}")).unwrap_or_default();
+                format!("{}: stream {stream} to {target} for {scanner}{via}", tunnel_ep())
             }
             Event::StreamRefused { target, scanner, reason } => {
                 format!("{}: stream to {target} for {scanner} refused: {reason}", tunnel_ep())

@@ -210,6 +210,8 @@ fn status_of(not_opened: &NotOpened) -> (u16, &'static str) {
                 | OpenStreamError::TimedOut(_),
             ..
         } => (504, "Gateway Timeout"),
-        NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => (502, "Bad Gateway"),
+        NotOpened::EndpointOffline(_) | NotOpened::OwnerUnreachable(_) | NotOpened::Open { .. } => {
+            (502, "Bad Gateway")
+        }
     }
 }

@@ -101,7 +101,9 @@ async fn handle(
         Err(not_opened) => {
             let code = match &not_opened {
                 NotOpened::Access(_) => Reply::NotAllowed,
-                NotOpened::EndpointOffline(_) => Reply::NetworkUnreachable,
+                NotOpened::EndpointOffline(_) | NotOpened::OwnerUnreachable(_) => {
+                    Reply::NetworkUnreachable
+                }
                 NotOpened::CredentialQuota(_) => Reply::GeneralFailure,
                 NotOpened::Open { error: OpenStreamError::Refused { reason, .. }, .. } => {
                     Reply::from(*reason)

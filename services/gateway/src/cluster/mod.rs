@@ -1,0 +1,165 @@
+//! This node in its cluster: who else is alive, who holds which endpoint, and the relay links
+//! that let any node serve any scanner (see `ism-cluster` for the shared facts and their rules).
+//!
+//! - [`membership`]: the heartbeat, the liveness of the others, and what a surviving node
+//!   records for a node that was lost;
+//! - ownership: a session claims its endpoint when it is installed and lets it go when it ends;
+//!   a newer session elsewhere fences this node's ([`membership::fence_replaced`]);
+//! - [`links`] and [`relay`]: the one-hop relay to the node that holds an endpoint;
+//! - [`tls`]: the cluster's own CA, which relay links require on both sides.
+//!
+//! A single node (the embedded default) runs the same code on in-process coordination, without
+//! links: every endpoint it serves is its own.
+
+pub mod links;
+pub mod membership;
+pub mod relay;
+pub mod tls;
+
+use ism_cluster::{Coordination, Liveness, NodeRole, Owner};
+use ism_tunnel::{OpenStreamError, TunnelStream};
+use ism_tunnel_proto::{Relay, TargetAddr};
+use links::RelayLinks;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// How a node takes part in a cluster (absent: a single node).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Where other nodes open relay links to this one.
+    pub relay_listen: SocketAddr,
+    /// The address other nodes dial, when `relay_listen` is a wildcard (`0.0.0.0:8444`).
+    pub relay_advertise: Option<SocketAddr>,
+    /// The cluster CA, this node's certificate and key (`ism-gateway cluster-certs`).
+    pub tls: tls::ClusterTlsFiles,
+    /// How often the node announces itself.
+    pub heartbeat: Duration,
+    /// How long a node's heartbeat may stand still before it counts as lost.
+    pub lease: Duration,
+    /// How long a draining node lets running streams finish before it closes their sessions.
+    pub drain_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A cluster node relaying on `relay_listen` with the TLS files in `tls`, heartbeats every
+    /// second, lost after three without one.
+    pub fn new(relay_listen: SocketAddr, tls: tls::ClusterTlsFiles) -> Self {
+        Self {
+            relay_listen,
+            relay_advertise: None,
+            tls,
+            heartbeat: Duration::from_secs(1),
+            lease: Duration::from_secs(3),
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// This node's view of the cluster and its relay links.
+pub struct Cluster {
+    pub node_id: String,
+    pub coordination: Arc<dyn Coordination>,
+    /// Links to the other nodes; `None` for a node that relays nothing (no cluster TLS).
+    links: Option<RelayLinks>,
+    liveness: Mutex<Liveness>,
+    /// Serving or draining.
+    role: watch::Sender<NodeRole>,
+    /// Where other nodes reach this one.
+    relay_addr: Option<SocketAddr>,
+}
+
+/// Why a stream could not be relayed to the node that holds its endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("endpoint held by node {node}, which cannot be reached: {reason}")]
+    Unreachable { node: String, reason: String },
+    #[error(transparent)]
+    Open(#[from] OpenStreamError),
+}
+
+impl Cluster {
+    pub fn new(
+        node_id: String,
+        coordination: Arc<dyn Coordination>,
+        links: Option<RelayLinks>,
+        relay_addr: Option<SocketAddr>,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            node_id,
+            coordination,
+            links,
+            liveness: Mutex::new(Liveness::new(lease)),
+            role: watch::channel(NodeRole::Serving).0,
+            relay_addr,
+        }
+    }
+
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn role(&self) -> NodeRole {
+        *self.role.borrow()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.role() == NodeRole::Draining
+    }
+
+    /// Stops taking endpoints and scanners (already running streams go on).
+    pub fn start_draining(&self) -> bool {
+        self.role
+            .send_if_modified(|r| std::mem::replace(r, NodeRole::Draining) != NodeRole::Draining)
+    }
+
+    /// Waits until this node drains.
+    pub async fn draining(&self) {
+        let _ = self.role.subscribe().wait_for(|r| *r == NodeRole::Draining).await;
+    }
+
+    /// The endpoint's owner, when it is another node that is alive.
+    pub async fn owner_elsewhere(&self, endpoint: Uuid) -> Option<Owner> {
+        let owner = match self.coordination.owner(endpoint).await {
+            Ok(owner) => owner?,
+            Err(e) => {
+                tracing::warn!(%endpoint, error = %e, "cannot read who holds the endpoint");
+                return None;
+            }
+        };
+        let alive = self.liveness().is_alive(&owner.node, std::time::Instant::now());
+        (owner.node != self.node_id && alive).then_some(owner)
+    }
+
+    /// Opens a stream to `target` through the endpoint `owner` holds, over the link to it.
+    pub async fn open_relayed(
+        &self,
+        owner: &Owner,
+        target: TargetAddr,
+        relay: Relay,
+    ) -> Result<TunnelStream, RelayError> {
+        let unreachable =
+            |reason: String| RelayError::Unreachable { node: owner.node.clone(), reason };
+        let Some(links) = &self.links else {
+            return Err(unreachable("this node has no relay links (no cluster TLS)".into()));
+        };
+        let nodes = self.coordination.nodes().await.map_err(|e| unreachable(e.to_string()))?;
+        let addr = nodes
+            .iter()
+            .find(|n| n.node == owner.node)
+            .map(|n| n.relay)
+            .ok_or_else(|| unreachable("it does not announce itself".into()))?;
+        let link = links.to(&owner.node, addr).await.map_err(|e| unreachable(e.to_string()))?;
+        Ok(link.open_relayed(target, relay).await?)
+    }
+
+    /// Closes the relay links (this node is stopping).
+    pub async fn close_links(&self) {
+        if let Some(links) = &self.links {
+            links.close_all().await;
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The owner's side of the one-hop relay: accepting relay links from the other nodes, and for
+//! each relayed stream opening the stream through the endpoint this node holds and joining the
+//! two. Allowlist, stream limits and records behave as for a local scanner; access was checked
+//! by the node the scanner came to, which keeps enforcing it (a withdrawal there resets the
+//! relayed stream, and the reset travels on).
+
+use super::tls::ClusterTls;
+use crate::refusals::RefusedStream;
+use crate::state::NodeState;
+use ism_actors::tunnel::TunnelCommand;
+use ism_events::{escaped, Cause, Principal};
+use ism_tunnel::{
+    IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelStream,
+};
+use ism_tunnel_proto::{OpenError, OpenFailure, ResetReason, Role};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use uuid::Uuid;
+
+/// Time a dialing node has for TLS and the WebSocket upgrade.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts relay links from the other nodes for ever.
+pub async fn serve(
+    listener: TcpListener,
+    tls: ClusterTls,
+    state: Arc<NodeState>,
+    config: SessionConfig,
+) {
+    let acceptor = TlsAcceptor::from(tls.server);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a relay link failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, state, config) = (acceptor.clone(), state.clone(), config.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let handshake = async {
+                let tls = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
+                tokio_tungstenite::accept_async_with_config(
+                    tls,
+                    Some(ism_tunnel::ws::websocket_config()),
+                )
+                .await
+                .map_err(|e| format!("WebSocket: {e}"))
+            };
+            let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(e)) => {
+                    return tracing::info!(%peer, error = %escaped(&e), "relay link refused")
+                }
+                Err(_) => return tracing::info!(%peer, "relay link refused: no handshake in time"),
+            };
+            let (link, mut incoming) = Session::spawn(ws, Role::Endpoint, config);
+            tracing::info!(%peer, "relay link accepted");
+            while let Some(stream) = incoming.next().await {
+                let state = state.clone();
+                tokio::spawn(async move { serve_relayed(&state, stream).await });
+            }
+            let reason = link.closed().await;
+            tracing::info!(%peer, %reason, "relay link closed");
+        });
+    }
+}
+
+/// The refusal an opener hears for `e`.
+fn failure_of(e: &OpenStreamError) -> OpenFailure {
+    match e {
+        OpenStreamError::Refused { reason, .. } => *reason,
+        OpenStreamError::TimedOut(_) => OpenFailure::TimedOut,
+        OpenStreamError::Local(OpenError::LimitReached(_)) => OpenFailure::Busy,
+        OpenStreamError::Local(OpenError::IdsExhausted)
+        | OpenStreamError::Reset(_)
+        | OpenStreamError::SessionClosed => OpenFailure::General,
+    }
+}
+
+/// One relayed stream: through the endpoint this node holds, recorded on its tunnel as the
+/// ingress node's scanner's.
+async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
+    let Some(relay) = incoming.relay().cloned() else {
+        return incoming
+            .reject(OpenFailure::NotAllowed, "a relay link carries relayed streams only");
+    };
+    let endpoint = Uuid::from_bytes(relay.endpoint);
+    let Some(live) = state.sessions.get(endpoint) else {
+        let message = format!("endpoint {endpoint} is not connected to node {}", state.node_id);
+        return incoming.reject(OpenFailure::NetworkUnreachable, message);
+    };
+    let scanner = Principal::Credential { id: relay.scanner.clone() };
+    let cause = Cause::by(scanner.clone());
+    let recorder = state.tunnels.recorder(live.tunnel);
+    let target = incoming.target().clone();
+    let to_endpoint = match live.session.open_stream(target.clone()).await {
+        Ok(stream) => stream,
+        Err(error) => {
+            state.refusals.refused(RefusedStream {
+                tunnel: live.tunnel,
+                recorder: &recorder,
+                scanner: scanner.to_string(),
+                target: &target.to_string(),
+                error: &error,
+                cause,
+            });
+            return incoming.reject(failure_of(&error), error.to_string());
+        }
+    };
+    let Ok(from_ingress) = incoming.accept().await else { return };
+    let stream = to_endpoint.id().0;
+    let opened = TunnelCommand::RecordStreamOpened {
+        stream,
+        target: target.to_string(),
+        scanner: scanner.to_string(),
+        via: Some(relay.ingress_node.clone()),
+    };
+    recorder.tell(opened, cause.clone());
+    let (sent, received, end) = join(from_ingress, to_endpoint).await;
+    let end = match end {
+        StreamEnd::Finished => "finished".to_string(),
+        other => format!("reset: {other:?}"),
+    };
+    recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
+}
+
+/// Moves bytes both ways between the ingress node's stream and the endpoint's, until both sides
+/// finished or one reset (then both are reset). Returns the bytes towards the endpoint, the
+/// bytes back, and how it ended.
+async fn join(ingress: TunnelStream, endpoint: TunnelStream) -> (u64, u64, StreamEnd) {
+    let (mut from_ingress, mut to_ingress) = ingress.split();
+    let (mut from_endpoint, mut to_endpoint) = endpoint.split();
+    let (mut up, mut down) = (0u64, 0u64);
+    let ended = {
+        let upstream = async {
+            while let Some(chunk) = from_ingress.recv().await {
+                let chunk = chunk?;
+                up += chunk.len() as u64;
+                to_endpoint.send(chunk).await?;
+            }
+            to_endpoint.finish().await
+        };
+        let downstream = async {
+            while let Some(chunk) = from_endpoint.recv().await {
+                let chunk = chunk?;
+                down += chunk.len() as u64;
+                to_ingress.send(chunk).await?;
+            }
+            to_ingress.finish().await
+        };
+        tokio::pin!(upstream, downstream);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            tokio::select! {
+                r = &mut upstream, if !up_done => match r {
+                    Ok(()) => up_done = true,
+                    Err(end) => break end,
+                },
+                r = &mut downstream, if !down_done => match r {
+                    Ok(()) => down_done = true,
+                    Err(end) => break end,
+                },
+            }
+            if up_done && down_done {
+                break StreamEnd::Finished;
+            }
+        }
+    };
+    if ended != StreamEnd::Finished {
+        let reason = match &ended {
+            StreamEnd::Reset(reason) => *reason,
+            _ => ResetReason::Aborted,
+        };
+        to_ingress.reset(reason);
+        to_endpoint.reset(reason);
+    }
+    (up, down, ended)
+}
