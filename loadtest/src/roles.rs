@@ -22,11 +22,14 @@ pub struct NodeInfo {
     pub ca_file: PathBuf,
 }
 
-/// Runs a gateway node until standard input closes (the benchmark ends).
+/// Runs a gateway node until standard input closes (the benchmark ends). The one scanner
+/// credential of the benchmark may use every stream of the endpoint's cap, so that the cap is
+/// what the held streams fill and what the firehose meets.
 pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     let mut config = NodeConfig::local("bench-node", data_dir);
     config.session.max_streams = max_streams;
+    config.stream_limits.per_credential = max_streams;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     actix::System::with_tokio_rt(rt).block_on(async move {
         let node = ism_gateway::start(config).await?;
