@@ -1,5 +1,6 @@
 //! The measurements, each run once direct and once through the tunnel by the same code.
 
+use crate::targets::{LAST_CHUNK, UPLOAD_CHUNK};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -53,13 +54,15 @@ pub async fn bulk(
         let route = route.clone();
         tasks.push(tokio::spawn(async move {
             let mut s = route.connect(sink).await?;
-            let chunk = vec![0xa5u8; 256 * 1024];
+            let mut chunk = vec![0xa5u8; UPLOAD_CHUNK];
             let mut sent = 0u64;
             while started.elapsed() < duration {
                 s.write_all(&chunk).await?;
                 sent += chunk.len() as u64;
             }
-            s.shutdown().await?;
+            chunk[0] = LAST_CHUNK;
+            s.write_all(&chunk).await?;
+            sent += chunk.len() as u64;
             let mut count = [0u8; 8];
             s.read_exact(&mut count).await?;
             anyhow::ensure!(
