@@ -92,12 +92,17 @@ pub fn run_hold_target() -> anyhow::Result<()> {
     })
 }
 
-/// Runs the two-relay chain of [`crate::relay`] in front of `target` until standard input
-/// closes; prints its address first. Apart from the load generator, as the tunnel's hops are.
-pub fn run_relay_chain(target: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
+/// Runs a two-relay chain of [`crate::relay`] in front of each target until standard input
+/// closes; prints their addresses first, on one line, in the order of the targets. Apart from the
+/// load generator, as the tunnel's hops are.
+pub fn run_relay_chains(targets: &[std::net::SocketAddr], tls: bool) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
-        announce(&crate::relay::chain(target, tls).await?.to_string())?;
+        let mut in_front = Vec::new();
+        for &target in targets {
+            in_front.push(crate::relay::chain(target, tls).await?.to_string());
+        }
+        announce(&in_front.join(" "))?;
         until_parent_leaves().await
     })
 }
@@ -121,7 +126,9 @@ pub struct ChildRole {
 }
 
 impl ChildRole {
-    pub fn spawn(args: &[&str]) -> anyhow::Result<ChildRole> {
+    pub fn spawn(
+        args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+    ) -> anyhow::Result<ChildRole> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(args)
             .stdin(Stdio::piped())
@@ -146,9 +153,9 @@ impl ChildRole {
         rss_kib_of(self.child.id())
     }
 
-    /// CPU time the child has used so far (user and system, all threads), in seconds.
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds_of(self.child.id())
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// File descriptors the child holds open.

@@ -4,6 +4,19 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Where the targets listen; every path reaches the same ones.
+#[derive(Clone, Copy)]
+pub struct Targets {
+    /// [`sink`]: bulk uploads.
+    pub sink: SocketAddr,
+    /// [`echo`]: opens.
+    pub echo: SocketAddr,
+    /// [`http`]: small requests.
+    pub http: SocketAddr,
+    /// [`hold`], in a child process of its own: held connections.
+    pub hold: SocketAddr,
+}
+
 /// Bytes in each chunk of a bulk upload; an upload is whole chunks.
 pub const UPLOAD_CHUNK: usize = 256 * 1024;
 
