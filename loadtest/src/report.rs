@@ -118,12 +118,10 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
         println!("          on loopback without a tunnel {:.2} ms alone, {:.2} ms beside a bulk stream ({:.2}x)", n(&p["alone"]), n(&p["beside_bulk"]), n(&p["beside_bulk"]) / n(&p["alone"]));
     }
     if !f["idle_stream_kib"].is_null() {
-        let others: String = by_path
-            .iter()
-            .filter_map(|(path, figures)| {
-                Some(format!(", {:.0} through {path}", figures.get("idle_connections")?))
-            })
-            .collect();
+        let others = f["idle_connections"]
+            .as_u64()
+            .map(|count| format!(", {count} through each other tunnel"))
+            .unwrap_or_default();
         println!("held connections: {} through ours{others}", f["idle_streams"]);
         println!(
             "firehose: {} opens beyond the cap, {} refused, {:.0}/s, gateway RSS +{:.1} MiB, {} descriptors left",
