@@ -32,8 +32,7 @@ const VS_WSTUNNEL: [(&str, &str); 6] = [
     ("idle_connection", "idle_connection_kib"),
 ];
 
-/// The table's columns: the paths in this order (those the run measured), then ours / wstunnel
-/// and ours / direct.
+/// The table's columns: the paths in this order (those the run measured).
 const COLUMNS: [(&str, &str); 6] = [
     ("direct", "direct"),
     ("tunnel", "ours"),
@@ -42,6 +41,9 @@ const COLUMNS: [(&str, &str); 6] = [
     ("relay_chain", "2 relays"),
     ("tls_relay_chain", "TLS relays"),
 ];
+
+/// The ratio columns after them: ours / each of these paths (those the run measured).
+const RATIOS: [(&str, &str); 2] = [("wstunnel", "ours/wst"), ("direct", "ours/dir")];
 
 /// The table's rows: (figure, label).
 const ROWS: [(&str, &str); 8] = [
@@ -142,14 +144,17 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
     }
 }
 
-/// One row per figure measured, one column per path measured, then the ratios.
+/// One row per figure measured, one column per path measured, then the ratios of ours to the
+/// paths of [`RATIOS`] measured.
 fn print_paths(by_path: &ByPath) {
-    let columns: Vec<_> = COLUMNS.iter().filter(|(path, _)| by_path.contains_key(path)).collect();
+    let measured = |&&(path, _): &&(&str, &str)| by_path.contains_key(path);
+    let columns: Vec<_> = COLUMNS.iter().filter(measured).collect();
+    let ratios: Vec<_> = RATIOS.iter().filter(measured).collect();
     let mut header = format!("{:<32}", "measurement");
-    for (_, title) in &columns {
+    for (_, title) in columns.iter().chain(&ratios) {
         header += &format!(" {title:>10}");
     }
-    println!("{header} {:>9} {:>9}", "ours/wst", "ours/dir");
+    println!("{header}");
     for (name, label) in ROWS {
         if columns.iter().all(|(path, _)| figure(by_path, path, name).is_none()) {
             continue;
@@ -158,8 +163,10 @@ fn print_paths(by_path: &ByPath) {
         for (path, _) in &columns {
             row += &format!(" {:>10}", cell(figure(by_path, path, name)));
         }
-        let over = |other: &str| cell(ours_over(by_path, other, name));
-        println!("{row} {:>9} {:>9}", over("wstunnel"), over("direct"));
+        for (other, _) in &ratios {
+            row += &format!(" {:>10}", cell(ours_over(by_path, other, name)));
+        }
+        println!("{row}");
     }
 }
 
