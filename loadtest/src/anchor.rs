@@ -1,28 +1,196 @@
-//! An open tunnel measured in the same run as ours, when its binary is given (`--rathole PATH`):
-//! rathole with TLS between its server and its client, one service per target. rathole forwards a
-//! fixed port to a fixed target, with no SOCKS exchange and no per-connection authorisation, and
-//! opens a new TLS connection for every forwarded connection (it does not multiplex).
+//! What ours is measured against in the same run, beside direct loopback:
+//!
+//! - wstunnel 10.6.2 (`--wstunnel PATH`, by default the anchor build beside the workspace), the
+//!   tunnel our users would pick instead: its reverse SOCKS5 over wss, as
+//!   `../shared/anchors/README.md` starts it. Its SOCKS5 listener is started without a login, so
+//!   the scanner offers "no authentication"; it opens a new TLS WebSocket for every SOCKS
+//!   connection (it does not multiplex).
+//! - rathole 0.5 (`--rathole PATH`): one service per target, a fixed port to a fixed target, with
+//!   no SOCKS exchange and no per-connection authorisation; a new TLS connection for every
+//!   forwarded connection.
+//! - The relay chains of [`crate::relay`] (with `limits`): what any two-hop design pays here.
+//!
+//! Each open tunnel is a server (the cloud side) and a client (inside the private network) on
+//! loopback, with TLS between them.
 
+use crate::compare::Path;
+use crate::measure::Route;
+use crate::roles::ChildRole;
+use crate::targets::Targets;
 use anyhow::Context;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-/// A rathole server and client on loopback; `services[i]` forwards to the `i`-th target given.
-pub struct Rathole {
+/// The anchors of this run, running: wstunnel and rathole when their binaries are given, the relay
+/// chains when the limits are measured.
+pub struct Anchors {
+    wstunnel: Option<Wstunnel>,
+    rathole: Option<Rathole>,
+    relay_chains: Vec<RelayChains>,
+}
+
+impl Anchors {
+    pub async fn start(
+        wstunnel: Option<&std::path::Path>,
+        rathole: Option<&std::path::Path>,
+        limits: bool,
+        t: &Targets,
+    ) -> anyhow::Result<Anchors> {
+        let wstunnel = match wstunnel {
+            Some(bin) => Some(Wstunnel::start(bin, t.echo).await?),
+            None => None,
+        };
+        let rathole = match rathole {
+            Some(bin) => {
+                Some(Rathole::start(bin, &[t.sink, t.echo, t.http, t.hold], t.echo).await?)
+            }
+            None => None,
+        };
+        let relay_chains = if limits {
+            vec![
+                RelayChains::start("relay_chain", false, t)?,
+                RelayChains::start("tls_relay_chain", true, t)?,
+            ]
+        } else {
+            Vec::new()
+        };
+        Ok(Anchors { wstunnel, rathole, relay_chains })
+    }
+
+    /// The open tunnels' paths: they go through every workload, held connections included.
+    pub fn tunnels(&self) -> Vec<Path> {
+        self.wstunnel
+            .iter()
+            .map(Wstunnel::path)
+            .chain(self.rathole.iter().map(Rathole::path))
+            .collect()
+    }
+
+    /// The relay chains' paths: the rate workloads only. Their copy buffers, allocated up front,
+    /// would make a held connection cost what the relays reserve, not what a tunnel needs.
+    pub fn relay_chains(&self) -> Vec<Path> {
+        self.relay_chains.iter().map(|chains| chains.path.clone()).collect()
+    }
+}
+
+/// Descriptors an open tunnel's process keeps for other things than held connections.
+const OTHER_DESCRIPTORS: u64 = 100;
+
+/// Connections an open tunnel can hold at once. Each of its processes keeps two sockets per
+/// connection (wstunnel's server: the scanner's and its TLS WebSocket; its client: that
+/// WebSocket and the target's), within the open-file limit they inherit from the benchmark.
+pub fn holdable_connections() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let per_process = limit.map_or(u64::MAX, |l| l.saturating_sub(OTHER_DESCRIPTORS) / 2);
+    usize::try_from(per_process).unwrap_or(usize::MAX)
+}
+
+/// A child process running a relay chain in front of the sink, the echo and the HTTP targets.
+struct RelayChains {
+    path: Path,
+    _process: ChildRole,
+}
+
+impl RelayChains {
+    fn start(key: &'static str, tls: bool, t: &Targets) -> anyhow::Result<RelayChains> {
+        let targets = [t.sink, t.echo, t.http];
+        let args = std::iter::once("relay-chains".to_string())
+            .chain(targets.map(|target| target.to_string()))
+            .chain(tls.then(|| "--tls".to_string()));
+        let mut process = ChildRole::spawn(args)?;
+        let in_front = process
+            .line()?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<SocketAddr>, _>>()
+            .context("the relay chains' addresses")?;
+        let path = Path {
+            key,
+            route: Route::Forwarders(Arc::new(targets.into_iter().zip(in_front).collect())),
+            processes: vec![process.id()],
+        };
+        Ok(RelayChains { path, _process: process })
+    }
+}
+
+/// An open tunnel's two processes, killed when dropped.
+struct Halves {
     server: Child,
     client: Child,
-    pub services: Vec<SocketAddr>,
+}
+
+impl Halves {
+    fn pids(&self) -> Vec<u32> {
+        vec![self.server.id(), self.client.id()]
+    }
+}
+
+impl Drop for Halves {
+    fn drop(&mut self) {
+        for child in [&mut self.server, &mut self.client] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A wstunnel server and client on loopback; scanners enter at the server's SOCKS5 listener.
+pub struct Wstunnel {
+    halves: Halves,
+    socks: SocketAddr,
+}
+
+impl Wstunnel {
+    /// Starts both halves; returns once a 1-byte echo went through to `echo`.
+    pub async fn start(bin: &std::path::Path, echo: SocketAddr) -> anyhow::Result<Wstunnel> {
+        let socks = free_port()?;
+        let (wss, listen) = (format!("wss://{}", free_port()?), format!("socks5://{socks}"));
+        let spawn = |args: &[&str]| {
+            Command::new(bin)
+                .args(args)
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))
+        };
+        let wstunnel = Wstunnel {
+            halves: Halves {
+                server: spawn(&["server", "--log-lvl", "WARN", &wss])?,
+                client: spawn(&["client", "--log-lvl", "WARN", "-R", &listen, &wss])?,
+            },
+            socks,
+        };
+        until_echoed(&wstunnel.path().route, echo, "wstunnel").await?;
+        Ok(wstunnel)
+    }
+
+    pub fn path(&self) -> Path {
+        Path {
+            key: "wstunnel",
+            route: Route::Socks { proxy: self.socks, login: None },
+            processes: self.halves.pids(),
+        }
+    }
+}
+
+/// A rathole server and client on loopback, one service in front of each target.
+pub struct Rathole {
+    halves: Halves,
+    in_front: Arc<HashMap<SocketAddr, SocketAddr>>,
     _dir: tempfile::TempDir,
 }
 
 impl Rathole {
-    /// Starts both halves with TLS between them; returns once a 1-byte echo went through
-    /// `services[echo]` (the client registers all services at once).
-    pub async fn start(bin: &Path, targets: &[SocketAddr], echo: usize) -> anyhow::Result<Rathole> {
+    /// Starts both halves with TLS between them; returns once a 1-byte echo went through to
+    /// `echo`, one of the `targets` (the client registers all services at once).
+    pub async fn start(
+        bin: &std::path::Path,
+        targets: &[SocketAddr],
+        echo: SocketAddr,
+    ) -> anyhow::Result<Rathole> {
         let dir = tempfile::tempdir()?;
         let rcgen::CertifiedKey { cert, signing_key } =
             rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
@@ -69,38 +237,37 @@ impl Rathole {
                 .with_context(|| format!("starting {}", bin.display()))
         };
         let rathole = Rathole {
-            server: spawn("server", server)?,
-            client: spawn("client", client)?,
-            services,
+            halves: Halves { server: spawn("server", server)?, client: spawn("client", client)? },
+            in_front: Arc::new(targets.iter().copied().zip(services).collect()),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !echoes(rathole.services[echo]).await {
-            anyhow::ensure!(Instant::now() < deadline, "rathole did not forward within 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_echoed(&rathole.path().route, echo, "rathole").await?;
         Ok(rathole)
     }
 
-    /// Resident memory of both halves, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        crate::roles::rss_kib_of(self.server.id()) + crate::roles::rss_kib_of(self.client.id())
-    }
-}
-
-impl Drop for Rathole {
-    fn drop(&mut self) {
-        for child in [&mut self.server, &mut self.client] {
-            let _ = child.kill();
-            let _ = child.wait();
+    pub fn path(&self) -> Path {
+        Path {
+            key: "rathole",
+            route: Route::Forwarders(self.in_front.clone()),
+            processes: self.halves.pids(),
         }
     }
 }
 
-/// Whether one byte sent to `addr` comes back.
-async fn echoes(addr: SocketAddr) -> bool {
+/// Returns once one byte sent to `echo` through `route` comes back; fails after 20 s.
+async fn until_echoed(route: &Route, echo: SocketAddr, tunnel: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !echoes(route, echo).await {
+        anyhow::ensure!(Instant::now() < deadline, "{tunnel} did not forward within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Whether one byte sent to `echo` through `route` comes back.
+async fn echoes(route: &Route, echo: SocketAddr) -> bool {
     let attempt = async {
-        let mut s = TcpStream::connect(addr).await?;
+        let mut s = route.connect(echo).await?;
         s.write_all(b"!").await?;
         let mut b = [0u8; 1];
         s.read_exact(&mut b).await?;

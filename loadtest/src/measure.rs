@@ -1,7 +1,12 @@
-//! The measurements, each run once direct and once through the tunnel by the same code.
+//! The measurements, the same code for every route: direct, ours, the open tunnels, the relays.
 
+use crate::socks::{self, Login};
+use crate::targets::{LAST_CHUNK, UPLOAD_CHUNK};
+use anyhow::Context;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -10,12 +15,14 @@ use tokio::net::TcpStream;
 #[derive(Clone)]
 pub enum Route {
     Direct,
-    /// Through a relay at this address that forwards to whatever target it serves.
-    Via(SocketAddr),
+    /// Through forwarders, one in front of each target (rathole's services, the relay chains):
+    /// a connection to a target goes to the forwarder in front of it.
+    Forwarders(Arc<HashMap<SocketAddr, SocketAddr>>),
+    /// Through a SOCKS5 ingress: ours with a login (the endpoint's name and a scanner secret),
+    /// wstunnel's without.
     Socks {
-        proxy: String,
-        endpoint: String,
-        secret: String,
+        proxy: SocketAddr,
+        login: Option<Login>,
     },
 }
 
@@ -23,17 +30,13 @@ impl Route {
     pub async fn connect(&self, target: SocketAddr) -> anyhow::Result<TcpStream> {
         let s = match self {
             Route::Direct => TcpStream::connect(target).await?,
-            Route::Via(relay) => TcpStream::connect(relay).await?,
-            Route::Socks { proxy, endpoint, secret } => {
-                ism_cli::scanner::connect(
-                    proxy,
-                    endpoint,
-                    secret,
-                    &target.ip().to_string(),
-                    target.port(),
-                )
-                .await?
+            Route::Forwarders(in_front) => {
+                let forwarder = in_front
+                    .get(&target)
+                    .with_context(|| format!("no forwarder in front of {target}"))?;
+                TcpStream::connect(forwarder).await?
             }
+            Route::Socks { proxy, login } => socks::connect(*proxy, login.as_ref(), target).await?,
         };
         s.set_nodelay(true)?;
         Ok(s)
@@ -53,13 +56,15 @@ pub async fn bulk(
         let route = route.clone();
         tasks.push(tokio::spawn(async move {
             let mut s = route.connect(sink).await?;
-            let chunk = vec![0xa5u8; 256 * 1024];
+            let mut chunk = vec![0xa5u8; UPLOAD_CHUNK];
             let mut sent = 0u64;
             while started.elapsed() < duration {
                 s.write_all(&chunk).await?;
                 sent += chunk.len() as u64;
             }
-            s.shutdown().await?;
+            chunk[0] = LAST_CHUNK;
+            s.write_all(&chunk).await?;
+            sent += chunk.len() as u64;
             let mut count = [0u8; 8];
             s.read_exact(&mut count).await?;
             anyhow::ensure!(
@@ -174,25 +179,18 @@ pub async fn firehose(route: &Route, target: SocketAddr, count: usize) -> (usize
     (refused, started.elapsed().as_secs_f64())
 }
 
-/// Where a sequential open's time goes through the SOCKS5 ingress: mean microseconds for the TCP
+/// Where a sequential open's time goes through our SOCKS5 ingress: mean microseconds for the TCP
 /// connect, the method exchange, the authentication, the CONNECT (the stream opened through the
 /// tunnel and the target connected), and a 1-byte echo on the new stream.
 pub async fn open_phases(
-    proxy: &str,
-    endpoint: &str,
-    secret: &str,
+    proxy: SocketAddr,
+    login: &Login,
     echo: SocketAddr,
     duration: Duration,
 ) -> anyhow::Result<[f64; 5]> {
     let mut sums = [0f64; 5];
     let mut n = 0u32;
     let started = Instant::now();
-    let mut auth = vec![1, endpoint.len() as u8];
-    auth.extend_from_slice(endpoint.as_bytes());
-    auth.push(secret.len() as u8);
-    auth.extend_from_slice(secret.as_bytes());
-    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
-    request.extend_from_slice(&echo.port().to_be_bytes());
     while started.elapsed() < duration {
         let mut t = Instant::now();
         let mut lap = |sums: &mut [f64; 5], i: usize| {
@@ -202,20 +200,14 @@ pub async fn open_phases(
         let mut s = TcpStream::connect(proxy).await?;
         s.set_nodelay(true)?;
         lap(&mut sums, 0);
-        let mut reply = [0u8; 10];
-        s.write_all(&[5, 1, 2]).await?;
-        s.read_exact(&mut reply[..2]).await?;
+        socks::offer_method(&mut s, Some(login)).await?;
         lap(&mut sums, 1);
-        s.write_all(&auth).await?;
-        s.read_exact(&mut reply[..2]).await?;
-        anyhow::ensure!(reply[..2] == [1, 0], "authentication refused");
+        socks::authenticate(&mut s, login).await?;
         lap(&mut sums, 2);
-        s.write_all(&request).await?;
-        s.read_exact(&mut reply).await?;
-        anyhow::ensure!(reply[1] == 0, "CONNECT refused with code {}", reply[1]);
+        socks::request_connect(&mut s, echo).await?;
         lap(&mut sums, 3);
         s.write_all(b"!").await?;
-        s.read_exact(&mut reply[..1]).await?;
+        s.read_exact(&mut [0u8; 1]).await?;
         lap(&mut sums, 4);
         n += 1;
     }

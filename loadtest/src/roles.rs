@@ -22,11 +22,14 @@ pub struct NodeInfo {
     pub ca_file: PathBuf,
 }
 
-/// Runs a gateway node until standard input closes (the benchmark ends).
+/// Runs a gateway node until standard input closes (the benchmark ends). The one scanner
+/// credential of the benchmark may use every stream of the endpoint's cap, so that the cap is
+/// what the held streams fill and what the firehose meets.
 pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     let mut config = NodeConfig::local("bench-node", data_dir);
     config.session.max_streams = max_streams;
+    config.stream_limits.per_credential = max_streams;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     actix::System::with_tokio_rt(rt).block_on(async move {
         let node = ism_gateway::start(config).await?;
@@ -89,12 +92,17 @@ pub fn run_hold_target() -> anyhow::Result<()> {
     })
 }
 
-/// Runs the two-relay chain of [`crate::relay`] in front of `target` until standard input
-/// closes; prints its address first. Apart from the load generator, as the tunnel's hops are.
-pub fn run_relay_chain(target: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
+/// Runs a two-relay chain of [`crate::relay`] in front of each target until standard input
+/// closes; prints their addresses first, on one line, in the order of the targets. Apart from the
+/// load generator, as the tunnel's hops are.
+pub fn run_relay_chains(targets: &[std::net::SocketAddr], tls: bool) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
-        announce(&crate::relay::chain(target, tls).await?.to_string())?;
+        let mut in_front = Vec::new();
+        for &target in targets {
+            in_front.push(crate::relay::chain(target, tls).await?.to_string());
+        }
+        announce(&in_front.join(" "))?;
         until_parent_leaves().await
     })
 }
@@ -118,7 +126,9 @@ pub struct ChildRole {
 }
 
 impl ChildRole {
-    pub fn spawn(args: &[&str]) -> anyhow::Result<ChildRole> {
+    pub fn spawn(
+        args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+    ) -> anyhow::Result<ChildRole> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(args)
             .stdin(Stdio::piped())
@@ -143,9 +153,9 @@ impl ChildRole {
         rss_kib_of(self.child.id())
     }
 
-    /// CPU time the child has used so far (user and system, all threads), in seconds.
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds_of(self.child.id())
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// File descriptors the child holds open.

@@ -4,16 +4,39 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Counts what it receives until EOF, then answers with the count (8 bytes, big-endian).
+/// Where the targets listen; every path reaches the same ones.
+#[derive(Clone, Copy)]
+pub struct Targets {
+    /// [`sink`]: bulk uploads.
+    pub sink: SocketAddr,
+    /// [`echo`]: opens.
+    pub echo: SocketAddr,
+    /// [`http`]: small requests.
+    pub http: SocketAddr,
+    /// [`hold`], in a child process of its own: held connections.
+    pub hold: SocketAddr,
+}
+
+/// Bytes in each chunk of a bulk upload; an upload is whole chunks.
+pub const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// The first byte of an upload's last chunk; every other chunk starts with another.
+pub const LAST_CHUNK: u8 = 0;
+
+/// Counts what it receives, in chunks of [`UPLOAD_CHUNK`], up to the [`LAST_CHUNK`], then answers
+/// with the count (8 bytes, big-endian). The last chunk ends the upload rather than a half-close
+/// because wstunnel closes a connection both ways at its first FIN: the count would be lost.
 pub async fn sink() -> SocketAddr {
     serve(|mut s| async move {
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut chunk = vec![0u8; UPLOAD_CHUNK];
         let mut total = 0u64;
         loop {
-            match s.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => total += n as u64,
-                Err(_) => return,
+            if s.read_exact(&mut chunk).await.is_err() {
+                return;
+            }
+            total += chunk.len() as u64;
+            if chunk[0] == LAST_CHUNK {
+                break;
             }
         }
         let _ = s.write_all(&total.to_be_bytes()).await;
