@@ -157,9 +157,23 @@ impl Agent {
     }
 
     /// Opens a side session that does not replace the working one (diagnostics, key check).
+    ///
+    /// Each gateway address is tried in turn: a check must pass while one node of a cluster is
+    /// down. A fatal refusal (a wrong key, say) ends the round at once.
     pub async fn side_session(&self) -> Result<gateway_link::Link, LinkError> {
+        let mut outcome = self.side_session_at(&self.config).await;
+        for gateway in self.config.gateways.iter().skip(1) {
+            if !matches!(outcome, Err(LinkError::Retry(_))) {
+                break;
+            }
+            outcome = self.side_session_at(&self.config.at(gateway)).await;
+        }
+        outcome
+    }
+
+    async fn side_session_at(&self, config: &EndpointConfig) -> Result<gateway_link::Link, LinkError> {
         gateway_link::connect(
-            &self.config,
+            config,
             self.tls.clone(),
             &self.identity,
             Purpose::Diagnostics,
@@ -180,17 +194,19 @@ impl Agent {
     fn report(
         &self,
         state: &str,
-        link: Option<(&str, &str, i64, usize)>,
+        link: Option<(&str, &str, &str, i64, usize)>,
         last_error: Option<String>,
     ) {
-        let (node, endpoint_name, since_ms, open_streams) = match link {
-            Some((n, e, s, o)) => (Some(n.to_string()), Some(e.to_string()), Some(s), o),
-            None => (None, None, None, 0),
+        let (gateway, node, endpoint_name, since_ms, open_streams) = match link {
+            Some((g, n, e, s, o)) => {
+                (g.to_string(), Some(n.to_string()), Some(e.to_string()), Some(s), o)
+            }
+            None => (self.config.gateways.join(","), None, None, None, 0),
         };
         let report = StatusReport {
             pid: std::process::id(),
             state: state.to_string(),
-            gateway: self.config.gateway.clone(),
+            gateway,
             node,
             endpoint_name,
             since_ms,
@@ -217,10 +233,15 @@ impl Agent {
             tracing::warn!("allowedTargets is empty: every scanner request will be refused until you list the hosts and ports to allow in application.properties");
         }
         self.report("connecting", None, None);
+        // The gateway addresses are tried in turn: the next at once when one fails, a pause only
+        // once all of them failed since the last pause.
+        let gateways = self.config.gateways.clone();
+        let (mut next, mut tried) = (0usize, 0usize);
         let ended = loop {
             attempt += 1;
+            let config = self.config.at(&gateways[next % gateways.len()]);
             let outcome = tokio::select! {
-                o = gateway_link::connect(&self.config, self.tls.clone(), &self.identity, Purpose::Serve, self.session.clone()) => o,
+                o = gateway_link::connect(&config, self.tls.clone(), &self.identity, Purpose::Serve, self.session.clone()) => o,
                 _ = stop.wait_for(|s| *s) => break None,
             };
             match outcome {
@@ -228,7 +249,7 @@ impl Agent {
                     ever_connected = true;
                     tracing::info!(
                         "Connected to the gateway {} (node {}) as endpoint {}",
-                        self.config.gateway,
+                        link.gateway,
                         link.node,
                         link.endpoint_name
                     );
@@ -243,16 +264,24 @@ impl Agent {
                     let started = tokio::time::Instant::now();
                     let mut refresh = tokio::time::interval(STATUS_REFRESH);
                     let mut reported_streams = None;
+                    let mut moving = false;
                     let reason = loop {
                         tokio::select! {
                             r = link.session.closed() => break r,
+                            why = link.session.move_requested() => {
+                                // Make before break: the old session keeps serving its running
+                                // streams until its node closes it, once this endpoint has a new
+                                // session elsewhere.
+                                moving = true;
+                                break ism_tunnel::CloseReason::Local(format!("moving to another node: {why}"));
+                            }
                             _ = refresh.tick() => {
                                 // Rewritten only when it changes: thousands of idle endpoints
                                 // in one process must not mean thousands of writes a second.
                                 let open = link.session.open_streams();
                                 if reported_streams != Some(open) {
                                     reported_streams = Some(open);
-                                    self.report("connected", Some((&link.node, &link.endpoint_name, since_ms, open)), None);
+                                    self.report("connected", Some((&link.gateway, &link.node, &link.endpoint_name, since_ms, open)), None);
                                 }
                             }
                             _ = stop.wait_for(|s| *s) => {
@@ -264,7 +293,11 @@ impl Agent {
                     if *stop.borrow() {
                         break None;
                     }
-                    tracing::warn!("The tunnel to the gateway closed ({reason}); reconnecting");
+                    if moving {
+                        tracing::info!("The gateway node is draining ({reason}); connecting to another node");
+                    } else {
+                        tracing::warn!("The tunnel to the gateway closed ({reason}); reconnecting");
+                    }
                     if started.elapsed() >= STABLE_AFTER {
                         backoff.reset();
                     }
@@ -274,12 +307,22 @@ impl Agent {
                         last_error: Some(reason.to_string()),
                     });
                     self.report("connecting", None, Some(reason.to_string()));
+                    // The node that just closed (or asked to move) is likely gone: the next one
+                    // at once, when there is another.
+                    next += 1;
+                    if gateways.len() > 1 || moving {
+                        tried = 1;
+                        continue;
+                    }
+                    tried = 0;
                 }
                 Err(LinkError::Fatal(d)) => break Some(d),
                 Err(LinkError::Retry(d)) => {
+                    // `startupAttempts` counts rounds of all the gateway addresses.
+                    let rounds = attempt as usize / gateways.len().max(1);
                     if !ever_connected
                         && self.config.startup_attempts > 0
-                        && attempt >= self.config.startup_attempts
+                        && rounds >= self.config.startup_attempts as usize
                     {
                         break Some(d);
                     }
@@ -290,6 +333,12 @@ impl Agent {
                         last_error: Some(d.to_string()),
                     });
                     self.report("connecting", None, Some(d.to_string()));
+                    next += 1;
+                    tried += 1;
+                    if tried < gateways.len() {
+                        continue;
+                    }
+                    tried = 0;
                 }
             }
             let delay = backoff.next_delay();

@@ -100,8 +100,11 @@ pub struct DiagnosticsDefaults {
 pub struct EndpointConfig {
     /// The endpoint key (`token`).
     pub token: String,
-    /// Gateway host, with `:port` (443 when left out).
+    /// Gateway host, with `:port` (443 when left out): the one dialed now.
     pub gateway: String,
+    /// Every gateway address (`gateway = a:443,b:443,c:443`, the nodes of a cluster): tried in
+    /// turn, the next at once when one fails.
+    pub gateways: Vec<String>,
     pub protocol: WsProtocol,
     /// WebSocket path (`wsendpoint`).
     pub ws_path: String,
@@ -233,6 +236,7 @@ impl EndpointConfig {
         let mut cfg = EndpointConfig {
             token: String::new(),
             gateway: String::new(),
+            gateways: Vec::new(),
             protocol: WsProtocol::Wss,
             ws_path: "/wsendpoint".into(),
             connect_timeout: Duration::from_millis(5000),
@@ -277,14 +281,20 @@ impl EndpointConfig {
             match e.key.as_str() {
                 "token" => cfg.token = v.to_string(),
                 "gateway" => {
-                    if v.is_empty() || v.contains('/') || v.contains(char::is_whitespace) {
-                        return Err(bad(
-                            e,
-                            o,
-                            format!("{v:?} is not a host name or host:port (no scheme, no path)"),
-                        ));
+                    // Several nodes, comma-separated: tried in turn.
+                    let mut gateways = Vec::new();
+                    for one in v.split(',').map(str::trim) {
+                        if one.is_empty() || one.contains('/') || one.contains(char::is_whitespace) {
+                            return Err(bad(
+                                e,
+                                o,
+                                format!("{one:?} is not a host name or host:port (no scheme, no path)"),
+                            ));
+                        }
+                        gateways.push(with_default_port(one));
                     }
-                    cfg.gateway = with_default_port(v);
+                    cfg.gateway = gateways[0].clone();
+                    cfg.gateways = gateways;
                 }
                 "websocketProtocol" => {
                     cfg.protocol = match v.to_ascii_lowercase().as_str() {
@@ -411,6 +421,11 @@ impl EndpointConfig {
         Ok(cfg)
     }
 
+    /// This configuration aimed at `gateway`, one of [`gateways`](Self::gateways).
+    pub fn at(&self, gateway: &str) -> EndpointConfig {
+        EndpointConfig { gateway: gateway.to_string(), ..self.clone() }
+    }
+
     /// The URL the endpoint dials.
     pub fn url(&self) -> String {
         let scheme = match self.protocol {
@@ -503,6 +518,18 @@ mod tests {
         assert_eq!(with_default_port("[::1]"), "[::1]:443");
         assert_eq!(with_default_port("::1"), "[::1]:443");
         assert_eq!(split_host_port("[::1]:9"), ("::1".to_string(), 9));
+    }
+
+    #[test]
+    fn several_gateway_nodes_are_listed_with_commas() {
+        let c = load("token = a\ngateway = gw-a, gw-b:8443 ,gw-c\n").unwrap();
+        assert_eq!(c.gateways, ["gw-a:443", "gw-b:8443", "gw-c:443"]);
+        assert_eq!(c.gateway, "gw-a:443");
+        assert_eq!(c.at("gw-b:8443").url(), "wss://gw-b:8443/wsendpoint");
+        let err = load("token = a\ngateway = gw-a,,gw-b\n").unwrap_err().to_string();
+        assert!(err.contains("\"\" is not a host name"), "{err}");
+        let single = load("token = a\ngateway = gw\n").unwrap();
+        assert_eq!(single.gateways, ["gw:443"]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ impl LinkError {
 pub struct Link {
     pub session: Session,
     pub incoming: Incoming,
+    /// The gateway address dialed (one of `gateway = a,b,c`).
+    pub gateway: String,
     /// The gateway node that holds the session.
     pub node: String,
     /// The endpoint's name, as the gateway knows it.
@@ -185,6 +187,7 @@ pub async fn connect(
             Ok(Link {
                 session,
                 incoming,
+                gateway: cfg.gateway.clone(),
                 node: welcomed.node,
                 endpoint_name: welcomed.endpoint_name,
             })

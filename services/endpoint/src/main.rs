@@ -231,7 +231,7 @@ fn main() -> ExitCode {
                     tracing::info!(
                         "The key is valid: endpoint {} reached gateway {} (node {})",
                         link.endpoint_name,
-                        agent.config().gateway,
+                        link.gateway,
                         link.node
                     );
                     link.session.close("check complete");
