@@ -25,6 +25,9 @@ pub const FAST_HEARTBEATS: ism_tunnel::Timing = ism_tunnel::Timing {
     open_timeout: Duration::from_secs(20),
 };
 
+/// Changes to a node's configuration (see [`TestNode::start_with`]).
+type Adjust = Arc<dyn Fn(&mut NodeConfig) + Send + Sync>;
+
 /// Which event log the node runs on.
 #[derive(Clone)]
 pub enum Backend {
@@ -41,6 +44,8 @@ pub struct TestNode {
     pub runtime: tokio::runtime::Handle,
     node_id: String,
     backend: Backend,
+    /// The configuration changes it started with, applied again on restart.
+    adjust: Adjust,
     /// Stops the node: gracefully (`true`), or as a crash would, recording nothing more (`false`).
     stop: Option<tokio::sync::oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -54,18 +59,18 @@ impl TestNode {
     }
 
     /// As [`start`](Self::start), with `adjust` applied to the configuration (a manual clock, a
-    /// faster support-window sweep, ...).
+    /// faster support-window sweep, ...), at this start and every restart.
     pub fn start_with(
         node_id: &str,
         backend: Backend,
-        adjust: impl FnOnce(&mut NodeConfig) + Send + 'static,
+        adjust: impl Fn(&mut NodeConfig) + Send + Sync + 'static,
     ) -> TestNode {
-        Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None, Box::new(adjust))
+        Self::launch(node_id, backend, tempfile::tempdir().unwrap(), None, Arc::new(adjust))
     }
 
     /// Starts a node on a data directory another node used (see [`stop`](Self::stop)).
     pub fn start_in(node_id: &str, backend: Backend, data: tempfile::TempDir) -> TestNode {
-        Self::launch(node_id, backend, data, None, Box::new(|_| {}))
+        Self::launch(node_id, backend, data, None, Arc::new(|_| {}))
     }
 
     /// Stops the node and starts it again with the same data directory and addresses, as a
@@ -82,12 +87,12 @@ impl TestNode {
 
     fn relaunch(mut self, graceful: bool) -> TestNode {
         let data = self.data.take().unwrap();
-        let (node_id, backend, addresses) =
-            (self.node_id.clone(), self.backend.clone(), self.addresses);
+        let (node_id, backend, addresses, adjust) =
+            (self.node_id.clone(), self.backend.clone(), self.addresses, self.adjust.clone());
         // Everything of the old node must be gone (its sled stores are locked while open).
         self.shutdown(graceful);
         drop(self);
-        Self::launch(&node_id, backend, data, Some(addresses), Box::new(|_| {}))
+        Self::launch(&node_id, backend, data, Some(addresses), adjust)
     }
 
     fn launch(
@@ -95,7 +100,7 @@ impl TestNode {
         backend: Backend,
         data: tempfile::TempDir,
         addresses: Option<Addresses>,
-        adjust: Box<dyn FnOnce(&mut NodeConfig) + Send>,
+        adjust: Adjust,
     ) -> TestNode {
         let mut config = NodeConfig::local(node_id, data.path());
         adjust(&mut config);
@@ -111,6 +116,7 @@ impl TestNode {
             ) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let kept = adjust.clone();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<bool>();
         let thread = std::thread::spawn(move || {
             let rt = || {
@@ -153,10 +159,17 @@ impl TestNode {
             runtime,
             node_id: node_id.to_string(),
             backend,
+            adjust: kept,
             stop: Some(stop),
             thread: Some(thread),
             data: Some(data),
         }
+    }
+
+    /// Stops the node as a crash (`kill -9`) would, for good: it records nothing more, and the
+    /// other nodes find out from its silence.
+    pub fn crash(mut self) {
+        self.shutdown(false);
     }
 
     /// Stops the node and hands back its data directory (the embedded log is in `events/`).
@@ -444,6 +457,50 @@ pub async fn http_server(body: &'static str) -> SocketAddr {
                 let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 let _ = s.write_all(resp.as_bytes()).await;
                 let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP relay that can stop carrying bytes without closing anything: a link that silently
+/// drops packets. While frozen it passes on no end of stream either.
+pub async fn freezable_relay(
+    to: std::net::SocketAddr,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            let frozen = frozen.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = TcpStream::connect(to).await else { return };
+                let (cr, cw) = client.into_split();
+                let (ur, uw) = upstream.into_split();
+                let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
+                            mut w: tokio::net::tcp::OwnedWriteHalf,
+                            frozen: Arc<std::sync::atomic::AtomicBool>| async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) if frozen.load(std::sync::atomic::Ordering::SeqCst) => {
+                                // A dead link carries no FIN: hold the other side open.
+                                std::future::pending::<()>().await;
+                                return;
+                            }
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if frozen.load(std::sync::atomic::Ordering::SeqCst) {
+                            continue; // dropped on the floor
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::join!(pump(cr, uw, frozen.clone()), pump(ur, cw, frozen));
             });
         }
     });

@@ -268,7 +268,7 @@ async fn a_second_machine_trying_again_and_again_is_recorded_once_then_counted()
     let clock = ManualClock::at(1_790_000_000_000);
     let node_clock = clock.clone();
     let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
-        c.clock = Arc::new(node_clock);
+        c.clock = Arc::new(node_clock.clone());
         // The node's clock says when the window is over (it is not moved until the end); a
         // short window makes its ticker (a tenth of it, real time) quick to notice.
         c.registration_refusal_window = Duration::from_secs(1);

@@ -59,7 +59,7 @@ async fn seed_workflow(backend: Backend) -> TestNode {
     let clock = ManualClock::at(1_790_000_000_000);
     let node_clock = clock.clone();
     let node = TestNode::start_with("node-a", backend, move |c| {
-        c.clock = Arc::new(node_clock);
+        c.clock = Arc::new(node_clock.clone());
         c.support_sweep_interval = Duration::from_millis(100);
     });
     let api = format!("http://{}", node.addresses.api);

@@ -171,7 +171,10 @@ impl Agent {
         outcome
     }
 
-    async fn side_session_at(&self, config: &EndpointConfig) -> Result<gateway_link::Link, LinkError> {
+    async fn side_session_at(
+        &self,
+        config: &EndpointConfig,
+    ) -> Result<gateway_link::Link, LinkError> {
         gateway_link::connect(
             config,
             self.tls.clone(),
@@ -294,7 +297,9 @@ impl Agent {
                         break None;
                     }
                     if moving {
-                        tracing::info!("The gateway node is draining ({reason}); connecting to another node");
+                        tracing::info!(
+                            "The gateway node is draining ({reason}); connecting to another node"
+                        );
                     } else {
                         tracing::warn!("The tunnel to the gateway closed ({reason}); reconnecting");
                     }

@@ -284,11 +284,14 @@ impl EndpointConfig {
                     // Several nodes, comma-separated: tried in turn.
                     let mut gateways = Vec::new();
                     for one in v.split(',').map(str::trim) {
-                        if one.is_empty() || one.contains('/') || one.contains(char::is_whitespace) {
+                        if one.is_empty() || one.contains('/') || one.contains(char::is_whitespace)
+                        {
                             return Err(bad(
                                 e,
                                 o,
-                                format!("{one:?} is not a host name or host:port (no scheme, no path)"),
+                                format!(
+                                    "{one:?} is not a host name or host:port (no scheme, no path)"
+                                ),
                             ));
                         }
                         gateways.push(with_default_port(one));

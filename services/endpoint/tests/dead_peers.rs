@@ -8,14 +8,13 @@
 
 use ism_endpoint::AgentStatus;
 use ism_tests::cluster::{
-    connected, echo_server, eventually, provision, Backend, TestMachine, TestNode, FAST_HEARTBEATS,
-    PATIENCE,
+    connected, echo_server, eventually, freezable_relay, provision, Backend, TestMachine, TestNode,
+    FAST_HEARTBEATS, PATIENCE,
 };
 use ism_tests::install::{terminate, Install};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// The agent's properties for fast heartbeats.
 fn fast_heartbeats() -> String {
@@ -86,50 +85,6 @@ async fn a_frozen_endpoint_is_detected_and_comes_back() {
     .await;
 }
 
-/// A TCP relay that can stop carrying bytes without closing anything: a link that silently
-/// drops packets. While frozen it passes on no end of stream either.
-async fn freezable_relay(
-    to: std::net::SocketAddr,
-    frozen: Arc<AtomicBool>,
-) -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = l.accept().await {
-            let frozen = frozen.clone();
-            tokio::spawn(async move {
-                let Ok(upstream) = TcpStream::connect(to).await else { return };
-                let (cr, cw) = client.into_split();
-                let (ur, uw) = upstream.into_split();
-                let pump = |mut r: tokio::net::tcp::OwnedReadHalf,
-                            mut w: tokio::net::tcp::OwnedWriteHalf,
-                            frozen: Arc<AtomicBool>| async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match r.read(&mut buf).await {
-                            Ok(0) | Err(_) if frozen.load(Ordering::SeqCst) => {
-                                // A dead link carries no FIN: hold the other side open.
-                                std::future::pending::<()>().await;
-                                return;
-                            }
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => n,
-                        };
-                        if frozen.load(Ordering::SeqCst) {
-                            continue; // dropped on the floor
-                        }
-                        if w.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                };
-                tokio::join!(pump(cr, uw, frozen.clone()), pump(ur, cw, frozen));
-            });
-        }
-    });
-    addr
-}
-
 #[actix::test]
 async fn a_link_that_drops_everything_is_detected_by_the_endpoint() {
     let node = fast_node();
@@ -166,8 +121,9 @@ async fn a_link_that_drops_everything_is_detected_by_the_endpoint() {
 async fn a_reconnect_by_the_same_endpoint_fences_out_its_old_session() {
     // The node's clock stands still, so the copied-identity rule's window cannot run out here.
     let clock = ism_events::ManualClock::at(1_790_000_000_000);
-    let node =
-        TestNode::start_with("node-a", Backend::Embedded, move |c| c.clock = Arc::new(clock));
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = Arc::new(clock.clone())
+    });
     let p = provision(&node.api(), "dc1").await;
     let endpoint = p.endpoint.parse().unwrap();
     let machine = TestMachine::new();

@@ -553,7 +553,7 @@ async fn two_agents_sharing_a_copied_machine_key_are_told_instead_of_fencing_for
     let clock = ism_events::ManualClock::at(1_790_000_000_000);
     let node_clock = clock.clone();
     let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
-        c.clock = std::sync::Arc::new(node_clock)
+        c.clock = std::sync::Arc::new(node_clock.clone())
     });
     let p = provision(&node.api(), "dc1").await;
     let original = Install::new(env!("CARGO_BIN_EXE_ism-endpoint"), &node, &p.key, "");

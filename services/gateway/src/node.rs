@@ -174,6 +174,11 @@ impl RunningNode {
                 "stopping before every stream fact was recorded"
             );
         }
+        // The others stop counting on this node at once rather than after its lease.
+        state.cluster.close_links().await;
+        if let Err(e) = state.cluster.coordination.withdraw(&state.node_id).await {
+            tracing::warn!(error = %e, "could not withdraw this node from the cluster");
+        }
         self.api.stop(true).await;
     }
 }
@@ -279,7 +284,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let secret_path = config.key_secret_file.clone().unwrap_or_else(|| data.join("key-secret"));
     let secret_hex = secret_file(&secret_path, || hex(&KeySecret::generate_bytes()))?;
     let key_secret = parse_hex(&secret_hex)
-        .ok_or_else(|| NodeError::Secret { path: secret_path.clone(), reason: "not hex".into() })
+        .ok_or_else(|| NodeError::Secret { path: secret_path.clone(), reason: "not hexadecimal (it holds the secret as hex digits: copy the file of the cluster's first node, or delete it on a node alone to have one generated)".into() })
         .and_then(|b| {
             KeySecret::from_bytes(&b)
                 .map_err(|e| NodeError::Secret { path: secret_path.clone(), reason: e.to_string() })

@@ -1,0 +1,228 @@
+//! Several gateway nodes on one `nats-server`: a scanner on any node reaches an endpoint held by
+//! another (one relay hop, recorded with the ingress node), access withdrawn on the ingress node
+//! ends relayed streams, a lost node's sessions and streams are recorded as ended by a survivor
+//! while its endpoints reconnect to the next node, and a newer session on another node fences
+//! the old one out.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+use ism_events::{AggregateId, Event, EventLog};
+use ism_tests::cluster::{
+    connected, echo_server, eventually, freezable_relay, http_server, provision, socks_open,
+    Provisioned, TestMachine, TestNode, FAST_HEARTBEATS, PATIENCE,
+};
+use ism_tests::gateway_cluster::{gateways, TestCluster};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+/// The agent's properties for fast heartbeats.
+fn fast_heartbeats() -> String {
+    format!(
+        "heartbeatIntervalMs = {}\ndeadPeerTimeoutMs = {}",
+        FAST_HEARTBEATS.ping_interval.as_millis(),
+        FAST_HEARTBEATS.idle_timeout.as_millis()
+    )
+}
+
+/// A SOCKS stream to the echo server through `node`, once `node` knows the endpoint and where it
+/// is held (its directory and the owners follow the shared log and KV a moment behind).
+async fn echo_stream_via(node: &TestNode, p: &Provisioned, echo_port: u16) -> TcpStream {
+    let socks = node.socks();
+    let mut stream = eventually("a SOCKS stream through the node", || {
+        let socks = socks.clone();
+        async move {
+            let (code, stream) =
+                socks_open(&socks, &p.endpoint_name, &p.scanner_secret, echo_port).await;
+            (code == 0).then_some(stream).flatten()
+        }
+    })
+    .await;
+    stream.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    stream
+}
+
+/// The events recorded on `tunnel`, once `done` holds for them.
+async fn tunnel_events(
+    log: Arc<dyn EventLog>,
+    tunnel: Uuid,
+    what: &str,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
+    eventually(what, || {
+        let log = log.clone();
+        let done = &done;
+        async move {
+            let recorded = log.read_aggregate(&AggregateId::tunnel(tunnel)).await.ok()?;
+            let events: Vec<Event> = recorded.into_iter().map(|r| r.envelope.event).collect();
+            done(&events).then_some(events)
+        }
+    })
+    .await
+}
+
+fn tunnel_of(node: &TestNode, p: &Provisioned) -> Uuid {
+    node.state.sessions.get(p.endpoint.parse().unwrap()).expect("the endpoint's session").tunnel
+}
+
+#[actix::test]
+async fn a_scanner_on_any_node_reaches_an_endpoint_another_node_holds() {
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let (a, b) = (cluster.node("node-a"), cluster.node("node-b"));
+    let p = provision(&b.api(), "dc1").await;
+    let echo = echo_server().await;
+    let app = http_server("hello from the intranet\n").await;
+    let machine = TestMachine::new();
+    let allowed = format!("127.0.0.1:{},127.0.0.1:{}", echo.port(), app.port());
+    // Provisioned on node-b, connected to node-a: the directory is the cluster's.
+    let agent = machine.start_endpoint(&a, &p.key, &allowed);
+    connected(&agent).await;
+
+    let stream = echo_stream_via(&b, &p, echo.port()).await;
+    drop(stream);
+    // A real scanner client through the other ingress of the other node.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--proxy"])
+        .arg(format!("http://{}:{}@{}", p.endpoint_name, p.scanner_secret, b.addresses.http_proxy))
+        .arg(format!("http://127.0.0.1:{}/", app.port()))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from the intranet\n");
+
+    // Both streams are recorded on the tunnel of node-a, the holder, as came in via node-b.
+    let events =
+        tunnel_events(a.state.log.clone(), tunnel_of(&a, &p), "both streams recorded", |e| {
+            e.iter().filter(|e| matches!(e, Event::StreamClosed { .. })).count() == 2
+        })
+        .await;
+    let vias: Vec<Option<&str>> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StreamOpened { via, .. } => Some(via.as_deref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(vias, [Some("node-b"), Some("node-b")], "{events:?}");
+    // The endpoint's own node serves it directly, recorded without a relay.
+    drop(echo_stream_via(&a, &p, echo.port()).await);
+    agent.stop();
+}
+
+#[actix::test]
+async fn access_turned_off_ends_relayed_streams() {
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let (a, b) = (cluster.node("node-a"), cluster.node("node-b"));
+    let p = provision(&a.api(), "dc1").await;
+    let echo = echo_server().await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&a, &p.key, &format!("127.0.0.1:{}", echo.port()));
+    connected(&agent).await;
+    let mut stream = echo_stream_via(&b, &p, echo.port()).await;
+
+    // Turned off through node-a's API: node-b, where the scanner came in, ends the stream.
+    a.api().set_access(&p.endpoint, Some(false), None).await.unwrap();
+    let mut buf = [0u8; 16];
+    let ended = tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await;
+    assert!(matches!(ended, Ok(Ok(0) | Err(_))), "the relayed stream must end: {ended:?}");
+    b.streams_end().await;
+    a.streams_end().await;
+    let (code, _) = socks_open(&b.socks(), "dc1", &p.scanner_secret, echo.port()).await;
+    assert_ne!(code, 0, "access is off");
+    agent.stop();
+}
+
+#[actix::test]
+async fn a_lost_node_is_recorded_by_a_survivor_and_its_endpoint_moves_on() {
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let (a, b) = (cluster.node("node-a"), cluster.node("node-b"));
+    let p = provision(&a.api(), "dc1").await;
+    let echo = echo_server().await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint_with(
+        &a,
+        &p.key,
+        &format!("127.0.0.1:{}", echo.port()),
+        &gateways(&[&a, &b]),
+        "",
+    );
+    connected(&agent).await;
+    let tunnel = tunnel_of(&a, &p);
+    // A scanner on node-b, relayed to node-a, when node-a dies.
+    let mut stream = echo_stream_via(&b, &p, echo.port()).await;
+    tunnel_events(a.state.log.clone(), tunnel, "the relayed stream recorded", |e| {
+        e.iter().any(|e| matches!(e, Event::StreamOpened { .. }))
+    })
+    .await;
+
+    a.crash();
+    let mut buf = [0u8; 16];
+    let ended = tokio::time::timeout(PATIENCE, stream.read(&mut buf)).await;
+    assert!(matches!(ended, Ok(Ok(0) | Err(_))), "the stream dies with its node: {ended:?}");
+    // The endpoint goes on to the next node it knows...
+    b.sessions_become(1).await;
+    assert_ne!(tunnel_of(&b, &p), tunnel);
+    drop(echo_stream_via(&b, &p, echo.port()).await);
+    // ...and node-b, once node-a's heartbeat has stood still for the lease, records the end of
+    // the session node-a held, and of the stream it carried.
+    let events = tunnel_events(b.state.log.clone(), tunnel, "the lost session closed", |e| {
+        e.iter().any(|e| matches!(e, Event::TunnelClosed { .. }))
+    })
+    .await;
+    let closed: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TunnelClosed { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, ["gateway node node-a lost"], "{events:?}");
+    let cut = events.iter().any(|e| {
+        matches!(e, Event::StreamClosed { end, .. } if end.contains("cut: gateway node node-a lost"))
+    });
+    assert!(cut, "{events:?}");
+    agent.stop();
+}
+
+#[actix::test]
+async fn a_newer_session_on_another_node_fences_the_old_one_out() {
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    // Node-a never gives up on a silent endpoint by itself here: only the fence ends its session.
+    let a =
+        cluster.node_with("node-a", |c| c.session.timing.idle_timeout = Duration::from_secs(3600));
+    let b = cluster.node("node-b");
+    let p = provision(&a.api(), "dc1").await;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let to_a = freezable_relay(a.addresses.endpoint_wss, frozen.clone()).await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint_with(
+        &a,
+        &p.key,
+        "127.0.0.1",
+        &format!("{to_a},{}", b.addresses.endpoint_wss),
+        &fast_heartbeats(),
+    );
+    connected(&agent).await;
+    let old = tunnel_of(&a, &p);
+
+    // The link to node-a goes silent: the endpoint gives up on it and connects to node-b, whose
+    // claim on the endpoint makes node-a close the session it still believes in.
+    frozen.store(true, Ordering::SeqCst);
+    b.sessions_become(1).await;
+    a.sessions_become(0).await;
+    let events = tunnel_events(a.state.log.clone(), old, "the old session closed", |e| {
+        e.iter().any(|e| matches!(e, Event::TunnelClosed { .. }))
+    })
+    .await;
+    assert!(
+        events.iter().any(|e| matches!(e, Event::TunnelClosed { reason } if reason.ends_with("replaced by a newer session on node node-b"))),
+        "{events:?}"
+    );
+    agent.stop();
+}
