@@ -14,7 +14,7 @@ arr = lambda x: {"type": "array", "items": x}
 schemas = {
   "Error": obj({"success": {"const": False}, "error": S()}),
   "Credential": obj({"id": U(), "label": S(), "kind": {"enum": ["scan", "support"]}, "issued_ms": I(), "revoked": B()}),
-  "Gateway": obj({"id": U(), "version": I(), "name": S(), "description": S(), "status": {"enum": ["Initializing", "Online", "Deleted"]},
+  "Gateway": obj({"id": U(), "version": I(), "name": S(), "description": S(), "status": {"enum": ["Initializing", "Online", "Offline", "Deleted"]},
       "created_ms": I(), "created_by": N("string"), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S(), "endpoint_count": I(),
       "scanner_credentials": arr(ref("Credential")), "last_activity_ms": I(), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
   "DeletedGateway": obj({"id": U(), "name": S(), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
@@ -35,6 +35,7 @@ schemas = {
   "AuditEntry": obj({"position": I(), "time_ms": I(), "time": S(), "aggregate": S(), "gateway": N("string"), "endpoint": N("string"), "actor": N("string"), "event": S(), "summary": S()}),
   "AuditReport": obj({"log_head": I(), "truncated": B(), "entries": arr(ref("AuditEntry"))}),
   "VerifyReport": obj({"projections": arr(obj({"name": S(), "position": I(), "rows": I(), "matches": B()})), "all_match": B()}),
+  "Node": obj({"node": S(), "state": {"enum": ["serving", "draining", "lost"]}, "relay_address": S(), "endpoints": I(), "streams": I(), "this_node": B()}),
   "NewGateway": obj({"name": S(), "description": S()}, ["name"]),
   "NewEndpoint": obj({"name": S(), "description": S(), "platform": {"enum": ["linux", "windows", "other"]}}, ["name", "platform"]),
   "EndpointEdit": obj({"name": S(), "description": S(), "version": I()}, ["version"]),
@@ -87,6 +88,8 @@ paths = {
   "/api/v1/endpoints/{id}/key/rotate": {"post": op("Replace the key; the old one stops working", "200", "The new key", ref("EndpointKey"), ["403", "404", "409"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/unbind": {"post": op("Release the key's binding to its machine: the next machine that presents the key binds it; the bound machine's session ends", "200", "The endpoint, bound to no machine", ref("Endpoint"), ["403", "404"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/access": {"put": op("Manage access: scan access, support-engineer access", "200", "The endpoint", ref("Endpoint"), ["400", "403", "404"] + R, body="AccessChange", params=[p("id", "Endpoint id")])},
+  "/api/v1/nodes": {"get": op("The cluster's nodes: state (serving, draining, lost), endpoints and streams held", "200", "Nodes, by name", arr(ref("Node")), R)},
+  "/api/v1/nodes/{node}/drain": {"post": op("Drain a node: it takes no new endpoints and hands its endpoints to the other nodes, make before break", "202", "The node, draining", ref("Node"), ["403", "404"] + R, params=[p("node", "Node name")])},
   "/api/v1/users": {
       "get": op("Users", "200", "Users", arr(ref("User")), ["403"] + R),
       "post": op("Create a user", "201", "The user", ref("User"), ["400", "403", "409"] + R, body="NewUser")},

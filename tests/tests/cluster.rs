@@ -226,3 +226,91 @@ async fn a_newer_session_on_another_node_fences_the_old_one_out() {
     );
     agent.stop();
 }
+
+#[actix::test]
+async fn a_drained_node_hands_its_endpoint_over_without_cutting_a_stream() {
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let (a, b) = (cluster.node("node-a"), cluster.node("node-b"));
+    let p = provision(&a.api(), "dc1").await;
+    let echo = echo_server().await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint_with(
+        &a,
+        &p.key,
+        &format!("127.0.0.1:{}", echo.port()),
+        &gateways(&[&a, &b]),
+        "",
+    );
+    connected(&agent).await;
+    let old = tunnel_of(&a, &p);
+    let mut running = echo_stream_via(&a, &p, echo.port()).await;
+    let ready = |node: &TestNode| {
+        let url = format!("http://{}/ready", node.addresses.api);
+        async move { awc::Client::new().get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ready(&a).await, 200);
+
+    // Asked through node-b's API: node-a sees the request at its next heartbeat.
+    let drained = b.api().drain_node("node-a").await.unwrap();
+    assert_eq!(drained["state"], "draining");
+    // The endpoint moves to node-b (make)...
+    b.sessions_become(1).await;
+    assert_eq!(ready(&a).await, 503, "a load balancer sends new connections elsewhere");
+    let nodes = b.api().nodes().await.unwrap();
+    let states: Vec<(&str, &str)> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap(), n["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("node-a", "draining"), ("node-b", "serving")]);
+    // ...while the stream running on the old session goes on (before break).
+    running.write_all(b"more").await.unwrap();
+    let mut buf = [0u8; 4];
+    running.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"more");
+    assert_eq!(a.state.sessions.len(), 1, "the old session stays while its stream runs");
+    // A scanner still arriving at node-a is served by the endpoint's new session.
+    drop(echo_stream_via(&a, &p, echo.port()).await);
+    let new = tunnel_of(&b, &p);
+    let events = tunnel_events(b.state.log.clone(), new, "the new stream recorded", |e| {
+        e.iter().any(|e| matches!(e, Event::StreamOpened { .. }))
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::StreamOpened { via: Some(v), .. } if v == "node-a")),
+        "{events:?}"
+    );
+
+    // The stream ends: the old session closes (break), its stream recorded as finished.
+    drop(running);
+    a.sessions_become(0).await;
+    let events = tunnel_events(a.state.log.clone(), old, "the old session closed", |e| {
+        e.iter().any(|e| matches!(e, Event::TunnelClosed { .. }))
+    })
+    .await;
+    let ends: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StreamClosed { end, .. } => Some(end.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, ["finished"], "{events:?}");
+
+    // The gateway is Online while a node serves it, Offline once none does.
+    let gateway_status = |node: &TestNode| {
+        let (api, id) = (node.api(), p.gateway.clone());
+        async move { api.gateway(&id).await.unwrap()["status"].as_str().unwrap().to_string() }
+    };
+    assert_eq!(gateway_status(&b).await, "Online");
+    b.api().drain_node("node-b").await.unwrap();
+    eventually("the gateway Offline", || {
+        let status = gateway_status(&b);
+        async move { (status.await == "Offline").then_some(()) }
+    })
+    .await;
+    agent.stop();
+}

@@ -36,4 +36,5 @@ both_backends!(
     a_release_lets_go_only_of_the_releasers_own_claim,
     racing_claims_leave_exactly_one_owner,
     owner_changes_are_watched,
+    drain_requests_stand_until_withdrawn,
 );

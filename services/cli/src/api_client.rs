@@ -242,6 +242,15 @@ impl ApiClient {
         self.call(Method::GET, "/api/v1/me", None).await
     }
 
+    pub async fn nodes(&self) -> Result<Value, ApiError> {
+        self.call(Method::GET, "/api/v1/nodes", None).await
+    }
+
+    pub async fn drain_node(&self, node: &str) -> Result<Value, ApiError> {
+        let path = format!("/api/v1/nodes/{}/drain", percent_encode(node));
+        self.call(Method::POST, &path, None).await
+    }
+
     pub async fn users(&self) -> Result<Value, ApiError> {
         self.call(Method::GET, "/api/v1/users", None).await
     }

@@ -43,6 +43,8 @@ enum Command {
     Credential(CredentialCmd),
     #[command(subcommand)]
     User(UserCmd),
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// The event history as a timeline, filtered; from the API, or straight from an event log.
     Audit {
         #[arg(long)]
@@ -204,6 +206,16 @@ enum UserCmd {
     },
 }
 
+/// The gateway nodes of a cluster.
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Each node, its state (serving, draining, lost), the endpoints and streams it holds.
+    List,
+    /// Drain a node: it takes no new endpoints and hands its endpoints to the other nodes,
+    /// make before break, before it is stopped.
+    Drain { node: String },
+}
+
 #[derive(Subcommand)]
 enum ProjectionsCmd {
     /// Rebuild every projection from the event log and report whether it matches the live one.
@@ -344,6 +356,8 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
             (api.create_user(name, role).await?, output::user)
         }
         Command::User(UserCmd::List) => (api.users().await?, output::users),
+        Command::Node(NodeCmd::List) => (api.nodes().await?, output::nodes),
+        Command::Node(NodeCmd::Drain { node }) => (api.drain_node(node).await?, output::drained),
         Command::User(UserCmd::Role { name, role }) => {
             (api.change_role(name, role).await?, output::user)
         }

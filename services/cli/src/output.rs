@@ -145,6 +145,33 @@ pub fn gateways(list: &Value) -> String {
     out
 }
 
+pub fn nodes(list: &Value) -> String {
+    let mut out = format!(
+        "{:<24}  {:<9}  {:>9}  {:>7}  RELAY ADDRESS\n",
+        "NODE", "STATE", "ENDPOINTS", "STREAMS"
+    );
+    for n in items(list) {
+        let this = if n["this_node"] == true { "  (answered this)" } else { "" };
+        out.push_str(&format!(
+            "{:<24}  {:<9}  {:>9}  {:>7}  {}{this}\n",
+            s(&n["node"]),
+            s(&n["state"]),
+            n["endpoints"],
+            n["streams"],
+            s(&n["relay_address"])
+        ));
+    }
+    out
+}
+
+pub fn drained(v: &Value) -> String {
+    format!(
+        "node {} is draining: its {} endpoint(s) move to the other nodes, its running streams finish first\n",
+        s(&v["node"]),
+        v["endpoints"]
+    )
+}
+
 pub fn deleted(list: &Value) -> String {
     let mut out = format!("{:<36}  {:<20}  {:<24}  REASON\n", "ID", "NAME", "DELETED");
     for g in items(list) {

@@ -17,6 +17,7 @@ pub const CHECKS: &[&str] = &[
     "a_release_lets_go_only_of_the_releasers_own_claim",
     "racing_claims_leave_exactly_one_owner",
     "owner_changes_are_watched",
+    "drain_requests_stand_until_withdrawn",
 ];
 
 /// Runs the check called `name` against `c`.
@@ -27,6 +28,7 @@ pub async fn run(name: &str, c: &dyn Coordination) {
         "a_release_lets_go_only_of_the_releasers_own_claim" => release_is_conditional(c).await,
         "racing_claims_leave_exactly_one_owner" => racing_claims(c).await,
         "owner_changes_are_watched" => owner_changes_are_watched(c).await,
+        "drain_requests_stand_until_withdrawn" => drain_requests(c).await,
         other => panic!("no such check: {other}"),
     }
 }
@@ -119,4 +121,15 @@ async fn next(feed: &mut crate::coordination::OwnerFeed) -> OwnerChange {
         .expect("an owner change within 60 s")
         .expect("the feed goes on")
         .unwrap()
+}
+
+async fn drain_requests(c: &dyn Coordination) {
+    assert!(!c.drain_requested("node-a").await.unwrap());
+    c.request_drain("node-a").await.unwrap();
+    c.request_drain("node-a").await.unwrap(); // asking twice is asking once
+    assert!(c.drain_requested("node-a").await.unwrap());
+    assert!(!c.drain_requested("node-b").await.unwrap(), "only the node named");
+    c.clear_drain("node-a").await.unwrap();
+    assert!(!c.drain_requested("node-a").await.unwrap());
+    c.clear_drain("node-b").await.unwrap(); // nothing to withdraw is no error
 }

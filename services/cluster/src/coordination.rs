@@ -87,6 +87,13 @@ pub trait Coordination: Send + Sync {
     /// Every endpoint's current owner, then each change as it happens.
     async fn watch_owners(&self) -> Result<OwnerFeed, CoordError>;
 
+    /// Asks `node` to drain; it sees the request at its next heartbeat, wherever it was made.
+    async fn request_drain(&self, node: &str) -> Result<(), CoordError>;
+    /// Whether `node` was asked to drain and the request still stands.
+    async fn drain_requested(&self, node: &str) -> Result<bool, CoordError>;
+    /// Withdraws a drain request (the node restarted and serves again).
+    async fn clear_drain(&self, node: &str) -> Result<(), CoordError>;
+
     /// A short description for logs ("in process", "nats://...").
     fn describe(&self) -> String;
 }

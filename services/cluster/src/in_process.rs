@@ -5,7 +5,7 @@ use crate::coordination::{
     Claimed, CoordError, Coordination, NodeAnnouncement, Owner, OwnerChange, OwnerFeed,
 };
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -19,6 +19,7 @@ pub struct InProcess {
 struct State {
     nodes: BTreeMap<String, NodeAnnouncement>,
     owners: HashMap<Uuid, Owner>,
+    drains: BTreeSet<String>,
 }
 
 impl Default for InProcess {
@@ -42,6 +43,20 @@ impl Coordination for InProcess {
 
     async fn withdraw(&self, node: &str) -> Result<(), CoordError> {
         self.state().nodes.remove(node);
+        Ok(())
+    }
+
+    async fn request_drain(&self, node: &str) -> Result<(), CoordError> {
+        self.state().drains.insert(node.to_string());
+        Ok(())
+    }
+
+    async fn drain_requested(&self, node: &str) -> Result<bool, CoordError> {
+        Ok(self.state().drains.contains(node))
+    }
+
+    async fn clear_drain(&self, node: &str) -> Result<(), CoordError> {
+        self.state().drains.remove(node);
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Coordination in NATS KV, on the JetStream that holds the event log: bucket `ism-nodes` (one
 //! key per node: its latest heartbeat) and bucket `ism-owners` (one key per connected endpoint:
-//! the session that holds it). Claims and releases are compare-and-swap on the key's revision,
+//! the session that holds it), and bucket `ism-drains` (one key per node asked to drain). Claims and releases are compare-and-swap on the key's revision,
 //! so of two nodes racing for an endpoint exactly one write wins and the other re-reads.
 
 use crate::coordination::{
@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 pub const NODES_BUCKET: &str = "ism-nodes";
 pub const OWNERS_BUCKET: &str = "ism-owners";
+pub const DRAINS_BUCKET: &str = "ism-drains";
 /// Attempts at a claim before giving up on a contended endpoint.
 const ATTEMPTS: usize = 8;
 
 pub struct NatsCoordination {
     nodes: Store,
     owners: Store,
+    drains: Store,
     url: String,
 }
 
@@ -76,7 +78,15 @@ impl NatsCoordination {
             ))
             .await
             .map_err(unavailable)?;
-        Ok(Self { nodes, owners, url: url.to_string() })
+        let drains = js
+            .create_or_update_key_value(bucket(
+                DRAINS_BUCKET,
+                "gateway nodes asked to drain",
+                Duration::ZERO,
+            ))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { nodes, owners, drains, url: url.to_string() })
     }
 }
 
@@ -93,6 +103,19 @@ impl Coordination for NatsCoordination {
 
     async fn withdraw(&self, node: &str) -> Result<(), CoordError> {
         self.nodes.delete(node).await.map_err(unavailable)
+    }
+
+    async fn request_drain(&self, node: &str) -> Result<(), CoordError> {
+        self.drains.put(node, Bytes::from_static(b"drain")).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn drain_requested(&self, node: &str) -> Result<bool, CoordError> {
+        Ok(self.drains.get(node).await.map_err(unavailable)?.is_some())
+    }
+
+    async fn clear_drain(&self, node: &str) -> Result<(), CoordError> {
+        self.drains.delete(node).await.map_err(unavailable)
     }
 
     async fn nodes(&self) -> Result<Vec<NodeAnnouncement>, CoordError> {

@@ -30,6 +30,7 @@ pub mod enforcement;
 pub mod http_proxy;
 pub mod listener;
 pub mod node;
+pub mod public_address;
 pub mod refusals;
 pub mod refused_registrations;
 pub mod refused_scanners;

@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
+use ism_gateway::cluster::tls::ClusterTlsFiles;
+use ism_gateway::cluster::ClusterConfig;
 use ism_gateway::NodeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +13,8 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// This node's name in events and logs (unique in a cluster, stable across restarts).
     #[arg(long, env = "ISM_NODE_ID", default_value = "node-1")]
     node_id: String,
@@ -70,6 +74,44 @@ struct Args {
     /// Administrator API token; by default read from (or generated into) <data-dir>/admin-token.
     #[arg(long, env = "ISM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// The address endpoints are told to dial, `host[:port]` (443 by default): in a cluster the
+    /// load balancer's. Shown by `ism gateway show` for outbound allowlists.
+    #[arg(long, env = "ISM_PUBLIC_ADDRESS")]
+    public_address: Option<String>,
+    /// The SOCKS5 address scanners are told (default: the public host, this node's port).
+    #[arg(long, env = "ISM_PUBLIC_SOCKS_ADDRESS")]
+    public_socks_address: Option<String>,
+    /// The HTTP proxy address scanners are told (default: the public host, this node's port).
+    #[arg(long, env = "ISM_PUBLIC_HTTP_PROXY_ADDRESS")]
+    public_http_proxy_address: Option<String>,
+    /// Directory with the cluster CA and this node's certificate (`ism-gateway cluster-certs`):
+    /// makes the node relay scanners to endpoints other nodes hold, and theirs to its own.
+    #[arg(long, env = "ISM_CLUSTER_TLS_DIR")]
+    cluster_tls_dir: Option<PathBuf>,
+    /// Where other nodes open relay links to this one (with --cluster-tls-dir).
+    #[arg(long, env = "ISM_RELAY_LISTEN", default_value = "0.0.0.0:8444")]
+    relay_listen: SocketAddr,
+    /// The relay address other nodes dial, when --relay-listen is a wildcard address.
+    #[arg(long, env = "ISM_RELAY_ADVERTISE")]
+    relay_advertise: Option<SocketAddr>,
+    /// Seconds a draining node (SIGTERM in a cluster, `ism node drain`) lets running streams
+    /// finish before it closes the sessions still on it.
+    #[arg(long, env = "ISM_DRAIN_TIMEOUT", default_value_t = 60)]
+    drain_timeout: u64,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Make a cluster CA and a certificate for each node (mutual TLS on relay links), into
+    /// DIR: `cluster-ca.pem`, `<node>.pem`, `<node>.key`. Copy the CA and each node's pair to
+    /// that node's --cluster-tls-dir.
+    ClusterCerts {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node names (their --node-id).
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,6 +125,12 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::ClusterCerts { dir, nodes }) = &args.command {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        ism_gateway::cluster::tls::generate(dir, nodes).context("making cluster certificates")?;
+        println!("cluster CA and certificates for {} in {}", nodes.join(", "), dir.display());
+        return Ok(());
+    }
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
     config.endpoint_listen = args.endpoint_listen;
@@ -106,6 +154,19 @@ fn main() -> anyhow::Result<()> {
         half_closed_timeout: std::time::Duration::from_secs(args.half_closed_timeout.max(1)),
         per_credential: args.max_streams_per_credential.max(1),
     };
+    config.public = ism_gateway::public_address::PublicConfig {
+        endpoint: args.public_address,
+        socks: args.public_socks_address,
+        http_proxy: args.public_http_proxy_address,
+    };
+    let drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
+    if let Some(dir) = &args.cluster_tls_dir {
+        let tls = ClusterTlsFiles::in_dir(dir, &args.node_id);
+        let mut cluster = ClusterConfig::new(args.relay_listen, tls);
+        cluster.relay_advertise = args.relay_advertise;
+        cluster.drain_timeout = drain_timeout;
+        config.cluster = Some(cluster);
+    }
 
     actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
@@ -118,12 +179,9 @@ fn main() -> anyhow::Result<()> {
         let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
         let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;
         println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
-        println!(
-            "  endpoints connect to  wss://{}{}",
-            node.addresses.endpoint_wss, node.state.ws_path
-        );
-        println!("  scanners connect to   socks5://{}", node.addresses.socks);
-        println!("                   or   http://{} (HTTP proxy)", node.addresses.http_proxy);
+        println!("  endpoints connect to  {}", node.state.endpoint_url());
+        println!("  scanners connect to   socks5://{}", node.state.public.socks);
+        println!("                   or   http://{} (HTTP proxy)", node.state.public.http_proxy);
         println!("  management API        http://{}", node.addresses.api);
         if let Some(ca) = &node.ca_file {
             println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
@@ -138,6 +196,16 @@ fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+        }
+        // In a cluster, the endpoints move to the other nodes first (make before break); a
+        // second signal stops at once.
+        if node.state.cluster.others_serving().await {
+            println!("draining: endpoints move to the other nodes (up to {drain_timeout:?})");
+            tokio::select! {
+                _ = node.drain() => {}
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
         println!("shutting down");
         node.stop().await;

@@ -5,8 +5,9 @@
 //! configuration or, on the embedded default, from files generated once in the data directory.
 
 use crate::cluster::links::RelayLinks;
-use crate::cluster::{membership, relay, tls as cluster_tls, Cluster, ClusterConfig};
+use crate::cluster::{draining, membership, relay, tls as cluster_tls, Cluster, ClusterConfig};
 use crate::listener::PendingConnections;
+use crate::public_address::{self, PublicAddresses, PublicConfig};
 use crate::refusals::{self, Refusals};
 use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
@@ -73,6 +74,8 @@ pub struct NodeConfig {
     /// How this node takes part in a cluster; `None` for a node alone (it relays nothing, and on
     /// the embedded log coordinates in process).
     pub cluster: Option<ClusterConfig>,
+    /// The addresses users are shown (a cluster's load balancer, `--public-address`).
+    pub public: PublicConfig,
 }
 
 impl NodeConfig {
@@ -101,6 +104,7 @@ impl NodeConfig {
             stream_limits: StreamLimits::default(),
             max_pending_connections: 1024,
             cluster: None,
+            public: PublicConfig::default(),
         }
     }
 }
@@ -143,6 +147,16 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Drains the node: its endpoints move to the other nodes, make before break (see
+    /// [`crate::cluster::draining`]). Returns once no endpoint session is left here, which the
+    /// drain deadline bounds.
+    pub async fn drain(&self) {
+        if self.state.cluster.start_draining() {
+            tracing::info!(node = %self.state.node_id, "draining before stopping");
+        }
+        self.state.sessions.wait_for(|n| n == 0).await;
+    }
+
     /// Stops listening, closes every endpoint session (endpoints reconnect elsewhere), and waits
     /// a few seconds at most until every fact the data path told (streams closed, refusals
     /// counted, sessions closed) is recorded, so that a stop loses none of them.
@@ -355,6 +369,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )),
         admin_token_hash: hash_secret(&admin_token),
         addresses,
+        public: PublicAddresses::resolve(&config.public, &addresses, &public_address::hostname()),
         ws_path: config.ws_path.clone(),
         stream_limit: config.session.max_streams,
         stream_limits: config.stream_limits,
@@ -396,6 +411,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::spawn(http_proxy::ingress::serve(http_proxy, state.clone())),
         tokio::spawn(membership::heartbeat(state.clone(), cluster.heartbeat)),
         tokio::spawn(membership::fence_replaced(state.clone(), cluster.drain_timeout)),
+        tokio::spawn(draining::drain_when_asked(state.clone(), cluster.drain_timeout)),
     ];
     let mut tasks = tasks;
     if let Some((listener, tls)) = cluster.relay {

@@ -87,32 +87,41 @@ pub async fn open<'a>(
         .map_err(|full| turned_away(NotOpened::CredentialQuota(full.0)))?;
     allowed().map_err(|e| turned_away(e.into()))?;
     let cause = Cause::by(scanner.principal());
-    let Some(live) = path.sessions.get(endpoint) else {
-        // Another node holds the endpoint: one hop to it.
-        let Some(owner) = path.cluster.owner_elsewhere(endpoint).await else {
-            return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())));
-        };
-        let relay = Relay {
-            endpoint: *endpoint.as_bytes(),
-            scanner: scanner.credential_id.simple().to_string(),
-            ingress_node: path.cluster.node_id.clone(),
-        };
-        let target_text = target.to_string();
-        return match path.cluster.open_relayed(&owner, target, relay).await {
-            Ok(stream) => Ok(OpenedStream {
-                stream,
-                limits: path.limits,
-                stop,
-                _registered: registered,
-                recorder: None,
-                cause,
-            }),
-            // The owner recorded the refusal.
-            Err(RelayError::Open(error)) => Err(NotOpened::Open { target: target_text, error }),
-            Err(unreachable) => {
-                Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))
-            }
-        };
+    let local = path.sessions.get(endpoint);
+    // Another node holds the endpoint: one hop to it. A draining node sends new streams to the
+    // endpoint's new session elsewhere as soon as there is one, so that its old one winds down.
+    let elsewhere = match &local {
+        Some(_) if !path.cluster.is_draining() => None,
+        _ => path.cluster.owner_elsewhere(endpoint).await,
+    };
+    let live = match (elsewhere, local) {
+        (Some(owner), _) => {
+            let relay = Relay {
+                endpoint: *endpoint.as_bytes(),
+                scanner: scanner.credential_id.simple().to_string(),
+                ingress_node: path.cluster.node_id.clone(),
+            };
+            let target_text = target.to_string();
+            return match path.cluster.open_relayed(&owner, target, relay).await {
+                Ok(stream) => Ok(OpenedStream {
+                    stream,
+                    limits: path.limits,
+                    stop,
+                    _registered: registered,
+                    recorder: None,
+                    cause,
+                }),
+                // The owner recorded the refusal.
+                Err(RelayError::Open(error)) => Err(NotOpened::Open { target: target_text, error }),
+                Err(unreachable) => {
+                    Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))
+                }
+            };
+        }
+        (None, Some(live)) => live,
+        (None, None) => {
+            return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))
+        }
     };
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.

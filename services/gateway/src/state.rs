@@ -5,6 +5,7 @@
 use crate::cluster::Cluster;
 use crate::enforcement::Enforcement;
 use crate::listener::PendingConnections;
+use crate::public_address::PublicAddresses;
 use crate::refusals::Refusals;
 use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
@@ -51,6 +52,8 @@ pub struct NodeState {
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     pub addresses: Addresses,
+    /// What users are shown as the gateway's addresses.
+    pub public: PublicAddresses,
     pub ws_path: String,
     /// Most streams one endpoint's session carries at once on this node (admission control).
     pub stream_limit: usize,
@@ -128,6 +131,11 @@ impl NodeState {
             limits: self.stream_limits,
             cluster: &self.cluster,
         }
+    }
+
+    /// The URL endpoints dial, as users are shown it.
+    pub fn endpoint_url(&self) -> String {
+        format!("wss://{}{}", self.public.endpoint, self.ws_path)
     }
 
     pub fn enforcement(&self) -> Enforcement {

@@ -20,9 +20,9 @@ pub(super) async fn status(state: State, _caller: Caller) -> Result<HttpResponse
         "connected_endpoints": state.sessions.len(),
         "open_streams": state.sessions.open_streams(),
         "stream_limit_per_endpoint": state.stream_limit,
-        "endpoint_url": format!("wss://{}{}", state.addresses.endpoint_wss, state.ws_path),
-        "socks_address": state.addresses.socks.to_string(),
-        "http_proxy_address": state.addresses.http_proxy.to_string(),
+        "endpoint_url": state.endpoint_url(),
+        "socks_address": state.public.socks.clone(),
+        "http_proxy_address": state.public.http_proxy.clone(),
     })))
 }
 

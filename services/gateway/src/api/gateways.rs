@@ -144,7 +144,7 @@ pub(super) async fn issue_credential(
         "gateway": g.id,
         "kind": kind,
         "secret": issued.secret,
-        "socks_address": state.addresses.socks.to_string(),
+        "socks_address": state.public.socks.clone(),
         "usage": "SOCKS5 username: the endpoint's name (or id); password: this secret",
     })))
 }

@@ -1,4 +1,5 @@
-//! The management REST API: gateways, endpoints, keys, access, scanner credentials, users, audit.
+//! The management REST API: gateways, endpoints, keys, access, scanner credentials, users, audit,
+//! the cluster's nodes.
 //!
 //! Every request is authorised (a bearer token; [`auth`]). A change goes REST handler -> actor
 //! command -> event appended -> directory updated; the handler waits until the directory shows
@@ -11,6 +12,7 @@ mod audit;
 mod auth;
 mod endpoints;
 mod gateways;
+mod nodes;
 mod users;
 mod views;
 
@@ -52,6 +54,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         [(
             Method::GET,
             web::to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }),
+        )],
+    ))
+    // For a load balancer: 503 while the node drains, so that new connections go elsewhere.
+    .service(resource(
+        "/ready",
+        [(
+            Method::GET,
+            web::to(|state: State| async move {
+                if state.cluster.is_draining() {
+                    HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining\n")
+                } else {
+                    HttpResponse::Ok().content_type("text/plain").body("ready\n")
+                }
+            }),
         )],
     ))
     .service(
@@ -120,6 +136,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/endpoints/{id}/unbind",
                 [(Method::POST, web::to(endpoints::unbind))],
             ))
+            .service(resource("/nodes", [(Method::GET, web::to(nodes::list))]))
+            .service(resource("/nodes/{node}/drain", [(Method::POST, web::to(nodes::drain))]))
             .service(resource(
                 "/users",
                 [(Method::GET, web::to(users::list)), (Method::POST, web::to(users::create))],

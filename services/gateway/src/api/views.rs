@@ -99,10 +99,13 @@ pub struct TokenOut {
     revoked: bool,
 }
 
-pub fn gateway_status(s: GatewayStatus) -> &'static str {
+/// A gateway's status as shown: `Online` once a node served it and while a live node serves
+/// (takes endpoints), `Offline` while none does (every node draining or lost).
+pub fn gateway_status(s: GatewayStatus, serving_somewhere: bool) -> &'static str {
     match s {
         GatewayStatus::Initializing => "Initializing",
-        GatewayStatus::Online => "Online",
+        GatewayStatus::Online if serving_somewhere => "Online",
+        GatewayStatus::Online => "Offline",
         GatewayStatus::Deleted => "Deleted",
     }
 }
@@ -113,12 +116,12 @@ pub fn gateway(g: GatewayView, state: &NodeState) -> GatewayOut {
         version: g.version,
         name: g.name,
         description: g.description,
-        status: gateway_status(g.status),
+        status: gateway_status(g.status, state.cluster.serving_somewhere()),
         created_ms: g.created_ms,
         created_by: g.created_by,
-        endpoint_url: format!("wss://{}{}", state.addresses.endpoint_wss, state.ws_path),
-        socks_address: state.addresses.socks.to_string(),
-        http_proxy_address: state.addresses.http_proxy.to_string(),
+        endpoint_url: state.endpoint_url(),
+        socks_address: state.public.socks.clone(),
+        http_proxy_address: state.public.http_proxy.clone(),
         endpoint_count: g.endpoint_count,
         scanner_credentials: g
             .scanner_credentials

@@ -3,7 +3,7 @@
 
 use crate::state::NodeState;
 use futures_util::StreamExt;
-use ism_cluster::NodeAnnouncement;
+use ism_cluster::{NodeAnnouncement, NodeRole};
 use ism_events::{Cause, Principal};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +15,21 @@ use std::time::{Duration, Instant};
 pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
     let cluster = &state.cluster;
     let relay = cluster.relay_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // A drain request made before this start was for the node that stopped: this one serves.
+    if let Err(e) = cluster.coordination.clear_drain(&cluster.node_id).await {
+        tracing::warn!(error = %e, "cannot clear an old drain request for this node");
+    }
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for beat in 1u64.. {
         tick.tick().await;
+        match cluster.coordination.drain_requested(&cluster.node_id).await {
+            Ok(true) if cluster.start_draining() => {
+                tracing::info!("asked to drain: handing this node's endpoints to the others");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read this node's drain request"),
+        }
         let me = NodeAnnouncement {
             node: cluster.node_id.clone(),
             relay,
@@ -40,8 +51,14 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
         };
         let lost = {
             let mut liveness = cluster.liveness();
-            liveness.observe(&nodes, Instant::now());
-            liveness.lost(Instant::now())
+            let now = Instant::now();
+            liveness.observe(&nodes, now);
+            let serving = nodes.iter().any(|n| {
+                n.role == NodeRole::Serving
+                    && (n.node == cluster.node_id || liveness.is_alive(&n.node, now))
+            });
+            cluster.serving_somewhere.send_replace(serving);
+            liveness.lost(now)
         };
         for node in lost.into_iter().filter(|n| *n != cluster.node_id) {
             record_lost_node(&state, &node).await;
@@ -103,11 +120,9 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
             }
             let reason = format!("replaced by a newer session on node {}", owner.node);
             if cluster.is_draining() {
-                let (state, endpoint) = (state.clone(), change.endpoint);
                 tokio::spawn(async move {
                     // Make before break: the streams already running finish first.
-                    let finished = state.streams.wait_for_endpoint(endpoint, 0);
-                    let _ = tokio::time::timeout(drain_timeout, finished).await;
+                    super::draining::streams_finish(&live.session, drain_timeout).await;
                     live.session.close(reason);
                 });
             } else {

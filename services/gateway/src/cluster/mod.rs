@@ -5,18 +5,20 @@
 //!   records for a node that was lost;
 //! - ownership: a session claims its endpoint when it is installed and lets it go when it ends;
 //!   a newer session elsewhere fences this node's ([`membership::fence_replaced`]);
+//! - [`draining`]: handing this node's endpoints to the others before it stops;
 //! - [`links`] and [`relay`]: the one-hop relay to the node that holds an endpoint;
 //! - [`tls`]: the cluster's own CA, which relay links require on both sides.
 //!
 //! A single node (the embedded default) runs the same code on in-process coordination, without
 //! links: every endpoint it serves is its own.
 
+pub mod draining;
 pub mod links;
 pub mod membership;
 pub mod relay;
 pub mod tls;
 
-use ism_cluster::{Coordination, Liveness, NodeRole, Owner};
+use ism_cluster::{CoordError, Coordination, Liveness, NodeAnnouncement, NodeRole, Owner};
 use ism_tunnel::{OpenStreamError, TunnelStream};
 use ism_tunnel_proto::{Relay, TargetAddr};
 use links::RelayLinks;
@@ -69,6 +71,29 @@ pub struct Cluster {
     role: watch::Sender<NodeRole>,
     /// Where other nodes reach this one.
     relay_addr: Option<SocketAddr>,
+    /// Whether a live node serves, as of the last heartbeat (see
+    /// [`serving_somewhere`](Self::serving_somewhere)).
+    serving_somewhere: watch::Sender<bool>,
+}
+
+/// A node as operators see it (`ism node list`).
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub announcement: NodeAnnouncement,
+    /// Its heartbeat moves (this node is always alive to itself).
+    pub alive: bool,
+}
+
+impl Member {
+    /// `serving`, `draining`, or `lost` (its heartbeat stood still for the lease; the others are
+    /// recording the end of what it held).
+    pub fn state(&self) -> &'static str {
+        match (self.alive, self.announcement.role) {
+            (false, _) => "lost",
+            (true, NodeRole::Serving) => "serving",
+            (true, NodeRole::Draining) => "draining",
+        }
+    }
 }
 
 /// Why a stream could not be relayed to the node that holds its endpoint.
@@ -95,6 +120,7 @@ impl Cluster {
             liveness: Mutex::new(Liveness::new(lease)),
             role: watch::channel(NodeRole::Serving).0,
             relay_addr,
+            serving_somewhere: watch::channel(true).0,
         }
     }
 
@@ -119,6 +145,36 @@ impl Cluster {
     /// Waits until this node drains.
     pub async fn draining(&self) {
         let _ = self.role.subscribe().wait_for(|r| *r == NodeRole::Draining).await;
+    }
+
+    /// Every node announced, with whether it is alive, sorted by name.
+    pub async fn members(&self) -> Result<Vec<Member>, CoordError> {
+        let mut nodes = self.coordination.nodes().await?;
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let now = std::time::Instant::now();
+        let liveness = self.liveness();
+        Ok(nodes
+            .into_iter()
+            .map(|n| Member {
+                alive: n.node == self.node_id || liveness.is_alive(&n.node, now),
+                announcement: n,
+            })
+            .collect())
+    }
+
+    /// Whether another live node takes endpoints, so that draining this one hands them over.
+    pub async fn others_serving(&self) -> bool {
+        self.members().await.unwrap_or_default().iter().any(|m| {
+            m.alive
+                && m.announcement.node != self.node_id
+                && m.announcement.role == NodeRole::Serving
+        })
+    }
+
+    /// Whether some live node (this one included) takes endpoints: what makes a gateway
+    /// `Online`. Follows the heartbeats, so it is at most one beat behind.
+    pub fn serving_somewhere(&self) -> bool {
+        *self.serving_somewhere.borrow()
     }
 
     /// The endpoint's owner, when it is another node that is alive.
