@@ -27,8 +27,18 @@ pub struct JetStreamLog {
     url: String,
 }
 
+/// The servers of a NATS URL list, `nats://a:4222,nats://b:4222,...` (the servers of one NATS
+/// cluster): the client starts with whichever answers and fails over to the others.
+pub fn nats_servers(spec: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e| format!("bad NATS server address {s:?}: {e}")))
+        .collect()
+}
+
 impl JetStreamLog {
-    /// Connects to NATS at `url` and creates the event stream (one replica) if it does not exist.
+    /// Connects to NATS at `url` (one server or a comma-separated list) and creates the event stream (one replica) if it does not exist.
     pub async fn connect(url: &str) -> Result<Self, LogError> {
         Self::connect_with_replicas(url, 1).await
     }
@@ -37,11 +47,12 @@ impl JetStreamLog {
     /// three-server NATS cluster so the audit log survives losing a server). An existing stream
     /// keeps its configuration; a different replica count is reported.
     pub async fn connect_with_replicas(url: &str, replicas: usize) -> Result<Self, LogError> {
+        let servers = nats_servers(url).map_err(LogError::Unavailable)?;
         let client = async_nats::ConnectOptions::new()
             .name("ism-event-log")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(unavailable)?;
         let js = async_nats::jetstream::new(client);
@@ -186,5 +197,19 @@ impl EventLog for JetStreamLog {
 
     fn describe(&self) -> String {
         format!("NATS JetStream stream {STREAM_NAME} at {}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nats_servers;
+
+    #[test]
+    fn a_nats_url_list_names_every_server_of_the_cluster() {
+        let servers = nats_servers("nats://127.0.0.1:4222, nats://127.0.0.1:4223,").unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].port(), 4223);
+        let err = nats_servers("nats://127.0.0.1:4222,nats://[bad").unwrap_err();
+        assert!(err.contains("nats://[bad"), "{err}");
     }
 }

@@ -38,7 +38,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Bytes {
 }
 
 impl NatsCoordination {
-    /// Connects to NATS at `url` and creates the buckets (with `replicas` copies) if they do not
+    /// Connects to NATS at `url` (one server or a comma-separated list) and creates the buckets (with `replicas` copies) if they do not
     /// exist. Node records expire after `record_ttl` without a heartbeat, so a node that died is
     /// forgotten eventually even if nobody withdraws it.
     pub async fn connect(
@@ -46,11 +46,12 @@ impl NatsCoordination {
         replicas: usize,
         record_ttl: Duration,
     ) -> Result<Self, CoordError> {
+        let servers = ism_events::jetstream::nats_servers(url).map_err(CoordError::Unavailable)?;
         let client = async_nats::ConnectOptions::new()
             .name("ism-cluster")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(unavailable)?;
         let js = async_nats::jetstream::new(client);
