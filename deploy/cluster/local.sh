@@ -93,6 +93,18 @@ wait_for() {
 }
 
 http_ok() { curl -fsS --max-time 2 -o /dev/null "$1"; }
+# NATS server on monitoring port PORT: healthy, and every stream it holds has a leader (after a
+# restart /healthz says ok a moment before the streams have elected theirs, and a node that
+# starts then finds its stream unanswered).
+nats_ready() {
+  http_ok "http://127.0.0.1:$1/healthz" &&
+    curl -fsS --max-time 2 "http://127.0.0.1:$1/jsz?streams=true" | python3 -c '
+import json, sys
+jsz = json.load(sys.stdin)
+streams = [s for a in jsz.get("account_details", []) for s in a.get("stream_detail", [])]
+led = jsz.get("meta_cluster", {}).get("leader") and all(s.get("cluster", {}).get("leader") for s in streams)
+sys.exit(0 if led else 1)'
+}
 # HAProxy's stats: every node UP in every backend.
 lb_all_up() {
   local up
@@ -243,9 +255,9 @@ up() {
       started+=("nats-$n")
     fi
   done
-  # Healthy once the three have formed the JetStream cluster (a meta leader elected).
+  # Ready once the three have formed the JetStream cluster and its streams have leaders.
   for n in "${NODES[@]}"; do
-    wait_for "nats-$n" "JetStream cluster (GET /healthz)" http_ok "http://127.0.0.1:$(node_port "$n" 82)/healthz"
+    wait_for "nats-$n" "JetStream cluster (GET /healthz, stream leaders in /jsz)" nats_ready "$(node_port "$n" 82)"
   done
   say "NATS: nats-1..3 form one JetStream cluster at $(nats_urls)"
 
@@ -279,7 +291,7 @@ up() {
 }
 
 addresses() {
-  local n
+  local n ism=${BIN#"$ROOT"/}/ism
   cat <<EOF
 
 Gateway cluster on loopback (state and logs in $DIR):
@@ -297,8 +309,8 @@ EOF
   cat <<EOF
 
   export ISM_API=http://$LB_API ISM_API_TOKEN=\$(cat $DIR/secrets/admin-token)
-  target/release/ism node list
-  target/release/ism node drain node-2      # then: deploy/cluster/local.sh status
+  $ism node list
+  $ism node drain node-2      # then: deploy/cluster/local.sh status
   deploy/cluster/local.sh down
 EOF
 }
