@@ -27,6 +27,33 @@ pub struct JetStreamLog {
     url: String,
 }
 
+/// How long one pull of a subscription waits for events (its idle heartbeat is half of it).
+const SUBSCRIPTION_PULL_EXPIRY: Duration = Duration::from_secs(4);
+
+/// How long a node starting keeps asking NATS for its stream and buckets: after NATS servers
+/// restart together, they answer a moment before their streams have leaders again.
+pub const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs `setup` (creating or finding a stream or bucket) until it succeeds or `SETUP_PATIENCE`
+/// has passed, a second between attempts; what failed is logged as `what`.
+pub async fn set_up<T, E: std::fmt::Display, F, Fut>(what: &str, mut setup: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        match setup().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what} not ready yet; asking again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The servers of a NATS URL list, `nats://a:4222,nats://b:4222,...` (the servers of one NATS
 /// cluster): the client starts with whichever answers and fails over to the others.
 pub fn nats_servers(spec: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
@@ -56,15 +83,15 @@ impl JetStreamLog {
             .await
             .map_err(unavailable)?;
         let js = async_nats::jetstream::new(client);
-        let mut stream = js
-            .get_or_create_stream(Config {
-                name: STREAM_NAME.to_string(),
-                subjects: vec![format!("{SUBJECT_ROOT}.>")],
-                storage: StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                num_replicas: replicas,
-                ..Default::default()
-            })
+        let config = Config {
+            name: STREAM_NAME.to_string(),
+            subjects: vec![format!("{SUBJECT_ROOT}.>")],
+            storage: StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let mut stream = set_up("the event stream", || js.get_or_create_stream(config.clone()))
             .await
             .map_err(unavailable)?;
         let existing = stream.info().await.map_err(unavailable)?.config.num_replicas;
@@ -178,6 +205,10 @@ impl EventLog for JetStreamLog {
             .create_consumer(OrderedConfig {
                 filter_subject: format!("{SUBJECT_ROOT}.>"),
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+                // Short pulls mean a short idle heartbeat (half of it): a consumer lost with its
+                // NATS server is noticed and recreated on another within seconds, not the
+                // half-minute the defaults take, during which projections would stand still.
+                max_expires: SUBSCRIPTION_PULL_EXPIRY,
                 ..Default::default()
             })
             .await

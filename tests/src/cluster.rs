@@ -245,6 +245,7 @@ impl Drop for TestNode {
 }
 
 /// A gateway with one endpoint and one scanner credential, made through the API.
+#[derive(Clone)]
 pub struct Provisioned {
     pub gateway: String,
     pub endpoint: String,
@@ -308,6 +309,19 @@ impl TestMachine {
         gateway: &str,
         extra: &str,
     ) -> AgentHandle {
+        self.start_endpoint_trusting(&node.ca_file, key, allowed_targets, gateway, extra)
+    }
+
+    /// As [`start_endpoint_with`](Self::start_endpoint_with), for gateway nodes whose
+    /// certificate `ca_file` vouches for (nodes of a cluster, node processes).
+    pub fn start_endpoint_trusting(
+        &self,
+        ca_file: &std::path::Path,
+        key: &str,
+        allowed_targets: &str,
+        gateway: &str,
+        extra: &str,
+    ) -> AgentHandle {
         let config = self.dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
         let path = config.join("application.properties");
@@ -315,7 +329,7 @@ impl TestMachine {
             &path,
             format!(
                 "token = {key}\ngateway = {gateway}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = {allowed_targets}\nsocketConnectionTimeoutMs = 30000\nsocketReadTimeoutMs = 30000\n{extra}\n",
-                node.ca_file.display()
+                ca_file.display()
             ),
         )
         .unwrap();
@@ -505,4 +519,28 @@ pub async fn freezable_relay(
         }
     });
     addr
+}
+
+/// A SOCKS stream through `socks` to the echo server at `echo_port` on the endpoint's side, once
+/// the node there admits it (a node's directory and the owners follow the shared log and KV a
+/// moment behind), checked with one round trip.
+pub async fn echo_stream_through(socks: &str, p: &Provisioned, echo_port: u16) -> TcpStream {
+    let mut stream = eventually("a SOCKS stream through the node", || async move {
+        let (code, stream) =
+            socks_open(socks, &p.endpoint_name, &p.scanner_secret, echo_port).await;
+        (code == 0).then_some(stream).flatten()
+    })
+    .await;
+    stream.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+    stream
+}
+
+/// Every event in `log`, oldest first.
+pub async fn recorded(log: &dyn ism_events::EventLog) -> Vec<ism_events::Envelope> {
+    use futures_util::StreamExt;
+    let head = log.head().await.unwrap();
+    log.subscribe(0).await.unwrap().take(head as usize).map(|r| r.unwrap().envelope).collect().await
 }

@@ -18,29 +18,48 @@ pub const FAST_HEARTBEAT: Duration = Duration::from_millis(250);
 /// beats, so a node on a loaded machine is not taken for lost.
 pub const FAST_LEASE: Duration = Duration::from_secs(2);
 
+/// What the nodes of one cluster share, made once in a directory: the cluster CA and node
+/// certificates (`cluster/`), the key secret, the administrator token, and the one public
+/// certificate every node presents (`public/`).
+pub struct ClusterFiles {
+    dir: tempfile::TempDir,
+    pub admin_token: String,
+}
+
+impl ClusterFiles {
+    /// The files for nodes called `nodes`.
+    pub fn new(nodes: &[&str]) -> ClusterFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        ism_gateway::cluster::tls::generate(&dir.path().join("cluster"), &names).unwrap();
+        std::fs::write(dir.path().join("key-secret"), "5ec2e7".repeat(16)).unwrap();
+        ism_gateway::tls::load(&TlsSource::Generated {
+            dir: dir.path().join("public"),
+            sans: Vec::new(),
+        })
+        .unwrap();
+        ClusterFiles { dir, admin_token: "cluster-admin-token-for-tests".into() }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// The CA endpoints trust for every node.
+    pub fn ca_file(&self) -> PathBuf {
+        self.path("public/ca.pem")
+    }
+}
+
 pub struct TestCluster {
     pub nats: NatsServer,
-    shared: tempfile::TempDir,
-    admin_token: String,
+    pub files: ClusterFiles,
 }
 
 impl TestCluster {
     /// A cluster that nodes called `nodes` may join (their certificates are made now).
     pub fn new(nodes: &[&str]) -> TestCluster {
-        let shared = tempfile::tempdir().unwrap();
-        let names: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
-        ism_gateway::cluster::tls::generate(&shared.path().join("cluster"), &names).unwrap();
-        std::fs::write(shared.path().join("key-secret"), "5ec2e7".repeat(16)).unwrap();
-        ism_gateway::tls::load(&TlsSource::Generated {
-            dir: shared.path().join("public"),
-            sans: Vec::new(),
-        })
-        .unwrap();
-        TestCluster {
-            nats: NatsServer::start(),
-            shared,
-            admin_token: "cluster-admin-token-for-tests".into(),
-        }
+        TestCluster { nats: NatsServer::start(), files: ClusterFiles::new(nodes) }
     }
 
     /// Starts node `name` in the cluster.
@@ -54,8 +73,8 @@ impl TestCluster {
         name: &str,
         adjust: impl Fn(&mut ism_gateway::NodeConfig) + Send + Sync + 'static,
     ) -> TestNode {
-        let shared = self.shared.path().to_path_buf();
-        let (name_owned, admin) = (name.to_string(), self.admin_token.clone());
+        let shared = self.files.dir.path().to_path_buf();
+        let (name_owned, admin) = (name.to_string(), self.files.admin_token.clone());
         TestNode::start_with(name, Backend::JetStream(self.nats.url().to_string()), move |c| {
             let tls = ClusterTlsFiles::in_dir(&shared.join("cluster"), &name_owned);
             let mut cluster = ClusterConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), tls);
@@ -73,11 +92,6 @@ impl TestCluster {
             }
             adjust(c);
         })
-    }
-
-    /// The CA endpoints trust for every node.
-    pub fn ca_file(&self) -> PathBuf {
-        self.shared.path().join("public/ca.pem")
     }
 }
 

@@ -6,7 +6,8 @@
 //! - [`contract`]: the OpenAPI document every API response in the tests is checked against;
 //! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
 //!   machines, loopback targets, and polling helpers with deadlines;
-//! - [`gateway_cluster`]: several nodes sharing one `nats-server`, certificates and secrets.
+//! - [`gateway_cluster`]: several nodes sharing one `nats-server`, certificates and secrets;
+//! - [`gateway_process`]: a node as its own `ism-gateway` process.
 //!
 //! Test support: a failure panics with its message, as the tests that call it do.
 #![allow(clippy::unwrap_used)]
@@ -14,6 +15,7 @@
 pub mod cluster;
 pub mod contract;
 pub mod gateway_cluster;
+pub mod gateway_process;
 pub mod http_proxy;
 pub mod install;
 pub mod nats;

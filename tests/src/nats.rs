@@ -28,7 +28,7 @@ impl NatsServer {
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("ports")).unwrap();
-        Self::spawn(dir, "-1")
+        Self::spawn(dir, "-1", &[])
     }
 
     /// Kills the server (SIGKILL, no clean shutdown) and starts a new one on the same port and
@@ -41,16 +41,17 @@ impl NatsServer {
         for f in std::fs::read_dir(dir.path().join("ports")).unwrap() {
             let _ = std::fs::remove_file(f.unwrap().path());
         }
-        Self::spawn(dir, &port)
+        Self::spawn(dir, &port, &[])
     }
 
-    fn spawn(dir: tempfile::TempDir, port: &str) -> NatsServer {
+    fn spawn(dir: tempfile::TempDir, port: &str, extra: &[String]) -> NatsServer {
         let bin = nats_server_bin();
         let child = Command::new(&bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "-m", "-1", "-sd"])
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")
             .arg(dir.path().join("ports"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -79,6 +80,93 @@ impl NatsServer {
 
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("js")
+    }
+}
+
+/// Three `nats-server -js` on loopback routed into one NATS cluster, as in production: streams and
+/// KV buckets with three replicas survive the loss of any one server.
+pub struct NatsCluster {
+    servers: Vec<Option<NatsServer>>,
+}
+
+impl NatsCluster {
+    /// Starts the three servers and waits until JetStream is up on all of them (a meta leader
+    /// elected), so that streams and buckets can be created at once.
+    pub fn start() -> NatsCluster {
+        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                std::fs::create_dir_all(dir.path().join("ports")).unwrap();
+                let extra = [
+                    "--name".to_string(),
+                    format!("nats-{}", i + 1),
+                    "--cluster_name".into(),
+                    "ism-tests".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{port}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ];
+                Some(NatsServer::spawn(dir, "-1", &extra))
+            })
+            .collect();
+        let cluster = NatsCluster { servers };
+        let deadline = Instant::now() + crate::cluster::PATIENCE;
+        for server in cluster.servers.iter().flatten() {
+            while !server.jetstream_healthy() {
+                assert!(Instant::now() < deadline, "the NATS cluster did not form");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    /// Every live server's client URL, comma-separated (what `--event-log` takes).
+    pub fn urls(&self) -> String {
+        self.servers.iter().flatten().map(|s| s.url.clone()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills server `i` (0, 1 or 2) with SIGKILL, for good.
+    pub fn kill(&mut self, i: usize) {
+        self.servers[i] = None;
+    }
+}
+
+/// A loopback port free now (the OS may hand it out again later: good enough for a test's
+/// cluster ports, which are bound at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl NatsServer {
+    /// Whether the server's `/healthz` says JetStream is ready (in a cluster: it has a meta
+    /// leader and is current).
+    fn jetstream_healthy(&self) -> bool {
+        use std::io::{Read, Write};
+        let Some(monitor) = self.monitor_address() else { return false };
+        let Ok(mut tcp) = std::net::TcpStream::connect(&monitor) else { return false };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("GET /healthz HTTP/1.0\r\nHost: {monitor}\r\n\r\n");
+        let mut response = String::new();
+        tcp.write_all(request.as_bytes()).is_ok()
+            && tcp.read_to_string(&mut response).is_ok()
+            && response.lines().next().is_some_and(|status| status.contains(" 200 "))
+    }
+
+    fn monitor_address(&self) -> Option<String> {
+        let ports = std::fs::read_dir(self.dir.path().join("ports")).ok()?.next()?.ok()?.path();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ports).ok()?).ok()?;
+        let url = v["monitoring"][0].as_str()?;
+        Some(url.trim_start_matches("http://").to_string())
     }
 }
 

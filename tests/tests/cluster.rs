@@ -7,8 +7,8 @@
 
 use ism_events::{AggregateId, Event, EventLog};
 use ism_tests::cluster::{
-    connected, echo_server, eventually, freezable_relay, http_server, provision, socks_open,
-    Provisioned, TestMachine, TestNode, FAST_HEARTBEATS, PATIENCE,
+    connected, echo_server, echo_stream_through, eventually, freezable_relay, http_server,
+    provision, socks_open, Provisioned, TestMachine, TestNode, FAST_HEARTBEATS, PATIENCE,
 };
 use ism_tests::gateway_cluster::{gateways, TestCluster};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,24 +27,9 @@ fn fast_heartbeats() -> String {
     )
 }
 
-/// A SOCKS stream to the echo server through `node`, once `node` knows the endpoint and where it
-/// is held (its directory and the owners follow the shared log and KV a moment behind).
+/// A SOCKS stream to the echo server through `node`.
 async fn echo_stream_via(node: &TestNode, p: &Provisioned, echo_port: u16) -> TcpStream {
-    let socks = node.socks();
-    let mut stream = eventually("a SOCKS stream through the node", || {
-        let socks = socks.clone();
-        async move {
-            let (code, stream) =
-                socks_open(&socks, &p.endpoint_name, &p.scanner_secret, echo_port).await;
-            (code == 0).then_some(stream).flatten()
-        }
-    })
-    .await;
-    stream.write_all(b"ping").await.unwrap();
-    let mut buf = [0u8; 4];
-    stream.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
-    stream
+    echo_stream_through(&node.socks(), p, echo_port).await
 }
 
 /// The events recorded on `tunnel`, once `done` holds for them.

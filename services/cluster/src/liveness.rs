@@ -45,10 +45,16 @@ impl Liveness {
         self.seen.get(node).is_some_and(|s| now.saturating_duration_since(s.since) < self.lease)
     }
 
+    /// Whether `node` was seen and its counter then stood still for the lease (a node never seen
+    /// is not known to be lost).
+    pub fn is_lost(&self, node: &str, now: Instant) -> bool {
+        self.seen.contains_key(node) && !self.is_alive(node, now)
+    }
+
     /// The nodes announced but lost at `now`, sorted.
     pub fn lost(&self, now: Instant) -> Vec<String> {
         let mut lost: Vec<String> =
-            self.seen.keys().filter(|n| !self.is_alive(n, now)).cloned().collect();
+            self.seen.keys().filter(|n| self.is_lost(n, now)).cloned().collect();
         lost.sort();
         lost
     }

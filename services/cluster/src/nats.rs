@@ -9,6 +9,7 @@ use crate::coordination::{
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use ism_events::jetstream::set_up;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -63,30 +64,26 @@ impl NatsCoordination {
             num_replicas: replicas,
             ..Default::default()
         };
-        let nodes = js
-            .create_or_update_key_value(bucket(
-                NODES_BUCKET,
-                "gateway nodes: latest heartbeat of each",
-                record_ttl,
-            ))
-            .await
-            .map_err(unavailable)?;
-        let owners = js
-            .create_or_update_key_value(bucket(
-                OWNERS_BUCKET,
-                "connected endpoints: the node and session holding each",
-                Duration::ZERO,
-            ))
-            .await
-            .map_err(unavailable)?;
-        let drains = js
-            .create_or_update_key_value(bucket(
-                DRAINS_BUCKET,
-                "gateway nodes asked to drain",
-                Duration::ZERO,
-            ))
-            .await
-            .map_err(unavailable)?;
+        let create = |config: kv::Config| {
+            let js = js.clone();
+            async move {
+                let what = format!("NATS KV bucket {}", config.bucket);
+                set_up(&what, || js.create_or_update_key_value(config.clone()))
+                    .await
+                    .map_err(unavailable)
+            }
+        };
+        let nodes =
+            create(bucket(NODES_BUCKET, "gateway nodes: latest heartbeat of each", record_ttl))
+                .await?;
+        let owners = create(bucket(
+            OWNERS_BUCKET,
+            "connected endpoints: the node and session holding each",
+            Duration::ZERO,
+        ))
+        .await?;
+        let drains =
+            create(bucket(DRAINS_BUCKET, "gateway nodes asked to drain", Duration::ZERO)).await?;
         Ok(Self { nodes, owners, drains, url: url.to_string() })
     }
 }

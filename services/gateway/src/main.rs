@@ -183,6 +183,9 @@ fn main() -> anyhow::Result<()> {
         println!("  scanners connect to   socks5://{}", node.state.public.socks);
         println!("                   or   http://{} (HTTP proxy)", node.state.public.http_proxy);
         println!("  management API        http://{}", node.addresses.api);
+        if let Some(relay) = node.state.cluster.relay_address() {
+            println!("  relay links           {relay} (the other nodes of the cluster)");
+        }
         if let Some(ca) = &node.ca_file {
             println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
         }
@@ -202,7 +205,7 @@ fn main() -> anyhow::Result<()> {
         if node.state.cluster.others_serving().await {
             println!("draining: endpoints move to the other nodes (up to {drain_timeout:?})");
             tokio::select! {
-                _ = node.drain() => {}
+                _ = node.drain(drain_timeout + ism_gateway::cluster::draining::QUIET) => {}
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }

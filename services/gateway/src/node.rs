@@ -147,14 +147,20 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Drains the node: its endpoints move to the other nodes, make before break (see
-    /// [`crate::cluster::draining`]). Returns once no endpoint session is left here, which the
-    /// drain deadline bounds.
-    pub async fn drain(&self) {
+    /// Drains the node: its endpoints move to the other nodes, make before break, and scanners
+    /// stop coming (see [`crate::cluster::draining`]). Returns once no endpoint session is left
+    /// here and no scanner came for a moment, within `deadline`.
+    pub async fn drain(&self, deadline: Duration) {
         if self.state.cluster.start_draining() {
             tracing::info!(node = %self.state.node_id, "draining before stopping");
         }
-        self.state.sessions.wait_for(|n| n == 0).await;
+        let drained = async {
+            self.state.sessions.wait_for(|n| n == 0).await;
+            draining::scanners_gone(&self.state).await;
+        };
+        if tokio::time::timeout(deadline, drained).await.is_err() {
+            tracing::warn!("drain deadline reached: stopping with sessions or streams left");
+        }
     }
 
     /// Stops listening, closes every endpoint session (endpoints reconnect elsewhere), and waits

@@ -18,7 +18,7 @@ use ism_events::Cause;
 use ism_tunnel::{
     Expiry, OpenStreamError, SpliceOptions, StreamEnd, StreamReader, StreamWriter, TunnelStream,
 };
-use ism_tunnel_proto::{Relay, ResetReason, TargetAddr};
+use ism_tunnel_proto::{OpenFailure, Relay, ResetReason, TargetAddr};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -87,41 +87,52 @@ pub async fn open<'a>(
         .map_err(|full| turned_away(NotOpened::CredentialQuota(full.0)))?;
     allowed().map_err(|e| turned_away(e.into()))?;
     let cause = Cause::by(scanner.principal());
-    let local = path.sessions.get(endpoint);
     // Another node holds the endpoint: one hop to it. A draining node sends new streams to the
     // endpoint's new session elsewhere as soon as there is one, so that its old one winds down.
-    let elsewhere = match &local {
-        Some(_) if !path.cluster.is_draining() => None,
-        _ => path.cluster.owner_elsewhere(endpoint).await,
-    };
-    let live = match (elsewhere, local) {
-        (Some(owner), _) => {
-            let relay = Relay {
-                endpoint: *endpoint.as_bytes(),
-                scanner: scanner.credential_id.simple().to_string(),
-                ingress_node: path.cluster.node_id.clone(),
-            };
-            let target_text = target.to_string();
-            return match path.cluster.open_relayed(&owner, target, relay).await {
-                Ok(stream) => Ok(OpenedStream {
-                    stream,
-                    limits: path.limits,
-                    stop,
-                    _registered: registered,
-                    recorder: None,
-                    cause,
-                }),
-                // The owner recorded the refusal.
-                Err(RelayError::Open(error)) => Err(NotOpened::Open { target: target_text, error }),
-                Err(unreachable) => {
-                    Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))
-                }
-            };
-        }
-        (None, Some(live)) => live,
-        (None, None) => {
-            return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))
-        }
+    // An owner that no longer holds the endpoint when the stream reaches it (it just moved) says
+    // so, and the owner is looked up again.
+    let mut relays_left = RELAY_ATTEMPTS;
+    let live = loop {
+        let local = path.sessions.get(endpoint);
+        let elsewhere = match &local {
+            Some(_) if !path.cluster.is_draining() => None,
+            _ => path.cluster.owner_elsewhere(endpoint).await,
+        };
+        let owner = match (elsewhere, local) {
+            (Some(owner), _) => owner,
+            (None, Some(live)) => break live,
+            (None, None) => {
+                return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))
+            }
+        };
+        let relay = Relay {
+            endpoint: *endpoint.as_bytes(),
+            scanner: scanner.credential_id.simple().to_string(),
+            ingress_node: path.cluster.node_id.clone(),
+        };
+        let target_text = target.to_string();
+        return match path.cluster.open_relayed(&owner, target.clone(), relay).await {
+            Ok(stream) => Ok(OpenedStream {
+                stream,
+                limits: path.limits,
+                stop,
+                _registered: registered,
+                recorder: None,
+                cause,
+            }),
+            Err(RelayError::Open(OpenStreamError::Refused {
+                reason: OpenFailure::NotHeld,
+                ..
+            })) if relays_left > 1 => {
+                relays_left -= 1;
+                continue;
+            }
+            // The owner recorded the refusal.
+            Err(RelayError::Open(error)) => Err(NotOpened::Open { target: target_text, error }),
+            Err(unreachable) => {
+                Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))
+            }
+        };
     };
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
@@ -158,6 +169,9 @@ pub async fn open<'a>(
         }
     }
 }
+
+/// How many owners a relayed stream tries when each says the endpoint just moved on.
+const RELAY_ATTEMPTS: usize = 3;
 
 /// Bytes a stream driven by its caller has moved, counted as they go, so that one stopped half-way
 /// still reports them.

@@ -193,7 +193,7 @@ impl From<OpenFailure> for Reply {
         match f {
             OpenFailure::General | OpenFailure::Busy => Reply::GeneralFailure,
             OpenFailure::NotAllowed => Reply::NotAllowed,
-            OpenFailure::NetworkUnreachable => Reply::NetworkUnreachable,
+            OpenFailure::NetworkUnreachable | OpenFailure::NotHeld => Reply::NetworkUnreachable,
             OpenFailure::HostUnreachable => Reply::HostUnreachable,
             OpenFailure::ConnectionRefused => Reply::ConnectionRefused,
             OpenFailure::TimedOut => Reply::TtlExpired,

@@ -83,6 +83,9 @@ pub enum OpenFailure {
     TimedOut = 6,
     /// The endpoint has reached its stream capacity.
     Busy = 7,
+    /// On a relay link between gateway nodes: the node asked does not hold the endpoint's
+    /// session (it just moved to another node), so the asking node looks up the owner again.
+    NotHeld = 8,
 }
 
 impl OpenFailure {
@@ -95,6 +98,7 @@ impl OpenFailure {
             5 => Self::ConnectionRefused,
             6 => Self::TimedOut,
             7 => Self::Busy,
+            8 => Self::NotHeld,
             other => return Err(DecodeError::UnknownCode(other)),
         })
     }

@@ -68,6 +68,7 @@ impl OpenStreamError {
                 OpenFailure::ConnectionRefused => "connection refused by the target",
                 OpenFailure::TimedOut => "the target did not answer in time",
                 OpenFailure::Busy => "the endpoint is at its stream capacity",
+                OpenFailure::NotHeld => "the endpoint moved to another gateway node",
             },
             OpenStreamError::Local(OpenError::LimitReached(_)) => {
                 "the endpoint's stream limit is reached"

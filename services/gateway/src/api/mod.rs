@@ -56,16 +56,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }),
         )],
     ))
-    // For a load balancer: 503 while the node drains, so that new connections go elsewhere.
+    // For a load balancer: 503 until the node knows the cluster and while it drains, so that new
+    // connections go elsewhere.
     .service(resource(
         "/ready",
         [(
             Method::GET,
             web::to(|state: State| async move {
-                if state.cluster.is_draining() {
+                if state.cluster.is_ready() {
+                    HttpResponse::Ok().content_type("text/plain").body("ready\n")
+                } else if state.cluster.is_draining() {
                     HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining\n")
                 } else {
-                    HttpResponse::Ok().content_type("text/plain").body("ready\n")
+                    HttpResponse::ServiceUnavailable().content_type("text/plain").body("joining\n")
                 }
             }),
         )],

@@ -8,7 +8,9 @@
 //! 2. it asks every connected agent to move (a `Move` frame naming the reason);
 //! 3. an agent's new session on another node claims the endpoint, and this node closes the old
 //!    session once the streams running on it have finished ([`super::membership::fence_replaced`]);
-//! 4. whatever is still open at the drain deadline is closed.
+//! 4. whatever is still open at the drain deadline is closed;
+//! 5. a node drained before it stops (SIGTERM) waits until scanners stopped coming ([`QUIET`]),
+//!    so the load balancer has moved them elsewhere before the node's ports close.
 
 use crate::state::NodeState;
 use ism_tunnel::Session;
@@ -17,6 +19,10 @@ use std::time::Duration;
 
 /// How often a winding-down session is looked at for running streams.
 const STREAMS_POLL: Duration = Duration::from_millis(100);
+
+/// How long no scanner stream may have started through a drained node before it stops: by then a
+/// load balancer checking `/ready` has taken it out of rotation, so stopping refuses no one.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 /// Waits until this node is asked to drain, then hands its endpoints over, within `deadline`.
 pub async fn drain_when_asked(state: Arc<NodeState>, deadline: Duration) {
@@ -43,6 +49,19 @@ pub async fn drain_when_asked(state: Arc<NodeState>, deadline: Duration) {
         state.sessions.close_all("gateway node drain deadline reached");
     } else {
         tracing::info!("drained: every endpoint moved to another node");
+    }
+}
+
+/// Waits until scanners stopped coming: no stream runs through this node and none started for
+/// [`QUIET`].
+pub async fn scanners_gone(state: &NodeState) {
+    loop {
+        let started = state.streams.started();
+        state.streams.wait_for(|n| n == 0).await;
+        tokio::time::sleep(QUIET).await;
+        if state.streams.started() == started && state.streams.is_empty() {
+            return;
+        }
     }
 }
 

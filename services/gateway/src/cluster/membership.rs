@@ -58,6 +58,8 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
                     && (n.node == cluster.node_id || liveness.is_alive(&n.node, now))
             });
             cluster.serving_somewhere.send_replace(serving);
+            cluster.joined.send_replace(true);
+            cluster.saw(&nodes);
             liveness.lost(now)
         };
         for node in lost.into_iter().filter(|n| *n != cluster.node_id) {

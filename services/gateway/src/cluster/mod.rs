@@ -74,6 +74,11 @@ pub struct Cluster {
     /// Whether a live node serves, as of the last heartbeat (see
     /// [`serving_somewhere`](Self::serving_somewhere)).
     serving_somewhere: watch::Sender<bool>,
+    /// Whether this node has read the cluster's nodes once since it started.
+    joined: watch::Sender<bool>,
+    /// Where each node takes relay links, as of the last heartbeat: a relayed stream looks its
+    /// owner up here rather than reading the whole bucket again.
+    relays: Mutex<std::collections::HashMap<String, SocketAddr>>,
 }
 
 /// A node as operators see it (`ism node list`).
@@ -121,11 +126,27 @@ impl Cluster {
             role: watch::channel(NodeRole::Serving).0,
             relay_addr,
             serving_somewhere: watch::channel(true).0,
+            joined: watch::channel(false).0,
+            relays: Mutex::default(),
         }
+    }
+
+    fn relays(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SocketAddr>> {
+        self.relays.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes note of where the nodes announced take relay links.
+    fn saw(&self, nodes: &[NodeAnnouncement]) {
+        *self.relays() = nodes.iter().map(|n| (n.node.clone(), n.relay)).collect();
     }
 
     fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
         self.liveness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where other nodes open relay links to this one (`None`: it relays nothing).
+    pub fn relay_address(&self) -> Option<SocketAddr> {
+        self.relay_addr
     }
 
     pub fn role(&self) -> NodeRole {
@@ -162,6 +183,12 @@ impl Cluster {
             .collect())
     }
 
+    /// Whether a load balancer should send this node new connections: it knows the other nodes
+    /// (its first heartbeat is done, so it can relay) and is not draining.
+    pub fn is_ready(&self) -> bool {
+        *self.joined.borrow() && !self.is_draining()
+    }
+
     /// Whether another live node takes endpoints, so that draining this one hands them over.
     pub async fn others_serving(&self) -> bool {
         self.members().await.unwrap_or_default().iter().any(|m| {
@@ -177,7 +204,7 @@ impl Cluster {
         *self.serving_somewhere.borrow()
     }
 
-    /// The endpoint's owner, when it is another node that is alive.
+    /// The endpoint's owner, when it is another node not known to be lost.
     pub async fn owner_elsewhere(&self, endpoint: Uuid) -> Option<Owner> {
         let owner = match self.coordination.owner(endpoint).await {
             Ok(owner) => owner?,
@@ -186,8 +213,10 @@ impl Cluster {
                 return None;
             }
         };
-        let alive = self.liveness().is_alive(&owner.node, std::time::Instant::now());
-        (owner.node != self.node_id && alive).then_some(owner)
+        // An owner this node has not watched yet (it just started) is given the benefit of the
+        // doubt: if it is gone, the relay fails as the endpoint being offline would.
+        let lost = self.liveness().is_lost(&owner.node, std::time::Instant::now());
+        (owner.node != self.node_id && !lost).then_some(owner)
     }
 
     /// Opens a stream to `target` through the endpoint `owner` holds, over the link to it.
@@ -202,12 +231,21 @@ impl Cluster {
         let Some(links) = &self.links else {
             return Err(unreachable("this node has no relay links (no cluster TLS)".into()));
         };
-        let nodes = self.coordination.nodes().await.map_err(|e| unreachable(e.to_string()))?;
-        let addr = nodes
-            .iter()
-            .find(|n| n.node == owner.node)
-            .map(|n| n.relay)
-            .ok_or_else(|| unreachable("it does not announce itself".into()))?;
+        let known = self.relays().get(&owner.node).copied();
+        let addr = match known {
+            Some(addr) => addr,
+            // A node that joined since the last heartbeat.
+            None => {
+                let nodes =
+                    self.coordination.nodes().await.map_err(|e| unreachable(e.to_string()))?;
+                self.saw(&nodes);
+                nodes
+                    .iter()
+                    .find(|n| n.node == owner.node)
+                    .map(|n| n.relay)
+                    .ok_or_else(|| unreachable("it does not announce itself".into()))?
+            }
+        };
         let link = links.to(&owner.node, addr).await.map_err(|e| unreachable(e.to_string()))?;
         Ok(link.open_relayed(target, relay).await?)
     }

@@ -92,7 +92,7 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
     let endpoint = Uuid::from_bytes(relay.endpoint);
     let Some(live) = state.sessions.get(endpoint) else {
         let message = format!("endpoint {endpoint} is not connected to node {}", state.node_id);
-        return incoming.reject(OpenFailure::NetworkUnreachable, message);
+        return incoming.reject(OpenFailure::NotHeld, message);
     };
     let scanner = Principal::Credential { id: relay.scanner.clone() };
     let cause = Cause::by(scanner.clone());
