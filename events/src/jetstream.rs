@@ -10,12 +10,13 @@
 use crate::codec;
 use crate::envelope::{AggregateId, Envelope, Recorded};
 use crate::log::{AppendError, EventLog, EventStream, LogError};
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, StorageType, Stream};
-use futures_util::StreamExt;
+use reader::Reader;
 use std::time::Duration;
+
+mod reader;
 
 /// The stream holding every event.
 pub const STREAM_NAME: &str = "ISM_EVENTS";
@@ -26,9 +27,6 @@ pub struct JetStreamLog {
     stream: Stream,
     url: String,
 }
-
-/// How long one pull of a subscription waits for events (its idle heartbeat is half of it).
-const SUBSCRIPTION_PULL_EXPIRY: Duration = Duration::from_secs(4);
 
 /// How long a node starting keeps asking NATS for its stream and buckets: after NATS servers
 /// restart together, they answer a moment before their streams have leaders again.
@@ -177,21 +175,12 @@ impl EventLog for JetStreamLog {
         if last == 0 {
             return Ok(Vec::new());
         }
-        let consumer = self
-            .stream
-            .create_consumer(OrderedConfig {
-                filter_subject: subject,
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let mut messages = consumer.messages().await.map_err(unavailable)?;
+        let mut reader = Reader::subject(self.stream.clone(), subject);
         let mut out = Vec::new();
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(unavailable)?;
-            let position = msg.info().map_err(unavailable)?.stream_sequence;
-            out.push(Recorded { position, envelope: codec::decode(&msg.payload)? });
+        loop {
+            let recorded = reader.next().await?;
+            let position = recorded.position;
+            out.push(recorded);
             if position >= last {
                 break;
             }
@@ -200,24 +189,11 @@ impl EventLog for JetStreamLog {
     }
 
     async fn subscribe(&self, after: u64) -> Result<EventStream, LogError> {
-        let consumer = self
-            .stream
-            .create_consumer(OrderedConfig {
-                filter_subject: format!("{SUBJECT_ROOT}.>"),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
-                // Short pulls mean a short idle heartbeat (half of it): a consumer lost with its
-                // NATS server is noticed and recreated on another within seconds, not the
-                // half-minute the defaults take, during which projections would stand still.
-                max_expires: SUBSCRIPTION_PULL_EXPIRY,
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let messages = consumer.messages().await.map_err(unavailable)?;
-        Ok(Box::pin(messages.map(|msg| {
-            let msg = msg.map_err(unavailable)?;
-            let position = msg.info().map_err(unavailable)?.stream_sequence;
-            Ok(Recorded { position, envelope: codec::decode(&msg.payload)? })
+        // The stream ends after its first error; the caller reads on from its position.
+        let reader = Reader::all_after(self.stream.clone(), after);
+        Ok(Box::pin(futures_util::stream::try_unfold(reader, |mut reader| async move {
+            let recorded = reader.next().await?;
+            Ok(Some((recorded, reader)))
         })))
     }
 

@@ -3,7 +3,8 @@
 
 use ism_cli::ApiClient;
 use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
-use ism_gateway::state::{Addresses, NodeState};
+use ism_gateway::public_address::Addresses;
+use ism_gateway::state::NodeState;
 use ism_gateway::NodeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -538,9 +539,14 @@ pub async fn echo_stream_through(socks: &str, p: &Provisioned, echo_port: u16) -
     stream
 }
 
-/// Every event in `log`, oldest first.
+/// Every event in `log`, oldest first, once the log answers (a NATS cluster electing leaders
+/// does not for a few seconds).
 pub async fn recorded(log: &dyn ism_events::EventLog) -> Vec<ism_events::Envelope> {
-    use futures_util::StreamExt;
-    let head = log.head().await.unwrap();
-    log.subscribe(0).await.unwrap().take(head as usize).map(|r| r.unwrap().envelope).collect().await
+    use futures_util::{StreamExt, TryStreamExt};
+    eventually("the whole log read", || async move {
+        let head = log.head().await.ok()?;
+        let events = log.subscribe(0).await.ok()?.take(head as usize);
+        events.map_ok(|r| r.envelope).try_collect().await.ok()
+    })
+    .await
 }

@@ -1,5 +1,7 @@
 //! Which nodes are alive: a node is lost when its heartbeat counter has not advanced for a lease,
-//! measured on the observer's own clock (passed in), so no two nodes' clocks need to agree.
+//! measured on the observer's own clock (passed in), so no two nodes' clocks need to agree, and
+//! only while the observer could observe: after a gap in its own readings (NATS unreachable, a
+//! leader election) nobody is blamed for the silence, every node gets a fresh lease.
 
 use crate::coordination::NodeAnnouncement;
 use std::collections::HashMap;
@@ -16,18 +18,28 @@ struct Seen {
 #[derive(Debug)]
 pub struct Liveness {
     lease: Duration,
+    /// How often the observer reads; a gap of more than two of these is the observer's own.
+    interval: Duration,
     seen: HashMap<String, Seen>,
+    last_observed: Option<Instant>,
 }
 
 impl Liveness {
-    /// A node whose counter stays put for `lease` is lost.
-    pub fn new(lease: Duration) -> Self {
-        Self { lease, seen: HashMap::new() }
+    /// A node whose counter stays put for `lease` is lost, for an observer reading every
+    /// `interval`.
+    pub fn new(lease: Duration, interval: Duration) -> Self {
+        Self { lease, interval, seen: HashMap::new(), last_observed: None }
     }
 
     /// Takes in the announcements read at `now`. Nodes that no longer announce themselves (they
     /// withdrew, or their record expired) are forgotten.
     pub fn observe(&mut self, announced: &[NodeAnnouncement], now: Instant) {
+        let gap = self.last_observed.map(|last| now.saturating_duration_since(last));
+        self.last_observed = Some(now);
+        if gap.is_some_and(|gap| gap > self.interval * 2) {
+            // What happened while this observer could not look is unknown, not silence.
+            self.seen.values_mut().for_each(|s| s.since = now);
+        }
         self.seen.retain(|node, _| announced.iter().any(|a| &a.node == node));
         for a in announced {
             match self.seen.get_mut(&a.node) {
@@ -80,7 +92,7 @@ mod tests {
     fn a_node_is_lost_when_its_counter_stays_put_for_a_lease() {
         let s = Duration::from_secs(1);
         let t0 = Instant::now();
-        let mut l = Liveness::new(3 * s);
+        let mut l = Liveness::new(3 * s, s);
         l.observe(&[beat("a", 1), beat("b", 7)], t0);
         l.observe(&[beat("a", 2), beat("b", 7)], t0 + 2 * s);
         assert!(l.is_alive("a", t0 + 4 * s) && l.is_alive("b", t0 + 2 * s));
@@ -95,12 +107,28 @@ mod tests {
     #[test]
     fn clocks_need_not_agree_and_withdrawn_nodes_are_forgotten() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(Duration::from_secs(3));
+        let mut l = Liveness::new(Duration::from_secs(3), Duration::from_secs(1));
         // The counter is the node's own: any value, observed on this node's clock.
         l.observe(&[beat("a", 1_000_000)], t0);
         assert!(l.is_alive("a", t0));
         assert!(!l.is_alive("never-seen", t0));
         l.observe(&[], t0 + Duration::from_secs(1));
         assert!(l.lost(t0 + Duration::from_secs(10)).is_empty(), "a withdrew: not lost, gone");
+    }
+
+    #[test]
+    fn the_observers_own_silence_blames_no_one() {
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(3 * s, s);
+        l.observe(&[beat("a", 1)], t0);
+        // The observer could not read for 8 s (NATS electing leaders); its first reading after
+        // still shows the old beat, since "a" could not write either.
+        l.observe(&[beat("a", 1)], t0 + 8 * s);
+        assert!(l.lost(t0 + 8 * s).is_empty(), "not lost for a silence nobody could see");
+        // Silent for a whole lease of readings after: lost.
+        l.observe(&[beat("a", 1)], t0 + 9 * s);
+        l.observe(&[beat("a", 1)], t0 + 10 * s);
+        assert_eq!(l.lost(t0 + 11 * s), vec!["a".to_string()]);
     }
 }

@@ -75,6 +75,29 @@ pub fn tls_config(config: &EndpointConfig) -> Result<Arc<rustls::ClientConfig>, 
     ))
 }
 
+/// Connects to each address `host` resolves to in turn, each within `timeout` (a name for the
+/// nodes of a cluster: one address that black-holes does not use up the others' time); what went
+/// wrong with the last one otherwise.
+async fn dial_each_address(
+    host: &str,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<TcpStream, String> {
+    let addresses = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+        .await
+        .map_err(|_| format!("resolving {host} timed out after {timeout:?}"))?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut last = format!("{host} resolves to no address");
+    for address in addresses {
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = format!("{address}: {e}"),
+            Err(_) => last = format!("{address}: timed out after {timeout:?}"),
+        }
+    }
+    Err(last)
+}
+
 /// The TCP connection to the gateway, through the proxy when one is configured for it.
 async fn dial(cfg: &EndpointConfig) -> Result<TcpStream, LinkError> {
     let (host, port) = cfg.gateway_host_port();
@@ -104,20 +127,12 @@ async fn dial(cfg: &EndpointConfig) -> Result<TcpStream, LinkError> {
                 _ => LinkError::Retry(messages::gateway_unreachable(port, e.to_string())),
             })?
         }
-        None => tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| {
-                LinkError::Retry(messages::gateway_unreachable(
-                    port,
-                    format!("connecting to {} timed out after {timeout:?}", cfg.gateway),
-                ))
-            })?
-            .map_err(|e| {
-                LinkError::Retry(messages::gateway_unreachable(
-                    port,
-                    format!("connecting to {}: {e}", cfg.gateway),
-                ))
-            })?,
+        None => dial_each_address(&host, port, timeout).await.map_err(|why| {
+            LinkError::Retry(messages::gateway_unreachable(
+                port,
+                format!("connecting to {}: {why}", cfg.gateway),
+            ))
+        })?,
     };
     let _ = tcp.set_nodelay(true);
     Ok(tcp)

@@ -7,11 +7,11 @@
 use crate::cluster::links::RelayLinks;
 use crate::cluster::{draining, membership, relay, tls as cluster_tls, Cluster, ClusterConfig};
 use crate::listener::PendingConnections;
-use crate::public_address::{self, PublicAddresses, PublicConfig};
+use crate::public_address::{self, Addresses, PublicAddresses, PublicConfig};
 use crate::refusals::{self, Refusals};
 use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
-use crate::state::{Addresses, NodeState, StreamLimits};
+use crate::state::{NodeState, StreamLimits};
 use crate::tls::{self, TlsSource};
 use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
@@ -506,8 +506,14 @@ where
             (None, None, None)
         }
     };
-    let cluster =
-        Cluster::new(config.node_id.clone(), coordination, links, relay_addr, settings.lease);
+    let cluster = Cluster::new(
+        config.node_id.clone(),
+        coordination,
+        links,
+        relay_addr,
+        settings.lease,
+        settings.heartbeat,
+    );
     tracing::info!(coordination = %cluster.coordination.describe(), relay = ?relay_addr, "joined the cluster");
     Ok(Joined {
         cluster: Arc::new(cluster),

@@ -2,8 +2,16 @@
 //! scanners (`ism gateway show`, the seed's "IP address and domain"): in a cluster the load
 //! balancer's (`--public-address`), never a node's wildcard bind address like `0.0.0.0:8443`.
 
-use crate::state::Addresses;
 use std::net::SocketAddr;
+
+/// Where this node listens, as reported by the API (for allowlists and endpoint configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub endpoint_wss: SocketAddr,
+    pub socks: SocketAddr,
+    pub http_proxy: SocketAddr,
+    pub api: SocketAddr,
+}
 
 /// What the operator configured; each `None` falls back to what the node can tell by itself.
 #[derive(Debug, Clone, Default)]

@@ -10,6 +10,7 @@ use crate::refusals::RefusedStream;
 use crate::refused_scanners::TurnedAway;
 use crate::running_streams::StreamGuard;
 use crate::scanner_auth::AuthorisedScanner;
+use crate::sessions::LiveSession;
 use crate::state::{ScannerPath, StreamLimits};
 use bytes::Bytes;
 use ism_actors::host::Recorder;
@@ -92,7 +93,11 @@ pub async fn open<'a>(
     // An owner that no longer holds the endpoint when the stream reaches it (it just moved) says
     // so, and the owner is looked up again.
     let mut relays_left = RELAY_ATTEMPTS;
-    let live = loop {
+    loop {
+        if relays_left < RELAY_ATTEMPTS {
+            // The endpoint is moving: give its new owner's record a moment to be seen.
+            tokio::time::sleep(LOOKUP_AGAIN_AFTER).await;
+        }
         let local = path.sessions.get(endpoint);
         let elsewhere = match &local {
             Some(_) if !path.cluster.is_draining() => None,
@@ -100,7 +105,27 @@ pub async fn open<'a>(
         };
         let owner = match (elsewhere, local) {
             (Some(owner), _) => owner,
-            (None, Some(live)) => break live,
+            (None, Some(live)) => match open_local(path, &live, target.clone(), scanner, &cause)
+                .await
+            {
+                Err(OpenStreamError::SessionClosed) if relays_left > 1 => {
+                    // The session ended between the lookup and the open: the endpoint moved on
+                    // (or is gone), so it is looked up again.
+                    relays_left -= 1;
+                    continue;
+                }
+                Ok((stream, recorder)) => {
+                    return Ok(OpenedStream {
+                        stream,
+                        limits: path.limits,
+                        stop,
+                        _registered: registered,
+                        recorder: Some(recorder),
+                        cause,
+                    });
+                }
+                Err(error) => return Err(NotOpened::Open { target: target.to_string(), error }),
+            },
             (None, None) => {
                 return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))
             }
@@ -133,7 +158,18 @@ pub async fn open<'a>(
                 Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))
             }
         };
-    };
+    }
+}
+
+/// Opens a stream on the endpoint's session on this node and records its opening, or its
+/// refusal, on the endpoint's tunnel.
+async fn open_local(
+    path: &ScannerPath<'_>,
+    live: &LiveSession,
+    target: TargetAddr,
+    scanner: &AuthorisedScanner,
+    cause: &Cause,
+) -> Result<(TunnelStream, Recorder<Tunnel>), OpenStreamError> {
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);
@@ -147,14 +183,7 @@ pub async fn open<'a>(
                 scanner: scanner.audit_name(),
             };
             recorder.tell(command, cause.clone());
-            Ok(OpenedStream {
-                stream,
-                limits: path.limits,
-                stop,
-                _registered: registered,
-                recorder: Some(recorder),
-                cause,
-            })
+            Ok((stream, recorder))
         }
         Err(error) => {
             path.refusals.refused(RefusedStream {
@@ -163,15 +192,19 @@ pub async fn open<'a>(
                 scanner: scanner.audit_name(),
                 target: &target_text,
                 error: &error,
-                cause,
+                cause: cause.clone(),
             });
-            Err(NotOpened::Open { target: target_text, error })
+            Err(error)
         }
     }
 }
 
-/// How many owners a relayed stream tries when each says the endpoint just moved on.
-const RELAY_ATTEMPTS: usize = 3;
+/// How many times a stream looks the endpoint's owner up when each says the endpoint just moved
+/// on.
+const RELAY_ATTEMPTS: usize = 4;
+
+/// The pause before looking the owner up again.
+const LOOKUP_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Bytes a stream driven by its caller has moved, counted as they go, so that one stopped half-way
 /// still reports them.

@@ -5,7 +5,7 @@
 use crate::cluster::Cluster;
 use crate::enforcement::Enforcement;
 use crate::listener::PendingConnections;
-use crate::public_address::PublicAddresses;
+use crate::public_address::{Addresses, PublicAddresses};
 use crate::refusals::Refusals;
 use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
@@ -19,7 +19,6 @@ use ism_actors::user::User;
 use ism_actors::NodeActors;
 use ism_events::{Clock, EventLog, ProjectionError, ProjectionProgress};
 use ism_projectors::DirectoryProjection;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,15 +61,6 @@ pub struct NodeState {
     pub pending: PendingConnections,
     /// This node in its cluster: who holds which endpoint, relay links, draining.
     pub cluster: Arc<Cluster>,
-}
-
-/// Where this node listens, as reported by the API (for allowlists and endpoint configuration).
-#[derive(Debug, Clone, Copy)]
-pub struct Addresses {
-    pub endpoint_wss: SocketAddr,
-    pub socks: SocketAddr,
-    pub http_proxy: SocketAddr,
-    pub api: SocketAddr,
 }
 
 /// How long scanner streams may stay quiet and how many one credential may run.

@@ -115,12 +115,15 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                     break;
                 }
             };
-            let Some(owner) = change.owner else { continue };
             let Some(live) = state.sessions.get(change.endpoint) else { continue };
-            if live.tunnel == owner.tunnel {
-                continue;
-            }
-            let reason = format!("replaced by a newer session on node {}", owner.node);
+            let reason = match change.owner {
+                Some(owner) if owner.tunnel == live.tunnel => continue,
+                Some(owner) => format!("replaced by a newer session on node {}", owner.node),
+                // This node's claim was let go by another node, which took this node for lost
+                // and recorded the session's end: the agent starts a fresh session.
+                None if live.session.is_closed() => continue,
+                None => "another node took this node for lost and recorded its end".to_string(),
+            };
             if cluster.is_draining() {
                 tokio::spawn(async move {
                     // Make before break: the streams already running finish first.
@@ -128,7 +131,7 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                     live.session.close(reason);
                 });
             } else {
-                tracing::info!(endpoint = %change.endpoint, node = %owner.node, "session fenced out by a newer one");
+                tracing::info!(endpoint = %change.endpoint, %reason, "session fenced out");
                 live.session.close(reason);
             }
         }

@@ -117,12 +117,13 @@ impl Cluster {
         links: Option<RelayLinks>,
         relay_addr: Option<SocketAddr>,
         lease: Duration,
+        heartbeat: Duration,
     ) -> Self {
         Self {
             node_id,
             coordination,
             links,
-            liveness: Mutex::new(Liveness::new(lease)),
+            liveness: Mutex::new(Liveness::new(lease, heartbeat)),
             role: watch::channel(NodeRole::Serving).0,
             relay_addr,
             serving_somewhere: watch::channel(true).0,

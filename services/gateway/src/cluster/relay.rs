@@ -76,9 +76,12 @@ fn failure_of(e: &OpenStreamError) -> OpenFailure {
         OpenStreamError::Refused { reason, .. } => *reason,
         OpenStreamError::TimedOut(_) => OpenFailure::TimedOut,
         OpenStreamError::Local(OpenError::LimitReached(_)) => OpenFailure::Busy,
-        OpenStreamError::Local(OpenError::IdsExhausted)
-        | OpenStreamError::Reset(_)
-        | OpenStreamError::SessionClosed => OpenFailure::General,
+        OpenStreamError::Local(OpenError::IdsExhausted) | OpenStreamError::Reset(_) => {
+            OpenFailure::General
+        }
+        // The endpoint's session here ended while the stream opened: this node no longer holds
+        // the endpoint (it moved on, or is gone), and the ingress looks its owner up again.
+        OpenStreamError::SessionClosed => OpenFailure::NotHeld,
     }
 }
 
