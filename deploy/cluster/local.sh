@@ -14,6 +14,7 @@
 # (endpoints), 80 (SOCKS5), 28 (HTTP proxy), 70 (API), 90 (stats page); node N adds N*100 to the
 # same offsets (and 44 for its relay links); NATS server N listens on N*100 + 22 (clients), 62
 # (routes), 82 (monitoring). $ISM_BIN_DIR: use the binaries there instead of building them.
+# $ISM_LB_MAXCONN: HAProxy's connections at once (4096 here; `ism-bench cluster` sets more).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -213,7 +214,7 @@ EOF
 haproxy_env() {
   local n
   echo "ISM_LB_LOCAL=1"
-  echo "ISM_LB_MAXCONN=4096"
+  echo "ISM_LB_MAXCONN=${ISM_LB_MAXCONN:-4096}"
   echo "ISM_LB_ENDPOINT_BIND=$LB_ENDPOINT"
   echo "ISM_LB_SOCKS_BIND=$LB_SOCKS"
   echo "ISM_LB_HTTP_PROXY_BIND=$LB_HTTP_PROXY"

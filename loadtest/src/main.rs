@@ -3,12 +3,14 @@
 //! rathole, and two bare relays), the paths in turn round after round, and prints them side by
 //! side; plus the memory a held connection and an idle endpoint cost, fairness under a bulk
 //! transfer, and a firehose of opens beyond the cap. `ism-bench endpoints --count N` drives N
-//! simulated endpoints (each a real wss connection with its own key) against one node.
+//! simulated endpoints (each a real wss connection with its own key) against one node;
+//! `ism-bench cluster` measures a three-node cluster behind HAProxy (see [`cluster`]).
 //!
 //! The gateway node, the endpoints and the other tunnels run as child processes (this binary in
 //! other roles, or theirs), so the CPU and memory figures are theirs, not the load generator's.
 
 mod anchor;
+mod cluster;
 mod compare;
 mod measure;
 mod relay;
@@ -79,6 +81,10 @@ enum Role {
         #[arg(long, default_value_t = 10_000)]
         count: usize,
     },
+    /// A three-node cluster (deploy/cluster/local.sh) behind HAProxy: the relay hop's cost, ENDPOINTS
+    /// simulated endpoints connecting, and `kill -9` of a node: how long until its endpoints are
+    /// back, how many scanner streams failed.
+    Cluster(cluster::Options),
     /// (internal) Run a gateway node.
     #[command(hide = true)]
     GatewayNode { data_dir: PathBuf, max_streams: usize },
@@ -107,6 +113,7 @@ fn main() -> anyhow::Result<()> {
         Some(Role::HoldTarget) => roles::run_hold_target(),
         Some(Role::RelayChains { targets, tls }) => roles::run_relay_chains(targets, *tls),
         Some(Role::Endpoints { count }) => many_endpoints(*count),
+        Some(Role::Cluster(options)) => cluster::run(options),
         None => benchmark(&args),
     }
 }
@@ -153,16 +160,18 @@ async fn add_endpoints(
     Ok(keys)
 }
 
-/// Starts a process of endpoint agents, one per key; returns it once all are connected, with the
-/// seconds that took.
+/// Starts a process of endpoint agents, one per key, the `i`th dialling `gateway_of(i)` (whose
+/// certificate `ca_file` signed); returns it once all are connected, with the seconds that took.
 fn start_endpoints(
-    node: &NodeInfo,
+    gateway_of: impl Fn(usize) -> String,
+    ca_file: &std::path::Path,
     keys: &[String],
     allowed: &str,
     dir: &std::path::Path,
 ) -> anyhow::Result<(ChildRole, f64)> {
     for (i, key) in keys.iter().enumerate() {
-        endpoint_config(&dir.join(format!("ep{i}")), node, key, allowed, 65_536)?;
+        let install = dir.join(format!("ep{i}"));
+        endpoint_config(&install, &gateway_of(i), ca_file, key, allowed, 65_536)?;
     }
     let mut process = ChildRole::spawn(["endpoint-agents", &dir.display().to_string()])?;
     let line = process.line()?;
@@ -195,8 +204,13 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             .to_string();
         Ok::<_, anyhow::Error>((added["key"].as_str().context("key")?.to_string(), secret))
     })?;
-    let (endpoint, _) =
-        start_endpoints(&node.info, std::slice::from_ref(&key), "127.0.0.1", work.path())?;
+    let (endpoint, _) = start_endpoints(
+        |_| node.info.wss.clone(),
+        &node.info.ca_file,
+        std::slice::from_ref(&key),
+        "127.0.0.1",
+        work.path(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut f = json!({ "rounds": args.rounds, "seconds": args.seconds });
     let mut by_path = ByPath::new();
@@ -366,7 +380,13 @@ fn connect_endpoints(count: usize) -> anyhow::Result<EndpointFigures> {
         started.elapsed().as_secs_f64()
     );
     let gateway_kib_before = node.process.rss_kib();
-    let (agents, secs) = start_endpoints(&node.info, &keys, "127.0.0.1", work.path())?;
+    let (agents, secs) = start_endpoints(
+        |_| node.info.wss.clone(),
+        &node.info.ca_file,
+        &keys,
+        "127.0.0.1",
+        work.path(),
+    )?;
     let gateway_kib_after = node.process.rss_kib();
     Ok(EndpointFigures {
         count,

@@ -122,13 +122,19 @@ pub async fn open_rate(route: &Route, echo: SocketAddr, duration: Duration) -> a
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < duration {
-        let mut s = route.connect(echo).await?;
-        s.write_all(b"!").await?;
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).await?;
+        echo_once(route, echo).await?;
         n += 1;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One open through `route`, a 1-byte round trip to the echo target, and the close.
+pub async fn echo_once(route: &Route, echo: SocketAddr) -> anyhow::Result<()> {
+    let mut s = route.connect(echo).await?;
+    s.write_all(b"!").await?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await?;
+    Ok(())
 }
 
 /// The `q` quantile of sorted values.

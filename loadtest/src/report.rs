@@ -46,7 +46,7 @@ const COLUMNS: [(&str, &str); 6] = [
 const RATIOS: [(&str, &str); 2] = [("wstunnel", "ours/wst"), ("direct", "ours/dir")];
 
 /// The table's rows: (figure, label).
-const ROWS: [(&str, &str); 8] = [
+pub const ROWS: [(&str, &str); 8] = [
     ("single_gbps", "single stream (Gbit/s)"),
     ("parallel8_gbps", "8 parallel streams (Gbit/s)"),
     ("http_rps", "HTTP 1 KiB, 50 conns (req/s)"),

@@ -3,7 +3,7 @@
 //! reports is theirs alone, not the load generator's.
 
 use anyhow::{bail, Context};
-use ism_endpoint::{Agent, AgentStatus, EndpointConfig};
+use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
 use ism_gateway::NodeConfig;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -50,7 +50,11 @@ pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
 }
 
 /// Runs one agent per install directory under `dir` (see [`endpoint_config`]); prints
-/// `connected <n> <seconds>` once all are connected, then runs until standard input closes.
+/// `connected <n> <seconds>` once all are connected and `nodes <node>=<count>...` (where they
+/// landed), then runs until standard input closes. A line `lost <node> <unix ms>` on standard input
+/// (the benchmark killed that node then) makes it wait for every agent that was on that node to
+/// be connected to another one, and print `back <not back> <ms>...`: for each, the milliseconds
+/// from the kill to its new session.
 pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -61,6 +65,7 @@ pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
             let config = install?.path().join("config/application.properties");
             agents.push(Agent::new(EndpointConfig::load(&config, &[])?)?.spawn());
         }
+        let mut on_node = Vec::with_capacity(agents.len());
         for a in &agents {
             match a
                 .wait_for(Duration::from_secs(600), |s| {
@@ -68,17 +73,58 @@ pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
                 })
                 .await
             {
-                Ok(AgentStatus::Connected { .. }) => {}
+                Ok(AgentStatus::Connected { node, .. }) => on_node.push(node),
                 other => bail!("an endpoint did not connect: {other:?}"),
             }
         }
         announce(&format!("connected {} {:.3}", agents.len(), started.elapsed().as_secs_f64()))?;
-        until_parent_leaves().await?;
+        let mut spread = std::collections::BTreeMap::<&str, usize>::new();
+        for node in &on_node {
+            *spread.entry(node).or_default() += 1;
+        }
+        let spread: Vec<String> = spread.iter().map(|(node, n)| format!("{node}={n}")).collect();
+        announce(&format!("nodes {}", spread.join(" ")))?;
+        let mut commands = parent_lines();
+        while let Some(line) = commands.recv().await {
+            let Some((node, killed_ms)) = line
+                .strip_prefix("lost ")
+                .and_then(|rest| rest.split_once(' '))
+                .and_then(|(node, ms)| Some((node.to_string(), ms.parse::<u64>().ok()?)))
+            else {
+                bail!("unknown command {line:?}");
+            };
+            let on_lost = agents.iter().zip(&on_node).filter(|(_, n)| **n == node);
+            let backs = futures_util::future::join_all(
+                on_lost.map(|(a, _)| back_elsewhere(a, &node, killed_ms)),
+            )
+            .await;
+            let not_back = backs.iter().filter(|b| b.is_none()).count();
+            let ms: Vec<String> = backs.iter().flatten().map(u64::to_string).collect();
+            announce(&format!("back {not_back} {}", ms.join(" ")))?;
+        }
         for a in &agents {
             a.stop();
         }
         Ok(())
     })
+}
+
+/// Milliseconds from `killed_ms` (Unix time) until `agent` had a session on a node other than
+/// `lost`; `None` if it had none within two minutes.
+async fn back_elsewhere(agent: &AgentHandle, lost: &str, killed_ms: u64) -> Option<u64> {
+    let back = agent
+        .wait_for(
+            Duration::from_secs(120),
+            |s| matches!(s, AgentStatus::Connected { node, .. } if node != lost),
+        )
+        .await;
+    match back {
+        Ok(AgentStatus::Connected { since, .. }) => {
+            let since = since.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+            Some(u64::try_from(since).ok()?.saturating_sub(killed_ms))
+        }
+        _ => None,
+    }
 }
 
 /// Serves [`targets::hold`](crate::targets::hold) until standard input closes; prints its
@@ -119,6 +165,20 @@ async fn until_parent_leaves() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lines the parent writes to our standard input, until it closes it.
+fn parent_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A child process of this binary, ended when dropped.
 pub struct ChildRole {
     child: Child,
@@ -137,6 +197,13 @@ impl ChildRole {
             .spawn()?;
         let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
         Ok(ChildRole { child, stdout })
+    }
+
+    /// Writes one line to the child's standard input.
+    pub fn tell(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.child.stdin.as_mut().context("the child's standard input")?;
+        writeln!(stdin, "{line}")?;
+        Ok(stdin.flush()?)
     }
 
     /// The next line the child prints.
@@ -207,7 +274,8 @@ impl Drop for ChildRole {
 /// Writes an endpoint's `config/application.properties` in the install directory `dir`.
 pub fn endpoint_config(
     dir: &Path,
-    node: &NodeInfo,
+    gateway: &str,
+    ca_file: &Path,
     key: &str,
     allowed: &str,
     max_streams: usize,
@@ -216,7 +284,7 @@ pub fn endpoint_config(
     let path = dir.join("config/application.properties");
     std::fs::write(
         &path,
-        format!("token = {key}\ngateway = {}\ngatewayCaFile = {}\nallowedTargets = {allowed}\nmaxStreams = {max_streams}\nstartupAttempts = 0\n", node.wss, node.ca_file.display()),
+        format!("token = {key}\ngateway = {gateway}\ngatewayCaFile = {}\nallowedTargets = {allowed}\nmaxStreams = {max_streams}\nstartupAttempts = 0\n", ca_file.display()),
     )?;
     Ok(())
 }
