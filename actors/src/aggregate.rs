@@ -100,8 +100,22 @@ pub async fn load<A: Aggregate>(log: &dyn EventLog, id: Uuid) -> Result<Loaded<A
     Ok(loaded)
 }
 
-/// Attempts before giving up on a contended aggregate.
-const ATTEMPTS: usize = 4;
+/// Attempts before giving up on a contended aggregate. In a cluster every node has its own actor
+/// for an aggregate, so writers on several nodes race for it (a script adding endpoints to one
+/// gateway through a load balancer): a loser waits a random moment before trying again, longer
+/// each time, so that the writers spread out instead of colliding again.
+const ATTEMPTS: u32 = 8;
+
+/// The longest first wait after a lost race; it doubles with each further one (about 640 ms in
+/// all at most).
+const FIRST_RETRY_WITHIN: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A random wait before attempt `attempt` (from 1) of a contended command.
+async fn after_conflict(attempt: u32) {
+    let ceiling = FIRST_RETRY_WITHIN * 2u32.pow(attempt.saturating_sub(1).min(10));
+    let fraction = f64::from(uuid::Uuid::new_v4().as_u128() as u16) / f64::from(u16::MAX);
+    tokio::time::sleep(ceiling.mul_f64(fraction)).await;
+}
 
 /// The aggregate's current state: the cached one if no other node has moved the aggregate since
 /// (a decision that appends nothing, a refusal say, would otherwise never notice), else loaded.
@@ -138,7 +152,10 @@ pub async fn execute<A: Aggregate>(
 ) -> (Option<Loaded<A>>, Result<Executed, CommandError<A::Error>>) {
     let Request { command, cause, expected_version } = request;
     let aggregate = AggregateId { kind: A::KIND, id };
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            after_conflict(attempt).await;
+        }
         let mut current = match current::<A>(log, id, cached.take()).await {
             Ok(c) => c,
             Err(e) => return (None, Err(e.into())),
@@ -190,7 +207,10 @@ pub async fn execute_batch<A: Aggregate>(
     requests: &[(A::Command, Cause)],
 ) -> (Option<Loaded<A>>, Result<Vec<Option<A::Error>>, CommandError<A::Error>>) {
     let aggregate = AggregateId { kind: A::KIND, id };
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            after_conflict(attempt).await;
+        }
         let mut state = match current::<A>(log, id, cached.take()).await {
             Ok(c) => c,
             Err(e) => return (None, Err(e.into())),

@@ -117,6 +117,20 @@ impl JetStreamLog {
     }
 }
 
+/// Whether a publish was refused because the aggregate's subject moved on since it was read (or
+/// could not be checked yet): the writer reads it again and decides again. Servers since 2.12
+/// answer a changed subject with code 10164, which the client does not name, beside 10071; 10163
+/// comes while a new stream leader is still loading what it checks against.
+fn lost_the_race(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    let code = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .map(|s| s.error_code());
+    e.kind() == PublishErrorKind::WrongLastSequence
+        || code == Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT)
+        || code == Some(ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY)
+}
+
 fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
 }
@@ -151,7 +165,7 @@ impl EventLog for JetStreamLog {
                     last_stream_seq = ack.sequence;
                     positions.push(ack.sequence);
                 }
-                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(e) if lost_the_race(&e) => {
                     let (actual, _) = self.aggregate_head(&subject).await?;
                     return Err(AppendError::Conflict {
                         aggregate: envelope.aggregate,

@@ -101,7 +101,8 @@ pub async fn open<'a>(
         let local = path.sessions.get(endpoint);
         let elsewhere = match &local {
             Some(_) if !path.cluster.is_draining() => None,
-            _ => path.cluster.owner_elsewhere(endpoint).await,
+            // After a lost race the store itself is asked: the feed may lag behind the move.
+            _ => path.cluster.owner_elsewhere(endpoint, relays_left < RELAY_ATTEMPTS).await,
         };
         let owner = match (elsewhere, local) {
             (Some(owner), _) => owner,

@@ -93,8 +93,8 @@ async fn record_lost_node(state: &NodeState, node: &str) {
     let _ = cluster.coordination.withdraw(node).await;
 }
 
-/// Follows who holds each endpoint and closes this node's session of an endpoint that a newer
-/// session on another node claimed: the newest session wins, wherever it lives. A draining node
+/// Follows who holds each endpoint (the routing of scanner streams reads it) and closes this
+/// node's session of an endpoint that a newer session on another node claimed: the newest session wins, wherever it lives. A draining node
 /// lets the replaced session's running streams finish first (up to `drain_timeout`).
 pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
     let cluster = &state.cluster;
@@ -115,6 +115,7 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                     break;
                 }
             };
+            cluster.saw_owner(change.endpoint, change.owner.clone());
             let Some(live) = state.sessions.get(change.endpoint) else { continue };
             let reason = match change.owner {
                 Some(owner) if owner.tunnel == live.tunnel => continue,

@@ -79,6 +79,11 @@ pub struct Cluster {
     /// Where each node takes relay links, as of the last heartbeat: a relayed stream looks its
     /// owner up here rather than reading the whole bucket again.
     relays: Mutex<std::collections::HashMap<String, SocketAddr>>,
+    /// Who holds each endpoint, as the owner feed last said ([`Self::saw_owner`]): a scanner's
+    /// stream is routed by it without a round trip to the coordination store. It may lag a
+    /// moment behind a move; the node it names then answers NotHeld and the stream looks the
+    /// owner up in the store itself.
+    owners: Mutex<std::collections::HashMap<Uuid, Owner>>,
 }
 
 /// A node as operators see it (`ism node list`).
@@ -129,7 +134,20 @@ impl Cluster {
             serving_somewhere: watch::channel(true).0,
             joined: watch::channel(false).0,
             relays: Mutex::default(),
+            owners: Mutex::default(),
         }
+    }
+
+    fn owners(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, Owner>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes note of an endpoint's owner from the owner feed.
+    pub fn saw_owner(&self, endpoint: Uuid, owner: Option<Owner>) {
+        match owner {
+            Some(owner) => self.owners().insert(endpoint, owner),
+            None => self.owners().remove(&endpoint),
+        };
     }
 
     fn relays(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SocketAddr>> {
@@ -205,14 +223,25 @@ impl Cluster {
         *self.serving_somewhere.borrow()
     }
 
-    /// The endpoint's owner, when it is another node not known to be lost.
-    pub async fn owner_elsewhere(&self, endpoint: Uuid) -> Option<Owner> {
-        let owner = match self.coordination.owner(endpoint).await {
-            Ok(owner) => owner?,
-            Err(e) => {
-                tracing::warn!(%endpoint, error = %e, "cannot read who holds the endpoint");
-                return None;
-            }
+    /// The endpoint's owner, when it is another node not known to be lost: as the owner feed
+    /// said, or as the coordination store says when `fresh` (the node the feed named no longer
+    /// held it) or when the feed names no other node (a claim it has not delivered yet).
+    pub async fn owner_elsewhere(&self, endpoint: Uuid, fresh: bool) -> Option<Owner> {
+        // The feed naming this node while the caller found no session here (or this node
+        // drains) is behind too.
+        let followed = match fresh {
+            true => None,
+            false => self.owners().get(&endpoint).filter(|o| o.node != self.node_id).cloned(),
+        };
+        let owner = match followed {
+            Some(owner) => owner,
+            None => match self.coordination.owner(endpoint).await {
+                Ok(owner) => owner?,
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "cannot read who holds the endpoint");
+                    return None;
+                }
+            },
         };
         // An owner this node has not watched yet (it just started) is given the benefit of the
         // doubt: if it is gone, the relay fails as the endpoint being offline would.
