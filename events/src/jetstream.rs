@@ -131,6 +131,35 @@ fn lost_the_race(e: &async_nats::jetstream::context::PublishError) -> bool {
         || code == Some(ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY)
 }
 
+/// Aggregates with at most this many events are read one message request per event; longer ones
+/// through a consumer. Creating a consumer is a proposal to the whole NATS cluster's metadata
+/// group, many times the cost of a request: when a node is lost, the survivors load each of its
+/// sessions (a handful of events each) to record its end, thousands at once.
+const FETCHED_ONE_BY_ONE: u64 = 32;
+
+impl JetStreamLog {
+    /// The subject's events up to stream position `last`, one request each.
+    async fn fetch_each(&self, subject: &str, last: u64) -> Result<Vec<Recorded>, LogError> {
+        let (mut out, mut from) = (Vec::new(), 1);
+        while from <= last {
+            let message = self
+                .stream
+                .raw_message_builder()
+                .sequence(from)
+                .next_by_subject(subject)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.push(Recorded {
+                position: message.sequence,
+                envelope: codec::decode(&message.payload)?,
+            });
+            from = message.sequence + 1;
+        }
+        Ok(out)
+    }
+}
+
 fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())
 }
@@ -185,9 +214,12 @@ impl EventLog for JetStreamLog {
 
     async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {
         let subject = Self::subject(aggregate);
-        let (_, last) = self.aggregate_head(&subject).await?;
+        let (version, last) = self.aggregate_head(&subject).await?;
         if last == 0 {
             return Ok(Vec::new());
+        }
+        if version <= FETCHED_ONE_BY_ONE {
+            return self.fetch_each(&subject, last).await;
         }
         let mut reader = Reader::subject(self.stream.clone(), subject);
         let mut out = Vec::new();
@@ -199,6 +231,7 @@ impl EventLog for JetStreamLog {
                 break;
             }
         }
+        reader.finish();
         Ok(out)
     }
 

@@ -62,17 +62,42 @@ pub struct Options {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the cluster in this directory and keep it afterwards, with each process's log
+    /// (default: a temporary directory, deleted).
+    #[arg(long)]
+    cluster_dir: Option<PathBuf>,
 }
 
 /// The cluster `local.sh up` started in a directory of its own; `local.sh down` when dropped.
 struct LocalCluster {
-    dir: tempfile::TempDir,
+    dir: ClusterDir,
     base: u16,
 }
 
+/// Where the cluster keeps its state and logs.
+enum ClusterDir {
+    Temporary(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl ClusterDir {
+    fn path(&self) -> &Path {
+        match self {
+            ClusterDir::Temporary(dir) => dir.path(),
+            ClusterDir::Kept(dir) => dir,
+        }
+    }
+}
+
 impl LocalCluster {
-    fn up(base: u16, max_connections: usize) -> anyhow::Result<LocalCluster> {
-        let dir = tempfile::tempdir()?;
+    fn up(base: u16, max_connections: usize, kept: Option<&Path>) -> anyhow::Result<LocalCluster> {
+        let dir = match kept {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                ClusterDir::Kept(dir.to_path_buf())
+            }
+            None => ClusterDir::Temporary(tempfile::tempdir()?),
+        };
         let cluster = LocalCluster { dir, base };
         eprintln!("starting the cluster: deploy/cluster/local.sh up (ports from {base})");
         cluster.local_sh("up", &[("ISM_LB_MAXCONN", max_connections.to_string())])?;
@@ -138,7 +163,7 @@ struct Setup {
 pub fn run(o: &Options) -> anyhow::Result<()> {
     ensure!(o.nodes == NODES.len(), "deploy/cluster runs three nodes: --nodes 3");
     ism_tunnel::fd_limit::raise();
-    let cluster = LocalCluster::up(o.port_base, balancer_connections())?;
+    let cluster = LocalCluster::up(o.port_base, balancer_connections(), o.cluster_dir.as_deref())?;
     let started = Instant::now();
     let api =
         ApiClient::new(&format!("http://{}", cluster.balancer(API_PORT)), &cluster.admin_token()?);
@@ -313,19 +338,24 @@ fn connect_and_kill(
         "back_p99_ms": quantile(&back_ms, 0.99),
         "back_max_ms": back_ms.last(),
     });
-    // Each stream counted in the phase it ended in.
+    // Each stream counted in the phase it started in: those started before the kill and failed
+    // were in flight through the killed node.
     let mut phases = [[0usize; 2]; 3];
-    for (at, ok) in &streams {
-        let phase = if *at < killed_at {
-            0
-        } else if *at < all_back_at {
-            1
-        } else {
-            2
+    let mut failures = BTreeMap::<String, usize>::new();
+    for (at, failure) in &streams {
+        let phase = match () {
+            _ if *at < killed_at => 0,
+            _ if *at < all_back_at => 1,
+            _ => 2,
         };
         phases[phase][0] += 1;
-        phases[phase][1] += usize::from(!ok);
+        phases[phase][1] += usize::from(failure.is_some());
+        if let Some(failure) = failure {
+            let phase = ["started before the kill", "until all back", "after"][phase];
+            *failures.entry(format!("{phase}: {failure}")).or_default() += 1;
+        }
     }
+    f["scanner_failures"] = json!(failures);
     let phase = |[streams, failed]: [usize; 2]| json!({ "streams": streams, "failed": failed });
     f["scanner_streams"] = json!({
         "before_kill": phase(phases[0]),
@@ -337,11 +367,11 @@ fn connect_and_kill(
 }
 
 /// Scanners opening streams through HAProxy one after another, each a 1-byte round trip to the
-/// echo target through one of the first endpoints in turn; every outcome kept with its time.
+/// echo target through one of the first endpoints in turn; every outcome kept with its start.
 struct Scanners {
     stop: Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    outcomes: Arc<Mutex<Vec<(Instant, bool)>>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
 }
 
 impl Scanners {
@@ -368,10 +398,13 @@ impl Scanners {
                             password: password.clone(),
                         };
                         let route = Route::Socks { proxy, login: Some(login) };
-                        let once = measure::echo_once(&route, echo);
-                        let ok =
-                            matches!(tokio::time::timeout(STREAM_DEADLINE, once).await, Ok(Ok(())));
-                        outcomes.lock().expect("outcomes").push((Instant::now(), ok));
+                        let (once, started) = (measure::echo_once(&route, echo), Instant::now());
+                        let failure = match tokio::time::timeout(STREAM_DEADLINE, once).await {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e.to_string()),
+                            Err(_) => Some(format!("no answer within {STREAM_DEADLINE:?}")),
+                        };
+                        outcomes.lock().expect("outcomes").push((started, failure));
                     }
                 })
             })
@@ -379,7 +412,7 @@ impl Scanners {
         Scanners { stop, tasks, outcomes }
     }
 
-    fn stop(self, runtime: &tokio::runtime::Runtime) -> Vec<(Instant, bool)> {
+    fn stop(self, runtime: &tokio::runtime::Runtime) -> Vec<Outcome> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         runtime.block_on(futures_util::future::join_all(self.tasks));
         std::mem::take(&mut *self.outcomes.lock().expect("outcomes"))
@@ -394,6 +427,9 @@ fn balancer_connections() -> usize {
     let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
     (limit.saturating_sub(100) / 2).min(100_000)
 }
+
+/// When a scanner stream started, and why it failed if it did.
+type Outcome = (Instant, Option<String>);
 
 /// How long one scanner stream may take before it counts as failed.
 const STREAM_DEADLINE: Duration = Duration::from_secs(10);
@@ -459,4 +495,5 @@ fn print_report(f: &serde_json::Value, by_path: &ByPath, spread: &Spread) {
         k["node"], k["endpoints"], k["back_p50_ms"], k["back_p99_ms"], k["back_max_ms"], k["not_back"]
     );
     println!("scanner streams through HAProxy (failed / all): {}", f["scanner_streams"]);
+    println!("why they failed: {}", f["scanner_failures"]);
 }

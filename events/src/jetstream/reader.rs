@@ -23,8 +23,11 @@ const PULL_HEARTBEAT: Duration = Duration::from_millis(500);
 /// Failed pulls asked again before the error reaches the caller, and the pause between them.
 const SETTLING_PULLS: u32 = 10;
 const SETTLING_PAUSE: Duration = Duration::from_millis(100);
-/// How long the server keeps a consumer nobody pulls from.
+/// How long the server keeps a consumer nobody pulls from: a subscription's, and one that
+/// reads an aggregate (deleted once read; this is for a reader that never finished). A stream
+/// holds at most 1 000 consumers by default since nats-server 2.15, so none may linger.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
+const AGGREGATE_INACTIVE_THRESHOLD: Duration = Duration::from_secs(5);
 
 /// Reads `filter`'s events from stream position `next` on.
 pub(super) struct Reader {
@@ -51,6 +54,17 @@ impl Reader {
 
     fn new(stream: Stream, filter: String, next: u64) -> Self {
         Self { stream, filter, next, consumer: None, pull: None }
+    }
+
+    /// Deletes the reader's consumer on the server, in the background (nothing waits for it).
+    pub(super) fn finish(mut self) {
+        let Some(consumer) = self.consumer.take() else { return };
+        let name = consumer.cached_info().name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = self.stream.delete_consumer(&name).await {
+                tracing::debug!(error = %e, consumer = name, "could not delete a finished reader's consumer");
+            }
+        });
     }
 
     /// The next event, waiting for it (the log has no end). After an error the reader starts
@@ -105,7 +119,10 @@ impl Reader {
                     filter_subject: self.filter.clone(),
                     deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: self.next },
                     ack_policy: AckPolicy::None,
-                    inactive_threshold: INACTIVE_THRESHOLD,
+                    inactive_threshold: match self.filter.ends_with('>') {
+                        true => INACTIVE_THRESHOLD,
+                        false => AGGREGATE_INACTIVE_THRESHOLD,
+                    },
                     memory_storage: true,
                     num_replicas: 1,
                     ..Default::default()

@@ -52,9 +52,15 @@ impl Liveness {
         }
     }
 
-    /// Whether `node` counts as alive at `now` (a node never seen does not).
+    /// Whether `node` counts as alive at `now` (a node never seen does not), judged as of the
+    /// observer's last reading: between readings (and when its readings stall, as they do on an
+    /// overloaded node) the observer knows nothing new, and a silence it did not see blames no
+    /// one.
     pub fn is_alive(&self, node: &str, now: Instant) -> bool {
-        self.seen.get(node).is_some_and(|s| now.saturating_duration_since(s.since) < self.lease)
+        let judged_at = self.last_observed.map_or(now, |last| last.min(now));
+        self.seen
+            .get(node)
+            .is_some_and(|s| judged_at.saturating_duration_since(s.since) < self.lease)
     }
 
     /// Whether `node` was seen and its counter then stood still for the lease (a node never seen
@@ -95,13 +101,30 @@ mod tests {
         let mut l = Liveness::new(3 * s, s);
         l.observe(&[beat("a", 1), beat("b", 7)], t0);
         l.observe(&[beat("a", 2), beat("b", 7)], t0 + 2 * s);
-        assert!(l.is_alive("a", t0 + 4 * s) && l.is_alive("b", t0 + 2 * s));
+        assert!(l.is_alive("a", t0 + 2 * s) && l.is_alive("b", t0 + 2 * s));
+        l.observe(&[beat("a", 2), beat("b", 7)], t0 + 3 * s);
         assert_eq!(l.lost(t0 + 3 * s), vec!["b".to_string()], "b stayed at 7 for 3 s");
-        assert!(l.lost(t0 + 5 * s - Duration::from_millis(1)).len() == 1, "a beat at 2 s");
+        l.observe(&[beat("a", 2), beat("b", 7)], t0 + 4 * s);
+        assert!(l.lost(t0 + 4 * s).len() == 1, "a beat at 2 s");
+        l.observe(&[beat("a", 2), beat("b", 7)], t0 + 5 * s);
         assert_eq!(l.lost(t0 + 5 * s), vec!["a".to_string(), "b".to_string()]);
         // A beat brings it back.
         l.observe(&[beat("a", 3), beat("b", 8)], t0 + 6 * s);
         assert!(l.lost(t0 + 6 * s).is_empty());
+    }
+
+    #[test]
+    fn between_readings_nobody_is_newly_lost() {
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut l = Liveness::new(3 * s, s);
+        l.observe(&[beat("a", 1)], t0);
+        l.observe(&[beat("a", 1)], t0 + 2 * s);
+        // The observer's next reading is late (its own loop stalls): asked meanwhile, it still
+        // judges by what it last read.
+        assert!(l.is_alive("a", t0 + 5 * s) && !l.is_lost("a", t0 + 5 * s));
+        l.observe(&[beat("a", 1)], t0 + 3 * s);
+        assert!(l.is_lost("a", t0 + 3 * s));
     }
 
     #[test]
@@ -129,6 +152,7 @@ mod tests {
         // Silent for a whole lease of readings after: lost.
         l.observe(&[beat("a", 1)], t0 + 9 * s);
         l.observe(&[beat("a", 1)], t0 + 10 * s);
+        l.observe(&[beat("a", 1)], t0 + 11 * s);
         assert_eq!(l.lost(t0 + 11 * s), vec!["a".to_string()]);
     }
 }

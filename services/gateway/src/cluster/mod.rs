@@ -233,9 +233,12 @@ impl Cluster {
             true => None,
             false => self.owners().get(&endpoint).filter(|o| o.node != self.node_id).cloned(),
         };
+        // A followed owner that was lost is behind as well: its endpoints' new claims are on
+        // their way through the feed.
+        let now = std::time::Instant::now();
         let owner = match followed {
-            Some(owner) => owner,
-            None => match self.coordination.owner(endpoint).await {
+            Some(owner) if !self.liveness().is_lost(&owner.node, now) => owner,
+            _ => match self.coordination.owner(endpoint).await {
                 Ok(owner) => owner?,
                 Err(e) => {
                     tracing::warn!(%endpoint, error = %e, "cannot read who holds the endpoint");
@@ -245,7 +248,7 @@ impl Cluster {
         };
         // An owner this node has not watched yet (it just started) is given the benefit of the
         // doubt: if it is gone, the relay fails as the endpoint being offline would.
-        let lost = self.liveness().is_lost(&owner.node, std::time::Instant::now());
+        let lost = self.liveness().is_lost(&owner.node, now);
         (owner.node != self.node_id && !lost).then_some(owner)
     }
 
