@@ -152,13 +152,17 @@ pub fn nodes(list: &Value) -> String {
     );
     for n in items(list) {
         let this = if n["this_node"] == true { "  (answered this)" } else { "" };
+        // A node that relays nothing (a single node) announces the unspecified address.
+        let relay = match s(&n["relay_address"]) {
+            r if r.starts_with("0.0.0.0:0") || r.starts_with("[::]:0") => "-".to_string(),
+            r => r,
+        };
         out.push_str(&format!(
-            "{:<24}  {:<9}  {:>9}  {:>7}  {}{this}\n",
+            "{:<24}  {:<9}  {:>9}  {:>7}  {relay}{this}\n",
             s(&n["node"]),
             s(&n["state"]),
-            n["endpoints"],
-            n["streams"],
-            s(&n["relay_address"])
+            n["endpoints"].as_u64().unwrap_or(0),
+            n["streams"].as_u64().unwrap_or(0),
         ));
     }
     out

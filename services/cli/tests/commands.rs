@@ -341,3 +341,32 @@ async fn the_audit_of_a_log_holding_control_characters_prints_one_escaped_line_p
         json["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
     assert!(actors.contains(&"credential:x\u{1b}]0;pwned\u{7}"), "{actors:?}");
 }
+
+#[actix::test]
+async fn node_list_shows_each_node_and_drain_names_the_node_it_drains() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    says(&admin, &["node", "list"], &["NODE", "node-a", "serving", "(answered this)"]).await;
+    let listed = admin.json(&["node", "list"]).await;
+    assert_eq!(listed[0]["node"], "node-a", "{listed}");
+    assert_eq!(listed[0]["state"], "serving", "{listed}");
+
+    // A node the cluster does not know is named with the ones it does; nothing drains.
+    let unknown = admin.fails(&["node", "drain", "node-z"]).await;
+    assert!(unknown.contains("no node node-z in the cluster (nodes: node-a)"), "{unknown}");
+    assert_eq!(admin.json(&["node", "list"]).await[0]["state"], "serving");
+
+    // Only an administrator drains.
+    let gw = s(&admin.json(&["gateway", "create", "--name", "corp"]).await["id"]);
+    let reviewer = admin.json(&["user", "create", "--name", "rita", "--role", "reviewer"]).await;
+    assert_eq!(reviewer["name"], "rita");
+    let token = s(&admin.json(&["user", "token", "rita"]).await["token"]);
+    let rita = Ism { api: admin.api.clone(), token };
+    assert!(rita.fails(&["node", "drain", "node-a"]).await.contains("403"));
+    assert_eq!(admin.json(&["node", "list"]).await[0]["state"], "serving");
+
+    says(&admin, &["node", "drain", "node-a"], &["node node-a is draining"]).await;
+    says(&admin, &["node", "list"], &["node-a", "draining"]).await;
+    // A draining node takes no new scanners or endpoints, but still answers the API.
+    assert_eq!(admin.json(&["gateway", "show", &gw]).await["name"], "corp");
+}

@@ -195,9 +195,16 @@ impl Cluster {
         let liveness = self.liveness();
         Ok(nodes
             .into_iter()
-            .map(|n| Member {
-                alive: n.node == self.node_id || liveness.is_alive(&n.node, now),
-                announcement: n,
+            .map(|mut n| {
+                // This node's own role as it is now, not as last announced (a drain just asked
+                // for shows at once where it was asked).
+                if n.node == self.node_id {
+                    n.role = self.role();
+                }
+                Member {
+                    alive: n.node == self.node_id || liveness.is_alive(&n.node, now),
+                    announcement: n,
+                }
             })
             .collect())
     }
