@@ -112,7 +112,7 @@ const FIRST_RETRY_WITHIN: std::time::Duration = std::time::Duration::from_millis
 
 /// A random wait before attempt `attempt` (from 1) of a contended command.
 async fn after_conflict(attempt: u32) {
-    let ceiling = FIRST_RETRY_WITHIN * 2u32.pow(attempt.saturating_sub(1).min(10));
+    let ceiling = FIRST_RETRY_WITHIN * 2u32.pow(attempt.saturating_sub(1));
     let fraction = f64::from(uuid::Uuid::new_v4().as_u128() as u16) / f64::from(u16::MAX);
     tokio::time::sleep(ceiling.mul_f64(fraction)).await;
 }

@@ -62,6 +62,18 @@ pub fn nats_servers(spec: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
         .collect()
 }
 
+/// A NATS client for the servers of `spec` ([`nats_servers`]), named `name` in the servers'
+/// connection lists; it waits for a first server to answer rather than failing at once.
+pub async fn connect_client(spec: &str, name: &str) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(nats_servers(spec)?)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 impl JetStreamLog {
     /// Connects to NATS at `url` (one server or a comma-separated list) and creates the event stream (one replica) if it does not exist.
     pub async fn connect(url: &str) -> Result<Self, LogError> {
@@ -72,14 +84,7 @@ impl JetStreamLog {
     /// three-server NATS cluster so the audit log survives losing a server). An existing stream
     /// keeps its configuration; a different replica count is reported.
     pub async fn connect_with_replicas(url: &str, replicas: usize) -> Result<Self, LogError> {
-        let servers = nats_servers(url).map_err(LogError::Unavailable)?;
-        let client = async_nats::ConnectOptions::new()
-            .name("ism-event-log")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(servers)
-            .await
-            .map_err(unavailable)?;
+        let client = connect_client(url, "ism-event-log").await.map_err(LogError::Unavailable)?;
         let js = async_nats::jetstream::new(client);
         let config = Config {
             name: STREAM_NAME.to_string(),
@@ -117,11 +122,12 @@ impl JetStreamLog {
     }
 }
 
-/// Whether a publish was refused because the aggregate's subject moved on since it was read (or
-/// could not be checked yet): the writer reads it again and decides again. Servers since 2.12
-/// answer a changed subject with code 10164, which the client does not name, beside 10071; 10163
-/// comes while a new stream leader is still loading what it checks against.
-fn lost_the_race(e: &async_nats::jetstream::context::PublishError) -> bool {
+/// Whether a publish was refused because its subject moved on since it was read (or could not
+/// be checked yet): the writer reads it again and decides again. Servers since 2.12 answer a
+/// changed subject with code 10164, which the client reports as an unnamed kind, beside 10071;
+/// 10163 comes while a new stream leader is still loading what it checks against. KV writes with
+/// an expected revision are such publishes too (`ism-cluster` asks this of them).
+pub fn lost_the_race(e: &async_nats::jetstream::context::PublishError) -> bool {
     use async_nats::jetstream::ErrorCode;
     let code = std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())

@@ -153,6 +153,18 @@ impl Drop for LocalCluster {
     }
 }
 
+/// What each part of the run works with.
+#[derive(Clone, Copy)]
+struct Bench<'a> {
+    o: &'a Options,
+    cluster: &'a LocalCluster,
+    setup: &'a Setup,
+    targets: &'a Targets,
+    runtime: &'a tokio::runtime::Runtime,
+    /// Where the endpoints' install directories go.
+    work: &'a Path,
+}
+
 /// The gateway objects the benchmark made.
 struct Setup {
     secret: String,
@@ -191,9 +203,17 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         Targets { sink: targets::sink().await, echo, http: targets::http().await, hold: echo }
     });
     let mut f = json!({ "nodes": o.nodes, "endpoints": o.endpoints, "rounds": o.rounds });
-    let by_path = relay_hop(o, &cluster, &setup, &targets, &runtime, work.path())?;
+    let bench = Bench {
+        o,
+        cluster: &cluster,
+        setup: &setup,
+        targets: &targets,
+        runtime: &runtime,
+        work: work.path(),
+    };
+    let by_path = relay_hop(bench)?;
     f["relay_hop"] = json!(by_path);
-    let spread = connect_and_kill(o, &cluster, &setup, &targets, &runtime, work.path(), &mut f)?;
+    let spread = connect_and_kill(bench, &mut f)?;
     print_report(&f, &by_path, &spread);
     if let Some(path) = &o.json {
         std::fs::write(path, serde_json::to_string_pretty(&f)?)?;
@@ -204,14 +224,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
 
 /// The same work through the node holding an endpoint (node-1, which the endpoint dials
 /// directly) and through node-2, which relays each stream to node-1.
-fn relay_hop(
-    o: &Options,
-    cluster: &LocalCluster,
-    setup: &Setup,
-    targets: &Targets,
-    runtime: &tokio::runtime::Runtime,
-    work: &Path,
-) -> anyhow::Result<ByPath> {
+fn relay_hop(bench: Bench<'_>) -> anyhow::Result<ByPath> {
+    let Bench { o, cluster, setup, targets, runtime, work } = bench;
     let (agent, _) = crate::start_endpoints(
         |_| cluster.node(1, ENDPOINT_PORT).to_string(),
         &cluster.ca_file(),
@@ -238,14 +252,7 @@ fn relay_hop(
             ensure!(Instant::now() < deadline, "no stream relayed through node-2 within 30 s: {e}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let mut by_path = ByPath::new();
-        for workload in Workload::ALL {
-            let medians = compare::interleave(workload, &paths, o.rounds, targets, d).await?;
-            for (path, figures) in medians {
-                by_path.entry(path).or_default().extend(figures);
-            }
-        }
-        Ok(by_path)
+        compare::interleave_all(&Workload::ALL, &paths, o.rounds, targets, d).await
     })
 }
 
@@ -254,15 +261,8 @@ type Spread = BTreeMap<String, usize>;
 
 /// Connects the endpoints through HAProxy, then kills the node holding the most of them while
 /// scanners open streams through HAProxy; writes the figures into `f`.
-fn connect_and_kill(
-    o: &Options,
-    cluster: &LocalCluster,
-    setup: &Setup,
-    targets: &Targets,
-    runtime: &tokio::runtime::Runtime,
-    work: &Path,
-    f: &mut serde_json::Value,
-) -> anyhow::Result<Spread> {
+fn connect_and_kill(bench: Bench<'_>, f: &mut serde_json::Value) -> anyhow::Result<Spread> {
+    let Bench { o, cluster, setup, runtime, work, .. } = bench;
     let pids: Vec<u32> = NODES.iter().map(|&n| cluster.pid(n)).collect::<Result<_, _>>()?;
     let rss_before: Vec<u64> = pids.iter().map(|&pid| rss_kib_of(pid)).collect();
     // HAProxy holds two descriptors per connection and will not start with more connections
@@ -315,19 +315,20 @@ fn connect_and_kill(
         .iter()
         .position(|n| format!("node-{n}") == *victim_name)
         .context("an endpoint on a node the benchmark did not start")?;
-    let scanners = Scanners::start(runtime, o, cluster, setup, targets.echo);
-    std::thread::sleep(Duration::from_secs(2));
+    let scanners = Scanners::start(bench);
+    // Measurement windows, not waits for a state: the scanners' streams before the kill, and
+    // after every endpoint is back.
+    std::thread::sleep(BEFORE_KILL);
     let killed_ms = unix_ms();
     let killed_at = Instant::now();
     eprintln!("kill -9 {victim_name} (pid {}), holding {victim_count} endpoints", pids[victim]);
-    let status =
-        std::process::Command::new("kill").args(["-9", &pids[victim].to_string()]).status()?;
-    ensure!(status.success(), "kill -9 {} failed", pids[victim]);
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pids[victim])?).context("a pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
     agents.tell(&format!("lost {victim_name} {killed_ms}"))?;
     let back = agents.line()?;
     let all_back_at = Instant::now();
     let (not_back, mut back_ms) = parse_back(&back)?;
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(AFTER_ALL_BACK);
     let streams = scanners.stop(runtime);
     back_ms.sort_by(|a, b| a.total_cmp(b));
     f["killed"] = json!({
@@ -338,8 +339,8 @@ fn connect_and_kill(
         "back_p99_ms": quantile(&back_ms, 0.99),
         "back_max_ms": back_ms.last(),
     });
-    // Each stream counted in the phase it started in: those started before the kill and failed
-    // were in flight through the killed node.
+    // Each stream counted in the phase it started in (a stream started before the kill may have
+    // failed because of it).
     let mut phases = [[0usize; 2]; 3];
     let mut failures = BTreeMap::<String, usize>::new();
     for (at, failure) in &streams {
@@ -375,13 +376,9 @@ struct Scanners {
 }
 
 impl Scanners {
-    fn start(
-        runtime: &tokio::runtime::Runtime,
-        o: &Options,
-        cluster: &LocalCluster,
-        setup: &Setup,
-        echo: SocketAddr,
-    ) -> Scanners {
+    fn start(bench: Bench<'_>) -> Scanners {
+        let Bench { o, cluster, setup, targets, runtime, .. } = bench;
+        let echo = targets.echo;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let endpoints = o.endpoints.clamp(1, SCANNED_ENDPOINTS);
@@ -430,6 +427,10 @@ fn balancer_connections() -> usize {
 
 /// When a scanner stream started, and why it failed if it did.
 type Outcome = (Instant, Option<String>);
+
+/// How long the scanners run before the kill, and after every endpoint is back.
+const BEFORE_KILL: Duration = Duration::from_secs(2);
+const AFTER_ALL_BACK: Duration = Duration::from_secs(3);
 
 /// How long one scanner stream may take before it counts as failed.
 const STREAM_DEADLINE: Duration = Duration::from_secs(10);

@@ -110,6 +110,23 @@ pub async fn interleave(
     Ok(paths.iter().zip(runs).map(|(path, runs)| (path.key, medians(&runs))).collect())
 }
 
+/// Runs each of `workloads` as [`interleave`] does; returns every path's medians of them all.
+pub async fn interleave_all(
+    workloads: &[Workload],
+    paths: &[Path],
+    rounds: usize,
+    targets: &Targets,
+    duration: Duration,
+) -> anyhow::Result<ByPath> {
+    let mut by_path = ByPath::new();
+    for &workload in workloads {
+        for (path, figures) in interleave(workload, paths, rounds, targets, duration).await? {
+            by_path.entry(path).or_default().extend(figures);
+        }
+    }
+    Ok(by_path)
+}
+
 /// Each figure's median over the runs (of an even number of runs, the upper middle one).
 fn medians(runs: &[Figures]) -> Figures {
     let names: BTreeSet<&'static str> = runs.iter().flat_map(|run| run.keys().copied()).collect();

@@ -242,12 +242,8 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             anchors.relay_chains(),
         ]
         .concat();
-        for workload in rate_workloads(&want) {
-            let medians = compare::interleave(workload, &paths, args.rounds, &targets, d).await?;
-            for (path, figures) in medians {
-                by_path.entry(path).or_default().extend(figures);
-            }
-        }
+        let workloads = rate_workloads(&want);
+        by_path = compare::interleave_all(&workloads, &paths, args.rounds, &targets, d).await?;
         if want("open") {
             let phases = measure::open_phases(socks, &login, targets.echo, d).await?;
             let names =

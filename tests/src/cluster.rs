@@ -532,11 +532,19 @@ pub async fn echo_stream_through(socks: &str, p: &Provisioned, echo_port: u16) -
         (code == 0).then_some(stream).flatten()
     })
     .await;
-    stream.write_all(b"ping").await.unwrap();
-    let mut buf = [0u8; 4];
-    stream.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"ping");
+    round_trip(&mut stream).await.unwrap();
     stream
+}
+
+/// Sends `ping` through a stream to an [`echo_server`] and reads it back.
+pub async fn round_trip(stream: &mut TcpStream) -> std::io::Result<()> {
+    stream.write_all(b"ping").await?;
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).await?;
+    if &buf != b"ping" {
+        return Err(std::io::Error::other(format!("echoed {buf:?}")));
+    }
+    Ok(())
 }
 
 /// Every event in `log`, oldest first, once the log answers (a NATS cluster electing leaders

@@ -12,6 +12,20 @@
 //! Test support: a failure panics with its message, as the tests that call it do.
 #![allow(clippy::unwrap_used)]
 
+/// Whether `GET path` on `addr` (`host:port`) answers 200, as a health check sees it: plain
+/// HTTP/1.0 over a blocking socket, 5 s at most for the answer. Call it off the async runtime
+/// (`spawn_blocking`) from async code.
+pub fn answers_200(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut response = String::new();
+    tcp.write_all(request.as_bytes()).is_ok()
+        && tcp.read_to_string(&mut response).is_ok()
+        && response.lines().next().is_some_and(|status| status.contains(" 200 "))
+}
+
 pub mod cluster;
 pub mod contract;
 pub mod gateway_cluster;

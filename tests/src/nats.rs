@@ -150,15 +150,7 @@ impl NatsServer {
     /// Whether the server's `/healthz` says JetStream is ready (in a cluster: it has a meta
     /// leader and is current).
     fn jetstream_healthy(&self) -> bool {
-        use std::io::{Read, Write};
-        let Some(monitor) = self.monitor_address() else { return false };
-        let Ok(mut tcp) = std::net::TcpStream::connect(&monitor) else { return false };
-        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
-        let request = format!("GET /healthz HTTP/1.0\r\nHost: {monitor}\r\n\r\n");
-        let mut response = String::new();
-        tcp.write_all(request.as_bytes()).is_ok()
-            && tcp.read_to_string(&mut response).is_ok()
-            && response.lines().next().is_some_and(|status| status.contains(" 200 "))
+        self.monitor_address().is_some_and(|monitor| crate::answers_200(&monitor, "/healthz"))
     }
 
     fn monitor_address(&self) -> Option<String> {

@@ -67,17 +67,9 @@ impl Reader {
         });
     }
 
-    /// The next event, waiting for it (the log has no end). After an error the reader starts
-    /// again with a new consumer from the same position.
+    /// The next event, waiting for it (the log has no end). An error ends the reader (its
+    /// consumer is deleted); the caller reads on from its position with a new one.
     pub(super) async fn next(&mut self) -> Result<Recorded, LogError> {
-        let read = self.read().await;
-        if read.is_err() {
-            (self.consumer, self.pull) = (None, None);
-        }
-        read
-    }
-
-    async fn read(&mut self) -> Result<Recorded, LogError> {
         // A consumer just created in a NATS cluster answers "no responders" (503) until its
         // server has it: pulls are asked again a few times, a moment apart, before giving up.
         let mut settling = SETTLING_PULLS;

@@ -47,14 +47,9 @@ impl NatsCoordination {
         replicas: usize,
         record_ttl: Duration,
     ) -> Result<Self, CoordError> {
-        let servers = ism_events::jetstream::nats_servers(url).map_err(CoordError::Unavailable)?;
-        let client = async_nats::ConnectOptions::new()
-            .name("ism-cluster")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .connect(servers)
+        let client = ism_events::jetstream::connect_client(url, "ism-cluster")
             .await
-            .map_err(unavailable)?;
+            .map_err(CoordError::Unavailable)?;
         let js = async_nats::jetstream::new(client);
         let bucket = |name: &str, description: &str, max_age: Duration| kv::Config {
             bucket: name.into(),
@@ -86,6 +81,15 @@ impl NatsCoordination {
             create(bucket(DRAINS_BUCKET, "gateway nodes asked to drain", Duration::ZERO)).await?;
         Ok(Self { nodes, owners, drains, url: url.to_string() })
     }
+}
+
+/// Whether a write expecting a key's revision found the key moved on since it was read.
+fn moved_on(e: &kv::UpdateError) -> bool {
+    use async_nats::jetstream::context::PublishError;
+    e.kind() == UpdateErrorKind::WrongLastRevision
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<PublishError>())
+            .is_some_and(ism_events::jetstream::lost_the_race)
 }
 
 fn key(endpoint: Uuid) -> String {
@@ -148,7 +152,7 @@ impl Coordination for NatsCoordination {
                     let previous = decode::<Owner>(&entry.value)?;
                     match self.owners.update(&k, value.clone(), entry.revision).await {
                         Ok(_) => return Ok(Claimed { previous: Some(previous) }),
-                        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) if moved_on(&e) => continue,
                         Err(e) => return Err(unavailable(e)),
                     }
                 }
@@ -165,8 +169,13 @@ impl Coordination for NatsCoordination {
         if entry.operation != Operation::Put || decode::<Owner>(&entry.value)?.tunnel != tunnel {
             return Ok(false);
         }
-        // Only if nobody claimed it since we read it.
-        Ok(self.owners.delete_expect_revision(&k, Some(entry.revision)).await.is_ok())
+        // Only if nobody claimed it since we read it: a claim in between is a wrong last
+        // sequence (not ours to release any more); anything else is NATS failing.
+        match self.owners.delete_expect_revision(&k, Some(entry.revision)).await {
+            Ok(()) => Ok(true),
+            Err(e) if moved_on(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn owner(&self, endpoint: Uuid) -> Result<Option<Owner>, CoordError> {

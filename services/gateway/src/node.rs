@@ -533,16 +533,22 @@ pub(crate) async fn close_lost_session(
     cause: &Cause,
     why: &str,
 ) -> Result<(), ism_actors::CommandError<ism_actors::tunnel::TunnelError>> {
-    let lost = ism_actors::aggregate::load::<Tunnel>(&*state.log, tunnel).await?;
-    let carried = lost.state.opened.map(|t| t.open_streams).unwrap_or_default();
-    let reason = format!("cut: {why} before recording the end (bytes moved unknown)");
-    for stream in carried {
-        let cut = TunnelCommand::CutStream { stream, reason: reason.clone() };
-        state.tunnels.execute(tunnel, cut, cause.clone()).await?;
+    let recorded = async {
+        let lost = ism_actors::aggregate::load::<Tunnel>(&*state.log, tunnel).await?;
+        let carried = lost.state.opened.map(|t| t.open_streams).unwrap_or_default();
+        let reason = format!("cut: {why} before recording the end (bytes moved unknown)");
+        for stream in carried {
+            let cut = TunnelCommand::CutStream { stream, reason: reason.clone() };
+            state.tunnels.execute(tunnel, cut, cause.clone()).await?;
+        }
+        let close = TunnelCommand::Close { reason: why.to_string() };
+        state.tunnels.execute(tunnel, close, cause.clone()).await
     }
-    let close = TunnelCommand::Close { reason: why.to_string() };
-    state.tunnels.execute(tunnel, close, cause.clone()).await?;
-    Ok(())
+    .await;
+    // Nothing more happens on a lost session: its actor goes (a survivor would otherwise keep
+    // one for every session of every node it saw lost).
+    state.tunnels.forget(tunnel);
+    recorded.map(|_| ())
 }
 
 /// Brings the log up to date with this node's restart: sessions it held before are gone, and
@@ -554,7 +560,6 @@ async fn recover(state: &NodeState) {
         if let Err(e) = close_lost_session(state, t.id, &cause, &why).await {
             tracing::warn!(tunnel = %t.id, error = %e, "could not close a stale session");
         }
-        state.tunnels.forget(t.id);
     }
     for g in state
         .directory

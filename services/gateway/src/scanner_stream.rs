@@ -106,27 +106,31 @@ pub async fn open<'a>(
         };
         let owner = match (elsewhere, local) {
             (Some(owner), _) => owner,
-            (None, Some(live)) => match open_local(path, &live, target.clone(), scanner, &cause)
-                .await
-            {
-                Err(OpenStreamError::SessionClosed) if relays_left > 1 => {
-                    // The session ended between the lookup and the open: the endpoint moved on
-                    // (or is gone), so it is looked up again.
-                    relays_left -= 1;
-                    continue;
+            (None, Some(live)) => {
+                match open_local(path, &live, target.clone(), scanner, &cause, relays_left > 1)
+                    .await
+                {
+                    Err(OpenStreamError::SessionClosed) if relays_left > 1 => {
+                        // The session ended between the lookup and the open: the endpoint moved on
+                        // (or is gone), so it is looked up again.
+                        relays_left -= 1;
+                        continue;
+                    }
+                    Ok((stream, recorder)) => {
+                        return Ok(OpenedStream {
+                            stream,
+                            limits: path.limits,
+                            stop,
+                            _registered: registered,
+                            recorder: Some(recorder),
+                            cause,
+                        });
+                    }
+                    Err(error) => {
+                        return Err(NotOpened::Open { target: target.to_string(), error })
+                    }
                 }
-                Ok((stream, recorder)) => {
-                    return Ok(OpenedStream {
-                        stream,
-                        limits: path.limits,
-                        stop,
-                        _registered: registered,
-                        recorder: Some(recorder),
-                        cause,
-                    });
-                }
-                Err(error) => return Err(NotOpened::Open { target: target.to_string(), error }),
-            },
+            }
             (None, None) => {
                 return Err(turned_away(NotOpened::EndpointOffline(scanner.endpoint.name.clone())))
             }
@@ -163,13 +167,15 @@ pub async fn open<'a>(
 }
 
 /// Opens a stream on the endpoint's session on this node and records its opening, or its
-/// refusal, on the endpoint's tunnel.
+/// refusal, on the endpoint's tunnel; a session that closed meanwhile is not recorded as a
+/// refusal when the caller `will_retry` (the endpoint moved on, and the stream goes there).
 async fn open_local(
     path: &ScannerPath<'_>,
     live: &LiveSession,
     target: TargetAddr,
     scanner: &AuthorisedScanner,
     cause: &Cause,
+    will_retry: bool,
 ) -> Result<(TunnelStream, Recorder<Tunnel>), OpenStreamError> {
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
@@ -186,6 +192,7 @@ async fn open_local(
             recorder.tell(command, cause.clone());
             Ok((stream, recorder))
         }
+        Err(OpenStreamError::SessionClosed) if will_retry => Err(OpenStreamError::SessionClosed),
         Err(error) => {
             path.refusals.refused(RefusedStream {
                 tunnel: live.tunnel,

@@ -11,8 +11,8 @@ use ism_endpoint::AgentStatus;
 use ism_events::jetstream::JetStreamLog;
 use ism_events::{AggregateId, Event, EventLog};
 use ism_tests::cluster::{
-    connected, echo_server, echo_stream_through, eventually, provision, recorded, socks_open,
-    Provisioned, TestMachine, PATIENCE,
+    connected, echo_server, echo_stream_through, eventually, provision, recorded, round_trip,
+    socks_open, Provisioned, TestMachine, PATIENCE,
 };
 use ism_tests::gateway_cluster::ClusterFiles;
 use ism_tests::gateway_process::{NodePorts, NodeProcess};
@@ -308,7 +308,9 @@ async fn a_rolling_restart_under_load_loses_no_stream() {
         let (mut ok, mut failed, mut turn) = (0usize, Vec::new(), 0usize);
         while !*stopped.borrow_and_update() {
             turn += 1;
-            let Some(node) = (0..3).map(|k| (turn + k) % 3).find(|&k| ready(ports[k].api)) else {
+            let Some(node) = next_ready(&ports, turn).await else {
+                // Every node is between its drain and its restart: ask again in a moment.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             };
             let socks = ports[node].socks.to_string();
@@ -333,6 +335,16 @@ async fn a_rolling_restart_under_load_loses_no_stream() {
         let said = tokio::task::spawn_blocking(move || node.terminate()).await.unwrap();
         assert!(said.iter().any(|l| l.starts_with("draining")), "{said:?}");
         c.nodes[i] = Some(c.launch(i).await);
+        // As a rolling restart does: the next node stops only once this one is back in
+        // rotation.
+        let api = c.ports[i].api;
+        eventually(&format!("{name} ready"), || async move {
+            tokio::task::spawn_blocking(move || ism_tests::answers_200(&api.to_string(), "/ready"))
+                .await
+                .unwrap()
+                .then_some(())
+        })
+        .await;
         let status = agent
             .wait_for(
                 PATIENCE,
@@ -350,24 +362,15 @@ async fn a_rolling_restart_under_load_loses_no_stream() {
     agent.stop();
 }
 
-/// What a load balancer's health check sees.
-fn ready(api: std::net::SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut tcp) = std::net::TcpStream::connect(api) else { return false };
-    let _ = tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let mut response = String::new();
-    tcp.write_all(b"GET /ready HTTP/1.0\r\n\r\n").is_ok()
-        && tcp.read_to_string(&mut response).is_ok()
-        && response.lines().next().is_some_and(|status| status.contains(" 200 "))
-}
-
-async fn round_trip(stream: &mut TcpStream) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    stream.write_all(b"ping").await?;
-    let mut buf = [0u8; 4];
-    stream.read_exact(&mut buf).await?;
-    if &buf != b"ping" {
-        return Err(std::io::Error::other(format!("echoed {buf:?}")));
-    }
-    Ok(())
+/// The first node from `turn` on (round robin) whose `/ready` says 200, as a load balancer's
+/// health check sees it; checked off the test's one thread, which the endpoint agent shares.
+async fn next_ready(ports: &[NodePorts], turn: usize) -> Option<usize> {
+    let apis: Vec<String> = ports.iter().map(|p| p.api.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        (0..apis.len())
+            .map(|k| (turn + k) % apis.len())
+            .find(|&k| ism_tests::answers_200(&apis[k], "/ready"))
+    })
+    .await
+    .unwrap()
 }

@@ -62,8 +62,16 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
             cluster.saw(&nodes);
             liveness.lost(now)
         };
+        // Recorded beside the heartbeat, not inside it: a node that held thousands of sessions
+        // takes a while, and this node must keep announcing itself meanwhile.
         for node in lost.into_iter().filter(|n| *n != cluster.node_id) {
-            record_lost_node(&state, &node).await;
+            if cluster.start_recording_lost(&node) {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    record_lost_node(&state, &node).await;
+                    state.cluster.done_recording_lost(&node);
+                });
+            }
         }
     }
 }
@@ -75,7 +83,14 @@ async fn record_lost_node(state: &NodeState, node: &str) {
     let cluster = &state.cluster;
     let cause = Cause::by(Principal::node(state.node_id.clone()));
     let why = format!("gateway node {node} lost");
-    let owned = cluster.coordination.owners().await.unwrap_or_default();
+    let owned = match cluster.coordination.owners().await {
+        Ok(owned) => owned,
+        Err(e) => {
+            // Its announcement stays, so the next heartbeat finds it lost and tries again.
+            tracing::warn!(node, error = %e, "cannot read whose endpoints the lost node held");
+            return;
+        }
+    };
     let mut tunnels: Vec<uuid::Uuid> =
         owned.iter().filter(|(_, o)| o.node == node).map(|(_, o)| o.tunnel).collect();
     // Sessions the log shows open on the node, claimed or not.
@@ -94,8 +109,9 @@ async fn record_lost_node(state: &NodeState, node: &str) {
 }
 
 /// Follows who holds each endpoint (the routing of scanner streams reads it) and closes this
-/// node's session of an endpoint that a newer session on another node claimed: the newest session wins, wherever it lives. A draining node
-/// lets the replaced session's running streams finish first (up to `drain_timeout`).
+/// node's session of an endpoint that a newer session on another node claimed: the newest
+/// session wins, wherever it lives. A draining node lets the replaced session's running streams
+/// finish first (up to `drain_timeout`).
 pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
     let cluster = &state.cluster;
     loop {
