@@ -62,16 +62,8 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
             cluster.saw(&nodes);
             liveness.lost(now)
         };
-        // Recorded beside the heartbeat, not inside it: a node that held thousands of sessions
-        // takes a while, and this node must keep announcing itself meanwhile.
         for node in lost.into_iter().filter(|n| *n != cluster.node_id) {
-            if cluster.start_recording_lost(&node) {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    record_lost_node(&state, &node).await;
-                    state.cluster.done_recording_lost(&node);
-                });
-            }
+            record_lost_node(&state, &node).await;
         }
     }
 }

@@ -84,8 +84,6 @@ pub struct Cluster {
     /// moment behind a move; the node it names then answers NotHeld and the stream looks the
     /// owner up in the store itself.
     owners: Mutex<std::collections::HashMap<Uuid, Owner>>,
-    /// Lost nodes whose sessions' ends this node is recording now.
-    recording_lost: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A node as operators see it (`ism node list`).
@@ -137,18 +135,7 @@ impl Cluster {
             joined: watch::channel(false).0,
             relays: Mutex::default(),
             owners: Mutex::default(),
-            recording_lost: Mutex::default(),
         }
-    }
-
-    /// Whether this node should start recording the end of lost `node`'s sessions (it is not
-    /// doing so already).
-    pub fn start_recording_lost(&self, node: &str) -> bool {
-        self.recording_lost.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_string())
-    }
-
-    pub fn done_recording_lost(&self, node: &str) {
-        self.recording_lost.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
     }
 
     fn owners(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, Owner>> {
