@@ -11,7 +11,7 @@
 //! is one lookup and one constant-time comparison, and the secret parts carry 256 bits of entropy
 //! (which is why a plain SHA-256, not a slow password hash, is the right hash here).
 
-use ring::{digest, hmac, rand::SecureRandom};
+use ring::{aead, digest, hmac, rand::SecureRandom};
 use std::fmt::Write;
 use uuid::Uuid;
 
@@ -69,6 +69,56 @@ impl KeySecret {
         let tag = hmac::sign(&self.0, &msg);
         format!("{ENDPOINT_KEY_PREFIX}_{}_{}", endpoint.simple(), hex(tag.as_ref()))
     }
+
+    /// The AES-256-GCM key for secrets that must be stored yet used in the clear later (a
+    /// webhook's signing secret): derived from the cluster secret, so every node can open what
+    /// any node sealed, and the event log never holds them readable.
+    fn sealing_key(&self) -> aead::LessSafeKey {
+        let derived = hmac::sign(&self.0, b"sealed-secrets\0v1");
+        let key = aead::UnboundKey::new(&aead::AES_256_GCM, derived.as_ref())
+            .expect("an HMAC-SHA256 tag is an AES-256 key");
+        aead::LessSafeKey::new(key)
+    }
+
+    /// `secret` encrypted (random nonce, authenticated), as hex.
+    pub fn seal(&self, secret: &str) -> String {
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&random_bytes()[..12]);
+        let mut sealed = secret.as_bytes().to_vec();
+        self.sealing_key()
+            .seal_in_place_append_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                &mut sealed,
+            )
+            .expect("a secret this short always seals");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        hex(&out)
+    }
+
+    /// What [`seal`](Self::seal) sealed; fails on anything else, or on a value sealed under
+    /// another cluster secret.
+    pub fn open(&self, sealed: &str) -> Result<String, CredentialError> {
+        let bytes = unhex(sealed).filter(|b| b.len() > 12).ok_or(CredentialError::Unsealable)?;
+        let (nonce, rest) = bytes.split_at(12);
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce)
+            .map_err(|_| CredentialError::Unsealable)?;
+        let mut rest = rest.to_vec();
+        let plain = self
+            .sealing_key()
+            .open_in_place(nonce, aead::Aad::empty(), &mut rest)
+            .map_err(|_| CredentialError::Unsealable)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| CredentialError::Unsealable)
+    }
+}
+
+/// The bytes of lower- or upper-case hex; `None` for anything else.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +127,10 @@ pub enum CredentialError {
     WeakSecret(usize),
     #[error("malformed credential: expected {0}")]
     Malformed(&'static str),
+    #[error(
+        "a sealed secret cannot be opened: it is damaged or was sealed under another key secret"
+    )]
+    Unsealable,
 }
 
 /// The endpoint a presented key claims to belong to. Says nothing about whether it is valid.
@@ -186,5 +240,20 @@ mod tests {
             "a scanner secret is not an API token"
         );
         assert!(KeySecret::from_bytes(&[0; 16]).is_err());
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_under_the_same_key_secret() {
+        let secret = KeySecret::from_bytes(&[7; 32]).unwrap();
+        let sealed = secret.seal("whsec_abc");
+        assert_ne!(sealed, secret.seal("whsec_abc"), "a fresh nonce each time");
+        assert!(!sealed.contains("whsec"));
+        assert_eq!(secret.open(&sealed).unwrap(), "whsec_abc");
+        let other = KeySecret::from_bytes(&[8; 32]).unwrap();
+        assert_eq!(other.open(&sealed), Err(CredentialError::Unsealable));
+        let mut damaged = sealed.clone();
+        damaged.replace_range(30..32, if &sealed[30..32] == "00" { "11" } else { "00" });
+        assert_eq!(secret.open(&damaged), Err(CredentialError::Unsealable));
+        assert_eq!(secret.open("zz"), Err(CredentialError::Unsealable));
     }
 }

@@ -30,13 +30,34 @@ pub struct CreatedUser {
     pub role: UserRole,
     /// Token id -> still valid.
     pub tokens: BTreeMap<Uuid, bool>,
+    pub email: Option<String>,
+    pub notifications: Option<bool>,
 }
 
 pub enum UserCommand {
-    Create { name: String, role: UserRole },
-    ChangeRole { role: UserRole },
-    IssueToken { token: Uuid, label: String, token_hash: String },
-    RevokeToken { token: Uuid },
+    Create {
+        name: String,
+        role: UserRole,
+    },
+    ChangeRole {
+        role: UserRole,
+    },
+    IssueToken {
+        token: Uuid,
+        label: String,
+        token_hash: String,
+    },
+    RevokeToken {
+        token: Uuid,
+    },
+    /// Sets (or, with `None`, removes) the address notifications go to.
+    SetEmail {
+        email: Option<String>,
+    },
+    /// Opts in to or out of notifications.
+    SetNotifications {
+        enabled: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,8 +72,32 @@ pub enum UserError {
     Spaces,
     #[error("{0:?} is reserved (it reads as the bootstrap administrator or another kind of actor); choose another user name")]
     Reserved(String),
+    #[error("{0:?} is not an email address (expected name@domain, ASCII, no spaces)")]
+    BadEmail(String),
     #[error(transparent)]
     Invalid(#[from] TextError),
+}
+
+/// Longest email address (RFC 5321's path limit).
+const MAX_EMAIL: usize = 254;
+
+/// An address notifications can be sent to: `local@domain` in printable ASCII without spaces or
+/// the characters that would break a mail header (`<`, `>`, `,`, `;`, quotes), a domain with a
+/// dot or a single label (`localhost` relays in tests and labs).
+fn checked_email(raw: &str) -> Result<String, UserError> {
+    let email = checked("email", raw, MAX_EMAIL, true)?;
+    let bad = || UserError::BadEmail(email.clone());
+    let (local, domain) = email.rsplit_once('@').ok_or_else(bad)?;
+    let forbidden = |c: char| c.is_ascii_whitespace() || "<>,;\"()[]\\:".contains(c) || c == '@';
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+    };
+    if local.is_empty() || local.chars().any(forbidden) || !domain.split('.').all(label_ok) {
+        return Err(bad());
+    }
+    Ok(email)
 }
 
 /// Names a user may not take: the bootstrap administrator's, names of the system itself, and
@@ -76,8 +121,13 @@ impl Aggregate for User {
     fn apply(&mut self, event: &UserEvent) {
         use UserEvent::*;
         if let UserCreated { name, role } = event {
-            self.created =
-                Some(CreatedUser { name: name.clone(), role: *role, tokens: BTreeMap::new() });
+            self.created = Some(CreatedUser {
+                name: name.clone(),
+                role: *role,
+                tokens: BTreeMap::new(),
+                email: None,
+                notifications: None,
+            });
             return;
         }
         // Every other event follows a creation.
@@ -85,6 +135,8 @@ impl Aggregate for User {
         match event {
             UserCreated { .. } => {}
             UserRoleChanged { role } => u.role = *role,
+            UserEmailChanged { email } => u.email = email.clone(),
+            UserNotificationsChanged { enabled } => u.notifications = Some(*enabled),
             ApiTokenIssued { token, .. } => {
                 u.tokens.insert(*token, true);
             }
@@ -126,6 +178,12 @@ impl Aggregate for User {
                 Some(false) => None,
                 Some(true) => Some(UserEvent::ApiTokenRevoked { token: *token }),
             },
+            UserCommand::SetEmail { email } => {
+                let email = email.as_deref().map(checked_email).transpose()?;
+                (u.email != email).then_some(UserEvent::UserEmailChanged { email })
+            }
+            UserCommand::SetNotifications { enabled } => (u.notifications != Some(*enabled))
+                .then_some(UserEvent::UserNotificationsChanged { enabled: *enabled }),
         })
     }
 }
@@ -161,6 +219,39 @@ mod tests {
         Scenario::<User>::given(&[existing])
             .when(&create("ALICE"))
             .then_error(UserError::AlreadyExists("alice".into()));
+    }
+
+    #[test]
+    fn emails_are_checked_and_set_once() {
+        let created = UserCreated { name: "alice".into(), role: UserRole::SecurityLead };
+        let set = |e: &str| UserCommand::SetEmail { email: Some(e.into()) };
+        let alice = Scenario::<User>::given(std::slice::from_ref(&created));
+        alice
+            .when(&set(" alice@corp.example "))
+            .then(UserEmailChanged { email: Some("alice@corp.example".into()) });
+        alice
+            .when(&set("ops@localhost"))
+            .then(UserEmailChanged { email: Some("ops@localhost".into()) });
+        for bad in
+            ["alice", "@corp.example", "a b@corp.example", "a@corp..example", "a<b>@x", "a@-x"]
+        {
+            alice.when(&set(bad)).then_error(UserError::BadEmail(bad.trim().into()));
+        }
+        assert!(matches!(
+            alice.when(&set("\u{e9}@corp.example")).result(),
+            Err(UserError::Invalid(TextError::NotAscii { .. }))
+        ));
+        let with_email = Scenario::<User>::given(&[
+            created,
+            UserEmailChanged { email: Some("a@x.example".into()) },
+        ]);
+        with_email.when(&set("a@x.example")).then_nothing();
+        with_email
+            .when(&UserCommand::SetEmail { email: None })
+            .then(UserEmailChanged { email: None });
+        with_email
+            .when(&UserCommand::SetNotifications { enabled: false })
+            .then(UserNotificationsChanged { enabled: false });
     }
 
     #[test]

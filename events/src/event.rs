@@ -14,7 +14,8 @@ use uuid::Uuid;
 ///
 /// 1: the first catalogue. 2: `StreamRefusalsRepeated`. 3: `EndpointUnbound`,
 /// `EndpointRegistrationRefusalsRepeated`, `ScannerRefused`, `ScannerRefusalsRepeated`.
-pub const SCHEMA_VERSION: u16 = 3;
+/// 4: users' email and notification settings, webhooks, notifications.
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// Operating system of the machine an endpoint runs on, as chosen in the configure wizard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -113,6 +114,8 @@ pub enum AggregateKind {
     Endpoint,
     Tunnel,
     User,
+    Webhook,
+    Notification,
 }
 
 impl AggregateKind {
@@ -122,7 +125,57 @@ impl AggregateKind {
             AggregateKind::Endpoint => "endpoint",
             AggregateKind::Tunnel => "tunnel",
             AggregateKind::User => "user",
+            AggregateKind::Webhook => "webhook",
+            AggregateKind::Notification => "notification",
         }
+    }
+}
+
+/// What a notification is about: the reference product's emails, plus the retention warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// An endpoint's session ended and it did not come back within the grace period.
+    EndpointOffline,
+    /// An endpoint reconnected after it was reported offline.
+    EndpointOnline,
+    /// An endpoint went offline and online too often: one notice, then a 24-hour pause.
+    EndpointUnstable,
+    /// No live node served the gateway for longer than the grace period.
+    GatewayOffline,
+    /// A node serves the gateway again after it was reported offline.
+    GatewayOnline,
+    /// The gateway will be deleted for inactivity (14 days and 1 day before).
+    RetentionWarning,
+    /// The gateway was deleted after four months without scan activity.
+    GatewayRetired,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 7] = [
+        NoticeKind::EndpointOffline,
+        NoticeKind::EndpointOnline,
+        NoticeKind::EndpointUnstable,
+        NoticeKind::GatewayOffline,
+        NoticeKind::GatewayOnline,
+        NoticeKind::RetentionWarning,
+        NoticeKind::GatewayRetired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::EndpointOffline => "endpoint-offline",
+            NoticeKind::EndpointOnline => "endpoint-online",
+            NoticeKind::EndpointUnstable => "endpoint-unstable",
+            NoticeKind::GatewayOffline => "gateway-offline",
+            NoticeKind::GatewayOnline => "gateway-online",
+            NoticeKind::RetentionWarning => "retention-warning",
+            NoticeKind::GatewayRetired => "gateway-retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NoticeKind> {
+        NoticeKind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -312,6 +365,60 @@ catalogue! {
         /// An API token for the user; only its hash is kept.
         ApiTokenIssued { token: Uuid, label: String, token_hash: String },
         ApiTokenRevoked { token: Uuid },
+        /// The address notifications are sent to (`None`: no email for this user).
+        UserEmailChanged { email: Option<String> },
+        /// The user opted in to (or out of) notifications; without this event Security Leads
+        /// receive them and Administrators do not.
+        UserNotificationsChanged { enabled: bool },
+    }
+
+    /// A subscription to notifications by HTTP POST, signed with its secret.
+    Webhook => WebhookEvent {
+        /// `secret_sealed` is the signing secret encrypted under the cluster's key secret, so
+        /// the log never holds it in the clear; `events` are notice kinds (empty: all).
+        WebhookAdded { url: String, secret_sealed: String, events: Vec<NoticeKind> },
+        WebhookRemoved,
+    }
+
+    /// One notification, under an id derived from what it is about, so that every node that
+    /// derives it names the same aggregate and exactly one claim wins.
+    Notification => NotificationEvent {
+        /// A node took the notification on; it is the sender until `lease_until_ms`, after which
+        /// another node may claim it again (the first died before it finished).
+        NotificationClaimed {
+            kind: NoticeKind,
+            /// The endpoint or gateway it is about.
+            subject: Uuid,
+            node: String,
+            lease_until_ms: i64,
+            /// Where it is to be delivered (`email`, `webhook:<id>`): it is done once each has
+            /// a `NotificationSent`.
+            #[serde(default)]
+            channels: Vec<String>,
+        },
+        /// Delivered on one channel (`email`, `webhook:<id>`); `message_id` is the same for every
+        /// attempt, so a receiver can drop a duplicate.
+        NotificationSent {
+            channel: String,
+            recipients: Vec<String>,
+            kind: NoticeKind,
+            subject: String,
+            message_id: String,
+        },
+        /// One delivery attempt failed; it is retried with backoff.
+        NotificationFailed { channel: String, error: String, attempt: u32 },
+        /// Not sent, and why (the endpoint's notifications are paused, nobody to tell).
+        NotificationSuppressed {
+            kind: NoticeKind,
+            why: String,
+            /// The endpoint or gateway it is about (a suppression may be the first event).
+            #[serde(default)]
+            subject: Uuid,
+        },
+        /// Every notification about `endpoint` is held back until `until_ms` (it was unstable).
+        NotificationsPaused { endpoint: Uuid, until_ms: i64 },
+        /// The pause recorded in this notification is over.
+        NotificationsResumed { endpoint: Uuid },
     }
 
     /// What happens in one endpoint session on one gateway node.
@@ -390,6 +497,16 @@ impl Event {
             | Event::EndpointUnbound { .. }
             | Event::ScannerRefused { .. }
             | Event::ScannerRefusalsRepeated(_) => 3,
+            Event::UserEmailChanged { .. }
+            | Event::UserNotificationsChanged { .. }
+            | Event::WebhookAdded { .. }
+            | Event::WebhookRemoved
+            | Event::NotificationClaimed { .. }
+            | Event::NotificationSent { .. }
+            | Event::NotificationFailed { .. }
+            | Event::NotificationSuppressed { .. }
+            | Event::NotificationsPaused { .. }
+            | Event::NotificationsResumed { .. } => 4,
             _ => 1,
         }
     }
@@ -427,6 +544,9 @@ mod tests {
                 last_ms: 2,
             }),
             Event::EndpointUnbound { machine: "m".into() },
+            Event::UserEmailChanged { email: Some("a@example.test".into()) },
+            Event::WebhookRemoved,
+            Event::NotificationsResumed { endpoint: id },
         ]
     }
 
@@ -437,14 +557,19 @@ mod tests {
             let as_endpoint = EndpointEvent::try_from(e.clone()).ok().map(Event::from);
             let as_tunnel = TunnelEvent::try_from(e.clone()).ok().map(Event::from);
             let as_user = UserEvent::try_from(e.clone()).ok().map(Event::from);
+            let as_webhook = WebhookEvent::try_from(e.clone()).ok().map(Event::from);
+            let as_notification = NotificationEvent::try_from(e.clone()).ok().map(Event::from);
             let back = match e.kind() {
                 AggregateKind::Gateway => &as_gateway,
                 AggregateKind::Endpoint => &as_endpoint,
                 AggregateKind::Tunnel => &as_tunnel,
                 AggregateKind::User => &as_user,
+                AggregateKind::Webhook => &as_webhook,
+                AggregateKind::Notification => &as_notification,
             };
             assert_eq!(back.as_ref(), Some(&e), "{e:?} round-trips through its aggregate type");
-            let converted = [&as_gateway, &as_endpoint, &as_tunnel, &as_user];
+            let converted =
+                [&as_gateway, &as_endpoint, &as_tunnel, &as_user, &as_webhook, &as_notification];
             assert_eq!(converted.iter().filter(|c| c.is_some()).count(), 1, "{e:?}");
         }
     }
@@ -465,6 +590,12 @@ mod tests {
                 }
                 AggregateKind::User => {
                     rmp_serde::to_vec_named(&UserEvent::try_from(e.clone()).unwrap())
+                }
+                AggregateKind::Webhook => {
+                    rmp_serde::to_vec_named(&WebhookEvent::try_from(e.clone()).unwrap())
+                }
+                AggregateKind::Notification => {
+                    rmp_serde::to_vec_named(&NotificationEvent::try_from(e.clone()).unwrap())
                 }
             };
             assert_eq!(typed.unwrap(), stored, "{e:?}");

@@ -1,6 +1,7 @@
 //! Events: what happened, in what envelope, stored where.
 //!
-//! - [`event`]: the versioned event catalogue (gateways, endpoints, tunnels);
+//! - [`event`]: the versioned event catalogue (gateways, endpoints, tunnels, users, webhooks,
+//!   notifications);
 //! - [`envelope`]: id, aggregate, sequence, time, causation, trace context, actor;
 //! - [`principal`]: who caused an event, by kind (user, bootstrap administrator, endpoint, node...);
 //! - [`codec`]: MessagePack encoding (`rmp-serde`, named fields) and upcasting;
@@ -31,9 +32,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, Cause, Envelope, Recorded};
 pub use escape::escaped;
 pub use event::{
-    AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, Platform,
-    RepeatedRefusals, RepeatedRegistrationRefusals, TunnelEvent, UserEvent, UserRole,
-    SCHEMA_VERSION,
+    AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, NoticeKind,
+    NotificationEvent, Platform, RepeatedRefusals, RepeatedRegistrationRefusals, TunnelEvent,
+    UserEvent, UserRole, WebhookEvent, SCHEMA_VERSION,
 };
 pub use log::{AppendError, EventLog, EventStream, LogError};
 pub use principal::Principal;

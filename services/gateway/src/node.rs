@@ -15,7 +15,7 @@ use crate::state::{NodeState, StreamLimits};
 use crate::tls::{self, TlsSource};
 use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
-use ism_actors::credentials::{hash_secret, hex, random_bytes, KeySecret};
+use ism_actors::credentials::{hash_secret, hex, random_bytes, unhex, KeySecret};
 use ism_actors::gateway::GatewayCommand;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_actors::NodeActors;
@@ -260,15 +260,6 @@ fn owner_only(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    s.len()
-        .is_multiple_of(2)
-        .then(|| {
-            (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
-        })
-        .flatten()
-}
-
 /// Starts a node. Must run inside an actix `System` (its actors live on the calling arbiter).
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -303,7 +294,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let secret_path = config.key_secret_file.clone().unwrap_or_else(|| data.join("key-secret"));
     let secret_hex = secret_file(&secret_path, || hex(&KeySecret::generate_bytes()))?;
-    let key_secret = parse_hex(&secret_hex)
+    let key_secret = unhex(&secret_hex)
         .ok_or_else(|| NodeError::Secret { path: secret_path.clone(), reason: "not hexadecimal (it holds the secret as hex digits: copy the file of the cluster's first node, or delete it on a node alone to have one generated)".into() })
         .and_then(|b| {
             KeySecret::from_bytes(&b)

@@ -64,6 +64,8 @@ pub struct Timeline {
     endpoint_names: HashMap<Uuid, String>,
     endpoint_gateway: HashMap<Uuid, Uuid>,
     tunnel_endpoint: HashMap<Uuid, Uuid>,
+    /// What each notification is about (an endpoint or a gateway).
+    notification_subject: HashMap<Uuid, Uuid>,
 }
 
 impl Timeline {
@@ -110,6 +112,9 @@ impl Timeline {
             Event::TunnelOpened { endpoint, .. } => {
                 self.tunnel_endpoint.insert(agg.id, *endpoint);
             }
+            Event::NotificationClaimed { subject, .. } => {
+                self.notification_subject.insert(agg.id, *subject);
+            }
             _ => {}
         }
     }
@@ -130,7 +135,12 @@ impl Timeline {
                 let endpoint = self.tunnel_endpoint.get(&agg.id).copied();
                 (endpoint.and_then(|e| self.endpoint_gateway.get(&e).copied()), endpoint)
             }
-            AggregateKind::User => (None, None),
+            AggregateKind::User | AggregateKind::Webhook => (None, None),
+            AggregateKind::Notification => match self.notification_subject.get(&agg.id) {
+                Some(s) if self.gateway_names.contains_key(s) => (Some(*s), None),
+                Some(s) => (self.endpoint_gateway.get(s).copied(), Some(*s)),
+                None => (None, None),
+            },
         }
     }
 
@@ -146,6 +156,15 @@ impl Timeline {
             .get(&id)
             .map(|n| format!("endpoint {n:?}"))
             .unwrap_or_else(|| format!("endpoint {id}"))
+    }
+
+    /// The endpoint or gateway a notification is about.
+    fn subject_name(&self, id: Uuid) -> String {
+        if self.gateway_names.contains_key(&id) {
+            self.gateway_name(id)
+        } else {
+            self.endpoint_name(id)
+        }
     }
 
     fn describe(&self, agg: AggregateId, event: &Event) -> String {
@@ -315,6 +334,46 @@ impl Timeline {
                 format!("API token {token} {label:?} issued")
             }
             Event::ApiTokenRevoked { token } => format!("API token {token} revoked"),
+            Event::UserEmailChanged { email: Some(email) } => {
+                format!("user {} email set to {email}", agg.id)
+            }
+            Event::UserEmailChanged { email: None } => format!("user {} email removed", agg.id),
+            Event::UserNotificationsChanged { enabled } => {
+                format!("user {} notifications {}", agg.id, if *enabled { "on" } else { "off" })
+            }
+            Event::WebhookAdded { url, events, .. } => {
+                let kinds = if events.is_empty() {
+                    "every notification".to_string()
+                } else {
+                    events.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                };
+                format!("webhook {} added: {url} for {kinds}", agg.id)
+            }
+            Event::WebhookRemoved => format!("webhook {} removed", agg.id),
+            Event::NotificationClaimed { kind, subject, node, .. } => format!(
+                "{} notification about {} taken on by node {node}",
+                kind.as_str(),
+                self.subject_name(*subject)
+            ),
+            Event::NotificationSent { channel, recipients, kind, subject, .. } => format!(
+                "{} notification sent by {channel} to {}: {subject:?}",
+                kind.as_str(),
+                recipients.join(", ")
+            ),
+            Event::NotificationFailed { channel, error, attempt } => {
+                format!("notification by {channel} failed (attempt {attempt}): {error}")
+            }
+            Event::NotificationSuppressed { kind, why, .. } => {
+                format!("{} notification not sent: {why}", kind.as_str())
+            }
+            Event::NotificationsPaused { endpoint, until_ms } => format!(
+                "notifications about {} paused until {}",
+                self.endpoint_name(*endpoint),
+                format_time(*until_ms)
+            ),
+            Event::NotificationsResumed { endpoint } => {
+                format!("notifications about {} resumed", self.endpoint_name(*endpoint))
+            }
         }
     }
 }

@@ -45,6 +45,18 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The same time of day `months` calendar months later (UTC), on the same day of the month or,
+/// when that month is shorter, on its last day (31 October + 4 months = 28 or 29 February).
+pub fn add_months(ms: i64, months: u32) -> i64 {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let total = y * 12 + (m - 1) + i64::from(months);
+    let (y2, m2) = (total.div_euclid(12), total.rem_euclid(12) + 1);
+    let last =
+        days_from_civil(y2 + i64::from(m2 == 12), m2 % 12 + 1, 1) - days_from_civil(y2, m2, 1);
+    days_from_civil(y2, m2, d.min(last)) * 86_400_000 + rem
+}
+
 /// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
@@ -87,5 +99,15 @@ mod tests {
         for bad in ["", "2026-13-01", "2026-11-23T25:00", "yesterday", "2026-11"] {
             assert_eq!(parse_utc(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn adds_calendar_months_clamping_to_the_month_end() {
+        let plus = |date: &str, n| format_utc(add_months(parse_utc(date).unwrap(), n), '.');
+        assert_eq!(plus("2026-12-02T10:30:00Z", 4), "2027-04-02 10:30:00.000");
+        assert_eq!(plus("2026-10-31", 4), "2027-02-28 00:00:00.000");
+        assert_eq!(plus("2027-10-31", 4), "2028-02-29 00:00:00.000");
+        assert_eq!(plus("2026-08-31", 4), "2026-12-31 00:00:00.000");
+        assert_eq!(plus("2026-01-15", 0), "2026-01-15 00:00:00.000");
     }
 }

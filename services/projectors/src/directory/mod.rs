@@ -1,5 +1,5 @@
 //! The directory: gateways (deleted ones too), endpoints with their status and access, which node
-//! holds each endpoint, users and their tokens.
+//! holds each endpoint, users and their tokens, webhook subscriptions.
 //!
 //! It answers every read of the management API and every lookup of admission on the data path
 //! (which gateway a scanner credential belongs to, which endpoint a SOCKS username names, whose
@@ -11,6 +11,7 @@ mod views;
 
 pub use views::*;
 
+pub(crate) use apply::activity_advances;
 use apply::{decode, name_key, Tx, CHECKPOINT};
 use ism_events::projection::Row;
 use ism_events::{AggregateEvent, Event, Projection, ProjectionError, Recorded};
@@ -26,6 +27,7 @@ pub struct DirectoryProjection {
     endpoint_names: sled::Tree,
     users: sled::Tree,
     tokens: sled::Tree,
+    webhooks: sled::Tree,
     meta: sled::Tree,
     _db: sled::Db,
 }
@@ -51,12 +53,13 @@ impl DirectoryProjection {
             endpoint_names: tree("endpoint_names")?,
             users: tree("users")?,
             tokens: tree("tokens")?,
+            webhooks: tree("webhooks")?,
             meta: tree("meta")?,
             _db: db,
         })
     }
 
-    fn trees(&self) -> [(&'static str, &sled::Tree); 8] {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 9] {
         [
             ("gateways", &self.gateways),
             ("endpoints", &self.endpoints),
@@ -65,6 +68,7 @@ impl DirectoryProjection {
             ("endpoint_names", &self.endpoint_names),
             ("users", &self.users),
             ("tokens", &self.tokens),
+            ("webhooks", &self.webhooks),
             ("meta", &self.meta),
         ]
     }
@@ -157,6 +161,13 @@ impl DirectoryProjection {
     pub fn api_token(&self, id: Uuid) -> Result<Option<ApiTokenRow>, ProjectionError> {
         Self::row(&self.tokens, id.as_bytes())
     }
+
+    /// Every webhook subscription, oldest first.
+    pub fn webhooks(&self) -> Result<Vec<WebhookView>, ProjectionError> {
+        let mut out: Vec<WebhookView> = Self::all(&self.webhooks)?;
+        out.sort_by_key(|w| (w.created_ms, w.id));
+        Ok(out)
+    }
 }
 
 impl DirectoryProjection {
@@ -223,6 +234,7 @@ impl Projection for DirectoryProjection {
             &self.endpoint_names,
             &self.users,
             &self.tokens,
+            &self.webhooks,
             &self.meta,
         )
             .transaction(
@@ -234,6 +246,7 @@ impl Projection for DirectoryProjection {
                     endpoint_names,
                     users,
                     tokens,
+                    webhooks,
                     meta,
                 )| {
                     apply::apply(
@@ -245,6 +258,7 @@ impl Projection for DirectoryProjection {
                             endpoint_names,
                             users,
                             tokens,
+                            webhooks,
                             meta,
                         },
                         rec,

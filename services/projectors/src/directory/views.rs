@@ -1,7 +1,7 @@
 //! What the directory stores, one row type per tree. Every field comes from events (times from
 //! envelopes), and lists are kept sorted, so a rebuild writes the same bytes.
 
-use ism_events::{CredentialKind, Platform, SupportAccess, UserRole};
+use ism_events::{CredentialKind, NoticeKind, Platform, SupportAccess, UserRole};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -112,6 +112,46 @@ pub struct UserView {
     pub created_ms: i64,
     pub created_by: Option<String>,
     pub tokens: Vec<TokenView>,
+    /// Where notifications go; none without it.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The user's own choice about notifications; `None` follows the role
+    /// ([`UserView::notified`]).
+    #[serde(default)]
+    pub notifications: Option<bool>,
+}
+
+impl UserView {
+    /// Whether notifications are sent to this user: Security Leads unless they opted out,
+    /// Administrators who opted in, never Reviewers (they manage nothing), and only with an
+    /// address.
+    pub fn notified(&self) -> bool {
+        let wanted = match self.role {
+            UserRole::SecurityLead => self.notifications.unwrap_or(true),
+            UserRole::Administrator => self.notifications.unwrap_or(false),
+            UserRole::Reviewer => false,
+        };
+        wanted && self.email.is_some()
+    }
+}
+
+/// A webhook subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookView {
+    pub id: Uuid,
+    pub url: String,
+    /// The signing secret, sealed under the cluster's key secret (never shown).
+    pub secret_sealed: String,
+    /// Notice kinds it receives (empty: all).
+    pub events: Vec<NoticeKind>,
+    pub created_ms: i64,
+    pub created_by: Option<String>,
+}
+
+impl WebhookView {
+    pub fn wants(&self, kind: NoticeKind) -> bool {
+        self.events.is_empty() || self.events.contains(&kind)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ mod endpoint;
 mod gateway;
 mod tunnel;
 mod user;
+mod webhook;
 
 use super::views::*;
 use ism_events::{AggregateEvent, Envelope, Recorded};
@@ -23,17 +24,19 @@ pub(super) struct Tx<'a> {
     pub endpoint_names: &'a TransactionalTree,
     pub users: &'a TransactionalTree,
     pub tokens: &'a TransactionalTree,
+    pub webhooks: &'a TransactionalTree,
     pub meta: &'a TransactionalTree,
 }
 
 pub(super) const CHECKPOINT: &[u8] = b"checkpoint";
 
-/// How finely a gateway's last activity is kept. It feeds a rule counted in months, and
-/// rewriting the gateway's row for every stream would cost a storage transaction per stream.
-pub(super) const ACTIVITY_RESOLUTION_MS: i64 = 60_000;
+/// How finely a gateway's last activity is kept (here and in the notice projection). It feeds a
+/// rule counted in months, and rewriting a gateway's row for every stream would cost a storage
+/// transaction per stream.
+const ACTIVITY_RESOLUTION_MS: i64 = 60_000;
 
 /// Whether a stream opened at `t` moves a last activity of `last` (by a minute or more).
-pub(super) fn activity_advances(last: i64, t: i64) -> bool {
+pub(crate) fn activity_advances(last: i64, t: i64) -> bool {
     t >= last.saturating_add(ACTIVITY_RESOLUTION_MS)
 }
 
@@ -108,6 +111,9 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded, event: &AggregateEvent) -> TxRe
             update(tx.users, at.key, |u: &mut UserView| u.version = at.seq)?
         }
         AggregateEvent::Tunnel(e) => tunnel::apply(tx, &at, e)?,
+        AggregateEvent::Webhook(e) => webhook::apply(tx, &at, e)?,
+        // Notifications are the notice projection's (`crate::notices`).
+        AggregateEvent::Notification(_) => {}
     }
     tx.meta.insert(CHECKPOINT, &rec.position.to_be_bytes())?;
     Ok(())

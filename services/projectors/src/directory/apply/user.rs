@@ -16,6 +16,8 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &UserEvent) -> TxResult<()>
                 created_ms: t,
                 created_by: at.envelope.actor_shown(),
                 tokens: Vec::new(),
+                email: None,
+                notifications: None,
             };
             tx.users.insert(key, encode(&u))?;
         }
@@ -35,6 +37,12 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &UserEvent) -> TxResult<()>
                     revoked: false,
                 })
             })?;
+        }
+        UserEvent::UserEmailChanged { email } => {
+            update(tx.users, key, |u: &mut UserView| u.email = email.clone())?
+        }
+        UserEvent::UserNotificationsChanged { enabled } => {
+            update(tx.users, key, |u: &mut UserView| u.notifications = Some(*enabled))?
         }
         UserEvent::ApiTokenRevoked { token } => {
             update(tx.tokens, token.as_bytes(), |r: &mut ApiTokenRow| r.revoked = true)?;

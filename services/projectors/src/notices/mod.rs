@@ -1,0 +1,399 @@
+//! The notice projection: what the notification and retention rules need to know, and the
+//! notifications recorded so far.
+//!
+//! Rows are facts from events ([`rules`]); which notices are due is computed from them and the
+//! time when asked ([`NoticeProjection::due`]). A notification's own events (claimed, sent,
+//! suppressed) mark it finished in its subject's row, so a rebuild from the log knows everything
+//! that was sent, and sends nothing again.
+
+pub mod rules;
+
+pub use rules::{Action, Notice, Settings};
+
+use ism_events::projection::Row;
+use ism_events::{Event, NoticeKind, Projection, ProjectionError, Recorded};
+use rules::{EndpointWatch, GatewayWatch};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+use std::path::Path;
+use uuid::Uuid;
+
+/// One notification as `ism notifications list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationView {
+    pub id: Uuid,
+    pub kind: NoticeKind,
+    /// The endpoint or gateway it is about.
+    pub subject: Uuid,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    /// The node that claimed it last.
+    pub node: Option<String>,
+    pub channels: Vec<String>,
+    pub sent: Vec<SentView>,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub suppressed: Option<String>,
+    pub paused_until_ms: Option<i64>,
+    pub resumed: bool,
+}
+
+impl NotificationView {
+    fn new(id: Uuid, kind: NoticeKind, subject: Uuid, t: i64) -> Self {
+        Self {
+            id,
+            kind,
+            subject,
+            first_ms: t,
+            last_ms: t,
+            node: None,
+            channels: Vec::new(),
+            sent: Vec::new(),
+            failures: 0,
+            last_error: None,
+            suppressed: None,
+            paused_until_ms: None,
+            resumed: false,
+        }
+    }
+
+    /// Nothing is left to do about it.
+    pub fn finished(&self) -> bool {
+        self.suppressed.is_some()
+            || self.resumed
+            || (self.node.is_some()
+                && self.channels.iter().all(|c| self.sent.iter().any(|s| &s.channel == c)))
+    }
+
+    /// One word for its state: `sent`, `suppressed`, `resumed`, `failing`, `sending`.
+    pub fn state(&self) -> &'static str {
+        match () {
+            _ if self.resumed => "resumed",
+            _ if self.suppressed.is_some() => "suppressed",
+            _ if self.finished() => "sent",
+            _ if self.failures > 0 => "failing",
+            _ => "sending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentView {
+    pub channel: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub time_ms: i64,
+}
+
+pub struct NoticeProjection {
+    endpoints: sled::Tree,
+    gateways: sled::Tree,
+    /// Session -> (endpoint, gateway).
+    tunnels: sled::Tree,
+    notifications: sled::Tree,
+    meta: sled::Tree,
+    settings: Settings,
+    _db: sled::Db,
+}
+
+const CHECKPOINT: &[u8] = b"checkpoint";
+
+fn storage(e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Storage(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(v).expect("rows always encode")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ProjectionError> {
+    rmp_serde::from_slice(bytes).map_err(|e| ProjectionError::Corrupt(e.to_string()))
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<ProjectionError>>;
+
+fn get<T: for<'de> Deserialize<'de>>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        Some(v) => decode(&v).map(Some).map_err(ConflictableTransactionError::Abort),
+        None => Ok(None),
+    }
+}
+
+fn update<T: Serialize + for<'de> Deserialize<'de>>(
+    tree: &TransactionalTree,
+    key: &[u8],
+    f: impl FnOnce(&mut T),
+) -> TxResult<()> {
+    if let Some(mut row) = get::<T>(tree, key)? {
+        f(&mut row);
+        tree.insert(key, encode(&row))?;
+    }
+    Ok(())
+}
+
+struct Tx<'a> {
+    endpoints: &'a TransactionalTree,
+    gateways: &'a TransactionalTree,
+    tunnels: &'a TransactionalTree,
+    notifications: &'a TransactionalTree,
+}
+
+impl NoticeProjection {
+    /// Opens (or creates) the store in `path`. `settings` decide when an endpoint is unstable,
+    /// which the rows record, so a store is rebuilt when they change.
+    pub fn open(path: &Path, settings: Settings) -> Result<Self, ProjectionError> {
+        let db = ism_events::embedded::open_sled(path).map_err(storage)?;
+        let tree = |n: &str| db.open_tree(n).map_err(storage);
+        Ok(Self {
+            endpoints: tree("endpoints")?,
+            gateways: tree("gateways")?,
+            tunnels: tree("tunnels")?,
+            notifications: tree("notifications")?,
+            meta: tree("meta")?,
+            settings,
+            _db: db,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn trees(&self) -> [(&'static str, &sled::Tree); 5] {
+        [
+            ("endpoints", &self.endpoints),
+            ("gateways", &self.gateways),
+            ("tunnels", &self.tunnels),
+            ("notifications", &self.notifications),
+            ("meta", &self.meta),
+        ]
+    }
+
+    fn all<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Result<Vec<T>, ProjectionError> {
+        tree.iter().values().map(|v| decode(&v.map_err(storage)?)).collect()
+    }
+
+    /// Every notice due at `now` and not yet finished, oldest first.
+    pub fn due(&self, now: i64) -> Result<Vec<Notice>, ProjectionError> {
+        let mut out = Vec::new();
+        for e in Self::all::<EndpointWatch>(&self.endpoints)? {
+            out.extend(e.due(&self.settings, now));
+        }
+        for g in Self::all::<GatewayWatch>(&self.gateways)? {
+            out.extend(g.due(&self.settings, now));
+        }
+        out.sort_by_key(|n| (n.due_ms, n.id));
+        Ok(out)
+    }
+
+    /// When the gateway will be deleted for inactivity if nothing happens before.
+    pub fn deletion_due(&self, gateway: Uuid) -> Result<Option<i64>, ProjectionError> {
+        Ok(self
+            .gateways
+            .get(gateway.as_bytes())
+            .map_err(storage)?
+            .map(|v| decode::<GatewayWatch>(&v))
+            .transpose()?
+            .filter(|g| !g.deleted)
+            .map(|g| g.deadline_ms(&self.settings)))
+    }
+
+    /// Notifications, newest first, at most `limit`.
+    pub fn notifications(&self, limit: usize) -> Result<Vec<NotificationView>, ProjectionError> {
+        let mut all: Vec<NotificationView> = Self::all(&self.notifications)?;
+        all.sort_by_key(|n| std::cmp::Reverse((n.first_ms, n.id)));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    pub fn notification(&self, id: Uuid) -> Result<Option<NotificationView>, ProjectionError> {
+        self.notifications.get(id.as_bytes()).map_err(storage)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Events that change no row, decided without a transaction: most stream facts.
+    fn changes_nothing(&self, rec: &Recorded) -> Result<bool, ProjectionError> {
+        Ok(match &rec.envelope.event {
+            Event::StreamOpened { .. } => {
+                let Some(t) =
+                    self.tunnels.get(rec.envelope.aggregate.id.as_bytes()).map_err(storage)?
+                else {
+                    return Ok(true);
+                };
+                let (_, gateway): (Uuid, Uuid) = decode(&t)?;
+                match self.gateways.get(gateway.as_bytes()).map_err(storage)? {
+                    Some(g) => !decode::<GatewayWatch>(&g)?.moved_by(rec.envelope.time_ms),
+                    None => true,
+                }
+            }
+            Event::GatewayCreated { .. }
+            | Event::GatewayDeleted { .. }
+            | Event::EndpointAdded { .. }
+            | Event::EndpointDeleted
+            | Event::TunnelOpened { .. }
+            | Event::TunnelClosed { .. }
+            | Event::NotificationClaimed { .. }
+            | Event::NotificationSent { .. }
+            | Event::NotificationFailed { .. }
+            | Event::NotificationSuppressed { .. }
+            | Event::NotificationsPaused { .. }
+            | Event::NotificationsResumed { .. } => false,
+            _ => true,
+        })
+    }
+
+    fn apply_in(&self, tx: &Tx<'_>, rec: &Recorded) -> TxResult<()> {
+        let env = &rec.envelope;
+        let (id, t, s) = (env.aggregate.id, env.time_ms, &self.settings);
+        let key = id.as_bytes();
+        match &env.event {
+            Event::GatewayCreated { .. } => {
+                tx.gateways.insert(key, encode(&GatewayWatch::new(id, t)))?;
+            }
+            Event::GatewayDeleted { .. } => {
+                update(tx.gateways, key, |g: &mut GatewayWatch| g.deleted = true)?
+            }
+            Event::EndpointAdded { gateway, .. } => {
+                tx.endpoints.insert(key, encode(&EndpointWatch::new(id, *gateway)))?;
+            }
+            Event::EndpointDeleted => {
+                update(tx.endpoints, key, |e: &mut EndpointWatch| e.deleted = true)?
+            }
+            Event::TunnelOpened { endpoint, gateway, .. } => {
+                tx.tunnels.insert(key, encode(&(*endpoint, *gateway)))?;
+                update(tx.endpoints, endpoint.as_bytes(), |e: &mut EndpointWatch| {
+                    e.opened(id, t, env.id)
+                })?;
+            }
+            Event::TunnelClosed { .. } => {
+                if let Some((endpoint, _)) = get::<(Uuid, Uuid)>(tx.tunnels, key)? {
+                    tx.tunnels.remove(key)?;
+                    update(tx.endpoints, endpoint.as_bytes(), |e: &mut EndpointWatch| {
+                        e.closed(id, t, env.id, s)
+                    })?;
+                }
+            }
+            Event::StreamOpened { .. } => {
+                if let Some((_, gateway)) = get::<(Uuid, Uuid)>(tx.tunnels, key)? {
+                    update(tx.gateways, gateway.as_bytes(), |g: &mut GatewayWatch| g.active(t))?;
+                }
+            }
+            Event::NotificationClaimed { kind, subject, node, channels, .. } => {
+                let mut n = get::<NotificationView>(tx.notifications, key)?
+                    .unwrap_or_else(|| NotificationView::new(id, *kind, *subject, t));
+                (n.node, n.channels, n.last_ms) = (Some(node.clone()), channels.clone(), t);
+                self.store(tx, n)?;
+            }
+            Event::NotificationSent { channel, recipients, subject, .. } => {
+                self.change(tx, id, t, |n| {
+                    n.sent.push(SentView {
+                        channel: channel.clone(),
+                        recipients: recipients.clone(),
+                        subject: subject.clone(),
+                        time_ms: t,
+                    })
+                })?
+            }
+            Event::NotificationFailed { error, .. } => self.change(tx, id, t, |n| {
+                n.failures += 1;
+                n.last_error = Some(error.clone());
+            })?,
+            Event::NotificationSuppressed { kind, why, subject } => {
+                // A suppression may be the notification's first event.
+                let mut n = get::<NotificationView>(tx.notifications, key)?
+                    .unwrap_or_else(|| NotificationView::new(id, *kind, *subject, t));
+                (n.suppressed, n.last_ms) = (Some(why.clone()), t);
+                self.store(tx, n)?;
+            }
+            Event::NotificationsPaused { until_ms, .. } => {
+                self.change(tx, id, t, |n| n.paused_until_ms = Some(*until_ms))?
+            }
+            Event::NotificationsResumed { endpoint } => {
+                let mut n = NotificationView::new(id, NoticeKind::EndpointUnstable, *endpoint, t);
+                n.resumed = true;
+                self.store(tx, n)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn change(
+        &self,
+        tx: &Tx<'_>,
+        id: Uuid,
+        t: i64,
+        f: impl FnOnce(&mut NotificationView),
+    ) -> TxResult<()> {
+        if let Some(mut n) = get::<NotificationView>(tx.notifications, id.as_bytes())? {
+            f(&mut n);
+            n.last_ms = t;
+            self.store(tx, n)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a notification's view and, once it is finished, marks it so in its subject's row.
+    fn store(&self, tx: &Tx<'_>, n: NotificationView) -> TxResult<()> {
+        if n.finished() {
+            let subject = n.subject.as_bytes();
+            update(tx.endpoints, subject, |e: &mut EndpointWatch| e.handled(n.id))?;
+            update(tx.gateways, subject, |g: &mut GatewayWatch| g.handled(n.id))?;
+        }
+        tx.notifications.insert(n.id.as_bytes(), encode(&n))?;
+        Ok(())
+    }
+}
+
+impl Projection for NoticeProjection {
+    fn name(&self) -> &'static str {
+        "notices"
+    }
+
+    fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        Ok(self
+            .meta
+            .get(CHECKPOINT)
+            .map_err(storage)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
+    }
+
+    fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
+        let position = rec.position.to_be_bytes();
+        if self.changes_nothing(rec)? {
+            return self.meta.insert(CHECKPOINT, &position).map(|_| ()).map_err(storage);
+        }
+        (&self.endpoints, &self.gateways, &self.tunnels, &self.notifications, &self.meta)
+            .transaction(|(endpoints, gateways, tunnels, notifications, meta)| {
+                self.apply_in(&Tx { endpoints, gateways, tunnels, notifications }, rec)?;
+                meta.insert(CHECKPOINT, &position)?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(e) => e,
+                sled::transaction::TransactionError::Storage(e) => storage(e),
+            })
+    }
+
+    fn reset(&self) -> Result<(), ProjectionError> {
+        for (_, tree) in self.trees() {
+            tree.clear().map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
+        let mut out = Vec::new();
+        for (name, tree) in self.trees() {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(storage)?;
+                let mut key = name.as_bytes().to_vec();
+                key.push(0);
+                key.extend_from_slice(&k);
+                out.push((key, v.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+}
