@@ -84,7 +84,7 @@ const MAX_EMAIL: usize = 254;
 /// An address notifications can be sent to: `local@domain` in printable ASCII without spaces or
 /// the characters that would break a mail header (`<`, `>`, `,`, `;`, quotes), a domain with a
 /// dot or a single label (`localhost` relays in tests and labs).
-fn checked_email(raw: &str) -> Result<String, UserError> {
+pub fn checked_email(raw: &str) -> Result<String, UserError> {
     let email = checked("email", raw, MAX_EMAIL, true)?;
     let bad = || UserError::BadEmail(email.clone());
     let (local, domain) = email.rsplit_once('@').ok_or_else(bad)?;

@@ -11,12 +11,13 @@ I = lambda: {"type": "integer"}
 B = lambda: {"type": "boolean"}
 ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
 arr = lambda x: {"type": "array", "items": x}
+KIND = {"enum": ["endpoint-offline", "endpoint-online", "endpoint-unstable", "gateway-offline", "gateway-online", "retention-warning", "gateway-retired"]}
 schemas = {
   "Error": obj({"success": {"const": False}, "error": S()}),
   "Credential": obj({"id": U(), "label": S(), "kind": {"enum": ["scan", "support"]}, "issued_ms": I(), "revoked": B()}),
   "Gateway": obj({"id": U(), "version": I(), "name": S(), "description": S(), "status": {"enum": ["Initializing", "Online", "Offline", "Deleted"]},
       "created_ms": I(), "created_by": N("string"), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S(), "endpoint_count": I(),
-      "scanner_credentials": arr(ref("Credential")), "last_activity_ms": I(), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
+      "scanner_credentials": arr(ref("Credential")), "last_activity_ms": I(), "deletion_due_ms": N("integer"), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
   "DeletedGateway": obj({"id": U(), "name": S(), "deleted_ms": N("integer"), "deleted_reason": N("string")}),
   "IssuedCredential": obj({"id": U(), "gateway": U(), "kind": {"enum": ["scan", "support"]}, "secret": S(), "socks_address": S(), "usage": S()}),
   "SupportAccess": obj({"state": {"enum": ["off", "active", "expired"]}, "until_ms": N("integer"), "indefinite": B()}),
@@ -28,7 +29,14 @@ schemas = {
   "EndpointKey": obj({"endpoint": U(), "key_generation": I(), "key": S()}),
   "DeletedEndpoint": obj({"deleted": U(), "name": S()}),
   "Token": obj({"id": U(), "label": S(), "issued_ms": I(), "revoked": B()}),
-  "User": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "version": I(), "created_ms": I(), "created_by": N("string"), "tokens": arr(ref("Token"))}),
+  "User": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "version": I(), "created_ms": I(), "created_by": N("string"), "tokens": arr(ref("Token")),
+      "email": N("string"), "notified": B(), "notifications": N("boolean")}),
+  "Webhook": obj({"id": U(), "url": S(), "events": arr(KIND), "created_ms": I(), "created_by": N("string")}),
+  "AddedWebhook": obj({"webhook": ref("Webhook"), "secret": S()}),
+  "RemovedWebhook": obj({"removed": U()}),
+  "Notification": obj({"id": U(), "kind": KIND, "state": {"enum": ["sent", "suppressed", "resumed", "failing", "sending"]}, "subject": U(), "subject_name": N("string"),
+      "first_ms": I(), "last_ms": I(), "node": N("string"), "channels": arr(S()), "sent": arr(obj({"channel": S(), "recipients": arr(S()), "subject": S(), "time_ms": I()})),
+      "failures": I(), "last_error": N("string"), "suppressed": N("string"), "paused_until_ms": N("integer")}),
   "IssuedToken": obj({"id": U(), "user": S(), "token": S()}),
   "Me": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "may_manage": B()}),
   "Status": obj({"node": S(), "event_log": S(), "log_head": I(), "directory_position": I(), "connected_endpoints": I(), "open_streams": I(), "stream_limit_per_endpoint": I(), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S()}),
@@ -41,8 +49,9 @@ schemas = {
   "EndpointEdit": obj({"name": S(), "description": S(), "version": I()}, ["version"]),
   "AccessChange": obj({"scan_access": B(), "support_access": {"oneOf": [{"enum": ["off", "indefinite"]}, {"type": "integer", "minimum": 1, "maximum": 30}]}}, []),
   "NewCredential": obj({"label": S(), "kind": {"enum": ["scan", "support"]}}, []),
-  "NewUser": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}}),
-  "RoleChange": obj({"role": {"enum": ["administrator", "security-lead", "reviewer"]}}),
+  "NewUser": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "email": S()}, ["name", "role"]),
+  "UserChange": obj({"role": {"enum": ["administrator", "security-lead", "reviewer"]}, "email": S(), "notifications": B()}, []),
+  "NewWebhook": obj({"url": S(), "secret": S(), "events": arr(KIND)}, ["url"]),
   "NewToken": obj({"label": S()}, []),
 }
 def resp(desc, schema):
@@ -93,7 +102,13 @@ paths = {
   "/api/v1/users": {
       "get": op("Users", "200", "Users", arr(ref("User")), ["403"] + R),
       "post": op("Create a user", "201", "The user", ref("User"), ["400", "403", "409"] + R, body="NewUser")},
-  "/api/v1/users/{name}": {"patch": op("Change a user's role", "200", "The user", ref("User"), ["400", "403", "404"] + R, body="RoleChange", params=[p("name", "User name")])},
+  "/api/v1/users/{name}": {"patch": op("Change a user's role (Administrators), email address or notification choice (also the user themselves)", "200", "The user", ref("User"), ["400", "403", "404"] + R, body="UserChange", params=[p("name", "User name")])},
+  "/api/v1/webhooks": {
+      "get": op("Webhook subscriptions", "200", "Webhooks", arr(ref("Webhook")), ["403"] + R),
+      "post": op("Subscribe a URL to notifications (signed JSON POSTs; the secret is shown once)", "201", "The webhook and its secret", ref("AddedWebhook"), ["400", "403"] + R, body="NewWebhook")},
+  "/api/v1/webhooks/{id}": {"delete": op("Remove a webhook", "200", "Removed", ref("RemovedWebhook"), ["403", "404"] + R, params=[p("id", "Webhook id")])},
+  "/api/v1/notifications": {"get": op("Notifications sent, suppressed or being sent, newest first", "200", "Notifications", arr(ref("Notification")), ["400"] + R,
+      params=[q("limit", "At most this many (default 100, at most 1000)", {"type": "integer", "minimum": 0})])},
   "/api/v1/users/{name}/tokens": {"post": op("Issue an API token (shown once)", "201", "The token", ref("IssuedToken"), ["400", "403", "404"] + R, body="NewToken", params=[p("name", "User name")])},
   "/api/v1/users/{name}/tokens/{token}": {"delete": op("Revoke an API token", "200", "The user", ref("User"), ["403", "404"] + R, params=[p("name", "User name"), p("token", "Token id")])},
 }

@@ -255,13 +255,52 @@ impl ApiClient {
         self.call(Method::GET, "/api/v1/users", None).await
     }
 
-    pub async fn create_user(&self, name: &str, role: &str) -> Result<Value, ApiError> {
-        self.call(Method::POST, "/api/v1/users", Some(&json!({ "name": name, "role": role }))).await
+    pub async fn create_user(
+        &self,
+        name: &str,
+        role: &str,
+        email: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let mut body = json!({ "name": name, "role": role });
+        if let Some(e) = email {
+            body["email"] = json!(e);
+        }
+        self.call(Method::POST, "/api/v1/users", Some(&body)).await
     }
 
     pub async fn change_role(&self, name: &str, role: &str) -> Result<Value, ApiError> {
-        self.call(Method::PATCH, &format!("/api/v1/users/{name}"), Some(&json!({ "role": role })))
-            .await
+        self.edit_user(name, &json!({ "role": role })).await
+    }
+
+    /// `change` holds any of `role`, `email` (`""` removes it), `notifications` (bool).
+    pub async fn edit_user(&self, name: &str, change: &Value) -> Result<Value, ApiError> {
+        self.call(Method::PATCH, &format!("/api/v1/users/{name}"), Some(change)).await
+    }
+
+    /// Returns `{"webhook", "secret"}`; the secret is shown only here.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        secret: Option<&str>,
+        events: &[String],
+    ) -> Result<Value, ApiError> {
+        let mut body = json!({ "url": url, "events": events });
+        if let Some(s) = secret {
+            body["secret"] = json!(s);
+        }
+        self.call(Method::POST, "/api/v1/webhooks", Some(&body)).await
+    }
+
+    pub async fn webhooks(&self) -> Result<Value, ApiError> {
+        self.call(Method::GET, "/api/v1/webhooks", None).await
+    }
+
+    pub async fn remove_webhook(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::DELETE, &format!("/api/v1/webhooks/{id}"), None).await
+    }
+
+    pub async fn notifications(&self, limit: usize) -> Result<Value, ApiError> {
+        self.call(Method::GET, &format!("/api/v1/notifications?limit={limit}"), None).await
     }
 
     /// Returns `{"id", "token", ...}`; the token is shown only here.

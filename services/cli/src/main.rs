@@ -45,6 +45,10 @@ enum Command {
     User(UserCmd),
     #[command(subcommand)]
     Node(NodeCmd),
+    #[command(subcommand)]
+    Webhook(WebhookCmd),
+    #[command(subcommand)]
+    Notifications(NotificationsCmd),
     /// The event history as a timeline, filtered; from the API, or straight from an event log.
     Audit {
         #[arg(long)]
@@ -186,11 +190,25 @@ enum UserCmd {
         name: String,
         #[arg(long)]
         role: String,
+        /// Where notifications go (Security Leads get them unless they opt out).
+        #[arg(long)]
+        email: Option<String>,
     },
     /// List users.
     List,
     /// Change a user's role.
     Role { name: String, role: String },
+    /// Change a user's email address (`--email ""` removes it) or notification choice.
+    Edit {
+        name: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// `on` or `off` (by default Security Leads get notifications, Administrators do not).
+        #[arg(long, value_parser = parse_on_off)]
+        notifications: Option<bool>,
+    },
     /// Issue an API token for a user; shown once.
     Token {
         name: String,
@@ -216,18 +234,52 @@ enum NodeCmd {
     Drain { node: String },
 }
 
+/// Webhooks: notifications as signed JSON POSTs.
+#[derive(Subcommand)]
+enum WebhookCmd {
+    /// Subscribe a URL; the signing secret is shown once (generated unless given).
+    Add {
+        #[arg(long)]
+        url: String,
+        #[arg(long, env = "ISM_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Notification kinds, comma-separated (endpoint-offline, endpoint-online,
+        /// endpoint-unstable, gateway-offline, gateway-online, retention-warning,
+        /// gateway-retired); all without it.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    List,
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotificationsCmd {
+    /// The notifications sent, suppressed or being sent, newest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
 #[derive(Subcommand)]
 enum ProjectionsCmd {
     /// Rebuild every projection from the event log and report whether it matches the live one.
     Verify,
 }
 
-fn parse_scan(s: &str) -> anyhow::Result<bool> {
+fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "on" | "true" | "enabled" => Ok(true),
         "off" | "false" | "disabled" => Ok(false),
-        _ => bail!("--scan takes on or off, not {s:?}"),
+        _ => Err(format!("on or off, not {s:?}")),
     }
+}
+
+fn parse_scan(s: &str) -> anyhow::Result<bool> {
+    parse_on_off(s).map_err(|e| anyhow::anyhow!("--scan takes {e}"))
 }
 
 fn parse_support(s: &str) -> Value {
@@ -352,8 +404,34 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         Command::Credential(CredentialCmd::Revoke { gateway, credential }) => {
             (api.revoke_credential(gateway, credential).await?, output::gateway)
         }
-        Command::User(UserCmd::Create { name, role }) => {
-            (api.create_user(name, role).await?, output::user)
+        Command::User(UserCmd::Create { name, role, email }) => {
+            (api.create_user(name, role, email.as_deref()).await?, output::user)
+        }
+        Command::User(UserCmd::Edit { name, role, email, notifications }) => {
+            let mut change = serde_json::Map::new();
+            if let Some(r) = role {
+                change.insert("role".into(), json!(r));
+            }
+            if let Some(e) = email {
+                change.insert("email".into(), json!(e));
+            }
+            if let Some(n) = notifications {
+                change.insert("notifications".into(), json!(n));
+            }
+            if change.is_empty() {
+                bail!("say what to change: --role, --email or --notifications on|off");
+            }
+            (api.edit_user(name, &Value::Object(change)).await?, output::user)
+        }
+        Command::Webhook(WebhookCmd::Add { url, secret, events }) => {
+            (api.add_webhook(url, secret.as_deref(), events).await?, output::webhook_added)
+        }
+        Command::Webhook(WebhookCmd::List) => (api.webhooks().await?, output::webhooks),
+        Command::Webhook(WebhookCmd::Remove { id }) => {
+            (api.remove_webhook(id).await?, output::webhook_removed)
+        }
+        Command::Notifications(NotificationsCmd::List { limit }) => {
+            (api.notifications(*limit).await?, output::notifications)
         }
         Command::User(UserCmd::List) => (api.users().await?, output::users),
         Command::Node(NodeCmd::List) => (api.nodes().await?, output::nodes),

@@ -103,6 +103,15 @@ pub fn gateway(v: &Value) -> String {
     ];
     if !v["deleted_ms"].is_null() {
         rows.push(("deleted", format!("{}: {}", time(&v["deleted_ms"]), s(&v["deleted_reason"]))));
+    } else if !v["deletion_due_ms"].is_null() {
+        rows.push((
+            "last scan activity",
+            format!(
+                "{}; deleted {} unless a scan uses it before",
+                time(&v["last_activity_ms"]),
+                time(&v["deletion_due_ms"])
+            ),
+        ));
     }
     let credentials: Vec<String> = items(&v["scanner_credentials"])
         .map(|c| {
@@ -332,6 +341,16 @@ pub fn user(v: &Value) -> String {
         format!("user {}: {}", quoted(&v["name"]), s(&v["role"])),
         &[
             ("created", format!("{} by {}", time(&v["created_ms"]), s(&v["created_by"]))),
+            ("email", v["email"].as_str().map(shown).unwrap_or_else(|| "none".into())),
+            (
+                "notifications",
+                match (v["notified"] == true, v["notifications"].as_bool()) {
+                    (true, _) => "sent to this user".into(),
+                    (false, Some(false)) => "off (opted out)".into(),
+                    (false, _) if v["email"].is_null() => "not sent (no email address)".into(),
+                    (false, _) => "not sent (opt in with --notifications on)".into(),
+                },
+            ),
             (
                 "API tokens",
                 if tokens.is_empty() {
@@ -345,10 +364,80 @@ pub fn user(v: &Value) -> String {
 }
 
 pub fn users(list: &Value) -> String {
-    let mut out = format!("{:<24}  {:<14}  TOKENS (active)\n", "NAME", "ROLE");
+    let mut out = format!("{:<24}  {:<14}  {:<8}  TOKENS (active)\n", "NAME", "ROLE", "NOTIFIED");
     for u in items(list) {
         let active = items(&u["tokens"]).filter(|t| t["revoked"] == false).count();
-        out.push_str(&format!("{:<24}  {:<14}  {active}\n", s(&u["name"]), s(&u["role"])));
+        let notified = if u["notified"] == true { "yes" } else { "no" };
+        out.push_str(&format!(
+            "{:<24}  {:<14}  {notified:<8}  {active}\n",
+            s(&u["name"]),
+            s(&u["role"])
+        ));
+    }
+    out
+}
+
+fn kinds(events: &Value) -> String {
+    let list: Vec<String> = items(events).map(s).collect();
+    if list.is_empty() {
+        "all".into()
+    } else {
+        list.join(",")
+    }
+}
+
+pub fn webhook_added(v: &Value) -> String {
+    let w = &v["webhook"];
+    format!(
+        "webhook {} posts {} notifications to {}\nsigning secret, shown only now (ISM-Signature: t=<unix>,v1=<HMAC-SHA256 of \"<t>.<body>\">):\n{}\n",
+        s(&w["id"]),
+        kinds(&w["events"]),
+        s(&w["url"]),
+        s(&v["secret"])
+    )
+}
+
+pub fn webhooks(list: &Value) -> String {
+    let mut out = format!("{:<36}  {:<40}  EVENTS\n", "ID", "URL");
+    for w in items(list) {
+        out.push_str(&format!(
+            "{:<36}  {:<40}  {}\n",
+            s(&w["id"]),
+            s(&w["url"]),
+            kinds(&w["events"])
+        ));
+    }
+    out
+}
+
+pub fn webhook_removed(v: &Value) -> String {
+    format!("webhook {} removed\n", s(&v["removed"]))
+}
+
+pub fn notifications(list: &Value) -> String {
+    let mut out =
+        format!("{:<24}  {:<18}  {:<10}  {:<20}  DETAIL\n", "TIME", "KIND", "STATE", "ABOUT");
+    for n in items(list) {
+        let detail = match n["state"].as_str() {
+            Some("suppressed") => s(&n["suppressed"]),
+            Some("failing") => format!("{} failures, last: {}", n["failures"], s(&n["last_error"])),
+            _ => items(&n["sent"])
+                .map(|x| {
+                    let to: Vec<String> = items(&x["recipients"]).map(s).collect();
+                    format!("{} to {}", s(&x["channel"]), to.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let about = n["subject_name"].as_str().map(shown).unwrap_or_else(|| s(&n["subject"]));
+        out.push_str(&format!(
+            "{:<24}  {:<18}  {:<10}  {:<20}  {}\n",
+            time(&n["first_ms"]),
+            s(&n["kind"]),
+            s(&n["state"]),
+            about,
+            shown(&detail)
+        ));
     }
     out
 }

@@ -12,6 +12,8 @@
 //! - [`refusals`]: refused streams recorded without letting a loop of opens fill the log, and
 //!   [`refused_registrations`], refused machines likewise; [`refused_scanners`], scanners turned
 //!   away before any stream;
+//! - [`notify`]: notifications (email, webhooks) and the retention rule's deletions, claimed so
+//!   that one node of a cluster does each;
 //! - [`api`]: the management REST API;
 //! - [`tls`]: the node's certificate (supplied, or a generated private CA).
 //!
@@ -30,6 +32,7 @@ pub mod enforcement;
 pub mod http_proxy;
 pub mod listener;
 pub mod node;
+pub mod notify;
 pub mod public_address;
 pub mod refusals;
 pub mod refused_registrations;

@@ -98,6 +98,44 @@ struct Args {
     /// finish before it closes the sessions still on it.
     #[arg(long, env = "ISM_DRAIN_TIMEOUT", default_value_t = 60)]
     drain_timeout: u64,
+    /// SMTP relay for notification emails: `smtp://host:25` (plain, a local relay),
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://user:pass@host:465`.
+    /// Without it nothing is emailed (webhooks still are).
+    #[arg(long, env = "ISM_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The From address of notification emails.
+    #[arg(long, env = "ISM_MAIL_FROM", default_value = "ISM notifications <ism@localhost>")]
+    mail_from: String,
+    /// Base URL of the management page, for the links in notifications (default: this node's
+    /// API address).
+    #[arg(long, env = "ISM_MANAGE_URL")]
+    manage_url: Option<String>,
+    /// How long an endpoint (or gateway) must stay offline before it is reported, e.g. `120s`,
+    /// `2m` (a reconnect within it, after a node loss say, sends nothing).
+    #[arg(long, env = "ISM_OFFLINE_GRACE", default_value = "2m", value_parser = duration_ms)]
+    offline_grace: i64,
+    /// Outages within --unstable-window that make an endpoint unstable: one email, then its
+    /// notifications pause for 24 hours.
+    #[arg(long, env = "ISM_UNSTABLE_COUNT", default_value_t = 3)]
+    unstable_count: usize,
+    #[arg(long, env = "ISM_UNSTABLE_WINDOW", default_value = "30m", value_parser = duration_ms)]
+    unstable_window: i64,
+}
+
+/// `90`, `90s`, `2m`, `24h`, `14d` as milliseconds.
+fn duration_ms(raw: &str) -> Result<i64, String> {
+    let raw = raw.trim();
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: i64 =
+        number.parse().map_err(|_| format!("{raw:?} is not a duration like 90s, 2m, 24h"))?;
+    let unit_ms = match unit {
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{raw:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(unit_ms).ok_or_else(|| format!("{raw:?} is too long"))
 }
 
 #[derive(clap::Subcommand)]
@@ -159,6 +197,11 @@ fn main() -> anyhow::Result<()> {
         socks: args.public_socks_address,
         http_proxy: args.public_http_proxy_address,
     };
+    config.notify.smtp = args.smtp_url.map(|url| (url, args.mail_from));
+    config.notify.manage_url = args.manage_url;
+    config.notify.settings.offline_grace_ms = args.offline_grace;
+    config.notify.settings.unstable_count = args.unstable_count.max(1);
+    config.notify.settings.unstable_window_ms = args.unstable_window;
     let drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     if let Some(dir) = &args.cluster_tls_dir {
         let tls = ClusterTlsFiles::in_dir(dir, &args.node_id);

@@ -7,6 +7,7 @@
 use crate::cluster::links::RelayLinks;
 use crate::cluster::{draining, membership, relay, tls as cluster_tls, Cluster, ClusterConfig};
 use crate::listener::PendingConnections;
+use crate::notify::{Notifier, NotifyConfig};
 use crate::public_address::{self, Addresses, PublicAddresses, PublicConfig};
 use crate::refusals::{self, Refusals};
 use crate::refused_registrations::RefusedRegistrations;
@@ -20,7 +21,7 @@ use ism_actors::gateway::GatewayCommand;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_actors::NodeActors;
 use ism_events::{spawn_projection, Cause, Clock, EventLog, Principal, SystemClock};
-use ism_projectors::{DirectoryProjection, GatewayStatus};
+use ism_projectors::{DirectoryProjection, GatewayStatus, NoticeProjection};
 use ism_tunnel::SessionConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,8 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// The addresses users are shown (a cluster's load balancer, `--public-address`).
     pub public: PublicConfig,
+    /// Notification rules, email and retention.
+    pub notify: NotifyConfig,
 }
 
 impl NodeConfig {
@@ -105,6 +108,7 @@ impl NodeConfig {
             max_pending_connections: 1024,
             cluster: None,
             public: PublicConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -129,6 +133,8 @@ pub enum NodeError {
     Coordination(#[from] ism_cluster::CoordError),
     #[error("cluster TLS: {0}")]
     ClusterTls(#[from] crate::cluster::tls::ClusterTlsError),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// A started node.
@@ -287,8 +293,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
     private_dir(&projections).map_err(data_err(&projections))?;
     let directory = Arc::new(DirectoryProjection::open(&projections.join("directory"))?);
+    let notices =
+        Arc::new(NoticeProjection::open(&projections.join("notices"), config.notify.settings)?);
     owner_only(&projections).map_err(data_err(&projections))?;
     let progress = spawn_projection(log.clone(), directory.clone())?;
+    let notices_progress = spawn_projection(log.clone(), notices.clone())?;
+    let notices_applied = notices_progress.applied_events();
     let applied_events = progress.applied_events();
     progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
 
@@ -346,10 +356,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         clock: config.clock.clone(),
         directory: directory.clone(),
         progress,
+        notices: notices.clone(),
         gateways: gateways.clone(),
         endpoints: endpoints.clone(),
         tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
-        users: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
+        users: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        webhooks: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
         key_secret,
         sessions: Default::default(),
         streams: Default::default(),
@@ -411,6 +423,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::spawn(draining::drain_when_asked(state.clone(), cluster.drain_timeout)),
     ];
     let mut tasks = tasks;
+    let notifier = Notifier::new(state.clone(), notices, config.notify.clone())?;
+    tasks.push(tokio::spawn(notifier.run(notices_applied)));
     if let Some((listener, tls)) = cluster.relay {
         tasks.push(tokio::spawn(relay::serve(
             listener,

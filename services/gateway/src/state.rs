@@ -16,9 +16,10 @@ use ism_actors::endpoint::Endpoint;
 use ism_actors::gateway::Gateway;
 use ism_actors::tunnel::Tunnel;
 use ism_actors::user::User;
+use ism_actors::webhook::Webhook;
 use ism_actors::NodeActors;
 use ism_events::{Clock, EventLog, ProjectionError, ProjectionProgress};
-use ism_projectors::DirectoryProjection;
+use ism_projectors::{DirectoryProjection, NoticeProjection};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,10 +34,13 @@ pub struct NodeState {
     pub clock: Arc<dyn Clock>,
     pub directory: Arc<DirectoryProjection>,
     pub progress: ProjectionProgress,
+    /// What the notification and retention rules know, and the notifications recorded.
+    pub notices: Arc<NoticeProjection>,
     pub gateways: Arc<NodeActors<Gateway>>,
     pub endpoints: Arc<NodeActors<Endpoint>>,
     pub tunnels: NodeActors<Tunnel>,
     pub users: NodeActors<User>,
+    pub webhooks: NodeActors<Webhook>,
     pub key_secret: KeySecret,
     pub sessions: Arc<Sessions>,
     /// Scanner streams running through this node, for enforcing access while they run.

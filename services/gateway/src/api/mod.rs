@@ -1,6 +1,8 @@
 //! The management REST API: gateways, endpoints, keys, access, scanner credentials, users, audit,
 //! the cluster's nodes.
 //!
+//! Webhooks and the notifications recorded are in [`webhooks`].
+//!
 //! Every request is authorised (a bearer token; [`auth`]). A change goes REST handler -> actor
 //! command -> event appended -> directory updated; the handler waits until the directory shows
 //! its own write before answering, so a client that creates something can list it at once.
@@ -15,6 +17,7 @@ mod gateways;
 mod nodes;
 mod users;
 mod views;
+mod webhooks;
 
 use crate::state::NodeState;
 use actix_web::http::header::{self, HeaderValue};
@@ -24,6 +27,7 @@ use ism_actors::endpoint::EndpointError;
 use ism_actors::gateway::GatewayError;
 use ism_actors::roster::RosterError;
 use ism_actors::user::UserError;
+use ism_actors::webhook::WebhookError;
 use ism_actors::CommandError;
 use ism_events::ProjectionError;
 use std::sync::Arc;
@@ -145,7 +149,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/users",
                 [(Method::GET, web::to(users::list)), (Method::POST, web::to(users::create))],
             ))
-            .service(resource("/users/{name}", [(Method::PATCH, web::to(users::change_role))]))
+            .service(resource("/users/{name}", [(Method::PATCH, web::to(users::edit))]))
+            .service(resource(
+                "/webhooks",
+                [(Method::GET, web::to(webhooks::list)), (Method::POST, web::to(webhooks::add))],
+            ))
+            .service(resource("/webhooks/{id}", [(Method::DELETE, web::to(webhooks::remove))]))
+            .service(resource("/notifications", [(Method::GET, web::to(webhooks::notifications))]))
             .service(resource(
                 "/users/{name}/tokens",
                 [(Method::POST, web::to(users::issue_token))],
@@ -270,9 +280,20 @@ impl HttpStatus for UserError {
         match self {
             UserError::AlreadyExists(_) => StatusCode::CONFLICT,
             UserError::NotFound(_) | UserError::UnknownToken(_) => StatusCode::NOT_FOUND,
-            UserError::Spaces | UserError::Reserved(_) | UserError::Invalid(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            UserError::Spaces
+            | UserError::Reserved(_)
+            | UserError::Invalid(_)
+            | UserError::BadEmail(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl HttpStatus for WebhookError {
+    fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::AlreadyExists(_) => StatusCode::CONFLICT,
+            WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebhookError::BadUrl(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -40,6 +40,9 @@ pub(super) async fn list(state: State, caller: Caller) -> Result<HttpResponse, A
 pub(super) struct NewUser {
     name: String,
     role: String,
+    /// Where notifications go.
+    #[serde(default)]
+    email: Option<String>,
 }
 
 pub(super) async fn create(
@@ -51,34 +54,72 @@ pub(super) async fn create(
     let body = body.into_inner();
     let role = role(&body.role)?;
     let id = user_id(&body.name);
+    if let Some(email) = &body.email {
+        // Checked before the user exists, so a bad address creates nothing.
+        ism_actors::user::checked_email(email).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     let created = state
         .users
         .execute(id, UserCommand::Create { name: body.name, role }, caller.cause())
         .await?;
-    state.caught_up(created.position()).await?;
+    let mut last = created.position();
+    if let Some(email) = body.email {
+        let set = UserCommand::SetEmail { email: Some(email) };
+        last = state.users.execute(id, set, caller.cause()).await?.position().or(last);
+    }
+    state.caught_up(last).await?;
     let u = state.directory.user(id)?.ok_or_else(|| ApiError::not_found("user", id))?;
     Ok(HttpResponse::Created().json(views::user(u)))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RoleChange {
-    role: String,
+pub(super) struct UserChange {
+    #[serde(default)]
+    role: Option<String>,
+    /// A new address; `""` removes it.
+    #[serde(default)]
+    email: Option<String>,
+    /// Opt in to (`true`) or out of notifications.
+    #[serde(default)]
+    notifications: Option<bool>,
 }
 
-pub(super) async fn change_role(
+/// Changes a user's role (Administrators only), email address or notification choice
+/// (Administrators, or the user themselves).
+pub(super) async fn edit(
     state: State,
     caller: Caller,
     name: web::Path<String>,
-    body: web::Json<RoleChange>,
+    body: web::Json<UserChange>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.must_be_administrator()?;
     let u = user_or_404(&state, &name)?;
-    let changed = state
-        .users
-        .execute(u.id, UserCommand::ChangeRole { role: role(&body.role)? }, caller.cause())
-        .await?;
-    state.caught_up(changed.position()).await?;
+    let body = body.into_inner();
+    if body.role.is_some() || user_id(&caller.name) != u.id {
+        caller.must_be_administrator()?;
+    }
+    let mut commands = Vec::new();
+    if let Some(r) = &body.role {
+        commands.push(UserCommand::ChangeRole { role: role(r)? });
+    }
+    if let Some(email) = body.email {
+        let email = (!email.trim().is_empty()).then_some(email);
+        if let Some(e) = &email {
+            ism_actors::user::checked_email(e).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        commands.push(UserCommand::SetEmail { email });
+    }
+    if let Some(enabled) = body.notifications {
+        commands.push(UserCommand::SetNotifications { enabled });
+    }
+    if commands.is_empty() {
+        return Err(ApiError::bad_request("nothing to change: give role, email or notifications"));
+    }
+    let mut last = None;
+    for command in commands {
+        last = state.users.execute(u.id, command, caller.cause()).await?.position().or(last);
+    }
+    state.caught_up(last).await?;
     Ok(HttpResponse::Ok().json(views::user(user_or_404(&state, &name)?)))
 }
 

@@ -2,9 +2,11 @@
 
 use crate::state::NodeState;
 use ism_events::SupportAccess;
-use ism_events::{CredentialKind, Platform, UserRole};
+use ism_events::{CredentialKind, NoticeKind, Platform, UserRole};
 use ism_projectors::directory::{TokenView, UserView};
-use ism_projectors::{EndpointStatus, EndpointView, GatewayStatus, GatewayView};
+use ism_projectors::{
+    EndpointStatus, EndpointView, GatewayStatus, GatewayView, NotificationView, WebhookView,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -26,6 +28,8 @@ pub struct GatewayOut {
     endpoint_count: usize,
     scanner_credentials: Vec<CredentialOut>,
     last_activity_ms: i64,
+    /// When the gateway will be deleted for inactivity if no scan uses it before.
+    deletion_due_ms: Option<i64>,
     deleted_ms: Option<i64>,
     deleted_reason: Option<String>,
 }
@@ -89,6 +93,49 @@ pub struct UserOut {
     created_ms: i64,
     created_by: Option<String>,
     tokens: Vec<TokenOut>,
+    email: Option<String>,
+    /// Whether notifications are sent to this user (role, choice and address together).
+    notified: bool,
+    /// The user's own choice; `null` follows the role (Security Leads yes, Administrators no).
+    notifications: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct WebhookOut {
+    id: Uuid,
+    url: String,
+    /// Notice kinds it receives; empty: all.
+    events: Vec<NoticeKind>,
+    created_ms: i64,
+    created_by: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SentOut {
+    channel: String,
+    recipients: Vec<String>,
+    subject: String,
+    time_ms: i64,
+}
+
+#[derive(Serialize)]
+pub struct NotificationOut {
+    id: Uuid,
+    kind: NoticeKind,
+    /// `sent`, `suppressed`, `resumed`, `failing` or `sending`.
+    state: &'static str,
+    /// The endpoint or gateway it is about, and its name.
+    subject: Uuid,
+    subject_name: Option<String>,
+    first_ms: i64,
+    last_ms: i64,
+    node: Option<String>,
+    channels: Vec<String>,
+    sent: Vec<SentOut>,
+    failures: u32,
+    last_error: Option<String>,
+    suppressed: Option<String>,
+    paused_until_ms: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -135,6 +182,7 @@ pub fn gateway(g: GatewayView, state: &NodeState) -> GatewayOut {
             })
             .collect(),
         last_activity_ms: g.last_activity_ms,
+        deletion_due_ms: state.notices.deletion_due(g.id).ok().flatten(),
         deleted_ms: g.deleted_ms,
         deleted_reason: g.deleted_reason,
     }
@@ -188,7 +236,11 @@ pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
 }
 
 pub fn user(u: UserView) -> UserOut {
+    let notified = u.notified();
     UserOut {
+        email: u.email,
+        notified,
+        notifications: u.notifications,
         name: u.name,
         role: u.role,
         version: u.version,
@@ -204,5 +256,48 @@ pub fn user(u: UserView) -> UserOut {
                 revoked: t.revoked,
             })
             .collect(),
+    }
+}
+
+pub fn webhook(w: WebhookView) -> WebhookOut {
+    WebhookOut {
+        id: w.id,
+        url: w.url,
+        events: w.events,
+        created_ms: w.created_ms,
+        created_by: w.created_by,
+    }
+}
+
+pub fn notification(n: NotificationView, state: &NodeState) -> NotificationOut {
+    let dir = &state.directory;
+    let subject_name = match dir.gateway(n.subject) {
+        Ok(Some(g)) => Some(g.name),
+        _ => dir.endpoint_any(n.subject).ok().flatten().map(|e| e.name),
+    };
+    NotificationOut {
+        id: n.id,
+        kind: n.kind,
+        state: n.state(),
+        subject: n.subject,
+        subject_name,
+        first_ms: n.first_ms,
+        last_ms: n.last_ms,
+        node: n.node,
+        channels: n.channels,
+        sent: n
+            .sent
+            .into_iter()
+            .map(|s| SentOut {
+                channel: s.channel,
+                recipients: s.recipients,
+                subject: s.subject,
+                time_ms: s.time_ms,
+            })
+            .collect(),
+        failures: n.failures,
+        last_error: n.last_error,
+        suppressed: n.suppressed,
+        paused_until_ms: n.paused_until_ms,
     }
 }

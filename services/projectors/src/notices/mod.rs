@@ -98,6 +98,8 @@ pub struct NoticeProjection {
 }
 
 const CHECKPOINT: &[u8] = b"checkpoint";
+/// The settings the rows were made under.
+const SETTINGS: &[u8] = b"settings";
 
 fn storage(e: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::Storage(e.to_string())
@@ -145,7 +147,7 @@ impl NoticeProjection {
     pub fn open(path: &Path, settings: Settings) -> Result<Self, ProjectionError> {
         let db = ism_events::embedded::open_sled(path).map_err(storage)?;
         let tree = |n: &str| db.open_tree(n).map_err(storage);
-        Ok(Self {
+        let p = Self {
             endpoints: tree("endpoints")?,
             gateways: tree("gateways")?,
             tunnels: tree("tunnels")?,
@@ -153,7 +155,15 @@ impl NoticeProjection {
             meta: tree("meta")?,
             settings,
             _db: db,
-        })
+        };
+        // Rows made under other instability settings would differ from a rebuild: start over.
+        let recorded =
+            encode(&(settings.unstable_count, settings.unstable_window_ms, settings.pause_ms));
+        if p.meta.get(SETTINGS).map_err(storage)?.is_some_and(|s| *s != recorded[..]) {
+            p.reset()?;
+        }
+        p.meta.insert(SETTINGS, recorded).map_err(storage)?;
+        Ok(p)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -195,7 +205,7 @@ impl NoticeProjection {
             .map_err(storage)?
             .map(|v| decode::<GatewayWatch>(&v))
             .transpose()?
-            .filter(|g| !g.deleted)
+            .filter(|g| g.deleted_ms.is_none())
             .map(|g| g.deadline_ms(&self.settings)))
     }
 
@@ -251,7 +261,7 @@ impl NoticeProjection {
                 tx.gateways.insert(key, encode(&GatewayWatch::new(id, t)))?;
             }
             Event::GatewayDeleted { .. } => {
-                update(tx.gateways, key, |g: &mut GatewayWatch| g.deleted = true)?
+                update(tx.gateways, key, |g: &mut GatewayWatch| g.deleted_ms = Some(t))?
             }
             Event::EndpointAdded { gateway, .. } => {
                 tx.endpoints.insert(key, encode(&EndpointWatch::new(id, *gateway)))?;

@@ -265,13 +265,14 @@ pub struct GatewayWatch {
     pub gateway: Uuid,
     /// Its creation, or the last stream opened through one of its endpoints.
     pub last_activity_ms: i64,
-    pub deleted: bool,
+    /// When it was deleted (by anyone).
+    pub deleted_ms: Option<i64>,
     pub handled: Vec<Uuid>,
 }
 
 impl GatewayWatch {
     pub fn new(gateway: Uuid, created_ms: i64) -> Self {
-        Self { gateway, last_activity_ms: created_ms, deleted: false, handled: Vec::new() }
+        Self { gateway, last_activity_ms: created_ms, deleted_ms: None, handled: Vec::new() }
     }
 
     /// Whether activity at `at_ms` moves the row (by the resolution or more).
@@ -294,11 +295,13 @@ impl GatewayWatch {
 
     /// The warnings due at `now` (each until the deadline: activity moves the deadline, so a
     /// warning for an old deadline is never sent), and the deletion once the deadline passed.
+    /// The deletion stays due after the gateway is gone until it is finished (its notification
+    /// sent), unless someone deleted the gateway before its deadline.
     pub fn due(&self, s: &Settings, now: i64) -> Vec<Notice> {
-        if self.deleted {
+        let deadline = self.deadline_ms(s);
+        if self.deleted_ms.is_some_and(|d| d < deadline) {
             return Vec::new();
         }
-        let deadline = self.deadline_ms(s);
         // One countdown per deadline: activity moves the deadline and starts a new one.
         let notice = |what: &str, kind, due_ms| Notice {
             id: notice_id(&format!("{what}/{deadline}"), self.gateway),
@@ -519,8 +522,13 @@ mod tests {
         let retire = g.due(&s, deadline);
         assert_eq!(kinds(&retire), vec![NoticeKind::GatewayRetired]);
         assert_eq!(retire[0].deadline_ms, Some(deadline));
-        g.deleted = true;
+        g.deleted_ms = Some(deadline + 10);
+        assert_eq!(g.due(&s, deadline + DAY_MS), retire, "due until its notification is sent");
+        g.handled(retire[0].id);
         assert!(g.due(&s, deadline + DAY_MS).is_empty());
+        let (mut deleted_by_hand, _) = gateway();
+        deleted_by_hand.deleted_ms = Some(deadline - DAY_MS);
+        assert!(deleted_by_hand.due(&s, deadline).is_empty());
     }
 
     #[test]

@@ -1,0 +1,401 @@
+//! Notifications and retention, run on every node: the notices the rules say are due
+//! (`ism_projectors::notices`) are claimed, delivered and recorded here.
+//!
+//! Each node looks at the due notices every tick and after every event the notice projection
+//! applies. For each one it has not yet taken on, it appends a claim to the notification's
+//! aggregate (`ism_actors::notification`); the first claim wins and the other nodes leave the
+//! notification until the winner's lease ends. The winner delivers on each channel (email to the
+//! notified users, a signed POST to each subscribed webhook, and for a retirement the deletion
+//! itself), recording each delivery or failure, and retries failures with backoff while it
+//! renews its lease. A node that dies lets its lease lapse and another finishes the work.
+
+pub mod email;
+pub mod message;
+mod retention;
+pub mod webhook;
+
+use crate::state::NodeState;
+use email::Mailer;
+use ism_actors::aggregate::{self, Request};
+use ism_actors::notification::{Notification, NotificationCommand, NotificationError};
+use ism_actors::CommandError;
+use ism_events::{Cause, NoticeKind, Principal};
+use ism_projectors::notices::{Action, Notice, NoticeProjection, Settings};
+use message::{About, Message};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How notifications are sent from this node.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub settings: Settings,
+    /// `--smtp-url` and `--mail-from`; without them nothing is emailed.
+    pub smtp: Option<(String, String)>,
+    /// Base of the links in messages; default: this node's management API address.
+    pub manage_url: Option<String>,
+    /// How long a claim keeps other nodes away.
+    pub lease: Duration,
+    /// How often due notices are looked for (they are also looked for after every event).
+    pub tick: Duration,
+    /// The first wait after a failed delivery; it doubles up to `max_retry`.
+    pub first_retry: Duration,
+    pub max_retry: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            settings: Settings::default(),
+            smtp: None,
+            manage_url: None,
+            lease: Duration::from_secs(120),
+            tick: Duration::from_secs(1),
+            first_retry: Duration::from_secs(1),
+            max_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Mailer(#[from] email::MailerError),
+}
+
+pub struct Notifier {
+    state: Arc<NodeState>,
+    notices: Arc<NoticeProjection>,
+    mailer: Option<Mailer>,
+    config: NotifyConfig,
+    /// Notices a task of this node is working on.
+    in_flight: Mutex<HashSet<Uuid>>,
+    /// Notices another node holds, and when its lease ends.
+    held_elsewhere: Mutex<HashMap<Uuid, i64>>,
+}
+
+/// Why a notice was left alone.
+enum Outcome {
+    Done,
+    /// Another node holds it until then.
+    HeldUntil(i64),
+}
+
+type Failure = CommandError<NotificationError>;
+
+impl Notifier {
+    pub fn new(
+        state: Arc<NodeState>,
+        notices: Arc<NoticeProjection>,
+        config: NotifyConfig,
+    ) -> Result<Arc<Self>, NotifyError> {
+        let mailer = config.smtp.as_ref().map(|(url, from)| Mailer::new(url, from)).transpose()?;
+        if let Some(m) = &mailer {
+            tracing::info!(relay = %m.relay(), "notifications are emailed");
+        }
+        Ok(Arc::new(Self {
+            state,
+            notices,
+            mailer,
+            config,
+            in_flight: Mutex::default(),
+            held_elsewhere: Mutex::default(),
+        }))
+    }
+
+    /// Looks for due notices every tick and whenever the notice projection moves.
+    pub async fn run(
+        self: Arc<Self>,
+        mut applied: tokio::sync::broadcast::Receiver<ism_events::Recorded>,
+    ) {
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = applied.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r { return },
+            }
+            self.start_due();
+        }
+    }
+
+    fn start_due(self: &Arc<Self>) {
+        let now = self.state.clock.now_ms();
+        let due = match self.notices.due(now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the due notices; trying again");
+                return;
+            }
+        };
+        for notice in due {
+            if self.lock_held().get(&notice.id).is_some_and(|until| *until > now) {
+                continue;
+            }
+            if !self.lock_in_flight().insert(notice.id) {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = notice.id;
+                match me.handle(&notice).await {
+                    Ok(Outcome::Done) => {
+                        me.lock_held().remove(&id);
+                    }
+                    Ok(Outcome::HeldUntil(until)) => {
+                        me.lock_held().insert(id, until);
+                    }
+                    Err(e) => {
+                        tracing::warn!(notification = %id, error = %e, "notification not finished; trying again")
+                    }
+                }
+                me.lock_in_flight().remove(&id);
+            });
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, i64>> {
+        self.held_elsewhere.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cause(&self) -> Cause {
+        Cause::by(Principal::node(self.state.node_id.clone()))
+    }
+
+    async fn execute(&self, id: Uuid, command: NotificationCommand) -> Result<(), Failure> {
+        let request = Request { command: &command, cause: &self.cause(), expected_version: None };
+        let (_, result) = aggregate::execute::<Notification>(
+            &*self.state.log,
+            &*self.state.clock,
+            id,
+            None,
+            request,
+        )
+        .await;
+        result.map(|_| ())
+    }
+
+    async fn handle(&self, notice: &Notice) -> Result<Outcome, Failure> {
+        let kind = match notice.action {
+            Action::EndPause => {
+                self.execute(notice.id, NotificationCommand::Resume { endpoint: notice.subject })
+                    .await?;
+                return Ok(Outcome::Done);
+            }
+            Action::Send(kind) => kind,
+        };
+        if let Some(why) = &notice.suppressed {
+            return self.suppress(notice, kind, why.clone()).await;
+        }
+        let (recipients, hooks) = self.audience(kind)?;
+        let mut channels = Vec::new();
+        if kind == NoticeKind::GatewayRetired {
+            channels.push(retention::CHANNEL.to_string());
+        }
+        if self.mailer.is_some() && !recipients.is_empty() {
+            channels.push(EMAIL.to_string());
+        }
+        channels.extend(hooks.iter().map(|h| webhook_channel(h.id)));
+        if channels.is_empty() {
+            let why = if self.mailer.is_none() {
+                format!(
+                    "nobody to tell: no --smtp-url on node {} and no webhook for {} notifications",
+                    self.state.node_id,
+                    kind.as_str()
+                )
+            } else {
+                format!("nobody to tell: no Security Lead or opted-in Administrator has an email address, and no webhook for {} notifications", kind.as_str())
+            };
+            return self.suppress(notice, kind, why).await;
+        }
+        let lease_until = |me: &Self| me.state.clock.now_ms() + me.config.lease.as_millis() as i64;
+        let claim = |until: i64| NotificationCommand::Claim {
+            kind,
+            subject: notice.subject,
+            node: self.state.node_id.clone(),
+            channels: channels.clone(),
+            lease_until_ms: until,
+        };
+        let mut until = lease_until(self);
+        match self.execute(notice.id, claim(until)).await {
+            Ok(()) => {}
+            Err(CommandError::Rejected(NotificationError::Finished)) => return Ok(Outcome::Done),
+            Err(CommandError::Rejected(NotificationError::TakenBy(_))) => {
+                let held = aggregate::load::<Notification>(&*self.state.log, notice.id).await?;
+                return Ok(Outcome::HeldUntil(held.state.claim.map_or(0, |(_, until)| until)));
+            }
+            Err(e) => return Err(e),
+        }
+        if let (NoticeKind::EndpointUnstable, Some(until_ms)) = (kind, notice.pause_until_ms) {
+            let node = self.state.node_id.clone();
+            self.execute(
+                notice.id,
+                NotificationCommand::Pause { node, endpoint: notice.subject, until_ms },
+            )
+            .await?;
+        }
+        let message = message::compose(kind, notice, &self.about(notice)?);
+        let mut sent =
+            aggregate::load::<Notification>(&*self.state.log, notice.id).await?.state.sent;
+        let mut wait = self.config.first_retry;
+        for attempt in 1u32.. {
+            let pending: Vec<&String> = channels.iter().filter(|c| !sent.contains(*c)).collect();
+            for channel in pending {
+                let command = match self
+                    .deliver(channel, notice, &recipients, &hooks, &message)
+                    .await
+                {
+                    Ok(to) => NotificationCommand::Sent {
+                        node: self.state.node_id.clone(),
+                        channel: channel.clone(),
+                        recipients: to,
+                        kind,
+                        subject: message.subject.clone(),
+                        message_id: notice.id.to_string(),
+                    },
+                    Err(error) => {
+                        tracing::warn!(notification = %notice.id, %channel, attempt, error = %ism_events::escaped(&error), "notification delivery failed; retrying");
+                        NotificationCommand::Failed {
+                            node: self.state.node_id.clone(),
+                            channel: channel.clone(),
+                            error,
+                            attempt,
+                        }
+                    }
+                };
+                let delivered = matches!(command, NotificationCommand::Sent { .. });
+                self.execute(notice.id, command).await?;
+                if delivered {
+                    sent.insert(channel.clone());
+                }
+            }
+            if channels.iter().all(|c| sent.contains(c)) {
+                tracing::info!(notification = %notice.id, kind = kind.as_str(), subject = %ism_events::escaped(&message.subject), "notification sent");
+                return Ok(Outcome::Done);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(self.config.max_retry);
+            if until - self.state.clock.now_ms() < self.config.lease.as_millis() as i64 / 2 {
+                until = lease_until(self);
+                // Lost to another node (this one was too slow): it finishes the work.
+                if self.execute(notice.id, claim(until)).await.is_err() {
+                    return Ok(Outcome::Done);
+                }
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn suppress(
+        &self,
+        notice: &Notice,
+        kind: NoticeKind,
+        why: String,
+    ) -> Result<Outcome, Failure> {
+        let node = self.state.node_id.clone();
+        match self
+            .execute(
+                notice.id,
+                NotificationCommand::Suppress { node, kind, subject: notice.subject, why },
+            )
+            .await
+        {
+            Ok(()) | Err(CommandError::Rejected(NotificationError::Finished)) => Ok(Outcome::Done),
+            Err(CommandError::Rejected(NotificationError::TakenBy(_))) => Ok(Outcome::HeldUntil(
+                self.state.clock.now_ms() + self.config.lease.as_millis() as i64,
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Who is told about `kind`: the notified users' addresses, and the webhooks subscribed.
+    fn audience(
+        &self,
+        kind: NoticeKind,
+    ) -> Result<(Vec<String>, Vec<ism_projectors::WebhookView>), Failure> {
+        let dir = &self.state.directory;
+        let storage = |e: ism_events::ProjectionError| {
+            Failure::Log(ism_events::LogError::Storage(e.to_string()))
+        };
+        let mut emails: Vec<String> = dir
+            .users()
+            .map_err(storage)?
+            .into_iter()
+            .filter(|u| u.notified())
+            .filter_map(|u| u.email)
+            .collect();
+        emails.sort();
+        emails.dedup();
+        let hooks =
+            dir.webhooks().map_err(storage)?.into_iter().filter(|h| h.wants(kind)).collect();
+        Ok((emails, hooks))
+    }
+
+    fn about(&self, notice: &Notice) -> Result<About, Failure> {
+        let dir = &self.state.directory;
+        let storage = |e: ism_events::ProjectionError| {
+            Failure::Log(ism_events::LogError::Storage(e.to_string()))
+        };
+        let gateway_name = dir
+            .gateway(notice.gateway)
+            .map_err(storage)?
+            .map(|g| g.name)
+            .unwrap_or_else(|| notice.gateway.to_string());
+        let endpoint = if notice.subject == notice.gateway {
+            None
+        } else {
+            let name = dir.endpoint_any(notice.subject).map_err(storage)?.map(|e| e.name);
+            Some((notice.subject, name.unwrap_or_else(|| notice.subject.to_string())))
+        };
+        let manage_url = self
+            .config
+            .manage_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.state.addresses.api));
+        Ok(About {
+            gateway: notice.gateway,
+            gateway_name,
+            endpoint,
+            manage_url: manage_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Delivers on one channel; the recipients it reached, or why not.
+    async fn deliver(
+        &self,
+        channel: &str,
+        notice: &Notice,
+        recipients: &[String],
+        hooks: &[ism_projectors::WebhookView],
+        message: &Message,
+    ) -> Result<Vec<String>, String> {
+        if channel == retention::CHANNEL {
+            return retention::retire(&self.state, notice).await.map(|()| Vec::new());
+        }
+        if channel == EMAIL {
+            let mailer = self.mailer.as_ref().ok_or("no --smtp-url on this node")?;
+            return mailer.send(notice.id, recipients, message).await.map(|()| recipients.to_vec());
+        }
+        let hook = hooks
+            .iter()
+            .find(|h| webhook_channel(h.id) == channel)
+            .ok_or_else(|| format!("{channel} was removed"))?;
+        let secret = self.state.key_secret.open(&hook.secret_sealed).map_err(|e| e.to_string())?;
+        let body = serde_json::to_vec(&message.json).map_err(|e| e.to_string())?;
+        let now_s = self.state.clock.now_ms() / 1000;
+        webhook::post(&hook.url, &secret, notice.id, now_s, &body)
+            .await
+            .map(|_| vec![hook.url.clone()])
+    }
+}
+
+const EMAIL: &str = "email";
+
+fn webhook_channel(id: Uuid) -> String {
+    format!("webhook:{id}")
+}
