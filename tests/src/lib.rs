@@ -7,7 +7,9 @@
 //! - [`cluster`]: a gateway node on either backend (on its own thread and actix system), endpoint
 //!   machines, loopback targets, and polling helpers with deadlines;
 //! - [`gateway_cluster`]: several nodes sharing one `nats-server`, certificates and secrets;
-//! - [`gateway_process`]: a node as its own `ism-gateway` process.
+//! - [`gateway_process`]: a node as its own `ism-gateway` process;
+//! - [`smtp`]: a real SMTP server (aiosmtpd) keeping what it receives;
+//! - [`webhook`]: a webhook receiver that checks signatures as a subscriber would.
 //!
 //! Test support: a failure panics with its message, as the tests that call it do.
 #![allow(clippy::unwrap_used)]
@@ -33,3 +35,5 @@ pub mod gateway_process;
 pub mod http_proxy;
 pub mod install;
 pub mod nats;
+pub mod smtp;
+pub mod webhook;

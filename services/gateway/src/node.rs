@@ -357,6 +357,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         directory: directory.clone(),
         progress,
         notices: notices.clone(),
+        notices_progress,
         gateways: gateways.clone(),
         endpoints: endpoints.clone(),
         tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),

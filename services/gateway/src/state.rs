@@ -36,6 +36,7 @@ pub struct NodeState {
     pub progress: ProjectionProgress,
     /// What the notification and retention rules know, and the notifications recorded.
     pub notices: Arc<NoticeProjection>,
+    pub notices_progress: ProjectionProgress,
     pub gateways: Arc<NodeActors<Gateway>>,
     pub endpoints: Arc<NodeActors<Endpoint>>,
     pub tunnels: NodeActors<Tunnel>,

@@ -2,11 +2,12 @@
 //! what a replay of the log gives.
 
 use super::{ApiError, Caller, State};
+use crate::state::NodeState;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
-use ism_events::Projection;
+use ism_events::{Projection, ProjectionProgress};
 use ism_projectors::audit::{parse_time, AuditFilter, Timeline};
-use ism_projectors::DirectoryProjection;
+use ism_projectors::{DirectoryProjection, NoticeProjection};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use uuid::Uuid;
@@ -93,27 +94,39 @@ pub(super) async fn verify_projections(
             format!("no scratch space: {e}"),
         )
     })?;
-    let rebuilt = DirectoryProjection::open(scratch.path())?;
+    let directory = DirectoryProjection::open(&scratch.path().join("directory"))?;
+    let notices =
+        NoticeProjection::open(&scratch.path().join("notices"), *state.notices.settings())?;
+    let reports = [
+        compare(&state, &*state.directory, &state.progress, &directory).await?,
+        compare(&state, &*state.notices, &state.notices_progress, &notices).await?,
+    ];
+    let all_match = reports.iter().all(|r| r["matches"] == true);
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "projections": reports, "all_match": all_match })))
+}
+
+/// Rebuilds `scratch` to where `live` is and compares them.
+async fn compare<P: Projection>(
+    state: &NodeState,
+    live: &P,
+    progress: &ProjectionProgress,
+    scratch: &P,
+) -> Result<serde_json::Value, ApiError> {
     // The live projection moves while we rebuild; compare at a position both have reached.
-    let mut outcome = None;
     for _ in 0..5 {
-        let at = state.progress.applied();
-        ism_events::rebuild_to(&*state.log, &rebuilt, at).await?;
-        let live = state.directory.dump()?;
-        if state.progress.applied() == at {
-            let fresh = rebuilt.dump()?;
-            outcome = Some((at, live == fresh, live.len()));
-            break;
+        let at = progress.applied();
+        ism_events::rebuild_to(&*state.log, scratch, at).await?;
+        let dump = live.dump()?;
+        if progress.applied() == at {
+            let matches = dump == scratch.dump()?;
+            return Ok(
+                serde_json::json!({ "name": live.name(), "position": at, "rows": dump.len(), "matches": matches }),
+            );
         }
     }
-    let (position, matches, rows) = outcome.ok_or_else(|| {
-        ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "the log kept moving; try again",
-        )
-    })?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "projections": [{ "name": rebuilt.name(), "position": position, "rows": rows, "matches": matches }],
-        "all_match": matches,
-    })))
+    Err(ApiError::new(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        "the log kept moving; try again",
+    ))
 }

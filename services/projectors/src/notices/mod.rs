@@ -157,13 +157,17 @@ impl NoticeProjection {
             _db: db,
         };
         // Rows made under other instability settings would differ from a rebuild: start over.
-        let recorded =
-            encode(&(settings.unstable_count, settings.unstable_window_ms, settings.pause_ms));
-        if p.meta.get(SETTINGS).map_err(storage)?.is_some_and(|s| *s != recorded[..]) {
+        if p.meta.get(SETTINGS).map_err(storage)?.is_some_and(|s| *s != p.settings_key()[..]) {
             p.reset()?;
         }
-        p.meta.insert(SETTINGS, recorded).map_err(storage)?;
+        p.meta.insert(SETTINGS, p.settings_key()).map_err(storage)?;
         Ok(p)
+    }
+
+    /// The settings the rows depend on, as stored beside them (a reset keeps them).
+    fn settings_key(&self) -> Vec<u8> {
+        let s = &self.settings;
+        encode(&(s.unstable_count, s.unstable_window_ms, s.pause_ms))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -390,7 +394,7 @@ impl Projection for NoticeProjection {
         for (_, tree) in self.trees() {
             tree.clear().map_err(storage)?;
         }
-        Ok(())
+        self.meta.insert(SETTINGS, self.settings_key()).map(|_| ()).map_err(storage)
     }
 
     fn dump(&self) -> Result<Vec<Row>, ProjectionError> {

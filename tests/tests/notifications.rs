@@ -1,0 +1,349 @@
+//! Notifications and retention end to end: a real endpoint agent stopped and started, a real
+//! SMTP server (aiosmtpd) receiving the emails, a webhook receiver checking signatures, two
+//! nodes racing on one NATS, the four-month rule on an injected clock.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+use ism_cli::ApiClient;
+use ism_endpoint::AgentHandle;
+use ism_events::{Clock, ManualClock, Projection};
+use ism_gateway::NodeConfig;
+use ism_projectors::NoticeProjection;
+use ism_tests::cluster::{
+    connected, connected_endpoint, eventually, http_server, Backend, Provisioned, TestMachine,
+    TestNode, PATIENCE,
+};
+use ism_tests::gateway_cluster::TestCluster;
+use ism_tests::smtp::{free_port, Mail, SmtpServer};
+use ism_tests::webhook::WebhookReceiver;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 24 * 60 * MINUTE;
+
+/// A node on `clock` emailing through `smtp_url`, retrying failed deliveries quickly.
+fn notifying(
+    clock: &ManualClock,
+    smtp_url: Option<String>,
+) -> impl Fn(&mut NodeConfig) + Send + Sync + 'static {
+    let clock = clock.clone();
+    move |c: &mut NodeConfig| {
+        c.clock = Arc::new(clock.clone());
+        c.notify.smtp = smtp_url.clone().map(|u| (u, "ISM <ism@localhost>".to_string()));
+        c.notify.tick = Duration::from_millis(100);
+        c.notify.first_retry = Duration::from_millis(100);
+        c.notify.max_retry = Duration::from_millis(500);
+    }
+}
+
+fn clock_now() -> ManualClock {
+    ManualClock::at(ism_events::SystemClock.now_ms())
+}
+
+async fn mails(smtp: &SmtpServer, n: usize) -> Vec<Mail> {
+    eventually(&format!("{n} emails"), || async move {
+        let m = smtp.messages();
+        (m.len() >= n).then_some(m)
+    })
+    .await
+}
+
+async fn notifications(api: &ApiClient) -> Vec<Value> {
+    api.notifications(1000).await.unwrap().as_array().unwrap().clone()
+}
+
+/// Waits until a notification of `kind` is in `state`.
+async fn notification(api: &ApiClient, kind: &str, state: &str) -> Value {
+    eventually(&format!("a {state} {kind} notification"), || async move {
+        notifications(api).await.into_iter().find(|n| n["kind"] == kind && n["state"] == state)
+    })
+    .await
+}
+
+async fn status_becomes(api: &ApiClient, endpoint: &str, status: &str) {
+    eventually(&format!("endpoint {status}"), || async move {
+        api.endpoint(endpoint).await.ok().filter(|e| e["status"] == status)
+    })
+    .await;
+}
+
+/// Stops the agent and waits until the node shows the endpoint offline.
+async fn stop(agent: AgentHandle, api: &ApiClient, p: &Provisioned) {
+    agent.stop();
+    agent.join().await.unwrap();
+    status_becomes(api, &p.endpoint, "Offline").await;
+}
+
+async fn start(node: &TestNode, machine: &TestMachine, p: &Provisioned) -> AgentHandle {
+    let agent = machine.start_endpoint(node, &p.key, "127.0.0.1");
+    connected(&agent).await;
+    status_becomes(&node.api(), &p.endpoint, "Ready").await;
+    agent
+}
+
+/// Waits until the node's notice projection has applied everything in the log: what it decides
+/// next is decided on all of it.
+async fn settled(node: &TestNode) {
+    let head = node.state.log.head().await.unwrap();
+    node.state.notices_progress.wait_for(head, PATIENCE).await.unwrap();
+}
+
+#[actix::test]
+async fn offline_online_and_unstable_emails_reach_a_real_smtp_server_and_pause_for_a_day() {
+    let smtp = SmtpServer::start();
+    let clock = clock_now();
+    let node =
+        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
+    let api = node.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    api.create_user("rev", "reviewer", Some("rev@corp.example")).await.unwrap();
+    api.create_user("boss", "administrator", Some("boss@corp.example")).await.unwrap();
+    let (p, machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
+
+    // Offline: only after the grace period, to the Security Lead only.
+    stop(agent, &api, &p).await;
+    settled(&node).await;
+    clock.advance_ms(MINUTE);
+    settled(&node).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(smtp.messages().is_empty(), "within the grace nothing is sent");
+    clock.advance_ms(2 * MINUTE);
+    let m = mails(&smtp, 1).await;
+    assert_eq!(m[0].subject, "Endpoint dc1 of gateway test-gateway is offline");
+    assert_eq!(
+        m[0].rcpt_to,
+        ["lead@corp.example"],
+        "reviewers and administrators who did not opt in get nothing"
+    );
+    assert!(m[0].body.contains("cannot complete while the endpoint is offline"), "{}", m[0].body);
+    assert!(
+        m[0].body.contains(&format!("/endpoints/{}", p.endpoint)),
+        "a link to the endpoint: {}",
+        m[0].body
+    );
+
+    // Back online; an administrator who opts in gets it too.
+    api.edit_user("boss", &serde_json::json!({ "notifications": true })).await.unwrap();
+    let agent = start(&node, &machine, &p).await;
+    let m = mails(&smtp, 2).await;
+    assert_eq!(m[1].subject, "Endpoint dc1 of gateway test-gateway is back online");
+    assert_eq!(m[1].rcpt_to, ["boss@corp.example", "lead@corp.example"]);
+    assert_ne!(m[0].message_id, m[1].message_id);
+
+    // Two more outages within half an hour (short ones: no offline email each): unstable, once.
+    stop(agent, &api, &p).await;
+    let agent = start(&node, &machine, &p).await;
+    stop(agent, &api, &p).await;
+    let m = mails(&smtp, 3).await;
+    assert_eq!(m[2].subject, "Endpoint dc1 of gateway test-gateway is unstable");
+    assert!(m[2].body.contains("resume if its status changes again after"), "{}", m[2].body);
+    let unstable = notification(&api, "endpoint-unstable", "sent").await;
+    assert!(unstable["paused_until_ms"].as_i64().unwrap() > clock.now_ms() + DAY - MINUTE);
+
+    // Paused: this outage, long enough to be reported, is recorded as suppressed, not sent.
+    clock.advance_ms(3 * MINUTE);
+    let held = notification(&api, "endpoint-offline", "suppressed").await;
+    assert!(held["suppressed"].as_str().unwrap().contains("paused until"), "{held}");
+    let agent = start(&node, &machine, &p).await;
+    notification(&api, "endpoint-online", "suppressed").await;
+    assert_eq!(smtp.messages().len(), 3);
+
+    // A day later the pause's end is recorded, and the next outage is reported again.
+    clock.advance_ms(DAY);
+    notification(&api, "endpoint-unstable", "resumed").await;
+    stop(agent, &api, &p).await;
+    clock.advance_ms(3 * MINUTE);
+    let m = mails(&smtp, 4).await;
+    assert_eq!(m[3].subject, "Endpoint dc1 of gateway test-gateway is offline");
+
+    // A replay decides nothing new: a fresh notice projection rebuilt from the log has nothing
+    // due, and the live one equals the rebuild.
+    settled(&node).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = NoticeProjection::open(dir.path(), *node.state.notices.settings()).unwrap();
+    ism_events::rebuild(&*node.state.log, &fresh).await.unwrap();
+    assert_eq!(fresh.due(clock.now_ms()).unwrap(), Vec::new());
+    assert!(
+        fresh.dump().unwrap() == node.state.notices.dump().unwrap(),
+        "rebuilt differs from live"
+    );
+    let verified = api.verify_projections().await.unwrap();
+    assert_eq!(verified["all_match"], true, "{verified}");
+    assert_eq!(smtp.messages().len(), 4);
+}
+
+#[actix::test]
+async fn webhooks_are_signed_retried_until_accepted_and_recorded() {
+    let clock = clock_now();
+    let node = TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, None));
+    let api = node.api();
+    let secret = "whsec_test_0123456789abcdef";
+    let hook = WebhookReceiver::start(secret, 2).await;
+    let added =
+        api.add_webhook(&hook.url, Some(secret), &["endpoint-offline".into()]).await.unwrap();
+    assert_eq!(added["secret"], secret);
+    let listed = api.webhooks().await.unwrap();
+    assert!(!listed.to_string().contains(secret), "the secret is never shown again: {listed}");
+    let forged = WebhookReceiver::start("another-secret-0123456789", 0).await;
+    api.add_webhook(&forged.url, Some("a-different-secret-000"), &[]).await.unwrap();
+    // Bad input is refused with a reason.
+    let bad = api.add_webhook("ftp://x/", None, &[]).await.unwrap_err().to_string();
+    assert!(bad.contains("http and https"), "{bad}");
+    let bad =
+        api.add_webhook(&hook.url, None, &["everything".into()]).await.unwrap_err().to_string();
+    assert!(bad.contains("unknown notification kind"), "{bad}");
+
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
+    stop(agent, &api, &p).await;
+    clock.advance_ms(3 * MINUTE);
+    let sent = notification(&api, "endpoint-offline", "sent").await;
+    let d = hook.deliveries();
+    assert_eq!(d.iter().map(|d| d.answered).collect::<Vec<_>>(), vec![500, 500, 200]);
+    assert!(d.iter().all(|d| d.signature_valid), "{d:?}");
+    assert!(
+        d.iter().all(|d| d.notification_id == sent["id"].as_str().unwrap()),
+        "one id on every attempt"
+    );
+    assert_eq!(d[2].body["kind"], "endpoint-offline");
+    assert_eq!(d[2].body["endpoint"]["name"], "dc1");
+    assert_eq!(sent["failures"], 2);
+    assert!(sent["last_error"].as_str().unwrap().contains("HTTP 500"), "{sent}");
+    // The other subscriber's secret is not ours: its copy fails its signature check.
+    let f = forged.deliveries();
+    assert_eq!(f.len(), 1);
+    assert!(!f[0].signature_valid);
+}
+
+#[actix::test]
+async fn an_smtp_relay_that_is_down_gets_the_email_once_it_is_back() {
+    let port = free_port();
+    let clock = clock_now();
+    let url = format!("smtp://127.0.0.1:{port}");
+    let node = TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(url)));
+    let api = node.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
+    stop(agent, &api, &p).await;
+    clock.advance_ms(3 * MINUTE);
+    let failing = notification(&api, "endpoint-offline", "failing").await;
+    assert!(failing["last_error"].as_str().unwrap().contains("SMTP"), "{failing}");
+    let smtp = SmtpServer::start_on(port);
+    let m = mails(&smtp, 1).await;
+    assert_eq!(m[0].subject, "Endpoint dc1 of gateway test-gateway is offline");
+    let sent = notification(&api, "endpoint-offline", "sent").await;
+    assert!(sent["failures"].as_u64().unwrap() >= 1);
+    assert_eq!(sent["sent"][0]["recipients"][0], "lead@corp.example");
+}
+
+#[actix::test]
+async fn two_nodes_on_one_nats_send_each_notification_once() {
+    let smtp = SmtpServer::start();
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let clock = clock_now();
+    let a = cluster.node_with("node-a", notifying(&clock, Some(smtp.url())));
+    let b = cluster.node_with("node-b", notifying(&clock, Some(smtp.url())));
+    let api = a.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (p, _machine, agent) = connected_endpoint(&a, "dc1", "127.0.0.1").await;
+    stop(agent, &api, &p).await;
+    settled(&a).await;
+    settled(&b).await;
+    clock.advance_ms(3 * MINUTE);
+    mails(&smtp, 1).await;
+    // Both nodes see it finished, and by then only one email was sent.
+    for node in [&a, &b] {
+        let n = notification(&node.api(), "endpoint-offline", "sent").await;
+        assert_eq!(n["sent"].as_array().unwrap().len(), 1, "{n}");
+    }
+    settled(&a).await;
+    settled(&b).await;
+    assert_eq!(smtp.messages().len(), 1);
+    let claims = ism_tests::cluster::recorded(&*a.state.log)
+        .await
+        .into_iter()
+        .filter(|e| e.event.name() == "NotificationClaimed")
+        .count();
+    assert_eq!(claims, 1, "one claim won; the other node never appended one");
+}
+
+#[actix::test]
+async fn an_idle_gateway_is_warned_kept_by_activity_then_deleted_with_its_endpoints() {
+    let smtp = SmtpServer::start();
+    let clock = clock_now();
+    let node =
+        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
+    let api = node.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let app = http_server("hello").await;
+    let p = ism_tests::cluster::provision(&api, "dc1").await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", app.port()));
+    connected(&agent).await;
+    let due = |g: &Value| g["deletion_due_ms"].as_i64().unwrap();
+    let first_deadline = due(&api.gateway(&p.gateway).await.unwrap());
+    assert_eq!(
+        first_deadline,
+        ism_time::add_months(
+            api.gateway(&p.gateway).await.unwrap()["created_ms"].as_i64().unwrap(),
+            4
+        )
+    );
+
+    // 14 days before: a warning.
+    clock.advance_ms(first_deadline - 14 * DAY - clock.now_ms());
+    let m = mails(&smtp, 1).await;
+    assert!(
+        m[0].subject.starts_with("Gateway test-gateway will be deleted on"),
+        "{}",
+        m[0].subject
+    );
+    // A scan through the gateway cancels the countdown: a new deadline four months on.
+    let s =
+        ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
+            .await
+            .unwrap();
+    ism_cli::scanner::http_get(s, "x", "/", PATIENCE).await.unwrap();
+    let moved =
+        eventually("a later deletion date", || {
+            let (api, gateway) = (&api, p.gateway.clone());
+            async move {
+                api.gateway(&gateway).await.ok().map(|g| due(&g)).filter(|d| *d > first_deadline)
+            }
+        })
+        .await;
+    assert_eq!(moved, ism_time::add_months(clock.now_ms(), 4), "four months after the scan");
+    clock.advance_ms(first_deadline + DAY - clock.now_ms());
+    settled(&node).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        api.gateway(&p.gateway).await.unwrap()["status"],
+        "Online",
+        "the old deadline means nothing"
+    );
+
+    // Four months after that scan: deleted, with its endpoint, whose session closes.
+    clock.advance_ms(moved - clock.now_ms());
+    let deleted = eventually("the gateway among the deleted", || {
+        let api = &api;
+        async move {
+            api.deleted_gateways()
+                .await
+                .ok()?
+                .as_array()?
+                .iter()
+                .find(|g| g["name"] == "test-gateway")
+                .cloned()
+        }
+    })
+    .await;
+    assert!(deleted["deleted_reason"].as_str().unwrap().starts_with("inactivity"), "{deleted}");
+    assert!(api.endpoint(&p.endpoint).await.is_err(), "its endpoint is deleted too");
+    node.sessions_become(0).await;
+    let m = mails(&smtp, 2).await;
+    assert_eq!(m[1].subject, "Gateway test-gateway was deleted for inactivity");
+    notification(&api, "gateway-retired", "sent").await;
+    let audit = api.audit(&[("limit", "10000".to_string())]).await.unwrap().to_string();
+    assert!(audit.contains("StreamOpened"), "the audit history is kept");
+    drop(agent);
+}
