@@ -38,6 +38,8 @@ pub struct CreatedGateway {
     pub scanner_credentials: BTreeMap<Uuid, bool>,
     /// Endpoint id -> name.
     pub endpoints: BTreeMap<Uuid, String>,
+    /// Recorded as served by no node (after it was online).
+    pub offline: bool,
 }
 
 pub enum GatewayCommand {
@@ -82,6 +84,16 @@ pub enum GatewayCommand {
     },
     /// Refusals counted after a recorded `ScannerRefused` of the same kind.
     RecordScannerRefusalsRepeated(RepeatedRefusals),
+    /// No node serves the gateway any more, since `since_ms`. Nothing to record unless it is
+    /// online (two nodes seeing it record it once).
+    RecordOffline {
+        since_ms: i64,
+        why: String,
+    },
+    /// `node` serves the gateway again after it was recorded offline.
+    RecordOnline {
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +149,7 @@ impl Aggregate for Gateway {
                 status: GatewayStatus::Initializing,
                 scanner_credentials: BTreeMap::new(),
                 endpoints: BTreeMap::new(),
+                offline: false,
             });
             return;
         }
@@ -158,6 +171,8 @@ impl Aggregate for Gateway {
                 g.endpoints.remove(endpoint);
             }
             GatewayDeleted { .. } => g.status = GatewayStatus::Deleted,
+            GatewayWentOffline { .. } => g.offline = true,
+            GatewayCameOnline { .. } => g.offline = false,
             // Turned-away scanners are history; the gateway's state does not depend on them.
             ScannerRefused { .. } | ScannerRefusalsRepeated(_) => {}
         }
@@ -202,6 +217,14 @@ impl Aggregate for Gateway {
             | GatewayCommand::RecordScannerRefusalsRepeated(_) => unreachable!("handled above"),
             GatewayCommand::Activate { node } => (g.status == GatewayStatus::Initializing)
                 .then(|| GatewayEvent::GatewayActivated { node: node.clone() }),
+            GatewayCommand::RecordOffline { since_ms, why } => {
+                (g.status == GatewayStatus::Online && !g.offline).then(|| {
+                    GatewayEvent::GatewayWentOffline { since_ms: *since_ms, why: why.clone() }
+                })
+            }
+            GatewayCommand::RecordOnline { node } => (g.status == GatewayStatus::Online
+                && g.offline)
+                .then(|| GatewayEvent::GatewayCameOnline { node: node.clone() }),
             GatewayCommand::IssueScannerCredential { credential, label, secret_hash, kind } => {
                 Some(GatewayEvent::ScannerCredentialIssued {
                     credential: *credential,
@@ -303,6 +326,27 @@ mod tests {
             Scenario::<Gateway>::given(&[created(), GatewayActivated { node: "n1".into() }]);
         online.when(&activate("n2")).then_nothing();
         assert_eq!(online.state().created.as_ref().unwrap().status, GatewayStatus::Online);
+    }
+
+    #[test]
+    fn going_offline_and_back_is_recorded_once_each_and_only_once_online() {
+        let offline = GatewayCommand::RecordOffline { since_ms: 5, why: "stopped".into() };
+        let online = GatewayCommand::RecordOnline { node: "n2".into() };
+        Scenario::<Gateway>::given(&[created()]).when(&offline).then_nothing();
+        let serving = [created(), GatewayActivated { node: "n1".into() }];
+        Scenario::<Gateway>::given(&serving).when(&online).then_nothing();
+        Scenario::<Gateway>::given(&serving)
+            .when(&offline)
+            .then(GatewayWentOffline { since_ms: 5, why: "stopped".into() });
+        let down = [
+            serving[0].clone(),
+            serving[1].clone(),
+            GatewayWentOffline { since_ms: 5, why: "stopped".into() },
+        ];
+        Scenario::<Gateway>::given(&down).when(&offline).then_nothing();
+        Scenario::<Gateway>::given(&down)
+            .when(&online)
+            .then(GatewayCameOnline { node: "n2".into() });
     }
 
     #[test]

@@ -316,6 +316,11 @@ catalogue! {
         /// More refusals like a `ScannerRefused` just recorded, counted over a short window
         /// (the endpoints the scanner named are the `targets`).
         ScannerRefusalsRepeated(refusals: RepeatedRefusals),
+        /// No live node served the gateway from `since_ms` (every node stopped, drained or was
+        /// lost): its endpoints cannot be reached.
+        GatewayWentOffline { since_ms: i64, why: String },
+        /// A node serves the gateway again.
+        GatewayCameOnline { node: String },
     }
 
     /// What happens to an endpoint: its identity, key, machine binding and access.
@@ -498,6 +503,8 @@ impl Event {
             | Event::ScannerRefused { .. }
             | Event::ScannerRefusalsRepeated(_) => 3,
             Event::UserEmailChanged { .. }
+            | Event::GatewayWentOffline { .. }
+            | Event::GatewayCameOnline { .. }
             | Event::UserNotificationsChanged { .. }
             | Event::WebhookAdded { .. }
             | Event::WebhookRemoved

@@ -77,22 +77,29 @@ impl TestNode {
     /// Stops the node and starts it again with the same data directory and addresses, as a
     /// restarted process would.
     pub fn restart(self) -> TestNode {
-        self.relaunch(true)
+        self.relaunch(true, || {})
+    }
+
+    /// As [`restart`](Self::restart), doing `meanwhile` (moving a manual clock, say) while the
+    /// node is down.
+    pub fn restart_after(self, meanwhile: impl FnOnce()) -> TestNode {
+        self.relaunch(true, meanwhile)
     }
 
     /// As [`restart`](Self::restart), but the node stops as a crash (`kill -9`) would: its tasks
     /// end where they are, recording nothing more, and its sessions' sockets close.
     pub fn crash_and_restart(self) -> TestNode {
-        self.relaunch(false)
+        self.relaunch(false, || {})
     }
 
-    fn relaunch(mut self, graceful: bool) -> TestNode {
+    fn relaunch(mut self, graceful: bool, meanwhile: impl FnOnce()) -> TestNode {
         let data = self.data.take().unwrap();
         let (node_id, backend, addresses, adjust) =
             (self.node_id.clone(), self.backend.clone(), self.addresses, self.adjust.clone());
         // Everything of the old node must be gone (its sled stores are locked while open).
         self.shutdown(graceful);
         drop(self);
+        meanwhile();
         Self::launch(&node_id, backend, data, Some(addresses), adjust)
     }
 

@@ -347,3 +347,52 @@ async fn an_idle_gateway_is_warned_kept_by_activity_then_deleted_with_its_endpoi
     assert!(audit.contains("StreamOpened"), "the audit history is kept");
     drop(agent);
 }
+
+#[actix::test]
+async fn a_gateway_down_while_its_only_node_is_stopped_is_reported_once_for_it_and_not_per_endpoint(
+) {
+    let smtp = SmtpServer::start();
+    let clock = clock_now();
+    let node =
+        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
+    let api = node.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
+    settled(&node).await;
+    // The node stops (its last act records the gateway offline); ten minutes pass; it starts.
+    let node = node.restart_after(|| clock.advance_ms(10 * MINUTE));
+    connected(&agent).await;
+    let api = node.api();
+    status_becomes(&api, &p.endpoint, "Ready").await;
+    let m = mails(&smtp, 2).await;
+    let subjects: Vec<&str> = m.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["Gateway test-gateway is offline", "Gateway test-gateway is back online"],
+        "late but not lost: the offline report fell due while no node ran"
+    );
+    assert!(m[0].body.contains("no gateway node serves it"), "{}", m[0].body);
+    for kind in ["endpoint-offline", "endpoint-online"] {
+        let held = notification(&api, kind, "suppressed").await;
+        assert!(held["suppressed"].as_str().unwrap().contains("gateway was offline"), "{held}");
+    }
+    assert_eq!(smtp.messages().len(), 2);
+
+    // Killed instead: the next start finds the gateway still recorded online, and records the
+    // outage from the last event the killed node recorded.
+    let node = node.crash_and_restart();
+    let api = node.api();
+    let outages = eventually("the outage after the crash recorded", || {
+        let api = &api;
+        async move {
+            let audit = api.audit(&[("limit", "10000".to_string())]).await.ok()?;
+            let entries = audit["entries"].as_array()?.clone();
+            let n = entries.iter().filter(|e| e["event"] == "GatewayWentOffline").count();
+            (n == 2).then_some(entries)
+        }
+    })
+    .await;
+    let last = outages.iter().rev().find(|e| e["event"] == "GatewayWentOffline").unwrap();
+    assert!(last["summary"].as_str().unwrap().contains("crashed or was killed"), "{last}");
+    assert!(outages.iter().filter(|e| e["event"] == "GatewayCameOnline").count() == 2);
+}

@@ -5,7 +5,9 @@
 //! configuration or, on the embedded default, from files generated once in the data directory.
 
 use crate::cluster::links::RelayLinks;
-use crate::cluster::{draining, membership, relay, tls as cluster_tls, Cluster, ClusterConfig};
+use crate::cluster::{
+    draining, membership, relay, service, tls as cluster_tls, Cluster, ClusterConfig,
+};
 use crate::listener::PendingConnections;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::public_address::{self, Addresses, PublicAddresses, PublicConfig};
@@ -200,6 +202,10 @@ impl RunningNode {
                 "stopping before every stream fact was recorded"
             );
         }
+        if !state.cluster.others_serving().await {
+            let why = format!("gateway node {} stopped and no other node serves it", state.node_id);
+            service::record_offline(state, state.clock.now_ms(), &why).await;
+        }
         // The others stop counting on this node at once rather than after its lease.
         state.cluster.close_links().await;
         if let Err(e) = state.cluster.coordination.withdraw(&state.node_id).await {
@@ -387,7 +393,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         cluster: cluster.cluster,
     });
 
-    recover(&state).await;
+    recover(&state, config.event_log.is_none()).await;
 
     let tasks = vec![
         tokio::spawn(state.enforcement().run(applied_events)),
@@ -557,9 +563,23 @@ pub(crate) async fn close_lost_session(
     recorded.map(|_| ())
 }
 
-/// Brings the log up to date with this node's restart: sessions it held before are gone, and
-/// gateways created while no node ran come online now.
-async fn recover(state: &NodeState) {
+/// Brings the log up to date with this node's restart: sessions it held before are gone,
+/// gateways created while no node ran come online now, and gateways recorded offline are served
+/// again. On the embedded log this node is the only one: gateways still recorded online were
+/// offline since the last event of the previous run, which ended without recording it.
+async fn recover(state: &NodeState, alone: bool) {
+    if alone {
+        let online = state.directory.gateways().unwrap_or_default();
+        if online.iter().any(|g| g.status == GatewayStatus::Online && g.offline_since_ms.is_none())
+        {
+            let since = last_event_ms(state).await.unwrap_or_else(|| state.clock.now_ms());
+            let why = format!(
+                "gateway node {} stopped without recording it (it crashed or was killed)",
+                state.node_id
+            );
+            service::record_offline(state, since, &why).await;
+        }
+    }
     let cause = Cause::by(Principal::node(state.node_id.clone()));
     for t in state.directory.open_tunnels_on(&state.node_id).unwrap_or_default() {
         let why = format!("gateway node {} stopped and restarted", state.node_id);
@@ -582,4 +602,13 @@ async fn recover(state: &NodeState) {
             tracing::warn!(gateway = %g.id, error = %e, "could not bring a gateway online");
         }
     }
+    service::record_online(state).await;
+}
+
+/// When the newest event of the log was recorded.
+async fn last_event_ms(state: &NodeState) -> Option<i64> {
+    use futures_util::StreamExt;
+    let head = state.log.head().await.ok()?;
+    let mut events = state.log.subscribe(head.checked_sub(1)?).await.ok()?;
+    Some(events.next().await?.ok()?.envelope.time_ms)
 }

@@ -197,6 +197,12 @@ impl Timeline {
                 format!("{}: {} left the gateway", gw(), self.endpoint_name(*endpoint))
             }
             Event::GatewayDeleted { reason } => format!("deleted {}: {reason}", gw()),
+            Event::GatewayWentOffline { since_ms, why } => {
+                format!("{} offline since {}: {why}", gw(), format_time(*since_ms))
+            }
+            Event::GatewayCameOnline { node } => {
+                format!("{} back online, served by node {node}", gw())
+            }
             Event::ScannerRefused { scanner, endpoint, reason } => {
                 format!(
                     "{}: {scanner} asking for endpoint {endpoint:?} turned away: {reason}",

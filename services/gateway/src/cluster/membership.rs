@@ -1,6 +1,7 @@
 //! The node's heartbeat and what it does about the others: announce itself, judge who is alive,
 //! record the end of what a lost node held, and fence out sessions a newer one replaced elsewhere.
 
+use super::service;
 use crate::state::NodeState;
 use futures_util::StreamExt;
 use ism_cluster::{NodeAnnouncement, NodeRole};
@@ -49,7 +50,7 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
                 continue;
             }
         };
-        let lost = {
+        let (lost, was_serving, serving) = {
             let mut liveness = cluster.liveness();
             let now = Instant::now();
             liveness.observe(&nodes, now);
@@ -57,11 +58,17 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
                 n.role == NodeRole::Serving
                     && (n.node == cluster.node_id || liveness.is_alive(&n.node, now))
             });
-            cluster.serving_somewhere.send_replace(serving);
+            let was_serving = cluster.serving_somewhere.send_replace(serving);
             cluster.joined.send_replace(true);
             cluster.saw(&nodes);
-            liveness.lost(now)
+            (liveness.lost(now), was_serving, serving)
         };
+        if was_serving && !serving {
+            let why = "no gateway node serves it: every node is draining or lost";
+            service::record_offline(&state, state.clock.now_ms(), why).await;
+        } else if serving && !was_serving {
+            service::record_online(&state).await;
+        }
         for node in lost.into_iter().filter(|n| *n != cluster.node_id) {
             record_lost_node(&state, &node).await;
         }

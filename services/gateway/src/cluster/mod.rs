@@ -7,7 +7,8 @@
 //!   a newer session elsewhere fences this node's ([`membership::fence_replaced`]);
 //! - [`draining`]: handing this node's endpoints to the others before it stops;
 //! - [`links`] and [`relay`]: the one-hop relay to the node that holds an endpoint;
-//! - [`tls`]: the cluster's own CA, which relay links require on both sides.
+//! - [`tls`]: the cluster's own CA, which relay links require on both sides;
+//! - [`service`]: recording when no node serves the gateways, and when one does again.
 //!
 //! A single node (the embedded default) runs the same code on in-process coordination, without
 //! links: every endpoint it serves is its own.
@@ -16,6 +17,7 @@ pub mod draining;
 pub mod links;
 pub mod membership;
 pub mod relay;
+pub mod service;
 pub mod tls;
 
 use ism_cluster::{CoordError, Coordination, Liveness, NodeAnnouncement, NodeRole, Owner};

@@ -30,6 +30,9 @@ pub struct GatewayView {
     pub deleted_reason: Option<String>,
     /// When a scan last used the gateway (a stream through one of its endpoints).
     pub last_activity_ms: i64,
+    /// Since when no node serves it, as recorded (`GatewayWentOffline`), until one does again.
+    #[serde(default)]
+    pub offline_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

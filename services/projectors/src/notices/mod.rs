@@ -191,10 +191,16 @@ impl NoticeProjection {
     /// Every notice due at `now` and not yet finished, oldest first.
     pub fn due(&self, now: i64) -> Result<Vec<Notice>, ProjectionError> {
         let mut out = Vec::new();
+        let gateways: std::collections::HashMap<Uuid, GatewayWatch> =
+            Self::all::<GatewayWatch>(&self.gateways)?
+                .into_iter()
+                .map(|g| (g.gateway, g))
+                .collect();
         for e in Self::all::<EndpointWatch>(&self.endpoints)? {
-            out.extend(e.due(&self.settings, now));
+            let down = gateways.get(&e.gateway).map(|g| &g.outages[..]).unwrap_or_default();
+            out.extend(e.due(&self.settings, now, down));
         }
-        for g in Self::all::<GatewayWatch>(&self.gateways)? {
+        for g in gateways.values() {
             out.extend(g.due(&self.settings, now));
         }
         out.sort_by_key(|n| (n.due_ms, n.id));
@@ -242,6 +248,8 @@ impl NoticeProjection {
             }
             Event::GatewayCreated { .. }
             | Event::GatewayDeleted { .. }
+            | Event::GatewayWentOffline { .. }
+            | Event::GatewayCameOnline { .. }
             | Event::EndpointAdded { .. }
             | Event::EndpointDeleted
             | Event::TunnelOpened { .. }
@@ -266,6 +274,12 @@ impl NoticeProjection {
             }
             Event::GatewayDeleted { .. } => {
                 update(tx.gateways, key, |g: &mut GatewayWatch| g.deleted_ms = Some(t))?
+            }
+            Event::GatewayWentOffline { since_ms, .. } => {
+                update(tx.gateways, key, |g: &mut GatewayWatch| g.went_offline(*since_ms, env.id))?
+            }
+            Event::GatewayCameOnline { .. } => {
+                update(tx.gateways, key, |g: &mut GatewayWatch| g.came_online(t, env.id))?
             }
             Event::EndpointAdded { gateway, .. } => {
                 tx.endpoints.insert(key, encode(&EndpointWatch::new(id, *gateway)))?;

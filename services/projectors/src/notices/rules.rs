@@ -104,6 +104,40 @@ pub struct Outage {
     pub until: Option<(i64, Uuid)>,
 }
 
+impl Outage {
+    /// Whether it lasted (or, still going, has lasted at `now`) long enough to be reported, and
+    /// when it was reported: at the end of the grace.
+    fn reported_at(&self, s: &Settings, now: i64) -> Option<i64> {
+        let at = self.from_ms + s.offline_grace_ms;
+        let lasted = match self.until {
+            Some((back, _)) => back >= at,
+            None => now >= at,
+        };
+        lasted.then_some(at)
+    }
+
+    /// Whether it and `other` overlap in time.
+    fn overlaps(&self, other: &Outage) -> bool {
+        let end = |o: &Outage| o.until.map_or(i64::MAX, |(t, _)| t);
+        self.from_ms <= end(other) && other.from_ms <= end(self)
+    }
+}
+
+/// Opens an outage at `from_ms` in `outages` (kept to the last [`MAX_OUTAGES`]).
+fn outage_began(outages: &mut Vec<Outage>, from_ms: i64, event: Uuid) {
+    outages.push(Outage { from_ms, from_event: event, until: None });
+    if outages.len() > MAX_OUTAGES {
+        outages.remove(0);
+    }
+}
+
+/// Closes the open outage of `outages`, if there is one.
+fn outage_ended(outages: &mut [Outage], at_ms: i64, event: Uuid) {
+    if let Some(o) = outages.last_mut().filter(|o| o.until.is_none()) {
+        o.until = Some((at_ms, event));
+    }
+}
+
 /// Notifications about an endpoint held back after it was reported unstable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
@@ -152,9 +186,7 @@ impl EndpointWatch {
     /// A session opened (event `event` at `at_ms`).
     pub fn opened(&mut self, tunnel: Uuid, at_ms: i64, event: Uuid) {
         if self.sessions.is_empty() {
-            if let Some(o) = self.outages.last_mut().filter(|o| o.until.is_none()) {
-                o.until = Some((at_ms, event));
-            }
+            outage_ended(&mut self.outages, at_ms, event);
         }
         if !self.sessions.contains(&tunnel) {
             self.sessions.push(tunnel);
@@ -169,10 +201,7 @@ impl EndpointWatch {
         if before == 0 || !self.sessions.is_empty() {
             return;
         }
-        self.outages.push(Outage { from_ms: at_ms, from_event: event, until: None });
-        if self.outages.len() > MAX_OUTAGES {
-            self.outages.remove(0);
-        }
+        outage_began(&mut self.outages, at_ms, event);
         let recent =
             self.outages.iter().filter(|o| o.from_ms > at_ms - s.unstable_window_ms).count();
         if recent >= s.unstable_count && self.paused_at(at_ms).is_none() {
@@ -214,8 +243,9 @@ impl EndpointWatch {
         }
     }
 
-    /// The notices due at `now` and not yet finished.
-    pub fn due(&self, s: &Settings, now: i64) -> Vec<Notice> {
+    /// The notices due at `now` and not yet finished. An outage during one of its gateway's
+    /// (`gateway_outages`) is held back: the gateway's notification covers its endpoints.
+    pub fn due(&self, s: &Settings, now: i64, gateway_outages: &[Outage]) -> Vec<Notice> {
         if self.deleted {
             return Vec::new();
         }
@@ -232,22 +262,25 @@ impl EndpointWatch {
             });
         }
         for o in &self.outages {
-            let reported_at = o.from_ms + s.offline_grace_ms;
-            let reported = match o.until {
-                Some((back, _)) => back >= reported_at,
-                None => now >= reported_at,
-            };
-            if !reported {
-                continue;
-            }
-            out.push(self.notice(
+            let Some(reported_at) = o.reported_at(s, now) else { continue };
+            let gateway_down = gateway_outages.iter().find(|g| g.overlaps(o)).map(|g| {
+                format!(
+                    "its gateway was offline from {} (the gateway's notification covers its endpoints)",
+                    crate::audit::format_time(g.from_ms)
+                )
+            });
+            let mut notices = vec![self.notice(
                 NoticeKind::EndpointOffline,
                 o.from_event,
                 reported_at,
                 o.from_ms,
-            ));
+            )];
             if let Some((back, event)) = o.until {
-                out.push(self.notice(NoticeKind::EndpointOnline, event, back, o.from_ms));
+                notices.push(self.notice(NoticeKind::EndpointOnline, event, back, o.from_ms));
+            }
+            for mut n in notices {
+                n.suppressed = n.suppressed.or_else(|| gateway_down.clone());
+                out.push(n);
             }
         }
         out.retain(|n| {
@@ -267,12 +300,29 @@ pub struct GatewayWatch {
     pub last_activity_ms: i64,
     /// When it was deleted (by anyone).
     pub deleted_ms: Option<i64>,
+    /// Times no node served it (recorded by the nodes).
+    #[serde(default)]
+    pub outages: Vec<Outage>,
     pub handled: Vec<Uuid>,
 }
 
 impl GatewayWatch {
     pub fn new(gateway: Uuid, created_ms: i64) -> Self {
-        Self { gateway, last_activity_ms: created_ms, deleted_ms: None, handled: Vec::new() }
+        Self {
+            gateway,
+            last_activity_ms: created_ms,
+            deleted_ms: None,
+            outages: Vec::new(),
+            handled: Vec::new(),
+        }
+    }
+
+    pub fn went_offline(&mut self, since_ms: i64, event: Uuid) {
+        outage_began(&mut self.outages, since_ms, event);
+    }
+
+    pub fn came_online(&mut self, at_ms: i64, event: Uuid) {
+        outage_ended(&mut self.outages, at_ms, event);
     }
 
     /// Whether activity at `at_ms` moves the row (by the resolution or more).
@@ -286,6 +336,34 @@ impl GatewayWatch {
 
     pub fn handled(&mut self, notice: Uuid) {
         remember(&mut self.handled, notice);
+    }
+
+    /// Offline after the grace, back online after an offline report, while it exists.
+    fn service_notices(&self, s: &Settings, now: i64) -> Vec<Notice> {
+        if self.deleted_ms.is_some() {
+            return Vec::new();
+        }
+        let notice = |kind: NoticeKind, cause, due_ms, since_ms| Notice {
+            id: notice_id(kind.as_str(), cause),
+            action: Action::Send(kind),
+            subject: self.gateway,
+            gateway: self.gateway,
+            due_ms,
+            since_ms,
+            suppressed: None,
+            pause_until_ms: None,
+            deadline_ms: None,
+        };
+        let mut out = Vec::new();
+        for o in &self.outages {
+            let Some(reported_at) = o.reported_at(s, now) else { continue };
+            out.push(notice(NoticeKind::GatewayOffline, o.from_event, reported_at, o.from_ms));
+            if let Some((back, event)) = o.until {
+                out.push(notice(NoticeKind::GatewayOnline, event, back, o.from_ms));
+            }
+        }
+        out.retain(|n| n.due_ms <= now && n.due_ms >= now - s.horizon_ms);
+        out
     }
 
     /// When the gateway is deleted if nothing happens before.
@@ -314,18 +392,18 @@ impl GatewayWatch {
             pause_until_ms: None,
             deadline_ms: Some(deadline),
         };
-        let mut out = Vec::new();
+        let mut out = self.service_notices(s, now);
         if now >= deadline {
             out.push(notice("gateway-retired", NoticeKind::GatewayRetired, deadline));
         } else {
+            // Only the latest warning due: a node down across both sends one, not two.
+            let mut warnings: Vec<Notice> = Vec::new();
             for before in s.retention_warnings_ms {
                 let what = format!("retention-warning-{}d", before / DAY_MS);
-                out.push(notice(&what, NoticeKind::RetentionWarning, deadline - before));
+                warnings.push(notice(&what, NoticeKind::RetentionWarning, deadline - before));
             }
-            // Only the latest warning due: a node down across both sends one, not two.
-            out.retain(|n| n.due_ms <= now);
-            out.sort_by_key(|n| n.due_ms);
-            out.drain(..out.len().saturating_sub(1));
+            warnings.retain(|n| n.due_ms <= now);
+            out.extend(warnings.into_iter().max_by_key(|n| n.due_ms));
         }
         out.retain(|n| !self.handled.contains(&n.id));
         out
@@ -367,7 +445,7 @@ mod tests {
         }
         fn kinds_due(&self, now: i64) -> Vec<(NoticeKind, bool)> {
             self.w
-                .due(&self.s, now)
+                .due(&self.s, now, &[])
                 .into_iter()
                 .filter_map(|n| match n.action {
                     Action::Send(k) => Some((k, n.suppressed.is_some())),
@@ -376,7 +454,7 @@ mod tests {
                 .collect()
         }
         fn finish_all(&mut self, now: i64) {
-            for n in self.w.due(&self.s, now) {
+            for n in self.w.due(&self.s, now, &[]) {
                 self.w.handled(n.id);
             }
         }
@@ -436,7 +514,7 @@ mod tests {
             ],
             "the third outage is reported unstable; its own offline and online are held back"
         );
-        let unstable = &e.w.due(&e.s, now)[0];
+        let unstable = &e.w.due(&e.s, now, &[])[0];
         assert_eq!(unstable.pause_until_ms, Some(T0 + 11 * MIN + DAY_MS));
         e.finish_all(now);
         // Hours later, still paused: another outage is held back, not reported unstable again.
@@ -449,8 +527,8 @@ mod tests {
         e.finish_all(T0 + 6 * 60 * MIN);
         // The pause's end is recorded once it is over, and then reports go out again.
         let end = T0 + 11 * MIN + DAY_MS;
-        assert!(e.w.due(&e.s, end - 1).is_empty());
-        let resumed = e.w.due(&e.s, end);
+        assert!(e.w.due(&e.s, end - 1, &[]).is_empty());
+        let resumed = e.w.due(&e.s, end, &[]);
         assert_eq!(resumed.len(), 1);
         assert_eq!((resumed[0].action, resumed[0].due_ms), (Action::EndPause, end));
         e.finish_all(end);
@@ -487,12 +565,44 @@ mod tests {
             e.up(T0);
             e.down(T0 + MIN);
         }
-        let (da, db) = (a.w.due(&a.s, T0 + 5 * MIN), b.w.due(&b.s, T0 + 5 * MIN));
+        let (da, db) = (a.w.due(&a.s, T0 + 5 * MIN, &[]), b.w.due(&b.s, T0 + 5 * MIN, &[]));
         assert_eq!(da, db);
         a.up(T0 + 6 * MIN);
-        let ids: Vec<_> = a.w.due(&a.s, T0 + 6 * MIN).iter().map(|n| n.id).collect();
+        let ids: Vec<_> = a.w.due(&a.s, T0 + 6 * MIN, &[]).iter().map(|n| n.id).collect();
         assert_eq!(ids.len(), 2);
         assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn a_gateway_outage_is_reported_for_the_gateway_and_covers_its_endpoints() {
+        let (mut g, s) = gateway();
+        g.went_offline(T0 + MIN, Uuid::from_u128(60));
+        assert!(kinds(&g.due(&s, T0 + 2 * MIN)).is_empty(), "within the grace");
+        assert_eq!(kinds(&g.due(&s, T0 + 3 * MIN)), vec![NoticeKind::GatewayOffline]);
+        g.came_online(T0 + 10 * MIN, Uuid::from_u128(61));
+        assert_eq!(
+            kinds(&g.due(&s, T0 + 10 * MIN)),
+            vec![NoticeKind::GatewayOffline, NoticeKind::GatewayOnline]
+        );
+        // Its endpoint lost its session a moment before and came back after: held back.
+        let mut e = Endpoint::new();
+        e.up(T0);
+        e.down(T0 + MIN - 5);
+        e.up(T0 + 10 * MIN + 500);
+        let due = e.w.due(&e.s, T0 + 11 * MIN, &g.outages);
+        assert_eq!(due.len(), 2);
+        assert!(
+            due.iter().all(|n| n
+                .suppressed
+                .as_deref()
+                .is_some_and(|w| w.contains("gateway was offline"))),
+            "{due:?}"
+        );
+        // A short gateway outage (a restart within the grace) is not reported.
+        let (mut quick, _) = gateway();
+        quick.went_offline(T0, Uuid::from_u128(62));
+        quick.came_online(T0 + 30_000, Uuid::from_u128(63));
+        assert!(quick.due(&s, T0 + 60 * MIN).is_empty());
     }
 
     fn gateway() -> (GatewayWatch, Settings) {

@@ -24,6 +24,7 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &GatewayEvent) -> TxResult<
                 deleted_ms: None,
                 deleted_reason: None,
                 last_activity_ms: t,
+                offline_since_ms: None,
             };
             tx.gateways.insert(key, encode(&g))?;
         }
@@ -73,6 +74,12 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &GatewayEvent) -> TxResult<
             })?
         }
         GatewayEvent::EndpointAssignmentRenamed { .. } => {}
+        GatewayEvent::GatewayWentOffline { since_ms, .. } => {
+            update(tx.gateways, key, |g: &mut GatewayView| g.offline_since_ms = Some(*since_ms))?
+        }
+        GatewayEvent::GatewayCameOnline { .. } => {
+            update(tx.gateways, key, |g: &mut GatewayView| g.offline_since_ms = None)?
+        }
         GatewayEvent::GatewayDeleted { reason } => {
             let mut revoke = Vec::new();
             update(tx.gateways, key, |g: &mut GatewayView| {
