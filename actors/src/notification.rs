@@ -20,6 +20,8 @@ pub struct Notification {
     pub claim: Option<(String, i64)>,
     pub channels: Vec<String>,
     pub sent: BTreeSet<String>,
+    /// Channels given up on after retrying for long enough.
+    pub abandoned: BTreeSet<String>,
     pub suppressed: bool,
     pub paused: bool,
     pub resumed: bool,
@@ -31,7 +33,11 @@ impl Notification {
     pub fn finished(&self) -> bool {
         self.suppressed
             || self.resumed
-            || (self.claim.is_some() && self.channels.iter().all(|c| self.sent.contains(c)))
+            || (self.claim.is_some()
+                && self
+                    .channels
+                    .iter()
+                    .all(|c| self.sent.contains(c) || self.abandoned.contains(c)))
     }
 
     fn holder(&self, node: &str) -> Result<(), NotificationError> {
@@ -65,11 +71,13 @@ pub enum NotificationCommand {
         subject: String,
         message_id: String,
     },
+    /// A delivery failed; with `gave_up`, the last one this channel gets.
     Failed {
         node: String,
         channel: String,
         error: String,
         attempt: u32,
+        gave_up: bool,
     },
     /// Decide not to send it; valid unclaimed (the first decision wins) or by the holder.
     Suppress {
@@ -112,6 +120,9 @@ impl Aggregate for Notification {
             }
             NotificationSent { channel, .. } => {
                 self.sent.insert(channel.clone());
+            }
+            NotificationFailed { channel, gave_up: true, .. } => {
+                self.abandoned.insert(channel.clone());
             }
             NotificationFailed { .. } => {}
             NotificationSuppressed { .. } => self.suppressed = true,
@@ -168,12 +179,13 @@ impl Aggregate for Notification {
                     message_id: message_id.clone(),
                 }
             }
-            C::Failed { node, channel, error, attempt } => {
+            C::Failed { node, channel, error, attempt, gave_up } => {
                 self.holder(node)?;
                 E::NotificationFailed {
                     channel: channel.clone(),
                     error: error.clone(),
                     attempt: *attempt,
+                    gave_up: *gave_up,
                 }
             }
             C::Suppress { node, kind, subject, why } => {

@@ -410,8 +410,15 @@ catalogue! {
             subject: String,
             message_id: String,
         },
-        /// One delivery attempt failed; it is retried with backoff.
-        NotificationFailed { channel: String, error: String, attempt: u32 },
+        /// One delivery attempt failed; it is retried with backoff, unless `gave_up` (the
+        /// channel counts as done, undelivered).
+        NotificationFailed {
+            channel: String,
+            error: String,
+            attempt: u32,
+            #[serde(default)]
+            gave_up: bool,
+        },
         /// Not sent, and why (the endpoint's notifications are paused, nobody to tell).
         NotificationSuppressed {
             kind: NoticeKind,

@@ -34,7 +34,7 @@ schemas = {
   "Webhook": obj({"id": U(), "url": S(), "events": arr(KIND), "created_ms": I(), "created_by": N("string")}),
   "AddedWebhook": obj({"webhook": ref("Webhook"), "secret": S()}),
   "RemovedWebhook": obj({"removed": U()}),
-  "Notification": obj({"id": U(), "kind": KIND, "state": {"enum": ["sent", "suppressed", "resumed", "failing", "sending"]}, "subject": U(), "subject_name": N("string"),
+  "Notification": obj({"id": U(), "kind": KIND, "state": {"enum": ["sent", "suppressed", "resumed", "failed", "failing", "sending"]}, "subject": U(), "subject_name": N("string"),
       "first_ms": I(), "last_ms": I(), "node": N("string"), "channels": arr(S()), "sent": arr(obj({"channel": S(), "recipients": arr(S()), "subject": S(), "time_ms": I()})),
       "failures": I(), "last_error": N("string"), "suppressed": N("string"), "paused_until_ms": N("integer")}),
   "IssuedToken": obj({"id": U(), "user": S(), "token": S()}),

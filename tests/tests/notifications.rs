@@ -396,3 +396,25 @@ async fn a_gateway_down_while_its_only_node_is_stopped_is_reported_once_for_it_a
     assert!(last["summary"].as_str().unwrap().contains("crashed or was killed"), "{last}");
     assert!(outages.iter().filter(|e| e["event"] == "GatewayCameOnline").count() == 2);
 }
+
+#[actix::test]
+async fn a_webhook_that_never_accepts_is_given_up_after_a_day_while_email_still_goes() {
+    let smtp = SmtpServer::start();
+    let clock = clock_now();
+    let node =
+        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
+    let api = node.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let dead = WebhookReceiver::start("whsec_dead_0123456789abcdef", usize::MAX).await;
+    api.add_webhook(&dead.url, Some("whsec_dead_0123456789abcdef"), &[]).await.unwrap();
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
+    stop(agent, &api, &p).await;
+    clock.advance_ms(3 * MINUTE);
+    mails(&smtp, 1).await;
+    let failing = notification(&api, "endpoint-offline", "failing").await;
+    assert_eq!(failing["sent"].as_array().unwrap().len(), 1, "the email went: {failing}");
+    clock.advance_ms(DAY + MINUTE);
+    let failed = notification(&api, "endpoint-offline", "failed").await;
+    assert!(failed["last_error"].as_str().unwrap().contains("given up"), "{failed}");
+    assert!(dead.deliveries().iter().all(|d| d.answered == 500 && d.signature_valid));
+}

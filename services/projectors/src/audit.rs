@@ -366,8 +366,9 @@ impl Timeline {
                 kind.as_str(),
                 recipients.join(", ")
             ),
-            Event::NotificationFailed { channel, error, attempt } => {
-                format!("notification by {channel} failed (attempt {attempt}): {error}")
+            Event::NotificationFailed { channel, error, attempt, gave_up } => {
+                let next = if *gave_up { "given up" } else { "retrying" };
+                format!("notification by {channel} failed (attempt {attempt}, {next}): {error}")
             }
             Event::NotificationSuppressed { kind, why, .. } => {
                 format!("{} notification not sent: {why}", kind.as_str())

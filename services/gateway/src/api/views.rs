@@ -122,7 +122,7 @@ pub struct SentOut {
 pub struct NotificationOut {
     id: Uuid,
     kind: NoticeKind,
-    /// `sent`, `suppressed`, `resumed`, `failing` or `sending`.
+    /// `sent`, `suppressed`, `resumed`, `failed` (given up), `failing` (retrying) or `sending`.
     state: &'static str,
     /// The endpoint or gateway it is about, and its name.
     subject: Uuid,

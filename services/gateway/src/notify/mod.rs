@@ -22,7 +22,7 @@ use ism_actors::CommandError;
 use ism_events::{Cause, NoticeKind, Principal};
 use ism_projectors::notices::{Action, Notice, NoticeProjection, Settings};
 use message::{About, Message};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -42,6 +42,9 @@ pub struct NotifyConfig {
     /// The first wait after a failed delivery; it doubles up to `max_retry`.
     pub first_retry: Duration,
     pub max_retry: Duration,
+    /// How long a node keeps retrying a channel (a webhook that answers 404 forever) before it
+    /// records that it gave up.
+    pub give_up_after: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -54,6 +57,7 @@ impl Default for NotifyConfig {
             tick: Duration::from_secs(1),
             first_retry: Duration::from_secs(1),
             max_retry: Duration::from_secs(60),
+            give_up_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -71,15 +75,42 @@ pub struct Notifier {
     config: NotifyConfig,
     /// Notices a task of this node is working on.
     in_flight: Mutex<HashSet<Uuid>>,
+    /// Subjects whose notices are being claimed and first delivered, in order.
+    busy_subjects: Mutex<HashSet<Uuid>>,
     /// Notices another node holds, and when its lease ends.
     held_elsewhere: Mutex<HashMap<Uuid, i64>>,
 }
 
-/// Why a notice was left alone.
-enum Outcome {
+/// Where a notice stands after its claim and first delivery.
+enum Begun {
+    /// Nothing is left to do here.
     Done,
     /// Another node holds it until then.
     HeldUntil(i64),
+    /// Some channels failed: retried with backoff.
+    Retrying(Box<Delivery>),
+}
+
+/// One claimed notice being delivered.
+struct Delivery {
+    notice: Notice,
+    kind: NoticeKind,
+    channels: Vec<String>,
+    recipients: Vec<String>,
+    hooks: Vec<ism_projectors::WebhookView>,
+    message: Message,
+    /// Channels delivered or given up.
+    done: BTreeSet<String>,
+    lease_until_ms: i64,
+    /// When this node took it on.
+    started_ms: i64,
+    attempt: u32,
+}
+
+impl Delivery {
+    fn finished(&self) -> bool {
+        self.channels.iter().all(|c| self.done.contains(c))
+    }
 }
 
 type Failure = CommandError<NotificationError>;
@@ -100,6 +131,7 @@ impl Notifier {
             mailer,
             config,
             in_flight: Mutex::default(),
+            busy_subjects: Mutex::default(),
             held_elsewhere: Mutex::default(),
         }))
     }
@@ -129,34 +161,62 @@ impl Notifier {
                 return;
             }
         };
+        self.lock_held().retain(|_, until| *until > now);
+        // Each subject's notices in the order they fell due, one subject at a time: a person
+        // reads "offline" before "back online" even when both fall due at once.
+        let mut by_subject: BTreeMap<Uuid, Vec<Notice>> = BTreeMap::new();
         for notice in due {
-            if self.lock_held().get(&notice.id).is_some_and(|until| *until > now) {
+            let held = self.lock_held().contains_key(&notice.id);
+            if !held && !self.lock_in_flight().contains(&notice.id) {
+                by_subject.entry(notice.subject).or_default().push(notice);
+            }
+        }
+        for (subject, notices) in by_subject {
+            if !self.lock_busy().insert(subject) {
                 continue;
             }
-            if !self.lock_in_flight().insert(notice.id) {
-                continue;
-            }
+            self.lock_in_flight().extend(notices.iter().map(|n| n.id));
             let me = self.clone();
             tokio::spawn(async move {
-                let id = notice.id;
-                match me.handle(&notice).await {
-                    Ok(Outcome::Done) => {
-                        me.lock_held().remove(&id);
-                    }
-                    Ok(Outcome::HeldUntil(until)) => {
-                        me.lock_held().insert(id, until);
-                    }
-                    Err(e) => {
-                        tracing::warn!(notification = %id, error = %e, "notification not finished; trying again")
+                for notice in notices {
+                    let id = notice.id;
+                    match me.begin(notice).await {
+                        Ok(Begun::Done) => me.release(id),
+                        Ok(Begun::HeldUntil(until)) => {
+                            me.lock_held().insert(id, until);
+                            me.release(id);
+                        }
+                        // Retries go on beside the subject's next notices.
+                        Ok(Begun::Retrying(delivery)) => {
+                            let me = me.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = me.retry(*delivery).await {
+                                    tracing::warn!(notification = %id, error = %e, "notification not finished; trying again");
+                                }
+                                me.release(id);
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(notification = %id, error = %e, "notification not finished; trying again");
+                            me.release(id);
+                        }
                     }
                 }
-                me.lock_in_flight().remove(&id);
+                me.lock_busy().remove(&subject);
             });
         }
     }
 
+    fn release(&self, notice: Uuid) {
+        self.lock_in_flight().remove(&notice);
+    }
+
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.busy_subjects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, i64>> {
@@ -180,17 +240,33 @@ impl Notifier {
         result.map(|_| ())
     }
 
-    async fn handle(&self, notice: &Notice) -> Result<Outcome, Failure> {
+    fn lease_until(&self) -> i64 {
+        self.state.clock.now_ms() + self.config.lease.as_millis() as i64
+    }
+
+    fn claim(&self, d: &Delivery) -> NotificationCommand {
+        NotificationCommand::Claim {
+            kind: d.kind,
+            subject: d.notice.subject,
+            node: self.state.node_id.clone(),
+            channels: d.channels.clone(),
+            lease_until_ms: d.lease_until_ms,
+        }
+    }
+
+    /// Claims the notice and makes the first delivery on each channel; what failed is left to
+    /// [`retry`](Self::retry).
+    async fn begin(&self, notice: Notice) -> Result<Begun, Failure> {
         let kind = match notice.action {
             Action::EndPause => {
                 self.execute(notice.id, NotificationCommand::Resume { endpoint: notice.subject })
                     .await?;
-                return Ok(Outcome::Done);
+                return Ok(Begun::Done);
             }
             Action::Send(kind) => kind,
         };
         if let Some(why) = &notice.suppressed {
-            return self.suppress(notice, kind, why.clone()).await;
+            return self.suppress(&notice, kind, why.clone()).await;
         }
         let (recipients, hooks) = self.audience(kind)?;
         let mut channels = Vec::new();
@@ -211,84 +287,120 @@ impl Notifier {
             } else {
                 format!("nobody to tell: no Security Lead or opted-in Administrator has an email address, and no webhook for {} notifications", kind.as_str())
             };
-            return self.suppress(notice, kind, why).await;
+            return self.suppress(&notice, kind, why).await;
         }
-        let lease_until = |me: &Self| me.state.clock.now_ms() + me.config.lease.as_millis() as i64;
-        let claim = |until: i64| NotificationCommand::Claim {
+        let message = message::compose(kind, &notice, &self.about(&notice)?);
+        let mut d = Delivery {
+            notice,
             kind,
-            subject: notice.subject,
-            node: self.state.node_id.clone(),
-            channels: channels.clone(),
-            lease_until_ms: until,
+            channels,
+            recipients,
+            hooks,
+            message,
+            done: BTreeSet::new(),
+            lease_until_ms: self.lease_until(),
+            started_ms: self.state.clock.now_ms(),
+            attempt: 1,
         };
-        let mut until = lease_until(self);
-        match self.execute(notice.id, claim(until)).await {
+        match self.execute(d.notice.id, self.claim(&d)).await {
             Ok(()) => {}
-            Err(CommandError::Rejected(NotificationError::Finished)) => return Ok(Outcome::Done),
+            Err(CommandError::Rejected(NotificationError::Finished)) => return Ok(Begun::Done),
             Err(CommandError::Rejected(NotificationError::TakenBy(_))) => {
-                let held = aggregate::load::<Notification>(&*self.state.log, notice.id).await?;
-                return Ok(Outcome::HeldUntil(held.state.claim.map_or(0, |(_, until)| until)));
+                let held = aggregate::load::<Notification>(&*self.state.log, d.notice.id).await?;
+                return Ok(Begun::HeldUntil(held.state.claim.map_or(0, |(_, until)| until)));
             }
             Err(e) => return Err(e),
         }
-        if let (NoticeKind::EndpointUnstable, Some(until_ms)) = (kind, notice.pause_until_ms) {
+        if let (NoticeKind::EndpointUnstable, Some(until_ms)) = (kind, d.notice.pause_until_ms) {
             let node = self.state.node_id.clone();
-            self.execute(
-                notice.id,
-                NotificationCommand::Pause { node, endpoint: notice.subject, until_ms },
-            )
-            .await?;
+            let pause = NotificationCommand::Pause { node, endpoint: d.notice.subject, until_ms };
+            self.execute(d.notice.id, pause).await?;
         }
-        let message = message::compose(kind, notice, &self.about(notice)?);
-        let mut sent =
-            aggregate::load::<Notification>(&*self.state.log, notice.id).await?.state.sent;
+        // What a node that held it before (and died) delivered, or gave up on, stays done.
+        let before = aggregate::load::<Notification>(&*self.state.log, d.notice.id).await?.state;
+        d.done = before.sent.union(&before.abandoned).cloned().collect();
+        self.attempt(&mut d).await?;
+        Ok(if d.finished() { Begun::Done } else { Begun::Retrying(Box::new(d)) })
+    }
+
+    /// Retries what failed, with backoff, renewing the claim, until every channel is delivered
+    /// or `give_up_after` has passed (then the rest is recorded as given up).
+    async fn retry(&self, mut d: Delivery) -> Result<(), Failure> {
         let mut wait = self.config.first_retry;
-        for attempt in 1u32.. {
-            let pending: Vec<&String> = channels.iter().filter(|c| !sent.contains(*c)).collect();
-            for channel in pending {
-                let command = match self
-                    .deliver(channel, notice, &recipients, &hooks, &message)
-                    .await
-                {
-                    Ok(to) => NotificationCommand::Sent {
-                        node: self.state.node_id.clone(),
-                        channel: channel.clone(),
-                        recipients: to,
-                        kind,
-                        subject: message.subject.clone(),
-                        message_id: notice.id.to_string(),
-                    },
-                    Err(error) => {
-                        tracing::warn!(notification = %notice.id, %channel, attempt, error = %ism_events::escaped(&error), "notification delivery failed; retrying");
-                        NotificationCommand::Failed {
-                            node: self.state.node_id.clone(),
-                            channel: channel.clone(),
-                            error,
-                            attempt,
-                        }
-                    }
-                };
-                let delivered = matches!(command, NotificationCommand::Sent { .. });
-                self.execute(notice.id, command).await?;
-                if delivered {
-                    sent.insert(channel.clone());
-                }
-            }
-            if channels.iter().all(|c| sent.contains(c)) {
-                tracing::info!(notification = %notice.id, kind = kind.as_str(), subject = %ism_events::escaped(&message.subject), "notification sent");
-                return Ok(Outcome::Done);
-            }
+        while !d.finished() {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(self.config.max_retry);
-            if until - self.state.clock.now_ms() < self.config.lease.as_millis() as i64 / 2 {
-                until = lease_until(self);
+            let now = self.state.clock.now_ms();
+            if d.lease_until_ms - now < self.config.lease.as_millis() as i64 / 2 {
+                d.lease_until_ms = self.lease_until();
                 // Lost to another node (this one was too slow): it finishes the work.
-                if self.execute(notice.id, claim(until)).await.is_err() {
-                    return Ok(Outcome::Done);
+                if self.execute(d.notice.id, self.claim(&d)).await.is_err() {
+                    return Ok(());
                 }
             }
+            d.attempt += 1;
+            if now - d.started_ms >= self.config.give_up_after.as_millis() as i64 {
+                return self.give_up(&mut d).await;
+            }
+            self.attempt(&mut d).await?;
         }
-        Ok(Outcome::Done)
+        Ok(())
+    }
+
+    /// One delivery on each channel not yet done, each recorded.
+    async fn attempt(&self, d: &mut Delivery) -> Result<(), Failure> {
+        let pending: Vec<String> =
+            d.channels.iter().filter(|c| !d.done.contains(*c)).cloned().collect();
+        for channel in pending {
+            let command = match self.deliver(&channel, d).await {
+                Ok(to) => NotificationCommand::Sent {
+                    node: self.state.node_id.clone(),
+                    channel: channel.clone(),
+                    recipients: to,
+                    kind: d.kind,
+                    subject: d.message.subject.clone(),
+                    message_id: d.notice.id.to_string(),
+                },
+                Err(error) => {
+                    tracing::warn!(notification = %d.notice.id, %channel, attempt = d.attempt, error = %ism_events::escaped(&error), "notification delivery failed; retrying");
+                    NotificationCommand::Failed {
+                        node: self.state.node_id.clone(),
+                        channel: channel.clone(),
+                        error,
+                        attempt: d.attempt,
+                        gave_up: false,
+                    }
+                }
+            };
+            let delivered = matches!(command, NotificationCommand::Sent { .. });
+            self.execute(d.notice.id, command).await?;
+            if delivered {
+                d.done.insert(channel);
+            }
+        }
+        if d.finished() {
+            tracing::info!(notification = %d.notice.id, kind = d.kind.as_str(), subject = %ism_events::escaped(&d.message.subject), "notification sent");
+        }
+        Ok(())
+    }
+
+    async fn give_up(&self, d: &mut Delivery) -> Result<(), Failure> {
+        let pending: Vec<String> =
+            d.channels.iter().filter(|c| !d.done.contains(*c)).cloned().collect();
+        for channel in pending {
+            tracing::error!(notification = %d.notice.id, %channel, "notification not delivered: giving up");
+            let error = format!("not delivered within {:?}: given up", self.config.give_up_after);
+            let failed = NotificationCommand::Failed {
+                node: self.state.node_id.clone(),
+                channel: channel.clone(),
+                error,
+                attempt: d.attempt,
+                gave_up: true,
+            };
+            self.execute(d.notice.id, failed).await?;
+            d.done.insert(channel);
+        }
+        Ok(())
     }
 
     async fn suppress(
@@ -296,7 +408,7 @@ impl Notifier {
         notice: &Notice,
         kind: NoticeKind,
         why: String,
-    ) -> Result<Outcome, Failure> {
+    ) -> Result<Begun, Failure> {
         let node = self.state.node_id.clone();
         match self
             .execute(
@@ -305,10 +417,10 @@ impl Notifier {
             )
             .await
         {
-            Ok(()) | Err(CommandError::Rejected(NotificationError::Finished)) => Ok(Outcome::Done),
-            Err(CommandError::Rejected(NotificationError::TakenBy(_))) => Ok(Outcome::HeldUntil(
-                self.state.clock.now_ms() + self.config.lease.as_millis() as i64,
-            )),
+            Ok(()) | Err(CommandError::Rejected(NotificationError::Finished)) => Ok(Begun::Done),
+            Err(CommandError::Rejected(NotificationError::TakenBy(_))) => {
+                Ok(Begun::HeldUntil(self.lease_until()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -366,14 +478,8 @@ impl Notifier {
     }
 
     /// Delivers on one channel; the recipients it reached, or why not.
-    async fn deliver(
-        &self,
-        channel: &str,
-        notice: &Notice,
-        recipients: &[String],
-        hooks: &[ism_projectors::WebhookView],
-        message: &Message,
-    ) -> Result<Vec<String>, String> {
+    async fn deliver(&self, channel: &str, d: &Delivery) -> Result<Vec<String>, String> {
+        let (notice, recipients, hooks, message) = (&d.notice, &d.recipients, &d.hooks, &d.message);
         if channel == retention::CHANNEL {
             return retention::retire(&self.state, notice).await.map(|()| Vec::new());
         }

@@ -34,6 +34,8 @@ pub struct NotificationView {
     pub sent: Vec<SentView>,
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Channels given up on (not delivered).
+    pub abandoned: Vec<String>,
     pub suppressed: Option<String>,
     pub paused_until_ms: Option<i64>,
     pub resumed: bool,
@@ -52,6 +54,7 @@ impl NotificationView {
             sent: Vec::new(),
             failures: 0,
             last_error: None,
+            abandoned: Vec::new(),
             suppressed: None,
             paused_until_ms: None,
             resumed: false,
@@ -63,14 +66,18 @@ impl NotificationView {
         self.suppressed.is_some()
             || self.resumed
             || (self.node.is_some()
-                && self.channels.iter().all(|c| self.sent.iter().any(|s| &s.channel == c)))
+                && self.channels.iter().all(|c| {
+                    self.abandoned.contains(c) || self.sent.iter().any(|s| &s.channel == c)
+                }))
     }
 
-    /// One word for its state: `sent`, `suppressed`, `resumed`, `failing`, `sending`.
+    /// One word for its state: `sent`, `suppressed`, `resumed`, `failed` (given up on a
+    /// channel), `failing` (being retried), `sending`.
     pub fn state(&self) -> &'static str {
         match () {
             _ if self.resumed => "resumed",
             _ if self.suppressed.is_some() => "suppressed",
+            _ if self.finished() && !self.abandoned.is_empty() => "failed",
             _ if self.finished() => "sent",
             _ if self.failures > 0 => "failing",
             _ => "sending",
@@ -322,10 +329,15 @@ impl NoticeProjection {
                     })
                 })?
             }
-            Event::NotificationFailed { error, .. } => self.change(tx, id, t, |n| {
-                n.failures += 1;
-                n.last_error = Some(error.clone());
-            })?,
+            Event::NotificationFailed { channel, error, gave_up, .. } => {
+                self.change(tx, id, t, |n| {
+                    n.failures += 1;
+                    n.last_error = Some(error.clone());
+                    if *gave_up {
+                        n.abandoned.push(channel.clone());
+                    }
+                })?
+            }
             Event::NotificationSuppressed { kind, why, subject } => {
                 // A suppression may be the notification's first event.
                 let mut n = get::<NotificationView>(tx.notifications, key)?
