@@ -189,7 +189,8 @@ impl Aggregate for Notification {
                 }
             }
             C::Suppress { node, kind, subject, why } => {
-                if self.claim.is_some() {
+                // A lapsed claim (its node died) does not stand in the way.
+                if self.claim.as_ref().is_some_and(|(_, until)| *until > now_ms) {
                     self.holder(node)?;
                 }
                 E::NotificationSuppressed { kind: *kind, why: why.clone(), subject: *subject }
@@ -281,8 +282,12 @@ mod tests {
             subject: Uuid::nil(),
         });
         Scenario::<Notification>::given(&[claimed("a", 100)])
+            .at(50)
             .when(&suppress("b"))
             .then_error(NotificationError::TakenBy("a".into()));
+        Scenario::<Notification>::given(&[claimed("a", 100)]).at(150).when(&suppress("b")).then(
+            NotificationSuppressed { kind: KIND, why: "paused".into(), subject: Uuid::nil() },
+        );
         Scenario::<Notification>::given(&[NotificationSuppressed {
             kind: KIND,
             why: "p".into(),

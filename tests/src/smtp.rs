@@ -74,7 +74,14 @@ impl SmtpServer {
         let dir = self.maildir.path().join("mail").join("new");
         let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
         let mut files: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        // Maildir names are `<seconds>.M<micros>P<pid>Q<n>.<host>`: Q counts the deliveries of
+        // the one server process, in order.
+        let delivery = |p: &std::path::PathBuf| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let q = name.split('Q').nth(1).and_then(|r| r.split('.').next()).unwrap_or("0");
+            q.parse::<u64>().unwrap_or(0)
+        };
+        files.sort_by_key(delivery);
         files
             .iter()
             .filter_map(|f| std::fs::read_to_string(f).ok())

@@ -41,6 +41,7 @@ fn announcement(node: &str, beat: u64) -> NodeAnnouncement {
         beat,
         sessions: 0,
         streams: 0,
+        emails: false,
     }
 }
 

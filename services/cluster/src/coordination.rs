@@ -29,6 +29,10 @@ pub struct NodeAnnouncement {
     pub sessions: usize,
     #[serde(default)]
     pub streams: usize,
+    /// It can send notification emails (it has an SMTP relay): a node that cannot leaves
+    /// notifications with email recipients to one that can.
+    #[serde(default)]
+    pub emails: bool,
 }
 
 /// The session that holds an endpoint.

@@ -91,6 +91,7 @@ mod tests {
             beat,
             sessions: 0,
             streams: 0,
+            emails: false,
         }
     }
 

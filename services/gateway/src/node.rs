@@ -179,6 +179,12 @@ impl RunningNode {
             t.abort();
         }
         let state = &self.state;
+        // Recorded before the sessions end, so their ends read as the gateway's outage, not
+        // the endpoints' own.
+        if !state.cluster.others_serving().await {
+            let why = format!("gateway node {} stopped and no other node serves it", state.node_id);
+            service::record_offline(state, state.clock.now_ms(), &why).await;
+        }
         state.sessions.close_all("gateway node shutting down");
         // Streams tell their end once their splice is over, sessions their close once their
         // tasks end: both are gone before the last told fact is.
@@ -201,10 +207,6 @@ impl RunningNode {
                 sessions = state.sessions.len(),
                 "stopping before every stream fact was recorded"
             );
-        }
-        if !state.cluster.others_serving().await {
-            let why = format!("gateway node {} stopped and no other node serves it", state.node_id);
-            service::record_offline(state, state.clock.now_ms(), &why).await;
         }
         // The others stop counting on this node at once rather than after its lease.
         state.cluster.close_links().await;
@@ -304,7 +306,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     owner_only(&projections).map_err(data_err(&projections))?;
     let progress = spawn_projection(log.clone(), directory.clone())?;
     let notices_progress = spawn_projection(log.clone(), notices.clone())?;
-    let notices_applied = notices_progress.applied_events();
     let applied_events = progress.applied_events();
     progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
 
@@ -391,6 +392,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         stream_limits: config.stream_limits,
         pending: PendingConnections::new(config.max_pending_connections),
         cluster: cluster.cluster,
+        sends_email: config.notify.smtp.is_some(),
     });
 
     recover(&state, config.event_log.is_none()).await;
@@ -431,7 +433,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     ];
     let mut tasks = tasks;
     let notifier = Notifier::new(state.clone(), notices, config.notify.clone())?;
-    tasks.push(tokio::spawn(notifier.run(notices_applied)));
+    tasks.push(tokio::spawn(notifier.run()));
     if let Some((listener, tls)) = cluster.relay {
         tasks.push(tokio::spawn(relay::serve(
             listener,

@@ -66,6 +66,8 @@ pub struct NodeState {
     pub pending: PendingConnections,
     /// This node in its cluster: who holds which endpoint, relay links, draining.
     pub cluster: Arc<Cluster>,
+    /// It has an SMTP relay for notification emails (`--smtp-url`).
+    pub sends_email: bool,
 }
 
 /// How long scanner streams may stay quiet and how many one credential may run.

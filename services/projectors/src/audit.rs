@@ -348,6 +348,8 @@ impl Timeline {
                 format!("user {} notifications {}", agg.id, if *enabled { "on" } else { "off" })
             }
             Event::WebhookAdded { url, events, .. } => {
+                // Its path and query may carry a token: only where it goes is shown.
+                let url = url.split(['/', '?', '#']).take(3).collect::<Vec<_>>().join("/");
                 let kinds = if events.is_empty() {
                     "every notification".to_string()
                 } else {
@@ -362,9 +364,9 @@ impl Timeline {
                 self.subject_name(*subject)
             ),
             Event::NotificationSent { channel, recipients, kind, subject, .. } => format!(
-                "{} notification sent by {channel} to {}: {subject:?}",
+                "{} notification sent by {channel} ({} recipients): {subject:?}",
                 kind.as_str(),
-                recipients.join(", ")
+                recipients.len()
             ),
             Event::NotificationFailed { channel, error, attempt, gave_up } => {
                 let next = if *gave_up { "given up" } else { "retrying" };

@@ -95,9 +95,10 @@ pub(super) struct NotificationQuery {
 }
 
 /// The notifications recorded, newest first (default 100, at most 1000).
+/// Who received each is shown to managers only (the users list is not everyone's).
 pub(super) async fn notifications(
     state: State,
-    _caller: Caller,
+    caller: Caller,
     query: web::Query<NotificationQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(100).min(1000);
@@ -105,7 +106,12 @@ pub(super) async fn notifications(
         .notices
         .notifications(limit)?
         .into_iter()
-        .map(|n| views::notification(n, &state))
+        .map(|mut n| {
+            if !caller.role.may_manage() {
+                n.sent.iter_mut().for_each(|s| s.recipients.clear());
+            }
+            views::notification(n, &state)
+        })
         .collect();
     Ok(HttpResponse::Ok().json(all))
 }

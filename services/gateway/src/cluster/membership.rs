@@ -38,6 +38,7 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
             beat,
             sessions: state.sessions.len(),
             streams: state.streams.total(),
+            emails: state.sends_email,
         };
         if let Err(e) = cluster.coordination.announce(&me).await {
             tracing::warn!(error = %e, "cannot announce this node to the cluster");

@@ -16,6 +16,8 @@ pub struct About {
     pub endpoint: Option<(Uuid, String)>,
     /// Base URL of the management page (`https://gateway.corp.example:7070`).
     pub manage_url: String,
+    /// Months without scan activity after which a gateway is deleted.
+    pub retention_months: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +73,7 @@ pub fn compose(kind: NoticeKind, notice: &Notice, about: &About) -> Message {
         ),
         NoticeKind::RetentionWarning => (
             format!("Gateway {gateway} will be deleted on {deadline} for inactivity"),
-            format!("Gateway {gateway} has had no scan activity since {since}. Gateways without scan activity for four months are deleted with their endpoints: this one will be on {deadline}."),
+            format!("Gateway {gateway} has had no scan activity since {since}. Gateways without scan activity for {} months are deleted with their endpoints: this one will be on {deadline}.", about.retention_months),
             "To keep the gateway, run a scan through it before then (a recurring analysis that uses it keeps it from being deleted).".to_string(),
         ),
         NoticeKind::GatewayRetired => (
@@ -128,6 +130,7 @@ mod tests {
             gateway_name: "corp <lab>".into(),
             endpoint: Some((Uuid::from_u128(1), "dc1".into())),
             manage_url: "https://gw.corp.example:7070".into(),
+            retention_months: 4,
         }
     }
 

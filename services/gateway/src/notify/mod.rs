@@ -91,6 +91,16 @@ enum Begun {
     Retrying(Box<Delivery>),
 }
 
+/// Why a channel was not delivered, and what follows.
+enum Undelivered {
+    /// Perhaps later: retried with backoff.
+    Retry(String),
+    /// Never: the channel is recorded as given up.
+    GiveUp(String),
+    /// The notification has no point any more: recorded as suppressed, with why.
+    Moot(String),
+}
+
 /// One claimed notice being delivered.
 struct Delivery {
     notice: Notice,
@@ -136,18 +146,14 @@ impl Notifier {
         }))
     }
 
-    /// Looks for due notices every tick and whenever the notice projection moves.
-    pub async fn run(
-        self: Arc<Self>,
-        mut applied: tokio::sync::broadcast::Receiver<ism_events::Recorded>,
-    ) {
+    /// Looks for due notices every tick: the rules depend on the time as much as on events,
+    /// and one look a tick costs the same however many events a busy data path appends (each
+    /// look reads every row of the notice projection).
+    pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                r = applied.recv() => if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r { return },
-            }
+            tick.tick().await;
             self.start_due();
         }
     }
@@ -205,6 +211,17 @@ impl Notifier {
                 me.lock_busy().remove(&subject);
             });
         }
+    }
+
+    /// Whether another live node announces an SMTP relay.
+    async fn another_node_emails(&self) -> bool {
+        let cluster = &self.state.cluster;
+        cluster
+            .members()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.alive && m.announcement.emails && m.announcement.node != self.state.node_id)
     }
 
     fn release(&self, notice: Uuid) {
@@ -269,6 +286,11 @@ impl Notifier {
             return self.suppress(&notice, kind, why.clone()).await;
         }
         let (recipients, hooks) = self.audience(kind)?;
+        if self.mailer.is_none() && !recipients.is_empty() && self.another_node_emails().await {
+            // Its email would be lost with this node: one that can send it takes it.
+            return Ok(Begun::HeldUntil(self.lease_until()));
+        }
+        // The deletion first: nothing says "deleted" before it is.
         let mut channels = Vec::new();
         if kind == NoticeKind::GatewayRetired {
             channels.push(retention::CHANNEL.to_string());
@@ -278,14 +300,13 @@ impl Notifier {
         }
         channels.extend(hooks.iter().map(|h| webhook_channel(h.id)));
         if channels.is_empty() {
-            let why = if self.mailer.is_none() {
+            let why = if recipients.is_empty() {
+                format!("nobody to tell: no Security Lead or opted-in Administrator has an email address, and no webhook takes {} notifications", kind.as_str())
+            } else {
                 format!(
-                    "nobody to tell: no --smtp-url on node {} and no webhook for {} notifications",
-                    self.state.node_id,
+                    "nobody to tell: no gateway node has an SMTP relay (--smtp-url) and no webhook takes {} notifications",
                     kind.as_str()
                 )
-            } else {
-                format!("nobody to tell: no Security Lead or opted-in Administrator has an email address, and no webhook for {} notifications", kind.as_str())
             };
             return self.suppress(&notice, kind, why).await;
         }
@@ -330,52 +351,79 @@ impl Notifier {
         while !d.finished() {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(self.config.max_retry);
-            let now = self.state.clock.now_ms();
-            if d.lease_until_ms - now < self.config.lease.as_millis() as i64 / 2 {
-                d.lease_until_ms = self.lease_until();
-                // Lost to another node (this one was too slow): it finishes the work.
-                if self.execute(d.notice.id, self.claim(&d)).await.is_err() {
-                    return Ok(());
-                }
-            }
             d.attempt += 1;
-            if now - d.started_ms >= self.config.give_up_after.as_millis() as i64 {
+            // Subscriptions removed meanwhile are not retried.
+            d.hooks = self.audience(d.kind)?.1;
+            if self.state.clock.now_ms() - d.started_ms
+                >= self.config.give_up_after.as_millis() as i64
+            {
                 return self.give_up(&mut d).await;
             }
-            self.attempt(&mut d).await?;
+            match self.attempt(&mut d).await {
+                // Lost to another node (this one was too slow): it finishes the work.
+                Err(CommandError::Rejected(_)) => return Ok(()),
+                other => other?,
+            }
         }
         Ok(())
     }
 
-    /// One delivery on each channel not yet done, each recorded.
+    /// One delivery on each channel not yet done, each recorded, the claim renewed as it goes
+    /// (a round of slow channels can outlast half a lease). A failed deletion ends the round.
     async fn attempt(&self, d: &mut Delivery) -> Result<(), Failure> {
         let pending: Vec<String> =
             d.channels.iter().filter(|c| !d.done.contains(*c)).cloned().collect();
         for channel in pending {
-            let command = match self.deliver(&channel, d).await {
-                Ok(to) => NotificationCommand::Sent {
-                    node: self.state.node_id.clone(),
+            if d.lease_until_ms - self.state.clock.now_ms()
+                < self.config.lease.as_millis() as i64 / 2
+            {
+                d.lease_until_ms = self.lease_until();
+                self.execute(d.notice.id, self.claim(d)).await?;
+            }
+            let node = self.state.node_id.clone();
+            let failed = |error: String, gave_up: bool| {
+                let next = if gave_up { "giving up" } else { "retrying" };
+                tracing::warn!(notification = %d.notice.id, %channel, attempt = d.attempt, error = %ism_events::escaped(&error), "notification delivery failed; {next}");
+                NotificationCommand::Failed {
+                    node: node.clone(),
                     channel: channel.clone(),
-                    recipients: to,
-                    kind: d.kind,
-                    subject: d.message.subject.clone(),
-                    message_id: d.notice.id.to_string(),
-                },
-                Err(error) => {
-                    tracing::warn!(notification = %d.notice.id, %channel, attempt = d.attempt, error = %ism_events::escaped(&error), "notification delivery failed; retrying");
-                    NotificationCommand::Failed {
-                        node: self.state.node_id.clone(),
-                        channel: channel.clone(),
-                        error,
-                        attempt: d.attempt,
-                        gave_up: false,
-                    }
+                    error,
+                    attempt: d.attempt,
+                    gave_up,
                 }
             };
-            let delivered = matches!(command, NotificationCommand::Sent { .. });
+            let (command, done) = match self.deliver(&channel, d).await {
+                Ok(to) => {
+                    let sent = NotificationCommand::Sent {
+                        node: node.clone(),
+                        channel: channel.clone(),
+                        recipients: to,
+                        kind: d.kind,
+                        subject: d.message.subject.clone(),
+                        message_id: d.notice.id.to_string(),
+                    };
+                    (sent, true)
+                }
+                Err(Undelivered::Retry(e)) => (failed(e, false), false),
+                Err(Undelivered::GiveUp(e)) => (failed(e, true), true),
+                Err(Undelivered::Moot(why)) => {
+                    tracing::info!(notification = %d.notice.id, why = %ism_events::escaped(&why), "notification no longer needed");
+                    let moot = NotificationCommand::Suppress {
+                        node,
+                        kind: d.kind,
+                        subject: d.notice.subject,
+                        why,
+                    };
+                    self.execute(d.notice.id, moot).await?;
+                    d.done.extend(d.channels.iter().cloned());
+                    return Ok(());
+                }
+            };
             self.execute(d.notice.id, command).await?;
-            if delivered {
+            if done {
                 d.done.insert(channel);
+            } else if channel == retention::CHANNEL {
+                break;
             }
         }
         if d.finished() {
@@ -470,6 +518,7 @@ impl Notifier {
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.state.addresses.api));
         Ok(About {
+            retention_months: self.config.settings.retention_months,
             gateway: notice.gateway,
             gateway_name,
             endpoint,
@@ -478,25 +527,50 @@ impl Notifier {
     }
 
     /// Delivers on one channel; the recipients it reached, or why not.
-    async fn deliver(&self, channel: &str, d: &Delivery) -> Result<Vec<String>, String> {
+    /// Delivers on one channel: the email addresses it reached (none for a webhook, whose
+    /// channel names it: its URL may carry a token and is not repeated in the record).
+    async fn deliver(&self, channel: &str, d: &Delivery) -> Result<Vec<String>, Undelivered> {
         let (notice, recipients, hooks, message) = (&d.notice, &d.recipients, &d.hooks, &d.message);
         if channel == retention::CHANNEL {
-            return retention::retire(&self.state, notice).await.map(|()| Vec::new());
+            return match retention::retire(
+                &self.state,
+                notice,
+                self.config.settings.retention_months,
+            )
+            .await
+            {
+                Ok(retention::Retired::Deleted) => Ok(Vec::new()),
+                Ok(retention::Retired::ByOthers(reason)) => Err(Undelivered::Moot(format!(
+                    "the gateway was deleted before its retirement ({reason})"
+                ))),
+                Err(e) => Err(Undelivered::Retry(e)),
+            };
         }
         if channel == EMAIL {
-            let mailer = self.mailer.as_ref().ok_or("no --smtp-url on this node")?;
-            return mailer.send(notice.id, recipients, message).await.map(|()| recipients.to_vec());
+            let mailer = self
+                .mailer
+                .as_ref()
+                .ok_or(Undelivered::GiveUp("this node has no --smtp-url any more".to_string()))?;
+            return match mailer.send(notice.id, recipients, message).await {
+                Ok(()) => Ok(recipients.to_vec()),
+                Err(e) => Err(Undelivered::Retry(e)),
+            };
         }
         let hook = hooks
             .iter()
             .find(|h| webhook_channel(h.id) == channel)
-            .ok_or_else(|| format!("{channel} was removed"))?;
-        let secret = self.state.key_secret.open(&hook.secret_sealed).map_err(|e| e.to_string())?;
-        let body = serde_json::to_vec(&message.json).map_err(|e| e.to_string())?;
+            .ok_or_else(|| Undelivered::GiveUp("the webhook was removed".to_string()))?;
+        let secret = self.state.key_secret.open(&hook.secret_sealed).map_err(|e| {
+            Undelivered::GiveUp(format!("its secret: {e} (is --key-secret-file the cluster's?)"))
+        })?;
+        let body =
+            serde_json::to_vec(&message.json).map_err(|e| Undelivered::GiveUp(e.to_string()))?;
         let now_s = self.state.clock.now_ms() / 1000;
-        webhook::post(&hook.url, &secret, notice.id, now_s, &body)
-            .await
-            .map(|_| vec![hook.url.clone()])
+        match webhook::post(&hook.url, &secret, notice.id, now_s, &body).await {
+            Ok(_) => Ok(Vec::new()),
+            Err(webhook::PostError::Refused(e)) => Err(Undelivered::GiveUp(e)),
+            Err(webhook::PostError::Failed(e)) => Err(Undelivered::Retry(e)),
+        }
     }
 }
 

@@ -12,13 +12,29 @@ use ism_projectors::GatewayStatus;
 /// half-way leaves it to another.
 pub const CHANNEL: &str = "deletion";
 
-pub async fn retire(state: &NodeState, notice: &Notice) -> Result<(), String> {
+/// How a deletion for inactivity is recorded (its reason starts so).
+const REASON: &str = "inactivity:";
+
+/// What the retirement found.
+pub enum Retired {
+    /// Deleted for inactivity (now, or by a node that held the notification before).
+    Deleted,
+    /// Someone deleted the gateway first, for this reason.
+    ByOthers(String),
+}
+
+pub async fn retire(state: &NodeState, notice: &Notice, months: u32) -> Result<Retired, String> {
     let gateway = notice.gateway;
     let Some(g) = state.directory.gateway(gateway).map_err(|e| e.to_string())? else {
         return Err(format!("gateway {gateway} is not in this node's directory yet"));
     };
     if g.status == GatewayStatus::Deleted {
-        return Ok(());
+        let reason = g.deleted_reason.unwrap_or_default();
+        return Ok(if reason.starts_with(REASON) {
+            Retired::Deleted
+        } else {
+            Retired::ByOthers(reason)
+        });
     }
     let cause = Cause::by(Principal::node(state.node_id.clone()));
     let roster =
@@ -27,10 +43,11 @@ pub async fn retire(state: &NodeState, notice: &Notice) -> Result<(), String> {
         roster.delete(e.id, gateway, &cause).await.map_err(|e| e.to_string())?;
     }
     let since = ism_projectors::audit::format_time(notice.since_ms);
-    let reason = format!("inactivity: no scan activity since {since} (four months)");
+    let reason = format!("{REASON} no scan activity since {since} ({months} months)");
     let deleted = state.gateways.execute(gateway, GatewayCommand::Delete { reason }, cause).await;
     let deleted = deleted.map_err(|e| e.to_string())?;
     tracing::info!(%gateway, name = %ism_events::escaped(&g.name), "gateway deleted for inactivity");
     // Let this node's directory show it before the notification says so.
-    state.caught_up(deleted.position()).await.map_err(|e| e.to_string())
+    state.caught_up(deleted.position()).await.map_err(|e| e.to_string())?;
+    Ok(Retired::Deleted)
 }

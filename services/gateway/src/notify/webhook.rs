@@ -28,19 +28,46 @@ pub fn signature(secret: &str, unix_seconds: i64, body: &[u8]) -> String {
     format!("t={unix_seconds},v1={}", ism_actors::credentials::hex(ctx.sign().as_ref()))
 }
 
-/// POSTs `body` to `url`; `Ok` on a 2xx answer, else why not (for the record).
+/// Why a POST was not delivered. The texts never repeat the URL (it may carry a token).
+#[derive(Debug, PartialEq, Eq)]
+pub enum PostError {
+    /// It will never be: the URL is unusable or points where webhooks may not go.
+    Refused(String),
+    /// It may be later.
+    Failed(String),
+}
+
+/// POSTs `body` to `url`; `Ok` on a 2xx answer.
 pub async fn post(
     url: &str,
     secret: &str,
     id: Uuid,
     unix_seconds: i64,
     body: &[u8],
-) -> Result<u16, String> {
+) -> Result<u16, PostError> {
     match tokio::time::timeout(TIMEOUT, exchange(url, secret, id, unix_seconds, body)).await {
         Ok(Ok(status)) if (200..300).contains(&status) => Ok(status),
-        Ok(Ok(status)) => Err(format!("{url} answered HTTP {status}")),
-        Ok(Err(e)) => Err(format!("{url}: {e}")),
-        Err(_) => Err(format!("{url}: no answer within {TIMEOUT:?}")),
+        Ok(Ok(status)) => Err(PostError::Failed(format!("answered HTTP {status}"))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(PostError::Failed(format!("no answer within {TIMEOUT:?}"))),
+    }
+}
+
+/// Link-local addresses (where clouds serve instance metadata and credentials) and the clouds'
+/// other metadata addresses: a webhook URL, typed by a manager, must not reach them from a
+/// gateway node.
+fn forbidden(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+        }
     }
 }
 
@@ -50,10 +77,11 @@ async fn exchange(
     id: Uuid,
     unix_seconds: i64,
     body: &[u8],
-) -> Result<u16, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
-    let host = parsed.host_str().ok_or("no host")?.to_string();
-    let port = parsed.port_or_known_default().ok_or("no port")?;
+) -> Result<u16, PostError> {
+    let (refused, failed) = (PostError::Refused, PostError::Failed);
+    let parsed = url::Url::parse(url).map_err(|e| refused(format!("not a URL: {e}")))?;
+    let host = parsed.host_str().ok_or_else(|| refused("no host".into()))?.to_string();
+    let port = parsed.port_or_known_default().ok_or_else(|| refused("no port".into()))?;
     let mut target = parsed.path().to_string();
     if let Some(q) = parsed.query() {
         target.push('?');
@@ -69,20 +97,30 @@ async fn exchange(
         body.len(),
         signature(secret, unix_seconds, body)
     );
-    let tcp = TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    // Resolved once and checked before any connection: what is checked is what is dialled.
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| failed(format!("cannot resolve its host: {e}")))?
+        .collect();
+    if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
+        return Err(refused(format!(
+            "refused: its host is {}, a link-local or cloud metadata address",
+            bad.ip()
+        )));
+    }
+    let tcp =
+        TcpStream::connect(&addrs[..]).await.map_err(|e| failed(format!("cannot connect: {e}")))?;
     match parsed.scheme() {
         "https" => {
             let connector = tokio_rustls::TlsConnector::from(client_config());
-            let name = rustls_pki_types::ServerName::try_from(
-                host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            )
-            .map_err(|e| format!("bad TLS name: {e}"))?;
-            let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-            request(tls, &head, body).await
+            let name = rustls_pki_types::ServerName::try_from(bare)
+                .map_err(|e| refused(format!("bad TLS name: {e}")))?;
+            let tls =
+                connector.connect(name, tcp).await.map_err(|e| failed(format!("TLS: {e}")))?;
+            request(tls, &head, body).await.map_err(failed)
         }
-        _ => request(tcp, &head, body).await,
+        _ => request(tcp, &head, body).await.map_err(failed),
     }
 }
 
@@ -122,6 +160,26 @@ async fn request<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn metadata_and_link_local_addresses_are_refused_before_any_connection() {
+        for url in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.100.100.200/",
+            "http://[fe80::1]:8080/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[fd00:ec2::254]/",
+        ] {
+            match post(url, "s", Uuid::nil(), 1, b"{}").await {
+                Err(PostError::Refused(why)) => {
+                    assert!(why.contains("link-local or cloud metadata"), "{url}: {why}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let bad = post("not a url", "s", Uuid::nil(), 1, b"").await;
+        assert!(matches!(bad, Err(PostError::Refused(_))), "{bad:?}");
+    }
 
     #[test]
     fn the_signature_covers_the_timestamp_and_the_body() {

@@ -301,10 +301,12 @@ impl NoticeProjection {
                 })?;
             }
             Event::TunnelClosed { .. } => {
-                if let Some((endpoint, _)) = get::<(Uuid, Uuid)>(tx.tunnels, key)? {
+                if let Some((endpoint, gateway)) = get::<(Uuid, Uuid)>(tx.tunnels, key)? {
                     tx.tunnels.remove(key)?;
+                    let excused = get::<GatewayWatch>(tx.gateways, gateway.as_bytes())?
+                        .is_some_and(|g| g.is_offline());
                     update(tx.endpoints, endpoint.as_bytes(), |e: &mut EndpointWatch| {
-                        e.closed(id, t, env.id, s)
+                        e.closed(id, t, env.id, excused, s)
                     })?;
                 }
             }

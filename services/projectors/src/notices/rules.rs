@@ -17,7 +17,7 @@ const NOTICE_NAMESPACE: Uuid = Uuid::from_u128(0x6973_6d2d_6e6f_7469_6365_2d69_6
 const MAX_OUTAGES: usize = 16;
 /// Pauses kept per endpoint.
 const MAX_PAUSES: usize = 4;
-/// Finished notices remembered per endpoint or gateway.
+/// Finished retention notices remembered per gateway (each countdown has three at most).
 const MAX_HANDLED: usize = 64;
 
 /// The rules' settings. Every node of a cluster must run the same ones: they decide which
@@ -94,21 +94,37 @@ fn notice_id(what: &str, cause: Uuid) -> Uuid {
     Uuid::new_v5(&NOTICE_NAMESPACE, &name)
 }
 
-/// An endpoint without any session, from the end of its last one.
+/// A time without service: an endpoint without any session (from the end of its last one), or
+/// a gateway no node served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outage {
     pub from_ms: i64,
-    /// The event that closed the last session.
+    /// The event that began it (closed the last session, recorded the gateway offline).
     pub from_event: Uuid,
-    /// When and by which event a session opened again.
+    /// When and by which event service came back.
     pub until: Option<(i64, Uuid)>,
+    /// It began while the endpoint's gateway was offline: the gateway's outage, not the
+    /// endpoint's own trouble (it counts for no instability).
+    #[serde(default)]
+    pub excused: bool,
+    /// Notices about it already finished (its offline and online reports).
+    #[serde(default)]
+    pub done: Vec<Uuid>,
 }
 
 impl Outage {
-    /// Whether it lasted (or, still going, has lasted at `now`) long enough to be reported, and
-    /// when it was reported: at the end of the grace.
-    fn reported_at(&self, s: &Settings, now: i64) -> Option<i64> {
-        let at = self.from_ms + s.offline_grace_ms;
+    fn began(from_ms: i64, event: Uuid, excused: bool) -> Self {
+        Self { from_ms, from_event: event, until: None, excused, done: Vec::new() }
+    }
+
+    fn end_ms(&self) -> i64 {
+        self.until.map_or(i64::MAX, |(t, _)| t)
+    }
+
+    /// When the outage is reported offline, if it is (`report_from`: from when it may be, the
+    /// end of the grace unless something else says later): only if it is still going then.
+    fn reported_at(&self, report_from: Option<i64>, now: i64) -> Option<i64> {
+        let at = report_from?;
         let lasted = match self.until {
             Some((back, _)) => back >= at,
             None => now >= at,
@@ -116,16 +132,26 @@ impl Outage {
         lasted.then_some(at)
     }
 
-    /// Whether it and `other` overlap in time.
-    fn overlaps(&self, other: &Outage) -> bool {
-        let end = |o: &Outage| o.until.map_or(i64::MAX, |(t, _)| t);
-        self.from_ms <= end(other) && other.from_ms <= end(self)
+    /// Its offline report and, once service is back, its online report.
+    fn reports(
+        &self,
+        report_from: Option<i64>,
+        now: i64,
+        offline: NoticeKind,
+        online: NoticeKind,
+    ) -> Vec<(NoticeKind, Uuid, i64)> {
+        let Some(at) = self.reported_at(report_from, now) else { return Vec::new() };
+        let mut out = vec![(offline, notice_id(offline.as_str(), self.from_event), at)];
+        if let Some((back, event)) = self.until {
+            out.push((online, notice_id(online.as_str(), event), back));
+        }
+        out
     }
 }
 
-/// Opens an outage at `from_ms` in `outages` (kept to the last [`MAX_OUTAGES`]).
-fn outage_began(outages: &mut Vec<Outage>, from_ms: i64, event: Uuid) {
-    outages.push(Outage { from_ms, from_event: event, until: None });
+/// Opens an outage in `outages` (kept to the last [`MAX_OUTAGES`]).
+fn outage_began(outages: &mut Vec<Outage>, outage: Outage) {
+    outages.push(outage);
     if outages.len() > MAX_OUTAGES {
         outages.remove(0);
     }
@@ -138,6 +164,17 @@ fn outage_ended(outages: &mut [Outage], at_ms: i64, event: Uuid) {
     }
 }
 
+/// Marks `notice` finished on whichever outage it is about.
+fn outage_done(outages: &mut [Outage], notice: Uuid, kinds: [NoticeKind; 2]) {
+    for o in outages {
+        let mut ids = vec![notice_id(kinds[0].as_str(), o.from_event)];
+        ids.extend(o.until.map(|(_, e)| notice_id(kinds[1].as_str(), e)));
+        if ids.contains(&notice) && !o.done.contains(&notice) {
+            o.done.push(notice);
+        }
+    }
+}
+
 /// Notifications about an endpoint held back after it was reported unstable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
@@ -145,9 +182,23 @@ pub struct Pause {
     pub until_ms: i64,
     /// The event that closed the session which made the endpoint unstable.
     pub cause: Uuid,
+    /// Its unstable report and its end, once finished.
+    #[serde(default)]
+    pub done: Vec<Uuid>,
 }
 
-/// What the rules know of one endpoint.
+impl Pause {
+    fn unstable_id(&self) -> Uuid {
+        notice_id(NoticeKind::EndpointUnstable.as_str(), self.cause)
+    }
+
+    fn end_id(&self) -> Uuid {
+        notice_id("notifications-resumed", self.cause)
+    }
+}
+
+/// What the rules know of one endpoint. Finished notices are marked on the outage or pause they
+/// are about, so what is remembered is bounded with them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointWatch {
     pub endpoint: Uuid,
@@ -157,18 +208,10 @@ pub struct EndpointWatch {
     pub outages: Vec<Outage>,
     pub pauses: Vec<Pause>,
     pub deleted: bool,
-    /// Notices already finished (delivered, suppressed, recorded).
-    pub handled: Vec<Uuid>,
 }
 
-fn remember(list: &mut Vec<Uuid>, id: Uuid) {
-    if !list.contains(&id) {
-        list.push(id);
-        if list.len() > MAX_HANDLED {
-            list.remove(0);
-        }
-    }
-}
+const ENDPOINT_REPORTS: [NoticeKind; 2] = [NoticeKind::EndpointOffline, NoticeKind::EndpointOnline];
+const GATEWAY_REPORTS: [NoticeKind; 2] = [NoticeKind::GatewayOffline, NoticeKind::GatewayOnline];
 
 impl EndpointWatch {
     pub fn new(endpoint: Uuid, gateway: Uuid) -> Self {
@@ -179,7 +222,6 @@ impl EndpointWatch {
             outages: Vec::new(),
             pauses: Vec::new(),
             deleted: false,
-            handled: Vec::new(),
         }
     }
 
@@ -193,27 +235,46 @@ impl EndpointWatch {
         }
     }
 
-    /// A session closed; the last one closing starts an outage, and enough outages within the
-    /// window make the endpoint unstable (unless it is paused already).
-    pub fn closed(&mut self, tunnel: Uuid, at_ms: i64, event: Uuid, s: &Settings) {
+    /// A session closed; the last one closing starts an outage (`excused` when the gateway is
+    /// offline), and enough outages of its own within the window make the endpoint unstable
+    /// (unless it is paused already).
+    pub fn closed(&mut self, tunnel: Uuid, at_ms: i64, event: Uuid, excused: bool, s: &Settings) {
         let before = self.sessions.len();
         self.sessions.retain(|t| *t != tunnel);
         if before == 0 || !self.sessions.is_empty() {
             return;
         }
-        outage_began(&mut self.outages, at_ms, event);
-        let recent =
-            self.outages.iter().filter(|o| o.from_ms > at_ms - s.unstable_window_ms).count();
+        outage_began(&mut self.outages, Outage::began(at_ms, event, excused));
+        if excused {
+            return;
+        }
+        let recent = self
+            .outages
+            .iter()
+            .filter(|o| !o.excused && o.from_ms > at_ms - s.unstable_window_ms)
+            .count();
         if recent >= s.unstable_count && self.paused_at(at_ms).is_none() {
-            self.pauses.push(Pause { from_ms: at_ms, until_ms: at_ms + s.pause_ms, cause: event });
+            let pause = Pause {
+                from_ms: at_ms,
+                until_ms: at_ms + s.pause_ms,
+                cause: event,
+                done: Vec::new(),
+            };
+            self.pauses.push(pause);
             if self.pauses.len() > MAX_PAUSES {
                 self.pauses.remove(0);
             }
         }
     }
 
+    /// `notice` is finished.
     pub fn handled(&mut self, notice: Uuid) {
-        remember(&mut self.handled, notice);
+        outage_done(&mut self.outages, notice, ENDPOINT_REPORTS);
+        for p in &mut self.pauses {
+            if (p.unstable_id() == notice || p.end_id() == notice) && !p.done.contains(&notice) {
+                p.done.push(notice);
+            }
+        }
     }
 
     fn paused_at(&self, t: i64) -> Option<&Pause> {
@@ -229,10 +290,10 @@ impl EndpointWatch {
         })
     }
 
-    fn notice(&self, what: NoticeKind, cause: Uuid, due_ms: i64, since_ms: i64) -> Notice {
+    fn notice(&self, id: Uuid, action: Action, due_ms: i64, since_ms: i64) -> Notice {
         Notice {
-            id: notice_id(what.as_str(), cause),
-            action: Action::Send(what),
+            id,
+            action,
             subject: self.endpoint,
             gateway: self.gateway,
             due_ms,
@@ -243,56 +304,46 @@ impl EndpointWatch {
         }
     }
 
-    /// The notices due at `now` and not yet finished. An outage during one of its gateway's
-    /// (`gateway_outages`) is held back: the gateway's notification covers its endpoints.
+    /// The notices due at `now` and not yet finished. An outage that began while its gateway
+    /// was offline (`gateway_outages`) is the gateway's to report: the endpoint is reported only
+    /// if it is still offline a grace after the gateway came back.
     pub fn due(&self, s: &Settings, now: i64, gateway_outages: &[Outage]) -> Vec<Notice> {
         if self.deleted {
             return Vec::new();
         }
         let mut out = Vec::new();
         for p in &self.pauses {
-            let mut unstable =
-                self.notice(NoticeKind::EndpointUnstable, p.cause, p.from_ms, p.from_ms);
-            (unstable.suppressed, unstable.pause_until_ms) = (None, Some(p.until_ms));
-            out.push(unstable);
-            out.push(Notice {
-                id: notice_id("notifications-resumed", p.cause),
-                action: Action::EndPause,
-                ..self.notice(NoticeKind::EndpointUnstable, p.cause, p.until_ms, p.from_ms)
-            });
+            let unstable = Action::Send(NoticeKind::EndpointUnstable);
+            let mut n = self.notice(p.unstable_id(), unstable, p.from_ms, p.from_ms);
+            (n.suppressed, n.pause_until_ms) = (None, Some(p.until_ms));
+            let end = self.notice(p.end_id(), Action::EndPause, p.until_ms, p.from_ms);
+            out.extend([n, end].into_iter().filter(|n| !p.done.contains(&n.id)));
         }
         for o in &self.outages {
-            let Some(reported_at) = o.reported_at(s, now) else { continue };
-            let gateway_down = gateway_outages.iter().find(|g| g.overlaps(o)).map(|g| {
-                format!(
-                    "its gateway was offline from {} (the gateway's notification covers its endpoints)",
-                    crate::audit::format_time(g.from_ms)
-                )
-            });
-            let mut notices = vec![self.notice(
-                NoticeKind::EndpointOffline,
-                o.from_event,
-                reported_at,
-                o.from_ms,
-            )];
-            if let Some((back, event)) = o.until {
-                notices.push(self.notice(NoticeKind::EndpointOnline, event, back, o.from_ms));
-            }
-            for mut n in notices {
-                n.suppressed = n.suppressed.or_else(|| gateway_down.clone());
-                out.push(n);
+            let covering = gateway_outages
+                .iter()
+                .find(|g| g.from_ms - s.offline_grace_ms <= o.from_ms && o.from_ms <= g.end_ms());
+            let report_from = match covering {
+                Some(g) => g.until.map(|(back, _)| back + s.offline_grace_ms),
+                None => Some(o.from_ms + s.offline_grace_ms),
+            };
+            for (kind, id, due) in
+                o.reports(report_from, now, ENDPOINT_REPORTS[0], ENDPOINT_REPORTS[1])
+            {
+                if !o.done.contains(&id) {
+                    out.push(self.notice(id, Action::Send(kind), due, o.from_ms));
+                }
             }
         }
+        // A pause's end is recorded however late; reports are not sent hours late.
         out.retain(|n| {
-            n.due_ms <= now
-                && !self.handled.contains(&n.id)
-                && (n.action == Action::EndPause || n.due_ms >= now - s.horizon_ms)
+            n.due_ms <= now && (n.action == Action::EndPause || n.due_ms >= now - s.horizon_ms)
         });
         out
     }
 }
 
-/// What the retention rule knows of one gateway.
+/// What the gateway rules know of one gateway: its outages and its activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayWatch {
     pub gateway: Uuid,
@@ -303,6 +354,7 @@ pub struct GatewayWatch {
     /// Times no node served it (recorded by the nodes).
     #[serde(default)]
     pub outages: Vec<Outage>,
+    /// Retention notices finished.
     pub handled: Vec<Uuid>,
 }
 
@@ -318,11 +370,16 @@ impl GatewayWatch {
     }
 
     pub fn went_offline(&mut self, since_ms: i64, event: Uuid) {
-        outage_began(&mut self.outages, since_ms, event);
+        outage_began(&mut self.outages, Outage::began(since_ms, event, false));
     }
 
     pub fn came_online(&mut self, at_ms: i64, event: Uuid) {
         outage_ended(&mut self.outages, at_ms, event);
+    }
+
+    /// Whether no node serves it now, as recorded.
+    pub fn is_offline(&self) -> bool {
+        self.outages.last().is_some_and(|o| o.until.is_none())
     }
 
     /// Whether activity at `at_ms` moves the row (by the resolution or more).
@@ -334,36 +391,16 @@ impl GatewayWatch {
         self.last_activity_ms = self.last_activity_ms.max(at_ms);
     }
 
+    /// `notice` is finished.
     pub fn handled(&mut self, notice: Uuid) {
-        remember(&mut self.handled, notice);
-    }
-
-    /// Offline after the grace, back online after an offline report, while it exists.
-    fn service_notices(&self, s: &Settings, now: i64) -> Vec<Notice> {
-        if self.deleted_ms.is_some() {
-            return Vec::new();
-        }
-        let notice = |kind: NoticeKind, cause, due_ms, since_ms| Notice {
-            id: notice_id(kind.as_str(), cause),
-            action: Action::Send(kind),
-            subject: self.gateway,
-            gateway: self.gateway,
-            due_ms,
-            since_ms,
-            suppressed: None,
-            pause_until_ms: None,
-            deadline_ms: None,
-        };
-        let mut out = Vec::new();
-        for o in &self.outages {
-            let Some(reported_at) = o.reported_at(s, now) else { continue };
-            out.push(notice(NoticeKind::GatewayOffline, o.from_event, reported_at, o.from_ms));
-            if let Some((back, event)) = o.until {
-                out.push(notice(NoticeKind::GatewayOnline, event, back, o.from_ms));
+        outage_done(&mut self.outages, notice, GATEWAY_REPORTS);
+        let ours = self.outages.iter().any(|o| o.done.contains(&notice));
+        if !ours && !self.handled.contains(&notice) {
+            self.handled.push(notice);
+            if self.handled.len() > MAX_HANDLED {
+                self.handled.remove(0);
             }
         }
-        out.retain(|n| n.due_ms <= now && n.due_ms >= now - s.horizon_ms);
-        out
     }
 
     /// When the gateway is deleted if nothing happens before.
@@ -371,10 +408,40 @@ impl GatewayWatch {
         ism_time::add_months(self.last_activity_ms, s.retention_months)
     }
 
-    /// The warnings due at `now` (each until the deadline: activity moves the deadline, so a
-    /// warning for an old deadline is never sent), and the deletion once the deadline passed.
-    /// The deletion stays due after the gateway is gone until it is finished (its notification
-    /// sent), unless someone deleted the gateway before its deadline.
+    /// Offline after the grace, back online after an offline report, while it exists.
+    fn service_notices(&self, s: &Settings, now: i64) -> Vec<Notice> {
+        if self.deleted_ms.is_some() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for o in &self.outages {
+            let report_from = Some(o.from_ms + s.offline_grace_ms);
+            for (kind, id, due_ms) in
+                o.reports(report_from, now, GATEWAY_REPORTS[0], GATEWAY_REPORTS[1])
+            {
+                if o.done.contains(&id) || due_ms < now - s.horizon_ms {
+                    continue;
+                }
+                out.push(Notice {
+                    id,
+                    action: Action::Send(kind),
+                    subject: self.gateway,
+                    gateway: self.gateway,
+                    due_ms,
+                    since_ms: o.from_ms,
+                    suppressed: None,
+                    pause_until_ms: None,
+                    deadline_ms: None,
+                });
+            }
+        }
+        out
+    }
+
+    /// Its outage reports; the retention warnings due at `now` (each until the deadline:
+    /// activity moves the deadline, so a warning for an old deadline is never sent); the
+    /// deletion once the deadline passed, due after the gateway is gone until it is finished
+    /// (its notification sent), unless someone deleted the gateway before its deadline.
     pub fn due(&self, s: &Settings, now: i64) -> Vec<Notice> {
         let deadline = self.deadline_ms(s);
         if self.deleted_ms.is_some_and(|d| d < deadline) {
@@ -392,9 +459,9 @@ impl GatewayWatch {
             pause_until_ms: None,
             deadline_ms: Some(deadline),
         };
-        let mut out = self.service_notices(s, now);
+        let mut retention = Vec::new();
         if now >= deadline {
-            out.push(notice("gateway-retired", NoticeKind::GatewayRetired, deadline));
+            retention.push(notice("gateway-retired", NoticeKind::GatewayRetired, deadline));
         } else {
             // Only the latest warning due: a node down across both sends one, not two.
             let mut warnings: Vec<Notice> = Vec::new();
@@ -403,9 +470,11 @@ impl GatewayWatch {
                 warnings.push(notice(&what, NoticeKind::RetentionWarning, deadline - before));
             }
             warnings.retain(|n| n.due_ms <= now);
-            out.extend(warnings.into_iter().max_by_key(|n| n.due_ms));
+            retention.extend(warnings.into_iter().max_by_key(|n| n.due_ms));
         }
-        out.retain(|n| !self.handled.contains(&n.id));
+        retention.retain(|n| !self.handled.contains(&n.id));
+        let mut out = self.service_notices(s, now);
+        out.extend(retention);
         out
     }
 }
@@ -441,11 +510,14 @@ mod tests {
         }
         fn down(&mut self, at: i64) {
             let e = self.event();
-            self.w.closed(Uuid::from_u128(7), at, e, &self.s);
+            self.w.closed(Uuid::from_u128(7), at, e, false, &self.s);
         }
         fn kinds_due(&self, now: i64) -> Vec<(NoticeKind, bool)> {
+            self.kinds_due_under(now, &[])
+        }
+        fn kinds_due_under(&self, now: i64, gateway: &[Outage]) -> Vec<(NoticeKind, bool)> {
             self.w
-                .due(&self.s, now, &[])
+                .due(&self.s, now, gateway)
                 .into_iter()
                 .filter_map(|n| match n.action {
                     Action::Send(k) => Some((k, n.suppressed.is_some())),
@@ -487,7 +559,7 @@ mod tests {
         let mut e = Endpoint::new();
         e.w.opened(Uuid::from_u128(7), T0, Uuid::from_u128(50));
         e.w.opened(Uuid::from_u128(8), T0 + 1, Uuid::from_u128(51));
-        e.w.closed(Uuid::from_u128(7), T0 + 2, Uuid::from_u128(52), &e.s);
+        e.w.closed(Uuid::from_u128(7), T0 + 2, Uuid::from_u128(52), false, &e.s);
         assert!(e.w.outages.is_empty());
         assert!(e.kinds_due(T0 + 60 * MIN).is_empty());
     }
@@ -580,29 +652,71 @@ mod tests {
         assert!(kinds(&g.due(&s, T0 + 2 * MIN)).is_empty(), "within the grace");
         assert_eq!(kinds(&g.due(&s, T0 + 3 * MIN)), vec![NoticeKind::GatewayOffline]);
         g.came_online(T0 + 10 * MIN, Uuid::from_u128(61));
-        assert_eq!(
-            kinds(&g.due(&s, T0 + 10 * MIN)),
-            vec![NoticeKind::GatewayOffline, NoticeKind::GatewayOnline]
-        );
-        // Its endpoint lost its session a moment before and came back after: held back.
+        let reports = g.due(&s, T0 + 10 * MIN);
+        assert_eq!(kinds(&reports), vec![NoticeKind::GatewayOffline, NoticeKind::GatewayOnline]);
+        for n in &reports {
+            g.handled(n.id);
+        }
+        assert!(g.due(&s, T0 + 11 * MIN).is_empty(), "each once");
+        assert!(g.handled.is_empty(), "outage reports are marked on their outage");
+
+        // Its endpoint lost its session in the outage and came back within a grace after it.
         let mut e = Endpoint::new();
         e.up(T0);
-        e.down(T0 + MIN - 5);
-        e.up(T0 + 10 * MIN + 500);
-        let due = e.w.due(&e.s, T0 + 11 * MIN, &g.outages);
-        assert_eq!(due.len(), 2);
+        e.w.closed(Uuid::from_u128(7), T0 + MIN + 5, Uuid::from_u128(70), true, &e.s);
+        e.up(T0 + 11 * MIN);
         assert!(
-            due.iter().all(|n| n
-                .suppressed
-                .as_deref()
-                .is_some_and(|w| w.contains("gateway was offline"))),
-            "{due:?}"
+            e.kinds_due_under(T0 + 20 * MIN, &g.outages).is_empty(),
+            "the gateway's reports cover it"
         );
+        // Another one is still offline a grace after the gateway came back: reported then.
+        let mut late = Endpoint::new();
+        late.up(T0);
+        late.w.closed(Uuid::from_u128(7), T0 + MIN + 5, Uuid::from_u128(71), true, &late.s);
+        assert!(late.kinds_due_under(T0 + 11 * MIN, &g.outages).is_empty());
+        assert_eq!(
+            late.kinds_due_under(T0 + 12 * MIN, &g.outages),
+            vec![(NoticeKind::EndpointOffline, false)]
+        );
+
         // A short gateway outage (a restart within the grace) is not reported.
         let (mut quick, _) = gateway();
         quick.went_offline(T0, Uuid::from_u128(62));
         quick.came_online(T0 + 30_000, Uuid::from_u128(63));
         assert!(quick.due(&s, T0 + 60 * MIN).is_empty());
+    }
+
+    #[test]
+    fn outages_of_the_gateway_make_no_endpoint_unstable() {
+        let mut e = Endpoint::new();
+        e.up(T0);
+        for i in 0..5 {
+            let event = Uuid::from_u128(80 + i as u128);
+            e.w.closed(Uuid::from_u128(7), T0 + i * MIN + 1, event, true, &e.s);
+            e.up(T0 + i * MIN + 30_000);
+        }
+        assert!(e.w.pauses.is_empty());
+    }
+
+    #[test]
+    fn a_pause_end_long_past_is_still_recorded_once_and_then_never_again() {
+        let mut e = Endpoint::new();
+        e.up(T0);
+        for i in 0..3 {
+            e.down(T0 + i * MIN + 1);
+            e.up(T0 + i * MIN + 1000);
+        }
+        let later = T0 + 40 * DAY_MS;
+        let due = e.w.due(&e.s, later, &[]);
+        assert_eq!(due.iter().filter(|n| n.action == Action::EndPause).count(), 1);
+        e.finish_all(later);
+        // Many outages later (each reported), the pause's end is still known to be done.
+        for i in 0..40 {
+            e.down(later + i * DAY_MS);
+            e.up(later + i * DAY_MS + 10 * MIN);
+            e.finish_all(later + i * DAY_MS + 10 * MIN);
+        }
+        assert!(e.w.due(&e.s, later + 41 * DAY_MS, &[]).is_empty());
     }
 
     fn gateway() -> (GatewayWatch, Settings) {
