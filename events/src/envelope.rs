@@ -27,12 +27,6 @@ impl AggregateId {
     pub fn user(id: Uuid) -> Self {
         Self { kind: AggregateKind::User, id }
     }
-    pub fn webhook(id: Uuid) -> Self {
-        Self { kind: AggregateKind::Webhook, id }
-    }
-    pub fn notification(id: Uuid) -> Self {
-        Self { kind: AggregateKind::Notification, id }
-    }
 }
 
 impl fmt::Display for AggregateId {
