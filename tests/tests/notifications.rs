@@ -454,3 +454,62 @@ async fn a_webhook_that_never_accepts_is_given_up_after_a_day_while_email_still_
     assert!(failed["last_error"].as_str().unwrap().contains("given up"), "{failed}");
     assert!(dead.deliveries().iter().all(|d| d.answered == 500 && d.signature_valid));
 }
+
+#[actix::test]
+async fn a_claim_left_by_a_dead_node_is_taken_over_when_its_lease_ends() {
+    let smtp = SmtpServer::start();
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let clock = clock_now();
+    // node-a's relay is down: it claims the notification, fails, and dies holding it.
+    let unreachable = format!("smtp://127.0.0.1:{}", free_port());
+    let a = cluster.node_with("node-a", notifying(&clock, Some(unreachable)));
+    let api = a.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (p, _machine, agent) = connected_endpoint(&a, "dc1", "127.0.0.1").await;
+    stop(agent, &api, &p).await;
+    clock.advance_ms(3 * MINUTE);
+    let failing = notification(&api, "endpoint-offline", "failing").await;
+    assert_eq!(failing["node"], "node-a");
+    a.crash();
+
+    let b = cluster.node_with("node-b", notifying(&clock, Some(smtp.url())));
+    let api = b.api();
+    settled(&b).await;
+    // The claim's lease (2 minutes on the clock) ends: node-b takes the notification over.
+    clock.advance_ms(3 * MINUTE);
+    let m = mails(&smtp, 1).await;
+    assert_eq!(m[0].subject, "Endpoint dc1 of gateway test-gateway is offline");
+    let sent = notification(&api, "endpoint-offline", "sent").await;
+    assert_eq!(sent["node"], "node-b", "{sent}");
+    assert!(sent["failures"].as_u64().unwrap() >= 1, "node-a's failure stays on record: {sent}");
+}
+
+#[actix::test]
+async fn a_cluster_whose_every_node_drains_reports_its_gateway_offline() {
+    let smtp = SmtpServer::start();
+    let cluster = TestCluster::new(&["node-a", "node-b"]);
+    let clock = clock_now();
+    let a = cluster.node_with("node-a", notifying(&clock, Some(smtp.url())));
+    let b = cluster.node_with("node-b", notifying(&clock, Some(smtp.url())));
+    let api = a.api();
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    ism_tests::cluster::provision(&api, "dc1").await;
+    for node in ["node-a", "node-b"] {
+        api.drain_node(node).await.unwrap();
+    }
+    eventually("the gateway recorded offline", || {
+        let api = &api;
+        async move {
+            let audit = api.audit(&[("limit", "10000".to_string())]).await.ok()?;
+            let entries = audit["entries"].as_array()?.clone();
+            entries.into_iter().find(|e| e["event"] == "GatewayWentOffline")
+        }
+    })
+    .await;
+    settled(&a).await;
+    settled(&b).await;
+    clock.advance_ms(3 * MINUTE);
+    let m = mails(&smtp, 1).await;
+    assert_eq!(m[0].subject, "Gateway test-gateway is offline");
+    assert!(m[0].body.contains("no gateway node serves it"), "{}", m[0].body);
+}
