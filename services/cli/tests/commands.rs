@@ -370,3 +370,83 @@ async fn node_list_shows_each_node_and_drain_names_the_node_it_drains() {
     // A draining node takes no new scanners or endpoints, but still answers the API.
     assert_eq!(admin.json(&["gateway", "show", &gw]).await["name"], "corp");
 }
+
+#[actix::test]
+async fn notification_settings_and_webhooks_are_managed_with_reasons_for_every_refusal() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    let bad = admin
+        .fails(&["user", "create", "--name", "x", "--role", "reviewer", "--email", "x@"])
+        .await;
+    assert!(bad.contains("not an email address"), "{bad}");
+    says(
+        &admin,
+        &[
+            "user",
+            "create",
+            "--name",
+            "lead",
+            "--role",
+            "security-lead",
+            "--email",
+            "lead@corp.example",
+        ],
+        &["lead@corp.example", "sent to this user"],
+    )
+    .await;
+    says(&admin, &["user", "edit", "lead", "--notifications", "off"], &["off (opted out)"]).await;
+    says(&admin, &["user", "list"], &["NOTIFIED", "lead"]).await;
+    admin.json(&["user", "create", "--name", "rita", "--role", "reviewer"]).await;
+    let token = |name: &str| {
+        let admin = &admin;
+        let name = name.to_string();
+        async move { s(&admin.json(&["user", "token", &name]).await["token"]) }
+    };
+    let lead = Ism { api: admin.api.clone(), token: token("lead").await };
+    let rita = Ism { api: admin.api.clone(), token: token("rita").await };
+    // A user changes their own address and choice, not someone else's, nor their own role.
+    let own = lead
+        .json(&["user", "edit", "lead", "--email", "l@corp.example", "--notifications", "on"])
+        .await;
+    assert_eq!(
+        (own["email"].as_str(), own["notified"].as_bool()),
+        (Some("l@corp.example"), Some(true))
+    );
+    assert!(lead
+        .fails(&["user", "edit", "rita", "--email", "r@corp.example"])
+        .await
+        .contains("only Administrators may do this"));
+    assert!(lead
+        .fails(&["user", "edit", "lead", "--role", "administrator"])
+        .await
+        .contains("only Administrators may do this"));
+    assert!(admin.fails(&["user", "edit", "lead"]).await.contains("say what to change"));
+
+    // Webhooks: managers only, http(s) only, the secret shown once.
+    let hook =
+        ["webhook", "add", "--url", "http://127.0.0.1:9/hook", "--events", "endpoint-offline"];
+    assert!(rita.fails(&hook).await.contains("only Administrators and Security Leads"));
+    let added = says(&lead, &hook, &["signing secret, shown only now", "whsec_"]).await;
+    let secret = added.lines().find(|l| l.starts_with("whsec_")).unwrap().to_string();
+    let listed =
+        says(&lead, &["webhook", "list"], &["http://127.0.0.1:9/hook", "endpoint-offline"]).await;
+    assert!(!listed.contains(&secret));
+    assert!(!lead.ok(&["--json", "webhook", "list"]).await.contains(&secret));
+    assert!(lead.fails(&["webhook", "add", "--url", "ftp://x/"]).await.contains("http and https"));
+    let unknown = lead
+        .fails(&["webhook", "add", "--url", "https://x.example/", "--events", "everything"])
+        .await;
+    assert!(
+        unknown.contains("unknown notification kind") && unknown.contains("endpoint-unstable"),
+        "{unknown}"
+    );
+    let id = s(&lead.json(&["webhook", "list"]).await[0]["id"]);
+    says(&lead, &["webhook", "remove", &id], &["removed"]).await;
+    lead.ok(&["webhook", "remove", &id]).await; // again: nothing left to do, not an error
+    let never = Uuid::new_v4().to_string();
+    assert!(lead.fails(&["webhook", "remove", &never]).await.contains("does not exist"));
+
+    says(&rita, &["notifications", "list"], &["KIND", "STATE"]).await;
+    let gw = admin.json(&["gateway", "create", "--name", "corp"]).await;
+    says(&admin, &["gateway", "show", &s(&gw["id"])], &["unless a scan uses it before"]).await;
+}
