@@ -399,7 +399,7 @@ fn print_table(f: &Value) {
         row(&format!("appends/s, {w} writers, distinct aggregates"), &|v| {
             v[&k]["appends_per_s"].to_string()
         });
-        row(&format!("  p50 / p99 ms"), &|v| format!("{} / {}", v[&k]["p50_ms"], v[&k]["p99_ms"]));
+        row("  p50 / p99 ms", &|v| format!("{} / {}", v[&k]["p50_ms"], v[&k]["p99_ms"]));
     }
     row("appends/s, 16 writers, one aggregate", &|v| v["hot_16"]["appends_per_s"].to_string());
     row("  conflicts/s", &|v| v["hot_16"]["conflicts_per_s"].to_string());
