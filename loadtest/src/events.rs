@@ -231,12 +231,21 @@ fn peak_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs `ism audit --event-log SPEC` and measures it.
+/// Runs `ism audit --event-log SPEC` twice and measures each: streaming every entry as JSON
+/// lines, and the text of the most recent thousand (which prints once it has read them all).
 fn audit(spec: &str) -> anyhow::Result<Value> {
+    Ok(json!({
+        "jsonl": audit_run(spec, &["--format", "jsonl"])?,
+        "text_last_1000": audit_run(spec, &["--limit", "1000"])?,
+    }))
+}
+
+fn audit_run(spec: &str, how: &[&str]) -> anyhow::Result<Value> {
     let ism = std::env::current_exe()?.with_file_name("ism");
     let started = Instant::now();
     let mut child = Command::new(&ism)
-        .args(["audit", "--event-log", spec, "--limit", "1000"])
+        .args(["audit", "--event-log", spec])
+        .args(how)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -417,13 +426,12 @@ fn print_table(f: &Value) {
         )
     });
     row("replay into a fresh directory, events/s", &|v| v["replay"]["events_per_s"].to_string());
-    row("ism audit: first line s", &|v| {
-        format!("{:.2}", v["audit"]["first_line_s"].as_f64().unwrap_or(f64::NAN))
-    });
-    row("ism audit: total s", &|v| {
-        format!("{:.2}", v["audit"]["total_s"].as_f64().unwrap_or(f64::NAN))
-    });
-    row("ism audit: peak RSS MiB", &|v| {
-        format!("{:.1}", v["audit"]["peak_rss_mib"].as_f64().unwrap_or(f64::NAN))
-    });
+    for (how, label) in
+        [("jsonl", "ism audit --format jsonl"), ("text_last_1000", "ism audit --limit 1000")]
+    {
+        let figure = |v: &Value, k: &str| v["audit"][how][k].as_f64().unwrap_or(f64::NAN);
+        row(&format!("{label}: first line s"), &|v| format!("{:.2}", figure(v, "first_line_s")));
+        row(&format!("{label}: total s"), &|v| format!("{:.2}", figure(v, "total_s")));
+        row(&format!("{label}: peak RSS MiB"), &|v| format!("{:.1}", figure(v, "peak_rss_mib")));
+    }
 }

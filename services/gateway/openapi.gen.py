@@ -70,12 +70,17 @@ def p(name, desc="", schema=None):
 def q(name, desc, schema=None):
     return {"name": name, "in": "query", "required": False, "description": desc, "schema": schema or S()}
 R = ["401", "503"]
+AUDIT_FILTERS = [q("gateway", "Only this gateway, its endpoints and their tunnels", U()), q("endpoint", "Only this endpoint", U()), q("actor", "Only changes by this actor"),
+              q("since", "From this time (date, UTC time or milliseconds)"), q("until", "Before this time")]
 paths = {
   "/api/v1/status": {"get": op("This node's status", "200", "Status", ref("Status"), R)},
   "/api/v1/me": {"get": op("Who the token belongs to", "200", "The caller", ref("Me"), ["401"])},
-  "/api/v1/audit": {"get": op("The event history as a readable timeline", "200", "Entries, oldest first", ref("AuditReport"), ["400"] + R,
-      params=[q("gateway", "Only this gateway, its endpoints and their tunnels", U()), q("endpoint", "Only this endpoint", U()), q("actor", "Only changes by this actor"),
-              q("since", "From this time (date, UTC time or milliseconds)"), q("until", "Before this time"), q("limit", "Most recent entries", {"type": "integer", "minimum": 1})])},
+  "/api/v1/audit": {"get": op("The event history as a readable timeline: the most recent entries, or a page after a position", "200", "Entries, oldest first", ref("AuditReport"), ["400"] + R,
+      params=AUDIT_FILTERS + [q("after", "Entries after this log position, oldest first (the next page: after the last position returned)", {"type": "integer", "minimum": 0}),
+              q("limit", "Most entries (default 1000)", {"type": "integer", "minimum": 1})])},
+  "/api/v1/audit/stream": {"get": {"summary": "The same entries as JSON lines (application/x-ndjson), sent as they are read, oldest first", "responses": {
+      "200": {"description": "One AuditEntry per line", "content": {"application/x-ndjson": {"schema": ref("AuditEntry")}}}, **errors("400", *R)},
+      "parameters": AUDIT_FILTERS + [q("after", "Entries after this log position", {"type": "integer", "minimum": 0}), q("limit", "Most entries (default: all)", {"type": "integer", "minimum": 1})]}},
   "/api/v1/projections/verify": {"post": op("Rebuild the projections from the log and compare", "200", "Comparison", ref("VerifyReport"), ["401", "403", "503"])},
   "/api/v1/gateways": {
       "get": op("Gateways (not deleted)", "200", "Gateways", arr(ref("Gateway")), R),

@@ -329,6 +329,46 @@ impl ApiClient {
         self.call(Method::GET, &path, None).await
     }
 
+    /// `GET /audit/stream`: hands each line to `each` as it arrives; stops (and returns what
+    /// `each` said) when `each` fails, say because the reader went away.
+    pub async fn audit_stream(
+        &self,
+        query: &[(&str, String)],
+        mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<std::io::Result<()>, ApiError> {
+        use futures_util::StreamExt;
+        let qs: Vec<String> =
+            query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+        let url = format!("{}/api/v1/audit/stream?{}", self.base, qs.join("&"));
+        let transport = |e: String| ApiError::Transport { base: self.base.clone(), reason: e };
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = resp.body().await.map_err(|e| ApiError::Decode(e.to_string()))?;
+            let value: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let message = value["error"].as_str().unwrap_or("the audit stream failed").to_string();
+            return Err(ApiError::Http { status, message });
+        }
+        let mut pending = Vec::new();
+        while let Some(chunk) = resp.next().await {
+            pending.extend_from_slice(&chunk.map_err(|e| transport(e.to_string()))?);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Err(e) = each(&line[..line.len() - 1]) {
+                    return Ok(Err(e));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
     pub async fn verify_projections(&self) -> Result<Value, ApiError> {
         self.call(Method::POST, "/api/v1/projections/verify", None).await
     }

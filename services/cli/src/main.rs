@@ -64,9 +64,17 @@ enum Command {
         /// Before this time.
         #[arg(long)]
         until: Option<String>,
-        /// Most recent entries to show.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
+        /// How many entries: the most recent (text, default 1000), the first after --after, or
+        /// all of them (jsonl).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Entries after this log position (the `#` of an entry), oldest first: the next page.
+        #[arg(long)]
+        after: Option<u64>,
+        /// `text`, one line per entry, or `jsonl`: one JSON object per line, printed as the log
+        /// is read (the first at once, however long the history).
+        #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
+        format: String,
         /// Read this event log directly instead of asking a node: a `nats://` URL, or the embedded
         /// log's directory (`<data-dir>/events`, only while no node has it open).
         #[arg(long)]
@@ -304,6 +312,87 @@ async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::
     Ok(json!({ "status_line": resp.status_line, "headers": resp.headers, "body": resp.body }))
 }
 
+/// The audit's filters and page as typed.
+fn audit_query(command: &Command) -> output::AuditQuery<'_> {
+    let Command::Audit { gateway, endpoint, actor, since, until, limit, after, .. } = command
+    else {
+        unreachable!("asked of the audit command only")
+    };
+    output::AuditQuery {
+        gateway: gateway.as_deref(),
+        endpoint: endpoint.as_deref(),
+        actor: actor.clone(),
+        since: since.as_deref(),
+        until: until.as_deref(),
+        page: ism_projectors::audit::Page { after: after.unwrap_or(0), limit: *limit },
+    }
+}
+
+/// The audit's filters and page as API query parameters (without the limit).
+fn audit_params(command: &Command) -> Vec<(&'static str, String)> {
+    let Command::Audit { gateway, endpoint, actor, since, until, after, .. } = command else {
+        unreachable!("asked of the audit command only")
+    };
+    let mut q = Vec::new();
+    for (k, v) in [
+        ("gateway", gateway),
+        ("endpoint", endpoint),
+        ("actor", actor),
+        ("since", since),
+        ("until", until),
+    ] {
+        if let Some(v) = v {
+            q.push((k, v.clone()));
+        }
+    }
+    if let Some(a) = after {
+        q.push(("after", a.to_string()));
+    }
+    q
+}
+
+/// `ism audit --format jsonl`: each entry printed as it is read, from the log itself or
+/// streamed by the node. A reader that went away ends it quietly.
+async fn stream_audit(cli: &Cli) -> anyhow::Result<()> {
+    let Command::Audit { limit, event_log, .. } = &cli.command else {
+        unreachable!("asked of the audit command only")
+    };
+    let mut out = std::io::stdout().lock();
+    let mut print = |line: &[u8]| -> std::io::Result<()> {
+        out.write_all(line)?;
+        out.write_all(b"\n")?;
+        out.flush()
+    };
+    let written = match event_log {
+        Some(spec) => {
+            let entries = output::offline_audit(spec, audit_query(&cli.command)).await?;
+            let mut entries = std::pin::pin!(entries);
+            let mut written = Ok(());
+            while let Some(entry) = futures_util::StreamExt::next(&mut entries).await {
+                written = print(serde_json::to_string(&entry?)?.as_bytes());
+                if written.is_err() {
+                    break;
+                }
+            }
+            written
+        }
+        None => {
+            let Some(token) = cli.token.as_deref() else {
+                bail!("an API token is required: pass --token or set ISM_API_TOKEN");
+            };
+            let mut q = audit_params(&cli.command);
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
+            ApiClient::new(&cli.api, token).audit_stream(&q, |line| print(line)).await?
+        }
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("writing to standard output")?),
+    }
+}
+
 /// What a command has to say, and whether it failed even so.
 struct Said {
     text: String,
@@ -311,6 +400,10 @@ struct Said {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Said> {
+    if matches!(&cli.command, Command::Audit { format, .. } if format == "jsonl") {
+        stream_audit(&cli).await?;
+        return Ok(Said { text: String::new(), failure: None });
+    }
     let (value, render) = answer(&cli).await?;
     let failure = match &cli.command {
         // A projection that differs is a failure, whichever way the report is printed.
@@ -329,17 +422,15 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         Command::Fetch { socks, endpoint, secret, url } => {
             return Ok((fetch(socks, endpoint, secret, url).await?, output::fetched))
         }
-        Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: Some(spec) } => {
-            let entries = output::offline_audit(
-                spec,
-                gateway.as_deref(),
-                endpoint.as_deref(),
-                actor.clone(),
-                since.as_deref(),
-                until.as_deref(),
-                *limit,
-            )
-            .await?;
+        Command::Audit { limit, after, event_log: Some(spec), .. } => {
+            // A page is the first entries after a position; otherwise the most recent ones.
+            let mut query = audit_query(&cli.command);
+            if after.is_none() {
+                query.page.limit = None;
+            }
+            let entries = output::offline_audit(spec, query).await?;
+            let keep = if after.is_some() { usize::MAX } else { limit.unwrap_or(1000) };
+            let entries = output::last_entries(entries, keep).await?;
             return Ok((json!({ "entries": entries }), output::audit));
         }
         _ => {}
@@ -445,19 +536,9 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         Command::User(UserCmd::RevokeToken { name, token_id }) => {
             (api.revoke_token(name, token_id).await?, output::user)
         }
-        Command::Audit { gateway, endpoint, actor, since, until, limit, event_log: None } => {
-            let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
-            for (k, v) in [
-                ("gateway", gateway),
-                ("endpoint", endpoint),
-                ("actor", actor),
-                ("since", since),
-                ("until", until),
-            ] {
-                if let Some(v) = v {
-                    q.push((k, v.clone()));
-                }
-            }
+        Command::Audit { limit, event_log: None, .. } => {
+            let mut q = audit_params(&cli.command);
+            q.push(("limit", limit.unwrap_or(1000).to_string()));
             (api.audit(&q).await?, output::audit)
         }
         Command::Projections(ProjectionsCmd::Verify) => {

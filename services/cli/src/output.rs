@@ -5,7 +5,7 @@
 use anyhow::Context;
 use futures_util::StreamExt;
 use ism_events::escaped;
-use ism_projectors::audit::{format_time, parse_time, AuditEntry, AuditFilter, Timeline};
+use ism_projectors::audit::{entries, format_time, parse_time, AuditEntry, AuditFilter, Page};
 use serde_json::Value;
 use std::collections::VecDeque;
 
@@ -495,16 +495,22 @@ pub fn fetched(v: &Value) -> String {
     out
 }
 
-/// The audit timeline read straight from an event log, without a node.
+/// What `ism audit` asks for: the filters as typed, and the page.
+pub struct AuditQuery<'a> {
+    pub gateway: Option<&'a str>,
+    pub endpoint: Option<&'a str>,
+    pub actor: Option<String>,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+    pub page: Page,
+}
+
+/// The audit timeline read straight from an event log, without a node: the entries as they are
+/// read (see `ism_projectors::audit::entries`).
 pub async fn offline_audit(
     spec: &str,
-    gateway: Option<&str>,
-    endpoint: Option<&str>,
-    actor: Option<String>,
-    since: Option<&str>,
-    until: Option<&str>,
-    limit: usize,
-) -> anyhow::Result<Vec<AuditEntry>> {
+    q: AuditQuery<'_>,
+) -> anyhow::Result<impl futures_util::Stream<Item = Result<AuditEntry, ism_events::LogError>>> {
     let is_url = spec.starts_with("nats://") || spec.starts_with("tls://");
     if !is_url && !std::path::Path::new(spec).is_dir() {
         anyhow::bail!("no event log at {spec}: give a nats:// URL or an embedded log directory (<data-dir>/events)");
@@ -524,30 +530,28 @@ pub async fn offline_audit(
         .transpose()
     };
     let filter = AuditFilter {
-        gateway: id("gateway", gateway)?,
-        endpoint: id("endpoint", endpoint)?,
-        actor,
-        since_ms: time("since", since)?,
-        until_ms: time("until", until)?,
+        gateway: id("gateway", q.gateway)?,
+        endpoint: id("endpoint", q.endpoint)?,
+        actor: q.actor,
+        since_ms: time("since", q.since)?,
+        until_ms: time("until", q.until)?,
     };
     let log = ism_events::open_log(spec).await.with_context(|| format!("opening {spec} (an embedded log cannot be read while a node has it open: ask the node instead)"))?;
-    let head = log.head().await?;
-    let mut timeline = Timeline::new(filter);
+    Ok(entries(log, filter, q.page).await?)
+}
+
+/// The last `keep` of `entries` (all of them for a page, which has its own limit).
+pub async fn last_entries(
+    entries: impl futures_util::Stream<Item = Result<AuditEntry, ism_events::LogError>>,
+    keep: usize,
+) -> anyhow::Result<Vec<AuditEntry>> {
+    let mut entries = std::pin::pin!(entries);
     let mut kept = VecDeque::new();
-    if head > 0 {
-        let mut events = log.subscribe(0).await?;
-        while let Some(rec) = events.next().await {
-            let rec = rec?;
-            if let Some(e) = timeline.push(&rec) {
-                if kept.len() == limit.max(1) {
-                    kept.pop_front();
-                }
-                kept.push_back(e);
-            }
-            if rec.position >= head {
-                break;
-            }
+    while let Some(e) = entries.next().await {
+        if kept.len() == keep.max(1) {
+            kept.pop_front();
         }
+        kept.push_back(e?);
     }
     Ok(kept.into())
 }

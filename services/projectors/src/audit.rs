@@ -4,13 +4,15 @@
 //! A filter on a gateway must also catch its endpoints' and tunnels' events, which do not name
 //! the gateway themselves; the timeline learns those relations as it reads the log in order.
 
+use futures_util::stream::{self, Stream, StreamExt};
 use ism_events::{
-    escaped, AggregateId, AggregateKind, Event, Recorded, RepeatedRefusals,
+    escaped, AggregateId, AggregateKind, Event, EventLog, LogError, Recorded, RepeatedRefusals,
     RepeatedRegistrationRefusals,
 };
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Default)]
@@ -54,6 +56,50 @@ impl fmt::Display for AuditEntry {
         );
         write!(f, "{}", escaped(line))
     }
+}
+
+/// Which entries of the history to read: those after `after` (a log position, 0 for all),
+/// at most `limit` of them, up to the log's head when the reading began.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub after: u64,
+    pub limit: Option<usize>,
+}
+
+/// The entries of the history that pass `filter`, oldest first, as they are read: the log is
+/// read once, in order (the timeline learns which gateway each endpoint and session belongs to
+/// from the start, so entries before `page.after` are read but not kept), and only the relations
+/// and one entry at a time are held, however long the history.
+pub async fn entries(
+    log: Arc<dyn EventLog>,
+    filter: AuditFilter,
+    page: Page,
+) -> Result<impl Stream<Item = Result<AuditEntry, LogError>>, LogError> {
+    let head = log.head().await?;
+    let events = if head > page.after { Some(log.subscribe(0).await?) } else { None };
+    let timeline = Timeline::new(filter);
+    let left = page.limit.unwrap_or(usize::MAX);
+    Ok(stream::unfold((events, timeline, left), move |(events, mut timeline, left)| async move {
+        let mut events = events?;
+        if left == 0 {
+            return None;
+        }
+        while let Some(rec) = events.next().await {
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => return Some((Err(e), (None, timeline, 0))),
+            };
+            let last = rec.position >= head;
+            let entry = timeline.push(&rec).filter(|e| e.position > page.after);
+            match (entry, last) {
+                (Some(e), true) => return Some((Ok(e), (None, timeline, left - 1))),
+                (Some(e), false) => return Some((Ok(e), (Some(events), timeline, left - 1))),
+                (None, true) => return None,
+                (None, false) => {}
+            }
+        }
+        None
+    }))
 }
 
 /// Reads the log in order and yields the entries that pass the filter.

@@ -6,7 +6,7 @@ use crate::state::NodeState;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use ism_events::{Projection, ProjectionProgress};
-use ism_projectors::audit::{parse_time, AuditFilter, Timeline};
+use ism_projectors::audit::{self, parse_time, AuditFilter, Page};
 use ism_projectors::{DirectoryProjection, NoticeProjection};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -35,7 +35,10 @@ pub(super) struct AuditQuery {
     actor: Option<String>,
     since: Option<String>,
     until: Option<String>,
-    /// Most recent entries to return (default 1000).
+    /// Entries after this log position, oldest first (a page; the next page is after the last
+    /// position returned). Without it: the most recent entries.
+    after: Option<u64>,
+    /// Most entries to return (default 1000; for the stream, all).
     limit: Option<usize>,
 }
 
@@ -43,43 +46,65 @@ fn time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|r| parse_time(r).ok_or_else(|| ApiError::bad_request(format!("{name} must be a date (2026-11-23), a UTC time (2026-11-23T16:40:00Z) or milliseconds, not {r:?}")))).transpose()
 }
 
-/// The history as a readable timeline, oldest first, read from the event log itself.
+impl AuditQuery {
+    fn filter(&self) -> Result<AuditFilter, ApiError> {
+        Ok(AuditFilter {
+            gateway: self.gateway,
+            endpoint: self.endpoint,
+            actor: self.actor.clone(),
+            since_ms: time("since", self.since.as_deref())?,
+            until_ms: time("until", self.until.as_deref())?,
+        })
+    }
+}
+
+/// The history as a readable timeline, oldest first, read from the event log itself: the most
+/// recent `limit` entries, or the first `limit` after `after`.
 pub(super) async fn timeline(
     state: State,
     _caller: Caller,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let filter = AuditFilter {
-        gateway: q.gateway,
-        endpoint: q.endpoint,
-        actor: q.actor,
-        since_ms: time("since", q.since.as_deref())?,
-        until_ms: time("until", q.until.as_deref())?,
-    };
     let limit = q.limit.unwrap_or(1000).max(1);
     let head = state.log.head().await?;
-    let mut timeline = Timeline::new(filter);
+    let page = match q.after {
+        Some(after) => Page { after, limit: Some(limit) },
+        None => Page { after: 0, limit: None },
+    };
+    let mut entries = std::pin::pin!(audit::entries(state.log.clone(), q.filter()?, page).await?);
     let mut kept = VecDeque::new();
     let mut truncated = false;
-    if head > 0 {
-        let mut events = state.log.subscribe(0).await?;
-        while let Some(rec) = events.next().await {
-            let rec = rec?;
-            if let Some(entry) = timeline.push(&rec) {
-                if kept.len() == limit {
-                    kept.pop_front();
-                    truncated = true;
-                }
-                kept.push_back(entry);
-            }
-            if rec.position >= head {
-                break;
-            }
+    while let Some(entry) = entries.next().await {
+        if kept.len() == limit {
+            kept.pop_front();
+            truncated = true;
         }
+        kept.push_back(entry?);
     }
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "log_head": head, "truncated": truncated, "entries": kept })))
+}
+
+/// The same entries as one JSON object per line (`application/x-ndjson`), sent as they are read:
+/// the first arrives at once and the node holds one at a time, however long the history. A
+/// failure of the log midway ends the stream early (the last line is then not the log's head).
+pub(super) async fn stream(
+    state: State,
+    _caller: Caller,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let page = Page { after: q.after.unwrap_or(0), limit: q.limit };
+    let entries = audit::entries(state.log.clone(), q.filter()?, page).await?;
+    let lines = entries.map(|entry| {
+        let entry = entry.map_err(|e| actix_web::error::ErrorServiceUnavailable(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(&entry).map_err(actix_web::error::ErrorInternalServerError)?;
+        line.push(b'\n');
+        Ok::<_, actix_web::Error>(bytes::Bytes::from(line))
+    });
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(lines))
 }
 
 /// Rebuilds every projection from the log in a scratch store and compares it with the live one.

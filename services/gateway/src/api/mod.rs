@@ -91,6 +91,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/status", [(Method::GET, web::to(audit::status))]))
             .service(resource("/me", [(Method::GET, web::to(users::me))]))
             .service(resource("/audit", [(Method::GET, web::to(audit::timeline))]))
+            .service(resource("/audit/stream", [(Method::GET, web::to(audit::stream))]))
             .service(resource(
                 "/projections/verify",
                 [(Method::POST, web::to(audit::verify_projections))],
