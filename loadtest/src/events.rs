@@ -190,6 +190,89 @@ async fn batched(
     })
 }
 
+/// A live directory projection following `log` while `writers` append single events at `rate`
+/// per second in all (`None`: as fast as they can) for `for_how_long`: how far behind the head it
+/// is (sampled every 20 ms) and how long each event took from its append returning to the
+/// projection applying it.
+async fn lag(
+    log: Arc<dyn EventLog>,
+    rate: Option<u64>,
+    writers: usize,
+    for_how_long: Duration,
+) -> anyhow::Result<Value> {
+    let now_ms = || ism_events::Clock::now_ms(&ism_events::SystemClock);
+    let scratch = tempfile::tempdir()?;
+    let directory = Arc::new(DirectoryProjection::open(scratch.path())?);
+    // Start where the log is: what is measured is keeping up, not catching up.
+    ism_events::rebuild(&*log, &*directory).await?;
+    let progress = ism_events::spawn_projection(log.clone(), directory)?;
+    let mut applied = progress.applied_events();
+    // Each event carries the wall-clock time it was made at: applied at `now`, it was
+    // `now - time_ms` behind.
+    let delays: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let watcher = {
+        let delays = delays.clone();
+        tokio::spawn(async move {
+            while let Ok(rec) = applied.recv().await {
+                let behind = (now_ms() - rec.envelope.time_ms).max(0) as u64 * 1000;
+                delays.lock().unwrap_or_else(|p| p.into_inner()).push(behind);
+            }
+        })
+    };
+    let deadline = Instant::now() + for_how_long;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let log = log.clone();
+            let every = rate.map(|r| Duration::from_secs_f64(writers as f64 / r as f64));
+            tokio::spawn(async move {
+                let tunnel = Uuid::new_v4();
+                let mut tick = every.map(tokio::time::interval);
+                let mut seq = 0;
+                while Instant::now() < deadline {
+                    if let Some(t) = &mut tick {
+                        t.tick().await;
+                    }
+                    seq += 1;
+                    let mut e = envelope(tunnel, seq);
+                    e.time_ms = now_ms();
+                    if log.append(&e).await.is_err() {
+                        break;
+                    }
+                }
+                seq
+            })
+        })
+        .collect();
+    let mut behind = Vec::new();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        behind.push(log.head().await?.saturating_sub(progress.applied()));
+    }
+    let mut appends = 0;
+    for t in tasks {
+        appends += t.await.unwrap_or_default();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // Let it apply what was appended, then stop following.
+    progress.wait_for(log.head().await?, Duration::from_secs(120)).await?;
+    drop(progress);
+    watcher.abort();
+    let mut delays = std::mem::take(&mut *delays.lock().unwrap_or_else(|p| p.into_inner()));
+    delays.sort_unstable();
+    behind.sort_unstable();
+    let events_behind =
+        |p: f64| behind.get(((behind.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
+    Ok(json!({
+        "target_per_s": rate,
+        "appends_per_s": (appends as f64 / secs).round(),
+        "behind_events_p50": events_behind(0.5),
+        "behind_events_p99": events_behind(0.99),
+        "behind_ms_p50": percentile(&delays, 0.5),
+        "behind_ms_p99": percentile(&delays, 0.99),
+    }))
+}
+
 /// Appends `total` stream facts (in batches of 500 on 8 tunnels at a time) and returns how long
 /// that took.
 async fn fill(log: Arc<dyn EventLog>, total: usize) -> anyhow::Result<f64> {
@@ -296,6 +379,12 @@ async fn one_backend(name: &str, log: Arc<dyn EventLog>, o: &Options) -> anyhow:
     let r = batched(log.clone(), 16, 32, secs).await;
     eprintln!("{name}: told facts, 16 tunnels, batches of 32: {r}");
     f["batched_16x32"] = r;
+
+    for (rate, writers) in [(Some(1_000), 64), (Some(5_000), 64), (None, 256)] {
+        let r = lag(log.clone(), rate, writers, secs).await?;
+        eprintln!("{name}: a directory following appends at {rate:?}/s: {r}");
+        f[format!("lag_{}", rate.map_or("max".to_string(), |r| r.to_string()))] = r;
+    }
 
     let before = log.head().await?;
     let fill_s = fill(log.clone(), o.history).await?;
@@ -418,6 +507,18 @@ fn print_table(f: &Value) {
     row("  batch p50 / p99 ms", &|v| {
         format!("{} / {}", v["batched_16x32"]["batch_p50_ms"], v["batched_16x32"]["batch_p99_ms"])
     });
+    for k in ["1000", "5000", "max"] {
+        let key = format!("lag_{k}");
+        row(&format!("directory lag at {k}/s: appends/s"), &|v| {
+            v[&key]["appends_per_s"].to_string()
+        });
+        row("  events behind p50 / p99", &|v| {
+            format!("{} / {}", v[&key]["behind_events_p50"], v[&key]["behind_events_p99"])
+        });
+        row("  ms behind p50 / p99 (event made -> applied)", &|v| {
+            format!("{} / {}", v[&key]["behind_ms_p50"], v[&key]["behind_ms_p99"])
+        });
+    }
     row("history filled (events, s)", &|v| {
         format!(
             "{} in {:.0}",
