@@ -192,8 +192,8 @@ async fn batched(
 
 /// A live directory projection following `log` while `writers` append single events at `rate`
 /// per second in all (`None`: as fast as they can) for `for_how_long`: how far behind the head it
-/// is (sampled every 20 ms) and how long each event took from its append returning to the
-/// projection applying it.
+/// is (sampled every 20 ms), and how long from each event being made (just before its append,
+/// so the append's own latency is included) to the projection applying it.
 async fn lag(
     log: Arc<dyn EventLog>,
     rate: Option<u64>,
@@ -213,9 +213,17 @@ async fn lag(
     let watcher = {
         let delays = delays.clone();
         tokio::spawn(async move {
-            while let Ok(rec) = applied.recv().await {
-                let behind = (now_ms() - rec.envelope.time_ms).max(0) as u64 * 1000;
-                delays.lock().unwrap_or_else(|p| p.into_inner()).push(behind);
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match applied.recv().await {
+                    Ok(rec) => {
+                        let behind = (now_ms() - rec.envelope.time_ms).max(0) as u64 * 1000;
+                        delays.lock().unwrap_or_else(|p| p.into_inner()).push(behind);
+                    }
+                    // This watcher fell behind the projection: it samples the rest.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                }
             }
         })
     };
@@ -337,28 +345,41 @@ fn audit_run(spec: &str, how: &[&str]) -> anyhow::Result<Value> {
         })?;
     let pid = child.id();
     let mut stdout = child.stdout.take().context("stdout")?;
-    let first = std::thread::spawn(move || {
+    // Counts the lines without keeping them; notes when the first byte came.
+    let reader = std::thread::spawn(move || {
         use std::io::Read;
-        let mut byte = [0u8; 1];
-        let n = stdout.read(&mut byte).unwrap_or(0);
-        let at = started.elapsed();
-        let mut rest = Vec::new();
-        let _ = stdout.read_to_end(&mut rest);
-        (n > 0).then_some(at)
+        let (mut first, mut lines, mut buf) = (None, 0u64, vec![0u8; 64 * 1024]);
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(|| started.elapsed());
+            lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
+        (first, lines)
     });
     let mut peak = 0;
-    loop {
+    let limit = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        // VmHWM is a high-water mark: the last reading before the exit is the peak but for
+        // what the last 10 ms added.
         if let Some(k) = peak_kib(pid) {
             peak = peak.max(k);
         }
-        if child.try_wait()?.is_some() {
-            break;
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > limit {
+            let _ = child.kill();
+            anyhow::bail!("ism audit {how:?} took more than 10 minutes");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
     let total = started.elapsed();
-    let first = first.join().ok().flatten();
+    anyhow::ensure!(status.success(), "ism audit {how:?} failed: {status}");
+    let (first, lines) = reader.join().map_err(|_| anyhow::anyhow!("the reader panicked"))?;
     Ok(json!({
+        "lines": lines,
         "first_line_s": first.map(|d| d.as_secs_f64()),
         "total_s": total.as_secs_f64(),
         "peak_rss_mib": peak as f64 / 1024.0,
@@ -465,8 +486,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         eprintln!("embedded: ism audit: {}", f["audit"]);
         Ok(f)
     });
-    let nats = start_nats(&nats_server_bin(o.nats_server.as_deref()))?;
     let jetstream = rt.block_on(async {
+        let nats = start_nats(&nats_server_bin(o.nats_server.as_deref()))?;
         let log = ism_events::open_log(&nats.url).await?;
         let mut f = one_backend("jetstream", log, o).await?;
         f["audit"] = audit(&nats.url)?;

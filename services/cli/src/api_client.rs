@@ -341,14 +341,15 @@ impl ApiClient {
             query.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
         let url = format!("{}/api/v1/audit/stream?{}", self.base, qs.join("&"));
         let transport = |e: String| ApiError::Transport { base: self.base.clone(), reason: e };
-        let mut resp = self
+        let resp = self
             .http
             .get(url)
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(24 * 3600))
             .send()
             .await
             .map_err(|e| transport(e.to_string()))?;
+        // The answer began in time; the whole history may take long.
+        let mut resp = resp.timeout(Duration::from_secs(24 * 3600));
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
             let body = resp.body().await.map_err(|e| ApiError::Decode(e.to_string()))?;
@@ -359,12 +360,14 @@ impl ApiClient {
         let mut pending = Vec::new();
         while let Some(chunk) = resp.next().await {
             pending.extend_from_slice(&chunk.map_err(|e| transport(e.to_string()))?);
-            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                if let Err(e) = each(&line[..line.len() - 1]) {
+            let mut start = 0;
+            while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+                if let Err(e) = each(&pending[start..start + end]) {
                     return Ok(Err(e));
                 }
+                start += end + 1;
             }
+            pending.drain(..start);
         }
         Ok(Ok(()))
     }

@@ -64,10 +64,10 @@ enum Command {
         /// Before this time.
         #[arg(long)]
         until: Option<String>,
-        /// How many entries: the most recent (text, default 1000), the first after --after, or
-        /// all of them (jsonl).
-        #[arg(long)]
-        limit: Option<usize>,
+        /// How many entries (1 or more): as text, the most recent (default 1000); with --after,
+        /// the first after it (default 1000); with --format jsonl, the oldest (default: all).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
         /// Entries after this log position (the `#` of an entry), oldest first: the next page.
         #[arg(long)]
         after: Option<u64>,
@@ -324,7 +324,10 @@ fn audit_query(command: &Command) -> output::AuditQuery<'_> {
         actor: actor.clone(),
         since: since.as_deref(),
         until: until.as_deref(),
-        page: ism_projectors::audit::Page { after: after.unwrap_or(0), limit: *limit },
+        page: ism_projectors::audit::Page {
+            after: after.unwrap_or(0),
+            limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        },
     }
 }
 
@@ -357,11 +360,11 @@ async fn stream_audit(cli: &Cli) -> anyhow::Result<()> {
     let Command::Audit { limit, event_log, .. } = &cli.command else {
         unreachable!("asked of the audit command only")
     };
-    let mut out = std::io::stdout().lock();
+    // Written through a buffer; a reader still sees each line soon, since the buffer is small.
+    let mut out = std::io::BufWriter::with_capacity(8 * 1024, std::io::stdout().lock());
     let mut print = |line: &[u8]| -> std::io::Result<()> {
         out.write_all(line)?;
-        out.write_all(b"\n")?;
-        out.flush()
+        out.write_all(b"\n")
     };
     let written = match event_log {
         Some(spec) => {
@@ -387,6 +390,7 @@ async fn stream_audit(cli: &Cli) -> anyhow::Result<()> {
             ApiClient::new(&cli.api, token).audit_stream(&q, |line| print(line)).await?
         }
     };
+    let written = written.and_then(|()| out.flush());
     match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other.context("writing to standard output")?),
@@ -425,11 +429,9 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         Command::Audit { limit, after, event_log: Some(spec), .. } => {
             // A page is the first entries after a position; otherwise the most recent ones.
             let mut query = audit_query(&cli.command);
-            if after.is_none() {
-                query.page.limit = None;
-            }
+            let keep = limit.map_or(1000, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            query.page.limit = after.is_some().then_some(keep);
             let entries = output::offline_audit(spec, query).await?;
-            let keep = if after.is_some() { usize::MAX } else { limit.unwrap_or(1000) };
             let entries = output::last_entries(entries, keep).await?;
             return Ok((json!({ "entries": entries }), output::audit));
         }

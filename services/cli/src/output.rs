@@ -537,7 +537,7 @@ pub async fn offline_audit(
         until_ms: time("until", q.until)?,
     };
     let log = ism_events::open_log(spec).await.with_context(|| format!("opening {spec} (an embedded log cannot be read while a node has it open: ask the node instead)"))?;
-    Ok(entries(log, filter, q.page).await?)
+    Ok(entries(log, filter, q.page).await?.1)
 }
 
 /// The last `keep` of `entries` (all of them for a page, which has its own limit).

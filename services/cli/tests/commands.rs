@@ -501,6 +501,13 @@ async fn the_audit_streams_as_json_lines_and_pages_after_a_position_from_a_node_
         .map(|e| e["position"].as_u64().unwrap())
         .collect();
     assert_eq!(page, [4, 5, 6, 7], "the next page starts after the last position seen");
+    assert_eq!(admin.json(&["audit", "--after", "3", "--limit", "4"]).await["truncated"], true);
+    let last = admin.json(&["audit", "--after", &(head - 1).to_string(), "--limit", "5"]).await;
+    assert_eq!(
+        (last["truncated"].as_bool(), last["entries"].as_array().unwrap().len()),
+        (Some(false), 1)
+    );
+    assert!(admin.fails(&["audit", "--limit", "0"]).await.contains("0 is not in 1.."));
     let filtered = admin.ok(&["audit", "--format", "jsonl", "--actor", "admin"]).await;
     assert_eq!(
         filtered.lines().count(),

@@ -66,40 +66,43 @@ pub struct Page {
     pub limit: Option<usize>,
 }
 
-/// The entries of the history that pass `filter`, oldest first, as they are read: the log is
-/// read once, in order (the timeline learns which gateway each endpoint and session belongs to
-/// from the start, so entries before `page.after` are read but not kept), and only the relations
-/// and one entry at a time are held, however long the history.
+/// The entries of the history that pass `filter`, oldest first, as they are read, and the log's
+/// head they end at: the log is read once, in order (the timeline learns which gateway each
+/// endpoint and session belongs to from the start, so entries before `page.after` are read but
+/// not kept; a page far into a long history costs a read of all before it), and only the
+/// relations and one entry at a time are held, however long the history.
 pub async fn entries(
     log: Arc<dyn EventLog>,
     filter: AuditFilter,
     page: Page,
-) -> Result<impl Stream<Item = Result<AuditEntry, LogError>>, LogError> {
+) -> Result<(u64, impl Stream<Item = Result<AuditEntry, LogError>>), LogError> {
     let head = log.head().await?;
     let events = if head > page.after { Some(log.subscribe(0).await?) } else { None };
     let timeline = Timeline::new(filter);
     let left = page.limit.unwrap_or(usize::MAX);
-    Ok(stream::unfold((events, timeline, left), move |(events, mut timeline, left)| async move {
-        let mut events = events?;
-        if left == 0 {
-            return None;
-        }
-        while let Some(rec) = events.next().await {
-            let rec = match rec {
-                Ok(r) => r,
-                Err(e) => return Some((Err(e), (None, timeline, 0))),
-            };
-            let last = rec.position >= head;
-            let entry = timeline.push(&rec).filter(|e| e.position > page.after);
-            match (entry, last) {
-                (Some(e), true) => return Some((Ok(e), (None, timeline, left - 1))),
-                (Some(e), false) => return Some((Ok(e), (Some(events), timeline, left - 1))),
-                (None, true) => return None,
-                (None, false) => {}
+    let entries =
+        stream::unfold((events, timeline, left), move |(events, mut timeline, left)| async move {
+            let mut events = events?;
+            if left == 0 {
+                return None;
             }
-        }
-        None
-    }))
+            while let Some(rec) = events.next().await {
+                let rec = match rec {
+                    Ok(r) => r,
+                    Err(e) => return Some((Err(e), (None, timeline, 0))),
+                };
+                let last = rec.position >= head;
+                let entry = timeline.push(&rec).filter(|e| e.position > page.after);
+                match (entry, last) {
+                    (Some(e), true) => return Some((Ok(e), (None, timeline, left - 1))),
+                    (Some(e), false) => return Some((Ok(e), (Some(events), timeline, left - 1))),
+                    (None, true) => return None,
+                    (None, false) => {}
+                }
+            }
+            None
+        });
+    Ok((head, entries))
 }
 
 /// Reads the log in order and yields the entries that pass the filter.

@@ -47,6 +47,13 @@ fn time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
 }
 
 impl AuditQuery {
+    fn limit(&self) -> Result<Option<usize>, ApiError> {
+        match self.limit {
+            Some(0) => Err(ApiError::bad_request("limit must be 1 or more")),
+            other => Ok(other),
+        }
+    }
+
     fn filter(&self) -> Result<AuditFilter, ApiError> {
         Ok(AuditFilter {
             gateway: self.gateway,
@@ -59,28 +66,33 @@ impl AuditQuery {
 }
 
 /// The history as a readable timeline, oldest first, read from the event log itself: the most
-/// recent `limit` entries, or the first `limit` after `after`.
+/// recent `limit` entries, or the first `limit` after `after` (`truncated`: more follow).
 pub(super) async fn timeline(
     state: State,
     _caller: Caller,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(1000).max(1);
-    let head = state.log.head().await?;
+    let limit = q.limit()?.unwrap_or(1000);
+    // A page reads one entry more than it returns, to know whether more follow.
     let page = match q.after {
-        Some(after) => Page { after, limit: Some(limit) },
+        Some(after) => Page { after, limit: Some(limit + 1) },
         None => Page { after: 0, limit: None },
     };
-    let mut entries = std::pin::pin!(audit::entries(state.log.clone(), q.filter()?, page).await?);
+    let (head, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;
+    let mut entries = std::pin::pin!(entries);
     let mut kept = VecDeque::new();
     let mut truncated = false;
     while let Some(entry) = entries.next().await {
-        if kept.len() == limit {
-            kept.pop_front();
-            truncated = true;
-        }
         kept.push_back(entry?);
+        if kept.len() > limit {
+            truncated = true;
+            if q.after.is_some() {
+                kept.pop_back();
+            } else {
+                kept.pop_front();
+            }
+        }
     }
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "log_head": head, "truncated": truncated, "entries": kept })))
@@ -95,8 +107,8 @@ pub(super) async fn stream(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let page = Page { after: q.after.unwrap_or(0), limit: q.limit };
-    let entries = audit::entries(state.log.clone(), q.filter()?, page).await?;
+    let page = Page { after: q.after.unwrap_or(0), limit: q.limit()? };
+    let (_, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;
     let lines = entries.map(|entry| {
         let entry = entry.map_err(|e| actix_web::error::ErrorServiceUnavailable(e.to_string()))?;
         let mut line =
