@@ -470,6 +470,82 @@ fn start_nats(bin: &Path) -> anyhow::Result<Nats> {
     Ok(Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir })
 }
 
+/// A flood of scanner streams through a gateway node on `event_log` (None: embedded): 256
+/// scanners open and close streams to a sink as fast as they can for `for_how_long`, each
+/// stream two facts for the log. How many were accepted and refused, and how the node's memory
+/// grew (sampled every 100 ms): with the told facts bounded (`--max-unrecorded-facts`), a log
+/// that cannot keep up refuses streams instead of growing the node.
+fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Value> {
+    let node = crate::Node::start_on(1024, event_log)?;
+    let work = tempfile::tempdir()?;
+    let (key, secret) = actix_rt::System::new().block_on(async {
+        let api = node.api();
+        let gw = api.create_gateway("flood", "").await?;
+        let gw = gw["id"].as_str().context("gateway id")?.to_string();
+        let added = api.add_endpoint(&gw, "flood", "", "linux").await?;
+        let secret = api.issue_scanner_credential(&gw, "flood").await?["secret"]
+            .as_str()
+            .context("secret")?
+            .to_string();
+        anyhow::Ok((added["key"].as_str().context("key")?.to_string(), secret))
+    })?;
+    let (endpoint, _) = crate::start_endpoints(
+        |_| node.info.wss.clone(),
+        &node.info.ca_file,
+        std::slice::from_ref(&key),
+        "127.0.0.1",
+        work.path(),
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let figures = rt.block_on(async {
+        let sink = crate::targets::sink().await;
+        let route = crate::measure::Route::Socks {
+            proxy: node.info.socks.parse()?,
+            login: Some(crate::socks::Login { username: "flood".into(), password: secret }),
+        };
+        let before = node.process.rss_kib();
+        let deadline = Instant::now() + for_how_long;
+        let started = Instant::now();
+        let scanners: Vec<_> = (0..256)
+            .map(|_| {
+                let route = route.clone();
+                tokio::spawn(async move {
+                    let (mut ok, mut refused) = (0u64, 0u64);
+                    while Instant::now() < deadline {
+                        match route.connect(sink).await {
+                            Ok(s) => {
+                                ok += 1;
+                                drop(s);
+                            }
+                            Err(_) => refused += 1,
+                        }
+                    }
+                    (ok, refused)
+                })
+            })
+            .collect();
+        let mut peak = before;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(node.process.rss_kib());
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for s in scanners {
+            let (o, r) = s.await.unwrap_or_default();
+            ok += o;
+            refused += r;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::Ok(json!({
+            "accepted_per_s": (ok as f64 / secs).round(),
+            "refused_per_s": (refused as f64 / secs).round(),
+            "gateway_rss_growth_mib_peak": peak.saturating_sub(before) as f64 / 1024.0,
+        }))
+    });
+    drop(endpoint);
+    figures
+}
+
 pub fn run(o: &Options) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let embedded_dir = tempfile::tempdir()?;
@@ -484,6 +560,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let embedded = measured.and_then(|mut f| {
         f["audit"] = audit(&spec)?;
         eprintln!("embedded: ism audit: {}", f["audit"]);
+        f["flood"] = flood(None, Duration::from_secs(o.seconds * 3))?;
+        eprintln!("embedded: a flood of streams through a node: {}", f["flood"]);
         Ok(f)
     });
     let jetstream = rt.block_on(async {
@@ -492,6 +570,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         let mut f = one_backend("jetstream", log, o).await?;
         f["audit"] = audit(&nats.url)?;
         eprintln!("jetstream: ism audit: {}", f["audit"]);
+        f["flood"] = flood(Some(&nats.url), Duration::from_secs(o.seconds * 3))?;
+        eprintln!("jetstream: a flood of streams through a node: {}", f["flood"]);
         anyhow::Ok(f)
     });
     let or_error = |name: &str, r: anyhow::Result<Value>| {

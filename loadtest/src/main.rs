@@ -93,7 +93,13 @@ enum Role {
     Events(events::Options),
     /// (internal) Run a gateway node.
     #[command(hide = true)]
-    GatewayNode { data_dir: PathBuf, max_streams: usize },
+    GatewayNode {
+        data_dir: PathBuf,
+        max_streams: usize,
+        /// A `nats://` URL: JetStream instead of the embedded log.
+        #[arg(long)]
+        event_log: Option<String>,
+    },
     /// (internal) Run the endpoints installed under this directory.
     #[command(hide = true)]
     EndpointAgents { dir: PathBuf },
@@ -112,8 +118,8 @@ enum Role {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match &args.role {
-        Some(Role::GatewayNode { data_dir, max_streams }) => {
-            roles::run_gateway(data_dir, *max_streams)
+        Some(Role::GatewayNode { data_dir, max_streams, event_log }) => {
+            roles::run_gateway(data_dir, *max_streams, event_log.clone())
         }
         Some(Role::EndpointAgents { dir }) => roles::run_endpoints(dir),
         Some(Role::HoldTarget) => roles::run_hold_target(),
@@ -134,12 +140,19 @@ struct Node {
 
 impl Node {
     fn start(max_streams: usize) -> anyhow::Result<Node> {
+        Self::start_on(max_streams, None)
+    }
+
+    /// A node on `event_log` (a `nats://` URL), or on the embedded log.
+    fn start_on(max_streams: usize, event_log: Option<&str>) -> anyhow::Result<Node> {
         let data = tempfile::tempdir()?;
-        let mut process = ChildRole::spawn([
-            "gateway-node",
-            &data.path().display().to_string(),
-            &max_streams.to_string(),
-        ])?;
+        let dir = data.path().display().to_string();
+        let max = max_streams.to_string();
+        let mut role = vec!["gateway-node", &dir, &max];
+        if let Some(url) = event_log {
+            role.extend(["--event-log", url]);
+        }
+        let mut process = ChildRole::spawn(role)?;
         let info: NodeInfo =
             serde_json::from_str(&process.line()?).context("the node's addresses")?;
         Ok(Node { info, process, _data: data })

@@ -25,9 +25,14 @@ pub struct NodeInfo {
 /// Runs a gateway node until standard input closes (the benchmark ends). The one scanner
 /// credential of the benchmark may use every stream of the endpoint's cap, so that the cap is
 /// what the held streams fill and what the firehose meets.
-pub fn run_gateway(data_dir: &Path, max_streams: usize) -> anyhow::Result<()> {
+pub fn run_gateway(
+    data_dir: &Path,
+    max_streams: usize,
+    event_log: Option<String>,
+) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     let mut config = NodeConfig::local("bench-node", data_dir);
+    config.event_log = event_log;
     config.session.max_streams = max_streams;
     config.stream_limits.per_credential = max_streams;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

@@ -78,6 +78,18 @@ impl NatsServer {
         &self.url
     }
 
+    /// Freezes the server (SIGSTOP): its clients' requests wait, as behind a stalled disk.
+    pub fn pause(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    }
+
     pub fn store_dir(&self) -> PathBuf {
         self.dir.path().join("js")
     }

@@ -141,3 +141,47 @@ async fn connections_waiting_to_authenticate_are_capped_and_the_node_keeps_servi
     .await;
     agent.stop();
 }
+
+/// When the event log stalls, the facts streams tell wait in a bounded queue: beyond
+/// `max_unrecorded`, new streams are refused with the reason, and once the log records again
+/// they are accepted, every fact recorded.
+#[actix::test]
+async fn streams_are_refused_while_the_log_is_behind_and_accepted_once_it_catches_up() {
+    let nats = ism_tests::nats::NatsServer::start();
+    let node = TestNode::start_with("node-a", Backend::JetStream(nats.url().to_string()), |c| {
+        c.stream_limits.max_unrecorded = 1
+    });
+    let target = sink_server().await;
+    let (p, _machine, _agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    let open =
+        || ism_cli::scanner::connect(&socks, "dc1", &p.scanner_secret, "127.0.0.1", target.port());
+
+    nats.pause();
+    let first = open().await.expect("nothing waits to be recorded yet: accepted");
+    eventually("the first stream's fact waiting for the log", || async {
+        (node.state.tunnels.unrecorded() >= 1).then_some(())
+    })
+    .await;
+    let refused = open().await.expect_err("the log is behind: refused");
+    assert!(refused.to_string().contains("general"), "{refused}");
+    nats.resume();
+
+    eventually("the log to catch up", || async {
+        (node.state.tunnels.unrecorded() == 0).then_some(())
+    })
+    .await;
+    let again = eventually("a stream accepted again", || async { open().await.ok() }).await;
+    drop((first, again));
+    let recorded = eventually("both streams recorded", || async {
+        let all = ism_tests::cluster::recorded(&*node.state.log).await;
+        let opened = all.iter().filter(|e| matches!(e.event, Event::StreamOpened { .. })).count();
+        (opened >= 2).then_some(all)
+    })
+    .await;
+    assert!(
+        recorded.iter().any(|e| matches!(&e.event, Event::ScannerRefused { reason, .. } if reason.contains("event log is behind"))),
+        "the refusal is on record with its reason"
+    );
+}

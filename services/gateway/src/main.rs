@@ -58,6 +58,11 @@ struct Args {
     /// general failure, HTTP 429), so one scanner cannot take every slot of an endpoint.
     #[arg(long, env = "ISM_MAX_STREAMS_PER_CREDENTIAL", default_value_t = 512)]
     max_streams_per_credential: usize,
+    /// Facts the data path told and the event log has not recorded yet, beyond which new scanner
+    /// streams are refused until it catches up (SOCKS general failure, HTTP 503): the node's
+    /// memory stays bounded when appends cannot keep up.
+    #[arg(long, env = "ISM_MAX_UNRECORDED_FACTS", default_value_t = 50_000)]
+    max_unrecorded_facts: usize,
     /// Seconds a scanner stream may go without a byte in either direction before it is reset
     /// (0: no limit).
     #[arg(long, env = "ISM_STREAM_IDLE_TIMEOUT", default_value_t = 600)]
@@ -191,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_secs(args.stream_idle_timeout)),
         half_closed_timeout: std::time::Duration::from_secs(args.half_closed_timeout.max(1)),
         per_credential: args.max_streams_per_credential.max(1),
+        max_unrecorded: args.max_unrecorded_facts.max(1),
     };
     config.public = ism_gateway::public_address::PublicConfig {
         endpoint: args.public_address,

@@ -36,6 +36,8 @@ pub enum NotOpened {
     Open { target: String, error: OpenStreamError },
     #[error("{0}")]
     OwnerUnreachable(String),
+    #[error("this node has {0} facts still to record (its event log is behind): new streams are refused until it catches up; try again shortly")]
+    LogBehind(usize),
 }
 
 /// An open stream, registered for access enforcement, whose end will be recorded.
@@ -70,6 +72,7 @@ pub async fn open<'a>(
             NotOpened::CredentialQuota(_) => "the credential's stream quota is reached",
             NotOpened::EndpointOffline(_) | NotOpened::Open { .. } => "endpoint not connected",
             NotOpened::OwnerUnreachable(_) => "the node holding the endpoint is unreachable",
+            NotOpened::LogBehind(_) => "the node's event log is behind",
         };
         path.refused_scanners.refused(TurnedAway {
             gateway: scanner.endpoint.gateway,
@@ -81,6 +84,10 @@ pub async fn open<'a>(
         not_opened
     };
     allowed().map_err(|e| turned_away(e.into()))?;
+    let behind = path.tunnels.unrecorded();
+    if behind >= path.limits.max_unrecorded {
+        return Err(turned_away(NotOpened::LogBehind(behind)));
+    }
     let stop = CancellationToken::new();
     let registered = path
         .streams

@@ -81,6 +81,10 @@ pub struct StreamLimits {
     /// Streams one scanner credential may run at once on this node
     /// (`--max-streams-per-credential`).
     pub per_credential: usize,
+    /// Facts the data path told and the event log has not recorded yet, beyond which new streams
+    /// are refused until it catches up (`--max-unrecorded-facts`): when appends cannot keep up,
+    /// scanners slow down to the log's pace instead of the node queueing without bound.
+    pub max_unrecorded: usize,
 }
 
 impl Default for StreamLimits {
@@ -89,6 +93,7 @@ impl Default for StreamLimits {
             idle_timeout: Some(Duration::from_secs(600)),
             half_closed_timeout: Duration::from_secs(60),
             per_credential: 512,
+            max_unrecorded: 50_000,
         }
     }
 }

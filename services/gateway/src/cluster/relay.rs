@@ -97,6 +97,15 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
         let message = format!("endpoint {endpoint} is not connected to node {}", state.node_id);
         return incoming.reject(OpenFailure::NotHeld, message);
     };
+    // The owner records the relayed stream's facts: its own log's backlog decides.
+    let behind = state.tunnels.unrecorded();
+    if behind >= state.stream_limits.max_unrecorded {
+        let message = format!(
+            "node {} has {behind} facts still to record (its event log is behind)",
+            state.node_id
+        );
+        return incoming.reject(OpenFailure::Busy, message);
+    }
     let scanner = Principal::Credential { id: relay.scanner.clone() };
     let cause = Cause::by(scanner.clone());
     let recorder = state.tunnels.recorder(live.tunnel);

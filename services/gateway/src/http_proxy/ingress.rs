@@ -204,6 +204,7 @@ fn status_of(not_opened: &NotOpened) -> (u16, &'static str) {
             ..
         } => (503, "Service Unavailable"),
         NotOpened::CredentialQuota(_) => (429, "Too Many Requests"),
+        NotOpened::LogBehind(_) => (503, "Service Unavailable"),
         NotOpened::Open {
             error:
                 OpenStreamError::Refused { reason: OpenFailure::TimedOut, .. }

@@ -104,7 +104,7 @@ async fn handle(
                 NotOpened::EndpointOffline(_) | NotOpened::OwnerUnreachable(_) => {
                     Reply::NetworkUnreachable
                 }
-                NotOpened::CredentialQuota(_) => Reply::GeneralFailure,
+                NotOpened::CredentialQuota(_) | NotOpened::LogBehind(_) => Reply::GeneralFailure,
                 NotOpened::Open { error: OpenStreamError::Refused { reason, .. }, .. } => {
                     Reply::from(*reason)
                 }
