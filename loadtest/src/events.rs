@@ -322,12 +322,15 @@ fn peak_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Runs `ism audit --event-log SPEC` twice and measures each: streaming every entry as JSON
-/// lines, and the text of the most recent thousand (which prints once it has read them all).
-fn audit(spec: &str) -> anyhow::Result<Value> {
+/// Runs `ism audit --event-log SPEC` and measures it: streaming every entry as JSON lines, and
+/// the text of the most recent thousand (which prints once it has read them all).
+/// A third run reads nothing (every entry is before `--after`): what opening the log costs.
+fn audit(spec: &str, head: u64) -> anyhow::Result<Value> {
+    let past_the_head = (head + 1).to_string();
     Ok(json!({
         "jsonl": audit_run(spec, &["--format", "jsonl"])?,
         "text_last_1000": audit_run(spec, &["--limit", "1000"])?,
+        "open_only": audit_run(spec, &["--format", "jsonl", "--after", &past_the_head])?,
     }))
 }
 
@@ -558,21 +561,26 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     });
     // The embedded log is closed now (sled locks it while open), so `ism audit` can read it.
     let embedded = measured.and_then(|mut f| {
-        f["audit"] = audit(&spec)?;
+        f["audit"] = audit(&spec, f["history"]["events"].as_u64().unwrap_or(0))
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
         eprintln!("embedded: ism audit: {}", f["audit"]);
         f["flood"] = flood(None, Duration::from_secs(o.seconds * 3))?;
         eprintln!("embedded: a flood of streams through a node: {}", f["flood"]);
         Ok(f)
     });
-    let jetstream = rt.block_on(async {
-        let nats = start_nats(&nats_server_bin(o.nats_server.as_deref()))?;
-        let log = ism_events::open_log(&nats.url).await?;
-        let mut f = one_backend("jetstream", log, o).await?;
-        f["audit"] = audit(&nats.url)?;
-        eprintln!("jetstream: ism audit: {}", f["audit"]);
+    let jetstream = start_nats(&nats_server_bin(o.nats_server.as_deref())).and_then(|nats| {
+        let mut f = rt.block_on(async {
+            let log = ism_events::open_log(&nats.url).await?;
+            let mut f = one_backend("jetstream", log, o).await?;
+            f["audit"] = audit(&nats.url, f["history"]["events"].as_u64().unwrap_or(0))
+                .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+            eprintln!("jetstream: ism audit: {}", f["audit"]);
+            anyhow::Ok(f)
+        })?;
+        // Outside the runtime above: the flood runs its own.
         f["flood"] = flood(Some(&nats.url), Duration::from_secs(o.seconds * 3))?;
         eprintln!("jetstream: a flood of streams through a node: {}", f["flood"]);
-        anyhow::Ok(f)
+        Ok(f)
     });
     let or_error = |name: &str, r: anyhow::Result<Value>| {
         r.unwrap_or_else(|e| json!({ "backend": name, "error": format!("{e:#}") }))
@@ -628,9 +636,11 @@ fn print_table(f: &Value) {
         )
     });
     row("replay into a fresh directory, events/s", &|v| v["replay"]["events_per_s"].to_string());
-    for (how, label) in
-        [("jsonl", "ism audit --format jsonl"), ("text_last_1000", "ism audit --limit 1000")]
-    {
+    for (how, label) in [
+        ("jsonl", "ism audit --format jsonl"),
+        ("text_last_1000", "ism audit --limit 1000"),
+        ("open_only", "ism audit, opening the log only"),
+    ] {
         let figure = |v: &Value, k: &str| v["audit"][how][k].as_f64().unwrap_or(f64::NAN);
         row(&format!("{label}: first line s"), &|v| format!("{:.2}", figure(v, "first_line_s")));
         row(&format!("{label}: total s"), &|v| format!("{:.2}", figure(v, "total_s")));
