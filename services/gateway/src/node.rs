@@ -151,6 +151,8 @@ pub struct RunningNode {
     pub ca_file: Option<PathBuf>,
     api: actix_web::dev::ServerHandle,
     tasks: Vec<JoinHandle<()>>,
+    /// Ends the notifications being delivered.
+    notifications: tokio_util::sync::CancellationToken,
     stop_grace: Duration,
 }
 
@@ -178,6 +180,7 @@ impl RunningNode {
         for t in &self.tasks {
             t.abort();
         }
+        self.notifications.cancel();
         let state = &self.state;
         // Recorded before the sessions end, so their ends read as the gateway's outage, not
         // the endpoints' own.
@@ -432,7 +435,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::spawn(draining::drain_when_asked(state.clone(), cluster.drain_timeout)),
     ];
     let mut tasks = tasks;
-    let notifier = Notifier::new(state.clone(), notices, config.notify.clone())?;
+    let notifications = tokio_util::sync::CancellationToken::new();
+    let notifier = Notifier::new(state.clone(), notices, config.notify.clone(), &notifications)?;
     tasks.push(tokio::spawn(notifier.run()));
     if let Some((listener, tls)) = cluster.relay {
         tasks.push(tokio::spawn(relay::serve(
@@ -463,6 +467,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         ca_file: identity.ca_file,
         api,
         tasks,
+        notifications,
         stop_grace: config.stop_grace,
     })
 }

@@ -62,6 +62,9 @@ pub(super) async fn add(
         None => format!("whsec_{}", hex(&random_bytes())),
     };
     let id = Uuid::new_v4();
+    if let Some(why) = crate::notify::webhook::literal_refused(body.url.trim()) {
+        return Err(ApiError::bad_request(why));
+    }
     let command = WebhookCommand::Add {
         url: body.url,
         secret_sealed: state.key_secret.seal(&secret),

@@ -79,6 +79,9 @@ pub struct Notifier {
     busy_subjects: Mutex<HashSet<Uuid>>,
     /// Notices another node holds, and when its lease ends.
     held_elsewhere: Mutex<HashMap<Uuid, i64>>,
+    /// Cancelled when the node stops: its deliveries end with it (another node, or this one
+    /// restarted, finishes them once their leases end).
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 /// Where a notice stands after its claim and first delivery.
@@ -126,10 +129,12 @@ impl Delivery {
 type Failure = CommandError<NotificationError>;
 
 impl Notifier {
+    /// A notifier whose work ends when `stopped` is cancelled.
     pub fn new(
         state: Arc<NodeState>,
         notices: Arc<NoticeProjection>,
         config: NotifyConfig,
+        stopped: &tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Self>, NotifyError> {
         let mailer = config.smtp.as_ref().map(|(url, from)| Mailer::new(url, from)).transpose()?;
         if let Some(m) = &mailer {
@@ -142,6 +147,7 @@ impl Notifier {
             config,
             in_flight: Mutex::default(),
             busy_subjects: Mutex::default(),
+            stopped: stopped.clone(),
             held_elsewhere: Mutex::default(),
         }))
     }
@@ -183,7 +189,8 @@ impl Notifier {
             }
             self.lock_in_flight().extend(notices.iter().map(|n| n.id));
             let me = self.clone();
-            tokio::spawn(async move {
+            let stopped = self.stopped.clone();
+            tokio::spawn(stopped.run_until_cancelled_owned(async move {
                 for notice in notices {
                     let id = notice.id;
                     match me.begin(notice).await {
@@ -195,12 +202,13 @@ impl Notifier {
                         // Retries go on beside the subject's next notices.
                         Ok(Begun::Retrying(delivery)) => {
                             let me = me.clone();
-                            tokio::spawn(async move {
+                            let stopped = me.stopped.clone();
+                            tokio::spawn(stopped.run_until_cancelled_owned(async move {
                                 if let Err(e) = me.retry(*delivery).await {
                                     tracing::warn!(notification = %id, error = %e, "notification not finished; trying again");
                                 }
                                 me.release(id);
-                            });
+                            }));
                         }
                         Err(e) => {
                             tracing::warn!(notification = %id, error = %e, "notification not finished; trying again");
@@ -209,7 +217,7 @@ impl Notifier {
                     }
                 }
                 me.lock_busy().remove(&subject);
-            });
+            }));
         }
     }
 

@@ -55,8 +55,9 @@ pub async fn post(
 
 /// Link-local addresses (where clouds serve instance metadata and credentials) and the clouds'
 /// other metadata addresses: a webhook URL, typed by a manager, must not reach them from a
-/// gateway node.
-fn forbidden(ip: std::net::IpAddr) -> bool {
+/// gateway node. Checked on the resolved addresses at each delivery, and on an IP literal when
+/// the webhook is added ([`literal_refused`]).
+pub fn forbidden(ip: std::net::IpAddr) -> bool {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
@@ -69,6 +70,20 @@ fn forbidden(ip: std::net::IpAddr) -> bool {
                 || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
         }
     }
+}
+
+/// Why `url` may never be delivered to, if its host is an IP literal [`forbidden`] (a host name
+/// is resolved, and checked, at each delivery).
+pub fn literal_refused(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let ip = match parsed.host()? {
+        url::Host::Ipv4(v4) => std::net::IpAddr::V4(v4),
+        url::Host::Ipv6(v6) => std::net::IpAddr::V6(v6),
+        url::Host::Domain(_) => return None,
+    };
+    forbidden(ip).then(|| {
+        format!("{ip} is a link-local or cloud metadata address: webhooks may not go there")
+    })
 }
 
 async fn exchange(
