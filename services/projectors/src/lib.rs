@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod directory;
 pub mod notices;
+mod store;
 
 pub use directory::{
     DirectoryProjection, EndpointStatus, EndpointView, GatewayStatus, GatewayView, UserView,

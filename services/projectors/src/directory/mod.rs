@@ -11,8 +11,9 @@ mod views;
 
 pub use views::*;
 
+use crate::store::{self, storage};
 pub(crate) use apply::activity_advances;
-use apply::{decode, name_key, Tx, CHECKPOINT};
+use apply::{name_key, Tx};
 use ism_events::projection::Row;
 use ism_events::{AggregateEvent, Event, Projection, ProjectionError, Recorded};
 use sled::Transactional;
@@ -30,10 +31,6 @@ pub struct DirectoryProjection {
     webhooks: sled::Tree,
     meta: sled::Tree,
     _db: sled::Db,
-}
-
-fn storage(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Storage(e.to_string())
 }
 
 fn uuid(bytes: &[u8]) -> Result<Uuid, ProjectionError> {
@@ -73,28 +70,15 @@ impl DirectoryProjection {
         ]
     }
 
-    fn row<T: for<'de> serde::Deserialize<'de>>(
-        tree: &sled::Tree,
-        key: &[u8],
-    ) -> Result<Option<T>, ProjectionError> {
-        tree.get(key).map_err(storage)?.map(|v| decode(&v)).transpose()
-    }
-
-    fn all<T: for<'de> serde::Deserialize<'de>>(
-        tree: &sled::Tree,
-    ) -> Result<Vec<T>, ProjectionError> {
-        tree.iter().values().map(|v| decode(&v.map_err(storage)?)).collect()
-    }
-
     /// Every gateway, deleted ones included, oldest first.
     pub fn gateways(&self) -> Result<Vec<GatewayView>, ProjectionError> {
-        let mut out: Vec<GatewayView> = Self::all(&self.gateways)?;
+        let mut out: Vec<GatewayView> = store::all(&self.gateways)?;
         out.sort_by_key(|g| (g.created_ms, g.id));
         Ok(out)
     }
 
     pub fn gateway(&self, id: Uuid) -> Result<Option<GatewayView>, ProjectionError> {
-        Self::row(&self.gateways, id.as_bytes())
+        store::row(&self.gateways, id.as_bytes())
     }
 
     /// The endpoint, unless it was deleted.
@@ -104,7 +88,7 @@ impl DirectoryProjection {
 
     /// The endpoint, deleted or not.
     pub fn endpoint_any(&self, id: Uuid) -> Result<Option<EndpointView>, ProjectionError> {
-        Self::row(&self.endpoints, id.as_bytes())
+        store::row(&self.endpoints, id.as_bytes())
     }
 
     /// Endpoints of one gateway, by name.
@@ -121,7 +105,10 @@ impl DirectoryProjection {
 
     /// Every endpoint of every gateway (not the deleted ones).
     pub fn endpoints(&self) -> Result<Vec<EndpointView>, ProjectionError> {
-        Ok(Self::all::<EndpointView>(&self.endpoints)?.into_iter().filter(|e| !e.deleted).collect())
+        Ok(store::all::<EndpointView>(&self.endpoints)?
+            .into_iter()
+            .filter(|e| !e.deleted)
+            .collect())
     }
 
     /// The endpoint of `gateway` called `name` (case-insensitive).
@@ -140,31 +127,34 @@ impl DirectoryProjection {
         &self,
         id: Uuid,
     ) -> Result<Option<ScannerCredentialRow>, ProjectionError> {
-        Self::row(&self.credentials, id.as_bytes())
+        store::row(&self.credentials, id.as_bytes())
     }
 
     /// Sessions recorded as open on `node`: after a restart of that node they are stale.
     pub fn open_tunnels_on(&self, node: &str) -> Result<Vec<TunnelView>, ProjectionError> {
-        Ok(Self::all::<TunnelView>(&self.tunnels)?.into_iter().filter(|t| t.node == node).collect())
+        Ok(store::all::<TunnelView>(&self.tunnels)?
+            .into_iter()
+            .filter(|t| t.node == node)
+            .collect())
     }
 
     pub fn users(&self) -> Result<Vec<UserView>, ProjectionError> {
-        let mut out: Vec<UserView> = Self::all(&self.users)?;
+        let mut out: Vec<UserView> = store::all(&self.users)?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     pub fn user(&self, id: Uuid) -> Result<Option<UserView>, ProjectionError> {
-        Self::row(&self.users, id.as_bytes())
+        store::row(&self.users, id.as_bytes())
     }
 
     pub fn api_token(&self, id: Uuid) -> Result<Option<ApiTokenRow>, ProjectionError> {
-        Self::row(&self.tokens, id.as_bytes())
+        store::row(&self.tokens, id.as_bytes())
     }
 
     /// Every webhook subscription, oldest first.
     pub fn webhooks(&self) -> Result<Vec<WebhookView>, ProjectionError> {
-        let mut out: Vec<WebhookView> = Self::all(&self.webhooks)?;
+        let mut out: Vec<WebhookView> = store::all(&self.webhooks)?;
         out.sort_by_key(|w| (w.created_ms, w.id));
         Ok(out)
     }
@@ -180,7 +170,7 @@ impl DirectoryProjection {
             | Event::StreamRefusalsRepeated(_)
             | Event::StreamClosed { .. } => true,
             Event::StreamOpened { .. } => {
-                match Self::row::<TunnelView>(&self.tunnels, rec.envelope.aggregate.id.as_bytes())?
+                match store::row::<TunnelView>(&self.tunnels, rec.envelope.aggregate.id.as_bytes())?
                 {
                     Some(tunnel) => match self.gateway(tunnel.gateway)? {
                         Some(g) => {
@@ -202,28 +192,12 @@ impl Projection for DirectoryProjection {
     }
 
     fn checkpoint(&self) -> Result<u64, ProjectionError> {
-        Ok(self
-            .meta
-            .get(CHECKPOINT)
-            .map_err(storage)?
-            .map(|v| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&v[..8]);
-                u64::from_be_bytes(a)
-            })
-            .unwrap_or(0))
+        store::checkpoint(&self.meta)
     }
 
     fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
         if self.changes_nothing(rec)? {
-            // Only the checkpoint moves, and a plain write of one key is atomic: no transaction
-            // (in sled, each one also writes its I/O buffer to disk). Were it lost in a crash,
-            // the event would be replayed and change nothing again.
-            return self
-                .meta
-                .insert(CHECKPOINT, &rec.position.to_be_bytes())
-                .map(|_| ())
-                .map_err(storage);
+            return store::advance(&self.meta, rec.position);
         }
         let event = AggregateEvent::from(rec.envelope.event.clone());
         (
@@ -266,31 +240,15 @@ impl Projection for DirectoryProjection {
                     )
                 },
             )
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Abort(e) => e,
-                sled::transaction::TransactionError::Storage(e) => storage(e),
-            })
+            .map_err(store::transaction_failed)
     }
 
     fn reset(&self) -> Result<(), ProjectionError> {
-        for (_, tree) in self.trees() {
-            tree.clear().map_err(storage)?;
-        }
-        Ok(())
+        store::clear(&self.trees())
     }
 
     fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
-        let mut out = Vec::new();
-        for (name, tree) in self.trees() {
-            for item in tree.iter() {
-                let (k, v) = item.map_err(storage)?;
-                let mut key = name.as_bytes().to_vec();
-                key.push(0);
-                key.extend_from_slice(&k);
-                out.push((key, v.to_vec()));
-            }
-        }
-        Ok(out)
+        store::dump(&self.trees())
     }
 }
 

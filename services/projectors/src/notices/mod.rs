@@ -10,11 +10,12 @@ pub mod rules;
 
 pub use rules::{Action, Notice, Settings};
 
+use crate::store::{self, decode, encode, get, storage, update, TxResult, CHECKPOINT};
 use ism_events::projection::Row;
 use ism_events::{Event, NoticeKind, Projection, ProjectionError, Recorded};
 use rules::{EndpointWatch, GatewayWatch};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use sled::Transactional;
 use std::path::Path;
 use uuid::Uuid;
@@ -104,42 +105,8 @@ pub struct NoticeProjection {
     _db: sled::Db,
 }
 
-const CHECKPOINT: &[u8] = b"checkpoint";
 /// The settings the rows were made under.
 const SETTINGS: &[u8] = b"settings";
-
-fn storage(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Storage(e.to_string())
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(v).expect("rows always encode")
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ProjectionError> {
-    rmp_serde::from_slice(bytes).map_err(|e| ProjectionError::Corrupt(e.to_string()))
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<ProjectionError>>;
-
-fn get<T: for<'de> Deserialize<'de>>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
-    match tree.get(key)? {
-        Some(v) => decode(&v).map(Some).map_err(ConflictableTransactionError::Abort),
-        None => Ok(None),
-    }
-}
-
-fn update<T: Serialize + for<'de> Deserialize<'de>>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    f: impl FnOnce(&mut T),
-) -> TxResult<()> {
-    if let Some(mut row) = get::<T>(tree, key)? {
-        f(&mut row);
-        tree.insert(key, encode(&row))?;
-    }
-    Ok(())
-}
 
 struct Tx<'a> {
     endpoints: &'a TransactionalTree,
@@ -191,19 +158,15 @@ impl NoticeProjection {
         ]
     }
 
-    fn all<T: for<'de> Deserialize<'de>>(tree: &sled::Tree) -> Result<Vec<T>, ProjectionError> {
-        tree.iter().values().map(|v| decode(&v.map_err(storage)?)).collect()
-    }
-
     /// Every notice due at `now` and not yet finished, oldest first.
     pub fn due(&self, now: i64) -> Result<Vec<Notice>, ProjectionError> {
         let mut out = Vec::new();
         let gateways: std::collections::HashMap<Uuid, GatewayWatch> =
-            Self::all::<GatewayWatch>(&self.gateways)?
+            store::all::<GatewayWatch>(&self.gateways)?
                 .into_iter()
                 .map(|g| (g.gateway, g))
                 .collect();
-        for e in Self::all::<EndpointWatch>(&self.endpoints)? {
+        for e in store::all::<EndpointWatch>(&self.endpoints)? {
             let down = gateways.get(&e.gateway).map(|g| &g.outages[..]).unwrap_or_default();
             out.extend(e.due(&self.settings, now, down));
         }
@@ -228,14 +191,10 @@ impl NoticeProjection {
 
     /// Notifications, newest first, at most `limit`.
     pub fn notifications(&self, limit: usize) -> Result<Vec<NotificationView>, ProjectionError> {
-        let mut all: Vec<NotificationView> = Self::all(&self.notifications)?;
+        let mut all: Vec<NotificationView> = store::all(&self.notifications)?;
         all.sort_by_key(|n| std::cmp::Reverse((n.first_ms, n.id)));
         all.truncate(limit);
         Ok(all)
-    }
-
-    pub fn notification(&self, id: Uuid) -> Result<Option<NotificationView>, ProjectionError> {
-        self.notifications.get(id.as_bytes()).map_err(storage)?.map(|v| decode(&v)).transpose()
     }
 
     /// Events that change no row, decided without a transaction: most stream facts.
@@ -393,49 +352,29 @@ impl Projection for NoticeProjection {
     }
 
     fn checkpoint(&self) -> Result<u64, ProjectionError> {
-        Ok(self
-            .meta
-            .get(CHECKPOINT)
-            .map_err(storage)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0))
+        store::checkpoint(&self.meta)
     }
 
     fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
-        let position = rec.position.to_be_bytes();
         if self.changes_nothing(rec)? {
-            return self.meta.insert(CHECKPOINT, &position).map(|_| ()).map_err(storage);
+            return store::advance(&self.meta, rec.position);
         }
+        let position = rec.position.to_be_bytes();
         (&self.endpoints, &self.gateways, &self.tunnels, &self.notifications, &self.meta)
             .transaction(|(endpoints, gateways, tunnels, notifications, meta)| {
                 self.apply_in(&Tx { endpoints, gateways, tunnels, notifications }, rec)?;
                 meta.insert(CHECKPOINT, &position)?;
                 Ok(())
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Abort(e) => e,
-                sled::transaction::TransactionError::Storage(e) => storage(e),
-            })
+            .map_err(store::transaction_failed)
     }
 
     fn reset(&self) -> Result<(), ProjectionError> {
-        for (_, tree) in self.trees() {
-            tree.clear().map_err(storage)?;
-        }
+        store::clear(&self.trees())?;
         self.meta.insert(SETTINGS, self.settings_key()).map(|_| ()).map_err(storage)
     }
 
     fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
-        let mut out = Vec::new();
-        for (name, tree) in self.trees() {
-            for item in tree.iter() {
-                let (k, v) = item.map_err(storage)?;
-                let mut key = name.as_bytes().to_vec();
-                key.push(0);
-                key.extend_from_slice(&k);
-                out.push((key, v.to_vec()));
-            }
-        }
-        Ok(out)
+        store::dump(&self.trees())
     }
 }

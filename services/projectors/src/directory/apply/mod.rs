@@ -8,12 +8,11 @@ mod user;
 mod webhook;
 
 use super::views::*;
+use crate::store::CHECKPOINT;
+pub(super) use crate::store::{encode, get, update, TxResult};
 use ism_events::{AggregateEvent, Envelope, Recorded};
-use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::TransactionalTree;
 use uuid::Uuid;
-
-pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<ism_events::ProjectionError>>;
 
 /// The directory's trees, as seen inside a transaction.
 pub(super) struct Tx<'a> {
@@ -28,8 +27,6 @@ pub(super) struct Tx<'a> {
     pub meta: &'a TransactionalTree,
 }
 
-pub(super) const CHECKPOINT: &[u8] = b"checkpoint";
-
 /// How finely a gateway's last activity is kept (here and in the notice projection). It feeds a
 /// rule counted in months, and rewriting a gateway's row for every stream would cost a storage
 /// transaction per stream.
@@ -40,44 +37,11 @@ pub(crate) fn activity_advances(last: i64, t: i64) -> bool {
     t >= last.saturating_add(ACTIVITY_RESOLUTION_MS)
 }
 
-pub(super) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(v).expect("views always encode")
-}
-
-pub(super) fn decode<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-) -> Result<T, ism_events::ProjectionError> {
-    rmp_serde::from_slice(bytes).map_err(|e| ism_events::ProjectionError::Corrupt(e.to_string()))
-}
-
 /// Key of the (gateway, lower-cased endpoint name) index.
 pub(super) fn name_key(gateway: Uuid, name: &str) -> Vec<u8> {
     let mut k = gateway.as_bytes().to_vec();
     k.extend_from_slice(name.to_ascii_lowercase().as_bytes());
     k
-}
-
-pub(super) fn get<T: for<'de> Deserialize<'de>>(
-    tree: &TransactionalTree,
-    key: &[u8],
-) -> TxResult<Option<T>> {
-    match tree.get(key)? {
-        Some(v) => decode(&v).map(Some).map_err(ConflictableTransactionError::Abort),
-        None => Ok(None),
-    }
-}
-
-/// Changes the row at `key`, if there is one.
-pub(super) fn update<T: Serialize + for<'de> Deserialize<'de>>(
-    tree: &TransactionalTree,
-    key: &[u8],
-    f: impl FnOnce(&mut T),
-) -> TxResult<()> {
-    if let Some(mut row) = get::<T>(tree, key)? {
-        f(&mut row);
-        tree.insert(key, encode(&row))?;
-    }
-    Ok(())
 }
 
 /// What the per-aggregate modules need of an event's envelope.
