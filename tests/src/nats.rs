@@ -105,7 +105,7 @@ impl NatsCluster {
     /// Starts the three servers and waits until JetStream is up on all of them (a meta leader
     /// elected), so that streams and buckets can be created at once.
     pub fn start() -> NatsCluster {
-        let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let cluster_ports: Vec<u16> = (0..3).map(|_| crate::free_port()).collect();
         let routes = cluster_ports
             .iter()
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
@@ -150,12 +150,6 @@ impl NatsCluster {
     pub fn kill(&mut self, i: usize) {
         self.servers[i] = None;
     }
-}
-
-/// A loopback port free now (the OS may hand it out again later: good enough for a test's
-/// cluster ports, which are bound at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl NatsServer {

@@ -35,14 +35,9 @@ fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// A loopback port nothing listens on (for now).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl SmtpServer {
     pub fn start() -> SmtpServer {
-        Self::start_on(free_port())
+        Self::start_on(crate::free_port())
     }
 
     /// Starts the server on `port` and waits until it accepts connections.

@@ -13,8 +13,9 @@ use ism_tests::cluster::{
     TestNode, PATIENCE,
 };
 use ism_tests::gateway_cluster::TestCluster;
-use ism_tests::smtp::{free_port, Mail, SmtpServer};
+use ism_tests::smtp::{Mail, SmtpServer};
 use ism_tests::webhook::WebhookReceiver;
+use ism_tests::ReservedPort;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,20 @@ fn notifying(
         c.notify.first_retry = Duration::from_millis(100);
         c.notify.max_retry = Duration::from_millis(500);
     }
+}
+
+/// A Security Lead with an address: who the notifications go to.
+async fn add_lead(api: &ApiClient) {
+    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+}
+
+/// A node alone on the embedded log, on `clock`, emailing through `smtp_url`, with a Security
+/// Lead to tell.
+async fn node_with_lead(clock: &ManualClock, smtp_url: Option<String>) -> (TestNode, ApiClient) {
+    let node = TestNode::start_with("node-a", Backend::Embedded, notifying(clock, smtp_url));
+    let api = node.api();
+    add_lead(&api).await;
+    (node, api)
 }
 
 fn clock_now() -> ManualClock {
@@ -59,6 +74,12 @@ async fn notification(api: &ApiClient, kind: &str, state: &str) -> Value {
         notifications(api).await.into_iter().find(|n| n["kind"] == kind && n["state"] == state)
     })
     .await
+}
+
+/// How many notices the node's rules say are due now (what its notifier acts on); call it once
+/// the node is `settled`.
+fn due_now(node: &TestNode, clock: &ManualClock) -> usize {
+    node.state.notices.due(clock.now_ms()).unwrap().len()
 }
 
 /// Waits until no notification is still being sent or retried.
@@ -102,10 +123,7 @@ async fn settled(node: &TestNode) {
 async fn offline_online_and_unstable_emails_reach_a_real_smtp_server_and_pause_for_a_day() {
     let smtp = SmtpServer::start();
     let clock = clock_now();
-    let node =
-        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
-    let api = node.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (node, api) = node_with_lead(&clock, Some(smtp.url())).await;
     api.create_user("rev", "reviewer", Some("rev@corp.example")).await.unwrap();
     api.create_user("boss", "administrator", Some("boss@corp.example")).await.unwrap();
     let (p, machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
@@ -115,7 +133,7 @@ async fn offline_online_and_unstable_emails_reach_a_real_smtp_server_and_pause_f
     settled(&node).await;
     clock.advance_ms(MINUTE);
     settled(&node).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(due_now(&node, &clock), 0, "within the grace nothing is due");
     assert!(smtp.messages().is_empty(), "within the grace nothing is sent");
     clock.advance_ms(2 * MINUTE);
     let m = mails(&smtp, 1).await;
@@ -227,18 +245,18 @@ async fn webhooks_are_signed_retried_until_accepted_and_recorded() {
 
 #[actix::test]
 async fn an_smtp_relay_that_is_down_gets_the_email_once_it_is_back() {
-    let port = free_port();
+    // The relay is down: its port refuses connections, and no other process takes it.
+    let relay = ReservedPort::new();
+    let port = relay.port;
     let clock = clock_now();
     let url = format!("smtp://127.0.0.1:{port}");
-    let node = TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(url)));
-    let api = node.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (node, api) = node_with_lead(&clock, Some(url)).await;
     let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
     stop(agent, &api, &p).await;
     clock.advance_ms(3 * MINUTE);
     let failing = notification(&api, "endpoint-offline", "failing").await;
     assert!(failing["last_error"].as_str().unwrap().contains("SMTP"), "{failing}");
-    let smtp = SmtpServer::start_on(port);
+    let smtp = SmtpServer::start_on(relay.release());
     let m = mails(&smtp, 1).await;
     assert_eq!(m[0].subject, "Endpoint dc1 of gateway test-gateway is offline");
     let sent = notification(&api, "endpoint-offline", "sent").await;
@@ -263,7 +281,7 @@ async fn three_nodes_on_one_nats_send_each_notification_once() {
     // A third node without an SMTP relay leaves emails to the nodes that have one.
     let c = cluster.node_with("node-c", notifying(&clock, None));
     let api = a.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    add_lead(&api).await;
     let (p, _machine, agent) = connected_endpoint(&a, "dc1", "127.0.0.1").await;
     // Every node knows the others (and which send email) before the notice falls due.
     eventually("three serving nodes", || {
@@ -302,10 +320,7 @@ async fn three_nodes_on_one_nats_send_each_notification_once() {
 async fn an_idle_gateway_is_warned_kept_by_activity_then_deleted_with_its_endpoints() {
     let smtp = SmtpServer::start();
     let clock = clock_now();
-    let node =
-        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
-    let api = node.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (node, api) = node_with_lead(&clock, Some(smtp.url())).await;
     let app = http_server("hello").await;
     let p = ism_tests::cluster::provision(&api, "dc1").await;
     let machine = TestMachine::new();
@@ -346,7 +361,7 @@ async fn an_idle_gateway_is_warned_kept_by_activity_then_deleted_with_its_endpoi
     assert_eq!(moved, ism_time::add_months(clock.now_ms(), 4), "four months after the scan");
     clock.advance_ms(first_deadline + DAY - clock.now_ms());
     settled(&node).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(due_now(&node, &clock), 0, "the old deadline means nothing: no deletion due");
     assert_eq!(
         api.gateway(&p.gateway).await.unwrap()["status"],
         "Online",
@@ -384,10 +399,7 @@ async fn a_gateway_down_while_its_only_node_is_stopped_is_reported_once_for_it_a
 ) {
     let smtp = SmtpServer::start();
     let clock = clock_now();
-    let node =
-        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
-    let api = node.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (node, _) = node_with_lead(&clock, Some(smtp.url())).await;
     let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
     settled(&node).await;
     // The node stops (its last act records the gateway offline); ten minutes pass; it starts.
@@ -437,10 +449,7 @@ async fn a_gateway_down_while_its_only_node_is_stopped_is_reported_once_for_it_a
 async fn a_webhook_that_never_accepts_is_given_up_after_a_day_while_email_still_goes() {
     let smtp = SmtpServer::start();
     let clock = clock_now();
-    let node =
-        TestNode::start_with("node-a", Backend::Embedded, notifying(&clock, Some(smtp.url())));
-    let api = node.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    let (node, api) = node_with_lead(&clock, Some(smtp.url())).await;
     let dead = WebhookReceiver::start("whsec_dead_0123456789abcdef", usize::MAX).await;
     api.add_webhook(&dead.url, Some("whsec_dead_0123456789abcdef"), &[]).await.unwrap();
     let (p, _machine, agent) = connected_endpoint(&node, "dc1", "127.0.0.1").await;
@@ -461,10 +470,11 @@ async fn a_claim_left_by_a_dead_node_is_taken_over_when_its_lease_ends() {
     let cluster = TestCluster::new(&["node-a", "node-b"]);
     let clock = clock_now();
     // node-a's relay is down: it claims the notification, fails, and dies holding it.
-    let unreachable = format!("smtp://127.0.0.1:{}", free_port());
+    let down = ReservedPort::new();
+    let unreachable = format!("smtp://127.0.0.1:{}", down.port);
     let a = cluster.node_with("node-a", notifying(&clock, Some(unreachable)));
     let api = a.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    add_lead(&api).await;
     let (p, _machine, agent) = connected_endpoint(&a, "dc1", "127.0.0.1").await;
     stop(agent, &api, &p).await;
     clock.advance_ms(3 * MINUTE);
@@ -492,7 +502,7 @@ async fn a_cluster_whose_every_node_drains_reports_its_gateway_offline() {
     let a = cluster.node_with("node-a", notifying(&clock, Some(smtp.url())));
     let b = cluster.node_with("node-b", notifying(&clock, Some(smtp.url())));
     let api = a.api();
-    api.create_user("lead", "security-lead", Some("lead@corp.example")).await.unwrap();
+    add_lead(&api).await;
     ism_tests::cluster::provision(&api, "dc1").await;
     for node in ["node-a", "node-b"] {
         api.drain_node(node).await.unwrap();
