@@ -312,6 +312,14 @@ async fn fetch(socks: &str, endpoint: &str, secret: &str, url: &str) -> anyhow::
     Ok(json!({ "status_line": resp.status_line, "headers": resp.headers, "body": resp.body }))
 }
 
+/// A client of the node `--api` names, with the caller's token.
+fn api_client(cli: &Cli) -> anyhow::Result<ApiClient> {
+    let Some(token) = cli.token.as_deref() else {
+        bail!("an API token is required: pass --token or set ISM_API_TOKEN (a node keeps its administrator token in <data-dir>/admin-token)");
+    };
+    Ok(ApiClient::new(&cli.api, token))
+}
+
 /// The audit's filters and page as typed.
 fn audit_query(command: &Command) -> output::AuditQuery<'_> {
     let Command::Audit { gateway, endpoint, actor, since, until, limit, after, .. } = command
@@ -380,14 +388,11 @@ async fn stream_audit(cli: &Cli) -> anyhow::Result<()> {
             written
         }
         None => {
-            let Some(token) = cli.token.as_deref() else {
-                bail!("an API token is required: pass --token or set ISM_API_TOKEN");
-            };
             let mut q = audit_params(&cli.command);
             if let Some(l) = limit {
                 q.push(("limit", l.to_string()));
             }
-            ApiClient::new(&cli.api, token).audit_stream(&q, |line| print(line)).await?
+            api_client(cli)?.audit_stream(&q, |line| print(line)).await?
         }
     };
     let written = written.and_then(|()| out.flush());
@@ -437,10 +442,7 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         }
         _ => {}
     }
-    let Some(token) = cli.token.as_deref() else {
-        bail!("an API token is required: pass --token or set ISM_API_TOKEN (a node keeps its administrator token in <data-dir>/admin-token)");
-    };
-    let api = ApiClient::new(&cli.api, token);
+    let api = api_client(cli)?;
     Ok(match &cli.command {
         Command::Status => (api.status().await?, output::status),
         Command::Whoami => (api.me().await?, output::whoami),

@@ -487,9 +487,6 @@ impl Notifier {
         kind: NoticeKind,
     ) -> Result<(Vec<String>, Vec<ism_projectors::WebhookView>), Failure> {
         let dir = &self.state.directory;
-        let storage = |e: ism_events::ProjectionError| {
-            Failure::Log(ism_events::LogError::Storage(e.to_string()))
-        };
         let mut emails: Vec<String> = dir
             .users()
             .map_err(storage)?
@@ -506,9 +503,6 @@ impl Notifier {
 
     fn about(&self, notice: &Notice) -> Result<About, Failure> {
         let dir = &self.state.directory;
-        let storage = |e: ism_events::ProjectionError| {
-            Failure::Log(ism_events::LogError::Storage(e.to_string()))
-        };
         let gateway_name = dir
             .gateway(notice.gateway)
             .map_err(storage)?
@@ -583,6 +577,11 @@ impl Notifier {
 }
 
 const EMAIL: &str = "email";
+
+/// A directory that cannot be read fails a delivery as the log would: it is tried again.
+fn storage(e: ism_events::ProjectionError) -> Failure {
+    Failure::Log(ism_events::LogError::Storage(e.to_string()))
+}
 
 fn webhook_channel(id: Uuid) -> String {
     format!("webhook:{id}")
