@@ -93,27 +93,46 @@ fn merged(writers: Vec<Writer>) -> (Vec<u64>, usize) {
     (all, failed)
 }
 
-/// `writers` tasks, each appending to its own aggregate for `for_how_long`.
-async fn distinct(log: Arc<dyn EventLog>, writers: usize, for_how_long: Duration) -> Value {
+/// `writers` tasks, each appending to its own aggregate for `for_how_long`, `batch` events an
+/// append (one: `append`; more: `append_batch`): each append's latency (µs, sorted), how many
+/// writers stopped on an error, and the seconds it all took.
+async fn appending(
+    log: Arc<dyn EventLog>,
+    writers: usize,
+    batch: u64,
+    for_how_long: Duration,
+) -> (Vec<u64>, usize, f64) {
     let deadline = Instant::now() + for_how_long;
     let started = Instant::now();
     let each = together(writers, |_| {
         let log = log.clone();
         async move {
             let (tunnel, mut w) = (Uuid::new_v4(), Writer::default());
-            let mut seq = 0;
+            let mut seq = 0u64;
             while Instant::now() < deadline && !w.failed {
-                seq += 1;
                 let t = Instant::now();
-                w.failed = log.append(&envelope(tunnel, seq)).await.is_err();
+                w.failed = if batch == 1 {
+                    log.append(&envelope(tunnel, seq + 1)).await.is_err()
+                } else {
+                    let envelopes: Vec<_> =
+                        (1..=batch).map(|i| envelope(tunnel, seq + i)).collect();
+                    log.append_batch(&envelopes).await.is_err()
+                };
                 w.latencies.push(t.elapsed().as_micros() as u64);
+                seq += batch;
             }
             w
         }
     })
     .await;
     let secs = started.elapsed().as_secs_f64();
-    let (all, failed) = merged(each);
+    let (latencies, failed) = merged(each);
+    (latencies, failed, secs)
+}
+
+/// Single appends by `writers` on distinct aggregates.
+async fn distinct(log: Arc<dyn EventLog>, writers: usize, for_how_long: Duration) -> Value {
+    let (all, failed, secs) = appending(log, writers, 1, for_how_long).await;
     json!({
         "writers": writers,
         "appends_per_s": ((all.len() - failed) as f64 / secs).round(),
@@ -166,27 +185,7 @@ async fn batched(
     batch: usize,
     for_how_long: Duration,
 ) -> Value {
-    let deadline = Instant::now() + for_how_long;
-    let started = Instant::now();
-    let each = together(writers, |_| {
-        let log = log.clone();
-        async move {
-            let (tunnel, mut w) = (Uuid::new_v4(), Writer::default());
-            let mut seq = 0u64;
-            while Instant::now() < deadline && !w.failed {
-                let envelopes: Vec<_> =
-                    (1..=batch as u64).map(|i| envelope(tunnel, seq + i)).collect();
-                let t = Instant::now();
-                w.failed = log.append_batch(&envelopes).await.is_err();
-                w.latencies.push(t.elapsed().as_micros() as u64);
-                seq += batch as u64;
-            }
-            w
-        }
-    })
-    .await;
-    let secs = started.elapsed().as_secs_f64();
-    let (latencies, failed) = merged(each);
+    let (latencies, failed, secs) = appending(log, writers, batch as u64, for_how_long).await;
     let events = (latencies.len() - failed) * batch;
     json!({
         "writers": writers,
@@ -438,14 +437,7 @@ async fn one_backend(name: &str, log: Arc<dyn EventLog>, o: &Options) -> anyhow:
 fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Value> {
     let node = crate::Node::start_on(1024, event_log)?;
     let work = tempfile::tempdir()?;
-    let (key, secret) = node.provision("flood")?;
-    let (endpoint, _) = crate::start_endpoints(
-        |_| node.info.wss.clone(),
-        &node.info.ca_file,
-        std::slice::from_ref(&key),
-        "127.0.0.1",
-        work.path(),
-    )?;
+    let (endpoint, secret) = node.with_endpoint("flood", work.path())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let figures = rt.block_on(async {
         let sink = crate::targets::sink().await;

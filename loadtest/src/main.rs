@@ -162,10 +162,14 @@ impl Node {
         ApiClient::new(&format!("http://{}", self.info.api), &self.info.admin_token)
     }
 
-    /// A gateway and an endpoint called `name` on it, and a scanner credential: the endpoint's
-    /// key and the credential's secret.
-    fn provision(&self, name: &str) -> anyhow::Result<(String, String)> {
-        actix_rt::System::new().block_on(async {
+    /// A gateway and an endpoint called `name` on it, its agent connected (a child process
+    /// installed under `dir`, allowed to reach loopback), and a scanner credential's secret.
+    fn with_endpoint(
+        &self,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(ChildRole, String)> {
+        let (key, secret) = actix_rt::System::new().block_on(async {
             let api = self.api();
             let gw = api.create_gateway(name, "").await?;
             let gw = gw["id"].as_str().context("gateway id")?.to_string();
@@ -174,8 +178,13 @@ impl Node {
                 .as_str()
                 .context("secret")?
                 .to_string();
-            Ok((added["key"].as_str().context("key")?.to_string(), secret))
-        })
+            anyhow::Ok((added["key"].as_str().context("key")?.to_string(), secret))
+        })?;
+        let wss = self.info.wss.clone();
+        let keys = [key];
+        let (agents, _) =
+            start_endpoints(|_| wss.clone(), &self.info.ca_file, &keys, "127.0.0.1", dir)?;
+        Ok((agents, secret))
     }
 }
 
@@ -229,14 +238,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     let hold: std::net::SocketAddr =
         hold_target.line()?.parse().context("the hold target's address")?;
     let work = tempfile::tempdir()?;
-    let (key, secret) = node.provision("bench")?;
-    let (endpoint, _) = start_endpoints(
-        |_| node.info.wss.clone(),
-        &node.info.ca_file,
-        std::slice::from_ref(&key),
-        "127.0.0.1",
-        work.path(),
-    )?;
+    let (endpoint, secret) = node.with_endpoint("bench", work.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut f = json!({ "rounds": args.rounds, "seconds": args.seconds });
     let mut by_path = ByPath::new();
