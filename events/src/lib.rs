@@ -20,7 +20,6 @@ pub mod codec;
 pub mod conformance;
 pub mod embedded;
 pub mod envelope;
-pub mod escape;
 pub mod event;
 pub mod jetstream;
 pub mod log;
@@ -30,12 +29,14 @@ pub mod support_access;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, Cause, Envelope, Recorded};
-pub use escape::escaped;
 pub use event::{
     AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, NoticeKind,
     NotificationEvent, Platform, RepeatedRefusals, RepeatedRegistrationRefusals, TunnelEvent,
     UserEvent, UserRole, WebhookEvent, SCHEMA_VERSION,
 };
+/// The one rule for showing untrusted text (see `ism_escape`).
+pub use ism_escape as escape;
+pub use ism_escape::escaped;
 pub use log::{AppendError, EventLog, EventStream, LogError};
 pub use principal::Principal;
 pub use projection::{

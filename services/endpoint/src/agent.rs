@@ -11,13 +11,18 @@ use crate::exit::ExitStatus;
 use crate::gateway_link::{self, LinkError, TlsSetupError};
 use crate::identity::{IdentityError, MachineIdentity};
 use crate::messages::Diagnosis;
+use crate::metrics::EndpointMetrics;
 use crate::proxy::ProxyCredentials;
 use crate::status::{self, StatusReport};
+use ism_escape::escaped;
+use ism_telemetry::context;
 use ism_tunnel::{Incoming, SessionConfig};
 use ism_tunnel_proto::{OpenFailure, Purpose};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 /// A session that lasted this long counts as stable: the next reconnect starts fast again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -56,6 +61,7 @@ pub struct Agent {
     tls: Arc<rustls::ClientConfig>,
     dialer: Arc<Dialer>,
     session: SessionConfig,
+    metrics: Arc<EndpointMetrics>,
 }
 
 /// A running agent.
@@ -133,7 +139,8 @@ impl Agent {
             timing: config.tunnel_timing,
             ..SessionConfig::default()
         };
-        Ok(Self { config, identity, tls, dialer, session })
+        let metrics = Arc::default();
+        Ok(Self { config, identity, tls, dialer, session, metrics })
     }
 
     /// The configuration the agent runs with (proxy credentials loaded).
@@ -149,6 +156,11 @@ impl Agent {
     /// The TLS roots the endpoint trusts (web PKI plus `gatewayCaFile`), for the diagnostic tool.
     pub fn tls(&self) -> &Arc<rustls::ClientConfig> {
         &self.tls
+    }
+
+    /// What the agent counts, for `metricsListen`.
+    pub fn metrics(&self) -> Arc<EndpointMetrics> {
+        self.metrics.clone()
     }
 
     /// How targets are reached, for the diagnostic tool.
@@ -263,7 +275,9 @@ impl Agent {
                         endpoint_name: link.endpoint_name.clone(),
                         since,
                     });
-                    tokio::spawn(serve_streams(link.incoming, self.dialer.clone()));
+                    self.metrics.connected();
+                    let metrics = self.metrics.clone();
+                    tokio::spawn(serve_streams(link.incoming, self.dialer.clone(), metrics));
                     let started = tokio::time::Instant::now();
                     let mut refresh = tokio::time::interval(STATUS_REFRESH);
                     let mut reported_streams = None;
@@ -293,6 +307,7 @@ impl Agent {
                             }
                         }
                     };
+                    self.metrics.disconnected();
                     if *stop.borrow() {
                         break None;
                     }
@@ -373,29 +388,52 @@ impl Agent {
     }
 }
 
-/// Dials each stream the gateway opens, or refuses it with the reason.
-async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>) {
+/// Dials each stream the gateway opens, or refuses it with the reason, each in an
+/// `endpoint.dial` span that continues the gateway's trace of the scanner's request.
+async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>, metrics: Arc<EndpointMetrics>) {
     while let Some(stream) = incoming.next().await {
         if stream.relay().is_some() {
             // Relayed streams travel between gateway nodes, never to an endpoint.
             stream.reject(OpenFailure::NotAllowed, "an endpoint takes no relayed streams");
             continue;
         }
-        let dialer = dialer.clone();
-        tokio::spawn(async move {
-            let target = stream.target().clone();
-            match dialer.dial(&target).await {
-                Ok(tcp) => {
-                    if let Ok(s) = stream.accept().await {
-                        let report = s.splice(tcp).await;
-                        tracing::debug!(%target, sent = report.sent, received = report.received, end = ?report.end, "stream ended");
+        let (dialer, metrics) = (dialer.clone(), metrics.clone());
+        let span = tracing::info_span!(
+            "endpoint.dial",
+            stream = stream.id().0,
+            target = %escaped(stream.target()),
+            outcome = Empty,
+            sent = Empty,
+            received = Empty,
+            trace_id = Empty,
+        );
+        context::continue_from(&span, stream.trace());
+        tokio::spawn(
+            async move {
+                let target = stream.target().clone();
+                match dialer.dial(&target).await {
+                    Ok(tcp) => {
+                        metrics.dialed("connected");
+                        Span::current().record("outcome", "connected");
+                        if let Ok(s) = stream.accept().await {
+                            metrics.stream_started();
+                            let report = s.splice(tcp).await;
+                            metrics.stream_ended(report.received, report.sent);
+                            let span = Span::current();
+                            span.record("sent", report.sent);
+                            span.record("received", report.received);
+                            tracing::debug!(target = %escaped(&target), sent = report.sent, received = report.received, end = ?report.end, "stream ended");
+                        }
+                    }
+                    Err(f) => {
+                        metrics.dialed(f.reason.label());
+                        Span::current().record("outcome", f.reason.label());
+                        tracing::info!("Refused a scanner stream to {}: {}", escaped(&target), escaped(&f.message));
+                        stream.reject(f.reason, f.message);
                     }
                 }
-                Err(f) => {
-                    tracing::info!("Refused a scanner stream to {target}: {}", f.message);
-                    stream.reject(f.reason, f.message);
-                }
             }
-        });
+            .instrument(span),
+        );
     }
 }

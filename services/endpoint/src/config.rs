@@ -130,6 +130,21 @@ pub struct EndpointConfig {
     /// The web proxy, when `proxyHost` is set.
     pub proxy: Option<ProxyConfig>,
     pub diagnostics: DiagnosticsDefaults,
+    pub observability: Observability,
+}
+
+/// What the endpoint tells an operator beyond its log.
+#[derive(Debug, Clone)]
+pub struct Observability {
+    /// `otlpEndpoint`: an OTLP/gRPC collector (`http://collector:4317`) for the spans of each
+    /// dial, which join the gateway's trace of the scanner's request. None: nothing exported.
+    pub otlp_endpoint: Option<String>,
+    /// `traceSampleRatio` (0 to 1, default 1): share of traces begun here that are recorded;
+    /// a dial follows the gateway's decision.
+    pub sample_ratio: f64,
+    /// `metricsListen`: `host:port` where the endpoint serves Prometheus metrics at `/metrics`
+    /// (e.g. `127.0.0.1:9464`); none by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 const KEYS: &[&str] = &[
@@ -159,6 +174,9 @@ const KEYS: &[&str] = &[
     "startupAttempts",
     "heartbeatIntervalMs",
     "deadPeerTimeoutMs",
+    "otlpEndpoint",
+    "traceSampleRatio",
+    "metricsListen",
 ];
 
 /// `socketConnectionTimeoutMs` -> `ISM_SOCKET_CONNECTION_TIMEOUT_MS`.
@@ -253,6 +271,11 @@ impl EndpointConfig {
                 url_batch_count: 10,
                 tunnel_batch_count: 10,
                 tunnel_batch_size_kb: 1000,
+            },
+            observability: Observability {
+                otlp_endpoint: None,
+                sample_ratio: 1.0,
+                metrics_listen: None,
             },
         };
         let (mut proxy_host, mut proxy_port) = (None::<String>, None::<u16>);
@@ -369,6 +392,24 @@ impl EndpointConfig {
                         .ok()
                         .filter(|n| *n > 0)
                         .ok_or_else(|| bad(e, o, format!("{v:?} is not a positive number")))?
+                }
+                "otlpEndpoint" => {
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(bad(e, o, format!("{v:?} must be an http:// or https:// URL (OTLP over gRPC, port 4317)")));
+                    }
+                    cfg.observability.otlp_endpoint = Some(v.to_string());
+                }
+                "traceSampleRatio" => {
+                    cfg.observability.sample_ratio = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| bad(e, o, format!("{v:?} is not a ratio from 0 to 1")))?
+                }
+                "metricsListen" => {
+                    cfg.observability.metrics_listen = Some(v.parse().map_err(|_| {
+                        bad(e, o, format!("{v:?} is not an address like 127.0.0.1:9464"))
+                    })?)
                 }
                 "startupAttempts" => {
                     cfg.startup_attempts = v.parse::<u32>().map_err(|_| {
@@ -511,6 +552,25 @@ mod tests {
         assert_eq!(fast.tunnel_timing.idle_timeout, Duration::from_secs(1));
         let err = load("token = a\ngateway = gw\ndeadPeerTimeoutMs = 1500\n").unwrap_err();
         assert!(err.to_string().contains("must be longer than heartbeatIntervalMs"), "{err}");
+    }
+
+    #[test]
+    fn observability_settings_are_checked() {
+        let defaults = load("token = a\ngateway = gw\n").unwrap().observability;
+        assert_eq!((defaults.otlp_endpoint, defaults.sample_ratio), (None, 1.0));
+        assert_eq!(defaults.metrics_listen, None);
+        let set = load("token = a\ngateway = gw\notlpEndpoint = http://127.0.0.1:4317\ntraceSampleRatio = 0.25\nmetricsListen = 127.0.0.1:9464\n").unwrap().observability;
+        assert_eq!(set.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(set.sample_ratio, 0.25);
+        assert_eq!(set.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for (line, says) in [
+            ("otlpEndpoint = collector:4317", "must be an http:// or https:// URL"),
+            ("traceSampleRatio = 2", "is not a ratio from 0 to 1"),
+            ("metricsListen = :9464", "is not an address like"),
+        ] {
+            let err = load(&format!("token = a\ngateway = gw\n{line}\n")).unwrap_err();
+            assert!(err.to_string().contains(says), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 /// Why a dial failed, for the scanner (`reason`) and the log (`message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +51,12 @@ impl Plan<'_> {
 }
 
 impl Dialer {
+    /// Plans and connects, in spans of the caller's (`dns.resolve`, `allowlist.check`,
+    /// `target.connect`), so a trace shows where a slow or refused dial spent its time.
     pub async fn dial(&self, target: &TargetAddr) -> Result<TcpStream, DialFailure> {
         let plan = self.plan(target).await?;
-        self.connect(plan, target.port()).await
+        let span = tracing::info_span!("target.connect", via_proxy = plan.via_proxy());
+        self.connect(plan, target.port()).instrument(span).await
     }
 
     /// Connects as `plan` says, to `port`.
@@ -94,6 +99,7 @@ impl Dialer {
         let literal = host.parse::<IpAddr>().ok();
         if let (TargetAddr::Domain(name, _), Some(p), None) = (target, proxy, literal) {
             if !p.resolve_urls {
+                let _check = tracing::info_span!("allowlist.check", by = "name");
                 if !self.allowlist.allows_name(name, port) {
                     return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
                 }
@@ -107,6 +113,7 @@ impl Dialer {
                     self.connect_timeout,
                     tokio::net::lookup_host((host.as_str(), port)),
                 )
+                .instrument(tracing::info_span!("dns.resolve"))
                 .await
                 .map_err(|_| {
                     fail(OpenFailure::HostUnreachable, format!("resolving {host} timed out"))
@@ -118,6 +125,7 @@ impl Dialer {
             }
         };
         // The address connected to is exactly one that was checked: no second resolution.
+        let check = tracing::info_span!("allowlist.check", by = "address", allowed = Empty);
         let mut allowed = Vec::new();
         let mut sensitive = None;
         for ip in &candidates {
@@ -127,6 +135,8 @@ impl Dialer {
                 Err(Refusal::NotListed) => {}
             }
         }
+        check.record("allowed", allowed.len());
+        drop(check);
         if allowed.is_empty() {
             let resolved: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
             let why = match sensitive {

@@ -238,7 +238,8 @@ fn untrusted_certificate(
     }
 }
 
-fn hostname() -> String {
+/// This machine's name, as the gateway is told it (and traces show it).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

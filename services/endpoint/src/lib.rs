@@ -9,7 +9,8 @@
 //! - [`diagnostics`]: the seed's diagnostic tool;
 //! - [`messages`]: the seed's error messages with their causes and fixes, and the [`exit`]
 //!   status each failure ends the agent with;
-//! - [`logging`]: seed-style log lines in `logs/smartendpoint.log`, rotated.
+//! - [`logging`]: seed-style log lines in `logs/smartendpoint.log`, rotated, with the spans of
+//!   each dial exported as traces; [`metrics`]: Prometheus metrics on `metricsListen`.
 #![forbid(unsafe_code)]
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod gateway_link;
 pub mod identity;
 pub mod logging;
 pub mod messages;
+pub mod metrics;
 pub mod properties;
 pub mod proxy;
 pub mod status;

@@ -2,6 +2,7 @@
 //! the console and in `logs/smartendpoint.log`, which rotates by size so a long-running service
 //! cannot fill the disk.
 
+use ism_telemetry::Tracing;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// The endpoint's log file name, as in the seed.
 pub const LOG_FILE: &str = "smartendpoint.log";
@@ -136,8 +140,9 @@ where
 }
 
 /// Sends the process's log to the console (when `console`) and to `<log_dir>/smartendpoint.log`
-/// (when given). `RUST_LOG` chooses the level (default `info`).
-pub fn init(console: bool, log_dir: Option<&Path>) -> io::Result<()> {
+/// (when given), and its spans to `tracer`'s exporter. `RUST_LOG` chooses the log level (default
+/// `info`); the spans are exported whatever it is.
+pub fn init(console: bool, log_dir: Option<&Path>, tracer: &Tracing) -> io::Result<()> {
     let file = match log_dir {
         Some(dir) => Some(Arc::new(Mutex::new(RotatingFile::open(
             &dir.join(LOG_FILE),
@@ -148,12 +153,12 @@ pub fn init(console: bool, log_dir: Option<&Path>) -> io::Result<()> {
     };
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .event_format(SeedFormat)
         .with_writer(Tee { console, file })
-        .try_init();
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry().with(tracer.layer()).with(lines).try_init();
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use clap::{Parser, Subcommand};
 use ism_endpoint::config::{environment_overrides, Origin, Overrides};
 use ism_endpoint::exit::ExitStatus;
 use ism_endpoint::proxy::ProxyCredentials;
-use ism_endpoint::{diagnostics, logging, status, Agent, EndpointConfig};
+use ism_endpoint::{diagnostics, logging, metrics, status, Agent, EndpointConfig};
+use ism_telemetry::{TraceConfig, Tracing};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,11 +159,39 @@ fn main() -> ExitCode {
             }
         };
     }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let observability = &config.observability;
+    let tracer = {
+        // The exporter's connection runs on the runtime.
+        let _runtime = runtime.enter();
+        let hostname = ism_endpoint::gateway_link::hostname();
+        match Tracing::new(&TraceConfig {
+            service: "ism-endpoint",
+            instance: hostname,
+            otlp_endpoint: observability.otlp_endpoint.clone(),
+            sample_ratio: observability.sample_ratio,
+        }) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("ERROR - {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let quiet_console = args.json && args.diagnostics.is_some();
-    if let Err(e) = logging::init(!quiet_console, Some(&config.install.log_dir)) {
+    if let Err(e) = logging::init(!quiet_console, Some(&config.install.log_dir), &tracer) {
         eprintln!("ERROR - cannot write logs to {}: {e}", config.install.log_dir.display());
         return ExitCode::from(2);
     }
+    let code = serve(args, config, &runtime);
+    // The last spans are exported before the process ends.
+    tracer.shutdown();
+    code
+}
+
+/// Runs the mode `args` ask for (the agent by default) on `runtime`.
+fn serve(args: Args, config: EndpointConfig, runtime: &tokio::runtime::Runtime) -> ExitCode {
     if args.authenticate {
         let creds = match ask_credentials() {
             Ok(c) if !c.username.is_empty() => c,
@@ -189,8 +218,6 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         tracing::info!("Launching endpoint version: {}", env!("CARGO_PKG_VERSION"));
         let agent = match Agent::new(config) {
@@ -256,6 +283,18 @@ fn main() -> ExitCode {
         };
         // A descriptor per stream it serves: beyond the usual soft limit of 1024.
         ism_tunnel::fd_limit::raise();
+        if let Some(listen) = agent.config().observability.metrics_listen {
+            match metrics::bind(listen).await {
+                Ok(listener) => {
+                    tracing::info!("Serving metrics at http://{listen}/metrics");
+                    tokio::spawn(metrics::serve(listener, agent.metrics()));
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         let handle = agent.spawn();
         tokio::select! {
             _ = interrupt.recv() => {}

@@ -15,7 +15,8 @@
 //! - [`notify`]: notifications (email, webhooks) and the retention rule's deletions, claimed so
 //!   that one node of a cluster does each;
 //! - [`api`]: the management REST API;
-//! - [`tls`]: the node's certificate (supplied, or a generated private CA).
+//! - [`tls`]: the node's certificate (supplied, or a generated private CA);
+//! - [`metrics`]: what `/metrics` shows, and [`metered_log`], the event log timed for it.
 //!
 //! - [`state`]: what the node's parts share, handed to each in the narrow form it uses.
 //!
@@ -31,6 +32,8 @@ pub mod copied_identity;
 pub mod enforcement;
 pub mod http_proxy;
 pub mod listener;
+pub mod metered_log;
+pub mod metrics;
 pub mod node;
 pub mod notify;
 pub mod public_address;

@@ -5,6 +5,7 @@ use clap::Parser;
 use ism_gateway::cluster::tls::ClusterTlsFiles;
 use ism_gateway::cluster::ClusterConfig;
 use ism_gateway::NodeConfig;
+use ism_telemetry::{LogFormat, TraceConfig, Tracing};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -125,6 +126,18 @@ struct Args {
     unstable_count: usize,
     #[arg(long, env = "ISM_UNSTABLE_WINDOW", default_value = "30m", value_parser = duration_ms)]
     unstable_window: i64,
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line, with
+    /// the request's span fields and trace id). `RUST_LOG` sets the level (default info).
+    #[arg(long, env = "ISM_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// OTLP/gRPC collector for traces, e.g. `http://127.0.0.1:4317`: each scanner request is
+    /// one trace across the nodes and the endpoint. Without it nothing is exported.
+    #[arg(long, env = "ISM_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of new traces recorded (0 to 1); a request whose caller sampled it is always
+    /// recorded (parent-based).
+    #[arg(long, env = "ISM_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    trace_sample_ratio: f64,
 }
 
 /// `90`, `90s`, `2m`, `24h`, `14d` as milliseconds.
@@ -161,12 +174,6 @@ fn main() -> anyhow::Result<()> {
     // Every file the node creates (event log, projections, secrets, also those the stores add
     // later) is its owner's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
     if let Some(Command::ClusterCerts { dir, nodes }) = &args.command {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -221,46 +228,62 @@ fn main() -> anyhow::Result<()> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
     })
     .block_on(async move {
-        // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully,
-        // from the moment the node says it is up (the handlers are in place before that).
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-        let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;
-        println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
-        println!("  endpoints connect to  {}", node.state.endpoint_url());
-        println!("  scanners connect to   socks5://{}", node.state.public.socks);
-        println!("                   or   http://{} (HTTP proxy)", node.state.public.http_proxy);
-        println!("  management API        http://{}", node.addresses.api);
-        if let Some(relay) = node.state.cluster.relay_address() {
-            println!("  relay links           {relay} (the other nodes of the cluster)");
+        // The exporter's connection runs on this runtime.
+        let tracing = Tracing::new(&TraceConfig {
+            service: "ism-gateway",
+            instance: args.node_id.clone(),
+            otlp_endpoint: args.otlp_endpoint.clone(),
+            sample_ratio: args.trace_sample_ratio,
+        })?;
+        ism_telemetry::logs::init(args.log_format, &tracing)?;
+        let stopped = run(config, drain_timeout).await;
+        // The last spans (the stop's own) are exported before the process ends.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+        stopped
+    })
+}
+
+/// Runs the node until SIGINT or SIGTERM, then stops it (draining first in a cluster).
+async fn run(config: NodeConfig, drain_timeout: std::time::Duration) -> anyhow::Result<()> {
+    // systemd stops a service with SIGTERM; a terminal with SIGINT. Both stop it gracefully,
+    // from the moment the node says it is up (the handlers are in place before that).
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let node = ism_gateway::start(config).await.context("cannot start the gateway node")?;
+    println!("ism-gateway {} node {} is up", env!("CARGO_PKG_VERSION"), node.state.node_id);
+    println!("  endpoints connect to  {}", node.state.endpoint_url());
+    println!("  scanners connect to   socks5://{}", node.state.public.socks);
+    println!("                   or   http://{} (HTTP proxy)", node.state.public.http_proxy);
+    println!("  management API        http://{}", node.addresses.api);
+    if let Some(relay) = node.state.cluster.relay_address() {
+        println!("  relay links           {relay} (the other nodes of the cluster)");
+    }
+    if let Some(ca) = &node.ca_file {
+        println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
+    }
+    println!("  event log             {}", node.state.log.describe());
+    match &node.admin_token_file {
+        Some(file) => {
+            println!("  admin token           {} (ism's ISM_API_TOKEN)", file.display())
         }
-        if let Some(ca) = &node.ca_file {
-            println!("  private CA for endpoints (gatewayCaFile): {}", ca.display());
-        }
-        println!("  event log             {}", node.state.log.describe());
-        match &node.admin_token_file {
-            Some(file) => {
-                println!("  admin token           {} (ism's ISM_API_TOKEN)", file.display())
-            }
-            None => println!("  admin token           as given by --admin-token / ISM_ADMIN_TOKEN"),
-        }
+        None => println!("  admin token           as given by --admin-token / ISM_ADMIN_TOKEN"),
+    }
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    // In a cluster, the endpoints move to the other nodes first (make before break); a
+    // second signal stops at once.
+    if node.state.cluster.others_serving().await {
+        println!("draining: endpoints move to the other nodes (up to {drain_timeout:?})");
         tokio::select! {
+            _ = node.drain(drain_timeout + ism_gateway::cluster::draining::QUIET) => {}
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        // In a cluster, the endpoints move to the other nodes first (make before break); a
-        // second signal stops at once.
-        if node.state.cluster.others_serving().await {
-            println!("draining: endpoints move to the other nodes (up to {drain_timeout:?})");
-            tokio::select! {
-                _ = node.drain(drain_timeout + ism_gateway::cluster::draining::QUIET) => {}
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        println!("shutting down");
-        node.stop().await;
-        Ok(())
-    })
+    }
+    println!("shutting down");
+    node.stop().await;
+    Ok(())
 }

@@ -9,6 +9,8 @@ use crate::cluster::{
     draining, membership, relay, service, tls as cluster_tls, Cluster, ClusterConfig,
 };
 use crate::listener::PendingConnections;
+use crate::metered_log::MeteredLog;
+use crate::metrics::NodeMetrics;
 use crate::notify::{Notifier, NotifyConfig};
 use crate::public_address::{self, Addresses, PublicAddresses, PublicConfig};
 use crate::refusals::{self, Refusals};
@@ -302,6 +304,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             log
         }
     };
+    let metrics = Arc::new(NodeMetrics::default());
+    let log: Arc<dyn EventLog> = Arc::new(MeteredLog::new(log, metrics.clone()));
     private_dir(&projections).map_err(data_err(&projections))?;
     let directory = Arc::new(DirectoryProjection::open(&projections.join("directory"))?);
     let notices =
@@ -396,6 +400,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         pending: PendingConnections::new(config.max_pending_connections),
         cluster: cluster.cluster,
         sends_email: config.notify.smtp.is_some(),
+        metrics,
     });
 
     recover(&state, config.event_log.is_none()).await;

@@ -89,6 +89,9 @@ pub enum ScannerAuthError {
     Directory(String),
 }
 
+/// Which endpoint the scanner presenting `username` and `password` may reach (a
+/// `scanner.authorise` span of its connection).
+#[tracing::instrument(name = "scanner.authorise", skip_all)]
 pub fn authorise(
     directory: &DirectoryProjection,
     username: &str,

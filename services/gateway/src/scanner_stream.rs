@@ -3,9 +3,15 @@
 //! stream opened through it, and every outcome recorded on the tunnel (refusals through the
 //! [`Refusals`](crate::refusals::Refusals)). The ingresses only speak
 //! their protocol around it.
+//!
+//! Each connection is a span (`scanner.connection`, the root of the request's trace) with
+//! children for the open (`stream.open`: `endpoint.lookup`, then `tunnel.open` or `relay.open`,
+//! whose context travels in the `Open` frame so the owner node's and the endpoint's spans join
+//! the trace); the connection's span records the bytes and how the stream ended.
 
 use crate::access::{stream_allowed, AccessDenied};
 use crate::cluster::RelayError;
+use crate::metrics::NodeMetrics;
 use crate::refusals::RefusedStream;
 use crate::refused_scanners::TurnedAway;
 use crate::running_streams::StreamGuard;
@@ -15,13 +21,18 @@ use crate::state::{ScannerPath, StreamLimits};
 use bytes::Bytes;
 use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
-use ism_events::Cause;
+use ism_events::{escaped, Cause};
+use ism_telemetry::context;
 use ism_tunnel::{
-    Expiry, OpenStreamError, SpliceOptions, StreamEnd, StreamReader, StreamWriter, TunnelStream,
+    Expiry, OpenStreamError, Session, SpliceOptions, StreamEnd, StreamReader, StreamWriter,
+    TunnelStream,
 };
-use ism_tunnel_proto::{OpenFailure, Relay, ResetReason, TargetAddr};
+use ism_tunnel_proto::{OpenError, OpenFailure, Relay, ResetReason, TargetAddr};
+use std::net::SocketAddr;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Span};
 
 /// Why a scanner's stream was not opened.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +51,62 @@ pub enum NotOpened {
     LogBehind(usize),
 }
 
+impl NotOpened {
+    /// The reason in `ism_stream_refusals_total{reason}`: a closed list.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            NotOpened::Access(_) => "access_denied",
+            NotOpened::EndpointOffline(_)
+            | NotOpened::Open { error: OpenStreamError::SessionClosed, .. } => "endpoint_offline",
+            NotOpened::CredentialQuota(_) => "credential_quota",
+            NotOpened::OwnerUnreachable(_) => "owner_unreachable",
+            NotOpened::LogBehind(_) => "log_behind",
+            NotOpened::Open { error, .. } => match error {
+                OpenStreamError::Refused { reason, .. } => reason.label(),
+                OpenStreamError::TimedOut(_) => "timed_out",
+                OpenStreamError::Local(OpenError::LimitReached(_)) => "busy",
+                OpenStreamError::Local(OpenError::IdsExhausted) => "ids_exhausted",
+                OpenStreamError::Reset(_) => "reset",
+                OpenStreamError::SessionClosed => "endpoint_offline",
+            },
+        }
+    }
+}
+
+/// The span of one scanner connection on the node it came to, from accept to its end: the root
+/// of the request's trace. Its log lines carry the trace id.
+pub fn connection_span(ingress: &'static str, peer: SocketAddr) -> Span {
+    let span = tracing::info_span!(
+        "scanner.connection",
+        ingress,
+        %peer,
+        endpoint = Empty,
+        target = Empty,
+        sent = Empty,
+        received = Empty,
+        end = Empty,
+        trace_id = Empty,
+    );
+    context::record_trace_id(&span);
+    span
+}
+
+/// Opens a stream to `target` on `session` in a `tunnel.open` span whose context the peer
+/// continues (the endpoint's dial, or the owner node's relay).
+pub async fn open_traced(
+    session: &Session,
+    target: TargetAddr,
+) -> Result<TunnelStream, OpenStreamError> {
+    let span = tracing::info_span!("tunnel.open", stream = Empty, refused = Empty);
+    let trace = context::of(&span);
+    let opened = session.open_stream_traced(target, trace).instrument(span.clone()).await;
+    match &opened {
+        Ok(stream) => span.record("stream", stream.id().0),
+        Err(e) => span.record("refused", display(e)),
+    };
+    opened
+}
+
 /// An open stream, registered for access enforcement, whose end will be recorded.
 pub struct OpenedStream<'a> {
     stream: TunnelStream,
@@ -50,10 +117,29 @@ pub struct OpenedStream<'a> {
     /// the node holding the endpoint, which records it there.
     recorder: Option<Recorder<Tunnel>>,
     cause: Cause,
+    metrics: &'a NodeMetrics,
 }
 
-/// Opens a stream to `target` through the scanner's endpoint.
+/// Opens a stream to `target` through the scanner's endpoint, in a `stream.open` span, and
+/// counts the open or the refusal. Call it in the connection's span.
 pub async fn open<'a>(
+    path: &ScannerPath<'a>,
+    scanner: &AuthorisedScanner,
+    target: TargetAddr,
+) -> Result<OpenedStream<'a>, NotOpened> {
+    let connection = Span::current();
+    connection.record("endpoint", display(scanner.endpoint.id));
+    connection.record("target", display(escaped(&target)));
+    let opened =
+        open_stream(path, scanner, target).instrument(tracing::info_span!("stream.open")).await;
+    match &opened {
+        Ok(_) => path.metrics.stream_opened(),
+        Err(not_opened) => path.metrics.stream_refused(not_opened.metric_reason()),
+    }
+    opened
+}
+
+async fn open_stream<'a>(
     path: &ScannerPath<'a>,
     scanner: &AuthorisedScanner,
     target: TargetAddr,
@@ -105,12 +191,25 @@ pub async fn open<'a>(
             // The endpoint is moving: give its new owner's record a moment to be seen.
             tokio::time::sleep(LOOKUP_AGAIN_AFTER).await;
         }
+        let lookup = tracing::info_span!("endpoint.lookup", holder = Empty);
         let local = path.sessions.get(endpoint);
         let elsewhere = match &local {
             Some(_) if !path.cluster.is_draining() => None,
             // After a lost race the store itself is asked: the feed may lag behind the move.
-            _ => path.cluster.owner_elsewhere(endpoint, relays_left < RELAY_ATTEMPTS).await,
+            _ => {
+                path.cluster
+                    .owner_elsewhere(endpoint, relays_left < RELAY_ATTEMPTS)
+                    .instrument(lookup.clone())
+                    .await
+            }
         };
+        let holder = match (&elsewhere, &local) {
+            (Some(owner), _) => owner.node.as_str(),
+            (None, Some(_)) => path.cluster.node_id.as_str(),
+            (None, None) => "none",
+        };
+        lookup.record("holder", holder);
+        drop(lookup);
         let owner = match (elsewhere, local) {
             (Some(owner), _) => owner,
             (None, Some(live)) => {
@@ -131,6 +230,7 @@ pub async fn open<'a>(
                             _registered: registered,
                             recorder: Some(recorder),
                             cause,
+                            metrics: path.metrics,
                         });
                     }
                     Err(error) => {
@@ -148,7 +248,11 @@ pub async fn open<'a>(
             ingress_node: path.cluster.node_id.clone(),
         };
         let target_text = target.to_string();
-        return match path.cluster.open_relayed(&owner, target.clone(), relay).await {
+        let span = tracing::info_span!("relay.open", node = %owner.node);
+        let trace = context::of(&span);
+        let relayed =
+            path.cluster.open_relayed(&owner, target.clone(), relay, trace).instrument(span).await;
+        return match relayed {
             Ok(stream) => Ok(OpenedStream {
                 stream,
                 limits: path.limits,
@@ -156,6 +260,7 @@ pub async fn open<'a>(
                 _registered: registered,
                 recorder: None,
                 cause,
+                metrics: path.metrics,
             }),
             Err(RelayError::Open(OpenStreamError::Refused {
                 reason: OpenFailure::NotHeld,
@@ -188,7 +293,7 @@ async fn open_local(
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);
     let target_text = target.to_string();
-    match live.session.open_stream(target).await {
+    match open_traced(&live.session, target).await {
         Ok(stream) => {
             let command = TunnelCommand::RecordStreamOpened {
                 via: None,
@@ -244,6 +349,7 @@ impl OpenedStream<'_> {
         };
         let report = self.stream.splice_with(tcp, options).await;
         record_end(
+            self.metrics,
             self.recorder.as_ref(),
             self.cause,
             id,
@@ -273,13 +379,15 @@ impl OpenedStream<'_> {
             StreamEnd::Cancelled => writer.reset(ResetReason::Revoked),
             StreamEnd::Finished | StreamEnd::Reset(_) => {}
         }
-        record_end(self.recorder.as_ref(), self.cause, id, moved.sent, moved.received, &end);
+        let (sent, received) = (moved.sent, moved.received);
+        record_end(self.metrics, self.recorder.as_ref(), self.cause, id, sent, received, &end);
         end
     }
 }
 
-/// Tells the tunnel actor how a scanner's stream ended.
+/// Counts and traces how a scanner's stream ended, and tells the tunnel actor.
 fn record_end(
+    metrics: &NodeMetrics,
     recorder: Option<&Recorder<Tunnel>>,
     cause: Cause,
     stream: u32,
@@ -287,6 +395,7 @@ fn record_end(
     received: u64,
     end: &StreamEnd,
 ) {
+    metrics.stream_ended(sent, received);
     let end = match end {
         StreamEnd::Finished => "finished".to_string(),
         StreamEnd::Reset(r) => format!("reset: {r:?}"),
@@ -297,6 +406,10 @@ fn record_end(
             "reset: one side closed and the other stayed silent".into()
         }
     };
+    let connection = Span::current();
+    connection.record("sent", sent);
+    connection.record("received", received);
+    connection.record("end", display(escaped(&end)));
     if let Some(recorder) = recorder {
         recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
     }

@@ -5,6 +5,7 @@
 use crate::cluster::Cluster;
 use crate::enforcement::Enforcement;
 use crate::listener::PendingConnections;
+use crate::metrics::NodeMetrics;
 use crate::public_address::{Addresses, PublicAddresses};
 use crate::refusals::Refusals;
 use crate::refused_registrations::RefusedRegistrations;
@@ -68,6 +69,8 @@ pub struct NodeState {
     pub cluster: Arc<Cluster>,
     /// It has an SMTP relay for notification emails (`--smtp-url`).
     pub sends_email: bool,
+    /// What `/metrics` shows.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 /// How long scanner streams may stay quiet and how many one credential may run.
@@ -110,6 +113,7 @@ pub struct ScannerPath<'a> {
     pub limits: StreamLimits,
     /// Where endpoints other nodes hold are reached.
     pub cluster: &'a Cluster,
+    pub metrics: &'a NodeMetrics,
 }
 
 impl NodeState {
@@ -132,6 +136,7 @@ impl NodeState {
             refused_scanners: &self.refused_scanners,
             limits: self.stream_limits,
             cluster: &self.cluster,
+            metrics: &self.metrics,
         }
     }
 

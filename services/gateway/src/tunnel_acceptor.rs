@@ -45,7 +45,9 @@ pub async fn serve(
     crate::listener::accept_forever(listener, "endpoint", pending, move |tcp, peer, pending| {
         let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
         async move {
+            let metrics = state.metrics.clone();
             if let Err(e) = accept(tcp, peer, tls, state, config, pending).await {
+                metrics.handshake_failed(e.metric_reason());
                 tracing::info!(%peer, error = %escaped(&e), "endpoint connection refused");
             }
         }
@@ -67,6 +69,20 @@ enum AcceptError {
     Refused(Rejection),
     #[error(transparent)]
     OutOfOrder(#[from] ism_tunnel_proto::handshake::OutOfOrder),
+}
+
+impl AcceptError {
+    /// The reason in `ism_endpoint_handshake_failures_total{reason}`: a closed list.
+    fn metric_reason(&self) -> &'static str {
+        match self {
+            AcceptError::Tls(_) => "tls",
+            AcceptError::Upgrade(_) => "websocket",
+            AcceptError::Handshake(_) => "handshake_io",
+            AcceptError::TimedOut(_) => "timed_out",
+            AcceptError::Refused(rejection) => rejection.code.label(),
+            AcceptError::OutOfOrder(_) => "out_of_order",
+        }
+    }
 }
 
 /// Accepts one endpoint connection; `pending` is its place among the connections not yet

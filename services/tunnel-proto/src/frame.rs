@@ -5,13 +5,14 @@
 //! with a 1-byte type and a 4-byte big-endian stream id (0 for frames that concern the whole
 //! session). Decoding takes `Bytes` so that a `Data` payload is a zero-copy slice of the message.
 
+use crate::trace::TraceParent;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Version of the wire protocol, exchanged in the handshake so that an old endpoint meeting a new
 /// gateway gets a clear refusal rather than undecodable frames.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes in front of every frame: type (1) + stream id (4).
 pub const HEADER_LEN: usize = 5;
@@ -102,6 +103,20 @@ impl OpenFailure {
             other => return Err(DecodeError::UnknownCode(other)),
         })
     }
+
+    /// A short name, for metric labels and span fields.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::General => "general",
+            Self::NotAllowed => "not_allowed",
+            Self::NetworkUnreachable => "network_unreachable",
+            Self::HostUnreachable => "host_unreachable",
+            Self::ConnectionRefused => "connection_refused",
+            Self::TimedOut => "timed_out",
+            Self::Busy => "busy",
+            Self::NotHeld => "not_held",
+        }
+    }
 }
 
 /// Why a stream was torn down before both sides finished it.
@@ -170,6 +185,19 @@ impl RejectCode {
     pub fn is_retryable(self) -> bool {
         matches!(self, RejectCode::Unavailable)
     }
+
+    /// A short name, for metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidKey => "invalid_key",
+            Self::TokenAlreadyRegistered => "token_already_registered",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadHandshake => "bad_handshake",
+            Self::Unavailable => "unavailable",
+            Self::EndpointDeleted => "endpoint_deleted",
+            Self::MachineKeyCopied => "machine_key_copied",
+        }
+    }
 }
 
 /// Everything that crosses the tunnel.
@@ -204,6 +232,8 @@ pub enum Frame {
         stream: StreamId,
         target: TargetAddr,
         window: u32,
+        /// The opener's span, so that the acceptor's work joins the opener's trace.
+        trace: Option<TraceParent>,
     },
     /// Between gateway nodes only: open a stream to `target` through the endpoint the acceptor
     /// holds, for `relay`'s scanner (the one-hop relay of a cluster). Answered like `Open`.
@@ -212,6 +242,7 @@ pub enum Frame {
         target: TargetAddr,
         window: u32,
         relay: Box<Relay>,
+        trace: Option<TraceParent>,
     },
     /// Acceptor -> opener: connected; `window` is the acceptor's receive window.
     OpenOk {
@@ -443,16 +474,18 @@ impl Frame {
                 out.put_u8(*code as u8);
                 put_str(out, message);
             }
-            Frame::Open { target, window, .. } => {
+            Frame::Open { target, window, trace, .. } => {
                 put_target(out, target);
                 out.put_u32(*window);
+                put_trace(out, trace);
             }
-            Frame::RelayOpen { target, window, relay, .. } => {
+            Frame::RelayOpen { target, window, relay, trace, .. } => {
                 put_target(out, target);
                 out.put_u32(*window);
                 out.put_slice(&relay.endpoint);
                 put_str(out, &relay.scanner);
                 put_str(out, &relay.ingress_node);
+                put_trace(out, trace);
             }
             Frame::Move { reason } => put_str(out, reason),
             Frame::OpenOk { window, .. } => out.put_u32(*window),
@@ -530,7 +563,8 @@ impl Frame {
                 message: get_str(&mut buf)?,
             },
             tag::OPEN => {
-                Frame::Open { stream, target: get_target(&mut buf)?, window: get_u32(&mut buf)? }
+                let (target, window) = (get_target(&mut buf)?, get_u32(&mut buf)?);
+                Frame::Open { stream, target, window, trace: get_trace(&mut buf)? }
             }
             tag::RELAY_OPEN => Frame::RelayOpen {
                 stream,
@@ -541,6 +575,7 @@ impl Frame {
                     scanner: get_str(&mut buf)?,
                     ingress_node: get_str(&mut buf)?,
                 }),
+                trace: get_trace(&mut buf)?,
             },
             tag::OPEN_OK => Frame::OpenOk { stream, window: get_u32(&mut buf)? },
             tag::OPEN_FAILED => Frame::OpenFailed {
@@ -611,6 +646,21 @@ fn get_array<const N: usize>(buf: &mut Bytes) -> Result<[u8; N], DecodeError> {
     let mut a = [0u8; N];
     buf.copy_to_slice(&mut a);
     Ok(a)
+}
+
+/// The optional trace context at the end of an open: absent when nothing is left; an invalid
+/// (all-zero) one is dropped, as W3C asks, rather than refused.
+fn get_trace(buf: &mut Bytes) -> Result<Option<TraceParent>, DecodeError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    Ok(TraceParent::from_bytes(&get_array::<{ TraceParent::LEN }>(buf)?))
+}
+
+fn put_trace(out: &mut BytesMut, trace: &Option<TraceParent>) {
+    if let Some(trace) = trace {
+        out.put_slice(&trace.to_bytes());
+    }
 }
 
 fn get_str(buf: &mut Bytes) -> Result<String, DecodeError> {
@@ -724,22 +774,43 @@ mod tests {
                 scanner: "credential:abc".into(),
                 ingress_node: "node-b".into(),
             }),
+            trace: None,
+        });
+        roundtrip(Frame::RelayOpen {
+            stream: StreamId(11),
+            target: TargetAddr::Domain("intranet.local".into(), 443),
+            window: 1 << 16,
+            relay: Box::new(Relay {
+                endpoint: [7; 16],
+                scanner: "credential:abc".into(),
+                ingress_node: "node-b".into(),
+            }),
+            trace: Some(TraceParent { trace_id: [5; 16], span_id: [6; 8], flags: 1 }),
         });
         roundtrip(Frame::Move { reason: "node-a is draining".into() });
         roundtrip(Frame::Open {
             stream: StreamId(1),
             target: TargetAddr::Domain("intranet.local".into(), 443),
             window: 1 << 18,
+            trace: None,
+        });
+        roundtrip(Frame::Open {
+            stream: StreamId(5),
+            target: TargetAddr::Domain("intranet.local".into(), 443),
+            window: 1 << 18,
+            trace: Some(TraceParent { trace_id: [1; 16], span_id: [2; 8], flags: 0 }),
         });
         roundtrip(Frame::Open {
             stream: StreamId(3),
             target: TargetAddr::Ipv4(Ipv4Addr::new(10, 1, 2, 3), 80),
             window: 9,
+            trace: None,
         });
         roundtrip(Frame::Open {
             stream: StreamId(5),
             target: TargetAddr::Ipv6(Ipv6Addr::LOCALHOST, 8080),
             window: 9,
+            trace: None,
         });
         roundtrip(Frame::OpenOk { stream: StreamId(1), window: 65536 });
         roundtrip(Frame::OpenFailed {

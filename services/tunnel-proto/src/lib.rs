@@ -11,7 +11,8 @@
 //!   and catches protocol violations;
 //! - [`session`]: one session's state with time passed in: the table, opens waiting for an
 //!   answer, pings and the dead-peer rule;
-//! - [`handshake`]: what each side accepts or refuses while the session is being set up.
+//! - [`handshake`]: what each side accepts or refuses while the session is being set up;
+//! - [`trace`]: the W3C trace context an opener passes with a stream.
 //!
 //! The driver that carries all this over a real WebSocket is `ism-tunnel`.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod frame;
 pub mod handshake;
 pub mod session;
 pub mod table;
+pub mod trace;
 pub mod window;
 
 pub use frame::{
@@ -28,4 +30,5 @@ pub use frame::{
 };
 pub use session::{Due, GivenUp, SessionEnd, SessionState, Timing};
 pub use table::{Action, LocalReset, OpenError, Role, SessionViolation, StreamTable};
+pub use trace::TraceParent;
 pub use window::{FlowViolation, RecvWindow};

@@ -10,6 +10,7 @@
 
 use crate::frame::{Frame, Relay, StreamId, TargetAddr};
 use crate::table::{Action, OpenError, Role, StreamTable};
+use crate::trace::TraceParent;
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -117,16 +118,17 @@ impl<H> SessionState<H> {
         &mut self.table
     }
 
-    /// Opens a stream towards the peer at `now`; it is given up if unanswered by
-    /// `now + open_timeout`.
+    /// Opens a stream towards the peer at `now` (see [`StreamTable::open`]); it is given up if
+    /// unanswered by `now + open_timeout`.
     pub fn open(
         &mut self,
         target: TargetAddr,
         relay: Option<Relay>,
+        trace: Option<TraceParent>,
         make: impl FnOnce(StreamId) -> H,
         now: Instant,
     ) -> Result<(StreamId, Frame), OpenError> {
-        let (stream, frame) = self.table.open(target, relay, make)?;
+        let (stream, frame) = self.table.open(target, relay, trace, make)?;
         self.open_deadlines.push_back((now + self.timing.open_timeout, stream));
         Ok((stream, frame))
     }
@@ -263,8 +265,8 @@ mod tests {
     fn an_unanswered_open_is_given_up_at_its_deadline_with_its_handle() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let (late, _) = s.open(target(), None, |_| "late", t0).unwrap();
-        let (answered, _) = s.open(target(), None, |_| "answered", t0 + S).unwrap();
+        let (late, _) = s.open(target(), None, None, |_| "late", t0).unwrap();
+        let (answered, _) = s.open(target(), None, None, |_| "answered", t0 + S).unwrap();
         s.handle_frame(Frame::OpenOk { stream: answered, window: 10 }, t0 + 2 * S).unwrap();
         // Keep the peer alive meanwhile.
         s.heard(t0 + 18 * S);
@@ -283,8 +285,8 @@ mod tests {
     fn an_open_whose_opener_left_is_given_up_at_the_next_ping() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let (left, _) = s.open(target(), None, |_| "gone", t0).unwrap();
-        let (waiting, _) = s.open(target(), None, |_| "waiting", t0).unwrap();
+        let (left, _) = s.open(target(), None, None, |_| "gone", t0).unwrap();
+        let (waiting, _) = s.open(target(), None, None, |_| "waiting", t0).unwrap();
         let due = s.handle_timeout(t0 + 2 * S, |h| *h == "gone").unwrap();
         assert_eq!(
             due.given_up,
@@ -297,7 +299,7 @@ mod tests {
     fn a_refused_open_returns_its_handle_to_the_driver() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        let (stream, _) = s.open(target(), None, |_| "opener", t0).unwrap();
+        let (stream, _) = s.open(target(), None, None, |_| "opener", t0).unwrap();
         let refused =
             Frame::OpenFailed { stream, reason: OpenFailure::NotAllowed, message: "no".into() };
         assert_eq!(

@@ -7,6 +7,7 @@
 //! an `Open` for an id it may not use) is decided here, so it is tested here without sockets.
 
 use crate::frame::{Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr};
+use crate::trace::TraceParent;
 use crate::window::RecvWindow;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -56,10 +57,16 @@ struct Entry<H> {
 pub enum Action<H> {
     /// Nothing (e.g. a late frame for a stream that is already gone).
     None,
-    /// The peer asks us to connect to `target` (for `relay`'s scanner, between gateway nodes);
-    /// `send_window` is our initial send credit. The driver [`attach`](StreamTable::attach)es its
-    /// handle to the new stream.
-    Accept { stream: StreamId, target: TargetAddr, send_window: u32, relay: Option<Box<Relay>> },
+    /// The peer asks us to connect to `target` (for `relay`'s scanner, between gateway nodes),
+    /// as part of its `trace`; `send_window` is our initial send credit. The driver
+    /// [`attach`](StreamTable::attach)es its handle to the new stream.
+    Accept {
+        stream: StreamId,
+        target: TargetAddr,
+        send_window: u32,
+        relay: Option<Box<Relay>>,
+        trace: Option<TraceParent>,
+    },
     /// Our `Open` succeeded; `send_window` is our initial send credit.
     Opened { stream: StreamId, send_window: u32 },
     /// Our `Open` failed.
@@ -155,11 +162,12 @@ impl<H> StreamTable<H> {
     }
 
     /// Allocates a stream with the handle `make` builds for it, and returns the `Open` frame to
-    /// send.
+    /// send (a `RelayOpen` with `relay`), carrying the opener's `trace`.
     pub fn open(
         &mut self,
         target: TargetAddr,
         relay: Option<Relay>,
+        trace: Option<TraceParent>,
         make: impl FnOnce(StreamId) -> H,
     ) -> Result<(StreamId, Frame), OpenError> {
         if self.streams.len() >= self.max_streams {
@@ -171,8 +179,10 @@ impl<H> StreamTable<H> {
         self.streams.insert(id, Entry::new(Phase::Opening, self.recv_window, handle));
         let window = self.recv_window;
         let frame = match relay {
-            None => Frame::Open { stream: id, target, window },
-            Some(relay) => Frame::RelayOpen { stream: id, target, window, relay: Box::new(relay) },
+            None => Frame::Open { stream: id, target, window, trace },
+            Some(relay) => {
+                Frame::RelayOpen { stream: id, target, window, relay: Box::new(relay), trace }
+            }
         };
         Ok((id, frame))
     }
@@ -272,9 +282,11 @@ impl<H> StreamTable<H> {
             return Err(SessionViolation::NotAStreamFrame);
         };
         match frame {
-            Frame::Open { target, window, .. } => self.on_open(stream, target, window, None),
-            Frame::RelayOpen { target, window, relay, .. } => {
-                self.on_open(stream, target, window, Some(relay))
+            Frame::Open { target, window, trace, .. } => {
+                self.on_open(stream, target, window, None, trace)
+            }
+            Frame::RelayOpen { target, window, relay, trace, .. } => {
+                self.on_open(stream, target, window, Some(relay), trace)
             }
             Frame::OpenOk { window, .. } => match self.streams.get_mut(&stream) {
                 Some(e) if e.phase == Phase::Opening => {
@@ -343,6 +355,7 @@ impl<H> StreamTable<H> {
         target: TargetAddr,
         window: u32,
         relay: Option<Box<Relay>>,
+        trace: Option<TraceParent>,
     ) -> Result<Action<H>, SessionViolation> {
         if self.role.owns(stream) {
             return Err(SessionViolation::ForeignStreamId(stream));
@@ -362,7 +375,7 @@ impl<H> StreamTable<H> {
             });
         }
         self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window, None));
-        Ok(Action::Accept { stream, target, send_window: window, relay })
+        Ok(Action::Accept { stream, target, send_window: window, relay, trace })
     }
 
     fn violation(&mut self, stream: StreamId) -> Action<H> {
@@ -406,11 +419,17 @@ mod tests {
     fn open_accept_data_fin_lifecycle() {
         let mut gw = StreamTable::<()>::new(Role::Gateway, 100, 10);
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 100, 10);
-        let (id, open) = gw.open(target(), None, |_| ()).unwrap();
+        let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
         assert_eq!(id, StreamId(1));
         assert_eq!(
             ep.on_frame(open).unwrap(),
-            Action::Accept { stream: id, target: target(), send_window: 100, relay: None }
+            Action::Accept {
+                stream: id,
+                target: target(),
+                send_window: 100,
+                relay: None,
+                trace: None
+            }
         );
         ep.attach(id, ());
         let ok = ep.accepted(id).unwrap();
@@ -434,7 +453,7 @@ mod tests {
         let mut gw = StreamTable::<()>::new(Role::Gateway, 400, 10);
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 400, 10);
         fn open(gw: &mut StreamTable<()>, ep: &mut StreamTable<()>) -> StreamId {
-            let (id, open) = gw.open(target(), None, |_| ()).unwrap();
+            let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
             ep.on_frame(open).unwrap();
             ep.accepted(id).unwrap();
             id
@@ -460,8 +479,13 @@ mod tests {
     fn data_beyond_credit_resets_only_that_stream() {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
         for id in [1, 3] {
-            ep.on_frame(Frame::Open { stream: StreamId(id), target: target(), window: 10 })
-                .unwrap();
+            ep.on_frame(Frame::Open {
+                stream: StreamId(id),
+                target: target(),
+                window: 10,
+                trace: None,
+            })
+            .unwrap();
             ep.accepted(StreamId(id)).unwrap();
         }
         let flood = Frame::Data { stream: StreamId(1), payload: Bytes::from_static(&[0; 11]) };
@@ -482,7 +506,8 @@ mod tests {
     #[test]
     fn empty_data_is_a_violation() {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
-        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10, trace: None })
+            .unwrap();
         ep.accepted(StreamId(1)).unwrap();
         assert!(matches!(
             ep.on_frame(Frame::Data { stream: StreamId(1), payload: Bytes::new() }).unwrap(),
@@ -495,8 +520,8 @@ mod tests {
     #[test]
     fn opening_streams_are_listed() {
         let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 10);
-        let (a, _) = gw.open(target(), None, |_| ()).unwrap();
-        let (b, _) = gw.open(target(), None, |_| ()).unwrap();
+        let (a, _) = gw.open(target(), None, None, |_| ()).unwrap();
+        let (b, _) = gw.open(target(), None, None, |_| ()).unwrap();
         gw.on_frame(Frame::OpenOk { stream: a, window: 1 }).unwrap();
         assert_eq!(gw.opening(), vec![b]);
     }
@@ -504,7 +529,8 @@ mod tests {
     #[test]
     fn data_after_fin_is_a_violation() {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
-        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10 }).unwrap();
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10, trace: None })
+            .unwrap();
         ep.accepted(StreamId(1)).unwrap();
         ep.on_frame(Frame::Fin { stream: StreamId(1) }).unwrap();
         let late = Frame::Data { stream: StreamId(1), payload: Bytes::from_static(b"x") };
@@ -515,22 +541,43 @@ mod tests {
     fn foreign_and_duplicate_ids_taint_the_session() {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
         assert_eq!(
-            ep.on_frame(Frame::Open { stream: StreamId(2), target: target(), window: 1 }),
+            ep.on_frame(Frame::Open {
+                stream: StreamId(2),
+                target: target(),
+                window: 1,
+                trace: None
+            }),
             Err(SessionViolation::ForeignStreamId(StreamId(2)))
         );
-        ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
+        ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1, trace: None })
+            .unwrap();
         assert_eq!(
-            ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }),
+            ep.on_frame(Frame::Open {
+                stream: StreamId(3),
+                target: target(),
+                window: 1,
+                trace: None
+            }),
             Err(SessionViolation::DuplicateStream(StreamId(3)))
         );
         // Nor may an id be reused after its stream is gone, or a lower one opened later.
         ep.on_frame(Frame::Reset { stream: StreamId(3), reason: ResetReason::Aborted }).unwrap();
         assert_eq!(
-            ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }),
+            ep.on_frame(Frame::Open {
+                stream: StreamId(3),
+                target: target(),
+                window: 1,
+                trace: None
+            }),
             Err(SessionViolation::DuplicateStream(StreamId(3)))
         );
         assert_eq!(
-            ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }),
+            ep.on_frame(Frame::Open {
+                stream: StreamId(1),
+                target: target(),
+                window: 1,
+                trace: None
+            }),
             Err(SessionViolation::DuplicateStream(StreamId(1)))
         );
     }
@@ -538,16 +585,18 @@ mod tests {
     #[test]
     fn opens_beyond_the_limit_are_refused_busy() {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 1);
-        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1 }).unwrap();
-        let refused =
-            ep.on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1 }).unwrap();
+        ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1, trace: None })
+            .unwrap();
+        let refused = ep
+            .on_frame(Frame::Open { stream: StreamId(3), target: target(), window: 1, trace: None })
+            .unwrap();
         assert!(matches!(
             refused,
             Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }
         ));
         let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 1);
-        gw.open(target(), None, |_| ()).unwrap();
-        assert_eq!(gw.open(target(), None, |_| ()), Err(OpenError::LimitReached(1)));
+        gw.open(target(), None, None, |_| ()).unwrap();
+        assert_eq!(gw.open(target(), None, None, |_| ()), Err(OpenError::LimitReached(1)));
     }
 
     #[test]
@@ -568,7 +617,8 @@ mod tests {
             (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::Open {
                 stream,
                 target: target(),
-                window
+                window,
+                trace: None
             }),
             (id.clone(), 0u32..200).prop_map(|(stream, window)| Frame::OpenOk { stream, window }),
             id.clone().prop_map(|stream| Frame::OpenFailed {
@@ -616,7 +666,7 @@ mod tests {
             for step in steps {
                 match step {
                     Step::Peer(f) => { let _ = t.on_frame(f); }
-                    Step::Open => { let _ = t.open(target(), None, |_| ()); }
+                    Step::Open => { let _ = t.open(target(), None, None, |_| ()); }
                     Step::Accept(s) => { let _ = t.accepted(StreamId(s)); }
                     Step::Consume(s, n) => { let _ = t.consumed(StreamId(s), n); }
                     Step::LocalFin(s) => { t.local_finished(StreamId(s)); }

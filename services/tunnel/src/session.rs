@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ism_tunnel_proto::{
     Action, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role, SessionState,
-    StreamId, TargetAddr, Timing,
+    StreamId, TargetAddr, Timing, TraceParent,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,6 +58,7 @@ impl Default for SessionConfig {
 struct OpenRequest {
     target: TargetAddr,
     relay: Option<Relay>,
+    trace: Option<TraceParent>,
     reply: oneshot::Sender<Result<TunnelStream, OpenStreamError>>,
 }
 
@@ -179,28 +180,39 @@ impl Session {
     /// ([`OpenStreamError::TimedOut`]). An opener that stops waiting (its future dropped) has its
     /// open reset when the answer comes, or at the next ping.
     pub async fn open_stream(&self, target: TargetAddr) -> Result<TunnelStream, OpenStreamError> {
-        self.open(target, None).await
+        self.open(target, None, None).await
+    }
+
+    /// As [`open_stream`](Self::open_stream), as part of `trace` (the peer's work joins it).
+    pub async fn open_stream_traced(
+        &self,
+        target: TargetAddr,
+        trace: Option<TraceParent>,
+    ) -> Result<TunnelStream, OpenStreamError> {
+        self.open(target, None, trace).await
     }
 
     /// Opens a stream to `target` through the endpoint the peer (another gateway node) holds,
-    /// for `relay`'s scanner: the one-hop relay of a cluster.
+    /// for `relay`'s scanner (the one-hop relay of a cluster), as part of `trace`.
     pub async fn open_relayed(
         &self,
         target: TargetAddr,
         relay: Relay,
+        trace: Option<TraceParent>,
     ) -> Result<TunnelStream, OpenStreamError> {
-        self.open(target, Some(relay)).await
+        self.open(target, Some(relay), trace).await
     }
 
     async fn open(
         &self,
         target: TargetAddr,
         relay: Option<Relay>,
+        trace: Option<TraceParent>,
     ) -> Result<TunnelStream, OpenStreamError> {
         let (reply, rx) = oneshot::channel();
         self.shared
             .opens
-            .send(OpenRequest { target, relay, reply })
+            .send(OpenRequest { target, relay, trace, reply })
             .map_err(|_| OpenStreamError::SessionClosed)?;
         rx.await.unwrap_or(Err(OpenStreamError::SessionClosed))
     }
@@ -403,9 +415,14 @@ impl Driver {
             Action::MoveRequested { reason } => {
                 self.move_requested.send_replace(Some(reason));
             }
-            Action::Accept { stream, target, send_window, relay } => {
+            Action::Accept { stream, target, send_window, relay, trace } => {
                 let (local, parts) = Local::new(&self.lanes, stream, send_window);
-                match self.incoming.send(IncomingStream::new(parts, target, relay.map(|r| *r))) {
+                match self.incoming.send(IncomingStream::new(
+                    parts,
+                    target,
+                    relay.map(|r| *r),
+                    trace,
+                )) {
                     Ok(()) => table.attach(stream, local),
                     Err(mpsc::error::SendError(mut unwanted)) => {
                         // Nobody accepts streams on this side.
@@ -483,13 +500,14 @@ impl Driver {
 
     fn on_open(
         &mut self,
-        OpenRequest { target, relay, reply }: OpenRequest,
+        OpenRequest { target, relay, trace, reply }: OpenRequest,
     ) -> Result<(), CloseReason> {
         let mut reply = Some(reply);
         let lanes = &self.lanes;
         let opened = self.state.open(
             target,
             relay,
+            trace,
             |stream| {
                 let (mut local, parts) = Local::new(lanes, stream, 0);
                 local.pending_open = reply.take().map(|reply| (reply, parts));

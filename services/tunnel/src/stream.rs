@@ -18,7 +18,8 @@ use crate::lanes::{Control, Lanes};
 use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{
-    Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr, HEADER_LEN, MAX_DATA_LEN,
+    Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr, TraceParent, HEADER_LEN,
+    MAX_DATA_LEN,
 };
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -503,11 +504,22 @@ pub struct IncomingStream {
     parts: Option<TunnelStream>,
     target: TargetAddr,
     relay: Option<Relay>,
+    trace: Option<TraceParent>,
 }
 
 impl IncomingStream {
-    pub(crate) fn new(parts: TunnelStream, target: TargetAddr, relay: Option<Relay>) -> Self {
-        Self { parts: Some(parts), target, relay }
+    pub(crate) fn new(
+        parts: TunnelStream,
+        target: TargetAddr,
+        relay: Option<Relay>,
+        trace: Option<TraceParent>,
+    ) -> Self {
+        Self { parts: Some(parts), target, relay, trace }
+    }
+
+    /// The opener's span, for this side's work on the stream to join the opener's trace.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.trace
     }
 
     /// For a stream relayed between gateway nodes: whom it is for.

@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod endpoints;
 mod gateways;
+mod metrics;
 mod nodes;
 mod users;
 mod views;
@@ -60,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::to(|| async { HttpResponse::Ok().content_type("text/plain").body("ok\n") }),
         )],
     ))
+    .service(resource("/metrics", [(Method::GET, web::to(metrics::scrape))]))
     // For a load balancer: 503 until the node knows the cluster and while it drains, so that new
     // connections go elsewhere.
     .service(resource(

@@ -22,7 +22,7 @@ pub mod tls;
 
 use ism_cluster::{CoordError, Coordination, Liveness, NodeAnnouncement, NodeRole, Owner};
 use ism_tunnel::{OpenStreamError, TunnelStream};
-use ism_tunnel_proto::{Relay, TargetAddr};
+use ism_tunnel_proto::{Relay, TargetAddr, TraceParent};
 use links::RelayLinks;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -261,12 +261,14 @@ impl Cluster {
         (owner.node != self.node_id && !lost).then_some(owner)
     }
 
-    /// Opens a stream to `target` through the endpoint `owner` holds, over the link to it.
+    /// Opens a stream to `target` through the endpoint `owner` holds, over the link to it, as
+    /// part of `trace`.
     pub async fn open_relayed(
         &self,
         owner: &Owner,
         target: TargetAddr,
         relay: Relay,
+        trace: Option<TraceParent>,
     ) -> Result<TunnelStream, RelayError> {
         let unreachable =
             |reason: String| RelayError::Unreachable { node: owner.node.clone(), reason };
@@ -289,7 +291,7 @@ impl Cluster {
             }
         };
         let link = links.to(&owner.node, addr).await.map_err(|e| unreachable(e.to_string()))?;
-        Ok(link.open_relayed(target, relay).await?)
+        Ok(link.open_relayed(target, relay, trace).await?)
     }
 
     /// Closes the relay links (this node is stopping).

@@ -6,9 +6,11 @@
 
 use super::tls::ClusterTls;
 use crate::refusals::RefusedStream;
+use crate::scanner_stream::open_traced;
 use crate::state::NodeState;
 use ism_actors::tunnel::TunnelCommand;
 use ism_events::{escaped, Cause, Principal};
+use ism_telemetry::context;
 use ism_tunnel::{
     IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelStream,
 };
@@ -17,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 
 /// Time a dialing node has for TLS and the WebSocket upgrade.
@@ -62,7 +66,8 @@ pub async fn serve(
             tracing::info!(%peer, "relay link accepted");
             while let Some(stream) = incoming.next().await {
                 let state = state.clone();
-                tokio::spawn(async move { serve_relayed(&state, stream).await });
+                let span = relayed_span(&stream);
+                tokio::spawn(async move { serve_relayed(&state, stream).await }.instrument(span));
             }
             let reason = link.closed().await;
             tracing::info!(%peer, %reason, "relay link closed");
@@ -83,6 +88,26 @@ fn failure_of(e: &OpenStreamError) -> OpenFailure {
         // the endpoint (it moved on, or is gone), and the ingress looks its owner up again.
         OpenStreamError::SessionClosed => OpenFailure::NotHeld,
     }
+}
+
+/// The span of a relayed stream on this node, continuing the ingress node's trace.
+fn relayed_span(stream: &IncomingStream) -> Span {
+    let span = tracing::info_span!(
+        "relay.serve",
+        ingress_node = Empty,
+        endpoint = Empty,
+        target = %escaped(stream.target()),
+        sent = Empty,
+        received = Empty,
+        end = Empty,
+        trace_id = Empty,
+    );
+    if let Some(relay) = stream.relay() {
+        span.record("ingress_node", display(escaped(&relay.ingress_node)));
+        span.record("endpoint", display(Uuid::from_bytes(relay.endpoint)));
+    }
+    context::continue_from(&span, stream.trace());
+    span
 }
 
 /// One relayed stream: through the endpoint this node holds, recorded on its tunnel as the
@@ -110,7 +135,7 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
     let cause = Cause::by(scanner.clone());
     let recorder = state.tunnels.recorder(live.tunnel);
     let target = incoming.target().clone();
-    let to_endpoint = match live.session.open_stream(target.clone()).await {
+    let to_endpoint = match open_traced(&live.session, target.clone()).await {
         Ok(stream) => stream,
         Err(error) => {
             state.refusals.refused(RefusedStream {
@@ -138,6 +163,10 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
         StreamEnd::Finished => "finished".to_string(),
         other => format!("reset: {other:?}"),
     };
+    let span = Span::current();
+    span.record("sent", sent);
+    span.record("received", received);
+    span.record("end", display(escaped(&end)));
     recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
 }
 

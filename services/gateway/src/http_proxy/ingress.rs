@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,11 +35,13 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     let pending = state.pending.clone();
     crate::listener::accept_forever(listener, "HTTP proxy", pending, move |tcp, peer, pending| {
         let state = state.clone();
+        let span = scanner_stream::connection_span("http_proxy", peer);
         async move {
             if let Err(e) = handle(tcp, peer, &state, pending).await {
                 tracing::info!(%peer, error = %escaped(&e), "HTTP proxy request refused");
             }
         }
+        .instrument(span)
     })
     .await
 }

@@ -400,7 +400,17 @@ impl Notifier {
                     gave_up,
                 }
             };
-            let (command, done) = match self.deliver(&channel, d).await {
+            let delivered = self.deliver(&channel, d).await;
+            let outcome = match &delivered {
+                Ok(_) => Some("sent"),
+                Err(Undelivered::Retry(_)) => Some("failed"),
+                Err(Undelivered::GiveUp(_)) => Some("gave_up"),
+                Err(Undelivered::Moot(_)) => None,
+            };
+            if let Some(outcome) = outcome {
+                self.state.metrics.notification(channel_kind(&channel), outcome);
+            }
+            let (command, done) = match delivered {
                 Ok(to) => {
                     let sent = NotificationCommand::Sent {
                         node: node.clone(),
@@ -445,6 +455,7 @@ impl Notifier {
             d.channels.iter().filter(|c| !d.done.contains(*c)).cloned().collect();
         for channel in pending {
             tracing::error!(notification = %d.notice.id, %channel, "notification not delivered: giving up");
+            self.state.metrics.notification(channel_kind(&channel), "gave_up");
             let error = format!("not delivered within {:?}: given up", self.config.give_up_after);
             let failed = NotificationCommand::Failed {
                 node: self.state.node_id.clone(),
@@ -585,4 +596,13 @@ fn storage(e: ism_events::ProjectionError) -> Failure {
 
 fn webhook_channel(id: Uuid) -> String {
     format!("webhook:{id}")
+}
+
+/// A channel's kind for metric labels: `deletion`, `email` or `webhook` (not each webhook's id).
+fn channel_kind(channel: &str) -> &'static str {
+    match channel {
+        retention::CHANNEL => "deletion",
+        EMAIL => EMAIL,
+        _ => "webhook",
+    }
 }

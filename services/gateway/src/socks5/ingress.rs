@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 /// Time a client has to finish negotiation and send its request.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,11 +26,13 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     let pending = state.pending.clone();
     crate::listener::accept_forever(listener, "scanner", pending, move |tcp, peer, pending| {
         let state = state.clone();
+        let span = scanner_stream::connection_span("socks5", peer);
         async move {
             if let Err(e) = handle(tcp, peer, &state, pending).await {
                 tracing::info!(%peer, error = %escaped(&e), "SOCKS5 request refused");
             }
         }
+        .instrument(span)
     })
     .await
 }

@@ -2,10 +2,11 @@
 //! says (a target, a host name, a reason, a name) can reach a log line, the audit timeline or an
 //! error body, and must never start a new line there or drive the terminal that shows it.
 //!
-//! This is the one home of that rule. It lives in `ism-events` because every crate that shows
-//! such text to people already depends on it (the projectors' audit timeline, the `ism` CLI, the
-//! gateway's log lines and HTTP error bodies); the sans-IO ingress parsers never echo the bytes
-//! they refuse, so they need no escaping and stay free of this crate.
+//! This is the one home of that rule, a crate of its own so that everything that shows such
+//! text can use it: `ism-events` re-exports it for the projectors' audit timeline, the `ism` CLI
+//! and the gateway's log lines and HTTP error bodies; the endpoint agent uses it for its log
+//! lines and spans. The sans-IO ingress parsers never echo the bytes they refuse, so they need no
+//! escaping.
 //!
 //! Escaped, as Rust writes them (`\n`, `\r`, `\t`, `\u{1b}`):
 //! - every control character (Unicode `Cc`: C0, DEL, C1), so no LF, CR, VT, FF or NEL breaks

@@ -1,0 +1,211 @@
+//! The node's metrics, served at `/metrics` in Prometheus' text format.
+//!
+//! Counters move where things happen (a stream opened or refused, a handshake failed, an append,
+//! a notification); gauges of what the node holds (sessions, streams per endpoint, projection
+//! lag) are read at scrape time from the parts that hold it, so they cannot drift. Label sets
+//! are bounded: endpoint and gateway ids (no names, which users choose), and closed lists of
+//! reasons; never a target.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+type One = [(&'static str, &'static str); 1];
+type PerEndpoint = [(&'static str, String); 2];
+
+/// Everything the node counts, and the registry it is encoded from.
+pub struct NodeMetrics {
+    registry: Mutex<Registry>,
+    sessions: Gauge,
+    streams_open: Family<PerEndpoint, Gauge>,
+    stream_limit: Gauge,
+    stream_opens: Counter,
+    stream_refusals: Family<One, Counter>,
+    stream_bytes: Family<One, Counter>,
+    handshake_failures: Family<One, Counter>,
+    appends: Family<One, Counter>,
+    append_seconds: Histogram,
+    projection_lag_events: Family<One, Gauge>,
+    projection_lag_seconds: Family<One, Gauge<f64, AtomicU64>>,
+    notifications: Family<[(&'static str, &'static str); 2], Counter>,
+    unrecorded_facts: Gauge,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Mutex::new(Registry::with_prefix("ism")),
+            sessions: Gauge::default(),
+            streams_open: Family::default(),
+            stream_limit: Gauge::default(),
+            stream_opens: Counter::default(),
+            stream_refusals: Family::default(),
+            stream_bytes: Family::default(),
+            handshake_failures: Family::default(),
+            appends: Family::default(),
+            append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
+            projection_lag_events: Family::default(),
+            projection_lag_seconds: Family::default(),
+            notifications: Family::default(),
+            unrecorded_facts: Gauge::default(),
+        };
+        metrics.register();
+        metrics
+    }
+}
+
+impl NodeMetrics {
+    fn register(&self) {
+        let mut r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.register(
+            "sessions_connected",
+            "Endpoint sessions (tunnels) this node holds",
+            self.sessions.clone(),
+        );
+        r.register(
+            "streams_open",
+            "Scanner streams running through this node, per endpoint (label endpoint, gateway: ids)",
+            self.streams_open.clone(),
+        );
+        r.register(
+            "stream_limit",
+            "Most streams one endpoint's session carries at once on this node (--max-streams-per-endpoint); opens beyond it are refused with reason busy",
+            self.stream_limit.clone(),
+        );
+        r.register(
+            "stream_opens",
+            "Scanner streams opened through this node's ingresses",
+            self.stream_opens.clone(),
+        );
+        r.register(
+            "stream_refusals",
+            "Scanner streams refused at this node's ingresses, by reason",
+            self.stream_refusals.clone(),
+        );
+        r.register(
+            "stream_bytes",
+            "Bytes of ended scanner streams (direction: to_target, to_scanner), counted when a stream ends",
+            self.stream_bytes.clone(),
+        );
+        r.register(
+            "endpoint_handshake_failures",
+            "Endpoint connections that did not become a session, by reason",
+            self.handshake_failures.clone(),
+        );
+        r.register(
+            "event_appends",
+            "Appends to the event log by outcome (ok, conflict, error); a batch counts once",
+            self.appends.clone(),
+        );
+        r.register(
+            "event_append_seconds",
+            "Time an append (or a batch) to the event log took",
+            self.append_seconds.clone(),
+        );
+        r.register(
+            "projection_lag_events",
+            "Events in the log this node's projection has not applied yet",
+            self.projection_lag_events.clone(),
+        );
+        r.register(
+            "projection_lag_seconds",
+            "How old the log's state the projection shows is, while it is behind (0 when caught up)",
+            self.projection_lag_seconds.clone(),
+        );
+        r.register(
+            "notifications",
+            "Notification deliveries by channel (email, webhook, deletion) and outcome (sent, failed, gave_up)",
+            self.notifications.clone(),
+        );
+        r.register(
+            "unrecorded_facts",
+            "Facts the data path told the tunnel actors and the log has not recorded yet (--max-unrecorded-facts)",
+            self.unrecorded_facts.clone(),
+        );
+    }
+
+    pub fn stream_opened(&self) {
+        self.stream_opens.inc();
+    }
+
+    /// A stream refused for `reason`, one of a closed list (see `NotOpened::metric_reason`).
+    pub fn stream_refused(&self, reason: &'static str) {
+        self.stream_refusals.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    pub fn stream_ended(&self, to_target: u64, to_scanner: u64) {
+        self.stream_bytes.get_or_create(&[("direction", "to_target")]).inc_by(to_target);
+        self.stream_bytes.get_or_create(&[("direction", "to_scanner")]).inc_by(to_scanner);
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// An append (or a batch) that took `seconds` and ended as `outcome`.
+    pub fn appended(&self, outcome: &'static str, seconds: f64) {
+        self.appends.get_or_create(&[("outcome", outcome)]).inc();
+        self.append_seconds.observe(seconds);
+    }
+
+    /// A notification's delivery on a `channel` kind.
+    pub fn notification(&self, channel: &'static str, outcome: &'static str) {
+        self.notifications.get_or_create(&[("channel", channel), ("outcome", outcome)]).inc();
+    }
+
+    /// The text exposition, with the gauges set from `now` (what the node holds at scrape time).
+    pub fn render(&self, now: &Snapshot) -> String {
+        self.sessions.set(now.sessions as i64);
+        self.stream_limit.set(now.stream_limit as i64);
+        self.unrecorded_facts.set(now.unrecorded_facts as i64);
+        // Endpoints whose streams all ended leave the family, not a row stuck at 0 for ever.
+        self.streams_open.clear();
+        for (endpoint, gateway, open) in &now.streams {
+            let labels = [("endpoint", endpoint.to_string()), ("gateway", gateway.to_string())];
+            self.streams_open.get_or_create(&labels).set(*open as i64);
+        }
+        for lag in &now.projections {
+            let behind = now.log_head.map_or(0, |head| head.saturating_sub(lag.applied));
+            let age_s = match lag.applied_time_ms {
+                Some(at) if behind > 0 => (now.time_ms - at).max(0) as f64 / 1000.0,
+                _ => 0.0,
+            };
+            let labels = [("projection", lag.name)];
+            self.projection_lag_events.get_or_create(&labels).set(behind as i64);
+            self.projection_lag_seconds.get_or_create(&labels).set(age_s);
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &registry);
+        text
+    }
+}
+
+/// What the node holds at scrape time.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub time_ms: i64,
+    pub sessions: usize,
+    pub stream_limit: usize,
+    pub unrecorded_facts: usize,
+    /// Streams running per endpoint: (endpoint, its gateway, streams).
+    pub streams: Vec<(Uuid, Uuid, usize)>,
+    /// The log's head, when the log answered.
+    pub log_head: Option<u64>,
+    pub projections: Vec<ProjectionLag>,
+}
+
+/// Where one projection is.
+#[derive(Debug)]
+pub struct ProjectionLag {
+    pub name: &'static str,
+    pub applied: u64,
+    pub applied_time_ms: Option<i64>,
+}
