@@ -9,6 +9,7 @@ use ism_events::{
     AggregateId, AggregateKind, AppendError, Cause, Clock, Envelope, Event, EventLog, LogError,
     Recorded,
 };
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// State rebuilt from events, with the rules that turn commands into events.
@@ -177,7 +178,8 @@ pub async fn execute<A: Aggregate>(
         };
         let envelope =
             Envelope::new(aggregate, current.version + 1, now, cause.clone(), event.clone().into());
-        match log.append(&envelope).await {
+        let append = tracing::info_span!("event.append", sequence = envelope.sequence);
+        match log.append(&envelope).instrument(append).await {
             Ok(position) => {
                 current.state.apply(&event);
                 current.version = envelope.sequence;

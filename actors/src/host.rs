@@ -10,9 +10,11 @@ use crate::aggregate::{
 };
 use actix::prelude::*;
 use ism_events::{Cause, Clock, EventLog};
+use ism_telemetry::TraceParent;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// A command for the aggregate hosted by the receiving actor.
@@ -72,7 +74,8 @@ impl<A: Aggregate + Unpin> Actor for AggregateActor<A> {
 }
 
 impl<A: Aggregate + Unpin> AggregateActor<A> {
-    /// The command's whole write path, run while the actor's mailbox waits.
+    /// The command's whole write path, run while the actor's mailbox waits, in a `command` span
+    /// that continues the trace of whatever caused it (an API request).
     fn run(
         &mut self,
         command: A::Command,
@@ -81,6 +84,14 @@ impl<A: Aggregate + Unpin> AggregateActor<A> {
     ) -> ResponseActFuture<Self, Result<Executed, CommandError<A::Error>>> {
         let (log, clock, id, cached) =
             (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
+        let span = tracing::info_span!(
+            "command",
+            aggregate = A::KIND.as_str(),
+            id = %id,
+            trace_id = tracing::field::Empty,
+        );
+        let caused_by = cause.trace.as_deref().and_then(TraceParent::parse);
+        ism_telemetry::context::continue_from(&span, caused_by);
         let work = async move {
             execute::<A>(
                 &*log,
@@ -90,7 +101,8 @@ impl<A: Aggregate + Unpin> AggregateActor<A> {
                 Request { command: &command, cause: &cause, expected_version },
             )
             .await
-        };
+        }
+        .instrument(span);
         Box::pin(work.into_actor(self).map(|(cached, result), actor, _| {
             actor.cached = cached;
             result

@@ -40,7 +40,7 @@ schemas = {
   "IssuedToken": obj({"id": U(), "user": S(), "token": S()}),
   "Me": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "may_manage": B()}),
   "Status": obj({"node": S(), "event_log": S(), "log_head": I(), "directory_position": I(), "connected_endpoints": I(), "open_streams": I(), "stream_limit_per_endpoint": I(), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S()}),
-  "AuditEntry": obj({"position": I(), "time_ms": I(), "time": S(), "aggregate": S(), "gateway": N("string"), "endpoint": N("string"), "actor": N("string"), "event": S(), "summary": S()}),
+  "AuditEntry": obj({"position": I(), "time_ms": I(), "time": S(), "aggregate": S(), "gateway": N("string"), "endpoint": N("string"), "actor": N("string"), "event": S(), "summary": S(), "trace_id": N("string")}),
   "AuditReport": obj({"log_head": I(), "truncated": B(), "entries": arr(ref("AuditEntry"))}),
   "VerifyReport": obj({"projections": arr(obj({"name": S(), "position": I(), "rows": I(), "matches": B()})), "all_match": B()}),
   "Node": obj({"node": S(), "state": {"enum": ["serving", "draining", "lost"]}, "relay_address": S(), "endpoints": I(), "streams": I(), "this_node": B()}),

@@ -67,6 +67,19 @@ impl NodeProcess {
         event_log: &str,
         data: &Path,
     ) -> NodeProcess {
+        Self::start_with_env(bin, name, ports, files, event_log, data, &[])
+    }
+
+    /// As [`start`](Self::start), with `env` set for the process (after, so over, the usual).
+    pub fn start_with_env(
+        bin: &Path,
+        name: &str,
+        ports: Option<NodePorts>,
+        files: &ClusterFiles,
+        event_log: &str,
+        data: &Path,
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         std::fs::create_dir_all(data).unwrap();
         let asked = ports.unwrap_or_else(NodePorts::any);
         let log = std::fs::File::options().create(true).append(true).open(data.join("node.log"));
@@ -101,6 +114,7 @@ impl NodeProcess {
             .arg(files.path("public/key.pem"))
             .arg("--drain-timeout")
             .arg("30")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log.map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()

@@ -9,6 +9,8 @@
 //! - [`gateway_cluster`]: several nodes sharing one `nats-server`, certificates and secrets;
 //! - [`gateway_process`]: a node as its own `ism-gateway` process;
 //! - [`smtp`]: a real SMTP server (aiosmtpd) keeping what it receives;
+//! - [`otlp`]: a real OTLP trace receiver keeping the spans it is sent; [`metrics`]: `/metrics`
+//!   scraped and parsed as Prometheus would;
 //! - [`webhook`]: a webhook receiver that checks signatures as a subscriber would.
 //!
 //! Test support: a failure panics with its message, as the tests that call it do.
@@ -68,6 +70,8 @@ pub mod gateway_cluster;
 pub mod gateway_process;
 pub mod http_proxy;
 pub mod install;
+pub mod metrics;
 pub mod nats;
+pub mod otlp;
 pub mod smtp;
 pub mod webhook;

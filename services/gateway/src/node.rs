@@ -453,7 +453,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     let api_state = actix_web::web::Data::new(state.clone());
     let server = actix_web::HttpServer::new(move || {
-        actix_web::App::new().app_data(api_state.clone()).configure(api::routes)
+        actix_web::App::new()
+            .app_data(api_state.clone())
+            .wrap(actix_web::middleware::from_fn(api::request_span::traced))
+            .configure(api::routes)
     })
     .workers(2)
     .disable_signals()

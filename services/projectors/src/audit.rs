@@ -40,6 +40,9 @@ pub struct AuditEntry {
     /// What happened, in words, with the names known at that point of the history; escaped
     /// (`ism_events::escape`), since it quotes what scanners, endpoints and users supplied.
     pub summary: String,
+    /// The trace of the request that caused it (32 hex digits), to find its spans in a trace
+    /// viewer; none for events no traced request caused.
+    pub trace_id: Option<String>,
 }
 
 /// The entry on one line, whatever its event holds: the whole line is shown escaped
@@ -56,6 +59,14 @@ impl fmt::Display for AuditEntry {
         );
         write!(f, "{}", escaped(line))
     }
+}
+
+/// The trace id of a recorded W3C `traceparent` (`00-<trace id>-<span id>-<flags>`); anything
+/// else recorded there (older events, tests) is not shown.
+fn trace_id(traceparent: Option<&str>) -> Option<String> {
+    let id = traceparent?.split('-').nth(1)?;
+    let hex = id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (hex && id.bytes().any(|b| b != b'0')).then(|| id.to_string())
 }
 
 /// Which entries of the history to read: those after `after` (a log position, 0 for all),
@@ -143,6 +154,7 @@ impl Timeline {
             actor: env.actor_shown(),
             event: env.event.name(),
             summary: escaped(self.describe(env.aggregate, &env.event)).to_string(),
+            trace_id: trace_id(env.trace.as_deref()),
         })
     }
 
@@ -447,6 +459,20 @@ pub use ism_time::parse_utc as parse_time;
 mod tests {
     use super::*;
     use ism_events::{Cause, Envelope, Platform};
+
+    #[test]
+    fn an_entry_names_the_trace_of_a_recorded_traceparent_only() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id(Some(header)).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for other in [
+            None,
+            Some("trace-1"),
+            Some("00-zz-00f067aa0ba902b7-01"),
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        ] {
+            assert_eq!(trace_id(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn a_gateway_filter_catches_its_endpoints_and_tunnels() {

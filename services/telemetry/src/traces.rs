@@ -1,8 +1,9 @@
 //! The tracer: spans sampled by ratio (parent-based: a trace a caller sampled is recorded on
 //! every hop) and exported in batches over OTLP/gRPC, or recorded nowhere without an endpoint.
 //!
-//! Without an endpoint the layer is still installed: spans still get trace ids, which log lines
-//! carry and peers continue, so the lines of one request on several processes share an id.
+//! Without an endpoint the layer is still installed and records nothing: spans still get trace
+//! ids, which log lines carry and peers continue, so the lines of one request on several
+//! processes share an id.
 
 use crate::TelemetryError;
 use opentelemetry::trace::TracerProvider as _;
@@ -45,8 +46,13 @@ impl Tracing {
             .with_attribute(KeyValue::new("service.instance.id", config.instance.clone()))
             .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
             .build();
-        let sampler =
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
+        // Without an exporter nothing is recorded (spans still get ids, for the logs and peers).
+        let sampler = match &config.otlp_endpoint {
+            Some(_) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)))
+            }
+            None => Sampler::AlwaysOff,
+        };
         let mut builder =
             SdkTracerProvider::builder().with_resource(resource).with_sampler(sampler);
         if let Some(endpoint) = &config.otlp_endpoint {

@@ -23,8 +23,12 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The cause of the commands this request runs: the caller, and the request's span (so the
+    /// events join its trace).
     pub fn cause(&self) -> Cause {
-        Cause::by(self.principal.clone())
+        let mut cause = Cause::by(self.principal.clone());
+        cause.trace = ism_telemetry::context::current().map(|t| t.to_string());
+        cause
     }
 
     /// Only Administrators and Security Leads may change gateways, endpoints, keys and access.

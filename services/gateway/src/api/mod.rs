@@ -16,6 +16,7 @@ mod endpoints;
 mod gateways;
 mod metrics;
 mod nodes;
+pub mod request_span;
 mod users;
 mod views;
 mod webhooks;

@@ -1,0 +1,92 @@
+//! `/metrics`, scraped and parsed as Prometheus does: the values move as sessions come, streams
+//! open, carry bytes and close, refusals and failed handshakes happen, events are appended and
+//! the projections follow; every label set is bounded (ids and closed lists, never a target).
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+use ism_tests::cluster::{
+    connected_endpoint, echo_server, echo_stream_through, eventually, round_trip, socks_open,
+    tampered, Backend, TestMachine, TestNode,
+};
+use ism_tests::metrics::{scrape_now, value};
+use prometheus_parse::Scrape;
+
+async fn scrape(node: &TestNode) -> Scrape {
+    scrape_now(node.addresses.api).await.expect("/metrics answers 200")
+}
+
+#[actix::test]
+async fn metrics_move_as_streams_open_carry_bytes_and_close() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let echo = echo_server().await;
+    let (p, _machine, _agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
+    let endpoint = [("endpoint", p.endpoint.as_str()), ("gateway", p.gateway.as_str())];
+
+    let before = scrape(&node).await;
+    assert_eq!(value(&before, "ism_sessions_connected", &[]), Some(1.0));
+    assert_eq!(value(&before, "ism_streams_open", &endpoint), None, "no stream yet");
+    assert_eq!(value(&before, "ism_stream_limit", &[]), Some(node.state.stream_limit as f64));
+
+    let mut stream = echo_stream_through(&node.socks(), &p, echo.port()).await;
+    round_trip(&mut stream).await.unwrap();
+    let open = scrape(&node).await;
+    assert_eq!(value(&open, "ism_streams_open", &endpoint), Some(1.0));
+    assert_eq!(value(&open, "ism_stream_opens_total", &[]), Some(1.0));
+
+    drop(stream);
+    node.streams_end().await;
+    let closed = scrape(&node).await;
+    assert_eq!(
+        value(&closed, "ism_streams_open", &endpoint),
+        None,
+        "an endpoint without streams leaves the gauge"
+    );
+    for direction in ["to_target", "to_scanner"] {
+        let moved = value(&closed, "ism_stream_bytes_total", &[("direction", direction)]).unwrap();
+        assert!(moved > 0.0, "{direction}: {moved}");
+    }
+
+    // A refusal by the endpoint, counted by its reason.
+    let (code, _) = socks_open(&node.socks(), "dc1", &p.scanner_secret, 1).await;
+    assert_eq!(code, 2, "port 1 is not allowed");
+    let refused = scrape(&node).await;
+    assert_eq!(
+        value(&refused, "ism_stream_refusals_total", &[("reason", "not_allowed")]),
+        Some(1.0)
+    );
+
+    // The writes so far were appended and timed; the projections caught up.
+    let appended = value(&refused, "ism_event_appends_total", &[("outcome", "ok")]).unwrap();
+    assert!(appended > 0.0);
+    let timed = value(&refused, "ism_event_append_seconds_count", &[]).unwrap();
+    assert!(timed >= appended, "{timed} appends timed, {appended} counted");
+    let node = &node;
+    for projection in ["directory", "notices"] {
+        eventually("the projection caught up", || async move {
+            let s = scrape(node).await;
+            (value(&s, "ism_projection_lag_events", &[("projection", projection)])? == 0.0)
+                .then_some(())
+        })
+        .await;
+    }
+}
+
+#[actix::test]
+async fn a_refused_endpoint_handshake_is_counted_by_its_reason() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let (p, _machine, _agent) = connected_endpoint(&node, "dc1", "127.0.0.1:9").await;
+    let impostor = TestMachine::new();
+    let agent = impostor.start_endpoint(&node, &tampered(&p.key), "127.0.0.1:9");
+    let _ = agent
+        .wait_for(ism_tests::cluster::PATIENCE, |s| {
+            matches!(s, ism_endpoint::AgentStatus::Stopped(_))
+        })
+        .await;
+    eventually("the refused handshake counted", || async {
+        let s = scrape(&node).await;
+        value(&s, "ism_endpoint_handshake_failures_total", &[("reason", "invalid_key")])
+    })
+    .await;
+    let s = scrape(&node).await;
+    assert_eq!(value(&s, "ism_sessions_connected", &[]), Some(1.0), "the real endpoint stays");
+}
