@@ -403,6 +403,17 @@ where
     }
 }
 
+/// Waits until the node behind `api` sees `count` nodes serving (the cluster has formed, as far
+/// as it knows).
+pub async fn serving_nodes(api: &ApiClient, count: usize) {
+    eventually("the nodes serving, as one node sees them", || async {
+        let nodes = api.nodes().await.ok()?;
+        let serving = nodes.as_array()?.iter().filter(|n| n["state"] == "serving");
+        (serving.count() == count).then_some(())
+    })
+    .await
+}
+
 /// A loopback TCP echo server; returns its address.
 pub async fn echo_server() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

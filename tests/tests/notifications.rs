@@ -9,8 +9,8 @@ use ism_events::{Clock, ManualClock, Projection};
 use ism_gateway::NodeConfig;
 use ism_projectors::NoticeProjection;
 use ism_tests::cluster::{
-    connected, connected_endpoint, eventually, http_server, Backend, Provisioned, TestMachine,
-    TestNode, PATIENCE,
+    connected, connected_endpoint, eventually, http_server, serving_nodes, Backend, Provisioned,
+    TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::gateway_cluster::TestCluster;
 use ism_tests::smtp::{Mail, SmtpServer};
@@ -284,15 +284,7 @@ async fn three_nodes_on_one_nats_send_each_notification_once() {
     add_lead(&api).await;
     let (p, _machine, agent) = connected_endpoint(&a, "dc1", "127.0.0.1").await;
     // Every node knows the others (and which send email) before the notice falls due.
-    eventually("three serving nodes", || {
-        let api = &api;
-        async move {
-            let nodes = api.nodes().await.ok()?;
-            (nodes.as_array()?.iter().filter(|n| n["state"] == "serving").count() == 3)
-                .then_some(())
-        }
-    })
-    .await;
+    serving_nodes(&api, 3).await;
     stop(agent, &api, &p).await;
     settled(&a).await;
     settled(&b).await;

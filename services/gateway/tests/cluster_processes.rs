@@ -12,7 +12,7 @@ use ism_events::jetstream::JetStreamLog;
 use ism_events::{AggregateId, Event, EventLog};
 use ism_tests::cluster::{
     connected, echo_server, echo_stream_through, eventually, provision, recorded, round_trip,
-    socks_open, Provisioned, TestMachine, PATIENCE,
+    serving_nodes, socks_open, Provisioned, TestMachine, PATIENCE,
 };
 use ism_tests::gateway_cluster::ClusterFiles;
 use ism_tests::gateway_process::{NodePorts, NodeProcess};
@@ -52,16 +52,7 @@ impl ProcessCluster {
         }
         // Formed once every node has seen the others' heartbeats.
         for i in 0..NODES.len() {
-            let api = c.node(i).api(&c.files);
-            eventually("every node serving, seen from each", || {
-                let api = &api;
-                async move {
-                    let nodes = api.nodes().await.ok()?;
-                    let serving = nodes.as_array()?.iter().filter(|n| n["state"] == "serving");
-                    (serving.count() == NODES.len()).then_some(())
-                }
-            })
-            .await;
+            serving_nodes(&c.node(i).api(&c.files), NODES.len()).await;
         }
         c
     }

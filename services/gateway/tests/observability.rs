@@ -5,7 +5,7 @@
 //! log lines that carry the trace id; and the agent's `/metrics`.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
-use ism_tests::cluster::{eventually, http_server, provision, Provisioned};
+use ism_tests::cluster::{eventually, http_server, provision, serving_nodes, Provisioned};
 use ism_tests::gateway_cluster::ClusterFiles;
 use ism_tests::gateway_process::NodeProcess;
 use ism_tests::metrics::{scrape_now, value};
@@ -66,16 +66,7 @@ impl Cluster {
             );
         }
         for node in &nodes {
-            let api = node.api(&files);
-            eventually("every node serving, seen from each", || {
-                let api = &api;
-                async move {
-                    let nodes = api.nodes().await.ok()?;
-                    let serving = nodes.as_array()?.iter().filter(|n| n["state"] == "serving");
-                    (serving.count() == names.len()).then_some(())
-                }
-            })
-            .await;
+            serving_nodes(&node.api(&files), names.len()).await;
         }
         Cluster { nodes, files, _data: data, _nats: nats }
     }
