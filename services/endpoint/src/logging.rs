@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -119,7 +119,9 @@ impl<'a> MakeWriter<'a> for Tee {
     }
 }
 
-/// `2020-03-06 20:07:21,985 INFO - message key=value`.
+/// `2020-03-06 20:07:21,985 INFO - message key=value`, and ` trace_id=<32 hex>` for a line
+/// written while serving a scanner's stream: the id of the trace the gateway's lines and spans of
+/// that request carry too.
 struct SeedFormat;
 
 impl<S, N> FormatEvent<S, N> for SeedFormat
@@ -135,6 +137,19 @@ where
     ) -> std::fmt::Result {
         write!(writer, "{} {} - ", timestamp(ism_time::now_ms()), event.metadata().level())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
+        // The innermost span that recorded a trace id (the last field recorded, so the last
+        // `trace_id=` of its fields).
+        let trace = ctx.lookup_current().and_then(|leaf| {
+            leaf.scope().find_map(|span| {
+                let extensions = span.extensions();
+                let fields = extensions.get::<FormattedFields<N>>()?;
+                let id = fields.fields.rsplit(' ').find_map(|kv| kv.strip_prefix("trace_id="))?;
+                Some(id.to_string())
+            })
+        });
+        if let Some(id) = trace {
+            write!(writer, " trace_id={id}")?;
+        }
         writeln!(writer)
     }
 }
@@ -165,6 +180,47 @@ pub fn init(console: bool, log_dir: Option<&Path>, tracer: &Tracing) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_inside_a_traced_span_names_its_trace() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .event_format(SeedFormat)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("Launching endpoint");
+            let span = tracing::info_span!(
+                "endpoint.dial",
+                target = "app:80",
+                trace_id = tracing::field::Empty
+            );
+            span.record("trace_id", tracing::field::display("4bf92f3577b34da6a3ce929d0e0e4736"));
+            span.in_scope(|| tracing::info!("Refused a scanner stream"));
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let logged: Vec<&str> = text.lines().collect();
+        assert!(logged[0].ends_with("INFO - Launching endpoint"), "{text}");
+        assert!(
+            logged[1].ends_with(
+                "INFO - Refused a scanner stream trace_id=4bf92f3577b34da6a3ce929d0e0e4736"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn timestamps_look_like_the_seed() {

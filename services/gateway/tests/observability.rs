@@ -76,7 +76,7 @@ impl Cluster {
 struct AgentProcess {
     _child: tokio::process::Child,
     metrics: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl AgentProcess {
@@ -114,7 +114,12 @@ impl AgentProcess {
             (value(&scrape, "ism_endpoint_connected", &[])? == 1.0).then_some(())
         })
         .await;
-        AgentProcess { _child: child, metrics, _dir: dir }
+        AgentProcess { _child: child, metrics, dir }
+    }
+
+    /// Its `logs/smartendpoint.log` so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/smartendpoint.log")).unwrap_or_default()
     }
 }
 
@@ -264,6 +269,16 @@ async fn one_trace_follows_a_scanner_request_through_two_nodes_and_the_endpoint(
     assert_eq!(line["span"]["name"], "scanner.connection", "{line}");
     assert_eq!(line["span"]["trace_id"], refused.trace_id.as_str(), "{line}");
     assert!(!b.log().contains('\u{1b}'), "a log file gets no terminal colour codes");
+    // The endpoint's line of the same refusal names the same trace.
+    let agent_line =
+        eventually("the endpoint's log line of the refusal", || {
+            let log = agent.log();
+            async move {
+                log.lines().find(|l| l.contains("Refused a scanner stream")).map(str::to_string)
+            }
+        })
+        .await;
+    assert!(agent_line.ends_with(&format!(" trace_id={}", refused.trace_id)), "{agent_line}");
 
     // What the agent counted meanwhile.
     let scrape = scrape_now(agent.metrics).await.unwrap();

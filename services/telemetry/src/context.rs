@@ -46,7 +46,7 @@ pub fn continue_from(span: &Span, parent: Option<TraceParent>) {
 /// every log line inside it says which trace it belongs to.
 pub fn record_trace_id(span: &Span) {
     if let Some(trace) = of(span) {
-        span.record("trace_id", trace.trace_id_hex());
+        span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
     }
 }
 
