@@ -7,7 +7,6 @@
 use crate::envelope::Recorded;
 use crate::log::{EventLog, LogError};
 use futures_util::StreamExt;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -46,8 +45,6 @@ pub trait Projection: Send + Sync + 'static {
 pub struct ProjectionProgress {
     applied: watch::Receiver<u64>,
     events: broadcast::Sender<Recorded>,
-    /// When the last applied event was recorded (ms since the epoch; `i64::MIN` before any).
-    applied_time_ms: Arc<AtomicI64>,
 }
 
 /// Events kept for slow followers of [`ProjectionProgress::applied_events`]; one that falls
@@ -58,12 +55,6 @@ impl ProjectionProgress {
     /// Position of the last applied event.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
-    }
-
-    /// When the last event this run applied was recorded: how old the state the projection shows
-    /// is, while it is behind. `None` before it applied any.
-    pub fn applied_time_ms(&self) -> Option<i64> {
-        Some(self.applied_time_ms.load(Ordering::Relaxed)).filter(|t| *t != i64::MIN)
     }
 
     /// Every event from now on, each handed out *after* the projection applied it, so a follower
@@ -96,13 +87,11 @@ pub fn spawn_projection<P: Projection>(
     let (tx, rx) = watch::channel(start);
     let (events, _) = broadcast::channel(APPLIED_EVENTS_BUFFER);
     let observer = events.clone();
-    let applied_time_ms = Arc::new(AtomicI64::new(i64::MIN));
-    let applied_at = applied_time_ms.clone();
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
             let from = *tx.borrow();
-            match feed(&*log, &*projection, from, &tx, &observer, &applied_at).await {
+            match feed(&*log, &*projection, from, &tx, &observer).await {
                 Ok(()) => return, // every progress watcher is gone
                 Err(e) => {
                     tracing::warn!(projection = projection.name(), error = %e, "projection feed interrupted; resubscribing");
@@ -112,7 +101,7 @@ pub fn spawn_projection<P: Projection>(
             }
         }
     });
-    Ok(ProjectionProgress { applied: rx, events, applied_time_ms })
+    Ok(ProjectionProgress { applied: rx, events })
 }
 
 async fn feed<P: Projection + ?Sized>(
@@ -121,7 +110,6 @@ async fn feed<P: Projection + ?Sized>(
     from: u64,
     tx: &watch::Sender<u64>,
     observer: &broadcast::Sender<Recorded>,
-    applied_at: &AtomicI64,
 ) -> Result<(), ProjectionError> {
     let mut events = log.subscribe(from).await?;
     while let Some(rec) = events.next().await {
@@ -130,7 +118,6 @@ async fn feed<P: Projection + ?Sized>(
             continue;
         }
         projection.apply(&rec)?;
-        applied_at.store(rec.envelope.time_ms, Ordering::Relaxed);
         if tx.send(rec.position).is_err() {
             return Ok(());
         }

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let id = StreamId(u32::from(chunk.first().copied().unwrap_or(1) % 16));
         match len % 8 {
             0 => {
-                let _ = table.open(TargetAddr::Domain("fuzz".into(), 1), None, |_| ());
+                let _ = table.open(TargetAddr::Domain("fuzz".into(), 1), None, None, |_| ());
             }
             1 => {
                 let _ = table.accepted(id);

@@ -84,7 +84,7 @@ async fn a_refused_endpoint_handshake_is_counted_by_its_reason() {
         .await;
     eventually("the refused handshake counted", || async {
         let s = scrape(&node).await;
-        value(&s, "ism_endpoint_handshake_failures_total", &[("reason", "invalid_key")])
+        value(&s, "ism_tunnel_handshake_failures_total", &[("reason", "invalid_key")])
     })
     .await;
     let s = scrape(&node).await;

@@ -42,6 +42,7 @@ fn announcement(node: &str, beat: u64) -> NodeAnnouncement {
         sessions: 0,
         streams: 0,
         emails: false,
+        protocol: 2,
     }
 }
 

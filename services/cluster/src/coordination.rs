@@ -33,6 +33,14 @@ pub struct NodeAnnouncement {
     /// notifications with email recipients to one that can.
     #[serde(default)]
     pub emails: bool,
+    /// The tunnel protocol version it speaks on relay links (absent: 1, a build from before
+    /// trace contexts): another node sends it only what that version reads.
+    #[serde(default = "first_protocol")]
+    pub protocol: u16,
+}
+
+fn first_protocol() -> u16 {
+    1
 }
 
 /// The session that holds an endpoint.

@@ -92,6 +92,7 @@ mod tests {
             sessions: 0,
             streams: 0,
             emails: false,
+            protocol: 2,
         }
     }
 

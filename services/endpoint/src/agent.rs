@@ -403,8 +403,8 @@ async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>, metrics: Arc
             stream = stream.id().0,
             target = %escaped(stream.target()),
             outcome = Empty,
-            sent = Empty,
-            received = Empty,
+            to_target = Empty,
+            to_scanner = Empty,
             trace_id = Empty,
         );
         context::continue_from(&span, stream.trace());
@@ -416,12 +416,14 @@ async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>, metrics: Arc
                         metrics.dialed("connected");
                         Span::current().record("outcome", "connected");
                         if let Ok(s) = stream.accept().await {
-                            metrics.stream_started();
+                            let _open = metrics.stream_started();
+                            // The target is this side's socket: what it sent went to the scanner.
                             let report = s.splice(tcp).await;
-                            metrics.stream_ended(report.received, report.sent);
+                            let (to_target, to_scanner) = (report.received, report.sent);
+                            metrics.stream_ended(to_target, to_scanner);
                             let span = Span::current();
-                            span.record("sent", report.sent);
-                            span.record("received", report.received);
+                            span.record("to_target", to_target);
+                            span.record("to_scanner", to_scanner);
                             tracing::debug!(target = %escaped(&target), sent = report.sent, received = report.received, end = ?report.end, "stream ended");
                         }
                     }

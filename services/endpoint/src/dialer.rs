@@ -99,8 +99,10 @@ impl Dialer {
         let literal = host.parse::<IpAddr>().ok();
         if let (TargetAddr::Domain(name, _), Some(p), None) = (target, proxy, literal) {
             if !p.resolve_urls {
-                let _check = tracing::info_span!("allowlist.check", by = "name");
-                if !self.allowlist.allows_name(name, port) {
+                let allowed = self.allowlist.allows_name(name, port);
+                let _check =
+                    tracing::info_span!("allowlist.check", by = "name", allowed = allowed as usize);
+                if !allowed {
                     return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
                 }
                 return Ok(Plan::ProxyByName(p, name));

@@ -12,7 +12,7 @@ use crate::proxy::{self, ProxyError};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Incoming, Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_challenge, expect_verdict};
-use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role, PROTOCOL_VERSION};
+use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
@@ -178,9 +178,10 @@ pub async fn connect(
     let challenge = recv_frame(&mut ws, cfg.read_timeout)
         .await
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
-    let (nonce, node) = expect_challenge(challenge).map_err(|e| ws_failed(e.to_string()))?;
+    let (nonce, node, version) =
+        expect_challenge(challenge).map_err(|e| ws_failed(e.to_string()))?;
     let hello = Hello {
-        version: PROTOCOL_VERSION,
+        version,
         purpose,
         key: cfg.token.clone(),
         machine_key: identity.public_key(),

@@ -74,12 +74,13 @@ impl EndpointMetrics {
         self.dials.get_or_create(&[("outcome", outcome)]).inc();
     }
 
-    pub fn stream_started(&self) {
+    /// A stream being served until the guard is dropped, however its task ends.
+    pub fn stream_started(&self) -> OpenStream {
         self.streams_open.inc();
+        OpenStream(self.streams_open.clone())
     }
 
     pub fn stream_ended(&self, to_target: u64, to_scanner: u64) {
-        self.streams_open.dec();
         self.bytes.get_or_create(&[("direction", "to_target")]).inc_by(to_target);
         self.bytes.get_or_create(&[("direction", "to_scanner")]).inc_by(to_scanner);
     }
@@ -89,6 +90,15 @@ impl EndpointMetrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Counts a stream in `ism_endpoint_streams_open` while it lives.
+pub struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -155,7 +165,7 @@ mod tests {
         m.connected();
         m.dialed("connected");
         m.dialed("not_allowed");
-        m.stream_started();
+        drop(m.stream_started());
         m.stream_ended(10, 20);
         let text = m.render();
         for line in [

@@ -94,7 +94,7 @@ impl NodeMetrics {
             self.stream_bytes.clone(),
         );
         r.register(
-            "endpoint_handshake_failures",
+            "tunnel_handshake_failures",
             "Endpoint connections that did not become a session, by reason",
             self.handshake_failures.clone(),
         );
@@ -115,7 +115,7 @@ impl NodeMetrics {
         );
         r.register(
             "projection_lag_seconds",
-            "How old the log's state the projection shows is, while it is behind (0 when caught up)",
+            "Age of the oldest event the projection has not applied (0 when caught up)",
             self.projection_lag_seconds.clone(),
         );
         r.register(
@@ -161,6 +161,8 @@ impl NodeMetrics {
 
     /// The text exposition, with the gauges set from `now` (what the node holds at scrape time).
     pub fn render(&self, now: &Snapshot) -> String {
+        // One scrape at a time: another must not encode between the clearing and the refilling.
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         self.sessions.set(now.sessions as i64);
         self.stream_limit.set(now.stream_limit as i64);
         self.unrecorded_facts.set(now.unrecorded_facts as i64);
@@ -170,18 +172,16 @@ impl NodeMetrics {
             let labels = [("endpoint", endpoint.to_string()), ("gateway", gateway.to_string())];
             self.streams_open.get_or_create(&labels).set(*open as i64);
         }
-        for lag in &now.projections {
-            let behind = now.log_head.map_or(0, |head| head.saturating_sub(lag.applied));
-            let age_s = match lag.applied_time_ms {
-                Some(at) if behind > 0 => (now.time_ms - at).max(0) as f64 / 1000.0,
-                _ => 0.0,
-            };
+        // Without the log's head the lag is unknown: no row rather than a reassuring 0.
+        self.projection_lag_events.clear();
+        self.projection_lag_seconds.clear();
+        for lag in now.projections.iter().filter(|_| now.log_head.is_some()) {
             let labels = [("projection", lag.name)];
-            self.projection_lag_events.get_or_create(&labels).set(behind as i64);
-            self.projection_lag_seconds.get_or_create(&labels).set(age_s);
+            self.projection_lag_events.get_or_create(&labels).set(lag.behind as i64);
+            let age_s = lag.oldest_unapplied_ms.map_or(0.0, |at| (now.time_ms - at).max(0) as f64);
+            self.projection_lag_seconds.get_or_create(&labels).set(age_s / 1000.0);
         }
         let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &registry);
         text
@@ -197,15 +197,18 @@ pub struct Snapshot {
     pub unrecorded_facts: usize,
     /// Streams running per endpoint: (endpoint, its gateway, streams).
     pub streams: Vec<(Uuid, Uuid, usize)>,
-    /// The log's head, when the log answered.
+    /// The log's head, when the log answered (without it the lag is not shown).
     pub log_head: Option<u64>,
     pub projections: Vec<ProjectionLag>,
 }
 
-/// Where one projection is.
+/// How far behind the log one projection is.
 #[derive(Debug)]
 pub struct ProjectionLag {
     pub name: &'static str,
-    pub applied: u64,
-    pub applied_time_ms: Option<i64>,
+    /// Events in the log it has not applied.
+    pub behind: u64,
+    /// When the first of them was recorded (`None` when caught up): the age of the state the
+    /// projection shows.
+    pub oldest_unapplied_ms: Option<i64>,
 }

@@ -24,8 +24,7 @@ use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_events::{escaped, Cause};
 use ism_telemetry::context;
 use ism_tunnel::{
-    Expiry, OpenStreamError, Session, SpliceOptions, StreamEnd, StreamReader, StreamWriter,
-    TunnelStream,
+    Expiry, OpenStreamError, SpliceOptions, StreamEnd, StreamReader, StreamWriter, TunnelStream,
 };
 use ism_tunnel_proto::{OpenError, OpenFailure, Relay, ResetReason, TargetAddr};
 use std::net::SocketAddr;
@@ -56,8 +55,7 @@ impl NotOpened {
     pub fn metric_reason(&self) -> &'static str {
         match self {
             NotOpened::Access(_) => "access_denied",
-            NotOpened::EndpointOffline(_)
-            | NotOpened::Open { error: OpenStreamError::SessionClosed, .. } => "endpoint_offline",
+            NotOpened::EndpointOffline(_) => "endpoint_offline",
             NotOpened::CredentialQuota(_) => "credential_quota",
             NotOpened::OwnerUnreachable(_) => "owner_unreachable",
             NotOpened::LogBehind(_) => "log_behind",
@@ -82,8 +80,8 @@ pub fn connection_span(ingress: &'static str, peer: SocketAddr) -> Span {
         %peer,
         endpoint = Empty,
         target = Empty,
-        sent = Empty,
-        received = Empty,
+        to_target = Empty,
+        to_scanner = Empty,
         end = Empty,
         trace_id = Empty,
     );
@@ -91,18 +89,18 @@ pub fn connection_span(ingress: &'static str, peer: SocketAddr) -> Span {
     span
 }
 
-/// Opens a stream to `target` on `session` in a `tunnel.open` span whose context the peer
-/// continues (the endpoint's dial, or the owner node's relay).
+/// Opens a stream to `target` through the endpoint's session `live` in a `tunnel.open` span,
+/// whose context the endpoint's dial continues (when its agent reads trace contexts).
 pub async fn open_traced(
-    session: &Session,
+    live: &LiveSession,
     target: TargetAddr,
 ) -> Result<TunnelStream, OpenStreamError> {
     let span = tracing::info_span!("tunnel.open", stream = Empty, refused = Empty);
-    let trace = context::of(&span);
-    let opened = session.open_stream_traced(target, trace).instrument(span.clone()).await;
+    let trace = context::of(&span).filter(|_| live.traced);
+    let opened = live.session.open_stream_traced(target, trace).instrument(span.clone()).await;
     match &opened {
         Ok(stream) => span.record("stream", stream.id().0),
-        Err(e) => span.record("refused", display(e)),
+        Err(e) => span.record("refused", display(escaped(e))),
     };
     opened
 }
@@ -113,11 +111,52 @@ pub struct OpenedStream<'a> {
     limits: StreamLimits,
     stop: CancellationToken,
     _registered: StreamGuard<'a>,
-    /// Where this stream's end is recorded: its tunnel's actor. `None` for a stream relayed to
-    /// the node holding the endpoint, which records it there.
+    end: EndRecord<'a>,
+}
+
+/// Where and how a stream's end is recorded.
+struct EndRecord<'a> {
+    /// Its tunnel's actor. `None` for a stream relayed to the node holding the endpoint, which
+    /// records it there.
     recorder: Option<Recorder<Tunnel>>,
     cause: Cause,
     metrics: &'a NodeMetrics,
+    /// The scanner's connection, whose span says what the stream carried.
+    connection: Span,
+}
+
+impl<'a> EndRecord<'a> {
+    fn new(
+        path: &ScannerPath<'a>,
+        recorder: Option<Recorder<Tunnel>>,
+        cause: Cause,
+        connection: &Span,
+    ) -> Self {
+        Self { recorder, cause, metrics: path.metrics, connection: connection.clone() }
+    }
+
+    /// Counts and traces how the stream ended, and tells the tunnel actor.
+    fn ended(self, stream: u32, to_target: u64, to_scanner: u64, end: &StreamEnd) {
+        self.metrics.stream_ended(to_target, to_scanner);
+        let end = match end {
+            StreamEnd::Finished => "finished".to_string(),
+            StreamEnd::Reset(r) => format!("reset: {r:?}"),
+            StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
+            StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
+            StreamEnd::Expired(Expiry::Idle) => "reset: idle beyond the stream idle timeout".into(),
+            StreamEnd::Expired(Expiry::HalfClosed) => {
+                "reset: one side closed and the other stayed silent".into()
+            }
+        };
+        self.connection.record("to_target", to_target);
+        self.connection.record("to_scanner", to_scanner);
+        self.connection.record("end", display(escaped(&end)));
+        if let Some(recorder) = self.recorder {
+            let (sent, received) = (to_target, to_scanner);
+            let closed = TunnelCommand::RecordStreamClosed { stream, sent, received, end };
+            recorder.tell(closed, self.cause);
+        }
+    }
 }
 
 /// Opens a stream to `target` through the scanner's endpoint, in a `stream.open` span, and
@@ -130,8 +169,9 @@ pub async fn open<'a>(
     let connection = Span::current();
     connection.record("endpoint", display(scanner.endpoint.id));
     connection.record("target", display(escaped(&target)));
-    let opened =
-        open_stream(path, scanner, target).instrument(tracing::info_span!("stream.open")).await;
+    let opened = open_stream(path, scanner, target, &connection)
+        .instrument(tracing::info_span!("stream.open"))
+        .await;
     match &opened {
         Ok(_) => path.metrics.stream_opened(),
         Err(not_opened) => path.metrics.stream_refused(not_opened.metric_reason()),
@@ -143,6 +183,7 @@ async fn open_stream<'a>(
     path: &ScannerPath<'a>,
     scanner: &AuthorisedScanner,
     target: TargetAddr,
+    connection: &Span,
 ) -> Result<OpenedStream<'a>, NotOpened> {
     let endpoint = scanner.endpoint.id;
     // Access is checked, the stream registered, and access checked again: a withdrawal that
@@ -223,14 +264,13 @@ async fn open_stream<'a>(
                         continue;
                     }
                     Ok((stream, recorder)) => {
+                        let end = EndRecord::new(path, Some(recorder), cause, connection);
                         return Ok(OpenedStream {
                             stream,
                             limits: path.limits,
                             stop,
                             _registered: registered,
-                            recorder: Some(recorder),
-                            cause,
-                            metrics: path.metrics,
+                            end,
                         });
                     }
                     Err(error) => {
@@ -258,9 +298,7 @@ async fn open_stream<'a>(
                 limits: path.limits,
                 stop,
                 _registered: registered,
-                recorder: None,
-                cause,
-                metrics: path.metrics,
+                end: EndRecord::new(path, None, cause, connection),
             }),
             Err(RelayError::Open(OpenStreamError::Refused {
                 reason: OpenFailure::NotHeld,
@@ -293,7 +331,7 @@ async fn open_local(
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);
     let target_text = target.to_string();
-    match open_traced(&live.session, target).await {
+    match open_traced(live, target).await {
         Ok(stream) => {
             let command = TunnelCommand::RecordStreamOpened {
                 via: None,
@@ -347,16 +385,9 @@ impl OpenedStream<'_> {
             idle_timeout: self.limits.idle_timeout,
             half_closed_timeout: Some(self.limits.half_closed_timeout),
         };
+        // The scanner is this side's socket: what it sent goes to the target.
         let report = self.stream.splice_with(tcp, options).await;
-        record_end(
-            self.metrics,
-            self.recorder.as_ref(),
-            self.cause,
-            id,
-            report.sent,
-            report.received,
-            &report.end,
-        );
+        self.end.ended(id, report.sent, report.received, &report.end);
     }
 
     /// Runs `exchange` on the stream's two halves, for a caller that moves the bytes itself
@@ -380,37 +411,7 @@ impl OpenedStream<'_> {
             StreamEnd::Finished | StreamEnd::Reset(_) => {}
         }
         let (sent, received) = (moved.sent, moved.received);
-        record_end(self.metrics, self.recorder.as_ref(), self.cause, id, sent, received, &end);
+        self.end.ended(id, sent, received, &end);
         end
-    }
-}
-
-/// Counts and traces how a scanner's stream ended, and tells the tunnel actor.
-fn record_end(
-    metrics: &NodeMetrics,
-    recorder: Option<&Recorder<Tunnel>>,
-    cause: Cause,
-    stream: u32,
-    sent: u64,
-    received: u64,
-    end: &StreamEnd,
-) {
-    metrics.stream_ended(sent, received);
-    let end = match end {
-        StreamEnd::Finished => "finished".to_string(),
-        StreamEnd::Reset(r) => format!("reset: {r:?}"),
-        StreamEnd::SocketError(e) => format!("scanner socket error: {e}"),
-        StreamEnd::Cancelled => "terminated: access withdrawn".to_string(),
-        StreamEnd::Expired(Expiry::Idle) => "reset: idle beyond the stream idle timeout".into(),
-        StreamEnd::Expired(Expiry::HalfClosed) => {
-            "reset: one side closed and the other stayed silent".into()
-        }
-    };
-    let connection = Span::current();
-    connection.record("sent", sent);
-    connection.record("received", received);
-    connection.record("end", display(escaped(&end)));
-    if let Some(recorder) = recorder {
-        recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
     }
 }

@@ -29,6 +29,9 @@ pub struct LiveSession {
     pub instance: Option<Instance>,
     /// The host name the agent gave (untrusted text).
     pub hostname: String,
+    /// The agent reads trace contexts in its opens (it speaks protocol
+    /// [`TRACE_CONTEXT_SINCE`](ism_tunnel_proto::TRACE_CONTEXT_SINCE) or later).
+    pub traced: bool,
     pub session: Session,
 }
 

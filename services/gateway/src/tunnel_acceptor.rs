@@ -20,6 +20,7 @@ use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
 use ism_tunnel_proto::{
     Frame, Hello, OpenFailure, Purpose, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST, PROTOCOL_VERSION,
+    TRACE_CONTEXT_SINCE,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -227,6 +228,7 @@ async fn run_session(
                 machine: admitted.machine.clone(),
                 instance: hello.instance,
                 hostname: hello.hostname.clone(),
+                traced: hello.version >= TRACE_CONTEXT_SINCE,
                 session: session.clone(),
             };
             state.sessions.install(live, state.clock.now_ms());

@@ -234,8 +234,10 @@ async fn one_trace_follows_a_scanner_request_through_two_nodes_and_the_endpoint(
         assert_child(trace.iter().find(|s| s.name == step).unwrap(), dial);
     }
     // The connection's span says what it carried (it ends after the bytes moved).
-    let received: u64 = connection.attributes["received"].parse().unwrap();
-    assert!(received >= "hello through the tunnel".len() as u64, "{connection:?}");
+    let to_scanner: u64 = connection.attributes["to_scanner"].parse().unwrap();
+    assert!(to_scanner >= "hello through the tunnel".len() as u64, "{connection:?}");
+    assert!(connection.attributes["to_target"].parse::<u64>().unwrap() > 0, "{connection:?}");
+    assert_eq!(dial.attributes["to_scanner"], connection.attributes["to_scanner"]);
     assert_eq!(connection.attributes["endpoint"], p.endpoint);
 
     // A refused request: its log line on node-a (JSON) carries its trace id, which names the

@@ -36,7 +36,8 @@ pub fn continue_from(span: &Span, parent: Option<TraceParent>) {
             true,
             TraceState::default(),
         );
-        // Fails only without a tracer layer, when there is no trace to join.
+        // Fails without a tracer layer (nothing to join), or once the span's context was read;
+        // callers set the parent first, as this function's contract says.
         let _ = span.set_parent(Context::new().with_remote_span_context(remote));
     }
     record_trace_id(span);

@@ -10,9 +10,18 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Version of the wire protocol, exchanged in the handshake so that an old endpoint meeting a new
-/// gateway gets a clear refusal rather than undecodable frames.
+/// Version of the wire protocol this build speaks, exchanged in the handshake so that an endpoint
+/// and a gateway of different builds agree on what each may send, and a peer too old or too new
+/// gets a clear refusal rather than undecodable frames.
 pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest version this build still speaks with: a session runs at the lower of the two
+/// sides' versions.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// From this version on, `Open` and `RelayOpen` may carry the opener's trace context; a peer at
+/// an older version is never sent one (its decoder refuses the extra bytes).
+pub const TRACE_CONTEXT_SINCE: u16 = 2;
 
 /// Bytes in front of every frame: type (1) + stream id (4).
 pub const HEADER_LEN: usize = 5;
@@ -381,6 +390,8 @@ pub enum DecodeError {
     WrongStreamId { tag: u8, session_level: bool },
     #[error("empty domain name")]
     EmptyDomain,
+    #[error("trace context with an all-zero trace or span id")]
+    InvalidTraceContext,
 }
 
 impl Frame {
@@ -648,13 +659,15 @@ fn get_array<const N: usize>(buf: &mut Bytes) -> Result<[u8; N], DecodeError> {
     Ok(a)
 }
 
-/// The optional trace context at the end of an open: absent when nothing is left; an invalid
-/// (all-zero) one is dropped, as W3C asks, rather than refused.
+/// The optional trace context at the end of an open: absent when nothing is left. An all-zero id
+/// is refused (no encoder makes one), so that every frame decoded encodes to the same bytes.
 fn get_trace(buf: &mut Bytes) -> Result<Option<TraceParent>, DecodeError> {
     if buf.is_empty() {
         return Ok(None);
     }
-    Ok(TraceParent::from_bytes(&get_array::<{ TraceParent::LEN }>(buf)?))
+    TraceParent::from_bytes(&get_array::<{ TraceParent::LEN }>(buf)?)
+        .map(Some)
+        .ok_or(DecodeError::InvalidTraceContext)
 }
 
 fn put_trace(out: &mut BytesMut, trace: &Option<TraceParent>) {
@@ -880,6 +893,27 @@ mod tests {
         assert!(matches!(
             Frame::decode(Bytes::from_static(&[0x08, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])),
             Err(DecodeError::WrongStreamId { .. })
+        ));
+        // An open whose trace context has an all-zero trace id.
+        let mut zero_trace = Frame::Open {
+            stream: StreamId(1),
+            target: TargetAddr::Domain("intranet.local".into(), 443),
+            window: 9,
+            trace: None,
+        }
+        .encode()
+        .to_vec();
+        zero_trace.extend_from_slice(&[0; 16]);
+        zero_trace.extend_from_slice(&[1; 9]);
+        assert_eq!(
+            Frame::decode(Bytes::from(zero_trace.clone())),
+            Err(DecodeError::InvalidTraceContext)
+        );
+        // ...or only part of one.
+        zero_trace.truncate(zero_trace.len() - 3);
+        assert!(matches!(
+            Frame::decode(Bytes::from(zero_trace)),
+            Err(DecodeError::Truncated { .. })
         ));
         // Fin with trailing garbage.
         assert_eq!(

@@ -8,7 +8,7 @@
 //! another machine) are the gateway's and the endpoint actor's; their outcome is one of the
 //! [`Rejection`]s here.
 
-use crate::frame::{Frame, Hello, RejectCode, PROTOCOL_VERSION};
+use crate::frame::{Frame, Hello, RejectCode, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// What the endpoint signs with its machine key to answer a `Challenge`: a fixed context string,
 /// the nonce and the node name, so a signature is useless for any other purpose or node.
@@ -32,8 +32,8 @@ impl Rejection {
         Self {
             code: RejectCode::UnsupportedVersion,
             message: format!(
-                "this gateway speaks tunnel protocol {PROTOCOL_VERSION}, the endpoint \
-                 {endpoint_version}; update the endpoint"
+                "this gateway speaks tunnel protocols {MIN_PROTOCOL_VERSION} to \
+                 {PROTOCOL_VERSION}, the endpoint {endpoint_version}; update the endpoint"
             ),
         }
     }
@@ -104,18 +104,23 @@ pub struct OutOfOrder {
     pub expected: &'static str,
 }
 
-/// The gateway's first frame, as the endpoint reads it.
-pub fn expect_challenge(frame: Frame) -> Result<([u8; 32], String), OutOfOrder> {
+/// The gateway's first frame, as the endpoint reads it: the nonce, the node, and the version
+/// the endpoint answers with (the lower of the gateway's and its own, which an older gateway
+/// still speaks).
+pub fn expect_challenge(frame: Frame) -> Result<([u8; 32], String, u16), OutOfOrder> {
     match frame {
-        Frame::Challenge { nonce, node, .. } => Ok((nonce, node)),
+        Frame::Challenge { nonce, node, version } => {
+            Ok((nonce, node, version.min(PROTOCOL_VERSION)))
+        }
         _ => Err(OutOfOrder { expected: "Challenge" }),
     }
 }
 
-/// The endpoint's answer, as the gateway reads it: a `Hello` of this protocol version.
+/// The endpoint's answer, as the gateway reads it: a `Hello` of a protocol version this gateway
+/// speaks (the session runs at that version).
 pub fn expect_hello(frame: Frame) -> Result<Result<Hello, Rejection>, OutOfOrder> {
     match frame {
-        Frame::Hello(h) if h.version != PROTOCOL_VERSION => {
+        Frame::Hello(h) if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&h.version) => {
             Ok(Err(Rejection::unsupported_version(h.version)))
         }
         Frame::Hello(h) => Ok(Ok(*h)),
@@ -162,7 +167,7 @@ mod tests {
     fn each_side_expects_the_frames_in_order() {
         let challenge =
             Frame::Challenge { version: PROTOCOL_VERSION, nonce: [3; 32], node: "n".into() };
-        assert_eq!(expect_challenge(challenge), Ok(([3; 32], "n".to_string())));
+        assert_eq!(expect_challenge(challenge), Ok(([3; 32], "n".to_string(), PROTOCOL_VERSION)));
         assert!(expect_challenge(hello(PROTOCOL_VERSION)).is_err());
         assert!(matches!(expect_hello(hello(PROTOCOL_VERSION)), Ok(Ok(_))));
         assert!(expect_hello(Frame::Ping { nonce: 1 }).is_err());
@@ -176,10 +181,25 @@ mod tests {
     }
 
     #[test]
-    fn another_protocol_version_is_refused_for_good() {
-        let refused = expect_hello(hello(PROTOCOL_VERSION + 1)).unwrap().unwrap_err();
-        assert_eq!(refused.code, RejectCode::UnsupportedVersion);
-        assert!(!refused.is_retryable());
+    fn a_version_outside_the_range_spoken_is_refused_for_good() {
+        for version in [MIN_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1] {
+            let refused = expect_hello(hello(version)).unwrap().unwrap_err();
+            assert_eq!(refused.code, RejectCode::UnsupportedVersion);
+            assert!(!refused.is_retryable());
+        }
+    }
+
+    #[test]
+    fn builds_of_different_versions_meet_at_the_lower_one() {
+        // An endpoint of this build and a gateway still at version 1: it answers at 1.
+        let old_gateway = Frame::Challenge { version: 1, nonce: [3; 32], node: "n".into() };
+        assert_eq!(expect_challenge(old_gateway).unwrap().2, 1);
+        // A newer gateway: the endpoint answers at its own version.
+        let new_gateway =
+            Frame::Challenge { version: PROTOCOL_VERSION + 5, nonce: [3; 32], node: "n".into() };
+        assert_eq!(expect_challenge(new_gateway).unwrap().2, PROTOCOL_VERSION);
+        // An endpoint still at version 1 is admitted by this gateway.
+        assert!(matches!(expect_hello(hello(1)), Ok(Ok(h)) if h.version == 1));
     }
 
     #[test]

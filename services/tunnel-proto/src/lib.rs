@@ -26,7 +26,8 @@ pub mod window;
 
 pub use frame::{
     DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, Relay, ResetReason, StreamId,
-    TargetAddr, DIAGNOSTIC_ECHO_HOST, HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    TargetAddr, DIAGNOSTIC_ECHO_HOST, HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TRACE_CONTEXT_SINCE,
 };
 pub use session::{Due, GivenUp, SessionEnd, SessionState, Timing};
 pub use table::{Action, LocalReset, OpenError, Role, SessionViolation, StreamTable};

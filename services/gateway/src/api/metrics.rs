@@ -4,6 +4,8 @@
 use super::State;
 use crate::metrics::{ProjectionLag, Snapshot};
 use actix_web::HttpResponse;
+use futures_util::StreamExt;
+use ism_events::EventLog;
 
 /// Prometheus' text exposition format (what scrapers ask for).
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -19,22 +21,38 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
             (endpoint, gateway, state.streams.count(endpoint))
         })
         .collect();
-    let lag = |name, progress: &ism_events::ProjectionProgress| ProjectionLag {
-        name,
-        applied: progress.applied(),
-        applied_time_ms: progress.applied_time_ms(),
-    };
+    let log_head = state.log.head().await.ok();
+    let mut projections = Vec::new();
+    for (name, progress) in [("directory", &state.progress), ("notices", &state.notices_progress)] {
+        let applied = progress.applied();
+        let behind = log_head.map_or(0, |head| head.saturating_sub(applied));
+        let oldest_unapplied_ms = match behind {
+            0 => None,
+            _ => first_after(&*state.log, applied).await,
+        };
+        projections.push(ProjectionLag { name, behind, oldest_unapplied_ms });
+    }
     let now = Snapshot {
         time_ms: state.clock.now_ms(),
         sessions: state.sessions.len(),
         stream_limit: state.stream_limit,
         unrecorded_facts: state.tunnels.unrecorded(),
         streams,
-        log_head: state.log.head().await.ok(),
-        projections: vec![
-            lag("directory", &state.progress),
-            lag("notices", &state.notices_progress),
-        ],
+        log_head,
+        projections,
     };
     HttpResponse::Ok().content_type(CONTENT_TYPE).body(state.metrics.render(&now))
 }
+
+/// When the event after `position` was recorded, if the log says so within a second (a scrape
+/// must not hang on a slow log: the age is then left at 0).
+async fn first_after(log: &dyn EventLog, position: u64) -> Option<i64> {
+    let first = async {
+        let mut events = log.subscribe(position).await.ok()?;
+        events.next().await?.ok().map(|r| r.envelope.time_ms)
+    };
+    tokio::time::timeout(FIRST_UNAPPLIED_WAIT, first).await.ok().flatten()
+}
+
+/// How long a scrape waits for the log to show the oldest unapplied event.
+const FIRST_UNAPPLIED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -12,12 +12,19 @@ use ism_telemetry::{context, TraceParent};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+/// Routes not traced.
+const UNTRACED: [&str; 3] = ["/healthz", "/ready", "/metrics"];
+
 pub async fn traced(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     // The route's pattern, not the path: a bounded set, without the ids in it.
     let route = req.match_pattern().unwrap_or_else(|| "unrouted".into());
+    // Probes and scrapes come every few seconds and do nothing worth a trace.
+    if UNTRACED.contains(&route.as_str()) {
+        return next.call(req).await;
+    }
     let span = tracing::info_span!(
         "http.request",
         method = %req.method(),

@@ -39,6 +39,7 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
             sessions: state.sessions.len(),
             streams: state.streams.total(),
             emails: state.sends_email,
+            protocol: ism_tunnel_proto::PROTOCOL_VERSION,
         };
         if let Err(e) = cluster.coordination.announce(&me).await {
             tracing::warn!(error = %e, "cannot announce this node to the cluster");

@@ -22,7 +22,7 @@ pub mod tls;
 
 use ism_cluster::{CoordError, Coordination, Liveness, NodeAnnouncement, NodeRole, Owner};
 use ism_tunnel::{OpenStreamError, TunnelStream};
-use ism_tunnel_proto::{Relay, TargetAddr, TraceParent};
+use ism_tunnel_proto::{Relay, TargetAddr, TraceParent, TRACE_CONTEXT_SINCE};
 use links::RelayLinks;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -80,7 +80,8 @@ pub struct Cluster {
     joined: watch::Sender<bool>,
     /// Where each node takes relay links, as of the last heartbeat: a relayed stream looks its
     /// owner up here rather than reading the whole bucket again.
-    relays: Mutex<std::collections::HashMap<String, SocketAddr>>,
+    /// Where each node takes relay links, and the tunnel protocol version it speaks on them.
+    relays: Mutex<std::collections::HashMap<String, (SocketAddr, u16)>>,
     /// Who holds each endpoint, as the owner feed last said ([`Self::saw_owner`]): a scanner's
     /// stream is routed by it without a round trip to the coordination store. It may lag a
     /// moment behind a move; the node it names then answers NotHeld and the stream looks the
@@ -152,13 +153,15 @@ impl Cluster {
         };
     }
 
-    fn relays(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, SocketAddr>> {
+    fn relays(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (SocketAddr, u16)>> {
         self.relays.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Takes note of where the nodes announced take relay links.
     fn saw(&self, nodes: &[NodeAnnouncement]) {
-        *self.relays() = nodes.iter().map(|n| (n.node.clone(), n.relay)).collect();
+        *self.relays() = nodes.iter().map(|n| (n.node.clone(), (n.relay, n.protocol))).collect();
     }
 
     fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
@@ -276,8 +279,8 @@ impl Cluster {
             return Err(unreachable("this node has no relay links (no cluster TLS)".into()));
         };
         let known = self.relays().get(&owner.node).copied();
-        let addr = match known {
-            Some(addr) => addr,
+        let (addr, protocol) = match known {
+            Some(known) => known,
             // A node that joined since the last heartbeat.
             None => {
                 let nodes =
@@ -286,10 +289,12 @@ impl Cluster {
                 nodes
                     .iter()
                     .find(|n| n.node == owner.node)
-                    .map(|n| n.relay)
+                    .map(|n| (n.relay, n.protocol))
                     .ok_or_else(|| unreachable("it does not announce itself".into()))?
             }
         };
+        // An owner of an older build is sent no trace context: its decoder would refuse it.
+        let trace = trace.filter(|_| protocol >= TRACE_CONTEXT_SINCE);
         let link = links.to(&owner.node, addr).await.map_err(|e| unreachable(e.to_string()))?;
         Ok(link.open_relayed(target, relay, trace).await?)
     }

@@ -97,8 +97,8 @@ fn relayed_span(stream: &IncomingStream) -> Span {
         ingress_node = Empty,
         endpoint = Empty,
         target = %escaped(stream.target()),
-        sent = Empty,
-        received = Empty,
+        to_target = Empty,
+        to_scanner = Empty,
         end = Empty,
         trace_id = Empty,
     );
@@ -135,7 +135,7 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
     let cause = Cause::by(scanner.clone());
     let recorder = state.tunnels.recorder(live.tunnel);
     let target = incoming.target().clone();
-    let to_endpoint = match open_traced(&live.session, target.clone()).await {
+    let to_endpoint = match open_traced(&live, target.clone()).await {
         Ok(stream) => stream,
         Err(error) => {
             state.refusals.refused(RefusedStream {
@@ -164,8 +164,8 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
         other => format!("reset: {other:?}"),
     };
     let span = Span::current();
-    span.record("sent", sent);
-    span.record("received", received);
+    span.record("to_target", sent);
+    span.record("to_scanner", received);
     span.record("end", display(escaped(&end)));
     recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
 }
