@@ -5,6 +5,7 @@
 use anyhow::{bail, Context};
 use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
 use ism_gateway::NodeConfig;
+use ism_telemetry::{LogFormat, TraceConfig, Tracing};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub fn run_gateway(
     config.stream_limits.per_credential = max_streams;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     actix::System::with_tokio_rt(rt).block_on(async move {
+        as_the_binaries_do("ism-gateway")?;
         let node = ism_gateway::start(config).await?;
         let a = node.addresses;
         let info = NodeInfo {
@@ -64,6 +66,7 @@ pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
+        as_the_binaries_do("ism-endpoint")?;
         let started = std::time::Instant::now();
         let mut agents = Vec::new();
         for install in std::fs::read_dir(dir)? {
@@ -159,6 +162,18 @@ pub fn run_relay_chains(targets: &[std::net::SocketAddr], tls: bool) -> anyhow::
 }
 
 /// Tells the parent one line.
+/// Installs what `ism-gateway` and `ism-endpoint` install at start: the tracer (here without an
+/// exporter, as by default) and the log subscriber, so that the spans each stream makes cost
+/// here what they cost there. The log goes to standard error, at `warn` unless `RUST_LOG` says
+/// otherwise (standard output is how a role talks to the benchmark).
+fn as_the_binaries_do(service: &'static str) -> anyhow::Result<()> {
+    let config =
+        TraceConfig { service, instance: "bench".into(), otlp_endpoint: None, sample_ratio: 1.0 };
+    let tracing = Tracing::new(&config)?;
+    // The layer's tracer keeps the provider for the rest of the process.
+    Ok(ism_telemetry::logs::init(LogFormat::Text, &tracing)?)
+}
+
 fn announce(line: &str) -> anyhow::Result<()> {
     println!("{line}");
     Ok(std::io::stdout().flush()?)
@@ -199,6 +214,7 @@ impl ChildRole {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .spawn()?;
         let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
         Ok(ChildRole { child, stdout })

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 /// A session that lasted this long counts as stable: the next reconnect starts fast again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
@@ -408,34 +408,38 @@ async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>, metrics: Arc
             trace_id = Empty,
         );
         context::continue_from(&span, stream.trace());
-        tokio::spawn(
-            async move {
-                let target = stream.target().clone();
-                match dialer.dial(&target).await {
-                    Ok(tcp) => {
-                        metrics.dialed("connected");
-                        Span::current().record("outcome", "connected");
-                        if let Ok(s) = stream.accept().await {
-                            let _open = metrics.stream_started();
-                            // The target is this side's socket: what it sent went to the scanner.
-                            let report = s.splice(tcp).await;
-                            let (to_target, to_scanner) = (report.received, report.sent);
-                            metrics.stream_ended(to_target, to_scanner);
-                            let span = Span::current();
-                            span.record("to_target", to_target);
-                            span.record("to_scanner", to_scanner);
-                            tracing::debug!(target = %escaped(&target), sent = report.sent, received = report.received, end = ?report.end, "stream ended");
-                        }
-                    }
-                    Err(f) => {
-                        metrics.dialed(f.reason.label());
-                        Span::current().record("outcome", f.reason.label());
-                        tracing::info!("Refused a scanner stream to {}: {}", escaped(&target), escaped(&f.message));
-                        stream.reject(f.reason, f.message);
+        // The dial runs in the span; the bytes move outside it (entering a span on every poll
+        // would cost the data path), and what they were is recorded on it.
+        tokio::spawn(async move {
+            let target = stream.target().clone();
+            match dialer.dial(&target).instrument(span.clone()).await {
+                Ok(tcp) => {
+                    metrics.dialed("connected");
+                    span.record("outcome", "connected");
+                    if let Ok(s) = stream.accept().await {
+                        let _open = metrics.stream_started();
+                        // The target is this side's socket: what it sent went to the scanner.
+                        let report = s.splice(tcp).await;
+                        let (to_target, to_scanner) = (report.received, report.sent);
+                        metrics.stream_ended(to_target, to_scanner);
+                        span.record("to_target", to_target);
+                        span.record("to_scanner", to_scanner);
+                        span.in_scope(|| tracing::debug!(target = %escaped(&target), to_target, to_scanner, end = ?report.end, "stream ended"));
                     }
                 }
+                Err(f) => {
+                    metrics.dialed(f.reason.label());
+                    span.record("outcome", f.reason.label());
+                    span.in_scope(|| {
+                        tracing::info!(
+                            "Refused a scanner stream to {}: {}",
+                            escaped(&target),
+                            escaped(&f.message)
+                        )
+                    });
+                    stream.reject(f.reason, f.message);
+                }
             }
-            .instrument(span),
-        );
+        });
     }
 }

@@ -67,7 +67,7 @@ pub async fn serve(
             while let Some(stream) = incoming.next().await {
                 let state = state.clone();
                 let span = relayed_span(&stream);
-                tokio::spawn(async move { serve_relayed(&state, stream).await }.instrument(span));
+                tokio::spawn(async move { serve_relayed(&state, stream, span).await });
             }
             let reason = link.closed().await;
             tracing::info!(%peer, %reason, "relay link closed");
@@ -111,8 +111,9 @@ fn relayed_span(stream: &IncomingStream) -> Span {
 }
 
 /// One relayed stream: through the endpoint this node holds, recorded on its tunnel as the
-/// ingress node's scanner's.
-async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
+/// ingress node's scanner's. The open runs in the stream's `span`; the bytes move outside it
+/// (entering a span on every poll would cost the data path), and what they were is recorded on it.
+async fn serve_relayed(state: &NodeState, incoming: IncomingStream, span: Span) {
     let Some(relay) = incoming.relay().cloned() else {
         return incoming
             .reject(OpenFailure::NotAllowed, "a relay link carries relayed streams only");
@@ -135,7 +136,7 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
     let cause = Cause::by(scanner.clone());
     let recorder = state.tunnels.recorder(live.tunnel);
     let target = incoming.target().clone();
-    let to_endpoint = match open_traced(&live, target.clone()).await {
+    let to_endpoint = match open_traced(&live, target.clone()).instrument(span.clone()).await {
         Ok(stream) => stream,
         Err(error) => {
             state.refusals.refused(RefusedStream {
@@ -163,7 +164,6 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream) {
         StreamEnd::Finished => "finished".to_string(),
         other => format!("reset: {other:?}"),
     };
-    let span = Span::current();
     span.record("to_target", sent);
     span.record("to_scanner", received);
     span.record("end", display(escaped(&end)));

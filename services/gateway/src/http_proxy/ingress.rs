@@ -9,7 +9,7 @@
 
 use super::forward::{self, Forward};
 use crate::scanner_auth::{authorise, record_refusal};
-use crate::scanner_stream::{self, NotOpened};
+use crate::scanner_stream::{self, NotOpened, OpenedStream};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
 use ism_events::escaped;
@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 /// Time a client has to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,13 +35,14 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     let pending = state.pending.clone();
     crate::listener::accept_forever(listener, "HTTP proxy", pending, move |tcp, peer, pending| {
         let state = state.clone();
-        let span = scanner_stream::connection_span("http_proxy", peer);
         async move {
-            if let Err(e) = handle(tcp, peer, &state, pending).await {
-                tracing::info!(%peer, error = %escaped(&e), "HTTP proxy request refused");
+            let span = scanner_stream::connection_span("http_proxy", peer);
+            if let Err(e) = handle(tcp, peer, &state, pending, &span).await {
+                span.in_scope(
+                    || tracing::info!(%peer, error = %escaped(&e), "HTTP proxy request refused"),
+                );
             }
         }
-        .instrument(span)
     })
     .await
 }
@@ -65,7 +66,7 @@ enum ProxyError {
 /// Answers with the proxy's own response (`why` escaped into a one-line body: it may carry what
 /// an endpoint said), then closes the connection.
 async fn refuse(
-    mut tcp: TcpStream,
+    tcp: &mut TcpStream,
     status: u16,
     reason: &str,
     extra_headers: &str,
@@ -81,7 +82,7 @@ async fn refuse(
 /// the client still sends is read and dropped until it closes (for [`LINGER`] at most). Closing
 /// with unread bytes would make the kernel send a reset, which can destroy the response before
 /// the client reads it (RFC 9112 section 9.6).
-async fn linger_close(mut tcp: TcpStream) {
+async fn linger_close(tcp: &mut TcpStream) {
     let _ = tcp.shutdown().await;
     let mut dropped = [0u8; 4096];
     let drain = async { while matches!(tcp.read(&mut dropped).await, Ok(n) if n > 0) {} };
@@ -110,16 +111,55 @@ async fn read_head(
 }
 
 /// Serves one proxy connection; `pending` is its place among the connections not yet
-/// authenticated, given back once it is.
+/// authenticated, given back once it is. Up to the open it runs in the connection's `span`; the
+/// bytes then move outside it (entering a span on every poll would cost the data path), and the
+/// stream's end is recorded on it.
 async fn handle(
     mut tcp: TcpStream,
     peer: SocketAddr,
     state: &NodeState,
     pending: OwnedSemaphorePermit,
+    span: &Span,
 ) -> Result<(), ProxyError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp, &mut buf)).await {
+    let Some((stream, forward)) =
+        open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()).await?
+    else {
+        return Ok(());
+    };
+    match forward {
+        // CONNECT: the client speaks to the target once told the tunnel is up; what it sends
+        // from then on is its own (TLS, mostly), not parsed.
+        None => {
+            tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+            stream.splice(tcp, buf.freeze()).await;
+        }
+        Some(request) => {
+            let end = stream
+                .exchange(async |reader, writer, moved| {
+                    forward::exchange(&mut tcp, request, reader, writer, moved).await
+                })
+                .await;
+            match end {
+                StreamEnd::Finished => linger_close(&mut tcp).await,
+                _ => abort(tcp),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks the request, authorises it and opens its stream: the stream and, for a
+/// plain-HTTP request, what to forward on it. `None` when the client was answered already.
+async fn open<'a>(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    state: &'a NodeState,
+    pending: OwnedSemaphorePermit,
+) -> Result<Option<(OpenedStream<'a>, Option<Forward>)>, ProxyError> {
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(tcp, buf)).await {
         Err(_) => {
             let why = ProxyError::TimedOut;
             refuse(tcp, 408, "Request Timeout", "", &why).await?;
@@ -158,7 +198,7 @@ async fn handle(
     let (target, forward) = match destination {
         Destination::Tunnel(t) => (t, None),
         Destination::Forward { target, request, body } => {
-            (target, Some(Forward { request, buffered: std::mem::take(&mut buf), body }))
+            (target, Some(Forward { request, buffered: std::mem::take(buf), body }))
         }
     };
     let stream = match scanner_stream::open(&state.scanner_path(), &scanner, target).await {
@@ -170,26 +210,7 @@ async fn handle(
         }
     };
     tracing::debug!(%peer, endpoint = %escaped(&scanner.endpoint.name), method = %head.method, "HTTP proxy stream open");
-    match forward {
-        // CONNECT: the client speaks to the target once told the tunnel is up; what it sends
-        // from then on is its own (TLS, mostly), not parsed.
-        None => {
-            tcp.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
-            stream.splice(tcp, buf.freeze()).await;
-        }
-        Some(request) => {
-            let end = stream
-                .exchange(async |reader, writer, moved| {
-                    forward::exchange(&mut tcp, request, reader, writer, moved).await
-                })
-                .await;
-            match end {
-                StreamEnd::Finished => linger_close(tcp).await,
-                _ => abort(tcp),
-            }
-        }
-    }
-    Ok(())
+    Ok(Some((stream, forward)))
 }
 
 /// The status for a stream that could not be opened.

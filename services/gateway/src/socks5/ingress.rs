@@ -3,7 +3,7 @@
 //! why; the data path records what it did through the tunnel actor, without waiting for it.
 
 use crate::scanner_auth::{authorise, record_refusal, AuthorisedScanner};
-use crate::scanner_stream::{self, NotOpened};
+use crate::scanner_stream::{self, NotOpened, OpenedStream};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
 use ism_events::escaped;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 /// Time a client has to finish negotiation and send its request.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,13 +26,14 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     let pending = state.pending.clone();
     crate::listener::accept_forever(listener, "scanner", pending, move |tcp, peer, pending| {
         let state = state.clone();
-        let span = scanner_stream::connection_span("socks5", peer);
         async move {
-            if let Err(e) = handle(tcp, peer, &state, pending).await {
-                tracing::info!(%peer, error = %escaped(&e), "SOCKS5 request refused");
+            let span = scanner_stream::connection_span("socks5", peer);
+            if let Err(e) = handle(tcp, peer, &state, pending, &span).await {
+                span.in_scope(
+                    || tracing::info!(%peer, error = %escaped(&e), "SOCKS5 request refused"),
+                );
             }
         }
-        .instrument(span)
     })
     .await
 }
@@ -79,27 +80,41 @@ async fn read_message<T>(
 }
 
 /// Serves one scanner connection; `pending` is its place among the connections not yet
-/// authenticated, given back once it is.
+/// authenticated, given back once it is. Up to the open it runs in the connection's `span`; the
+/// bytes then move outside it (entering a span on every poll of the splice would cost the data
+/// path), and the stream's end is recorded on it.
 async fn handle(
     mut tcp: TcpStream,
     peer: SocketAddr,
     state: &NodeState,
     pending: OwnedSemaphorePermit,
+    span: &Span,
 ) -> Result<(), IngressError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(MAX_MESSAGE);
-    let negotiated =
-        tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(&mut tcp, &mut buf, state))
-            .await
-            .map_err(|_| IngressError::TimedOut)??;
+    let stream = open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()).await?;
+    stream.splice(tcp, buf.freeze()).await;
+    Ok(())
+}
+
+/// Negotiation, authorisation and the open, answered to the scanner.
+async fn open<'a>(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    state: &'a NodeState,
+    pending: OwnedSemaphorePermit,
+) -> Result<OpenedStream<'a>, IngressError> {
+    let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(tcp, buf, state))
+        .await
+        .map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
     drop(pending);
     match scanner_stream::open(&state.scanner_path(), &scanner, request.target).await {
         Ok(stream) => {
             tcp.write_all(&codec::reply(Reply::Succeeded)).await?;
             tracing::debug!(%peer, endpoint = %escaped(&scanner.endpoint.name), "stream open");
-            stream.splice(tcp, buf.freeze()).await;
-            Ok(())
+            Ok(stream)
         }
         Err(not_opened) => {
             let code = match &not_opened {
