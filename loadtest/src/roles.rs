@@ -162,10 +162,10 @@ pub fn run_relay_chains(targets: &[std::net::SocketAddr], tls: bool) -> anyhow::
 }
 
 /// Tells the parent one line.
-/// Installs what `ism-gateway` and `ism-endpoint` install at start: the tracer (here without an
-/// exporter, as by default) and the log subscriber, so that the spans each stream makes cost
-/// here what they cost there. The log goes to standard error, at `warn` unless `RUST_LOG` says
-/// otherwise (standard output is how a role talks to the benchmark).
+/// Installs what `ism-gateway` and `ism-endpoint` install at start by default: the log
+/// subscriber (and no tracer: without an exporter there is none), so that the spans each stream
+/// makes cost here what they cost there. The log goes to standard error, at `warn` unless
+/// `RUST_LOG` says otherwise (standard output is how a role talks to the benchmark).
 fn as_the_binaries_do(service: &'static str) -> anyhow::Result<()> {
     let config =
         TraceConfig { service, instance: "bench".into(), otlp_endpoint: None, sample_ratio: 1.0 };

@@ -127,7 +127,8 @@ struct Args {
     #[arg(long, env = "ISM_UNSTABLE_WINDOW", default_value = "30m", value_parser = duration_ms)]
     unstable_window: i64,
     /// Log lines as `text` (coloured only on a terminal) or `json` (one object per line, with
-    /// the request's span fields and trace id). `RUST_LOG` sets the level (default info).
+    /// the request's span fields, and its trace id when tracing). `RUST_LOG` sets the level
+    /// (default info).
     #[arg(long, env = "ISM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
     /// OTLP/gRPC collector for traces, e.g. `http://127.0.0.1:4317`: each scanner request is

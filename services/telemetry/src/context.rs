@@ -54,23 +54,16 @@ pub fn record_trace_id(span: &Span) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{TraceConfig, Tracing};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
     use tracing_subscriber::layer::SubscriberExt;
-
-    fn tracing() -> Tracing {
-        let config = TraceConfig {
-            service: "ism-test",
-            instance: "t".into(),
-            otlp_endpoint: None,
-            sample_ratio: 1.0,
-        };
-        Tracing::new(&config).unwrap()
-    }
 
     #[test]
     fn a_continued_span_joins_the_peers_trace_under_its_span() {
-        let tracing = tracing();
-        let subscriber = tracing_subscriber::registry().with(tracing.layer());
+        // A tracer that records without exporting.
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber =
+            tracing_subscriber::registry().with(crate::traces::layer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || {
             let opener = tracing::info_span!(target: "ism_test", "opener");
             let handed = of(&opener).expect("a traced span has a context");
