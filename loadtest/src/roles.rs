@@ -36,6 +36,9 @@ pub fn run_gateway(
     config.event_log = event_log;
     config.session.max_streams = max_streams;
     config.stream_limits.per_credential = max_streams;
+    // The firehose measures refusals at the cap: streams beyond it are refused at once, not
+    // queued (the queue would hold the first of them for the queue timeout).
+    config.stream_limits.queue.length = 0;
     let rt = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     actix::System::with_tokio_rt(rt).block_on(async move {
         as_the_binaries_do("ism-gateway")?;

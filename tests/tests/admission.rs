@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::{AggregateId, Event};
+use ism_gateway::stream_queue::QueueLimits;
 use ism_tests::cluster::{
-    connected_endpoint, eventually, sink_server, socks_open, Backend, TestNode,
+    connected_endpoint, eventually, sink_server, socks_open, Backend, TestNode, PATIENCE,
 };
+use std::time::Duration;
 
 /// The refusals a tunnel's log records: (events, refusals they account for).
 async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) {
@@ -24,8 +26,70 @@ async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) 
 }
 
 #[actix::test]
+async fn beyond_the_cap_a_stream_waits_for_a_slot_in_a_bounded_queue() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.session.max_streams = 2;
+        c.stream_limits.queue = QueueLimits { length: 1, timeout: PATIENCE };
+    });
+    let target = sink_server().await;
+    let (p, _machine, _agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (code, s) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+        assert_eq!(code, 0, "streams within the cap open");
+        held.push(s.unwrap());
+    }
+    // The third waits for a slot: the node and the endpoint show it queued.
+    let waiting = {
+        let (socks, secret, port) = (socks.clone(), p.scanner_secret.clone(), target.port());
+        tokio::task::spawn_local(async move { socks_open(&socks, "dc1", &secret, port).await })
+    };
+    let api = node.api();
+    eventually("the third stream queued", || async {
+        let status = api.status().await.ok()?;
+        (status["queued_streams"] == 1).then_some(())
+    })
+    .await;
+    let shown = api.endpoint(&p.endpoint).await.unwrap();
+    assert_eq!(shown["queued_streams"], 1, "{shown}");
+    // The queue holds one: a fourth is refused at once, as busy.
+    let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    assert_eq!(code, 1, "beyond the queue: general failure");
+    assert!(!waiting.is_finished(), "the queued stream still waits");
+    // A slot frees: the queued stream opens.
+    drop(held.pop());
+    let (code, stream) = waiting.await.unwrap();
+    assert_eq!(code, 0, "the queued stream opened once a slot freed");
+    assert!(stream.is_some());
+    assert_eq!(api.status().await.unwrap()["queued_streams"], 0);
+}
+
+#[actix::test]
+async fn a_stream_that_waits_longer_than_the_queue_timeout_is_refused() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.session.max_streams = 1;
+        c.stream_limits.queue = QueueLimits { length: 8, timeout: Duration::from_millis(300) };
+    });
+    let target = sink_server().await;
+    let (p, _machine, _agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    let (code, _held) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    assert_eq!(code, 0);
+    let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    assert_eq!(code, 1, "no slot freed within the queue timeout: general failure");
+    assert_eq!(node.api().status().await.unwrap()["queued_streams"], 0, "it left the queue");
+}
+
+#[actix::test]
 async fn beyond_the_cap_scanners_are_refused_and_every_refusal_is_accounted_for() {
-    let node = TestNode::start_with("node-a", Backend::Embedded, |c| c.session.max_streams = 32);
+    // No queue: every open beyond the cap is refused at once.
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.session.max_streams = 32;
+        c.stream_limits.queue.length = 0;
+    });
     let target = sink_server().await;
     let (p, _machine, agent) =
         connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;

@@ -60,8 +60,8 @@ pub fn status(v: &Value) -> String {
             (
                 "open streams",
                 format!(
-                    "{} (at most {} per endpoint)",
-                    v["open_streams"], v["stream_limit_per_endpoint"]
+                    "{} (at most {} per endpoint), {} waiting for a slot",
+                    v["open_streams"], v["stream_limit_per_endpoint"], v["queued_streams"]
                 ),
             ),
             ("endpoints connect to", s(&v["endpoint_url"])),
@@ -226,7 +226,7 @@ pub fn endpoint(v: &Value) -> String {
             ("platform", s(&v["platform"])),
             ("scan access", if v["scan_access"] == true { "on" } else { "off" }.into()),
             ("support access", support_access(&v["support_access"])),
-            ("streams", format!("{} open, at most {}", v["open_streams"], v["stream_limit"])),
+            ("streams", streams(v)),
             ("agent", agent),
             ("machine", machine(&v["machine"])),
             ("node", s(&v["node"])),
@@ -272,7 +272,7 @@ pub fn endpoints(list: &Value) -> String {
             s(&e["agent_version"]),
             scan,
             s(&e["support_access"]["state"]),
-            format!("{}/{}", e["open_streams"], e["stream_limit"]),
+            streams(e),
             s(&e["node"])
         ));
     }
@@ -554,4 +554,13 @@ pub async fn last_entries(
         kept.push_back(e?);
     }
     Ok(kept.into())
+}
+
+/// An endpoint's streams on the node that answered: `open/limit`, and `+N queued` while some
+/// wait for a slot.
+fn streams(e: &Value) -> String {
+    match e["queued_streams"].as_u64().unwrap_or(0) {
+        0 => format!("{}/{}", e["open_streams"], e["stream_limit"]),
+        queued => format!("{}/{} +{queued} queued", e["open_streams"], e["stream_limit"]),
+    }
 }

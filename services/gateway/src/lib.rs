@@ -6,6 +6,7 @@
 //!   [`copied_identity`] shows two live agents sharing one machine identity;
 //! - [`socks5`] and [`http_proxy`]: the scanner ingresses (their protocols, without I/O, are the
 //!   `ism-ingress-proto` crate), around [`scanner_stream`], the path they share;
+//! - [`stream_queue`]: streams beyond an endpoint's cap waiting for a slot;
 //! - [`scanner_auth`]: which scanner may reach which endpoint; [`access`]: the rule for whether a
 //!   stream may run now; [`running_streams`]: the streams running through this node;
 //!   [`enforcement`]: making the rule hold while streams run;
@@ -46,6 +47,7 @@ pub mod scanner_stream;
 pub mod sessions;
 pub mod socks5;
 pub mod state;
+pub mod stream_queue;
 pub mod tls;
 pub mod tunnel_acceptor;
 

@@ -52,9 +52,16 @@ struct Args {
     /// File with the hex secret endpoint keys derive from (shared by all nodes of a cluster).
     #[arg(long, env = "ISM_KEY_SECRET_FILE")]
     key_secret_file: Option<PathBuf>,
-    /// Most streams open at once through one endpoint; more are refused at once.
+    /// Most streams open at once through one endpoint's session; more wait in its queue.
     #[arg(long, env = "ISM_MAX_STREAMS_PER_ENDPOINT", default_value_t = 1024)]
     max_streams_per_endpoint: usize,
+    /// Streams that may wait for a slot of one endpoint at its --max-streams-per-endpoint; more
+    /// are refused at once (SOCKS general failure, HTTP 503). 0: none wait.
+    #[arg(long, env = "ISM_STREAM_QUEUE", default_value_t = 256)]
+    stream_queue: usize,
+    /// How long a stream waits for a slot before it is refused, e.g. `30s`.
+    #[arg(long, env = "ISM_QUEUE_TIMEOUT", default_value = "30s", value_parser = duration_ms)]
+    queue_timeout: i64,
     /// Most streams one scanner credential runs at once on this node; more are refused (SOCKS
     /// general failure, HTTP 429), so one scanner cannot take every slot of an endpoint.
     #[arg(long, env = "ISM_MAX_STREAMS_PER_CREDENTIAL", default_value_t = 512)]
@@ -205,6 +212,10 @@ fn main() -> anyhow::Result<()> {
         half_closed_timeout: std::time::Duration::from_secs(args.half_closed_timeout.max(1)),
         per_credential: args.max_streams_per_credential.max(1),
         max_unrecorded: args.max_unrecorded_facts.max(1),
+        queue: ism_gateway::stream_queue::QueueLimits {
+            length: args.stream_queue,
+            timeout: std::time::Duration::from_millis(args.queue_timeout.max(0) as u64),
+        },
     };
     config.public = ism_gateway::public_address::PublicConfig {
         endpoint: args.public_address,

@@ -24,6 +24,7 @@ pub struct NodeMetrics {
     registry: Mutex<Registry>,
     sessions: Gauge,
     streams_open: Family<PerEndpoint, Gauge>,
+    streams_queued: Family<PerEndpoint, Gauge>,
     stream_limit: Gauge,
     stream_opens: Counter,
     stream_refusals: Family<One, Counter>,
@@ -43,6 +44,7 @@ impl Default for NodeMetrics {
             registry: Mutex::new(Registry::with_prefix("ism")),
             sessions: Gauge::default(),
             streams_open: Family::default(),
+            streams_queued: Family::default(),
             stream_limit: Gauge::default(),
             stream_opens: Counter::default(),
             stream_refusals: Family::default(),
@@ -74,8 +76,13 @@ impl NodeMetrics {
             self.streams_open.clone(),
         );
         r.register(
+            "streams_queued",
+            "Scanner streams waiting for a slot of an endpoint at its stream cap (--stream-queue), per endpoint",
+            self.streams_queued.clone(),
+        );
+        r.register(
             "stream_limit",
-            "Most streams one endpoint's session carries at once on this node (--max-streams-per-endpoint); opens beyond it are refused with reason busy",
+            "Most streams one endpoint's session carries at once on this node (--max-streams-per-endpoint); opens beyond it wait in the endpoint's queue",
             self.stream_limit.clone(),
         );
         r.register(
@@ -166,11 +173,16 @@ impl NodeMetrics {
         self.sessions.set(now.sessions as i64);
         self.stream_limit.set(now.stream_limit as i64);
         self.unrecorded_facts.set(now.unrecorded_facts as i64);
-        // Endpoints whose streams all ended leave the family, not a row stuck at 0 for ever.
-        self.streams_open.clear();
-        for (endpoint, gateway, open) in &now.streams {
-            let labels = [("endpoint", endpoint.to_string()), ("gateway", gateway.to_string())];
-            self.streams_open.get_or_create(&labels).set(*open as i64);
+        // Endpoints whose streams all ended (or none wait) leave the family, not a row stuck at 0
+        // for ever.
+        for (family, rows) in
+            [(&self.streams_open, &now.streams), (&self.streams_queued, &now.queued)]
+        {
+            family.clear();
+            for (endpoint, gateway, count) in rows {
+                let labels = [("endpoint", endpoint.to_string()), ("gateway", gateway.to_string())];
+                family.get_or_create(&labels).set(*count as i64);
+            }
         }
         // Without the log's head the lag is unknown: no row rather than a reassuring 0.
         self.projection_lag_events.clear();
@@ -197,6 +209,8 @@ pub struct Snapshot {
     pub unrecorded_facts: usize,
     /// Streams running per endpoint: (endpoint, its gateway, streams).
     pub streams: Vec<(Uuid, Uuid, usize)>,
+    /// Streams waiting for a slot, per endpoint (those with any).
+    pub queued: Vec<(Uuid, Uuid, usize)>,
     /// The log's head, when the log answered (without it the lag is not shown).
     pub log_head: Option<u64>,
     pub projections: Vec<ProjectionLag>,

@@ -18,6 +18,7 @@ use crate::running_streams::StreamGuard;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::sessions::LiveSession;
 use crate::state::{ScannerPath, StreamLimits};
+use crate::stream_queue::{self, QueueLimits};
 use bytes::Bytes;
 use ism_actors::host::Recorder;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
@@ -89,15 +90,17 @@ pub fn connection_span(ingress: &'static str, peer: SocketAddr) -> Span {
     span
 }
 
-/// Opens a stream to `target` through the endpoint's session `live` in a `tunnel.open` span,
-/// whose context the endpoint's dial continues (when its agent reads trace contexts).
+/// Opens a stream to `target` through the endpoint's session `live` (waiting in its queue while
+/// the session is at its cap) in a `tunnel.open` span, whose context the endpoint's dial
+/// continues (when its agent reads trace contexts).
 pub async fn open_traced(
     live: &LiveSession,
     target: TargetAddr,
+    queue: QueueLimits,
 ) -> Result<TunnelStream, OpenStreamError> {
     let span = tracing::info_span!("tunnel.open", stream = Empty, refused = Empty);
     let trace = context::of(&span).filter(|_| live.traced);
-    let opened = live.session.open_stream_traced(target, trace).instrument(span.clone()).await;
+    let opened = stream_queue::open(live, target, trace, queue).instrument(span.clone()).await;
     match &opened {
         Ok(stream) => span.record("stream", stream.id().0),
         Err(e) => span.record("refused", display(escaped(e))),
@@ -331,7 +334,7 @@ async fn open_local(
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);
     let target_text = target.to_string();
-    match open_traced(live, target).await {
+    match open_traced(live, target, path.limits.queue).await {
         Ok(stream) => {
             let command = TunnelCommand::RecordStreamOpened {
                 via: None,

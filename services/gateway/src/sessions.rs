@@ -8,6 +8,7 @@
 //! ([`crate::copied_identity`]).
 
 use crate::copied_identity::{Instance, Replacements, WINDOW};
+use crate::stream_queue::Waiting;
 use ism_tunnel::Session;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,6 +34,8 @@ pub struct LiveSession {
     /// [`TRACE_CONTEXT_SINCE`](ism_tunnel_proto::TRACE_CONTEXT_SINCE) or later).
     pub traced: bool,
     pub session: Session,
+    /// Scanner streams waiting for one of the session's stream slots.
+    pub waiting: Waiting,
 }
 
 pub struct Sessions {
@@ -135,5 +138,10 @@ impl Sessions {
     /// Streams open across all sessions.
     pub fn open_streams(&self) -> usize {
         self.lock().values().map(|s| s.session.open_streams()).sum()
+    }
+
+    /// Streams waiting for a slot, across the sessions.
+    pub fn queued_streams(&self) -> usize {
+        self.lock().values().map(|s| s.waiting.len()).sum()
     }
 }

@@ -12,6 +12,7 @@ use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
+use crate::stream_queue::QueueLimits;
 use ism_actors::credentials::KeySecret;
 use ism_actors::endpoint::Endpoint;
 use ism_actors::gateway::Gateway;
@@ -88,6 +89,8 @@ pub struct StreamLimits {
     /// are refused until it catches up (`--max-unrecorded-facts`): when appends cannot keep up,
     /// scanners slow down to the log's pace instead of the node queueing without bound.
     pub max_unrecorded: usize,
+    /// Streams beyond an endpoint's stream cap that wait for a slot, and how long.
+    pub queue: QueueLimits,
 }
 
 impl Default for StreamLimits {
@@ -97,6 +100,7 @@ impl Default for StreamLimits {
             half_closed_timeout: Duration::from_secs(60),
             per_credential: 512,
             max_unrecorded: 50_000,
+            queue: QueueLimits::default(),
         }
     }
 }

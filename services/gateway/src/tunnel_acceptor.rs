@@ -230,6 +230,7 @@ async fn run_session(
                 hostname: hello.hostname.clone(),
                 traced: hello.version >= TRACE_CONTEXT_SINCE,
                 session: session.clone(),
+                waiting: Default::default(),
             };
             state.sessions.install(live, state.clock.now_ms());
         });

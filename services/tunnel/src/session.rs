@@ -29,7 +29,6 @@ use ism_tunnel_proto::{
     Action, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role, SessionState,
     StreamId, TargetAddr, Timing, TraceParent,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -67,7 +66,9 @@ struct Shared {
     /// Set when the peer (a draining gateway node) asks this side to move.
     move_requested: watch::Sender<Option<String>>,
     closed: watch::Sender<Option<CloseReason>>,
-    open_streams: Arc<AtomicUsize>,
+    /// Streams in the table, as the driver last counted them: read at once, or awaited by an
+    /// opener waiting for a free slot.
+    open_streams: watch::Sender<usize>,
     outbox: Arc<Outbox>,
 }
 
@@ -133,7 +134,7 @@ impl Session {
         let (opens_tx, opens_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (closed_tx, _) = watch::channel(None);
-        let open_streams = Arc::new(AtomicUsize::new(0));
+        let (open_streams, _) = watch::channel(0);
         let (sink, stream) = ws.split();
         let sink: WsSink = Box::pin(sink);
         // The writer holds the WebSocket from here on until it has sent the greeting.
@@ -164,7 +165,7 @@ impl Session {
             lanes,
             move_requested: move_tx,
             incoming: incoming_tx,
-            open_streams,
+            open_streams: session.shared.open_streams.clone(),
             closer: session.clone_closer(),
         };
         tokio::spawn(driver.run(stream, control_rx, opens_rx, session.shared.closed.subscribe()));
@@ -261,7 +262,18 @@ impl Session {
 
     /// Streams currently open in this session.
     pub fn open_streams(&self) -> usize {
-        self.shared.open_streams.load(Ordering::Relaxed)
+        *self.shared.open_streams.borrow()
+    }
+
+    /// Waits until fewer than `limit` streams are open in this session (or it closed): when an
+    /// opener refused at the stream cap may try again.
+    pub async fn streams_below(&self, limit: usize) {
+        let mut count = self.shared.open_streams.subscribe();
+        let mut closed = self.shared.closed.subscribe();
+        tokio::select! {
+            _ = count.wait_for(|n| *n < limit) => {}
+            _ = closed.wait_for(Option::is_some) => {}
+        }
     }
 }
 
@@ -328,7 +340,7 @@ struct Driver {
     lanes: Lanes,
     move_requested: watch::Sender<Option<String>>,
     incoming: mpsc::UnboundedSender<IncomingStream>,
-    open_streams: Arc<AtomicUsize>,
+    open_streams: watch::Sender<usize>,
     closer: Closer,
 }
 
@@ -363,7 +375,8 @@ impl Driver {
                 },
                 _ = tokio::time::sleep_until(wake) => self.on_timeout(),
             };
-            self.open_streams.store(self.state.table().len(), Ordering::Relaxed);
+            let streams = self.state.table().len();
+            self.open_streams.send_if_modified(|n| std::mem::replace(n, streams) != streams);
             if let Err(reason) = outcome {
                 break Some(reason);
             }
@@ -565,6 +578,6 @@ impl Driver {
                 local.end(ResetReason::SessionClosed, OpenStreamError::SessionClosed);
             }
         }
-        self.open_streams.store(0, Ordering::Relaxed);
+        self.open_streams.send_replace(0);
     }
 }

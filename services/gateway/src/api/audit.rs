@@ -21,6 +21,7 @@ pub(super) async fn status(state: State, _caller: Caller) -> Result<HttpResponse
         "connected_endpoints": state.sessions.len(),
         "open_streams": state.sessions.open_streams(),
         "stream_limit_per_endpoint": state.stream_limit,
+        "queued_streams": state.sessions.queued_streams(),
         "endpoint_url": state.endpoint_url(),
         "socks_address": state.public.socks.clone(),
         "http_proxy_address": state.public.http_proxy.clone(),

@@ -21,6 +21,14 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
             (endpoint, gateway, state.streams.count(endpoint))
         })
         .collect();
+    let queued = state
+        .sessions
+        .endpoints()
+        .into_iter()
+        .filter_map(|endpoint| state.sessions.get(endpoint))
+        .filter(|live| !live.waiting.is_empty())
+        .map(|live| (live.endpoint, live.gateway, live.waiting.len()))
+        .collect();
     let log_head = state.log.head().await.ok();
     let mut projections = Vec::new();
     for (name, progress) in [("directory", &state.progress), ("notices", &state.notices_progress)] {
@@ -38,6 +46,7 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
         stream_limit: state.stream_limit,
         unrecorded_facts: state.tunnels.unrecorded(),
         streams,
+        queued,
         log_head,
         projections,
     };

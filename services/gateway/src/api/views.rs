@@ -72,8 +72,10 @@ pub struct EndpointOut {
     support_access: SupportAccessOut,
     /// Streams through this endpoint on the node that answered.
     open_streams: usize,
-    /// Most streams the endpoint carries at once on that node; more are refused at once.
+    /// Most streams the endpoint carries at once on that node; more wait in its queue.
     stream_limit: usize,
+    /// Streams waiting for a slot on that node.
+    queued_streams: usize,
     agent_version: Option<String>,
     agent_platform: Option<String>,
     hostname: Option<String>,
@@ -223,6 +225,7 @@ pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
         support_access,
         open_streams: state.streams.count(e.id),
         stream_limit: state.stream_limit,
+        queued_streams: state.sessions.get(e.id).map_or(0, |live| live.waiting.len()),
         agent_version: e.agent_version,
         agent_platform: e.agent_platform,
         hostname: e.hostname,

@@ -136,7 +136,9 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream, span: Span) 
     let cause = Cause::by(scanner.clone());
     let recorder = state.tunnels.recorder(live.tunnel);
     let target = incoming.target().clone();
-    let to_endpoint = match open_traced(&live, target.clone()).instrument(span.clone()).await {
+    let queue = state.stream_limits.queue;
+    let to_endpoint = match open_traced(&live, target.clone(), queue).instrument(span.clone()).await
+    {
         Ok(stream) => stream,
         Err(error) => {
             state.refusals.refused(RefusedStream {
