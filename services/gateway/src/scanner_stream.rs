@@ -100,7 +100,9 @@ pub async fn open_traced(
 ) -> Result<TunnelStream, OpenStreamError> {
     let span = tracing::info_span!("tunnel.open", stream = Empty, refused = Empty);
     let trace = context::of(&span).filter(|_| live.traced);
-    let opened = stream_queue::open(live, target, trace, queue).instrument(span.clone()).await;
+    let opened = stream_queue::open(&live.session, &live.waiting, target, trace, queue)
+        .instrument(span.clone())
+        .await;
     match &opened {
         Ok(stream) => span.record("stream", stream.id().0),
         Err(e) => span.record("refused", display(escaped(e))),

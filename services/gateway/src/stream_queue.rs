@@ -7,8 +7,7 @@
 //! The waiting streams retry as the session's stream count drops below the cap: which of them
 //! gets a freed slot is not strictly first come, first served.
 
-use crate::sessions::LiveSession;
-use ism_tunnel::{OpenStreamError, TunnelStream};
+use ism_tunnel::{OpenStreamError, Session, TunnelStream};
 use ism_tunnel_proto::{OpenError, OpenFailure, TargetAddr, TraceParent};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -59,10 +58,11 @@ impl Drop for Place {
     }
 }
 
-/// Opens a stream to `target` through `live`, waiting in its queue while the session is at its
-/// stream cap.
+/// Opens a stream to `target` through an endpoint's `session`, waiting among the session's
+/// `waiting` streams while it is at its stream cap.
 pub async fn open(
-    live: &LiveSession,
+    session: &Session,
+    waiting: &Waiting,
     target: TargetAddr,
     trace: Option<TraceParent>,
     limits: QueueLimits,
@@ -70,17 +70,17 @@ pub async fn open(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut place = None;
     loop {
-        let cap = match live.session.open_stream_traced(target.clone(), trace).await {
+        let cap = match session.open_stream_traced(target.clone(), trace).await {
             Err(OpenStreamError::Local(OpenError::LimitReached(cap))) => cap,
             opened => return opened,
         };
         if place.is_none() {
-            place = Some(live.waiting.join(limits.length).ok_or_else(|| busy(format!(
+            place = Some(waiting.join(limits.length).ok_or_else(|| busy(format!(
                 "all {cap} streams of the endpoint are in use and {} more are waiting (--stream-queue)",
                 limits.length
             )))?);
         }
-        if tokio::time::timeout_at(deadline, live.session.streams_below(cap)).await.is_err() {
+        if tokio::time::timeout_at(deadline, session.streams_below(cap)).await.is_err() {
             return Err(busy(format!(
                 "all {cap} streams of the endpoint stayed in use for {:?} while this one waited (--queue-timeout)",
                 limits.timeout
