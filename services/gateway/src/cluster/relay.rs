@@ -8,6 +8,7 @@ use super::tls::ClusterTls;
 use crate::refusals::RefusedStream;
 use crate::scanner_stream::open_traced;
 use crate::state::NodeState;
+use crate::stream_queue::QueueLimits;
 use ism_actors::tunnel::TunnelCommand;
 use ism_events::{escaped, Cause, Principal};
 use ism_telemetry::context;
@@ -62,12 +63,16 @@ pub async fn serve(
                 }
                 Err(_) => return tracing::info!(%peer, "relay link refused: no handshake in time"),
             };
+            // A relayed stream waits for a slot no longer than the ingress node waits for its
+            // answer (the same open timeout, less a margin for the way back).
+            let mut queue = state.stream_limits.queue;
+            queue.timeout = queue.timeout.min(config.timing.open_timeout * 3 / 4);
             let (link, mut incoming) = Session::spawn(ws, Role::Endpoint, config);
             tracing::info!(%peer, "relay link accepted");
             while let Some(stream) = incoming.next().await {
                 let state = state.clone();
                 let span = relayed_span(&stream);
-                tokio::spawn(async move { serve_relayed(&state, stream, span).await });
+                tokio::spawn(async move { serve_relayed(&state, stream, span, queue).await });
             }
             let reason = link.closed().await;
             tracing::info!(%peer, %reason, "relay link closed");
@@ -113,7 +118,12 @@ fn relayed_span(stream: &IncomingStream) -> Span {
 /// One relayed stream: through the endpoint this node holds, recorded on its tunnel as the
 /// ingress node's scanner's. The open runs in the stream's `span`; the bytes move outside it
 /// (entering a span on every poll would cost the data path), and what they were is recorded on it.
-async fn serve_relayed(state: &NodeState, incoming: IncomingStream, span: Span) {
+async fn serve_relayed(
+    state: &NodeState,
+    incoming: IncomingStream,
+    span: Span,
+    queue: QueueLimits,
+) {
     let Some(relay) = incoming.relay().cloned() else {
         return incoming
             .reject(OpenFailure::NotAllowed, "a relay link carries relayed streams only");
@@ -136,7 +146,6 @@ async fn serve_relayed(state: &NodeState, incoming: IncomingStream, span: Span) 
     let cause = Cause::by(scanner.clone());
     let recorder = state.tunnels.recorder(live.tunnel);
     let target = incoming.target().clone();
-    let queue = state.stream_limits.queue;
     let to_endpoint = match open_traced(&live, target.clone(), queue).instrument(span.clone()).await
     {
         Ok(stream) => stream,
