@@ -77,7 +77,10 @@ impl Sessions {
         self.replacements().refuses(endpoint, instance, holder.instance, now_ms).then_some(holder)
     }
 
-    /// Makes `live` the endpoint's session at `now_ms` and closes the one it replaces, if any.
+    /// Makes `live` the endpoint's session at `now_ms`; returns the one it replaces, if any, for
+    /// the caller to close once the new session has claimed the endpoint in the cluster
+    /// (closed first, the old session would let its claim go, and the node's owner feed would
+    /// take that for another node fencing the new session out).
     pub fn install(&self, live: LiveSession, now_ms: i64) -> Option<LiveSession> {
         let (endpoint, instance) = (live.endpoint, live.instance);
         let old = {
@@ -88,7 +91,6 @@ impl Sessions {
         };
         if let Some(old) = &old {
             self.replacements().replaced(endpoint, old.instance, instance, now_ms);
-            old.session.close("replaced by a newer session of the same endpoint");
         }
         old
     }

@@ -218,6 +218,7 @@ async fn run_session(
         node: state.node_id.clone(),
         endpoint_name: admitted.name.clone(),
     };
+    let mut replaced = None;
     let (session, _) =
         Session::spawn_with_greeting(ws, Role::Gateway, config, welcome, |session| {
             let live = LiveSession {
@@ -232,7 +233,7 @@ async fn run_session(
                 session: session.clone(),
                 waiting: Default::default(),
             };
-            state.sessions.install(live, state.clock.now_ms());
+            replaced = state.sessions.install(live, state.clock.now_ms());
         });
     tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, %peer, "endpoint connected");
     // The cluster learns that this session holds the endpoint now; a session that held it on
@@ -247,6 +248,10 @@ async fn run_session(
         Err(e) => {
             tracing::warn!(endpoint = %escaped(&admitted.name), error = %e, "could not claim the endpoint in the cluster: other nodes cannot relay to it")
         }
+    }
+    // Only once this session holds the claim: the old one's end cannot take the claim with it.
+    if let Some(previous) = replaced {
+        previous.session.close("replaced by a newer session of the same endpoint");
     }
     // A key rotation, deletion or release of the binding that landed while this session was
     // being admitted.
