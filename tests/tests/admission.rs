@@ -67,6 +67,46 @@ async fn beyond_the_cap_a_stream_waits_for_a_slot_in_a_bounded_queue() {
 }
 
 #[actix::test]
+async fn a_waiting_stream_leaves_the_queue_when_its_scanner_leaves_or_loses_access() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.session.max_streams = 1;
+        c.stream_limits.queue = QueueLimits { length: 4, timeout: PATIENCE };
+    });
+    let target = sink_server().await;
+    let (p, _machine, _agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    let (code, _held) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    assert_eq!(code, 0);
+    let api = node.api();
+    let queued = |n: u64| {
+        let api = &api;
+        async move {
+            eventually("the queue's length", || async {
+                (api.status().await.ok()?["queued_streams"] == n).then_some(())
+            })
+            .await
+        }
+    };
+    let wait_in_queue = || {
+        let (socks, secret, port) = (socks.clone(), p.scanner_secret.clone(), target.port());
+        tokio::task::spawn_local(async move { socks_open(&socks, "dc1", &secret, port).await })
+    };
+    // A scanner that gives up while it waits (its socket closed) leaves the queue at once.
+    let gave_up = wait_in_queue();
+    queued(1).await;
+    gave_up.abort();
+    queued(0).await;
+    // Scan access turned off while a stream waits: it is refused (not allowed), never opened.
+    let waiting = wait_in_queue();
+    queued(1).await;
+    api.set_access(&p.endpoint, Some(false), None).await.unwrap();
+    let (code, _) = waiting.await.unwrap();
+    assert_eq!(code, 2, "access withdrawn while waiting: not allowed");
+    queued(0).await;
+}
+
+#[actix::test]
 async fn a_stream_that_waits_longer_than_the_queue_timeout_is_refused() {
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
         c.session.max_streams = 1;

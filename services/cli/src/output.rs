@@ -61,7 +61,9 @@ pub fn status(v: &Value) -> String {
                 "open streams",
                 format!(
                     "{} (at most {} per endpoint), {} waiting for a slot",
-                    v["open_streams"], v["stream_limit_per_endpoint"], v["queued_streams"]
+                    v["open_streams"],
+                    v["stream_limit_per_endpoint"],
+                    v["queued_streams"].as_u64().unwrap_or(0)
                 ),
             ),
             ("endpoints connect to", s(&v["endpoint_url"])),

@@ -110,6 +110,18 @@ pub async fn open_traced(
     opened
 }
 
+/// Returns once the scanner at the other end of `tcp` has closed its side (or its socket failed),
+/// without taking anything it sent: what an ingress races a stream's open with, so that a scanner
+/// that gave up while its stream waited for a slot leaves the queue at once.
+pub async fn scanner_left(tcp: &TcpStream) {
+    let mut byte = [0u8; 1];
+    match tcp.peek(&mut byte).await {
+        Ok(0) | Err(_) => {}
+        // It sent more (a pipelined request): it is still there.
+        Ok(_) => std::future::pending().await,
+    }
+}
+
 /// An open stream, registered for access enforcement, whose end will be recorded.
 pub struct OpenedStream<'a> {
     stream: TunnelStream,
@@ -259,9 +271,8 @@ async fn open_stream<'a>(
         let owner = match (elsewhere, local) {
             (Some(owner), _) => owner,
             (None, Some(live)) => {
-                match open_local(path, &live, target.clone(), scanner, &cause, relays_left > 1)
-                    .await
-                {
+                let retry = relays_left > 1;
+                match open_local(path, &live, target.clone(), scanner, &cause, retry, &stop).await {
                     Err(OpenStreamError::SessionClosed) if relays_left > 1 => {
                         // The session ended between the lookup and the open: the endpoint moved on
                         // (or is gone), so it is looked up again.
@@ -331,12 +342,22 @@ async fn open_local(
     scanner: &AuthorisedScanner,
     cause: &Cause,
     will_retry: bool,
+    stop: &CancellationToken,
 ) -> Result<(TunnelStream, Recorder<Tunnel>), OpenStreamError> {
     // Holding the tunnel actor's address keeps it alive until this stream's facts are recorded,
     // even if the session ends first.
     let recorder = path.tunnels.recorder(live.tunnel);
     let target_text = target.to_string();
-    match open_traced(live, target, path.limits.queue).await {
+    let opened = tokio::select! {
+        biased;
+        // Access withdrawn while the stream waited for a slot: it never opens.
+        _ = stop.cancelled() => Err(OpenStreamError::Refused {
+            reason: OpenFailure::NotAllowed,
+            message: "access was withdrawn while the stream waited for a slot".into(),
+        }),
+        opened = open_traced(live, target, path.limits.queue) => opened,
+    };
+    match opened {
         Ok(stream) => {
             let command = TunnelCommand::RecordStreamOpened {
                 via: None,

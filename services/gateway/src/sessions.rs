@@ -142,6 +142,11 @@ impl Sessions {
         self.lock().values().map(|s| s.session.open_streams()).sum()
     }
 
+    /// Streams waiting for a slot of `endpoint`'s session here.
+    pub fn waiting(&self, endpoint: Uuid) -> usize {
+        self.lock().get(&endpoint).map_or(0, |s| s.waiting.len())
+    }
+
     /// Streams waiting for a slot, across the sessions.
     pub fn queued_streams(&self) -> usize {
         self.lock().values().map(|s| s.waiting.len()).sum()

@@ -144,6 +144,12 @@ impl NodeState {
         }
     }
 
+    /// Scanner streams through `endpoint` running on this node: registered, less those still
+    /// waiting for a slot of its session here.
+    pub fn running_streams(&self, endpoint: uuid::Uuid) -> usize {
+        self.streams.count(endpoint).saturating_sub(self.sessions.waiting(endpoint))
+    }
+
     /// The URL endpoints dial, as users are shown it.
     pub fn endpoint_url(&self) -> String {
         format!("wss://{}{}", self.public.endpoint, self.ws_path)

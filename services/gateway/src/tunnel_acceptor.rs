@@ -170,9 +170,12 @@ async fn accept(
     state.tunnels.forget(tunnel);
     // Only now: a stopping node waits for its sessions to be gone, then for what they told to
     // be recorded (`RunningNode::stop`), so the close must be told first.
-    state.sessions.remove(admitted.endpoint, tunnel);
-    if let Err(e) = state.cluster.coordination.release(admitted.endpoint, tunnel).await {
-        tracing::warn!(%tunnel, error = %e, "could not let the endpoint go in the cluster");
+    // A session replaced by a newer one on this node lets nothing go: the claim is the newer
+    // one's (or is about to be), and releasing it would read as this node being fenced out.
+    if state.sessions.remove(admitted.endpoint, tunnel) {
+        if let Err(e) = state.cluster.coordination.release(admitted.endpoint, tunnel).await {
+            tracing::warn!(%tunnel, error = %e, "could not let the endpoint go in the cluster");
+        }
     }
     result.map(|_| ())
 }

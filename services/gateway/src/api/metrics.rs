@@ -18,7 +18,7 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
         .map(|endpoint| {
             let view = state.directory.endpoint(endpoint).ok().flatten();
             let gateway = view.map(|v| v.gateway).unwrap_or_default();
-            (endpoint, gateway, state.streams.count(endpoint))
+            (endpoint, gateway, state.running_streams(endpoint))
         })
         .collect();
     let queued = state

@@ -63,10 +63,11 @@ pub async fn serve(
                 }
                 Err(_) => return tracing::info!(%peer, "relay link refused: no handshake in time"),
             };
-            // A relayed stream waits for a slot no longer than the ingress node waits for its
-            // answer (the same open timeout, less a margin for the way back).
+            // A relayed stream waits for a slot at most half the time the ingress node waits for
+            // its answer (the same open timeout): the endpoint's dial and the way back need the
+            // rest.
             let mut queue = state.stream_limits.queue;
-            queue.timeout = queue.timeout.min(config.timing.open_timeout * 3 / 4);
+            queue.timeout = queue.timeout.min(config.timing.open_timeout / 2);
             let (link, mut incoming) = Session::spawn(ws, Role::Endpoint, config);
             tracing::info!(%peer, "relay link accepted");
             while let Some(stream) = incoming.next().await {

@@ -55,6 +55,8 @@ enum ProxyError {
     TimedOut,
     #[error("client closed the connection before its request was complete")]
     Eof,
+    #[error("client closed the connection while its stream waited to open")]
+    LeftWaiting,
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("{0}")]
@@ -201,7 +203,18 @@ async fn open<'a>(
             (target, Some(Forward { request, buffered: std::mem::take(buf), body }))
         }
     };
-    let stream = match scanner_stream::open(&state.scanner_path(), &scanner, target).await {
+    let path = state.scanner_path();
+    let opening = scanner_stream::open(&path, &scanner, target);
+    // A CONNECT client waits for its answer: one that closes meanwhile has left. A plain-HTTP
+    // client may have closed its sending side after its request, and still reads the response.
+    let opened = match forward {
+        None => tokio::select! {
+            opened = opening => opened,
+            _ = scanner_stream::scanner_left(tcp) => return Err(ProxyError::LeftWaiting),
+        },
+        Some(_) => opening.await,
+    };
+    let stream = match opened {
         Ok(stream) => stream,
         Err(not_opened) => {
             let (status, reason) = status_of(&not_opened);

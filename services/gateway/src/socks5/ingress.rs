@@ -54,6 +54,8 @@ enum IngressError {
     TooLong,
     #[error("client closed the connection during negotiation")]
     Eof,
+    #[error("client closed the connection while its stream waited to open")]
+    LeftWaiting,
     #[error("client too slow: no request within {NEGOTIATION_TIMEOUT:?}")]
     TimedOut,
     #[error("socket error: {0}")]
@@ -110,7 +112,12 @@ async fn open<'a>(
         .map_err(|_| IngressError::TimedOut)??;
     let (scanner, request) = negotiated;
     drop(pending);
-    match scanner_stream::open(&state.scanner_path(), &scanner, request.target).await {
+    let path = state.scanner_path();
+    let opened = tokio::select! {
+        opened = scanner_stream::open(&path, &scanner, request.target) => opened,
+        _ = scanner_stream::scanner_left(tcp) => return Err(IngressError::LeftWaiting),
+    };
+    match opened {
         Ok(stream) => {
             tcp.write_all(&codec::reply(Reply::Succeeded)).await?;
             tracing::debug!(%peer, endpoint = %escaped(&scanner.endpoint.name), "stream open");
