@@ -107,6 +107,38 @@ async fn a_waiting_stream_leaves_the_queue_when_its_scanner_leaves_or_loses_acce
 }
 
 #[actix::test]
+async fn a_freed_slot_goes_to_the_stream_that_waited_longest() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.session.max_streams = 1;
+        c.stream_limits.queue = QueueLimits { length: 4, timeout: PATIENCE };
+    });
+    let target = sink_server().await;
+    let (p, _machine, _agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
+    let socks = node.socks();
+    let (code, held) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    assert_eq!(code, 0);
+    let api = node.api();
+    let mut waiting = Vec::new();
+    for n in 1..=2u64 {
+        let (socks, secret, port) = (socks.clone(), p.scanner_secret.clone(), target.port());
+        waiting.push(tokio::task::spawn_local(async move {
+            socks_open(&socks, "dc1", &secret, port).await
+        }));
+        eventually("one more stream queued", || async {
+            (api.status().await.ok()?["queued_streams"] == n).then_some(())
+        })
+        .await;
+    }
+    drop(held);
+    let second = waiting.pop().unwrap();
+    let (code, _first_stream) = waiting.pop().unwrap().await.unwrap();
+    assert_eq!(code, 0, "the first to wait opens first");
+    assert!(!second.is_finished(), "the second still waits: the one slot is taken");
+    assert_eq!(api.status().await.unwrap()["queued_streams"], 1);
+}
+
+#[actix::test]
 async fn a_stream_that_waits_longer_than_the_queue_timeout_is_refused() {
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
         c.session.max_streams = 1;

@@ -4,8 +4,9 @@
 //! finds the queue full, or whose wait runs out, is refused `Busy` with a message that says
 //! which (SOCKS general failure, HTTP 503).
 //!
-//! The waiting streams retry as the session's stream count drops below the cap: which of them
-//! gets a freed slot is not strictly first come, first served.
+//! Each freed slot wakes one waiting stream, the longest waiting first; one that loses the slot
+//! to a new stream (which does not queue while the session is below its cap) waits again at the
+//! back.
 
 use ism_tunnel::{OpenStreamError, Session, TunnelStream};
 use ism_tunnel_proto::{OpenError, OpenFailure, TargetAddr, TraceParent};
@@ -70,6 +71,9 @@ pub async fn open(
     let deadline = tokio::time::Instant::now() + limits.timeout;
     let mut place = None;
     loop {
+        let freed = session.slot_freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
         let cap = match session.open_stream_traced(target.clone(), trace).await {
             Err(OpenStreamError::Local(OpenError::LimitReached(cap))) => cap,
             opened => return opened,
@@ -80,7 +84,7 @@ pub async fn open(
                 limits.length
             )))?);
         }
-        if tokio::time::timeout_at(deadline, session.streams_below(cap)).await.is_err() {
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
             return Err(busy(format!(
                 "all {cap} streams of the endpoint stayed in use for {:?} while this one waited (--queue-timeout)",
                 limits.timeout

@@ -31,7 +31,7 @@ use ism_tunnel_proto::{
 };
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -66,9 +66,11 @@ struct Shared {
     /// Set when the peer (a draining gateway node) asks this side to move.
     move_requested: watch::Sender<Option<String>>,
     closed: watch::Sender<Option<CloseReason>>,
-    /// Streams in the table, as the driver last counted them: read at once, or awaited by an
-    /// opener waiting for a free slot.
+    /// Streams in the table, as the driver last counted them.
     open_streams: watch::Sender<usize>,
+    /// One wake-up per stream slot freed, for openers waiting at the stream cap, in the order
+    /// they began to wait.
+    slot_freed: Arc<Notify>,
     outbox: Arc<Outbox>,
 }
 
@@ -146,6 +148,7 @@ impl Session {
             opens: opens_tx,
             closed: closed_tx,
             open_streams: open_streams.clone(),
+            slot_freed: Arc::default(),
             outbox: outbox.clone(),
         });
         let session = Session { shared };
@@ -166,6 +169,7 @@ impl Session {
             move_requested: move_tx,
             incoming: incoming_tx,
             open_streams: session.shared.open_streams.clone(),
+            slot_freed: session.shared.slot_freed.clone(),
             closer: session.clone_closer(),
         };
         tokio::spawn(driver.run(stream, control_rx, opens_rx, session.shared.closed.subscribe()));
@@ -265,15 +269,12 @@ impl Session {
         *self.shared.open_streams.borrow()
     }
 
-    /// Waits until fewer than `limit` streams are open in this session (or it closed): when an
-    /// opener refused at the stream cap may try again.
-    pub async fn streams_below(&self, limit: usize) {
-        let mut count = self.shared.open_streams.subscribe();
-        let mut closed = self.shared.closed.subscribe();
-        tokio::select! {
-            _ = count.wait_for(|n| *n < limit) => {}
-            _ = closed.wait_for(Option::is_some) => {}
-        }
+    /// Completes when a stream slot frees (one waiter per slot, first come first served) or
+    /// the session ends: when an opener refused at the stream cap may try again. Take it, and
+    /// [`enable`](tokio::sync::futures::Notified::enable) it, *before* the open that may be
+    /// refused, so that a slot freed in between is not missed.
+    pub fn slot_freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.slot_freed.notified()
     }
 }
 
@@ -341,6 +342,7 @@ struct Driver {
     move_requested: watch::Sender<Option<String>>,
     incoming: mpsc::UnboundedSender<IncomingStream>,
     open_streams: watch::Sender<usize>,
+    slot_freed: Arc<Notify>,
     closer: Closer,
 }
 
@@ -376,7 +378,10 @@ impl Driver {
                 _ = tokio::time::sleep_until(wake) => self.on_timeout(),
             };
             let streams = self.state.table().len();
-            self.open_streams.send_if_modified(|n| std::mem::replace(n, streams) != streams);
+            let before = self.open_streams.send_replace(streams);
+            for _ in streams..before {
+                self.slot_freed.notify_one();
+            }
             if let Err(reason) = outcome {
                 break Some(reason);
             }
@@ -579,5 +584,7 @@ impl Driver {
             }
         }
         self.open_streams.send_replace(0);
+        // Whoever waits for a slot learns the session is over (its next open says so).
+        self.slot_freed.notify_waiters();
     }
 }
