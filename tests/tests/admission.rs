@@ -4,12 +4,15 @@
 //! descriptors are the benchmark's figures: `ism-bench --only idle-streams`.)
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
+use ism_endpoint::AgentHandle;
 use ism_events::{AggregateId, Event};
 use ism_gateway::stream_queue::QueueLimits;
 use ism_tests::cluster::{
-    connected_endpoint, eventually, sink_server, socks_open, Backend, TestNode, PATIENCE,
+    connected_endpoint, eventually, sink_server, socks_open, Backend, Provisioned, TestMachine,
+    TestNode, PATIENCE,
 };
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// The refusals a tunnel's log records: (events, refusals they account for).
 async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) {
@@ -25,134 +28,113 @@ async fn recorded_refusals(node: &TestNode, tunnel: uuid::Uuid) -> (usize, u64) 
     })
 }
 
+/// A node whose endpoint has `cap` streams, all held open, and `queue` beyond them.
+struct AtCap {
+    node: TestNode,
+    p: Provisioned,
+    target: u16,
+    held: Vec<TcpStream>,
+    _machine: TestMachine,
+    _agent: AgentHandle,
+}
+
+impl AtCap {
+    async fn start(cap: usize, queue: QueueLimits) -> AtCap {
+        let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+            c.session.max_streams = cap;
+            c.stream_limits.queue = queue;
+        });
+        let target = sink_server().await.port();
+        let (p, _machine, _agent) =
+            connected_endpoint(&node, "dc1", &format!("127.0.0.1:{target}")).await;
+        let mut at = AtCap { node, p, target, held: Vec::new(), _machine, _agent };
+        for _ in 0..cap {
+            let (code, s) = at.open().await;
+            assert_eq!(code, 0, "streams within the cap open");
+            at.held.push(s.unwrap());
+        }
+        at
+    }
+
+    /// Opens a stream to the target: the SOCKS reply code, and the stream.
+    async fn open(&self) -> (u8, Option<TcpStream>) {
+        socks_open(&self.node.socks(), "dc1", &self.p.scanner_secret, self.target).await
+    }
+
+    /// Opens a stream on its own task, where it may wait in the queue.
+    fn open_waiting(&self) -> tokio::task::JoinHandle<(u8, Option<TcpStream>)> {
+        let (socks, secret, port) = (self.node.socks(), self.p.scanner_secret.clone(), self.target);
+        tokio::task::spawn_local(async move { socks_open(&socks, "dc1", &secret, port).await })
+    }
+
+    /// Waits until the node's status shows `n` streams queued.
+    async fn queued(&self, n: u64) {
+        let api = self.node.api();
+        eventually("the queue's length", || async {
+            (api.status().await.ok()?["queued_streams"] == n).then_some(())
+        })
+        .await
+    }
+}
+
 #[actix::test]
 async fn beyond_the_cap_a_stream_waits_for_a_slot_in_a_bounded_queue() {
-    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
-        c.session.max_streams = 2;
-        c.stream_limits.queue = QueueLimits { length: 1, timeout: PATIENCE };
-    });
-    let target = sink_server().await;
-    let (p, _machine, _agent) =
-        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
-    let socks = node.socks();
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let (code, s) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
-        assert_eq!(code, 0, "streams within the cap open");
-        held.push(s.unwrap());
-    }
+    let mut at = AtCap::start(2, QueueLimits { length: 1, timeout: PATIENCE }).await;
     // The third waits for a slot: the node and the endpoint show it queued.
-    let waiting = {
-        let (socks, secret, port) = (socks.clone(), p.scanner_secret.clone(), target.port());
-        tokio::task::spawn_local(async move { socks_open(&socks, "dc1", &secret, port).await })
-    };
-    let api = node.api();
-    eventually("the third stream queued", || async {
-        let status = api.status().await.ok()?;
-        (status["queued_streams"] == 1).then_some(())
-    })
-    .await;
-    let shown = api.endpoint(&p.endpoint).await.unwrap();
+    let waiting = at.open_waiting();
+    at.queued(1).await;
+    let shown = at.node.api().endpoint(&at.p.endpoint).await.unwrap();
     assert_eq!(shown["queued_streams"], 1, "{shown}");
     // The queue holds one: a fourth is refused at once, as busy.
-    let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    let (code, _) = at.open().await;
     assert_eq!(code, 1, "beyond the queue: general failure");
     assert!(!waiting.is_finished(), "the queued stream still waits");
     // A slot frees: the queued stream opens.
-    drop(held.pop());
+    drop(at.held.pop());
     let (code, stream) = waiting.await.unwrap();
     assert_eq!(code, 0, "the queued stream opened once a slot freed");
     assert!(stream.is_some());
-    assert_eq!(api.status().await.unwrap()["queued_streams"], 0);
+    assert_eq!(at.node.api().status().await.unwrap()["queued_streams"], 0);
 }
 
 #[actix::test]
 async fn a_waiting_stream_leaves_the_queue_when_its_scanner_leaves_or_loses_access() {
-    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
-        c.session.max_streams = 1;
-        c.stream_limits.queue = QueueLimits { length: 4, timeout: PATIENCE };
-    });
-    let target = sink_server().await;
-    let (p, _machine, _agent) =
-        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
-    let socks = node.socks();
-    let (code, _held) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
-    assert_eq!(code, 0);
-    let api = node.api();
-    let queued = |n: u64| {
-        let api = &api;
-        async move {
-            eventually("the queue's length", || async {
-                (api.status().await.ok()?["queued_streams"] == n).then_some(())
-            })
-            .await
-        }
-    };
-    let wait_in_queue = || {
-        let (socks, secret, port) = (socks.clone(), p.scanner_secret.clone(), target.port());
-        tokio::task::spawn_local(async move { socks_open(&socks, "dc1", &secret, port).await })
-    };
+    let at = AtCap::start(1, QueueLimits { length: 4, timeout: PATIENCE }).await;
     // A scanner that gives up while it waits (its socket closed) leaves the queue at once.
-    let gave_up = wait_in_queue();
-    queued(1).await;
+    let gave_up = at.open_waiting();
+    at.queued(1).await;
     gave_up.abort();
-    queued(0).await;
+    at.queued(0).await;
     // Scan access turned off while a stream waits: it is refused (not allowed), never opened.
-    let waiting = wait_in_queue();
-    queued(1).await;
-    api.set_access(&p.endpoint, Some(false), None).await.unwrap();
+    let waiting = at.open_waiting();
+    at.queued(1).await;
+    at.node.api().set_access(&at.p.endpoint, Some(false), None).await.unwrap();
     let (code, _) = waiting.await.unwrap();
     assert_eq!(code, 2, "access withdrawn while waiting: not allowed");
-    queued(0).await;
+    at.queued(0).await;
 }
 
 #[actix::test]
 async fn a_freed_slot_goes_to_the_stream_that_waited_longest() {
-    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
-        c.session.max_streams = 1;
-        c.stream_limits.queue = QueueLimits { length: 4, timeout: PATIENCE };
-    });
-    let target = sink_server().await;
-    let (p, _machine, _agent) =
-        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
-    let socks = node.socks();
-    let (code, held) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
-    assert_eq!(code, 0);
-    let api = node.api();
-    let mut waiting = Vec::new();
-    for n in 1..=2u64 {
-        let (socks, secret, port) = (socks.clone(), p.scanner_secret.clone(), target.port());
-        waiting.push(tokio::task::spawn_local(async move {
-            socks_open(&socks, "dc1", &secret, port).await
-        }));
-        eventually("one more stream queued", || async {
-            (api.status().await.ok()?["queued_streams"] == n).then_some(())
-        })
-        .await;
-    }
-    drop(held);
-    let second = waiting.pop().unwrap();
-    let (code, _first_stream) = waiting.pop().unwrap().await.unwrap();
+    let mut at = AtCap::start(1, QueueLimits { length: 4, timeout: PATIENCE }).await;
+    let first = at.open_waiting();
+    at.queued(1).await;
+    let second = at.open_waiting();
+    at.queued(2).await;
+    drop(at.held.pop());
+    let (code, _first_stream) = first.await.unwrap();
     assert_eq!(code, 0, "the first to wait opens first");
     assert!(!second.is_finished(), "the second still waits: the one slot is taken");
-    assert_eq!(api.status().await.unwrap()["queued_streams"], 1);
+    assert_eq!(at.node.api().status().await.unwrap()["queued_streams"], 1);
 }
 
 #[actix::test]
 async fn a_stream_that_waits_longer_than_the_queue_timeout_is_refused() {
-    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
-        c.session.max_streams = 1;
-        c.stream_limits.queue = QueueLimits { length: 8, timeout: Duration::from_millis(300) };
-    });
-    let target = sink_server().await;
-    let (p, _machine, _agent) =
-        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", target.port())).await;
-    let socks = node.socks();
-    let (code, _held) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
-    assert_eq!(code, 0);
-    let (code, _) = socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await;
+    let timeout = Duration::from_millis(300);
+    let at = AtCap::start(1, QueueLimits { length: 8, timeout }).await;
+    let (code, _) = at.open().await;
     assert_eq!(code, 1, "no slot freed within the queue timeout: general failure");
-    assert_eq!(node.api().status().await.unwrap()["queued_streams"], 0, "it left the queue");
+    assert_eq!(at.node.api().status().await.unwrap()["queued_streams"], 0, "it left the queue");
 }
 
 #[actix::test]

@@ -201,7 +201,7 @@ impl NodeMetrics {
 }
 
 /// What the node holds at scrape time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     pub time_ms: i64,
     pub sessions: usize,

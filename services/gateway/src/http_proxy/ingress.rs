@@ -125,11 +125,8 @@ async fn handle(
 ) -> Result<(), ProxyError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
-    let Some((stream, forward)) =
-        open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()).await?
-    else {
-        return Ok(());
-    };
+    let (stream, forward) =
+        open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()).await?;
     match forward {
         // CONNECT: the client speaks to the target once told the tunnel is up; what it sends
         // from then on is its own (TLS, mostly), not parsed.
@@ -153,14 +150,14 @@ async fn handle(
 }
 
 /// Reads and checks the request, authorises it and opens its stream: the stream and, for a
-/// plain-HTTP request, what to forward on it. `None` when the client was answered already.
+/// plain-HTTP request, what to forward on it. A refusal is answered to the client here.
 async fn open<'a>(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     state: &'a NodeState,
     pending: OwnedSemaphorePermit,
-) -> Result<Option<(OpenedStream<'a>, Option<Forward>)>, ProxyError> {
+) -> Result<(OpenedStream<'a>, Option<Forward>), ProxyError> {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(tcp, buf)).await {
         Err(_) => {
             let why = ProxyError::TimedOut;
@@ -223,7 +220,7 @@ async fn open<'a>(
         }
     };
     tracing::debug!(%peer, endpoint = %escaped(&scanner.endpoint.name), method = %head.method, "HTTP proxy stream open");
-    Ok(Some((stream, forward)))
+    Ok((stream, forward))
 }
 
 /// The status for a stream that could not be opened.
