@@ -115,14 +115,18 @@ impl TestNode {
         if let Backend::JetStream(url) = &backend {
             config.event_log = Some(url.clone());
         }
-        if let Some(a) = addresses {
-            (
-                config.endpoint_listen,
-                config.socks_listen,
-                config.http_proxy_listen,
-                config.api_listen,
-            ) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
-        }
+        // Free ports below the ephemeral range at the first start (a restart binds them again:
+        // see `ports.rs`), the same ones at every restart.
+        let a = addresses.unwrap_or_else(|| {
+            let free = || std::net::SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
+            Addresses { endpoint_wss: free(), socks: free(), http_proxy: free(), api: free() }
+        });
+        (
+            config.endpoint_listen,
+            config.socks_listen,
+            config.http_proxy_listen,
+            config.api_listen,
+        ) = (a.endpoint_wss, a.socks, a.http_proxy, a.api);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let kept = adjust.clone();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<bool>();

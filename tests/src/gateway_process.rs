@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-/// Where one node listens: chosen by the system at its first start, kept across its restarts
-/// (endpoints and scanners find it again where they knew it).
+/// Where one node listens: free ports below the ephemeral range (see `ports.rs`: a restart binds
+/// them again), kept across its restarts (endpoints and scanners find it again where they knew
+/// it).
 #[derive(Debug, Clone, Copy)]
 pub struct NodePorts {
     pub endpoint_wss: SocketAddr,
@@ -22,10 +23,10 @@ pub struct NodePorts {
 }
 
 impl NodePorts {
-    /// Any free loopback ports (the node says which it took).
+    /// Free loopback ports (the node says which it took).
     fn any() -> NodePorts {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        NodePorts { endpoint_wss: any, socks: any, http_proxy: any, api: any, relay: any }
+        let any = || SocketAddr::from(([127, 0, 0, 1], crate::free_port()));
+        NodePorts { endpoint_wss: any(), socks: any(), http_proxy: any(), api: any(), relay: any() }
     }
 
     /// The addresses a node printed when it came up.

@@ -1,4 +1,4 @@
-//! Shared support for the integration tests: real processes and servers on port 0.
+//! Shared support for the integration tests: real processes and servers on free loopback ports.
 //!
 //! - [`nats`]: a private `nats-server -js` per test;
 //! - [`install`]: the endpoint as its own process, in its own install folder;
@@ -30,39 +30,7 @@ pub fn answers_200(addr: &str, path: &str) -> bool {
         && response.lines().next().is_some_and(|status| status.contains(" 200 "))
 }
 
-/// A loopback port free now (the OS may hand it out again later: good enough for ports a test
-/// binds at once; [`ReservedPort`] for one it binds later).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A loopback port held bound but not listening: connections to it are refused (a service that
-/// is down), and no other process can take it until [`release`](Self::release) hands it over.
-pub struct ReservedPort {
-    pub port: u16,
-    _socket: std::os::fd::OwnedFd,
-}
-
-impl ReservedPort {
-    pub fn new() -> Self {
-        use rustix::net::{bind, getsockname, socket, AddressFamily, SocketType};
-        let socket = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
-        bind(&socket, &std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let bound = std::net::SocketAddrV4::try_from(getsockname(&socket).unwrap()).unwrap();
-        Self { port: bound.port(), _socket: socket }
-    }
-
-    /// Gives the port up, for the service that will listen on it now.
-    pub fn release(self) -> u16 {
-        self.port
-    }
-}
-
-impl Default for ReservedPort {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+pub use ports::{free_port, ReservedPort};
 
 pub mod cluster;
 pub mod contract;
@@ -73,5 +41,6 @@ pub mod install;
 pub mod metrics;
 pub mod nats;
 pub mod otlp;
+mod ports;
 pub mod smtp;
 pub mod webhook;

@@ -24,11 +24,12 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 impl NatsServer {
-    /// Starts a JetStream-enabled server on 127.0.0.1 with an OS-chosen port.
+    /// Starts a JetStream-enabled server on 127.0.0.1 on a free port below the ephemeral range
+    /// ([`restart`](Self::restart) binds it again: see `ports.rs`).
     pub fn start() -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("ports")).unwrap();
-        Self::spawn(dir, "-1", &[])
+        Self::spawn(dir, &crate::free_port().to_string(), &[])
     }
 
     /// Kills the server (SIGKILL, no clean shutdown) and starts a new one on the same port and
@@ -127,7 +128,7 @@ impl NatsCluster {
                     "--routes".into(),
                     routes.clone(),
                 ];
-                Some(NatsServer::spawn(dir, "-1", &extra))
+                Some(NatsServer::spawn(dir, &crate::free_port().to_string(), &extra))
             })
             .collect();
         let cluster = NatsCluster { servers };
