@@ -2,7 +2,8 @@
 //!
 //! One file per actor holds its commands, the events it emits, its rules and its given/when/then
 //! tests: [`gateway`], [`endpoint`], [`tunnel`], [`user`], [`webhook`], [`notification`] (one
-//! notice and the claim that makes a single node of a cluster send it). [`aggregate`] is the write path they
+//! notice and the claim that makes a single node of a cluster send it), [`scan`] (one run of the
+//! built-in scan engine). [`aggregate`] is the write path they
 //! share (decide, append with the expected version, apply; reload and retry on a conflict),
 //! [`host`] the actix actor around it and the node-local directory of actors. [`roster`] adds,
 //! renames and deletes endpoints across the gateway's roster and the endpoint, undoing half-done
@@ -16,6 +17,7 @@ pub mod gateway;
 pub mod host;
 pub mod notification;
 pub mod roster;
+pub mod scan;
 pub mod text;
 pub mod tunnel;
 pub mod user;

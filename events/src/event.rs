@@ -14,8 +14,8 @@ use uuid::Uuid;
 ///
 /// 1: the first catalogue. 2: `StreamRefusalsRepeated`. 3: `EndpointUnbound`,
 /// `EndpointRegistrationRefusalsRepeated`, `ScannerRefused`, `ScannerRefusalsRepeated`.
-/// 4: users' email and notification settings, webhooks, notifications.
-pub const SCHEMA_VERSION: u16 = 4;
+/// 4: users' email and notification settings, webhooks, notifications. 5: scans.
+pub const SCHEMA_VERSION: u16 = 5;
 
 /// Operating system of the machine an endpoint runs on, as chosen in the configure wizard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
@@ -116,6 +116,7 @@ pub enum AggregateKind {
     User,
     Webhook,
     Notification,
+    Scan,
 }
 
 impl AggregateKind {
@@ -127,6 +128,7 @@ impl AggregateKind {
             AggregateKind::User => "user",
             AggregateKind::Webhook => "webhook",
             AggregateKind::Notification => "notification",
+            AggregateKind::Scan => "scan",
         }
     }
 }
@@ -433,6 +435,32 @@ catalogue! {
         NotificationsResumed { endpoint: Uuid },
     }
 
+    /// One scan of an endpoint's internal targets by the built-in engine, run by the node
+    /// holding the endpoint's session, at most the endpoint's scan capacity at once.
+    Scan => ScanEvent {
+        /// A scan was asked for; it waits in its endpoint's queue (first in, first out) until
+        /// a slot is free. `again_of`: the scan it repeats (`ism scan start --again`).
+        ScanQueued {
+            endpoint: Uuid,
+            gateway: Uuid,
+            settings: ScanSettings,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            again_of: Option<Uuid>,
+        },
+        /// `node` began running the scan.
+        ScanStarted { node: String },
+        /// How far the scan got: totals so far, and the findings new since the last progress
+        /// (the report is every progress's findings together).
+        ScanProgressed { pages: u32, requests: u32, findings: Vec<ScanFinding> },
+        /// The scan ran to its end (totals, and the findings not yet recorded).
+        ScanFinished { pages: u32, requests: u32, findings: Vec<ScanFinding> },
+        /// The scan could not go on (its endpoint or gateway went offline, its node stopped):
+        /// it must be started again.
+        ScanFailed { reason: String },
+        /// The scan was stopped before its end, by `by` (a user, or the scan access turned off).
+        ScanCancelled { by: String, reason: String },
+    }
+
     /// What happens in one endpoint session on one gateway node.
     Tunnel => TunnelEvent {
         /// An endpoint's WebSocket session was established on a gateway node.
@@ -465,6 +493,30 @@ catalogue! {
         /// The session ended.
         TunnelClosed { reason: String },
     }
+}
+
+/// What a scan fetches and how gently: the settings it was queued with, kept for a restart
+/// (`ism scan start --again`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanSettings {
+    /// The URLs the crawl starts from; it stays within their origins.
+    pub targets: Vec<String>,
+    pub max_pages: u32,
+    pub max_depth: u32,
+    /// At most this many requests a second.
+    pub rate: u32,
+}
+
+/// One problem a scan found in a response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanFinding {
+    /// The rule's stable id (`missing-csp`, `tls-self-signed`, ...).
+    pub rule: String,
+    /// `info`, `low`, `medium` or `high`.
+    pub severity: String,
+    pub url: String,
+    /// A short excerpt of what was seen (escaped wherever it is shown).
+    pub evidence: String,
 }
 
 /// Refusals of one kind (same scanner, same `reason` class) counted over one window. Encoded
@@ -521,6 +573,12 @@ impl Event {
             | Event::NotificationSuppressed { .. }
             | Event::NotificationsPaused { .. }
             | Event::NotificationsResumed { .. } => 4,
+            Event::ScanQueued { .. }
+            | Event::ScanStarted { .. }
+            | Event::ScanProgressed { .. }
+            | Event::ScanFinished { .. }
+            | Event::ScanFailed { .. }
+            | Event::ScanCancelled { .. } => 5,
             _ => 1,
         }
     }
@@ -561,6 +619,7 @@ mod tests {
             Event::UserEmailChanged { email: Some("a@example.test".into()) },
             Event::WebhookRemoved,
             Event::NotificationsResumed { endpoint: id },
+            Event::ScanFailed { reason: "r".into() },
         ]
     }
 
@@ -573,6 +632,7 @@ mod tests {
             let as_user = UserEvent::try_from(e.clone()).ok().map(Event::from);
             let as_webhook = WebhookEvent::try_from(e.clone()).ok().map(Event::from);
             let as_notification = NotificationEvent::try_from(e.clone()).ok().map(Event::from);
+            let as_scan = ScanEvent::try_from(e.clone()).ok().map(Event::from);
             let back = match e.kind() {
                 AggregateKind::Gateway => &as_gateway,
                 AggregateKind::Endpoint => &as_endpoint,
@@ -580,10 +640,18 @@ mod tests {
                 AggregateKind::User => &as_user,
                 AggregateKind::Webhook => &as_webhook,
                 AggregateKind::Notification => &as_notification,
+                AggregateKind::Scan => &as_scan,
             };
             assert_eq!(back.as_ref(), Some(&e), "{e:?} round-trips through its aggregate type");
-            let converted =
-                [&as_gateway, &as_endpoint, &as_tunnel, &as_user, &as_webhook, &as_notification];
+            let converted = [
+                &as_gateway,
+                &as_endpoint,
+                &as_tunnel,
+                &as_user,
+                &as_webhook,
+                &as_notification,
+                &as_scan,
+            ];
             assert_eq!(converted.iter().filter(|c| c.is_some()).count(), 1, "{e:?}");
         }
     }
@@ -610,6 +678,9 @@ mod tests {
                 }
                 AggregateKind::Notification => {
                     rmp_serde::to_vec_named(&NotificationEvent::try_from(e.clone()).unwrap())
+                }
+                AggregateKind::Scan => {
+                    rmp_serde::to_vec_named(&ScanEvent::try_from(e.clone()).unwrap())
                 }
             };
             assert_eq!(typed.unwrap(), stored, "{e:?}");

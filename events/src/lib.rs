@@ -31,8 +31,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, Cause, Envelope, Recorded};
 pub use event::{
     AggregateEvent, AggregateKind, CredentialKind, EndpointEvent, Event, GatewayEvent, NoticeKind,
-    NotificationEvent, Platform, RepeatedRefusals, RepeatedRegistrationRefusals, TunnelEvent,
-    UserEvent, UserRole, WebhookEvent, SCHEMA_VERSION,
+    NotificationEvent, Platform, RepeatedRefusals, RepeatedRegistrationRefusals, ScanEvent,
+    ScanFinding, ScanSettings, TunnelEvent, UserEvent, UserRole, WebhookEvent, SCHEMA_VERSION,
 };
 /// The one rule for showing untrusted text (see `ism_escape`).
 pub use ism_escape as escape;

@@ -291,6 +291,45 @@ impl ApiClient {
         self.call(Method::POST, "/api/v1/webhooks", Some(&body)).await
     }
 
+    /// Queues a scan (`{"endpoint", "targets", ...}` or `{"again": id}`).
+    pub async fn start_scan(&self, body: &Value) -> Result<Value, ApiError> {
+        self.call(Method::POST, "/api/v1/scans", Some(body)).await
+    }
+
+    pub async fn scans(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let query: Vec<String> = [("endpoint", endpoint), ("state", state)]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={}", percent_encode(v))))
+            .collect();
+        let path = match query.is_empty() {
+            true => "/api/v1/scans".to_string(),
+            false => format!("/api/v1/scans?{}", query.join("&")),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn scan(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::GET, &format!("/api/v1/scans/{}", percent_encode(id)), None).await
+    }
+
+    pub async fn cancel_scan(&self, id: &str) -> Result<Value, ApiError> {
+        self.call(Method::POST, &format!("/api/v1/scans/{}/cancel", percent_encode(id)), None).await
+    }
+
+    /// The scan's report, `format` `json` or `sarif`.
+    pub async fn scan_report(&self, id: &str, format: &str) -> Result<Value, ApiError> {
+        let path = format!(
+            "/api/v1/scans/{}/report?format={}",
+            percent_encode(id),
+            percent_encode(format)
+        );
+        self.call(Method::GET, &path, None).await
+    }
+
     pub async fn webhooks(&self) -> Result<Value, ApiError> {
         self.call(Method::GET, "/api/v1/webhooks", None).await
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Manage an internal-scanning gateway: gateways, endpoints, keys, access, credentials, users, audit."
+    about = "Manage an internal-scanning gateway: gateways, endpoints, keys, access, credentials, users, audit, scans."
 )]
 struct Cli {
     /// Base URL of a gateway node's management API.
@@ -49,6 +49,8 @@ enum Command {
     Webhook(WebhookCmd),
     #[command(subcommand)]
     Notifications(NotificationsCmd),
+    #[command(subcommand)]
+    Scan(ScanCmd),
     /// The event history as a timeline, filtered; from the API, or straight from an event log.
     Audit {
         #[arg(long)]
@@ -260,6 +262,53 @@ enum WebhookCmd {
     List,
     Remove {
         id: String,
+    },
+}
+
+/// Scans of the built-in engine: a bounded crawl with passive checks, through an endpoint.
+#[derive(Subcommand)]
+enum ScanCmd {
+    /// Queue a scan; it starts when the endpoint has a free slot of its scan capacity.
+    Start {
+        /// The endpoint to scan through, by name or id.
+        #[arg(long, required_unless_present = "again")]
+        endpoint: Option<String>,
+        /// A URL the crawl starts from (repeatable); it stays within the targets' origins.
+        #[arg(long = "target", required_unless_present = "again")]
+        targets: Vec<String>,
+        /// Most pages fetched (default 100).
+        #[arg(long)]
+        max_pages: Option<u32>,
+        /// Deepest link depth followed (default 5).
+        #[arg(long)]
+        max_depth: Option<u32>,
+        /// Most requests a second (default 10).
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Queue this earlier scan again, with its endpoint and settings.
+        #[arg(long, conflicts_with_all = ["endpoint", "targets", "max_pages", "max_depth", "rate"])]
+        again: Option<String>,
+    },
+    /// Scans in the order queued, each waiting one with its place in the queue.
+    List {
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// queued, running, finished, failed or cancelled.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// A scan and its findings.
+    Show { id: String },
+    /// Cancel a queued or running scan.
+    Cancel { id: String },
+    /// The scan's report, as JSON (ism-scan-report/1) or SARIF 2.1.0.
+    Report {
+        id: String,
+        #[arg(long, default_value = "json", value_parser = ["json", "sarif"])]
+        format: String,
+        /// Write it to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -527,6 +576,36 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         }
         Command::Notifications(NotificationsCmd::List { limit }) => {
             (api.notifications(*limit).await?, output::notifications)
+        }
+        Command::Scan(ScanCmd::Start { endpoint, targets, max_pages, max_depth, rate, again }) => {
+            let body = match again {
+                Some(id) => json!({ "again": id }),
+                None => json!({
+                    "endpoint": endpoint,
+                    "targets": targets,
+                    "max_pages": max_pages,
+                    "max_depth": max_depth,
+                    "rate": rate,
+                }),
+            };
+            (api.start_scan(&body).await?, output::scan)
+        }
+        Command::Scan(ScanCmd::List { endpoint, state }) => {
+            (api.scans(endpoint.as_deref(), state.as_deref()).await?, output::scans)
+        }
+        Command::Scan(ScanCmd::Show { id }) => (api.scan(id).await?, output::scan),
+        Command::Scan(ScanCmd::Cancel { id }) => (api.cancel_scan(id).await?, output::scan),
+        Command::Scan(ScanCmd::Report { id, format, output: file }) => {
+            let report = api.scan_report(id, format).await?;
+            match file {
+                Some(path) => {
+                    std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let said = json!({ "written": path.display().to_string(), "format": format });
+                    (said, output::report_written)
+                }
+                None => (report, output::json),
+            }
         }
         Command::User(UserCmd::List) => (api.users().await?, output::users),
         Command::Node(NodeCmd::List) => (api.nodes().await?, output::nodes),

@@ -229,6 +229,7 @@ pub fn endpoint(v: &Value) -> String {
             ("scan access", if v["scan_access"] == true { "on" } else { "off" }.into()),
             ("support access", support_access(&v["support_access"])),
             ("streams", streams(v)),
+            ("scans", scans_in_use(v)),
             ("agent", agent),
             ("machine", machine(&v["machine"])),
             ("node", s(&v["node"])),
@@ -261,13 +262,13 @@ pub fn endpoint_added(v: &Value) -> String {
 
 pub fn endpoints(list: &Value) -> String {
     let mut out = format!(
-        "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  NODE\n",
-        "ID", "NAME", "STATUS", "VERSION", "SCAN", "SUPPORT", "STREAMS"
+        "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  {:<11}  NODE\n",
+        "ID", "NAME", "STATUS", "VERSION", "SCAN", "SUPPORT", "STREAMS", "SCANS"
     );
     for e in items(list) {
         let scan = if e["scan_access"] == true { "on" } else { "off" };
         out.push_str(&format!(
-            "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  {}\n",
+            "{:<36}  {:<20}  {:<8}  {:<8}  {:<4}  {:<8}  {:<11}  {:<11}  {}\n",
             s(&e["id"]),
             s(&e["name"]),
             s(&e["status"]),
@@ -275,6 +276,7 @@ pub fn endpoints(list: &Value) -> String {
             scan,
             s(&e["support_access"]["state"]),
             streams(e),
+            scans_in_use(e),
             s(&e["node"])
         ));
     }
@@ -560,9 +562,95 @@ pub async fn last_entries(
 
 /// An endpoint's streams on the node that answered: `open/limit`, and `+N queued` while some
 /// wait for a slot.
+/// Scans running of the capacity, and those waiting: `3/30 +4 queued`.
+fn scans_in_use(e: &Value) -> String {
+    match e["queued_scans"].as_u64().unwrap_or(0) {
+        0 => format!("{}/{}", e["running_scans"], e["scan_capacity"]),
+        queued => format!("{}/{} +{queued} queued", e["running_scans"], e["scan_capacity"]),
+    }
+}
+
 fn streams(e: &Value) -> String {
     match e["queued_streams"].as_u64().unwrap_or(0) {
         0 => format!("{}/{}", e["open_streams"], e["stream_limit"]),
         queued => format!("{}/{} +{queued} queued", e["open_streams"], e["stream_limit"]),
     }
+}
+
+/// Findings per severity, highest first: `2 high, 1 medium, 4 low, 3 info`.
+fn finding_counts(v: &Value) -> String {
+    ["high", "medium", "low", "info"]
+        .iter()
+        .map(|k| format!("{} {k}", v[*k].as_u64().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A scan's state, with its place in the queue while it waits.
+fn scan_state(v: &Value) -> String {
+    match v["queue_position"].as_u64() {
+        Some(place) => format!("{} (#{place})", s(&v["state"])),
+        None => s(&v["state"]),
+    }
+}
+
+pub fn scans(list: &Value) -> String {
+    let mut out = format!(
+        "{:<36}  {:<16}  {:<14}  {:>5}  {:<28}  TARGET\n",
+        "ID", "ENDPOINT", "STATE", "PAGES", "FINDINGS (H/M/L/I)"
+    );
+    for v in items(list) {
+        let f = &v["findings"];
+        let counts = format!("{}/{}/{}/{}", f["high"], f["medium"], f["low"], f["info"]);
+        let more = v["targets"].as_array().map_or(0, |t| t.len().saturating_sub(1));
+        let more = if more > 0 { format!(" (+{more})") } else { String::new() };
+        out.push_str(&format!(
+            "{:<36}  {:<16}  {:<14}  {:>5}  {:<28}  {}{more}\n",
+            s(&v["id"]),
+            s(&v["endpoint_name"]),
+            scan_state(v),
+            v["pages"],
+            counts,
+            s(&v["targets"][0]),
+        ));
+    }
+    out
+}
+
+pub fn scan(v: &Value) -> String {
+    let targets: Vec<String> = items(&v["targets"]).map(s).collect();
+    let mut out = card(
+        format!("scan {}: {}", s(&v["id"]), scan_state(v)),
+        &[
+            ("endpoint", format!("{} ({})", s(&v["endpoint_name"]), s(&v["endpoint"]))),
+            ("targets", targets.join(", ")),
+            (
+                "limits",
+                format!(
+                    "{} pages, depth {}, {} requests/s",
+                    v["max_pages"], v["max_depth"], v["rate"]
+                ),
+            ),
+            ("queued", format!("{} by {}", time(&v["queued_ms"]), s(&v["queued_by"]))),
+            ("started", format!("{} on node {}", time(&v["started_ms"]), s(&v["node"]))),
+            ("ended", time(&v["ended_ms"])),
+            ("reason", s(&v["reason"])),
+            ("progress", format!("{} pages, {} requests", v["pages"], v["requests"])),
+            ("findings", finding_counts(&v["findings"])),
+        ],
+    );
+    for f in items(&v["finding_list"]) {
+        out.push_str(&format!(
+            "  {:<7} {:<26} {}\n          {}\n",
+            s(&f["severity"]),
+            s(&f["rule"]),
+            s(&f["url"]),
+            s(&f["evidence"])
+        ));
+    }
+    out
+}
+
+pub fn report_written(v: &Value) -> String {
+    format!("{} report written to {}\n", s(&v["format"]), s(&v["written"]))
 }

@@ -1,18 +1,18 @@
 //! `ism-demo`: the whole path on the embedded default, for real: a gateway node, a gateway and an
 //! endpoint created through the REST API, the endpoint agent dialing in over TLS WebSocket with
-//! its key, an internal app on loopback, and a scan through the SOCKS5 ingress with its results.
+//! its key, a deliberately insecure internal app on loopback (http and https), a scanner request
+//! through the SOCKS5 ingress, and a scan of the built-in engine through the tunnel with the
+//! findings of its report (JSON, and SARIF written beside the node's data).
 //!
 //! With `--once` it exits 0 after the path worked (non-zero on any failure); otherwise it keeps
 //! running and prints how to point `curl --socks5-hostname` at it.
-
-mod checks;
-mod target_app;
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use ism_cli::{scanner, ApiClient};
 use ism_endpoint::{Agent, AgentStatus, EndpointConfig};
 use ism_gateway::NodeConfig;
+use ism_scan_engine::testing::InsecureApp;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ struct Args {
 }
 
 fn step(n: u32, text: impl std::fmt::Display) {
-    println!("[{n}/7] {text}");
+    println!("[{n}/8] {text}");
 }
 
 async fn demo(args: Args) -> anyhow::Result<()> {
@@ -78,11 +78,12 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         ),
     );
 
-    let app_port = target_app::start().await.context("starting the internal app")?;
+    let app = InsecureApp::start().await.context("starting the internal app")?;
+    let (app_port, tls_port) = (app.http.port(), app.https.port());
     step(
         4,
         format_args!(
-            "internal app listening on 127.0.0.1:{app_port} (inside the endpoint's network)"
+            "internal app listening on http://127.0.0.1:{app_port} and https://127.0.0.1:{tls_port} (inside the endpoint's network)"
         ),
     );
 
@@ -94,7 +95,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     std::fs::write(
         &properties,
         format!(
-            "# written by ism-demo\ntoken = {key}\ngateway = {}\nwebsocketProtocol = wss\nwsendpoint = {}\nsocketConnectionTimeoutMs = 5000\nsocketReadTimeoutMs = 5000\ngatewayCaFile = {}\nallowedTargets = 127.0.0.1:{app_port}\n",
+            "# written by ism-demo\ntoken = {key}\ngateway = {}\nwebsocketProtocol = wss\nwsendpoint = {}\nsocketConnectionTimeoutMs = 5000\nsocketReadTimeoutMs = 5000\ngatewayCaFile = {}\nallowedTargets = 127.0.0.1:{app_port},127.0.0.1:{tls_port}\n",
             a.endpoint_wss,
             node.state.ws_path,
             ca.display()
@@ -151,11 +152,20 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         scanner::http_get(stream, &format!("127.0.0.1:{app_port}"), "/", Duration::from_secs(60))
             .await?;
     ensure!(resp.status_line.contains(" 200 "), "unexpected response: {}", resp.status_line);
-    step(7, format_args!("scanned http://127.0.0.1:{app_port}/ through scanner -> gateway -> wss -> endpoint -> app: {} ({} bytes)", resp.status_line, resp.body.len()));
+    step(7, format_args!("an external scanner fetched http://127.0.0.1:{app_port}/ through scanner -> gateway -> wss -> endpoint -> app: {} ({} bytes)", resp.status_line, resp.body.len()));
 
+    // The SARIF report outlives the demo's temporary data (unless --data-dir keeps it there).
+    let sarif = match &args.data_dir {
+        Some(dir) => dir.join("scan-report.sarif"),
+        None => std::env::temp_dir().join("ism-demo-scan-report.sarif"),
+    };
+    let report = scan(&api, &sarif, &[app.http, app.https]).await?;
     println!("results:");
-    for f in checks::passive_checks(&resp) {
-        println!("  [{}] {}", f.severity, f.title);
+    for f in report["findings"].as_array().into_iter().flatten() {
+        // What the app sent is untrusted text: shown escaped, never obeyed by the terminal.
+        let text = |k: &str| ism_escape::escaped(f[k].as_str().unwrap_or("?")).to_string();
+        let evidence: String = text("evidence").chars().take(60).collect();
+        println!("  [{}] {}: {} ({evidence})", text("severity"), text("name"), text("url"));
     }
     // The endpoint must not be an open door: anything off its allowlist is refused.
     match scanner::connect(&socks, "dc1", &secret, "127.0.0.1", a.api.port()).await {
@@ -168,11 +178,15 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     }
 
     if args.once {
-        println!("demo complete: the request went through the tunnel and back");
+        println!("demo complete: the request and the scan went through the tunnel and back");
     } else {
         println!();
         println!("Everything is running. Try it yourself:");
         println!("  curl --socks5-hostname 'dc1:{secret}@{socks}' http://127.0.0.1:{app_port}/");
+        println!(
+            "  cargo run -q -p ism-cli --bin ism -- --api http://{} --token {} scan list",
+            a.api, node.admin_token
+        );
         println!("  cargo run -q -p ism-cli --bin ism -- --api http://{} --token {} endpoint list --gateway {gateway_id}", a.api, node.admin_token);
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;
@@ -181,6 +195,51 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let _ = agent.join().await;
     node.stop().await;
     Ok(())
+}
+
+/// Step 8: a scan of the built-in engine through endpoint `dc1` of the app at `targets`, waited
+/// for; its JSON report, and its SARIF report written to `sarif`.
+async fn scan(
+    api: &ApiClient,
+    sarif: &std::path::Path,
+    targets: &[std::net::SocketAddr],
+) -> anyhow::Result<serde_json::Value> {
+    let [http, https] = targets else { bail!("the app listens on http and https") };
+    let targets = [format!("http://{http}/"), format!("https://{https}/")];
+    let body =
+        serde_json::json!({ "endpoint": "dc1", "targets": targets, "max_pages": 40, "rate": 50 });
+    let queued = api.start_scan(&body).await?;
+    let id = queued["id"].as_str().context("scan id")?.to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let scan = api.scan(&id).await?;
+        match scan["state"].as_str() {
+            Some("finished") => break scan,
+            Some("queued" | "running") => {}
+            other => bail!("the scan ended {other:?}: {}", scan["reason"]),
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "the scan did not finish within 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sarif_report = api.scan_report(&id, "sarif").await?;
+    std::fs::write(sarif, serde_json::to_vec_pretty(&sarif_report)?)
+        .with_context(|| format!("writing {}", sarif.display()))?;
+    let f = &done["findings"];
+    step(
+        8,
+        format_args!(
+            "scan {id} of {} through the tunnel: {} pages, {} requests; findings {} high, {} medium, {} low, {} info (SARIF: {})",
+            targets.join(" and "),
+            done["pages"],
+            done["requests"],
+            f["high"],
+            f["medium"],
+            f["low"],
+            f["info"],
+            sarif.display()
+        ),
+    );
+    Ok(api.scan_report(&id, "json").await?)
 }
 
 fn main() -> std::process::ExitCode {

@@ -2,10 +2,11 @@
 //! whenever access changes while it runs (see [`crate::enforcement`]).
 //!
 //! The endpoint must exist, the credential must not be revoked, and the endpoint's *scan access*
-//! (for scan credentials) or *support-engineer access* (for support credentials) must be on.
+//! (for scan credentials and the built-in engine's scans) or *support-engineer access* (for
+//! support credentials) must be on.
 
 use ism_events::CredentialKind;
-use ism_projectors::directory::ScannerCredentialRow;
+use ism_projectors::directory::{ScanView, ScannerCredentialRow};
 use ism_projectors::EndpointView;
 use uuid::Uuid;
 
@@ -20,6 +21,17 @@ pub enum AccessDenied {
     ScanAccessOff(String),
     #[error("support-engineer access is not granted for endpoint {0:?}")]
     SupportAccessOff(String),
+}
+
+/// A scan of the built-in engine as the scanner credential its streams run under (its id is the
+/// scan's): it needs scan access, and stops working once the scan has ended.
+pub fn scan_credential(scan: &ScanView) -> ScannerCredentialRow {
+    ScannerCredentialRow {
+        gateway: scan.gateway,
+        secret_hash: String::new(),
+        kind: CredentialKind::Scan,
+        revoked: !scan.status.is_active(),
+    }
 }
 
 /// May a stream with `credential` run through `endpoint` (looked up as `endpoint_id`) at

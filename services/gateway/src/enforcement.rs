@@ -8,7 +8,7 @@
 //! Admission registers a stream *before* its final check (see [`crate::scanner_stream`]), so a
 //! stream admitted just as access is withdrawn is caught by one or the other.
 
-use crate::access::stream_allowed;
+use crate::access::{scan_credential, stream_allowed};
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use ism_actors::endpoint::{Endpoint, EndpointCommand};
@@ -57,7 +57,10 @@ impl Enforcement {
         }
         let now = self.clock.now_ms();
         let stopped = self.streams.stop_refused(endpoint, |credential| {
-            let row = self.directory.scanner_credential(credential).ok().flatten();
+            // A scan of the built-in engine runs under its own id.
+            let row = self.directory.scanner_credential(credential).ok().flatten().or_else(|| {
+                self.directory.scan(credential).ok().flatten().map(|s| scan_credential(&s))
+            });
             row.is_some_and(|c| stream_allowed(view.as_ref(), &c, endpoint, now).is_ok())
         });
         if stopped > 0 {
@@ -80,6 +83,11 @@ impl Enforcement {
             // A revoked credential may be in use through any endpoint of the gateway.
             (AggregateKind::Gateway, Event::ScannerCredentialRevoked { .. }) => {
                 self.streams.endpoints()
+            }
+            // A scan that ended stops its streams wherever they run.
+            (AggregateKind::Scan, Event::ScanCancelled { .. } | Event::ScanFailed { .. }) => {
+                let scan = self.directory.scan(rec.envelope.aggregate.id).ok().flatten();
+                scan.map(|s| vec![s.endpoint]).unwrap_or_default()
             }
             _ => Vec::new(),
         }

@@ -59,6 +59,10 @@ struct Args {
     /// are refused at once (SOCKS general failure, HTTP 503). 0: none wait.
     #[arg(long, env = "ISM_STREAM_QUEUE", default_value_t = 256)]
     stream_queue: usize,
+    /// Scans of the built-in engine one endpoint runs at once; more wait in its queue (first
+    /// in, first out) and start as slots free.
+    #[arg(long, env = "ISM_SCAN_CAPACITY", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
+    scan_capacity: u16,
     /// How long a stream waits for a slot before it is refused, e.g. `30s`.
     #[arg(long, env = "ISM_QUEUE_TIMEOUT", default_value = "30s", value_parser = duration_ms)]
     queue_timeout: i64,
@@ -222,6 +226,7 @@ fn main() -> anyhow::Result<()> {
         socks: args.public_socks_address,
         http_proxy: args.public_http_proxy_address,
     };
+    config.scan_capacity = usize::from(args.scan_capacity);
     config.notify.smtp = args.smtp_url.map(|url| (url, args.mail_from));
     config.notify.manage_url = args.manage_url;
     config.notify.settings.offline_grace_ms = args.offline_grace;

@@ -83,6 +83,8 @@ pub struct NodeConfig {
     pub public: PublicConfig,
     /// Notification rules, email and retention.
     pub notify: NotifyConfig,
+    /// Scans one endpoint runs at once (`--scan-capacity`); more wait in its queue.
+    pub scan_capacity: usize,
 }
 
 impl NodeConfig {
@@ -113,6 +115,7 @@ impl NodeConfig {
             cluster: None,
             public: PublicConfig::default(),
             notify: NotifyConfig::default(),
+            scan_capacity: crate::scans::schedule::DEFAULT_CAPACITY,
         }
     }
 }
@@ -190,6 +193,7 @@ impl RunningNode {
             let why = format!("gateway node {} stopped and no other node serves it", state.node_id);
             service::record_offline(state, state.clock.now_ms(), &why).await;
         }
+        crate::scans::fail_running(state, &format!("gateway node {} stopped", state.node_id)).await;
         state.sessions.close_all("gateway node shutting down");
         // Streams tell their end once their splice is over, sessions their close once their
         // tasks end: both are gone before the last told fact is.
@@ -376,7 +380,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         endpoints: endpoints.clone(),
         tunnels: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
         users: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
-        webhooks: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
+        webhooks: NodeActors::new(arbiter.clone(), log.clone(), config.clock.clone()),
+        scans: NodeActors::new(arbiter, log.clone(), config.clock.clone()),
+        running_scans: Default::default(),
+        scan_capacity: config.scan_capacity,
         key_secret,
         sessions: Default::default(),
         streams: Default::default(),
@@ -438,6 +445,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::spawn(membership::heartbeat(state.clone(), cluster.heartbeat)),
         tokio::spawn(membership::fence_replaced(state.clone(), cluster.drain_timeout)),
         tokio::spawn(draining::drain_when_asked(state.clone(), cluster.drain_timeout)),
+        tokio::spawn(crate::scans::schedule::run(state.clone())),
     ];
     let mut tasks = tasks;
     let notifications = tokio_util::sync::CancellationToken::new();

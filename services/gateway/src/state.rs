@@ -10,12 +10,14 @@ use crate::public_address::{Addresses, PublicAddresses};
 use crate::refusals::Refusals;
 use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
+use crate::running_scans::RunningScans;
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use crate::stream_queue::QueueLimits;
 use ism_actors::credentials::KeySecret;
 use ism_actors::endpoint::Endpoint;
 use ism_actors::gateway::Gateway;
+use ism_actors::scan::Scan;
 use ism_actors::tunnel::Tunnel;
 use ism_actors::user::User;
 use ism_actors::webhook::Webhook;
@@ -44,6 +46,11 @@ pub struct NodeState {
     pub tunnels: NodeActors<Tunnel>,
     pub users: NodeActors<User>,
     pub webhooks: NodeActors<Webhook>,
+    pub scans: NodeActors<Scan>,
+    /// The scans this node runs.
+    pub running_scans: Arc<RunningScans>,
+    /// Scans one endpoint runs at once; more wait in its queue.
+    pub scan_capacity: usize,
     pub key_secret: KeySecret,
     pub sessions: Arc<Sessions>,
     /// Scanner streams running through this node, for enforcing access while they run.

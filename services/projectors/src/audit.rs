@@ -126,6 +126,8 @@ pub struct Timeline {
     tunnel_endpoint: HashMap<Uuid, Uuid>,
     /// What each notification is about (an endpoint or a gateway).
     notification_subject: HashMap<Uuid, Uuid>,
+    /// The endpoint each scan runs on.
+    scan_endpoint: HashMap<Uuid, Uuid>,
 }
 
 impl Timeline {
@@ -176,6 +178,9 @@ impl Timeline {
             Event::NotificationClaimed { subject, .. } => {
                 self.notification_subject.insert(agg.id, *subject);
             }
+            Event::ScanQueued { endpoint, .. } => {
+                self.scan_endpoint.insert(agg.id, *endpoint);
+            }
             _ => {}
         }
     }
@@ -192,8 +197,12 @@ impl Timeline {
                 (Some(agg.id), endpoint)
             }
             AggregateKind::Endpoint => (self.endpoint_gateway.get(&agg.id).copied(), Some(agg.id)),
-            AggregateKind::Tunnel => {
-                let endpoint = self.tunnel_endpoint.get(&agg.id).copied();
+            AggregateKind::Tunnel | AggregateKind::Scan => {
+                let endpoint = match agg.kind {
+                    AggregateKind::Tunnel => self.tunnel_endpoint.get(&agg.id),
+                    _ => self.scan_endpoint.get(&agg.id),
+                };
+                let endpoint = endpoint.copied();
                 (endpoint.and_then(|e| self.endpoint_gateway.get(&e).copied()), endpoint)
             }
             AggregateKind::User | AggregateKind::Webhook => (None, None),
@@ -443,6 +452,31 @@ impl Timeline {
             ),
             Event::NotificationsResumed { endpoint } => {
                 format!("notifications about {} resumed", self.endpoint_name(*endpoint))
+            }
+            Event::ScanQueued { endpoint, settings, again_of, .. } => {
+                let again = again_of.map(|s| format!(" (again, as scan {s})")).unwrap_or_default();
+                format!(
+                    "scan {} of {} queued{again}: {} (at most {} pages, depth {}, {} requests/s)",
+                    agg.id,
+                    self.endpoint_name(*endpoint),
+                    settings.targets.join(", "),
+                    settings.max_pages,
+                    settings.max_depth,
+                    settings.rate
+                )
+            }
+            Event::ScanStarted { node } => format!("scan {} started on node {node}", agg.id),
+            Event::ScanProgressed { pages, requests, findings } => format!(
+                "scan {}: {pages} pages, {requests} requests, {} new findings",
+                agg.id,
+                findings.len()
+            ),
+            Event::ScanFinished { pages, requests, .. } => {
+                format!("scan {} finished: {pages} pages, {requests} requests", agg.id)
+            }
+            Event::ScanFailed { reason } => format!("scan {} failed: {reason}", agg.id),
+            Event::ScanCancelled { by, reason } => {
+                format!("scan {} cancelled by {by}: {reason}", agg.id)
             }
         }
     }

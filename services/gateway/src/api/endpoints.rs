@@ -142,7 +142,9 @@ pub(super) async fn delete(
     let id = parse_id("endpoint", &id)?;
     let e = state.directory.endpoint_any(id)?.ok_or_else(|| ApiError::not_found("endpoint", id))?;
     let last = roster(&state).delete(id, e.gateway, &caller.cause()).await?;
-    state.caught_up(last).await?;
+    let reason = format!("endpoint {:?} was deleted", e.name);
+    let cancelled = super::scans::cancel_all(&state, &caller, id, &reason).await?;
+    state.caught_up(cancelled.max(last)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": id, "name": e.name })))
 }
 
@@ -240,6 +242,10 @@ pub(super) async fn set_access(
     let mut last = None;
     for command in commands {
         last = state.endpoints.execute(e.id, command, caller.cause()).await?.position().or(last);
+    }
+    if body.scan_access == Some(false) {
+        let reason = format!("scan access to endpoint {:?} was turned off", e.name);
+        last = super::scans::cancel_all(&state, &caller, e.id, &reason).await?.max(last);
     }
     state.caught_up(last).await?;
     shown(&state, e.id)

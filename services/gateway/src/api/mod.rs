@@ -1,5 +1,5 @@
 //! The management REST API: gateways, endpoints, keys, access, scanner credentials, users, audit,
-//! the cluster's nodes.
+//! the cluster's nodes, scans.
 //!
 //! Webhooks and the notifications recorded are in [`webhooks`].
 //!
@@ -17,6 +17,7 @@ mod gateways;
 mod metrics;
 mod nodes;
 pub mod request_span;
+mod scans;
 mod users;
 mod views;
 mod webhooks;
@@ -28,6 +29,7 @@ use actix_web::{web, HttpRequest, HttpResponse, Resource, ResponseError, Route};
 use ism_actors::endpoint::EndpointError;
 use ism_actors::gateway::GatewayError;
 use ism_actors::roster::RosterError;
+use ism_actors::scan::ScanError;
 use ism_actors::user::UserError;
 use ism_actors::webhook::WebhookError;
 use ism_actors::CommandError;
@@ -147,6 +149,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/endpoints/{id}/unbind",
                 [(Method::POST, web::to(endpoints::unbind))],
             ))
+            .service(resource(
+                "/scans",
+                [(Method::GET, web::to(scans::list)), (Method::POST, web::to(scans::start))],
+            ))
+            .service(resource("/scans/{id}", [(Method::GET, web::to(scans::show))]))
+            .service(resource("/scans/{id}/cancel", [(Method::POST, web::to(scans::cancel))]))
+            .service(resource("/scans/{id}/report", [(Method::GET, web::to(scans::report))]))
             .service(resource("/nodes", [(Method::GET, web::to(nodes::list))]))
             .service(resource("/nodes/{node}/drain", [(Method::POST, web::to(nodes::drain))]))
             .service(resource(
@@ -298,6 +307,19 @@ impl HttpStatus for WebhookError {
             WebhookError::AlreadyExists(_) => StatusCode::CONFLICT,
             WebhookError::NotFound(_) => StatusCode::NOT_FOUND,
             WebhookError::BadUrl(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl HttpStatus for ScanError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ScanError::AlreadyExists(_)
+            | ScanError::NotQueued { .. }
+            | ScanError::NotRunning { .. }
+            | ScanError::Ended { .. } => StatusCode::CONFLICT,
+            ScanError::NotFound(_) => StatusCode::NOT_FOUND,
+            ScanError::BadSettings(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

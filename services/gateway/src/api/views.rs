@@ -3,7 +3,7 @@
 use crate::state::NodeState;
 use ism_events::SupportAccess;
 use ism_events::{CredentialKind, NoticeKind, Platform, UserRole};
-use ism_projectors::directory::{TokenView, UserView};
+use ism_projectors::directory::{ScanStatus, ScanView, TokenView, UserView};
 use ism_projectors::{
     EndpointStatus, EndpointView, GatewayStatus, GatewayView, NotificationView, WebhookView,
 };
@@ -76,6 +76,11 @@ pub struct EndpointOut {
     stream_limit: usize,
     /// Streams waiting for a slot on that node.
     queued_streams: usize,
+    /// Scans of the built-in engine running through the endpoint, and its capacity for them.
+    running_scans: usize,
+    scan_capacity: usize,
+    /// Scans waiting for a free slot.
+    queued_scans: usize,
     agent_version: Option<String>,
     agent_platform: Option<String>,
     hostname: Option<String>,
@@ -201,6 +206,9 @@ pub fn deleted_gateway(g: GatewayView) -> DeletedGatewayOut {
 
 pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
     let now = state.clock.now_ms();
+    let scans = state.directory.scans_of(e.id).unwrap_or_default();
+    let count = |status| scans.iter().filter(|s| s.status == status).count();
+    let (running_scans, queued_scans) = (count(ScanStatus::Running), count(ScanStatus::Queued));
     let support_access = SupportAccessOut {
         state: e.support_access.state_name(now),
         until_ms: match e.support_access {
@@ -226,6 +234,9 @@ pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
         open_streams: state.running_streams(e.id),
         stream_limit: state.stream_limit,
         queued_streams: state.sessions.waiting(e.id),
+        running_scans,
+        scan_capacity: state.scan_capacity,
+        queued_scans,
         agent_version: e.agent_version,
         agent_platform: e.agent_platform,
         hostname: e.hostname,
@@ -303,4 +314,88 @@ pub fn notification(n: NotificationView, state: &NodeState) -> NotificationOut {
         suppressed: n.suppressed,
         paused_until_ms: n.paused_until_ms,
     }
+}
+
+/// A scan in a list: where it is, how far it got, how many findings of each severity.
+#[derive(Serialize)]
+pub struct ScanOut {
+    id: Uuid,
+    version: u64,
+    endpoint: Uuid,
+    endpoint_name: Option<String>,
+    gateway: Uuid,
+    targets: Vec<String>,
+    max_pages: u32,
+    max_depth: u32,
+    rate: u32,
+    again_of: Option<Uuid>,
+    /// `queued`, `running`, `finished`, `failed` or `cancelled`.
+    state: &'static str,
+    /// Its place in the endpoint's queue while it waits (1: next).
+    queue_position: Option<usize>,
+    queued_ms: i64,
+    queued_by: Option<String>,
+    started_ms: Option<i64>,
+    node: Option<String>,
+    ended_ms: Option<i64>,
+    pages: u32,
+    requests: u32,
+    findings: FindingCounts,
+    /// Why it failed or was cancelled.
+    reason: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+pub struct FindingCounts {
+    high: usize,
+    medium: usize,
+    low: usize,
+    info: usize,
+}
+
+/// A scan with its findings.
+#[derive(Serialize)]
+pub struct ScanDetailOut {
+    #[serde(flatten)]
+    scan: ScanOut,
+    finding_list: Vec<ism_events::ScanFinding>,
+}
+
+pub fn scan(s: &ScanView, queue_position: Option<usize>, state: &NodeState) -> ScanOut {
+    let mut findings = FindingCounts::default();
+    for f in &s.findings {
+        match f.severity.as_str() {
+            "high" => findings.high += 1,
+            "medium" => findings.medium += 1,
+            "low" => findings.low += 1,
+            _ => findings.info += 1,
+        }
+    }
+    ScanOut {
+        id: s.id,
+        version: s.version,
+        endpoint: s.endpoint,
+        endpoint_name: state.directory.endpoint_any(s.endpoint).ok().flatten().map(|e| e.name),
+        gateway: s.gateway,
+        targets: s.settings.targets.clone(),
+        max_pages: s.settings.max_pages,
+        max_depth: s.settings.max_depth,
+        rate: s.settings.rate,
+        again_of: s.again_of,
+        state: s.status.as_str(),
+        queue_position,
+        queued_ms: s.queued_ms,
+        queued_by: s.queued_by.clone(),
+        started_ms: s.started_ms,
+        node: s.node.clone(),
+        ended_ms: s.ended_ms,
+        pages: s.pages,
+        requests: s.requests,
+        findings,
+        reason: s.reason.clone(),
+    }
+}
+
+pub fn scan_detail(s: ScanView, queue_position: Option<usize>, state: &NodeState) -> ScanDetailOut {
+    ScanDetailOut { scan: scan(&s, queue_position, state), finding_list: s.findings }
 }

@@ -106,6 +106,7 @@ async fn record_lost_node(state: &NodeState, node: &str) {
     for (endpoint, owner) in owned.into_iter().filter(|(_, o)| o.node == node) {
         let _ = cluster.coordination.release(endpoint, owner.tunnel).await;
     }
+    crate::scans::fail_lost(state, node, &why).await;
     let _ = cluster.coordination.withdraw(node).await;
 }
 

@@ -1,5 +1,5 @@
 //! The directory: gateways (deleted ones too), endpoints with their status and access, which node
-//! holds each endpoint, users and their tokens, webhook subscriptions.
+//! holds each endpoint, users and their tokens, webhook subscriptions, scans with their findings.
 //!
 //! It answers every read of the management API and every lookup of admission on the data path
 //! (which gateway a scanner credential belongs to, which endpoint a SOCKS username names, whose
@@ -29,6 +29,11 @@ pub struct DirectoryProjection {
     users: sled::Tree,
     tokens: sled::Tree,
     webhooks: sled::Tree,
+    scans: sled::Tree,
+    /// Endpoint id + queue position -> scan id.
+    scans_by_endpoint: sled::Tree,
+    /// Queue position -> scan id, of the scans queued or running.
+    active_scans: sled::Tree,
     meta: sled::Tree,
     _db: sled::Db,
 }
@@ -51,12 +56,15 @@ impl DirectoryProjection {
             users: tree("users")?,
             tokens: tree("tokens")?,
             webhooks: tree("webhooks")?,
+            scans: tree("scans")?,
+            scans_by_endpoint: tree("scans_by_endpoint")?,
+            active_scans: tree("active_scans")?,
             meta: tree("meta")?,
             _db: db,
         })
     }
 
-    fn trees(&self) -> [(&'static str, &sled::Tree); 9] {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 12] {
         [
             ("gateways", &self.gateways),
             ("endpoints", &self.endpoints),
@@ -66,6 +74,9 @@ impl DirectoryProjection {
             ("users", &self.users),
             ("tokens", &self.tokens),
             ("webhooks", &self.webhooks),
+            ("scans", &self.scans),
+            ("scans_by_endpoint", &self.scans_by_endpoint),
+            ("active_scans", &self.active_scans),
             ("meta", &self.meta),
         ]
     }
@@ -152,6 +163,39 @@ impl DirectoryProjection {
         store::row(&self.tokens, id.as_bytes())
     }
 
+    pub fn scan(&self, id: Uuid) -> Result<Option<ScanView>, ProjectionError> {
+        store::row(&self.scans, id.as_bytes())
+    }
+
+    /// Every scan, in the order they were queued.
+    pub fn scans(&self) -> Result<Vec<ScanView>, ProjectionError> {
+        let mut out: Vec<ScanView> = store::all(&self.scans)?;
+        out.sort_by_key(|s| s.queued_position);
+        Ok(out)
+    }
+
+    /// The scans queued or running, in the order they were queued (the queues' order).
+    pub fn active_scans(&self) -> Result<Vec<ScanView>, ProjectionError> {
+        self.scans_listed(self.active_scans.iter())
+    }
+
+    /// The scans of one endpoint, in the order they were queued.
+    pub fn scans_of(&self, endpoint: Uuid) -> Result<Vec<ScanView>, ProjectionError> {
+        self.scans_listed(self.scans_by_endpoint.scan_prefix(endpoint.as_bytes()))
+    }
+
+    fn scans_listed(
+        &self,
+        index: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Result<Vec<ScanView>, ProjectionError> {
+        let mut out = Vec::new();
+        for item in index {
+            let (_, id) = item.map_err(storage)?;
+            out.extend(self.scan(uuid(&id)?)?);
+        }
+        Ok(out)
+    }
+
     /// Every webhook subscription, oldest first.
     pub fn webhooks(&self) -> Result<Vec<WebhookView>, ProjectionError> {
         let mut out: Vec<WebhookView> = store::all(&self.webhooks)?;
@@ -209,6 +253,9 @@ impl Projection for DirectoryProjection {
             &self.users,
             &self.tokens,
             &self.webhooks,
+            &self.scans,
+            &self.scans_by_endpoint,
+            &self.active_scans,
             &self.meta,
         )
             .transaction(
@@ -221,6 +268,9 @@ impl Projection for DirectoryProjection {
                     users,
                     tokens,
                     webhooks,
+                    scans,
+                    scans_by_endpoint,
+                    active_scans,
                     meta,
                 )| {
                     apply::apply(
@@ -233,6 +283,9 @@ impl Projection for DirectoryProjection {
                             users,
                             tokens,
                             webhooks,
+                            scans,
+                            scans_by_endpoint,
+                            active_scans,
                             meta,
                         },
                         rec,

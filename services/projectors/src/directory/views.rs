@@ -172,3 +172,70 @@ pub struct ApiTokenRow {
     pub token_hash: String,
     pub revoked: bool,
 }
+
+/// Where a scan is in its life, as the directory shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanStatus {
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl ScanStatus {
+    pub const ALL: [ScanStatus; 5] = [
+        ScanStatus::Queued,
+        ScanStatus::Running,
+        ScanStatus::Finished,
+        ScanStatus::Failed,
+        ScanStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanStatus::Queued => "queued",
+            ScanStatus::Running => "running",
+            ScanStatus::Finished => "finished",
+            ScanStatus::Failed => "failed",
+            ScanStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ScanStatus> {
+        ScanStatus::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Still to run or running: what counts against an endpoint's queue and capacity.
+    pub fn is_active(self) -> bool {
+        matches!(self, ScanStatus::Queued | ScanStatus::Running)
+    }
+}
+
+/// One scan: its settings, where it is, and every finding recorded so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanView {
+    pub id: Uuid,
+    /// Version of the scan aggregate this view reflects.
+    pub version: u64,
+    pub endpoint: Uuid,
+    pub gateway: Uuid,
+    pub settings: ism_events::ScanSettings,
+    pub again_of: Option<Uuid>,
+    pub status: ScanStatus,
+    /// The log position of its `ScanQueued`: the queue's order, the same on every node.
+    pub queued_position: u64,
+    pub queued_ms: i64,
+    pub queued_by: Option<String>,
+    pub started_ms: Option<i64>,
+    /// The node running (or that ran) it.
+    pub node: Option<String>,
+    pub ended_ms: Option<i64>,
+    pub pages: u32,
+    pub requests: u32,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+    pub cancelled_by: Option<String>,
+    pub findings: Vec<ism_events::ScanFinding>,
+}

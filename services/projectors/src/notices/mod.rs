@@ -99,6 +99,8 @@ pub struct NoticeProjection {
     gateways: sled::Tree,
     /// Session -> (endpoint, gateway).
     tunnels: sled::Tree,
+    /// Scan still to end -> its gateway (whose activity its start and end are).
+    scans: sled::Tree,
     notifications: sled::Tree,
     meta: sled::Tree,
     settings: Settings,
@@ -112,6 +114,7 @@ struct Tx<'a> {
     endpoints: &'a TransactionalTree,
     gateways: &'a TransactionalTree,
     tunnels: &'a TransactionalTree,
+    scans: &'a TransactionalTree,
     notifications: &'a TransactionalTree,
 }
 
@@ -125,6 +128,7 @@ impl NoticeProjection {
             endpoints: tree("endpoints")?,
             gateways: tree("gateways")?,
             tunnels: tree("tunnels")?,
+            scans: tree("scans")?,
             notifications: tree("notifications")?,
             meta: tree("meta")?,
             settings,
@@ -148,11 +152,12 @@ impl NoticeProjection {
         &self.settings
     }
 
-    fn trees(&self) -> [(&'static str, &sled::Tree); 5] {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 6] {
         [
             ("endpoints", &self.endpoints),
             ("gateways", &self.gateways),
             ("tunnels", &self.tunnels),
+            ("scans", &self.scans),
             ("notifications", &self.notifications),
             ("meta", &self.meta),
         ]
@@ -220,6 +225,11 @@ impl NoticeProjection {
             | Event::EndpointDeleted
             | Event::TunnelOpened { .. }
             | Event::TunnelClosed { .. }
+            | Event::ScanQueued { .. }
+            | Event::ScanStarted { .. }
+            | Event::ScanFinished { .. }
+            | Event::ScanFailed { .. }
+            | Event::ScanCancelled { .. }
             | Event::NotificationClaimed { .. }
             | Event::NotificationSent { .. }
             | Event::NotificationFailed { .. }
@@ -273,6 +283,21 @@ impl NoticeProjection {
                 if let Some((_, gateway)) = get::<(Uuid, Uuid)>(tx.tunnels, key)? {
                     update(tx.gateways, gateway.as_bytes(), |g: &mut GatewayWatch| g.active(t))?;
                 }
+            }
+            // A scan's start and end are its gateway's activity, as its streams are.
+            Event::ScanQueued { gateway, .. } => {
+                tx.scans.insert(key, encode(gateway))?;
+            }
+            Event::ScanStarted { .. } | Event::ScanFinished { .. } => {
+                if let Some(gateway) = get::<Uuid>(tx.scans, key)? {
+                    update(tx.gateways, gateway.as_bytes(), |g: &mut GatewayWatch| g.active(t))?;
+                }
+                if matches!(env.event, Event::ScanFinished { .. }) {
+                    tx.scans.remove(key)?;
+                }
+            }
+            Event::ScanFailed { .. } | Event::ScanCancelled { .. } => {
+                tx.scans.remove(key)?;
             }
             Event::NotificationClaimed { kind, subject, node, channels, .. } => {
                 let mut n = get::<NotificationView>(tx.notifications, key)?
@@ -360,9 +385,17 @@ impl Projection for NoticeProjection {
             return store::advance(&self.meta, rec.position);
         }
         let position = rec.position.to_be_bytes();
-        (&self.endpoints, &self.gateways, &self.tunnels, &self.notifications, &self.meta)
-            .transaction(|(endpoints, gateways, tunnels, notifications, meta)| {
-                self.apply_in(&Tx { endpoints, gateways, tunnels, notifications }, rec)?;
+        let trees = (
+            &self.endpoints,
+            &self.gateways,
+            &self.tunnels,
+            &self.scans,
+            &self.notifications,
+            &self.meta,
+        );
+        trees
+            .transaction(|(endpoints, gateways, tunnels, scans, notifications, meta)| {
+                self.apply_in(&Tx { endpoints, gateways, tunnels, scans, notifications }, rec)?;
                 meta.insert(CHECKPOINT, &position)?;
                 Ok(())
             })

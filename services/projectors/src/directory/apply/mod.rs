@@ -3,6 +3,7 @@
 
 mod endpoint;
 mod gateway;
+mod scan;
 mod tunnel;
 mod user;
 mod webhook;
@@ -24,6 +25,9 @@ pub(super) struct Tx<'a> {
     pub users: &'a TransactionalTree,
     pub tokens: &'a TransactionalTree,
     pub webhooks: &'a TransactionalTree,
+    pub scans: &'a TransactionalTree,
+    pub scans_by_endpoint: &'a TransactionalTree,
+    pub active_scans: &'a TransactionalTree,
     pub meta: &'a TransactionalTree,
 }
 
@@ -76,6 +80,7 @@ pub(super) fn apply(tx: &Tx<'_>, rec: &Recorded, event: &AggregateEvent) -> TxRe
         }
         AggregateEvent::Tunnel(e) => tunnel::apply(tx, &at, e)?,
         AggregateEvent::Webhook(e) => webhook::apply(tx, &at, e)?,
+        AggregateEvent::Scan(e) => scan::apply(tx, &at, rec.position, e)?,
         // Notifications are the notice projection's (`crate::notices`).
         AggregateEvent::Notification(_) => {}
     }

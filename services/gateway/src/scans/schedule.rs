@@ -1,0 +1,174 @@
+//! Which queued scans start now, and the loop that starts them: every endpoint runs at most its
+//! capacity of scans at once, the rest wait in the order they were queued.
+//!
+//! The loop also keeps the recorded states true on this node: a scan recorded as running here
+//! that this node does not run (it restarted while the scan ran) has failed, and a scan this
+//! node runs that ended meanwhile (cancelled through another node) is stopped.
+
+use super::runner;
+use crate::state::NodeState;
+use ism_actors::scan::ScanCommand;
+use ism_events::{Cause, Principal, ProjectionError};
+use ism_projectors::directory::{ScanStatus, ScanView};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Scans an endpoint runs at once unless told otherwise (the reference's "at least 30").
+pub const DEFAULT_CAPACITY: usize = 30;
+
+/// How often the queue is looked at: a freed slot is taken, and a cancel made through another
+/// node reaches the engine, within this.
+pub const EVERY: Duration = Duration::from_millis(250);
+
+/// The queued scans to start now, oldest first per endpoint: of the endpoints `held_here`, as
+/// many as each has free slots of `capacity`. `scans` are in the order they were queued.
+pub fn due(scans: &[ScanView], capacity: usize, held_here: impl Fn(Uuid) -> bool) -> Vec<Uuid> {
+    let mut per_endpoint: BTreeMap<Uuid, (usize, Vec<Uuid>)> = BTreeMap::new();
+    for s in scans {
+        let (running, queued) = per_endpoint.entry(s.endpoint).or_default();
+        match s.status {
+            ScanStatus::Running => *running += 1,
+            ScanStatus::Queued => queued.push(s.id),
+            _ => {}
+        }
+    }
+    per_endpoint
+        .into_iter()
+        .filter(|(endpoint, _)| held_here(*endpoint))
+        .flat_map(|(_, (running, queued))| {
+            queued.into_iter().take(capacity.saturating_sub(running))
+        })
+        .collect()
+}
+
+/// Each queued scan's place in its endpoint's queue (1: next to start).
+pub fn queue_positions(scans: &[ScanView]) -> HashMap<Uuid, usize> {
+    let mut seen: HashMap<Uuid, usize> = HashMap::new();
+    scans
+        .iter()
+        .filter(|s| s.status == ScanStatus::Queued)
+        .map(|s| {
+            let place = seen.entry(s.endpoint).or_default();
+            *place += 1;
+            (s.id, *place)
+        })
+        .collect()
+}
+
+/// Runs the queue on this node until the task is stopped.
+pub async fn run(state: Arc<NodeState>) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = pass(&state).await {
+            tracing::warn!(error = %e, "could not look at the scan queue");
+        }
+    }
+}
+
+fn node_cause(state: &NodeState) -> Cause {
+    Cause::by(Principal::node(state.node_id.clone()))
+}
+
+async fn pass(state: &Arc<NodeState>) -> Result<(), ProjectionError> {
+    let scans = state.directory.active_scans()?;
+    let status: HashMap<Uuid, &ScanView> = scans.iter().map(|s| (s.id, s)).collect();
+    for id in state.running_scans.ids() {
+        if status.get(&id).is_none_or(|s| !s.status.is_active()) {
+            state.running_scans.stop(id);
+        }
+    }
+    for s in &scans {
+        let mine = s.node.as_deref() == Some(state.node_id.as_str());
+        if s.status == ScanStatus::Running && mine && !state.running_scans.runs(s.id) {
+            let why = format!("gateway node {} stopped while the scan ran", state.node_id);
+            super::record_failed(state, s.id, &why).await;
+        }
+    }
+    if state.cluster.is_draining() {
+        return Ok(());
+    }
+    let held_here = |endpoint| state.sessions.get(endpoint).is_some();
+    for id in due(&scans, state.scan_capacity, held_here) {
+        if let Some(scan) = status.get(&id) {
+            start(state, (*scan).clone()).await;
+        }
+    }
+    Ok(())
+}
+
+/// Starts `scan` here, unless another node started it first.
+async fn start(state: &Arc<NodeState>, scan: ScanView) {
+    // Registered before the start is recorded, so that this node never takes its own running
+    // scan for one it lost.
+    let Some(stop) = state.running_scans.begin(scan.id) else { return };
+    let command = ScanCommand::Start { node: state.node_id.clone() };
+    match state.scans.execute(scan.id, command, node_cause(state)).await {
+        Ok(started) if started.recorded.is_some() => {
+            tracing::info!(scan = %scan.id, endpoint = %scan.endpoint, "scan started");
+            tokio::spawn(runner::run(state.clone(), scan, stop));
+        }
+        Ok(_) => state.running_scans.end(scan.id),
+        Err(e) => {
+            tracing::debug!(scan = %scan.id, error = %e, "scan not started here");
+            state.running_scans.end(scan.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_events::ScanSettings;
+
+    fn scan(n: u128, endpoint: u128, status: ScanStatus) -> ScanView {
+        ScanView {
+            id: Uuid::from_u128(n),
+            version: 1,
+            endpoint: Uuid::from_u128(endpoint),
+            gateway: Uuid::nil(),
+            settings: ScanSettings { targets: vec![], max_pages: 1, max_depth: 1, rate: 1 },
+            again_of: None,
+            status,
+            queued_position: n as u64,
+            queued_ms: 0,
+            queued_by: None,
+            started_ms: None,
+            node: None,
+            ended_ms: None,
+            pages: 0,
+            requests: 0,
+            reason: None,
+            cancelled_by: None,
+            findings: vec![],
+        }
+    }
+
+    #[test]
+    fn the_oldest_queued_scans_take_the_free_slots_of_endpoints_held_here() {
+        use ScanStatus::*;
+        let scans = vec![
+            scan(1, 100, Running),
+            scan(2, 100, Finished),
+            scan(3, 100, Queued),
+            scan(4, 200, Queued),
+            scan(5, 100, Queued),
+            scan(6, 100, Queued),
+            scan(7, 300, Queued),
+        ];
+        let ids = |v: &[u128]| v.iter().map(|n| Uuid::from_u128(*n)).collect::<Vec<_>>();
+        let held = |e: Uuid| e != Uuid::from_u128(300);
+        assert_eq!(due(&scans, 3, held), ids(&[3, 5, 4]));
+        assert_eq!(due(&scans, 1, held), ids(&[4]), "endpoint 100 is at its capacity");
+        assert_eq!(due(&scans, 30, |_| false), ids(&[]), "nothing starts where nothing is held");
+        let places = queue_positions(&scans);
+        assert_eq!(
+            [3, 5, 6, 4, 7].map(|n| places[&Uuid::from_u128(n)]),
+            [1, 2, 3, 1, 1],
+            "each endpoint has its own queue"
+        );
+    }
+}

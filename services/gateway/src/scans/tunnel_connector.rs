@@ -1,0 +1,151 @@
+//! How the engine reaches a scan's targets: each connection is a stream through the endpoint,
+//! opened exactly as an external scanner's (access checked, registered for enforcement, the
+//! endpoint's allowlist deciding, the open and its end recorded on the tunnel), and handed to
+//! the engine as an in-memory pipe whose far end a task joins to the stream.
+
+use crate::scanner_auth::AuthorisedScanner;
+use crate::scanner_stream::{self, Moved, NotOpened};
+use crate::state::NodeState;
+use bytes::Bytes;
+use ism_scan_engine::{ConnectError, Connector};
+use ism_tunnel::{Expiry, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
+use ism_tunnel_proto::TargetAddr;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// Bytes the pipe between the engine and a stream buffers each way.
+const PIPE: usize = 64 * 1024;
+
+/// How long a target may take to close its side after the engine closed its connection.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens streams for one scan, as the scanner `scanner` (the scan itself).
+pub struct TunnelConnector {
+    pub state: Arc<NodeState>,
+    pub scanner: Arc<AuthorisedScanner>,
+}
+
+/// What a stream not opened means for the scan: the way to every target gone (it fails), or
+/// only this target out of reach (the crawl goes on).
+fn classify(not_opened: NotOpened) -> ConnectError {
+    match not_opened {
+        NotOpened::EndpointOffline(name) => {
+            ConnectError::Fatal(format!("endpoint {name:?} went offline"))
+        }
+        NotOpened::Access(_) | NotOpened::OwnerUnreachable(_) => {
+            ConnectError::Fatal(not_opened.to_string())
+        }
+        NotOpened::Open { error: OpenStreamError::SessionClosed, .. } => {
+            ConnectError::Fatal("the endpoint went offline (its session closed)".into())
+        }
+        NotOpened::Open { .. } | NotOpened::CredentialQuota(_) | NotOpened::LogBehind(_) => {
+            ConnectError::Target(not_opened.to_string())
+        }
+    }
+}
+
+/// The target as the tunnel names it: an IP address, or a name the endpoint resolves.
+fn target(host: &str, port: u16) -> TargetAddr {
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => TargetAddr::Ipv4(ip, port),
+        Ok(IpAddr::V6(ip)) => TargetAddr::Ipv6(ip, port),
+        Err(_) => TargetAddr::Domain(host.to_string(), port),
+    }
+}
+
+impl Connector for TunnelConnector {
+    type Io = DuplexStream;
+
+    async fn connect(&self, host: &str, port: u16) -> Result<DuplexStream, ConnectError> {
+        let (engine_end, stream_end) = tokio::io::duplex(PIPE);
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let (state, scanner, target) =
+            (self.state.clone(), self.scanner.clone(), target(host, port));
+        let span = tracing::info_span!("scan.connection", scan = %scanner.credential_id, target = %ism_events::escaped(&target));
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let path = state.scanner_path();
+                match scanner_stream::open(&path, &scanner, target).await {
+                    Err(not_opened) => {
+                        let _ = opened_tx.send(Err(classify(not_opened)));
+                    }
+                    Ok(stream) => {
+                        let _ = opened_tx.send(Ok(()));
+                        stream
+                            .exchange(async |r, w, moved| pipe(stream_end, r, w, moved).await)
+                            .await;
+                    }
+                }
+            },
+            span,
+        ));
+        match opened_rx.await {
+            Ok(Ok(())) => Ok(engine_end),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Fatal("the gateway node is stopping".into())),
+        }
+    }
+}
+
+/// Moves bytes between the engine's pipe and the stream until both sides have finished.
+async fn pipe(
+    pipe: DuplexStream,
+    reader: &mut StreamReader,
+    writer: &mut StreamWriter,
+    moved: &mut Moved,
+) -> StreamEnd {
+    let (mut from_engine, mut to_engine) = tokio::io::split(pipe);
+    let Moved { sent, received } = moved;
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from_engine
+                .read(&mut buf)
+                .await
+                .map_err(|e| StreamEnd::SocketError(e.to_string()))?;
+            if n == 0 {
+                return writer.finish().await;
+            }
+            *sent += n as u64;
+            writer.send(Bytes::copy_from_slice(&buf[..n])).await?;
+        }
+    };
+    let down = async {
+        while let Some(chunk) = reader.recv().await {
+            let chunk = chunk?;
+            *received += chunk.len() as u64;
+            to_engine.write_all(&chunk).await.map_err(|e| StreamEnd::SocketError(e.to_string()))?;
+        }
+        to_engine.shutdown().await.map_err(|e| StreamEnd::SocketError(e.to_string()))
+    };
+    tokio::pin!(up, down);
+    tokio::select! {
+        done = &mut down => match done.and(up.await) {
+            Ok(()) => StreamEnd::Finished,
+            Err(end) => end,
+        },
+        done = &mut up => match done {
+            Err(end) => end,
+            // The engine is done with the connection: the target has a moment to finish its
+            // side, else the stream is reset rather than left open.
+            Ok(()) => match tokio::time::timeout(LINGER, down).await {
+                Ok(Ok(())) => StreamEnd::Finished,
+                Ok(Err(end)) => end,
+                Err(_) => StreamEnd::Expired(Expiry::HalfClosed),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_become_tunnel_targets() {
+        assert_eq!(target("10.1.2.3", 80), TargetAddr::Ipv4([10, 1, 2, 3].into(), 80));
+        assert_eq!(target("[::1]", 443), TargetAddr::Ipv6(std::net::Ipv6Addr::LOCALHOST, 443));
+        assert_eq!(target("intranet.corp", 8080), TargetAddr::Domain("intranet.corp".into(), 8080));
+    }
+}
