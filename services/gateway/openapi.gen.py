@@ -12,6 +12,13 @@ B = lambda: {"type": "boolean"}
 ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
 arr = lambda x: {"type": "array", "items": x}
 KIND = {"enum": ["endpoint-offline", "endpoint-online", "endpoint-unstable", "gateway-offline", "gateway-online", "retention-warning", "gateway-retired"]}
+SCAN_STATE = {"enum": ["queued", "running", "finished", "failed", "cancelled"]}
+SEVERITY = {"enum": ["high", "medium", "low", "info"]}
+SCAN = {"id": U(), "version": I(), "endpoint": U(), "endpoint_name": N("string"), "gateway": U(), "targets": arr(S()),
+    "max_pages": I(), "max_depth": I(), "rate": {**I(), "description": "Most requests a second"}, "again_of": {**N("string"), "format": "uuid"},
+    "state": SCAN_STATE, "queue_position": {**N("integer"), "description": "Place in the endpoint's queue while queued (1: next)"},
+    "queued_ms": I(), "queued_by": N("string"), "started_ms": N("integer"), "node": N("string"), "ended_ms": N("integer"),
+    "pages": I(), "requests": I(), "findings": ref("FindingCounts"), "reason": {**N("string"), "description": "Why it failed or was cancelled"}}
 schemas = {
   "Error": obj({"success": {"const": False}, "error": S()}),
   "Credential": obj({"id": U(), "label": S(), "kind": {"enum": ["scan", "support"]}, "issued_ms": I(), "revoked": B()}),
@@ -23,6 +30,7 @@ schemas = {
   "SupportAccess": obj({"state": {"enum": ["off", "active", "expired"]}, "until_ms": N("integer"), "indefinite": B()}),
   "Endpoint": obj({"id": U(), "version": I(), "gateway": U(), "name": S(), "description": S(), "platform": {"enum": ["linux", "windows", "other"]},
       "status": {"enum": ["Pending", "Ready", "Offline"]}, "scan_access": B(), "support_access": ref("SupportAccess"), "open_streams": I(), "stream_limit": I(), "queued_streams": I(),
+      "running_scans": I(), "scan_capacity": I(), "queued_scans": I(),
       "agent_version": N("string"), "agent_platform": N("string"), "hostname": N("string"), "machine": N("string"), "node": N("string"),
       "connected_since_ms": N("integer"), "last_disconnected_ms": N("integer"), "key_generation": I(), "last_refusal": N("string")}),
   "AddedEndpoint": obj({"endpoint": ref("Endpoint"), "key": S()}),
@@ -53,12 +61,22 @@ schemas = {
   "UserChange": obj({"role": {"enum": ["administrator", "security-lead", "reviewer"]}, "email": S(), "notifications": B()}, []),
   "NewWebhook": obj({"url": S(), "secret": S(), "events": arr(KIND)}, ["url"]),
   "NewToken": obj({"label": S()}, []),
+  "FindingCounts": obj({"high": I(), "medium": I(), "low": I(), "info": I()}),
+  "ScanFinding": obj({"rule": S(), "severity": SEVERITY, "url": S(), "evidence": S()}),
+  "Scan": obj(SCAN),
+  "ScanDetail": obj({**SCAN, "finding_list": arr(ref("ScanFinding"))}),
+  "NewScan": {**obj({"endpoint": {**S(), "description": "Endpoint id, or its name when no other endpoint has it"},
+      "targets": {**arr(S()), "description": "1 to 20 http(s) URLs the crawl starts from; it stays within their origins"},
+      "max_pages": {**I(), "minimum": 1, "maximum": 10000, "default": 100}, "max_depth": {**I(), "minimum": 0, "maximum": 50, "default": 5},
+      "rate": {**I(), "minimum": 1, "maximum": 100, "default": 10, "description": "Most requests a second"},
+      "again": {**U(), "description": "Queue this earlier scan's endpoint and settings again"}}, []),
+      "description": "Either `endpoint` and `targets` (with optional limits), or `again` alone."},
 }
 def resp(desc, schema):
     return {"description": desc, "content": {"application/json": {"schema": schema}}}
 def errors(*codes):
     names = {"400": "Invalid input", "401": "Missing or invalid bearer token", "403": "The caller's role may not do this", "404": "No such resource",
-             "409": "Conflict: duplicate name, remaining endpoints, or a change based on an outdated version", "410": "The gateway was deleted", "503": "Event log or directory unavailable"}
+             "409": "Conflict: duplicate name, remaining endpoints, a change based on an outdated version, scan access off, or a scan already ended", "410": "The gateway was deleted", "503": "Event log or directory unavailable"}
     return {c: resp(names[c], ref("Error")) for c in codes}
 def op(summary, ok_code, ok_desc, ok_schema, errs, body=None, params=None):
     o = {"summary": summary, "responses": {ok_code: resp(ok_desc, ok_schema), **errors(*errs)}}
@@ -102,6 +120,14 @@ paths = {
   "/api/v1/endpoints/{id}/key/rotate": {"post": op("Replace the key; the old one stops working", "200", "The new key", ref("EndpointKey"), ["403", "404", "409"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/unbind": {"post": op("Release the key's binding to its machine: the next machine that presents the key binds it; the bound machine's session ends", "200", "The endpoint, bound to no machine", ref("Endpoint"), ["403", "404"] + R, params=[p("id", "Endpoint id")])},
   "/api/v1/endpoints/{id}/access": {"put": op("Manage access: scan access, support-engineer access", "200", "The endpoint", ref("Endpoint"), ["400", "403", "404"] + R, body="AccessChange", params=[p("id", "Endpoint id")])},
+  "/api/v1/scans": {
+      "get": op("Scans, in the order queued, each waiting one with its place in its endpoint's queue", "200", "Scans", arr(ref("Scan")), ["400", "404"] + R,
+          params=[q("endpoint", "Only this endpoint's (id or name)"), q("state", "Only scans in this state", SCAN_STATE)]),
+      "post": op("Queue a scan of the built-in engine through an endpoint; it starts when the endpoint has a free slot", "201", "The queued scan", ref("ScanDetail"), ["400", "403", "404", "409"] + R, body="NewScan")},
+  "/api/v1/scans/{id}": {"get": op("A scan with its findings", "200", "The scan", ref("ScanDetail"), ["404"] + R, params=[p("id", "Scan id")])},
+  "/api/v1/scans/{id}/cancel": {"post": op("Cancel a queued or running scan (a running one stops its requests within a second)", "200", "The cancelled scan", ref("ScanDetail"), ["403", "404", "409"] + R, params=[p("id", "Scan id")])},
+  "/api/v1/scans/{id}/report": {"get": op("The scan's report: JSON (ism-scan-report/1) or SARIF 2.1.0", "200", "The report", {"type": "object"}, ["400", "404"] + R,
+      params=[p("id", "Scan id"), q("format", "json (default) or sarif", {"enum": ["json", "sarif"]})])},
   "/api/v1/nodes": {"get": op("The cluster's nodes: state (serving, draining, lost), endpoints and streams held", "200", "Nodes, by name", arr(ref("Node")), R)},
   "/api/v1/nodes/{node}/drain": {"post": op("Drain a node: it takes no new endpoints and hands its endpoints to the other nodes, make before break", "202", "The node, draining", ref("Node"), ["403", "404"] + R, params=[p("node", "Node name")])},
   "/api/v1/users": {
@@ -118,7 +144,7 @@ paths = {
   "/api/v1/users/{name}/tokens/{token}": {"delete": op("Revoke an API token", "200", "The user", ref("User"), ["403", "404"] + R, params=[p("name", "User name"), p("token", "Token id")])},
 }
 doc = {"openapi": "3.1.0",
-  "info": {"title": "Internal-scanning gateway management API", "version": "1", "description": "Gateways, endpoints, keys, access, scanner credentials, users and audit. Every request needs `Authorization: Bearer <token>`. Errors are `{\"success\": false, \"error\": \"...\"}`."},
+  "info": {"title": "Internal-scanning gateway management API", "version": "1", "description": "Gateways, endpoints, keys, access, scanner credentials, users, audit and scans. Every request needs `Authorization: Bearer <token>`. Errors are `{\"success\": false, \"error\": \"...\"}`."},
   "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
   "security": [{"bearer": []}],
   "paths": paths}
