@@ -135,6 +135,17 @@ async fn a_scan_through_the_tunnel_finds_the_apps_flaws_and_reports_them_as_sari
     assert_eq!(results.len(), done["finding_list"].as_array().unwrap().len());
     let bad = api.scan_report(&id(&queued), "pdf").await.unwrap_err().to_string();
     assert!(bad.contains("json or sarif"), "{bad}");
+
+    // A reviewer reads scans and their reports, and neither starts nor cancels one.
+    api.create_user("rita", "reviewer", None).await.unwrap();
+    let token = api.issue_token("rita", "laptop").await.unwrap();
+    let reviewer = node.api_as(token["token"].as_str().unwrap());
+    assert_eq!(reviewer.scans(Some("dc1"), None).await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(reviewer.scan_report(&id(&queued), "sarif").await.unwrap()["version"], "2.1.0");
+    let start = reviewer.start_scan(&json!({ "endpoint": "dc1", "targets": targets })).await;
+    assert!(start.unwrap_err().to_string().contains("reviewer"));
+    let cancel = reviewer.cancel_scan(&id(&queued)).await;
+    assert!(cancel.unwrap_err().to_string().contains("reviewer"));
 }
 
 #[actix::test]
