@@ -20,6 +20,8 @@ pub const TOKEN_ALREADY_REGISTERED: &str = "Token already registered";
 
 /// Longest support-engineer access window, in days (the seed: "up to 30, or indefinitely").
 pub const MAX_SUPPORT_DAYS: u32 = 30;
+/// Most scans one endpoint may be set to run at once.
+pub const MAX_SCAN_CAPACITY: u32 = 1000;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 #[derive(Debug, Default)]
@@ -39,6 +41,7 @@ pub struct AddedEndpoint {
     /// The machine identity the key is bound to, once used.
     pub machine: Option<String>,
     pub scan_access: bool,
+    pub scan_capacity: Option<u32>,
     pub support_access: SupportAccess,
     pub deleted: bool,
 }
@@ -81,6 +84,10 @@ pub enum EndpointCommand {
     SetScanAccess {
         enabled: bool,
     },
+    /// Scans run at once: 1 to [`MAX_SCAN_CAPACITY`], or `None` for the gateway's default.
+    SetScanCapacity {
+        capacity: Option<u32>,
+    },
     /// `days`: 1 to 30, or `None` for indefinitely.
     GrantSupportAccess {
         days: Option<u32>,
@@ -99,6 +106,8 @@ pub enum EndpointError {
     NotFound(Uuid),
     #[error(transparent)]
     Invalid(#[from] TextError),
+    #[error("the scan capacity must be 1 to {MAX_SCAN_CAPACITY} scans at once, not {0}")]
+    ScanCapacity(u32),
     /// The key is not this endpoint's current key (wrong, rotated, or forged).
     #[error("invalid endpoint key")]
     InvalidKey,
@@ -141,6 +150,7 @@ impl Aggregate for Endpoint {
                 key_hash: key_hash.clone(),
                 machine: None,
                 scan_access: true,
+                scan_capacity: None,
                 support_access: SupportAccess::Off,
                 deleted: false,
             });
@@ -163,6 +173,7 @@ impl Aggregate for Endpoint {
                 e.key_hash = key_hash.clone();
             }
             ScanAccessChanged { enabled } => e.scan_access = *enabled,
+            ScanCapacitySet { capacity } => e.scan_capacity = *capacity,
             SupportAccessGranted { until_ms } => {
                 e.support_access = SupportAccess::granted(*until_ms)
             }
@@ -255,6 +266,13 @@ impl Aggregate for Endpoint {
             }
             EndpointCommand::SetScanAccess { enabled } => (e.scan_access != *enabled)
                 .then_some(EndpointEvent::ScanAccessChanged { enabled: *enabled }),
+            EndpointCommand::SetScanCapacity { capacity } => {
+                if let Some(c) = capacity.filter(|c| !(1..=MAX_SCAN_CAPACITY).contains(c)) {
+                    return Err(EndpointError::ScanCapacity(c));
+                }
+                (e.scan_capacity != *capacity)
+                    .then_some(EndpointEvent::ScanCapacitySet { capacity: *capacity })
+            }
             EndpointCommand::GrantSupportAccess { days } => {
                 let until_ms = match days {
                     None => None,
@@ -433,10 +451,15 @@ mod tests {
     }
 
     #[test]
-    fn scan_access_defaults_on_and_toggles() {
+    fn scan_access_defaults_on_and_toggles_and_the_scan_capacity_is_bounded() {
         let e = Scenario::<Endpoint>::given(&[added()]);
         assert!(e.state().added.as_ref().unwrap().scan_access);
         e.when(&EndpointCommand::SetScanAccess { enabled: true }).then_nothing();
+        let capacity = |c| EndpointCommand::SetScanCapacity { capacity: c };
+        e.when(&capacity(Some(5))).then(ScanCapacitySet { capacity: Some(5) });
+        e.when(&capacity(None)).then_nothing();
+        e.when(&capacity(Some(0))).then_error(EndpointError::ScanCapacity(0));
+        e.when(&capacity(Some(1001))).then_error(EndpointError::ScanCapacity(1001));
         e.when(&EndpointCommand::SetScanAccess { enabled: false })
             .then(ScanAccessChanged { enabled: false });
     }

@@ -354,6 +354,9 @@ catalogue! {
         EndpointKeyRotated { key_generation: u32, key_hash: String },
         /// Scan access was turned on or off (off terminates the scans and streams in progress).
         ScanAccessChanged { enabled: bool },
+        /// How many scans of the built-in engine the endpoint runs at once (`None`: the
+        /// gateway's default, `--scan-capacity`).
+        ScanCapacitySet { capacity: Option<u32> },
         /// Support-engineer access was granted until `until_ms` (`None`: indefinitely).
         SupportAccessGranted { until_ms: Option<i64> },
         /// Support-engineer access was withdrawn.
@@ -573,7 +576,8 @@ impl Event {
             | Event::NotificationSuppressed { .. }
             | Event::NotificationsPaused { .. }
             | Event::NotificationsResumed { .. } => 4,
-            Event::ScanQueued { .. }
+            Event::ScanCapacitySet { .. }
+            | Event::ScanQueued { .. }
             | Event::ScanStarted { .. }
             | Event::ScanProgressed { .. }
             | Event::ScanFinished { .. }

@@ -293,3 +293,46 @@ async fn bad_scan_requests_get_clear_errors() {
     assert!(bad_state.contains("unknown scan state"), "{bad_state}");
     let _ = p;
 }
+
+#[actix::test]
+async fn an_endpoints_own_scan_capacity_overrides_the_gateways() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let hold = sink_server().await;
+    let (p, _agent) = endpoint_to(&node, &[hold]).await;
+    let api = node.api();
+    let e = api.set_scan_capacity(&p.endpoint, json!(2)).await.unwrap();
+    assert_eq!(e["scan_capacity"], 2);
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(id(&start(&api, "dc1", &[url(hold, "http")], json!({})).await));
+        }
+        ids
+    };
+    scan_in(&api, &ids[0], "running").await;
+    scan_in(&api, &ids[1], "running").await;
+    let api = &api;
+    let endpoint = p.endpoint.as_str();
+    eventually("2 of 2 running, 1 queued", || async move {
+        let e = api.endpoint(endpoint).await.ok()?;
+        let shown = (
+            e["running_scans"].as_u64()?,
+            e["scan_capacity"].as_u64()?,
+            e["queued_scans"].as_u64()?,
+        );
+        (shown == (2, 2, 1)).then_some(())
+    })
+    .await;
+    // Back to the gateway's default (30): the third starts.
+    let e = api.set_scan_capacity(&p.endpoint, json!("default")).await.unwrap();
+    assert_eq!(e["scan_capacity"], 30);
+    scan_in(api, &ids[2], "running").await;
+    for bad in [json!(0), json!(1001), json!("lots")] {
+        let refused = api.set_scan_capacity(&p.endpoint, bad.clone()).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("scan capacity")
+                || refused.to_string().contains("scan_capacity"),
+            "{bad}: {refused}"
+        );
+    }
+}

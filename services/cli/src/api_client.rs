@@ -238,6 +238,12 @@ impl ApiClient {
         self.call(Method::PUT, &format!("/api/v1/endpoints/{id}/access"), Some(&body)).await
     }
 
+    /// How many scans the endpoint runs at once: a number, or `"default"` (the gateway's).
+    pub async fn set_scan_capacity(&self, id: &str, capacity: Value) -> Result<Value, ApiError> {
+        let body = json!({ "scan_capacity": capacity });
+        self.call(Method::PUT, &format!("/api/v1/endpoints/{id}/access"), Some(&body)).await
+    }
+
     pub async fn me(&self) -> Result<Value, ApiError> {
         self.call(Method::GET, "/api/v1/me", None).await
     }

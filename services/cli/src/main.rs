@@ -160,7 +160,8 @@ enum EndpointCmd {
     /// Release the key's binding to its machine: the next machine that presents the key binds
     /// it. The bound machine's session ends (stop its agent first, or it binds the key again).
     Unbind { id: String },
-    /// Manage access: scan access on/off, support-engineer access off, 1-30 days, or indefinite.
+    /// Manage access: scan access on/off, support-engineer access off, 1-30 days, or indefinite;
+    /// how many scans the endpoint runs at once.
     Access {
         id: String,
         /// `on` or `off`.
@@ -169,6 +170,10 @@ enum EndpointCmd {
         /// `off`, `indefinite`, or a number of days (1 to 30).
         #[arg(long)]
         support: Option<String>,
+        /// Scans of the built-in engine run at once (1 to 1000), or `default` (the gateway's
+        /// --scan-capacity); more wait in the endpoint's queue.
+        #[arg(long)]
+        scan_capacity: Option<String>,
     },
 }
 
@@ -339,7 +344,8 @@ fn parse_scan(s: &str) -> anyhow::Result<bool> {
     parse_on_off(s).map_err(|e| anyhow::anyhow!("--scan takes {e}"))
 }
 
-fn parse_support(s: &str) -> Value {
+/// A number, or a word (`off`, `indefinite`, `default`) as it is.
+fn number_or_word(s: &str) -> Value {
     match s.parse::<u64>() {
         Ok(days) => json!(days),
         Err(_) => json!(s),
@@ -534,12 +540,18 @@ async fn answer(cli: &Cli) -> anyhow::Result<(Value, output::Render)> {
         Command::Endpoint(EndpointCmd::Unbind { id }) => {
             (api.unbind_endpoint(id).await?, output::unbound)
         }
-        Command::Endpoint(EndpointCmd::Access { id, scan, support }) => {
-            if scan.is_none() && support.is_none() {
-                bail!("say what to change: --scan on|off and/or --support off|indefinite|<days>");
+        Command::Endpoint(EndpointCmd::Access { id, scan, support, scan_capacity }) => {
+            if scan.is_none() && support.is_none() && scan_capacity.is_none() {
+                bail!("say what to change: --scan on|off, --support off|indefinite|<days>, --scan-capacity <n>|default");
             }
             let scan = scan.as_deref().map(parse_scan).transpose()?;
-            let changed = api.set_access(id, scan, support.as_deref().map(parse_support)).await?;
+            let mut changed = Value::Null;
+            if scan.is_some() || support.is_some() {
+                changed = api.set_access(id, scan, support.as_deref().map(number_or_word)).await?;
+            }
+            if let Some(c) = scan_capacity {
+                changed = api.set_scan_capacity(id, number_or_word(c)).await?;
+            }
             (changed, output::endpoint)
         }
         Command::Credential(CredentialCmd::Issue { gateway, label, kind }) => {

@@ -73,6 +73,7 @@ mod tests {
             key_hash: "h".into(),
             status: EndpointStatus::Ready,
             scan_access,
+            scan_capacity: None,
             support_access,
             machine: None,
             hostname: None,

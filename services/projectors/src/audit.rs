@@ -351,6 +351,12 @@ impl Timeline {
                 "{} key rotated (generation {key_generation}); the old key stops working",
                 ep()
             ),
+            Event::ScanCapacitySet { capacity: Some(c) } => {
+                format!("{} runs at most {c} scans at once", ep())
+            }
+            Event::ScanCapacitySet { capacity: None } => {
+                format!("{} runs the gateway's default number of scans at once", ep())
+            }
             Event::ScanAccessChanged { enabled } => {
                 format!("{} scan access {}", ep(), if *enabled { "enabled" } else { "disabled" })
             }

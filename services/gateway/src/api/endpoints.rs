@@ -199,6 +199,14 @@ pub(super) async fn unbind(
     shown(&state, e.id)
 }
 
+/// A number of scans, or `"default"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum CapacitySetting {
+    Scans(u32),
+    Word(String),
+}
+
 /// `"off"`, `"indefinite"`, or a number of days (1 to 30).
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -212,10 +220,14 @@ pub(super) enum SupportSetting {
 pub(super) struct AccessChange {
     scan_access: Option<bool>,
     support_access: Option<SupportSetting>,
+    /// Scans run at once (1 to 1000), or `"default"` for the gateway's `--scan-capacity`.
+    #[serde(default)]
+    scan_capacity: Option<CapacitySetting>,
 }
 
 /// Manage Access: turning scan access off ends the scans and streams in progress within a
-/// second, on every node, and refuses new ones until it is turned on again.
+/// second, on every node, and refuses new ones until it is turned on again. The scan capacity is
+/// how many scans of the built-in engine it runs at once.
 pub(super) async fn set_access(
     state: State,
     caller: Caller,
@@ -234,11 +246,27 @@ pub(super) async fn set_access(
             _ => return Err(ApiError::bad_request(format!("support_access must be \"off\", \"indefinite\" or a number of days from 1 to 30, not {w:?}"))),
         },
     };
+    let capacity = match body.scan_capacity {
+        None => None,
+        Some(CapacitySetting::Scans(c)) => {
+            Some(EndpointCommand::SetScanCapacity { capacity: Some(c) })
+        }
+        Some(CapacitySetting::Word(w)) if w.eq_ignore_ascii_case("default") => {
+            Some(EndpointCommand::SetScanCapacity { capacity: None })
+        }
+        Some(CapacitySetting::Word(w)) => {
+            return Err(ApiError::bad_request(format!(
+                "scan_capacity must be a number of scans (1 to 1000) or \"default\", not {:?}",
+                ism_events::escaped(&w)
+            )))
+        }
+    };
     let commands = body
         .scan_access
         .map(|enabled| EndpointCommand::SetScanAccess { enabled })
         .into_iter()
-        .chain(support);
+        .chain(support)
+        .chain(capacity);
     let mut last = None;
     for command in commands {
         last = state.endpoints.execute(e.id, command, caller.cause()).await?.position().or(last);

@@ -282,7 +282,9 @@ impl HttpStatus for EndpointError {
             | EndpointError::KeyGeneration { .. }
             | EndpointError::TokenAlreadyRegistered => StatusCode::CONFLICT,
             EndpointError::NotFound(_) => StatusCode::NOT_FOUND,
-            EndpointError::Invalid(_) | EndpointError::SupportWindow(_) => StatusCode::BAD_REQUEST,
+            EndpointError::Invalid(_)
+            | EndpointError::SupportWindow(_)
+            | EndpointError::ScanCapacity(_) => StatusCode::BAD_REQUEST,
             EndpointError::InvalidKey => StatusCode::UNAUTHORIZED,
         }
     }

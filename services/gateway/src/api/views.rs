@@ -209,6 +209,7 @@ pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
     let scans = state.directory.scans_of(e.id).unwrap_or_default();
     let count = |status| scans.iter().filter(|s| s.status == status).count();
     let (running_scans, queued_scans) = (count(ScanStatus::Running), count(ScanStatus::Queued));
+    let scan_capacity = crate::scans::schedule::scan_capacity(Some(&e), state.scan_capacity);
     let support_access = SupportAccessOut {
         state: e.support_access.state_name(now),
         until_ms: match e.support_access {
@@ -235,7 +236,7 @@ pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
         stream_limit: state.stream_limit,
         queued_streams: state.sessions.waiting(e.id),
         running_scans,
-        scan_capacity: state.scan_capacity,
+        scan_capacity,
         queued_scans,
         agent_version: e.agent_version,
         agent_platform: e.agent_platform,

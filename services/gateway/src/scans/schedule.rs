@@ -10,6 +10,7 @@ use crate::state::NodeState;
 use ism_actors::scan::ScanCommand;
 use ism_events::{Cause, Principal, ProjectionError};
 use ism_projectors::directory::{ScanStatus, ScanView};
+use ism_projectors::EndpointView;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,12 @@ pub const DEFAULT_CAPACITY: usize = 30;
 pub const EVERY: Duration = Duration::from_millis(250);
 
 /// The queued scans to start now, oldest first per endpoint: of the endpoints `held_here`, as
-/// many as each has free slots of `capacity`. `scans` are in the order they were queued.
-pub fn due(scans: &[ScanView], capacity: usize, held_here: impl Fn(Uuid) -> bool) -> Vec<Uuid> {
+/// many as each has free slots of its `capacity`. `scans` are in the order they were queued.
+pub fn due(
+    scans: &[ScanView],
+    capacity: impl Fn(Uuid) -> usize,
+    held_here: impl Fn(Uuid) -> bool,
+) -> Vec<Uuid> {
     let mut per_endpoint: BTreeMap<Uuid, (usize, Vec<Uuid>)> = BTreeMap::new();
     for s in scans {
         let (running, queued) = per_endpoint.entry(s.endpoint).or_default();
@@ -37,10 +42,15 @@ pub fn due(scans: &[ScanView], capacity: usize, held_here: impl Fn(Uuid) -> bool
     per_endpoint
         .into_iter()
         .filter(|(endpoint, _)| held_here(*endpoint))
-        .flat_map(|(_, (running, queued))| {
-            queued.into_iter().take(capacity.saturating_sub(running))
+        .flat_map(|(endpoint, (running, queued))| {
+            queued.into_iter().take(capacity(endpoint).saturating_sub(running))
         })
         .collect()
+}
+
+/// Scans `endpoint` runs at once: its own setting, else the node's `default`.
+pub fn scan_capacity(endpoint: Option<&EndpointView>, default: usize) -> usize {
+    endpoint.and_then(|e| e.scan_capacity).map_or(default, |c| c as usize)
 }
 
 /// Each queued scan's place in its endpoint's queue (1: next to start).
@@ -92,7 +102,11 @@ async fn pass(state: &Arc<NodeState>) -> Result<(), ProjectionError> {
         return Ok(());
     }
     let held_here = |endpoint| state.sessions.get(endpoint).is_some();
-    for id in due(&scans, state.scan_capacity, held_here) {
+    let capacity = |endpoint| {
+        let e = state.directory.endpoint(endpoint).ok().flatten();
+        scan_capacity(e.as_ref(), state.scan_capacity)
+    };
+    for id in due(&scans, capacity, held_here) {
         if let Some(scan) = status.get(&id) {
             start(state, (*scan).clone()).await;
         }
@@ -161,9 +175,15 @@ mod tests {
         ];
         let ids = |v: &[u128]| v.iter().map(|n| Uuid::from_u128(*n)).collect::<Vec<_>>();
         let held = |e: Uuid| e != Uuid::from_u128(300);
-        assert_eq!(due(&scans, 3, held), ids(&[3, 5, 4]));
-        assert_eq!(due(&scans, 1, held), ids(&[4]), "endpoint 100 is at its capacity");
-        assert_eq!(due(&scans, 30, |_| false), ids(&[]), "nothing starts where nothing is held");
+        assert_eq!(due(&scans, |_| 3, held), ids(&[3, 5, 4]));
+        assert_eq!(due(&scans, |_| 1, held), ids(&[4]), "endpoint 100 is at its capacity");
+        let each = |e: Uuid| if e == Uuid::from_u128(100) { 2 } else { 0 };
+        assert_eq!(due(&scans, each, held), ids(&[3]), "each endpoint has its own capacity");
+        assert_eq!(
+            due(&scans, |_| 30, |_| false),
+            ids(&[]),
+            "nothing starts where nothing is held"
+        );
         let places = queue_positions(&scans);
         assert_eq!(
             [3, 5, 6, 4, 7].map(|n| places[&Uuid::from_u128(n)]),

@@ -66,6 +66,9 @@ pub struct EndpointView {
     pub key_hash: String,
     pub status: EndpointStatus,
     pub scan_access: bool,
+    /// Scans of the built-in engine run at once (`None`: the gateway's default).
+    #[serde(default)]
+    pub scan_capacity: Option<u32>,
     /// As granted; whether it is active depends on the time asked at.
     pub support_access: SupportAccess,
     /// Machine identity the key is bound to.

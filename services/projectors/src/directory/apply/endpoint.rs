@@ -26,6 +26,7 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &EndpointEvent) -> TxResult
                 key_hash: key_hash.clone(),
                 status: EndpointStatus::Pending,
                 scan_access: true,
+                scan_capacity: None,
                 support_access: SupportAccess::Off,
                 machine: None,
                 hostname: None,
@@ -81,6 +82,9 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, event: &EndpointEvent) -> TxResult
         }
         EndpointEvent::ScanAccessChanged { enabled } => {
             update(tx.endpoints, key, |e: &mut EndpointView| e.scan_access = *enabled)?
+        }
+        EndpointEvent::ScanCapacitySet { capacity } => {
+            update(tx.endpoints, key, |e: &mut EndpointView| e.scan_capacity = *capacity)?
         }
         EndpointEvent::SupportAccessGranted { until_ms } => {
             update(tx.endpoints, key, |e: &mut EndpointView| {
