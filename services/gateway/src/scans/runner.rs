@@ -9,6 +9,7 @@ use crate::access::scan_credential;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::state::NodeState;
 use ism_actors::scan::ScanCommand;
+use ism_actors::CommandError;
 use ism_events::{Cause, Principal, ScanFinding};
 use ism_projectors::directory::ScanView;
 use ism_projectors::EndpointStatus;
@@ -57,6 +58,16 @@ fn endpoint_gone(state: &NodeState, scan: &ScanView) -> Option<String> {
     }
 }
 
+/// Why the scan may no longer run, if its endpoint's scan access was turned off.
+fn access_withdrawn(state: &NodeState, scan: &ScanView) -> Option<String> {
+    match state.directory.endpoint(scan.endpoint) {
+        Ok(Some(e)) if !e.scan_access => {
+            Some(format!("scan access to endpoint {:?} was turned off", e.name))
+        }
+        _ => None,
+    }
+}
+
 /// A finding as the log records it.
 pub fn recorded(f: &Finding) -> ScanFinding {
     ScanFinding {
@@ -75,6 +86,10 @@ pub async fn run(state: Arc<NodeState>, scan: ScanView, stop: CancellationToken)
     for command in drive(&state, &scan, &stop, &cause).await {
         match state.scans.execute(id, command, cause.clone()).await {
             Ok(done) => last = done.position().or(last),
+            // It ended meanwhile (cancelled through the API, failed by a stopping node).
+            Err(CommandError::Rejected(e)) => {
+                tracing::debug!(scan = %id, error = %e, "the scan had already ended")
+            }
             Err(e) => tracing::warn!(scan = %id, error = %e, "could not record the end of a scan"),
         }
     }
@@ -160,6 +175,17 @@ async fn drive(
     };
     let rest = std::mem::take(&mut progress.lock().unwrap_or_else(|p| p.into_inner()).new_findings);
     let (pages, requests) = (outcome.pages, outcome.requests);
+    // Scan access turned off stops the scan's streams before the request that turned it off has
+    // cancelled the scan: the engine then ends (its requests failed), and the scan is cancelled.
+    if !matches!(outcome.end, End::Cancelled) {
+        if let Some(why) = access_withdrawn(state, scan) {
+            let by = Principal::node(state.node_id.clone()).to_string();
+            return vec![
+                ScanCommand::Progress { pages, requests, findings: rest },
+                ScanCommand::Cancel { by, reason: why },
+            ];
+        }
+    }
     let end = match (gone, outcome.end) {
         (Some(why), End::Cancelled) if !stop.is_cancelled() => End::Failed(why),
         (_, end) => end,
