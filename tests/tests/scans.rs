@@ -336,3 +336,25 @@ async fn an_endpoints_own_scan_capacity_overrides_the_gateways() {
         );
     }
 }
+
+#[actix::test]
+async fn a_scan_reaches_only_what_the_endpoints_allowlist_allows() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let app = ism_scan_engine::testing::InsecureApp::start().await.unwrap();
+    // The https port is not on the allowlist: the endpoint refuses the scan's streams there.
+    let (p, _agent) = endpoint_to(&node, &[app.http]).await;
+    let api = node.api();
+    let scan = start(&api, "dc1", &[url(app.https, "https")], json!({})).await;
+    let done = scan_in(&api, &id(&scan), "finished").await;
+    assert_eq!(
+        (done["pages"].as_u64(), done["finding_list"].as_array().unwrap().len()),
+        (Some(0), 0)
+    );
+    assert!(done["requests"].as_u64().unwrap() >= 1, "{done}");
+    let audit = api.audit(&[("endpoint", p.endpoint.clone())]).await.unwrap();
+    let refused = audit["entries"].as_array().unwrap().iter().any(|e| {
+        e["event"] == "StreamRefused"
+            && e["summary"].as_str().unwrap().contains(&app.https.to_string())
+    });
+    assert!(refused, "the endpoint's refusal is on the record");
+}

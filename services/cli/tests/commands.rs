@@ -556,3 +556,57 @@ async fn the_audit_streams_as_json_lines_and_pages_after_a_position_from_a_node_
     assert_eq!(text.lines().count(), 2, "the most recent two:\n{text}");
     assert!(text.contains(&format!("#{last}")), "{text}");
 }
+
+#[actix::test]
+async fn a_scan_is_started_followed_and_reported_from_the_command_line() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    let app = ism_scan_engine::testing::InsecureApp::start().await.unwrap();
+    let p = provision(&node.api(), "dc1").await;
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, &app.http.to_string());
+    connected(&agent).await;
+    let target = format!("http://{}/", app.http);
+
+    let started = says(
+        &admin,
+        &["scan", "start", "--endpoint", "dc1", "--target", &target, "--max-pages", "5"],
+        &["scan ", "limits", "5 pages"],
+    )
+    .await;
+    let id = started.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string();
+    let admin = &admin;
+    let id = id.as_str();
+    let done = eventually("the scan finished", || async move {
+        let scan = admin.json(&["scan", "show", id]).await;
+        (scan["state"] == "finished").then_some(scan)
+    })
+    .await;
+    assert_eq!(done["pages"], 5, "the page limit: {done}");
+    says(admin, &["scan", "list", "--state", "finished"], &[id, "finished", "dc1"]).await;
+    says(admin, &["scan", "show", id], &["password-over-http", "finished"]).await;
+    says(admin, &["endpoint", "list", "--gateway", &p.gateway], &["SCANS", "0/30"]).await;
+
+    let report = admin.json(&["scan", "report", id]).await;
+    assert_eq!(report["schema"], "ism-scan-report/1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scan.sarif");
+    says(
+        admin,
+        &["scan", "report", id, "--format", "sarif", "-o", file.to_str().unwrap()],
+        &["sarif report written to"],
+    )
+    .await;
+    let sarif: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+
+    let again = admin.json(&["scan", "start", "--again", id]).await;
+    assert_eq!(again["again_of"], id);
+    let cancelled = admin.json(&["scan", "cancel", &s(&again["id"])]).await;
+    assert_eq!(cancelled["state"], "cancelled");
+    let usage = admin.fails(&["scan", "start", "--endpoint", "dc1"]).await;
+    assert!(usage.contains("--target"), "{usage}");
+    let unknown = admin.fails(&["scan", "list", "--state", "asleep"]).await;
+    assert!(unknown.contains("unknown scan state"), "{unknown}");
+    agent.stop();
+}
