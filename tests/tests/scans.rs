@@ -181,6 +181,10 @@ async fn scans_beyond_the_capacity_wait_in_order_and_start_as_slots_free() {
         (e["running_scans"].as_u64(), e["scan_capacity"].as_u64(), e["queued_scans"].as_u64()),
         (Some(30), Some(30), Some(10))
     );
+    let scraped = ism_tests::metrics::scrape_now(node.addresses.api).await.unwrap();
+    let scans = |state| ism_tests::metrics::value(&scraped, "ism_scans", &[("state", state)]);
+    assert_eq!((scans("running"), scans("queued")), (Some(30.0), Some(10.0)));
+    assert_eq!(ism_tests::metrics::value(&scraped, "ism_scans_run_here", &[]), Some(30.0));
 
     // Five running scans cancelled: the five longest waiting start, in order.
     for cancelled in &ids[..5] {

@@ -36,6 +36,8 @@ pub struct NodeMetrics {
     projection_lag_seconds: Family<One, Gauge<f64, AtomicU64>>,
     notifications: Family<[(&'static str, &'static str); 2], Counter>,
     unrecorded_facts: Gauge,
+    scans: Family<One, Gauge>,
+    scans_run_here: Gauge,
 }
 
 impl Default for NodeMetrics {
@@ -56,6 +58,8 @@ impl Default for NodeMetrics {
             projection_lag_seconds: Family::default(),
             notifications: Family::default(),
             unrecorded_facts: Gauge::default(),
+            scans: Family::default(),
+            scans_run_here: Gauge::default(),
         };
         metrics.register();
         metrics
@@ -135,6 +139,16 @@ impl NodeMetrics {
             "Facts the data path told the tunnel actors and the log has not recorded yet (--max-unrecorded-facts)",
             self.unrecorded_facts.clone(),
         );
+        r.register(
+            "scans",
+            "Scans of the built-in engine queued or running in the cluster, by state (queued, running), as this node's directory shows them",
+            self.scans.clone(),
+        );
+        r.register(
+            "scans_run_here",
+            "Scans of the built-in engine this node is running",
+            self.scans_run_here.clone(),
+        );
     }
 
     pub fn stream_opened(&self) {
@@ -173,6 +187,9 @@ impl NodeMetrics {
         self.sessions.set(now.sessions as i64);
         self.stream_limit.set(now.stream_limit as i64);
         self.unrecorded_facts.set(now.unrecorded_facts as i64);
+        self.scans.get_or_create(&[("state", "queued")]).set(now.scans_queued as i64);
+        self.scans.get_or_create(&[("state", "running")]).set(now.scans_running as i64);
+        self.scans_run_here.set(now.scans_run_here as i64);
         // Endpoints whose streams all ended (or none wait) leave the family, not a row stuck at 0
         // for ever.
         for (family, rows) in
@@ -207,6 +224,10 @@ pub struct Snapshot {
     pub sessions: usize,
     pub stream_limit: usize,
     pub unrecorded_facts: usize,
+    /// Scans queued and running in the cluster, and those this node runs.
+    pub scans_queued: usize,
+    pub scans_running: usize,
+    pub scans_run_here: usize,
     /// Streams running per endpoint: (endpoint, its gateway, streams).
     pub streams: Vec<(Uuid, Uuid, usize)>,
     /// Streams waiting for a slot, per endpoint (those with any).

@@ -6,6 +6,7 @@ use crate::metrics::{ProjectionLag, Snapshot};
 use actix_web::HttpResponse;
 use futures_util::StreamExt;
 use ism_events::EventLog;
+use ism_projectors::directory::ScanStatus;
 
 /// Prometheus' text exposition format (what scrapers ask for).
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -40,11 +41,16 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
         };
         projections.push(ProjectionLag { name, behind, oldest_unapplied_ms });
     }
+    let active = state.directory.active_scans().unwrap_or_default();
+    let scans_running = active.iter().filter(|s| s.status == ScanStatus::Running).count();
     let now = Snapshot {
         time_ms: state.clock.now_ms(),
         sessions: state.sessions.len(),
         stream_limit: state.stream_limit,
         unrecorded_facts: state.tunnels.unrecorded(),
+        scans_queued: active.len() - scans_running,
+        scans_running,
+        scans_run_here: state.running_scans.len(),
         streams,
         queued,
         log_head,
