@@ -355,10 +355,15 @@ async fn a_scan_reaches_only_what_the_endpoints_allowlist_allows() {
         (Some(0), 0)
     );
     assert!(done["requests"].as_u64().unwrap() >= 1, "{done}");
-    let audit = api.audit(&[("endpoint", p.endpoint.clone())]).await.unwrap();
-    let refused = audit["entries"].as_array().unwrap().iter().any(|e| {
-        e["event"] == "StreamRefused"
-            && e["summary"].as_str().unwrap().contains(&app.https.to_string())
-    });
-    assert!(refused, "the endpoint's refusal is on the record");
+    // Refusals are told to the tunnel's actor and recorded a moment later.
+    let (api, endpoint, https) = (&api, p.endpoint.clone(), app.https.to_string());
+    let (endpoint, https) = (&endpoint, &https);
+    eventually("the endpoint's refusal on the record", || async move {
+        let audit = api.audit(&[("endpoint", endpoint.clone())]).await.ok()?;
+        let refused = audit["entries"].as_array()?.iter().any(|e| {
+            e["event"] == "StreamRefused" && e["summary"].as_str().unwrap_or("").contains(https)
+        });
+        refused.then_some(())
+    })
+    .await;
 }

@@ -21,25 +21,52 @@ use tokio_util::sync::CancellationToken;
 /// Longest time between two recorded progresses of a running scan.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
+/// Most findings one scan records: a scan's row and report stay bounded whatever the targets
+/// hold (the rest are counted in the log line of its end).
+pub const MAX_FINDINGS: usize = 1000;
+
+/// Most findings in one event: an event stays far below NATS' 1 MiB message limit (a finding is
+/// at most about 2.5 KiB: its URL is cut at [`MAX_URL`], its evidence at 200 characters).
+pub const FINDINGS_PER_EVENT: usize = 250;
+
+/// Longest URL a finding records.
+const MAX_URL: usize = 2048;
+
 /// What the engine reported since the last recorded progress.
 #[derive(Default)]
 struct Progress {
     pages: u32,
     requests: u32,
     new_findings: Vec<ScanFinding>,
+    /// Findings taken, and those beyond [`MAX_FINDINGS`].
+    taken: usize,
+    dropped: usize,
     changed: bool,
 }
 
 impl Progress {
     fn update(&mut self, update: Update) {
         match update {
-            Update::Fetched { .. } => {
-                (self.pages, self.requests) = (self.pages + 1, self.requests + 1)
+            // A redirect is a request, not a page (as the engine counts).
+            Update::Fetched { status, .. } => {
+                self.pages += u32::from(!(300..400).contains(&status));
+                self.requests += 1;
             }
             Update::Unreachable { .. } => self.requests += 1,
-            Update::Found(f) => self.new_findings.push(recorded(&f)),
+            Update::Found(_) if self.taken >= MAX_FINDINGS => self.dropped += 1,
+            Update::Found(f) => {
+                self.taken += 1;
+                self.new_findings.push(recorded(&f));
+            }
         }
         self.changed = true;
+    }
+
+    /// The next findings to record in one event, at most [`FINDINGS_PER_EVENT`].
+    fn batch(&mut self) -> Vec<ScanFinding> {
+        let n = self.new_findings.len().min(FINDINGS_PER_EVENT);
+        self.changed = n < self.new_findings.len();
+        self.new_findings.drain(..n).collect()
     }
 }
 
@@ -68,12 +95,27 @@ fn access_withdrawn(state: &NodeState, scan: &ScanView) -> Option<String> {
     }
 }
 
+/// Findings still to record, as batches of at most [`FINDINGS_PER_EVENT`] for progress events,
+/// and the last batch that goes with the end when `finishing` (the end of a failed or cancelled
+/// scan carries none).
+fn in_events(
+    mut findings: Vec<ScanFinding>,
+    finishing: bool,
+) -> (Vec<Vec<ScanFinding>>, Vec<ScanFinding>) {
+    let keep = match finishing {
+        true => findings.len().saturating_sub(1) / FINDINGS_PER_EVENT * FINDINGS_PER_EVENT,
+        false => findings.len(),
+    };
+    let last = findings.split_off(keep);
+    (findings.chunks(FINDINGS_PER_EVENT).map(<[_]>::to_vec).collect(), last)
+}
+
 /// A finding as the log records it.
 pub fn recorded(f: &Finding) -> ScanFinding {
     ScanFinding {
         rule: f.rule.clone(),
         severity: f.severity.as_str().to_string(),
-        url: f.url.clone(),
+        url: f.url.chars().take(MAX_URL).collect(),
         evidence: f.evidence.clone(),
     }
 }
@@ -156,14 +198,11 @@ async fn drive(
             _ = every.tick() => {
                 let command = {
                     let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
-                    if !std::mem::take(&mut p.changed) {
+                    if !p.changed {
                         continue;
                     }
-                    ScanCommand::Progress {
-                        pages: p.pages,
-                        requests: p.requests,
-                        findings: std::mem::take(&mut p.new_findings),
-                    }
+                    let findings = p.batch();
+                    ScanCommand::Progress { pages: p.pages, requests: p.requests, findings }
                 };
                 if let Err(e) = state.scans.execute(scan.id, command, cause.clone()).await {
                     // Ended meanwhile (cancelled through another node): the engine stops.
@@ -173,17 +212,26 @@ async fn drive(
             }
         }
     };
-    let rest = std::mem::take(&mut progress.lock().unwrap_or_else(|p| p.into_inner()).new_findings);
+    let (rest, dropped): (Vec<ScanFinding>, usize) = {
+        let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut p.new_findings), p.dropped)
+    };
+    if dropped > 0 {
+        tracing::warn!(scan = %scan.id, dropped, "the scan found more than {MAX_FINDINGS} problems; the rest are not recorded");
+    }
     let (pages, requests) = (outcome.pages, outcome.requests);
+    let (batches, last) = in_events(rest, matches!(outcome.end, End::Finished));
+    let mut commands: Vec<ScanCommand> = batches
+        .into_iter()
+        .map(|findings| ScanCommand::Progress { pages, requests, findings })
+        .collect();
     // Scan access turned off stops the scan's streams before the request that turned it off has
     // cancelled the scan: the engine then ends (its requests failed), and the scan is cancelled.
     if !matches!(outcome.end, End::Cancelled) {
         if let Some(why) = access_withdrawn(state, scan) {
             let by = Principal::node(state.node_id.clone()).to_string();
-            return vec![
-                ScanCommand::Progress { pages, requests, findings: rest },
-                ScanCommand::Cancel { by, reason: why },
-            ];
+            commands.push(ScanCommand::Cancel { by, reason: why });
+            return commands;
         }
     }
     let end = match (gone, outcome.end) {
@@ -191,12 +239,62 @@ async fn drive(
         (_, end) => end,
     };
     match end {
-        End::Finished => vec![ScanCommand::Finish { pages, requests, findings: rest }],
+        End::Finished => commands.push(ScanCommand::Finish { pages, requests, findings: last }),
         // What it found before it failed stays in its report.
-        End::Failed(why) => vec![
-            ScanCommand::Progress { pages, requests, findings: rest },
-            ScanCommand::Fail { reason: super::failure(&why, scan.id) },
-        ],
-        End::Cancelled => Vec::new(),
+        End::Failed(why) => {
+            commands.push(ScanCommand::Fail { reason: super::failure(&why, scan.id) })
+        }
+        End::Cancelled => commands.clear(),
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_scan_engine::Severity;
+
+    fn found(n: usize) -> Update {
+        let url = format!("http://intranet/{n}/{}", "x".repeat(5000));
+        Update::Found(Finding {
+            rule: "verbose-error".into(),
+            severity: Severity::Medium,
+            url,
+            evidence: "Traceback".into(),
+        })
+    }
+
+    #[test]
+    fn findings_are_bounded_per_scan_and_per_event() {
+        let mut p = Progress::default();
+        for n in 0..MAX_FINDINGS + 7 {
+            p.update(found(n));
+        }
+        p.update(Update::Fetched { url: "u".into(), status: 302 });
+        p.update(Update::Fetched { url: "u".into(), status: 200 });
+        assert_eq!((p.taken, p.dropped, p.pages, p.requests), (MAX_FINDINGS, 7, 1, 2));
+        assert!(p.new_findings.iter().all(|f| f.url.len() == MAX_URL), "URLs cut");
+        let first = p.batch();
+        assert_eq!((first.len(), p.changed), (FINDINGS_PER_EVENT, true));
+        assert!(first[0].url.starts_with("http://intranet/0/"), "oldest first");
+
+        let sized = |n: usize| {
+            vec![
+                recorded(&Finding {
+                    rule: "r".into(),
+                    severity: Severity::Low,
+                    url: "u".into(),
+                    evidence: String::new()
+                });
+                n
+            ]
+        };
+        let shape = |(batches, last): (Vec<Vec<ScanFinding>>, Vec<ScanFinding>)| {
+            (batches.iter().map(Vec::len).collect::<Vec<_>>(), last.len())
+        };
+        assert_eq!(shape(in_events(sized(0), true)), (vec![], 0));
+        assert_eq!(shape(in_events(sized(250), true)), (vec![], 250));
+        assert_eq!(shape(in_events(sized(251), true)), (vec![250], 1));
+        assert_eq!(shape(in_events(sized(600), false)), (vec![250, 250, 100], 0));
     }
 }
