@@ -64,6 +64,7 @@ pub struct Scan {
     pub settings: Option<ScanSettings>,
 }
 
+#[derive(Debug, Clone)]
 pub enum ScanCommand {
     Queue { endpoint: Uuid, gateway: Uuid, settings: ScanSettings, again_of: Option<Uuid> },
     Start { node: String },

@@ -136,6 +136,10 @@ async fn a_scan_through_the_tunnel_finds_the_apps_flaws_and_reports_them_as_sari
     let bad = api.scan_report(&id(&queued), "pdf").await.unwrap_err().to_string();
     assert!(bad.contains("json or sarif"), "{bad}");
 
+    // The scan's rows and findings are what a rebuild from the log gives.
+    let verified = api.verify_projections().await.unwrap();
+    assert_eq!(verified["all_match"], true, "{verified}");
+
     // A reviewer reads scans and their reports, and neither starts nor cancels one.
     api.create_user("rita", "reviewer", None).await.unwrap();
     let token = api.issue_token("rita", "laptop").await.unwrap();
@@ -280,6 +284,7 @@ async fn bad_scan_requests_get_clear_errors() {
         (json!({ "endpoint": "dc1", "targets": [] }), "at least one target"),
         (json!({ "endpoint": "dc1", "targets": ["ftp://x/"] }), "only http"),
         (json!({ "endpoint": "dc1", "targets": ["http://x/"], "rate": 0 }), "--rate"),
+        (json!({ "endpoint": "dc1", "targets": ["http://:80/"] }), "is not a URL"),
         (
             json!({ "endpoint": "nope\u{1b}[31m", "targets": ["http://x/"] }),
             "no endpoint is called",

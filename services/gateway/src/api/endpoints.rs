@@ -10,7 +10,7 @@ use super::{parse_id, ApiError, Caller, State};
 use crate::state::NodeState;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::hash_secret;
-use ism_actors::endpoint::EndpointCommand;
+use ism_actors::endpoint::{EndpointCommand, EndpointError, MAX_SCAN_CAPACITY};
 use ism_actors::roster::{NewEndpoint as RosterEntry, ReadEndpoint, Roster};
 use ism_actors::text::{checked, MAX_NAME};
 use ism_events::Platform;
@@ -141,10 +141,11 @@ pub(super) async fn delete(
     caller.may_manage()?;
     let id = parse_id("endpoint", &id)?;
     let e = state.directory.endpoint_any(id)?.ok_or_else(|| ApiError::not_found("endpoint", id))?;
-    let last = roster(&state).delete(id, e.gateway, &caller.cause()).await?;
+    // Its scans first: a scan whose endpoint vanished under it would fail instead.
     let reason = format!("endpoint {:?} was deleted", e.name);
     let cancelled = super::scans::cancel_all(&state, &caller, id, &reason).await?;
-    state.caught_up(cancelled.max(last)).await?;
+    let last = roster(&state).delete(id, e.gateway, &caller.cause()).await?;
+    state.caught_up(last.max(cancelled)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "deleted": id, "name": e.name })))
 }
 
@@ -248,6 +249,10 @@ pub(super) async fn set_access(
     };
     let capacity = match body.scan_capacity {
         None => None,
+        // Checked before anything is changed, so a bad request changes nothing.
+        Some(CapacitySetting::Scans(c)) if !(1..=MAX_SCAN_CAPACITY).contains(&c) => {
+            return Err(ApiError::bad_request(EndpointError::ScanCapacity(c).to_string()))
+        }
         Some(CapacitySetting::Scans(c)) => {
             Some(EndpointCommand::SetScanCapacity { capacity: Some(c) })
         }

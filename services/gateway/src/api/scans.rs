@@ -120,6 +120,14 @@ pub(super) async fn start(
             (endpoint_named(&state, raw)?, settings, None)
         }
     };
+    for target in &settings.targets {
+        if let Err(e) = url::Url::parse(target.trim()) {
+            return Err(ApiError::bad_request(format!(
+                "target {:?} is not a URL: {e}",
+                ism_events::escaped(target)
+            )));
+        }
+    }
     if !endpoint.scan_access {
         return Err(ApiError::new(
             actix_web::http::StatusCode::CONFLICT,
@@ -274,7 +282,8 @@ pub(super) async fn report(
         requests: scan.requests,
         reason: scan.reason.clone(),
     };
-    let findings: Vec<Finding> = scan.findings.iter().map(reported).collect();
+    let findings: Vec<Finding> =
+        state.directory.scan_findings(scan.id)?.iter().map(reported).collect();
     let body = match query.format.as_deref().unwrap_or("json").to_ascii_lowercase().as_str() {
         "json" => report::json(&summary, &findings),
         "sarif" => report::sarif(&summary, &findings),

@@ -3,7 +3,7 @@
 use crate::state::NodeState;
 use ism_events::SupportAccess;
 use ism_events::{CredentialKind, NoticeKind, Platform, UserRole};
-use ism_projectors::directory::{ScanStatus, ScanView, TokenView, UserView};
+use ism_projectors::directory::{FindingCounts, ScanStatus, ScanView, TokenView, UserView};
 use ism_projectors::{
     EndpointStatus, EndpointView, GatewayStatus, GatewayView, NotificationView, WebhookView,
 };
@@ -346,14 +346,6 @@ pub struct ScanOut {
     reason: Option<String>,
 }
 
-#[derive(Serialize, Default)]
-pub struct FindingCounts {
-    high: usize,
-    medium: usize,
-    low: usize,
-    info: usize,
-}
-
 /// A scan with its findings.
 #[derive(Serialize)]
 pub struct ScanDetailOut {
@@ -363,15 +355,6 @@ pub struct ScanDetailOut {
 }
 
 pub fn scan(s: &ScanView, queue_position: Option<usize>, state: &NodeState) -> ScanOut {
-    let mut findings = FindingCounts::default();
-    for f in &s.findings {
-        match f.severity.as_str() {
-            "high" => findings.high += 1,
-            "medium" => findings.medium += 1,
-            "low" => findings.low += 1,
-            _ => findings.info += 1,
-        }
-    }
     ScanOut {
         id: s.id,
         version: s.version,
@@ -392,11 +375,12 @@ pub fn scan(s: &ScanView, queue_position: Option<usize>, state: &NodeState) -> S
         ended_ms: s.ended_ms,
         pages: s.pages,
         requests: s.requests,
-        findings,
+        findings: s.finding_counts,
         reason: s.reason.clone(),
     }
 }
 
 pub fn scan_detail(s: ScanView, queue_position: Option<usize>, state: &NodeState) -> ScanDetailOut {
-    ScanDetailOut { scan: scan(&s, queue_position, state), finding_list: s.findings }
+    let finding_list = state.directory.scan_findings(s.id).unwrap_or_default();
+    ScanDetailOut { scan: scan(&s, queue_position, state), finding_list }
 }

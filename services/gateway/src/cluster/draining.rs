@@ -28,6 +28,9 @@ pub const QUIET: Duration = Duration::from_secs(1);
 pub async fn drain_when_asked(state: Arc<NodeState>, deadline: Duration) {
     state.cluster.draining().await;
     let reason = format!("gateway node {} is draining", state.node_id);
+    // A scan cannot move with its endpoint: it fails now, rather than holding the drain until
+    // its deadline, and is started again elsewhere.
+    crate::scans::fail_running(&state, &reason).await;
     let endpoints = state.sessions.endpoints();
     tracing::info!(
         sessions = endpoints.len(),

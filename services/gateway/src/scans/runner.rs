@@ -12,7 +12,7 @@ use ism_actors::scan::ScanCommand;
 use ism_actors::CommandError;
 use ism_events::{Cause, Principal, ScanFinding};
 use ism_projectors::directory::ScanView;
-use ism_projectors::EndpointStatus;
+use ism_projectors::{EndpointStatus, EndpointView};
 use ism_scan_engine::{End, Finding, ScanPlan, Update};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,25 +73,27 @@ impl Progress {
 /// How often a running scan looks whether its endpoint is still connected to a node.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Why the scan cannot go on, if its endpoint went offline (no node holds its session) or was
-/// deleted: the requests in flight would fail one by one, and the scan must say why it ended.
+/// Why the scan cannot go on, if its endpoint went offline (no node holds its session): the
+/// requests in flight would fail one by one, and the scan must say why it ended.
 fn endpoint_gone(state: &NodeState, scan: &ScanView) -> Option<String> {
     match state.directory.endpoint(scan.endpoint) {
         Ok(Some(e)) if e.status == EndpointStatus::Offline => {
             Some(format!("endpoint {:?} went offline", e.name))
         }
-        Ok(None) => Some("its endpoint was deleted".into()),
-        Ok(Some(_)) | Err(_) => None,
+        // A deleted endpoint's scans are cancelled (`access_withdrawn`).
+        Ok(_) | Err(_) => None,
     }
 }
 
-/// Why the scan may no longer run, if its endpoint's scan access was turned off.
-fn access_withdrawn(state: &NodeState, scan: &ScanView) -> Option<String> {
-    match state.directory.endpoint(scan.endpoint) {
-        Ok(Some(e)) if !e.scan_access => {
+/// Why the scan may no longer run, if its endpoint's scan access was turned off or it was
+/// deleted: the scan is then cancelled (starting it again would not help).
+pub fn access_withdrawn(endpoint: Option<&EndpointView>) -> Option<String> {
+    match endpoint {
+        Some(e) if !e.scan_access => {
             Some(format!("scan access to endpoint {:?} was turned off", e.name))
         }
-        _ => None,
+        Some(_) => None,
+        None => Some("its endpoint was deleted".into()),
     }
 }
 
@@ -126,7 +128,7 @@ pub async fn run(state: Arc<NodeState>, scan: ScanView, stop: CancellationToken)
     let cause = Cause::by(Principal::node(state.node_id.clone()));
     let mut last = None;
     for command in drive(&state, &scan, &stop, &cause).await {
-        match state.scans.execute(id, command, cause.clone()).await {
+        match record(&state, id, command, &cause).await {
             Ok(done) => last = done.position().or(last),
             // It ended meanwhile (cancelled through the API, failed by a stopping node).
             Err(CommandError::Rejected(e)) => {
@@ -142,6 +144,31 @@ pub async fn run(state: Arc<NodeState>, scan: ScanView, stop: CancellationToken)
     tracing::info!(scan = %id, "scan ended");
 }
 
+/// Records `command`, trying again while the log fails (a few times, a second apart): the end
+/// of a scan that is not recorded leaves it to be taken for one this node lost.
+async fn record(
+    state: &NodeState,
+    id: uuid::Uuid,
+    command: ScanCommand,
+    cause: &Cause,
+) -> Result<ism_actors::Executed, CommandError<ism_actors::scan::ScanError>> {
+    let mut attempts = 1;
+    loop {
+        match state.scans.execute(id, command.clone(), cause.clone()).await {
+            Err(
+                CommandError::Log(_) | CommandError::Contended(_) | CommandError::Unavailable(_),
+            ) if attempts < RECORD_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Attempts to record a scan's end.
+const RECORD_ATTEMPTS: u32 = 5;
+
 /// Runs the engine; the commands that record how the scan ended, if that is this runner's to
 /// record.
 async fn drive(
@@ -153,7 +180,13 @@ async fn drive(
     let fail = |reason: String| vec![ScanCommand::Fail { reason }];
     let endpoint = match state.directory.endpoint(scan.endpoint) {
         Ok(Some(e)) => e,
-        Ok(None) => return fail("its endpoint was deleted".into()),
+        Ok(None) => {
+            let (by, reason) = (
+                Principal::node(state.node_id.clone()).to_string(),
+                "its endpoint was deleted".into(),
+            );
+            return vec![ScanCommand::Cancel { by, reason }];
+        }
         Err(e) => return fail(format!("the directory could not be read: {e}")),
     };
     let targets = scan.settings.targets.iter().map(|t| url::Url::parse(t));
@@ -172,17 +205,23 @@ async fn drive(
     }
     let scanner =
         AuthorisedScanner { credential_id: scan.id, credential: scan_credential(scan), endpoint };
-    let connector = TunnelConnector { state: state.clone(), scanner: Arc::new(scanner) };
+    // The engine stops on `engine_stop`; the scan's own token stops it too.
+    let engine_stop = stop.child_token();
+    let connector = TunnelConnector {
+        state: state.clone(),
+        scanner: Arc::new(scanner),
+        stop: engine_stop.clone(),
+    };
     let progress = Arc::new(Mutex::new(Progress::default()));
     let mut on_update = {
         let progress = progress.clone();
         move |u: Update| progress.lock().unwrap_or_else(|p| p.into_inner()).update(u)
     };
-    // The engine stops on `engine_stop`; the scan's own token stops it too.
-    let engine_stop = stop.child_token();
     let engine = ism_scan_engine::run(&plan, &connector, &engine_stop, &mut on_update);
     tokio::pin!(engine);
     let mut every = tokio::time::interval(PROGRESS_EVERY);
+    // A slow append delays the next progress rather than bunching the ones missed.
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     let mut look = tokio::time::interval(LOOK_EVERY);
     let mut gone = None;
@@ -196,18 +235,28 @@ async fn drive(
                 }
             }
             _ = every.tick() => {
-                let command = {
+                let (pages, requests, findings) = {
                     let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
                     if !p.changed {
                         continue;
                     }
-                    let findings = p.batch();
-                    ScanCommand::Progress { pages: p.pages, requests: p.requests, findings }
+                    (p.pages, p.requests, p.batch())
                 };
-                if let Err(e) = state.scans.execute(scan.id, command, cause.clone()).await {
+                let command = ScanCommand::Progress { pages, requests, findings: findings.clone() };
+                match state.scans.execute(scan.id, command, cause.clone()).await {
+                    Ok(_) => {}
                     // Ended meanwhile (cancelled through another node): the engine stops.
-                    tracing::info!(scan = %scan.id, error = %e, "stopping a scan that can no longer progress");
-                    stop.cancel();
+                    Err(CommandError::Rejected(e)) => {
+                        tracing::info!(scan = %scan.id, error = %e, "stopping a scan that can no longer progress");
+                        stop.cancel();
+                    }
+                    // The log failed: the batch is recorded with the next progress.
+                    Err(e) => {
+                        tracing::warn!(scan = %scan.id, error = %e, "could not record a scan's progress; retrying with the next");
+                        let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+                        p.new_findings.splice(0..0, findings);
+                        p.changed = true;
+                    }
                 }
             }
         }
@@ -228,7 +277,8 @@ async fn drive(
     // Scan access turned off stops the scan's streams before the request that turned it off has
     // cancelled the scan: the engine then ends (its requests failed), and the scan is cancelled.
     if !matches!(outcome.end, End::Cancelled) {
-        if let Some(why) = access_withdrawn(state, scan) {
+        let endpoint = state.directory.endpoint(scan.endpoint).ok().flatten();
+        if let Some(why) = access_withdrawn(endpoint.as_ref()) {
             let by = Principal::node(state.node_id.clone()).to_string();
             commands.push(ScanCommand::Cancel { by, reason: why });
             return commands;

@@ -71,10 +71,39 @@ pub fn queue_positions(scans: &[ScanView]) -> HashMap<Uuid, usize> {
 pub async fn run(state: Arc<NodeState>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for n in 0u64.. {
         tick.tick().await;
         if let Err(e) = pass(&state).await {
             tracing::warn!(error = %e, "could not look at the scan queue");
+        }
+        if n % LOOK_FOR_LOST_EVERY == 0 {
+            fail_on_lost_nodes(&state).await;
+        }
+    }
+}
+
+/// Every how many passes the scans recorded as running on other nodes are checked against the
+/// nodes announced (every 5 s).
+const LOOK_FOR_LOST_EVERY: u64 = 20;
+
+/// Records as failed the scans recorded as running on a node gone from the cluster (its record
+/// withdrawn or expired): the survivors record a lost node's scans when they notice the loss
+/// (`membership.rs`), and this is what ends the ones that slipped through.
+async fn fail_on_lost_nodes(state: &NodeState) {
+    let Ok(scans) = state.directory.active_scans() else { return };
+    let elsewhere: Vec<&ScanView> = scans
+        .iter()
+        .filter(|s| s.status == ScanStatus::Running)
+        .filter(|s| s.node.as_deref().is_some_and(|n| n != state.node_id))
+        .collect();
+    if elsewhere.is_empty() {
+        return;
+    }
+    let Ok(members) = state.cluster.members().await else { return };
+    for s in elsewhere {
+        let node = s.node.as_deref().unwrap_or_default();
+        if !members.iter().any(|m| m.announcement.node == node) {
+            super::record_failed(state, s.id, &format!("gateway node {node} is gone")).await;
         }
     }
 }
@@ -89,6 +118,23 @@ async fn pass(state: &Arc<NodeState>) -> Result<(), ProjectionError> {
     for id in state.running_scans.ids() {
         if status.get(&id).is_none_or(|s| !s.status.is_active()) {
             state.running_scans.stop(id);
+        }
+    }
+    // Scans of an endpoint deleted, or whose scan access was turned off, are cancelled (even
+    // those queued where the request that changed it did not see them yet, or deleted by the
+    // retention rule).
+    let mut endpoints: HashMap<Uuid, Option<EndpointView>> = HashMap::new();
+    for s in &scans {
+        let endpoint = endpoints
+            .entry(s.endpoint)
+            .or_insert_with(|| state.directory.endpoint(s.endpoint).ok().flatten());
+        if let Some(reason) = runner::access_withdrawn(endpoint.as_ref()) {
+            let by = Principal::node(state.node_id.clone()).to_string();
+            let command = ScanCommand::Cancel { by, reason };
+            if let Err(e) = state.scans.execute(s.id, command, node_cause(state)).await {
+                tracing::debug!(scan = %s.id, error = %e, "scan not cancelled here");
+            }
+            state.running_scans.stop(s.id);
         }
     }
     for s in &scans {
@@ -157,7 +203,7 @@ mod tests {
             requests: 0,
             reason: None,
             cancelled_by: None,
-            findings: vec![],
+            finding_counts: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use ism_tunnel_proto::TargetAddr;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_util::sync::CancellationToken;
 
 /// Bytes the pipe between the engine and a stream buffers each way.
 const PIPE: usize = 64 * 1024;
@@ -24,6 +25,9 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct TunnelConnector {
     pub state: Arc<NodeState>,
     pub scanner: Arc<AuthorisedScanner>,
+    /// The scan's engine stops: a stream still opening is given up, an open one reset, at once
+    /// (the task joining it outlives the engine's end of the pipe).
+    pub stop: CancellationToken,
 }
 
 /// What a stream not opened means for the scan: the way to every target gone (it fails), or
@@ -62,18 +66,28 @@ impl Connector for TunnelConnector {
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
         let (state, scanner, target) =
             (self.state.clone(), self.scanner.clone(), target(host, port));
+        let stop = self.stop.clone();
         let span = tracing::info_span!("scan.connection", scan = %scanner.credential_id, target = %ism_events::escaped(&target));
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let path = state.scanner_path();
-                match scanner_stream::open(&path, &scanner, target).await {
+                let opened = tokio::select! {
+                    opened = scanner_stream::open(&path, &scanner, target) => opened,
+                    _ = stop.cancelled() => return,
+                };
+                match opened {
                     Err(not_opened) => {
                         let _ = opened_tx.send(Err(classify(not_opened)));
                     }
                     Ok(stream) => {
                         let _ = opened_tx.send(Ok(()));
                         stream
-                            .exchange(async |r, w, moved| pipe(stream_end, r, w, moved).await)
+                            .exchange(async |r, w, moved| {
+                                tokio::select! {
+                                    end = pipe(stream_end, r, w, moved) => end,
+                                    _ = stop.cancelled() => StreamEnd::Cancelled,
+                                }
+                            })
                             .await;
                     }
                 }

@@ -34,6 +34,8 @@ pub struct DirectoryProjection {
     scans_by_endpoint: sled::Tree,
     /// Queue position -> scan id, of the scans queued or running.
     active_scans: sled::Tree,
+    /// Scan id + the finding's number (in the order recorded) -> the finding.
+    scan_findings: sled::Tree,
     meta: sled::Tree,
     _db: sled::Db,
 }
@@ -59,12 +61,13 @@ impl DirectoryProjection {
             scans: tree("scans")?,
             scans_by_endpoint: tree("scans_by_endpoint")?,
             active_scans: tree("active_scans")?,
+            scan_findings: tree("scan_findings")?,
             meta: tree("meta")?,
             _db: db,
         })
     }
 
-    fn trees(&self) -> [(&'static str, &sled::Tree); 12] {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 13] {
         [
             ("gateways", &self.gateways),
             ("endpoints", &self.endpoints),
@@ -77,6 +80,7 @@ impl DirectoryProjection {
             ("scans", &self.scans),
             ("scans_by_endpoint", &self.scans_by_endpoint),
             ("active_scans", &self.active_scans),
+            ("scan_findings", &self.scan_findings),
             ("meta", &self.meta),
         ]
     }
@@ -174,6 +178,15 @@ impl DirectoryProjection {
         Ok(out)
     }
 
+    /// The findings of scan `id`, in the order recorded.
+    pub fn scan_findings(&self, id: Uuid) -> Result<Vec<ism_events::ScanFinding>, ProjectionError> {
+        self.scan_findings
+            .scan_prefix(id.as_bytes())
+            .values()
+            .map(|v| store::decode(&v.map_err(storage)?))
+            .collect()
+    }
+
     /// The scans queued or running, in the order they were queued (the queues' order).
     pub fn active_scans(&self) -> Result<Vec<ScanView>, ProjectionError> {
         self.scans_listed(self.active_scans.iter())
@@ -256,6 +269,7 @@ impl Projection for DirectoryProjection {
             &self.scans,
             &self.scans_by_endpoint,
             &self.active_scans,
+            &self.scan_findings,
             &self.meta,
         )
             .transaction(
@@ -271,6 +285,7 @@ impl Projection for DirectoryProjection {
                     scans,
                     scans_by_endpoint,
                     active_scans,
+                    scan_findings,
                     meta,
                 )| {
                     apply::apply(
@@ -286,6 +301,7 @@ impl Projection for DirectoryProjection {
                             scans,
                             scans_by_endpoint,
                             active_scans,
+                            scan_findings,
                             meta,
                         },
                         rec,

@@ -216,7 +216,7 @@ impl ScanStatus {
     }
 }
 
-/// One scan: its settings, where it is, and every finding recorded so far.
+/// One scan: its settings, where it is, and how many findings it recorded so far.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanView {
     pub id: Uuid,
@@ -240,5 +240,32 @@ pub struct ScanView {
     /// Why it failed or was cancelled.
     pub reason: Option<String>,
     pub cancelled_by: Option<String>,
-    pub findings: Vec<ism_events::ScanFinding>,
+    /// How many findings of each severity; the findings themselves are kept apart
+    /// (`DirectoryProjection::scan_findings`), so that reading where a scan is stays cheap.
+    pub finding_counts: FindingCounts,
+}
+
+/// Findings by severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingCounts {
+    pub high: u32,
+    pub medium: u32,
+    pub low: u32,
+    pub info: u32,
+}
+
+impl FindingCounts {
+    pub fn total(&self) -> u32 {
+        self.high + self.medium + self.low + self.info
+    }
+
+    /// Counts one finding of `severity` (`high`, `medium`, `low`; anything else is `info`).
+    pub fn add(&mut self, severity: &str) {
+        match severity {
+            "high" => self.high += 1,
+            "medium" => self.medium += 1,
+            "low" => self.low += 1,
+            _ => self.info += 1,
+        }
+    }
 }

@@ -28,6 +28,7 @@ pub(super) struct Tx<'a> {
     pub scans: &'a TransactionalTree,
     pub scans_by_endpoint: &'a TransactionalTree,
     pub active_scans: &'a TransactionalTree,
+    pub scan_findings: &'a TransactionalTree,
     pub meta: &'a TransactionalTree,
 }
 

@@ -1,5 +1,5 @@
-//! Scan events: each scan's row, with its findings, and the gateway's last activity (a scan's
-//! start and end are activity, as its streams are).
+//! Scan events: each scan's row, its findings (in their own tree, in the order recorded), and
+//! the gateway's last activity (a scan's start and end are activity, as its streams are).
 
 use super::{activity_advances, encode, get, update, At, Tx, TxResult};
 use crate::directory::views::*;
@@ -27,7 +27,7 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, position: u64, event: &ScanEvent) 
             requests: 0,
             reason: None,
             cancelled_by: None,
-            findings: Vec::new(),
+            finding_counts: FindingCounts::default(),
         },
         _ => match get::<ScanView>(tx.scans, at.key)? {
             Some(s) => s,
@@ -39,14 +39,17 @@ pub(super) fn apply(tx: &Tx<'_>, at: &At<'_>, position: u64, event: &ScanEvent) 
         ScanEvent::ScanStarted { node } => {
             (s.status, s.started_ms, s.node) = (ScanStatus::Running, Some(t), Some(node.clone()))
         }
-        ScanEvent::ScanProgressed { pages, requests, findings } => {
+        ScanEvent::ScanProgressed { pages, requests, findings }
+        | ScanEvent::ScanFinished { pages, requests, findings } => {
             (s.pages, s.requests) = (*pages, *requests);
-            s.findings.extend(findings.iter().cloned());
-        }
-        ScanEvent::ScanFinished { pages, requests, findings } => {
-            (s.pages, s.requests) = (*pages, *requests);
-            s.findings.extend(findings.iter().cloned());
-            (s.status, s.ended_ms) = (ScanStatus::Finished, Some(t));
+            for f in findings {
+                let key = [at.key, &s.finding_counts.total().to_be_bytes()].concat();
+                tx.scan_findings.insert(key, encode(f))?;
+                s.finding_counts.add(&f.severity);
+            }
+            if matches!(event, ScanEvent::ScanFinished { .. }) {
+                (s.status, s.ended_ms) = (ScanStatus::Finished, Some(t));
+            }
         }
         ScanEvent::ScanFailed { reason } => {
             (s.status, s.ended_ms, s.reason) = (ScanStatus::Failed, Some(t), Some(reason.clone()))
