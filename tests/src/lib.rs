@@ -11,7 +11,8 @@
 //! - [`smtp`]: a real SMTP server (aiosmtpd) keeping what it receives;
 //! - [`otlp`]: a real OTLP trace receiver keeping the spans it is sent; [`metrics`]: `/metrics`
 //!   scraped and parsed as Prometheus would;
-//! - [`webhook`]: a webhook receiver that checks signatures as a subscriber would.
+//! - [`webhook`]: a webhook receiver that checks signatures as a subscriber would;
+//! - [`browser`]: a headless Chromium through chromedriver, for the web page.
 //!
 //! Test support: a failure panics with its message, as the tests that call it do.
 #![allow(clippy::unwrap_used)]
@@ -32,6 +33,7 @@ pub fn answers_200(addr: &str, path: &str) -> bool {
 
 pub use ports::{free_port, ReservedPort};
 
+pub mod browser;
 pub mod cluster;
 pub mod contract;
 pub mod gateway_cluster;

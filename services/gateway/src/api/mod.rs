@@ -20,6 +20,7 @@ pub mod request_span;
 mod scans;
 mod users;
 mod views;
+mod web_page;
 mod webhooks;
 
 use crate::state::NodeState;
@@ -65,6 +66,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )],
     ))
     .service(resource("/metrics", [(Method::GET, web::to(metrics::scrape))]))
+    .service(resource("/", [(Method::GET, web::to(web_page::index))]))
+    .service(resource("/assets/app.js", [(Method::GET, web::to(web_page::script))]))
+    .service(resource("/assets/app.css", [(Method::GET, web::to(web_page::style))]))
     // For a load balancer: 503 until the node knows the cluster and while it drains, so that new
     // connections go elsewhere.
     .service(resource(
