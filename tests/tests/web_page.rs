@@ -1,5 +1,5 @@
-//! The Internal Scanning Management page in a real Chromium: sign in with a token, the gateways,
-//! a gateway's endpoints table turning Ready without a reload when the agent connects, Copy
+//! The Internal Scanning Management page in a real Chromium: sign in with a token, the gateways
+//! (created from the page, deleted ones listed), a gateway's endpoints table turning Ready without a reload when the agent connects, Copy
 //! Endpoint Key for managers and absent for a reviewer, sign-out.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
@@ -12,6 +12,20 @@ async fn sign_in(browser: &Browser, base: &str, token: &str) {
     let field = browser.client.wait().for_element(Locator::Id("token")).await.unwrap();
     field.send_keys(token).await.unwrap();
     browser.client.find(Locator::Css("#sign-in-form button")).await.unwrap().click().await.unwrap();
+}
+
+async fn create_gateway(browser: &Browser, name: &str) {
+    let field = browser.client.find(Locator::Id("gateway-new-name")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(name).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#create-gateway button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 #[actix::test]
@@ -28,6 +42,19 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
 
     sign_in(&browser, &base, &node.admin_token).await;
     browser.text_appears("#user", "admin").await;
+    browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
+
+    // Create a gateway; the API's refusal of a non-ASCII name is shown beside the form.
+    create_gateway(&browser, "lab").await;
+    browser.text_appears("#gateways-table tbody tr", "lab").await;
+    create_gateway(&browser, "l\u{e4}b").await;
+    browser.text_appears("#create-gateway-error", "ASCII").await;
+    // Deleted gateways are listed with their reason.
+    let lab = api.gateways().await.unwrap();
+    let lab = lab.as_array().unwrap().iter().find(|g| g["name"] == "lab").unwrap();
+    api.delete_gateway(lab["id"].as_str().unwrap()).await.unwrap();
+    browser.text_appears("#deleted-table tbody tr", "lab").await;
+
     let row = browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
     row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
     browser.text_appears("#endpoints-table tbody tr", "Pending").await;
@@ -56,6 +83,8 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
     browser.client.wait().for_element(Locator::Id("token")).await.unwrap();
     sign_in(&browser, &base, token["token"].as_str().unwrap()).await;
     browser.text_appears("#user", "rita (reviewer)").await;
+    let form = browser.client.find(Locator::Id("create-gateway")).await.unwrap();
+    assert!(!form.is_displayed().await.unwrap(), "a reviewer has no create form");
     let row = browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
     row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
     let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;

@@ -10,8 +10,11 @@ let me = null;
 
 const $ = (id) => document.getElementById(id);
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: "Bearer " + sessionStorage.getItem(TOKEN) } });
+async function api(path, method = "GET", payload = undefined) {
+  const headers = { Authorization: "Bearer " + sessionStorage.getItem(TOKEN) };
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
+  const sent = payload === undefined ? undefined : JSON.stringify(payload);
+  const response = await fetch(path, { method, headers, body: sent });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     throw new Error(body.error || response.status + " " + response.statusText);
@@ -75,6 +78,34 @@ async function gateways() {
   }
   $("gateways-empty").hidden = list.length > 0;
   $("gateways-table").hidden = list.length === 0;
+  $("create-gateway").hidden = !(me && me.may_manage);
+  const deleted = await api("/api/v1/deleted-gateways");
+  const gone = $("deleted-table").tBodies[0];
+  gone.replaceChildren();
+  for (const g of deleted) {
+    const row = gone.insertRow();
+    cell(row, g.name);
+    cell(row, when(g.deleted_ms));
+    cell(row, g.deleted_reason);
+  }
+  $("deleted-empty").hidden = deleted.length > 0;
+  $("deleted-table").hidden = deleted.length === 0;
+}
+
+async function createGateway(event) {
+  event.preventDefault();
+  $("create-gateway-error").textContent = "";
+  try {
+    const name = $("gateway-new-name").value.trim();
+    const description = $("gateway-new-description").value.trim();
+    await api("/api/v1/gateways", "POST", { name, description });
+    $("gateway-new-name").value = "";
+    $("gateway-new-description").value = "";
+    await gateways();
+  } catch (e) {
+    // The API's own message (an ASCII rule, a duplicate name) is shown beside the form.
+    $("create-gateway-error").textContent = e.message;
+  }
 }
 
 async function copyKey(endpoint) {
@@ -158,6 +189,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     }
   });
   $("sign-out").addEventListener("click", signOut);
+  $("create-gateway").addEventListener("submit", createGateway);
   window.addEventListener("hashchange", route);
   if (sessionStorage.getItem(TOKEN)) {
     try {
