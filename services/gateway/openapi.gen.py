@@ -126,7 +126,7 @@ paths = {
           params=[q("endpoint", "Only this endpoint's (id or name)"), q("state", "Only scans in this state", SCAN_STATE)]),
       "post": op("Queue a scan of the built-in engine through an endpoint; it starts when the endpoint has a free slot", "201", "The queued scan", ref("ScanDetail"), ["400", "403", "404", "409"] + R, body="NewScan")},
   "/api/v1/scans/{id}": {"get": op("A scan with its findings", "200", "The scan", ref("ScanDetail"), ["404"] + R, params=[p("id", "Scan id")])},
-  "/api/v1/scans/{id}/cancel": {"post": op("Cancel a queued or running scan (a running one stops its requests within a second)", "200", "The cancelled scan", ref("ScanDetail"), ["403", "404", "409"] + R, params=[p("id", "Scan id")])},
+  "/api/v1/scans/{id}/cancel": {"post": op("Cancel a queued or running scan (a running one stops the requests in flight)", "200", "The cancelled scan", ref("ScanDetail"), ["403", "404", "409"] + R, params=[p("id", "Scan id")])},
   "/api/v1/scans/{id}/report": {"get": op("The scan's report: JSON (ism-scan-report/1) or SARIF 2.1.0", "200", "The report", {"type": "object"}, ["400", "404"] + R,
       params=[p("id", "Scan id"), q("format", "json (default) or sarif", {"enum": ["json", "sarif"]})])},
   "/api/v1/nodes": {"get": op("The cluster's nodes: state (serving, draining, lost), endpoints and streams held", "200", "Nodes, by name", arr(ref("Node")), R)},

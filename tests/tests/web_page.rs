@@ -5,7 +5,7 @@
 
 use fantoccini::Locator;
 use ism_tests::browser::Browser;
-use ism_tests::cluster::{connected, provision, Backend, TestMachine, TestNode};
+use ism_tests::cluster::{connected, eventually, provision, Backend, TestMachine, TestNode};
 
 async fn sign_in(browser: &Browser, base: &str, token: &str) {
     browser.client.goto(base).await.unwrap();
@@ -69,12 +69,12 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
     // Copy Endpoint Key (managers): the key the API gives.
     row.find(Locator::Css("button.copy-key")).await.unwrap().click().await.unwrap();
     let key = browser.client.wait().for_element(Locator::Id("key-value")).await.unwrap();
-    let deadline = tokio::time::Instant::now() + ism_tests::cluster::PATIENCE;
-    while key.prop("value").await.unwrap().unwrap_or_default().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no key shown");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(key.prop("value").await.unwrap().unwrap(), p.key);
+    let key = &key;
+    let shown = eventually("the key shown", || async move {
+        key.prop("value").await.ok()?.filter(|v| !v.is_empty())
+    })
+    .await;
+    assert_eq!(shown, p.key);
 
     // A reviewer sees the same table, without the manage actions.
     api.create_user("rita", "reviewer", None).await.unwrap();

@@ -26,6 +26,13 @@ impl Severity {
             Severity::High => "high",
         }
     }
+
+    /// The severity named `name` (as [`as_str`](Self::as_str) writes it).
+    pub fn parse(name: &str) -> Option<Severity> {
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
 }
 
 impl std::fmt::Display for Severity {

@@ -77,7 +77,7 @@ fn position(state: &State, scan: &ScanView) -> Result<Option<usize>, ApiError> {
     if scan.status != ScanStatus::Queued {
         return Ok(None);
     }
-    Ok(queue_positions(&state.directory.scans_of(scan.endpoint)?).get(&scan.id).copied())
+    Ok(queue_positions(&state.directory.active_scans_of(scan.endpoint)?).get(&scan.id).copied())
 }
 
 fn shown(state: &State, scan: ScanView) -> Result<HttpResponse, ApiError> {
@@ -198,7 +198,8 @@ pub(super) async fn show(
     shown(&state, scan)
 }
 
-/// Cancels a queued or running scan: a running one stops its requests within a second.
+/// Cancels a queued or running scan: a running one is stopped at once on this node, at the
+/// scheduler's next look on another.
 pub(super) async fn cancel(
     state: State,
     caller: Caller,
@@ -225,10 +226,7 @@ pub(super) async fn cancel_all(
 ) -> Result<Option<u64>, ApiError> {
     let mut last = None;
     let by = caller.principal.to_string();
-    for scan in state.directory.scans_of(endpoint)? {
-        if !scan.status.is_active() {
-            continue;
-        }
+    for scan in state.directory.active_scans_of(endpoint)? {
         let command = ScanCommand::Cancel { by: by.clone(), reason: reason.to_string() };
         match state.scans.execute(scan.id, command, caller.cause()).await {
             Ok(done) => last = done.position().or(last),
@@ -250,12 +248,7 @@ pub(super) struct ReportQuery {
 
 /// A finding as the engine's reports take it.
 fn reported(f: &ism_events::ScanFinding) -> Finding {
-    let severity = match f.severity.as_str() {
-        "high" => Severity::High,
-        "medium" => Severity::Medium,
-        "low" => Severity::Low,
-        _ => Severity::Info,
-    };
+    let severity = Severity::parse(&f.severity).unwrap_or(Severity::Info);
     Finding { rule: f.rule.clone(), severity, url: f.url.clone(), evidence: f.evidence.clone() }
 }
 

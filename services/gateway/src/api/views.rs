@@ -206,7 +206,7 @@ pub fn deleted_gateway(g: GatewayView) -> DeletedGatewayOut {
 
 pub fn endpoint(e: EndpointView, state: &NodeState) -> EndpointOut {
     let now = state.clock.now_ms();
-    let scans = state.directory.scans_of(e.id).unwrap_or_default();
+    let scans = state.directory.active_scans_of(e.id).unwrap_or_default();
     let count = |status| scans.iter().filter(|s| s.status == status).count();
     let (running_scans, queued_scans) = (count(ScanStatus::Running), count(ScanStatus::Queued));
     let scan_capacity = crate::scans::schedule::scan_capacity(Some(&e), state.scan_capacity);

@@ -2,7 +2,7 @@
 //! out: [`schedule`]), running one with the built-in engine through the endpoint's tunnel
 //! ([`runner`], [`tunnel_connector`]); what a stopping node or the loss of a node means for the
 //! scans it ran. The scans this node runs are registered in [`crate::running_scans`], so that a
-//! cancel reaches the engine within a second.
+//! cancel reaches the engine at once on this node (on another, at its scheduler's next look).
 //!
 //! A scan runs on the node holding its endpoint's session: its streams open locally, and the
 //! node that counts the endpoint's running scans is the one that starts them. The start is an

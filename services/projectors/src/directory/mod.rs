@@ -192,6 +192,11 @@ impl DirectoryProjection {
         self.scans_listed(self.active_scans.iter())
     }
 
+    /// The scans of one endpoint queued or running, in the order they were queued (its queue).
+    pub fn active_scans_of(&self, endpoint: Uuid) -> Result<Vec<ScanView>, ProjectionError> {
+        Ok(self.active_scans()?.into_iter().filter(|s| s.endpoint == endpoint).collect())
+    }
+
     /// The scans of one endpoint, in the order they were queued.
     pub fn scans_of(&self, endpoint: Uuid) -> Result<Vec<ScanView>, ProjectionError> {
         self.scans_listed(self.scans_by_endpoint.scan_prefix(endpoint.as_bytes()))
