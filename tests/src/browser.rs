@@ -28,17 +28,12 @@ impl Browser {
             serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"] }),
         );
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + crate::cluster::PATIENCE;
-        let client = loop {
+        let (url, caps) = (&url, &caps);
+        let client = crate::cluster::eventually("a browser session", || async move {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-            match ClientBuilder::new(connector).capabilities(caps.clone()).connect(&url).await {
-                Ok(client) => break client,
-                Err(e) => {
-                    assert!(tokio::time::Instant::now() < deadline, "no browser session: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
+            ClientBuilder::new(connector).capabilities(caps.clone()).connect(url).await.ok()
+        })
+        .await;
         Browser { client, driver }
     }
 

@@ -278,7 +278,8 @@ async fn a_scan_running_on_a_node_that_restarts_is_recorded_as_failed() {
 #[actix::test]
 async fn bad_scan_requests_get_clear_errors() {
     let node = TestNode::start("node-a", Backend::Embedded);
-    let (p, _agent) = endpoint_to(&node, &["127.0.0.1:9".parse().unwrap()]).await;
+    let closed = ism_tests::ReservedPort::new();
+    let (_, _agent) = endpoint_to(&node, &[([127, 0, 0, 1], closed.port).into()]).await;
     let api = node.api();
     for (body, says) in [
         (json!({ "endpoint": "dc1", "targets": [] }), "at least one target"),
@@ -300,7 +301,6 @@ async fn bad_scan_requests_get_clear_errors() {
     assert!(missing.contains("does not exist"), "{missing}");
     let bad_state = api.scans(None, Some("sleeping")).await.unwrap_err().to_string();
     assert!(bad_state.contains("unknown scan state"), "{bad_state}");
-    let _ = p;
 }
 
 #[actix::test]
@@ -311,13 +311,10 @@ async fn an_endpoints_own_scan_capacity_overrides_the_gateways() {
     let api = node.api();
     let e = api.set_scan_capacity(&p.endpoint, json!(2)).await.unwrap();
     assert_eq!(e["scan_capacity"], 2);
-    let ids: Vec<String> = {
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            ids.push(id(&start(&api, "dc1", &[url(hold, "http")], json!({})).await));
-        }
-        ids
-    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(id(&start(&api, "dc1", &[url(hold, "http")], json!({})).await));
+    }
     scan_in(&api, &ids[0], "running").await;
     scan_in(&api, &ids[1], "running").await;
     let api = &api;
@@ -336,13 +333,13 @@ async fn an_endpoints_own_scan_capacity_overrides_the_gateways() {
     let e = api.set_scan_capacity(&p.endpoint, json!("default")).await.unwrap();
     assert_eq!(e["scan_capacity"], 30);
     scan_in(api, &ids[2], "running").await;
-    for bad in [json!(0), json!(1001), json!("lots")] {
+    for (bad, says) in [
+        (json!(0), "the scan capacity must be 1 to 1000 scans at once, not 0"),
+        (json!(1001), "the scan capacity must be 1 to 1000 scans at once, not 1001"),
+        (json!("lots"), "scan_capacity must be a number of scans (1 to 1000) or \"default\""),
+    ] {
         let refused = api.set_scan_capacity(&p.endpoint, bad.clone()).await.unwrap_err();
-        assert!(
-            refused.to_string().contains("scan capacity")
-                || refused.to_string().contains("scan_capacity"),
-            "{bad}: {refused}"
-        );
+        assert!(refused.to_string().contains(says), "{bad}: {refused}");
     }
 }
 

@@ -61,7 +61,9 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
 
     // The agent connects: the row turns Ready on its own.
     let machine = TestMachine::new();
-    let agent = machine.start_endpoint(&node, &p.key, "127.0.0.1:9");
+    // A port nothing listens on (the test reaches no target).
+    let closed = ism_tests::ReservedPort::new();
+    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", closed.port));
     connected(&agent).await;
     let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;
     browser.screenshot("endpoints-table").await;

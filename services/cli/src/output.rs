@@ -562,18 +562,20 @@ pub async fn last_entries(
 
 /// An endpoint's streams on the node that answered: `open/limit`, and `+N queued` while some
 /// wait for a slot.
-/// Scans running of the capacity, and those waiting: `3/30 +4 queued`.
-fn scans_in_use(e: &Value) -> String {
-    match e["queued_scans"].as_u64().unwrap_or(0) {
-        0 => format!("{}/{}", e["running_scans"], e["scan_capacity"]),
-        queued => format!("{}/{} +{queued} queued", e["running_scans"], e["scan_capacity"]),
-    }
+fn streams(e: &Value) -> String {
+    in_use(e, "open_streams", "stream_limit", "queued_streams")
 }
 
-fn streams(e: &Value) -> String {
-    match e["queued_streams"].as_u64().unwrap_or(0) {
-        0 => format!("{}/{}", e["open_streams"], e["stream_limit"]),
-        queued => format!("{}/{} +{queued} queued", e["open_streams"], e["stream_limit"]),
+/// Scans running of the endpoint's capacity, and those waiting: `3/30 +4 queued`.
+fn scans_in_use(e: &Value) -> String {
+    in_use(e, "running_scans", "scan_capacity", "queued_scans")
+}
+
+/// `used/limit`, and `+N queued` while some wait.
+fn in_use(e: &Value, used: &str, limit: &str, queued: &str) -> String {
+    match e[queued].as_u64().unwrap_or(0) {
+        0 => format!("{}/{}", e[used], e[limit]),
+        n => format!("{}/{} +{n} queued", e[used], e[limit]),
     }
 }
 

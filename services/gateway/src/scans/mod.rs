@@ -29,6 +29,20 @@ pub async fn fail_running(state: &NodeState, why: &str) {
     }
 }
 
+/// This node as the cause of what it records about scans.
+pub(crate) fn node_cause(state: &NodeState) -> Cause {
+    Cause::by(node(state))
+}
+
+fn node(state: &NodeState) -> Principal {
+    Principal::node(state.node_id.clone())
+}
+
+/// This node cancelling a scan for `reason`.
+pub(crate) fn cancel_by_node(state: &NodeState, reason: String) -> ScanCommand {
+    ScanCommand::Cancel { by: node(state).to_string(), reason }
+}
+
 /// Why scan `id` failed, and how to start it again.
 pub(crate) fn failure(why: &str, id: Uuid) -> String {
     format!("{why}; start it again (ism scan start --again {id})")
@@ -37,8 +51,7 @@ pub(crate) fn failure(why: &str, id: Uuid) -> String {
 /// Records scan `id` as failed for `why`, saying how to start it again.
 pub(crate) async fn record_failed(state: &NodeState, id: Uuid, why: &str) {
     let reason = failure(why, id);
-    let cause = Cause::by(Principal::node(state.node_id.clone()));
-    if let Err(e) = state.scans.execute(id, ScanCommand::Fail { reason }, cause).await {
+    if let Err(e) = state.scans.execute(id, ScanCommand::Fail { reason }, node_cause(state)).await {
         tracing::warn!(scan = %id, error = %e, "could not record a scan as failed");
     }
 }

@@ -10,7 +10,7 @@ use crate::scanner_auth::AuthorisedScanner;
 use crate::state::NodeState;
 use ism_actors::scan::ScanCommand;
 use ism_actors::CommandError;
-use ism_events::{Cause, Principal, ScanFinding};
+use ism_events::{Cause, ScanFinding};
 use ism_projectors::directory::ScanView;
 use ism_projectors::{EndpointStatus, EndpointView};
 use ism_scan_engine::{End, Finding, ScanPlan, Update};
@@ -125,7 +125,7 @@ pub fn recorded(f: &Finding) -> ScanFinding {
 /// Runs `scan` (started on this node) until it ends or `stop` is cancelled.
 pub async fn run(state: Arc<NodeState>, scan: ScanView, stop: CancellationToken) {
     let id = scan.id;
-    let cause = Cause::by(Principal::node(state.node_id.clone()));
+    let cause = super::node_cause(&state);
     let mut last = None;
     for command in drive(&state, &scan, &stop, &cause).await {
         match record(&state, id, command, &cause).await {
@@ -181,11 +181,8 @@ async fn drive(
     let endpoint = match state.directory.endpoint(scan.endpoint) {
         Ok(Some(e)) => e,
         Ok(None) => {
-            let (by, reason) = (
-                Principal::node(state.node_id.clone()).to_string(),
-                "its endpoint was deleted".into(),
-            );
-            return vec![ScanCommand::Cancel { by, reason }];
+            let reason = access_withdrawn(None).unwrap_or_default();
+            return vec![super::cancel_by_node(state, reason)];
         }
         Err(e) => return fail(format!("the directory could not be read: {e}")),
     };
@@ -279,8 +276,7 @@ async fn drive(
     if !matches!(outcome.end, End::Cancelled) {
         let endpoint = state.directory.endpoint(scan.endpoint).ok().flatten();
         if let Some(why) = access_withdrawn(endpoint.as_ref()) {
-            let by = Principal::node(state.node_id.clone()).to_string();
-            commands.push(ScanCommand::Cancel { by, reason: why });
+            commands.push(super::cancel_by_node(state, why));
             return commands;
         }
     }

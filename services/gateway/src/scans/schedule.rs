@@ -5,10 +5,10 @@
 //! that this node does not run (it restarted while the scan ran) has failed, and a scan this
 //! node runs that ended meanwhile (cancelled through another node) is stopped.
 
-use super::runner;
+use super::{node_cause, runner};
 use crate::state::NodeState;
 use ism_actors::scan::ScanCommand;
-use ism_events::{Cause, Principal, ProjectionError};
+use ism_events::ProjectionError;
 use ism_projectors::directory::{ScanStatus, ScanView};
 use ism_projectors::EndpointView;
 use std::collections::{BTreeMap, HashMap};
@@ -108,10 +108,6 @@ async fn fail_on_lost_nodes(state: &NodeState) {
     }
 }
 
-fn node_cause(state: &NodeState) -> Cause {
-    Cause::by(Principal::node(state.node_id.clone()))
-}
-
 async fn pass(state: &Arc<NodeState>) -> Result<(), ProjectionError> {
     let scans = state.directory.active_scans()?;
     let status: HashMap<Uuid, &ScanView> = scans.iter().map(|s| (s.id, s)).collect();
@@ -129,8 +125,7 @@ async fn pass(state: &Arc<NodeState>) -> Result<(), ProjectionError> {
             .entry(s.endpoint)
             .or_insert_with(|| state.directory.endpoint(s.endpoint).ok().flatten());
         if let Some(reason) = runner::access_withdrawn(endpoint.as_ref()) {
-            let by = Principal::node(state.node_id.clone()).to_string();
-            let command = ScanCommand::Cancel { by, reason };
+            let command = super::cancel_by_node(state, reason);
             if let Err(e) = state.scans.execute(s.id, command, node_cause(state)).await {
                 tracing::debug!(scan = %s.id, error = %e, "scan not cancelled here");
             }
@@ -149,8 +144,8 @@ async fn pass(state: &Arc<NodeState>) -> Result<(), ProjectionError> {
     }
     let held_here = |endpoint| state.sessions.get(endpoint).is_some();
     let capacity = |endpoint| {
-        let e = state.directory.endpoint(endpoint).ok().flatten();
-        scan_capacity(e.as_ref(), state.scan_capacity)
+        let e = endpoints.get(&endpoint).and_then(Option::as_ref);
+        scan_capacity(e, state.scan_capacity)
     };
     for id in due(&scans, capacity, held_here) {
         if let Some(scan) = status.get(&id) {

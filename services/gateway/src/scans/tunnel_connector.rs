@@ -7,10 +7,11 @@ use crate::scanner_auth::AuthorisedScanner;
 use crate::scanner_stream::{self, Moved, NotOpened};
 use crate::state::NodeState;
 use bytes::Bytes;
+use ism_events::escaped;
+use ism_ingress_proto::host;
 use ism_scan_engine::{ConnectError, Connector};
 use ism_tunnel::{Expiry, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
 use ism_tunnel_proto::TargetAddr;
-use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_util::sync::CancellationToken;
@@ -49,13 +50,12 @@ fn classify(not_opened: NotOpened) -> ConnectError {
     }
 }
 
-/// The target as the tunnel names it: an IP address, or a name the endpoint resolves.
-fn target(host: &str, port: u16) -> TargetAddr {
-    match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => TargetAddr::Ipv4(ip, port),
-        Ok(IpAddr::V6(ip)) => TargetAddr::Ipv6(ip, port),
-        Err(_) => TargetAddr::Domain(host.to_string(), port),
-    }
+/// The target as the tunnel names it, by the rules a scanner's target is read with (an IPv6
+/// address, an IPv4 address, or a host name the endpoint resolves).
+fn target(host: &str, port: u16) -> Result<TargetAddr, ConnectError> {
+    host::ipv6(host.as_bytes(), port)
+        .or_else(|_| host::name_or_ipv4(host.as_bytes(), port))
+        .map_err(|e| ConnectError::Target(format!("target {}: {e}", escaped(host))))
 }
 
 impl Connector for TunnelConnector {
@@ -65,9 +65,9 @@ impl Connector for TunnelConnector {
         let (engine_end, stream_end) = tokio::io::duplex(PIPE);
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
         let (state, scanner, target) =
-            (self.state.clone(), self.scanner.clone(), target(host, port));
+            (self.state.clone(), self.scanner.clone(), target(host, port)?);
         let stop = self.stop.clone();
-        let span = tracing::info_span!("scan.connection", scan = %scanner.credential_id, target = %ism_events::escaped(&target));
+        let span = tracing::info_span!("scan.connection", scan = %scanner.credential_id, target = %escaped(&target));
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let path = state.scanner_path();
@@ -157,9 +157,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_become_tunnel_targets() {
-        assert_eq!(target("10.1.2.3", 80), TargetAddr::Ipv4([10, 1, 2, 3].into(), 80));
-        assert_eq!(target("[::1]", 443), TargetAddr::Ipv6(std::net::Ipv6Addr::LOCALHOST, 443));
-        assert_eq!(target("intranet.corp", 8080), TargetAddr::Domain("intranet.corp".into(), 8080));
+    fn hosts_become_tunnel_targets_by_the_ingress_rules() {
+        let t = |h| target(h, 80).ok();
+        assert_eq!(t("10.1.2.3"), Some(TargetAddr::Ipv4([10, 1, 2, 3].into(), 80)));
+        assert_eq!(t("::1"), Some(TargetAddr::Ipv6(std::net::Ipv6Addr::LOCALHOST, 80)));
+        assert_eq!(t("intranet.corp"), Some(TargetAddr::Domain("intranet.corp".into(), 80)));
+        assert!(t("bad name\u{7}").is_none(), "a name a scanner could not name either");
     }
 }
