@@ -47,7 +47,7 @@ schemas = {
       "failures": I(), "last_error": N("string"), "suppressed": N("string"), "paused_until_ms": N("integer")}),
   "IssuedToken": obj({"id": U(), "user": S(), "token": S()}),
   "Me": obj({"name": S(), "role": {"enum": ["administrator", "security-lead", "reviewer"]}, "may_manage": B()}),
-  "Status": obj({"node": S(), "event_log": S(), "log_head": I(), "directory_position": I(), "connected_endpoints": I(), "open_streams": I(), "stream_limit_per_endpoint": I(), "queued_streams": I(), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S()}),
+  "Status": obj({"node": S(), "event_log": S(), "log_head": I(), "directory_position": I(), "connected_endpoints": I(), "open_streams": I(), "stream_limit_per_endpoint": I(), "queued_streams": I(), "endpoint_url": S(), "socks_address": S(), "http_proxy_address": S(), "gateway_ca_pem": N("string")}),
   "AuditEntry": obj({"position": I(), "time_ms": I(), "time": S(), "aggregate": S(), "gateway": N("string"), "endpoint": N("string"), "actor": N("string"), "event": S(), "summary": S(), "trace_id": N("string")}),
   "AuditReport": obj({"log_head": I(), "truncated": B(), "entries": arr(ref("AuditEntry"))}),
   "VerifyReport": obj({"projections": arr(obj({"name": S(), "position": I(), "rows": I(), "matches": B()})), "all_match": B()}),

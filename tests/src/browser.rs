@@ -2,7 +2,12 @@
 //! `chromium-driver`, which `scripts/tools.sh` installs) with a WebDriver client: what a person
 //! sees of the web page. On failure a test saves a screenshot under `target/screenshots/`.
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -10,6 +15,7 @@ use std::time::Duration;
 pub struct Browser {
     pub client: Client,
     driver: Child,
+    downloads: tempfile::TempDir,
 }
 
 impl Browser {
@@ -22,10 +28,14 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver (Debian: apt install chromium chromium-driver; scripts/test installs it)");
+        let downloads = tempfile::tempdir().unwrap();
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            serde_json::json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"] }),
+            serde_json::json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"],
+                "prefs": { "download.default_directory": downloads.path(), "download.prompt_for_download": false },
+            }),
         );
         let url = format!("http://127.0.0.1:{port}");
         let (url, caps) = (&url, &caps);
@@ -34,7 +44,58 @@ impl Browser {
             ClientBuilder::new(connector).capabilities(caps.clone()).connect(url).await.ok()
         })
         .await;
-        Browser { client, driver }
+        Browser { client, driver, downloads }
+    }
+
+    /// Runs a test's steps; if they fail, saves what the page showed as
+    /// `target/screenshots/<name>-failed.png` before failing.
+    pub async fn run(&self, name: &str, steps: impl Future<Output = ()>) {
+        if let Err(panic) = AssertUnwindSafe(steps).catch_unwind().await {
+            self.screenshot(&format!("{name}-failed")).await;
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// The element at `css`, once there is one.
+    pub async fn element(&self, css: &str) -> Element {
+        self.client.wait().at_most(crate::cluster::PATIENCE).for_element(Locator::Css(css)).await.unwrap()
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.element(css).await.click().await.unwrap();
+    }
+
+    /// Replaces what the field at `css` holds with `value`, as typed.
+    pub async fn fill(&self, css: &str, value: &str) {
+        let field = self.element(css).await;
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    /// The current value of the form field at `css`.
+    pub async fn value(&self, css: &str) -> String {
+        self.element(css).await.prop("value").await.unwrap().unwrap_or_default()
+    }
+
+    /// Whether any element at `css` is shown.
+    pub async fn shows(&self, css: &str) -> bool {
+        for e in self.client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            if e.is_displayed().await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The file the browser downloaded as `name`, once it is complete.
+    pub async fn downloaded(&self, name: &str) -> PathBuf {
+        let path = self.downloads.path().join(name);
+        let path: &Path = &path;
+        crate::cluster::eventually("the download", || async move {
+            // Chromium writes `<name>.crdownload` and renames it when complete.
+            path.exists().then(|| path.to_path_buf())
+        })
+        .await
     }
 
     /// Waits until an element at `css` holds `text`; returns it.

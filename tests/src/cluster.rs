@@ -349,6 +349,19 @@ impl TestMachine {
     }
 }
 
+impl TestMachine {
+    /// Starts the agent with `properties` as its `config/application.properties` and `ca_pem`
+    /// beside it as `config/gateway-ca.pem`: the files a person saves from the web page.
+    pub fn start_endpoint_from(&self, properties: &str, ca_pem: &str) -> AgentHandle {
+        let config = self.dir.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("gateway-ca.pem"), ca_pem).unwrap();
+        let path = config.join("application.properties");
+        std::fs::write(&path, properties).unwrap();
+        Agent::new(EndpointConfig::load(&path, &[]).unwrap()).unwrap().spawn()
+    }
+}
+
 impl Default for TestMachine {
     fn default() -> Self {
         Self::new()

@@ -182,6 +182,10 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     } else {
         println!();
         println!("Everything is running. Try it yourself:");
+        println!(
+            "  the Internal Scanning Management page: http://{}/ (sign in with the API token {})",
+            a.api, node.admin_token
+        );
         println!("  curl --socks5-hostname 'dc1:{secret}@{socks}' http://127.0.0.1:{app_port}/");
         println!(
             "  cargo run -q -p ism-cli --bin ism -- --api http://{} --token {} scan list",

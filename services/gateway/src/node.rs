@@ -407,6 +407,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         pending: PendingConnections::new(config.max_pending_connections),
         cluster: cluster.cluster,
         sends_email: config.notify.smtp.is_some(),
+        gateway_ca_pem: identity.ca_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()),
         metrics,
     });
 

@@ -77,6 +77,9 @@ pub struct NodeState {
     pub cluster: Arc<Cluster>,
     /// It has an SMTP relay for notification emails (`--smtp-url`).
     pub sends_email: bool,
+    /// The private CA this node generated for its certificate (PEM), which endpoints must trust:
+    /// the web page's install step offers it. None when the operator gave the certificate.
+    pub gateway_ca_pem: Option<String>,
     /// What `/metrics` shows.
     pub metrics: Arc<NodeMetrics>,
 }

@@ -25,6 +25,7 @@ pub(super) async fn status(state: State, _caller: Caller) -> Result<HttpResponse
         "endpoint_url": state.endpoint_url(),
         "socks_address": state.public.socks.clone(),
         "http_proxy_address": state.public.http_proxy.clone(),
+        "gateway_ca_pem": state.gateway_ca_pem.clone(),
     })))
 }
 
