@@ -58,7 +58,12 @@ impl Browser {
 
     /// The element at `css`, once there is one.
     pub async fn element(&self, css: &str) -> Element {
-        self.client.wait().at_most(crate::cluster::PATIENCE).for_element(Locator::Css(css)).await.unwrap()
+        self.client
+            .wait()
+            .at_most(crate::cluster::PATIENCE)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap()
     }
 
     pub async fn click(&self, css: &str) {

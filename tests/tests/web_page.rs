@@ -64,73 +64,83 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
     let p = provision(&api, "dc1").await;
     let base = format!("http://{}/", node.addresses.api);
     let browser = Browser::start().await;
-    browser.run("endpoints-table", async {
-        // A wrong token is told inline, and nothing else is shown.
-        sign_in(&browser, &base, "ismt_wrong").await;
-        browser.text_appears("#sign-in-error", "Sign-in failed").await;
-        assert!(!browser.shows("#nav").await);
+    browser
+        .run("endpoints-table", async {
+            // A wrong token is told inline, and nothing else is shown.
+            sign_in(&browser, &base, "ismt_wrong").await;
+            browser.text_appears("#sign-in-error", "Sign-in failed").await;
+            assert!(!browser.shows("#nav").await);
 
-        sign_in(&browser, &base, &node.admin_token).await;
-        browser.text_appears("#user", "admin").await;
-        browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
+            sign_in(&browser, &base, &node.admin_token).await;
+            browser.text_appears("#user", "admin").await;
+            browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
 
-        // Create a gateway; the API's refusal of a non-ASCII name is shown beside the form.
-        create_gateway(&browser, "lab").await;
-        browser.text_appears("#gateways-table tbody tr", "lab").await;
-        create_gateway(&browser, "l\u{e4}b").await;
-        browser.text_appears("#create-gateway-error", "ASCII").await;
-        // A gateway with endpoints is not deleted: the reason is shown in the dialog.
-        confirmed(&browser, "#gateways-table tbody tr", "test-gateway", "button.delete-gateway")
+            // Create a gateway; the API's refusal of a non-ASCII name is shown beside the form.
+            create_gateway(&browser, "lab").await;
+            browser.text_appears("#gateways-table tbody tr", "lab").await;
+            create_gateway(&browser, "l\u{e4}b").await;
+            browser.text_appears("#create-gateway-error", "ASCII").await;
+            // A gateway with endpoints is not deleted: the reason is shown in the dialog.
+            confirmed(
+                &browser,
+                "#gateways-table tbody tr",
+                "test-gateway",
+                "button.delete-gateway",
+            )
             .await;
-        browser.text_appears("#confirm-error", "still has endpoints (dc1)").await;
-        browser.click("#confirm-dialog .close").await;
-        // An empty one is, and is then listed among the deleted gateways.
-        confirmed(&browser, "#gateways-table tbody tr", "lab", "button.delete-gateway").await;
-        browser.text_appears("#deleted-table tbody tr", "lab").await;
-        no_dialog_open(&browser).await;
+            browser.text_appears("#confirm-error", "still has endpoints (dc1)").await;
+            browser.click("#confirm-dialog .close").await;
+            // An empty one is, and is then listed among the deleted gateways.
+            confirmed(&browser, "#gateways-table tbody tr", "lab", "button.delete-gateway").await;
+            browser.text_appears("#deleted-table tbody tr", "lab").await;
+            no_dialog_open(&browser).await;
 
-        let row = browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
-        row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
-        browser.text_appears("#endpoints-table tbody tr", "Pending").await;
+            let row = browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
+            row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
+            browser.text_appears("#endpoints-table tbody tr", "Pending").await;
 
-        // The agent connects: the row turns Ready on its own.
-        let machine = TestMachine::new();
-        // A port nothing listens on (the test reaches no target).
-        let closed = ism_tests::ReservedPort::new();
-        let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", closed.port));
-        connected(&agent).await;
-        let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;
-        browser.screenshot("endpoints-table").await;
+            // The agent connects: the row turns Ready on its own.
+            let machine = TestMachine::new();
+            // A port nothing listens on (the test reaches no target).
+            let closed = ism_tests::ReservedPort::new();
+            let agent =
+                machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", closed.port));
+            connected(&agent).await;
+            let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;
+            browser.screenshot("endpoints-table").await;
 
-        // Copy Endpoint Key (managers): the key the API gives.
-        row.find(Locator::Css("button.copy-key")).await.unwrap().click().await.unwrap();
-        let key = browser.element("#key-value").await;
-        let key = &key;
-        let shown = eventually("the key shown", || async move {
-            key.prop("value").await.ok()?.filter(|v| !v.is_empty())
+            // Copy Endpoint Key (managers): the key the API gives.
+            row.find(Locator::Css("button.copy-key")).await.unwrap().click().await.unwrap();
+            let key = browser.element("#key-value").await;
+            let key = &key;
+            let shown = eventually("the key shown", || async move {
+                key.prop("value").await.ok()?.filter(|v| !v.is_empty())
+            })
+            .await;
+            assert_eq!(shown, p.key);
+
+            // A reviewer sees the same pages without any manage action (absent, not failing).
+            let token = reviewer(&api).await;
+            sign_out(&browser).await;
+            sign_in(&browser, &base, &token).await;
+            browser.text_appears("#user", "rita (reviewer)").await;
+            let row = browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
+            for manage in ["#create-gateway", "a[href='#configure']", "button.delete-gateway"] {
+                assert!(!browser.shows(manage).await, "a reviewer sees no {manage}");
+            }
+            row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
+            browser.text_appears("#endpoints-table tbody tr", "Ready").await;
+            assert!(
+                !browser.shows("#endpoints-table button").await,
+                "a reviewer has no row actions"
+            );
+            assert!(!browser.shows("#add-endpoint").await);
+            browser.click("a[href='#scans']").await;
+            browser.element("#scans-empty").await;
+            assert!(!browser.shows("#start-scan").await, "a reviewer starts no scan");
+            agent.stop();
         })
         .await;
-        assert_eq!(shown, p.key);
-
-        // A reviewer sees the same pages without any manage action (absent, not failing).
-        let token = reviewer(&api).await;
-        sign_out(&browser).await;
-        sign_in(&browser, &base, &token).await;
-        browser.text_appears("#user", "rita (reviewer)").await;
-        let row = browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
-        for manage in ["#create-gateway", "a[href='#configure']", "button.delete-gateway"] {
-            assert!(!browser.shows(manage).await, "a reviewer sees no {manage}");
-        }
-        row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
-        browser.text_appears("#endpoints-table tbody tr", "Ready").await;
-        assert!(!browser.shows("#endpoints-table button").await, "a reviewer has no row actions");
-        assert!(!browser.shows("#add-endpoint").await);
-        browser.click("a[href='#scans']").await;
-        browser.element("#scans-empty").await;
-        assert!(!browser.shows("#start-scan").await, "a reviewer starts no scan");
-        agent.stop();
-    })
-    .await;
     browser.client.clone().close().await.unwrap();
 }
 
@@ -142,151 +152,158 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
     let echo = echo_server().await;
     let browser = Browser::start().await;
     let machine = TestMachine::new();
-    browser.run("wizard", async {
-        sign_in(&browser, &base, &node.admin_token).await;
-        browser.click("a[href='#configure']").await;
+    browser
+        .run("wizard", async {
+            sign_in(&browser, &base, &node.admin_token).await;
+            browser.click("a[href='#configure']").await;
 
-        // 1. The gateway (the API's ASCII rule told inline), 2. the endpoint.
-        browser.fill("#wizard-gateway-name", "l\u{e4}b").await;
-        browser.click("#step-gateway button[type=submit]").await;
-        browser.text_appears("#step-gateway-error", "ASCII").await;
-        browser.fill("#wizard-gateway-name", "lab").await;
-        browser.click("#step-gateway button[type=submit]").await;
-        browser.text_appears("#wizard-gateway", "lab").await;
-        browser.fill("#wizard-endpoint-name", "dc2").await;
-        browser.fill("#wizard-endpoint-description", "lab machine").await;
-        browser.click("#step-endpoint button[type=submit]").await;
+            // 1. The gateway (the API's ASCII rule told inline), 2. the endpoint.
+            browser.fill("#wizard-gateway-name", "l\u{e4}b").await;
+            browser.click("#step-gateway button[type=submit]").await;
+            browser.text_appears("#step-gateway-error", "ASCII").await;
+            browser.fill("#wizard-gateway-name", "lab").await;
+            browser.click("#step-gateway button[type=submit]").await;
+            browser.text_appears("#wizard-gateway", "lab").await;
+            browser.fill("#wizard-endpoint-name", "dc2").await;
+            browser.fill("#wizard-endpoint-description", "lab machine").await;
+            browser.click("#step-endpoint button[type=submit]").await;
 
-        // 3. Install: the key, the command and the properties with what the gateway knows.
-        browser.text_appears("#install-endpoint", "dc2").await;
-        let gateways = api.gateways().await.unwrap();
-        let lab = gateways.as_array().unwrap().iter().find(|g| g["name"] == "lab").unwrap();
-        let lab = lab["id"].as_str().unwrap().to_string();
-        let endpoints = api.endpoints(&lab).await.unwrap();
-        let dc2 = endpoints[0]["id"].as_str().unwrap().to_string();
-        let key = api.endpoint_key(&dc2).await.unwrap();
-        assert_eq!(browser.value("#install-key").await, key);
-        let allowed = format!("127.0.0.1:{}", echo.port());
-        browser.fill("#allowed-targets", &allowed).await;
-        let gateway = node.addresses.endpoint_wss.to_string();
-        let command = browser.element("#install-command").await.text().await.unwrap();
-        for part in [
-            format!("--key '{key}'"),
-            format!("--gateway '{gateway}'"),
-            "--gateway-ca gateway-ca.pem".into(),
-            format!("--allowed-targets '{allowed}'"),
-        ] {
-            assert!(command.contains(&part), "{part} in {command}");
-        }
-        // The proxy settings of the seed's "Manual configuration" go into both.
-        browser.click("#proxy-manual").await;
-        browser.fill("#proxy-host", "proxy.corp").await;
-        browser.fill("#proxy-port", "3128").await;
-        browser.click("input[name=proxy-scope][value=gatewayAndUrls]").await;
-        browser.click("#proxy-resolve-urls").await;
-        browser.fill("#proxy-exclusions", "intranet.corp, *.lab.corp").await;
-        browser.click("#proxy-auth").await;
-        browser.fill("#proxy-user", "svc it's").await;
-        assert!(browser.shows("#proxy-auth-note").await);
-        let command = browser.element("#install-command").await.text().await.unwrap();
-        for part in [
-            "--proxy-host 'proxy.corp'",
-            "--proxy-port '3128'",
-            "--proxy-scope gatewayAndUrls",
-            "--proxy-resolve-urls no",
-            "--proxy-exclusions 'intranet.corp, *.lab.corp'",
-            "--proxy-user 'svc it'\\''s'",
-        ] {
-            assert!(command.contains(part), "{part} in {command}");
-        }
-        let proxied = browser.value("#properties").await;
-        for line in [
-            "proxyHost = proxy.corp",
-            "proxyPort = 3128",
-            "proxyScope = gatewayAndUrls",
-            "proxyResolveUrlHostname = false",
-            "proxyExclusionList = intranet.corp, *.lab.corp",
-        ] {
-            assert!(proxied.lines().any(|l| l == line), "{line} in {proxied}");
-        }
-        assert!(!proxied.contains("svc"), "no credentials in the file: {proxied}");
-        browser.screenshot("configure-install").await;
-        // This machine has no proxy.
-        browser.click("#proxy-manual").await;
-        let properties = browser.value("#properties").await;
-        assert!(!properties.contains("proxy"), "{properties}");
-        for line in [format!("token = {key}"), format!("allowedTargets = {allowed}")] {
-            assert!(properties.lines().any(|l| l == line), "{line} in {properties}");
-        }
+            // 3. Install: the key, the command and the properties with what the gateway knows.
+            browser.text_appears("#install-endpoint", "dc2").await;
+            let gateways = api.gateways().await.unwrap();
+            let lab = gateways.as_array().unwrap().iter().find(|g| g["name"] == "lab").unwrap();
+            let lab = lab["id"].as_str().unwrap().to_string();
+            let endpoints = api.endpoints(&lab).await.unwrap();
+            let dc2 = endpoints[0]["id"].as_str().unwrap().to_string();
+            let key = api.endpoint_key(&dc2).await.unwrap();
+            assert_eq!(browser.value("#install-key").await, key);
+            let allowed = format!("127.0.0.1:{}", echo.port());
+            browser.fill("#allowed-targets", &allowed).await;
+            let gateway = node.addresses.endpoint_wss.to_string();
+            let command = browser.element("#install-command").await.text().await.unwrap();
+            for part in [
+                format!("--key '{key}'"),
+                format!("--gateway '{gateway}'"),
+                "--gateway-ca gateway-ca.pem".into(),
+                format!("--allowed-targets '{allowed}'"),
+            ] {
+                assert!(command.contains(&part), "{part} in {command}");
+            }
+            // The proxy settings of the seed's "Manual configuration" go into both.
+            browser.click("#proxy-manual").await;
+            browser.fill("#proxy-host", "proxy.corp").await;
+            browser.fill("#proxy-port", "3128").await;
+            browser.click("input[name=proxy-scope][value=gatewayAndUrls]").await;
+            browser.click("#proxy-resolve-urls").await;
+            browser.fill("#proxy-exclusions", "intranet.corp, *.lab.corp").await;
+            browser.click("#proxy-auth").await;
+            browser.fill("#proxy-user", "svc it's").await;
+            assert!(browser.shows("#proxy-auth-note").await);
+            let command = browser.element("#install-command").await.text().await.unwrap();
+            for part in [
+                "--proxy-host 'proxy.corp'",
+                "--proxy-port '3128'",
+                "--proxy-scope gatewayAndUrls",
+                "--proxy-resolve-urls no",
+                "--proxy-exclusions 'intranet.corp, *.lab.corp'",
+                "--proxy-user 'svc it'\\''s'",
+            ] {
+                assert!(command.contains(part), "{part} in {command}");
+            }
+            let proxied = browser.value("#properties").await;
+            for line in [
+                "proxyHost = proxy.corp",
+                "proxyPort = 3128",
+                "proxyScope = gatewayAndUrls",
+                "proxyResolveUrlHostname = false",
+                "proxyExclusionList = intranet.corp, *.lab.corp",
+            ] {
+                assert!(proxied.lines().any(|l| l == line), "{line} in {proxied}");
+            }
+            assert!(!proxied.contains("svc"), "no credentials in the file: {proxied}");
+            browser.screenshot("configure-install").await;
+            // This machine has no proxy.
+            browser.click("#proxy-manual").await;
+            let properties = browser.value("#properties").await;
+            assert!(!properties.contains("proxy"), "{properties}");
+            for line in [format!("token = {key}"), format!("allowedTargets = {allowed}")] {
+                assert!(properties.lines().any(|l| l == line), "{line} in {properties}");
+            }
 
-        // The downloads are exactly what is shown, and the node's own CA.
-        browser.click("#download-properties").await;
-        let saved = browser.downloaded("application.properties").await;
-        assert_eq!(std::fs::read_to_string(saved).unwrap(), properties);
-        browser.click("#download-ca").await;
-        let ca = std::fs::read_to_string(browser.downloaded("gateway-ca.pem").await).unwrap();
-        assert_eq!(ca, std::fs::read_to_string(&node.ca_file).unwrap());
+            // The downloads are exactly what is shown, and the node's own CA.
+            browser.click("#download-properties").await;
+            let saved = browser.downloaded("application.properties").await;
+            assert_eq!(std::fs::read_to_string(saved).unwrap(), properties);
+            browser.click("#download-ca").await;
+            let ca = std::fs::read_to_string(browser.downloaded("gateway-ca.pem").await).unwrap();
+            assert_eq!(ca, std::fs::read_to_string(&node.ca_file).unwrap());
 
-        // 4. Connect: Pending until a real agent starts with those two files, then Ready.
-        browser.click("#step-install button[type=submit]").await;
-        browser.text_appears("#connect-status", "Pending").await;
-        let agent = machine.start_endpoint_from(&properties, &ca);
-        browser.text_appears("#connect-status", "Ready (version").await;
-        browser.click("#wizard-done").await;
-        let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;
-        assert!(!row.find(Locator::Css("button.set-up")).await.unwrap().is_displayed().await.unwrap());
+            // 4. Connect: Pending until a real agent starts with those two files, then Ready.
+            browser.click("#step-install button[type=submit]").await;
+            browser.text_appears("#connect-status", "Pending").await;
+            let agent = machine.start_endpoint_from(&properties, &ca);
+            browser.text_appears("#connect-status", "Ready (version").await;
+            browser.click("#wizard-done").await;
+            let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;
+            assert!(!row
+                .find(Locator::Css("button.set-up"))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap());
 
-        // Manage Access: scan access off ends a running scanner stream.
-        let credential = api.issue_scanner_credential(&lab, "browser").await.unwrap();
-        let secret = credential["secret"].as_str().unwrap();
-        let socks = node.socks();
-        let (socks, secret) = (&socks, secret);
-        let mut stream = eventually("a scanner stream through dc2", || async move {
-            let (code, stream) = socks_open(socks, "dc2", secret, echo.port()).await;
-            (code == 0).then_some(stream).flatten()
+            // Manage Access: scan access off ends a running scanner stream.
+            let credential = api.issue_scanner_credential(&lab, "browser").await.unwrap();
+            let secret = credential["secret"].as_str().unwrap();
+            let socks = node.socks();
+            let (socks, secret) = (&socks, secret);
+            let mut stream = eventually("a scanner stream through dc2", || async move {
+                let (code, stream) = socks_open(socks, "dc2", secret, echo.port()).await;
+                (code == 0).then_some(stream).flatten()
+            })
+            .await;
+            round_trip(&mut stream).await.unwrap();
+            in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.access").await;
+            browser.text_appears("#access-endpoint", "dc2").await;
+            assert!(browser.element("#access-scan").await.is_selected().await.unwrap());
+            browser.click("#access-scan").await;
+            browser.click("#access-form button[type=submit]").await;
+            let mut byte = [0u8; 1];
+            let ended = tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await;
+            assert!(matches!(ended, Ok(Ok(0) | Err(_))), "the stream ended: {ended:?}");
+            browser.text_appears("#endpoints-table tbody td:nth-child(6)", "off").await;
+            assert_eq!(api.endpoint(&dc2).await.unwrap()["scan_access"], false);
+
+            // Edit: someone else's change meanwhile is a conflict, told in the dialog; Edit then
+            // opens on the current values.
+            in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.edit").await;
+            let version = api.endpoint(&dc2).await.unwrap()["version"].as_u64().unwrap();
+            api.edit_endpoint(&dc2, None, Some("changed elsewhere"), version).await.unwrap();
+            browser.fill("#edit-name", "dc2-renamed").await;
+            browser.click("#edit-form button[type=submit]").await;
+            browser.text_appears("#edit-error", "changed since it was read").await;
+            browser.click("#edit-dialog .close").await;
+            in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.edit").await;
+            assert_eq!(browser.value("#edit-description").await, "changed elsewhere");
+            browser.fill("#edit-name", "dc2-renamed").await;
+            browser.click("#edit-form button[type=submit]").await;
+            browser.text_appears("#endpoints-table tbody tr", "dc2-renamed").await;
+
+            // Rotate key: the new key is shown, and it is the API's.
+            confirmed(&browser, "#endpoints-table tbody tr", "dc2-renamed", "button.rotate").await;
+            browser.text_appears("#endpoint-message", "was replaced").await;
+            let rotated = browser.value("#key-value").await;
+            assert_ne!(rotated, key);
+            assert_eq!(rotated, api.endpoint_key(&dc2).await.unwrap());
+
+            // Delete (confirmed): the row goes, the empty state says what to do.
+            confirmed(&browser, "#endpoints-table tbody tr", "dc2-renamed", "button.delete").await;
+            browser.text_appears("#endpoints-empty", "No endpoints yet").await;
+            assert!(api.endpoint(&dc2).await.is_err());
+            agent.stop();
         })
         .await;
-        round_trip(&mut stream).await.unwrap();
-        in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.access").await;
-        browser.text_appears("#access-endpoint", "dc2").await;
-        assert!(browser.element("#access-scan").await.is_selected().await.unwrap());
-        browser.click("#access-scan").await;
-        browser.click("#access-form button[type=submit]").await;
-        let mut byte = [0u8; 1];
-        let ended = tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await;
-        assert!(matches!(ended, Ok(Ok(0) | Err(_))), "the stream ended: {ended:?}");
-        browser.text_appears("#endpoints-table tbody td:nth-child(6)", "off").await;
-        assert_eq!(api.endpoint(&dc2).await.unwrap()["scan_access"], false);
-
-        // Edit: someone else's change meanwhile is a conflict, told in the dialog; Edit then
-        // opens on the current values.
-        in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.edit").await;
-        let version = api.endpoint(&dc2).await.unwrap()["version"].as_u64().unwrap();
-        api.edit_endpoint(&dc2, None, Some("changed elsewhere"), version).await.unwrap();
-        browser.fill("#edit-name", "dc2-renamed").await;
-        browser.click("#edit-form button[type=submit]").await;
-        browser.text_appears("#edit-error", "changed since it was read").await;
-        browser.click("#edit-dialog .close").await;
-        in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.edit").await;
-        assert_eq!(browser.value("#edit-description").await, "changed elsewhere");
-        browser.fill("#edit-name", "dc2-renamed").await;
-        browser.click("#edit-form button[type=submit]").await;
-        browser.text_appears("#endpoints-table tbody tr", "dc2-renamed").await;
-
-        // Rotate key: the new key is shown, and it is the API's.
-        confirmed(&browser, "#endpoints-table tbody tr", "dc2-renamed", "button.rotate").await;
-        browser.text_appears("#endpoint-message", "was replaced").await;
-        let rotated = browser.value("#key-value").await;
-        assert_ne!(rotated, key);
-        assert_eq!(rotated, api.endpoint_key(&dc2).await.unwrap());
-
-        // Delete (confirmed): the row goes, the empty state says what to do.
-        confirmed(&browser, "#endpoints-table tbody tr", "dc2-renamed", "button.delete").await;
-        browser.text_appears("#endpoints-empty", "No endpoints yet").await;
-        assert!(api.endpoint(&dc2).await.is_err());
-        agent.stop();
-    })
-    .await;
     browser.client.clone().close().await.unwrap();
 }
 
@@ -395,7 +412,7 @@ async fn scans_audit_and_notifications_from_the_page() {
         browser.text_appears("#webhooks-empty", "No webhooks").await;
 
         // A reviewer reads the scans, and is told what the role does not show.
-        let token = reviewer(&api).await;
+        let token = reviewer(api).await;
         sign_out(&browser).await;
         sign_in(&browser, &base, &token).await;
         browser.text_appears("#user", "rita").await;
