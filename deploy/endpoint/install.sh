@@ -14,7 +14,7 @@ SERVICE=ism-endpoint
 INSTALL_DIR=/opt/ism-endpoint
 ROOT=""
 BINARY="$(cd "$(dirname "$0")" && pwd)/ism-endpoint"
-KEY="" GATEWAY="" GATEWAY_CA="" ALLOWED=""
+KEY="" GATEWAY="" GATEWAY_CA="" ALLOWED="" WS_PATH=""
 PROXY_HOST="" PROXY_PORT="" PROXY_SCOPE="" PROXY_RESOLVE_GATEWAY="" PROXY_RESOLVE_URLS="" PROXY_EXCLUSIONS=""
 PROXY_USER="" PROXY_PASSWORD_FILE=""
 ASSUME_YES=0 START=1 CHECK_KEY=1 KEEP_IDENTITY=0
@@ -26,6 +26,7 @@ Usage: install.sh [options]
   --key KEY                   the endpoint key (Copy Endpoint Key on the gateway page)
   --gateway HOST[:PORT]       the gateway address endpoints connect to
   --gateway-ca FILE           CA certificate to trust for the gateway (private CA, TLS inspection)
+  --ws-path PATH              the gateway's WebSocket path (default /wsendpoint)
   --allowed-targets LIST      hosts/CIDRs[:ports] scanners may reach, e.g. 10.0.0.0/8:80-443,*.corp:443
   --proxy-host HOST --proxy-port PORT
                               the web proxy ("Manual configuration")
@@ -59,6 +60,7 @@ while [ $# -gt 0 ]; do
     --key) KEY="$2"; shift 2 ;;
     --gateway) GATEWAY="$2"; shift 2 ;;
     --gateway-ca) GATEWAY_CA="$2"; shift 2 ;;
+    --ws-path) WS_PATH="$2"; shift 2 ;;
     --allowed-targets) ALLOWED="$2"; shift 2 ;;
     --proxy-host) PROXY_HOST="$2"; shift 2 ;;
     --proxy-port) PROXY_PORT="$2"; shift 2 ;;
@@ -131,6 +133,7 @@ log "Installing the endpoint in $INSTALL_DIR$([ -n "$ROOT" ] && echo " (below $R
 current() { sed -n "s/^[[:space:]]*$1[[:space:]]*[=:][[:space:]]*//p" "$PROPS" 2>/dev/null | tail -n 1; }
 if [ "$UPDATE" -eq 1 ]; then
   : "${KEY:=$(current token)}" "${GATEWAY:=$(current gateway)}" "${ALLOWED:=$(current allowedTargets)}"
+  : "${WS_PATH:=$(current wsendpoint)}"
   : "${PROXY_HOST:=$(current proxyHost)}" "${PROXY_PORT:=$(current proxyPort)}" "${PROXY_SCOPE:=$(current proxyScope)}"
   : "${PROXY_RESOLVE_GATEWAY:=$(current proxyResolveGatewayHostname)}" "${PROXY_RESOLVE_URLS:=$(current proxyResolveUrlHostname)}"
   : "${PROXY_EXCLUSIONS:=$(current proxyExclusionList)}"
@@ -151,6 +154,9 @@ if [ "$interactive" -eq 1 ] && [ -z "$PROXY_HOST" ]; then
 fi
 [ -n "$KEY" ] || die "the endpoint key is required (--key)"
 [ -n "$GATEWAY" ] || die "the gateway address is required (--gateway)"
+case "${WS_PATH:=/wsendpoint}" in
+  *[[:space:]]*|[!/]*) die "--ws-path must be a path starting with '/' without spaces, not '$WS_PATH'" ;;
+esac
 if [ -n "$PROXY_HOST$PROXY_PORT" ] && { [ -z "$PROXY_HOST" ] || [ -z "$PROXY_PORT" ]; }; then
   die "Proxy settings errors: give both --proxy-host and --proxy-port"
 fi
@@ -169,7 +175,7 @@ NEW="$PROPS.new"
   echo "token = $KEY"
   echo "gateway = $GATEWAY"
   echo "websocketProtocol = wss"
-  echo "wsendpoint = /wsendpoint"
+  echo "wsendpoint = $WS_PATH"
   echo "socketConnectionTimeoutMs = 5000"
   echo "socketReadTimeoutMs = 5000"
   [ -z "${GATEWAY_CA_KEEP:-}" ] || echo "gatewayCaFile = $GATEWAY_CA_KEEP"

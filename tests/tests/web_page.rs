@@ -50,11 +50,11 @@ async fn confirmed(browser: &Browser, rows: &str, text: &str, button: &str) {
     browser.click("#confirm-yes").await;
 }
 
-/// A reviewer signed in as "rita".
-async fn reviewer(api: &ism_cli::ApiClient) -> String {
+/// A reviewer, "rita": her token and its id.
+async fn reviewer(api: &ism_cli::ApiClient) -> (String, String) {
     api.create_user("rita", "reviewer", None).await.unwrap();
     let token = api.issue_token("rita", "browser").await.unwrap();
-    token["token"].as_str().unwrap().to_string()
+    (token["token"].as_str().unwrap().to_string(), token["id"].as_str().unwrap().to_string())
 }
 
 #[actix::test]
@@ -120,7 +120,7 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
             assert_eq!(shown, p.key);
 
             // A reviewer sees the same pages without any manage action (absent, not failing).
-            let token = reviewer(&api).await;
+            let (token, token_id) = reviewer(&api).await;
             sign_out(&browser).await;
             sign_in(&browser, &base, &token).await;
             browser.text_appears("#user", "rita (reviewer)").await;
@@ -138,6 +138,14 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
             browser.click("a[href='#scans']").await;
             browser.element("#scans-empty").await;
             assert!(!browser.shows("#start-scan").await, "a reviewer starts no scan");
+            // A link to the wizard shows a reviewer the gateways instead.
+            browser.client.goto(&format!("{base}#configure")).await.unwrap();
+            browser.text_appears("#gateways-table tbody tr", "test-gateway").await;
+            assert!(!browser.shows("#configure").await);
+            // Her token revoked meanwhile: the next refresh brings the sign-in form back.
+            api.revoke_token("rita", &token_id).await.unwrap();
+            browser.text_appears("#sign-in h2", "Sign in").await;
+            assert!(!browser.shows("#gateways").await);
             agent.stop();
         })
         .await;
@@ -210,6 +218,10 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
             ] {
                 assert!(command.contains(part), "{part} in {command}");
             }
+            browser.fill("#proxy-port", "70000").await;
+            browser.text_appears("#install-problem", "a port from 1 to 65535").await;
+            assert_eq!(browser.value("#properties").await, "");
+            browser.fill("#proxy-port", "3128").await;
             let proxied = browser.value("#properties").await;
             for line in [
                 "proxyHost = proxy.corp",
@@ -275,20 +287,20 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
             browser.text_appears("#endpoints-table tbody td:nth-child(6)", "off").await;
             assert_eq!(api.endpoint(&dc2).await.unwrap()["scan_access"], false);
 
-            // Edit: someone else's change meanwhile is a conflict, told in the dialog; Edit then
-            // opens on the current values.
+            // Edit: someone else's change meanwhile is a conflict, told in the dialog, which then
+            // shows the current values to edit again.
             in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.edit").await;
             let version = api.endpoint(&dc2).await.unwrap()["version"].as_u64().unwrap();
             api.edit_endpoint(&dc2, None, Some("changed elsewhere"), version).await.unwrap();
             browser.fill("#edit-name", "dc2-renamed").await;
             browser.click("#edit-form button[type=submit]").await;
             browser.text_appears("#edit-error", "changed since it was read").await;
-            browser.click("#edit-dialog .close").await;
-            in_row(&browser, "#endpoints-table tbody tr", "dc2", "button.edit").await;
             assert_eq!(browser.value("#edit-description").await, "changed elsewhere");
+            assert_eq!(browser.value("#edit-name").await, "dc2");
             browser.fill("#edit-name", "dc2-renamed").await;
             browser.click("#edit-form button[type=submit]").await;
             browser.text_appears("#endpoints-table tbody tr", "dc2-renamed").await;
+            assert_eq!(api.endpoint(&dc2).await.unwrap()["description"], "changed elsewhere");
 
             // Rotate key: the new key is shown, and it is the API's.
             confirmed(&browser, "#endpoints-table tbody tr", "dc2-renamed", "button.rotate").await;
@@ -412,7 +424,7 @@ async fn scans_audit_and_notifications_from_the_page() {
         browser.text_appears("#webhooks-empty", "No webhooks").await;
 
         // A reviewer reads the scans, and is told what the role does not show.
-        let token = reviewer(api).await;
+        let (token, _) = reviewer(api).await;
         sign_out(&browser).await;
         sign_in(&browser, &base, &token).await;
         browser.text_appears("#user", "rita").await;

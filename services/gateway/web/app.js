@@ -11,7 +11,8 @@ const PAGES = ["sign-in", "gateways", "gateway", "configure", "scans", "scan", "
 
 let me = null;
 let node = null; // this node's /status: the CA endpoints must trust
-let refresh = null;
+let refresh = null; // the next refresh of the page shown
+let routed = 0; // counts page changes: work started for an earlier page is dropped
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,6 +27,8 @@ async function call(path, method = "GET", payload = undefined) {
     const body = await response.json().catch(() => ({}));
     const error = new Error(body.error || response.status + " " + response.statusText);
     error.status = response.status;
+    // A token revoked or expired while signed in: back to the sign-in form.
+    if (response.status === 401 && me) signOut();
     throw error;
   }
   return response;
@@ -44,11 +47,14 @@ function text(node, value) {
   if (node.textContent !== shown) node.textContent = shown;
 }
 
-function button(label, className, onClick) {
+// A button whose accessible name says what it acts on (`label` + " " + `subject`): every row has
+// an "Edit", and a screen reader must tell them apart.
+function button(label, className, onClick, subject = "") {
   const b = document.createElement("button");
   b.type = "button";
   b.className = className;
   b.textContent = label;
+  if (subject) b.setAttribute("aria-label", label + " " + subject);
   b.addEventListener("click", () => Promise.resolve(onClick()).catch(failed));
   return b;
 }
@@ -70,9 +76,14 @@ function when(ms) {
 function sync(table, empty, items, keyOf, columns, fill, create) {
   const body = table.tBodies[0];
   const rows = new Map([...body.rows].map((r) => [r.dataset.key, r]));
+  const seen = new Map();
   let previous = null;
   for (const item of items) {
-    const key = String(keyOf(item));
+    // Two items with one key (say, two findings alike) get a row each.
+    const base = String(keyOf(item));
+    const n = seen.get(base) || 0;
+    seen.set(base, n + 1);
+    const key = n ? base + "#" + n : base;
     let row = rows.get(key);
     rows.delete(key);
     if (!row) {
@@ -112,7 +123,19 @@ async function copy(value, field) {
 }
 
 function failed(e) {
-  $("error").textContent = e.message;
+  text($("error"), e.message);
+}
+
+// Runs `action` with `form`'s buttons disabled: a second click while the request is out would
+// repeat it (two scans, two webhooks, a second rotation).
+async function busy(form, action) {
+  const buttons = [...form.querySelectorAll("button")];
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    return await action();
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
 }
 
 // ----- dialogs: Edit, Manage Access, and a confirmation -----
@@ -122,15 +145,17 @@ function failed(e) {
 function openDialog(dialog, errorLine, submit) {
   const form = dialog.querySelector("form");
   errorLine.textContent = "";
-  form.onsubmit = async (event) => {
+  form.onsubmit = (event) => {
     event.preventDefault();
     errorLine.textContent = "";
-    try {
-      await submit();
-      dialog.close();
-    } catch (e) {
-      errorLine.textContent = e.message;
-    }
+    busy(form, async () => {
+      try {
+        await submit();
+        dialog.close();
+      } catch (e) {
+        errorLine.textContent = e.message;
+      }
+    });
   };
   dialog.showModal();
 }
@@ -163,12 +188,23 @@ async function signIn(token) {
 function signOut() {
   sessionStorage.removeItem(TOKEN);
   me = null;
+  routed++;
+  forgetSecrets();
   $("who").hidden = true;
   $("nav").hidden = true;
   document.body.classList.remove("may-manage");
-  clearInterval(refresh);
+  clearTimeout(refresh);
   location.hash = "";
   show("sign-in");
+}
+
+// Keys and secrets shown once are not left on the page for the next person or page.
+function forgetSecrets() {
+  $("key-value").value = "";
+  $("key-shown").hidden = true;
+  $("install-key").value = "";
+  $("webhook-secret-value").textContent = "";
+  $("webhook-secret").hidden = true;
 }
 
 // ----- gateways -----
@@ -188,7 +224,7 @@ async function gateways() {
     },
     (row, g) => {
       row.cells[0].append(link(g.name, "#gateway/" + id(g.id)));
-      row.cells[5].append(button("Delete", "manage delete-gateway", () => deleteGateway(row.gateway)));
+      row.cells[5].append(button("Delete", "manage delete-gateway", () => deleteGateway(row.gateway), "gateway " + g.name));
     });
   const deleted = await api("/api/v1/deleted-gateways");
   sync($("deleted-table"), $("deleted-empty"), deleted, (g) => g.id, 3, (row, g) => {
@@ -205,8 +241,12 @@ function deleteGateway(g) {
   }, "Delete gateway");
 }
 
-async function createGateway(event) {
+function createGateway(event) {
   event.preventDefault();
+  busy(event.target, createGatewayNow);
+}
+
+async function createGatewayNow() {
   $("create-gateway-error").textContent = "";
   try {
     const name = $("gateway-new-name").value.trim();
@@ -229,7 +269,7 @@ function scansInUse(e) {
 
 function supportAccess(s) {
   if (s.indefinite) return "indefinite";
-  return s.until_ms ? "until " + when(s.until_ms) : s.state;
+  return s.state === "active" && s.until_ms ? "until " + when(s.until_ms) : s.state;
 }
 
 async function gateway(gatewayId) {
@@ -255,16 +295,17 @@ async function gateway(gatewayId) {
       text(row.cells[8], scansInUse(e));
       row.querySelector(".set-up").hidden = e.status !== "Pending";
     },
-    (row) => {
+    (row, first) => {
       // The buttons read the row's latest view when clicked (an edit sends the version read).
       const e = () => row.endpoint;
+      const of = "of endpoint " + first.name;
       row.cells[9].append(
-        button("Copy Endpoint Key", "manage copy-key", () => copyKey(e())),
-        button("Edit", "manage edit", () => editEndpoint(e())),
-        button("Manage Access", "manage access", () => manageAccess(e())),
-        button("Rotate key", "manage rotate", () => rotateKey(e())),
-        button("Delete", "manage delete", () => deleteEndpoint(e())),
-        button("Set Up", "manage set-up", () => (location.hash = "#setup/" + id(e().id))));
+        button("Copy Endpoint Key", "manage copy-key", () => copyKey(e()), of),
+        button("Edit", "manage edit", () => editEndpoint(e()), of),
+        button("Manage Access", "manage access", () => manageAccess(e()), of),
+        button("Rotate key", "manage rotate", () => rotateKey(e()), of),
+        button("Delete", "manage delete", () => deleteEndpoint(e()), of),
+        button("Set Up", "manage set-up", () => (location.hash = "#setup/" + id(e().id)), of));
     });
 }
 
@@ -288,15 +329,21 @@ function editEndpoint(e) {
   $("edit-description").value = e.description;
   // The version as read when the dialog opened: someone else's change meanwhile is a conflict
   // the API refuses, and its message is shown here.
-  const version = e.version;
+  let version = e.version;
   openDialog($("edit-dialog"), $("edit-error"), async () => {
     const name = $("edit-name").value.trim();
     const description = $("edit-description").value.trim();
     try {
       await api("/api/v1/endpoints/" + id(e.id), "PATCH", { name, description, version });
     } catch (error) {
-      // A conflict: the table is read again, so that Edit opens on what is current now.
-      if (error.status === 409) await reloadGateway();
+      if (error.status === 409) {
+        // Someone changed it meanwhile: the form now shows what is current, to edit again.
+        const now = await api("/api/v1/endpoints/" + id(e.id));
+        version = now.version;
+        $("edit-name").value = now.name;
+        $("edit-description").value = now.description;
+        error.message += " The form now shows the current values.";
+      }
       throw error;
     }
     said(`Endpoint "${name}" saved.`);
@@ -354,6 +401,8 @@ function step(name) {
   for (const s of ["step-gateway", "step-endpoint", "step-install", "step-connect"]) {
     $(s).hidden = s !== name;
   }
+  // Keyboard users continue where the new step starts, not at the top of the page.
+  $(name).querySelector("input, h3").focus();
 }
 
 async function configure(arg) {
@@ -377,8 +426,12 @@ async function configure(arg) {
   }
 }
 
-async function wizardGateway(event) {
+function wizardGateway(event) {
   event.preventDefault();
+  busy(event.target, wizardGatewayNow);
+}
+
+async function wizardGatewayNow() {
   $("step-gateway-error").textContent = "";
   try {
     const name = $("wizard-gateway-name").value.trim();
@@ -391,8 +444,12 @@ async function wizardGateway(event) {
   }
 }
 
-async function wizardEndpoint(event) {
+function wizardEndpoint(event) {
   event.preventDefault();
+  busy(event.target, wizardEndpointNow);
+}
+
+async function wizardEndpointNow() {
   $("step-endpoint-error").textContent = "";
   try {
     const name = $("wizard-endpoint-name").value.trim();
@@ -462,6 +519,7 @@ function propertiesText(s) {
 function installCommand(s) {
   const words = ["sudo ./install.sh", "--key " + quoted(wizard.key), "--gateway " + quoted(s.gateway)];
   if (node.gateway_ca_pem) words.push("--gateway-ca gateway-ca.pem");
+  if (s.wsPath !== "/wsendpoint") words.push("--ws-path " + quoted(s.wsPath));
   words.push("--allowed-targets " + quoted(s.allowed));
   if (s.proxy) {
     words.push("--proxy-host " + quoted(s.proxy.host), "--proxy-port " + quoted(s.proxy.port), "--proxy-scope " + s.proxy.scope);
@@ -479,6 +537,18 @@ function renderInstall() {
   $("proxy-resolve-urls-label").hidden = scope !== "gatewayAndUrls";
   $("proxy-auth-note").hidden = !$("proxy-auth").checked;
   const s = installSettings();
+  // A file the endpoint would refuse is not offered: say what is missing instead.
+  const port = s.proxy ? Number(s.proxy.port) : 1;
+  const problem = s.proxy && (!s.proxy.host || !Number.isInteger(port) || port < 1 || port > 65535)
+    ? "Enter the proxy host and a port from 1 to 65535 (or clear Manual configuration)." : "";
+  text($("install-problem"), problem);
+  $("install-problem").hidden = !problem;
+  $("download-properties").disabled = !!problem;
+  if (problem) {
+    $("install-command").textContent = "";
+    $("properties").value = "";
+    return;
+  }
   const linux = wizard.endpoint.platform === "linux";
   $("install-command").textContent = linux
     ? installCommand(s)
@@ -533,7 +603,7 @@ async function scans() {
     },
     (row, s) => {
       row.cells[0].append(link(s.id.slice(0, 8), "#scan/" + id(s.id)));
-      row.cells[6].append(button("Cancel", "manage cancel-scan", () => cancelScan(row.scan)));
+      row.cells[6].append(button("Cancel", "manage cancel-scan", () => cancelScan(row.scan), "scan " + s.id.slice(0, 8)));
     });
 }
 
@@ -544,8 +614,12 @@ function cancelScan(s) {
   }, "Cancel scan");
 }
 
-async function startScan(event) {
+function startScan(event) {
   event.preventDefault();
+  busy(event.target, startScanNow);
+}
+
+async function startScanNow() {
   $("start-scan-error").textContent = "";
   try {
     const targets = $("scan-targets").value.split(/\s+/).filter((t) => t);
@@ -562,6 +636,16 @@ async function startScan(event) {
 
 let shownScan = null;
 
+// Nothing of the scan shown before stays while another loads (or fails to).
+function scanCleared() {
+  shownScan = null;
+  for (const f of ["scan-title", "scan-endpoint-name", "scan-targets-shown", "scan-state", "scan-progress", "scan-queued", "scan-ended"]) {
+    $(f).textContent = "";
+  }
+  $("findings-table").tBodies[0].replaceChildren();
+  $("scan-actions").hidden = true;
+}
+
 async function scan(scanId) {
   const s = await api("/api/v1/scans/" + id(scanId));
   shownScan = s;
@@ -573,6 +657,7 @@ async function scan(scanId) {
   text($("scan-queued"), when(s.queued_ms) + (s.queued_by ? " by " + s.queued_by : ""));
   text($("scan-ended"), when(s.ended_ms));
   $("scan-cancel").hidden = !active(s);
+  $("scan-actions").hidden = false;
   sync($("findings-table"), $("findings-empty"), s.finding_list, (f) => f.rule + " " + f.url + " " + f.evidence, 4, (row, f) => {
     text(row.cells[0], f.severity);
     row.cells[0].className = "severity-" + f.severity;
@@ -599,6 +684,12 @@ async function auditPage() {
   for (const [name, field] of Object.entries(filters)) {
     const v = $(field).value.trim();
     if (v) q.set(name, v);
+  }
+  // The API's `until` is exclusive: the day chosen is included by asking until the next one.
+  if (q.has("until")) {
+    const next = new Date(q.get("until") + "T00:00:00Z");
+    next.setUTCDate(next.getUTCDate() + 1);
+    q.set("until", next.toISOString().slice(0, 10));
   }
   if (audit.after !== null) q.set("after", audit.after);
   let answer;
@@ -689,7 +780,7 @@ async function notifications() {
           confirmThen(`Remove the webhook ${h.url}?`, async () => {
             await api("/api/v1/webhooks/" + id(h.id), "DELETE");
             await notifications();
-          }, "Remove webhook")));
+          }, "Remove webhook"), h.url));
       });
   } else {
     $("webhooks-empty").hidden = true;
@@ -704,8 +795,12 @@ async function notifications() {
   });
 }
 
-async function addWebhook(event) {
+function addWebhook(event) {
   event.preventDefault();
+  busy(event.target, addWebhookNow);
+}
+
+async function addWebhookNow() {
   $("add-webhook-error").textContent = "";
   try {
     const added = await api("/api/v1/webhooks", "POST", { url: $("webhook-url").value.trim() });
@@ -722,18 +817,25 @@ async function addWebhook(event) {
 
 function show(section) {
   for (const p of PAGES) $(p).hidden = p !== section;
+  for (const a of document.querySelectorAll("#nav a")) {
+    const current = a.getAttribute("href") === "#" + (section === "gateways" ? "" : section);
+    if (current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
 }
 
 // `#<page>[/<id>]` -> the section shown, what loads it, and whether it refreshes itself.
 function page(hash) {
   const [name, raw] = hash.replace(/^#/, "").split(/\/(.*)/);
   const arg = raw ? decodeURIComponent(raw) : null;
-  switch (name) {
+  // The wizard only adds things: a reviewer following a link to it gets the gateways.
+  const manages = me && me.may_manage;
+  switch (manages || (name !== "configure" && name !== "setup") ? name : "") {
     case "gateway": return { section: "gateway", load: () => gateway(arg), live: true };
     case "configure": return { section: "configure", enter: () => configure({ gateway: arg }), load: waitForEndpoint, live: true };
     case "setup": return { section: "configure", enter: () => configure({ setup: arg }), load: waitForEndpoint, live: true };
     case "scans": return { section: "scans", enter: scanEndpoints, load: scans, live: true };
-    case "scan": return { section: "scan", load: () => scan(arg), live: true };
+    case "scan": return { section: "scan", enter: scanCleared, load: () => scan(arg), live: true };
     case "audit": return { section: "audit", enter: auditStart, live: false };
     case "notifications": return { section: "notifications", load: notifications, live: false };
     default: return { section: "gateways", load: gateways, live: true };
@@ -741,16 +843,18 @@ function page(hash) {
 }
 
 async function route() {
-  clearInterval(refresh);
+  const mine = ++routed;
+  clearTimeout(refresh);
   $("error").textContent = "";
+  $("stale").textContent = "";
   for (const d of document.querySelectorAll("dialog[open]")) d.close();
+  forgetSecrets();
   if (!sessionStorage.getItem(TOKEN) || !me) {
     show("sign-in");
     return;
   }
   const p = page(location.hash);
   show(p.section);
-  $("key-shown").hidden = true;
   said("");
   try {
     if (p.enter) await p.enter();
@@ -758,10 +862,23 @@ async function route() {
   } catch (e) {
     failed(e);
   }
-  if (p.live) {
-    // Statuses change as endpoints come and go and scans run: kept current without reloading.
-    refresh = setInterval(() => p.load().then(() => ($("error").textContent = "")).catch(failed), REFRESH_MS);
-  }
+  if (p.live && mine === routed) keepCurrent(mine, p.load);
+}
+
+// Statuses change as endpoints come and go and scans run: the page shown is read again 2 s after
+// its last reading ended (never two at once, so an older answer cannot undo a newer one), until
+// another page is shown. A failed reading is told apart from a failed action, and clears itself.
+function keepCurrent(mine, load) {
+  refresh = setTimeout(async () => {
+    if (mine !== routed) return;
+    try {
+      await load();
+      text($("stale"), "");
+    } catch (e) {
+      text($("stale"), "Could not refresh this page: " + e.message);
+    }
+    if (mine === routed) keepCurrent(mine, load);
+  }, REFRESH_MS);
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -793,9 +910,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("download-properties").addEventListener("click", () => download("application.properties", "text/plain", $("properties").value));
   $("download-ca").addEventListener("click", () => download("gateway-ca.pem", "application/x-pem-file", node.gateway_ca_pem));
   $("start-scan").addEventListener("submit", startScan);
-  $("scan-cancel").addEventListener("click", () => cancelScan(shownScan));
-  $("scan-json").addEventListener("click", () => report("json").catch(failed));
-  $("scan-sarif").addEventListener("click", () => report("sarif").catch(failed));
+  $("scan-cancel").addEventListener("click", () => shownScan && cancelScan(shownScan));
+  $("scan-json").addEventListener("click", () => shownScan && report("json").catch(failed));
+  $("scan-sarif").addEventListener("click", () => shownScan && report("sarif").catch(failed));
   $("audit-filters").addEventListener("submit", (event) => {
     event.preventDefault();
     audit.after = null;
