@@ -108,6 +108,13 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
             connected(&agent).await;
             let row = browser.text_appears("#endpoints-table tbody tr", "Ready").await;
             browser.screenshot("endpoints-table").await;
+            for line in ["#error", "#stale"] {
+                assert_eq!(
+                    browser.element(line).await.text().await.unwrap(),
+                    "",
+                    "{line} says nothing"
+                );
+            }
 
             // Copy Endpoint Key (managers): the key the API gives.
             row.find(Locator::Css("button.copy-key")).await.unwrap().click().await.unwrap();

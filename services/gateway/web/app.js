@@ -49,6 +49,12 @@ function text(node, value) {
 
 // A button whose accessible name says what it acts on (`label` + " " + `subject`): every row has
 // an "Edit", and a screen reader must tell them apart.
+// A message line: exactly `value`, empty when there is nothing to say (`text` shows "-" for a
+// missing value in a table, which a message must not).
+function message(node, value) {
+  if (node.textContent !== value) node.textContent = value;
+}
+
 function button(label, className, onClick, subject = "") {
   const b = document.createElement("button");
   b.type = "button";
@@ -123,7 +129,7 @@ async function copy(value, field) {
 }
 
 function failed(e) {
-  text($("error"), e.message);
+  message($("error"), e.message);
 }
 
 // Runs `action` with `form`'s buttons disabled: a second click while the request is out would
@@ -275,7 +281,7 @@ function supportAccess(s) {
 async function gateway(gatewayId) {
   const g = await api("/api/v1/gateways/" + id(gatewayId));
   text($("gateway-name"), "Gateway " + g.name + " (" + g.status + ")");
-  text($("gateway-description"), g.description);
+  message($("gateway-description"), g.description);
   text($("gateway-address"), g.endpoint_url);
   $("add-endpoint").href = "#configure/" + id(g.id);
   const list = await api("/api/v1/gateways/" + id(gatewayId) + "/endpoints");
@@ -541,7 +547,7 @@ function renderInstall() {
   const port = s.proxy ? Number(s.proxy.port) : 1;
   const problem = s.proxy && (!s.proxy.host || !Number.isInteger(port) || port < 1 || port > 65535)
     ? "Enter the proxy host and a port from 1 to 65535 (or clear Manual configuration)." : "";
-  text($("install-problem"), problem);
+  message($("install-problem"), problem);
   $("install-problem").hidden = !problem;
   $("download-properties").disabled = !!problem;
   if (problem) {
@@ -873,9 +879,9 @@ function keepCurrent(mine, load) {
     if (mine !== routed) return;
     try {
       await load();
-      text($("stale"), "");
+      message($("stale"), "");
     } catch (e) {
-      text($("stale"), "Could not refresh this page: " + e.message);
+      message($("stale"), "Could not refresh this page: " + e.message);
     }
     if (mine === routed) keepCurrent(mine, load);
   }, REFRESH_MS);
