@@ -123,7 +123,8 @@ paths = {
   "/api/v1/endpoints/{id}/access": {"put": op("Manage access: scan access, support-engineer access", "200", "The endpoint", ref("Endpoint"), ["400", "403", "404"] + R, body="AccessChange", params=[p("id", "Endpoint id")])},
   "/api/v1/scans": {
       "get": op("Scans, in the order queued, each waiting one with its place in its endpoint's queue", "200", "Scans", arr(ref("Scan")), ["400", "404"] + R,
-          params=[q("endpoint", "Only this endpoint's (id or name)"), q("state", "Only scans in this state", SCAN_STATE)]),
+          params=[q("endpoint", "Only this endpoint's (id or name)"), q("state", "Only scans in this state", SCAN_STATE),
+                  q("limit", "Only the most recently queued this many (still in the order queued)", {"type": "integer", "minimum": 1})]),
       "post": op("Queue a scan of the built-in engine through an endpoint; it starts when the endpoint has a free slot", "201", "The queued scan", ref("ScanDetail"), ["400", "403", "404", "409"] + R, body="NewScan")},
   "/api/v1/scans/{id}": {"get": op("A scan with its findings", "200", "The scan", ref("ScanDetail"), ["404"] + R, params=[p("id", "Scan id")])},
   "/api/v1/scans/{id}/cancel": {"post": op("Cancel a queued or running scan (a running one stops the requests in flight)", "200", "The cancelled scan", ref("ScanDetail"), ["403", "404", "409"] + R, params=[p("id", "Scan id")])},

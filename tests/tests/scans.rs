@@ -5,6 +5,7 @@
 //! first-in-first-out queue; cancel, scan access off, the endpoint offline and a node restart.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
+use awc::http::Method;
 use ism_cli::ApiClient;
 use ism_tests::cluster::{
     connected_endpoint, eventually, sink_server, Backend, Provisioned, TestNode,
@@ -180,6 +181,12 @@ async fn scans_beyond_the_capacity_wait_in_order_and_start_as_slots_free() {
         .collect();
     let expected: Vec<(String, u64)> = ids[30..].iter().cloned().zip(1..).collect();
     assert_eq!(waiting, expected);
+    // The most recent few (the web page's list), still in the order queued; 0 is refused.
+    let recent = api.call(Method::GET, "/api/v1/scans?limit=3", None).await.unwrap();
+    let recent: Vec<String> = recent.as_array().unwrap().iter().map(id).collect();
+    assert_eq!(recent, ids[37..]);
+    let zero = api.call(Method::GET, "/api/v1/scans?limit=0", None).await.unwrap_err();
+    assert!(zero.to_string().contains("limit must be 1 or more"), "{zero}");
     let e = api.endpoint(&p.endpoint).await.unwrap();
     assert_eq!(
         (e["running_scans"].as_u64(), e["scan_capacity"].as_u64(), e["queued_scans"].as_u64()),

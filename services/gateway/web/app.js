@@ -7,6 +7,7 @@
 const TOKEN = "ism-token";
 const REFRESH_MS = 2000;
 const AUDIT_PAGE = 50;
+const SCANS_SHOWN = 100;
 const PAGES = ["sign-in", "gateways", "gateway", "configure", "scans", "scan", "audit", "notifications"];
 
 let me = null;
@@ -596,7 +597,8 @@ function counts(f) {
 const active = (s) => s.state === "queued" || s.state === "running";
 
 async function scans() {
-  const list = (await api("/api/v1/scans")).sort((a, b) => b.queued_ms - a.queued_ms);
+  // The most recent first; a long history stays on the server (the CLI lists it all).
+  const list = (await api("/api/v1/scans?limit=" + SCANS_SHOWN)).reverse();
   sync($("scans-table"), $("scans-empty"), list, (s) => s.id, 7,
     (row, s) => {
       row.scan = s;

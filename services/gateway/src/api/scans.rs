@@ -154,6 +154,10 @@ pub(super) struct ScanQuery {
     endpoint: Option<String>,
     #[serde(default)]
     state: Option<String>,
+    /// Only the most recently queued this many (the web page's list, polled every 2 s, reads
+    /// the latest 100 rather than the whole history).
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 /// Scans, in the order they were queued, with each waiting one's place in its queue.
@@ -177,10 +181,16 @@ pub(super) async fn list(
         Some(raw) => state.directory.scans_of(endpoint_named(&state, raw)?.id)?,
         None => state.directory.scans()?,
     };
+    if query.limit == Some(0) {
+        return Err(ApiError::bad_request("limit must be 1 or more"));
+    }
     let places = queue_positions(&scans);
-    let all: Vec<_> = scans
+    let chosen: Vec<_> =
+        scans.into_iter().filter(|s| wanted.is_none_or(|w| s.status == w)).collect();
+    let skipped = query.limit.map_or(0, |n| chosen.len().saturating_sub(n));
+    let all: Vec<_> = chosen
         .into_iter()
-        .filter(|s| wanted.is_none_or(|w| s.status == w))
+        .skip(skipped)
         .map(|s| {
             let place = places.get(&s.id).copied();
             views::scan(&s, place, &state)
