@@ -74,6 +74,11 @@ impl Browser {
         self.element(css).await.click().await.unwrap();
     }
 
+    /// Submits the form at `css` with its submit button, as a person would.
+    pub async fn submit(&self, form: &str) {
+        self.click(&format!("{form} button[type=submit]")).await;
+    }
+
     /// Replaces what the field at `css` holds with `value`, as typed.
     pub async fn fill(&self, css: &str, value: &str) {
         let field = self.element(css).await;

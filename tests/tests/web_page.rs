@@ -174,14 +174,14 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
 
             // 1. The gateway (the API's ASCII rule told inline), 2. the endpoint.
             browser.fill("#wizard-gateway-name", "l\u{e4}b").await;
-            browser.click("#step-gateway button[type=submit]").await;
+            browser.submit("#step-gateway").await;
             browser.text_appears("#step-gateway-error", "ASCII").await;
             browser.fill("#wizard-gateway-name", "lab").await;
-            browser.click("#step-gateway button[type=submit]").await;
+            browser.submit("#step-gateway").await;
             browser.text_appears("#wizard-gateway", "lab").await;
             browser.fill("#wizard-endpoint-name", "dc2").await;
             browser.fill("#wizard-endpoint-description", "lab machine").await;
-            browser.click("#step-endpoint button[type=submit]").await;
+            browser.submit("#step-endpoint").await;
 
             // 3. Install: the key, the command and the properties with what the gateway knows.
             browser.text_appears("#install-endpoint", "dc2").await;
@@ -258,7 +258,7 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
             assert_eq!(ca, std::fs::read_to_string(&node.ca_file).unwrap());
 
             // 4. Connect: Pending until a real agent starts with those two files, then Ready.
-            browser.click("#step-install button[type=submit]").await;
+            browser.submit("#step-install").await;
             browser.text_appears("#connect-status", "Pending").await;
             let agent = machine.start_endpoint_from(&properties, &ca);
             browser.text_appears("#connect-status", "Ready (version").await;
@@ -287,7 +287,7 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
             browser.text_appears("#access-endpoint", "dc2").await;
             assert!(browser.element("#access-scan").await.is_selected().await.unwrap());
             browser.click("#access-scan").await;
-            browser.click("#access-form button[type=submit]").await;
+            browser.submit("#access-form").await;
             let mut byte = [0u8; 1];
             let ended = tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await;
             assert!(matches!(ended, Ok(Ok(0) | Err(_))), "the stream ended: {ended:?}");
@@ -300,12 +300,12 @@ async fn the_wizard_configures_an_endpoint_a_real_agent_connects_with_and_its_ro
             let version = api.endpoint(&dc2).await.unwrap()["version"].as_u64().unwrap();
             api.edit_endpoint(&dc2, None, Some("changed elsewhere"), version).await.unwrap();
             browser.fill("#edit-name", "dc2-renamed").await;
-            browser.click("#edit-form button[type=submit]").await;
+            browser.submit("#edit-form").await;
             browser.text_appears("#edit-error", "changed since it was read").await;
             assert_eq!(browser.value("#edit-description").await, "changed elsewhere");
             assert_eq!(browser.value("#edit-name").await, "dc2");
             browser.fill("#edit-name", "dc2-renamed").await;
-            browser.click("#edit-form button[type=submit]").await;
+            browser.submit("#edit-form").await;
             browser.text_appears("#endpoints-table tbody tr", "dc2-renamed").await;
             assert_eq!(api.endpoint(&dc2).await.unwrap()["description"], "changed elsewhere");
 
@@ -344,7 +344,7 @@ async fn scans_audit_and_notifications_from_the_page() {
         browser.text_appears("#scan-endpoint option", "dc1 (test-gateway, Ready)").await;
         browser.fill("#scan-targets", &format!("http://{}/", app.http)).await;
         browser.fill("#scan-max-pages", "15").await;
-        browser.click("#start-scan button[type=submit]").await;
+        browser.submit("#start-scan").await;
         browser.text_appears("#scan-state", "finished").await;
         browser.text_appears("#findings-table tbody tr", "missing-csp").await;
         browser.text_appears("#scan-progress", "of at most 15 pages").await;
@@ -385,17 +385,17 @@ async fn scans_audit_and_notifications_from_the_page() {
         browser.click("a[href='#audit']").await;
         browser.text_appears("#audit-page", "the latest").await;
         browser.fill("#audit-actor", "admin").await;
-        browser.click("#audit-filters button[type=submit]").await;
+        browser.submit("#audit-filters").await;
         browser.text_appears("#audit-table tbody tr", "ScanQueued").await;
         browser.fill("#audit-actor", "nobody").await;
-        browser.click("#audit-filters button[type=submit]").await;
+        browser.submit("#audit-filters").await;
         browser.text_appears("#audit-empty", "No entries match").await;
         browser.fill("#audit-actor", "").await;
         browser.click("#audit-first").await;
         browser.text_appears("#audit-page", "entries after #0").await;
         browser.text_appears("#audit-table tbody tr:first-child td:first-child", "1").await;
         browser.fill("#audit-endpoint", "not-an-id").await;
-        browser.click("#audit-filters button[type=submit]").await;
+        browser.submit("#audit-filters").await;
         browser.text_appears("#audit-error", "bad query").await;
 
         // Notifications: recipients (administrators) and webhooks (managers).
@@ -420,12 +420,12 @@ async fn scans_audit_and_notifications_from_the_page() {
         let closed = ism_tests::ReservedPort::new();
         let hook = format!("http://127.0.0.1:{}/ism", closed.port);
         browser.fill("#webhook-url", &hook).await;
-        browser.click("#add-webhook button[type=submit]").await;
+        browser.submit("#add-webhook").await;
         browser.text_appears("#webhooks-table tbody tr", &hook).await;
         assert!(!browser.value("#webhook-url").await.contains("ism"));
         browser.text_appears("#webhook-secret", "shown once").await;
         browser.fill("#webhook-url", "ftp://x").await;
-        browser.click("#add-webhook button[type=submit]").await;
+        browser.submit("#add-webhook").await;
         browser.text_appears("#add-webhook-error", "only http and https").await;
         confirmed(&browser, "#webhooks-table tbody tr", &hook, "button.remove-webhook").await;
         browser.text_appears("#webhooks-empty", "No webhooks").await;

@@ -133,6 +133,16 @@ function failed(e) {
   message($("error"), e.message);
 }
 
+// A form whose submit runs `action` (one at a time), with the API's refusal (an ASCII rule, a
+// duplicate name, a bad URL) shown in its error line beside it.
+function submits(formId, errorId, action) {
+  $(formId).addEventListener("submit", (event) => {
+    event.preventDefault();
+    $(errorId).textContent = "";
+    busy(event.target, () => action().catch((e) => ($(errorId).textContent = e.message)));
+  });
+}
+
 // Runs `action` with `form`'s buttons disabled: a second click while the request is out would
 // repeat it (two scans, two webhooks, a second rotation).
 async function busy(form, action) {
@@ -248,24 +258,13 @@ function deleteGateway(g) {
   }, "Delete gateway");
 }
 
-function createGateway(event) {
-  event.preventDefault();
-  busy(event.target, createGatewayNow);
-}
-
-async function createGatewayNow() {
-  $("create-gateway-error").textContent = "";
-  try {
-    const name = $("gateway-new-name").value.trim();
-    const description = $("gateway-new-description").value.trim();
-    await api("/api/v1/gateways", "POST", { name, description });
-    $("gateway-new-name").value = "";
-    $("gateway-new-description").value = "";
-    await gateways();
-  } catch (e) {
-    // The API's own message (an ASCII rule, a duplicate name) is shown beside the form.
-    $("create-gateway-error").textContent = e.message;
-  }
+async function createGateway() {
+  const name = $("gateway-new-name").value.trim();
+  const description = $("gateway-new-description").value.trim();
+  await api("/api/v1/gateways", "POST", { name, description });
+  $("gateway-new-name").value = "";
+  $("gateway-new-description").value = "";
+  await gateways();
 }
 
 // ----- a gateway and its endpoints -----
@@ -433,42 +432,22 @@ async function configure(arg) {
   }
 }
 
-function wizardGateway(event) {
-  event.preventDefault();
-  busy(event.target, wizardGatewayNow);
+async function wizardGateway() {
+  const name = $("wizard-gateway-name").value.trim();
+  const description = $("wizard-gateway-description").value.trim();
+  wizard.gateway = await api("/api/v1/gateways", "POST", { name, description });
+  $("wizard-gateway").textContent = wizard.gateway.name;
+  step("step-endpoint");
 }
 
-async function wizardGatewayNow() {
-  $("step-gateway-error").textContent = "";
-  try {
-    const name = $("wizard-gateway-name").value.trim();
-    const description = $("wizard-gateway-description").value.trim();
-    wizard.gateway = await api("/api/v1/gateways", "POST", { name, description });
-    $("wizard-gateway").textContent = wizard.gateway.name;
-    step("step-endpoint");
-  } catch (e) {
-    $("step-gateway-error").textContent = e.message;
-  }
-}
-
-function wizardEndpoint(event) {
-  event.preventDefault();
-  busy(event.target, wizardEndpointNow);
-}
-
-async function wizardEndpointNow() {
-  $("step-endpoint-error").textContent = "";
-  try {
-    const name = $("wizard-endpoint-name").value.trim();
-    const description = $("wizard-endpoint-description").value.trim();
-    const platform = document.querySelector("input[name=platform]:checked").value;
-    const added = await api("/api/v1/gateways/" + id(wizard.gateway.id) + "/endpoints", "POST", { name, description, platform });
-    wizard.endpoint = added.endpoint;
-    wizard.key = added.key;
-    showInstall();
-  } catch (e) {
-    $("step-endpoint-error").textContent = e.message;
-  }
+async function wizardEndpoint() {
+  const name = $("wizard-endpoint-name").value.trim();
+  const description = $("wizard-endpoint-description").value.trim();
+  const platform = document.querySelector("input[name=platform]:checked").value;
+  const added = await api("/api/v1/gateways/" + id(wizard.gateway.id) + "/endpoints", "POST", { name, description, platform });
+  wizard.endpoint = added.endpoint;
+  wizard.key = added.key;
+  showInstall();
 }
 
 function showInstall() {
@@ -622,24 +601,14 @@ function cancelScan(s) {
   }, "Cancel scan");
 }
 
-function startScan(event) {
-  event.preventDefault();
-  busy(event.target, startScanNow);
-}
-
-async function startScanNow() {
-  $("start-scan-error").textContent = "";
-  try {
-    const targets = $("scan-targets").value.split(/\s+/).filter((t) => t);
-    const started = await api("/api/v1/scans", "POST", {
-      endpoint: $("scan-endpoint").value,
-      targets,
-      max_pages: Number($("scan-max-pages").value),
-    });
-    location.hash = "#scan/" + id(started.id);
-  } catch (e) {
-    $("start-scan-error").textContent = e.message;
-  }
+async function startScan() {
+  const targets = $("scan-targets").value.split(/\s+/).filter((t) => t);
+  const started = await api("/api/v1/scans", "POST", {
+    endpoint: $("scan-endpoint").value,
+    targets,
+    max_pages: Number($("scan-max-pages").value),
+  });
+  location.hash = "#scan/" + id(started.id);
 }
 
 let shownScan = null;
@@ -803,22 +772,12 @@ async function notifications() {
   });
 }
 
-function addWebhook(event) {
-  event.preventDefault();
-  busy(event.target, addWebhookNow);
-}
-
-async function addWebhookNow() {
-  $("add-webhook-error").textContent = "";
-  try {
-    const added = await api("/api/v1/webhooks", "POST", { url: $("webhook-url").value.trim() });
-    $("webhook-url").value = "";
-    $("webhook-secret-value").textContent = added.secret;
-    $("webhook-secret").hidden = false;
-    await notifications();
-  } catch (e) {
-    $("add-webhook-error").textContent = e.message;
-  }
+async function addWebhook() {
+  const added = await api("/api/v1/webhooks", "POST", { url: $("webhook-url").value.trim() });
+  $("webhook-url").value = "";
+  $("webhook-secret-value").textContent = added.secret;
+  $("webhook-secret").hidden = false;
+  await notifications();
 }
 
 // ----- routing -----
@@ -902,9 +861,9 @@ document.addEventListener("DOMContentLoaded", async () => {
     }
   });
   $("sign-out").addEventListener("click", signOut);
-  $("create-gateway").addEventListener("submit", createGateway);
-  $("step-gateway").addEventListener("submit", wizardGateway);
-  $("step-endpoint").addEventListener("submit", wizardEndpoint);
+  submits("create-gateway", "create-gateway-error", createGateway);
+  submits("step-gateway", "step-gateway-error", wizardGateway);
+  submits("step-endpoint", "step-endpoint-error", wizardEndpoint);
   $("step-install").addEventListener("input", renderInstall);
   $("step-install").addEventListener("change", renderInstall);
   $("step-install").addEventListener("submit", (event) => {
@@ -917,7 +876,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("copy-install-key").addEventListener("click", () => copy(wizard.key, $("install-key")));
   $("download-properties").addEventListener("click", () => download("application.properties", "text/plain", $("properties").value));
   $("download-ca").addEventListener("click", () => download("gateway-ca.pem", "application/x-pem-file", node.gateway_ca_pem));
-  $("start-scan").addEventListener("submit", startScan);
+  submits("start-scan", "start-scan-error", startScan);
   $("scan-cancel").addEventListener("click", () => shownScan && cancelScan(shownScan));
   $("scan-json").addEventListener("click", () => shownScan && report("json").catch(failed));
   $("scan-sarif").addEventListener("click", () => shownScan && report("sarif").catch(failed));
@@ -934,7 +893,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     audit.after = audit.last;
     auditPage();
   });
-  $("add-webhook").addEventListener("submit", addWebhook);
+  submits("add-webhook", "add-webhook-error", addWebhook);
   for (const close of document.querySelectorAll("dialog .close")) {
     close.addEventListener("click", () => close.closest("dialog").close());
   }
