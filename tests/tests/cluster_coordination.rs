@@ -32,6 +32,7 @@ macro_rules! both_backends {
 
 both_backends!(
     nodes_announce_and_withdraw,
+    a_node_heartbeating_is_always_listed,
     the_newest_claim_wins_and_names_what_it_replaced,
     a_release_lets_go_only_of_the_releasers_own_claim,
     racing_claims_leave_exactly_one_owner,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 /// The checks, by name, for generating one test per check and backend.
 pub const CHECKS: &[&str] = &[
     "nodes_announce_and_withdraw",
+    "a_node_heartbeating_is_always_listed",
     "the_newest_claim_wins_and_names_what_it_replaced",
     "a_release_lets_go_only_of_the_releasers_own_claim",
     "racing_claims_leave_exactly_one_owner",
@@ -24,6 +25,7 @@ pub const CHECKS: &[&str] = &[
 pub async fn run(name: &str, c: &dyn Coordination) {
     match name {
         "nodes_announce_and_withdraw" => nodes_announce_and_withdraw(c).await,
+        "a_node_heartbeating_is_always_listed" => heartbeating_nodes_are_listed(c).await,
         "the_newest_claim_wins_and_names_what_it_replaced" => newest_claim_wins(c).await,
         "a_release_lets_go_only_of_the_releasers_own_claim" => release_is_conditional(c).await,
         "racing_claims_leave_exactly_one_owner" => racing_claims(c).await,
@@ -59,6 +61,29 @@ async fn nodes_announce_and_withdraw(c: &dyn Coordination) {
     assert_eq!(nodes, vec![announcement("node-a", 2), announcement("node-b", 1)]);
     c.withdraw("node-a").await.unwrap();
     assert_eq!(c.nodes().await.unwrap(), vec![announcement("node-b", 1)]);
+}
+
+/// Listing the nodes while they announce themselves (every node does, four times a second in the
+/// tests' clusters) leaves none out: a list missing a live node made a draining node believe no
+/// other could take its endpoints.
+async fn heartbeating_nodes_are_listed(c: &dyn Coordination) {
+    c.announce(&announcement("node-a", 1)).await.unwrap();
+    c.announce(&announcement("node-b", 1)).await.unwrap();
+    let beating = async {
+        for beat in 2..400 {
+            c.announce(&announcement("node-b", beat)).await.unwrap();
+        }
+    };
+    let listing = async {
+        for _ in 0..100 {
+            let mut names: Vec<String> =
+                c.nodes().await.unwrap().into_iter().map(|n| n.node).collect();
+            names.sort();
+            assert_eq!(names, ["node-a", "node-b"], "a node left out of the list");
+            tokio::task::yield_now().await;
+        }
+    };
+    futures_util::future::join(beating, listing).await;
 }
 
 async fn newest_claim_wins(c: &dyn Coordination) {

@@ -92,6 +92,23 @@ fn moved_on(e: &kv::UpdateError) -> bool {
             .is_some_and(ism_events::jetstream::lost_the_race)
 }
 
+/// The keys `store` holds (deleted ones included: their values read as none), as the server
+/// lists its subjects at one moment. Not `kv::Store::keys`: that walks a consumer over the last
+/// value of each key, and a key written again while it walks (a node's heartbeat, four times a
+/// second) can have its old value removed before it is delivered and its new one counted after
+/// the walk ends, so the key is missing from the list (a node left out of `ism node list`, or
+/// taken for absent when a draining node looks for another to hand its endpoints to).
+async fn keys_of(store: &kv::Store) -> Result<Vec<String>, CoordError> {
+    let prefix = store.prefix.clone();
+    let subjects =
+        store.stream.info_with_subjects(format!("{prefix}>")).await.map_err(unavailable)?;
+    subjects
+        .map_ok(|(subject, _)| subject.strip_prefix(&prefix).unwrap_or(&subject).to_string())
+        .try_collect()
+        .await
+        .map_err(unavailable)
+}
+
 fn key(endpoint: Uuid) -> String {
     endpoint.simple().to_string()
 }
@@ -121,14 +138,7 @@ impl Coordination for NatsCoordination {
     }
 
     async fn nodes(&self) -> Result<Vec<NodeAnnouncement>, CoordError> {
-        let keys: Vec<String> = self
-            .nodes
-            .keys()
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)?;
+        let keys = keys_of(&self.nodes).await?;
         let mut nodes = Vec::with_capacity(keys.len());
         for k in keys {
             if let Some(value) = self.nodes.get(k).await.map_err(unavailable)? {
@@ -186,10 +196,7 @@ impl Coordination for NatsCoordination {
     }
 
     async fn owners(&self) -> Result<Vec<(Uuid, Owner)>, CoordError> {
-        let keys: Vec<String> = match self.owners.keys().await {
-            Ok(keys) => keys.try_collect().await.map_err(unavailable)?,
-            Err(e) => return Err(unavailable(e)),
-        };
+        let keys = keys_of(&self.owners).await?;
         let mut owners = Vec::with_capacity(keys.len());
         for k in keys {
             let Ok(endpoint) = Uuid::try_parse(&k) else { continue };
