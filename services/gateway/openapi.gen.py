@@ -96,10 +96,11 @@ paths = {
   "/api/v1/me": {"get": op("Who the token belongs to", "200", "The caller", ref("Me"), ["401"])},
   "/api/v1/audit": {"get": op("The event history as a readable timeline: the most recent entries, or a page after a position", "200", "Entries, oldest first", ref("AuditReport"), ["400"] + R,
       params=AUDIT_FILTERS + [q("after", "Entries after this log position, oldest first (the next page: after the last position returned)", {"type": "integer", "minimum": 0}),
+              q("before", "Entries before this log position; without after, the most recent limit of them (the previous page: before the first position returned)", {"type": "integer", "minimum": 0}),
               q("limit", "Most entries (default 1000)", {"type": "integer", "minimum": 1})])},
   "/api/v1/audit/stream": {"get": {"summary": "The same entries as JSON lines (application/x-ndjson), sent as they are read, oldest first", "responses": {
       "200": {"description": "One AuditEntry per line", "content": {"application/x-ndjson": {"schema": ref("AuditEntry")}}}, **errors("400", *R)},
-      "parameters": AUDIT_FILTERS + [q("after", "Entries after this log position", {"type": "integer", "minimum": 0}), q("limit", "Most entries (default: all)", {"type": "integer", "minimum": 1})]}},
+      "parameters": AUDIT_FILTERS + [q("after", "Entries after this log position", {"type": "integer", "minimum": 0}), q("before", "Entries before this log position", {"type": "integer", "minimum": 0}), q("limit", "Most entries (default: all)", {"type": "integer", "minimum": 1})]}},
   "/api/v1/projections/verify": {"post": op("Rebuild the projections from the log and compare", "200", "Comparison", ref("VerifyReport"), ["401", "403", "503"])},
   "/api/v1/gateways": {
       "get": op("Gateways (not deleted)", "200", "Gateways", arr(ref("Gateway")), R),

@@ -7,6 +7,7 @@
 //! without any manage action. A failing test leaves `target/screenshots/<test>-failed.png`.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
+use awc::http::Method;
 use fantoccini::Locator;
 use ism_tests::browser::Browser;
 use ism_tests::cluster::{
@@ -381,12 +382,36 @@ async fn scans_audit_and_notifications_from_the_page() {
         .await;
         browser.text_appears("#scans-table tbody tr:first-child", "cancelled").await;
 
-        // The audit: filtered by actor, paged from the first entry, a bad filter told.
+        // The audit: the latest page and the one before it, filtered by actor, paged from the
+        // first entry, a bad filter told.
+        let api = &api;
+        let get = |path: String| async move { api.call(Method::GET, &path, None).await.unwrap() };
+        let positions = |page: &serde_json::Value| -> Vec<u64> {
+            page["entries"].as_array().unwrap().iter().map(|e| e["position"].as_u64().unwrap()).collect()
+        };
+        for n in 0..50 {
+            // More history than one page of the page's audit (50 entries).
+            api.create_gateway(&format!("lab{n}"), "").await.unwrap();
+        }
+        let latest = get("/api/v1/audit?limit=5".into()).await;
+        let first = positions(&latest)[0];
+        let older = get(format!("/api/v1/audit?limit=5&before={first}")).await;
+        assert_eq!(positions(&older), (first - 5..first).collect::<Vec<_>>(), "the five before");
+        assert_eq!(older["truncated"], true, "older ones exist");
         browser.click("a[href='#audit']").await;
-        browser.text_appears("#audit-page", "the latest").await;
+        browser.text_appears("#audit-page", "the latest 50 entries").await;
+        let shown_first = browser.element("#audit-table tbody tr:first-child td:first-child").await;
+        let shown_first: u64 = shown_first.text().await.unwrap().parse().unwrap();
+        browser.click("#audit-older").await;
+        browser.text_appears("#audit-page", &format!("entries before #{shown_first}")).await;
+        let last_row = "#audit-table tbody tr:last-child td:first-child";
+        browser.text_appears(last_row, &(shown_first - 1).to_string()).await;
         browser.fill("#audit-actor", "admin").await;
         browser.submit("#audit-filters").await;
-        browser.text_appears("#audit-table tbody tr", "ScanQueued").await;
+        browser.text_appears("#audit-table tbody tr", "created gateway \"lab49\"").await;
+        for by in browser.client.find_all(Locator::Css("#audit-table tbody td:last-child")).await.unwrap() {
+            assert_eq!(by.text().await.unwrap(), "admin", "only the admin's changes");
+        }
         browser.fill("#audit-actor", "nobody").await;
         browser.submit("#audit-filters").await;
         browser.text_appears("#audit-empty", "No entries match").await;

@@ -652,7 +652,9 @@ async function report(format) {
 
 // ----- audit -----
 
-const audit = { after: null, last: 0 };
+// Where the page shown starts: after a position (forward from the first entry), before one
+// (back from the latest), or neither (the latest).
+const audit = { after: null, before: null, first: 0, last: 0 };
 
 async function auditPage() {
   $("audit-error").textContent = "";
@@ -669,6 +671,7 @@ async function auditPage() {
     q.set("until", next.toISOString().slice(0, 10));
   }
   if (audit.after !== null) q.set("after", audit.after);
+  if (audit.before !== null) q.set("before", audit.before);
   let answer;
   try {
     answer = await api("/api/v1/audit?" + q);
@@ -686,14 +689,24 @@ async function auditPage() {
   }
   $("audit-empty").hidden = entries.length > 0;
   $("audit-table").hidden = entries.length === 0;
+  audit.first = entries.length ? entries[0].position : 0;
   audit.last = entries.length ? entries[entries.length - 1].position : audit.after || 0;
-  // Pages go forward from a position; without one, the latest entries are shown.
-  $("audit-next").hidden = audit.after === null || !answer.truncated;
-  text($("audit-page"), audit.after === null ? `the latest ${entries.length} entries` : `entries after #${audit.after}`);
+  // Forward pages say whether more follow; the latest and earlier pages whether older ones exist.
+  const forward = audit.after !== null;
+  $("audit-next").hidden = !forward || !answer.truncated;
+  $("audit-older").hidden = forward || !answer.truncated;
+  const shown = forward ? `entries after #${audit.after}` : audit.before !== null ? `${entries.length} entries before #${audit.before}` : `the latest ${entries.length} entries`;
+  text($("audit-page"), shown);
+}
+
+// Shows the audit page that starts `after` or ends `before` a position (both null: the latest).
+function auditAt(after, before) {
+  Object.assign(audit, { after, before });
+  return auditPage();
 }
 
 async function auditStart() {
-  audit.after = null;
+  Object.assign(audit, { after: null, before: null });
   const select = $("audit-gateway");
   const chosen = select.value;
   select.replaceChildren(new Option("Any", ""));
@@ -882,17 +895,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("scan-sarif").addEventListener("click", () => shownScan && report("sarif").catch(failed));
   $("audit-filters").addEventListener("submit", (event) => {
     event.preventDefault();
-    audit.after = null;
-    auditPage();
+    auditAt(null, null);
   });
-  $("audit-first").addEventListener("click", () => {
-    audit.after = 0;
-    auditPage();
-  });
-  $("audit-next").addEventListener("click", () => {
-    audit.after = audit.last;
-    auditPage();
-  });
+  $("audit-first").addEventListener("click", () => auditAt(0, null));
+  $("audit-next").addEventListener("click", () => auditAt(audit.last, null));
+  $("audit-older").addEventListener("click", () => auditAt(null, audit.first));
   submits("add-webhook", "add-webhook-error", addWebhook);
   for (const close of document.querySelectorAll("dialog .close")) {
     close.addEventListener("click", () => close.closest("dialog").close());

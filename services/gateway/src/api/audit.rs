@@ -6,7 +6,7 @@ use crate::state::NodeState;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use ism_events::{Projection, ProjectionProgress};
-use ism_projectors::audit::{self, parse_time, AuditFilter, Page};
+use ism_projectors::audit::{self, parse_time, AuditEntry, AuditFilter, Page};
 use ism_projectors::{DirectoryProjection, NoticeProjection};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -40,12 +40,33 @@ pub(super) struct AuditQuery {
     /// Entries after this log position, oldest first (a page; the next page is after the last
     /// position returned). Without it: the most recent entries.
     after: Option<u64>,
+    /// Only entries before this log position: with no `after`, the most recent `limit` of them
+    /// (the page before one that starts there: paging back from the latest).
+    before: Option<u64>,
     /// Most entries to return (default 1000; for the stream, all).
     limit: Option<usize>,
 }
 
 fn time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|r| parse_time(r).ok_or_else(|| ApiError::bad_request(format!("{name} must be a date (2026-11-23), a UTC time (2026-11-23T16:40:00Z) or milliseconds, not {r:?}")))).transpose()
+}
+
+/// `entries` up to (not including) the log position `before`: the log is read oldest first, so
+/// it is read no further.
+fn before<S, E>(
+    entries: S,
+    before: Option<u64>,
+) -> impl futures_util::Stream<Item = Result<AuditEntry, E>>
+where
+    S: futures_util::Stream<Item = Result<AuditEntry, E>>,
+{
+    entries.take_while(move |e| {
+        let keep = match (e, before) {
+            (Ok(entry), Some(b)) => entry.position < b,
+            _ => true,
+        };
+        std::future::ready(keep)
+    })
 }
 
 impl AuditQuery {
@@ -82,7 +103,7 @@ pub(super) async fn timeline(
         None => Page { after: 0, limit: None },
     };
     let (head, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;
-    let mut entries = std::pin::pin!(entries);
+    let mut entries = std::pin::pin!(before(entries, q.before));
     let mut kept = VecDeque::new();
     let mut truncated = false;
     while let Some(entry) = entries.next().await {
@@ -111,7 +132,7 @@ pub(super) async fn stream(
     let q = query.into_inner();
     let page = Page { after: q.after.unwrap_or(0), limit: q.limit()? };
     let (_, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;
-    let lines = entries.map(|entry| {
+    let lines = before(entries, q.before).map(|entry| {
         let entry = entry.map_err(|e| actix_web::error::ErrorServiceUnavailable(e.to_string()))?;
         let mut line =
             serde_json::to_vec(&entry).map_err(actix_web::error::ErrorInternalServerError)?;
