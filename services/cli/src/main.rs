@@ -73,6 +73,10 @@ enum Command {
         /// Entries after this log position (the `#` of an entry), oldest first: the next page.
         #[arg(long)]
         after: Option<u64>,
+        /// Entries before this log position: without --after, the most recent before it (the
+        /// page before one that starts there).
+        #[arg(long)]
+        before: Option<u64>,
         /// `text`, one line per entry, or `jsonl`: one JSON object per line, printed as the log
         /// is read (the first at once, however long the history).
         #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
@@ -377,7 +381,8 @@ fn api_client(cli: &Cli) -> anyhow::Result<ApiClient> {
 
 /// The audit's filters and page as typed.
 fn audit_query(command: &Command) -> output::AuditQuery<'_> {
-    let Command::Audit { gateway, endpoint, actor, since, until, limit, after, .. } = command
+    let Command::Audit { gateway, endpoint, actor, since, until, limit, after, before, .. } =
+        command
     else {
         unreachable!("asked of the audit command only")
     };
@@ -389,6 +394,7 @@ fn audit_query(command: &Command) -> output::AuditQuery<'_> {
         until: until.as_deref(),
         page: ism_projectors::audit::Page {
             after: after.unwrap_or(0),
+            before: *before,
             limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
         },
     }
@@ -396,7 +402,8 @@ fn audit_query(command: &Command) -> output::AuditQuery<'_> {
 
 /// The audit's filters and page as API query parameters (without the limit).
 fn audit_params(command: &Command) -> Vec<(&'static str, String)> {
-    let Command::Audit { gateway, endpoint, actor, since, until, after, .. } = command else {
+    let Command::Audit { gateway, endpoint, actor, since, until, after, before, .. } = command
+    else {
         unreachable!("asked of the audit command only")
     };
     let mut q = Vec::new();
@@ -413,6 +420,9 @@ fn audit_params(command: &Command) -> Vec<(&'static str, String)> {
     }
     if let Some(a) = after {
         q.push(("after", a.to_string()));
+    }
+    if let Some(b) = before {
+        q.push(("before", b.to_string()));
     }
     q
 }

@@ -484,7 +484,8 @@ fn positions(jsonl: &str) -> Vec<u64> {
 }
 
 #[actix::test]
-async fn the_audit_streams_as_json_lines_and_pages_after_a_position_from_a_node_or_a_log() {
+async fn the_audit_streams_as_json_lines_and_pages_after_or_before_a_position_from_a_node_or_a_log()
+{
     let node = TestNode::start("node-a", Backend::Embedded);
     let admin = admin(&node);
     admin.json(&["gateway", "create", "--name", "corp"]).await;
@@ -509,6 +510,15 @@ async fn the_audit_streams_as_json_lines_and_pages_after_a_position_from_a_node_
         (last["truncated"].as_bool(), last["entries"].as_array().unwrap().len()),
         (Some(false), 1)
     );
+    // Paging back: the most recent before a position.
+    let before = admin.json(&["audit", "--before", "8", "--limit", "3"]).await;
+    let before: Vec<u64> = before["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(before, [5, 6, 7], "the page before one that starts at #8");
     assert!(admin.fails(&["audit", "--limit", "0"]).await.contains("0 is not in 1.."));
     let filtered = admin.ok(&["audit", "--format", "jsonl", "--actor", "admin"]).await;
     assert_eq!(
@@ -552,6 +562,9 @@ async fn the_audit_streams_as_json_lines_and_pages_after_a_position_from_a_node_
     let tail = positions(&tail);
     let last = *tail.last().unwrap();
     assert_eq!(tail, (head - 1..=last).collect::<Vec<_>>());
+    let back =
+        offline.ok(&["audit", "--event-log", &events, "--format", "jsonl", "--before", "4"]).await;
+    assert_eq!(positions(&back), [1, 2, 3], "before a position, from the log too");
     let text = offline.ok(&["audit", "--event-log", &events, "--limit", "2"]).await;
     assert_eq!(text.lines().count(), 2, "the most recent two:\n{text}");
     assert!(text.contains(&format!("#{last}")), "{text}");

@@ -69,11 +69,12 @@ fn trace_id(traceparent: Option<&str>) -> Option<String> {
     (hex && id.bytes().any(|b| b != b'0')).then(|| id.to_string())
 }
 
-/// Which entries of the history to read: those after `after` (a log position, 0 for all),
-/// at most `limit` of them, up to the log's head when the reading began.
-#[derive(Debug, Clone, Copy)]
+/// Which entries of the history to read: those after `after` (a log position, 0 for all) and
+/// before `before` (none: up to the log's head when the reading began), at most `limit` of them.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Page {
     pub after: u64,
+    pub before: Option<u64>,
     pub limit: Option<usize>,
 }
 
@@ -88,7 +89,9 @@ pub async fn entries(
     page: Page,
 ) -> Result<(u64, impl Stream<Item = Result<AuditEntry, LogError>>), LogError> {
     let head = log.head().await?;
-    let events = if head > page.after { Some(log.subscribe(0).await?) } else { None };
+    // The last position read: the log is read no further than the page needs.
+    let end = page.before.map_or(head, |b| head.min(b.saturating_sub(1)));
+    let events = if end > page.after { Some(log.subscribe(0).await?) } else { None };
     let timeline = Timeline::new(filter);
     let left = page.limit.unwrap_or(usize::MAX);
     let entries =
@@ -102,7 +105,7 @@ pub async fn entries(
                     Ok(r) => r,
                     Err(e) => return Some((Err(e), (None, timeline, 0))),
                 };
-                let last = rec.position >= head;
+                let last = rec.position >= end;
                 let entry = timeline.push(&rec).filter(|e| e.position > page.after);
                 match (entry, last) {
                     (Some(e), true) => return Some((Ok(e), (None, timeline, left - 1))),

@@ -6,7 +6,7 @@ use crate::state::NodeState;
 use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use ism_events::{Projection, ProjectionProgress};
-use ism_projectors::audit::{self, parse_time, AuditEntry, AuditFilter, Page};
+use ism_projectors::audit::{self, parse_time, AuditFilter, Page};
 use ism_projectors::{DirectoryProjection, NoticeProjection};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -51,24 +51,6 @@ fn time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|r| parse_time(r).ok_or_else(|| ApiError::bad_request(format!("{name} must be a date (2026-11-23), a UTC time (2026-11-23T16:40:00Z) or milliseconds, not {r:?}")))).transpose()
 }
 
-/// `entries` up to (not including) the log position `before`: the log is read oldest first, so
-/// it is read no further.
-fn before<S, E>(
-    entries: S,
-    before: Option<u64>,
-) -> impl futures_util::Stream<Item = Result<AuditEntry, E>>
-where
-    S: futures_util::Stream<Item = Result<AuditEntry, E>>,
-{
-    entries.take_while(move |e| {
-        let keep = match (e, before) {
-            (Ok(entry), Some(b)) => entry.position < b,
-            _ => true,
-        };
-        std::future::ready(keep)
-    })
-}
-
 impl AuditQuery {
     fn limit(&self) -> Result<Option<usize>, ApiError> {
         match self.limit {
@@ -99,11 +81,11 @@ pub(super) async fn timeline(
     let limit = q.limit()?.unwrap_or(1000);
     // A page reads one entry more than it returns, to know whether more follow.
     let page = match q.after {
-        Some(after) => Page { after, limit: Some(limit + 1) },
-        None => Page { after: 0, limit: None },
+        Some(after) => Page { after, before: q.before, limit: Some(limit + 1) },
+        None => Page { after: 0, before: q.before, limit: None },
     };
     let (head, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;
-    let mut entries = std::pin::pin!(before(entries, q.before));
+    let mut entries = std::pin::pin!(entries);
     let mut kept = VecDeque::new();
     let mut truncated = false;
     while let Some(entry) = entries.next().await {
@@ -130,9 +112,9 @@ pub(super) async fn stream(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let page = Page { after: q.after.unwrap_or(0), limit: q.limit()? };
+    let page = Page { after: q.after.unwrap_or(0), before: q.before, limit: q.limit()? };
     let (_, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;
-    let lines = before(entries, q.before).map(|entry| {
+    let lines = entries.map(|entry| {
         let entry = entry.map_err(|e| actix_web::error::ErrorServiceUnavailable(e.to_string()))?;
         let mut line =
             serde_json::to_vec(&entry).map_err(actix_web::error::ErrorInternalServerError)?;
