@@ -10,7 +10,6 @@ use std::os::unix::process::CommandExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// A `chromedriver` process and one browser session on it; both end when dropped.
 pub struct Browser {
@@ -112,21 +111,18 @@ impl Browser {
         .await
     }
 
-    /// Waits until an element at `css` holds `text`; returns it.
-    pub async fn text_appears(&self, css: &str, text: &str) -> fantoccini::elements::Element {
-        let deadline = tokio::time::Instant::now() + crate::cluster::PATIENCE;
-        loop {
+    /// Waits until an element at `css` holds `text`; returns it. (A test's steps run in
+    /// [`run`](Self::run), which saves the screenshot if this times out.)
+    pub async fn text_appears(&self, css: &str, text: &str) -> Element {
+        crate::cluster::eventually(&format!("a {css} showing {text:?}"), || async move {
             for e in self.client.find_all(Locator::Css(css)).await.unwrap_or_default() {
                 if e.text().await.is_ok_and(|t| t.contains(text)) {
-                    return e;
+                    return Some(e);
                 }
             }
-            if tokio::time::Instant::now() > deadline {
-                self.screenshot("timeout").await;
-                panic!("no {css} showing {text:?} within {:?}", crate::cluster::PATIENCE);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            None
+        })
+        .await
     }
 
     /// Saves what the page shows as `target/screenshots/<name>.png`.
