@@ -24,7 +24,7 @@ async fn sign_in(browser: &Browser, base: &str, token: &str) {
 
 async fn sign_out(browser: &Browser) {
     browser.click("#sign-out").await;
-    browser.element("#token").await;
+    browser.text_appears("#sign-in h2", "Sign in").await;
 }
 
 async fn create_gateway(browser: &Browser, name: &str) {
@@ -144,7 +144,7 @@ async fn a_manager_watches_an_endpoint_turn_ready_and_a_reviewer_sees_no_manage_
             );
             assert!(!browser.shows("#add-endpoint").await);
             browser.click("a[href='#scans']").await;
-            browser.element("#scans-empty").await;
+            browser.text_appears("#scans-empty", "No scans yet").await;
             assert!(!browser.shows("#start-scan").await, "a reviewer starts no scan");
             // A link to the wizard shows a reviewer the gateways instead.
             browser.client.goto(&format!("{base}#configure")).await.unwrap();
