@@ -67,13 +67,18 @@ pub fn run_gateway(
 /// from the kill to its new session.
 pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
     ism_tunnel::fd_limit::raise();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let installs: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    // One agent runs as the binary does; thousands of simulated ones share every core.
+    let rt = match installs.len() {
+        1 => ism_endpoint::agent::runtime()?,
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
     rt.block_on(async {
         as_the_binaries_do("ism-endpoint")?;
         let started = std::time::Instant::now();
         let mut agents = Vec::new();
-        for install in std::fs::read_dir(dir)? {
-            let config = install?.path().join("config/application.properties");
+        for install in installs {
+            let config = install.path().join("config/application.properties");
             agents.push(Agent::new(EndpointConfig::load(&config, &[])?)?.spawn());
         }
         let mut on_node = Vec::with_capacity(agents.len());

@@ -443,3 +443,12 @@ async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>, metrics: Arc
         });
     }
 }
+
+/// The runtime an agent runs on: one worker thread. An agent carries one session, and one TLS
+/// connection serialises its bytes anyway; a second worker only added wake-ups between the two
+/// (the session's driver on one, a stream's task on the other, each socket's readiness waking
+/// whichever sat in `epoll_wait`), which cost more CPU per byte than they bought (see
+/// "Measured" in ARCHITECTURE.md).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+}

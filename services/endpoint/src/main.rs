@@ -159,8 +159,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = ism_endpoint::agent::runtime().expect("tokio runtime");
     let observability = &config.observability;
     let tracer = {
         // The exporter's connection runs on the runtime.

@@ -2,6 +2,7 @@
 //!
 //! - [`node`]: configuration and start-up (event log, directory, actors, listeners);
 //! - [`tunnel_acceptor`]: TLS + WebSocket accept, the endpoint handshake, session lifecycle;
+//!   [`tunnel_threads`]: the threads sessions live on, with their scanners' splices;
 //! - [`sessions`]: the endpoint sessions this node holds, newest wins, unless
 //!   [`copied_identity`] shows two live agents sharing one machine identity;
 //! - [`socks5`] and [`http_proxy`]: the scanner ingresses (their protocols, without I/O, are the
@@ -52,5 +53,6 @@ pub mod state;
 pub mod stream_queue;
 pub mod tls;
 pub mod tunnel_acceptor;
+pub mod tunnel_threads;
 
 pub use node::{start, NodeConfig, NodeError, RunningNode};

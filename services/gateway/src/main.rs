@@ -63,6 +63,11 @@ struct Args {
     /// in, first out) and start as slots free.
     #[arg(long, env = "ISM_SCAN_CAPACITY", default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..))]
     scan_capacity: u16,
+    /// Threads endpoint sessions live on, each with its scanners' streams, so that a stream's
+    /// bytes never wake another thread (default: one per core). 0 runs sessions on the node's
+    /// shared runtime.
+    #[arg(long, env = "ISM_TUNNEL_THREADS")]
+    tunnel_threads: Option<usize>,
     /// How long a stream waits for a slot before it is refused, e.g. `30s`.
     #[arg(long, env = "ISM_QUEUE_TIMEOUT", default_value = "30s", value_parser = duration_ms)]
     queue_timeout: i64,
@@ -227,6 +232,8 @@ fn main() -> anyhow::Result<()> {
         http_proxy: args.public_http_proxy_address,
     };
     config.scan_capacity = usize::from(args.scan_capacity);
+    config.tunnel_threads =
+        args.tunnel_threads.unwrap_or_else(ism_gateway::node::default_tunnel_threads);
     config.notify.smtp = args.smtp_url.map(|url| (url, args.mail_from));
     config.notify.manage_url = args.manage_url;
     config.notify.settings.offline_grace_ms = args.offline_grace;

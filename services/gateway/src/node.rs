@@ -18,6 +18,7 @@ use crate::refused_registrations::RefusedRegistrations;
 use crate::refused_scanners::RefusedScanners;
 use crate::state::{NodeState, StreamLimits};
 use crate::tls::{self, TlsSource};
+use crate::tunnel_threads::TunnelThreads;
 use crate::{api, enforcement, http_proxy, socks5, tunnel_acceptor};
 use actix::Arbiter;
 use ism_actors::credentials::{hash_secret, hex, random_bytes, unhex, KeySecret};
@@ -85,6 +86,9 @@ pub struct NodeConfig {
     pub notify: NotifyConfig,
     /// Scans one endpoint runs at once (`--scan-capacity`); more wait in its queue.
     pub scan_capacity: usize,
+    /// Threads endpoint sessions live on (`--tunnel-threads`, see [`crate::tunnel_threads`]);
+    /// 0 runs them on the node's own runtime.
+    pub tunnel_threads: usize,
 }
 
 impl NodeConfig {
@@ -116,12 +120,20 @@ impl NodeConfig {
             public: PublicConfig::default(),
             notify: NotifyConfig::default(),
             scan_capacity: crate::scans::schedule::DEFAULT_CAPACITY,
+            tunnel_threads: default_tunnel_threads(),
         }
     }
 }
 
+/// One tunnel thread per core.
+pub fn default_tunnel_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
+    #[error("could not start {count} tunnel threads: {source}")]
+    TunnelThreads { count: usize, source: std::io::Error },
     #[error("data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("secret file {path}: {reason}")]
@@ -159,6 +171,8 @@ pub struct RunningNode {
     /// Ends the notifications being delivered.
     notifications: tokio_util::sync::CancellationToken,
     stop_grace: Duration,
+    /// Let go once the sessions are gone (the acceptor holds them too, until it is stopped).
+    tunnel_threads: Arc<TunnelThreads>,
 }
 
 impl RunningNode {
@@ -223,6 +237,7 @@ impl RunningNode {
             tracing::warn!(error = %e, "could not withdraw this node from the cluster");
         }
         self.api.stop(true).await;
+        drop(self.tunnel_threads);
     }
 }
 
@@ -412,6 +427,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     });
 
     recover(&state, config.event_log.is_none()).await;
+    let tunnel_threads = Arc::new(
+        TunnelThreads::start(config.tunnel_threads)
+            .map_err(|source| NodeError::TunnelThreads { count: config.tunnel_threads, source })?,
+    );
 
     let tasks = vec![
         tokio::spawn(state.enforcement().run(applied_events)),
@@ -440,6 +459,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             tokio_rustls::TlsAcceptor::from(identity.server_config.clone()),
             state.clone(),
             config.session.clone(),
+            tunnel_threads.clone(),
         )),
         tokio::spawn(socks5::ingress::serve(socks, state.clone())),
         tokio::spawn(http_proxy::ingress::serve(http_proxy, state.clone())),
@@ -486,6 +506,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tasks,
         notifications,
         stop_grace: config.stop_grace,
+        tunnel_threads,
     })
 }
 

@@ -411,8 +411,9 @@ impl OpenedStream<'_> {
             idle_timeout: self.limits.idle_timeout,
             half_closed_timeout: Some(self.limits.half_closed_timeout),
         };
-        // The scanner is this side's socket: what it sent goes to the target.
-        let report = self.stream.splice_with(tcp, options).await;
+        // The scanner is this side's socket: what it sent goes to the target. Spliced on its
+        // session's tunnel thread (see `crate::tunnel_threads`).
+        let report = self.stream.splice_beside_session(tcp, options).await;
         self.end.ended(id, report.sent, report.received, &report.end);
     }
 

@@ -10,6 +10,7 @@
 
 use crate::sessions::LiveSession;
 use crate::state::NodeState;
+use crate::tunnel_threads::TunnelThreads;
 use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, verify_secret};
 use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTERED};
 use ism_actors::tunnel::TunnelCommand;
@@ -35,21 +36,28 @@ use uuid::Uuid;
 /// dropped rather than holding a socket.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts endpoint connections for ever.
+/// Accepts endpoint connections for ever, each on one of the node's tunnel threads.
 pub async fn serve(
     listener: TcpListener,
     tls: TlsAcceptor,
     state: Arc<NodeState>,
     config: SessionConfig,
+    threads: Arc<TunnelThreads>,
 ) {
     let pending = state.pending.clone();
     crate::listener::accept_forever(listener, "endpoint", pending, move |tcp, peer, pending| {
-        let (tls, state, config) = (tls.clone(), state.clone(), config.clone());
+        let (tls, state, config, threads) =
+            (tls.clone(), state.clone(), config.clone(), threads.clone());
         async move {
             let metrics = state.metrics.clone();
-            if let Err(e) = accept(tcp, peer, tls, state, config, pending).await {
-                metrics.handshake_failed(e.metric_reason());
-                tracing::info!(%peer, error = %escaped(&e), "endpoint connection refused");
+            let accepted = threads.run(tcp, move |tcp| async move {
+                if let Err(e) = accept(tcp, peer, tls, state, config, pending).await {
+                    metrics.handshake_failed(e.metric_reason());
+                    tracing::info!(%peer, error = %escaped(&e), "endpoint connection refused");
+                }
+            });
+            if let Err(e) = accepted.await {
+                tracing::warn!(%peer, error = %e, "could not move an endpoint connection to a tunnel thread");
             }
         }
     })

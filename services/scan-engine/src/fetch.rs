@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use url::{Host, Position, Url};
 
 /// Most bytes of a body read: more than any page needs for the checks, little enough that a
@@ -62,15 +62,7 @@ pub struct Client<'c, C> {
 /// One HTTP/1.1 connection: the handle to send on, and the task driving it (ended when dropped).
 struct Conn {
     sender: SendRequest<Empty<Bytes>>,
-    _driver: AbortOnDrop,
-}
-
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _driver: AbortOnDropHandle<()>,
 }
 
 impl<'c, C: Connector> Client<'c, C> {
@@ -160,7 +152,7 @@ where
             tracing::debug!(error = %e, "scan connection ended");
         }
     });
-    Ok(Conn { sender, _driver: AbortOnDrop(driver) })
+    Ok(Conn { sender, _driver: AbortOnDropHandle::new(driver) })
 }
 
 /// A plain GET of the URL's path and query: no body, no cookies, no credentials.

@@ -16,9 +16,11 @@ pub(crate) enum Control {
     LocalReset { stream: StreamId, reason: ResetReason },
 }
 
-/// What a stream task needs to reach its session: the driver, and the way out.
+/// What a stream task needs to reach its session: the driver, the way out, and the runtime the
+/// session's tasks run on.
 #[derive(Clone)]
 pub(crate) struct Lanes {
     pub control: mpsc::UnboundedSender<Control>,
     pub outbox: Arc<Outbox>,
+    pub runtime: tokio::runtime::Handle,
 }

@@ -141,7 +141,8 @@ impl Session {
         let sink: WsSink = Box::pin(sink);
         // The writer holds the WebSocket from here on until it has sent the greeting.
         let (outbox, first) = Outbox::new(sink, closed_tx.clone());
-        let lanes = Lanes { control: control_tx, outbox: outbox.clone() };
+        let runtime = tokio::runtime::Handle::current();
+        let lanes = Lanes { control: control_tx, outbox: outbox.clone(), runtime };
         let (move_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             move_requested: move_tx.clone(),
