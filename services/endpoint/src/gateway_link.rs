@@ -9,7 +9,7 @@ use crate::config::EndpointConfig;
 use crate::identity::MachineIdentity;
 use crate::messages::{self, Diagnosis};
 use crate::proxy::{self, ProxyError};
-use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
+use ism_tunnel::ws::{recv_frame, send_frame, websocket_config, TLS_BUFFER_LIMIT};
 use ism_tunnel::{Incoming, Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_challenge, expect_verdict};
 use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role};
@@ -18,7 +18,7 @@ use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::Connector;
+use tokio_tungstenite::{Connector, MaybeTlsStream};
 
 /// A failed attempt: fatal ones end the endpoint (retrying cannot fix them).
 #[derive(Debug, Clone)]
@@ -175,6 +175,9 @@ pub async fn connect(
             ))),
             None => ws_failed(format!("{}: {e}", cfg.url())),
         })?;
+    if let MaybeTlsStream::Rustls(tls) = ws.get_mut() {
+        tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+    }
     let challenge = recv_frame(&mut ws, cfg.read_timeout)
         .await
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
@@ -199,7 +202,8 @@ pub async fn connect(
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
     match expect_verdict(verdict).map_err(|e| ws_failed(e.to_string()))? {
         Ok(welcomed) => {
-            let (session, incoming) = Session::spawn(ws, Role::Endpoint, session);
+            let (session, incoming) =
+                Session::spawn(ws, Role::Endpoint, session.at_version(version));
             Ok(Link {
                 session,
                 incoming,

@@ -16,7 +16,7 @@ use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTE
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
 use ism_events::{escaped, Cause, Principal};
-use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
+use ism_tunnel::ws::{recv_frame, send_frame, websocket_config, TLS_BUFFER_LIMIT};
 use ism_tunnel::{Session, SessionConfig};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
 use ism_tunnel_proto::{
@@ -107,7 +107,8 @@ async fn accept(
     let _ = tcp.set_nodelay(true);
     let nonce = random_bytes();
     let handshake = async {
-        let tls = tls.accept(tcp).await.map_err(AcceptError::Tls)?;
+        let mut tls = tls.accept(tcp).await.map_err(AcceptError::Tls)?;
+        tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
         let path = state.ws_path.clone();
         // The callback's error type is tungstenite's; its size is not ours to choose.
         #[allow(clippy::result_large_err)]
@@ -161,6 +162,8 @@ async fn accept(
         }
     };
     let hello = &hello;
+    // The endpoint answered with the lower of the two sides' versions.
+    let config = config.at_version(hello.version);
 
     if hello.purpose == Purpose::Diagnostics {
         return serve_diagnostics(&state, ws, peer, &admitted, config).await;

@@ -70,7 +70,9 @@ impl TunnelThreads {
     {
         let Some(thread) = self.threads.iter().min_by_key(|t| t.live.load(Ordering::Relaxed))
         else {
-            work(tcp).await;
+            // Boxed: inline, the work's future (a whole session's) would size this one, which
+            // waits on every endpoint connection's task on the node's runtime.
+            Box::pin(work(tcp)).await;
             return Ok(());
         };
         thread.live.fetch_add(1, Ordering::Relaxed);

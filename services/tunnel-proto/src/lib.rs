@@ -25,9 +25,9 @@ pub mod trace;
 pub mod window;
 
 pub use frame::{
-    DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, Relay, ResetReason, StreamId,
-    TargetAddr, DIAGNOSTIC_ECHO_HOST, HEADER_LEN, MAX_DATA_LEN, MAX_FRAME_LEN,
-    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TRACE_CONTEXT_SINCE,
+    max_data_len, DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, Relay, ResetReason,
+    StreamId, TargetAddr, DIAGNOSTIC_ECHO_HOST, HEADER_LEN, LARGE_DATA_SINCE, MAX_DATA_LEN,
+    MAX_FRAME_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TRACE_CONTEXT_SINCE, V2_MAX_DATA_LEN,
 };
 pub use session::{Due, GivenUp, SessionEnd, SessionState, Timing};
 pub use table::{Action, LocalReset, OpenError, Role, SessionViolation, StreamTable};

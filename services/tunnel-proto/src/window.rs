@@ -10,7 +10,7 @@
 //! every byte of credit a bulk stream holds can sit in the shared link ahead of another stream's
 //! request, so a stream that shares the link is held to a smaller allowance than one alone
 //! (see [`crate::table`]). Shrinking withholds consumed bytes instead of granting them back;
-//! growing grants more than was consumed. The window advertised at open is the ceiling.
+//! growing grants more than was consumed. The window is the ceiling; a stream may start below it.
 
 /// A sender exceeded the credit it was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,8 +37,14 @@ pub struct RecvWindow {
 
 impl RecvWindow {
     pub fn new(window: u32) -> Self {
-        let window64 = u64::from(window);
-        Self { window, allowance: window64, peer_credit: window64, unacked: 0, buffered: 0 }
+        Self::starting_with(window, window)
+    }
+
+    /// A window of at most `window` whose peer starts with `initial` of it (the rest can be
+    /// granted later).
+    pub fn starting_with(window: u32, initial: u32) -> Self {
+        let initial = u64::from(initial.min(window));
+        Self { window, allowance: initial, peer_credit: initial, unacked: 0, buffered: 0 }
     }
 
     /// Accounts for `len` received bytes; refuses them if they exceed the peer's credit.

@@ -16,11 +16,12 @@ pub(crate) enum Control {
     LocalReset { stream: StreamId, reason: ResetReason },
 }
 
-/// What a stream task needs to reach its session: the driver, the way out, and the runtime the
-/// session's tasks run on.
+/// What a stream task needs to reach its session: the driver, the way out, the runtime the
+/// session's tasks run on, and the largest `Data` payload the peer accepts.
 #[derive(Clone)]
 pub(crate) struct Lanes {
     pub control: mpsc::UnboundedSender<Control>,
     pub outbox: Arc<Outbox>,
     pub runtime: tokio::runtime::Handle,
+    pub max_data: usize,
 }

@@ -45,11 +45,27 @@ pub struct SessionConfig {
     pub max_streams: usize,
     /// Pings, the dead-peer timeout and the open timeout.
     pub timing: Timing,
+    /// Largest `Data` payload sent: what the peer's protocol version accepts
+    /// ([`ism_tunnel_proto::max_data_len`]; the default suits a peer of any version).
+    pub max_data_len: usize,
+}
+
+impl SessionConfig {
+    /// This configuration for a session whose handshake agreed on protocol `version`.
+    pub fn at_version(mut self, version: u16) -> Self {
+        self.max_data_len = ism_tunnel_proto::max_data_len(version);
+        self
+    }
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { recv_window: 256 * 1024, max_streams: 4096, timing: Timing::default() }
+        Self {
+            recv_window: 1024 * 1024,
+            max_streams: 4096,
+            timing: Timing::default(),
+            max_data_len: ism_tunnel_proto::V2_MAX_DATA_LEN,
+        }
     }
 }
 
@@ -142,7 +158,8 @@ impl Session {
         // The writer holds the WebSocket from here on until it has sent the greeting.
         let (outbox, first) = Outbox::new(sink, closed_tx.clone());
         let runtime = tokio::runtime::Handle::current();
-        let lanes = Lanes { control: control_tx, outbox: outbox.clone(), runtime };
+        let max_data = config.max_data_len.clamp(1, ism_tunnel_proto::MAX_DATA_LEN);
+        let lanes = Lanes { control: control_tx, outbox: outbox.clone(), runtime, max_data };
         let (move_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             move_requested: move_tx.clone(),

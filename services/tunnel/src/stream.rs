@@ -19,7 +19,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{
     Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr, TraceParent, HEADER_LEN,
-    MAX_DATA_LEN,
 };
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -369,7 +368,7 @@ async fn upstream(
 ) -> Result<(), StreamEnd> {
     let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
     while !initial.is_empty() {
-        let Some((turn, allowed)) = out.reserve(initial.len().min(MAX_DATA_LEN)).await else {
+        let Some((turn, allowed)) = out.reserve(initial.len().min(out.lanes.max_data)).await else {
             return Err(closed());
         };
         let chunk = initial.split_to(allowed);
@@ -378,7 +377,7 @@ async fn upstream(
     }
     loop {
         rd.readable().await.map_err(socket_error)?;
-        let Some((turn, allowed)) = out.reserve(MAX_DATA_LEN).await else {
+        let Some((turn, allowed)) = out.reserve(out.lanes.max_data).await else {
             return Err(closed());
         };
         let mut buf = BytesMut::with_capacity(HEADER_LEN + allowed);
@@ -499,7 +498,7 @@ impl StreamWriter {
         let out = self.sending();
         while !data.is_empty() {
             let (turn, n) = out
-                .reserve(data.len().min(MAX_DATA_LEN))
+                .reserve(data.len().min(self.lanes.max_data))
                 .await
                 .ok_or(StreamEnd::Reset(ResetReason::SessionClosed))?;
             let payload = data.split_to(n);

@@ -14,6 +14,11 @@ use tokio_tungstenite::WebSocketStream;
 /// 2000 endpoints); the buffer still grows to the largest frame a busy tunnel receives.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Unsent TLS a tunnel's connection may hold (`rustls::ConnectionCommon::set_buffer_limit`):
+/// room for a whole frame. At rustls' default, 64 KiB, a full Data frame (64 KiB and its headers)
+/// did not fit: every frame went out as two writes, the second a record of a few bytes.
+pub const TLS_BUFFER_LIMIT: usize = 2 * MAX_FRAME_LEN;
+
 /// WebSocket settings for tunnel sockets: a small initial read buffer, and a message never
 /// exceeds one frame, so anything larger is refused by tungstenite before it is buffered.
 pub fn websocket_config() -> WebSocketConfig {

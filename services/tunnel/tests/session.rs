@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use ism_tunnel::{Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing};
-use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, MAX_DATA_LEN};
+use ism_tunnel_proto::table::SHARED_WINDOW_DIVISOR;
+use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, MAX_DATA_LEN, V2_MAX_DATA_LEN};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -449,16 +450,18 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SlowLink<S> {
 
 /// The fairness rule, without wall-clock figures: while a bulk transfer saturates its stream
 /// over a slow link, a small request on another stream of the same session is delivered with
-/// at most the bulk stream's shared window (a quarter of the receive window) of bulk bytes,
-/// plus the one frame the writer may be sending, ahead of it. Each stream has at most one frame
-/// waiting in the writer's ordered queue, and the receiver holds a stream that shares the session
-/// to a quarter window, so that is all that can queue in the link. (Without the quarter rule a
-/// whole window, 256 KiB, queues there.) Runs on the paused clock over an in-memory socket: the
-/// same interleaving every run.
+/// at most the bulk stream's shared window (a sixteenth of the receive window) of bulk bytes,
+/// plus the one frame the writer may be sending, ahead of it: each stream has at most one frame
+/// waiting in the writer's ordered queue, its frames are no larger than its credit, and the
+/// receiver holds a stream that shares the session to the shared window, so that is all that
+/// can queue in the link. (Without the rule a whole window, 1 MiB, queues there.) Frames as
+/// large as the protocol allows. Runs on the paused clock over an in-memory socket: the same
+/// interleaving every run.
 #[tokio::test(start_paused = true)]
 async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_window() {
-    let config = SessionConfig::default();
+    let config = SessionConfig { max_data_len: MAX_DATA_LEN, ..Default::default() };
     let window = config.recv_window as u64;
+    let shared = window / u64::from(SHARED_WINDOW_DIVISOR);
     let (a, b) = tokio::io::duplex(4 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
     let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, ws_cfg).await;
@@ -508,7 +511,7 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
                 assert_eq!(got, Bytes::from(vec![i; 100]));
                 let ahead = bulk_at_arrival - before;
                 assert!(
-                    ahead <= window / 4 + MAX_DATA_LEN as u64,
+                    ahead <= 2 * shared,
                     "request {i}: {ahead} bulk bytes were delivered ahead of it"
                 );
             }
@@ -552,4 +555,32 @@ async fn split_halves_echo_through_the_peer() {
     let ((), echoed) = tokio::join!(send, recv);
     assert_eq!(echoed, payload);
     eventually("the finished stream forgotten", || ep.open_streams() == 0).await;
+}
+
+/// A session sends frames as large as the protocol version both sides agreed on allows: at most
+/// 64 KiB to a peer of protocol 2 (its decoder refuses more), up to 256 KiB from protocol 3 on.
+/// The receiving reader gets each frame's payload as one chunk.
+#[tokio::test(start_paused = true)]
+async fn data_frames_are_as_large_as_the_agreed_version_allows() {
+    for (version, largest) in [(2, V2_MAX_DATA_LEN), (3, MAX_DATA_LEN)] {
+        let (gw, _ep, mut incoming) = pair(SessionConfig::default().at_version(version)).await;
+        let sent = 2 * 1024 * 1024;
+        let sender = tokio::spawn(async move {
+            let (_r, mut w) =
+                gw.open_stream(TargetAddr::Domain("bulk".into(), 1)).await.unwrap().split();
+            w.send(Bytes::from(vec![5u8; sent])).await.unwrap();
+            w.finish().await.unwrap();
+            gw
+        });
+        let (mut reader, _w) = incoming.next().await.unwrap().accept().await.unwrap().split();
+        let (mut received, mut biggest) = (0, 0);
+        while let Some(chunk) = reader.recv().await {
+            let chunk = chunk.unwrap();
+            received += chunk.len();
+            biggest = biggest.max(chunk.len());
+        }
+        let _gw = sender.await.unwrap();
+        assert_eq!(received, sent, "protocol {version}");
+        assert_eq!(biggest, largest, "protocol {version}: the largest frame");
+    }
 }
