@@ -125,8 +125,9 @@ async fn handle(
 ) -> Result<(), ProxyError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(4096);
-    let (stream, forward) =
-        open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()).await?;
+    // Boxed, as in the SOCKS5 ingress: a held stream's task keeps no room for its open.
+    let opening = Box::pin(open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()));
+    let (stream, forward) = opening.await?;
     match forward {
         // CONNECT: the client speaks to the target once told the tunnel is up; what it sends
         // from then on is its own (TLS, mostly), not parsed.

@@ -94,7 +94,11 @@ async fn handle(
 ) -> Result<(), IngressError> {
     let _ = tcp.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(MAX_MESSAGE);
-    let stream = open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()).await?;
+    // Boxed: the open's future (negotiation, authorisation, the open through the cluster) is
+    // about ten times the size of the rest, and inline it would stay in the task's memory for
+    // as long as the stream is held.
+    let opening = Box::pin(open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()));
+    let stream = opening.await?;
     stream.splice(tcp, buf.freeze()).await;
     Ok(())
 }
