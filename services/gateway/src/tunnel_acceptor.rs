@@ -104,6 +104,62 @@ async fn accept(
     config: SessionConfig,
     pending: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), AcceptError> {
+    // Boxed: a future is as large as its largest state, and the handshake, the admission and
+    // the session's start are kilobytes (the TLS and WebSocket handshakes, the WebSocket itself
+    // before the session takes it) that this task would otherwise carry for as long as the
+    // endpoint stays connected.
+    let opened = Box::pin(open_session(tcp, peer, tls, &state, config, pending));
+    let Some(Opened { tunnel, endpoint, name, cause, started }) = opened.await? else {
+        return Ok(());
+    };
+    let result = match started {
+        Ok(session) => {
+            let reason = session.closed().await;
+            tracing::info!(endpoint = %escaped(&name), %tunnel, reason = %escaped(&reason), "endpoint disconnected");
+            Ok(reason.to_string())
+        }
+        Err(e) => Err(e),
+    };
+    // Whatever happened after the session was recorded as opened, it is recorded as closed, and
+    // the tunnel actor is let go (streams still ending hold its address; it stops after them).
+    let reason = match &result {
+        Ok(reason) => reason.clone(),
+        Err(e) => e.to_string(),
+    };
+    state.tunnels.tell(tunnel, TunnelCommand::Close { reason }, cause);
+    state.tunnels.forget(tunnel);
+    // Only now: a stopping node waits for its sessions to be gone, then for what they told to
+    // be recorded (`RunningNode::stop`), so the close must be told first.
+    // A session replaced by a newer one on this node lets nothing go: the claim is the newer
+    // one's (or is about to be), and releasing it would read as this node being fenced out.
+    if state.sessions.remove(endpoint, tunnel) {
+        if let Err(e) = Box::pin(state.cluster.coordination.release(endpoint, tunnel)).await {
+            tracing::warn!(%tunnel, error = %e, "could not let the endpoint go in the cluster");
+        }
+    }
+    result.map(|_| ())
+}
+
+/// An admitted endpoint's working session, as `accept` waits for its end: what it needs then.
+struct Opened {
+    tunnel: Uuid,
+    endpoint: Uuid,
+    name: String,
+    cause: Cause,
+    /// The running session, or why it could not start (its tunnel may have been recorded).
+    started: Result<Session, AcceptError>,
+}
+
+/// The handshake, the admission and the session's start. `None` for a diagnostic session, served
+/// to its end here; an error for a connection that never became a session.
+async fn open_session(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    state: &NodeState,
+    config: SessionConfig,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) -> Result<Option<Opened>, AcceptError> {
     let _ = tcp.set_nodelay(true);
     let nonce = random_bytes();
     let handshake = async {
@@ -139,9 +195,7 @@ async fn accept(
         let hello = expect_hello(recv_frame(&mut ws, HANDSHAKE_TIMEOUT).await?)?;
         Ok::<_, AcceptError>((ws, hello))
     };
-    // Boxed, here and below: a future is as large as its largest state, and the TLS and upgrade
-    // states are kilobytes that a connected endpoint's long-lived task would otherwise carry.
-    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake))
+    let (mut ws, hello) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
     let admitted = match hello {
@@ -149,7 +203,7 @@ async fn accept(
         Ok(hello) if state.cluster.is_draining() && hello.purpose == Purpose::Serve => {
             Err(Rejection::unavailable(format!("gateway node {} is draining", state.node_id)))
         }
-        Ok(hello) => Box::pin(admit(&state, &hello, &nonce)).await.map(|a| (hello, a)),
+        Ok(hello) => admit(state, &hello, &nonce).await.map(|a| (hello, a)),
         Err(rejection) => Err(rejection),
     };
     drop(pending);
@@ -166,34 +220,17 @@ async fn accept(
     let config = config.at_version(hello.version);
 
     if hello.purpose == Purpose::Diagnostics {
-        return serve_diagnostics(&state, ws, peer, &admitted, config).await;
+        return serve_diagnostics(state, ws, peer, &admitted, config).await.map(|()| None);
     }
     let tunnel = Uuid::new_v4();
     let cause = Cause::by(Principal::Endpoint { name: admitted.name.clone() });
-    let result = run_session(&state, ws, peer, hello, &admitted, tunnel, &cause, config).await;
-    // Whatever happened after the session was recorded as opened, it is recorded as closed, and
-    // the tunnel actor is let go (streams still ending hold its address; it stops after them).
-    let reason = match &result {
-        Ok(reason) => reason.clone(),
-        Err(e) => e.to_string(),
-    };
-    state.tunnels.tell(tunnel, TunnelCommand::Close { reason }, cause);
-    state.tunnels.forget(tunnel);
-    // Only now: a stopping node waits for its sessions to be gone, then for what they told to
-    // be recorded (`RunningNode::stop`), so the close must be told first.
-    // A session replaced by a newer one on this node lets nothing go: the claim is the newer
-    // one's (or is about to be), and releasing it would read as this node being fenced out.
-    if state.sessions.remove(admitted.endpoint, tunnel) {
-        if let Err(e) = state.cluster.coordination.release(admitted.endpoint, tunnel).await {
-            tracing::warn!(%tunnel, error = %e, "could not let the endpoint go in the cluster");
-        }
-    }
-    result.map(|_| ())
+    let started = start_session(state, ws, peer, hello, &admitted, tunnel, &cause, config).await;
+    Ok(Some(Opened { tunnel, endpoint: admitted.endpoint, name: admitted.name, cause, started }))
 }
 
-/// Records the session, welcomes the endpoint and serves until the session ends; returns why.
+/// Records the session, installs it and welcomes the endpoint; returns the running session.
 #[allow(clippy::too_many_arguments)]
-async fn run_session(
+async fn start_session(
     state: &NodeState,
     mut ws: tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
     peer: SocketAddr,
@@ -202,7 +239,7 @@ async fn run_session(
     tunnel: Uuid,
     cause: &Cause,
     config: SessionConfig,
-) -> Result<String, AcceptError> {
+) -> Result<Session, AcceptError> {
     let opened = state
         .tunnels
         .execute(
@@ -270,10 +307,7 @@ async fn run_session(
     // A key rotation, deletion or release of the binding that landed while this session was
     // being admitted.
     state.enforcement().reconcile_endpoint(admitted.endpoint);
-
-    let reason = session.closed().await;
-    tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, reason = %escaped(&reason), "endpoint disconnected");
-    Ok(reason.to_string())
+    Ok(session)
 }
 
 /// A side session for the endpoint's diagnostic tool or key check: it does not replace the
