@@ -217,20 +217,7 @@ impl ChildRole {
     pub fn spawn(
         args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
     ) -> anyhow::Result<ChildRole> {
-        let args: Vec<std::ffi::OsString> =
-            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-        let wrap = std::env::var("ISM_BENCH_WRAP")
-            .ok()
-            .filter(|w| args.first().is_some_and(|a| w.starts_with(&*a.to_string_lossy())));
-        let mut command = match &wrap {
-            Some(w) => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(format!("heaptrack -o {} \"$0\" \"$@\" | grep --line-buffered -v -e '^heaptrack' -e '^starting application' -e '^/usr/lib'", w.split_once(':').unwrap().1)).arg(std::env::current_exe()?);
-                c
-            }
-            None => Command::new(std::env::current_exe()?),
-        };
-        let mut child = command
+        let mut child = Command::new(std::env::current_exe()?)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
