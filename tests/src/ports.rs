@@ -5,8 +5,8 @@
 //! meanwhile, by this test or any other running beside it, may be given that port as its local
 //! port, and the restarted node then fails with "Address already in use" (it did, in CI, in the
 //! rolling-restart test). Connections are never given a port below the ephemeral range, so the
-//! only contenders there are other tests' allocations, which probe before they take a port and
-//! start at random places in a range of thousands.
+//! only contenders there are other tests' allocations, which start at random places in a range of
+//! thousands and claim a port among test processes before they probe it ([`claim`]).
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 
@@ -36,14 +36,41 @@ fn random() -> u64 {
     h.finish()
 }
 
-/// Calls `take` on ports of the range, from a random one on, until it takes one.
+/// Claims `port` for this process among the test processes of the machine: an exclusive `flock`
+/// on a file named for it, held until the process ends (the kernel lets go of it then, however
+/// the process ends). A probe alone was not enough: a port probed free and let go until the
+/// test's server bound it could be probed free by a test running beside it, and one of the two
+/// servers then failed with "Address already in use" (it did, in CI). Where no lock file can be
+/// made, the port is taken unclaimed, as before.
+fn claim(port: u16) -> bool {
+    use rustix::fs::{flock, FlockOperation};
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("ism-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let opened = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()));
+    let Ok(file) = opened else {
+        return true;
+    };
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return false;
+    }
+    HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(file);
+    true
+}
+
+/// Calls `take` on ports of the range that this process could claim, from a random one on,
+/// until it takes one.
 fn first_taken<T>(mut take: impl FnMut(u16) -> Option<T>) -> T {
     let range = range();
     let size = u64::from(range.end - range.start);
     let start = random() % size;
     (0..size)
         .map(|i| range.start + ((start + i) % size) as u16)
-        .find_map(&mut take)
+        .find_map(|port| claim(port).then(|| take(port)).flatten())
         .expect("a free loopback port below the ephemeral range")
 }
 
