@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// Unsent TLS a tunnel's connection may hold (`rustls::ConnectionCommon::set_buffer_limit`):
-/// room for a whole frame. At rustls' default, 64 KiB, a full Data frame (64 KiB and its headers)
+/// room for two whole frames. At rustls' default, 64 KiB, even a 64 KiB Data frame and its headers
 /// did not fit: every frame went out as two writes, the second a record of a few bytes.
 pub const TLS_BUFFER_LIMIT: usize = 2 * MAX_FRAME_LEN;
 
