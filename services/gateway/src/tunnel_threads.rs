@@ -16,7 +16,6 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use tokio_util::task::AbortOnDropHandle;
 
 /// The node's tunnel threads; none means sessions run on the node's own runtime.
 pub struct TunnelThreads {
@@ -77,13 +76,11 @@ impl TunnelThreads {
         };
         thread.live.fetch_add(1, Ordering::Relaxed);
         let live = Live(thread.live.clone());
-        let tcp = tcp.into_std()?;
-        let task = thread.runtime.spawn(async move {
+        ism_tunnel::moved::run_moved(&thread.runtime, tcp, move |tcp| async move {
             let _live = live;
-            work(TcpStream::from_std(tcp)?).await;
-            Ok(())
-        });
-        AbortOnDropHandle::new(task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            work(tcp).await;
+        })
+        .await
     }
 }
 

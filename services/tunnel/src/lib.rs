@@ -20,6 +20,7 @@ pub mod error;
 pub mod fd_limit;
 mod inbox;
 mod lanes;
+pub mod moved;
 mod outbox;
 pub mod session;
 pub mod stream;

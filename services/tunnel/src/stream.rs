@@ -27,7 +27,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 /// How a spliced stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,24 +196,15 @@ impl TunnelStream {
         tcp: TcpStream,
         options: SpliceOptions,
     ) -> SpliceReport {
-        let failed =
-            |e: String| SpliceReport { sent: 0, received: 0, end: StreamEnd::SocketError(e) };
-        // Dropping `self` on a failure resets the stream.
-        let tcp = match tcp.into_std() {
-            Ok(tcp) => tcp,
-            Err(e) => return failed(e.to_string()),
-        };
         let runtime = self.lanes.runtime.clone();
-        let splice = runtime.spawn(async move {
-            match TcpStream::from_std(tcp) {
-                Ok(tcp) => self.splice_with(tcp, options).await,
-                Err(e) => failed(e.to_string()),
-            }
-        });
-        match AbortOnDropHandle::new(splice).await {
-            Ok(report) => report,
-            Err(e) => failed(format!("the splice's task failed: {e}")),
-        }
+        // Dropping `self` on a failure resets the stream.
+        crate::moved::run_moved(&runtime, tcp, move |tcp| self.splice_with(tcp, options))
+            .await
+            .unwrap_or_else(|e| SpliceReport {
+                sent: 0,
+                received: 0,
+                end: StreamEnd::SocketError(e.to_string()),
+            })
     }
 
     async fn pump(&mut self, tcp: &TcpStream, initial: Bytes, limits: QuietLimits) -> SpliceReport {
