@@ -78,18 +78,47 @@ impl Workload {
                 measure::bulk(route, t.sink, 8, duration).await?,
             )]),
             Workload::Http => {
+                let cpu = CpuPer::start(path);
                 let (rps, latencies) = measure::http(route, t.http, 50, duration).await?;
-                Figures::from([
+                let mut figures = Figures::from([
                     ("http_rps", rps),
                     ("http_p50_ms", quantile(&latencies, 0.5)),
                     ("http_p99_ms", quantile(&latencies, 0.99)),
-                ])
+                ]);
+                cpu.record(&mut figures, "http_cpu_us_per_request", rps);
+                figures
             }
-            Workload::Open => Figures::from([(
-                "open_rate_per_s",
-                measure::open_rate(route, t.echo, duration).await?,
-            )]),
+            Workload::Open => {
+                let cpu = CpuPer::start(path);
+                let rate = measure::open_rate(route, t.echo, duration).await?;
+                let mut figures = Figures::from([("open_rate_per_s", rate)]);
+                cpu.record(&mut figures, "open_cpu_us", rate);
+                figures
+            }
         })
+    }
+}
+
+/// The CPU time a path's processes spend per unit of work (a request, an open) while it runs:
+/// like CPU per MiB, a figure this machine's noise moves far less than the rates.
+struct CpuPer<'a> {
+    path: &'a Path,
+    cpu_before: f64,
+    started: Instant,
+}
+
+impl<'a> CpuPer<'a> {
+    fn start(path: &'a Path) -> Self {
+        Self { path, cpu_before: path.cpu_seconds(), started: Instant::now() }
+    }
+
+    /// Records µs per unit under `name`, given the units done per second since the start; not
+    /// for a path without processes of its own (direct).
+    fn record(self, figures: &mut Figures, name: &'static str, per_second: f64) {
+        let units = per_second * self.started.elapsed().as_secs_f64();
+        if !self.path.processes.is_empty() && units > 0.0 {
+            figures.insert(name, (self.path.cpu_seconds() - self.cpu_before) * 1e6 / units);
+        }
     }
 }
 

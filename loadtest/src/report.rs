@@ -13,8 +13,10 @@ const PAIRS: [(&str, &str, &str); 4] = [
 ];
 
 /// Single figures of ours and of direct under the keys earlier runs used: (path, figure, key).
-const SINGLES: [(&str, &str, &str); 6] = [
+const SINGLES: [(&str, &str, &str); 8] = [
     ("tunnel", "single_cpu_us_per_mib", "single_stream_cpu_us_per_mib"),
+    ("tunnel", "http_cpu_us_per_request", "http_cpu_us_per_request"),
+    ("tunnel", "open_cpu_us", "open_cpu_us"),
     ("tunnel", "http_p50_ms", "http_p50_ms"),
     ("tunnel", "http_p99_ms", "http_p99_ms"),
     ("tunnel", "idle_connection_kib", "idle_stream_kib"),
@@ -23,13 +25,15 @@ const SINGLES: [(&str, &str, &str); 6] = [
 ];
 
 /// The ratios of ours to wstunnel: (key in `vs_wstunnel`, figure).
-const VS_WSTUNNEL: [(&str, &str); 6] = [
+const VS_WSTUNNEL: [(&str, &str); 8] = [
     ("single", "single_gbps"),
     ("parallel8", "parallel8_gbps"),
     ("http_rps", "http_rps"),
     ("open_rate", "open_rate_per_s"),
     ("cpu_per_mib", "single_cpu_us_per_mib"),
     ("idle_connection", "idle_connection_kib"),
+    ("cpu_per_request", "http_cpu_us_per_request"),
+    ("cpu_per_open", "open_cpu_us"),
 ];
 
 /// The table's columns: the paths in this order (those the run measured).
@@ -46,13 +50,15 @@ const COLUMNS: [(&str, &str); 6] = [
 const RATIOS: [(&str, &str); 2] = [("wstunnel", "ours/wst"), ("direct", "ours/dir")];
 
 /// The table's rows: (figure, label).
-pub const ROWS: [(&str, &str); 8] = [
+pub const ROWS: [(&str, &str); 10] = [
     ("single_gbps", "single stream (Gbit/s)"),
     ("parallel8_gbps", "8 parallel streams (Gbit/s)"),
     ("http_rps", "HTTP 1 KiB, 50 conns (req/s)"),
     ("http_p50_ms", "HTTP p50 (ms)"),
     ("http_p99_ms", "HTTP p99 (ms)"),
+    ("http_cpu_us_per_request", "CPU per HTTP request (µs)"),
     ("open_rate_per_s", "open + 1-byte echo + close (/s)"),
+    ("open_cpu_us", "CPU per open (µs)"),
     ("single_cpu_us_per_mib", "CPU per MiB, single stream (µs)"),
     ("idle_connection_kib", "held connection (KiB)"),
 ];
