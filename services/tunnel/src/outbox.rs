@@ -6,11 +6,11 @@
 //! which on a two-core machine costs more than the copy and the encryption (each cross-thread
 //! wake-up is tens of microseconds), and many streams' frames in one write. A sender that finds
 //! the WebSocket busy queues its frame and leaves it to whoever writes next, or to the writer
-//! task, which a queued frame wakes. Two
-//! queues: frames that may overtake data (credit, resets, pings) go first; frames that must stay
-//! in order with their stream's bytes (`OpenOk`, `Data`, `Fin`) follow. A stream has at most one
-//! frame queued (its *turn*, held until the frame is written), so a small request waits behind
-//! at most one frame of each other stream, never behind all of a bulk transfer's.
+//! task, which a queued frame wakes. Two queues: frames that may overtake data (credit, resets,
+//! pings) go first; frames that must stay in order with their stream's bytes (`OpenOk`, `Data`,
+//! `Fin`) follow. A stream has at most one frame queued (its *turn*, held until the frame is in
+//! the WebSocket), so a small request waits behind at most one frame of each other stream, never
+//! behind all of a bulk transfer's.
 //!
 //! The driver (which reads the WebSocket) only ever queues: it must never wait on writing, or
 //! two peers that both stop reading while their writes block would deadlock.
