@@ -85,14 +85,14 @@ impl Workload {
                     ("http_p50_ms", quantile(&latencies, 0.5)),
                     ("http_p99_ms", quantile(&latencies, 0.99)),
                 ]);
-                cpu.record(&mut figures, "http_cpu_us_per_request", rps);
+                cpu.record(&mut figures, "http_cpu_us_per_request", latencies.len() as u64);
                 figures
             }
             Workload::Open => {
                 let cpu = CpuPer::start(path);
-                let rate = measure::open_rate(route, t.echo, duration).await?;
+                let (rate, opens) = measure::open_rate(route, t.echo, duration).await?;
                 let mut figures = Figures::from([("open_rate_per_s", rate)]);
-                cpu.record(&mut figures, "open_cpu_us", rate);
+                cpu.record(&mut figures, "open_cpu_us", opens);
                 figures
             }
         })
@@ -104,20 +104,19 @@ impl Workload {
 struct CpuPer<'a> {
     path: &'a Path,
     cpu_before: f64,
-    started: Instant,
 }
 
 impl<'a> CpuPer<'a> {
     fn start(path: &'a Path) -> Self {
-        Self { path, cpu_before: path.cpu_seconds(), started: Instant::now() }
+        Self { path, cpu_before: path.cpu_seconds() }
     }
 
-    /// Records µs per unit under `name`, given the units done per second since the start; not
-    /// for a path without processes of its own (direct).
-    fn record(self, figures: &mut Figures, name: &'static str, per_second: f64) {
-        let units = per_second * self.started.elapsed().as_secs_f64();
-        if !self.path.processes.is_empty() && units > 0.0 {
-            figures.insert(name, (self.path.cpu_seconds() - self.cpu_before) * 1e6 / units);
+    /// Records µs per unit under `name`, given the units done since the start; not for a path
+    /// without processes of its own (direct).
+    fn record(self, figures: &mut Figures, name: &'static str, units: u64) {
+        if !self.path.processes.is_empty() && units > 0 {
+            let cpu = self.path.cpu_seconds() - self.cpu_before;
+            figures.insert(name, cpu * 1e6 / units as f64);
         }
     }
 }

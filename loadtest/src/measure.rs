@@ -117,15 +117,19 @@ pub async fn http(
     Ok((rps, all))
 }
 
-/// Sequential connect + 1-byte echo + close, per second.
-pub async fn open_rate(route: &Route, echo: SocketAddr, duration: Duration) -> anyhow::Result<f64> {
+/// Sequential connect + 1-byte echo + close, per second; and how many were done.
+pub async fn open_rate(
+    route: &Route,
+    echo: SocketAddr,
+    duration: Duration,
+) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < duration {
         echo_once(route, echo).await?;
         n += 1;
     }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
+    Ok((n as f64 / started.elapsed().as_secs_f64(), n))
 }
 
 /// One open through `route`, a 1-byte round trip to the echo target, and the close.
