@@ -347,7 +347,7 @@ impl Sending<'_> {
 }
 
 /// What a pump reads at first, and after a short read: twice what the last read returned, at
-/// least this, at most a frame. A small request (most of a scanner's) then costs a small buffer,
+/// least this, at most a frame (the smaller wins). A small request (most of a scanner's) then costs a small buffer,
 /// and a bulk transfer's reads, which fill theirs, double to the largest frame within a few reads.
 /// Reading every time into room for the largest frame (256 KiB) made the allocator grow and
 /// trim its heap for every small request: 9% of the gateway's CPU in page faults with 50
