@@ -29,6 +29,7 @@ use ism_tunnel_proto::{
     Action, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role, SessionState,
     StreamId, TargetAddr, Timing, TraceParent,
 };
+use std::cell::Cell;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -191,7 +192,7 @@ impl Session {
             open_streams: session.shared.open_streams.clone(),
             slot_freed: session.shared.slot_freed.clone(),
             closer: session.clone_closer(),
-            queued_prio: std::cell::Cell::new(false),
+            queued_prio: Cell::new(false),
         };
         tokio::spawn(driver.run(stream, control_rx, opens_rx, session.shared.closed.subscribe()));
         (session, Incoming { rx: incoming_rx })
@@ -366,7 +367,7 @@ struct Driver {
     slot_freed: Arc<Notify>,
     closer: Closer,
     /// The driver queued a frame for the writer task since it last let the writer run.
-    queued_prio: std::cell::Cell<bool>,
+    queued_prio: Cell<bool>,
 }
 
 impl Driver {

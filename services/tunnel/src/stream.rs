@@ -346,13 +346,19 @@ impl Sending<'_> {
     }
 }
 
-/// What a pump reads at first, and after a short read: twice what the last read returned, at
-/// least this, at most a frame (the smaller wins). A small request (most of a scanner's) then costs a small buffer,
-/// and a bulk transfer's reads, which fill theirs, double to the largest frame within a few reads.
-/// Reading every time into room for the largest frame (256 KiB) made the allocator grow and
-/// trim its heap for every small request: 9% of the gateway's CPU in page faults with 50
-/// keep-alive HTTP clients, CPU per request 0.72-0.82x wstunnel's; 0.64-0.72x with this.
+/// What a pump reads at first and after a short read (see [`next_read`]).
 const FIRST_READ: usize = 16 * 1024;
+
+/// How much a pump reads next after a read of `last` bytes: twice that, at least [`FIRST_READ`],
+/// at most `max` (a frame; `max` wins over `FIRST_READ`). A small request (most of a scanner's)
+/// then costs a small buffer, and a bulk transfer's reads, which fill theirs, double to the
+/// largest frame within a few reads. Reading every time into room for the largest frame
+/// (256 KiB) made the allocator grow and trim its heap for every small request: 9% of the
+/// gateway's CPU in page faults with 50 keep-alive HTTP clients, CPU per request 0.72-0.82x
+/// wstunnel's; 0.64-0.72x with this.
+fn next_read(last: usize, max: usize) -> usize {
+    (last * 2).max(FIRST_READ).min(max)
+}
 
 /// Socket -> tunnel. Waits for the socket to be readable *before* taking its turn, credit and a
 /// buffer, so an idle stream holds none of them.
@@ -373,7 +379,7 @@ async fn upstream(
         out.send(Frame::Data { stream: id, payload: chunk }.encode(), turn).await?;
         *sent += allowed as u64;
     }
-    let mut want = FIRST_READ.min(out.lanes.max_data);
+    let mut want = next_read(0, out.lanes.max_data);
     loop {
         rd.readable().await.map_err(socket_error)?;
         let Some((turn, allowed)) = out.reserve(want).await else {
@@ -392,7 +398,7 @@ async fn upstream(
         if n < allowed {
             let _ = out.credit.grant((allowed - n) as u32);
         }
-        want = (n * 2).max(FIRST_READ).min(out.lanes.max_data);
+        want = next_read(n, out.lanes.max_data);
         if n == 0 {
             out.send(Frame::Fin { stream: id }.encode(), turn).await?;
             let _ = out.lanes.control.send(Control::LocalFin { stream: id });
@@ -639,5 +645,22 @@ mod tests {
         assert_eq!(half_only.deadline(last, false), None, "both sides open: no limit");
         let short_idle = QuietLimits { idle: Some(10 * s), half_closed: Some(30 * s) };
         assert_eq!(short_idle.deadline(last, true), Some((last + 10 * s, Expiry::Idle)));
+    }
+
+    #[test]
+    fn reads_start_small_double_while_full_and_never_exceed_a_frame() {
+        const KIB: usize = 1024;
+        let frame = 256 * KIB;
+        assert_eq!(next_read(0, frame), 16 * KIB, "first read");
+        assert_eq!(next_read(33, frame), 16 * KIB, "after a small request");
+        let mut want = next_read(0, frame);
+        let mut sizes = Vec::new();
+        while want < frame {
+            want = next_read(want, frame);
+            sizes.push(want / KIB);
+        }
+        assert_eq!(sizes, [32, 64, 128, 256], "a bulk transfer's reads, each filling its buffer");
+        assert_eq!(next_read(frame, frame), frame, "capped at a frame");
+        assert_eq!(next_read(0, 8 * KIB), 8 * KIB, "a frame below the first read wins");
     }
 }
