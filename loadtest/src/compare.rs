@@ -8,7 +8,7 @@ use crate::roles::{cpu_seconds_of, rss_kib_of};
 use crate::targets::Targets;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// One way from the load generator to the targets.
@@ -75,7 +75,7 @@ impl Workload {
             Workload::Single => single_stream(path, t.sink, duration).await?,
             Workload::Parallel8 => Figures::from([(
                 "parallel8_gbps",
-                measure::bulk(route, t.sink, 8, duration).await?,
+                measure::bulk(route, t.sink, 8, duration).await?.0,
             )]),
             Workload::Http => {
                 let cpu = CpuPer::start(path);
@@ -85,22 +85,22 @@ impl Workload {
                     ("http_p50_ms", quantile(&latencies, 0.5)),
                     ("http_p99_ms", quantile(&latencies, 0.99)),
                 ]);
-                cpu.record(&mut figures, "http_cpu_us_per_request", latencies.len() as u64);
+                cpu.record(&mut figures, "http_cpu_us_per_request", latencies.len() as f64);
                 figures
             }
             Workload::Open => {
                 let cpu = CpuPer::start(path);
                 let (rate, opens) = measure::open_rate(route, t.echo, duration).await?;
                 let mut figures = Figures::from([("open_rate_per_s", rate)]);
-                cpu.record(&mut figures, "open_cpu_us", opens);
+                cpu.record(&mut figures, "open_cpu_us", opens as f64);
                 figures
             }
         })
     }
 }
 
-/// The CPU time a path's processes spend per unit of work (a request, an open) while it runs:
-/// like CPU per MiB, a figure this machine's noise moves far less than the rates.
+/// The CPU time a path's processes spend per unit of work (a MiB, a request, an open) while it
+/// runs: a figure this machine's noise moves far less than the rates.
 struct CpuPer<'a> {
     path: &'a Path,
     cpu_before: f64,
@@ -113,10 +113,10 @@ impl<'a> CpuPer<'a> {
 
     /// Records µs per unit under `name`, given the units done since the start; not for a path
     /// without processes of its own (direct).
-    fn record(self, figures: &mut Figures, name: &'static str, units: u64) {
-        if !self.path.processes.is_empty() && units > 0 {
+    fn record(self, figures: &mut Figures, name: &'static str, units: f64) {
+        if !self.path.processes.is_empty() && units > 0.0 {
             let cpu = self.path.cpu_seconds() - self.cpu_before;
-            figures.insert(name, cpu * 1e6 / units as f64);
+            figures.insert(name, cpu * 1e6 / units);
         }
     }
 }
@@ -176,13 +176,10 @@ async fn single_stream(
     sink: SocketAddr,
     duration: Duration,
 ) -> anyhow::Result<Figures> {
-    let (cpu_before, started) = (path.cpu_seconds(), Instant::now());
-    let gbps = measure::bulk(&path.route, sink, 1, duration).await?;
+    let cpu = CpuPer::start(path);
+    let (gbps, bytes) = measure::bulk(&path.route, sink, 1, duration).await?;
     let mut figures = Figures::from([("single_gbps", gbps)]);
-    if !path.processes.is_empty() {
-        let mib = gbps * 1e9 / 8.0 * started.elapsed().as_secs_f64() / (1024.0 * 1024.0);
-        figures.insert("single_cpu_us_per_mib", (path.cpu_seconds() - cpu_before) * 1e6 / mib);
-    }
+    cpu.record(&mut figures, "single_cpu_us_per_mib", bytes as f64 / (1024.0 * 1024.0));
     Ok(figures)
 }
 

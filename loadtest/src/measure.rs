@@ -43,13 +43,14 @@ impl Route {
     }
 }
 
-/// Gbit/s of `streams` parallel bulk uploads to the sink for about `duration`.
+/// Gbit/s of `streams` parallel bulk uploads to the sink for about `duration`; and the bytes the
+/// sink counted.
 pub async fn bulk(
     route: &Route,
     sink: SocketAddr,
     streams: usize,
     duration: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..streams {
@@ -79,7 +80,7 @@ pub async fn bulk(
     for t in tasks {
         total += t.await??;
     }
-    Ok(total as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9)
+    Ok((total as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9, total))
 }
 
 /// Requests per second and latencies (ms, sorted) of `connections` keep-alive HTTP clients.
