@@ -240,7 +240,11 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let (endpoint, secret) = node.with_endpoint("bench", work.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut f = json!({ "rounds": args.rounds, "seconds": args.seconds });
+    let mut f = json!({
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "tcp_congestion_control": tcp_congestion_control(),
+    });
     let mut by_path = ByPath::new();
     runtime.block_on(async {
         let targets = Targets {
@@ -330,6 +334,16 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
 
 /// The wstunnel binary to measure: `--wstunnel PATH`, none for `--wstunnel none`, else the
 /// anchor build if it is there.
+/// The machine's TCP congestion control, which every path's loopback sockets use. It moves the
+/// figures on a VM: with BBR, TCP paces its sends with timers, and on this project's KVM guest the
+/// hypervisor's share of those interrupts lands on whatever the sending thread was running
+/// (ARCHITECTURE.md, "Measured", 2026-12-03 late).
+fn tcp_congestion_control() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn wstunnel_binary(given: Option<&std::path::Path>) -> Option<PathBuf> {
     match given {
         Some(path) if path == std::path::Path::new("none") => None,

@@ -108,8 +108,10 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
     let n = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     if by_path.contains_key("direct") {
         println!(
-            "medians of {} rounds, {} s per measurement, the paths in turn",
-            f["rounds"], f["seconds"]
+            "medians of {} rounds, {} s per measurement, the paths in turn; loopback TCP: {}",
+            f["rounds"],
+            f["seconds"],
+            f["tcp_congestion_control"].as_str().unwrap_or("unknown")
         );
     }
     if !by_path.is_empty() {
