@@ -332,8 +332,6 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The wstunnel binary to measure: `--wstunnel PATH`, none for `--wstunnel none`, else the
-/// anchor build if it is there.
 /// The machine's TCP congestion control, which every path's loopback sockets use. It moves the
 /// figures on a VM: with BBR, TCP paces its sends with timers, and on this project's KVM guest the
 /// hypervisor's share of those interrupts lands on whatever the sending thread was running
@@ -344,6 +342,8 @@ fn tcp_congestion_control() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The wstunnel binary to measure: `--wstunnel PATH`, none for `--wstunnel none`, else the
+/// anchor build if it is there.
 fn wstunnel_binary(given: Option<&std::path::Path>) -> Option<PathBuf> {
     match given {
         Some(path) if path == std::path::Path::new("none") => None,
