@@ -30,6 +30,6 @@ pub use frame::{
     MAX_FRAME_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, TRACE_CONTEXT_SINCE, V2_MAX_DATA_LEN,
 };
 pub use session::{Due, GivenUp, SessionEnd, SessionState, Timing};
-pub use table::{Action, LocalReset, OpenError, Role, SessionViolation, StreamTable};
+pub use table::{Action, LocalReset, OpenError, Role, SessionViolation, StreamTable, Windows};
 pub use trace::TraceParent;
 pub use window::{FlowViolation, RecvWindow};

@@ -9,7 +9,7 @@
 //! "a silent peer is declared dead after 7 s" is a test that moves `now`, not one that waits.
 
 use crate::frame::{Frame, Relay, StreamId, TargetAddr};
-use crate::table::{Action, OpenError, Role, StreamTable};
+use crate::table::{Action, OpenError, Role, StreamTable, Windows};
 use crate::trace::TraceParent;
 use std::collections::VecDeque;
 use std::fmt;
@@ -93,13 +93,13 @@ impl<H> SessionState<H> {
     /// A session that starts at `now` (the peer counts as heard at that moment).
     pub fn new(
         role: Role,
-        recv_window: u32,
+        windows: Windows,
         max_streams: usize,
         timing: Timing,
         now: Instant,
     ) -> Self {
         Self {
-            table: StreamTable::new(role, recv_window, max_streams),
+            table: StreamTable::new(role, windows, max_streams),
             timing,
             last_heard: now,
             next_ping: now + timing.ping_interval,
@@ -218,7 +218,7 @@ mod tests {
 
     fn session(now: Instant) -> SessionState<&'static str> {
         let timing = Timing { ping_interval: 2 * S, idle_timeout: 7 * S, open_timeout: 20 * S };
-        SessionState::new(Role::Gateway, 1000, 8, timing, now)
+        SessionState::new(Role::Gateway, Windows { alone: 1000, shared: 62 }, 8, timing, now)
     }
 
     #[test]

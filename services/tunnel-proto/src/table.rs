@@ -117,31 +117,49 @@ pub enum OpenError {
     LimitReached(usize),
 }
 
-/// All streams of one session.
-/// A stream that shares its session with others is allowed `recv_window / SHARED_WINDOW_DIVISOR`
-/// of credit (see [`StreamTable::consumed`]).
-pub const SHARED_WINDOW_DIVISOR: u32 = 16;
+/// The credit this side grants a stream (see [`StreamTable::consumed`]).
+///
+/// Two figures, not one: every byte of credit a stream holds can sit in the shared link ahead of
+/// another stream's request, so a stream beside others gets little, while a stream alone gets
+/// enough to keep a fast link busy across the credit round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    /// Credit of a stream that is alone in its session.
+    pub alone: u32,
+    /// Credit of a stream that shares its session with others (at most `alone`).
+    pub shared: u32,
+}
 
+impl Windows {
+    /// `shared` kept within `1..=alone`, so that a configuration cannot stall a stream.
+    fn normalised(self) -> Self {
+        let alone = self.alone.max(1);
+        Self { alone, shared: self.shared.clamp(1, alone) }
+    }
+}
+
+/// All streams of one session.
 #[derive(Debug)]
 pub struct StreamTable<H> {
     role: Role,
     next_id: u32,
     /// Highest id the peer has opened: ids only grow, so a peer cannot recycle one.
     peer_high: u32,
-    recv_window: u32,
+    windows: Windows,
     max_streams: usize,
     streams: HashMap<StreamId, Entry<H>>,
 }
 
 impl<H> StreamTable<H> {
-    /// `recv_window` is the credit this side grants per stream; `max_streams` caps how many
+    /// `windows` is the credit this side grants per stream; `max_streams` caps how many
     /// streams may exist at once (either direction), so memory stays bounded under a flood.
-    pub fn new(role: Role, recv_window: u32, max_streams: usize) -> Self {
+    pub fn new(role: Role, windows: Windows, max_streams: usize) -> Self {
         let next_id = match role {
             Role::Gateway => 1,
             Role::Endpoint => 2,
         };
-        Self { role, next_id, peer_high: 0, recv_window, max_streams, streams: HashMap::new() }
+        let windows = windows.normalised();
+        Self { role, next_id, peer_high: 0, windows, max_streams, streams: HashMap::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -154,11 +172,6 @@ impl<H> StreamTable<H> {
 
     pub fn contains(&self, stream: StreamId) -> bool {
         self.streams.contains_key(&stream)
-    }
-
-    /// The per-stream receive window this side grants.
-    pub fn recv_window(&self) -> u32 {
-        self.recv_window
     }
 
     /// Allocates a stream with the handle `make` builds for it, and returns the `Open` frame to
@@ -177,7 +190,7 @@ impl<H> StreamTable<H> {
         self.next_id = self.next_id.checked_add(2).ok_or(OpenError::IdsExhausted)?;
         let handle = Some(make(id));
         let window = self.initial_window();
-        self.streams.insert(id, Entry::new(Phase::Opening, self.recv_window, window, handle));
+        self.streams.insert(id, Entry::new(Phase::Opening, self.windows.alone, window, handle));
         let frame = match relay {
             None => Frame::Open { stream: id, target, window, trace },
             Some(relay) => {
@@ -225,8 +238,8 @@ impl<H> StreamTable<H> {
     /// window before their first grant).
     fn initial_window(&self) -> u32 {
         match self.streams.is_empty() {
-            true => self.recv_window,
-            false => (self.recv_window / SHARED_WINDOW_DIVISOR).max(1),
+            true => self.windows.alone,
+            false => self.windows.shared,
         }
     }
 
@@ -239,12 +252,11 @@ impl<H> StreamTable<H> {
             return None;
         }
         // Every byte of credit a stream holds can sit in the shared link ahead of another
-        // stream's request: a stream alone gets the whole window (1 MiB), a stream among
-        // others a sixteenth of it (measured in loadtest: small-request p99 beside a bulk
-        // upload 4-6x its value alone at 256 KiB, about 2x at 64 KiB).
+        // stream's request (measured in loadtest: small-request p99 beside a bulk upload 4-6x
+        // its value alone with 256 KiB shared, about 2x with 64 KiB).
         let target = match sharing {
-            false => self.recv_window,
-            true => self.recv_window / SHARED_WINDOW_DIVISOR,
+            false => self.windows.alone,
+            true => self.windows.shared,
         };
         e.recv.on_consumed(len, target).map(|increment| Frame::Window { stream, increment })
     }
@@ -387,7 +399,8 @@ impl<H> StreamTable<H> {
             });
         }
         let initial = self.initial_window();
-        self.streams.insert(stream, Entry::new(Phase::Accepting, self.recv_window, initial, None));
+        self.streams
+            .insert(stream, Entry::new(Phase::Accepting, self.windows.alone, initial, None));
         Ok(Action::Accept { stream, target, send_window: window, relay, trace })
     }
 
@@ -425,14 +438,19 @@ mod tests {
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
+    /// Windows as the tests were written against: a sixteenth when shared.
+    fn windows(alone: u32) -> Windows {
+        Windows { alone, shared: (alone / 16).max(1) }
+    }
+
     fn target() -> TargetAddr {
         TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, 80)
     }
 
     #[test]
     fn open_accept_data_fin_lifecycle() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, 100, 10);
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 100, 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(100), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(100), 10);
         let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
         assert_eq!(id, StreamId(1));
         assert_eq!(
@@ -463,9 +481,10 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_sharing_the_session_is_held_to_a_sixteenth_of_the_window() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, 1600, 10);
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 1600, 10);
+    fn a_stream_sharing_the_session_is_held_to_the_shared_window() {
+        let windows = Windows { alone: 1600, shared: 100 };
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, 10);
         fn open(gw: &mut StreamTable<()>, ep: &mut StreamTable<()>) -> (StreamId, Frame) {
             let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
             ep.on_frame(open).unwrap();
@@ -486,13 +505,30 @@ mod tests {
         assert_eq!(
             ep.consumed(bulk, 1600),
             Some(Frame::Window { stream: bulk, increment: 100 }),
-            "shared: a sixteenth"
+            "shared: the shared window"
+        );
+    }
+
+    #[test]
+    fn a_shared_window_is_held_between_one_byte_and_the_whole() {
+        let mut gw = StreamTable::<()>::new(Role::Gateway, Windows { alone: 10, shared: 0 }, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, Windows { alone: 10, shared: 99 }, 10);
+        let (first, open) = gw.open(target(), None, None, |_| ()).unwrap();
+        ep.on_frame(open).unwrap();
+        assert_eq!(ep.accepted(first), Some(Frame::OpenOk { stream: first, window: 10 }));
+        let (second, open) = gw.open(target(), None, None, |_| ()).unwrap();
+        ep.on_frame(open).unwrap();
+        assert_eq!(ep.accepted(second), Some(Frame::OpenOk { stream: second, window: 10 }));
+        let (_, open) = gw.open(target(), None, None, |_| ()).unwrap();
+        assert!(
+            matches!(open, Frame::Open { window: 1, .. }),
+            "zero shared: one byte, not a stall"
         );
     }
 
     #[test]
     fn data_beyond_credit_resets_only_that_stream() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
         for id in [1, 3] {
             ep.on_frame(Frame::Open {
                 stream: StreamId(id),
@@ -520,7 +556,7 @@ mod tests {
 
     #[test]
     fn empty_data_is_a_violation() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10, trace: None })
             .unwrap();
         ep.accepted(StreamId(1)).unwrap();
@@ -534,7 +570,7 @@ mod tests {
     /// Opens the peer has not answered yet, for abandoning the ones nobody waits for.
     #[test]
     fn opening_streams_are_listed() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), 10);
         let (a, _) = gw.open(target(), None, None, |_| ()).unwrap();
         let (b, _) = gw.open(target(), None, None, |_| ()).unwrap();
         gw.on_frame(Frame::OpenOk { stream: a, window: 1 }).unwrap();
@@ -543,7 +579,7 @@ mod tests {
 
     #[test]
     fn data_after_fin_is_a_violation() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10, trace: None })
             .unwrap();
         ep.accepted(StreamId(1)).unwrap();
@@ -554,7 +590,7 @@ mod tests {
 
     #[test]
     fn foreign_and_duplicate_ids_taint_the_session() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
         assert_eq!(
             ep.on_frame(Frame::Open {
                 stream: StreamId(2),
@@ -599,7 +635,7 @@ mod tests {
 
     #[test]
     fn opens_beyond_the_limit_are_refused_busy() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, 10, 1);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 1);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1, trace: None })
             .unwrap();
         let refused = ep
@@ -609,14 +645,14 @@ mod tests {
             refused,
             Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }
         ));
-        let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 1);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), 1);
         gw.open(target(), None, None, |_| ()).unwrap();
         assert_eq!(gw.open(target(), None, None, |_| ()), Err(OpenError::LimitReached(1)));
     }
 
     #[test]
     fn late_frames_for_forgotten_streams_are_ignored() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, 10, 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), 10);
         let data = Frame::Data { stream: StreamId(7), payload: Bytes::from_static(b"late") };
         assert_eq!(gw.on_frame(data).unwrap(), Action::None);
         assert_eq!(
@@ -677,7 +713,7 @@ mod tests {
         #[test]
         fn any_sequence_leaves_the_table_consistent(steps in proptest::collection::vec(arb_step(), 0..300), endpoint in any::<bool>()) {
             let role = if endpoint { Role::Endpoint } else { Role::Gateway };
-            let mut t = StreamTable::<()>::new(role, 100, 4);
+            let mut t = StreamTable::<()>::new(role, windows(100), 4);
             for step in steps {
                 match step {
                     Step::Peer(f) => { let _ = t.on_frame(f); }

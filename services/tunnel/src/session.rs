@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ism_tunnel_proto::{
     Action, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role, SessionState,
-    StreamId, TargetAddr, Timing, TraceParent,
+    StreamId, TargetAddr, Timing, TraceParent, Windows,
 };
 use std::cell::Cell;
 use std::sync::Arc;
@@ -40,8 +40,13 @@ use tokio_tungstenite::WebSocketStream;
 /// Tunables of a session. Both ends use the same defaults.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Receive window granted per stream.
+    /// Receive window granted to a stream alone in its session: what a lone bulk transfer can
+    /// have in flight across the credit round trip, and the most it can make this side buffer
+    /// when its local reader is slow.
     pub recv_window: u32,
+    /// Receive window granted to a stream beside others: every byte of it can sit in the link
+    /// ahead of another stream's small request (at most `recv_window`).
+    pub shared_window: u32,
     /// Most streams open at once in this session.
     pub max_streams: usize,
     /// Pings, the dead-peer timeout and the open timeout.
@@ -62,7 +67,8 @@ impl SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            recv_window: 1024 * 1024,
+            recv_window: 4 * 1024 * 1024,
+            shared_window: 64 * 1024,
             max_streams: 4096,
             timing: Timing::default(),
             max_data_len: ism_tunnel_proto::V2_MAX_DATA_LEN,
@@ -180,7 +186,7 @@ impl Session {
         let driver = Driver {
             state: SessionState::new(
                 role,
-                config.recv_window,
+                Windows { alone: config.recv_window, shared: config.shared_window },
                 config.max_streams,
                 config.timing,
                 now,

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use ism_tunnel::{Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing};
-use ism_tunnel_proto::table::SHARED_WINDOW_DIVISOR;
 use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, MAX_DATA_LEN, V2_MAX_DATA_LEN};
 use std::cell::Cell;
 use std::future::Future;
@@ -134,8 +133,12 @@ async fn scanner_through(gw: &Session, to: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn fifty_concurrent_streams_echo_byte_exact() {
-    let (gw, _ep, incoming) =
-        pair(SessionConfig { recv_window: 32 * 1024, ..Default::default() }).await;
+    let (gw, _ep, incoming) = pair(SessionConfig {
+        recv_window: 32 * 1024,
+        shared_window: 2 * 1024,
+        ..Default::default()
+    })
+    .await;
     serve_dials(incoming);
     let echo = echo_server().await;
     let mut tasks = Vec::new();
@@ -167,8 +170,12 @@ async fn fifty_concurrent_streams_echo_byte_exact() {
 
 #[tokio::test]
 async fn a_stalled_target_does_not_stall_other_streams() {
-    let (gw, _ep, incoming) =
-        pair(SessionConfig { recv_window: 64 * 1024, ..Default::default() }).await;
+    let (gw, _ep, incoming) = pair(SessionConfig {
+        recv_window: 64 * 1024,
+        shared_window: 4 * 1024,
+        ..Default::default()
+    })
+    .await;
     serve_dials(incoming);
     // A target that accepts and never reads.
     let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -450,18 +457,18 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SlowLink<S> {
 
 /// The fairness rule, without wall-clock figures: while a bulk transfer saturates its stream
 /// over a slow link, a small request on another stream of the same session is delivered with
-/// at most the bulk stream's shared window (a sixteenth of the receive window) of bulk bytes,
-/// plus the one frame the writer may be sending, ahead of it: each stream has at most one frame
-/// waiting in the writer's ordered queue, its frames are no larger than its credit, and the
-/// receiver holds a stream that shares the session to the shared window, so that is all that
-/// can queue in the link. (Without the rule a whole window, 1 MiB, queues there.) Frames as
-/// large as the protocol allows. Runs on the paused clock over an in-memory socket: the same
-/// interleaving every run.
+/// at most the bulk stream's shared window of bulk bytes, plus the one frame the writer may be
+/// sending, ahead of it: each stream has at most one frame waiting in the writer's ordered
+/// queue, its frames are no larger than its credit, and the receiver holds a stream that shares
+/// the session to the shared window, so that is all that can queue in the link. (Without the
+/// rule the bulk stream's whole window, 4 MiB, could queue there.) Frames as large as the
+/// protocol allows. Runs on the paused clock over an in-memory socket: the same interleaving
+/// every run.
 #[tokio::test(start_paused = true)]
 async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_window() {
     let config = SessionConfig { max_data_len: MAX_DATA_LEN, ..Default::default() };
-    let window = config.recv_window as u64;
-    let shared = window / u64::from(SHARED_WINDOW_DIVISOR);
+    let window = u64::from(config.recv_window);
+    let shared = u64::from(config.shared_window);
     let (a, b) = tokio::io::duplex(4 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
     let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, ws_cfg).await;
@@ -500,8 +507,9 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
             });
             let small = gw.open_stream(TargetAddr::Domain("small".into(), 2)).await.unwrap();
             let (_r, mut small_writer) = small.split();
-            // Let the bulk transfer settle into the shared window, then send small requests.
-            while bulk_bytes.get() < 16 * window {
+            // Let the bulk transfer spend the whole window it had alone and settle into the
+            // shared window, then send small requests.
+            while bulk_bytes.get() < 2 * window {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             for i in 0..20u8 {
@@ -525,7 +533,7 @@ async fn split_halves_echo_through_the_peer() {
     let (a, b) = tokio::io::duplex(1 << 20);
     let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
     let ep_ws = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
-    let cfg = SessionConfig { recv_window: 16 * 1024, ..Default::default() };
+    let cfg = SessionConfig { recv_window: 16 * 1024, shared_window: 1024, ..Default::default() };
     let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());
     let (ep, _) = Session::spawn(ep_ws, Role::Endpoint, cfg);
     tokio::spawn(async move {
