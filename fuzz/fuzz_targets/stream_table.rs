@@ -2,13 +2,13 @@
 //! panics and its books stay balanced.
 #![no_main]
 use bytes::Bytes;
-use ism_tunnel_proto::{Frame, Role, StreamId, StreamTable, TargetAddr};
+use ism_tunnel_proto::{Frame, Role, StreamId, StreamTable, TargetAddr, Windows};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let role =
         if data.first().is_some_and(|b| b & 1 == 1) { Role::Endpoint } else { Role::Gateway };
-    let mut table = StreamTable::<()>::new(role, 1000, 8);
+    let mut table = StreamTable::<()>::new(role, Windows { alone: 1000, shared: 62 }, 8);
     // Each step: a length-prefixed chunk, decoded as a frame, or a local event.
     let mut rest = data.get(1..).unwrap_or_default();
     while let Some((&len, tail)) = rest.split_first() {
