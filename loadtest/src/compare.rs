@@ -49,19 +49,21 @@ pub type ByPath = BTreeMap<&'static str, Figures>;
 #[derive(Clone, Copy)]
 pub enum Workload {
     Single,
+    Download,
     Parallel8,
     Http,
     Open,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] =
-        [Workload::Single, Workload::Parallel8, Workload::Http, Workload::Open];
+    pub const ALL: [Workload; 5] =
+        [Workload::Single, Workload::Download, Workload::Parallel8, Workload::Http, Workload::Open];
 
     /// Its name for `--only`.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Single => "single",
+            Workload::Download => "download",
             Workload::Parallel8 => "parallel8",
             Workload::Http => "http",
             Workload::Open => "open",
@@ -72,7 +74,14 @@ impl Workload {
     async fn run(self, path: &Path, t: &Targets, duration: Duration) -> anyhow::Result<Figures> {
         let route = &path.route;
         Ok(match self {
-            Workload::Single => single_stream(path, t.sink, duration).await?,
+            Workload::Single => {
+                let names = ("single_gbps", "single_cpu_us_per_mib");
+                one_stream(path, names, measure::bulk(route, t.sink, 1, duration)).await?
+            }
+            Workload::Download => {
+                let names = ("download_gbps", "download_cpu_us_per_mib");
+                one_stream(path, names, measure::download(route, t.sink, duration)).await?
+            }
             Workload::Parallel8 => Figures::from([(
                 "parallel8_gbps",
                 measure::bulk(route, t.sink, 8, duration).await?.0,
@@ -169,17 +178,18 @@ fn medians(runs: &[Figures]) -> Figures {
         .collect()
 }
 
-/// Gbit/s of one bulk upload and, on a path with processes, the CPU time they spent per MiB it
-/// moved (µs): a figure that hardly moves with the machine's noise, unlike the throughput.
-async fn single_stream(
+/// Gbit/s of one bulk transfer (`run`, which returns Gbit/s and bytes) and, on a path with
+/// processes, the CPU time they spent per MiB it moved (µs): a figure that hardly moves with the
+/// machine's noise, unlike the throughput. `names`: the two figures' names.
+async fn one_stream(
     path: &Path,
-    sink: SocketAddr,
-    duration: Duration,
+    names: (&'static str, &'static str),
+    run: impl std::future::Future<Output = anyhow::Result<(f64, u64)>>,
 ) -> anyhow::Result<Figures> {
     let cpu = CpuPer::start(path);
-    let (gbps, bytes) = measure::bulk(&path.route, sink, 1, duration).await?;
-    let mut figures = Figures::from([("single_gbps", gbps)]);
-    cpu.record(&mut figures, "single_cpu_us_per_mib", bytes as f64 / (1024.0 * 1024.0));
+    let (gbps, bytes) = run.await?;
+    let mut figures = Figures::from([(names.0, gbps)]);
+    cpu.record(&mut figures, names.1, bytes as f64 / (1024.0 * 1024.0));
     Ok(figures)
 }
 

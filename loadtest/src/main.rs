@@ -43,7 +43,7 @@ struct Args {
     /// Seconds per throughput or latency measurement (each runs once per path and round).
     #[arg(long, default_value_t = 2)]
     seconds: u64,
-    /// Rounds of the single, parallel8, http and open measurements: each round runs every path in
+    /// Rounds of the single, download, parallel8, http and open measurements: each round runs every path in
     /// turn, and the figures are the medians over the rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -59,9 +59,9 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run only these measurements (comma-separated): single, parallel8, http, open, limits (the
-    /// relay chains as further paths; alone, with all four of the former), fairness, idle-streams
-    /// (held connections, and the firehose), idle-endpoints. Handy under a profiler.
+    /// Run only these measurements (comma-separated): single, download, parallel8, http, open,
+    /// limits (the relay chains as further paths; alone, with all five of the former), fairness,
+    /// idle-streams (held connections, and the firehose), idle-endpoints. Handy under a profiler.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The wstunnel binary (10.6.2) to measure beside ours, or `none`. Default: the anchor build
@@ -352,7 +352,7 @@ fn wstunnel_binary(given: Option<&std::path::Path>) -> Option<PathBuf> {
     }
 }
 
-/// The rate workloads `--only` names; all four when it names none of them but `limits` (the
+/// The rate workloads `--only` names; all five when it names none of them but `limits` (the
 /// relay chains are paths of these workloads, so `--only limits` alone means them all).
 fn rate_workloads(want: &impl Fn(&str) -> bool) -> Vec<Workload> {
     let named: Vec<Workload> = Workload::ALL.into_iter().filter(|w| want(w.name())).collect();

@@ -1,7 +1,7 @@
 //! The measurements, the same code for every route: direct, ours, the open tunnels, the relays.
 
 use crate::socks::{self, Login};
-use crate::targets::{LAST_CHUNK, UPLOAD_CHUNK};
+use crate::targets::{DOWNLOAD, LAST_CHUNK, UPLOAD_CHUNK};
 use anyhow::Context;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -81,6 +81,27 @@ pub async fn bulk(
         total += t.await??;
     }
     Ok((total as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9, total))
+}
+
+/// Gbit/s of one bulk download from the sink for about `duration`, and the bytes received: the
+/// direction of a scanner's large responses.
+pub async fn download(
+    route: &Route,
+    sink: SocketAddr,
+    duration: Duration,
+) -> anyhow::Result<(f64, u64)> {
+    let mut s = route.connect(sink).await?;
+    let mut chunk = vec![DOWNLOAD; UPLOAD_CHUNK];
+    s.write_all(&chunk).await?;
+    let started = Instant::now();
+    let mut received = 0u64;
+    while started.elapsed() < duration {
+        match s.read(&mut chunk).await? {
+            0 => anyhow::bail!("the download ended after {received} bytes"),
+            n => received += n as u64,
+        }
+    }
+    Ok((received as f64 * 8.0 / started.elapsed().as_secs_f64() / 1e9, received))
 }
 
 /// Requests per second and latencies (ms, sorted) of `connections` keep-alive HTTP clients.

@@ -5,16 +5,18 @@ use serde_json::{json, Value};
 
 /// Our figures beside direct's under the keys earlier runs used: (figure, key of the
 /// `{direct, tunnel}` pair, key of tunnel / direct).
-const PAIRS: [(&str, &str, &str); 4] = [
+const PAIRS: [(&str, &str, &str); 5] = [
     ("single_gbps", "single_stream_gbps", "single_stream_ratio"),
+    ("download_gbps", "download_gbps", "download_ratio"),
     ("parallel8_gbps", "parallel8_gbps", "parallel8_ratio"),
     ("http_rps", "http_rps", "http_rps_ratio"),
     ("open_rate_per_s", "open_rate_per_s", "open_rate_ratio"),
 ];
 
 /// Single figures of ours and of direct under the keys earlier runs used: (path, figure, key).
-const SINGLES: [(&str, &str, &str); 8] = [
+const SINGLES: [(&str, &str, &str); 9] = [
     ("tunnel", "single_cpu_us_per_mib", "single_stream_cpu_us_per_mib"),
+    ("tunnel", "download_cpu_us_per_mib", "download_cpu_us_per_mib"),
     ("tunnel", "http_cpu_us_per_request", "http_cpu_us_per_request"),
     ("tunnel", "open_cpu_us", "open_cpu_us"),
     ("tunnel", "http_p50_ms", "http_p50_ms"),
@@ -25,12 +27,14 @@ const SINGLES: [(&str, &str, &str); 8] = [
 ];
 
 /// The ratios of ours to wstunnel: (key in `vs_wstunnel`, figure).
-const VS_WSTUNNEL: [(&str, &str); 8] = [
+const VS_WSTUNNEL: [(&str, &str); 10] = [
     ("single", "single_gbps"),
+    ("download", "download_gbps"),
     ("parallel8", "parallel8_gbps"),
     ("http_rps", "http_rps"),
     ("open_rate", "open_rate_per_s"),
     ("cpu_per_mib", "single_cpu_us_per_mib"),
+    ("cpu_per_mib_download", "download_cpu_us_per_mib"),
     ("idle_connection", "idle_connection_kib"),
     ("cpu_per_request", "http_cpu_us_per_request"),
     ("cpu_per_open", "open_cpu_us"),
@@ -50,8 +54,9 @@ const COLUMNS: [(&str, &str); 6] = [
 const RATIOS: [(&str, &str); 2] = [("wstunnel", "ours/wst"), ("direct", "ours/dir")];
 
 /// The table's rows: (figure, label).
-pub const ROWS: [(&str, &str); 10] = [
+pub const ROWS: [(&str, &str); 12] = [
     ("single_gbps", "single stream (Gbit/s)"),
+    ("download_gbps", "single download (Gbit/s)"),
     ("parallel8_gbps", "8 parallel streams (Gbit/s)"),
     ("http_rps", "HTTP 1 KiB, 50 conns (req/s)"),
     ("http_p50_ms", "HTTP p50 (ms)"),
@@ -60,6 +65,7 @@ pub const ROWS: [(&str, &str); 10] = [
     ("open_rate_per_s", "open + 1-byte echo + close (/s)"),
     ("open_cpu_us", "CPU per open (µs)"),
     ("single_cpu_us_per_mib", "CPU per MiB, single stream (µs)"),
+    ("download_cpu_us_per_mib", "CPU per MiB, single download (µs)"),
     ("idle_connection_kib", "held connection (KiB)"),
 ];
 

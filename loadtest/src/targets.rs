@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 /// Where the targets listen; every path reaches the same ones.
 #[derive(Clone, Copy)]
 pub struct Targets {
-    /// [`sink`]: bulk uploads.
+    /// [`sink`]: bulk uploads, and downloads.
     pub sink: SocketAddr,
     /// [`echo`]: opens.
     pub echo: SocketAddr,
@@ -23,15 +23,24 @@ pub const UPLOAD_CHUNK: usize = 256 * 1024;
 /// The first byte of an upload's last chunk; every other chunk starts with another.
 pub const LAST_CHUNK: u8 = 0;
 
+/// The first byte of a chunk that asks the sink for a download instead of an upload.
+pub const DOWNLOAD: u8 = 0xd0;
+
 /// Counts what it receives, in chunks of [`UPLOAD_CHUNK`], up to the [`LAST_CHUNK`], then answers
 /// with the count (8 bytes, big-endian). The last chunk ends the upload rather than a half-close
 /// because wstunnel closes a connection both ways at its first FIN: the count would be lost.
+/// A first chunk that starts with [`DOWNLOAD`] asks for the other direction: the sink sends
+/// chunks until the client goes away (the client counts them).
 pub async fn sink() -> SocketAddr {
     serve(|mut s| async move {
         let mut chunk = vec![0u8; UPLOAD_CHUNK];
         let mut total = 0u64;
         loop {
             if s.read_exact(&mut chunk).await.is_err() {
+                return;
+            }
+            if total == 0 && chunk[0] == DOWNLOAD {
+                while s.write_all(&chunk).await.is_ok() {}
                 return;
             }
             total += chunk.len() as u64;
