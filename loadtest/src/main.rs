@@ -43,8 +43,8 @@ struct Args {
     /// Seconds per throughput or latency measurement (each runs once per path and round).
     #[arg(long, default_value_t = 2)]
     seconds: u64,
-    /// Rounds of the single, download, parallel8, http and open measurements: each round runs every path in
-    /// turn, and the figures are the medians over the rounds.
+    /// Rounds of the single, download, parallel8, http and open measurements: each round runs
+    /// every path in turn, and the figures are the medians over the rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Connections held open through each tunnel to measure their memory.
