@@ -28,6 +28,13 @@ impl ApiError {
     }
 }
 
+/// How long an idle connection is kept for the next request: less than the 5 s after which the
+/// gateway's API server (actix-web's default keep-alive) closes it. With awc's default (15 s) a
+/// request could go out on a connection the server was closing at that moment and fail with
+/// "connector has been disconnected" (seen once in CI, a browser test that paused about 5 s
+/// between two API calls).
+const KEEP_IDLE_CONNECTION: Duration = Duration::from_secs(2);
+
 /// Called with every response: method, path, status and body.
 pub type ResponseObserver = Rc<dyn Fn(&Method, &str, u16, &Value)>;
 
@@ -41,7 +48,9 @@ pub struct ApiClient {
 impl ApiClient {
     /// `base` is like `http://127.0.0.1:7070`.
     pub fn new(base: &str, token: &str) -> Self {
-        let http = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        let connector = awc::Connector::new().conn_keep_alive(KEEP_IDLE_CONNECTION);
+        let http =
+            awc::Client::builder().connector(connector).timeout(Duration::from_secs(30)).finish();
         Self {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
