@@ -124,9 +124,12 @@ pub enum OpenError {
 /// enough to keep a fast link busy across the credit round trip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
-    /// Credit of a stream that is alone in its session.
+    /// Credit of a stream that is alone in its session: what a lone bulk transfer can have in
+    /// flight across the credit round trip, and the most it can make this side buffer when its
+    /// local reader is slow.
     pub alone: u32,
-    /// Credit of a stream that shares its session with others (at most `alone`).
+    /// Credit of a stream that shares its session with others (at most `alone`): every byte of
+    /// it can sit in the link ahead of another stream's small request.
     pub shared: u32,
 }
 

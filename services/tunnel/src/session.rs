@@ -40,13 +40,9 @@ use tokio_tungstenite::WebSocketStream;
 /// Tunables of a session. Both ends use the same defaults.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Receive window granted to a stream alone in its session: what a lone bulk transfer can
-    /// have in flight across the credit round trip, and the most it can make this side buffer
-    /// when its local reader is slow.
-    pub recv_window: u32,
-    /// Receive window granted to a stream beside others: every byte of it can sit in the link
-    /// ahead of another stream's small request (at most `recv_window`).
-    pub shared_window: u32,
+    /// Receive windows granted per stream: to a stream alone in its session, and to one beside
+    /// others.
+    pub windows: Windows,
     /// Most streams open at once in this session.
     pub max_streams: usize,
     /// Pings, the dead-peer timeout and the open timeout.
@@ -67,8 +63,7 @@ impl SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            recv_window: 4 * 1024 * 1024,
-            shared_window: 64 * 1024,
+            windows: Windows { alone: 4 * 1024 * 1024, shared: 64 * 1024 },
             max_streams: 4096,
             timing: Timing::default(),
             max_data_len: ism_tunnel_proto::V2_MAX_DATA_LEN,
@@ -184,13 +179,7 @@ impl Session {
         tokio::spawn(outbox.run_writer(first, greeting));
         let now = Instant::now().into_std();
         let driver = Driver {
-            state: SessionState::new(
-                role,
-                Windows { alone: config.recv_window, shared: config.shared_window },
-                config.max_streams,
-                config.timing,
-                now,
-            ),
+            state: SessionState::new(role, config.windows, config.max_streams, config.timing, now),
             open_timeout: config.timing.open_timeout,
             lanes,
             move_requested: move_tx,

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use ism_tunnel::{Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing};
-use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, MAX_DATA_LEN, V2_MAX_DATA_LEN};
+use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, Windows, MAX_DATA_LEN, V2_MAX_DATA_LEN};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -134,8 +134,7 @@ async fn scanner_through(gw: &Session, to: SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn fifty_concurrent_streams_echo_byte_exact() {
     let (gw, _ep, incoming) = pair(SessionConfig {
-        recv_window: 32 * 1024,
-        shared_window: 2 * 1024,
+        windows: Windows { alone: 32 * 1024, shared: 2 * 1024 },
         ..Default::default()
     })
     .await;
@@ -171,8 +170,7 @@ async fn fifty_concurrent_streams_echo_byte_exact() {
 #[tokio::test]
 async fn a_stalled_target_does_not_stall_other_streams() {
     let (gw, _ep, incoming) = pair(SessionConfig {
-        recv_window: 64 * 1024,
-        shared_window: 4 * 1024,
+        windows: Windows { alone: 64 * 1024, shared: 4 * 1024 },
         ..Default::default()
     })
     .await;
@@ -467,8 +465,8 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SlowLink<S> {
 #[tokio::test(start_paused = true)]
 async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_window() {
     let config = SessionConfig { max_data_len: MAX_DATA_LEN, ..Default::default() };
-    let window = u64::from(config.recv_window);
-    let shared = u64::from(config.shared_window);
+    let window = u64::from(config.windows.alone);
+    let shared = u64::from(config.windows.shared);
     let (a, b) = tokio::io::duplex(4 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
     let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, ws_cfg).await;
@@ -533,7 +531,8 @@ async fn split_halves_echo_through_the_peer() {
     let (a, b) = tokio::io::duplex(1 << 20);
     let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
     let ep_ws = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
-    let cfg = SessionConfig { recv_window: 16 * 1024, shared_window: 1024, ..Default::default() };
+    let cfg =
+        SessionConfig { windows: Windows { alone: 16 * 1024, shared: 1024 }, ..Default::default() };
     let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());
     let (ep, _) = Session::spawn(ep_ws, Role::Endpoint, cfg);
     tokio::spawn(async move {
