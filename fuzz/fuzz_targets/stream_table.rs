@@ -1,14 +1,18 @@
 //! Any sequence of frames from a peer, interleaved with local events: the stream table never
-//! panics and its books stay balanced.
+//! panics, its books stay balanced and it holds no more than its shared windows and what it
+//! reserved from its budget.
 #![no_main]
 use bytes::Bytes;
-use ism_tunnel_proto::{Frame, Role, StreamId, StreamTable, TargetAddr, Windows};
+use ism_tunnel_proto::{CreditBudget, Frame, Role, StreamId, StreamTable, TargetAddr, Windows};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let role =
         if data.first().is_some_and(|b| b & 1 == 1) { Role::Endpoint } else { Role::Gateway };
-    let mut table = StreamTable::<()>::new(role, Windows { alone: 1000, shared: 62 }, 8);
+    // Room for one lone stream's extra at most, by the input's second byte: spent or not.
+    let budget = CreditBudget::new(u64::from(data.get(1).copied().unwrap_or(0)) * 4);
+    let windows = Windows { alone: 1000, shared: 62 };
+    let mut table = StreamTable::<()>::new(role, windows, budget.clone(), 8);
     // Each step: a length-prefixed chunk, decoded as a frame, or a local event.
     let mut rest = data.get(1..).unwrap_or_default();
     while let Some((&len, tail)) = rest.split_first() {
@@ -39,5 +43,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert!(table.is_consistent());
+        assert!(table.buffered_bytes() <= 62 * 8 + budget.reserved());
     }
 });

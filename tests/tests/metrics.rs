@@ -9,6 +9,7 @@ use ism_tests::cluster::{
 };
 use ism_tests::metrics::{scrape_now, value};
 use prometheus_parse::Scrape;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn scrape(node: &TestNode) -> Scrape {
     scrape_now(node.addresses.api).await.expect("/metrics answers 200")
@@ -26,12 +27,33 @@ async fn metrics_move_as_streams_open_carry_bytes_and_close() {
     assert_eq!(value(&before, "ism_sessions_connected", &[]), Some(1.0));
     assert_eq!(value(&before, "ism_streams_open", &endpoint), None, "no stream yet");
     assert_eq!(value(&before, "ism_stream_limit", &[]), Some(node.state.stream_limit as f64));
+    let budget = node.state.window_budget.total() as f64;
+    assert_eq!(value(&before, "ism_window_budget_bytes", &[]), Some(budget));
+    assert_eq!(value(&before, "ism_window_budget_reserved_bytes", &[]), Some(0.0));
 
     let mut stream = echo_stream_through(&node.socks(), &p, echo.port()).await;
     round_trip(&mut stream).await.unwrap();
     let open = scrape(&node).await;
     assert_eq!(value(&open, "ism_streams_open", &endpoint), Some(1.0));
     assert_eq!(value(&open, "ism_stream_opens_total", &[]), Some(1.0));
+    assert_eq!(
+        value(&open, "ism_window_budget_reserved_bytes", &[]),
+        Some(0.0),
+        "a stream that carried a few bytes keeps its opening window"
+    );
+
+    // A MiB echoed: the stream, alone in its session, grew to the large window for the way back,
+    // reserved from the node's budget (the agent's own budget is not the node's).
+    let sent = vec![0x5a_u8; 1 << 20];
+    let mut back = vec![0u8; sent.len()];
+    let (mut r, mut w) = stream.split();
+    let (wrote, read) = tokio::join!(w.write_all(&sent), r.read_exact(&mut back));
+    wrote.unwrap();
+    read.unwrap();
+    assert!(back == sent, "the MiB came back whole");
+    let bulk = scrape(&node).await;
+    let extra = f64::from(4 * 1024 * 1024 - 64 * 1024);
+    assert_eq!(value(&bulk, "ism_window_budget_reserved_bytes", &[]), Some(extra));
 
     drop(stream);
     node.streams_end().await;
@@ -41,6 +63,12 @@ async fn metrics_move_as_streams_open_carry_bytes_and_close() {
         None,
         "an endpoint without streams leaves the gauge"
     );
+    let node_ref = &node;
+    eventually("the ended stream returned its window", || async move {
+        let s = scrape(node_ref).await;
+        (value(&s, "ism_window_budget_reserved_bytes", &[])? == 0.0).then_some(())
+    })
+    .await;
     for direction in ["to_target", "to_scanner"] {
         let moved = value(&closed, "ism_stream_bytes_total", &[("direction", direction)]).unwrap();
         assert!(moved > 0.0, "{direction}: {moved}");

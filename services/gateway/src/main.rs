@@ -68,6 +68,13 @@ struct Args {
     /// shared runtime.
     #[arg(long, env = "ISM_TUNNEL_THREADS")]
     tunnel_threads: Option<usize>,
+    /// Memory, in MiB, that streams alone in their endpoint's session may have in flight beyond
+    /// the 64 KiB every stream gets, all endpoints together. A lone stream grows to a 4 MiB
+    /// window (fast bulk transfers over long links) while this lasts, and keeps 64 KiB when it
+    /// is spent, so readers that stop reading cannot make the node hold more than this. 0: no
+    /// stream grows.
+    #[arg(long, env = "ISM_WINDOW_BUDGET_MIB", default_value_t = ism_tunnel::DEFAULT_WINDOW_BUDGET >> 20)]
+    window_budget_mib: u64,
     /// How long a stream waits for a slot before it is refused, e.g. `30s`.
     #[arg(long, env = "ISM_QUEUE_TIMEOUT", default_value = "30s", value_parser = duration_ms)]
     queue_timeout: i64,
@@ -210,6 +217,8 @@ fn main() -> anyhow::Result<()> {
     config.key_secret_file = args.key_secret_file;
     config.admin_token = args.admin_token;
     config.session.max_streams = args.max_streams_per_endpoint;
+    config.session.budget =
+        ism_tunnel_proto::CreditBudget::new(args.window_budget_mib.saturating_mul(1 << 20));
     let fd_limit = ism_tunnel::fd_limit::raise();
     config.max_pending_connections = args.max_pending_connections.unwrap_or_else(|| {
         let quarter = fd_limit.map_or(1024, |l| usize::try_from(l / 4).unwrap_or(usize::MAX));

@@ -26,6 +26,8 @@ pub struct NodeMetrics {
     streams_open: Family<PerEndpoint, Gauge>,
     streams_queued: Family<PerEndpoint, Gauge>,
     stream_limit: Gauge,
+    window_budget: Gauge,
+    window_budget_reserved: Gauge,
     stream_opens: Counter,
     stream_refusals: Family<One, Counter>,
     stream_bytes: Family<One, Counter>,
@@ -48,6 +50,8 @@ impl Default for NodeMetrics {
             streams_open: Family::default(),
             streams_queued: Family::default(),
             stream_limit: Gauge::default(),
+            window_budget: Gauge::default(),
+            window_budget_reserved: Gauge::default(),
             stream_opens: Counter::default(),
             stream_refusals: Family::default(),
             stream_bytes: Family::default(),
@@ -88,6 +92,16 @@ impl NodeMetrics {
             "stream_limit",
             "Most streams one endpoint's session carries at once on this node (--max-streams-per-endpoint); opens beyond it wait in the endpoint's queue",
             self.stream_limit.clone(),
+        );
+        r.register(
+            "window_budget_bytes",
+            "Credit the node's streams alone in their session may hold above the shared window, all sessions together (--window-budget-mib); a stream that finds it spent keeps the shared window",
+            self.window_budget.clone(),
+        );
+        r.register(
+            "window_budget_reserved_bytes",
+            "Part of window_budget_bytes that lone streams hold now",
+            self.window_budget_reserved.clone(),
         );
         r.register(
             "stream_opens",
@@ -186,6 +200,9 @@ impl NodeMetrics {
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         self.sessions.set(now.sessions as i64);
         self.stream_limit.set(now.stream_limit as i64);
+        self.window_budget.set(i64::try_from(now.window_budget).unwrap_or(i64::MAX));
+        self.window_budget_reserved
+            .set(i64::try_from(now.window_budget_reserved).unwrap_or(i64::MAX));
         self.unrecorded_facts.set(now.unrecorded_facts as i64);
         self.scans.get_or_create(&[("state", "queued")]).set(now.scans_queued as i64);
         self.scans.get_or_create(&[("state", "running")]).set(now.scans_running as i64);
@@ -223,6 +240,9 @@ pub struct Snapshot {
     pub time_ms: i64,
     pub sessions: usize,
     pub stream_limit: usize,
+    /// The node's budget for lone streams' windows (`--window-budget-mib`) and what is reserved.
+    pub window_budget: u64,
+    pub window_budget_reserved: u64,
     pub unrecorded_facts: usize,
     /// Scans queued and running in the cluster, and those this node runs.
     pub scans_queued: usize,

@@ -418,6 +418,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         public: PublicAddresses::resolve(&config.public, &addresses, &public_address::hostname()),
         ws_path: config.ws_path.clone(),
         stream_limit: config.session.max_streams,
+        window_budget: config.session.budget.clone(),
         stream_limits: config.stream_limits,
         pending: PendingConnections::new(config.max_pending_connections),
         cluster: cluster.cluster,

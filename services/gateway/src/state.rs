@@ -70,6 +70,9 @@ pub struct NodeState {
     pub ws_path: String,
     /// Most streams one endpoint's session carries at once on this node (admission control).
     pub stream_limit: usize,
+    /// The budget every session of this node reserves lone streams' large windows from (a clone
+    /// of `NodeConfig::session`'s), read by `/metrics`.
+    pub window_budget: ism_tunnel_proto::CreditBudget,
     pub stream_limits: StreamLimits,
     /// Connections not yet authenticated, on all listeners.
     pub pending: PendingConnections,

@@ -5,6 +5,8 @@
 //! unit-tested and fuzzed on its own (the shape of `quinn-proto`):
 //!
 //! - [`frame`]: the frames and their binary codec (one frame per binary WebSocket message);
+//! - [`credit_budget`]: the process-wide budget a stream alone in its session reserves its large
+//!   window from, which bounds what slow readers can make a node hold;
 //! - [`window`]: per-stream receive credit, the flow control that keeps one slow target from
 //!   stalling the other streams of the same tunnel;
 //! - [`table`]: the stream table, which turns each frame from the peer into an [`table::Action`]
@@ -17,6 +19,7 @@
 //! The driver that carries all this over a real WebSocket is `ism-tunnel`.
 #![forbid(unsafe_code)]
 
+pub mod credit_budget;
 pub mod frame;
 pub mod handshake;
 pub mod session;
@@ -24,6 +27,7 @@ pub mod table;
 pub mod trace;
 pub mod window;
 
+pub use credit_budget::{CreditBudget, Reservation};
 pub use frame::{
     max_data_len, DecodeError, Frame, Hello, OpenFailure, Purpose, RejectCode, Relay, ResetReason,
     StreamId, TargetAddr, DIAGNOSTIC_ECHO_HOST, HEADER_LEN, LARGE_DATA_SINCE, MAX_DATA_LEN,

@@ -8,6 +8,7 @@
 //! ([`handle_timeout`](SessionState::handle_timeout)). Nothing here reads a clock or sleeps, so
 //! "a silent peer is declared dead after 7 s" is a test that moves `now`, not one that waits.
 
+use crate::credit_budget::CreditBudget;
 use crate::frame::{Frame, Relay, StreamId, TargetAddr};
 use crate::table::{Action, OpenError, Role, StreamTable, Windows};
 use crate::trace::TraceParent;
@@ -94,12 +95,13 @@ impl<H> SessionState<H> {
     pub fn new(
         role: Role,
         windows: Windows,
+        budget: CreditBudget,
         max_streams: usize,
         timing: Timing,
         now: Instant,
     ) -> Self {
         Self {
-            table: StreamTable::new(role, windows, max_streams),
+            table: StreamTable::new(role, windows, budget, max_streams),
             timing,
             last_heard: now,
             next_ping: now + timing.ping_interval,
@@ -218,7 +220,8 @@ mod tests {
 
     fn session(now: Instant) -> SessionState<&'static str> {
         let timing = Timing { ping_interval: 2 * S, idle_timeout: 7 * S, open_timeout: 20 * S };
-        SessionState::new(Role::Gateway, Windows { alone: 1000, shared: 62 }, 8, timing, now)
+        let windows = Windows { alone: 1000, shared: 62 };
+        SessionState::new(Role::Gateway, windows, CreditBudget::new(0), 8, timing, now)
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! returns. Every way a peer can misbehave on a stream (data beyond credit, data after its `Fin`,
 //! an `Open` for an id it may not use) is decided here, so it is tested here without sockets.
 
+use crate::credit_budget::{CreditBudget, Reservation};
 use crate::frame::{Frame, OpenFailure, Relay, ResetReason, StreamId, TargetAddr};
 use crate::trace::TraceParent;
 use crate::window::RecvWindow;
@@ -46,6 +47,10 @@ struct Entry<H> {
     recv: RecvWindow,
     remote_fin: bool,
     local_fin: bool,
+    /// The extra credit (`alone - shared`) reserved from the node's budget while this stream may
+    /// hold more than the shared window; dropped, and so returned, once it holds no more than
+    /// that or ends.
+    lone_credit: Option<Reservation>,
     /// The driver's half of the stream (its channels, its opener). `None` only between an
     /// [`Action::Accept`] and the driver's [`StreamTable::attach`].
     handle: Option<H>,
@@ -121,15 +126,18 @@ pub enum OpenError {
 ///
 /// Two figures, not one: every byte of credit a stream holds can sit in the shared link ahead of
 /// another stream's request, so a stream beside others gets little, while a stream alone gets
-/// enough to keep a fast link busy across the credit round trip.
+/// enough to keep a fast link busy across the credit round trip. Every stream starts with the
+/// shared window; a stream alone grows to the whole window at its first grant, when the extra
+/// can be reserved from the node's [`CreditBudget`], so only streams that carry data hold it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
-    /// Credit of a stream that is alone in its session: what a lone bulk transfer can have in
-    /// flight across the credit round trip, and the most it can make this side buffer when its
-    /// local reader is slow.
+    /// Credit of a stream that is alone in its session (budget allowing): what a lone bulk
+    /// transfer can have in flight across the credit round trip, and the most it can make this
+    /// side buffer when its local reader is slow.
     pub alone: u32,
-    /// Credit of a stream that shares its session with others (at most `alone`): every byte of
-    /// it can sit in the link ahead of another stream's small request.
+    /// Credit of a stream that shares its session with others (at most `alone`), and of every
+    /// stream at its open: every byte of it can sit in the link ahead of another stream's small
+    /// request.
     pub shared: u32,
 }
 
@@ -149,20 +157,23 @@ pub struct StreamTable<H> {
     /// Highest id the peer has opened: ids only grow, so a peer cannot recycle one.
     peer_high: u32,
     windows: Windows,
+    /// Where a stream alone reserves its credit above the shared window.
+    budget: CreditBudget,
     max_streams: usize,
     streams: HashMap<StreamId, Entry<H>>,
 }
 
 impl<H> StreamTable<H> {
-    /// `windows` is the credit this side grants per stream; `max_streams` caps how many
-    /// streams may exist at once (either direction), so memory stays bounded under a flood.
-    pub fn new(role: Role, windows: Windows, max_streams: usize) -> Self {
+    /// `windows` is the credit this side grants per stream, the part of a lone stream's above the
+    /// shared window reserved from `budget`; `max_streams` caps how many streams may exist at
+    /// once (either direction), so memory stays bounded under a flood.
+    pub fn new(role: Role, windows: Windows, budget: CreditBudget, max_streams: usize) -> Self {
         let next_id = match role {
             Role::Gateway => 1,
             Role::Endpoint => 2,
         };
         let windows = windows.normalised();
-        Self { role, next_id, peer_high: 0, windows, max_streams, streams: HashMap::new() }
+        Self { role, next_id, peer_high: 0, windows, budget, max_streams, streams: HashMap::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -192,8 +203,8 @@ impl<H> StreamTable<H> {
         let id = StreamId(self.next_id);
         self.next_id = self.next_id.checked_add(2).ok_or(OpenError::IdsExhausted)?;
         let handle = Some(make(id));
-        let window = self.initial_window();
-        self.streams.insert(id, Entry::new(Phase::Opening, self.windows.alone, window, handle));
+        let window = self.windows.shared;
+        self.streams.insert(id, Entry::new(Phase::Opening, self.windows, handle));
         let frame = match relay {
             None => Frame::Open { stream: id, target, window, trace },
             Some(relay) => {
@@ -236,32 +247,33 @@ impl<H> StreamTable<H> {
         })
     }
 
-    /// Credit a new stream starts with: the whole window alone, the shared window beside other
-    /// streams (so that a thousand streams opened at once cannot each have the peer send a whole
-    /// window before their first grant).
-    fn initial_window(&self) -> u32 {
-        match self.streams.is_empty() {
-            true => self.windows.alone,
-            false => self.windows.shared,
-        }
-    }
-
     /// The local application consumed `len` bytes: returns a `Window` frame when credit is due.
     pub fn consumed(&mut self, stream: StreamId, len: usize) -> Option<Frame> {
-        let sharing = self.streams.len() > 1;
+        let alone = self.streams.len() == 1;
+        let (windows, budget) = (self.windows, &self.budget);
         let e = self.streams.get_mut(&stream)?;
         if e.remote_fin {
             // The peer sends nothing more: granting credit would be noise.
             return None;
         }
-        // Every byte of credit a stream holds can sit in the shared link ahead of another
-        // stream's request (measured in loadtest: small-request p99 beside a bulk upload 4-6x
-        // its value alone with 256 KiB shared, about 2x with 64 KiB).
-        let target = match sharing {
-            false => self.windows.alone,
-            true => self.windows.shared,
-        };
-        e.recv.on_consumed(len, target).map(|increment| Frame::Window { stream, increment })
+        let lone_credit = &mut e.lone_credit;
+        let grant = e.recv.on_consumed(len, || {
+            // Every byte of credit a stream holds can sit in the shared link ahead of another
+            // stream's request (measured in loadtest: small-request p99 beside a bulk upload 4-6x
+            // its value alone with 256 KiB shared, about 2x with 64 KiB).
+            if alone && lone_credit.is_none() {
+                *lone_credit = budget.try_reserve(u64::from(windows.alone - windows.shared));
+            }
+            match alone && lone_credit.is_some() {
+                true => windows.alone,
+                false => windows.shared,
+            }
+        });
+        if e.recv.allowance() <= u64::from(windows.shared) {
+            // Shrunk back (beside other streams, or the budget was spent): the extra is returned.
+            e.lone_credit = None;
+        }
+        grant.map(|increment| Frame::Window { stream, increment })
     }
 
     /// The local side finished sending (its `Fin` went out). The stream is forgotten once both
@@ -401,9 +413,7 @@ impl<H> StreamTable<H> {
                 local_reset: None,
             });
         }
-        let initial = self.initial_window();
-        self.streams
-            .insert(stream, Entry::new(Phase::Accepting, self.windows.alone, initial, None));
+        self.streams.insert(stream, Entry::new(Phase::Accepting, self.windows, None));
         Ok(Action::Accept { stream, target, send_window: window, relay, trace })
     }
 
@@ -425,13 +435,17 @@ impl<H> StreamTable<H> {
                 .all(|e| e.recv.is_consistent() && !(e.local_fin && e.remote_fin))
             && self.streams.values().all(|e| e.phase == Phase::Open || !e.remote_fin)
             && self.streams.values().all(|e| e.phase != Phase::Opening || e.handle.is_some())
+            && self.streams.values().all(|e| {
+                e.recv.allowance() <= u64::from(self.windows.shared) || e.lone_credit.is_some()
+            })
     }
 }
 
 impl<H> Entry<H> {
-    fn new(phase: Phase, window: u32, initial: u32, handle: Option<H>) -> Self {
-        let recv = RecvWindow::starting_with(window, initial);
-        Self { phase, recv, remote_fin: false, local_fin: false, handle }
+    /// A stream that may grow to `windows.alone` and starts with `windows.shared`.
+    fn new(phase: Phase, windows: Windows, handle: Option<H>) -> Self {
+        let recv = RecvWindow::starting_with(windows.alone, windows.shared);
+        Self { phase, recv, remote_fin: false, local_fin: false, lone_credit: None, handle }
     }
 }
 
@@ -441,9 +455,25 @@ mod tests {
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
-    /// Windows as the tests were written against: a sixteenth when shared.
-    fn windows(alone: u32) -> Windows {
-        Windows { alone, shared: (alone / 16).max(1) }
+    /// One window alone and shared: for tests of the streams' lifecycle, not of credit growth.
+    fn windows(window: u32) -> Windows {
+        Windows { alone: window, shared: window }
+    }
+
+    /// A budget no test spends.
+    fn ample() -> CreditBudget {
+        CreditBudget::new(u64::MAX)
+    }
+
+    /// Opens a stream from `gw` that `ep` accepts; returns it with `ep`'s `OpenOk`.
+    fn open(gw: &mut StreamTable<()>, ep: &mut StreamTable<()>) -> (StreamId, Frame) {
+        let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
+        ep.on_frame(open).unwrap();
+        (id, ep.accepted(id).unwrap())
+    }
+
+    fn data(stream: StreamId, n: usize) -> Frame {
+        Frame::Data { stream, payload: Bytes::from(vec![0; n]) }
     }
 
     fn target() -> TargetAddr {
@@ -452,8 +482,8 @@ mod tests {
 
     #[test]
     fn open_accept_data_fin_lifecycle() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(100), 10);
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(100), 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(100), ample(), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(100), ample(), 10);
         let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
         assert_eq!(id, StreamId(1));
         assert_eq!(
@@ -484,19 +514,21 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_sharing_the_session_is_held_to_the_shared_window() {
+    fn a_stream_alone_grows_to_the_whole_window_and_shrinks_back_beside_others() {
         let windows = Windows { alone: 1600, shared: 100 };
-        let mut gw = StreamTable::<()>::new(Role::Gateway, windows, 10);
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, 10);
-        fn open(gw: &mut StreamTable<()>, ep: &mut StreamTable<()>) -> (StreamId, Frame) {
-            let (id, open) = gw.open(target(), None, None, |_| ()).unwrap();
-            ep.on_frame(open).unwrap();
-            (id, ep.accepted(id).unwrap())
-        }
+        let budget = CreditBudget::new(1500);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows, budget.clone(), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, budget.clone(), 10);
         let (bulk, ok) = open(&mut gw, &mut ep);
-        assert_eq!(ok, Frame::OpenOk { stream: bulk, window: 1600 }, "alone: the whole window");
-        let data = |n: usize| Frame::Data { stream: bulk, payload: Bytes::from(vec![0; n]) };
-        ep.on_frame(data(1600)).unwrap();
+        assert_eq!(ok, Frame::OpenOk { stream: bulk, window: 100 }, "every stream starts shared");
+        ep.on_frame(data(bulk, 100)).unwrap();
+        assert_eq!(
+            ep.consumed(bulk, 100),
+            Some(Frame::Window { stream: bulk, increment: 1600 }),
+            "alone: the whole window at the first grant"
+        );
+        assert_eq!(budget.reserved(), 1500, "the extra is reserved before it is granted");
+        ep.on_frame(data(bulk, 1600)).unwrap();
         assert_eq!(
             ep.consumed(bulk, 1600),
             Some(Frame::Window { stream: bulk, increment: 1600 }),
@@ -504,34 +536,69 @@ mod tests {
         );
         let (small, ok) = open(&mut gw, &mut ep);
         assert_eq!(ok, Frame::OpenOk { stream: small, window: 100 }, "opened beside: shared");
-        ep.on_frame(data(1600)).unwrap();
+        ep.on_frame(data(bulk, 1600)).unwrap();
         assert_eq!(
             ep.consumed(bulk, 1600),
             Some(Frame::Window { stream: bulk, increment: 100 }),
-            "shared: the shared window"
+            "beside another: the shared window"
         );
+        assert_eq!(budget.reserved(), 0, "back to the shared window: the extra is returned");
+    }
+
+    #[test]
+    fn a_lone_stream_keeps_the_shared_window_while_the_budget_is_spent() {
+        let windows = Windows { alone: 1600, shared: 100 };
+        // Room for one lone stream's extra, shared by two sessions.
+        let budget = CreditBudget::new(1500);
+        let table = |role| StreamTable::<()>::new(role, windows, budget.clone(), 10);
+        let (mut gw1, mut ep1) = (table(Role::Gateway), table(Role::Endpoint));
+        let (mut gw2, mut ep2) = (table(Role::Gateway), table(Role::Endpoint));
+        let (first, _) = open(&mut gw1, &mut ep1);
+        let (second, _) = open(&mut gw2, &mut ep2);
+        ep1.on_frame(data(first, 100)).unwrap();
+        assert_eq!(
+            ep1.consumed(first, 100),
+            Some(Frame::Window { stream: first, increment: 1600 })
+        );
+        ep2.on_frame(data(second, 100)).unwrap();
+        assert_eq!(
+            ep2.consumed(second, 100),
+            Some(Frame::Window { stream: second, increment: 100 }),
+            "budget spent: the shared window, not a refusal"
+        );
+        ep1.remove(first);
+        assert_eq!(budget.reserved(), 0, "an ended stream returns its extra");
+        ep2.on_frame(data(second, 100)).unwrap();
+        assert_eq!(
+            ep2.consumed(second, 100),
+            Some(Frame::Window { stream: second, increment: 1600 }),
+            "the budget is back: the whole window"
+        );
+        assert!(ep2.is_consistent() && budget.reserved() == 1500);
     }
 
     #[test]
     fn a_shared_window_is_held_between_one_byte_and_the_whole() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, Windows { alone: 10, shared: 0 }, 10);
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, Windows { alone: 10, shared: 99 }, 10);
+        let zero_shared = Windows { alone: 10, shared: 0 };
+        let mut gw = StreamTable::<()>::new(Role::Gateway, zero_shared, ample(), 10);
+        let above = Windows { alone: 10, shared: 99 };
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, above, ample(), 10);
         let (first, open) = gw.open(target(), None, None, |_| ()).unwrap();
-        ep.on_frame(open).unwrap();
-        assert_eq!(ep.accepted(first), Some(Frame::OpenOk { stream: first, window: 10 }));
-        let (second, open) = gw.open(target(), None, None, |_| ()).unwrap();
-        ep.on_frame(open).unwrap();
-        assert_eq!(ep.accepted(second), Some(Frame::OpenOk { stream: second, window: 10 }));
-        let (_, open) = gw.open(target(), None, None, |_| ()).unwrap();
         assert!(
             matches!(open, Frame::Open { window: 1, .. }),
             "zero shared: one byte, not a stall"
+        );
+        ep.on_frame(open).unwrap();
+        assert_eq!(
+            ep.accepted(first),
+            Some(Frame::OpenOk { stream: first, window: 10 }),
+            "shared above the whole window: the whole window"
         );
     }
 
     #[test]
     fn data_beyond_credit_resets_only_that_stream() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), ample(), 10);
         for id in [1, 3] {
             ep.on_frame(Frame::Open {
                 stream: StreamId(id),
@@ -559,7 +626,7 @@ mod tests {
 
     #[test]
     fn empty_data_is_a_violation() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), ample(), 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10, trace: None })
             .unwrap();
         ep.accepted(StreamId(1)).unwrap();
@@ -573,7 +640,7 @@ mod tests {
     /// Opens the peer has not answered yet, for abandoning the ones nobody waits for.
     #[test]
     fn opening_streams_are_listed() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), ample(), 10);
         let (a, _) = gw.open(target(), None, None, |_| ()).unwrap();
         let (b, _) = gw.open(target(), None, None, |_| ()).unwrap();
         gw.on_frame(Frame::OpenOk { stream: a, window: 1 }).unwrap();
@@ -582,7 +649,7 @@ mod tests {
 
     #[test]
     fn data_after_fin_is_a_violation() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), ample(), 10);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 10, trace: None })
             .unwrap();
         ep.accepted(StreamId(1)).unwrap();
@@ -593,7 +660,7 @@ mod tests {
 
     #[test]
     fn foreign_and_duplicate_ids_taint_the_session() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), ample(), 10);
         assert_eq!(
             ep.on_frame(Frame::Open {
                 stream: StreamId(2),
@@ -638,7 +705,7 @@ mod tests {
 
     #[test]
     fn opens_beyond_the_limit_are_refused_busy() {
-        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), 1);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(10), ample(), 1);
         ep.on_frame(Frame::Open { stream: StreamId(1), target: target(), window: 1, trace: None })
             .unwrap();
         let refused = ep
@@ -648,14 +715,14 @@ mod tests {
             refused,
             Action::Refuse { reply: Frame::OpenFailed { reason: OpenFailure::Busy, .. }, .. }
         ));
-        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), 1);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), ample(), 1);
         gw.open(target(), None, None, |_| ()).unwrap();
         assert_eq!(gw.open(target(), None, None, |_| ()), Err(OpenError::LimitReached(1)));
     }
 
     #[test]
     fn late_frames_for_forgotten_streams_are_ignored() {
-        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), 10);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), ample(), 10);
         let data = Frame::Data { stream: StreamId(7), payload: Bytes::from_static(b"late") };
         assert_eq!(gw.on_frame(data).unwrap(), Action::None);
         assert_eq!(
@@ -712,11 +779,13 @@ mod tests {
 
     proptest! {
         /// Whatever the peer sends and whatever the local side does, in any order, the table never
-        /// panics, never exceeds its limits and keeps every window's books balanced.
+        /// panics, never exceeds its limits, keeps every window's books balanced and holds no
+        /// credit above the shared window that it has not reserved.
         #[test]
-        fn any_sequence_leaves_the_table_consistent(steps in proptest::collection::vec(arb_step(), 0..300), endpoint in any::<bool>()) {
+        fn any_sequence_leaves_the_table_consistent(steps in proptest::collection::vec(arb_step(), 0..300), endpoint in any::<bool>(), budget in 0u64..200) {
             let role = if endpoint { Role::Endpoint } else { Role::Gateway };
-            let mut t = StreamTable::<()>::new(role, windows(100), 4);
+            let budget = CreditBudget::new(budget);
+            let mut t = StreamTable::<()>::new(role, Windows { alone: 100, shared: 6 }, budget.clone(), 4);
             for step in steps {
                 match step {
                     Step::Peer(f) => { let _ = t.on_frame(f); }
@@ -727,7 +796,9 @@ mod tests {
                     Step::Remove(s) => { t.remove(StreamId(s)); }
                 }
                 prop_assert!(t.is_consistent());
-                prop_assert!(t.buffered_bytes() <= 100 * 4);
+                // What the peer can make this side hold: every stream's shared window and the
+                // reserved extra of the lone one.
+                prop_assert!(t.buffered_bytes() <= 6 * 4 + budget.reserved());
             }
         }
     }

@@ -58,10 +58,11 @@ impl RecvWindow {
     }
 
     /// Accounts for `len` bytes the application consumed; returns the increment to grant back
-    /// when enough has accumulated, steering the allowance towards `target` (clamped to
-    /// `1..=window`). Consuming more than was buffered is clamped (a driver bug must not mint
-    /// credit).
-    pub fn on_consumed(&mut self, len: usize, target: u32) -> Option<u32> {
+    /// when enough has accumulated, steering the allowance towards `target()` (clamped to
+    /// `1..=window`). `target` is asked only when a grant is due, so a decision that costs
+    /// something (reserving credit from a budget) is taken once per grant, not per chunk.
+    /// Consuming more than was buffered is clamped (a driver bug must not mint credit).
+    pub fn on_consumed(&mut self, len: usize, target: impl FnOnce() -> u32) -> Option<u32> {
         let len = (len as u64).min(self.buffered);
         self.buffered -= len;
         self.unacked += len;
@@ -70,7 +71,7 @@ impl RecvWindow {
         if self.unacked == 0 || self.unacked * 2 < self.allowance {
             return None;
         }
-        let target = u64::from(target.clamp(1, self.window));
+        let target = u64::from(target().clamp(1, self.window));
         let still_out = self.peer_credit + self.buffered;
         self.unacked = 0;
         if still_out >= target {
@@ -120,8 +121,8 @@ mod tests {
     fn credit_returns_in_half_window_batches() {
         let mut w = RecvWindow::new(100);
         w.on_data(60).unwrap();
-        assert_eq!(w.on_consumed(30, 100), None);
-        assert_eq!(w.on_consumed(30, 100), Some(60));
+        assert_eq!(w.on_consumed(30, || 100), None);
+        assert_eq!(w.on_consumed(30, || 100), Some(60));
         assert_eq!(w.peer_credit(), 100);
     }
 
@@ -130,14 +131,14 @@ mod tests {
         let mut w = RecvWindow::new(100);
         w.on_data(100).unwrap();
         // 50 consumed, 50 still buffered: the target of 40 is already met, nothing is granted.
-        assert_eq!(w.on_consumed(50, 40), None);
+        assert_eq!(w.on_consumed(50, || 40), None);
         assert_eq!(w.allowance(), 50);
         // Everything consumed: the batch is due, and brings the allowance to the target.
-        assert_eq!(w.on_consumed(50, 40), Some(40));
+        assert_eq!(w.on_consumed(50, || 40), Some(40));
         assert_eq!(w.allowance(), 40);
         w.on_data(40).unwrap();
         // Alone again: half of the allowance consumed grants up to the full window.
-        assert_eq!(w.on_consumed(20, 100), Some(80));
+        assert_eq!(w.on_consumed(20, || 100), Some(80));
         assert_eq!((w.allowance(), w.peer_credit()), (100, 80));
         assert!(w.is_consistent());
     }
@@ -163,7 +164,7 @@ mod tests {
                 if is_data {
                     let _ = w.on_data(n);
                 } else {
-                    let _ = w.on_consumed(n, target);
+                    let _ = w.on_consumed(n, || target);
                 }
                 prop_assert!(w.is_consistent());
                 prop_assert!(w.buffered() <= u64::from(window));

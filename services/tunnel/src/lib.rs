@@ -28,7 +28,7 @@ pub mod ws;
 
 pub use error::{CloseReason, OpenStreamError};
 pub use ism_tunnel_proto::Timing;
-pub use session::{Incoming, Session, SessionConfig};
+pub use session::{Incoming, Session, SessionConfig, DEFAULT_WINDOW_BUDGET};
 pub use stream::{
     Expiry, IncomingStream, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,
     TunnelStream,

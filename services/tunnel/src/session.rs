@@ -26,8 +26,8 @@ use crate::stream::{IncomingStream, TunnelStream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ism_tunnel_proto::{
-    Action, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role, SessionState,
-    StreamId, TargetAddr, Timing, TraceParent, Windows,
+    Action, CreditBudget, Frame, GivenUp, LocalReset, OpenFailure, Relay, ResetReason, Role,
+    SessionState, StreamId, TargetAddr, Timing, TraceParent, Windows,
 };
 use std::cell::Cell;
 use std::sync::Arc;
@@ -37,12 +37,18 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// The default [`SessionConfig::budget`]: 256 MiB, lone 4 MiB windows for 64 streams at once.
+pub const DEFAULT_WINDOW_BUDGET: u64 = 256 * 1024 * 1024;
+
 /// Tunables of a session. Both ends use the same defaults.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// Receive windows granted per stream: to a stream alone in its session, and to one beside
     /// others.
     pub windows: Windows,
+    /// Where a stream alone reserves its credit above the shared window. Clones of a config
+    /// share it, so every session spawned from one config (a node's) draws on one budget.
+    pub budget: CreditBudget,
     /// Most streams open at once in this session.
     pub max_streams: usize,
     /// Pings, the dead-peer timeout and the open timeout.
@@ -64,6 +70,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             windows: Windows { alone: 4 * 1024 * 1024, shared: 64 * 1024 },
+            budget: CreditBudget::new(DEFAULT_WINDOW_BUDGET),
             max_streams: 4096,
             timing: Timing::default(),
             max_data_len: ism_tunnel_proto::V2_MAX_DATA_LEN,
@@ -179,7 +186,14 @@ impl Session {
         tokio::spawn(outbox.run_writer(first, greeting));
         let now = Instant::now().into_std();
         let driver = Driver {
-            state: SessionState::new(role, config.windows, config.max_streams, config.timing, now),
+            state: SessionState::new(
+                role,
+                config.windows,
+                config.budget,
+                config.max_streams,
+                config.timing,
+                now,
+            ),
             open_timeout: config.timing.open_timeout,
             lanes,
             move_requested: move_tx,

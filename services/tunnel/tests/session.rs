@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use ism_tunnel::{Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing};
-use ism_tunnel_proto::{OpenFailure, Role, TargetAddr, Windows, MAX_DATA_LEN, V2_MAX_DATA_LEN};
+use ism_tunnel_proto::{
+    CreditBudget, OpenFailure, Role, TargetAddr, Windows, MAX_DATA_LEN, V2_MAX_DATA_LEN,
+};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -503,13 +505,20 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
             tokio::task::spawn_local(async move {
                 while bulk_writer.send(chunk.clone()).await.is_ok() {}
             });
+            let at_least = |bytes: u64| {
+                let counted = bulk_bytes.clone();
+                async move {
+                    while counted.get() < bytes {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            };
+            // Let the bulk transfer grow to the whole window alone, then open the small stream
+            // and let the bulk one spend what it had and settle into the shared window.
+            at_least(2 * window).await;
             let small = gw.open_stream(TargetAddr::Domain("small".into(), 2)).await.unwrap();
             let (_r, mut small_writer) = small.split();
-            // Let the bulk transfer spend the whole window it had alone and settle into the
-            // shared window, then send small requests.
-            while bulk_bytes.get() < 2 * window {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            at_least(bulk_bytes.get() + 2 * window).await;
             for i in 0..20u8 {
                 let before = bulk_bytes.get();
                 small_writer.send(Bytes::from(vec![i; 100])).await.unwrap();
@@ -523,6 +532,55 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
             }
         })
         .await;
+}
+
+/// A lone bulk stream reserves its large window from the budget its config shares while it
+/// runs, on both sides, and returns it when it ends; with the budget spent, a bulk stream keeps
+/// the shared window and still arrives whole.
+#[tokio::test]
+async fn a_lone_stream_draws_its_window_from_the_budget_and_returns_it() {
+    let windows = Windows { alone: 256 * 1024, shared: 16 * 1024 };
+    let extra = u64::from(windows.alone - windows.shared);
+    // Both ends of the pair share it here, as the sessions of one node do.
+    let budget = CreditBudget::new(2 * extra);
+    let (gw, _ep, incoming) =
+        pair(SessionConfig { windows, budget: budget.clone(), ..Default::default() }).await;
+    serve_dials(incoming);
+    let echo = echo_server().await;
+    let data: Vec<u8> = (0..4_000_000u32).map(|x| (x.wrapping_mul(131) >> 3) as u8).collect();
+
+    // The scanner sends and reads nothing yet, and does not finish until told: its stream
+    // stays open, alone, and grows to its large window both ways.
+    let (mut r, mut w) = scanner_through(&gw, echo).await.into_split();
+    let sent = data.clone();
+    let (finish, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let sender = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        finish_rx.await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    eventually("both directions reserved their extra", || budget.reserved() == 2 * extra).await;
+    finish.send(()).unwrap();
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    sender.await.unwrap();
+    assert!(back == data, "the echo came back whole");
+    eventually("every stream forgotten", || gw.open_streams() == 0).await;
+    eventually("the ended stream returned its extra", || budget.reserved() == 0).await;
+
+    // Someone else holds the whole budget: the next stream stays at the shared window.
+    let _spent = budget.try_reserve(2 * extra).unwrap();
+    let (mut r, mut w) = scanner_through(&gw, echo).await.into_split();
+    let sent = data.clone();
+    let sender = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    sender.await.unwrap();
+    assert!(back == data, "with the budget spent the echo still came back whole");
+    assert_eq!(budget.reserved(), 2 * extra, "the stream reserved nothing more");
 }
 
 #[tokio::test(start_paused = true)]

@@ -47,6 +47,8 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
         time_ms: state.clock.now_ms(),
         sessions: state.sessions.len(),
         stream_limit: state.stream_limit,
+        window_budget: state.window_budget.total(),
+        window_budget_reserved: state.window_budget.reserved(),
         unrecorded_facts: state.tunnels.unrecorded(),
         scans_queued: active.len() - scans_running,
         scans_running,
