@@ -30,6 +30,7 @@ async fn metrics_move_as_streams_open_carry_bytes_and_close() {
     let budget = node.state.window_budget.total() as f64;
     assert_eq!(value(&before, "ism_window_budget_bytes", &[]), Some(budget));
     assert_eq!(value(&before, "ism_window_budget_reserved_bytes", &[]), Some(0.0));
+    assert_eq!(value(&before, "ism_window_budget_shortfalls_total", &[]), Some(0.0));
 
     let mut stream = echo_stream_through(&node.socks(), &p, echo.port()).await;
     round_trip(&mut stream).await.unwrap();
@@ -44,13 +45,7 @@ async fn metrics_move_as_streams_open_carry_bytes_and_close() {
 
     // A MiB echoed: the stream, alone in its session, grew to the large window for the way back,
     // reserved from the node's budget (the agent's own budget is not the node's).
-    let sent = vec![0x5a_u8; 1 << 20];
-    let mut back = vec![0u8; sent.len()];
-    let (mut r, mut w) = stream.split();
-    let (wrote, read) = tokio::join!(w.write_all(&sent), r.read_exact(&mut back));
-    wrote.unwrap();
-    read.unwrap();
-    assert!(back == sent, "the MiB came back whole");
+    echo_a_mib(&mut stream).await;
     let bulk = scrape(&node).await;
     let extra = f64::from(4 * 1024 * 1024 - 64 * 1024);
     assert_eq!(value(&bulk, "ism_window_budget_reserved_bytes", &[]), Some(extra));
@@ -69,6 +64,17 @@ async fn metrics_move_as_streams_open_carry_bytes_and_close() {
         (value(&s, "ism_window_budget_reserved_bytes", &[])? == 0.0).then_some(())
     })
     .await;
+
+    // With the budget spent (held here), a lone stream keeps its opening window: counted.
+    let _spent = node.state.window_budget.try_reserve(node.state.window_budget.total()).unwrap();
+    let mut stream = echo_stream_through(&node.socks(), &p, echo.port()).await;
+    echo_a_mib(&mut stream).await;
+    let held = scrape(&node).await;
+    assert_eq!(value(&held, "ism_window_budget_reserved_bytes", &[]), Some(budget));
+    let shortfalls = value(&held, "ism_window_budget_shortfalls_total", &[]).unwrap();
+    assert!(shortfalls >= 1.0, "{shortfalls} shortfalls counted");
+    drop(stream);
+    node.streams_end().await;
     for direction in ["to_target", "to_scanner"] {
         let moved = value(&closed, "ism_stream_bytes_total", &[("direction", direction)]).unwrap();
         assert!(moved > 0.0, "{direction}: {moved}");
@@ -117,4 +123,15 @@ async fn a_refused_endpoint_handshake_is_counted_by_its_reason() {
     .await;
     let s = scrape(&node).await;
     assert_eq!(value(&s, "ism_sessions_connected", &[]), Some(1.0), "the real endpoint stays");
+}
+
+/// Sends a MiB through a stream to an echo server and reads it back.
+async fn echo_a_mib(stream: &mut tokio::net::TcpStream) {
+    let sent = vec![0x5a_u8; 1 << 20];
+    let mut back = vec![0u8; sent.len()];
+    let (mut r, mut w) = stream.split();
+    let (wrote, read) = tokio::join!(w.write_all(&sent), r.read_exact(&mut back));
+    wrote.unwrap();
+    read.unwrap();
+    assert!(back == sent, "the MiB came back whole");
 }

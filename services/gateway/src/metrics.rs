@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -28,6 +28,7 @@ pub struct NodeMetrics {
     stream_limit: Gauge,
     window_budget: Gauge,
     window_budget_reserved: Gauge,
+    window_budget_shortfalls: Counter,
     stream_opens: Counter,
     stream_refusals: Family<One, Counter>,
     stream_bytes: Family<One, Counter>,
@@ -52,6 +53,7 @@ impl Default for NodeMetrics {
             stream_limit: Gauge::default(),
             window_budget: Gauge::default(),
             window_budget_reserved: Gauge::default(),
+            window_budget_shortfalls: Counter::default(),
             stream_opens: Counter::default(),
             stream_refusals: Family::default(),
             stream_bytes: Family::default(),
@@ -102,6 +104,11 @@ impl NodeMetrics {
             "window_budget_reserved_bytes",
             "Part of window_budget_bytes that lone streams hold now",
             self.window_budget_reserved.clone(),
+        );
+        r.register(
+            "window_budget_shortfalls",
+            "Grants at which a stream alone in its session stayed at the shared window because the budget was spent (raise --window-budget-mib if bulk transfers over long links need it)",
+            self.window_budget_shortfalls.clone(),
         );
         r.register(
             "stream_opens",
@@ -203,6 +210,9 @@ impl NodeMetrics {
         self.window_budget.set(i64::try_from(now.window_budget).unwrap_or(i64::MAX));
         self.window_budget_reserved
             .set(i64::try_from(now.window_budget_reserved).unwrap_or(i64::MAX));
+        // The count lives in the budget the sessions share, so it is set here, not added to (it
+        // only grows, as a counter must).
+        self.window_budget_shortfalls.inner().store(now.window_budget_shortfalls, Ordering::Relaxed);
         self.unrecorded_facts.set(now.unrecorded_facts as i64);
         self.scans.get_or_create(&[("state", "queued")]).set(now.scans_queued as i64);
         self.scans.get_or_create(&[("state", "running")]).set(now.scans_running as i64);
@@ -243,6 +253,7 @@ pub struct Snapshot {
     /// The node's budget for lone streams' windows (`--window-budget-mib`) and what is reserved.
     pub window_budget: u64,
     pub window_budget_reserved: u64,
+    pub window_budget_shortfalls: u64,
     pub unrecorded_facts: usize,
     /// Scans queued and running in the cluster, and those this node runs.
     pub scans_queued: usize,

@@ -30,12 +30,18 @@ struct Pool {
     total: u64,
     /// What is not reserved; never above `total`.
     available: AtomicU64,
+    /// Reservations refused because too little was left.
+    shortfalls: AtomicU64,
 }
 
 impl CreditBudget {
     /// A budget of `total` bytes.
     pub fn new(total: u64) -> Self {
-        Self { pool: Arc::new(Pool { total, available: AtomicU64::new(total) }) }
+        Self { pool: Arc::new(Pool {
+                total,
+                available: AtomicU64::new(total),
+                shortfalls: AtomicU64::new(0),
+            }) }
     }
 
     /// The whole budget, reserved or not.
@@ -48,14 +54,26 @@ impl CreditBudget {
         self.pool.total - self.pool.available.load(Ordering::Relaxed)
     }
 
+    /// Reservations refused so far because too little was left: how often the budget held a
+    /// stream back, for an operator sizing it.
+    pub fn shortfalls(&self) -> u64 {
+        self.pool.shortfalls.load(Ordering::Relaxed)
+    }
+
     /// Reserves `bytes` if that much is left, all or nothing; the reservation is returned when
     /// the [`Reservation`] is dropped.
     pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
-        self.pool
+        let taken = self
+            .pool
             .available
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes))
-            .ok()
-            .map(|_| Reservation { pool: self.pool.clone(), bytes })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes));
+        match taken {
+            Ok(_) => Some(Reservation { pool: self.pool.clone(), bytes }),
+            Err(_) => {
+                self.pool.shortfalls.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 }
 
@@ -84,6 +102,7 @@ mod tests {
         let b = budget.clone().try_reserve(4).expect("a clone shares the budget");
         assert_eq!(budget.reserved(), 10);
         assert!(budget.try_reserve(1).is_none(), "spent");
+        assert_eq!(budget.shortfalls(), 2, "both refusals counted");
         drop(a);
         assert_eq!(budget.reserved(), 4);
         drop(b);

@@ -49,6 +49,7 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
         stream_limit: state.stream_limit,
         window_budget: state.window_budget.total(),
         window_budget_reserved: state.window_budget.reserved(),
+        window_budget_shortfalls: state.window_budget.shortfalls(),
         unrecorded_facts: state.tunnels.unrecorded(),
         scans_queued: active.len() - scans_running,
         scans_running,
