@@ -63,17 +63,24 @@ impl CreditBudget {
     /// Reserves `bytes` if that much is left, all or nothing; the reservation is returned when
     /// the [`Reservation`] is dropped.
     pub fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+        self.pool.take(bytes).then(|| Reservation { pool: self.pool.clone(), bytes })
+    }
+}
+
+impl Pool {
+    /// Takes `bytes` if that much is left; counts a shortfall if not.
+    fn take(&self, bytes: u64) -> bool {
         let taken = self
-            .pool
             .available
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(bytes));
-        match taken {
-            Ok(_) => Some(Reservation { pool: self.pool.clone(), bytes }),
-            Err(_) => {
-                self.pool.shortfalls.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        if taken.is_err() {
+            self.shortfalls.fetch_add(1, Ordering::Relaxed);
         }
+        taken.is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.available.fetch_add(bytes, Ordering::AcqRel);
     }
 }
 
@@ -84,9 +91,33 @@ pub struct Reservation {
     bytes: u64,
 }
 
+impl Reservation {
+    /// What is held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Reserves `more` on top, all or nothing; returns whether it did.
+    pub fn try_grow(&mut self, more: u64) -> bool {
+        let taken = self.pool.take(more);
+        if taken {
+            self.bytes += more;
+        }
+        taken
+    }
+
+    /// Gives back all but `bytes` (nothing when it holds no more than that).
+    pub fn shrink_to(&mut self, bytes: u64) {
+        if bytes < self.bytes {
+            self.pool.give_back(self.bytes - bytes);
+            self.bytes = bytes;
+        }
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.pool.available.fetch_add(self.bytes, Ordering::AcqRel);
+        self.pool.give_back(self.bytes);
     }
 }
 
@@ -99,12 +130,15 @@ mod tests {
         let budget = CreditBudget::new(10);
         let a = budget.try_reserve(6).expect("6 of 10");
         assert!(budget.try_reserve(5).is_none(), "only 4 left");
-        let b = budget.clone().try_reserve(4).expect("a clone shares the budget");
+        let mut b = budget.clone().try_reserve(4).expect("a clone shares the budget");
         assert_eq!(budget.reserved(), 10);
         assert!(budget.try_reserve(1).is_none(), "spent");
         assert_eq!(budget.shortfalls(), 2, "both refusals counted");
         drop(a);
         assert_eq!(budget.reserved(), 4);
+        assert!(b.try_grow(5) && !b.try_grow(2), "grown by 5 of the 6 left, not by 2 more");
+        b.shrink_to(3);
+        assert_eq!((b.bytes(), budget.reserved()), (3, 3), "shrinking gives the rest back");
         drop(b);
         assert_eq!((budget.reserved(), budget.total()), (0, 10));
     }

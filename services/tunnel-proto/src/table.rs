@@ -47,10 +47,13 @@ struct Entry<H> {
     recv: RecvWindow,
     remote_fin: bool,
     local_fin: bool,
-    /// The extra credit (`alone - shared`) reserved from the node's budget while this stream may
-    /// hold more than the shared window; dropped, and so returned, once it holds no more than
-    /// that or ends.
-    lone_credit: Option<Reservation>,
+    /// The credit above the shared window this stream may hold, reserved from the node's budget
+    /// before it is granted; trimmed to what its allowance needs at each batch, and returned
+    /// when it ends.
+    extra: Option<Reservation>,
+    /// The session's numbers of this stream's last two batches of credit (older first; 0:
+    /// none), which tell whether it is busy (see [`StreamTable::consumed`]).
+    recent_batches: [u64; 2],
     /// The driver's half of the stream (its channels, its opener). `None` only between an
     /// [`Action::Accept`] and the driver's [`StreamTable::attach`].
     handle: Option<H>,
@@ -126,14 +129,15 @@ pub enum OpenError {
 ///
 /// Two figures, not one: every byte of credit a stream holds can sit in the shared link ahead of
 /// another stream's request, so a stream beside others gets little, while a stream alone gets
-/// enough to keep a fast link busy across the credit round trip. Every stream starts with the
-/// shared window; a stream alone grows to the whole window at its first grant, when the extra
-/// can be reserved from the node's [`CreditBudget`], so only streams that carry data hold it.
+/// enough to keep a fast link busy across the credit round trip, and busy streams side by side
+/// share it (see [`StreamTable::consumed`]). Every stream starts with the shared window and grows
+/// only at a batch of credit, as far as the extra can be reserved from the node's
+/// [`CreditBudget`], so only streams that carry data hold any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
-    /// Credit of a stream that is alone in its session (budget allowing): what a lone bulk
-    /// transfer can have in flight across the credit round trip, and the most it can make this
-    /// side buffer when its local reader is slow.
+    /// Credit of a stream that is alone in its session (budget allowing), and what busy streams
+    /// share: what a lone bulk transfer can have in flight across the credit round trip, and the
+    /// most it can make this side buffer when its local reader is slow.
     pub alone: u32,
     /// Credit of a stream that shares its session with others (at most `alone`), and of every
     /// stream at its open: every byte of it can sit in the link ahead of another stream's small
@@ -149,6 +153,15 @@ impl Windows {
     }
 }
 
+/// Most streams of a session that share the whole window between them when all are busy (see
+/// [`StreamTable::consumed`]): beyond it a share is little more than the shared window, and
+/// telling whether every stream is busy would scan a large table at each batch.
+const MAX_BUSY_STREAMS: usize = 16;
+
+/// A stream is busy while its last two batches came within this many batches of its session per
+/// stream (see [`StreamTable::consumed`]).
+const BUSY_SPAN_PER_STREAM: u64 = 4;
+
 /// All streams of one session.
 #[derive(Debug)]
 pub struct StreamTable<H> {
@@ -157,8 +170,10 @@ pub struct StreamTable<H> {
     /// Highest id the peer has opened: ids only grow, so a peer cannot recycle one.
     peer_high: u32,
     windows: Windows,
-    /// Where a stream alone reserves its credit above the shared window.
+    /// Where a stream reserves its credit above the shared window.
     budget: CreditBudget,
+    /// Batches of credit the session's streams have had (see [`StreamTable::consumed`]).
+    batches: u64,
     max_streams: usize,
     streams: HashMap<StreamId, Entry<H>>,
 }
@@ -173,7 +188,8 @@ impl<H> StreamTable<H> {
             Role::Endpoint => 2,
         };
         let windows = windows.normalised();
-        Self { role, next_id, peer_high: 0, windows, budget, max_streams, streams: HashMap::new() }
+        let streams = HashMap::new();
+        Self { role, next_id, peer_high: 0, windows, budget, batches: 0, max_streams, streams }
     }
 
     pub fn len(&self) -> usize {
@@ -248,32 +264,48 @@ impl<H> StreamTable<H> {
     }
 
     /// The local application consumed `len` bytes: returns a `Window` frame when credit is due.
+    ///
+    /// Every byte of credit a stream holds can sit in the shared link ahead of another stream's
+    /// request (measured in loadtest: small-request p99 beside a bulk upload 4-6x its value alone
+    /// with 256 KiB shared, about 2x with 64 KiB). So at each batch a stream is steered to the
+    /// whole window when it is alone, to an equal share of it when every stream of the session is
+    /// busy (bulk transfers side by side: none of them is a small request that would wait behind
+    /// the others' credit), and to the shared window otherwise. A stream is busy while its last
+    /// two batches came within [`BUSY_SPAN_PER_STREAM`] batches of the session per stream: bulk
+    /// streams take turns, while a stream of small requests batches once in many of a bulk
+    /// stream's batches, and a new stream has none. Credit above the shared window is granted
+    /// only as far as the node's budget lets the stream reserve it.
     pub fn consumed(&mut self, stream: StreamId, len: usize) -> Option<Frame> {
-        let alone = self.streams.len() == 1;
-        let (windows, budget) = (self.windows, &self.budget);
         let e = self.streams.get_mut(&stream)?;
         if e.remote_fin {
             // The peer sends nothing more: granting credit would be noise.
             return None;
         }
-        let lone_credit = &mut e.lone_credit;
-        let grant = e.recv.on_consumed(len, || {
-            // Every byte of credit a stream holds can sit in the shared link ahead of another
-            // stream's request (measured in loadtest: small-request p99 beside a bulk upload 4-6x
-            // its value alone with 256 KiB shared, about 2x with 64 KiB).
-            if alone && lone_credit.is_none() {
-                *lone_credit = budget.try_reserve(u64::from(windows.alone - windows.shared));
-            }
-            match alone && lone_credit.is_some() {
-                true => windows.alone,
-                false => windows.shared,
-            }
-        });
-        if e.recv.allowance() <= u64::from(windows.shared) {
-            // Shrunk back (beside other streams, or the budget was spent): the extra is returned.
-            e.lone_credit = None;
+        if !e.recv.on_consumed(len) {
+            return None;
         }
+        self.batches += 1;
+        e.recent_batches = [e.recent_batches[1], self.batches];
+        let desired = self.window_at_batch();
+        let (shared, budget) = (self.windows.shared, &self.budget);
+        let e = self.streams.get_mut(&stream)?;
+        let target = e.reserve_up_to(desired, shared, budget);
+        let grant = e.recv.grant(target);
+        e.release_beyond_allowance(shared);
         grant.map(|increment| Frame::Window { stream, increment })
+    }
+
+    /// The window a stream that batches now is steered to (see [`consumed`](Self::consumed)).
+    fn window_at_batch(&self) -> u32 {
+        let n = self.streams.len();
+        let since = self.batches.saturating_sub(BUSY_SPAN_PER_STREAM * n as u64);
+        let all_busy = n == 1
+            || (n <= MAX_BUSY_STREAMS
+                && self.streams.values().all(|e| e.recent_batches[0] > since));
+        match all_busy {
+            true => (self.windows.alone / n as u32).max(self.windows.shared),
+            false => self.windows.shared,
+        }
     }
 
     /// The local side finished sending (its `Fin` went out). The stream is forgotten once both
@@ -436,7 +468,8 @@ impl<H> StreamTable<H> {
             && self.streams.values().all(|e| e.phase == Phase::Open || !e.remote_fin)
             && self.streams.values().all(|e| e.phase != Phase::Opening || e.handle.is_some())
             && self.streams.values().all(|e| {
-                e.recv.allowance() <= u64::from(self.windows.shared) || e.lone_credit.is_some()
+                let extra = e.extra.as_ref().map_or(0, Reservation::bytes);
+                e.recv.allowance() <= u64::from(self.windows.shared) + extra
             })
     }
 }
@@ -445,7 +478,43 @@ impl<H> Entry<H> {
     /// A stream that may grow to `windows.alone` and starts with `windows.shared`.
     fn new(phase: Phase, windows: Windows, handle: Option<H>) -> Self {
         let recv = RecvWindow::starting_with(windows.alone, windows.shared);
-        Self { phase, recv, remote_fin: false, local_fin: false, lone_credit: None, handle }
+        Self {
+            phase,
+            recv,
+            remote_fin: false,
+            local_fin: false,
+            extra: None,
+            recent_batches: [0; 2],
+            handle,
+        }
+    }
+
+    /// The window this stream can be steered to towards `desired`: above the shared window only
+    /// as far as its reservation from `budget` reaches, grown to `desired` if the budget allows.
+    fn reserve_up_to(&mut self, desired: u32, shared: u32, budget: &CreditBudget) -> u32 {
+        let want = u64::from(desired.saturating_sub(shared));
+        let held = self.extra.as_ref().map_or(0, Reservation::bytes);
+        if want > held {
+            match &mut self.extra {
+                Some(extra) => {
+                    extra.try_grow(want - held);
+                }
+                None => self.extra = budget.try_reserve(want),
+            }
+        }
+        let held = self.extra.as_ref().map_or(0, Reservation::bytes);
+        shared + u32::try_from(want.min(held)).unwrap_or(u32::MAX)
+    }
+
+    /// Gives back the part of the reservation the allowance no longer needs (after a batch that
+    /// shrank it).
+    fn release_beyond_allowance(&mut self, shared: u32) {
+        let needed = self.recv.allowance().saturating_sub(u64::from(shared));
+        if needed == 0 {
+            self.extra = None;
+        } else if let Some(extra) = &mut self.extra {
+            extra.shrink_to(needed);
+        }
     }
 }
 
@@ -543,6 +612,57 @@ mod tests {
             "beside another: the shared window"
         );
         assert_eq!(budget.reserved(), 0, "back to the shared window: the extra is returned");
+    }
+
+    #[test]
+    fn busy_streams_share_the_whole_window_until_a_quiet_one_opens_beside_them() {
+        let windows = Windows { alone: 1600, shared: 100 };
+        let budget = CreditBudget::new(u64::MAX);
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows, budget.clone(), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, budget.clone(), 10);
+        let (a, _) = open(&mut gw, &mut ep);
+        let (b, _) = open(&mut gw, &mut ep);
+        let mut batch = |ep: &mut StreamTable<()>, stream, n| {
+            ep.on_frame(data(stream, n)).unwrap();
+            match ep.consumed(stream, n) {
+                Some(Frame::Window { increment, .. }) => increment,
+                other => panic!("a batch of credit was due: {other:?}"),
+            }
+        };
+        // Each stream's first batch: neither has batched twice yet, so neither is busy.
+        assert_eq!((batch(&mut ep, a, 100), batch(&mut ep, b, 100)), (100, 100));
+        // Their second batches: a's is not yet busy beside b, b's finds both busy.
+        assert_eq!(batch(&mut ep, a, 100), 100);
+        assert_eq!(batch(&mut ep, b, 100), 800, "both busy: half the whole window each");
+        assert_eq!(batch(&mut ep, a, 100), 800);
+        assert_eq!(budget.reserved(), 2 * 700, "the part above the shared window is reserved");
+        // A third stream opens, quiet: the busy ones are held to the shared window again.
+        let (_c, _) = open(&mut gw, &mut ep);
+        assert_eq!(batch(&mut ep, a, 800), 100, "beside a quiet stream: shared");
+        assert_eq!(budget.reserved(), 700, "a's share above the shared window is returned");
+        assert!(ep.is_consistent());
+    }
+
+    #[test]
+    fn a_stream_of_small_requests_is_never_busy_beside_a_bulk_one() {
+        let windows = Windows { alone: 1600, shared: 100 };
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows, ample(), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, ample(), 10);
+        let (bulk, _) = open(&mut gw, &mut ep);
+        let (small, _) = open(&mut gw, &mut ep);
+        for i in 1..=40 {
+            ep.on_frame(data(bulk, 100)).unwrap();
+            let grant = ep.consumed(bulk, 100);
+            assert_eq!(grant, Some(Frame::Window { stream: bulk, increment: 100 }), "batch {i}");
+            if i % 10 == 0 {
+                // Its requests add up to a batch once in ten of the bulk stream's.
+                ep.on_frame(data(small, 50)).unwrap();
+                assert_eq!(
+                    ep.consumed(small, 50),
+                    Some(Frame::Window { stream: small, increment: 50 })
+                );
+            }
+        }
     }
 
     #[test]

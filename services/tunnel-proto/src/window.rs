@@ -57,21 +57,26 @@ impl RecvWindow {
         Ok(())
     }
 
-    /// Accounts for `len` bytes the application consumed; returns the increment to grant back
-    /// when enough has accumulated, steering the allowance towards `target()` (clamped to
-    /// `1..=window`). `target` is asked only when a grant is due, so a decision that costs
-    /// something (reserving credit from a budget) is taken once per grant, not per chunk.
-    /// Consuming more than was buffered is clamped (a driver bug must not mint credit).
-    pub fn on_consumed(&mut self, len: usize, target: impl FnOnce() -> u32) -> Option<u32> {
+    /// Accounts for `len` bytes the application consumed; returns whether a batch of credit is
+    /// due, which the caller then hands out with [`grant`](Self::grant) once it has decided the
+    /// stream's target (a decision that may cost something, like reserving credit from a budget,
+    /// so it is taken once per batch, not per chunk). Consuming more than was buffered is clamped
+    /// (a driver bug must not mint credit).
+    pub fn on_consumed(&mut self, len: usize) -> bool {
         let len = (len as u64).min(self.buffered);
         self.buffered -= len;
         self.unacked += len;
         // Half of the allowance, not of the target: once everything is consumed the batch is
         // due whatever the target, so a stream never waits on credit it will not be given.
-        if self.unacked == 0 || self.unacked * 2 < self.allowance {
-            return None;
-        }
-        let target = u64::from(target().clamp(1, self.window));
+        self.unacked != 0 && self.unacked * 2 >= self.allowance
+    }
+
+    /// Grants back what was consumed, steering the allowance towards `target` (clamped to
+    /// `1..=window`): returns the increment, or nothing when the stream already holds its target
+    /// (shrinking withholds). Meant for when [`on_consumed`](Self::on_consumed) says a batch is
+    /// due; called earlier it only grants smaller batches.
+    pub fn grant(&mut self, target: u32) -> Option<u32> {
+        let target = u64::from(target.clamp(1, self.window));
         let still_out = self.peer_credit + self.buffered;
         self.unacked = 0;
         if still_out >= target {
@@ -117,12 +122,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Consumes `n` bytes and grants at `target` when a batch is due, as the stream table does.
+    fn consume(w: &mut RecvWindow, n: usize, target: u32) -> Option<u32> {
+        w.on_consumed(n).then(|| w.grant(target)).flatten()
+    }
+
     #[test]
     fn credit_returns_in_half_window_batches() {
         let mut w = RecvWindow::new(100);
         w.on_data(60).unwrap();
-        assert_eq!(w.on_consumed(30, || 100), None);
-        assert_eq!(w.on_consumed(30, || 100), Some(60));
+        assert_eq!(consume(&mut w, 30, 100), None);
+        assert_eq!(consume(&mut w, 30, 100), Some(60));
         assert_eq!(w.peer_credit(), 100);
     }
 
@@ -131,14 +141,14 @@ mod tests {
         let mut w = RecvWindow::new(100);
         w.on_data(100).unwrap();
         // 50 consumed, 50 still buffered: the target of 40 is already met, nothing is granted.
-        assert_eq!(w.on_consumed(50, || 40), None);
+        assert_eq!(consume(&mut w, 50, 40), None);
         assert_eq!(w.allowance(), 50);
         // Everything consumed: the batch is due, and brings the allowance to the target.
-        assert_eq!(w.on_consumed(50, || 40), Some(40));
+        assert_eq!(consume(&mut w, 50, 40), Some(40));
         assert_eq!(w.allowance(), 40);
         w.on_data(40).unwrap();
         // Alone again: half of the allowance consumed grants up to the full window.
-        assert_eq!(w.on_consumed(20, || 100), Some(80));
+        assert_eq!(consume(&mut w, 20, 100), Some(80));
         assert_eq!((w.allowance(), w.peer_credit()), (100, 80));
         assert!(w.is_consistent());
     }
@@ -164,7 +174,7 @@ mod tests {
                 if is_data {
                     let _ = w.on_data(n);
                 } else {
-                    let _ = w.on_consumed(n, || target);
+                    let _ = consume(&mut w, n, target);
                 }
                 prop_assert!(w.is_consistent());
                 prop_assert!(w.buffered() <= u64::from(window));
