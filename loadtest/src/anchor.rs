@@ -39,9 +39,10 @@ impl Anchors {
         rathole: Option<&std::path::Path>,
         limits: bool,
         t: &Targets,
+        link_delay: Duration,
     ) -> anyhow::Result<Anchors> {
         let wstunnel = match wstunnel {
-            Some(bin) => Some(Wstunnel::start(bin, t.echo).await?),
+            Some(bin) => Some(Wstunnel::start(bin, t.echo, link_delay).await?),
             None => None,
         };
         let rathole = match rathole {
@@ -145,10 +146,19 @@ pub struct Wstunnel {
 }
 
 impl Wstunnel {
-    /// Starts both halves; returns once a 1-byte echo went through to `echo`.
-    pub async fn start(bin: &std::path::Path, echo: SocketAddr) -> anyhow::Result<Wstunnel> {
+    /// Starts both halves, `link_delay` apart each way (see [`crate::link_delay`]); returns once
+    /// a 1-byte echo went through to `echo`.
+    pub async fn start(
+        bin: &std::path::Path,
+        echo: SocketAddr,
+        link_delay: Duration,
+    ) -> anyhow::Result<Wstunnel> {
         let socks = free_port()?;
         let (wss, listen) = (format!("wss://{}", free_port()?), format!("socks5://{socks}"));
+        let dial = match link_delay.is_zero() {
+            true => wss.clone(),
+            false => crate::link_delay::in_front_of(&wss, link_delay).await?,
+        };
         let spawn = |args: &[&str]| {
             Command::new(bin)
                 .args(args)
@@ -159,7 +169,7 @@ impl Wstunnel {
         let wstunnel = Wstunnel {
             halves: Halves {
                 server: spawn(&["server", "--log-lvl", "WARN", &wss])?,
-                client: spawn(&["client", "--log-lvl", "WARN", "-R", &listen, &wss])?,
+                client: spawn(&["client", "--log-lvl", "WARN", "-R", &listen, &dial])?,
             },
             socks,
         };

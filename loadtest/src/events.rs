@@ -437,7 +437,7 @@ async fn one_backend(name: &str, log: Arc<dyn EventLog>, o: &Options) -> anyhow:
 fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Value> {
     let node = crate::Node::start_on(1024, event_log)?;
     let work = tempfile::tempdir()?;
-    let (endpoint, secret) = node.with_endpoint("flood", work.path())?;
+    let (endpoint, secret) = node.with_endpoint("flood", work.path(), &node.info.wss)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let figures = rt.block_on(async {
         let sink = crate::targets::sink().await;

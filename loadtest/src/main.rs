@@ -14,6 +14,7 @@ mod anchor;
 mod cluster;
 mod compare;
 mod events;
+mod link_delay;
 mod measure;
 mod relay;
 mod report;
@@ -68,6 +69,11 @@ struct Args {
     /// at `../shared/anchors/wstunnel` from the workspace root, when it is there.
     #[arg(long)]
     wstunnel: Option<PathBuf>,
+    /// Milliseconds of latency each way between each tunnel's two halves (ours: the agent and
+    /// the gateway; wstunnel: its client and server), from a delaying relay: a scanner reaching
+    /// an endpoint across the internet. 0 (the default): loopback as it is.
+    #[arg(long, default_value_t = 0)]
+    link_delay_ms: u64,
     /// Also measure rathole (TLS transport) with the same work in the same run: the path to its
     /// binary (`cargo install rathole`; not needed for anything else).
     #[arg(long)]
@@ -164,10 +170,12 @@ impl Node {
 
     /// A gateway and an endpoint called `name` on it, its agent connected (a child process
     /// installed under `dir`, allowed to reach loopback), and a scanner credential's secret.
+    /// The agent dials `wss`, the node's endpoint URL or a relay's in front of it.
     fn with_endpoint(
         &self,
         name: &str,
         dir: &std::path::Path,
+        wss: &str,
     ) -> anyhow::Result<(ChildRole, String)> {
         let (key, secret) = actix_rt::System::new().block_on(async {
             let api = self.api();
@@ -180,7 +188,7 @@ impl Node {
                 .to_string();
             anyhow::Ok((added["key"].as_str().context("key")?.to_string(), secret))
         })?;
-        let wss = self.info.wss.clone();
+        let wss = wss.to_string();
         let keys = [key];
         let (agents, _) =
             start_endpoints(|_| wss.clone(), &self.info.ca_file, &keys, "127.0.0.1", dir)?;
@@ -238,11 +246,18 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
     let hold: std::net::SocketAddr =
         hold_target.line()?.parse().context("the hold target's address")?;
     let work = tempfile::tempdir()?;
-    let (endpoint, secret) = node.with_endpoint("bench", work.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let link_delay = Duration::from_millis(args.link_delay_ms);
+    // The relay's tasks run on the runtime's workers between the `block_on`s.
+    let wss = match link_delay.is_zero() {
+        true => node.info.wss.clone(),
+        false => runtime.block_on(link_delay::in_front_of(&node.info.wss, link_delay))?,
+    };
+    let (endpoint, secret) = node.with_endpoint("bench", work.path(), &wss)?;
     let mut f = json!({
         "rounds": args.rounds,
         "seconds": args.seconds,
+        "link_delay_ms": args.link_delay_ms,
         "tcp_congestion_control": tcp_congestion_control(),
     });
     let mut by_path = ByPath::new();
@@ -266,6 +281,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
             args.rathole.as_deref(),
             want("limits"),
             &targets,
+            link_delay,
         )
         .await?;
         let paths = [

@@ -212,7 +212,9 @@ impl NodeMetrics {
             .set(i64::try_from(now.window_budget_reserved).unwrap_or(i64::MAX));
         // The count lives in the budget the sessions share, so it is set here, not added to (it
         // only grows, as a counter must).
-        self.window_budget_shortfalls.inner().store(now.window_budget_shortfalls, Ordering::Relaxed);
+        self.window_budget_shortfalls
+            .inner()
+            .store(now.window_budget_shortfalls, Ordering::Relaxed);
         self.unrecorded_facts.set(now.unrecorded_facts as i64);
         self.scans.get_or_create(&[("state", "queued")]).set(now.scans_queued as i64);
         self.scans.get_or_create(&[("state", "running")]).set(now.scans_running as i64);

@@ -37,11 +37,13 @@ struct Pool {
 impl CreditBudget {
     /// A budget of `total` bytes.
     pub fn new(total: u64) -> Self {
-        Self { pool: Arc::new(Pool {
+        Self {
+            pool: Arc::new(Pool {
                 total,
                 available: AtomicU64::new(total),
                 shortfalls: AtomicU64::new(0),
-            }) }
+            }),
+        }
     }
 
     /// The whole budget, reserved or not.

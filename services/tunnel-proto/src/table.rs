@@ -273,8 +273,9 @@ impl<H> StreamTable<H> {
     /// the others' credit), and to the shared window otherwise. A stream is busy while its last
     /// two batches came within [`BUSY_SPAN_PER_STREAM`] batches of the session per stream: bulk
     /// streams take turns, while a stream of small requests batches once in many of a bulk
-    /// stream's batches, and a new stream has none. Credit above the shared window is granted
-    /// only as far as the node's budget lets the stream reserve it.
+    /// stream's batches, and a new stream has none (a stream whose peer finished sending has
+    /// nothing left to wait behind the others' credit, so it does not count). Credit above the
+    /// shared window is granted only as far as the node's budget lets the stream reserve it.
     pub fn consumed(&mut self, stream: StreamId, len: usize) -> Option<Frame> {
         let e = self.streams.get_mut(&stream)?;
         if e.remote_fin {
@@ -301,7 +302,7 @@ impl<H> StreamTable<H> {
         let since = self.batches.saturating_sub(BUSY_SPAN_PER_STREAM * n as u64);
         let all_busy = n == 1
             || (n <= MAX_BUSY_STREAMS
-                && self.streams.values().all(|e| e.recent_batches[0] > since));
+                && self.streams.values().all(|e| e.remote_fin || e.recent_batches[0] > since));
         match all_busy {
             true => (self.windows.alone / n as u32).max(self.windows.shared),
             false => self.windows.shared,
@@ -622,7 +623,7 @@ mod tests {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, budget.clone(), 10);
         let (a, _) = open(&mut gw, &mut ep);
         let (b, _) = open(&mut gw, &mut ep);
-        let mut batch = |ep: &mut StreamTable<()>, stream, n| {
+        let batch = |ep: &mut StreamTable<()>, stream, n| {
             ep.on_frame(data(stream, n)).unwrap();
             match ep.consumed(stream, n) {
                 Some(Frame::Window { increment, .. }) => increment,

@@ -583,6 +583,60 @@ async fn a_lone_stream_draws_its_window_from_the_budget_and_returns_it() {
     assert_eq!(budget.reserved(), 2 * extra, "the stream reserved nothing more");
 }
 
+/// Bulk uploads side by side, each stream busy, share the whole window: each grows to its share
+/// (reserved above the shared window from the budget) and every byte arrives.
+#[tokio::test]
+async fn busy_streams_side_by_side_share_the_whole_window() {
+    let windows = Windows { alone: 256 * 1024, shared: 16 * 1024 };
+    let budget = CreditBudget::new(u64::MAX);
+    let (gw, _ep, incoming) =
+        pair(SessionConfig { windows, budget: budget.clone(), ..Default::default() }).await;
+    serve_dials(incoming);
+    // A sink that counts what it read and says so when the scanner finishes.
+    let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = sink.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = sink.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut n = 0u64;
+                while let Ok(read @ 1..) = s.read(&mut buf).await {
+                    n += read as u64;
+                }
+                s.write_all(&n.to_be_bytes()).await.unwrap();
+            });
+        }
+    });
+    let streams = 4;
+    let share = u64::from(windows.alone) / streams as u64;
+    let extra = share - u64::from(windows.shared);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut uploads = Vec::new();
+    for _ in 0..streams {
+        let (mut r, mut w) = scanner_through(&gw, sink_addr).await.into_split();
+        let stop = stop.clone();
+        uploads.push(tokio::spawn(async move {
+            let chunk = vec![0x3c_u8; 64 * 1024];
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                w.write_all(&chunk).await.unwrap();
+                sent += chunk.len() as u64;
+            }
+            w.shutdown().await.unwrap();
+            let mut counted = [0u8; 8];
+            r.read_exact(&mut counted).await.unwrap();
+            (sent, u64::from_be_bytes(counted))
+        }));
+    }
+    eventually("every busy stream holds its share", || budget.reserved() == streams as u64 * extra)
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for upload in uploads {
+        let (sent, counted) = upload.await.unwrap();
+        assert_eq!(sent, counted, "the sink counted every byte sent");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn split_halves_echo_through_the_peer() {
     // The endpoint opens (even ids) and the gateway echoes: the diagnostic tool's path.
