@@ -546,6 +546,15 @@ mod tests {
         Frame::Data { stream, payload: Bytes::from(vec![0; n]) }
     }
 
+    /// `n` bytes from the peer on `stream`, consumed at once: the credit granted back, if any.
+    fn carry(ep: &mut StreamTable<()>, stream: StreamId, n: usize) -> Option<u32> {
+        ep.on_frame(data(stream, n)).unwrap();
+        match ep.consumed(stream, n)? {
+            Frame::Window { stream: granted, increment } if granted == stream => Some(increment),
+            other => panic!("not a grant for {stream}: {other:?}"),
+        }
+    }
+
     fn target() -> TargetAddr {
         TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, 80)
     }
@@ -591,27 +600,12 @@ mod tests {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, budget.clone(), 10);
         let (bulk, ok) = open(&mut gw, &mut ep);
         assert_eq!(ok, Frame::OpenOk { stream: bulk, window: 100 }, "every stream starts shared");
-        ep.on_frame(data(bulk, 100)).unwrap();
-        assert_eq!(
-            ep.consumed(bulk, 100),
-            Some(Frame::Window { stream: bulk, increment: 1600 }),
-            "alone: the whole window at the first grant"
-        );
+        assert_eq!(carry(&mut ep, bulk, 100), Some(1600), "alone: the whole window at once");
         assert_eq!(budget.reserved(), 1500, "the extra is reserved before it is granted");
-        ep.on_frame(data(bulk, 1600)).unwrap();
-        assert_eq!(
-            ep.consumed(bulk, 1600),
-            Some(Frame::Window { stream: bulk, increment: 1600 }),
-            "alone: the whole window again"
-        );
+        assert_eq!(carry(&mut ep, bulk, 1600), Some(1600), "alone: the whole window again");
         let (small, ok) = open(&mut gw, &mut ep);
         assert_eq!(ok, Frame::OpenOk { stream: small, window: 100 }, "opened beside: shared");
-        ep.on_frame(data(bulk, 1600)).unwrap();
-        assert_eq!(
-            ep.consumed(bulk, 1600),
-            Some(Frame::Window { stream: bulk, increment: 100 }),
-            "beside another: the shared window"
-        );
+        assert_eq!(carry(&mut ep, bulk, 1600), Some(100), "beside another: the shared window");
         assert_eq!(budget.reserved(), 0, "back to the shared window: the extra is returned");
     }
 
@@ -623,13 +617,7 @@ mod tests {
         let mut ep = StreamTable::<()>::new(Role::Endpoint, windows, budget.clone(), 10);
         let (a, _) = open(&mut gw, &mut ep);
         let (b, _) = open(&mut gw, &mut ep);
-        let batch = |ep: &mut StreamTable<()>, stream, n| {
-            ep.on_frame(data(stream, n)).unwrap();
-            match ep.consumed(stream, n) {
-                Some(Frame::Window { increment, .. }) => increment,
-                other => panic!("a batch of credit was due: {other:?}"),
-            }
-        };
+        let batch = |ep: &mut StreamTable<()>, stream, n| carry(ep, stream, n).unwrap();
         // Each stream's first batch: neither has batched twice yet, so neither is busy.
         assert_eq!((batch(&mut ep, a, 100), batch(&mut ep, b, 100)), (100, 100));
         // Their second batches: a's is not yet busy beside b, b's finds both busy.
@@ -652,16 +640,10 @@ mod tests {
         let (bulk, _) = open(&mut gw, &mut ep);
         let (small, _) = open(&mut gw, &mut ep);
         for i in 1..=40 {
-            ep.on_frame(data(bulk, 100)).unwrap();
-            let grant = ep.consumed(bulk, 100);
-            assert_eq!(grant, Some(Frame::Window { stream: bulk, increment: 100 }), "batch {i}");
+            assert_eq!(carry(&mut ep, bulk, 100), Some(100), "batch {i}");
             if i % 10 == 0 {
                 // Its requests add up to a batch once in ten of the bulk stream's.
-                ep.on_frame(data(small, 50)).unwrap();
-                assert_eq!(
-                    ep.consumed(small, 50),
-                    Some(Frame::Window { stream: small, increment: 50 })
-                );
+                assert_eq!(carry(&mut ep, small, 50), Some(50));
             }
         }
     }
@@ -676,25 +658,13 @@ mod tests {
         let (mut gw2, mut ep2) = (table(Role::Gateway), table(Role::Endpoint));
         let (first, _) = open(&mut gw1, &mut ep1);
         let (second, _) = open(&mut gw2, &mut ep2);
-        ep1.on_frame(data(first, 100)).unwrap();
-        assert_eq!(
-            ep1.consumed(first, 100),
-            Some(Frame::Window { stream: first, increment: 1600 })
-        );
-        ep2.on_frame(data(second, 100)).unwrap();
-        assert_eq!(
-            ep2.consumed(second, 100),
-            Some(Frame::Window { stream: second, increment: 100 }),
-            "budget spent: the shared window, not a refusal"
-        );
+        assert_eq!(carry(&mut ep1, first, 100), Some(1600));
+        let kept = carry(&mut ep2, second, 100);
+        assert_eq!(kept, Some(100), "budget spent: the shared window, not a refusal");
         ep1.remove(first);
         assert_eq!(budget.reserved(), 0, "an ended stream returns its extra");
-        ep2.on_frame(data(second, 100)).unwrap();
-        assert_eq!(
-            ep2.consumed(second, 100),
-            Some(Frame::Window { stream: second, increment: 1600 }),
-            "the budget is back: the whole window"
-        );
+        let grown = carry(&mut ep2, second, 100);
+        assert_eq!(grown, Some(1600), "the budget is back: the whole window");
         assert!(ep2.is_consistent() && budget.reserved() == 1500);
     }
 
