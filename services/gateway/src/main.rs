@@ -69,7 +69,7 @@ struct Args {
     #[arg(long, env = "ISM_TUNNEL_THREADS")]
     tunnel_threads: Option<usize>,
     /// Memory, in MiB, that streams alone in their endpoint's session may have in flight beyond
-    /// the 64 KiB every stream gets, all endpoints together. A lone stream grows to a 4 MiB
+    /// the 64 KiB every stream gets, all endpoints together. A lone stream grows to an 8 MiB
     /// window (fast bulk transfers over long links) while this lasts, and keeps 64 KiB when it
     /// is spent, so readers that stop reading cannot make the node hold more than this. 0: no
     /// stream grows.

@@ -1,6 +1,6 @@
 //! The node-wide budget for the large window of streams alone in their session.
 //!
-//! A stream alone in its session may be granted up to [`Windows::alone`] of credit (4 MiB by
+//! A stream alone in its session may be granted up to [`Windows::alone`] of credit (8 MiB by
 //! default), so that a lone bulk transfer keeps a long link busy across the credit round trip.
 //! Every byte of it can end up buffered on this side when the local reader stops reading (a
 //! scanner that stops reading a download, a target that stops reading an upload), and credit once

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// The default [`SessionConfig::budget`]: 256 MiB, lone 4 MiB windows for 64 streams at once.
+/// The default [`SessionConfig::budget`]: 256 MiB, lone 8 MiB windows for 32 streams at once.
 pub const DEFAULT_WINDOW_BUDGET: u64 = 256 * 1024 * 1024;
 
 /// Tunables of a session. Both ends use the same defaults.
@@ -69,7 +69,7 @@ impl SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            windows: Windows { alone: 4 * 1024 * 1024, shared: 64 * 1024 },
+            windows: Windows { alone: 8 * 1024 * 1024, shared: 64 * 1024 },
             budget: CreditBudget::new(DEFAULT_WINDOW_BUDGET),
             max_streams: 4096,
             timing: Timing::default(),

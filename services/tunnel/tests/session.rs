@@ -461,7 +461,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SlowLink<S> {
 /// sending, ahead of it: each stream has at most one frame waiting in the writer's ordered
 /// queue, its frames are no larger than its credit, and the receiver holds a stream that shares
 /// the session to the shared window, so that is all that can queue in the link. (Without the
-/// rule the bulk stream's whole window, 4 MiB, could queue there.) Frames as large as the
+/// rule the bulk stream's whole window, 8 MiB, could queue there.) Frames as large as the
 /// protocol allows. Runs on the paused clock over an in-memory socket: the same interleaving
 /// every run.
 #[tokio::test(start_paused = true)]
