@@ -6,8 +6,8 @@
 //!
 //! The relay takes bytes from its sender at once, which would hide TCP's own window from the
 //! sender (the relay would buffer whatever it is sent, and acknowledge it at once); so what a
-//! direction has in flight is capped at [`IN_FLIGHT`], what one TCP connection could have
-//! unacknowledged here (the machine's `tcp_wmem` maximum), and a byte counts as in flight until
+//! direction has in flight is capped at what one TCP connection could have unacknowledged here
+//! (the machine's `tcp_wmem` maximum, [`in_flight`]), and a byte counts as in flight until
 //! the delay after its delivery, when its acknowledgement would have come back: a TCP window,
 //! like our credit, has to cover the whole round trip.
 
@@ -20,8 +20,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// Bytes one direction of a connection may have in flight on the link.
-const IN_FLIGHT: usize = 4 * 1024 * 1024;
+/// Bytes one direction of a connection may have in flight on the link: the largest send buffer
+/// the machine gives a TCP socket (the third figure of `net.ipv4.tcp_wmem`; 4 MiB, Linux's
+/// default, if it cannot be read).
+fn in_flight() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 * 1024 * 1024)
+}
 
 /// Read buffer per direction.
 const CHUNK: usize = 64 * 1024;
@@ -59,10 +66,10 @@ pub async fn in_front_of(address: &str, one_way: Duration) -> anyhow::Result<Str
     Ok(format!("{scheme}{relay}{path}"))
 }
 
-/// Copies `from` to `to`, each chunk `one_way` after it was read, with at most [`IN_FLIGHT`]
+/// Copies `from` to `to`, each chunk `one_way` after it was read, with at most [`in_flight`]
 /// bytes held.
 async fn delayed(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, one_way: Duration) {
-    let room = Arc::new(Semaphore::new(IN_FLIGHT));
+    let room = Arc::new(Semaphore::new(in_flight().max(CHUNK)));
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>, OwnedSemaphorePermit)>();
     let reader = async move {
         loop {

@@ -47,7 +47,8 @@ async fn metrics_move_as_streams_open_carry_bytes_and_close() {
     // reserved from the node's budget (the agent's own budget is not the node's).
     echo_a_mib(&mut stream).await;
     let bulk = scrape(&node).await;
-    let extra = f64::from(8 * 1024 * 1024 - 64 * 1024);
+    let windows = ism_tunnel::SessionConfig::default().windows;
+    let extra = f64::from(windows.alone - windows.shared);
     assert_eq!(value(&bulk, "ism_window_budget_reserved_bytes", &[]), Some(extra));
 
     drop(stream);

@@ -1,7 +1,9 @@
-//! The node-wide budget for the large window of streams alone in their session.
+//! The node-wide budget for the large windows: of a stream alone in its session, and the shares
+//! of it busy streams side by side get.
 //!
-//! A stream alone in its session may be granted up to [`Windows::alone`] of credit (8 MiB by
-//! default), so that a lone bulk transfer keeps a long link busy across the credit round trip.
+//! A stream alone in its session may be granted up to [`Windows::alone`] of credit (8 MiB in
+//! `ism-tunnel`'s default configuration), so that a lone bulk transfer keeps a long link busy
+//! across the credit round trip.
 //! Every byte of it can end up buffered on this side when the local reader stops reading (a
 //! scanner that stops reading a download, a target that stops reading an upload), and credit once
 //! granted cannot be taken back. So the extra credit above [`Windows::shared`] is *reserved* from

@@ -5,8 +5,9 @@
 //! unit-tested and fuzzed on its own (the shape of `quinn-proto`):
 //!
 //! - [`frame`]: the frames and their binary codec (one frame per binary WebSocket message);
-//! - [`credit_budget`]: the process-wide budget a stream alone in its session reserves its large
-//!   window from, which bounds what slow readers can make a node hold;
+//! - [`credit_budget`]: the process-wide budget streams reserve credit above the shared window
+//!   from (a stream alone, busy streams side by side), which bounds what slow readers can make a
+//!   node hold;
 //! - [`window`]: per-stream receive credit, the flow control that keeps one slow target from
 //!   stalling the other streams of the same tunnel;
 //! - [`table`]: the stream table, which turns each frame from the peer into an [`table::Action`]

@@ -179,8 +179,8 @@ pub struct StreamTable<H> {
 }
 
 impl<H> StreamTable<H> {
-    /// `windows` is the credit this side grants per stream, the part of a lone stream's above the
-    /// shared window reserved from `budget`; `max_streams` caps how many streams may exist at
+    /// `windows` is the credit this side grants per stream, any part above the shared window
+    /// reserved from `budget` (see [`consumed`](Self::consumed)); `max_streams` caps how many streams may exist at
     /// once (either direction), so memory stays bounded under a flood.
     pub fn new(role: Role, windows: Windows, budget: CreditBudget, max_streams: usize) -> Self {
         let next_id = match role {
@@ -468,10 +468,10 @@ impl<H> StreamTable<H> {
                 .all(|e| e.recv.is_consistent() && !(e.local_fin && e.remote_fin))
             && self.streams.values().all(|e| e.phase == Phase::Open || !e.remote_fin)
             && self.streams.values().all(|e| e.phase != Phase::Opening || e.handle.is_some())
-            && self.streams.values().all(|e| {
-                let extra = e.extra.as_ref().map_or(0, Reservation::bytes);
-                e.recv.allowance() <= u64::from(self.windows.shared) + extra
-            })
+            && self
+                .streams
+                .values()
+                .all(|e| e.recv.allowance() <= u64::from(self.windows.shared) + e.extra_bytes())
     }
 }
 
@@ -494,7 +494,7 @@ impl<H> Entry<H> {
     /// as far as its reservation from `budget` reaches, grown to `desired` if the budget allows.
     fn reserve_up_to(&mut self, desired: u32, shared: u32, budget: &CreditBudget) -> u32 {
         let want = u64::from(desired.saturating_sub(shared));
-        let held = self.extra.as_ref().map_or(0, Reservation::bytes);
+        let held = self.extra_bytes();
         if want > held {
             match &mut self.extra {
                 Some(extra) => {
@@ -503,8 +503,12 @@ impl<H> Entry<H> {
                 None => self.extra = budget.try_reserve(want),
             }
         }
-        let held = self.extra.as_ref().map_or(0, Reservation::bytes);
-        shared + u32::try_from(want.min(held)).unwrap_or(u32::MAX)
+        shared + u32::try_from(want.min(self.extra_bytes())).unwrap_or(u32::MAX)
+    }
+
+    /// Credit above the shared window this stream has reserved.
+    fn extra_bytes(&self) -> u64 {
+        self.extra.as_ref().map_or(0, Reservation::bytes)
     }
 
     /// Gives back the part of the reservation the allowance no longer needs (after a batch that
@@ -887,8 +891,8 @@ mod tests {
                     Step::Remove(s) => { t.remove(StreamId(s)); }
                 }
                 prop_assert!(t.is_consistent());
-                // What the peer can make this side hold: every stream's shared window and the
-                // reserved extra of the lone one.
+                // What the peer can make this side hold: every stream's shared window and what
+                // the streams reserved above it.
                 prop_assert!(t.buffered_bytes() <= 6 * 4 + budget.reserved());
             }
         }

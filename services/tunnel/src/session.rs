@@ -46,8 +46,9 @@ pub struct SessionConfig {
     /// Receive windows granted per stream: to a stream alone in its session, and to one beside
     /// others.
     pub windows: Windows,
-    /// Where a stream alone reserves its credit above the shared window. Clones of a config
-    /// share it, so every session spawned from one config (a node's) draws on one budget.
+    /// Where a stream reserves its credit above the shared window (alone, or busy beside busy
+    /// streams). Clones of a config share it, so every session spawned from one config (a
+    /// node's) draws on one budget.
     pub budget: CreditBudget,
     /// Most streams open at once in this session.
     pub max_streams: usize,

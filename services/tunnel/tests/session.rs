@@ -570,6 +570,7 @@ async fn a_lone_stream_draws_its_window_from_the_budget_and_returns_it() {
 
     // Someone else holds the whole budget: the next stream stays at the shared window.
     let _spent = budget.try_reserve(2 * extra).unwrap();
+    let shortfalls = budget.shortfalls();
     let (mut r, mut w) = scanner_through(&gw, echo).await.into_split();
     let sent = data.clone();
     let sender = tokio::spawn(async move {
@@ -581,6 +582,7 @@ async fn a_lone_stream_draws_its_window_from_the_budget_and_returns_it() {
     sender.await.unwrap();
     assert!(back == data, "with the budget spent the echo still came back whole");
     assert_eq!(budget.reserved(), 2 * extra, "the stream reserved nothing more");
+    assert!(budget.shortfalls() > shortfalls, "the stream asked and was refused");
 }
 
 /// Bulk uploads side by side, each stream busy, share the whole window: each grows to its share
