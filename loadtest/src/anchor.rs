@@ -2,9 +2,10 @@
 //!
 //! - wstunnel 10.6.2 (`--wstunnel PATH`, by default the anchor build beside the workspace), the
 //!   tunnel our users would pick instead: its reverse SOCKS5 over wss, as
-//!   `../shared/anchors/README.md` starts it. Its SOCKS5 listener is started without a login, so
-//!   the scanner offers "no authentication"; it opens a new TLS WebSocket for every SOCKS
-//!   connection (it does not multiplex).
+//!   `../shared/anchors/README.md` starts it, with a login on its SOCKS5 listener as ours has
+//!   (`?login=..&password=..`), so that a scanner goes through the same exchange on both; it
+//!   opens a new TLS WebSocket for every SOCKS connection (it does not multiplex), and it answers
+//!   a CONNECT as soon as it has read it, before the tunnel or the target has been reached.
 //! - rathole 0.5 (`--rathole PATH`): one service per target, a fixed port to a fixed target, with
 //!   no SOCKS exchange and no per-connection authorisation; a new TLS connection for every
 //!   forwarded connection.
@@ -16,6 +17,7 @@
 use crate::compare::Path;
 use crate::measure::Route;
 use crate::roles::ChildRole;
+use crate::socks::Login;
 use crate::targets::Targets;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -42,7 +44,7 @@ impl Anchors {
         link_delay: Duration,
     ) -> anyhow::Result<Anchors> {
         let wstunnel = match wstunnel {
-            Some(bin) => Some(Wstunnel::start(bin, t.echo, link_delay).await?),
+            Some(bin) => Some(Wstunnel::start(bin, t.echo, link_delay, wstunnel_login()).await?),
             None => None,
         };
         let rathole = match rathole {
@@ -143,18 +145,28 @@ impl Drop for Halves {
 pub struct Wstunnel {
     halves: Halves,
     socks: SocketAddr,
+    login: Login,
+}
+
+/// A scanner login for wstunnel's SOCKS5 listener, made for this run. The password goes into the
+/// listener's URL, so it is hex.
+fn wstunnel_login() -> Login {
+    Login { username: "bench".into(), password: uuid::Uuid::new_v4().simple().to_string() }
 }
 
 impl Wstunnel {
-    /// Starts both halves, `link_delay` apart each way (see [`crate::link_delay`]); returns once
-    /// a 1-byte echo went through to `echo`.
+    /// Starts both halves, `link_delay` apart each way (see [`crate::link_delay`]), scanners let
+    /// in with `login`; returns once a 1-byte echo went through to `echo`.
     pub async fn start(
         bin: &std::path::Path,
         echo: SocketAddr,
         link_delay: Duration,
+        login: Login,
     ) -> anyhow::Result<Wstunnel> {
         let socks = free_port()?;
-        let (wss, listen) = (format!("wss://{}", free_port()?), format!("socks5://{socks}"));
+        let wss = format!("wss://{}", free_port()?);
+        let listen =
+            format!("socks5://{socks}?login={}&password={}", login.username, login.password);
         let dial = match link_delay.is_zero() {
             true => wss.clone(),
             false => crate::link_delay::in_front_of(&wss, link_delay).await?,
@@ -172,6 +184,7 @@ impl Wstunnel {
                 client: spawn(&["client", "--log-lvl", "WARN", "-R", &listen, &dial])?,
             },
             socks,
+            login,
         };
         until_echoed(&wstunnel.path().route, echo, "wstunnel").await?;
         Ok(wstunnel)
@@ -180,7 +193,7 @@ impl Wstunnel {
     pub fn path(&self) -> Path {
         Path {
             key: "wstunnel",
-            route: Route::Socks { proxy: self.socks, login: None },
+            route: Route::Socks { proxy: self.socks, login: self.login.clone() },
             processes: self.halves.pids(),
         }
     }

@@ -236,7 +236,7 @@ fn relay_hop(bench: Bench<'_>) -> anyhow::Result<ByPath> {
     let login = Login { username: "relay".into(), password: setup.secret.clone() };
     let through = |n: usize, key: &'static str, processes: Vec<u32>| compare::Path {
         key,
-        route: Route::Socks { proxy: cluster.node(n, SOCKS_PORT), login: Some(login.clone()) },
+        route: Route::Socks { proxy: cluster.node(n, SOCKS_PORT), login: login.clone() },
         processes,
     };
     let (owner, other) = (cluster.pid(1)?, cluster.pid(2)?);
@@ -394,7 +394,7 @@ impl Scanners {
                             username: format!("sim{}", turn % endpoints),
                             password: password.clone(),
                         };
-                        let route = Route::Socks { proxy, login: Some(login) };
+                        let route = Route::Socks { proxy, login };
                         let (once, started) = (measure::echo_once(&route, echo), Instant::now());
                         let failure = match tokio::time::timeout(STREAM_DEADLINE, once).await {
                             Ok(Ok(())) => None,

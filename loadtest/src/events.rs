@@ -443,7 +443,7 @@ fn flood(event_log: Option<&str>, for_how_long: Duration) -> anyhow::Result<Valu
         let sink = crate::targets::sink().await;
         let route = crate::measure::Route::Socks {
             proxy: node.info.socks.parse()?,
-            login: Some(crate::socks::Login { username: "flood".into(), password: secret }),
+            login: crate::socks::Login { username: "flood".into(), password: secret },
         };
         let before = node.process.rss_kib();
         let deadline = Instant::now() + for_how_long;

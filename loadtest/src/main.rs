@@ -272,7 +272,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         let socks: std::net::SocketAddr = node.info.socks.parse()?;
         let ours = compare::Path {
             key: "tunnel",
-            route: Route::Socks { proxy: socks, login: Some(login.clone()) },
+            route: Route::Socks { proxy: socks, login: login.clone() },
             processes: vec![node.process.id(), endpoint.id()],
         };
         let wstunnel = wstunnel_binary(args.wstunnel.as_deref());
@@ -293,11 +293,15 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         let workloads = rate_workloads(&want);
         by_path = compare::interleave_all(&workloads, &paths, args.rounds, &targets, d).await?;
         if want("open") {
-            let phases = measure::open_phases(socks, &login, targets.echo, d).await?;
+            // Where an open's time goes through each SOCKS ingress, ours and wstunnel's.
             let names =
                 ["tcp_connect", "socks_methods", "socks_auth", "socks_connect", "first_echo"];
-            f["open_phases_us"] =
-                json!(names.into_iter().zip(phases).collect::<compare::Figures>());
+            for path in std::iter::once(ours.clone()).chain(anchors.tunnels()) {
+                let Route::Socks { proxy, login } = &path.route else { continue };
+                let phases = measure::open_phases(*proxy, login, targets.echo, d).await?;
+                f["open_phases_us"][path.key] =
+                    json!(names.into_iter().zip(phases).collect::<compare::Figures>());
+            }
         }
         if want("fairness") {
             let (alone, beside_bulk) =

@@ -18,11 +18,11 @@ pub enum Route {
     /// Through forwarders, one in front of each target (rathole's services, the relay chains):
     /// a connection to a target goes to the forwarder in front of it.
     Forwarders(Arc<HashMap<SocketAddr, SocketAddr>>),
-    /// Through a SOCKS5 ingress: ours with a login (the endpoint's name and a scanner secret),
-    /// wstunnel's without.
+    /// Through a SOCKS5 ingress, with a login: at ours the endpoint's name and a scanner secret,
+    /// at wstunnel's the one it was started with.
     Socks {
         proxy: SocketAddr,
-        login: Option<Login>,
+        login: Login,
     },
 }
 
@@ -36,7 +36,7 @@ impl Route {
                     .with_context(|| format!("no forwarder in front of {target}"))?;
                 TcpStream::connect(forwarder).await?
             }
-            Route::Socks { proxy, login } => socks::connect(*proxy, login.as_ref(), target).await?,
+            Route::Socks { proxy, login } => socks::connect(*proxy, login, target).await?,
         };
         s.set_nodelay(true)?;
         Ok(s)
@@ -232,7 +232,7 @@ pub async fn open_phases(
         let mut s = TcpStream::connect(proxy).await?;
         s.set_nodelay(true)?;
         lap(&mut sums, 0);
-        socks::offer_method(&mut s, Some(login)).await?;
+        socks::offer_method(&mut s).await?;
         lap(&mut sums, 1);
         socks::authenticate(&mut s, login).await?;
         lap(&mut sums, 2);

@@ -128,9 +128,11 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
     if !by_path.is_empty() {
         print_paths(by_path);
     }
-    if let Some(phases) = f["open_phases_us"].as_object() {
+    for (path, phases) in f["open_phases_us"].as_object().into_iter().flatten() {
+        let Some(phases) = phases.as_object() else { continue };
         let parts: Vec<String> = phases.iter().map(|(k, v)| format!("{k} {:.0}", n(v))).collect();
-        println!("an open through ours, in µs: {}", parts.join(", "));
+        let name = COLUMNS.iter().find(|(key, _)| key == path).map_or(path.as_str(), |c| c.1);
+        println!("an open through {name}, in µs: {}", parts.join(", "));
     }
     if !f["fairness_p99_ms"].is_null() {
         let p = &f["fairness_p99_ms"];

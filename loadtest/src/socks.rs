@@ -1,7 +1,7 @@
 //! The scanner's side of a SOCKS5 ingress (RFC 1928), step by step: the method offer, the
-//! username/password exchange (RFC 1929) when the route has a login, the CONNECT. Every SOCKS
-//! path goes through this one client, so ours and wstunnel's exchange the same bytes but for the
-//! login only ours requires, and [`open_phases`](crate::measure::open_phases) can time each step.
+//! username/password exchange (RFC 1929), the CONNECT. Every SOCKS path goes through this one
+//! client, so ours and wstunnel's exchange the same bytes, and
+//! [`open_phases`](crate::measure::open_phases) can time each step.
 
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,23 +17,21 @@ pub struct Login {
 /// Connects to `proxy` and goes through every step to `target`.
 pub async fn connect(
     proxy: SocketAddr,
-    login: Option<&Login>,
+    login: &Login,
     target: SocketAddr,
 ) -> anyhow::Result<TcpStream> {
     let mut s = TcpStream::connect(proxy).await?;
     s.set_nodelay(true)?;
-    offer_method(&mut s, login).await?;
-    if let Some(login) = login {
-        authenticate(&mut s, login).await?;
-    }
+    offer_method(&mut s).await?;
+    authenticate(&mut s, login).await?;
     request_connect(&mut s, target).await?;
     Ok(s)
 }
 
-/// Offers the one method the route uses (username/password with a login, "no authentication"
-/// without) and checks that the server picked it.
-pub async fn offer_method(s: &mut TcpStream, login: Option<&Login>) -> anyhow::Result<()> {
-    let method = if login.is_some() { 2 } else { 0 };
+/// Offers username/password, the one method every route uses, and checks that the server
+/// picked it.
+pub async fn offer_method(s: &mut TcpStream) -> anyhow::Result<()> {
+    let method = 2;
     s.write_all(&[5, 1, method]).await?;
     let mut choice = [0u8; 2];
     s.read_exact(&mut choice).await?;
