@@ -44,7 +44,7 @@ impl Anchors {
         link_delay: Duration,
     ) -> anyhow::Result<Anchors> {
         let wstunnel = match wstunnel {
-            Some(bin) => Some(Wstunnel::start(bin, t.echo, link_delay, wstunnel_login()).await?),
+            Some(bin) => Some(Wstunnel::start(bin, t.echo, link_delay).await?),
             None => None,
         };
         let rathole = match rathole {
@@ -148,21 +148,17 @@ pub struct Wstunnel {
     login: Login,
 }
 
-/// A scanner login for wstunnel's SOCKS5 listener, made for this run. The password goes into the
-/// listener's URL, so it is hex.
-fn wstunnel_login() -> Login {
-    Login { username: "bench".into(), password: uuid::Uuid::new_v4().simple().to_string() }
-}
-
 impl Wstunnel {
     /// Starts both halves, `link_delay` apart each way (see [`crate::link_delay`]), scanners let
-    /// in with `login`; returns once a 1-byte echo went through to `echo`.
+    /// in with a login made for this run; returns once a 1-byte echo went through to `echo`.
     pub async fn start(
         bin: &std::path::Path,
         echo: SocketAddr,
         link_delay: Duration,
-        login: Login,
     ) -> anyhow::Result<Wstunnel> {
+        // The password goes into the listener's URL, so it is hex.
+        let login =
+            Login { username: "bench".into(), password: uuid::Uuid::new_v4().simple().to_string() };
         let socks = free_port()?;
         let wss = format!("wss://{}", free_port()?);
         let listen =

@@ -272,7 +272,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         let socks: std::net::SocketAddr = node.info.socks.parse()?;
         let ours = compare::Path {
             key: "tunnel",
-            route: Route::Socks { proxy: socks, login: login.clone() },
+            route: Route::Socks { proxy: socks, login },
             processes: vec![node.process.id(), endpoint.id()],
         };
         let wstunnel = wstunnel_binary(args.wstunnel.as_deref());

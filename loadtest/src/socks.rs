@@ -28,10 +28,13 @@ pub async fn connect(
     Ok(s)
 }
 
+/// The SOCKS5 method number of username/password (RFC 1929).
+const USERNAME_PASSWORD: u8 = 2;
+
 /// Offers username/password, the one method every route uses, and checks that the server
 /// picked it.
 pub async fn offer_method(s: &mut TcpStream) -> anyhow::Result<()> {
-    let method = 2;
+    let method = USERNAME_PASSWORD;
     s.write_all(&[5, 1, method]).await?;
     let mut choice = [0u8; 2];
     s.read_exact(&mut choice).await?;

@@ -171,6 +171,25 @@ async fn a_target_off_the_allowlist_is_refused_with_socks_reply_2() {
 }
 
 #[actix::test]
+async fn a_closed_target_port_is_refused_with_socks_reply_5() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    // A loopback port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{closed}"));
+    connected(&agent).await;
+    // The scanner learns of the refusal in the CONNECT reply, not from a closed stream later.
+    match ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", closed)
+        .await
+    {
+        Err(ism_cli::scanner::ScannerError::Refused { code, .. }) => assert_eq!(code, 5),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| "a connection")),
+    }
+    agent.stop();
+}
+
+#[actix::test]
 async fn wrong_scanner_credentials_and_unknown_endpoints_are_refused() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
