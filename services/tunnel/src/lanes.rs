@@ -2,6 +2,7 @@
 //! consumed, finished, reset) and the session's outbox. [`crate::session`] owns the receiving
 //! end and [`crate::stream`] sends; this module depends on neither, so dependencies run one way.
 
+use crate::moved::Home;
 use crate::outbox::Outbox;
 use ism_tunnel_proto::{Frame, OpenFailure, ResetReason, StreamId};
 use std::sync::Arc;
@@ -16,12 +17,12 @@ pub(crate) enum Control {
     LocalReset { stream: StreamId, reason: ResetReason },
 }
 
-/// What a stream task needs to reach its session: the driver, the way out, the runtime the
-/// session's tasks run on, and the largest `Data` payload the peer accepts.
+/// What a stream task needs to reach its session: the driver, the way out, where the session's
+/// tasks run, and the largest `Data` payload the peer accepts.
 #[derive(Clone)]
 pub(crate) struct Lanes {
     pub control: mpsc::UnboundedSender<Control>,
     pub outbox: Arc<Outbox>,
-    pub runtime: tokio::runtime::Handle,
+    pub home: Home,
     pub max_data: usize,
 }

@@ -21,6 +21,7 @@ use crate::credit::SendCredit;
 use crate::error::{CloseReason, OpenStreamError};
 use crate::inbox::{Inbound, Inbox};
 use crate::lanes::{Control, Lanes};
+use crate::moved::Home;
 use crate::outbox::{self, Outbox, SendError, WsSink};
 use crate::stream::{IncomingStream, TunnelStream};
 use bytes::Bytes;
@@ -30,8 +31,10 @@ use ism_tunnel_proto::{
     SessionState, StreamId, TargetAddr, Timing, TraceParent, Windows,
 };
 use std::cell::Cell;
+use std::future::Future;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -100,6 +103,7 @@ struct Shared {
     /// they began to wait.
     slot_freed: Arc<Notify>,
     outbox: Arc<Outbox>,
+    home: Home,
 }
 
 /// Handle to a running session. Cheap to clone; the session lives until it is closed or its
@@ -169,9 +173,10 @@ impl Session {
         let sink: WsSink = Box::pin(sink);
         // The writer holds the WebSocket from here on until it has sent the greeting.
         let (outbox, first) = Outbox::new(sink, closed_tx.clone());
-        let runtime = tokio::runtime::Handle::current();
+        let home = Home::current();
         let max_data = config.max_data_len.clamp(1, ism_tunnel_proto::MAX_DATA_LEN);
-        let lanes = Lanes { control: control_tx, outbox: outbox.clone(), runtime, max_data };
+        let lanes =
+            Lanes { control: control_tx, outbox: outbox.clone(), home: home.clone(), max_data };
         let (move_tx, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             move_requested: move_tx.clone(),
@@ -180,6 +185,7 @@ impl Session {
             open_streams: open_streams.clone(),
             slot_freed: Arc::default(),
             outbox: outbox.clone(),
+            home,
         });
         let session = Session { shared };
 
@@ -210,6 +216,18 @@ impl Session {
 
     fn clone_closer(&self) -> Closer {
         Closer(self.shared.closed.clone())
+    }
+
+    /// Runs `work` where this session's tasks run, with `tcp` (a scanner's connection) moved
+    /// there: the opens it asks for, their answers and its stream's bytes then wake no other
+    /// thread. Dropping the returned future stops the work.
+    pub async fn run_beside<F, Fut>(&self, tcp: TcpStream, work: F) -> std::io::Result<Fut::Output>
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        self.shared.home.run(tcp, work).await
     }
 
     /// Opens a stream to `target` through the peer and waits for it to connect.

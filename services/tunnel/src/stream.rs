@@ -196,15 +196,11 @@ impl TunnelStream {
         tcp: TcpStream,
         options: SpliceOptions,
     ) -> SpliceReport {
-        let runtime = self.lanes.runtime.clone();
+        let home = self.lanes.home.clone();
         // Dropping `self` on a failure resets the stream.
-        crate::moved::run_moved(&runtime, tcp, move |tcp| self.splice_with(tcp, options))
-            .await
-            .unwrap_or_else(|e| SpliceReport {
-                sent: 0,
-                received: 0,
-                end: StreamEnd::SocketError(e.to_string()),
-            })
+        home.run(tcp, move |tcp| self.splice_with(tcp, options)).await.unwrap_or_else(|e| {
+            SpliceReport { sent: 0, received: 0, end: StreamEnd::SocketError(e.to_string()) }
+        })
     }
 
     async fn pump(&mut self, tcp: &TcpStream, initial: Bytes, limits: QuietLimits) -> SpliceReport {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 /// Time a client has to finish negotiation and send its request.
@@ -28,7 +29,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         let state = state.clone();
         async move {
             let span = scanner_stream::connection_span("socks5", peer);
-            if let Err(e) = handle(tcp, peer, &state, pending, &span).await {
+            if let Err(e) = handle(tcp, peer, state, pending, &span).await {
                 span.in_scope(
                     || tracing::info!(%peer, error = %escaped(&e), "SOCKS5 request refused"),
                 );
@@ -85,37 +86,58 @@ async fn read_message<T>(
 /// authenticated, given back once it is. Up to the open it runs in the connection's `span`; the
 /// bytes then move outside it (entering a span on every poll of the splice would cost the data
 /// path), and the stream's end is recorded on it.
+///
+/// Once the scanner has authenticated, the rest (its request, the open, the reply, the splice)
+/// runs beside its endpoint's session, on the tunnel thread the session lives on: the open's
+/// answer and the stream's bytes then wake no other thread, and the move itself happens while
+/// the scanner's request is on its way.
 async fn handle(
     mut tcp: TcpStream,
     peer: SocketAddr,
-    state: &NodeState,
+    state: Arc<NodeState>,
     pending: OwnedSemaphorePermit,
     span: &Span,
 ) -> Result<(), IngressError> {
     let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + NEGOTIATION_TIMEOUT;
     let mut buf = BytesMut::with_capacity(MAX_MESSAGE);
-    // Boxed: the open's future (negotiation, authorisation, the open through the cluster) is
-    // about ten times the size of the rest, and inline it would stay in the task's memory for
-    // as long as the stream is held.
-    let opening = Box::pin(open(&mut tcp, &mut buf, peer, state, pending).instrument(span.clone()));
-    let stream = opening.await?;
-    stream.splice(tcp, buf.freeze()).await;
-    Ok(())
+    let authenticating =
+        Box::pin(authenticate(&mut tcp, &mut buf, &state).instrument(span.clone()));
+    let scanner = tokio::time::timeout_at(deadline, authenticating)
+        .await
+        .map_err(|_| IngressError::TimedOut)??;
+    drop(pending);
+    let session = state.sessions.get(scanner.endpoint.id).map(|live| live.session);
+    let span = span.clone();
+    let rest = move |mut tcp: TcpStream| async move {
+        // Boxed: the open's future (the open through the cluster) is about ten times the size
+        // of the rest, and inline it would stay in the task's memory for as long as the stream
+        // is held.
+        let opening =
+            Box::pin(open(&mut tcp, &mut buf, peer, &state, scanner, deadline).instrument(span));
+        let stream = opening.await?;
+        stream.splice(tcp, buf.freeze()).await;
+        Ok(())
+    };
+    match session {
+        Some(session) => session.run_beside(tcp, rest).await?,
+        // Held by another node, or by none: the open says which.
+        None => rest(tcp).await,
+    }
 }
 
-/// Negotiation, authorisation and the open, answered to the scanner.
+/// The scanner's request and its open, answered to the scanner.
 async fn open<'a>(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     peer: SocketAddr,
     state: &'a NodeState,
-    pending: OwnedSemaphorePermit,
+    scanner: AuthorisedScanner,
+    deadline: Instant,
 ) -> Result<OpenedStream<'a>, IngressError> {
-    let negotiated = tokio::time::timeout(NEGOTIATION_TIMEOUT, negotiate(tcp, buf, state))
+    let request = tokio::time::timeout_at(deadline, read_request(tcp, buf))
         .await
         .map_err(|_| IngressError::TimedOut)??;
-    let (scanner, request) = negotiated;
-    drop(pending);
     let path = state.scanner_path();
     let opened = tokio::select! {
         opened = scanner_stream::open(&path, &scanner, request.target) => opened,
@@ -152,12 +174,12 @@ async fn open<'a>(
     }
 }
 
-/// Method selection, authentication and the request.
-async fn negotiate(
+/// Method selection and authentication.
+async fn authenticate(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     state: &NodeState,
-) -> Result<(AuthorisedScanner, codec::Request), IngressError> {
+) -> Result<AuthorisedScanner, IngressError> {
     let greeting = read_message(tcp, buf, codec::parse_greeting).await?;
     if !greeting.methods.contains(&codec::METHOD_USER_PASS) {
         tcp.write_all(&codec::method_selection(codec::METHOD_NONE_ACCEPTABLE)).await?;
@@ -174,6 +196,14 @@ async fn negotiate(
         }
     };
     tcp.write_all(&codec::auth_status(true)).await?;
+    Ok(scanner)
+}
+
+/// The scanner's request: a CONNECT.
+async fn read_request(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<codec::Request, IngressError> {
     let request = match read_message(tcp, buf, codec::parse_request).await {
         Ok(r) => r,
         Err(IngressError::Protocol(e)) => {
@@ -186,5 +216,5 @@ async fn negotiate(
         tcp.write_all(&codec::reply(Reply::CommandNotSupported)).await?;
         return Err(IngressError::Command(request.command));
     }
-    Ok((scanner, request))
+    Ok(request)
 }
