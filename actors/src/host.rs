@@ -29,16 +29,28 @@ impl<A: Aggregate> Message for Execute<A> {
     type Result = Result<Executed, CommandError<A::Error>>;
 }
 
-/// A command whose outcome nobody waits for (recording what the data path did). Commands told
-/// by one caller are recorded in the order they were told, batched into one append with the
-/// others that arrived meanwhile; refusals are logged. Sent through a [`Recorder`], which counts
-/// it until it is recorded.
-struct Tell<A: Aggregate> {
-    command: A::Command,
-    cause: Cause,
+/// Commands whose outcome nobody waits for (recording what the data path did), queued by an
+/// actor's [`Recorder`]s until its next flush. Commands told by one caller are recorded in the
+/// order they were told, batched into one append with the others that arrived meanwhile;
+/// refusals are logged.
+///
+/// They wait here rather than in the actor's mailbox so that only the first command of a batch
+/// wakes the actor's thread: a message per command woke it twice per scanner stream (opened,
+/// closed), and on a small machine each wake-up of another thread costs more than the command.
+struct Told<A: Aggregate> {
+    queued: Mutex<Vec<(A::Command, Cause)>>,
 }
 
-impl<A: Aggregate> Message for Tell<A> {
+impl<A: Aggregate> Told<A> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(A::Command, Cause)>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Tells an actor that its told queue has commands again: it schedules their flush.
+struct Gather;
+
+impl Message for Gather {
     type Result = ();
 }
 
@@ -63,7 +75,7 @@ pub struct AggregateActor<A: Aggregate> {
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     cached: Option<Loaded<A>>,
-    told: Vec<(A::Command, Cause)>,
+    told: Arc<Told<A>>,
     flush_scheduled: bool,
     /// Told commands of this node's actors of this kind not yet recorded (see [`Recorder`]).
     unrecorded: Arc<watch::Sender<usize>>,
@@ -118,11 +130,10 @@ impl<A: Aggregate + Unpin> Handler<Execute<A>> for AggregateActor<A> {
     }
 }
 
-impl<A: Aggregate + Unpin> Handler<Tell<A>> for AggregateActor<A> {
+impl<A: Aggregate + Unpin> Handler<Gather> for AggregateActor<A> {
     type Result = ();
 
-    fn handle(&mut self, msg: Tell<A>, ctx: &mut Self::Context) {
-        self.told.push((msg.command, msg.cause));
+    fn handle(&mut self, _: Gather, ctx: &mut Self::Context) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             ctx.notify_later(FlushTold, TOLD_GATHERING);
@@ -136,13 +147,24 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
     /// While one batch is being appended, the mailbox holds the tells that arrive; they form the
     /// next batch (group commit).
     fn handle(&mut self, _: FlushTold, ctx: &mut Self::Context) -> Self::Result {
-        let take = self.told.len().min(MAX_TOLD_BATCH);
-        let batch: Vec<(A::Command, Cause)> = self.told.drain(..take).collect();
-        if self.told.is_empty() {
-            self.flush_scheduled = false;
-        } else {
-            ctx.notify(FlushTold);
+        let batch: Vec<(A::Command, Cause)> = {
+            let mut told = self.told.lock();
+            let take = told.len().min(MAX_TOLD_BATCH);
+            let batch = told.drain(..take).collect();
+            // Drained under the lock: a command told after this finds the queue empty and sends
+            // a `Gather`; one told before it is in this batch or the next.
+            if told.is_empty() {
+                self.flush_scheduled = false;
+            } else {
+                ctx.notify(FlushTold);
+            }
+            batch
+        };
+        if batch.is_empty() {
+            // A `Gather` that arrived after its commands had already gone out with a batch.
+            return AtomicResponse::new(Box::pin(actix::fut::ready(())));
         }
+        let take = batch.len();
         let (log, clock, id, cached) =
             (self.log.clone(), self.clock.clone(), self.id, self.cached.take());
         let work = async move { execute_batch::<A>(&*log, &*clock, id, cached, &batch).await };
@@ -165,13 +187,13 @@ impl<A: Aggregate + Unpin> Handler<FlushTold> for AggregateActor<A> {
 /// Tells one aggregate's actor what the data path did, without waiting. Holding it keeps the
 /// actor alive until what it was told is recorded, even if its node forgot the aggregate.
 pub struct Recorder<A: Aggregate + Unpin> {
-    addr: Addr<AggregateActor<A>>,
+    actor: Hosted<A>,
     unrecorded: Arc<watch::Sender<usize>>,
 }
 
 impl<A: Aggregate + Unpin> Clone for Recorder<A> {
     fn clone(&self) -> Self {
-        Self { addr: self.addr.clone(), unrecorded: self.unrecorded.clone() }
+        Self { actor: self.actor.clone(), unrecorded: self.unrecorded.clone() }
     }
 }
 
@@ -179,7 +201,26 @@ impl<A: Aggregate + Unpin> Recorder<A> {
     /// Queues `command` in call order; it is counted as unrecorded until its batch is appended.
     pub fn tell(&self, command: A::Command, cause: Cause) {
         self.unrecorded.send_modify(|n| *n += 1);
-        self.addr.do_send(Tell { command, cause });
+        let first = {
+            let mut told = self.actor.told.lock();
+            told.push((command, cause));
+            told.len() == 1
+        };
+        if first {
+            self.actor.addr.do_send(Gather);
+        }
+    }
+}
+
+/// An actor's address and its told queue.
+struct Hosted<A: Aggregate + Unpin> {
+    addr: Addr<AggregateActor<A>>,
+    told: Arc<Told<A>>,
+}
+
+impl<A: Aggregate + Unpin> Clone for Hosted<A> {
+    fn clone(&self) -> Self {
+        Self { addr: self.addr.clone(), told: self.told.clone() }
     }
 }
 
@@ -188,7 +229,7 @@ pub struct NodeActors<A: Aggregate + Unpin> {
     arbiter: ArbiterHandle,
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
-    actors: Mutex<HashMap<Uuid, Addr<AggregateActor<A>>>>,
+    actors: Mutex<HashMap<Uuid, Hosted<A>>>,
     unrecorded: Arc<watch::Sender<usize>>,
 }
 
@@ -204,24 +245,32 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
         }
     }
 
-    fn start(&self, id: Uuid) -> Addr<AggregateActor<A>> {
+    fn start(&self, id: Uuid) -> Hosted<A> {
         let (log, clock, unrecorded) =
             (self.log.clone(), self.clock.clone(), self.unrecorded.clone());
-        AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor {
+        let told = Arc::new(Told { queued: Mutex::new(Vec::new()) });
+        let queue = told.clone();
+        let addr = AggregateActor::start_in_arbiter(&self.arbiter, move |_| AggregateActor {
             id,
             log,
             clock,
             cached: None,
-            told: Vec::new(),
+            told: queue,
             flush_scheduled: false,
             unrecorded,
-        })
+        });
+        Hosted { addr, told }
     }
 
     /// The actor for aggregate `id`, started if this node has none yet.
-    pub fn actor(&self, id: Uuid) -> Addr<AggregateActor<A>> {
+    fn hosted(&self, id: Uuid) -> Hosted<A> {
         let mut actors = self.actors.lock().unwrap_or_else(|p| p.into_inner());
         actors.entry(id).or_insert_with(|| self.start(id)).clone()
+    }
+
+    /// The address of the actor for aggregate `id`, started if this node has none yet.
+    pub fn actor(&self, id: Uuid) -> Addr<AggregateActor<A>> {
+        self.hosted(id).addr
     }
 
     /// Sends a command to aggregate `id` and waits for the outcome.
@@ -255,14 +304,15 @@ impl<A: Aggregate + Unpin> NodeActors<A> {
     pub fn recorder(&self, id: Uuid) -> Recorder<A> {
         let hosted = self.actors.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
         Recorder {
-            addr: hosted.unwrap_or_else(|| self.start(id)),
+            actor: hosted.unwrap_or_else(|| self.start(id)),
             unrecorded: self.unrecorded.clone(),
         }
     }
 
     /// Sends a command to aggregate `id` without waiting: it is queued in call order.
     pub fn tell(&self, id: Uuid, command: A::Command, cause: Cause) {
-        Recorder { addr: self.actor(id), unrecorded: self.unrecorded.clone() }.tell(command, cause);
+        Recorder { actor: self.hosted(id), unrecorded: self.unrecorded.clone() }
+            .tell(command, cause);
     }
 
     /// Told commands not yet recorded (appended, or refused by their aggregate): a stopping
@@ -394,6 +444,48 @@ mod tests {
             matches!(again, Err(CommandError::Rejected(EndpointError::InvalidKey))),
             "{again:?}"
         );
+    }
+
+    /// Each command told after the previous batch went out starts a batch of its own, also
+    /// through a recorder whose actor the node has forgotten (and which only that recorder holds).
+    #[actix::test]
+    async fn a_command_told_after_a_batch_went_out_is_recorded_too() {
+        use crate::tunnel::{Tunnel, TunnelCommand};
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+        let tunnels =
+            NodeActors::<Tunnel>::new(Arbiter::current(), log.clone(), Arc::new(SystemClock));
+        let id = Uuid::new_v4();
+        let open = TunnelCommand::Open {
+            endpoint: Uuid::nil(),
+            gateway: Uuid::nil(),
+            node: "n".into(),
+            machine: "m".into(),
+            remote_addr: "r".into(),
+            agent_version: "0".into(),
+        };
+        let by = || Cause::by(ism_events::Principal::user("s"));
+        tunnels.execute(id, open, by()).await.unwrap();
+        let opened = |stream| TunnelCommand::RecordStreamOpened {
+            stream,
+            target: "t:1".into(),
+            scanner: "s".into(),
+            via: None,
+        };
+        let agg = AggregateId::tunnel(id);
+        for stream in 0..3u32 {
+            if stream == 2 {
+                let recorder = tunnels.recorder(id);
+                tunnels.forget(id);
+                recorder.tell(opened(stream), by());
+            } else {
+                tunnels.tell(id, opened(stream), by());
+            }
+            let recorded =
+                tokio::time::timeout(std::time::Duration::from_secs(30), tunnels.all_recorded());
+            recorded.await.expect("every told command recorded");
+            assert_eq!(log.version(&agg).await.unwrap(), u64::from(stream) + 2);
+        }
     }
 
     /// Facts told in a burst are all recorded, in the order told, in few appends.
