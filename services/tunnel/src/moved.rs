@@ -1,6 +1,8 @@
 //! Running a socket's work on another runtime: the socket is taken off this runtime's reactor and
 //! registered with that one's, so its readiness wakes only that runtime's thread.
 
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use std::future::Future;
 use std::thread::ThreadId;
 use tokio::net::TcpStream;
@@ -9,19 +11,24 @@ use tokio_util::task::AbortOnDropHandle;
 
 /// Runs `work` on `runtime` with `tcp` moved there, and returns its output. Dropping the
 /// returned future stops the work.
-pub async fn run_moved<F, Fut>(
+///
+/// The work is spawned before this returns, so the returned future is small (a join handle):
+/// a caller that awaits it while a connection is held does not keep a copy of the work's future.
+pub fn run_moved<F, Fut>(
     runtime: &Handle,
     tcp: TcpStream,
     work: F,
-) -> std::io::Result<Fut::Output>
+) -> impl Future<Output = std::io::Result<Fut::Output>>
 where
     F: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    let tcp = tcp.into_std()?;
-    let task = runtime.spawn(async move { Ok(work(TcpStream::from_std(tcp)?).await) });
-    AbortOnDropHandle::new(task).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    let task = tcp.into_std().map(|tcp| {
+        let task = runtime.spawn(async move { Ok(work(TcpStream::from_std(tcp)?).await) });
+        AbortOnDropHandle::new(task)
+    });
+    async move { task?.await.unwrap_or_else(|e| Err(std::io::Error::other(e))) }
 }
 
 /// Where a session's tasks run: its runtime, and the thread that runtime runs on when it has
@@ -41,18 +48,40 @@ impl Home {
         Self { runtime, thread: single.then(|| std::thread::current().id()) }
     }
 
+    /// Starts `work` here with `tcp` moved here (registered with this home's reactor before it
+    /// returns, so a failure to move is the caller's), without waiting for it.
+    pub fn spawn<F, Fut>(&self, tcp: TcpStream, work: F) -> std::io::Result<()>
+    where
+        F: FnOnce(TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let tcp = tcp.into_std()?;
+        let tcp = {
+            let _here = self.runtime.enter();
+            TcpStream::from_std(tcp)?
+        };
+        self.runtime.spawn(work(tcp));
+        Ok(())
+    }
+
     /// Runs `work` here with `tcp` moved here, as [`run_moved`] does; called from this home's
     /// own thread, it runs `work` in place, since a move would only add a task and a wake-up.
-    pub async fn run<F, Fut>(&self, tcp: TcpStream, work: F) -> std::io::Result<Fut::Output>
+    /// Either way the work's future is on the heap, not in the returned one.
+    pub fn run<F, Fut>(
+        &self,
+        tcp: TcpStream,
+        work: F,
+    ) -> impl Future<Output = std::io::Result<Fut::Output>>
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
         if self.thread == Some(std::thread::current().id()) {
-            return Ok(work(tcp).await);
+            Either::Left(Box::pin(work(tcp)).map(Ok))
+        } else {
+            Either::Right(run_moved(&self.runtime, tcp, work))
         }
-        run_moved(&self.runtime, tcp, work).await
     }
 }
 
@@ -110,5 +139,23 @@ mod tests {
         client.read_exact(&mut byte).await.unwrap();
         assert_eq!(&byte, b"x");
         drop(nested_client);
+    }
+
+    /// Work started at home from elsewhere runs there, its socket working, without the starter
+    /// waiting for it.
+    #[tokio::test]
+    async fn started_work_runs_on_the_home_thread() {
+        let (home, home_thread, _stop) = home_thread();
+        let (mut client, server) = connected().await;
+        let (ran_tx, ran_rx) = tokio::sync::oneshot::channel();
+        home.spawn(server, move |mut tcp| async move {
+            tcp.write_all(b"y").await.unwrap();
+            let _ = ran_tx.send(std::thread::current().id());
+        })
+        .unwrap();
+        let mut byte = [0u8; 1];
+        client.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"y");
+        assert_eq!(ran_rx.await.unwrap(), home_thread);
     }
 }

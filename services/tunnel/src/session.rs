@@ -218,16 +218,16 @@ impl Session {
         Closer(self.shared.closed.clone())
     }
 
-    /// Runs `work` where this session's tasks run, with `tcp` (a scanner's connection) moved
-    /// there: the opens it asks for, their answers and its stream's bytes then wake no other
-    /// thread. Dropping the returned future stops the work.
-    pub async fn run_beside<F, Fut>(&self, tcp: TcpStream, work: F) -> std::io::Result<Fut::Output>
+    /// Starts `work` where this session's tasks run, with `tcp` (a scanner's connection) moved
+    /// there, and returns at once: the opens it asks for, their answers and its stream's bytes
+    /// then wake no other thread, and the caller's task need not wait for it. The work stops
+    /// when it ends or when that runtime does.
+    pub fn spawn_beside<F, Fut>(&self, tcp: TcpStream, work: F) -> std::io::Result<()>
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: Send + 'static,
+        F: FnOnce(TcpStream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
     {
-        self.shared.home.run(tcp, work).await
+        self.shared.home.spawn(tcp, work)
     }
 
     /// Opens a stream to `target` through the peer and waits for it to connect.

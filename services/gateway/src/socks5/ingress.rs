@@ -30,13 +30,15 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         async move {
             let span = scanner_stream::connection_span("socks5", peer);
             if let Err(e) = handle(tcp, peer, state, pending, &span).await {
-                span.in_scope(
-                    || tracing::info!(%peer, error = %escaped(&e), "SOCKS5 request refused"),
-                );
+                refused(&span, peer, &e);
             }
         }
     })
     .await
+}
+
+fn refused(span: &Span, peer: SocketAddr, e: &IngressError) {
+    span.in_scope(|| tracing::info!(%peer, error = %escaped(e), "SOCKS5 request refused"));
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +90,9 @@ async fn read_message<T>(
 /// path), and the stream's end is recorded on it.
 ///
 /// Once the scanner has authenticated, the rest (its request, the open, the reply, the splice)
-/// runs beside its endpoint's session, on the tunnel thread the session lives on: the open's
-/// answer and the stream's bytes then wake no other thread, and the move itself happens while
-/// the scanner's request is on its way.
+/// runs beside its endpoint's session, in a task of the tunnel thread the session lives on: the
+/// open's answer and the stream's bytes then wake no other thread, the move itself happens
+/// while the scanner's request is on its way, and this task ends there.
 async fn handle(
     mut tcp: TcpStream,
     peer: SocketAddr,
@@ -109,21 +111,27 @@ async fn handle(
     drop(pending);
     let session = state.sessions.get(scanner.endpoint.id).map(|live| live.session);
     let span = span.clone();
+    // Boxed: what the closure captures stays in its task's memory for as long as the stream is
+    // held, and the scanner's directory rows are most of it.
+    let scanner = Box::new(scanner);
     let rest = move |mut tcp: TcpStream| async move {
         // Boxed: the open's future (the open through the cluster) is about ten times the size
         // of the rest, and inline it would stay in the task's memory for as long as the stream
         // is held.
-        let opening =
-            Box::pin(open(&mut tcp, &mut buf, peer, &state, scanner, deadline).instrument(span));
-        let stream = opening.await?;
-        stream.splice(tcp, buf.freeze()).await;
-        Ok(())
+        let opening = Box::pin(
+            open(&mut tcp, &mut buf, peer, &state, *scanner, deadline).instrument(span.clone()),
+        );
+        match opening.await {
+            Ok(stream) => stream.splice(tcp, buf.freeze()).await,
+            Err(e) => refused(&span, peer, &e),
+        }
     };
     match session {
-        Some(session) => session.run_beside(tcp, rest).await?,
+        Some(session) => session.spawn_beside(tcp, rest)?,
         // Held by another node, or by none: the open says which.
-        None => rest(tcp).await,
+        None => Box::pin(rest(tcp)).await,
     }
+    Ok(())
 }
 
 /// The scanner's request and its open, answered to the scanner.
