@@ -446,10 +446,9 @@ mod tests {
         );
     }
 
-    /// Each command told after the previous batch went out starts a batch of its own, also
-    /// through a recorder whose actor the node has forgotten (and which only that recorder holds).
-    #[actix::test]
-    async fn a_command_told_after_a_batch_went_out_is_recorded_too() {
+    /// A node's tunnel actors over a fresh embedded log, and a tunnel opened through them.
+    async fn an_open_tunnel(
+    ) -> (tempfile::TempDir, Arc<dyn EventLog>, NodeActors<crate::tunnel::Tunnel>, Uuid) {
         use crate::tunnel::{Tunnel, TunnelCommand};
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
@@ -464,8 +463,17 @@ mod tests {
             remote_addr: "r".into(),
             agent_version: "0".into(),
         };
+        tunnels.execute(id, open, Cause::by(ism_events::Principal::user("n"))).await.unwrap();
+        (dir, log, tunnels, id)
+    }
+
+    /// Each command told after the previous batch went out starts a batch of its own, also
+    /// through a recorder whose actor the node has forgotten (and which only that recorder holds).
+    #[actix::test]
+    async fn a_command_told_after_a_batch_went_out_is_recorded_too() {
+        use crate::tunnel::TunnelCommand;
+        let (_dir, log, tunnels, id) = an_open_tunnel().await;
         let by = || Cause::by(ism_events::Principal::user("s"));
-        tunnels.execute(id, open, by()).await.unwrap();
         let opened = |stream| TunnelCommand::RecordStreamOpened {
             stream,
             target: "t:1".into(),
@@ -491,21 +499,8 @@ mod tests {
     /// Facts told in a burst are all recorded, in the order told, in few appends.
     #[actix::test]
     async fn told_facts_are_recorded_in_order_in_batches() {
-        use crate::tunnel::{Tunnel, TunnelCommand};
-        let dir = tempfile::tempdir().unwrap();
-        let log: Arc<dyn EventLog> = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
-        let tunnels =
-            NodeActors::<Tunnel>::new(Arbiter::current(), log.clone(), Arc::new(SystemClock));
-        let id = Uuid::new_v4();
-        let open = TunnelCommand::Open {
-            endpoint: Uuid::nil(),
-            gateway: Uuid::nil(),
-            node: "n".into(),
-            machine: "m".into(),
-            remote_addr: "r".into(),
-            agent_version: "0".into(),
-        };
-        tunnels.execute(id, open, Cause::by(ism_events::Principal::user("n"))).await.unwrap();
+        use crate::tunnel::TunnelCommand;
+        let (_dir, log, tunnels, id) = an_open_tunnel().await;
         let started = std::time::Instant::now();
         for stream in 0..2000u32 {
             tunnels.tell(
