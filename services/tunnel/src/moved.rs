@@ -9,6 +9,14 @@ use tokio::net::TcpStream;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_util::task::AbortOnDropHandle;
 
+/// `tcp` taken off this runtime's reactor and registered with `runtime`'s. The registration is
+/// made from here (it needs no task there), so a failure to move is the caller's to report.
+fn moved_to(runtime: &Handle, tcp: TcpStream) -> std::io::Result<TcpStream> {
+    let tcp = tcp.into_std()?;
+    let _there = runtime.enter();
+    TcpStream::from_std(tcp)
+}
+
 /// Runs `work` on `runtime` with `tcp` moved there, and returns its output. Dropping the
 /// returned future stops the work.
 ///
@@ -20,15 +28,12 @@ pub fn run_moved<F, Fut>(
     work: F,
 ) -> impl Future<Output = std::io::Result<Fut::Output>>
 where
-    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    F: FnOnce(TcpStream) -> Fut,
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    let task = tcp.into_std().map(|tcp| {
-        let task = runtime.spawn(async move { Ok(work(TcpStream::from_std(tcp)?).await) });
-        AbortOnDropHandle::new(task)
-    });
-    async move { task?.await.unwrap_or_else(|e| Err(std::io::Error::other(e))) }
+    let task = moved_to(runtime, tcp).map(|tcp| AbortOnDropHandle::new(runtime.spawn(work(tcp))));
+    async move { task?.await.map_err(std::io::Error::other) }
 }
 
 /// Where a session's tasks run: its runtime, and the thread that runtime runs on when it has
@@ -48,19 +53,13 @@ impl Home {
         Self { runtime, thread: single.then(|| std::thread::current().id()) }
     }
 
-    /// Starts `work` here with `tcp` moved here (registered with this home's reactor before it
-    /// returns, so a failure to move is the caller's), without waiting for it.
+    /// Starts `work` here with `tcp` moved here, without waiting for it.
     pub fn spawn<F, Fut>(&self, tcp: TcpStream, work: F) -> std::io::Result<()>
     where
         F: FnOnce(TcpStream) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let tcp = tcp.into_std()?;
-        let tcp = {
-            let _here = self.runtime.enter();
-            TcpStream::from_std(tcp)?
-        };
-        self.runtime.spawn(work(tcp));
+        self.runtime.spawn(work(moved_to(&self.runtime, tcp)?));
         Ok(())
     }
 
@@ -73,7 +72,7 @@ impl Home {
         work: F,
     ) -> impl Future<Output = std::io::Result<Fut::Output>>
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        F: FnOnce(TcpStream) -> Fut,
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
