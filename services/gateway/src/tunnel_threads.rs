@@ -10,11 +10,11 @@
 //! project's 2-core VM: see "Measured" in ARCHITECTURE.md. Sessions are spread over the threads,
 //! so a node still uses every core once it carries several endpoints.
 
+use ism_tunnel::moved::Home;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpStream;
-use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 /// The node's tunnel threads; none means sessions run on the node's own runtime.
@@ -23,7 +23,7 @@ pub struct TunnelThreads {
 }
 
 struct TunnelThread {
-    runtime: Handle,
+    home: Home,
     /// Connections running on this thread.
     live: Arc<AtomicUsize>,
     /// Dropped to stop the thread: its runtime, and whatever still runs on it, is dropped.
@@ -47,14 +47,16 @@ impl TunnelThreads {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             let handle = runtime.handle().clone();
-            std::thread::Builder::new().name(format!("ism-tunnels-{n}")).spawn(move || {
-                // The runtime runs its tasks while the thread waits here; when the node lets the
-                // thread go, the runtime is dropped with whatever still runs on it.
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
-            threads.push(TunnelThread { runtime: handle, live: Arc::default(), _stop: stop });
+            let thread =
+                std::thread::Builder::new().name(format!("ism-tunnels-{n}")).spawn(move || {
+                    // The runtime runs its tasks while the thread waits here; when the node lets the
+                    // thread go, the runtime is dropped with whatever still runs on it.
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            let home = Home::single_thread(handle, thread.thread().id());
+            threads.push(TunnelThread { home, live: Arc::default(), _stop: stop });
         }
         Ok(Self { threads })
     }
@@ -76,11 +78,13 @@ impl TunnelThreads {
         };
         thread.live.fetch_add(1, Ordering::Relaxed);
         let live = Live(thread.live.clone());
-        ism_tunnel::moved::run_moved(&thread.runtime, tcp, move |tcp| async move {
-            let _live = live;
-            work(tcp).await;
-        })
-        .await
+        thread
+            .home
+            .run(tcp, move |tcp| async move {
+                let _live = live;
+                work(tcp).await;
+            })
+            .await
     }
 }
 

@@ -17,25 +17,6 @@ fn moved_to(runtime: &Handle, tcp: TcpStream) -> std::io::Result<TcpStream> {
     TcpStream::from_std(tcp)
 }
 
-/// Runs `work` on `runtime` with `tcp` moved there, and returns its output. Dropping the
-/// returned future stops the work.
-///
-/// The work is spawned before this returns, so the returned future is small (a join handle):
-/// a caller that awaits it while a connection is held does not keep a copy of the work's future.
-pub fn run_moved<F, Fut>(
-    runtime: &Handle,
-    tcp: TcpStream,
-    work: F,
-) -> impl Future<Output = std::io::Result<Fut::Output>>
-where
-    F: FnOnce(TcpStream) -> Fut,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-{
-    let task = moved_to(runtime, tcp).map(|tcp| AbortOnDropHandle::new(runtime.spawn(work(tcp))));
-    async move { task?.await.map_err(std::io::Error::other) }
-}
-
 /// Where a session's tasks run: its runtime, and the thread that runtime runs on when it has
 /// only one (a gateway's tunnel thread). Work for the session's streams goes there so that its
 /// sockets' readiness and the session's wake-ups stay on one thread.
@@ -46,6 +27,11 @@ pub struct Home {
 }
 
 impl Home {
+    /// A single-threaded `runtime`, which `thread` runs.
+    pub fn single_thread(runtime: Handle, thread: ThreadId) -> Self {
+        Self { runtime, thread: Some(thread) }
+    }
+
     /// The runtime (and thread) this is called on.
     pub(crate) fn current() -> Self {
         let runtime = Handle::current();
@@ -63,9 +49,13 @@ impl Home {
         Ok(())
     }
 
-    /// Runs `work` here with `tcp` moved here, as [`run_moved`] does; called from this home's
+    /// Runs `work` here with `tcp` moved here, and returns its output; called from this home's
     /// own thread, it runs `work` in place, since a move would only add a task and a wake-up.
-    /// Either way the work's future is on the heap, not in the returned one.
+    /// Dropping the returned future stops the work.
+    ///
+    /// Either way the work's future is on the heap (a moved one is spawned before this returns),
+    /// so the returned future is small: a caller that awaits it while a connection is held does
+    /// not keep a copy of the work's future.
     pub fn run<F, Fut>(
         &self,
         tcp: TcpStream,
@@ -79,7 +69,10 @@ impl Home {
         if self.thread == Some(std::thread::current().id()) {
             Either::Left(Box::pin(work(tcp)).map(Ok))
         } else {
-            Either::Right(run_moved(&self.runtime, tcp, work))
+            let runtime = &self.runtime;
+            let task =
+                moved_to(runtime, tcp).map(|tcp| AbortOnDropHandle::new(runtime.spawn(work(tcp))));
+            Either::Right(async move { task?.await.map_err(std::io::Error::other) })
         }
     }
 }
