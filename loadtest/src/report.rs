@@ -119,6 +119,9 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
             f["seconds"],
             f["tcp_congestion_control"].as_str().unwrap_or("unknown")
         );
+        if let Some(tunables) = f["glibc_tunables"].as_str() {
+            println!("every process with GLIBC_TUNABLES={}", tunables.escape_debug());
+        }
         if let Some(ms @ 1..) = f["link_delay_ms"].as_u64() {
             println!(
                 "the tunnels' halves {ms} ms apart each way (direct and the relay chains: not)"
