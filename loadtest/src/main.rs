@@ -259,13 +259,8 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         "seconds": args.seconds,
         "link_delay_ms": args.link_delay_ms,
         "tcp_congestion_control": tcp_congestion_control(),
-        // Every process of the run inherits it (ours, wstunnel, the load and the targets), and
-        // on this project's VM (AMD EPYC) it can move the figures: glibc copies anything over
-        // 2 KiB with `rep movsb`, whose speed there depends on where source and destination
-        // happen to lie. The same build's `memmove` took 5% of the agent's time in one run and
-        // 33% in the next, copying TLS plaintext out of rustls. With
-        // `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4194304` such copies use vector
-        // loops and runs spread less (ARCHITECTURE.md, "Measured", 2026-12-04, fifth session).
+        // Every process of the run inherits it, and on this project's VM it moves the bulk
+        // figures (loadtest/README.md, `glibc_tunables`).
         "glibc_tunables": std::env::var("GLIBC_TUNABLES").ok(),
     });
     let mut by_path = ByPath::new();

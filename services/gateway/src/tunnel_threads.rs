@@ -49,8 +49,8 @@ impl TunnelThreads {
             let handle = runtime.handle().clone();
             let thread =
                 std::thread::Builder::new().name(format!("ism-tunnels-{n}")).spawn(move || {
-                    // The runtime runs its tasks while the thread waits here; when the node lets the
-                    // thread go, the runtime is dropped with whatever still runs on it.
+                    // The runtime runs its tasks while the thread waits here; when the node lets
+                    // the thread go, the runtime is dropped with whatever still runs on it.
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });

@@ -128,7 +128,8 @@ async fn handle(
     };
     match session {
         Some(session) => session.spawn_beside(tcp, rest)?,
-        // Held by another node, or by none: the open says which.
+        // Held by another node, or by none: the open says which. Boxed, so that this task,
+        // which in the usual case above ends at the move, is not sized for all of `rest`.
         None => Box::pin(rest(tcp)).await,
     }
     Ok(())
