@@ -262,6 +262,9 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         // Every process of the run inherits it, and on this project's VM it moves the bulk
         // figures (loadtest/README.md, `glibc_tunables`).
         "glibc_tunables": std::env::var("GLIBC_TUNABLES").ok(),
+        // Ours and the relays restart with glibc's vector copies on such a CPU, as the product's
+        // binaries do; wstunnel and the load tools run as they are (`ism_tunnel::copies`).
+        "vector_copies": ism_tunnel::copies::affected_cpu(),
     });
     let mut by_path = ByPath::new();
     runtime.block_on(async {

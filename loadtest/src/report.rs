@@ -119,6 +119,9 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
             f["seconds"],
             f["tcp_congestion_control"].as_str().unwrap_or("unknown")
         );
+        if f["vector_copies"].as_bool() == Some(true) {
+            println!("ours and the relays with glibc's vector copies (AMD CPU with FSRM)");
+        }
         if let Some(tunables) = f["glibc_tunables"].as_str() {
             println!("every process with GLIBC_TUNABLES={}", tunables.escape_debug());
         }

@@ -1,6 +1,8 @@
 //! The benchmark's other processes: a gateway node and a process of endpoint agents. They run as
 //! children of the benchmark (this same binary, in another role), so the memory the benchmark
-//! reports is theirs alone, not the load generator's.
+//! reports is theirs alone, not the load generator's. Each starts as the product's binaries do:
+//! on an AMD CPU with FSRM it first starts itself again with glibc's vector copies
+//! (`ism_tunnel::copies`); so do the relay chains, so that they stay the reference for ours.
 
 use anyhow::{bail, Context};
 use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
@@ -31,6 +33,7 @@ pub fn run_gateway(
     max_streams: usize,
     event_log: Option<String>,
 ) -> anyhow::Result<()> {
+    ism_tunnel::copies::use_vector_copies();
     ism_tunnel::fd_limit::raise();
     let mut config = NodeConfig::local("bench-node", data_dir);
     config.event_log = event_log;
@@ -66,6 +69,7 @@ pub fn run_gateway(
 /// be connected to another one, and print `back <not back> <ms>...`: for each, the milliseconds
 /// from the kill to its new session.
 pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
+    ism_tunnel::copies::use_vector_copies();
     ism_tunnel::fd_limit::raise();
     let installs: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     // One agent runs as the binary does; thousands of simulated ones share every core.
@@ -158,6 +162,7 @@ pub fn run_hold_target() -> anyhow::Result<()> {
 /// closes; prints their addresses first, on one line, in the order of the targets. Apart from the
 /// load generator, as the tunnel's hops are.
 pub fn run_relay_chains(targets: &[std::net::SocketAddr], tls: bool) -> anyhow::Result<()> {
+    ism_tunnel::copies::use_vector_copies();
     ism_tunnel::fd_limit::raise();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let mut in_front = Vec::new();

@@ -159,6 +159,8 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Before any thread: this may start the process again (`ism_tunnel::copies`).
+    let copies = ism_tunnel::copies::use_vector_copies();
     let runtime = ism_endpoint::agent::runtime().expect("tokio runtime");
     let observability = &config.observability;
     let tracer = {
@@ -183,6 +185,7 @@ fn main() -> ExitCode {
         eprintln!("ERROR - cannot write logs to {}: {e}", config.install.log_dir.display());
         return ExitCode::from(2);
     }
+    copies.log();
     let code = serve(args, config, &runtime);
     // The last spans are exported before the process ends.
     tracer.shutdown();

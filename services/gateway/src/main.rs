@@ -205,6 +205,8 @@ fn main() -> anyhow::Result<()> {
         println!("cluster CA and certificates for {} in {}", nodes.join(", "), dir.display());
         return Ok(());
     }
+    // Before any thread: this may start the process again (`ism_tunnel::copies`).
+    let copies = ism_tunnel::copies::use_vector_copies();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
     config.endpoint_listen = args.endpoint_listen;
@@ -269,6 +271,7 @@ fn main() -> anyhow::Result<()> {
             sample_ratio: args.trace_sample_ratio,
         })?;
         ism_telemetry::logs::init(args.log_format, &tracing)?;
+        copies.log();
         let stopped = run(config, drain_timeout).await;
         // The last spans (the stop's own) are exported before the process ends.
         let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;

@@ -15,7 +15,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Starts the binary on `data`; its standard output, line by line.
 fn start(data: &Path) -> (Child, mpsc::Receiver<String>) {
+    start_with(data, &[])
+}
+
+/// [`start`] with these environment variables added.
+fn start_with(data: &Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ism-gateway"))
+        .envs(env.iter().copied())
         .arg("--data-dir")
         .arg(data)
         .args([
@@ -118,4 +124,44 @@ fn the_node_says_where_its_admin_token_is_and_keeps_its_data_to_its_owner() {
     let said = stop(child, &lines, "-TERM");
     let token_file = data.join("admin-token").display().to_string();
     assert!(said.iter().any(|l| l.contains("admin token") && l.contains(&token_file)), "{said:?}");
+}
+
+/// The environment the running process `pid` was started with (after any restart of its own), as
+/// one string: glibc rewrites `GLIBC_TUNABLES` in place while it reads it, so the entries are
+/// not whole there.
+fn environment_of(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned()
+}
+
+/// On an AMD CPU with FSRM the node runs with glibc's vector copies (`ism_tunnel::copies`): it
+/// starts itself again, the same process, with the tunable added to what was there; elsewhere it
+/// runs as started.
+#[test]
+fn on_an_amd_cpu_the_node_copies_with_glibcs_vector_loop() {
+    let data = tempfile::tempdir().unwrap();
+    let (child, lines) = start_with(data.path(), &[("GLIBC_TUNABLES", "glibc.malloc.check=0")]);
+    let up = lines.recv_timeout(LIMIT).expect("a first line within the limit");
+    assert!(up.contains("is up"), "{up}");
+    let env = environment_of(child.id());
+    assert!(env.contains("GLIBC_TUNABLES=glibc.malloc.check=0"), "{env:?}");
+    let restarted = env.contains("ISM_VECTOR_COPIES_RESTARTED=1")
+        && env.contains("glibc.cpu.x86_rep_movsb_threshold=4194304");
+    assert_eq!(restarted, ism_tunnel::copies::affected_cpu(), "{env:?}");
+    // The restarted process is the one started: signals reach it and it stops as it should.
+    stop(child, &lines, "-TERM");
+}
+
+/// An operator's own threshold is kept, and the node does not start itself again.
+#[test]
+fn an_operators_copy_threshold_is_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let theirs = "glibc.cpu.x86_rep_movsb_threshold=8192";
+    let (child, lines) = start_with(data.path(), &[("GLIBC_TUNABLES", theirs)]);
+    let up = lines.recv_timeout(LIMIT).expect("a first line within the limit");
+    assert!(up.contains("is up"), "{up}");
+    let env = environment_of(child.id());
+    assert!(env.contains(theirs), "{env:?}");
+    assert!(!env.contains("4194304"), "{env:?}");
+    assert!(!env.contains("ISM_VECTOR_COPIES_RESTARTED"), "{env:?}");
+    stop(child, &lines, "-TERM");
 }
