@@ -264,7 +264,7 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         "glibc_tunables": std::env::var("GLIBC_TUNABLES").ok(),
         // Ours and the relays restart with glibc's vector copies on such a CPU, as the product's
         // binaries do; wstunnel and the load tools run as they are (`ism_tunnel::copies`).
-        "vector_copies": ism_tunnel::copies::affected_cpu(),
+        "vector_copies": ism_tunnel::copies::restart_planned(),
     });
     let mut by_path = ByPath::new();
     runtime.block_on(async {

@@ -159,8 +159,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    // Before any thread: this may start the process again (`ism_tunnel::copies`).
-    let copies = ism_tunnel::copies::use_vector_copies();
+    // Before any thread, and only in the modes that carry tunnel bytes: this may start the
+    // process again (`ism_tunnel::copies`).
+    let copies = if args.check || args.authenticate {
+        ism_tunnel::copies::VectorCopies::NotNeeded
+    } else {
+        ism_tunnel::copies::use_vector_copies()
+    };
     let runtime = ism_endpoint::agent::runtime().expect("tokio runtime");
     let observability = &config.observability;
     let tracer = {

@@ -205,7 +205,7 @@ fn main() -> anyhow::Result<()> {
         println!("cluster CA and certificates for {} in {}", nodes.join(", "), dir.display());
         return Ok(());
     }
-    // Before any thread: this may start the process again (`ism_tunnel::copies`).
+    // Before any thread starts: this may start the process again (`ism_tunnel::copies`).
     let copies = ism_tunnel::copies::use_vector_copies();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;

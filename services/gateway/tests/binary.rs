@@ -147,11 +147,18 @@ fn on_an_amd_cpu_the_node_copies_with_glibcs_vector_loop() {
     let restarted = env.contains("ISM_VECTOR_COPIES_RESTARTED=1")
         && env.contains("glibc.cpu.x86_rep_movsb_threshold=4194304");
     assert_eq!(restarted, ism_tunnel::copies::affected_cpu(), "{env:?}");
+    // Restarted or not, it has its name and its arguments.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+    assert_eq!(comm.trim_end(), "ism-gateway");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert!(args.iter().any(|a| *a == data.path().as_os_str().as_encoded_bytes()), "{args:?}");
     // The restarted process is the one started: signals reach it and it stops as it should.
     stop(child, &lines, "-TERM");
 }
 
-/// An operator's own threshold is kept, and the node does not start itself again.
+/// An operator's own threshold is kept, and the node does not start itself again (on a CPU that
+/// never restarts, this holds trivially).
 #[test]
 fn an_operators_copy_threshold_is_kept() {
     let data = tempfile::tempdir().unwrap();

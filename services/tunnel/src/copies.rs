@@ -14,11 +14,15 @@
 //!
 //! glibc's tunable `glibc.cpu.x86_rep_movsb_threshold` above the largest copy (4 MiB) makes it
 //! use the vector loop instead. glibc reads tunables only when a program starts, so a process
-//! that carries tunnel bytes starts itself again with the tunable added ([`use_vector_copies`]).
-//! An operator who sets the threshold in `GLIBC_TUNABLES` keeps their value. The kernel's copies
-//! into and out of sockets use `rep movsb` too, and no setting of ours reaches them.
+//! that carries tunnel bytes starts itself again with the tunable added ([`use_vector_copies`]):
+//! the same executable file (so `ps` and `pgrep` still see its name), arguments, descriptors and
+//! process id. An operator who sets the threshold in `GLIBC_TUNABLES` keeps their value, and
+//! `ISM_VECTOR_COPIES=off` leaves the process as started. glibc's bug 30994 reports the same
+//! slowness on AMD CPUs, and later glibc releases changed where they use `rep movsb` there (not
+//! checked here: this project's machines run Debian 12's 2.36). The kernel's copies into and out
+//! of sockets use `rep movsb` too, and no setting of ours reaches them.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 
 /// glibc's tunable: copies at least this long use `rep movsb`.
 const THRESHOLD_TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
@@ -27,18 +31,25 @@ const THRESHOLD_TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold";
 /// most a few of them).
 const THRESHOLD: &str = "4194304";
 
-/// Set in the restarted process, so that a glibc which drops the tunable (as it may for a
-/// set-user-ID program) cannot make it restart forever.
+/// The operator's switch: `off` leaves the process as it was started.
+const SWITCH: &str = "ISM_VECTOR_COPIES";
+
+/// Holds the id of the process that restarted itself, so that a glibc which drops the tunable
+/// (as it may for a program with file capabilities) cannot make it restart forever, while a child
+/// that inherits the variable (another process id) still decides for itself.
 const RESTARTED: &str = "ISM_VECTOR_COPIES_RESTARTED";
 
 /// What [`use_vector_copies`] found, for the process to log once its logging is up.
+#[must_use = "log it once logging is up"]
 #[derive(Debug, PartialEq, Eq)]
 pub enum VectorCopies {
     /// Not an AMD CPU with FSRM, or not glibc on x86-64 Linux: nothing to change.
     NotNeeded,
-    /// The threshold is set, by this process's restart or by the operator; the value is
-    /// `GLIBC_TUNABLES`.
-    InPlace(String),
+    /// This process restarted itself and glibc copies with its vector loop.
+    InPlace,
+    /// `GLIBC_TUNABLES` already sets the threshold (the operator's value, shown), or
+    /// `ISM_VECTOR_COPIES=off`: left as it is.
+    OperatorsChoice(String),
     /// The CPU is affected, but the process could not start itself again; large copies stay
     /// as glibc chose them.
     Unavailable(String),
@@ -49,10 +60,13 @@ impl VectorCopies {
     pub fn log(&self) {
         match self {
             VectorCopies::NotNeeded => {}
-            VectorCopies::InPlace(tunables) => tracing::info!(
-                tunables = ?tunables,
-                "large copies use glibc's vector loop (GLIBC_TUNABLES sets x86_rep_movsb_threshold)"
+            VectorCopies::InPlace => tracing::info!(
+                "large copies use glibc's vector loop: restarted with {THRESHOLD_TUNABLE}={THRESHOLD} \
+                 (rep movsb is slow at some offsets on this AMD CPU)"
             ),
+            VectorCopies::OperatorsChoice(choice) => {
+                tracing::info!(choice = ?choice, "large copies left as the environment sets them")
+            }
             VectorCopies::Unavailable(why) => tracing::warn!(
                 "large copies stay on rep movsb, slow at some offsets on this AMD CPU: {why:?}"
             ),
@@ -60,66 +74,113 @@ impl VectorCopies {
     }
 }
 
+/// What to do, decided from the environment and the CPU (no I/O).
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Keep(VectorCopies),
+    /// Start again with this `GLIBC_TUNABLES`.
+    Restart(String),
+}
+
+fn decide(
+    tunables: Option<&OsStr>,
+    switch: Option<&OsStr>,
+    affected: bool,
+    restarted: bool,
+) -> Decision {
+    if !affected {
+        return Decision::Keep(VectorCopies::NotNeeded);
+    }
+    if switch == Some(OsStr::new("off")) {
+        return Decision::Keep(VectorCopies::OperatorsChoice(format!("{SWITCH}=off")));
+    }
+    // A value that is not Unicode is the operator's, and not ours to rewrite.
+    let Some(current) = tunables.map_or(Some(""), OsStr::to_str) else {
+        return Decision::Keep(VectorCopies::OperatorsChoice(format!("{tunables:?}")));
+    };
+    let ours = format!("{THRESHOLD_TUNABLE}={THRESHOLD}");
+    let threshold =
+        current.split(':').find(|tunable| tunable.split('=').next() == Some(THRESHOLD_TUNABLE));
+    match threshold {
+        Some(set) if restarted && set == ours => Decision::Keep(VectorCopies::InPlace),
+        Some(_) => Decision::Keep(VectorCopies::OperatorsChoice(current.to_string())),
+        None if restarted => Decision::Keep(VectorCopies::Unavailable(
+            "glibc dropped the tunable at the restart".into(),
+        )),
+        None if current.is_empty() => Decision::Restart(ours),
+        None => Decision::Restart(format!("{current}:{ours}")),
+    }
+}
+
 /// Makes glibc copy with its vector loop on CPUs where `rep movsb` is slow at some offsets: if
 /// the CPU is affected and `GLIBC_TUNABLES` does not set the threshold yet, starts this program
-/// again (the same executable, arguments and process) with it added. Call it first thing in
-/// `main`, before any thread or descriptor is opened; it returns only when no restart was needed
-/// or the restart failed.
+/// again with it added. Call it before any thread starts; it returns only when no restart was
+/// needed or the restart failed.
 pub fn use_vector_copies() -> VectorCopies {
-    if !cfg!(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")) {
-        return VectorCopies::NotNeeded;
+    let restarted = std::env::var(RESTARTED).is_ok_and(|pid| pid == std::process::id().to_string());
+    let tunables = std::env::var_os("GLIBC_TUNABLES");
+    let switch = std::env::var_os(SWITCH);
+    match decide(tunables.as_deref(), switch.as_deref(), affected_cpu(), restarted) {
+        Decision::Keep(found) => found,
+        Decision::Restart(tunables) => restart_with(&tunables),
     }
-    let current = std::env::var("GLIBC_TUNABLES").ok();
-    let Some(tunables) = with_threshold(current.as_deref()) else {
-        return VectorCopies::InPlace(current.unwrap_or_default());
-    };
-    if !affected_cpu() {
-        return VectorCopies::NotNeeded;
-    }
-    if std::env::var_os(RESTARTED).is_some() {
-        return VectorCopies::Unavailable("glibc dropped GLIBC_TUNABLES at the restart".into());
-    }
-    restart_with(&tunables)
 }
 
-#[cfg(unix)]
+/// Whether [`use_vector_copies`] would restart a process started with this process's
+/// environment (the benchmark asks it for the children it starts).
+pub fn restart_planned() -> bool {
+    let tunables = std::env::var_os("GLIBC_TUNABLES");
+    let switch = std::env::var_os(SWITCH);
+    matches!(
+        decide(tunables.as_deref(), switch.as_deref(), affected_cpu(), false),
+        Decision::Restart(_)
+    )
+}
+
+/// Executes this program's file again. The path `/proc/self/exe` points to is used rather than
+/// that link itself: the kernel names a process after the file it executes, and `exe` is a name
+/// no operator's tooling looks for.
 fn restart_with(tunables: &str) -> VectorCopies {
     use std::os::unix::process::CommandExt;
+    let program = match std::env::current_exe() {
+        Ok(path) if path.is_file() => path,
+        Ok(path) => return VectorCopies::Unavailable(format!("{} is gone", path.display())),
+        Err(e) => return VectorCopies::Unavailable(format!("cannot find this program: {e}")),
+    };
     let mut args = std::env::args_os();
-    let program = args.next().unwrap_or_else(|| OsString::from("ism"));
-    // `/proc/self/exe` is this very executable, even if its file was replaced since it started.
-    let error = std::process::Command::new("/proc/self/exe")
-        .arg0(program)
+    let mut command = std::process::Command::new(program);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    let error = command
         .args(args)
         .env("GLIBC_TUNABLES", tunables)
-        .env(RESTARTED, "1")
+        .env(RESTARTED, std::process::id().to_string())
         .exec();
-    VectorCopies::Unavailable(format!("restarting with GLIBC_TUNABLES failed: {error}"))
+    ignore_sigpipe_again();
+    VectorCopies::Unavailable(format!("restarting failed: {error}"))
 }
 
-#[cfg(not(unix))]
-fn restart_with(_: &str) -> VectorCopies {
-    VectorCopies::NotNeeded
+/// A failed `exec` leaves SIGPIPE at its default action (std resets it for the new program
+/// before trying), which would end the process at the first write to a closed socket; a
+/// registered handler (tokio's, which stays for the life of the process) makes it harmless again.
+fn ignore_sigpipe_again() {
+    let registered = tokio::runtime::Builder::new_current_thread().enable_io().build().map(|rt| {
+        rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::pipe()) })
+    });
+    if !matches!(registered, Ok(Ok(_))) {
+        eprintln!("ism: SIGPIPE could not be ignored again after a failed restart");
+    }
 }
 
 /// Whether this machine's CPU is one whose `rep movsb` is slow at some offsets (an AMD CPU with
-/// FSRM, from `/proc/cpuinfo`).
+/// FSRM, from `/proc/cpuinfo`), under glibc on x86-64 Linux.
 pub fn affected_cpu() -> bool {
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu")) {
+        return false;
+    }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     rep_movsb_misaligned_slow(&cpuinfo)
-}
-
-/// `GLIBC_TUNABLES` with the threshold added, or `None` when it already sets one (the
-/// operator's value, or ours after the restart).
-fn with_threshold(current: Option<&str>) -> Option<String> {
-    let current = current.unwrap_or_default();
-    let names_it =
-        current.split(':').any(|tunable| tunable.split('=').next() == Some(THRESHOLD_TUNABLE));
-    if names_it {
-        return None;
-    }
-    let ours = format!("{THRESHOLD_TUNABLE}={THRESHOLD}");
-    Some(if current.is_empty() { ours } else { format!("{current}:{ours}") })
 }
 
 /// Whether `/proc/cpuinfo` describes an AMD CPU with FSRM, the CPUs glibc gives `rep movsb`
@@ -142,23 +203,65 @@ fn rep_movsb_misaligned_slow(cpuinfo: &str) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_threshold_is_added_to_what_the_operator_set() {
-        let ours = "glibc.cpu.x86_rep_movsb_threshold=4194304";
-        assert_eq!(with_threshold(None).as_deref(), Some(ours));
-        assert_eq!(with_threshold(Some("")).as_deref(), Some(ours));
-        assert_eq!(
-            with_threshold(Some("glibc.malloc.trim_threshold=1")).as_deref(),
-            Some(format!("glibc.malloc.trim_threshold=1:{ours}").as_str())
-        );
+    const OURS: &str = "glibc.cpu.x86_rep_movsb_threshold=4194304";
+
+    fn restart(tunables: Option<&str>) -> Decision {
+        decide(tunables.map(OsStr::new), None, true, false)
     }
 
     #[test]
-    fn an_operators_threshold_is_kept() {
-        assert_eq!(with_threshold(Some("glibc.cpu.x86_rep_movsb_threshold=8192")), None);
-        assert_eq!(with_threshold(Some("a.b=1:glibc.cpu.x86_rep_movsb_threshold=0:c.d=2")), None);
+    fn the_threshold_is_added_to_what_the_operator_set() {
+        assert_eq!(restart(None), Decision::Restart(OURS.into()));
+        assert_eq!(restart(Some("")), Decision::Restart(OURS.into()));
+        assert_eq!(
+            restart(Some("glibc.malloc.trim_threshold=1")),
+            Decision::Restart(format!("glibc.malloc.trim_threshold=1:{OURS}"))
+        );
         // A tunable whose name merely starts the same is another tunable.
-        assert!(with_threshold(Some("glibc.cpu.x86_rep_movsb_threshold_x=1")).is_some());
+        assert!(matches!(
+            restart(Some("glibc.cpu.x86_rep_movsb_threshold_x=1")),
+            Decision::Restart(_)
+        ));
+    }
+
+    #[test]
+    fn an_operators_threshold_or_switch_is_kept() {
+        let theirs = "a.b=1:glibc.cpu.x86_rep_movsb_threshold=8192";
+        assert_eq!(
+            restart(Some(theirs)),
+            Decision::Keep(VectorCopies::OperatorsChoice(theirs.into()))
+        );
+        // Even our value, when this process did not set it, is the operator's.
+        assert_eq!(restart(Some(OURS)), Decision::Keep(VectorCopies::OperatorsChoice(OURS.into())));
+        let off = decide(None, Some(OsStr::new("off")), true, false);
+        assert!(matches!(off, Decision::Keep(VectorCopies::OperatorsChoice(_))));
+        let not_unicode = std::os::unix::ffi::OsStrExt::from_bytes(b"a.b=\xff");
+        assert!(matches!(
+            decide(Some(not_unicode), None, true, false),
+            Decision::Keep(VectorCopies::OperatorsChoice(_))
+        ));
+    }
+
+    #[test]
+    fn a_restarted_process_does_not_restart_again() {
+        let tunables = format!("x.y=1:{OURS}");
+        assert_eq!(
+            decide(Some(OsStr::new(&tunables)), None, true, true),
+            Decision::Keep(VectorCopies::InPlace)
+        );
+        assert!(matches!(
+            decide(Some(OsStr::new("x.y=1")), None, true, true),
+            Decision::Keep(VectorCopies::Unavailable(_))
+        ));
+        assert!(matches!(
+            decide(None, None, true, true),
+            Decision::Keep(VectorCopies::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn other_cpus_are_left_alone() {
+        assert_eq!(decide(None, None, false, false), Decision::Keep(VectorCopies::NotNeeded));
     }
 
     #[test]

@@ -361,12 +361,11 @@ const PAYLOAD_ALIGN: usize = 64;
 
 /// An empty Data frame of room `payload`, its header's bytes in place, whose payload starts on a
 /// 64-byte boundary. The kernel copies a socket's bytes into it with `rep movsb`, which on AMD
-/// CPUs with FSRM runs at a third of its speed or less when the destination lies 1-15 bytes past
-/// the source modulo 64, and a sender's bytes mostly lie on such boundaries in the kernel's
-/// buffers. Reading loopback TCP from a 64 KiB writer cost the reading thread 130-290 µs per MiB
-/// into an aligned buffer and 400-440 µs per MiB 5 or 10 bytes past one (a C loop on this
-/// project's AMD EPYC; ARCHITECTURE.md, Measured, 2026-12-04, sixth session); the header alone
-/// in front of a payload at malloc's 16-byte steps put a quarter of the buffers there.
+/// CPUs with FSRM is several times slower when the destination lies 1-15 bytes past the source
+/// modulo 64; behind a 5-byte header at malloc's 16-byte steps, a quarter of the payloads started
+/// exactly there. On the boundary, the copy is fast whenever the sender's bytes lie on one in the
+/// kernel's buffers (ARCHITECTURE.md, Measured, 2026-12-04, sixth session). The slack makes
+/// `freeze` allocate the small shared header `Bytes` needs for a buffer it cannot take whole.
 fn frame_buffer(payload: usize) -> BytesMut {
     let mut buf = BytesMut::with_capacity(PAYLOAD_ALIGN + HEADER_LEN + payload);
     let pad = (buf.as_ptr() as usize + HEADER_LEN).wrapping_neg() % PAYLOAD_ALIGN;
