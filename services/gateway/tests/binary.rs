@@ -144,7 +144,7 @@ fn on_an_amd_cpu_the_node_copies_with_glibcs_vector_loop() {
     assert!(up.contains("is up"), "{up}");
     let env = environment_of(child.id());
     assert!(env.contains("GLIBC_TUNABLES=glibc.malloc.check=0"), "{env:?}");
-    let restarted = env.contains("ISM_VECTOR_COPIES_RESTARTED=1")
+    let restarted = env.contains(&format!("ISM_VECTOR_COPIES_RESTARTED={}\0", child.id()))
         && env.contains("glibc.cpu.x86_rep_movsb_threshold=4194304");
     assert_eq!(restarted, ism_tunnel::copies::affected_cpu(), "{env:?}");
     // Restarted or not, it has its name and its arguments.
