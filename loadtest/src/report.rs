@@ -123,7 +123,7 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
             println!("ours and the relays with glibc's vector copies (AMD CPU with FSRM)");
         }
         if let Some(tunables) = f["glibc_tunables"].as_str() {
-            println!("every process with GLIBC_TUNABLES={}", tunables.escape_debug());
+            println!("every process with GLIBC_TUNABLES={}", ism_events::escaped(tunables));
         }
         if let Some(ms @ 1..) = f["link_delay_ms"].as_u64() {
             println!(

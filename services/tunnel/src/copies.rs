@@ -22,6 +22,7 @@
 //! checked here: this project's machines run Debian 12's 2.36). The kernel's copies into and out
 //! of sockets use `rep movsb` too, and no setting of ours reaches them.
 
+use ism_escape::escaped;
 use std::ffi::OsStr;
 
 /// glibc's tunable: copies at least this long use `rep movsb`.
@@ -64,11 +65,13 @@ impl VectorCopies {
                 "large copies use glibc's vector loop: restarted with {THRESHOLD_TUNABLE}={THRESHOLD} \
                  (rep movsb is slow at some offsets on this AMD CPU)"
             ),
-            VectorCopies::OperatorsChoice(choice) => {
-                tracing::info!(choice = ?choice, "large copies left as the environment sets them")
-            }
+            VectorCopies::OperatorsChoice(choice) => tracing::info!(
+                choice = %escaped(choice),
+                "large copies left as the environment sets them"
+            ),
             VectorCopies::Unavailable(why) => tracing::warn!(
-                "large copies stay on rep movsb, slow at some offsets on this AMD CPU: {why:?}"
+                "large copies stay on rep movsb, slow at some offsets on this AMD CPU: {}",
+                escaped(why)
             ),
         }
     }
@@ -118,9 +121,7 @@ fn decide(
 /// needed or the restart failed.
 pub fn use_vector_copies() -> VectorCopies {
     let restarted = std::env::var(RESTARTED).is_ok_and(|pid| pid == std::process::id().to_string());
-    let tunables = std::env::var_os("GLIBC_TUNABLES");
-    let switch = std::env::var_os(SWITCH);
-    match decide(tunables.as_deref(), switch.as_deref(), affected_cpu(), restarted) {
+    match decide_here(restarted) {
         Decision::Keep(found) => found,
         Decision::Restart(tunables) => restart_with(&tunables),
     }
@@ -129,12 +130,14 @@ pub fn use_vector_copies() -> VectorCopies {
 /// Whether [`use_vector_copies`] would restart a process started with this process's
 /// environment (the benchmark asks it for the children it starts).
 pub fn restart_planned() -> bool {
+    matches!(decide_here(false), Decision::Restart(_))
+}
+
+/// [`decide`] on this process's environment and CPU.
+fn decide_here(restarted: bool) -> Decision {
     let tunables = std::env::var_os("GLIBC_TUNABLES");
     let switch = std::env::var_os(SWITCH);
-    matches!(
-        decide(tunables.as_deref(), switch.as_deref(), affected_cpu(), false),
-        Decision::Restart(_)
-    )
+    decide(tunables.as_deref(), switch.as_deref(), affected_cpu(), restarted)
 }
 
 /// Executes this program's file again. The path `/proc/self/exe` points to is used rather than
