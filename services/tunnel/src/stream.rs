@@ -362,8 +362,8 @@ const PAYLOAD_ALIGN: usize = 64;
 /// An empty Data frame of room `payload`, its header's bytes in place, whose payload starts on a
 /// 64-byte boundary. The kernel copies a socket's bytes into it with `rep movsb`, which on AMD
 /// CPUs with FSRM is several times slower when the destination lies 1-15 bytes past the source
-/// modulo 64; behind a 5-byte header at malloc's 16-byte steps, a quarter of the payloads started
-/// exactly there. On the boundary, the copy is fast whenever the sender's bytes lie on one in the
+/// modulo 64; behind a 5-byte header, one payload in four (malloc places buffers at 16-byte
+/// steps) started 5 bytes past a boundary, squarely in that band for an aligned sender. On the boundary, the copy is fast whenever the sender's bytes lie on one in the
 /// kernel's buffers (ARCHITECTURE.md, Measured, 2026-12-04, sixth session). The slack makes
 /// `freeze` allocate the small shared header `Bytes` needs for a buffer it cannot take whole.
 fn frame_buffer(payload: usize) -> BytesMut {
