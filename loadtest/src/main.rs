@@ -265,6 +265,8 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         // Ours and the relays restart with glibc's vector copies on such a CPU, as the product's
         // binaries do; wstunnel and the load tools run as they are (`ism_tunnel::copies`).
         "vector_copies": ism_tunnel::copies::restart_planned(),
+        // And they fix glibc's heap thresholds, as the product's binaries do (`ism_heap`).
+        "heap_thresholds": ism_heap::planned(),
     });
     let mut by_path = ByPath::new();
     runtime.block_on(async {

@@ -33,7 +33,7 @@ pub fn run_gateway(
     max_streams: usize,
     event_log: Option<String>,
 ) -> anyhow::Result<()> {
-    vector_copies_as_the_binaries();
+    set_up_as_the_binaries();
     ism_tunnel::fd_limit::raise();
     let mut config = NodeConfig::local("bench-node", data_dir);
     config.event_log = event_log;
@@ -69,7 +69,7 @@ pub fn run_gateway(
 /// be connected to another one, and print `back <not back> <ms>...`: for each, the milliseconds
 /// from the kill to its new session.
 pub fn run_endpoints(dir: &Path) -> anyhow::Result<()> {
-    vector_copies_as_the_binaries();
+    set_up_as_the_binaries();
     ism_tunnel::fd_limit::raise();
     let installs: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     // One agent runs as the binary does; thousands of simulated ones share every core.
@@ -162,7 +162,7 @@ pub fn run_hold_target() -> anyhow::Result<()> {
 /// closes; prints their addresses first, on one line, in the order of the targets. Apart from the
 /// load generator, as the tunnel's hops are.
 pub fn run_relay_chains(targets: &[std::net::SocketAddr], tls: bool) -> anyhow::Result<()> {
-    vector_copies_as_the_binaries();
+    set_up_as_the_binaries();
     ism_tunnel::fd_limit::raise();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
         let mut in_front = Vec::new();
@@ -213,12 +213,16 @@ fn parent_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
 }
 
 /// Starts this role again with glibc's vector copies where the product's binaries do
-/// (`ism_tunnel::copies`); a restart that failed shows on the benchmark's standard error.
-fn vector_copies_as_the_binaries() {
+/// (`ism_tunnel::copies`), then fixes its heap's thresholds as they do (`ism_heap`); a restart
+/// that failed, or a threshold refused, shows on the benchmark's standard error.
+fn set_up_as_the_binaries() {
     if let ism_tunnel::copies::VectorCopies::Unavailable(why) =
         ism_tunnel::copies::use_vector_copies()
     {
         eprintln!("vector copies unavailable: {why:?}");
+    }
+    if let ism_heap::HeapThresholds::Refused(name) = ism_heap::set_thresholds() {
+        eprintln!("glibc refused the heap's {name} threshold");
     }
 }
 

@@ -160,12 +160,13 @@ fn main() -> ExitCode {
         };
     }
     // Before any thread, and only in the modes that carry tunnel bytes: this may start the
-    // process again (`ism_tunnel::copies`).
-    let copies = if args.check || args.authenticate {
-        ism_tunnel::copies::VectorCopies::NotNeeded
-    } else {
-        ism_tunnel::copies::use_vector_copies()
+    // process again (`ism_tunnel::copies`); then the heap's thresholds (`ism_heap`).
+    let carries_bytes = !(args.check || args.authenticate);
+    let copies = match carries_bytes {
+        true => ism_tunnel::copies::use_vector_copies(),
+        false => ism_tunnel::copies::VectorCopies::NotNeeded,
     };
+    let heap = carries_bytes.then(ism_heap::set_thresholds);
     let runtime = ism_endpoint::agent::runtime().expect("tokio runtime");
     let observability = &config.observability;
     let tracer = {
@@ -191,6 +192,9 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     copies.log();
+    if let Some(heap) = heap {
+        heap.log();
+    }
     let code = serve(args, config, &runtime);
     // The last spans are exported before the process ends.
     tracer.shutdown();

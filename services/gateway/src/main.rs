@@ -207,6 +207,7 @@ fn main() -> anyhow::Result<()> {
     }
     // Before any thread starts: this may start the process again (`ism_tunnel::copies`).
     let copies = ism_tunnel::copies::use_vector_copies();
+    let heap = ism_heap::set_thresholds();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
     config.endpoint_listen = args.endpoint_listen;
@@ -272,6 +273,7 @@ fn main() -> anyhow::Result<()> {
         })?;
         ism_telemetry::logs::init(args.log_format, &tracing)?;
         copies.log();
+        heap.log();
         let stopped = run(config, drain_timeout).await;
         // The last spans (the stop's own) are exported before the process ends.
         let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;

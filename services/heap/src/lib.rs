@@ -1,0 +1,189 @@
+//! glibc's heap thresholds for the processes that carry tunnel bytes: the gateway and the agent.
+//!
+//! Every Data frame is read into a buffer of up to 256 KiB that lives until the frame is written
+//! out, and rustls and tungstenite allocate and free buffers of 16 KiB and more for every record
+//! and message. glibc's defaults adapt to that badly. Its thresholds move: the first block above
+//! 128 KiB is mapped on its own, and once it is freed, blocks up to its size come from the heap and
+//! the heap's free top is given back to the kernel beyond twice that (about half a MiB). A thread
+//! whose frames in flight come and go then returns the top of its heap (`madvise`) and faults it
+//! in again at its next reads. With eight bulk streams through one endpoint, about a third of the
+//! gateway's tunnel thread went to those page faults, and that thread was what bounded them
+//! ("Measured, 2026-12-04 (seventh session)" in ARCHITECTURE.md).
+//!
+//! Fixed thresholds stop that ([`set_thresholds`]): a heap keeps up to [`TRIM_THRESHOLD`] of free
+//! memory at its top, and only blocks of [`MMAP_THRESHOLD`] or more are mapped on their own. The
+//! price is at most that much memory kept by each of glibc's arenas after a burst. An operator who
+//! sets either threshold (in `GLIBC_TUNABLES`, or the older `MALLOC_TRIM_THRESHOLD_` and
+//! `MALLOC_MMAP_THRESHOLD_`) keeps their values, and `ISM_HEAP_THRESHOLDS=off` keeps glibc's.
+//!
+//! Setting them is a call into the C library (`mallopt`), which is why this is a crate of its own:
+//! every other crate of the workspace forbids `unsafe`.
+
+use ism_escape::escaped;
+use std::ffi::OsString;
+
+/// Free memory a heap keeps at its top rather than giving it back: room for the frames of 16 bulk
+/// streams in flight.
+pub const TRIM_THRESHOLD: i32 = 4 << 20;
+
+/// Blocks at least this large are mapped on their own: above anything the tunnel allocates (its
+/// frames are at most 256 KiB; rustls' buffers hold at most a few of them).
+pub const MMAP_THRESHOLD: i32 = 4 << 20;
+
+/// The operator's switch: `off` keeps glibc's thresholds.
+const SWITCH: &str = "ISM_HEAP_THRESHOLDS";
+
+/// The tunables and the older variables by which an operator sets either threshold.
+const TUNABLES: [&str; 2] = ["glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold"];
+const VARIABLES: [&str; 2] = ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"];
+
+/// What [`set_thresholds`] did, for the process to log once its logging is up.
+#[must_use = "log it once logging is up"]
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeapThresholds {
+    /// Both thresholds are this crate's.
+    Set,
+    /// The environment sets a threshold (shown) or `ISM_HEAP_THRESHOLDS=off`: glibc's or the
+    /// operator's thresholds stay.
+    OperatorsChoice(String),
+    /// Not glibc on Linux: its allocator has no such thresholds.
+    NotGlibc,
+    /// glibc refused the named threshold; the ones before it are set.
+    Refused(&'static str),
+}
+
+impl HeapThresholds {
+    /// Says in the log what was done: nothing when there was nothing to do.
+    pub fn log(&self) {
+        match self {
+            HeapThresholds::Set => tracing::info!(
+                "heap thresholds fixed: up to {} MiB of freed memory kept per arena, blocks of {} \
+                 MiB and more mapped apart",
+                TRIM_THRESHOLD >> 20,
+                MMAP_THRESHOLD >> 20
+            ),
+            HeapThresholds::OperatorsChoice(choice) => tracing::info!(
+                choice = %escaped(choice),
+                "heap thresholds left as the environment sets them"
+            ),
+            HeapThresholds::NotGlibc => {}
+            HeapThresholds::Refused(name) => tracing::warn!(
+                "glibc refused the heap's {name} threshold: freed memory may be given back and \
+                 faulted in again under bulk transfers"
+            ),
+        }
+    }
+}
+
+/// Fixes glibc's heap thresholds for this process, unless its environment sets them. Call it
+/// early, before the tunnel's buffers come and go.
+pub fn set_thresholds() -> HeapThresholds {
+    match operators_choice(&|name| std::env::var_os(name)) {
+        Some(choice) => HeapThresholds::OperatorsChoice(choice),
+        None => apply(),
+    }
+}
+
+/// Whether [`set_thresholds`] would set them in a process started with this process's
+/// environment (the benchmark records it beside its figures).
+pub fn planned() -> bool {
+    cfg!(all(target_os = "linux", target_env = "gnu"))
+        && operators_choice(&|name| std::env::var_os(name)).is_none()
+}
+
+/// The setting in the environment `env` that makes this leave the thresholds alone, shown as
+/// `NAME=value`; none when they are this crate's to set.
+fn operators_choice(env: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
+    if env(SWITCH).is_some_and(|v| v == "off") {
+        return Some(format!("{SWITCH}=off"));
+    }
+    if let Some(tunables) = env("GLIBC_TUNABLES") {
+        let tunables = tunables.to_string_lossy();
+        let mut names = tunables.split(':').filter_map(|t| t.split('=').next());
+        if names.any(|name| TUNABLES.contains(&name)) {
+            return Some(format!("GLIBC_TUNABLES={tunables}"));
+        }
+    }
+    VARIABLES.iter().find_map(|name| env(name).map(|v| format!("{name}={}", v.to_string_lossy())))
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn apply() -> HeapThresholds {
+    let thresholds = [
+        (libc::M_TRIM_THRESHOLD, "trim", TRIM_THRESHOLD),
+        (libc::M_MMAP_THRESHOLD, "mmap", MMAP_THRESHOLD),
+    ];
+    for (param, name, value) in thresholds {
+        // SAFETY: `mallopt` sets one of malloc's parameters under malloc's own lock, from any
+        // thread; it takes no pointer, and it refuses a value it does not accept (returns 0).
+        #[allow(unsafe_code)]
+        let accepted = unsafe { libc::mallopt(param, value) } == 1;
+        if !accepted {
+            return HeapThresholds::Refused(name);
+        }
+    }
+    HeapThresholds::Set
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn apply() -> HeapThresholds {
+    HeapThresholds::NotGlibc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| OsString::from(v))
+    }
+
+    #[test]
+    fn the_thresholds_are_ours_to_set_unless_the_environment_sets_one() {
+        assert_eq!(operators_choice(&env(&[])), None);
+        let other = [("GLIBC_TUNABLES", "glibc.cpu.x86_rep_movsb_threshold=4194304")];
+        assert_eq!(operators_choice(&env(&other)), None, "another tunable is not a threshold");
+        assert_eq!(operators_choice(&env(&[(SWITCH, "on")])), None);
+        let tunable = [("GLIBC_TUNABLES", "glibc.cpu.x=1:glibc.malloc.mmap_threshold=65536")];
+        assert_eq!(
+            operators_choice(&env(&tunable)).as_deref(),
+            Some("GLIBC_TUNABLES=glibc.cpu.x=1:glibc.malloc.mmap_threshold=65536")
+        );
+        let variable = [("MALLOC_TRIM_THRESHOLD_", "131072")];
+        assert_eq!(
+            operators_choice(&env(&variable)).as_deref(),
+            Some("MALLOC_TRIM_THRESHOLD_=131072")
+        );
+        assert_eq!(
+            operators_choice(&env(&[(SWITCH, "off")])).as_deref(),
+            Some("ISM_HEAP_THRESHOLDS=off")
+        );
+    }
+
+    /// Whether glibc mapped the block at `p` on its own: the `IS_MMAPPED` bit (2) of the size word
+    /// in front of every block glibc hands out, a layout glibc has kept since its first release.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn mapped_apart(p: *const u8) -> bool {
+        // SAFETY: `p` is a live block from glibc's malloc (the system allocator, for a Vec of
+        // bytes); the word in front of it is that block's size field, inside its allocation.
+        #[allow(unsafe_code)]
+        let size_field = unsafe { p.cast::<usize>().sub(1).read() };
+        size_field & 2 != 0
+    }
+
+    /// After [`apply`], a 1 MiB block comes from the heap (glibc's default maps anything above
+    /// 128 KiB apart until a freed one raises the threshold), and a block above
+    /// [`MMAP_THRESHOLD`] is still mapped apart. Each nextest test runs in a process of its own,
+    /// so no earlier test moved the thresholds.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn blocks_below_the_mapping_threshold_come_from_the_heap() {
+        let before = Vec::<u8>::with_capacity(1 << 20);
+        assert!(mapped_apart(before.as_ptr()), "glibc's default maps a 1 MiB block apart");
+        assert_eq!(apply(), HeapThresholds::Set);
+        let after = Vec::<u8>::with_capacity(1 << 20);
+        assert!(!mapped_apart(after.as_ptr()), "a 1 MiB block now comes from the heap");
+        let large = Vec::<u8>::with_capacity(MMAP_THRESHOLD as usize + (1 << 20));
+        assert!(mapped_apart(large.as_ptr()), "a block above the threshold is mapped apart");
+    }
+}
