@@ -263,10 +263,10 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
         // figures (loadtest/README.md, `glibc_tunables`).
         "glibc_tunables": std::env::var("GLIBC_TUNABLES").ok(),
         // Ours and the relays restart with glibc's vector copies on such a CPU, as the product's
-        // binaries do; wstunnel and the load tools run as they are (`ism_tunnel::copies`).
-        "vector_copies": ism_tunnel::copies::restart_planned(),
-        // And they fix glibc's heap thresholds, as the product's binaries do (`ism_heap`).
-        "heap_thresholds": ism_heap::planned(),
+        // binaries do; wstunnel and the load tools run as they are (`ism_glibc::copies`).
+        "vector_copies": ism_glibc::copies::restart_planned(),
+        // And they fix glibc's heap thresholds, as the product's binaries do (`ism_glibc::heap`).
+        "heap_thresholds": ism_glibc::heap::thresholds_planned(),
     });
     let mut by_path = ByPath::new();
     runtime.block_on(async {

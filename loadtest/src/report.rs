@@ -123,7 +123,7 @@ pub fn print_table(f: &Value, by_path: &ByPath) {
             println!("ours and the relays with glibc's vector copies (AMD CPU with FSRM)");
         }
         if f["heap_thresholds"].as_bool() == Some(true) {
-            println!("ours and the relays with fixed heap thresholds (ism-heap)");
+            println!("ours and the relays with fixed heap thresholds (ism-glibc)");
         }
         if let Some(tunables) = f["glibc_tunables"].as_str() {
             println!("every process with GLIBC_TUNABLES={}", ism_events::escaped(tunables));

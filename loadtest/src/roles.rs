@@ -2,7 +2,7 @@
 //! children of the benchmark (this same binary, in another role), so the memory the benchmark
 //! reports is theirs alone, not the load generator's. Each starts as the product's binaries do:
 //! on an AMD CPU with FSRM it first starts itself again with glibc's vector copies
-//! (`ism_tunnel::copies`); so do the relay chains, so that they stay the reference for ours.
+//! (`ism_glibc::copies`); so do the relay chains, so that they stay the reference for ours.
 
 use anyhow::{bail, Context};
 use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
@@ -213,15 +213,15 @@ fn parent_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
 }
 
 /// Starts this role again with glibc's vector copies where the product's binaries do
-/// (`ism_tunnel::copies`), then fixes its heap's thresholds as they do (`ism_heap`); a restart
+/// (`ism_glibc::copies`), then fixes its heap's thresholds as they do (`ism_glibc::heap`); a restart
 /// that failed, or a threshold refused, shows on the benchmark's standard error.
 fn set_up_as_the_binaries() {
-    if let ism_tunnel::copies::VectorCopies::Unavailable(why) =
-        ism_tunnel::copies::use_vector_copies()
+    if let ism_glibc::copies::VectorCopies::Unavailable(why) =
+        ism_glibc::copies::use_vector_copies()
     {
         eprintln!("vector copies unavailable: {why:?}");
     }
-    if let ism_heap::HeapThresholds::Refused(name) = ism_heap::set_thresholds() {
+    if let ism_glibc::heap::HeapThresholds::Refused(name) = ism_glibc::heap::set_thresholds() {
         eprintln!("glibc refused the heap's {name} threshold");
     }
 }

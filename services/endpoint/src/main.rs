@@ -160,13 +160,14 @@ fn main() -> ExitCode {
         };
     }
     // Before any thread, and only in the modes that carry tunnel bytes: this may start the
-    // process again (`ism_tunnel::copies`); then the heap's thresholds (`ism_heap`).
+    // process again (`ism_glibc::copies`); then the heap's thresholds (`ism_glibc::heap`).
     let carries_bytes = !(args.check || args.authenticate);
-    let copies = match carries_bytes {
-        true => ism_tunnel::copies::use_vector_copies(),
-        false => ism_tunnel::copies::VectorCopies::NotNeeded,
+    let copies = if carries_bytes {
+        ism_glibc::copies::use_vector_copies()
+    } else {
+        ism_glibc::copies::VectorCopies::NotNeeded
     };
-    let heap = carries_bytes.then(ism_heap::set_thresholds);
+    let heap = carries_bytes.then(ism_glibc::heap::set_thresholds);
     let runtime = ism_endpoint::agent::runtime().expect("tokio runtime");
     let observability = &config.observability;
     let tracer = {

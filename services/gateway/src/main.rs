@@ -205,9 +205,10 @@ fn main() -> anyhow::Result<()> {
         println!("cluster CA and certificates for {} in {}", nodes.join(", "), dir.display());
         return Ok(());
     }
-    // Before any thread starts: this may start the process again (`ism_tunnel::copies`).
-    let copies = ism_tunnel::copies::use_vector_copies();
-    let heap = ism_heap::set_thresholds();
+    // Before any thread starts: this may start the process again (`ism_glibc::copies`), and the
+    // heap's thresholds are set before other threads read them (`ism_glibc::heap`).
+    let copies = ism_glibc::copies::use_vector_copies();
+    let heap = ism_glibc::heap::set_thresholds();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
     config.endpoint_listen = args.endpoint_listen;

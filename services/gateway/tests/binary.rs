@@ -133,7 +133,7 @@ fn environment_of(pid: u32) -> String {
     String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned()
 }
 
-/// On an AMD CPU with FSRM the node runs with glibc's vector copies (`ism_tunnel::copies`): it
+/// On an AMD CPU with FSRM the node runs with glibc's vector copies (`ism_glibc::copies`): it
 /// starts itself again, the same process, with the tunable added to what was there; elsewhere it
 /// runs as started.
 #[test]
@@ -146,7 +146,7 @@ fn on_an_amd_cpu_the_node_copies_with_glibcs_vector_loop() {
     assert!(env.contains("GLIBC_TUNABLES=glibc.malloc.check=0"), "{env:?}");
     let restarted = env.contains(&format!("ISM_VECTOR_COPIES_RESTARTED={}\0", child.id()))
         && env.contains("glibc.cpu.x86_rep_movsb_threshold=4194304");
-    assert_eq!(restarted, ism_tunnel::copies::affected_cpu(), "{env:?}");
+    assert_eq!(restarted, ism_glibc::copies::affected_cpu(), "{env:?}");
     // Restarted or not, it has its name and its arguments.
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
     assert_eq!(comm.trim_end(), "ism-gateway");

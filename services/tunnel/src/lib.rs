@@ -6,8 +6,6 @@
 //!   driver delivers to a stream, written through to its socket when it takes it; `lanes`: how
 //!   stream tasks reach the driver;
 //! - [`error`]: why sessions end and opens fail;
-//! - [`copies`]: glibc's large copies, slow at some offsets on AMD CPUs, and the restart that
-//!   avoids them;
 //! - [`fd_limit`]: raising the open-file limit of a process that carries tunnels;
 //! - [`stream`]: one stream and the pumps that splice it to a TCP socket;
 //! - [`credit`]: the per-stream send credit the pumps wait on;
@@ -17,7 +15,6 @@
 //! streams (the gateway, for scanners) and who dials targets (the endpoint).
 #![forbid(unsafe_code)]
 
-pub mod copies;
 pub mod credit;
 pub mod error;
 pub mod fd_limit;

@@ -1,24 +1,26 @@
-//! glibc's heap thresholds for the processes that carry tunnel bytes: the gateway and the agent.
+//! malloc's heap thresholds, fixed for the processes that carry tunnel bytes.
 //!
 //! Every Data frame is read into a buffer of up to 256 KiB that lives until the frame is written
 //! out, and rustls and tungstenite allocate and free buffers of 16 KiB and more for every record
-//! and message. glibc's defaults adapt to that badly. Its thresholds move: the first block above
-//! 128 KiB is mapped on its own, and once it is freed, blocks up to its size come from the heap and
-//! the heap's free top is given back to the kernel beyond twice that (about half a MiB). A thread
-//! whose frames in flight come and go then returns the top of its heap (`madvise`) and faults it
-//! in again at its next reads. With eight bulk streams through one endpoint, about a third of the
-//! gateway's tunnel thread went to those page faults, and that thread was what bounded them
-//! ("Measured, 2026-12-04 (seventh session)" in ARCHITECTURE.md).
+//! and message. glibc's defaults adapt to that badly. Its thresholds move: a block above the
+//! mapping threshold (128 KiB at first) is mapped on its own, and freeing one raises that
+//! threshold to its size (up to 32 MiB) and the trim threshold to twice that; beyond the trim
+//! threshold a heap's free top goes back to the kernel. With 256 KiB frames that is about half a
+//! MiB, so a thread whose frames in flight come and go hands the top of its heap back (`madvise`)
+//! and faults it in again at its next reads. With eight bulk streams through one endpoint, about a
+//! third of the gateway's tunnel thread went to those page faults, and that thread was what
+//! bounded them ("Measured, 2026-12-04 (seventh session)" in ARCHITECTURE.md).
 //!
-//! Fixed thresholds stop that ([`set_thresholds`]): a heap keeps up to [`TRIM_THRESHOLD`] of free
-//! memory at its top, and only blocks of [`MMAP_THRESHOLD`] or more are mapped on their own. The
-//! price is at most that much memory kept by each of glibc's arenas after a burst. An operator who
-//! sets either threshold (in `GLIBC_TUNABLES`, or the older `MALLOC_TRIM_THRESHOLD_` and
-//! `MALLOC_MMAP_THRESHOLD_`) keeps their values, and `ISM_HEAP_THRESHOLDS=off` keeps glibc's.
-//!
-//! Setting them is a call into the C library (`mallopt`), which is why this is a crate of its own:
-//! every other crate of the workspace forbids `unsafe`.
+//! Fixed thresholds stop that ([`set_thresholds`]): a heap keeps up to [`TRIM_THRESHOLD`] free at
+//! its top (plus glibc's pad of 128 KiB) before handing any back, and only blocks of
+//! [`MMAP_THRESHOLD`] or more are mapped on their own, so blocks of 128 KiB to 4 MiB now always
+//! come from a heap. The price: after a burst each heap may keep that much free at its top (glibc
+//! makes up to eight arenas per core, so 64 MiB at most on two cores), and free memory below
+//! blocks still in use stays, as it always did. An operator who sets either threshold (in
+//! `GLIBC_TUNABLES`, or the older `MALLOC_TRIM_THRESHOLD_` and `MALLOC_MMAP_THRESHOLD_`) keeps
+//! their values, and `ISM_HEAP_THRESHOLDS=off` keeps glibc's.
 
+use crate::{find_tunable, switched_off};
 use ism_escape::escaped;
 use std::ffi::OsString;
 
@@ -76,7 +78,7 @@ impl HeapThresholds {
 }
 
 /// Fixes glibc's heap thresholds for this process, unless its environment sets them. Call it
-/// early, before the tunnel's buffers come and go.
+/// before any other thread starts (see `apply`).
 pub fn set_thresholds() -> HeapThresholds {
     match operators_choice(&|name| std::env::var_os(name)) {
         Some(choice) => HeapThresholds::OperatorsChoice(choice),
@@ -86,7 +88,7 @@ pub fn set_thresholds() -> HeapThresholds {
 
 /// Whether [`set_thresholds`] would set them in a process started with this process's
 /// environment (the benchmark records it beside its figures).
-pub fn planned() -> bool {
+pub fn thresholds_planned() -> bool {
     cfg!(all(target_os = "linux", target_env = "gnu"))
         && operators_choice(&|name| std::env::var_os(name)).is_none()
 }
@@ -94,13 +96,12 @@ pub fn planned() -> bool {
 /// The setting in the environment `env` that makes this leave the thresholds alone, shown as
 /// `NAME=value`; none when they are this crate's to set.
 fn operators_choice(env: &dyn Fn(&str) -> Option<OsString>) -> Option<String> {
-    if env(SWITCH).is_some_and(|v| v == "off") {
+    if switched_off(env(SWITCH).as_deref()) {
         return Some(format!("{SWITCH}=off"));
     }
     if let Some(tunables) = env("GLIBC_TUNABLES") {
         let tunables = tunables.to_string_lossy();
-        let mut names = tunables.split(':').filter_map(|t| t.split('=').next());
-        if names.any(|name| TUNABLES.contains(&name)) {
+        if TUNABLES.iter().any(|name| find_tunable(&tunables, name).is_some()) {
             return Some(format!("GLIBC_TUNABLES={tunables}"));
         }
     }
@@ -114,8 +115,10 @@ fn apply() -> HeapThresholds {
         (libc::M_MMAP_THRESHOLD, "mmap", MMAP_THRESHOLD),
     ];
     for (param, name, value) in thresholds {
-        // SAFETY: `mallopt` sets one of malloc's parameters under malloc's own lock, from any
-        // thread; it takes no pointer, and it refuses a value it does not accept (returns 0).
+        // SAFETY: `mallopt` takes no pointer and refuses a value it does not accept (returns 0).
+        // It sets the parameter under the main arena's lock only, while other arenas read the
+        // parameters without one: both `main`s and the bench's roles call this before any other
+        // thread starts.
         #[allow(unsafe_code)]
         let accepted = unsafe { libc::mallopt(param, value) } == 1;
         if !accepted {
@@ -160,30 +163,28 @@ mod tests {
         );
     }
 
-    /// Whether glibc mapped the block at `p` on its own: the `IS_MMAPPED` bit (2) of the size word
-    /// in front of every block glibc hands out, a layout glibc has kept since its first release.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn mapped_apart(p: *const u8) -> bool {
-        // SAFETY: `p` is a live block from glibc's malloc (the system allocator, for a Vec of
-        // bytes); the word in front of it is that block's size field, inside its allocation.
-        #[allow(unsafe_code)]
-        let size_field = unsafe { p.cast::<usize>().sub(1).read() };
-        size_field & 2 != 0
-    }
-
-    /// After [`apply`], a 1 MiB block comes from the heap (glibc's default maps anything above
-    /// 128 KiB apart until a freed one raises the threshold), and a block above
-    /// [`MMAP_THRESHOLD`] is still mapped apart. Each nextest test runs in a process of its own,
-    /// so no earlier test moved the thresholds.
+    /// After [`apply`], a 1 MiB block comes from a heap (glibc's default maps anything above
+    /// 128 KiB apart), and a block above [`MMAP_THRESHOLD`] is still mapped apart, as malloc's own
+    /// count of mapped blocks shows. Skipped when the environment sets the thresholds.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
-    fn blocks_below_the_mapping_threshold_come_from_the_heap() {
-        let before = Vec::<u8>::with_capacity(1 << 20);
-        assert!(mapped_apart(before.as_ptr()), "glibc's default maps a 1 MiB block apart");
+    fn blocks_below_the_mapping_threshold_come_from_a_heap() {
+        let environment = |name: &str| std::env::var_os(name);
+        if operators_choice(&environment).is_some() || environment("MALLOC_MMAP_MAX_").is_some() {
+            return;
+        }
+        let mapped = || {
+            // SAFETY: `mallinfo2` takes nothing and returns malloc's statistics by value.
+            #[allow(unsafe_code)]
+            let info = unsafe { libc::mallinfo2() };
+            info.hblks
+        };
         assert_eq!(apply(), HeapThresholds::Set);
-        let after = Vec::<u8>::with_capacity(1 << 20);
-        assert!(!mapped_apart(after.as_ptr()), "a 1 MiB block now comes from the heap");
+        let before = mapped();
+        let from_a_heap = Vec::<u8>::with_capacity(1 << 20);
+        assert_eq!(mapped(), before, "a 1 MiB block comes from a heap");
         let large = Vec::<u8>::with_capacity(MMAP_THRESHOLD as usize + (1 << 20));
-        assert!(mapped_apart(large.as_ptr()), "a block above the threshold is mapped apart");
+        assert_eq!(mapped(), before + 1, "a block above the threshold is mapped apart");
+        drop((from_a_heap, large));
     }
 }

@@ -22,6 +22,7 @@
 //! checked here: this project's machines run Debian 12's 2.36). The kernel's copies into and out
 //! of sockets use `rep movsb` too, and no setting of ours reaches them.
 
+use crate::{find_tunable, switched_off};
 use ism_escape::escaped;
 use std::ffi::OsStr;
 
@@ -94,7 +95,7 @@ fn decide(
     if !affected {
         return Decision::Keep(VectorCopies::NotNeeded);
     }
-    if switch == Some(OsStr::new("off")) {
+    if switched_off(switch) {
         return Decision::Keep(VectorCopies::OperatorsChoice(format!("{SWITCH}=off")));
     }
     // A value that is not Unicode is the operator's, and not ours to rewrite.
@@ -102,9 +103,7 @@ fn decide(
         return Decision::Keep(VectorCopies::OperatorsChoice(format!("{tunables:?}")));
     };
     let ours = format!("{THRESHOLD_TUNABLE}={THRESHOLD}");
-    let threshold =
-        current.split(':').find(|tunable| tunable.split('=').next() == Some(THRESHOLD_TUNABLE));
-    match threshold {
+    match find_tunable(current, THRESHOLD_TUNABLE) {
         Some(set) if restarted && set == ours => Decision::Keep(VectorCopies::InPlace),
         Some(_) => Decision::Keep(VectorCopies::OperatorsChoice(current.to_string())),
         None if restarted => Decision::Keep(VectorCopies::Unavailable(
