@@ -2,7 +2,8 @@
 //! children of the benchmark (this same binary, in another role), so the memory the benchmark
 //! reports is theirs alone, not the load generator's. Each starts as the product's binaries do:
 //! on an AMD CPU with FSRM it first starts itself again with glibc's vector copies
-//! (`ism_glibc::copies`); so do the relay chains, so that they stay the reference for ours.
+//! (`ism_glibc::copies`), then fixes its heap's thresholds (`ism_glibc::heap`); so do the relay
+//! chains, so that they stay the reference for ours.
 
 use anyhow::{bail, Context};
 use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
