@@ -59,8 +59,8 @@ impl HeapThresholds {
     pub fn log(&self) {
         match self {
             HeapThresholds::Set => tracing::info!(
-                "heap thresholds fixed: up to {} MiB of freed memory kept per arena, blocks of {} \
-                 MiB and more mapped apart",
+                "heap thresholds fixed: up to {} MiB kept free at the top of each heap, blocks of \
+                 {} MiB and more mapped apart",
                 TRIM_THRESHOLD >> 20,
                 MMAP_THRESHOLD >> 20
             ),
