@@ -21,29 +21,23 @@ fn stand_in(dir: &Path) -> std::path::PathBuf {
     bench
 }
 
-fn ab_pairs(args: &[&str]) -> Output {
+/// Runs `ab-pairs PAIRS DIR/out --bench BENCH ARGS...`.
+fn ab_pairs(pairs: &str, dir: &Path, bench: &Path, args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ab-pairs");
-    Command::new("python3").arg(script).args(args).output().unwrap()
+    Command::new("python3")
+        .arg(script)
+        .args([pairs, dir.join("out").to_str().unwrap(), "--bench", bench.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn pairs_alternate_and_only_the_old_side_gets_the_switch() {
     let dir = tempfile::tempdir().unwrap();
     let bench = stand_in(dir.path());
-    let out = dir.path().join("out");
-    let run = ab_pairs(&[
-        "2",
-        out.to_str().unwrap(),
-        "--bench",
-        bench.to_str().unwrap(),
-        "--old-env",
-        "ISM_TEST_SWITCH=old",
-        "--keys",
-        "side",
-        "--",
-        "--only",
-        "single",
-    ]);
+    let args = ["--old-env", "ISM_TEST_SWITCH=old", "--keys", "side", "--", "--only", "single"];
+    let run = ab_pairs("2", dir.path(), &bench, &args);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
     let sides: Vec<&str> = runs.lines().map(|l| l.split(' ').next().unwrap()).collect();
@@ -59,19 +53,11 @@ fn pairs_alternate_and_only_the_old_side_gets_the_switch() {
 fn a_malformed_switch_or_a_missing_bench_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let bench = stand_in(dir.path());
-    let out = dir.path().join("out");
-    let run = ab_pairs(&[
-        "1",
-        out.to_str().unwrap(),
-        "--bench",
-        bench.to_str().unwrap(),
-        "--old-env",
-        "X",
-    ]);
+    let run = ab_pairs("1", dir.path(), &bench, &["--old-env", "X"]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--old-env wants NAME=VALUE"));
     let missing = dir.path().join("no-such-bench");
-    let run = ab_pairs(&["1", out.to_str().unwrap(), "--bench", missing.to_str().unwrap()]);
+    let run = ab_pairs("1", dir.path(), &missing, &[]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("no ism-bench at"));
     assert!(!dir.path().join("runs").exists(), "nothing ran");
