@@ -1,9 +1,9 @@
 //! The benchmark's other processes: a gateway node and a process of endpoint agents. They run as
 //! children of the benchmark (this same binary, in another role), so the memory the benchmark
 //! reports is theirs alone, not the load generator's. Each starts as the product's binaries do:
-//! on an AMD CPU with FSRM it first starts itself again with glibc's vector copies
-//! (`ism_glibc::copies`), then fixes its heap's thresholds (`ism_glibc::heap`); so do the relay
-//! chains, so that they stay the reference for ours.
+//! `ism_glibc::set_up` (on an AMD CPU with FSRM it first starts itself again with glibc's vector
+//! copies, then it fixes its heap's thresholds); so do the relay chains, so that they stay the
+//! reference for ours.
 
 use anyhow::{bail, Context};
 use ism_endpoint::{Agent, AgentHandle, AgentStatus, EndpointConfig};
@@ -213,16 +213,15 @@ fn parent_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
     rx
 }
 
-/// Starts this role again with glibc's vector copies where the product's binaries do
-/// (`ism_glibc::copies`), then fixes its heap's thresholds as they do (`ism_glibc::heap`); a restart
-/// that failed, or a threshold refused, shows on the benchmark's standard error.
+/// Sets glibc up as the product's binaries do (`ism_glibc::set_up`: the vector copies' restart,
+/// then the heap's thresholds); a restart that failed, or a threshold refused, shows on the
+/// benchmark's standard error.
 fn set_up_as_the_binaries() {
-    if let ism_glibc::copies::VectorCopies::Unavailable(why) =
-        ism_glibc::copies::use_vector_copies()
-    {
-        eprintln!("vector copies unavailable: {why:?}");
+    let set_up = ism_glibc::set_up();
+    if let ism_glibc::copies::VectorCopies::Unavailable(why) = &set_up.copies {
+        eprintln!("vector copies unavailable: {}", ism_events::escaped(why));
     }
-    if let ism_glibc::heap::HeapThresholds::Refused(name) = ism_glibc::heap::set_thresholds() {
+    if let ism_glibc::heap::HeapThresholds::Refused(name) = set_up.heap {
         eprintln!("glibc refused the heap's {name} threshold");
     }
 }

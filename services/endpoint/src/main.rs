@@ -160,14 +160,8 @@ fn main() -> ExitCode {
         };
     }
     // Before any thread, and only in the modes that carry tunnel bytes: this may start the
-    // process again (`ism_glibc::copies`); then the heap's thresholds (`ism_glibc::heap`).
-    let carries_bytes = !(args.check || args.authenticate);
-    let copies = if carries_bytes {
-        ism_glibc::copies::use_vector_copies()
-    } else {
-        ism_glibc::copies::VectorCopies::NotNeeded
-    };
-    let heap = carries_bytes.then(ism_glibc::heap::set_thresholds);
+    // process again (`ism_glibc`).
+    let glibc = (!(args.check || args.authenticate)).then(ism_glibc::set_up);
     let runtime = ism_endpoint::agent::runtime().expect("tokio runtime");
     let observability = &config.observability;
     let tracer = {
@@ -192,9 +186,8 @@ fn main() -> ExitCode {
         eprintln!("ERROR - cannot write logs to {}: {e}", config.install.log_dir.display());
         return ExitCode::from(2);
     }
-    copies.log();
-    if let Some(heap) = heap {
-        heap.log();
+    if let Some(glibc) = &glibc {
+        glibc.log();
     }
     let code = serve(args, config, &runtime);
     // The last spans are exported before the process ends.

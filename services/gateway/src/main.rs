@@ -205,10 +205,8 @@ fn main() -> anyhow::Result<()> {
         println!("cluster CA and certificates for {} in {}", nodes.join(", "), dir.display());
         return Ok(());
     }
-    // Before any thread starts: this may start the process again (`ism_glibc::copies`), and the
-    // heap's thresholds are set before other threads read them (`ism_glibc::heap`).
-    let copies = ism_glibc::copies::use_vector_copies();
-    let heap = ism_glibc::heap::set_thresholds();
+    // Before any thread starts: this may start the process again (`ism_glibc`).
+    let glibc = ism_glibc::set_up();
     let mut config = NodeConfig::local(&args.node_id, &args.data_dir);
     config.event_log = args.event_log;
     config.endpoint_listen = args.endpoint_listen;
@@ -273,8 +271,7 @@ fn main() -> anyhow::Result<()> {
             sample_ratio: args.trace_sample_ratio,
         })?;
         ism_telemetry::logs::init(args.log_format, &tracing)?;
-        copies.log();
-        heap.log();
+        glibc.log();
         let stopped = run(config, drain_timeout).await;
         // The last spans (the stop's own) are exported before the process ends.
         let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;

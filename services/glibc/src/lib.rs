@@ -6,7 +6,7 @@
 //! - [`heap`]: malloc's trim and mapping thresholds, fixed so that bulk transfers do not hand the
 //!   heap back to the kernel and fault it in again.
 //!
-//! Each leaves a setting of the operator's alone (read from `GLIBC_TUNABLES` by `find_tunable`)
+//! [`set_up`] does both, in the order they need. Each leaves a setting of the operator's alone (read from `GLIBC_TUNABLES` by `find_tunable`)
 //! and has its own `off` switch. The heap's thresholds are set by a call into the C library
 //! (`mallopt`): the workspace's one `unsafe` outside tests, which this crate denies everywhere
 //! else.
@@ -15,6 +15,30 @@ use std::ffi::OsStr;
 
 pub mod copies;
 pub mod heap;
+
+/// What [`set_up`] did, for the process to log once its logging is up.
+#[must_use = "log it once logging is up"]
+#[derive(Debug)]
+pub struct SetUp {
+    pub copies: copies::VectorCopies,
+    pub heap: heap::HeapThresholds,
+}
+
+impl SetUp {
+    /// Says in the log what was done (nothing for what there was nothing to do).
+    pub fn log(&self) {
+        self.copies.log();
+        self.heap.log();
+    }
+}
+
+/// Sets glibc up for a process that carries tunnel bytes: first the vector copies, which may
+/// start the process again (so nothing set before would last), then the heap's thresholds.
+/// Call it before any other thread starts.
+pub fn set_up() -> SetUp {
+    let copies = copies::use_vector_copies();
+    SetUp { copies, heap: heap::set_thresholds() }
+}
 
 /// The `name=value` pair of `tunables` (`GLIBC_TUNABLES`: pairs separated by colons) that sets
 /// `name`, if any.

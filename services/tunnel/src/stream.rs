@@ -363,9 +363,10 @@ const PAYLOAD_ALIGN: usize = 64;
 /// 64-byte boundary. The kernel copies a socket's bytes into it with `rep movsb`, which on AMD
 /// CPUs with FSRM is several times slower when the destination lies 1-15 bytes past the source
 /// modulo 64; behind a 5-byte header, one payload in four (malloc places buffers at 16-byte
-/// steps) started 5 bytes past a boundary, squarely in that band for an aligned sender. On the boundary, the copy is fast whenever the sender's bytes lie on one in the
-/// kernel's buffers (ARCHITECTURE.md, Measured, 2026-12-04, sixth session). The slack makes
-/// `freeze` allocate the small shared header `Bytes` needs for a buffer it cannot take whole.
+/// steps) started 5 bytes past a boundary, squarely in that band for an aligned sender. On the
+/// boundary, the copy is fast whenever the sender's bytes lie on one in the kernel's buffers
+/// (ARCHITECTURE.md, Measured, 2026-12-04, sixth session). The slack makes `freeze` allocate the
+/// small shared header `Bytes` needs for a buffer it cannot take whole.
 fn frame_buffer(payload: usize) -> BytesMut {
     let mut buf = BytesMut::with_capacity(PAYLOAD_ALIGN + HEADER_LEN + payload);
     let pad = (buf.as_ptr() as usize + HEADER_LEN).wrapping_neg() % PAYLOAD_ALIGN;
