@@ -10,15 +10,15 @@ use crate::identity::MachineIdentity;
 use crate::messages::{self, Diagnosis};
 use crate::proxy::{self, ProxyError};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config, TLS_BUFFER_LIMIT};
-use ism_tunnel::{Incoming, Session, SessionConfig};
+use ism_tunnel::{Incoming, Session, SessionConfig, TunnelSocket};
 use ism_tunnel_proto::handshake::{challenge_message, expect_challenge, expect_verdict};
 use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{Connector, MaybeTlsStream};
+use tokio_rustls::TlsConnector;
 
 /// A failed attempt: fatal ones end the endpoint (retrying cannot fix them).
 #[derive(Debug, Clone)]
@@ -153,31 +153,33 @@ pub async fn connect(
         .url()
         .into_client_request()
         .map_err(|e| ws_failed(format!("bad gateway URL {}: {e}", cfg.url())))?;
-    let upgrade = tokio_tungstenite::client_async_tls_with_config(
-        request,
-        tcp,
-        Some(websocket_config()),
-        Some(Connector::Rustls(tls)),
-    );
-    let (mut ws, _) = tokio::time::timeout(cfg.read_timeout, upgrade)
-        .await
-        .map_err(|_| {
-            ws_failed(format!(
-                "no WebSocket upgrade from {} within {:?}",
-                cfg.url(),
-                cfg.read_timeout
-            ))
-        })?
-        .map_err(|e| match untrusted_certificate(&e) {
-            Some(problem) => LinkError::Retry(messages::gateway_certificate_untrusted(format!(
-                "{}: {problem}",
-                cfg.url()
-            ))),
-            None => ws_failed(format!("{}: {e}", cfg.url())),
+    // rustls wants an IPv6 address without its brackets.
+    let host = request.uri().host().unwrap_or_default();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| ws_failed(format!("bad gateway host in {}: {e}", cfg.url())))?;
+    let upgrade = async {
+        let mut tls = TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| {
+            match untrusted_certificate(&e) {
+                Some(problem) => LinkError::Retry(messages::gateway_certificate_untrusted(
+                    format!("{}: {problem}", cfg.url()),
+                )),
+                None => ws_failed(format!("{}: TLS: {e}", cfg.url())),
+            }
         })?;
-    if let MaybeTlsStream::Rustls(tls) = ws.get_mut() {
         tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-    }
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            request,
+            TunnelSocket::client(tls),
+            Some(websocket_config()),
+        )
+        .await
+        .map_err(|e| ws_failed(format!("{}: {e}", cfg.url())))?;
+        Ok(ws)
+    };
+    let mut ws = tokio::time::timeout(cfg.read_timeout, upgrade).await.map_err(|_| {
+        ws_failed(format!("no WebSocket upgrade from {} within {:?}", cfg.url(), cfg.read_timeout))
+    })??;
     let challenge = recv_frame(&mut ws, cfg.read_timeout)
         .await
         .map_err(|e| ws_failed(format!("handshake: {e}")))?;
@@ -233,11 +235,8 @@ pub async fn connect(
 }
 
 /// What TLS found wrong with the gateway's certificate, when that is why the upgrade failed.
-fn untrusted_certificate(
-    e: &tokio_tungstenite::tungstenite::Error,
-) -> Option<&rustls::CertificateError> {
-    let tokio_tungstenite::tungstenite::Error::Io(io) = e else { return None };
-    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+fn untrusted_certificate(e: &std::io::Error) -> Option<&rustls::CertificateError> {
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
         rustls::Error::InvalidCertificate(problem) => Some(problem),
         _ => None,
     }

@@ -17,7 +17,7 @@ use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
 use ism_events::{escaped, Cause, Principal};
 use ism_tunnel::ws::{recv_frame, send_frame, websocket_config, TLS_BUFFER_LIMIT};
-use ism_tunnel::{Session, SessionConfig};
+use ism_tunnel::{Session, SessionConfig, TunnelSocket};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
 use ism_tunnel_proto::{
     Frame, Hello, OpenFailure, Purpose, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST, PROTOCOL_VERSION,
@@ -30,7 +30,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
+
+/// An endpoint's WebSocket, over TLS, which the session writes itself.
+type TunnelWebSocket = WebSocketStream<TunnelSocket<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// Time allowed for TLS, the upgrade and the handshake together: a client that dawdles is
 /// dropped rather than holding a socket.
@@ -181,7 +185,7 @@ async fn open_session(
             }
         };
         let mut ws = tokio_tungstenite::accept_hdr_async_with_config(
-            tls,
+            TunnelSocket::server(tls),
             check_path,
             Some(websocket_config()),
         )
@@ -232,7 +236,7 @@ async fn open_session(
 #[allow(clippy::too_many_arguments)]
 async fn start_session(
     state: &NodeState,
-    mut ws: tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
+    mut ws: TunnelWebSocket,
     peer: SocketAddr,
     hello: &Hello,
     admitted: &Admitted,
@@ -315,7 +319,7 @@ async fn start_session(
 /// streams, which the gateway answers by sending back what it receives.
 async fn serve_diagnostics(
     state: &NodeState,
-    mut ws: tokio_tungstenite::WebSocketStream<tokio_rustls::server::TlsStream<TcpStream>>,
+    mut ws: TunnelWebSocket,
     peer: SocketAddr,
     admitted: &Admitted,
     config: SessionConfig,

@@ -2,7 +2,9 @@
 //!
 //! - [`session`]: one live tunnel, its driver and writer tasks, opening streams, closing (the
 //!   protocol state it drives is `ism_tunnel_proto::SessionState`);
-//! - `outbox`: the WebSocket every sender shares, written directly when free; `inbox`: what the
+//! - `outbox`: the WebSocket every sender shares, written directly when free; [`socket`]: the
+//!   transport under it, read by tungstenite and written by the session, whose frames
+//!   `ws_frame` formats in place; `inbox`: what the
 //!   driver delivers to a stream, written through to its socket when it takes it; `lanes`: how
 //!   stream tasks reach the driver;
 //! - [`error`]: why sessions end and opens fail;
@@ -23,11 +25,14 @@ mod lanes;
 pub mod moved;
 mod outbox;
 pub mod session;
+pub mod socket;
 pub mod stream;
 pub mod ws;
+mod ws_frame;
 
 pub use error::{CloseReason, OpenStreamError};
 pub use ism_tunnel_proto::Timing;
+pub use socket::TunnelSocket;
 pub use session::{Incoming, Session, SessionConfig, DEFAULT_WINDOW_BUDGET};
 pub use stream::{
     Expiry, IncomingStream, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,

@@ -22,7 +22,8 @@ use crate::error::{CloseReason, OpenStreamError};
 use crate::inbox::{Inbound, Inbox};
 use crate::lanes::{Control, Lanes};
 use crate::moved::Home;
-use crate::outbox::{self, Outbox, SendError, WsSink};
+use crate::outbox::{self, Outbox, SendError};
+use crate::socket::TunnelSocket;
 use crate::stream::{IncomingStream, TunnelStream};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -126,9 +127,10 @@ impl Incoming {
 }
 
 impl Session {
-    /// Starts the driver and writer tasks on an established (and authenticated) WebSocket.
+    /// Starts the driver and writer tasks on an established (and authenticated) WebSocket. From
+    /// here on the session writes the socket itself and tungstenite only reads it.
     pub fn spawn<S>(
-        ws: WebSocketStream<S>,
+        ws: WebSocketStream<TunnelSocket<S>>,
         role: Role,
         config: SessionConfig,
     ) -> (Session, Incoming)
@@ -142,7 +144,7 @@ impl Session {
     /// run with the session before the greeting can be sent. The gateway registers the session
     /// and greets with `Welcome`: once the endpoint learns it is connected, scanners find it.
     pub fn spawn_with_greeting<S>(
-        ws: WebSocketStream<S>,
+        ws: WebSocketStream<TunnelSocket<S>>,
         role: Role,
         config: SessionConfig,
         greeting: Frame,
@@ -155,7 +157,7 @@ impl Session {
     }
 
     fn start<S>(
-        ws: WebSocketStream<S>,
+        ws: WebSocketStream<TunnelSocket<S>>,
         role: Role,
         config: SessionConfig,
         greeting: Option<Frame>,
@@ -169,10 +171,9 @@ impl Session {
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (closed_tx, _) = watch::channel(None);
         let (open_streams, _) = watch::channel(0);
-        let (sink, stream) = ws.split();
-        let sink: WsSink = Box::pin(sink);
-        // The writer holds the WebSocket from here on until it has sent the greeting.
-        let (outbox, first) = Outbox::new(sink, closed_tx.clone());
+        let socket = ws.get_ref().take_writer().expect("only a session takes its socket's writer");
+        // The writer holds the socket from here on until it has sent the greeting.
+        let (outbox, first) = Outbox::new(socket, closed_tx.clone());
         let home = Home::current();
         let max_data = config.max_data_len.clamp(1, ism_tunnel_proto::MAX_DATA_LEN);
         let lanes =
@@ -210,7 +211,7 @@ impl Session {
             closer: session.clone_closer(),
             queued_prio: Cell::new(false),
         };
-        tokio::spawn(driver.run(stream, control_rx, opens_rx, session.shared.closed.subscribe()));
+        tokio::spawn(driver.run(ws, control_rx, opens_rx, session.shared.closed.subscribe()));
         (session, Incoming { rx: incoming_rx })
     }
 
@@ -401,7 +402,7 @@ struct Driver {
 impl Driver {
     async fn run<S>(
         mut self,
-        mut ws: futures_util::stream::SplitStream<WebSocketStream<S>>,
+        mut ws: WebSocketStream<TunnelSocket<S>>,
         mut control: mpsc::UnboundedReceiver<Control>,
         mut opens: mpsc::UnboundedReceiver<Box<OpenRequest>>,
         mut closed: watch::Receiver<Option<CloseReason>>,

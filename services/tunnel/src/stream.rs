@@ -15,6 +15,7 @@ use crate::credit::SendCredit;
 use crate::error::OpenStreamError;
 use crate::inbox::{Inbound, Inbox};
 use crate::lanes::{Control, Lanes};
+use crate::ws_frame::{self, HEADER_ROOM};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
 use ism_tunnel_proto::{
@@ -333,10 +334,27 @@ impl Sending<'_> {
         Some((turn, self.credit.take(max).await?))
     }
 
-    async fn send(&self, frame: Bytes, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
+    async fn send(&self, frame: &Frame, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
         self.lanes
             .outbox
             .send_ordered(frame, Some(turn))
+            .await
+            .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
+    }
+
+    /// Sends a Data frame read into a [`frame_buffer`]: its WebSocket header is written in the
+    /// room in front, so the payload is not copied again.
+    async fn send_read(
+        &self,
+        mut buf: BytesMut,
+        id: StreamId,
+        turn: OwnedSemaphorePermit,
+    ) -> Result<(), StreamEnd> {
+        write_data_header(&mut buf[HEADER_ROOM..], id);
+        ws_frame::seal(&mut buf, self.lanes.outbox.masking());
+        self.lanes
+            .outbox
+            .send_sealed(buf.freeze(), Some(turn))
             .await
             .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
     }
@@ -359,8 +377,8 @@ fn next_read(last: usize, max: usize) -> usize {
 /// Where a frame buffer's payload starts: on a cache-line boundary.
 const PAYLOAD_ALIGN: usize = 64;
 
-/// An empty Data frame of room `payload`, its header's bytes in place, whose payload starts on a
-/// 64-byte boundary. The kernel copies a socket's bytes into it with `rep movsb`, which on AMD
+/// An empty Data frame of room `payload`, with room for its WebSocket header ([`HEADER_ROOM`])
+/// and its own header's bytes in place, whose payload starts on a 64-byte boundary. The kernel copies a socket's bytes into it with `rep movsb`, which on AMD
 /// CPUs with FSRM is several times slower when the destination lies 1-15 bytes past the source
 /// modulo 64; behind a 5-byte header, one payload in four (malloc places buffers at 16-byte
 /// steps) started 5 bytes past a boundary, squarely in that band for an aligned sender. On the
@@ -368,12 +386,13 @@ const PAYLOAD_ALIGN: usize = 64;
 /// (ARCHITECTURE.md, Measured, 2026-12-04, sixth session). The slack makes `freeze` allocate the
 /// small shared header `Bytes` needs for a buffer it cannot take whole.
 fn frame_buffer(payload: usize) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(PAYLOAD_ALIGN + HEADER_LEN + payload);
-    let pad = (buf.as_ptr() as usize + HEADER_LEN).wrapping_neg() % PAYLOAD_ALIGN;
+    const HEADERS: usize = HEADER_ROOM + HEADER_LEN;
+    let mut buf = BytesMut::with_capacity(PAYLOAD_ALIGN + HEADERS + payload);
+    let pad = (buf.as_ptr() as usize + HEADERS).wrapping_neg() % PAYLOAD_ALIGN;
     // Moved past, not split off: the buffer stays one allocation.
     buf.put_bytes(0, pad);
     buf.advance(pad);
-    buf.put_bytes(0, HEADER_LEN);
+    buf.put_bytes(0, HEADERS);
     buf
 }
 
@@ -393,7 +412,7 @@ async fn upstream(
             return Err(closed());
         };
         let chunk = initial.split_to(allowed);
-        out.send(Frame::Data { stream: id, payload: chunk }.encode(), turn).await?;
+        out.send(&Frame::Data { stream: id, payload: chunk }, turn).await?;
         *sent += allowed as u64;
     }
     let mut want = next_read(0, out.lanes.max_data);
@@ -416,12 +435,11 @@ async fn upstream(
         }
         want = next_read(n, out.lanes.max_data);
         if n == 0 {
-            out.send(Frame::Fin { stream: id }.encode(), turn).await?;
+            out.send(&Frame::Fin { stream: id }, turn).await?;
             let _ = out.lanes.control.send(Control::LocalFin { stream: id });
             return Ok(());
         }
-        write_data_header(&mut buf, id);
-        out.send(buf.freeze(), turn).await?;
+        out.send_read(buf, id, turn).await?;
         *sent += n as u64;
         activity.moved_now();
     }
@@ -524,7 +542,7 @@ impl StreamWriter {
                 .await
                 .ok_or(StreamEnd::Reset(ResetReason::SessionClosed))?;
             let payload = data.split_to(n);
-            out.send(Frame::Data { stream: self.id, payload }.encode(), turn).await?;
+            out.send(&Frame::Data { stream: self.id, payload }, turn).await?;
         }
         Ok(())
     }
@@ -535,7 +553,7 @@ impl StreamWriter {
         let turn = self.turn.clone().acquire_owned().await.map_err(|_| closed())?;
         self.lanes
             .outbox
-            .send_ordered(Frame::Fin { stream: self.id }.encode(), Some(turn))
+            .send_ordered(&Frame::Fin { stream: self.id }, Some(turn))
             .await
             .map_err(|_| closed())?;
         let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
@@ -611,7 +629,7 @@ impl IncomingStream {
         parts
             .lanes
             .outbox
-            .send_ordered(ok.encode(), Some(turn))
+            .send_ordered(&ok, Some(turn))
             .await
             .map_err(|_| OpenStreamError::SessionClosed)?;
         Ok(parts)
@@ -664,12 +682,13 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_buffers_payload_starts_on_a_cache_line_with_room_for_the_header_and_payload() {
+    fn a_frame_buffers_payload_starts_on_a_cache_line_with_room_for_both_headers_and_payload() {
         for payload in [1, 100, 16 * 1024, 64 * 1024 + 3] {
             let buf = frame_buffer(payload);
-            assert_eq!(buf.len(), HEADER_LEN);
-            assert_eq!((buf.as_ptr() as usize + HEADER_LEN) % PAYLOAD_ALIGN, 0);
-            assert!(buf.capacity() >= HEADER_LEN + payload, "{} for {payload}", buf.capacity());
+            let headers = HEADER_ROOM + HEADER_LEN;
+            assert_eq!(buf.len(), headers);
+            assert_eq!((buf.as_ptr() as usize + headers) % PAYLOAD_ALIGN, 0);
+            assert!(buf.capacity() >= headers + payload, "{} for {payload}", buf.capacity());
         }
     }
 

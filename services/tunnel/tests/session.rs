@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use bytes::Bytes;
-use ism_tunnel::{Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing};
+use ism_tunnel::{
+    Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing, TunnelSocket,
+};
 use ism_tunnel_proto::{
     CreditBudget, OpenFailure, Role, TargetAddr, Windows, MAX_DATA_LEN, V2_MAX_DATA_LEN,
 };
@@ -33,8 +35,8 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 async fn pair(config: SessionConfig) -> (Session, Session, Incoming) {
     let (a, b) = tokio::io::duplex(1 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
-    let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, ws_cfg).await;
-    let ep_ws = WebSocketStream::from_raw_socket(b, WsRole::Client, ws_cfg).await;
+    let gw_ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
+    let ep_ws = WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, ws_cfg).await;
     let (gw, _) = Session::spawn(gw_ws, Role::Gateway, config.clone());
     let (ep, incoming) = Session::spawn(ep_ws, Role::Endpoint, config);
     (gw, ep, incoming)
@@ -330,7 +332,7 @@ async fn a_stream_on_which_nothing_moves_is_reset_after_the_idle_timeout_and_not
 #[tokio::test(start_paused = true)]
 async fn a_silent_peer_is_declared_dead_after_the_idle_timeout() {
     let (a, _b_kept_open_but_silent) = tokio::io::duplex(1 << 16);
-    let ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+    let ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
     let timing = Timing { idle_timeout: Duration::from_secs(7), ..Default::default() };
     let (s, _) = Session::spawn(ws, Role::Gateway, SessionConfig { timing, ..Default::default() });
     let started = tokio::time::Instant::now();
@@ -471,9 +473,9 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
     let shared = u64::from(config.windows.shared);
     let (a, b) = tokio::io::duplex(4 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
-    let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, ws_cfg).await;
+    let gw_ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
     let slow = SlowLink { inner: b, pause: None };
-    let ep_ws = WebSocketStream::from_raw_socket(slow, WsRole::Client, ws_cfg).await;
+    let ep_ws = WebSocketStream::from_raw_socket(TunnelSocket::client(slow), WsRole::Client, ws_cfg).await;
     let (gw, _) = Session::spawn(gw_ws, Role::Gateway, config.clone());
     let (_ep, mut incoming) = Session::spawn(ep_ws, Role::Endpoint, config);
     let local = tokio::task::LocalSet::new();
@@ -643,8 +645,8 @@ async fn busy_streams_side_by_side_share_the_whole_window() {
 async fn split_halves_echo_through_the_peer() {
     // The endpoint opens (even ids) and the gateway echoes: the diagnostic tool's path.
     let (a, b) = tokio::io::duplex(1 << 20);
-    let gw_ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
-    let ep_ws = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
+    let gw_ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
+    let ep_ws = WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
     let cfg =
         SessionConfig { windows: Windows { alone: 16 * 1024, shared: 1024 }, ..Default::default() };
     let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());

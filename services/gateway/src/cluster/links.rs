@@ -6,7 +6,7 @@
 //! them, so two nodes that relay to each other hold a link each way.
 
 use super::tls::ClusterTls;
-use ism_tunnel::{Session, SessionConfig};
+use ism_tunnel::{Session, SessionConfig, TunnelSocket};
 use ism_tunnel_proto::Role;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ impl RelayLinks {
                 .map_err(|e| failed(format!("TLS: {e}")))?;
             let (ws, _) = tokio_tungstenite::client_async_with_config(
                 format!("wss://{node}/relay"),
-                tls,
+                TunnelSocket::client(tls),
                 Some(ism_tunnel::ws::websocket_config()),
             )
             .await

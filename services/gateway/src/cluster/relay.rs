@@ -13,7 +13,8 @@ use ism_actors::tunnel::TunnelCommand;
 use ism_events::{escaped, Cause, Principal};
 use ism_telemetry::context;
 use ism_tunnel::{
-    IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelStream,
+    IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelSocket,
+    TunnelStream,
 };
 use ism_tunnel_proto::{OpenError, OpenFailure, ResetReason, Role};
 use std::sync::Arc;
@@ -50,7 +51,7 @@ pub async fn serve(
             let handshake = async {
                 let tls = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
                 tokio_tungstenite::accept_async_with_config(
-                    tls,
+                    TunnelSocket::server(tls),
                     Some(ism_tunnel::ws::websocket_config()),
                 )
                 .await
