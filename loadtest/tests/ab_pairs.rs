@@ -10,9 +10,14 @@ use std::process::{Command, Output};
 /// A stand-in bench: appends the switch's value (or `new`) to `runs` and writes it as the JSON
 /// figure `side` to the file after `--json`.
 fn stand_in(dir: &Path) -> std::path::PathBuf {
-    let bench = dir.join("bench");
+    stand_in_named(dir, "bench", "new")
+}
+
+/// As [`stand_in`], at `dir/name`, saying `unswitched` when the switch is not set.
+fn stand_in_named(dir: &Path, name: &str, unswitched: &str) -> std::path::PathBuf {
+    let bench = dir.join(name);
     let script = format!(
-        "#!/bin/sh\nside=${{ISM_TEST_SWITCH:-new}}\necho \"$side $*\" >> {runs}\n\
+        "#!/bin/sh\nside=${{ISM_TEST_SWITCH:-{unswitched}}}\necho \"$side $*\" >> {runs}\n\
          while [ \"$1\" != --json ]; do shift; done\nprintf '{{\"side\": \"%s\"}}' \"$side\" > \"$2\"\n",
         runs = dir.join("runs").display()
     );
@@ -47,6 +52,25 @@ fn pairs_alternate_and_only_the_old_side_gets_the_switch() {
     let expected = "pair 1 old: side=\"old\"\npair 1 new: side=\"new\"\n\
                     pair 2 old: side=\"old\"\npair 2 new: side=\"new\"\n";
     assert_eq!(printed, expected);
+}
+
+#[test]
+fn an_old_build_runs_for_the_old_side_without_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = stand_in(dir.path());
+    let old = stand_in_named(dir.path(), "old-bench", "old-build");
+    let old = old.to_str().unwrap();
+    let args = ["--old-bench", old, "--old-env", "ISM_TEST_SWITCH=old", "--keys", "side"];
+    let run = ab_pairs("2", dir.path(), &bench, &args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    let sides: Vec<&str> = runs.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(sides, ["new", "old-build", "old-build", "new"], "{runs}");
+    let missing = dir.path().join("no-such-bench");
+    let args = ["--old-bench", missing.to_str().unwrap()];
+    let run = ab_pairs("1", dir.path(), &bench, &args);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("(--old-bench)"));
 }
 
 #[test]
