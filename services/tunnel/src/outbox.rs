@@ -9,8 +9,8 @@
 //! the WebSocket busy queues its frame and leaves it to whoever writes next, or to the writer
 //! task, which a queued frame wakes. Two queues: frames that may overtake data (credit, resets,
 //! pings) go first; frames that must stay in order with their stream's bytes (`OpenOk`, `Data`,
-//! `Fin`) follow. A stream has at most one frame queued (its *turn*, held until the frame is in
-//! the WebSocket), so a small request waits behind at most one frame of each other stream, never
+//! `Fin`) follow. A stream has at most one frame queued (its *turn*, held until the frame is
+//! written), so a small request waits behind at most one frame of each other stream, never
 //! behind all of a bulk transfer's.
 //!
 //! The driver (which reads the WebSocket) only ever queues: it must never wait on writing, or
@@ -315,9 +315,8 @@ impl Outbox {
                 break;
             }
         }
+        // After what a sender left partly written (its future dropped mid-write), if anything.
         let mut writer = self.writer.lock().await;
-        writer.batch.clear();
-        writer.turns.clear();
         writer.push(ws_frame::close(self.masking), None);
         if writer.write_batch().await.is_ok() {
             let _ = writer.io.flush().await;
