@@ -32,8 +32,8 @@ mod ws_frame;
 
 pub use error::{CloseReason, OpenStreamError};
 pub use ism_tunnel_proto::Timing;
-pub use socket::TunnelSocket;
 pub use session::{Incoming, Session, SessionConfig, DEFAULT_WINDOW_BUDGET};
+pub use socket::TunnelSocket;
 pub use stream::{
     Expiry, IncomingStream, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,
     TunnelStream,

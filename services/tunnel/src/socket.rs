@@ -62,7 +62,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> TunnelSocket<S> {
         let replies = Arc::new(Replies::default());
         let mut out = self.out();
         match std::mem::replace(&mut *out, Out::Queued(replies.clone())) {
-            Out::Direct(io) => Some(SocketWriter { io: Box::pin(io), replies, masking: self.masking }),
+            Out::Direct(io) => {
+                Some(SocketWriter { io: Box::pin(io), replies, masking: self.masking })
+            }
             queued @ Out::Queued(_) => {
                 *out = queued;
                 None

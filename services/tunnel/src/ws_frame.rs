@@ -151,7 +151,7 @@ mod tests {
     use ism_tunnel_proto::StreamId;
     use std::io::Cursor;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::{FrameHeader, Frame as WsFrame};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame as WsFrame, FrameHeader};
 
     /// Parses `bytes` as tungstenite does and returns the header and the unmasked payload.
     fn parsed(bytes: &[u8]) -> (FrameHeader, Vec<u8>) {
@@ -223,9 +223,12 @@ mod tests {
     fn a_close_frame_says_normal_closure() {
         for masking in [Masking::Unmasked, Masking::Masked] {
             let (header, payload) = parsed(&close(masking));
-            assert_eq!(header.opcode, OpCode::Control(
-                tokio_tungstenite::tungstenite::protocol::frame::coding::Control::Close,
-            ));
+            assert_eq!(
+                header.opcode,
+                OpCode::Control(
+                    tokio_tungstenite::tungstenite::protocol::frame::coding::Control::Close,
+                )
+            );
             assert_eq!(payload, 1000u16.to_be_bytes());
         }
     }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use ism_tunnel::{
     Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing, TunnelSocket,
 };
@@ -17,6 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// How long a wait for something that must happen may take on a loaded machine before the test
@@ -35,8 +37,10 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 async fn pair(config: SessionConfig) -> (Session, Session, Incoming) {
     let (a, b) = tokio::io::duplex(1 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
-    let gw_ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
-    let ep_ws = WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, ws_cfg).await;
+    let gw_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
+    let ep_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, ws_cfg).await;
     let (gw, _) = Session::spawn(gw_ws, Role::Gateway, config.clone());
     let (ep, incoming) = Session::spawn(ep_ws, Role::Endpoint, config);
     (gw, ep, incoming)
@@ -473,9 +477,11 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
     let shared = u64::from(config.windows.shared);
     let (a, b) = tokio::io::duplex(4 << 20);
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
-    let gw_ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
+    let gw_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
     let slow = SlowLink { inner: b, pause: None };
-    let ep_ws = WebSocketStream::from_raw_socket(TunnelSocket::client(slow), WsRole::Client, ws_cfg).await;
+    let ep_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::client(slow), WsRole::Client, ws_cfg).await;
     let (gw, _) = Session::spawn(gw_ws, Role::Gateway, config.clone());
     let (_ep, mut incoming) = Session::spawn(ep_ws, Role::Endpoint, config);
     let local = tokio::task::LocalSet::new();
@@ -645,8 +651,10 @@ async fn busy_streams_side_by_side_share_the_whole_window() {
 async fn split_halves_echo_through_the_peer() {
     // The endpoint opens (even ids) and the gateway echoes: the diagnostic tool's path.
     let (a, b) = tokio::io::duplex(1 << 20);
-    let gw_ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
-    let ep_ws = WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
+    let gw_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
+    let ep_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
     let cfg =
         SessionConfig { windows: Windows { alone: 16 * 1024, shared: 1024 }, ..Default::default() };
     let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());
@@ -706,4 +714,43 @@ async fn data_frames_are_as_large_as_the_agreed_version_allows() {
         assert_eq!(received, sent, "protocol {version}");
         assert_eq!(biggest, largest, "protocol {version}: the largest frame");
     }
+}
+
+/// A gateway session facing a plain tungstenite client, which sends what a session never does.
+/// The session's own pings are an hour apart: nothing but what is tested makes it write.
+async fn session_facing_a_plain_client() -> (Session, WebSocketStream<tokio::io::DuplexStream>) {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
+    let peer = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
+    let hour = Duration::from_secs(3600);
+    let timing = Timing { ping_interval: hour, idle_timeout: 2 * hour, ..Timing::default() };
+    let (session, _) =
+        Session::spawn(ws, Role::Gateway, SessionConfig { timing, ..SessionConfig::default() });
+    (session, peer)
+}
+
+#[tokio::test]
+async fn a_websocket_ping_is_answered_through_the_sessions_writer() {
+    let (session, mut peer) = session_facing_a_plain_client().await;
+    for payload in [&b"are you there"[..], b"still?"] {
+        peer.send(Message::Ping(Bytes::from_static(payload))).await.unwrap();
+        let answer = tokio::time::timeout(PATIENCE, peer.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(answer, Message::Pong(Bytes::from_static(payload)));
+    }
+    assert!(!session.is_closed());
+}
+
+#[tokio::test]
+async fn a_peers_close_ends_the_session_and_is_answered_with_one_close_and_nothing_after() {
+    let (session, mut peer) = session_facing_a_plain_client().await;
+    peer.close(None).await.unwrap();
+    let reason = tokio::time::timeout(PATIENCE, session.closed()).await.unwrap();
+    assert_eq!(reason, ism_tunnel::CloseReason::PeerClosed);
+    drop(session);
+    let mut heard = Vec::new();
+    while let Some(Ok(message)) = tokio::time::timeout(PATIENCE, peer.next()).await.unwrap() {
+        heard.push(message);
+    }
+    let closes: Vec<usize> = (0..heard.len()).filter(|&i| heard[i].is_close()).collect();
+    assert_eq!(closes, [heard.len() - 1], "one Close, last of all: {heard:?}");
 }

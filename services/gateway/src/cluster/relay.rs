@@ -13,8 +13,7 @@ use ism_actors::tunnel::TunnelCommand;
 use ism_events::{escaped, Cause, Principal};
 use ism_telemetry::context;
 use ism_tunnel::{
-    IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelSocket,
-    TunnelStream,
+    IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelSocket, TunnelStream,
 };
 use ism_tunnel_proto::{OpenError, OpenFailure, ResetReason, Role};
 use std::sync::Arc;
