@@ -5,7 +5,7 @@
 //!
 //! Each failure comes back as the seed's diagnosis, and says whether retrying can help.
 
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, WsProtocol};
 use crate::identity::MachineIdentity;
 use crate::messages::{self, Diagnosis};
 use crate::proxy::{self, ProxyError};
@@ -16,9 +16,17 @@ use ism_tunnel_proto::{Frame, Hello, Purpose, RejectCode, Role};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The connection under the WebSocket: TLS, or plain TCP to a gateway behind a TLS-terminating
+/// load balancer (`websocketProtocol = ws`). Boxed, since tokio's `Box` passes vectored writes on,
+/// which the session's writer relies on to fill TLS records.
+trait Transport: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Transport for T {}
 
 /// A failed attempt: fatal ones end the endpoint (retrying cannot fix them).
 #[derive(Debug, Clone)]
@@ -153,24 +161,32 @@ pub async fn connect(
         .url()
         .into_client_request()
         .map_err(|e| ws_failed(format!("bad gateway URL {}: {e}", cfg.url())))?;
+    let Some(host) = request.uri().host() else {
+        return Err(ws_failed(format!("no host name in {}", cfg.url())));
+    };
     // rustls wants an IPv6 address without its brackets.
-    let host = request.uri().host().unwrap_or_default();
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| ws_failed(format!("bad gateway host in {}: {e}", cfg.url())))?;
     let upgrade = async {
-        let mut tls = TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| {
-            match untrusted_certificate(&e) {
-                Some(problem) => LinkError::Retry(messages::gateway_certificate_untrusted(
-                    format!("{}: {problem}", cfg.url()),
-                )),
-                None => ws_failed(format!("{}: TLS: {e}", cfg.url())),
+        let transport: Box<dyn Transport> = match cfg.protocol {
+            WsProtocol::Wss => {
+                let mut tls = TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| {
+                    match untrusted_certificate(&e) {
+                        Some(problem) => LinkError::Retry(messages::gateway_certificate_untrusted(
+                            format!("{}: {problem}", cfg.url()),
+                        )),
+                        None => ws_failed(format!("{}: TLS: {e}", cfg.url())),
+                    }
+                })?;
+                tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+                Box::new(tls)
             }
-        })?;
-        tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+            WsProtocol::Ws => Box::new(tcp),
+        };
         let (ws, _) = tokio_tungstenite::client_async_with_config(
             request,
-            TunnelSocket::client(tls),
+            TunnelSocket::client(transport),
             Some(websocket_config()),
         )
         .await
@@ -248,4 +264,50 @@ pub fn hostname() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_tunnel_proto::PROTOCOL_VERSION;
+    use std::path::Path;
+    use std::time::Duration;
+    use tokio::net::TcpListener;
+
+    /// Bounds a failure, not a figure.
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    fn config(text: &str) -> EndpointConfig {
+        let path = Path::new("/opt/ism/config/application.properties");
+        EndpointConfig::from_text(text, path, &[]).unwrap()
+    }
+
+    /// A gateway behind a TLS-terminating load balancer: the upgrade and the handshake go out in
+    /// plain text, and the agent hears the gateway's answer.
+    #[tokio::test]
+    async fn a_ws_gateway_is_reached_without_tls() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gateway = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let challenge =
+                Frame::Challenge { version: PROTOCOL_VERSION, nonce: [7; 32], node: "n1".into() };
+            send_frame(&mut ws, &challenge).await.unwrap();
+            let hello = recv_frame(&mut ws, PATIENCE).await.unwrap();
+            let no = Frame::Rejected { code: RejectCode::InvalidKey, message: "no".into() };
+            send_frame(&mut ws, &no).await.unwrap();
+            hello
+        });
+        let cfg =
+            config(&format!("token = abc\ngateway = 127.0.0.1:{port}\nwebsocketProtocol = ws\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let identity = MachineIdentity::load_or_create(&dir.path().join("machine.key")).unwrap();
+        let tls = tls_config(&cfg).unwrap();
+        let link = connect(&cfg, tls, &identity, Purpose::Serve, SessionConfig::default()).await;
+        assert!(matches!(link, Err(LinkError::Fatal(_))), "the gateway's refusal is heard");
+        let hello = tokio::time::timeout(PATIENCE, gateway).await.unwrap().unwrap();
+        let Frame::Hello(hello) = hello else { panic!("expected a Hello, got {hello:?}") };
+        assert_eq!(hello.key, "abc");
+    }
 }
