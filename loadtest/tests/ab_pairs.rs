@@ -17,7 +17,7 @@ fn stand_in(dir: &Path) -> std::path::PathBuf {
 fn stand_in_named(dir: &Path, name: &str, unswitched: &str) -> std::path::PathBuf {
     let bench = dir.join(name);
     let script = format!(
-        "#!/bin/sh\nside=${{ISM_TEST_SWITCH:-{unswitched}}}\necho \"$side $*\" >> {runs}\n\
+        "#!/bin/sh\nside=${{ISM_TEST_SWITCH:-{unswitched}}}\necho \"$side ab_old=$ISM_AB_OLD $*\" >> {runs}\n\
          while [ \"$1\" != --json ]; do shift; done\nprintf '{{\"side\": \"%s\"}}' \"$side\" > \"$2\"\n",
         runs = dir.join("runs").display()
     );
@@ -60,12 +60,16 @@ fn an_old_build_runs_for_the_old_side_without_the_switch() {
     let bench = stand_in(dir.path());
     let old = stand_in_named(dir.path(), "old-bench", "old-build");
     let old = old.to_str().unwrap();
-    let args = ["--old-bench", old, "--old-env", "ISM_TEST_SWITCH=old", "--keys", "side"];
-    let run = ab_pairs("2", dir.path(), &bench, &args);
+    let run = ab_pairs("2", dir.path(), &bench, &["--old-bench", old, "--keys", "side"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
     let sides: Vec<&str> = runs.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(sides, ["new", "old-build", "old-build", "new"], "{runs}");
+    assert!(runs.lines().all(|l| l.contains("ab_old= ")), "no side gets the switch: {runs}");
+    let both = ["--old-bench", old, "--old-env", "ISM_TEST_SWITCH=old"];
+    let run = ab_pairs("1", dir.path(), &bench, &both);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("exclude each other"));
     let missing = dir.path().join("no-such-bench");
     let args = ["--old-bench", missing.to_str().unwrap()];
     let run = ab_pairs("1", dir.path(), &bench, &args);

@@ -26,6 +26,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedMutexGuard, OwnedSemaphorePermit};
 
@@ -61,17 +62,26 @@ pub(crate) enum SendError {
     Full,
 }
 
-/// Why writing stopped.
-#[derive(Debug)]
-enum WriteError {
-    Io(io::Error),
-    /// A Close frame went out (tungstenite's answer to the peer's): nothing may follow it.
-    CloseSent,
+/// How long the session's Close may take to go out: a peer that stopped reading must not hold
+/// the writer task, and the socket, for ever.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Wakes the writer task if dropped before [`done`](Unfinished::done): a sender whose future is
+/// dropped mid-write leaves frames in the writer's batch (the first perhaps partly written, the
+/// others holding their streams' turns), which only the next write finishes.
+struct Unfinished<'a>(Option<&'a Notify>);
+
+impl Unfinished<'_> {
+    fn done(mut self) {
+        self.0 = None;
+    }
 }
 
-impl From<io::Error> for WriteError {
-    fn from(e: io::Error) -> Self {
-        WriteError::Io(e)
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(writer_task) = self.0 {
+            writer_task.notify_one();
+        }
     }
 }
 
@@ -83,24 +93,22 @@ pub(crate) struct Writer {
     batch: VecDeque<Bytes>,
     /// The turns of the ordered frames in `batch`, given back once it is written.
     turns: Vec<OwnedSemaphorePermit>,
-    close_sent: bool,
+    /// The session's Close went out, or writing failed: nothing more is written.
+    done: bool,
 }
 
 impl Writer {
-    /// Takes what tungstenite wrote since (pongs, its answer to a Close).
+    /// Takes what tungstenite wrote since: pongs. (It writes its reply to a Close only at the read
+    /// after it returned the Close, which the driver never makes; the writer's Close answers.)
     fn take_replies(&mut self) {
         if let Some(bytes) = self.replies.take() {
-            self.close_sent |= ws_frame::carries_close(&bytes);
             self.batch.push_back(bytes);
         }
     }
 
-    /// Adds one of the session's frames, unless a Close went out before it.
     fn push(&mut self, frame: Bytes, turn: Option<OwnedSemaphorePermit>) {
-        if !self.close_sent {
-            self.batch.push_back(frame);
-            self.turns.extend(turn);
-        }
+        self.batch.push_back(frame);
+        self.turns.extend(turn);
     }
 
     /// One vectored write of the batch's first frames. The slices live only within the call: kept
@@ -116,12 +124,23 @@ impl Writer {
     }
 
     /// Writes the whole batch, many frames per vectored write (rustls fills its records across
-    /// them), and gives the streams their turns back. Not flushed.
-    async fn write_batch(&mut self) -> Result<(), WriteError> {
+    /// them), and gives the streams their turns back, also when writing fails: they then learn
+    /// at their next send that the session is over. Not flushed.
+    async fn write_batch(&mut self) -> io::Result<()> {
+        let written = self.write_frames().await;
+        self.turns.clear();
+        if written.is_err() {
+            self.batch.clear();
+            self.done = true;
+        }
+        written
+    }
+
+    async fn write_frames(&mut self) -> io::Result<()> {
         while !self.batch.is_empty() {
             let mut written = std::future::poll_fn(|cx| self.poll_write_some(cx)).await?;
             if written == 0 {
-                return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+                return Err(io::ErrorKind::WriteZero.into());
             }
             while let Some(front) = self.batch.front_mut() {
                 if front.len() > written {
@@ -131,11 +150,6 @@ impl Writer {
                 written -= front.len();
                 self.batch.pop_front();
             }
-        }
-        self.turns.clear();
-        if self.close_sent {
-            self.io.flush().await?;
-            return Err(WriteError::CloseSent);
         }
         Ok(())
     }
@@ -164,7 +178,7 @@ impl Outbox {
             replies: replies.clone(),
             batch: VecDeque::new(),
             turns: Vec::new(),
-            close_sent: false,
+            done: false,
         };
         let writer = Arc::new(tokio::sync::Mutex::new(writer));
         let first = match writer.clone().try_lock_owned() {
@@ -237,6 +251,10 @@ impl Outbox {
             self.queued_frame.notify_one();
             return Ok(());
         };
+        if writer.done {
+            return Err(SendError::Closed);
+        }
+        let unfinished = Unfinished(Some(&self.queued_frame));
         let written = async {
             self.take_queued(&mut writer);
             writer.push(frame, turn);
@@ -246,11 +264,10 @@ impl Outbox {
             // the peer) instead of a write each. Measured with 50 keep-alive HTTP clients on one
             // endpoint: 0.77-0.91x wstunnel's requests per second without, 0.99-1.14x with.
             tokio::task::yield_now().await;
-            self.take_queued(&mut writer);
-            writer.write_batch().await?;
-            Ok(writer.io.flush().await?)
+            self.write_out(&mut writer).await
         }
         .await;
+        unfinished.done();
         written.map_err(|e| self.failed(e))
     }
 
@@ -267,18 +284,21 @@ impl Outbox {
         }
     }
 
-    fn failed(&self, e: WriteError) -> SendError {
-        let reason = match e {
-            WriteError::Io(e) => CloseReason::Transport(e.to_string()),
-            WriteError::CloseSent => CloseReason::PeerClosed,
-        };
-        close(&self.closed, reason);
+    /// Writes the batch, then everything queued, and flushes.
+    async fn write_out(&self, writer: &mut Writer) -> io::Result<()> {
+        self.take_queued(writer);
+        writer.write_batch().await?;
+        writer.io.flush().await
+    }
+
+    fn failed(&self, e: io::Error) -> SendError {
+        close(&self.closed, CloseReason::Transport(e.to_string()));
         SendError::Closed
     }
 
     /// The writer task: sends `greeting` first (holding the writer since the session was made),
     /// then whatever senders and tungstenite queue while the socket is busy, until the session
-    /// closes; then a Close frame, unless one went out already.
+    /// closes; then a Close frame.
     pub async fn run_writer(
         self: Arc<Self>,
         mut first: OwnedMutexGuard<Writer>,
@@ -287,11 +307,7 @@ impl Outbox {
         let mut closed = self.closed.subscribe();
         if let Some(greeting) = greeting {
             first.push(ws_frame::wrap(&greeting, self.masking), None);
-            let greeted = async {
-                first.write_batch().await?;
-                Ok(first.io.flush().await?)
-            };
-            if let Err(e) = greeted.await {
+            if let Err(e) = self.write_out(&mut first).await {
                 self.failed(e);
             }
         }
@@ -304,22 +320,24 @@ impl Outbox {
                 _ = self.replies.ready.notified() => {}
             }
             let mut writer = self.writer.lock().await;
-            self.take_queued(&mut writer);
-            let written = async {
-                writer.write_batch().await?;
-                Ok(writer.io.flush().await?)
+            if writer.done {
+                break;
             }
-            .await;
-            if let Err(e) = written {
+            if let Err(e) = self.write_out(&mut writer).await {
                 self.failed(e);
                 break;
             }
         }
-        // After what a sender left partly written (its future dropped mid-write), if anything.
         let mut writer = self.writer.lock().await;
-        writer.push(ws_frame::close(self.masking), None);
-        if writer.write_batch().await.is_ok() {
-            let _ = writer.io.flush().await;
+        if !writer.done {
+            // After what a sender left partly written (its future dropped mid-write), if anything.
+            writer.push(ws_frame::close(self.masking), None);
+            writer.done = true;
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                writer.write_batch().await?;
+                writer.io.flush().await
+            })
+            .await;
         }
         // What waits in the queues will never be sent: give the streams their turns back.
         *self.queued() = Queued::default();

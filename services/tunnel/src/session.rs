@@ -425,6 +425,8 @@ impl Driver {
                     Some(Ok(Message::Text(_))) => {
                         Err(CloseReason::Violation("text message on a tunnel".into()))
                     }
+                    // tungstenite would write its reply at the next read, which never comes: the
+                    // writer's own Close answers (`Outbox::run_writer`).
                     Some(Ok(Message::Close(_))) | None => Err(CloseReason::PeerClosed),
                     Some(Err(e)) => Err(CloseReason::Transport(e.to_string())),
                 },

@@ -1,11 +1,11 @@
 //! The socket under a tunnel's WebSocket, which tungstenite reads and the session writes.
 //!
 //! tungstenite owns the WebSocket it reads and copies every frame it sends into its own buffer
-//! ([`crate::ws_frame`] says why the session writes instead). So the WebSocket is built over a
-//! [`TunnelSocket`]: until the session starts, what tungstenite writes (the upgrade, the tunnel's
-//! handshake frames) goes straight out; then the session takes the socket's writing half, and what
-//! tungstenite still writes of its own accord (pongs, its reply to the peer's Close, always whole
-//! frames) is queued as [`Replies`] for the session's writer, which sends it between its frames.
+//! (the crate's `ws_frame` module says why the session writes instead). So the WebSocket is built
+//! over a [`TunnelSocket`]: until the session starts, what tungstenite writes (the upgrade, the
+//! tunnel's handshake frames) goes straight out; then the session takes the socket's writing
+//! half, and what tungstenite still writes of its own accord (pongs, whole frames) is queued for
+//! the session's writer, which sends it between its frames.
 
 use crate::ws_frame::Masking;
 use bytes::{Bytes, BytesMut};

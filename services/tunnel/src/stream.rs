@@ -378,13 +378,14 @@ fn next_read(last: usize, max: usize) -> usize {
 const PAYLOAD_ALIGN: usize = 64;
 
 /// An empty Data frame of room `payload`, with room for its WebSocket header ([`HEADER_ROOM`])
-/// and its own header's bytes in place, whose payload starts on a 64-byte boundary. The kernel copies a socket's bytes into it with `rep movsb`, which on AMD
-/// CPUs with FSRM is several times slower when the destination lies 1-15 bytes past the source
-/// modulo 64; behind a 5-byte header, one payload in four (malloc places buffers at 16-byte
-/// steps) started 5 bytes past a boundary, squarely in that band for an aligned sender. On the
-/// boundary, the copy is fast whenever the sender's bytes lie on one in the kernel's buffers
-/// (ARCHITECTURE.md, Measured, 2026-12-04, sixth session). The slack makes `freeze` allocate the
-/// small shared header `Bytes` needs for a buffer it cannot take whole.
+/// and its own header's bytes in place, whose payload starts on a 64-byte boundary. The kernel
+/// copies a socket's bytes into it with `rep movsb`, which on AMD CPUs with FSRM is several times
+/// slower when the destination lies 1-15 bytes past the source modulo 64; behind a 5-byte header,
+/// one payload in four (malloc places buffers at 16-byte steps) started 5 bytes past a boundary,
+/// squarely in that band for an aligned sender. On the boundary, the copy is fast whenever the
+/// sender's bytes lie on one in the kernel's buffers (ARCHITECTURE.md, Measured, 2026-12-04,
+/// sixth session). The slack makes `freeze` allocate the small shared header `Bytes` needs for a
+/// buffer it cannot take whole.
 fn frame_buffer(payload: usize) -> BytesMut {
     const HEADERS: usize = HEADER_ROOM + HEADER_LEN;
     let mut buf = BytesMut::with_capacity(PAYLOAD_ALIGN + HEADERS + payload);

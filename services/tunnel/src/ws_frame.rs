@@ -118,40 +118,14 @@ pub(crate) fn close(masking: Masking) -> Bytes {
     buf.freeze()
 }
 
-/// Whether `bytes`, whole frames as tungstenite writes them (its pongs and its reply to the
-/// peer's Close), hold a Close frame: once one is sent, nothing else may follow.
-pub(crate) fn carries_close(mut bytes: &[u8]) -> bool {
-    while let [first, second, rest @ ..] = bytes {
-        if first & 0x0F == OP_CLOSE {
-            return true;
-        }
-        let (len, rest) = match second & 0x7F {
-            126 => match rest.split_first_chunk::<2>() {
-                Some((len, rest)) => (u16::from_be_bytes(*len) as u64, rest),
-                None => return false,
-            },
-            127 => match rest.split_first_chunk::<8>() {
-                Some((len, rest)) => (u64::from_be_bytes(*len), rest),
-                None => return false,
-            },
-            len => (u64::from(len), rest),
-        };
-        let key = if second & MASKED != 0 { 4 } else { 0 };
-        let Some(rest) = usize::try_from(len).ok().and_then(|len| rest.get(key + len..)) else {
-            return false;
-        };
-        bytes = rest;
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ism_tunnel_proto::StreamId;
     use std::io::Cursor;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::Control;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::{Frame as WsFrame, FrameHeader};
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
     /// Parses `bytes` as tungstenite does and returns the header and the unmasked payload.
     fn parsed(bytes: &[u8]) -> (FrameHeader, Vec<u8>) {
@@ -223,49 +197,8 @@ mod tests {
     fn a_close_frame_says_normal_closure() {
         for masking in [Masking::Unmasked, Masking::Masked] {
             let (header, payload) = parsed(&close(masking));
-            assert_eq!(
-                header.opcode,
-                OpCode::Control(
-                    tokio_tungstenite::tungstenite::protocol::frame::coding::Control::Close,
-                )
-            );
+            assert_eq!(header.opcode, OpCode::Control(Control::Close));
             assert_eq!(payload, 1000u16.to_be_bytes());
         }
-    }
-
-    /// What tungstenite itself writes, formatted by tungstenite.
-    fn tungstenite_frames(frames: Vec<WsFrame>) -> Vec<u8> {
-        let mut out = Vec::new();
-        for frame in frames {
-            frame.format(&mut out).unwrap();
-        }
-        out
-    }
-
-    #[test]
-    fn a_close_is_found_among_tungstenites_frames_whatever_comes_before_it() {
-        let pong = |len: usize| WsFrame::pong(vec![7; len]);
-        let close = WsFrame::close(None);
-        assert!(!carries_close(&tungstenite_frames(vec![pong(3), pong(125)])));
-        assert!(carries_close(&tungstenite_frames(vec![close.clone()])));
-        assert!(carries_close(&tungstenite_frames(vec![pong(0), pong(125), close.clone()])));
-        let mut masked_pong = BytesMut::new();
-        masked_pong.put_bytes(0, HEADER_ROOM);
-        masked_pong.put_bytes(1, 30);
-        seal_with(&mut masked_pong, 0xA, Some([9, 9, 9, 9]));
-        masked_pong.extend_from_slice(&tungstenite_frames(vec![close]));
-        assert!(carries_close(&masked_pong));
-        assert!(carries_close(&super::close(Masking::Masked)));
-        assert!(!carries_close(&sealed(&[0; 70_000], None)));
-        assert!(!carries_close(&sealed(&[0; 70_000], Some([1, 2, 3, 4]))));
-    }
-
-    #[test]
-    fn a_truncated_or_hostile_length_reads_as_no_close() {
-        assert!(!carries_close(&[]));
-        assert!(!carries_close(&[0x8a]));
-        assert!(!carries_close(&[0x8a, 126, 0]));
-        assert!(!carries_close(&[0x8a, 127, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]));
-        assert!(!carries_close(&[0x8a, 5, 1, 2]));
     }
 }

@@ -754,3 +754,81 @@ async fn a_peers_close_ends_the_session_and_is_answered_with_one_close_and_nothi
     let closes: Vec<usize> = (0..heard.len()).filter(|&i| heard[i].is_close()).collect();
     assert_eq!(closes, [heard.len() - 1], "one Close, last of all: {heard:?}");
 }
+
+/// A socket whose writes fail once `budget` bytes have gone out: a connection that breaks in the
+/// middle of a frame.
+struct BreaksAfter {
+    inner: tokio::io::DuplexStream,
+    budget: usize,
+}
+
+impl tokio::io::AsyncRead for BreaksAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BreaksAfter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        if self.budget == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        let allowed = buf.len().min(self.budget);
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.budget -= n;
+        }
+        polled
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_tunnel_that_breaks_mid_frame_ends_the_session_and_its_streams_sends() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let breaks = BreaksAfter { inner: b, budget: 100_000 };
+    let gw_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
+    let ep_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::client(breaks), WsRole::Client, None).await;
+    let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, SessionConfig::default());
+    let (ep, _) = Session::spawn(ep_ws, Role::Endpoint, SessionConfig::default());
+    tokio::spawn(async move {
+        while let Some(inc) = gw_incoming.next().await {
+            tokio::spawn(async move { inc.accept().await.unwrap().echo().await });
+        }
+    });
+    let stream = ep
+        .open_stream(TargetAddr::Domain(ism_tunnel_proto::DIAGNOSTIC_ECHO_HOST.into(), 7))
+        .await
+        .unwrap();
+    let (_reader, mut writer) = stream.split();
+    let payload = Bytes::from(vec![7u8; 1_000_000]);
+    let sent = tokio::time::timeout(PATIENCE, writer.send(payload)).await.unwrap();
+    assert!(sent.is_err(), "the write that broke the tunnel fails its sender");
+    let reason = tokio::time::timeout(PATIENCE, ep.closed()).await.unwrap();
+    assert!(matches!(reason, ism_tunnel::CloseReason::Transport(_)), "{reason:?}");
+    // The stream's turn came back with the failed write: its next send fails, it does not wait.
+    let finished = tokio::time::timeout(PATIENCE, writer.finish()).await.unwrap();
+    assert!(finished.is_err());
+}
