@@ -408,20 +408,37 @@ async fn an_open_whose_opener_left_frees_its_slot_at_the_next_ping() {
     let _held = held.await.unwrap();
 }
 
-/// A socket whose reading side takes 16 KiB a millisecond: a link slower than the streams
-/// feeding it, so that whatever the sender may put in flight queues in front of the reader.
-struct SlowLink<S> {
+/// A socket with a fault: its reading side taking 16 KiB a millisecond (a link slower than the
+/// streams feeding it, so that whatever the sender may put in flight queues in front of the
+/// reader), or its writes failing once a budget of bytes has gone out (a connection that breaks
+/// in the middle of a frame).
+struct Faulty<S> {
     inner: S,
+    slow_reads: bool,
     pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    write_budget: Option<usize>,
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SlowLink<S> {
+impl<S> Faulty<S> {
+    fn slow_reads(inner: S) -> Self {
+        Self { inner, slow_reads: true, pause: None, write_budget: None }
+    }
+
+    fn breaks_after(inner: S, bytes: usize) -> Self {
+        Self { inner, slow_reads: false, pause: None, write_budget: Some(bytes) }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Faulty<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
+        if !self.slow_reads {
+            return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
         if let Some(pause) = self.pause.as_mut() {
             if pause.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -439,13 +456,23 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for SlowLink<S> {
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for SlowLink<S> {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Faulty<S> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        use std::task::Poll;
+        let allowed = match self.write_budget {
+            Some(0) => return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            Some(budget) => buf.len().min(budget),
+            None => buf.len(),
+        };
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]);
+        if let (Poll::Ready(Ok(n)), Some(budget)) = (&polled, self.write_budget.as_mut()) {
+            *budget -= n;
+        }
+        polled
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
@@ -479,7 +506,7 @@ async fn a_small_request_beside_a_bulk_transfer_waits_for_at_most_one_shared_win
     let ws_cfg = Some(ism_tunnel::ws::websocket_config());
     let gw_ws =
         WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, ws_cfg).await;
-    let slow = SlowLink { inner: b, pause: None };
+    let slow = Faulty::slow_reads(b);
     let ep_ws =
         WebSocketStream::from_raw_socket(TunnelSocket::client(slow), WsRole::Client, ws_cfg).await;
     let (gw, _) = Session::spawn(gw_ws, Role::Gateway, config.clone());
@@ -647,17 +674,18 @@ async fn busy_streams_side_by_side_share_the_whole_window() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn split_halves_echo_through_the_peer() {
-    // The endpoint opens (even ids) and the gateway echoes: the diagnostic tool's path.
-    let (a, b) = tokio::io::duplex(1 << 20);
-    let gw_ws =
-        WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
-    let ep_ws =
-        WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
-    let cfg =
-        SessionConfig { windows: Windows { alone: 16 * 1024, shared: 1024 }, ..Default::default() };
-    let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());
+/// Both sessions over the given WebSockets, and a stream the endpoint opened that the gateway
+/// echoes: the diagnostic tool's path.
+async fn echoed_by_the_gateway<A, B>(
+    gw_ws: WebSocketStream<TunnelSocket<A>>,
+    ep_ws: WebSocketStream<TunnelSocket<B>>,
+    cfg: SessionConfig,
+) -> (Session, Session, ism_tunnel::TunnelStream)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, cfg.clone());
     let (ep, _) = Session::spawn(ep_ws, Role::Endpoint, cfg);
     tokio::spawn(async move {
         while let Some(inc) = gw_incoming.next().await {
@@ -668,6 +696,20 @@ async fn split_halves_echo_through_the_peer() {
         .open_stream(TargetAddr::Domain(ism_tunnel_proto::DIAGNOSTIC_ECHO_HOST.into(), 7))
         .await
         .unwrap();
+    (gw, ep, stream)
+}
+
+#[tokio::test(start_paused = true)]
+async fn split_halves_echo_through_the_peer() {
+    // The endpoint opens (even ids) and the gateway echoes: the diagnostic tool's path.
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let gw_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
+    let ep_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
+    let cfg =
+        SessionConfig { windows: Windows { alone: 16 * 1024, shared: 1024 }, ..Default::default() };
+    let (_gw, ep, stream) = echoed_by_the_gateway(gw_ws, ep_ws, cfg).await;
     let (mut reader, mut writer) = stream.split();
     // Far more than the window: sending and receiving must overlap.
     let payload: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
@@ -755,73 +797,15 @@ async fn a_peers_close_ends_the_session_and_is_answered_with_one_close_and_nothi
     assert_eq!(closes, [heard.len() - 1], "one Close, last of all: {heard:?}");
 }
 
-/// A socket whose writes fail once `budget` bytes have gone out: a connection that breaks in the
-/// middle of a frame.
-struct BreaksAfter {
-    inner: tokio::io::DuplexStream,
-    budget: usize,
-}
-
-impl tokio::io::AsyncRead for BreaksAfter {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for BreaksAfter {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        if self.budget == 0 {
-            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
-        }
-        let allowed = buf.len().min(self.budget);
-        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]);
-        if let Poll::Ready(Ok(n)) = polled {
-            self.budget -= n;
-        }
-        polled
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[tokio::test]
 async fn a_tunnel_that_breaks_mid_frame_ends_the_session_and_its_streams_sends() {
     let (a, b) = tokio::io::duplex(1 << 20);
-    let breaks = BreaksAfter { inner: b, budget: 100_000 };
+    let breaks = Faulty::breaks_after(b, 100_000);
     let gw_ws =
         WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
     let ep_ws =
         WebSocketStream::from_raw_socket(TunnelSocket::client(breaks), WsRole::Client, None).await;
-    let (_gw, mut gw_incoming) = Session::spawn(gw_ws, Role::Gateway, SessionConfig::default());
-    let (ep, _) = Session::spawn(ep_ws, Role::Endpoint, SessionConfig::default());
-    tokio::spawn(async move {
-        while let Some(inc) = gw_incoming.next().await {
-            tokio::spawn(async move { inc.accept().await.unwrap().echo().await });
-        }
-    });
-    let stream = ep
-        .open_stream(TargetAddr::Domain(ism_tunnel_proto::DIAGNOSTIC_ECHO_HOST.into(), 7))
-        .await
-        .unwrap();
+    let (_gw, ep, stream) = echoed_by_the_gateway(gw_ws, ep_ws, SessionConfig::default()).await;
     let (_reader, mut writer) = stream.split();
     let payload = Bytes::from(vec![7u8; 1_000_000]);
     let sent = tokio::time::timeout(PATIENCE, writer.send(payload)).await.unwrap();
