@@ -14,6 +14,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -410,22 +411,57 @@ async fn an_open_whose_opener_left_frees_its_slot_at_the_next_ping() {
 
 /// A socket with a fault: its reading side taking 16 KiB a millisecond (a link slower than the
 /// streams feeding it, so that whatever the sender may put in flight queues in front of the
-/// reader), or its writes failing once a budget of bytes has gone out (a connection that breaks
-/// in the middle of a frame).
+/// reader), its reads held while a [`Gate`] is shut, or its writes failing once a budget of bytes
+/// has gone out (a connection that breaks in the middle of a frame).
 struct Faulty<S> {
     inner: S,
     slow_reads: bool,
     pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    gate: Option<Arc<Gate>>,
     write_budget: Option<usize>,
 }
 
 impl<S> Faulty<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, slow_reads: false, pause: None, gate: None, write_budget: None }
+    }
+
     fn slow_reads(inner: S) -> Self {
-        Self { inner, slow_reads: true, pause: None, write_budget: None }
+        Self { slow_reads: true, ..Self::new(inner) }
+    }
+
+    fn gated(inner: S, gate: Arc<Gate>) -> Self {
+        Self { gate: Some(gate), ..Self::new(inner) }
     }
 
     fn breaks_after(inner: S, bytes: usize) -> Self {
-        Self { inner, slow_reads: false, pause: None, write_budget: Some(bytes) }
+        Self { write_budget: Some(bytes), ..Self::new(inner) }
+    }
+}
+
+/// Holds a [`Faulty`] socket's reads while shut.
+#[derive(Default)]
+struct Gate {
+    shut: std::sync::atomic::AtomicBool,
+    reader: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Gate {
+    fn shut(&self) {
+        self.shut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.shut.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(reader) = self.reader.lock().unwrap().take() {
+            reader.wake();
+        }
+    }
+
+    /// Whether a read must wait; if so, the reader is woken when the gate opens.
+    fn holds(&self, cx: &std::task::Context<'_>) -> bool {
+        *self.reader.lock().unwrap() = Some(cx.waker().clone());
+        self.shut.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -436,6 +472,9 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Faulty<S> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
+        if self.gate.as_ref().is_some_and(|gate| gate.holds(cx)) {
+            return Poll::Pending;
+        }
         if !self.slow_reads {
             return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         }
@@ -815,4 +854,32 @@ async fn a_tunnel_that_breaks_mid_frame_ends_the_session_and_its_streams_sends()
     // The stream's turn came back with the failed write: its next send fails, it does not wait.
     let finished = tokio::time::timeout(PATIENCE, writer.finish()).await.unwrap();
     assert!(finished.is_err());
+}
+
+#[tokio::test]
+async fn a_send_dropped_in_the_middle_of_a_frame_is_finished_by_the_writer_task() {
+    // A small pipe, so that a frame stops part-way while the gateway does not read; pings an hour
+    // apart, so that nothing else makes the endpoint's session write.
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let gate = Arc::new(Gate::default());
+    let gw_ws = WebSocketStream::from_raw_socket(
+        TunnelSocket::server(Faulty::gated(a, gate.clone())),
+        WsRole::Server,
+        None,
+    )
+    .await;
+    let ep_ws =
+        WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
+    let hour = Duration::from_secs(3600);
+    let timing = Timing { ping_interval: hour, idle_timeout: 2 * hour, ..Timing::default() };
+    let cfg = SessionConfig { timing, ..SessionConfig::default() };
+    let (_gw, _ep, stream) = echoed_by_the_gateway(gw_ws, ep_ws, cfg).await;
+    let (mut reader, mut writer) = stream.split();
+    gate.shut();
+    let payload = Bytes::from(vec![7u8; 60 * 1024]);
+    let sending = tokio::time::timeout(Duration::from_millis(100), writer.send(payload)).await;
+    assert!(sending.is_err(), "the send waits on the full pipe and is dropped part-way");
+    gate.open();
+    let echoed = tokio::time::timeout(PATIENCE, reader.recv()).await.unwrap().unwrap().unwrap();
+    assert!(!echoed.is_empty() && echoed.iter().all(|&b| b == 7), "the frame arrived whole");
 }
