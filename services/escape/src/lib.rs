@@ -5,8 +5,8 @@
 //! This is the one home of that rule, a crate of its own so that everything that shows such
 //! text can use it: `ism-events` re-exports it for the projectors' audit timeline, the `ism` CLI
 //! and the gateway's log lines and HTTP error bodies; the endpoint agent uses it for its log
-//! lines and spans, and `ism-glibc` for what the environment says at start-up. The sans-IO ingress parsers never echo the bytes they refuse, so they need no
-//! escaping.
+//! lines and spans, and `ism-glibc` for what the environment says at start-up. The sans-IO
+//! ingress parsers never echo the bytes they refuse, so they need no escaping.
 //!
 //! Escaped, as Rust writes them (`\n`, `\r`, `\t`, `\u{1b}`):
 //! - every control character (Unicode `Cc`: C0, DEL, C1), so no LF, CR, VT, FF or NEL breaks

@@ -6,11 +6,11 @@
 //! of 50-100 GB/s whenever the destination lies 1 to 15 bytes past the source, counted modulo 64
 //! (and at about 42 GB/s at 16 to 31 bytes); glibc's vector loop copies at 80-100 GB/s at every
 //! offset (Measured, 2026-12-04, sixth session, in ARCHITECTURE.md). The tunnel's copies land on
-//! such offsets by chance: rustls writes each record 5 bytes into its buffer, tungstenite each
-//! frame 2 to 14 bytes into its own, and the allocator places buffers at 16-byte steps, so which
-//! copies are slow changes from buffer to buffer and from run to run. In three pairs of runs of
-//! one build, the vector loop took a lone stream's CPU per MiB from 2 030-2 510 µs to
-//! 1 340-1 430 µs.
+//! such offsets by chance: rustls writes each record 5 bytes into its buffer, a frame's WebSocket
+//! header (2 to 14 bytes) sits in front of its payload, and the allocator places buffers at
+//! 16-byte steps, so which copies are slow changes from buffer to buffer and from run to run. In
+//! three pairs of runs of one build, the vector loop took a lone stream's CPU per MiB from
+//! 2 030-2 510 µs to 1 340-1 430 µs.
 //!
 //! glibc's tunable `glibc.cpu.x86_rep_movsb_threshold` above the largest copy (4 MiB) makes it
 //! use the vector loop instead. glibc reads tunables only when a program starts, so a process

@@ -1,8 +1,8 @@
 //! malloc's heap thresholds, fixed for the processes that carry tunnel bytes.
 //!
 //! Every Data frame is read into a buffer of up to 256 KiB that lives until the frame is written
-//! out, and rustls and tungstenite allocate and free buffers of 16 KiB and more for every record
-//! and message. glibc's defaults adapt to that badly. Its thresholds move: a block above the
+//! out, and rustls allocates and frees a buffer of up to 16 KiB for every record. glibc's
+//! defaults adapt to that badly. Its thresholds move: a block above the
 //! mapping threshold (128 KiB at first) is mapped on its own, and freeing one raises that
 //! threshold to its size (up to 32 MiB) and the trim threshold to twice that; beyond the trim
 //! threshold a heap's free top goes back to the kernel. With 256 KiB frames that is about half a

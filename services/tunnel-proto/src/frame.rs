@@ -436,7 +436,8 @@ impl Frame {
         out.freeze()
     }
 
-    fn encoded_len_hint(&self) -> usize {
+    /// About how long the encoding is (exact for `Data`): room to reserve for it.
+    pub fn encoded_len_hint(&self) -> usize {
         match self {
             Frame::Data { payload, .. } => HEADER_LEN + payload.len(),
             Frame::Hello(h) => {

@@ -71,7 +71,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> TunnelSocket<S> {
             }
         }
     }
+}
 
+impl<S> TunnelSocket<S> {
     fn out(&self) -> MutexGuard<'_, Out<S>> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -88,12 +90,16 @@ pub(crate) struct Replies {
 impl Replies {
     /// Everything queued so far, if anything.
     pub fn take(&self) -> Option<Bytes> {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queued = self.queued();
         (!queued.is_empty()).then(|| queued.split().freeze())
     }
 
     fn push(&self, bytes: &[u8]) {
-        self.queued.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        self.queued().extend_from_slice(bytes);
+    }
+
+    fn queued(&self) -> MutexGuard<'_, BytesMut> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -113,7 +119,7 @@ impl<S: AsyncRead + AsyncWrite> AsyncWrite for TunnelSocket<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut out = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = self.out();
         match &mut *out {
             Out::Direct(io) => Pin::new(io).poll_write(cx, buf),
             // Taken whole: tungstenite hands over its buffer of whole frames in one write, and the
@@ -126,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite> AsyncWrite for TunnelSocket<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut out = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = self.out();
         match &mut *out {
             Out::Direct(io) => Pin::new(io).poll_flush(cx),
             Out::Queued(replies) => {
@@ -137,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite> AsyncWrite for TunnelSocket<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut out = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = self.out();
         match &mut *out {
             Out::Direct(io) => Pin::new(io).poll_shutdown(cx),
             // The session's writer ends the connection.

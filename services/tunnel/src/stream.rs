@@ -334,12 +334,9 @@ impl Sending<'_> {
         Some((turn, self.credit.take(max).await?))
     }
 
+    /// Sends `frame`, copied into a WebSocket frame of its own.
     async fn send(&self, frame: &Frame, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
-        self.lanes
-            .outbox
-            .send_ordered(frame, Some(turn))
-            .await
-            .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
+        self.send_sealed(ws_frame::wrap(frame, self.lanes.outbox.masking()), turn).await
     }
 
     /// Sends a Data frame read into a [`frame_buffer`]: its WebSocket header is written in the
@@ -352,9 +349,13 @@ impl Sending<'_> {
     ) -> Result<(), StreamEnd> {
         write_data_header(&mut buf[HEADER_ROOM..], id);
         ws_frame::seal(&mut buf, self.lanes.outbox.masking());
+        self.send_sealed(buf.freeze(), turn).await
+    }
+
+    async fn send_sealed(&self, frame: Bytes, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
         self.lanes
             .outbox
-            .send_sealed(buf.freeze(), Some(turn))
+            .send_sealed(frame, Some(turn))
             .await
             .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
     }

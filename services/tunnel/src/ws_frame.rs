@@ -19,7 +19,7 @@ const MASKED: u8 = 0x80;
 
 /// Whether this side masks what it sends: a WebSocket client must, a server must not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Masking {
+pub(crate) enum Masking {
     /// The server side of the WebSocket.
     Unmasked,
     /// The client side: every frame under a fresh random key.
@@ -99,10 +99,11 @@ pub(crate) fn seal(buf: &mut BytesMut, masking: Masking) {
     seal_with(buf, OP_BINARY, masking.next_key());
 }
 
-/// `frame` as one binary WebSocket frame: small frames (credit, opens, resets), whose copy
-/// costs nothing worth avoiding.
+/// `frame` as one binary WebSocket frame, copied into it: small frames (credit, opens, resets,
+/// Fin), whose copy costs nothing worth avoiding, and data a caller hands over whole
+/// (`StreamWriter::send`: relayed and diagnostic streams; the pumps build theirs in place).
 pub(crate) fn wrap(frame: &Frame, masking: Masking) -> Bytes {
-    let mut buf = BytesMut::with_capacity(HEADER_ROOM + 64);
+    let mut buf = BytesMut::with_capacity(HEADER_ROOM + frame.encoded_len_hint());
     buf.put_bytes(0, HEADER_ROOM);
     frame.encode_into(&mut buf);
     seal(&mut buf, masking);

@@ -856,10 +856,11 @@ async fn a_tunnel_that_breaks_mid_frame_ends_the_session_and_its_streams_sends()
     assert!(finished.is_err());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_send_dropped_in_the_middle_of_a_frame_is_finished_by_the_writer_task() {
     // A small pipe, so that a frame stops part-way while the gateway does not read; pings an hour
-    // apart, so that nothing else makes the endpoint's session write.
+    // apart, so that nothing else makes the endpoint's session write. On the paused clock the
+    // send's timeout fires only once every task is idle: the frame has gone as far as it can.
     let (a, b) = tokio::io::duplex(16 * 1024);
     let gate = Arc::new(Gate::default());
     let gw_ws = WebSocketStream::from_raw_socket(
