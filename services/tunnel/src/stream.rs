@@ -424,7 +424,7 @@ async fn upstream(
             return Err(closed());
         };
         let mut buf = frame_buffer(allowed);
-        let n = match rd.try_read_buf(&mut (&mut buf).limit(allowed)) {
+        let n = match read_some(rd, &mut (&mut buf).limit(allowed)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let _ = out.credit.grant(allowed as u32);
@@ -473,6 +473,29 @@ async fn downstream(
             }
             Inbound::Reset(reason) => return Err(StreamEnd::Reset(reason)),
         }
+    }
+}
+
+/// Reads what the socket holds into `buf`, as `try_read_buf` does, and after a short read marks
+/// the socket not readable, as tokio's own `poll_read` does: a stream socket that returned fewer
+/// bytes than asked for had no more queued, and new bytes raise a new readiness event. Otherwise
+/// the pump's next turn took credit, a frame buffer and a `recv` only to learn `WouldBlock`: one
+/// system call in three on each side of a keep-alive request (see "Measured" in ARCHITECTURE.md).
+fn read_some(socket: &TcpStream, buf: &mut impl BufMut) -> io::Result<usize> {
+    let room = buf.remaining_mut();
+    let mut short = None;
+    // `try_io` clears the readiness it saw when its closure reports `WouldBlock`; the bytes a
+    // short read got are handed out beside that report.
+    let read = socket.try_io(tokio::io::Interest::READABLE, || match socket.try_read_buf(buf)? {
+        n if n > 0 && n < room => {
+            short = Some(n);
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        n => Ok(n),
+    });
+    match (read, short) {
+        (Err(_), Some(n)) => Ok(n),
+        (read, _) => read,
     }
 }
 
@@ -709,5 +732,42 @@ mod tests {
         assert_eq!(sizes, [32, 64, 128, 256], "a bulk transfer's reads, each filling its buffer");
         assert_eq!(next_read(frame, frame), frame, "capped at a frame");
         assert_eq!(next_read(0, 8 * KIB), 8 * KIB, "a frame below the first read wins");
+    }
+
+    /// Whether `socket` says it is readable without waiting.
+    async fn readable_now(socket: &TcpStream) -> bool {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(socket.poll_read_ready(cx).is_ready()))
+            .await
+    }
+
+    /// Reads with room for `room` bytes.
+    fn read_at_most(socket: &TcpStream, room: usize) -> io::Result<Bytes> {
+        let mut buf = BytesMut::with_capacity(room);
+        read_some(socket, &mut (&mut buf).limit(room))?;
+        Ok(buf.freeze())
+    }
+
+    #[tokio::test]
+    async fn after_a_short_read_a_socket_waits_for_new_bytes_and_still_sees_them_and_the_end() {
+        use tokio::io::AsyncWriteExt;
+        let patience = Duration::from_secs(60);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        peer.write_all(b"hello").await.unwrap();
+        socket.readable().await.unwrap();
+        assert_eq!(read_at_most(&socket, 3).unwrap(), "hel", "a full read");
+        assert!(readable_now(&socket).await, "a read that filled its room may have left bytes");
+        assert_eq!(read_at_most(&socket, 64).unwrap(), "lo", "a short read");
+        assert!(!readable_now(&socket).await, "after a short read the socket waits");
+        peer.write_all(b"more").await.unwrap();
+        tokio::time::timeout(patience, socket.readable()).await.unwrap().unwrap();
+        assert_eq!(read_at_most(&socket, 64).unwrap(), "more", "new bytes wake it");
+        peer.write_all(b"bye").await.unwrap();
+        peer.shutdown().await.unwrap();
+        tokio::time::timeout(patience, socket.readable()).await.unwrap().unwrap();
+        assert_eq!(read_at_most(&socket, 64).unwrap(), "bye");
+        tokio::time::timeout(patience, socket.readable()).await.unwrap().unwrap();
+        assert_eq!(read_at_most(&socket, 64).unwrap(), "", "the end after a short read");
     }
 }
