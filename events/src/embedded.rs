@@ -90,7 +90,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// in far less, and older pages are read back from disk on a replay.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Opens (or creates) a sled store, waiting up to [`LOCK_WAIT`] for its lock.
+/// Opens (or creates) a sled store, waiting up to `LOCK_WAIT` for its lock.
 pub fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {

@@ -9,7 +9,7 @@
 //! Some addresses are refused unless a CIDR rule inside their range names them, however broad the
 //! other rules (`*`, `0.0.0.0/0`): this host itself (loopback, the unspecified address), link-local
 //! (where cloud metadata services live) and the clouds' metadata addresses outside it (see
-//! [`SENSITIVE`]). An IPv6 address that carries an IPv4 address the network delivers to
+//! `SENSITIVE`). An IPv6 address that carries an IPv4 address the network delivers to
 //! (IPv4-compatible, NAT64, 6to4) is as sensitive as the address it carries, since reaching it
 //! reaches that address.
 //!

@@ -1,6 +1,6 @@
 //! What one gateway node shares between its listeners and its API, in parts that each consumer
 //! takes only what it uses of: the scanner path takes a [`ScannerPath`], enforcement an
-//! [`Enforcement`](crate::enforcement::Enforcement), `authorise` the directory.
+//! [`crate::enforcement::Enforcement`], `authorise` the directory.
 
 use crate::cluster::Cluster;
 use crate::enforcement::Enforcement;

@@ -271,7 +271,7 @@ impl<H> StreamTable<H> {
     /// whole window when it is alone, to an equal share of it when every stream of the session is
     /// busy (bulk transfers side by side: none of them is a small request that would wait behind
     /// the others' credit), and to the shared window otherwise. A stream is busy while its last
-    /// two batches came within [`BUSY_SPAN_PER_STREAM`] batches of the session per stream: bulk
+    /// two batches came within `BUSY_SPAN_PER_STREAM` batches of the session per stream: bulk
     /// streams take turns, while a stream of small requests batches once in many of a bulk
     /// stream's batches, and a new stream has none (a stream whose peer finished sending has
     /// nothing left to wait behind the others' credit, so it does not count). Credit above the

@@ -7,7 +7,7 @@
 //!   session's protocol state ([`SessionState`], sans-IO, in `ism-tunnel-proto`), then carries out
 //!   what it decides. Each stream's local handle (its channels, its opener) lives in that state's
 //!   stream table. The driver never blocks on anything but its inputs.
-//! - the **writer** sends what senders queue while the WebSocket is busy ([`crate::outbox`]):
+//! - the **writer** sends what senders queue while the WebSocket is busy (`crate::outbox`):
 //!   a stream's pump that finds it free writes its frames itself, and the driver only ever
 //!   queues. A stream has at most one frame queued (its turn), and a pump that writes waits for
 //!   the socket, which is what pushes back on the streams when the WebSocket is slower than the

@@ -2,8 +2,8 @@
 //!
 //! Bytes never pass through an actor: the upstream pump reads the socket straight into a buffer
 //! with room for the frame header and writes it to the tunnel itself when the WebSocket is free
-//! ([`crate::outbox`]); downstream, the driver writes delivered payloads to the socket itself when
-//! it takes them ([`crate::inbox`]), and the stream's task writes what it did not and reports what
+//! (`crate::outbox`); downstream, the driver writes delivered payloads to the socket itself when
+//! it takes them (`crate::inbox`), and the stream's task writes what it did not and reports what
 //! it consumed, which is what returns credit to the peer.
 //!
 //! A stream ends as it ended on the far side: a clean end (both sides finished) closes the socket

@@ -1,9 +1,9 @@
 //! The management REST API: gateways, endpoints, keys, access, scanner credentials, users, audit,
 //! the cluster's nodes, scans.
 //!
-//! Webhooks and the notifications recorded are in [`webhooks`].
+//! Webhooks and the notifications recorded are in `webhooks`.
 //!
-//! Every request is authorised (a bearer token; [`auth`]). A change goes REST handler -> actor
+//! Every request is authorised (a bearer token; `auth`). A change goes REST handler -> actor
 //! command -> event appended -> directory updated; the handler waits until the directory shows
 //! its own write before answering, so a client that creates something can list it at once.
 //! Errors are JSON `{"success": false, "error": "..."}` with a 4xx/5xx status that says whose

@@ -5,7 +5,7 @@
 //! forwarded), 408 without a complete head in time, 407 without valid credentials, 403 when
 //! access or the allowlist refuses, 502 when the endpoint or target cannot be reached, 503 at
 //! capacity, 504 on a timeout. A forwarded request is the only one of its connection
-//! ([`forward`](super::forward)).
+//! (`super::forward`).
 
 use super::forward::{self, Forward};
 use crate::scanner_auth::{authorise, record_refusal};

@@ -26,7 +26,7 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub const MAX_FINDINGS: usize = 1000;
 
 /// Most findings in one event: an event stays far below NATS' 1 MiB message limit (a finding is
-/// at most about 2.5 KiB: its URL is cut at [`MAX_URL`], its evidence at 200 characters).
+/// at most about 2.5 KiB: its URL is cut at `MAX_URL`, its evidence at 200 characters).
 pub const FINDINGS_PER_EVENT: usize = 250;
 
 /// Longest URL a finding records.

@@ -1,6 +1,6 @@
 //! The notification and retention rules, as pure functions of what the log says and the time.
 //!
-//! The rows ([`EndpointWatch`], [`GatewayWatch`]) hold only facts taken from events; [`due`]
+//! The rows ([`EndpointWatch`], [`GatewayWatch`]) hold only facts taken from events; the `due`
 //! rules (`EndpointWatch::due`, `GatewayWatch::due`) turn them and `now` into [`Notice`]s. A
 //! notice's id is derived from the event that caused it, so every node, and every rebuild,
 //! derives the same id, and the notification aggregate under that id is claimed once.
