@@ -2,10 +2,10 @@
 //!
 //! Every Data frame is read into a buffer of up to 256 KiB that lives until the frame is written
 //! out, and rustls allocates and frees a buffer of up to 16 KiB for every record. glibc's
-//! defaults adapt to that badly. Its thresholds move: a block above the
-//! mapping threshold (128 KiB at first) is mapped on its own, and freeing one raises that
-//! threshold to its size (up to 32 MiB) and the trim threshold to twice that; beyond the trim
-//! threshold a heap's free top goes back to the kernel. With 256 KiB frames that is about half a
+//! defaults adapt to that badly. Its thresholds move: a block above the mapping threshold
+//! (128 KiB at first) is mapped on its own, and freeing one raises that threshold to its size (up
+//! to 32 MiB) and the trim threshold to twice that; beyond the trim threshold a heap's free top
+//! goes back to the kernel. With 256 KiB frames that is about half a
 //! MiB, so a thread whose frames in flight come and go hands the top of its heap back (`madvise`)
 //! and faults it in again at its next reads. With eight bulk streams through one endpoint, 25-30%
 //! of the gateway's tunnel thread went to those page faults, and that thread was what

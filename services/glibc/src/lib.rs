@@ -7,9 +7,9 @@
 //!   heap back to the kernel and fault it in again.
 //!
 //! [`set_up`] does both, in the order they need. Each leaves a setting of the operator's alone
-//! (read from `GLIBC_TUNABLES` by `find_tunable`) and has its own `off` switch. The heap's thresholds are set by a call into the C library
-//! (`mallopt`): the workspace's one `unsafe` outside tests, which this crate denies everywhere
-//! else.
+//! (read from `GLIBC_TUNABLES` by `find_tunable`) and has its own `off` switch. The heap's
+//! thresholds are set by a call into the C library (`mallopt`): the workspace's one `unsafe`
+//! outside tests, which this crate denies everywhere else.
 
 use std::ffi::OsStr;
 

@@ -15,6 +15,7 @@ use crate::credit::SendCredit;
 use crate::error::OpenStreamError;
 use crate::inbox::{Inbound, Inbox};
 use crate::lanes::{Control, Lanes};
+use crate::outbox::SendError;
 use crate::ws_frame::{self, HEADER_ROOM};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use ism_tunnel_proto::frame::write_data_header;
@@ -336,7 +337,7 @@ impl Sending<'_> {
 
     /// Sends `frame`, copied into a WebSocket frame of its own.
     async fn send(&self, frame: &Frame, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
-        self.send_sealed(ws_frame::wrap(frame, self.lanes.outbox.masking()), turn).await
+        session_open(self.lanes.outbox.send_ordered(frame, Some(turn)).await)
     }
 
     /// Sends a Data frame read into a [`frame_buffer`]: its WebSocket header is written in the
@@ -349,16 +350,13 @@ impl Sending<'_> {
     ) -> Result<(), StreamEnd> {
         write_data_header(&mut buf[HEADER_ROOM..], id);
         ws_frame::seal(&mut buf, self.lanes.outbox.masking());
-        self.send_sealed(buf.freeze(), turn).await
+        session_open(self.lanes.outbox.send_sealed(buf.freeze(), Some(turn)).await)
     }
+}
 
-    async fn send_sealed(&self, frame: Bytes, turn: OwnedSemaphorePermit) -> Result<(), StreamEnd> {
-        self.lanes
-            .outbox
-            .send_sealed(frame, Some(turn))
-            .await
-            .map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
-    }
+/// A send's outcome as a stream sees it: a frame the outbox refused means the session is over.
+fn session_open(sent: Result<(), SendError>) -> Result<(), StreamEnd> {
+    sent.map_err(|_| StreamEnd::Reset(ResetReason::SessionClosed))
 }
 
 /// What a pump reads at first and after a short read (see [`next_read`]).
@@ -576,11 +574,9 @@ impl StreamWriter {
     pub async fn finish(&mut self) -> Result<(), StreamEnd> {
         let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
         let turn = self.turn.clone().acquire_owned().await.map_err(|_| closed())?;
-        self.lanes
-            .outbox
-            .send_ordered(&Frame::Fin { stream: self.id }, Some(turn))
-            .await
-            .map_err(|_| closed())?;
+        session_open(
+            self.lanes.outbox.send_ordered(&Frame::Fin { stream: self.id }, Some(turn)).await,
+        )?;
         let _ = self.lanes.control.send(Control::LocalFin { stream: self.id });
         Ok(())
     }

@@ -797,16 +797,19 @@ async fn data_frames_are_as_large_as_the_agreed_version_allows() {
     }
 }
 
+/// Sessions whose own pings are an hour apart: nothing but what a test does makes them write.
+fn quiet() -> SessionConfig {
+    let hour = Duration::from_secs(3600);
+    let timing = Timing { ping_interval: hour, idle_timeout: 2 * hour, ..Timing::default() };
+    SessionConfig { timing, ..SessionConfig::default() }
+}
+
 /// A gateway session facing a plain tungstenite client, which sends what a session never does.
-/// The session's own pings are an hour apart: nothing but what is tested makes it write.
 async fn session_facing_a_plain_client() -> (Session, WebSocketStream<tokio::io::DuplexStream>) {
     let (a, b) = tokio::io::duplex(1 << 16);
     let ws = WebSocketStream::from_raw_socket(TunnelSocket::server(a), WsRole::Server, None).await;
     let peer = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
-    let hour = Duration::from_secs(3600);
-    let timing = Timing { ping_interval: hour, idle_timeout: 2 * hour, ..Timing::default() };
-    let (session, _) =
-        Session::spawn(ws, Role::Gateway, SessionConfig { timing, ..SessionConfig::default() });
+    let (session, _) = Session::spawn(ws, Role::Gateway, quiet());
     (session, peer)
 }
 
@@ -871,10 +874,7 @@ async fn a_send_dropped_in_the_middle_of_a_frame_is_finished_by_the_writer_task(
     .await;
     let ep_ws =
         WebSocketStream::from_raw_socket(TunnelSocket::client(b), WsRole::Client, None).await;
-    let hour = Duration::from_secs(3600);
-    let timing = Timing { ping_interval: hour, idle_timeout: 2 * hour, ..Timing::default() };
-    let cfg = SessionConfig { timing, ..SessionConfig::default() };
-    let (_gw, _ep, stream) = echoed_by_the_gateway(gw_ws, ep_ws, cfg).await;
+    let (_gw, _ep, stream) = echoed_by_the_gateway(gw_ws, ep_ws, quiet()).await;
     let (mut reader, mut writer) = stream.split();
     gate.shut();
     let payload = Bytes::from(vec![7u8; 60 * 1024]);
