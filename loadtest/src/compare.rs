@@ -80,7 +80,11 @@ impl Workload {
             }
             Workload::Download => {
                 let names = ("download_gbps", "download_cpu_us_per_mib");
-                one_stream(path, names, measure::download(route, t.sink, duration)).await?
+                let (route, sink) = (route.clone(), t.sink);
+                let download = measure::on_client_thread(move || async move {
+                    measure::download(&route, sink, duration).await
+                });
+                one_stream(path, names, download).await?
             }
             Workload::Parallel8 => Figures::from([(
                 "parallel8_gbps",
@@ -99,7 +103,11 @@ impl Workload {
             }
             Workload::Open => {
                 let cpu = CpuPer::start(path);
-                let (rate, opens) = measure::open_rate(route, t.echo, duration).await?;
+                let (route, echo) = (route.clone(), t.echo);
+                let (rate, opens) = measure::on_client_thread(move || async move {
+                    measure::open_rate(&route, echo, duration).await
+                })
+                .await?;
                 let mut figures = Figures::from([("open_rate_per_s", rate)]);
                 cpu.record(&mut figures, "open_cpu_us", opens as f64);
                 figures

@@ -306,7 +306,11 @@ fn benchmark(args: &Args) -> anyhow::Result<()> {
                 ["tcp_connect", "socks_methods", "socks_auth", "socks_connect", "first_echo"];
             for path in std::iter::once(ours.clone()).chain(anchors.tunnels()) {
                 let Route::Socks { proxy, login } = &path.route else { continue };
-                let phases = measure::open_phases(*proxy, login, targets.echo, d).await?;
+                let (proxy, login, echo) = (*proxy, login.clone(), targets.echo);
+                let phases = measure::on_client_thread(move || async move {
+                    measure::open_phases(proxy, &login, echo, d).await
+                })
+                .await?;
                 f["open_phases_us"][path.key] =
                     json!(names.into_iter().zip(phases).collect::<compare::Figures>());
             }

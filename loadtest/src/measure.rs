@@ -139,6 +139,28 @@ pub async fn http(
     Ok((rps, all))
 }
 
+/// Runs a workload whose client is one sequential loop (one open after another, one download's
+/// reads) on a thread of its own, in a single-threaded runtime whose reactor is that thread: each
+/// event on the client's socket wakes the client once, as a scanner's own event loop (or a
+/// blocking client) is woken. Awaited in the benchmark's `block_on` instead, each such event woke
+/// the worker waiting in `epoll_wait`, which then woke the main thread: a second wake-up per event
+/// that every path paid alike (ARCHITECTURE.md, "Measured", 2026-12-05, tenth session).
+pub async fn on_client_thread<F, T>(work: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("bench-client".into()).spawn(move || {
+        let done = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(work()),
+            Err(e) => Err(anyhow::Error::new(e).context("the client thread's runtime")),
+        };
+        let _ = tx.send(done);
+    })?;
+    rx.await.context("the client thread ended without a result")?
+}
+
 /// Sequential connect + 1-byte echo + close, per second; and how many were done.
 pub async fn open_rate(
     route: &Route,
@@ -244,4 +266,42 @@ pub async fn open_phases(
         n += 1;
     }
     Ok(sums.map(|s| s / f64::from(n.max(1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_loop_runs_on_its_own_thread_with_its_own_reactor() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let echo = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let caller = std::thread::current().id();
+        let (thread, name) = on_client_thread(move || async move {
+            // Its sockets work without the caller's runtime: the client thread has a reactor.
+            echo_once(&Route::Direct, echo).await?;
+            let me = std::thread::current();
+            Ok((me.id(), me.name().map(str::to_string)))
+        })
+        .await
+        .unwrap();
+        assert_ne!(thread, caller);
+        assert_eq!(name.as_deref(), Some("bench-client"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_client_loop_fails_the_measurement() {
+        let failed: anyhow::Result<()> =
+            on_client_thread(|| async { anyhow::bail!("the echo target went away") }).await;
+        let err = failed.unwrap_err();
+        assert!(err.to_string().contains("the echo target went away"), "{err}");
+    }
 }
