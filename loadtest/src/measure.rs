@@ -274,16 +274,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_loop_runs_on_its_own_thread_with_its_own_reactor() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let echo = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                });
-            }
-        });
+        let echo = crate::targets::echo().await;
         let caller = std::thread::current().id();
         let (thread, name) = on_client_thread(move || async move {
             // Its sockets work without the caller's runtime: the client thread has a reactor.
