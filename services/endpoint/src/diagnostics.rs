@@ -253,6 +253,8 @@ async fn fetch(agent: &Agent, url: &str) -> Result<(usize, u16), (String, &'stat
         if plan.via_proxy() { DESTINATION_VIA_PROXY_ADVICE } else { DESTINATION_DIRECT_ADVICE };
     let failed = |e: String| (e, advice);
     let tcp = agent.dialer().connect(plan, port).await.map_err(|f| failed(f.message))?;
+    // The TLS handshake's small writes must not wait on Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: ism-endpoint-diagnostics\r\nConnection: close\r\n\r\n");
     let timeout = agent.config().read_timeout.max(Duration::from_secs(10));
     let exchange = async {

@@ -59,14 +59,15 @@ impl Dialer {
         self.connect(plan, target.port()).instrument(span).await
     }
 
-    /// Connects as `plan` says, to `port`.
+    /// Connects as `plan` says, to `port`. `TCP_NODELAY` is left to the caller: a stream's
+    /// splice sets it, once per target socket.
     pub async fn connect(&self, plan: Plan<'_>, port: u16) -> Result<TcpStream, DialFailure> {
         let (allowed, proxy) = match plan {
             Plan::ProxyByName(p, name) => {
                 let tcp = proxy::connect(p, name, port, self.connect_timeout)
                     .await
                     .map_err(|e| proxy_failure(&e))?;
-                return Ok(nodelay(tcp));
+                return Ok(tcp);
             }
             Plan::Addresses(addresses, proxy) => (addresses, proxy),
         };
@@ -79,7 +80,7 @@ impl Dialer {
                 None => direct(SocketAddr::new(ip, port), self.connect_timeout).await,
             };
             match attempt {
-                Ok(tcp) => return Ok(nodelay(tcp)),
+                Ok(tcp) => return Ok(tcp),
                 Err(f) => last = Some(f),
             }
         }
@@ -166,11 +167,6 @@ fn naming_rule(ip: IpAddr) -> String {
         IpAddr::V4(v4) => format!("{v4}/32"),
         IpAddr::V6(v6) => format!("[{v6}/128]"),
     }
-}
-
-fn nodelay(tcp: TcpStream) -> TcpStream {
-    let _ = tcp.set_nodelay(true);
-    tcp
 }
 
 async fn direct(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DialFailure> {
