@@ -54,5 +54,6 @@ pub mod stream_queue;
 pub mod tls;
 pub mod tunnel_acceptor;
 pub mod tunnel_threads;
+pub mod tunnel_tls;
 
 pub use node::{start, NodeConfig, NodeError, RunningNode};

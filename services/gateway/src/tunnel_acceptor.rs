@@ -16,7 +16,7 @@ use ism_actors::endpoint::{EndpointCommand, EndpointError, TOKEN_ALREADY_REGISTE
 use ism_actors::tunnel::TunnelCommand;
 use ism_actors::CommandError;
 use ism_events::{escaped, Cause, Principal};
-use ism_tunnel::ws::{recv_frame, send_frame, websocket_config, TLS_BUFFER_LIMIT};
+use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig, TunnelSocket};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
 use ism_tunnel_proto::{
@@ -167,8 +167,7 @@ async fn open_session(
     let _ = tcp.set_nodelay(true);
     let nonce = random_bytes();
     let handshake = async {
-        let mut tls = tls.accept(tcp).await.map_err(AcceptError::Tls)?;
-        tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+        let tls = crate::tunnel_tls::accept(&tls, tcp).await.map_err(AcceptError::Tls)?;
         let path = state.ws_path.clone();
         // The callback's error type is tungstenite's; its size is not ours to choose.
         #[allow(clippy::result_large_err)]

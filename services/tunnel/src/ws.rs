@@ -16,7 +16,8 @@ const READ_BUFFER: usize = 16 * 1024;
 
 /// Unsent TLS a tunnel's connection may hold (`rustls::ConnectionCommon::set_buffer_limit`):
 /// room for two whole frames. At rustls' default, 64 KiB, even a 64 KiB Data frame and its headers
-/// did not fit: every frame went out as two writes, the second a record of a few bytes.
+/// did not fit: every frame went out as two writes, the second a record of a few bytes. Set where
+/// a tunnel's TLS is made: the gateway's `tunnel_tls.rs`, the agent's `gateway_link.rs`.
 pub const TLS_BUFFER_LIMIT: usize = 2 * MAX_FRAME_LEN;
 
 /// WebSocket settings for tunnel sockets: a small initial read buffer, and a message never

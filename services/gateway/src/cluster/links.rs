@@ -47,11 +47,10 @@ impl RelayLinks {
             let tcp = TcpStream::connect(addr).await.map_err(|e| failed(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
             let name = ServerName::try_from(node.to_string()).map_err(|e| failed(e.to_string()))?;
-            let mut tls = TlsConnector::from(self.tls.client.clone())
-                .connect(name, tcp)
+            let connector = TlsConnector::from(self.tls.client.clone());
+            let tls = crate::tunnel_tls::connect(connector, name, tcp)
                 .await
                 .map_err(|e| failed(format!("TLS: {e}")))?;
-            tls.get_mut().1.set_buffer_limit(Some(ism_tunnel::ws::TLS_BUFFER_LIMIT));
             let (ws, _) = tokio_tungstenite::client_async_with_config(
                 format!("wss://{node}/relay"),
                 TunnelSocket::client(tls),

@@ -48,8 +48,9 @@ pub async fn serve(
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let handshake = async {
-                let mut tls = acceptor.accept(tcp).await.map_err(|e| format!("TLS: {e}"))?;
-                tls.get_mut().1.set_buffer_limit(Some(ism_tunnel::ws::TLS_BUFFER_LIMIT));
+                let tls = crate::tunnel_tls::accept(&acceptor, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
                 tokio_tungstenite::accept_async_with_config(
                     TunnelSocket::server(tls),
                     Some(ism_tunnel::ws::websocket_config()),
