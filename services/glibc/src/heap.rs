@@ -1,7 +1,7 @@
 //! malloc's heap thresholds, fixed for the processes that carry tunnel bytes.
 //!
-//! Every Data frame is read into a buffer of up to 256 KiB that lives until the frame is written
-//! out, and rustls allocates and frees a buffer of up to 16 KiB for every record. glibc's
+//! A pump reads its socket into a buffer of up to 4 MiB (up to 16 Data frames of 256 KiB) that
+//! lives until its frames are written out, and rustls allocates and frees a buffer of up to 16 KiB for every record. glibc's
 //! defaults adapt to that badly. Its thresholds move: a block above the mapping threshold
 //! (128 KiB at first) is mapped on its own, and freeing one raises that threshold to its size (up
 //! to 32 MiB) and the trim threshold to twice that; beyond the trim threshold a heap's free top
@@ -13,9 +13,9 @@
 //!
 //! Fixed thresholds stop that ([`set_thresholds`]): a heap keeps up to [`TRIM_THRESHOLD`] free at
 //! its top (plus glibc's pad of 128 KiB) before handing any back, and only blocks of
-//! [`MMAP_THRESHOLD`] or more are mapped on their own, so blocks of 128 KiB to 4 MiB now always
+//! [`MMAP_THRESHOLD`] or more are mapped on their own, so blocks of 128 KiB to 8 MiB now always
 //! come from a heap. The price: after a burst each heap may keep that much free at its top (glibc
-//! makes up to eight arenas per core, so 64 MiB at most on two cores), and free memory below
+//! makes up to eight arenas per core, so 128 MiB at most on two cores), and free memory below
 //! blocks still in use stays, as it always did. An operator who sets either threshold (in
 //! `GLIBC_TUNABLES`, or the older `MALLOC_TRIM_THRESHOLD_` and `MALLOC_MMAP_THRESHOLD_`) keeps
 //! their values, and `ISM_HEAP_THRESHOLDS=off` keeps glibc's.
@@ -24,13 +24,14 @@ use crate::{find_tunable, switched_off};
 use ism_escape::escaped;
 use std::ffi::OsString;
 
-/// Free memory a heap keeps at its top rather than giving it back: room for the frames of 16 bulk
-/// streams in flight.
-pub const TRIM_THRESHOLD: i32 = 4 << 20;
+/// Free memory a heap keeps at its top rather than giving it back: room for a pump's largest
+/// read (4 MiB) freed at the top beside the frames of other streams in flight. At 4 MiB, a
+/// freed read buffer next to the top was handed back and faulted in again at the next read.
+pub const TRIM_THRESHOLD: i32 = 8 << 20;
 
-/// Blocks at least this large are mapped on their own: above anything the tunnel allocates (its
-/// frames are at most 256 KiB; rustls' buffers hold at most a few of them).
-pub const MMAP_THRESHOLD: i32 = 4 << 20;
+/// Blocks at least this large are mapped on their own: above anything the tunnel allocates (a
+/// pump's read buffer, at most 4 MiB and its headers; rustls' buffers hold at most a few frames).
+pub const MMAP_THRESHOLD: i32 = 8 << 20;
 
 /// The operator's switch: `off` keeps glibc's thresholds.
 const SWITCH: &str = "ISM_HEAP_THRESHOLDS";

@@ -228,11 +228,35 @@ impl Outbox {
         frame: Bytes,
         turn: Option<OwnedSemaphorePermit>,
     ) -> Result<(), SendError> {
+        self.send_parts(None, frame, turn).await
+    }
+
+    /// As [`send_sealed`](Self::send_sealed), for a frame in two parts: its head
+    /// ([`ws_frame::seal_apart`]), then its payload, written one after the other.
+    pub async fn send_sealed_apart(
+        &self,
+        head: Bytes,
+        payload: Bytes,
+        turn: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), SendError> {
+        self.send_parts(Some(head), payload, turn).await
+    }
+
+    /// Sends `head` (if any) and `frame` next to each other, `turn` held until both are written.
+    async fn send_parts(
+        &self,
+        head: Option<Bytes>,
+        frame: Bytes,
+        turn: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
         let Ok(mut writer) = self.writer.try_lock() else {
-            self.queued().ordered.push_back(Ordered { frame, _turn: turn });
+            let mut q = self.queued();
+            q.ordered.extend(head.map(|frame| Ordered { frame, _turn: None }));
+            q.ordered.push_back(Ordered { frame, _turn: turn });
+            drop(q);
             self.queued_frame.notify_one();
             return Ok(());
         };
@@ -242,6 +266,9 @@ impl Outbox {
         let unfinished = Unfinished(Some(&self.queued_frame));
         let written = async {
             self.take_queued(&mut writer);
+            if let Some(head) = head {
+                writer.push(head, None);
+            }
             writer.push(frame, turn);
             writer.write_batch().await?;
             // The flush waits for the other tasks this tick has made ready: their frames, queued

@@ -99,6 +99,24 @@ pub(crate) fn seal(buf: &mut BytesMut, masking: Masking) {
     seal_with(buf, OP_BINARY, masking.next_key());
 }
 
+/// The head of a binary frame whose payload is `prefix` then `rest`, for a payload that does not
+/// sit behind room of its own (the second and later frames of one read, [`crate::stream`]): the
+/// WebSocket header and `prefix`, masked as `masking` sends them, with `rest` masked in place
+/// where the key has reached after `prefix`. Written as two slices, head then `rest`.
+pub(crate) fn seal_apart(prefix: &[u8], rest: &mut [u8], masking: Masking) -> Bytes {
+    let key = masking.next_key();
+    let (head, head_len) = header(OP_BINARY, prefix.len() + rest.len(), key);
+    let mut buf = BytesMut::with_capacity(head_len + prefix.len());
+    buf.put_slice(&head[..head_len]);
+    buf.put_slice(prefix);
+    if let Some(key) = key {
+        apply_mask(&mut buf[head_len..], key);
+        let turned = prefix.len() % 4;
+        apply_mask(rest, [0, 1, 2, 3].map(|i| key[(i + turned) % 4]));
+    }
+    buf.freeze()
+}
+
 /// `frame` as one binary WebSocket frame, copied into it: small frames (credit, opens, resets,
 /// Fin), whose copy costs nothing worth avoiding, and data a caller hands over whole
 /// (`StreamWriter::send`: relayed and diagnostic streams; the pumps build theirs in place).
@@ -149,6 +167,23 @@ mod tests {
         buf.put_slice(payload);
         seal_with(&mut buf, OP_BINARY, key);
         buf
+    }
+
+    #[test]
+    fn a_frame_sealed_apart_reads_back_as_the_same_frame_sealed_in_place() {
+        let prefix = [9u8, 0, 0, 0, 7];
+        for len in [0, 1, 3, 125, 0xFFFF, 256 * 1024] {
+            let rest: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            for masking in [Masking::Unmasked, Masking::Masked] {
+                let mut masked = rest.clone();
+                let head = seal_apart(&prefix, &mut masked, masking);
+                let (header, back) = parsed(&[&head[..], &masked].concat());
+                assert!(header.is_final);
+                assert_eq!(header.opcode, OpCode::Data(Data::Binary));
+                assert_eq!(header.mask.is_some(), masking == Masking::Masked);
+                assert_eq!(back, [&prefix[..], &rest].concat(), "len {len}, {masking:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ism_tunnel::{
-    Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, Timing, TunnelSocket,
+    Expiry, Incoming, Session, SessionConfig, SpliceOptions, StreamEnd, StreamReader, Timing,
+    TunnelSocket, TunnelStream,
 };
 use ism_tunnel_proto::{
     CreditBudget, OpenFailure, Role, TargetAddr, Windows, MAX_DATA_LEN, V2_MAX_DATA_LEN,
@@ -794,6 +795,74 @@ async fn data_frames_are_as_large_as_the_agreed_version_allows() {
         let _gw = sender.await.unwrap();
         assert_eq!(received, sent, "protocol {version}");
         assert_eq!(biggest, largest, "protocol {version}: the largest frame");
+    }
+}
+
+/// A socket whose peer writes `data` and then closes, spliced to `stream`: the pump's reads grow
+/// to many frames' worth while the socket holds that much.
+async fn splice_a_full_socket(stream: TunnelStream, data: Arc<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut source = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (spliced, _) = l.accept().await.unwrap();
+    tokio::spawn(async move {
+        source.write_all(&data).await.unwrap();
+        source.shutdown().await.unwrap();
+        // Held until the splice has read it all and ends.
+        let _ = source.read(&mut [0u8; 1]).await;
+    });
+    stream.splice(spliced).await;
+}
+
+/// Everything a stream's reader receives, checking that no Data frame exceeds `largest`.
+async fn receive_all(mut reader: StreamReader, largest: usize) -> Vec<u8> {
+    let mut received = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(PATIENCE, reader.recv()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        assert!(chunk.len() <= largest, "a frame of {} bytes, above {largest}", chunk.len());
+        received.extend_from_slice(&chunk);
+    }
+    received
+}
+
+#[tokio::test]
+async fn a_pumps_reads_of_many_frames_arrive_whole_in_frames_the_version_allows_both_ways() {
+    let data: Arc<Vec<u8>> =
+        Arc::new((0..6 * 1024 * 1024u32).map(|x| (x.wrapping_mul(131) >> 3) as u8).collect());
+    for (version, largest) in [(2, V2_MAX_DATA_LEN), (3, MAX_DATA_LEN)] {
+        // Credit for whole reads of many frames in both directions from the start.
+        let big = 8 * 1024 * 1024;
+        let config = SessionConfig {
+            windows: Windows { alone: big, shared: big },
+            ..SessionConfig::default().at_version(version)
+        };
+        // Gateway -> endpoint: unmasked frames.
+        let (gw, _ep, mut incoming) = pair(config.clone()).await;
+        let source = data.clone();
+        let sender = tokio::spawn(async move {
+            let stream = gw.open_stream(TargetAddr::Domain("bulk".into(), 1)).await.unwrap();
+            splice_a_full_socket(stream, source).await;
+            gw
+        });
+        let (reader, mut writer) = incoming.next().await.unwrap().accept().await.unwrap().split();
+        writer.finish().await.unwrap();
+        let received = receive_all(reader, largest).await;
+        assert!(received == *data, "gateway -> endpoint, protocol {version}: bytes differ");
+        let _gw = tokio::time::timeout(PATIENCE, sender).await.unwrap().unwrap();
+
+        // Endpoint -> gateway: masked frames, each under its own key.
+        let (gw, _ep, mut incoming) = pair(config).await;
+        let opened = tokio::spawn(async move {
+            let (reader, mut writer) =
+                gw.open_stream(TargetAddr::Domain("bulk".into(), 1)).await.unwrap().split();
+            writer.finish().await.unwrap();
+            (reader, gw)
+        });
+        let stream = incoming.next().await.unwrap().accept().await.unwrap();
+        let (reader, _gw) = opened.await.unwrap();
+        let spliced = tokio::spawn(splice_a_full_socket(stream, data.clone()));
+        let received = receive_all(reader, largest).await;
+        assert!(received == *data, "endpoint -> gateway, protocol {version}: bytes differ");
+        tokio::time::timeout(PATIENCE, spliced).await.unwrap().unwrap();
     }
 }
 
