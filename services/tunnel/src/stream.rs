@@ -382,11 +382,13 @@ fn session_open(sent: Result<(), SendError>) -> Result<(), StreamEnd> {
 const FIRST_READ: usize = 16 * 1024;
 
 /// Frames' worth a pump may read at once, credit allowing (a stream alone on its session has
-/// 8 MiB of it; a stream beside busy ones, 64 KiB): 4 MiB with 256 KiB frames. Every read of the
-/// scanner's socket sends it an ACK, and on a machine whose TCP paces (BBR) an ACK runs the
-/// sender's transmit path and arms its pacing timer, costs this VM charges to the reader. Reads
-/// of up to 4 MiB cut a plain TLS relay's CPU per MiB by 15-20% in a probe, where 1 MiB did not
-/// (Measured, 2026-12-05, eleventh session).
+/// 8 MiB of it; a stream beside busy ones, 64 KiB): 4 MiB with 256 KiB frames, which glibc's
+/// heap thresholds must exceed (`ism_glibc::heap`), or each such read is mapped and faulted in
+/// anew. Under BBR, reads of up to 4 MiB took a lone stream's CPU per MiB from 1.03-1.11x
+/// wstunnel's to 0.92-0.99x in A/B pairs; 1 MiB frames and 3.5 MiB reads did not (Measured,
+/// 2026-12-05, eleventh session). Our reading, not measured: fewer, larger reads of the
+/// scanner's socket answer it with fewer ACKs, each of which runs its sender's paced transmit
+/// path.
 const READ_FRAMES: usize = 16;
 
 /// How much a pump reads next after a read of `last` bytes: twice that, at least [`FIRST_READ`],
