@@ -35,9 +35,11 @@ pub const V2_MAX_DATA_LEN: usize = 64 * 1024;
 
 /// Largest `Data` payload of any frame. Readers reject larger ones; the WebSocket layer is
 /// configured with [`MAX_FRAME_LEN`] so it refuses them before buffering. A bulk stream alone
-/// on its session reads up to this much from its socket at once: every frame costs a read, a
-/// write, a wake-up of the target's reader and a share of a credit round trip; wstunnel sends
-/// whatever one read returned. Measured against 64 KiB frames: the gateway's reads and the
+/// on its session sends frames this large (its pump reads several frames' worth at once,
+/// `ism_tunnel`'s `READ_FRAMES`): every frame costs a write, a wake-up of the target's reader and
+/// a share of a credit round trip; 1 MiB frames cost eight streams side by side more than they
+/// saved a lone one (ARCHITECTURE.md, Measured, 2026-12-05, eleventh session). Measured against
+/// 64 KiB frames: the gateway's reads and the
 /// agent's writes fell to a third, CPU per MiB a little (see "Measured" in ARCHITECTURE.md).
 pub const MAX_DATA_LEN: usize = 256 * 1024;
 

@@ -331,8 +331,13 @@ impl Sending<'_> {
     /// Waits for this stream's turn, then for credit; returns both (the credit: at most `max`
     /// bytes). `None` once the stream is closed.
     async fn reserve(&self, max: usize) -> Option<(OwnedSemaphorePermit, usize)> {
-        let turn = self.turn.clone().acquire_owned().await.ok()?;
+        let turn = self.next_turn().await?;
         Some((turn, self.credit.take(max).await?))
+    }
+
+    /// Waits for this stream's turn: its previous frame written. `None` once the stream is closed.
+    async fn next_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.turn.clone().acquire_owned().await.ok()
     }
 
     /// Sends `frame`, copied into a WebSocket frame of its own.
@@ -364,8 +369,8 @@ impl Sending<'_> {
         write_data_header(&mut header, id);
         while !rest.is_empty() {
             let mut payload = rest.split_to(rest.len().min(self.lanes.max_data));
-            let closed = || StreamEnd::Reset(ResetReason::SessionClosed);
-            let turn = self.turn.clone().acquire_owned().await.map_err(|_| closed())?;
+            let turn =
+                self.next_turn().await.ok_or(StreamEnd::Reset(ResetReason::SessionClosed))?;
             let head = ws_frame::seal_apart(&header, &mut payload, outbox.masking());
             session_open(outbox.send_sealed_apart(head, payload.freeze(), Some(turn)).await)?;
         }
