@@ -19,7 +19,7 @@
 
 use crate::credit::SendCredit;
 use crate::error::{CloseReason, OpenStreamError};
-use crate::inbox::{Inbound, Inbox};
+use crate::inbox::{Delivered, Inbound, Inbox};
 use crate::lanes::{Control, Lanes};
 use crate::moved::Home;
 use crate::outbox::{self, Outbox, SendError};
@@ -212,6 +212,8 @@ impl Session {
             slot_freed: session.shared.slot_freed.clone(),
             closer: session.clone_closer(),
             queued_prio: Cell::new(false),
+            held: Vec::new(),
+            held_bytes: 0,
         };
         tokio::spawn(driver.run(ws, control_rx, opens_rx, session.shared.closed.subscribe()));
         (session, Incoming { rx: incoming_rx })
@@ -399,7 +401,22 @@ struct Driver {
     closer: Closer,
     /// The driver queued a frame for the writer task since it last let the writer run.
     queued_prio: Cell<bool>,
+    /// Streams whose inbox holds payloads for the driver to write (`Inbox::flush`) once it has
+    /// read what the tunnel holds now, and the bytes held since it last wrote them all (a stream
+    /// flushed on its own in between still counts: a bound, not a tally).
+    held: Vec<StreamId>,
+    held_bytes: usize,
 }
+
+/// The bytes the driver holds at most before it writes them to the streams' sockets (16 frames
+/// of 256 KiB), so that a held payload waits for at most that much more of the tunnel to be read.
+/// Writing each frame as it arrived (256 KiB per `sendto`, where wstunnel's client writes each of
+/// its messages whole, 2.8 MiB on average) cost more per byte where the tunnel's processes have a
+/// core of their own: with the bench's load on one core and the tunnel on the other, a lone
+/// stream moved 3-33% more holding, in 7 pairs of 7, at 4-20% less CPU per MiB; with all of them
+/// sharing both cores, no change beyond the noise (ARCHITECTURE.md, Measured, 2026-12-05,
+/// twelfth session).
+const HOLD_BYTES: usize = 4 << 20;
 
 impl Driver {
     async fn run<S>(
@@ -432,6 +449,8 @@ impl Driver {
                     Some(Ok(Message::Close(_))) | None => Err(CloseReason::PeerClosed),
                     Some(Err(e)) => Err(CloseReason::Transport(e.to_string())),
                 },
+                // Nothing more to read now: what the streams' inboxes hold goes to their sockets.
+                () = std::future::ready(()), if !self.held.is_empty() => self.flush_held(),
                 _ = tokio::time::sleep_until(wake) => self.on_timeout(),
             };
             let streams = self.state.table().len();
@@ -541,15 +560,22 @@ impl Driver {
                 }
             }
             Action::Deliver { stream, payload } => {
-                // Written straight to the stream's socket when it takes it: consumed now.
+                let len = payload.len();
                 match table.handle(stream).map(|l| l.inbox.deliver(payload)) {
-                    Some(Ok(written)) if written > 0 => {
-                        if let Some(credit) = table.consumed(stream, written) {
-                            self.send_prio(credit)?;
+                    Some(Ok(Delivered::Held { first, now })) => {
+                        if first {
+                            self.held.push(stream);
+                        }
+                        if now {
+                            return self.flush(stream);
+                        }
+                        self.held_bytes += len;
+                        if self.held_bytes >= HOLD_BYTES {
+                            return self.flush_held();
                         }
                     }
                     Some(Err(_)) => return self.reset(stream, ResetReason::Aborted),
-                    Some(Ok(_)) | None => {}
+                    Some(Ok(Delivered::Queued)) | None => {}
                 }
             }
             Action::Credit { stream, increment } => {
@@ -581,6 +607,27 @@ impl Driver {
                 self.send_prio(reply)?;
             }
         }
+        Ok(())
+    }
+
+    /// Writes what `stream`'s inbox holds to its socket; what the socket took is consumed now.
+    fn flush(&mut self, stream: StreamId) -> Result<(), CloseReason> {
+        let table = self.state.table_mut();
+        let written = table.handle(stream).map_or(0, |local| local.inbox.flush());
+        match written > 0 {
+            true => table.consumed(stream, written).map_or(Ok(()), |credit| self.send_prio(credit)),
+            false => Ok(()),
+        }
+    }
+
+    fn flush_held(&mut self) -> Result<(), CloseReason> {
+        let mut held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        for stream in held.drain(..) {
+            self.flush(stream)?;
+        }
+        // Its allocation is kept for the next burst.
+        self.held = held;
         Ok(())
     }
 

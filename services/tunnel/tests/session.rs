@@ -177,6 +177,33 @@ async fn fifty_concurrent_streams_echo_byte_exact() {
     eventually("every stream forgotten", || gw.open_streams() == 0).await;
 }
 
+/// The driver holds large payloads until it has read what the tunnel holds now, then writes
+/// them together: frames with no end and nothing smaller behind them must still reach the socket.
+#[tokio::test]
+async fn a_burst_the_driver_holds_reaches_the_socket_without_anything_behind_it() {
+    let (gw, _ep, incoming) = pair(SessionConfig::default()).await;
+    serve_dials(incoming);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = gw.open_stream(target(listener.local_addr().unwrap())).await.expect("open");
+    let (mut target, _) = listener.accept().await.unwrap();
+    let (_reader, mut writer) = stream.split();
+    // Two whole frames of the largest size, each far above what the driver writes at once.
+    let payload: Vec<u8> = (0..(512u32 << 10)).map(|i| (i % 253) as u8).collect();
+    let mut received = vec![0u8; payload.len()];
+    let (sent, read) = tokio::time::timeout(PATIENCE, async {
+        // Credit comes back only once the first bytes are written: both at once.
+        tokio::join!(
+            writer.send(bytes::Bytes::from(payload.clone())),
+            target.read_exact(&mut received)
+        )
+    })
+    .await
+    .expect("the held frames were written while the stream stayed open");
+    sent.unwrap();
+    read.unwrap();
+    assert!(received == payload, "received bytes differ");
+}
+
 #[tokio::test]
 async fn a_stalled_target_does_not_stall_other_streams() {
     let (gw, _ep, incoming) = pair(SessionConfig {
