@@ -1,8 +1,8 @@
 //! malloc's heap thresholds, fixed for the processes that carry tunnel bytes.
 //!
 //! A pump reads its socket into a buffer of up to 4 MiB (up to 16 Data frames of 256 KiB) that
-//! lives until its frames are written out, and rustls allocates and frees a buffer of up to 16 KiB for every record. glibc's
-//! defaults adapt to that badly. Its thresholds move: a block above the mapping threshold
+//! lives until its frames are written out, and rustls allocates and frees a buffer of up to 16
+//! KiB for every record. glibc's defaults adapt to that badly. Its thresholds move: a block above the mapping threshold
 //! (128 KiB at first) is mapped on its own, and freeing one raises that threshold to its size (up
 //! to 32 MiB) and the trim threshold to twice that; beyond the trim threshold a heap's free top
 //! goes back to the kernel. With 256 KiB frames that is about half a

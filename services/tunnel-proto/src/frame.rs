@@ -39,8 +39,8 @@ pub const V2_MAX_DATA_LEN: usize = 64 * 1024;
 /// `ism_tunnel`'s `READ_FRAMES`): every frame costs a write, a wake-up of the target's reader and
 /// a share of a credit round trip; 1 MiB frames cost eight streams side by side more than they
 /// saved a lone one (ARCHITECTURE.md, Measured, 2026-12-05, eleventh session). Measured against
-/// 64 KiB frames: the gateway's reads and the
-/// agent's writes fell to a third, CPU per MiB a little (see "Measured" in ARCHITECTURE.md).
+/// 64 KiB frames: the gateway's reads and the agent's writes fell to a third, CPU per MiB a
+/// little (see "Measured" in ARCHITECTURE.md).
 pub const MAX_DATA_LEN: usize = 256 * 1024;
 
 /// Largest encoded frame of any type (a Data frame at [`MAX_DATA_LEN`] plus its header).

@@ -34,8 +34,9 @@ pub(crate) struct ReaderGone;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Delivered {
     /// Held for the driver to write with the stream's next payloads ([`Inbox::flush`]).
-    /// `first`: nothing was held before it, so the driver notes the stream; `now`: the driver
-    /// flushes at once (the payload is small, or the held payloads fill one `writev`).
+    /// `now`: the driver flushes at once (the payload is small, or the held payloads fill one
+    /// `writev`); `first`: otherwise, and nothing was held before it, so the driver notes the
+    /// stream.
     Held { first: bool, now: bool },
     /// Queued for the stream's task.
     Queued,
@@ -222,14 +223,8 @@ mod tests {
     async fn stream_task(inbox: &Inbox, socket: &TcpStream) -> Inbound {
         loop {
             match inbox.next().await {
-                Inbound::Data(mut bytes) => {
-                    while !bytes.is_empty() {
-                        socket.writable().await.unwrap();
-                        match socket.try_write(&bytes) {
-                            Ok(n) => drop(bytes.split_to(n)),
-                            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
-                        }
-                    }
+                Inbound::Data(bytes) => {
+                    crate::stream::write_all(socket, &bytes).await.unwrap();
                     inbox.written();
                 }
                 end => {

@@ -5,7 +5,8 @@
 //! - `outbox`: the WebSocket every sender shares, written directly when free; [`socket`]: the
 //!   transport under it, read by tungstenite and written by the session; `ws_frame`: the
 //!   session's WebSocket frames, built in place; `inbox`: what the driver delivers to a stream,
-//!   written through to its socket when it takes it; `lanes`: how stream tasks reach the driver;
+//!   written through to its socket when it takes it (a burst's large payloads held and written
+//!   together); `lanes`: how stream tasks reach the driver;
 //! - [`error`]: why sessions end and opens fail;
 //! - [`fd_limit`]: raising the open-file limit of a process that carries tunnels;
 //! - [`stream`]: one stream and the pumps that splice it to a TCP socket;

@@ -402,8 +402,9 @@ struct Driver {
     /// The driver queued a frame for the writer task since it last let the writer run.
     queued_prio: Cell<bool>,
     /// Streams whose inbox holds payloads for the driver to write (`Inbox::flush`) once it has
-    /// read what the tunnel holds now, and the bytes held since it last wrote them all (a stream
-    /// flushed on its own in between still counts: a bound, not a tally).
+    /// read what the tunnel holds now, and the bytes held since it last wrote them all. A stream
+    /// flushed on its own in between (a small payload, a full `writev`, its end) stays listed
+    /// and counted: its later flush finds nothing, and the count is a bound, not a tally.
     held: Vec<StreamId>,
     held_bytes: usize,
 }
@@ -413,7 +414,7 @@ struct Driver {
 /// Writing each frame as it arrived (256 KiB per `sendto`, where wstunnel's client writes each of
 /// its messages whole, 2.8 MiB on average) cost more per byte where the tunnel's processes have a
 /// core of their own: with the bench's load on one core and the tunnel on the other, a lone
-/// stream moved 3-33% more holding, in 7 pairs of 7, at 4-20% less CPU per MiB; with all of them
+/// stream moved 3-33% more holding, in 7 pairs of 7, at 3-20% less CPU per MiB; with all of them
 /// sharing both cores, no change beyond the noise (ARCHITECTURE.md, Measured, 2026-12-05,
 /// twelfth session).
 const HOLD_BYTES: usize = 4 << 20;

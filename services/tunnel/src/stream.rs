@@ -3,8 +3,8 @@
 //! Bytes never pass through an actor: the upstream pump reads the socket straight into a buffer
 //! with room for the frame header and writes it to the tunnel itself when the WebSocket is free
 //! (`crate::outbox`); downstream, the driver writes delivered payloads to the socket itself when
-//! it takes them (`crate::inbox`), and the stream's task writes what it did not and reports what
-//! it consumed, which is what returns credit to the peer.
+//! it takes them, a burst's large ones together (`crate::inbox`), and the stream's task writes
+//! what it did not and reports what it consumed, which is what returns credit to the peer.
 //!
 //! A stream ends as it ended on the far side: a clean end (both sides finished) closes the socket
 //! with FIN; anything else (the far side reset, the session died, access was withdrawn, the stream
@@ -533,7 +533,7 @@ fn read_some(socket: &TcpStream, buf: &mut impl BufMut) -> io::Result<usize> {
 }
 
 /// Writes all of `bytes` to a socket shared with the driver (readiness-based, by reference).
-async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         socket.writable().await?;
         match socket.try_write(bytes) {
