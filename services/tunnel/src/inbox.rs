@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use ism_tunnel_proto::ResetReason;
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -195,6 +195,19 @@ impl Inbox {
     }
 }
 
+/// Writes all of `bytes` to a socket shared with the driver (readiness-based, by reference).
+pub(crate) async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +237,7 @@ mod tests {
         loop {
             match inbox.next().await {
                 Inbound::Data(bytes) => {
-                    crate::stream::write_all(socket, &bytes).await.unwrap();
+                    write_all(socket, &bytes).await.unwrap();
                     inbox.written();
                 }
                 end => {

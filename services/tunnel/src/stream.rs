@@ -13,7 +13,7 @@
 
 use crate::credit::SendCredit;
 use crate::error::OpenStreamError;
-use crate::inbox::{Inbound, Inbox};
+use crate::inbox::{write_all, Inbound, Inbox};
 use crate::lanes::{Control, Lanes};
 use crate::outbox::SendError;
 use crate::ws_frame::{self, HEADER_ROOM};
@@ -530,19 +530,6 @@ fn read_some(socket: &TcpStream, buf: &mut impl BufMut) -> io::Result<usize> {
         (Err(_), Some(n)) => Ok(n),
         (read, _) => read,
     }
-}
-
-/// Writes all of `bytes` to a socket shared with the driver (readiness-based, by reference).
-pub(crate) async fn write_all(socket: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        socket.writable().await?;
-        match socket.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn socket_error(e: io::Error) -> StreamEnd {
