@@ -4,7 +4,7 @@
 //! (`try_write_vectored`, never waiting) when nothing is queued before them and the socket takes
 //! them: the common case costs no task hop and its credit is returned at once. It holds payloads
 //! of [`HOLD_FROM`] or more until it has read what the tunnel holds now, or up to a limit (the
-//! session's `HOLD_BYTES`; [`Inbox::flush`]), so the frames of one burst reach the socket in one
+//! session's `HOLD_READS`; [`Inbox::flush`]), so the frames of one burst reach the socket in one
 //! system call; smaller payloads go at once, with what is held before them. What the socket does not
 //! take, and every payload after it, queues here for the stream's own task, which waits for the
 //! socket; the order of the bytes is kept because the driver holds and writes only while nothing

@@ -39,7 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
 /// The default [`SessionConfig::budget`]: 256 MiB, lone 8 MiB windows for 32 streams at once.
@@ -213,7 +213,7 @@ impl Session {
             closer: session.clone_closer(),
             queued_prio: Cell::new(false),
             held: Vec::new(),
-            held_bytes: 0,
+            reads_holding: 0,
         };
         tokio::spawn(driver.run(ws, control_rx, opens_rx, session.shared.closed.subscribe()));
         (session, Incoming { rx: incoming_rx })
@@ -402,22 +402,27 @@ struct Driver {
     /// The driver queued a frame for the writer task since it last let the writer run.
     queued_prio: Cell<bool>,
     /// Streams whose inbox holds payloads for the driver to write (`Inbox::flush`) once it has
-    /// read what the tunnel holds now, and the bytes held since it last wrote them all. A stream
-    /// flushed on its own in between (a small payload, a full `writev`, its end) stays listed
-    /// and counted: its later flush finds nothing, and the count is a bound, not a tally.
+    /// read what the tunnel holds now, and the messages read since it began holding. A stream
+    /// flushed on its own in between (a small payload, a full `writev`, its end) stays listed:
+    /// its later flush finds nothing.
     held: Vec<StreamId>,
-    held_bytes: usize,
+    reads_holding: usize,
 }
 
-/// The bytes the driver holds at most before it writes them to the streams' sockets (16 frames
-/// of 256 KiB), so that a held payload waits for at most that much more of the tunnel to be read.
-/// Writing each frame as it arrived (256 KiB per `sendto`, where wstunnel's client writes each of
-/// its messages whole, 2.8 MiB on average) cost more per byte where the tunnel's processes have a
-/// core of their own: with the bench's load on one core and the tunnel on the other, a lone
-/// stream moved 3-33% more holding, in 7 pairs of 7, at 3-20% less CPU per MiB; with all of them
-/// sharing both cores, no change beyond the noise (ARCHITECTURE.md, Measured, 2026-12-05,
+/// The most messages the driver reads while it holds payloads before it writes them to the
+/// streams' sockets (16 frames of 256 KiB: 4 MiB), so that a held payload waits for at most that
+/// much more of the tunnel to be read. Every message counts, not only the held bytes: where other
+/// streams keep the tunnel busy with payloads written at once, the driver never runs out of
+/// things to read, and a stream with a payload held stalled, its credit waiting with it (a test
+/// of four busy uploads caught it in 5 runs of 15).
+///
+/// Writing each frame as it arrived (256 KiB per `sendto`, where wstunnel's client writes each
+/// of its messages whole, 2.8 MiB on average) cost more per byte where the tunnel's processes
+/// have a core of their own: with the bench's load on one core and the tunnel on the other, a
+/// lone stream moved 3-33% more holding, in 7 pairs of 7, at 3-20% less CPU per MiB; with all of
+/// them sharing both cores, no change beyond the noise (ARCHITECTURE.md, Measured, 2026-12-05,
 /// twelfth session).
-const HOLD_BYTES: usize = 4 << 20;
+const HOLD_READS: usize = 16;
 
 impl Driver {
     async fn run<S>(
@@ -436,20 +441,7 @@ impl Driver {
                 _ = closed.changed() => break None,
                 Some(ctl) = control.recv() => self.on_control(ctl),
                 Some(open) = opens.recv() => self.on_open(*open),
-                msg = ws.next() => match msg {
-                    Some(Ok(Message::Binary(b))) => self.on_message(b),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
-                        self.state.heard(now());
-                        Ok(())
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        Err(CloseReason::Violation("text message on a tunnel".into()))
-                    }
-                    // tungstenite would write its reply at the next read, which never comes: the
-                    // writer's own Close answers (`Outbox::run_writer`).
-                    Some(Ok(Message::Close(_))) | None => Err(CloseReason::PeerClosed),
-                    Some(Err(e)) => Err(CloseReason::Transport(e.to_string())),
-                },
+                msg = ws.next() => self.on_read(msg).and_then(|()| self.read_while_holding()),
                 // Nothing more to read now: what the streams' inboxes hold goes to their sockets.
                 () = std::future::ready(()), if !self.held.is_empty() => self.flush_held(),
                 _ = tokio::time::sleep_until(wake) => self.on_timeout(),
@@ -507,6 +499,26 @@ impl Driver {
         }
     }
 
+    fn on_read(
+        &mut self,
+        msg: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), CloseReason> {
+        match msg {
+            Some(Ok(Message::Binary(b))) => self.on_message(b),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                self.state.heard(now());
+                Ok(())
+            }
+            Some(Ok(Message::Text(_))) => {
+                Err(CloseReason::Violation("text message on a tunnel".into()))
+            }
+            // tungstenite would write its reply at the next read, which never comes: the writer's
+            // own Close answers (`Outbox::run_writer`).
+            Some(Ok(Message::Close(_))) | None => Err(CloseReason::PeerClosed),
+            Some(Err(e)) => Err(CloseReason::Transport(e.to_string())),
+        }
+    }
+
     fn on_message(&mut self, bytes: Bytes) -> Result<(), CloseReason> {
         let frame = Frame::decode(bytes).map_err(|e| CloseReason::Violation(e.to_string()))?;
         let action = self.state.handle_frame(frame, now())?;
@@ -561,7 +573,6 @@ impl Driver {
                 }
             }
             Action::Deliver { stream, payload } => {
-                let len = payload.len();
                 match table.handle(stream).map(|l| l.inbox.deliver(payload)) {
                     Some(Ok(Delivered::Held { first, now })) => {
                         if first {
@@ -569,10 +580,6 @@ impl Driver {
                         }
                         if now {
                             return self.flush(stream);
-                        }
-                        self.held_bytes += len;
-                        if self.held_bytes >= HOLD_BYTES {
-                            return self.flush_held();
                         }
                     }
                     Some(Err(_)) => return self.reset(stream, ResetReason::Aborted),
@@ -621,9 +628,21 @@ impl Driver {
         }
     }
 
+    /// One more message read while payloads are held: past [`HOLD_READS`] they are written.
+    fn read_while_holding(&mut self) -> Result<(), CloseReason> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.reads_holding += 1;
+        match self.reads_holding < HOLD_READS {
+            true => Ok(()),
+            false => self.flush_held(),
+        }
+    }
+
     fn flush_held(&mut self) -> Result<(), CloseReason> {
         let mut held = std::mem::take(&mut self.held);
-        self.held_bytes = 0;
+        self.reads_holding = 0;
         for stream in held.drain(..) {
             self.flush(stream)?;
         }

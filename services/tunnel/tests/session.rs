@@ -9,7 +9,8 @@ use ism_tunnel::{
     TunnelSocket, TunnelStream,
 };
 use ism_tunnel_proto::{
-    CreditBudget, OpenFailure, Role, TargetAddr, Windows, MAX_DATA_LEN, V2_MAX_DATA_LEN,
+    CreditBudget, Frame, OpenFailure, Role, StreamId, TargetAddr, Windows, MAX_DATA_LEN,
+    V2_MAX_DATA_LEN,
 };
 use std::cell::Cell;
 use std::future::Future;
@@ -439,19 +440,25 @@ async fn an_open_whose_opener_left_frees_its_slot_at_the_next_ping() {
 
 /// A socket with a fault: its reading side taking 16 KiB a millisecond (a link slower than the
 /// streams feeding it, so that whatever the sender may put in flight queues in front of the
-/// reader), its reads held while a [`Gate`] is shut, or its writes failing once a budget of bytes
-/// has gone out (a connection that breaks in the middle of a frame).
+/// reader), its reads held while a [`Gate`] is shut, its reads never waiting while a [`Flood`]
+/// lasts, or its writes failing once a budget of bytes has gone out (a connection that breaks in
+/// the middle of a frame).
 struct Faulty<S> {
     inner: S,
     slow_reads: bool,
     pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     gate: Option<Arc<Gate>>,
+    flood: Option<Arc<Flood>>,
     write_budget: Option<usize>,
 }
 
 impl<S> Faulty<S> {
     fn new(inner: S) -> Self {
-        Self { inner, slow_reads: false, pause: None, gate: None, write_budget: None }
+        Self { inner, slow_reads: false, pause: None, gate: None, flood: None, write_budget: None }
+    }
+
+    fn flooded(inner: S, flood: Arc<Flood>) -> Self {
+        Self { flood: Some(flood), ..Self::new(inner) }
     }
 
     fn slow_reads(inner: S) -> Self {
@@ -493,6 +500,48 @@ impl Gate {
     }
 }
 
+/// While it lasts, a [`Faulty`] socket with nothing to read reads unmasked WebSocket pings
+/// instead (a server's, two bytes each, whole frames only: the peer writes whole frames before
+/// the flood starts): a tunnel that never runs dry, as when other streams keep it busy.
+struct Flood {
+    on: std::sync::atomic::AtomicBool,
+    /// The flood stops by itself then, so that a test that fails does not spin for ever.
+    until: std::time::Instant,
+}
+
+impl Flood {
+    fn new() -> Self {
+        Self { on: false.into(), until: std::time::Instant::now() + PATIENCE }
+    }
+
+    fn start(&self) {
+        self.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn stop(&self) {
+        self.on.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn lasts(&self) -> bool {
+        if std::time::Instant::now() >= self.until {
+            self.stop();
+        }
+        self.on.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Fills `buf` with pings if the flood lasts; returns whether it did.
+    fn pings(&self, buf: &mut tokio::io::ReadBuf<'_>) -> bool {
+        let pings = (buf.remaining() / 2).min(1024);
+        if pings == 0 || !self.lasts() {
+            return false;
+        }
+        for _ in 0..pings {
+            buf.put_slice(&[0x89, 0x00]);
+        }
+        true
+    }
+}
+
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Faulty<S> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
@@ -502,6 +551,12 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Faulty<S> {
         use std::task::Poll;
         if self.gate.as_ref().is_some_and(|gate| gate.holds(cx)) {
             return Poll::Pending;
+        }
+        if let Some(flood) = self.flood.clone() {
+            return match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+                Poll::Pending if flood.pings(buf) => Poll::Ready(Ok(())),
+                polled => polled,
+            };
         }
         if !self.slow_reads {
             return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -553,6 +608,56 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Faulty<S> {
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// A payload the driver holds is written after a bounded number of reads even when the tunnel
+/// never runs dry (other streams keeping it busy), not only when the driver runs out of things to
+/// read: otherwise the stream would wait, its credit with it, for as long as the others are busy.
+/// The gateway here is a plain WebSocket that plays the protocol by hand; once the payload is
+/// sent, the endpoint's socket reads pings whenever it has nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_payload_is_written_while_the_tunnel_stays_busy() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let flood = Arc::new(Flood::new());
+    let socket = TunnelSocket::client(Faulty::flooded(b, flood.clone()));
+    let ws = WebSocketStream::from_raw_socket(socket, WsRole::Client, None).await;
+    let mut gateway = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+    let windows = Windows { alone: 1 << 20, shared: 1 << 20 };
+    let (_endpoint, mut incoming) =
+        Session::spawn(ws, Role::Endpoint, SessionConfig { windows, ..quiet() });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = StreamId(1);
+    let open = Frame::Open {
+        stream,
+        target: target(listener.local_addr().unwrap()),
+        window: 1 << 20,
+        trace: None,
+    };
+    gateway.send(Message::Binary(open.encode())).await.unwrap();
+    let inc = tokio::time::timeout(PATIENCE, incoming.next()).await.unwrap().unwrap();
+    let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (mut target, _) = listener.accept().await.unwrap();
+    let mut splice = Box::pin(inc.accept().await.unwrap().splice(tcp));
+    // Its first step attaches the socket: from then on the driver may write to it and hold.
+    std::future::poll_fn(|cx| {
+        assert!(splice.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    tokio::spawn(splice);
+    // Twice the size from which the driver holds a payload.
+    let payload: Vec<u8> = (0..128u32 << 10).map(|i| (i % 251) as u8).collect();
+    let data = Frame::Data { stream, payload: Bytes::from(payload.clone()) };
+    gateway.send(Message::Binary(data.encode())).await.unwrap();
+    flood.start();
+    let mut received = vec![0u8; payload.len()];
+    tokio::time::timeout(PATIENCE, target.read_exact(&mut received))
+        .await
+        .expect("the held payload reached the socket")
+        .unwrap();
+    assert!(flood.lasts(), "written while the tunnel was still busy, not after");
+    flood.stop();
+    assert!(received == payload, "received bytes differ");
 }
 
 /// The fairness rule, without wall-clock figures: while a bulk transfer saturates its stream
