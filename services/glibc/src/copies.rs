@@ -143,12 +143,17 @@ fn decide_here(restarted: bool) -> Decision {
 /// that link itself: the kernel names a process after the file it executes, and `exe` is a name
 /// no operator's tooling looks for.
 fn restart_with(tunables: &str) -> VectorCopies {
+    match std::env::current_exe() {
+        Ok(path) if path.is_file() => execute(path, tunables),
+        Ok(path) => VectorCopies::Unavailable(format!("{} is gone", path.display())),
+        Err(e) => VectorCopies::Unavailable(format!("cannot find this program: {e}")),
+    }
+}
+
+/// Executes `program` with this process's arguments and `tunables`; returns only if that failed,
+/// with the process as usable as before.
+fn execute(program: std::path::PathBuf, tunables: &str) -> VectorCopies {
     use std::os::unix::process::CommandExt;
-    let program = match std::env::current_exe() {
-        Ok(path) if path.is_file() => path,
-        Ok(path) => return VectorCopies::Unavailable(format!("{} is gone", path.display())),
-        Err(e) => return VectorCopies::Unavailable(format!("cannot find this program: {e}")),
-    };
     let mut args = std::env::args_os();
     let mut command = std::process::Command::new(program);
     if let Some(arg0) = args.next() {
@@ -206,6 +211,22 @@ mod tests {
     use super::*;
 
     const OURS: &str = "glibc.cpu.x86_rep_movsb_threshold=4194304";
+
+    /// A restart that cannot execute (here a directory, which no `exec` runs, not even as root)
+    /// is reported, and the process goes on as before: a write to a pipe nobody reads fails
+    /// instead of ending it, although `exec` reset SIGPIPE to its default before it failed.
+    #[test]
+    fn a_failed_restart_is_reported_and_a_broken_pipe_stays_harmless() {
+        use std::io::Write;
+        let dir = std::env::temp_dir();
+        let found = execute(dir, OURS);
+        let VectorCopies::Unavailable(why) = &found else { panic!("{found:?}") };
+        assert!(why.starts_with("restarting failed: "), "{why}");
+        let (reader, mut writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let written = writer.write_all(b"nobody reads this");
+        assert_eq!(written.map_err(|e| e.kind()), Err(std::io::ErrorKind::BrokenPipe));
+    }
 
     fn restart(tunables: Option<&str>) -> Decision {
         decide(tunables.map(OsStr::new), None, true, false)
