@@ -171,6 +171,8 @@ fn execute(program: std::path::PathBuf, tunables: &str) -> VectorCopies {
 /// A failed `exec` leaves SIGPIPE at its default action (std resets it for the new program
 /// before trying), which would end the process at the first write to a closed socket; a
 /// registered handler (tokio's, which stays for the life of the process) makes it harmless again.
+/// It must be the process's first registration of SIGPIPE through tokio, since the handler is
+/// installed only then: it is, as this runs before any runtime starts.
 fn ignore_sigpipe_again() {
     let registered = tokio::runtime::Builder::new_current_thread().enable_io().build().map(|rt| {
         rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::pipe()) })
@@ -212,14 +214,14 @@ mod tests {
 
     const OURS: &str = "glibc.cpu.x86_rep_movsb_threshold=4194304";
 
-    /// A restart that cannot execute (here a directory, which no `exec` runs, not even as root)
+    /// A restart that cannot execute (here the root directory, which no `exec` runs, not even
+    /// as root)
     /// is reported, and the process goes on as before: a write to a pipe nobody reads fails
     /// instead of ending it, although `exec` reset SIGPIPE to its default before it failed.
     #[test]
     fn a_failed_restart_is_reported_and_a_broken_pipe_stays_harmless() {
         use std::io::Write;
-        let dir = std::env::temp_dir();
-        let found = execute(dir, OURS);
+        let found = execute(std::path::PathBuf::from("/"), OURS);
         let VectorCopies::Unavailable(why) = &found else { panic!("{found:?}") };
         assert!(why.starts_with("restarting failed: "), "{why}");
         let (reader, mut writer) = std::io::pipe().expect("a pipe");

@@ -19,7 +19,7 @@
 
 use crate::credit::SendCredit;
 use crate::error::{CloseReason, OpenStreamError};
-use crate::inbox::{Delivered, Inbound, Inbox};
+use crate::inbox::{Delivered, Inbound, Inbox, HOLD_PAYLOADS};
 use crate::lanes::{Control, Lanes};
 use crate::moved::Home;
 use crate::outbox::{self, Outbox, SendError};
@@ -424,6 +424,10 @@ struct Driver {
 /// twelfth session).
 const HOLD_READS: usize = 16;
 
+// A stream's held payloads fit one `writev` (each message delivers at most one payload), so the
+// inbox's own limit of `HOLD_PAYLOADS` never has to act.
+const _: () = assert!(HOLD_READS <= HOLD_PAYLOADS);
+
 impl Driver {
     async fn run<S>(
         mut self,
@@ -628,7 +632,8 @@ impl Driver {
         }
     }
 
-    /// One more message read while payloads are held: past [`HOLD_READS`] they are written.
+    /// One more message read while payloads are held: at [`HOLD_READS`] (the one that began the
+    /// hold counted) they are written.
     fn read_while_holding(&mut self) -> Result<(), CloseReason> {
         if self.held.is_empty() {
             return Ok(());

@@ -500,21 +500,23 @@ impl Gate {
     }
 }
 
-/// While it lasts, a [`Faulty`] socket with nothing to read reads unmasked WebSocket pings
-/// instead (a server's, two bytes each, whole frames only: the peer writes whole frames before
-/// the flood starts): a tunnel that never runs dry, as when other streams keep it busy.
+/// While it lasts, a [`Faulty`] socket with nothing to read reads unsolicited WebSocket pongs
+/// instead (a server's, unmasked, two bytes each, which nobody answers; whole frames only: the
+/// test lets the socket read again, through its [`Gate`], only once the peer's frames are all
+/// written): a tunnel that never runs dry, as when other streams keep it busy.
 struct Flood {
     on: std::sync::atomic::AtomicBool,
-    /// The flood stops by itself then, so that a test that fails does not spin for ever.
-    until: std::time::Instant,
+    /// When the flood stops by itself, so that a test that fails does not spin for ever.
+    until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Flood {
     fn new() -> Self {
-        Self { on: false.into(), until: std::time::Instant::now() + PATIENCE }
+        Self { on: false.into(), until: std::sync::Mutex::new(None) }
     }
 
     fn start(&self) {
+        *self.until.lock().unwrap() = Some(std::time::Instant::now() + PATIENCE);
         self.on.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -523,20 +525,20 @@ impl Flood {
     }
 
     fn lasts(&self) -> bool {
-        if std::time::Instant::now() >= self.until {
+        if self.until.lock().unwrap().is_some_and(|until| std::time::Instant::now() >= until) {
             self.stop();
         }
         self.on.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Fills `buf` with pings if the flood lasts; returns whether it did.
-    fn pings(&self, buf: &mut tokio::io::ReadBuf<'_>) -> bool {
-        let pings = (buf.remaining() / 2).min(1024);
-        if pings == 0 || !self.lasts() {
+    /// Fills `buf` with pongs if the flood lasts; returns whether it did.
+    fn pongs(&self, buf: &mut tokio::io::ReadBuf<'_>) -> bool {
+        let pongs = (buf.remaining() / 2).min(1024);
+        if pongs == 0 || !self.lasts() {
             return false;
         }
-        for _ in 0..pings {
-            buf.put_slice(&[0x89, 0x00]);
+        for _ in 0..pongs {
+            buf.put_slice(&[0x8a, 0x00]);
         }
         true
     }
@@ -554,7 +556,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Faulty<S> {
         }
         if let Some(flood) = self.flood.clone() {
             return match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
-                Poll::Pending if flood.pings(buf) => Poll::Ready(Ok(())),
+                Poll::Pending if flood.pongs(buf) => Poll::Ready(Ok(())),
                 polled => polled,
             };
         }
@@ -614,12 +616,14 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Faulty<S> {
 /// never runs dry (other streams keeping it busy), not only when the driver runs out of things to
 /// read: otherwise the stream would wait, its credit with it, for as long as the others are busy.
 /// The gateway here is a plain WebSocket that plays the protocol by hand; once the payload is
-/// sent, the endpoint's socket reads pings whenever it has nothing else.
+/// sent, the endpoint's socket reads pongs whenever it has nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_payload_is_written_while_the_tunnel_stays_busy() {
     let (a, b) = tokio::io::duplex(1 << 20);
     let flood = Arc::new(Flood::new());
-    let socket = TunnelSocket::client(Faulty::flooded(b, flood.clone()));
+    let gate = Arc::new(Gate::default());
+    let faulty = Faulty { gate: Some(gate.clone()), ..Faulty::flooded(b, flood.clone()) };
+    let socket = TunnelSocket::client(faulty);
     let ws = WebSocketStream::from_raw_socket(socket, WsRole::Client, None).await;
     let mut gateway = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
     let windows = Windows { alone: 1 << 20, shared: 1 << 20 };
@@ -645,18 +649,25 @@ async fn a_held_payload_is_written_while_the_tunnel_stays_busy() {
     })
     .await;
     tokio::spawn(splice);
-    // Twice the size from which the driver holds a payload.
+    // Twice the size from which the driver holds a payload, whole in the socket before the
+    // endpoint reads it and the flood behind it.
     let payload: Vec<u8> = (0..128u32 << 10).map(|i| (i % 251) as u8).collect();
     let data = Frame::Data { stream, payload: Bytes::from(payload.clone()) };
+    gate.shut();
     gateway.send(Message::Binary(data.encode())).await.unwrap();
     flood.start();
+    gate.open();
+    // The driver's own write: what the socket does not take goes to the stream's task, which
+    // may not run before the flood ends.
     let mut received = vec![0u8; payload.len()];
-    tokio::time::timeout(PATIENCE, target.read_exact(&mut received))
+    let (first, rest) = received.split_at_mut(16 << 10);
+    tokio::time::timeout(PATIENCE, target.read_exact(first))
         .await
         .expect("the held payload reached the socket")
         .unwrap();
     assert!(flood.lasts(), "written while the tunnel was still busy, not after");
     flood.stop();
+    tokio::time::timeout(PATIENCE, target.read_exact(rest)).await.unwrap().unwrap();
     assert!(received == payload, "received bytes differ");
 }
 
