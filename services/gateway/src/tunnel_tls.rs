@@ -32,45 +32,39 @@ pub async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::{self, TlsSource};
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    use std::sync::Arc;
+    use crate::cluster::tls::{self, ClusterTlsFiles};
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpSocket;
 
     /// Small socket buffers on both ends, so that a peer that does not read stops a writer after
     /// a few KiB: what a write then takes is what rustls agreed to hold.
-    const SOCKET_BUFFER: u32 = 4096;
+    fn small_buffered() -> TcpSocket {
+        const SOCKET_BUFFER: u32 = 4096;
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
+        socket.set_send_buffer_size(SOCKET_BUFFER).unwrap();
+        socket
+    }
 
-    /// A tunnel's TLS both ways on loopback, through this module's `accept` and `connect`.
+    /// A tunnel's TLS both ways on loopback, through this module's `accept` and `connect`: a
+    /// relay link between two nodes of a generated cluster.
     async fn tunnel_pair() -> (server::TlsStream<TcpStream>, client::TlsStream<TcpStream>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let source = TlsSource::Generated { dir: dir.path().into(), sans: Vec::new() };
-        let identity = tls::load(&source).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        let ca = std::fs::read(identity.ca_file.as_ref().unwrap()).unwrap();
-        roots.add(CertificateDer::from_pem_slice(&ca).unwrap()).unwrap();
-        let client_config =
-            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-
-        let listening = TcpSocket::new_v4().unwrap();
-        listening.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
-        listening.set_send_buffer_size(SOCKET_BUFFER).unwrap();
+        tls::generate(dir.path(), &["node-1".into()]).unwrap();
+        let cluster = tls::load(&ClusterTlsFiles::in_dir(dir.path(), "node-1")).unwrap();
+        let listening = small_buffered();
         listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = listening.listen(1).unwrap();
-        let dialling = TcpSocket::new_v4().unwrap();
-        dialling.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
-        dialling.set_send_buffer_size(SOCKET_BUFFER).unwrap();
-        let (dialled, accepted) =
-            tokio::join!(dialling.connect(listener.local_addr().unwrap()), listener.accept());
-        let acceptor = TlsAcceptor::from(identity.server_config);
-        let connector = TlsConnector::from(Arc::new(client_config));
-        let name = ServerName::try_from("localhost").unwrap();
+        let (dialled, accepted) = tokio::join!(
+            small_buffered().connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let name = ServerName::try_from("node-1").unwrap();
+        let acceptor = TlsAcceptor::from(cluster.server);
         let (server, client) = tokio::join!(
             accept(&acceptor, accepted.unwrap().0),
-            connect(connector, name, dialled.unwrap())
+            connect(TlsConnector::from(cluster.client), name, dialled.unwrap())
         );
         (server.unwrap(), client.unwrap())
     }

@@ -33,11 +33,12 @@ pub(crate) struct ReaderGone;
 /// What became of a payload handed to [`Inbox::deliver`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Delivered {
-    /// Held for the driver to write with the stream's next payloads ([`Inbox::flush`]).
-    /// `now`: the driver flushes at once (the payload is small, or the held payloads fill one
-    /// `writev`); `first`: otherwise, and nothing was held before it, so the driver notes the
-    /// stream.
-    Held { first: bool, now: bool },
+    /// Held for the driver to write with the stream's next payloads ([`Inbox::flush`]) once it
+    /// has read on.
+    Held,
+    /// Held behind what came before it, all to be written now ([`Inbox::flush`]): the payload is
+    /// small, or the held payloads fill one `writev`.
+    Flush,
     /// Queued for the stream's task.
     Queued,
 }
@@ -91,9 +92,8 @@ impl Inbox {
         }
         if s.queue.is_empty() && !s.writing && s.socket.is_some() {
             let now = payload.len() < HOLD_FROM || s.held.len() + 1 >= HOLD_PAYLOADS;
-            let first = s.held.is_empty() && !now;
             s.held.push(payload);
-            return Ok(Delivered::Held { first, now });
+            return Ok(if now { Delivered::Flush } else { Delivered::Held });
         }
         s.queue.push_back(Inbound::Data(payload));
         drop(s);
@@ -259,16 +259,15 @@ mod tests {
             [payload(1, HOLD_FROM), payload(2, 3 * HOLD_FROM + 1), payload(3, HOLD_FROM)];
         let expected: Vec<u8> =
             payloads.iter().chain([&Bytes::from_static(b"end")]).flat_map(|b| b.to_vec()).collect();
-        let mut delivered = payloads.iter().map(|p| inbox.deliver(p.clone()).unwrap());
-        assert_eq!(delivered.next(), Some(Delivered::Held { first: true, now: false }));
-        assert_eq!(delivered.next(), Some(Delivered::Held { first: false, now: false }));
-        assert_eq!(delivered.next(), Some(Delivered::Held { first: false, now: false }));
+        for (i, p) in payloads.iter().enumerate() {
+            assert_eq!(inbox.deliver(p.clone()).unwrap(), Delivered::Held, "payload {i}");
+        }
         let mut probe = [0u8; 1];
         let unwritten = peer.try_read(&mut probe).map_err(|e| e.kind());
         assert_eq!(unwritten, Err(std::io::ErrorKind::WouldBlock), "held, not written");
         assert_eq!(
             inbox.deliver(Bytes::from_static(b"end")).unwrap(),
-            Delivered::Held { first: false, now: true },
+            Delivered::Flush,
             "a small payload is written at once, with what is held before it"
         );
         let written = inbox.flush();
@@ -292,7 +291,7 @@ mod tests {
     async fn an_end_after_held_payloads_comes_after_them() {
         let (inbox, _socket, _peer) = attached().await;
         let held = payload(7, HOLD_FROM);
-        assert!(matches!(inbox.deliver(held.clone()), Ok(Delivered::Held { now: false, .. })));
+        assert_eq!(inbox.deliver(held.clone()).unwrap(), Delivered::Held);
         inbox.end(Inbound::Reset(ResetReason::Aborted));
         assert!(matches!(inbox.next().await, Inbound::Data(bytes) if bytes == held));
         inbox.written();
@@ -313,6 +312,6 @@ mod tests {
         assert!(matches!(inbox.next().await, Inbound::Data(bytes) if bytes.len() == HOLD_FROM));
         inbox.written();
         let held = inbox.deliver(payload(3, HOLD_FROM)).unwrap();
-        assert_eq!(held, Delivered::Held { first: true, now: false }, "nothing queued or written");
+        assert_eq!(held, Delivered::Held, "nothing queued or written");
     }
 }

@@ -402,9 +402,10 @@ struct Driver {
     /// The driver queued a frame for the writer task since it last let the writer run.
     queued_prio: Cell<bool>,
     /// Streams whose inbox holds payloads for the driver to write (`Inbox::flush`) once it has
-    /// read what the tunnel holds now, and the messages read since it began holding. A stream
-    /// flushed on its own in between (a small payload, a full `writev`, its end) stays listed:
-    /// its later flush finds nothing.
+    /// read what the tunnel holds now, and the messages read since it began holding. A stream is
+    /// listed at each payload held unless it was listed last; one listed twice, or flushed on
+    /// its own in between (a small payload, a full `writev`, its end), finds nothing at its later
+    /// flushes.
     held: Vec<StreamId>,
     reads_holding: usize,
 }
@@ -578,14 +579,12 @@ impl Driver {
             }
             Action::Deliver { stream, payload } => {
                 match table.handle(stream).map(|l| l.inbox.deliver(payload)) {
-                    Some(Ok(Delivered::Held { first, now })) => {
-                        if first {
+                    Some(Ok(Delivered::Held)) => {
+                        if self.held.last() != Some(&stream) {
                             self.held.push(stream);
                         }
-                        if now {
-                            return self.flush(stream);
-                        }
                     }
+                    Some(Ok(Delivered::Flush)) => return self.flush(stream),
                     Some(Err(_)) => return self.reset(stream, ResetReason::Aborted),
                     Some(Ok(Delivered::Queued)) | None => {}
                 }
