@@ -263,6 +263,8 @@ pub struct Provisioned {
     pub endpoint: String,
     pub endpoint_name: String,
     pub key: String,
+    /// The scanner credential's id (for revoking it) and its secret.
+    pub credential: String,
     pub scanner_secret: String,
 }
 
@@ -276,6 +278,7 @@ pub async fn provision(api: &ApiClient, endpoint_name: &str) -> Provisioned {
         endpoint: added["endpoint"]["id"].as_str().unwrap().to_string(),
         endpoint_name: endpoint_name.to_string(),
         key: added["key"].as_str().unwrap().to_string(),
+        credential: cred["id"].as_str().unwrap().to_string(),
         scanner_secret: cred["secret"].as_str().unwrap().to_string(),
     }
 }

@@ -215,6 +215,36 @@ async fn wrong_scanner_credentials_and_unknown_endpoints_are_refused() {
     }
 }
 
+/// A credential revoked after its scanner logged in and before its request opens nothing: a SOCKS
+/// client may take up to the negotiation timeout between the two, and the stream must be admitted
+/// on the credential as it is now, not as it was at the login.
+#[actix::test]
+async fn a_credential_revoked_between_login_and_request_opens_nothing() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let echo = echo_server().await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
+    let mut scanner = tokio::net::TcpStream::connect(node.socks()).await.unwrap();
+    let mut login = vec![5, 1, 2, 1, 3];
+    login.extend_from_slice(b"dc1");
+    login.push(p.scanner_secret.len() as u8);
+    login.extend_from_slice(p.scanner_secret.as_bytes());
+    scanner.write_all(&login).await.unwrap();
+    let mut accepted = [0u8; 4];
+    tokio::time::timeout(PATIENCE, scanner.read_exact(&mut accepted)).await.unwrap().unwrap();
+    assert_eq!(accepted, [5, 2, 1, 0], "method choice and login status");
+
+    node.api().revoke_credential(&p.gateway, &p.credential).await.unwrap();
+    let mut request = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    request.extend_from_slice(&echo.port().to_be_bytes());
+    scanner.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 10];
+    tokio::time::timeout(PATIENCE, scanner.read_exact(&mut reply)).await.unwrap().unwrap();
+    assert_eq!(reply[1], 2, "refused as not allowed, not opened: {reply:?}");
+    assert_eq!(node.state.streams.total(), 0);
+    agent.stop();
+}
+
 #[actix::test]
 async fn a_wrong_endpoint_key_is_refused_with_the_seed_message() {
     let node = TestNode::start("node-a", Backend::Embedded);

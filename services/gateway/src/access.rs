@@ -7,7 +7,7 @@
 
 use ism_events::CredentialKind;
 use ism_projectors::directory::{ScanView, ScannerCredentialRow};
-use ism_projectors::EndpointView;
+use ism_projectors::{DirectoryProjection, EndpointView};
 use uuid::Uuid;
 
 /// Why a stream may not run through an endpoint.
@@ -32,6 +32,22 @@ pub fn scan_credential(scan: &ScanView) -> ScannerCredentialRow {
         kind: CredentialKind::Scan,
         revoked: !scan.status.is_active(),
     }
+}
+
+/// The credential `id` as the directory holds it now: a scanner credential, or a scan of the
+/// built-in engine (whose streams run under the scan's id). Both admission's last check and
+/// enforcement read it afresh, since a credential revoked after its scanner logged in must not
+/// open streams with the row read at login. `None` when neither exists (or the directory cannot be
+/// read): no stream may run under it.
+pub fn current_credential(
+    directory: &DirectoryProjection,
+    id: Uuid,
+) -> Option<ScannerCredentialRow> {
+    directory
+        .scanner_credential(id)
+        .ok()
+        .flatten()
+        .or_else(|| directory.scan(id).ok().flatten().map(|s| scan_credential(&s)))
 }
 
 /// May a stream with `credential` run through `endpoint` (looked up as `endpoint_id`) at

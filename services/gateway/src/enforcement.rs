@@ -8,7 +8,7 @@
 //! Admission registers a stream *before* its final check (see [`crate::scanner_stream`]), so a
 //! stream admitted just as access is withdrawn is caught by one or the other.
 
-use crate::access::{scan_credential, stream_allowed};
+use crate::access::{current_credential, stream_allowed};
 use crate::running_streams::RunningStreams;
 use crate::sessions::Sessions;
 use ism_actors::endpoint::{Endpoint, EndpointCommand};
@@ -57,11 +57,8 @@ impl Enforcement {
         }
         let now = self.clock.now_ms();
         let stopped = self.streams.stop_refused(endpoint, |credential| {
-            // A scan of the built-in engine runs under its own id.
-            let row = self.directory.scanner_credential(credential).ok().flatten().or_else(|| {
-                self.directory.scan(credential).ok().flatten().map(|s| scan_credential(&s))
-            });
-            row.is_some_and(|c| stream_allowed(view.as_ref(), &c, endpoint, now).is_ok())
+            current_credential(&self.directory, credential)
+                .is_some_and(|c| stream_allowed(view.as_ref(), &c, endpoint, now).is_ok())
         });
         if stopped > 0 {
             tracing::info!(%endpoint, stopped, "stopped streams whose access was withdrawn");

@@ -4,15 +4,14 @@
 
 use crate::refused_scanners::{RefusedScanners, TurnedAway};
 use ism_actors::credentials::{secret_id, verify_secret, SecretKind};
-use ism_projectors::directory::ScannerCredentialRow;
 use ism_projectors::{DirectoryProjection, EndpointView};
 use uuid::Uuid;
 
 /// A scanner that proved its credential and named an endpoint of the credential's gateway.
 #[derive(Debug)]
 pub struct AuthorisedScanner {
+    /// The credential, looked up afresh at each admission ([`crate::access::current_credential`]).
     pub credential_id: Uuid,
-    pub credential: ScannerCredentialRow,
     pub endpoint: EndpointView,
 }
 
@@ -133,5 +132,5 @@ pub fn authorise(
         credential: credential_id,
         username: username.to_string(),
     })?;
-    Ok(AuthorisedScanner { credential_id, credential, endpoint })
+    Ok(AuthorisedScanner { credential_id, endpoint })
 }

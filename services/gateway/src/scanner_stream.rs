@@ -9,7 +9,7 @@
 //! whose context travels in the `Open` frame so the owner node's and the endpoint's spans join
 //! the trace); the connection's span records the bytes and how the stream ended.
 
-use crate::access::{stream_allowed, AccessDenied};
+use crate::access::{current_credential, stream_allowed, AccessDenied};
 use crate::cluster::RelayError;
 use crate::metrics::NodeMetrics;
 use crate::refusals::RefusedStream;
@@ -204,10 +204,14 @@ async fn open_stream<'a>(
 ) -> Result<OpenedStream<'a>, NotOpened> {
     let endpoint = scanner.endpoint.id;
     // Access is checked, the stream registered, and access checked again: a withdrawal that
-    // lands in between is seen by this check or stops the registered stream.
+    // lands in between is seen by this check or stops the registered stream. Both read the
+    // credential afresh: one revoked since its scanner logged in (a SOCKS client may wait up to
+    // the negotiation timeout between its login and its request) is revoked here too.
     let allowed = || {
         let view = path.directory.endpoint(endpoint).ok().flatten();
-        stream_allowed(view.as_ref(), &scanner.credential, endpoint, path.clock.now_ms())
+        let credential = current_credential(path.directory, scanner.credential_id)
+            .ok_or(AccessDenied::CredentialRevoked)?;
+        stream_allowed(view.as_ref(), &credential, endpoint, path.clock.now_ms())
     };
     // Turned away before any stream: recorded on the gateway (counted when repeated).
     let turned_away = |not_opened: NotOpened| {

@@ -5,7 +5,6 @@
 //! stopping) records nothing more: whoever stopped it recorded why.
 
 use super::tunnel_connector::TunnelConnector;
-use crate::access::scan_credential;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::state::NodeState;
 use ism_actors::scan::ScanCommand;
@@ -200,8 +199,7 @@ async fn drive(
     if let Err(e) = plan.validate() {
         return fail(e.to_string());
     }
-    let scanner =
-        AuthorisedScanner { credential_id: scan.id, credential: scan_credential(scan), endpoint };
+    let scanner = AuthorisedScanner { credential_id: scan.id, endpoint };
     // The engine stops on `engine_stop`; the scan's own token stops it too.
     let engine_stop = stop.child_token();
     let connector = TunnelConnector {
