@@ -5,8 +5,8 @@
 use ism_endpoint::AgentStatus;
 use ism_events::{AggregateId, Event, ManualClock};
 use ism_tests::cluster::{
-    connected, connected_endpoint, echo_server, eventually, http_server, provision, tampered,
-    Backend, TestMachine, TestNode, PATIENCE,
+    connected, connected_endpoint, echo_server, eventually, http_server, provision, recorded,
+    tampered, Backend, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::nats::NatsServer;
 use std::sync::Arc;
@@ -241,6 +241,39 @@ async fn a_credential_revoked_between_login_and_request_opens_nothing() {
     let mut reply = [0u8; 10];
     tokio::time::timeout(PATIENCE, scanner.read_exact(&mut reply)).await.unwrap().unwrap();
     assert_eq!(reply[1], 2, "refused as not allowed, not opened: {reply:?}");
+    assert_eq!(node.state.streams.total(), 0);
+    agent.stop();
+}
+
+/// A stream dropped before the scanner's connection was joined to it (its reply could not be
+/// written) is recorded as closed: the audit never shows a stream opened and never closed.
+#[actix::test]
+async fn a_stream_dropped_before_it_is_joined_is_recorded_as_closed() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let echo = echo_server().await;
+    let (p, _machine, agent) =
+        connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
+    let endpoint = node.state.directory.endpoint(p.endpoint.parse().unwrap()).unwrap().unwrap();
+    let scanner = ism_gateway::scanner_auth::AuthorisedScanner {
+        credential_id: p.credential.parse().unwrap(),
+        endpoint,
+    };
+    let target = ism_tunnel_proto::TargetAddr::Ipv4(std::net::Ipv4Addr::LOCALHOST, echo.port());
+    let path = node.state.scanner_path();
+    let opened = ism_gateway::scanner_stream::open(&path, &scanner, target).await;
+    assert!(opened.is_ok(), "the stream opens");
+    drop(opened);
+    let end = eventually("the dropped stream's close recorded", || {
+        let log = node.state.log.clone();
+        async move {
+            recorded(&*log).await.into_iter().find_map(|e| match e.event {
+                Event::StreamClosed { end, .. } => Some(end),
+                _ => None,
+            })
+        }
+    })
+    .await;
+    assert!(end.contains("dropped before the scanner's connection was joined"), "{end}");
     assert_eq!(node.state.streams.total(), 0);
     agent.stop();
 }

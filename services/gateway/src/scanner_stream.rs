@@ -131,8 +131,11 @@ pub struct OpenedStream<'a> {
     end: EndRecord<'a>,
 }
 
-/// Where and how a stream's end is recorded.
+/// Where and how a stream's end is recorded. A stream dropped before its end was recorded (the
+/// scanner's connection failed as its reply was written, or the task was dropped) is recorded as
+/// ended by its drop, so the audit never shows an open without its close.
 struct EndRecord<'a> {
+    stream: u32,
     /// Its tunnel's actor. `None` for a stream relayed to the node holding the endpoint, which
     /// records it there.
     recorder: Option<Recorder<Tunnel>>,
@@ -140,20 +143,34 @@ struct EndRecord<'a> {
     metrics: &'a NodeMetrics,
     /// The scanner's connection, whose span says what the stream carried.
     connection: Span,
+    recorded: bool,
 }
 
 impl<'a> EndRecord<'a> {
     fn new(
         path: &ScannerPath<'a>,
+        stream: &TunnelStream,
         recorder: Option<Recorder<Tunnel>>,
         cause: Cause,
         connection: &Span,
     ) -> Self {
-        Self { recorder, cause, metrics: path.metrics, connection: connection.clone() }
+        Self {
+            stream: stream.id().0,
+            recorder,
+            cause,
+            metrics: path.metrics,
+            connection: connection.clone(),
+            recorded: false,
+        }
     }
 
     /// Counts and traces how the stream ended, and tells the tunnel actor.
-    fn ended(self, stream: u32, to_target: u64, to_scanner: u64, end: &StreamEnd) {
+    fn ended(mut self, to_target: u64, to_scanner: u64, end: &StreamEnd) {
+        self.record(to_target, to_scanner, end);
+    }
+
+    fn record(&mut self, to_target: u64, to_scanner: u64, end: &StreamEnd) {
+        self.recorded = true;
         self.metrics.stream_ended(to_target, to_scanner);
         let end = match end {
             StreamEnd::Finished => "finished".to_string(),
@@ -168,10 +185,20 @@ impl<'a> EndRecord<'a> {
         self.connection.record("to_target", to_target);
         self.connection.record("to_scanner", to_scanner);
         self.connection.record("end", display(escaped(&end)));
-        if let Some(recorder) = self.recorder {
-            let (sent, received) = (to_target, to_scanner);
+        if let Some(recorder) = self.recorder.take() {
+            let (stream, sent, received) = (self.stream, to_target, to_scanner);
             let closed = TunnelCommand::RecordStreamClosed { stream, sent, received, end };
-            recorder.tell(closed, self.cause);
+            recorder.tell(closed, self.cause.clone());
+        }
+    }
+}
+
+impl Drop for EndRecord<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            let unjoined =
+                "the stream was dropped before the scanner's connection was joined to it";
+            self.record(0, 0, &StreamEnd::SocketError(unjoined.into()));
         }
     }
 }
@@ -284,7 +311,7 @@ async fn open_stream<'a>(
                         continue;
                     }
                     Ok((stream, recorder)) => {
-                        let end = EndRecord::new(path, Some(recorder), cause, connection);
+                        let end = EndRecord::new(path, &stream, Some(recorder), cause, connection);
                         return Ok(OpenedStream {
                             stream,
                             limits: path.limits,
@@ -313,13 +340,10 @@ async fn open_stream<'a>(
         let relayed =
             path.cluster.open_relayed(&owner, target.clone(), relay, trace).instrument(span).await;
         return match relayed {
-            Ok(stream) => Ok(OpenedStream {
-                stream,
-                limits: path.limits,
-                stop,
-                _registered: registered,
-                end: EndRecord::new(path, None, cause, connection),
-            }),
+            Ok(stream) => {
+                let end = EndRecord::new(path, &stream, None, cause, connection);
+                Ok(OpenedStream { stream, limits: path.limits, stop, _registered: registered, end })
+            }
             Err(RelayError::Open(OpenStreamError::Refused {
                 reason: OpenFailure::NotHeld,
                 ..
@@ -408,7 +432,6 @@ impl OpenedStream<'_> {
     /// Joins the stream to the scanner's socket (after sending `initial`, bytes already read
     /// from it) until it ends, and records how it ended.
     pub async fn splice(self, tcp: TcpStream, initial: Bytes) {
-        let id = self.stream.id().0;
         let options = SpliceOptions {
             initial,
             stop: self.stop,
@@ -418,7 +441,7 @@ impl OpenedStream<'_> {
         // The scanner is this side's socket: what it sent goes to the target. Spliced on its
         // session's tunnel thread (see `crate::tunnel_threads`).
         let report = self.stream.splice_beside_session(tcp, options).await;
-        self.end.ended(id, report.sent, report.received, &report.end);
+        self.end.ended(report.sent, report.received, &report.end);
     }
 
     /// Runs `exchange` on the stream's two halves, for a caller that moves the bytes itself
@@ -429,7 +452,6 @@ impl OpenedStream<'_> {
         self,
         exchange: impl AsyncFnOnce(&mut StreamReader, &mut StreamWriter, &mut Moved) -> StreamEnd,
     ) -> StreamEnd {
-        let id = self.stream.id().0;
         let (mut reader, mut writer) = self.stream.split();
         let mut moved = Moved::default();
         let end = tokio::select! {
@@ -442,7 +464,7 @@ impl OpenedStream<'_> {
             StreamEnd::Finished | StreamEnd::Reset(_) => {}
         }
         let (sent, received) = (moved.sent, moved.received);
-        self.end.ended(id, sent, received, &end);
+        self.end.ended(sent, received, &end);
         end
     }
 }
