@@ -268,10 +268,9 @@ async fn malformed_or_ambiguous_requests_get_400_and_slow_ones_408() {
     agent.stop();
 }
 
-#[actix::test]
-async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
-    let node = TestNode::start("node-a", Backend::Embedded);
-    // A target that takes the request and never answers; it says when it has the head.
+/// A loopback target that takes a request and never answers nor closes; the receiver learns when
+/// it has the request's head. Returns its port.
+async fn silent_target() -> (u16, tokio::sync::oneshot::Receiver<()>) {
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = silent.local_addr().unwrap().port();
     let (heard, has_head) = tokio::sync::oneshot::channel();
@@ -287,7 +286,17 @@ async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
         }
         let _ = heard.send(());
         let _ = s.read_to_end(&mut got).await;
+        // Even once the client's side has ended: still open, still silent.
+        std::future::pending::<()>().await;
+        drop(s);
     });
+    (port, has_head)
+}
+
+#[actix::test]
+async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let (port, has_head) = silent_target().await;
     let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
     let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
     let request = format!(
@@ -301,6 +310,58 @@ async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
     let mut got = Vec::new();
     let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
     // A reset, not a clean end: the client cannot take the missing response for an empty one.
+    let err = read.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
+    node.streams_end().await;
+    agent.stop();
+}
+
+/// A forwarded request is held to the stream time limits a tunnelled one is: a client that stops
+/// half-way through its body is reset after the idle timeout, and its stream's slot is freed.
+#[actix::test]
+async fn a_forwarded_request_whose_client_goes_quiet_is_reset_after_the_idle_timeout() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.stream_limits.idle_timeout = Some(std::time::Duration::from_secs(2));
+    });
+    let (port, has_head) = silent_target().await;
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
+    // Three bytes of a ten-byte body, then nothing.
+    let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
+    let head = format!(
+        "POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nProxy-Authorization: Basic {}\r\nContent-Length: 10\r\n\r\nabc",
+        basic("dc1", &p.scanner_secret)
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
+    let err = read.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
+    node.streams_end().await;
+    agent.stop();
+}
+
+/// A client that has sent its whole request and closed its side, to a target that stays silent
+/// and open, is reset once the half-closed timeout has passed (with no idle timeout at all), and
+/// its stream's slot is freed.
+#[actix::test]
+async fn a_forwarded_request_half_closed_before_a_silent_target_is_reset() {
+    let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
+        c.stream_limits.idle_timeout = None;
+        c.stream_limits.half_closed_timeout = std::time::Duration::from_secs(2);
+    });
+    let (port, has_head) = silent_target().await;
+    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
+    let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{port}/slow HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n\r\n",
+        basic("dc1", &p.scanner_secret)
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
+    client.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
     let err = read.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
     node.streams_end().await;

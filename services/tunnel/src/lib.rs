@@ -35,6 +35,6 @@ pub use ism_tunnel_proto::Timing;
 pub use session::{Incoming, Session, SessionConfig, DEFAULT_WINDOW_BUDGET};
 pub use socket::TunnelSocket;
 pub use stream::{
-    Expiry, IncomingStream, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,
-    TunnelStream,
+    Expiry, IncomingStream, QuietLimits, SpliceOptions, SpliceReport, StreamEnd, StreamReader,
+    StreamWriter, TunnelStream,
 };

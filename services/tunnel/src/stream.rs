@@ -69,17 +69,21 @@ pub struct SpliceOptions {
     pub half_closed_timeout: Option<Duration>,
 }
 
-/// When a quiet stream expires: the rule, with time passed in.
+/// When a quiet stream expires: the rule, with time passed in. A splice applies it itself; a
+/// caller that moves a stream's bytes itself (the gateway's forwarded HTTP request) applies it
+/// with its own count of when a byte last moved.
 #[derive(Debug, Clone, Copy)]
-struct QuietLimits {
-    idle: Option<Duration>,
-    half_closed: Option<Duration>,
+pub struct QuietLimits {
+    /// See [`SpliceOptions::idle_timeout`].
+    pub idle: Option<Duration>,
+    /// See [`SpliceOptions::half_closed_timeout`].
+    pub half_closed: Option<Duration>,
 }
 
 impl QuietLimits {
     /// The deadline after the last byte moved at `last`, with one side finished or not; `None`
     /// when no limit applies.
-    fn deadline(
+    pub fn deadline(
         &self,
         last: tokio::time::Instant,
         half_closed: bool,

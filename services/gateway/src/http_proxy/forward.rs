@@ -37,17 +37,16 @@ pub async fn exchange(
     Forward { request, mut buffered, mut body }: Forward,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-    moved: &mut Moved,
+    moved: &Moved,
 ) -> StreamEnd {
     let (mut from_client, mut to_client) = tcp.split();
-    let Moved { sent, received } = moved;
     let up = async {
-        *sent += request.len() as u64;
+        moved.sent(request.len());
         writer.send(Bytes::from(request)).await?;
         loop {
             let n = body.feed(&buffered).map_err(|e| StreamEnd::SocketError(e.to_string()))?;
             if n > 0 {
-                *sent += n as u64;
+                moved.sent(n);
                 writer.send(buffered.split_to(n).freeze()).await?;
             }
             if body.is_done() {
@@ -66,6 +65,7 @@ pub async fn exchange(
         loop {
             buffered.clear();
             if from_client.read_buf(&mut buffered).await.map_err(socket_error)? == 0 {
+                moved.half_closed();
                 return writer.finish().await;
             }
         }
@@ -74,7 +74,7 @@ pub async fn exchange(
         while let Some(chunk) = reader.recv().await {
             let chunk = chunk?;
             to_client.write_all(&chunk).await.map_err(socket_error)?;
-            *received += chunk.len() as u64;
+            moved.received(chunk.len());
         }
         Ok::<(), StreamEnd>(())
     };

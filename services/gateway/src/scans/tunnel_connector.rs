@@ -107,10 +107,9 @@ async fn pipe(
     pipe: DuplexStream,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-    moved: &mut Moved,
+    moved: &Moved,
 ) -> StreamEnd {
     let (mut from_engine, mut to_engine) = tokio::io::split(pipe);
-    let Moved { sent, received } = moved;
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -121,14 +120,14 @@ async fn pipe(
             if n == 0 {
                 return writer.finish().await;
             }
-            *sent += n as u64;
+            moved.sent(n);
             writer.send(Bytes::copy_from_slice(&buf[..n])).await?;
         }
     };
     let down = async {
         while let Some(chunk) = reader.recv().await {
             let chunk = chunk?;
-            *received += chunk.len() as u64;
+            moved.received(chunk.len());
             to_engine.write_all(&chunk).await.map_err(|e| StreamEnd::SocketError(e.to_string()))?;
         }
         to_engine.shutdown().await.map_err(|e| StreamEnd::SocketError(e.to_string()))
