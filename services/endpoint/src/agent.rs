@@ -247,6 +247,9 @@ impl Agent {
             // Said here, once logging runs, rather than when the configuration is read.
             tracing::warn!("allowedTargets is empty: every scanner request will be refused until you list the hosts and ports to allow in application.properties");
         }
+        if self.dialer.proxy_resolves_names() {
+            tracing::warn!("The web proxy resolves the host names of scanned URLs (proxyResolveUrlHostname = false): a name that resolves only at the proxy is sent to it unchecked, so the refusal of this host's own, link-local and cloud metadata addresses relies on the name also resolving on this machine");
+        }
         self.report("connecting", None, None);
         // The gateway addresses are tried in turn: the next at once when one fails, a pause only
         // once all of them failed since the last pause.
@@ -263,10 +266,8 @@ impl Agent {
                 Ok(link) => {
                     ever_connected = true;
                     tracing::info!(
-                        "Connected to the gateway {} (node {}) as endpoint {}",
-                        link.gateway,
-                        link.node,
-                        link.endpoint_name
+                        "{}",
+                        connected_line(&link.gateway, &link.node, &link.endpoint_name)
                     );
                     let since = SystemTime::now();
                     let since_ms = ism_time::now_ms();
@@ -311,12 +312,11 @@ impl Agent {
                     if *stop.borrow() {
                         break None;
                     }
+                    let line = session_ended_line(&reason, moving);
                     if moving {
-                        tracing::info!(
-                            "The gateway node is draining ({reason}); connecting to another node"
-                        );
+                        tracing::info!("{line}");
                     } else {
-                        tracing::warn!("The tunnel to the gateway closed ({reason}); reconnecting");
+                        tracing::warn!("{line}");
                     }
                     if started.elapsed() >= STABLE_AFTER {
                         backoff.reset();
@@ -347,7 +347,7 @@ impl Agent {
                         break Some(d);
                     }
                     tracing::error!("{}", d.message);
-                    tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
+                    tracing::error!("{}", d.cause_line());
                     status.send_replace(AgentStatus::Connecting {
                         attempt,
                         last_error: Some(d.to_string()),
@@ -374,7 +374,7 @@ impl Agent {
                     "{}",
                     if ever_connected { d.message.clone() } else { d.exit_line() }
                 );
-                tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
+                tracing::error!("{}", d.cause_line());
                 self.report("stopped", None, Some(d.to_string()));
                 status.send_replace(AgentStatus::Stopped(Some(d.clone())));
                 Err(d)
@@ -385,6 +385,28 @@ impl Agent {
                 Ok(())
             }
         }
+    }
+}
+
+/// The line for a new session. The node and the endpoint name are the gateway's words, shown
+/// escaped so that they cannot forge log lines.
+fn connected_line(gateway: &str, node: &str, endpoint_name: &str) -> String {
+    format!(
+        "Connected to the gateway {} (node {}) as endpoint {}",
+        escaped(gateway),
+        escaped(node),
+        escaped(endpoint_name)
+    )
+}
+
+/// The line for a session that ended, `moving` when the gateway asked the endpoint to move. The
+/// reason may carry the gateway's words (the move's reason): shown escaped.
+fn session_ended_line(reason: &ism_tunnel::CloseReason, moving: bool) -> String {
+    let reason = escaped(reason);
+    if moving {
+        format!("The gateway node is draining ({reason}); connecting to another node")
+    } else {
+        format!("The tunnel to the gateway closed ({reason}); reconnecting")
     }
 }
 
@@ -451,4 +473,27 @@ async fn serve_streams(mut incoming: Incoming, dialer: Arc<Dialer>, metrics: Arc
 /// "Measured" in ARCHITECTURE.md).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_tunnel::CloseReason;
+
+    #[test]
+    fn the_gateways_words_are_logged_escaped() {
+        let line = connected_line("gw:443", "node-a\nERROR - forged", "dc1\u{1b}[2J");
+        assert_eq!(
+            line,
+            "Connected to the gateway gw:443 (node node-a\\nERROR - forged) as endpoint dc1\\u{1b}[2J"
+        );
+        let moved = CloseReason::Local("moving to another node: drain\r\nERROR - forged".into());
+        let line = session_ended_line(&moved, true);
+        assert!(
+            line.contains("drain\\r\\nERROR - forged") && !line.contains(['\r', '\n']),
+            "{line}"
+        );
+        let closed = session_ended_line(&CloseReason::Transport("reset\n".into()), false);
+        assert!(closed.contains("reset\\n") && !closed.contains('\n'), "{closed}");
+    }
 }

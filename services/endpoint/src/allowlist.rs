@@ -10,8 +10,13 @@
 //! other rules (`*`, `0.0.0.0/0`): this host itself (loopback, the unspecified address), link-local
 //! (where cloud metadata services live) and the clouds' metadata addresses outside it (see
 //! `SENSITIVE`). An IPv6 address that carries an IPv4 address the network delivers to
-//! (IPv4-compatible, NAT64, 6to4) is as sensitive as the address it carries, since reaching it
-//! reaches that address.
+//! (IPv4-compatible, NAT64 with the well-known prefix `64:ff9b::/96` or inside the local-use
+//! `64:ff9b:1::/48`, 6to4) is as sensitive as the address it carries, since reaching it reaches
+//! that address (see `EMBEDDINGS`).
+//!
+//! The endpoint's own web proxy is refused the same way, by the dialer (only it knows the proxy),
+//! unless a rule names exactly its address and port ([`Allowlist::names_address_and_port`]): a
+//! stream to the proxy would let a scanner send its own `CONNECT` anywhere, past these rules.
 //!
 //! Syntax (comma-separated): `host[:ports]` where host is `*`, an IP, a CIDR (IPv6 in
 //! brackets), a name, `*.domain` (names below the domain) or `*domain` (the domain and the names
@@ -122,12 +127,27 @@ const SENSITIVE: &[Range] = &[
     v6([0xfd00, 0x0042, 0, 0, 0, 0, 0, 0x0042], 128, Sensitive::CloudMetadata),
 ];
 
-/// IPv6 prefixes followed directly by an IPv4 address that traffic to the IPv6 address reaches:
-/// IPv4-compatible `::a.b.c.d` (deprecated, still tunnelled by some stacks), NAT64 `64:ff9b::/96`
-/// (RFC 6052: the translator connects to the IPv4 address) and 6to4 `2002::/16` (RFC 3056: the
-/// packet is tunnelled to the IPv4 address). IPv4-mapped addresses are not here: the socket
-/// connects over IPv4, so they are checked as IPv4 addresses ([`normalise`]).
-const EMBEDDINGS: &[(u128, u8)] = &[(0, 96), (0x0064_ff9b << 96, 96), (0x2002 << 112, 16)];
+/// An IPv6 prefix whose addresses carry an IPv4 address that traffic to them reaches.
+struct Embedding {
+    prefix: u128,
+    len: u8,
+    /// Where the IPv4 address sits: this many bits above the address's last bit.
+    ipv4_shift: u32,
+}
+
+/// The IPv6 forms that carry an IPv4 address: IPv4-compatible `::a.b.c.d` (deprecated, still
+/// tunnelled by some stacks), NAT64 (RFC 6052: the translator connects to the IPv4 address) with
+/// the well-known prefix `64:ff9b::/96` or inside the local-use `64:ff9b:1::/48` (RFC 8215; its
+/// operators use a /96 inside it, so the IPv4 address is the last 32 bits), and 6to4 `2002::/16`
+/// (RFC 3056: the packet is tunnelled to the IPv4 address, the 32 bits after the prefix).
+/// IPv4-mapped addresses are not here: the socket connects over IPv4, so they are checked as IPv4
+/// addresses ([`normalise`]).
+const EMBEDDINGS: &[Embedding] = &[
+    Embedding { prefix: 0, len: 96, ipv4_shift: 0 },
+    Embedding { prefix: 0x0064_ff9b << 96, len: 96, ipv4_shift: 0 },
+    Embedding { prefix: 0x0064_ff9b_0001 << 80, len: 48, ipv4_shift: 0 },
+    Embedding { prefix: 0x2002 << 112, len: 16, ipv4_shift: 80 },
+];
 
 fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
@@ -156,23 +176,26 @@ fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8, Sensitive)> {
         return Some((r.net, r.bits, r.kind));
     }
     let IpAddr::V6(v6) = ip else { return None };
-    let bits = u128::from(v6);
-    EMBEDDINGS.iter().find_map(|&(prefix, len)| {
-        if bits >> (128 - u32::from(len)) != prefix >> (128 - u32::from(len)) {
-            return None;
-        }
-        let shift = 128 - u32::from(len) - 32;
-        // The 32 bits after the prefix: the truncation keeps exactly them.
-        let carried = Ipv4Addr::from((bits >> shift) as u32);
-        match SENSITIVE.iter().find(|r| in_cidr(IpAddr::V4(carried), r.net, r.bits))? {
-            Range { net: IpAddr::V4(net), bits, kind } => Some((
-                IpAddr::V6(Ipv6Addr::from(prefix | u128::from(u32::from(*net)) << shift)),
-                len + bits,
-                *kind,
-            )),
-            Range { net: IpAddr::V6(_), .. } => None,
-        }
-    })
+    EMBEDDINGS.iter().find_map(|e| carried_range(u128::from(v6), e))
+}
+
+/// The sensitive range of the IPv4 address `e` carries in `bits`, as IPv6: `bits` above the
+/// carried address kept (for the local-use NAT64 prefix, they choose the operator's /96), the
+/// carried address's range in its place, anything below free.
+fn carried_range(bits: u128, e: &Embedding) -> Option<(IpAddr, u8, Sensitive)> {
+    if bits >> (128 - u32::from(e.len)) != e.prefix >> (128 - u32::from(e.len)) {
+        return None;
+    }
+    // The truncation keeps exactly the 32 bits of the carried address.
+    let carried = Ipv4Addr::from((bits >> e.ipv4_shift) as u32);
+    let range = SENSITIVE.iter().find(|r| in_cidr(IpAddr::V4(carried), r.net, r.bits))?;
+    let IpAddr::V4(net) = range.net else { return None };
+    let field = u128::from(u32::MAX) << e.ipv4_shift;
+    let image = (bits & !field) | u128::from(u32::from(net)) << e.ipv4_shift;
+    // At least 16 + 8 bits (6to4 carrying a /8) and at most 128: the shift stays in range.
+    let len = 128 - e.ipv4_shift - 32 + u32::from(range.bits);
+    let network = image & (u128::MAX << (128 - len));
+    Some((IpAddr::V6(Ipv6Addr::from(network)), len as u8, range.kind))
 }
 
 /// Whether `name` is really an address: a name whose last label is a number (`10.0.0.1`,
@@ -240,6 +263,31 @@ impl Allowlist {
     pub fn allows_name(&self, requested: &str, port: u16) -> bool {
         let requested = canonical_name(requested);
         self.rules.iter().any(|r| in_range(port, r.ports) && r.host.names(&requested))
+    }
+
+    /// Whether any address `requested` (a name) resolves to could be allowed on `port`: a rule for
+    /// that port is `*`, a CIDR or names `requested`. When none is, the name need not be looked
+    /// up, and is not: a refusal then tells a scanner nothing about what an internal name
+    /// resolves to.
+    pub fn may_allow_name(&self, requested: &str, port: u16) -> bool {
+        let requested = canonical_name(requested);
+        self.rules.iter().any(|r| {
+            in_range(port, r.ports)
+                && match &r.host {
+                    HostRule::Any | HostRule::Cidr(..) => true,
+                    host => host.names(&requested),
+                }
+        })
+    }
+
+    /// Whether a rule names exactly `ip` and only `port` (`10.0.0.9:3128`, `[fd00::9]:3128`): the
+    /// one way to allow what no broad rule may, the endpoint's own web proxy. Port and address
+    /// both, since a rule for a proxy host's address says nothing about handing scanners the
+    /// proxy itself.
+    pub fn names_address_and_port(&self, ip: IpAddr, port: u16) -> bool {
+        let ip = normalise(ip);
+        let whole = if ip.is_ipv4() { 32 } else { 128 };
+        self.rules.iter().any(|r| r.host == HostRule::Cidr(ip, whole) && r.ports == (port, port))
     }
 
     /// Whether connecting to `ip:port`, reached by asking for `requested` (a name or an IP
@@ -509,6 +557,44 @@ mod tests {
         assert!(allows_ip("[64:ff9b::a9fe:a9fe]", "64:ff9b::a9fe:a9fe", 80));
         assert!(allows_ip("[2002:a9fe:a9fe::/48]", "2002:a9fe:a9fe::1", 80));
         assert!(!allows_ip("169.254.169.254", "64:ff9b::a9fe:a9fe", 80));
+    }
+
+    #[test]
+    fn the_local_use_nat64_prefix_carries_the_ipv4_address_in_its_last_32_bits() {
+        let link_local = Err(Refusal::Sensitive(Sensitive::LinkLocal));
+        assert_eq!(refusal("*", "64:ff9b:1::a9fe:a9fe"), link_local);
+        // Whichever /96 inside the /48 the operator translates with.
+        assert_eq!(refusal("[::/0]", "64:ff9b:1:2:3:4:a9fe:a9fe"), link_local);
+        assert_eq!(refusal("*", "64:ff9b:1::7f00:1"), Err(Refusal::Sensitive(Sensitive::ThisHost)));
+        assert!(allows_ip("*", "64:ff9b:1::a00:1", 80), "10.0.0.1 is ordinary");
+        // A rule naming that address allows it; one merely containing it does not.
+        assert!(allows_ip("[64:ff9b:1::a9fe:a9fe/128]", "64:ff9b:1::a9fe:a9fe", 80));
+        assert!(allows_ip("[64:ff9b:1:2:3:4:a9fe:a9fe/128]", "64:ff9b:1:2:3:4:a9fe:a9fe", 80));
+        for broad in ["[64:ff9b:1::/48]", "[64:ff9b:1::/96]", "169.254.169.254"] {
+            assert!(!allows_ip(broad, "64:ff9b:1::a9fe:a9fe", 80), "{broad}");
+        }
+    }
+
+    #[test]
+    fn a_name_is_worth_resolving_only_when_a_rule_for_its_port_could_allow_it() {
+        let a = Allowlist::parse("app.corp:443, *.apps.corp:8443").unwrap();
+        assert!(a.may_allow_name("APP.corp.", 443) && a.may_allow_name("x.apps.corp", 8443));
+        for (name, port) in [("localhost", 22), ("localhost", 443), ("app.corp", 22)] {
+            assert!(!a.may_allow_name(name, port), "{name}:{port}");
+        }
+        let a = Allowlist::parse("10.0.0.0/8:80").unwrap();
+        assert!(a.may_allow_name("anything.corp", 80) && !a.may_allow_name("anything.corp", 81));
+    }
+
+    #[test]
+    fn only_a_rule_for_exactly_one_address_and_port_names_them() {
+        let a = Allowlist::parse("10.0.0.9:3128, 10.0.0.0/8, [fd00::9]:3128, 10.0.0.7").unwrap();
+        for (address, port) in [("10.0.0.9", 3128), ("::ffff:10.0.0.9", 3128), ("fd00::9", 3128)] {
+            assert!(a.names_address_and_port(ip(address), port), "{address}");
+        }
+        assert!(!a.names_address_and_port(ip("10.0.0.9"), 3129));
+        assert!(!a.names_address_and_port(ip("10.0.0.8"), 3128), "only inside the /8");
+        assert!(!a.names_address_and_port(ip("10.0.0.7"), 3128), "every port is not this one");
     }
 
     #[test]

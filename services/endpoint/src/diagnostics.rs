@@ -15,6 +15,7 @@ use crate::messages::{
     GATEWAY_DIAGNOSTIC_ADVICE,
 };
 use bytes::Bytes;
+use ism_escape::escaped;
 use ism_tunnel_proto::{OpenFailure, TargetAddr, DIAGNOSTIC_ECHO_HOST};
 use serde::Serialize;
 use std::sync::Arc;
@@ -385,9 +386,11 @@ fn informational(lines: Vec<String>) -> impl Iterator<Item = (Level, String)> {
     lines.into_iter().map(|l| (Level::INFO, l))
 }
 
+/// A section's failure and its advice. The error may carry the gateway's words (a refusal's
+/// reason) or a target's, so it is shown escaped.
 fn failure(lines: &mut Vec<(Level, String)>, section: &Section) {
     if let Some(e) = &section.error {
-        lines.push((Level::ERROR, e.clone()));
+        lines.push((Level::ERROR, escaped(e).to_string()));
     }
     if let Some(advice) = section.advice {
         lines.push((Level::WARN, advice.into()));
@@ -430,6 +433,15 @@ mod tests {
         assert!(Params::from_args(&["http://x".into(), "0".into()], &defaults())
             .unwrap_err()
             .contains("diagnosticUrlBatchCount"));
+    }
+
+    #[test]
+    fn a_failure_is_shown_on_one_line() {
+        let error = Some("the gateway refused the key: no\nINFO - forged".to_string());
+        let mut lines = Vec::new();
+        failure(&mut lines, &Section { samples: Vec::new(), error, advice: None });
+        let shown = "the gateway refused the key: no\\nINFO - forged".to_string();
+        assert_eq!(lines, [(Level::ERROR, shown)]);
     }
 
     #[test]

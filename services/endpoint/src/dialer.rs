@@ -3,11 +3,27 @@
 //! connect timeout, directly or through the web proxy when it is configured for URLs. A refusal
 //! carries the reason the scanner will see as a SOCKS reply code.
 //!
-//! When the proxy resolves URL host names ("let endpoint resolve hostname for URLs" off), the
-//! endpoint never looks the name up, so only host-name rules of the allowlist can allow it.
+//! Nothing is looked up for a name that is not a plausible DNS host name (the rule the gateway's
+//! ingress applies, [`ism_ingress_proto::host::host_name`]: the endpoint does not rely on the
+//! gateway for it, and a name goes verbatim into the proxy's `CONNECT`), nor for one no rule for
+//! its port could allow, so refusals tell a scanner nothing about what internal names resolve to.
+//!
+//! The endpoint's own web proxy is no target, whatever the rules, unless one names exactly its
+//! address and port ([`Allowlist::names_address_and_port`]): a stream to it would let a scanner
+//! send its own `CONNECT` anywhere, past the allowlist. It is recognised by address, the proxy
+//! host resolved as `proxy::connect` resolves it, whenever a target's port is the proxy's,
+//! whether the proxy carries URLs or only the gateway connection.
+//!
+//! When the proxy resolves URL host names ("let endpoint resolve hostname for URLs" off), only
+//! host-name rules of the allowlist can allow a name; `localhost`, the names below it and those
+//! whose first label it is are refused (the proxy would reach its own loopback); and the endpoint
+//! still tries to resolve the name itself, refusing it when an address is sensitive or the
+//! proxy's own. A name only the proxy can resolve (why this mode exists) goes to the proxy
+//! unchecked: in this mode those checks rely on local resolution, as the agent warns at start-up.
 
-use crate::allowlist::{Allowlist, Refusal};
-use crate::proxy::{self, ProxyConfig, ProxyError};
+use crate::allowlist::{Allowlist, Refusal, Sensitive};
+use crate::proxy::{self, ProxyConfig, ProxyError, ProxyScope};
+use ism_ingress_proto::host;
 use ism_tunnel_proto::{OpenFailure, TargetAddr};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -51,6 +67,14 @@ impl Plan<'_> {
 }
 
 impl Dialer {
+    /// Whether the web proxy is given the names of URL targets to resolve, so that sensitive
+    /// addresses are caught only when the name also resolves here.
+    pub fn proxy_resolves_names(&self) -> bool {
+        self.proxy
+            .as_ref()
+            .is_some_and(|p| p.scope == ProxyScope::GatewayAndUrls && !p.resolve_urls)
+    }
+
     /// Plans and connects, in spans of the caller's (`dns.resolve`, `allowlist.check`,
     /// `target.connect`), so a trace shows where a slow or refused dial spent its time.
     pub async fn dial(&self, target: &TargetAddr) -> Result<TcpStream, DialFailure> {
@@ -98,24 +122,152 @@ impl Dialer {
         let proxy = self.proxy.as_ref().filter(|p| p.for_url(&host));
         // A name that is an IP literal is that address: there is nothing to resolve.
         let literal = host.parse::<IpAddr>().ok();
+        if literal.is_none() {
+            check_host_name(&host)?;
+        }
         if let (TargetAddr::Domain(name, _), Some(p), None) = (target, proxy, literal) {
             if !p.resolve_urls {
-                let allowed = self.allowlist.allows_name(name, port);
-                let _check =
-                    tracing::info_span!("allowlist.check", by = "name", allowed = allowed as usize);
-                if !allowed {
-                    return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
-                }
-                return Ok(Plan::ProxyByName(p, name));
+                return self.plan_by_name(target, p, name).await;
             }
         }
-        let candidates: Vec<IpAddr> = match literal {
+        let candidates = match literal {
             Some(ip) => vec![ip],
-            None => {
-                let resolved = tokio::time::timeout(
-                    self.connect_timeout,
-                    tokio::net::lookup_host((host.as_str(), port)),
-                )
+            None if self.allowlist.may_allow_name(&host, port) => self.resolve(&host, port).await?,
+            None => return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets: no rule for port {port} could allow it, so it was not looked up"))),
+        };
+        let own_proxy = self.own_proxy(port).await?;
+        let allowed = self.allowed_addresses(target, &host, &candidates, &own_proxy)?;
+        Ok(Plan::Addresses(allowed, proxy))
+    }
+
+    /// Those of `candidates`, resolved from `host`, that may be connected to; if none, why not.
+    fn allowed_addresses(
+        &self,
+        target: &TargetAddr,
+        host: &str,
+        candidates: &[IpAddr],
+        own_proxy: &[IpAddr],
+    ) -> Result<Vec<IpAddr>, DialFailure> {
+        let port = target.port();
+        // The address connected to is exactly one that was checked: no second resolution.
+        let check = tracing::info_span!("allowlist.check", by = "address", allowed = Empty);
+        let mut allowed = Vec::new();
+        let mut withheld = None;
+        for ip in candidates {
+            match self.verdict(host, *ip, port, own_proxy) {
+                Verdict::Allowed => allowed.push(*ip),
+                Verdict::Withheld(w) => withheld = withheld.or(Some(w)),
+                Verdict::NotListed => {}
+            }
+        }
+        check.record("allowed", allowed.len());
+        if !allowed.is_empty() {
+            return Ok(allowed);
+        }
+        let resolved: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
+        let why = withheld.map(|w| format!(": {}", w.explain(port))).unwrap_or_default();
+        Err(fail(
+            OpenFailure::NotAllowed,
+            format!(
+                "{target} (resolved to {}) is not in this endpoint's allowedTargets{why}",
+                resolved.join(", ")
+            ),
+        ))
+    }
+
+    /// The plan when the proxy resolves `name`: allowed by host-name rules alone, never the
+    /// proxy's own loopback or the proxy itself, and checked by address too when the name also
+    /// resolves here.
+    async fn plan_by_name<'a>(
+        &self,
+        target: &TargetAddr,
+        p: &'a ProxyConfig,
+        name: &'a str,
+    ) -> Result<Plan<'a>, DialFailure> {
+        let port = target.port();
+        let allowed = self.allowlist.allows_name(name, port);
+        let _check =
+            tracing::info_span!("allowlist.check", by = "name", allowed = allowed as usize);
+        if !allowed {
+            return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets (the proxy resolves names, so only host-name rules apply)")));
+        }
+        if names_loopback(name) {
+            return Err(fail(OpenFailure::NotAllowed, format!("{target} names the loopback of the host that resolves it, here the web proxy's own, which is never a target while the proxy resolves names")));
+        }
+        if p.port == port && same_name(name, &p.host) {
+            return Err(fail(
+                OpenFailure::NotAllowed,
+                format!("{target} is the endpoint's own web proxy, never a target by name"),
+            ));
+        }
+        // Usually the name does not resolve here (why the proxy resolves it): then it goes as is.
+        if let Ok(addresses) = self.resolve(name, port).await {
+            let own_proxy = self.own_proxy(port).await?;
+            self.check_resolved_here(target, name, &addresses, &own_proxy)?;
+        }
+        Ok(Plan::ProxyByName(p, name))
+    }
+
+    /// Refuses `name`, which the proxy will resolve, when an address it resolves to here is one
+    /// no broad rule may allow: the proxy most likely resolves it alike.
+    fn check_resolved_here(
+        &self,
+        target: &TargetAddr,
+        name: &str,
+        addresses: &[IpAddr],
+        own_proxy: &[IpAddr],
+    ) -> Result<(), DialFailure> {
+        let port = target.port();
+        let withheld =
+            addresses.iter().find_map(|ip| match self.verdict(name, *ip, port, own_proxy) {
+                Verdict::Withheld(w) => Some(w),
+                Verdict::Allowed | Verdict::NotListed => None,
+            });
+        match withheld {
+            Some(w) => Err(fail(
+                OpenFailure::NotAllowed,
+                format!("{target} resolves here to {}: {}", w.ip(), w.explain(port)),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// What the rules say of `ip:port`, asked for as `requested`, with the endpoint's own proxy
+    /// (at `own_proxy`, for this port) withheld like a sensitive address.
+    fn verdict(&self, requested: &str, ip: IpAddr, port: u16, own_proxy: &[IpAddr]) -> Verdict {
+        match self.allowlist.check(requested, ip, port) {
+            Err(Refusal::Sensitive(why)) => Verdict::Withheld(Withheld::Sensitive(ip, why)),
+            Err(Refusal::NotListed) => Verdict::NotListed,
+            Ok(())
+                if own_proxy.contains(&ip.to_canonical())
+                    && !self.allowlist.names_address_and_port(ip, port) =>
+            {
+                Verdict::Withheld(Withheld::OwnProxy(ip.to_canonical()))
+            }
+            Ok(()) => Verdict::Allowed,
+        }
+    }
+
+    /// The addresses of the endpoint's web proxy when `port` is its port (none otherwise),
+    /// resolved as `proxy::connect` resolves them. When they cannot be, no target on that port can
+    /// be told apart from the proxy, and the dial is refused.
+    async fn own_proxy(&self, port: u16) -> Result<Vec<IpAddr>, DialFailure> {
+        let Some(p) = self.proxy.as_ref().filter(|p| p.port == port) else { return Ok(Vec::new()) };
+        let resolved = tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::lookup_host((p.host.as_str(), port)),
+        )
+        .await;
+        match resolved {
+            Ok(Ok(addresses)) => Ok(addresses.map(|a| a.ip().to_canonical()).collect()),
+            _ => Err(fail(OpenFailure::NotAllowed, format!("the endpoint's own web proxy {}:{port} does not resolve, so a target on its port cannot be told apart from it", p.host))),
+        }
+    }
+
+    /// The addresses `host` resolves to, within the connect timeout.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, DialFailure> {
+        let resolved =
+            tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
                 .instrument(tracing::info_span!("dns.resolve"))
                 .await
                 .map_err(|_| {
@@ -124,41 +276,65 @@ impl Dialer {
                 .map_err(|e| {
                     fail(OpenFailure::HostUnreachable, format!("cannot resolve {host}: {e}"))
                 })?;
-                resolved.map(|a| a.ip()).collect()
-            }
-        };
-        // The address connected to is exactly one that was checked: no second resolution.
-        let check = tracing::info_span!("allowlist.check", by = "address", allowed = Empty);
-        let mut allowed = Vec::new();
-        let mut sensitive = None;
-        for ip in &candidates {
-            match self.allowlist.check(&host, *ip, port) {
-                Ok(()) => allowed.push(*ip),
-                Err(Refusal::Sensitive(why)) => sensitive = sensitive.or(Some((*ip, why))),
-                Err(Refusal::NotListed) => {}
-            }
-        }
-        check.record("allowed", allowed.len());
-        drop(check);
-        if allowed.is_empty() {
-            let resolved: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
-            let why = match sensitive {
-                Some((ip, why)) => format!(
-                    ": {ip} is {why}, allowed only by a rule that names it (like {})",
-                    naming_rule(ip)
-                ),
-                None => String::new(),
-            };
-            return Err(fail(
-                OpenFailure::NotAllowed,
-                format!(
-                    "{target} (resolved to {}) is not in this endpoint's allowedTargets{why}",
-                    resolved.join(", ")
-                ),
-            ));
-        }
-        Ok(Plan::Addresses(allowed, proxy))
+        Ok(resolved.map(|a| a.ip()).collect())
     }
+}
+
+/// What the allowlist (and the proxy rule) make of one resolved address.
+enum Verdict {
+    Allowed,
+    NotListed,
+    /// Refused however broad the rules, unless one names it.
+    Withheld(Withheld),
+}
+
+/// Why an address broad rules would allow is refused.
+enum Withheld {
+    Sensitive(IpAddr, Sensitive),
+    OwnProxy(IpAddr),
+}
+
+impl Withheld {
+    fn ip(&self) -> IpAddr {
+        match self {
+            Withheld::Sensitive(ip, _) | Withheld::OwnProxy(ip) => *ip,
+        }
+    }
+
+    /// Why, and the rule that would allow it, for the operator.
+    fn explain(&self, port: u16) -> String {
+        match self {
+            Withheld::Sensitive(ip, why) => format!(
+                "{ip} is {why}, allowed only by a rule that names it (like {})",
+                naming_rule(*ip)
+            ),
+            Withheld::OwnProxy(ip) => {
+                let proxy = SocketAddr::new(*ip, port);
+                format!("{proxy} is the endpoint's own web proxy (a scanner could send it CONNECT to anything), allowed only by a rule that names exactly that address and port (like {proxy})")
+            }
+        }
+    }
+}
+
+/// Refuses a name that is not a plausible DNS host name, by the gateway ingress's rule. The
+/// message says what is wrong without echoing the name's bytes.
+fn check_host_name(name: &str) -> Result<(), DialFailure> {
+    host::host_name(name.as_bytes())
+        .map(drop)
+        .map_err(|e| fail(OpenFailure::NotAllowed, format!("the target is not a host name: {e}")))
+}
+
+/// Whether `name` is the loopback of whichever host resolves it: `localhost` and the names below
+/// it (RFC 6761), and a name whose first label is `localhost` (RFC 1912 zones often hold
+/// `localhost.corp.example`).
+fn names_loopback(name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.split('.').next() == Some("localhost") || name.ends_with(".localhost")
+}
+
+/// Whether two host names are the same name (case and a trailing dot aside).
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
 /// The allowlist entry that would allow exactly `ip`.
@@ -289,23 +465,136 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_proxy_that_resolves_names_gets_no_address_spelled_as_a_name() {
-        let mut d = dialer("*.corp, *corp");
-        d.proxy = Some(ProxyConfig {
-            host: "proxy.invalid".into(),
-            port: 3128,
-            scope: ProxyScope::GatewayAndUrls,
+    /// The endpoint's web proxy at `host:port`, used as `scope` says.
+    fn proxy_at(host: &str, port: u16, scope: ProxyScope, resolve_urls: bool) -> ProxyConfig {
+        ProxyConfig {
+            host: host.into(),
+            port,
+            scope,
             resolve_gateway: true,
-            resolve_urls: false,
+            resolve_urls,
             exclusions: ExclusionList::default(),
             credentials: None,
-        });
-        let named = TargetAddr::Domain("app.corp".into(), 80);
-        assert!(matches!(d.plan(&named).await, Ok(Plan::ProxyByName(_, "app.corp"))));
-        for spelled in ["169.254.169.254", "0xa9fea9fe", "2852039166", "app.corp.0x7f"] {
-            let f = refused(&d, TargetAddr::Domain(spelled.into(), 80)).await;
+        }
+    }
+
+    /// A dialer with `rules` whose web proxy resolves the names of URL targets. Its own name and
+    /// the names the tests ask it for are under `.invalid`, which never resolves (RFC 6761).
+    fn by_name(rules: &str) -> Dialer {
+        let mut d = dialer(rules);
+        d.proxy = Some(proxy_at("proxy.invalid", 3128, ProxyScope::GatewayAndUrls, false));
+        d
+    }
+
+    fn domain(name: &str, port: u16) -> TargetAddr {
+        TargetAddr::Domain(name.into(), port)
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_resolves_names_gets_no_address_spelled_as_a_name() {
+        let d = by_name("*.invalid, *invalid");
+        assert!(d.proxy_resolves_names() && !dialer("*").proxy_resolves_names());
+        for name in ["app.invalid", "app_1.invalid"] {
+            let target = domain(name, 80);
+            let plan = d.plan(&target).await;
+            assert!(matches!(plan, Ok(Plan::ProxyByName(_, n)) if n == name), "{name}: {plan:?}");
+        }
+        for spelled in ["169.254.169.254", "0xa9fea9fe", "2852039166", "app.invalid.0x7f"] {
+            let f = refused(&d, domain(spelled, 80)).await;
             assert_eq!(f.reason, OpenFailure::NotAllowed, "{spelled}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_resolves_names_never_gets_its_own_loopback_or_itself() {
+        let d = by_name("*.corp, *.invalid, localhost, *.localhost");
+        for name in ["localhost.corp", "LOCALHOST.corp.", "localhost", "app.localhost"] {
+            let f = refused(&d, domain(name, 80)).await;
+            assert_eq!(f.reason, OpenFailure::NotAllowed, "{name}");
+            assert!(f.message.contains("names the loopback"), "{}", f.message);
+        }
+        let f = refused(&d, domain("Proxy.invalid.", 3128)).await;
+        assert!(f.message.contains("the endpoint's own web proxy"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_name_the_proxy_resolves_is_refused_when_it_resolves_here_to_what_no_broad_rule_allows() {
+        let d = by_name("*.corp, 10.0.0.9:3128");
+        let ips = |list: &[&str]| list.iter().map(|s| s.parse().unwrap()).collect::<Vec<IpAddr>>();
+        let meta = domain("meta.corp", 80);
+        assert!(d.check_resolved_here(&meta, "meta.corp", &ips(&["10.1.1.1"]), &[]).is_ok());
+        let f = d
+            .check_resolved_here(&meta, "meta.corp", &ips(&["10.1.1.1", "169.254.169.254"]), &[])
+            .unwrap_err();
+        assert_eq!(f.reason, OpenFailure::NotAllowed);
+        assert!(
+            f.message.contains(
+                "resolves here to 169.254.169.254: 169.254.169.254 is a link-local address"
+            ),
+            "{}",
+            f.message
+        );
+        // Another name of the proxy, and the one proxy address a rule names exactly.
+        let alias = domain("alias.corp", 3128);
+        let own = ips(&["10.0.0.8", "10.0.0.9"]);
+        let f = d.check_resolved_here(&alias, "alias.corp", &ips(&["10.0.0.8"]), &own).unwrap_err();
+        assert!(f.message.contains("own web proxy"), "{}", f.message);
+        assert!(d.check_resolved_here(&alias, "alias.corp", &ips(&["10.0.0.9"]), &own).is_ok());
+    }
+
+    #[tokio::test]
+    async fn names_that_are_not_host_names_are_refused_before_any_lookup() {
+        for d in [dialer("*, *.corp"), by_name("*, *.corp")] {
+            for name in ["a\r\nb.corp", "x\0.corp", "app.corp/x", "a b.corp", "[::1]"] {
+                let f = refused(&d, domain(name, 80)).await;
+                assert_eq!(f.reason, OpenFailure::NotAllowed, "{name:?}");
+                assert!(f.message.starts_with("the target is not a host name"), "{:?}", f.message);
+                assert!(!f.message.contains(['\r', '\n', '\0', '/']), "{:?}", f.message);
+            }
+        }
+        assert_eq!(check_host_name("app_1.corp"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_name_no_rule_for_its_port_could_allow_is_not_looked_up() {
+        let d = dialer("app.corp:443");
+        for target in [domain("localhost", 22), domain("localhost", 443)] {
+            let f = refused(&d, target.clone()).await;
+            assert_eq!(f.reason, OpenFailure::NotAllowed, "{target}");
+            assert!(!f.message.contains("127.0.0.1"), "{}", f.message);
+            assert!(f.message.contains("not looked up"), "{}", f.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_endpoints_own_web_proxy_is_no_target_unless_a_rule_names_it() {
+        let at = |a: [u8; 4], port| TargetAddr::Ipv4(Ipv4Addr::from(a), port);
+        let proxy = at([10, 0, 0, 9], 3128);
+        for scope in [ProxyScope::Gateway, ProxyScope::GatewayAndUrls] {
+            let mut d = dialer("10.0.0.0/8");
+            d.proxy = Some(proxy_at("10.0.0.9", 3128, scope, true));
+            let mapped = TargetAddr::Ipv6("::ffff:10.0.0.9".parse().unwrap(), 3128);
+            for target in [proxy.clone(), mapped] {
+                let f = refused(&d, target.clone()).await;
+                assert_eq!(f.reason, OpenFailure::NotAllowed, "{target}");
+                assert!(
+                    f.message.contains("is the endpoint's own web proxy")
+                        && f.message.contains("(like 10.0.0.9:3128)"),
+                    "{}",
+                    f.message
+                );
+            }
+            for other in [at([10, 0, 0, 9], 80), at([10, 0, 0, 10], 3128)] {
+                assert!(d.plan(&other).await.is_ok(), "{other}");
+            }
+            d.allowlist = Allowlist::parse("10.0.0.0/8, 10.0.0.9:3128").unwrap();
+            assert!(d.plan(&proxy).await.is_ok(), "a rule names it");
+        }
+        // A proxy whose name does not resolve cannot be told apart from a target on its port.
+        let mut d = dialer("10.0.0.0/8");
+        d.proxy = Some(proxy_at("proxy.invalid", 3128, ProxyScope::Gateway, true));
+        let f = refused(&d, at([10, 0, 0, 1], 3128)).await;
+        assert!(f.message.contains("cannot be told apart"), "{}", f.message);
+        assert!(d.plan(&at([10, 0, 0, 1], 80)).await.is_ok());
     }
 }

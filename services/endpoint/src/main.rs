@@ -12,6 +12,7 @@ use ism_endpoint::config::{environment_overrides, Origin, Overrides};
 use ism_endpoint::exit::ExitStatus;
 use ism_endpoint::proxy::ProxyCredentials;
 use ism_endpoint::{diagnostics, logging, metrics, status, Agent, EndpointConfig};
+use ism_escape::escaped;
 use ism_telemetry::{TraceConfig, Tracing};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -260,11 +261,12 @@ fn serve(args: Args, config: EndpointConfig, runtime: &tokio::runtime::Runtime) 
         if args.check || args.authenticate {
             return match agent.side_session().await {
                 Ok(link) => {
+                    // The endpoint's and the node's names are the gateway's words.
                     tracing::info!(
                         "The key is valid: endpoint {} reached gateway {} (node {})",
-                        link.endpoint_name,
+                        escaped(&link.endpoint_name),
                         link.gateway,
-                        link.node
+                        escaped(&link.node)
                     );
                     link.session.close("check complete");
                     ExitCode::SUCCESS
@@ -272,7 +274,7 @@ fn serve(args: Args, config: EndpointConfig, runtime: &tokio::runtime::Runtime) 
                 Err(e) => {
                     let d = e.diagnosis();
                     tracing::error!("{}", d.exit_line());
-                    tracing::error!("cause: {}; solution: {}", d.cause, d.solution);
+                    tracing::error!("{}", d.cause_line());
                     ExitCode::from(d.exit.code())
                 }
             };

@@ -3,6 +3,7 @@
 //! status the agent exits with when the failure ends it.
 
 use crate::exit::ExitStatus;
+use ism_escape::escaped;
 
 /// One failure as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,12 @@ impl Diagnosis {
     /// The line the seed prints when this failure ends the endpoint at start-up.
     pub fn exit_line(&self) -> String {
         format!("Exit due to initialization failure: {}", self.message)
+    }
+
+    /// The log line after the message. The cause may carry the gateway's words (the reason it
+    /// refused the key, say) or a proxy's, so it is shown escaped.
+    pub fn cause_line(&self) -> String {
+        format!("cause: {}; solution: {}", escaped(&self.cause), escaped(&self.solution))
     }
 }
 
@@ -131,3 +138,17 @@ pub const DESTINATION_DIRECT_ADVICE: &str = "The most likely cause of a destinat
 
 /// A failed destination diagnostic when the endpoint's own allowlist refused the URL.
 pub const DESTINATION_NOT_ALLOWED_ADVICE: &str = "The most likely cause of a destination diagnostic exception is that allowedTargets in this endpoint's application.properties does not list the URL's host and port. To resolve this error, add them to allowedTargets, or test a URL it lists.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_line_shows_the_gateways_words_escaped() {
+        let d = invalid_key("no such key\n2026-01-01 INFO - forged");
+        assert_eq!(
+            d.cause_line().split("; solution").next(),
+            Some("cause: no such key\\n2026-01-01 INFO - forged")
+        );
+    }
+}

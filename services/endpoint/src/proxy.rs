@@ -6,6 +6,7 @@
 //! Connections through the proxy use HTTP `CONNECT`.
 
 use base64::Engine;
+use ism_escape::escaped;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -149,7 +150,8 @@ pub enum ProxyError {
     Unreachable { proxy: String, reason: String },
     #[error("the proxy {proxy} requires authentication (run the endpoint once with --authenticate to store the credentials)")]
     AuthenticationRequired { proxy: String },
-    #[error("the proxy {proxy} refused CONNECT {target}: {status}")]
+    /// The status line is the proxy's words, shown escaped.
+    #[error("the proxy {proxy} refused CONNECT {target}: {}", escaped(.status))]
     Refused { proxy: String, target: String, status: String },
     #[error("the proxy {proxy} did not answer within {timeout:?}")]
     TimedOut { proxy: String, timeout: Duration },
@@ -229,6 +231,19 @@ mod tests {
         assert!(l.matches("veracode.com") && l.matches("www.mycode.com") && l.matches("INTRANET."));
         assert!(!l.matches("www.veracode.com.evil") && !l.matches("example.com"));
         assert!(ExclusionList::parse("a*b").is_err() && ExclusionList::parse("*").is_err());
+    }
+
+    #[test]
+    fn a_refusal_shows_the_proxys_status_line_escaped() {
+        let e = ProxyError::Refused {
+            proxy: "proxy:3128".into(),
+            target: "app.corp:443".into(),
+            status: "HTTP/1.1 403 No\u{1b}[2J\u{85}forged".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the proxy proxy:3128 refused CONNECT app.corp:443: HTTP/1.1 403 No\\u{1b}[2J\\u{85}forged"
+        );
     }
 
     #[test]

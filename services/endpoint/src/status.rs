@@ -2,6 +2,7 @@
 //! `ism-endpoint status` (and for operators reading it directly). Written atomically (a new file
 //! renamed over the old), so a reader never sees half of it.
 
+use ism_escape::escaped;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -62,18 +63,21 @@ pub fn describe(report: &StatusReport) -> String {
             report.state
         );
     }
+    // The endpoint's and the node's names and the last error may carry the gateway's words.
+    let shown =
+        |text: &Option<String>, none: &str| escaped(text.as_deref().unwrap_or(none)).to_string();
     match report.state.as_str() {
         "connected" => format!(
             "Endpoint {} is connected to gateway {} (node {}) since {}, with {} open stream(s). Version {}.",
-            report.endpoint_name.as_deref().unwrap_or("?"),
+            shown(&report.endpoint_name, "?"),
             report.gateway,
-            report.node.as_deref().unwrap_or("?"),
+            shown(&report.node, "?"),
             report.since_ms.map(ism_time).unwrap_or_default(),
             report.open_streams,
             report.version
         ),
-        "connecting" => format!("Endpoint is not connected; it is trying to reach gateway {} (last error: {}).", report.gateway, report.last_error.as_deref().unwrap_or("none")),
-        _ => format!("Endpoint stopped: {}.", report.last_error.as_deref().unwrap_or("asked to stop")),
+        "connecting" => format!("Endpoint is not connected; it is trying to reach gateway {} (last error: {}).", report.gateway, shown(&report.last_error, "none")),
+        _ => format!("Endpoint stopped: {}.", shown(&report.last_error, "asked to stop")),
     }
 }
 
@@ -107,6 +111,15 @@ mod tests {
         assert_eq!(back, r);
         let text = describe(&back);
         assert!(text.contains("connected to gateway gw:443 (node node-a) since 1970-01-01 00:00:00, with 3 open stream(s)"), "{text}");
+        let forged = StatusReport {
+            node: Some("node-a\nforged".into()),
+            state: "connecting".into(),
+            last_error: Some("moving: drain\r\nforged".into()),
+            ..r.clone()
+        };
+        assert!(describe(&forged).contains("(last error: moving: drain\\r\\nforged)."));
+        let forged = StatusReport { state: "connected".into(), ..forged };
+        assert!(describe(&forged).contains("(node node-a\\nforged)"));
         let dead = StatusReport { pid: u32::MAX, ..r };
         assert!(describe(&dead).starts_with("Endpoint is not running"));
         assert!(read(&dir.path().join("missing.json"))

@@ -272,18 +272,24 @@ async fn the_proxy_resolves_url_names_when_asked_and_exclusions_bypass_it() {
         &node,
         &p.key,
         &format!(
-            "{base}proxyResolveUrlHostname = false\nallowedTargets = localhost:{}",
+            "{base}proxyResolveUrlHostname = false\nallowedTargets = app.invalid:{0}, localhost:{0}",
             app.port()
         ),
     );
     let service = install.start(&[]).await;
-    let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "named", "{}", text(&out));
+    // A name that does not resolve here (`.invalid`) goes to the proxy as it is; the proxy cannot
+    // resolve it either, so the request fails once the proxy has logged it.
+    let out = curl(&p, &node, &format!("http://app.invalid:{}/", app.port())).await;
+    assert!(!out.status.success(), "{}", text(&out));
     assert!(
-        has_line(&proxy.log_lines(), &format!("CONNECT localhost:{} user=- -> 200", app.port())),
+        has_line(&proxy.log_lines(), &format!("CONNECT app.invalid:{} user=- -> 200", app.port())),
         "{:?}",
         proxy.log_lines()
     );
+    // `localhost` would be the proxy's own loopback: refused, though a rule names it.
+    let out = curl(&p, &node, &format!("http://localhost:{}/", app.port())).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(proxy.log_lines().iter().all(|l| !l.contains("localhost")), "{:?}", proxy.log_lines());
     terminate(service).await;
 
     // Same machine, new settings: the exclusion list sends everything around the proxy.
