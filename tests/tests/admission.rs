@@ -250,13 +250,16 @@ async fn connections_waiting_to_authenticate_are_capped_and_the_node_keeps_servi
     })
     .await;
     // ...while the management API and the running endpoint are unaffected (the directory shows
-    // the session once it has applied its recording, which the agent does not wait for).
+    // the session once it has applied its recording, which the agent does not wait for)...
     let api = node.api();
     eventually("the endpoint shown Ready", || async {
         let shown = api.endpoint(&p.endpoint).await.ok()?;
         (shown["status"] == "Ready").then_some(())
     })
     .await;
+    // ...and an endpoint still connects: endpoints have places of their own.
+    let (_, _machine2, agent2) = connected_endpoint(&node, "dc2", "127.0.0.1:1").await;
+    agent2.stop();
     drop(idle);
     eventually("a place freed once the idle connections left", || async {
         (socks_open(&socks, "dc1", &p.scanner_secret, target.port()).await.0 == 0).then_some(())

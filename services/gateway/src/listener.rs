@@ -9,10 +9,27 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// A node's connections accepted but not yet authenticated, capped per kind of peer: scanners
+/// (the SOCKS5 and HTTP-proxy listeners share one cap) and endpoints (their own). Separate, so that
+/// idle connections to a scanner port cannot keep endpoints from reconnecting (after a drain or a
+/// network blip), nor a flood of would-be endpoints keep scanners out.
+#[derive(Clone)]
+pub struct PendingLimits {
+    pub scanners: PendingConnections,
+    pub endpoints: PendingConnections,
+}
+
+impl PendingLimits {
+    /// `each` pending connections for scanners and as many for endpoints.
+    pub fn new(each: usize) -> Self {
+        Self { scanners: PendingConnections::new(each), endpoints: PendingConnections::new(each) }
+    }
+}
+
 /// Connections accepted but not yet authenticated (a scanner before its credential checked, an
-/// endpoint before its handshake), across a node's listeners. Each holds a descriptor and a task
-/// until its handshake deadline; capped, a flood of idle connections cannot exhaust the node's
-/// descriptors (and with them its API) and is refused at once instead.
+/// endpoint before its handshake) on some of a node's listeners. Each holds a descriptor and a
+/// task until its handshake deadline; capped, a flood of idle connections cannot exhaust the
+/// node's descriptors (and with them its API) and is refused at once instead.
 #[derive(Clone)]
 pub struct PendingConnections {
     permits: Arc<Semaphore>,

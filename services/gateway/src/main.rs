@@ -95,9 +95,10 @@ struct Args {
     /// side's next byte before it is reset and its slot freed.
     #[arg(long, env = "ISM_HALF_CLOSED_TIMEOUT", default_value_t = 60)]
     half_closed_timeout: u64,
-    /// Connections accepted and not yet authenticated that the node holds at once, across its
-    /// listeners; more are closed at once. Default: a quarter of the open-file limit (which the
-    /// node raises to its hard limit at start), between 64 and 16384.
+    /// Connections accepted and not yet authenticated that the node holds at once for scanners
+    /// (across the SOCKS5 and HTTP-proxy listeners) and, as many again, for endpoints; more are
+    /// closed at once. Default: a quarter of the open-file limit (which the node raises to its
+    /// hard limit at start), between 64 and 16384.
     #[arg(long, env = "ISM_MAX_PENDING_CONNECTIONS")]
     max_pending_connections: Option<usize>,
     /// Administrator API token; by default read from (or generated into) <data-dir>/admin-token.

@@ -8,7 +8,7 @@ use crate::cluster::links::RelayLinks;
 use crate::cluster::{
     draining, membership, relay, service, tls as cluster_tls, Cluster, ClusterConfig,
 };
-use crate::listener::PendingConnections;
+use crate::listener::PendingLimits;
 use crate::metered_log::MeteredLog;
 use crate::metrics::NodeMetrics;
 use crate::notify::{Notifier, NotifyConfig};
@@ -74,8 +74,9 @@ pub struct NodeConfig {
     pub stop_grace: Duration,
     /// Quiet scanner streams and per-credential quota.
     pub stream_limits: StreamLimits,
-    /// Connections accepted and not yet authenticated, across the node's listeners; beyond it
-    /// new ones are closed at once.
+    /// Connections accepted and not yet authenticated, for scanners (across the SOCKS5 and
+    /// HTTP-proxy listeners) and, as many again, for endpoints; beyond it new ones are closed at
+    /// once.
     pub max_pending_connections: usize,
     /// How this node takes part in a cluster; `None` for a node alone (it relays nothing, and on
     /// the embedded log coordinates in process).
@@ -420,7 +421,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         stream_limit: config.session.max_streams,
         window_budget: config.session.budget.clone(),
         stream_limits: config.stream_limits,
-        pending: PendingConnections::new(config.max_pending_connections),
+        pending: PendingLimits::new(config.max_pending_connections),
         cluster: cluster.cluster,
         sends_email: config.notify.smtp.is_some(),
         gateway_ca_pem: identity.ca_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()),

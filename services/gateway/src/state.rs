@@ -4,7 +4,7 @@
 
 use crate::cluster::Cluster;
 use crate::enforcement::Enforcement;
-use crate::listener::PendingConnections;
+use crate::listener::PendingLimits;
 use crate::metrics::NodeMetrics;
 use crate::public_address::{Addresses, PublicAddresses};
 use crate::refusals::Refusals;
@@ -74,8 +74,8 @@ pub struct NodeState {
     /// of `NodeConfig::session`'s), read by `/metrics`.
     pub window_budget: ism_tunnel_proto::CreditBudget,
     pub stream_limits: StreamLimits,
-    /// Connections not yet authenticated, on all listeners.
-    pub pending: PendingConnections,
+    /// Connections not yet authenticated, capped for scanners and endpoints apart.
+    pub pending: PendingLimits,
     /// This node in its cluster: who holds which endpoint, relay links, draining.
     pub cluster: Arc<Cluster>,
     /// It has an SMTP relay for notification emails (`--smtp-url`).

@@ -48,7 +48,7 @@ pub async fn serve(
     config: SessionConfig,
     threads: Arc<TunnelThreads>,
 ) {
-    let pending = state.pending.clone();
+    let pending = state.pending.endpoints.clone();
     crate::listener::accept_forever(listener, "endpoint", pending, move |tcp, peer, pending| {
         let (tls, state, config, threads) =
             (tls.clone(), state.clone(), config.clone(), threads.clone());

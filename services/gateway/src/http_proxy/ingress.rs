@@ -32,7 +32,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const LINGER: Duration = Duration::from_secs(2);
 
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
-    let pending = state.pending.clone();
+    let pending = state.pending.scanners.clone();
     crate::listener::accept_forever(listener, "HTTP proxy", pending, move |tcp, peer, pending| {
         let state = state.clone();
         async move {

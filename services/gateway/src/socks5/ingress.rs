@@ -24,7 +24,7 @@ const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 513;
 
 pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
-    let pending = state.pending.clone();
+    let pending = state.pending.scanners.clone();
     crate::listener::accept_forever(listener, "scanner", pending, move |tcp, peer, pending| {
         let state = state.clone();
         async move {
