@@ -1,7 +1,8 @@
 //! Dialing targets for scanners: resolve the name here, inside the private network; check every
 //! resolved address against the allowlist; connect only to an address that passed, within the
-//! connect timeout, directly or through the web proxy when it is configured for URLs. A refusal
-//! carries the reason the scanner will see as a SOCKS reply code.
+//! connect timeout, directly or through the web proxy when it is configured for URLs, and the
+//! whole dial within [`DIAL_DEADLINE`]. A refusal carries the reason the scanner will see as a
+//! SOCKS reply code.
 //!
 //! Nothing is looked up for a name that is not a plausible DNS host name (the rule the gateway's
 //! ingress applies, [`ism_ingress_proto::host::host_name`]: the endpoint does not rely on the
@@ -25,12 +26,23 @@ use crate::allowlist::{Allowlist, Refusal, Sensitive};
 use crate::proxy::{self, ProxyConfig, ProxyError, ProxyScope};
 use ism_ingress_proto::host;
 use ism_tunnel_proto::{OpenFailure, TargetAddr};
+use std::fmt::Display;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 use tracing::field::Empty;
 use tracing::Instrument;
+
+/// The most a whole dial may take: the lookups, then the attempts on every allowed address (each
+/// bounded by the connect timeout), direct or through the proxy. It must stay below the gateway's
+/// open timeout (20 s, [`ism_tunnel_proto::Timing`], which no option changes), leaving time for
+/// the answer to travel back: past it the scanner has been told the open timed out, and a
+/// connection made later would only be dropped. Without it, a name with several unreachable
+/// addresses took a full connect timeout for each, 20 s and more.
+const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Why a dial failed, for the scanner (`reason`) and the log (`message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,39 +88,61 @@ impl Dialer {
     }
 
     /// Plans and connects, in spans of the caller's (`dns.resolve`, `allowlist.check`,
-    /// `target.connect`), so a trace shows where a slow or refused dial spent its time.
+    /// `target.connect`), so a trace shows where a slow or refused dial spent its time. All of it
+    /// within [`DIAL_DEADLINE`].
     pub async fn dial(&self, target: &TargetAddr) -> Result<TcpStream, DialFailure> {
-        let plan = self.plan(target).await?;
+        let deadline = Instant::now() + DIAL_DEADLINE;
+        let plan = timeout_at(deadline, self.plan(target)).await.map_err(|_| {
+            out_of_time("looking the target up took it all: no address was tried")
+        })??;
         let span = tracing::info_span!("target.connect", via_proxy = plan.via_proxy());
-        self.connect(plan, target.port()).instrument(span).await
+        self.connect_by(plan, target.port(), deadline).instrument(span).await
     }
 
-    /// Connects as `plan` says, to `port`. `TCP_NODELAY` is left to the caller: a stream's
-    /// splice sets it, once per target socket.
+    /// Connects as `plan` says, to `port`, within [`DIAL_DEADLINE`] from now. `TCP_NODELAY` is
+    /// left to the caller: a stream's splice sets it, once per target socket.
     pub async fn connect(&self, plan: Plan<'_>, port: u16) -> Result<TcpStream, DialFailure> {
-        let (allowed, proxy) = match plan {
+        self.connect_by(plan, port, Instant::now() + DIAL_DEADLINE).await
+    }
+
+    /// Connects as `plan` says, to `port`, giving up at `deadline`.
+    async fn connect_by(
+        &self,
+        plan: Plan<'_>,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<TcpStream, DialFailure> {
+        match plan {
             Plan::ProxyByName(p, name) => {
-                let tcp = proxy::connect(p, name, port, self.connect_timeout)
-                    .await
-                    .map_err(|e| proxy_failure(&e))?;
-                return Ok(tcp);
+                in_turn(&[name], deadline, |name| self.via_proxy(p, name, port)).await
             }
-            Plan::Addresses(addresses, proxy) => (addresses, proxy),
-        };
-        let mut last = None;
-        for ip in allowed {
-            let attempt = match proxy {
-                Some(p) => proxy::connect(p, &ip.to_string(), port, self.connect_timeout)
-                    .await
-                    .map_err(|e| proxy_failure(&e)),
-                None => direct(SocketAddr::new(ip, port), self.connect_timeout).await,
-            };
-            match attempt {
-                Ok(tcp) => return Ok(tcp),
-                Err(f) => last = Some(f),
+            Plan::Addresses(addresses, proxy) => {
+                in_turn(&addresses, deadline, |ip| self.attempt(proxy, *ip, port)).await
             }
         }
-        Err(last.unwrap_or_else(|| fail(OpenFailure::General, "no address to connect to".into())))
+    }
+
+    /// One attempt on `ip:port`, through `proxy` if given, within the connect timeout.
+    async fn attempt(
+        &self,
+        proxy: Option<&ProxyConfig>,
+        ip: IpAddr,
+        port: u16,
+    ) -> Result<TcpStream, DialFailure> {
+        match proxy {
+            Some(p) => self.via_proxy(p, &ip.to_string(), port).await,
+            None => direct(SocketAddr::new(ip, port), self.connect_timeout).await,
+        }
+    }
+
+    /// A `CONNECT` to `host:port` through `p`, within the connect timeout.
+    async fn via_proxy(
+        &self,
+        p: &ProxyConfig,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpStream, DialFailure> {
+        proxy::connect(p, host, port, self.connect_timeout).await.map_err(|e| proxy_failure(&e))
     }
 
     /// Resolves `target` (unless the proxy resolves names) and checks it against the allowlist.
@@ -264,7 +298,10 @@ impl Dialer {
         }
     }
 
-    /// The addresses `host` resolves to, within the connect timeout.
+    /// The addresses `host` resolves to, within the connect timeout. `lookup_host` runs
+    /// getaddrinfo on tokio's blocking pool, which cannot be cancelled: the timeout (and
+    /// [`DIAL_DEADLINE`]) only stop waiting for it, and its thread stays busy until the system
+    /// resolver gives up, so slow DNS under load can hold many blocking threads.
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, DialFailure> {
         let resolved =
             tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
@@ -343,6 +380,43 @@ fn naming_rule(ip: IpAddr) -> String {
         IpAddr::V4(v4) => format!("{v4}/32"),
         IpAddr::V6(v6) => format!("[{v6}/128]"),
     }
+}
+
+/// The first success of `attempt` on `targets`, tried in order, or the last failure. At `deadline`
+/// the attempt under way is dropped (closing its socket, so nothing connects after the scanner
+/// was told the open failed) and the dial fails, naming the targets tried.
+async fn in_turn<A, T, Fut>(
+    targets: &[A],
+    deadline: Instant,
+    mut attempt: impl FnMut(&A) -> Fut,
+) -> Result<T, DialFailure>
+where
+    A: Display,
+    Fut: Future<Output = Result<T, DialFailure>>,
+{
+    let mut last = None;
+    for (i, target) in targets.iter().enumerate() {
+        match timeout_at(deadline, attempt(target)).await {
+            Ok(Ok(reached)) => return Ok(reached),
+            Ok(Err(f)) => last = Some(f),
+            Err(_) => return Err(out_of_time(&tried(&targets[..=i], targets.len()))),
+        }
+    }
+    Err(last.unwrap_or_else(|| fail(OpenFailure::General, "no address to connect to".into())))
+}
+
+/// The failure of a dial that ran out of [`DIAL_DEADLINE`], saying how far it got.
+fn out_of_time(how_far: &str) -> DialFailure {
+    fail(
+        OpenFailure::TimedOut,
+        format!("no connection within {DIAL_DEADLINE:?}, the most a dial may take: {how_far}"),
+    )
+}
+
+/// Which of `total` allowed addresses (the name, when the proxy resolves it) were tried.
+fn tried<A: Display>(tried: &[A], total: usize) -> String {
+    let list: Vec<String> = tried.iter().map(ToString::to_string).collect();
+    format!("tried {} of {total} allowed addresses ({})", list.len(), list.join(", "))
 }
 
 async fn direct(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DialFailure> {
@@ -425,6 +499,48 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.reason, OpenFailure::HostUnreachable);
+    }
+
+    /// Stands in for the addresses of one name: the first two refuse at once, the third takes
+    /// a full connect timeout (unreachable), the rest would connect.
+    async fn fake_attempt(ip: IpAddr) -> Result<IpAddr, DialFailure> {
+        match ip.to_string().as_str() {
+            "10.0.0.1" | "10.0.0.2" => Err(fail(OpenFailure::ConnectionRefused, "refused".into())),
+            "10.0.0.3" => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Err(fail(OpenFailure::TimedOut, "timed out".into()))
+            }
+            _ => Ok(ip),
+        }
+    }
+
+    /// On tokio's paused clock: the refusals take no time, the third attempt's 5 s outlast the
+    /// deadline, however slow the machine.
+    #[tokio::test(start_paused = true)]
+    async fn a_dial_gives_up_at_its_deadline_and_says_how_many_addresses_it_tried() {
+        let addresses: Vec<IpAddr> =
+            (1..=5).map(|i| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))).collect();
+        let mut attempted = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let f = in_turn(&addresses, deadline, |ip| {
+            attempted.push(*ip);
+            fake_attempt(*ip)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(attempted, addresses[..3], "no attempt starts after the deadline");
+        assert_eq!(f.reason, OpenFailure::TimedOut);
+        assert!(
+            f.message.contains("tried 3 of 5 allowed addresses (10.0.0.1, 10.0.0.2, 10.0.0.3)"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn the_dial_deadline_leaves_the_gateway_time_to_hear_the_answer() {
+        let open_timeout = ism_tunnel_proto::Timing::default().open_timeout;
+        assert!(DIAL_DEADLINE + Duration::from_secs(5) <= open_timeout, "{open_timeout:?}");
     }
 
     /// The refusal of a plan, which never connects anywhere.
