@@ -56,6 +56,18 @@ pub enum NotOpened {
 }
 
 impl NotOpened {
+    /// What the scanner is told (the HTTP proxy's response body). As the log and the audit say,
+    /// except for an unreachable owner: that text names the cluster's nodes, their addresses and
+    /// the link's error, which are the operator's business, not a scanner's.
+    pub fn for_scanner(&self) -> String {
+        match self {
+            NotOpened::OwnerUnreachable(_) => {
+                "the gateway node holding the endpoint cannot be reached; try again shortly".into()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The reason in `ism_stream_refusals_total{reason}`: a closed list.
     pub fn metric_reason(&self) -> &'static str {
         match self {
@@ -541,5 +553,21 @@ impl OpenedStream<'_> {
             (moved.sent.load(Ordering::Relaxed), moved.received.load(Ordering::Relaxed));
         self.end.ended(sent, received, &end);
         end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scanner_is_not_told_the_clusters_nodes_or_addresses() {
+        let unreachable =
+            NotOpened::OwnerUnreachable("endpoint held by node node-b, which cannot be reached: node node-b at 10.1.2.3:7443: TLS: handshake failed".into());
+        let told = unreachable.for_scanner();
+        assert!(!told.contains("node-b") && !told.contains("10.1.2.3"), "{told}");
+        assert!(unreachable.to_string().contains("10.1.2.3"), "the operator's log keeps it");
+        let offline = NotOpened::EndpointOffline("dc1".into());
+        assert_eq!(offline.for_scanner(), offline.to_string());
     }
 }

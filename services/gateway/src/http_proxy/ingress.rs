@@ -216,7 +216,7 @@ async fn open<'a>(
         Ok(stream) => stream,
         Err(not_opened) => {
             let (status, reason) = status_of(&not_opened);
-            refuse(tcp, status, reason, "", &not_opened).await?;
+            refuse(tcp, status, reason, "", not_opened.for_scanner()).await?;
             return Err(not_opened.into());
         }
     };
