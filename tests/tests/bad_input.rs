@@ -183,3 +183,32 @@ async fn the_api_answers_bad_requests_with_clear_errors() {
     // Nothing was half-applied: exactly the one endpoint exists.
     assert_eq!(api.endpoints(id).await.unwrap().as_array().unwrap().len(), 1);
 }
+
+/// A malformed RFC 1929 sub-negotiation (here an empty username) is a failed login: the scanner
+/// reads the failure status before the close, and reports "authentication failed".
+#[actix::test]
+async fn a_malformed_socks_login_gets_the_failure_status_before_the_close() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let mut s = TcpStream::connect(node.socks()).await.unwrap();
+    s.write_all(&[5, 1, 2]).await.unwrap();
+    let mut selected = [0; 2];
+    s.read_exact(&mut selected).await.unwrap();
+    assert_eq!(selected, [5, 2]);
+    s.write_all(&[1, 0, 0]).await.unwrap();
+    assert_eq!(drain(&mut s).await, vec![1, 1]);
+}
+
+/// A request for port 0 is answered by the gateway ("general failure"), as the HTTP proxy refuses
+/// `host:0`, instead of being carried to the endpoint.
+#[actix::test]
+async fn a_socks_request_for_port_0_is_refused_with_a_general_failure() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let mut s = TcpStream::connect(node.socks()).await.unwrap();
+    s.write_all(&[5, 1, 2]).await.unwrap();
+    let mut auth = vec![1, 3, b'd', b'c', b'1', p.scanner_secret.len() as u8];
+    auth.extend_from_slice(p.scanner_secret.as_bytes());
+    s.write_all(&auth).await.unwrap();
+    s.write_all(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 0]).await.unwrap();
+    assert_eq!(drain(&mut s).await, vec![5, 2, 1, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+}

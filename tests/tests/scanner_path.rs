@@ -492,3 +492,30 @@ async fn turned_away(log: &dyn ism_events::EventLog, gateway: uuid::Uuid) -> Vec
         })
         .collect()
 }
+
+/// A login username is recorded cut to the longest endpoint name (64 characters) and marked: over
+/// HTTP it can be 12 KB, and none longer names an endpoint.
+#[actix::test]
+async fn a_huge_username_is_recorded_cut_to_the_longest_endpoint_name() {
+    use base64::Engine as _;
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let login = format!("{}:{}", "x".repeat(12_000), tampered(&p.scanner_secret));
+    let login = base64::engine::general_purpose::STANDARD.encode(login);
+    let mut scanner = tokio::net::TcpStream::connect(node.addresses.http_proxy).await.unwrap();
+    let head =
+        format!("CONNECT 127.0.0.1:80 HTTP/1.1\r\nProxy-Authorization: Basic {login}\r\n\r\n");
+    scanner.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 12];
+    scanner.read_exact(&mut answer).await.unwrap();
+    assert_eq!(answer, b"HTTP/1.1 407");
+    let gateway: uuid::Uuid = p.gateway.parse().unwrap();
+    let (endpoint, reason) = eventually("the refusal recorded", || {
+        let log = node.state.log.clone();
+        async move { turned_away(&*log, gateway).await.pop() }
+    })
+    .await;
+    assert!(reason.contains("wrong secret"), "{reason}");
+    assert!(endpoint.chars().count() <= 65, "{} characters recorded", endpoint.chars().count());
+    assert_eq!(endpoint, format!("{}\u{2026}", "x".repeat(64)));
+}

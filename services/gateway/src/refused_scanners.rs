@@ -10,14 +10,37 @@
 
 use crate::refusals::{Counted, RefusalLedger};
 use ism_actors::gateway::{Gateway, GatewayCommand};
+use ism_actors::text::MAX_NAME;
 use ism_actors::NodeActors;
 use ism_events::{Cause, Clock, Principal, RepeatedRefusals};
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
 /// Which refusals are counted together: one gateway, one scanner, one kind of refusal.
 type Kind = (Uuid, String, &'static str);
+
+/// Marks a name cut short by [`clamped_name`].
+const CUT: char = '\u{2026}';
+
+/// The endpoint name a scanner asked for, as recorded: the login's username is whatever the
+/// scanner sent (up to about 12 KB over HTTP), while no endpoint name is longer than
+/// [`MAX_NAME`] characters, so anything beyond that names nothing and is cut, at a character
+/// boundary, with an ellipsis to show it was.
+pub fn clamped_name(name: &str) -> Cow<'_, str> {
+    match name.char_indices().nth(MAX_NAME) {
+        Some((end, _)) => Cow::Owned(format!("{}{CUT}", &name[..end])),
+        None => Cow::Borrowed(name),
+    }
+}
+
+/// A name as listed among a window's targets: quoted and escaped as the audit shows a single
+/// one (`{:?}`), since the audit joins the list with ", " and a name holding `", "` would
+/// otherwise read as two.
+fn listed(name: &str) -> String {
+    format!("{name:?}")
+}
 
 /// One scanner turned away.
 pub struct TurnedAway<'a> {
@@ -58,16 +81,17 @@ impl RefusedScanners {
         let kind = (refusal.gateway, scanner.clone(), refusal.class);
         let cause = Cause::by(refusal.scanner);
         let now = self.clock.now_ms();
+        let endpoint = clamped_name(refusal.endpoint);
         let (first, closed) = {
             let mut ledger = self.ledger();
-            let first = ledger.refused(&kind, refusal.endpoint, now, cause.clone());
+            let first = ledger.refused(&kind, &listed(&endpoint), now, cause.clone());
             (first, ledger.due(now))
         };
         self.record(closed);
         if first {
             let command = GatewayCommand::RecordScannerRefused {
                 scanner,
-                endpoint: refusal.endpoint.to_string(),
+                endpoint: endpoint.into_owned(),
                 reason: refusal.reason,
             };
             self.gateways.tell(refusal.gateway, command, cause);
@@ -103,5 +127,29 @@ impl RefusedScanners {
                 cause,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_name_is_cut_at_a_character_boundary_with_a_visible_mark() {
+        let cut = |name: String| clamped_name(&name).into_owned();
+        assert_eq!(cut("x".repeat(12_000)), format!("{}\u{2026}", "x".repeat(MAX_NAME)));
+        // Two bytes a character: cut after the 64th character, not the 64th byte.
+        assert_eq!(cut("\u{e9}".repeat(100)), format!("{}\u{2026}", "\u{e9}".repeat(MAX_NAME)));
+        let longest = "n".repeat(MAX_NAME);
+        assert_eq!(clamped_name(&longest), longest.as_str());
+        assert_eq!(clamped_name("dc1"), "dc1");
+    }
+
+    #[test]
+    fn a_name_holding_the_list_separator_reads_as_one_entry() {
+        let forged = r#"dc1", "dc2"#;
+        let joined = [listed(forged), listed("dc3")].join(", ");
+        assert_eq!(joined, r#""dc1\", \"dc2", "dc3""#);
+        assert_eq!(listed("a\nb"), r#""a\nb""#);
     }
 }

@@ -2,7 +2,7 @@
 //! endpoint (the username, by name or id) of the same gateway. No anonymous access. Whether the
 //! endpoint's access currently allows that credential is `access::stream_allowed`.
 
-use crate::refused_scanners::{RefusedScanners, TurnedAway};
+use crate::refused_scanners::{clamped_name, RefusedScanners, TurnedAway};
 use ism_actors::credentials::{secret_id, verify_secret, SecretKind};
 use ism_projectors::{DirectoryProjection, EndpointView};
 use uuid::Uuid;
@@ -130,7 +130,8 @@ pub fn authorise(
     .ok_or_else(|| ScannerAuthError::UnknownEndpoint {
         gateway,
         credential: credential_id,
-        username: username.to_string(),
+        // Cut as the recorded endpoint is: the refusal's reason is logged and recorded too.
+        username: clamped_name(username).into_owned(),
     })?;
     Ok(AuthorisedScanner { credential_id, endpoint })
 }

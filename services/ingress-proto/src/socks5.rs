@@ -37,6 +37,8 @@ pub enum SocksError {
     AddressType(u8),
     #[error("invalid target: {0}")]
     BadHost(#[from] HostError),
+    #[error("destination port 0: no service can listen there")]
+    PortZero,
 }
 
 impl SocksError {
@@ -50,6 +52,10 @@ impl SocksError {
             // address type (a domain) is supported; not 0x01: nothing failed in the server, and
             // retrying the same name cannot succeed.
             SocksError::BadHost(_) => Reply::HostUnreachable,
+            // Port 0 is a malformed request like a bad version: "general failure" (0x01), the
+            // code RFC 1928 leaves for a request the server will not carry out. Not 0x08: the
+            // address type is supported; not 0x05 ("connection refused"): no target was asked, and
+            // a scanner would record a closed port the gateway never tried.
             _ => Reply::GeneralFailure,
         }
     }
@@ -170,6 +176,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Parse<Request>, SocksError> {
         }
         other => return Err(SocksError::AddressType(other)),
     };
+    // Refused as the HTTP proxy refuses `host:0`: nothing listens on port 0, and the request is
+    // answered here rather than carried to the endpoint to fail there.
+    if target.port() == 0 {
+        return Err(SocksError::PortZero);
+    }
     Ok(Parse::Done(Request { command, target }, end))
 }
 
@@ -270,6 +281,24 @@ mod tests {
         assert_eq!(parse_request(&[5, 1, 0, 9, 0]), Err(SocksError::AddressType(9)));
         let empty = parse_request(&[5, 1, 0, 3, 0, 0, 80]);
         assert_eq!(empty, Err(SocksError::BadHost(HostError::Empty)));
+    }
+
+    #[test]
+    fn port_zero_is_refused_for_each_address_type_with_a_general_failure() {
+        let mut v6 = vec![5, 1, 0, 4];
+        v6.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+        v6.extend_from_slice(&[0, 0]);
+        let mut d = domain_request(b"intranet1");
+        let at = d.len() - 2;
+        d[at..].copy_from_slice(&[0, 0]);
+        for request in [&[5, 1, 0, 1, 127, 0, 0, 1, 0, 0][..], &v6, &d] {
+            let e = parse_request(request).unwrap_err();
+            assert_eq!(e, SocksError::PortZero);
+            assert_eq!(e.reply(), Reply::GeneralFailure);
+        }
+        // Only 0 itself: ports 1 and 256 (a zero in either byte) are fine.
+        assert!(parse_request(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 1]).is_ok());
+        assert!(parse_request(&[5, 1, 0, 1, 127, 0, 0, 1, 1, 0]).is_ok());
     }
 
     fn domain_request(name: &[u8]) -> Vec<u8> {

@@ -195,7 +195,7 @@ async fn authenticate(
         return Err(IngressError::NoAcceptableMethod(greeting.methods));
     }
     tcp.write_all(&codec::method_selection(codec::METHOD_USER_PASS)).await?;
-    let creds = read_message(tcp, buf, codec::parse_auth).await?;
+    let creds = read_credentials(tcp, buf).await?;
     let scanner = match authorise(&state.directory, &creds.username, &creds.password) {
         Ok(s) => s,
         Err(e) => {
@@ -206,6 +206,22 @@ async fn authenticate(
     };
     tcp.write_all(&codec::auth_status(true)).await?;
     Ok(scanner)
+}
+
+/// The scanner's username and password. A malformed sub-negotiation is a failed login: RFC 1929
+/// answers it with a failure status before closing, so the scanner reports "authentication
+/// failed" rather than a connection closed for no reason.
+async fn read_credentials(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+) -> Result<codec::Credentials, IngressError> {
+    match read_message(tcp, buf, codec::parse_auth).await {
+        Err(IngressError::Protocol(e)) => {
+            tcp.write_all(&codec::auth_status(false)).await?;
+            Err(e.into())
+        }
+        read => read,
+    }
 }
 
 /// The scanner's request: a CONNECT.
