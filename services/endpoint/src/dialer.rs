@@ -42,7 +42,7 @@ use tracing::Instrument;
 /// the answer to travel back: past it the scanner has been told the open timed out, and a
 /// connection made later would only be dropped. Without it, a name with several unreachable
 /// addresses took a full connect timeout for each, 20 s and more.
-const DIAL_DEADLINE: Duration = Duration::from_secs(15);
+pub const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Why a dial failed, for the scanner (`reason`) and the log (`message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
