@@ -386,6 +386,50 @@ async fn an_idle_gateway_is_warned_kept_by_activity_then_deleted_with_its_endpoi
     drop(agent);
 }
 
+/// A retirement decided on a view that had not seen the gateway's latest activity (the notices
+/// still replaying the log, or activity just after the notice was computed) deletes nothing: the
+/// deletion checks the directory's last activity again, at each attempt.
+#[actix::test]
+async fn a_retirement_of_a_gateway_active_since_its_notice_keeps_it() {
+    let clock = clock_now();
+    let (node, api) = node_with_lead(&clock, None).await;
+    let app = http_server("hello").await;
+    let p = ism_tests::cluster::provision(&api, "dc1").await;
+    let created_ms = api.gateway(&p.gateway).await.unwrap()["created_ms"].as_i64().unwrap();
+    let machine = TestMachine::new();
+    let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{}", app.port()));
+    connected(&agent).await;
+    clock.advance_ms(10 * MINUTE);
+    let s =
+        ism_cli::scanner::connect(&node.socks(), "dc1", &p.scanner_secret, "127.0.0.1", app.port())
+            .await
+            .unwrap();
+    ism_cli::scanner::http_get(s, "x", "/", PATIENCE).await.unwrap();
+    let gateway: uuid::Uuid = p.gateway.parse().unwrap();
+    eventually("the stream's activity in the directory", || async {
+        let g = node.state.directory.gateway(gateway).ok()??;
+        (g.last_activity_ms > created_ms).then_some(())
+    })
+    .await;
+    // A notice computed from the creation alone, as a view behind the log would.
+    let stale = ism_projectors::notices::Notice {
+        id: uuid::Uuid::new_v4(),
+        action: ism_projectors::notices::Action::Send(ism_events::NoticeKind::GatewayRetired),
+        subject: gateway,
+        gateway,
+        due_ms: clock.now_ms(),
+        since_ms: created_ms,
+        suppressed: None,
+        pause_until_ms: None,
+        deadline_ms: Some(clock.now_ms()),
+    };
+    let retired = ism_gateway::notify::retention::retire(&node.state, &stale, 4).await.unwrap();
+    assert!(matches!(retired, ism_gateway::notify::retention::Retired::StillActive(_)));
+    assert_eq!(api.gateway(&p.gateway).await.unwrap()["status"], "Online", "kept");
+    assert!(api.endpoint(&p.endpoint).await.is_ok(), "its endpoint kept");
+    agent.stop();
+}
+
 #[actix::test]
 async fn a_gateway_down_while_its_only_node_is_stopped_is_reported_once_for_it_and_not_per_endpoint(
 ) {

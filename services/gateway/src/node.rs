@@ -334,7 +334,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let progress = spawn_projection(log.clone(), directory.clone())?;
     let notices_progress = spawn_projection(log.clone(), notices.clone())?;
     let applied_events = progress.applied_events();
-    progress.wait_for(log.head().await?, Duration::from_secs(60)).await?;
+    let head = log.head().await?;
+    progress.wait_for(head, Duration::from_secs(60)).await?;
+    // The notifier acts on the notices' view: one still replaying the log would take a gateway
+    // whose later activity it has not applied yet for one idle past the four months, and retire
+    // it.
+    notices_progress.wait_for(head, Duration::from_secs(60)).await?;
 
     let secret_path = config.key_secret_file.clone().unwrap_or_else(|| data.join("key-secret"));
     let secret_hex = secret_file(&secret_path, || hex(&KeySecret::generate_bytes()))?;

@@ -11,7 +11,7 @@
 
 pub mod email;
 pub mod message;
-mod retention;
+pub mod retention;
 pub mod webhook;
 
 use crate::state::NodeState;
@@ -555,6 +555,11 @@ impl Notifier {
                 Ok(retention::Retired::Deleted) => Ok(Vec::new()),
                 Ok(retention::Retired::ByOthers(reason)) => Err(Undelivered::Moot(format!(
                     "the gateway was deleted before its retirement ({reason})"
+                ))),
+                Ok(retention::Retired::StillActive(at_ms)) => Err(Undelivered::Moot(format!(
+                    "the gateway had scan activity at {}, after the notice's {}: kept",
+                    ism_projectors::audit::format_time(at_ms),
+                    ism_projectors::audit::format_time(notice.since_ms)
                 ))),
                 Err(e) => Err(Undelivered::Retry(e)),
             };

@@ -21,6 +21,10 @@ pub enum Retired {
     Deleted,
     /// Someone deleted the gateway first, for this reason.
     ByOthers(String),
+    /// The directory shows scan activity after the one the notice was computed from (at this
+    /// time): the notice came from a view that had not caught up, and the gateway is kept. The
+    /// notices' own view moves the deadline once it sees that activity.
+    StillActive(i64),
 }
 
 pub async fn retire(state: &NodeState, notice: &Notice, months: u32) -> Result<Retired, String> {
@@ -35,6 +39,11 @@ pub async fn retire(state: &NodeState, notice: &Notice, months: u32) -> Result<R
         } else {
             Retired::ByOthers(reason)
         });
+    }
+    // Checked again here, on this node's directory, at each attempt: activity may have come
+    // since the notice was computed, or since a failed attempt.
+    if g.last_activity_ms > notice.since_ms {
+        return Ok(Retired::StillActive(g.last_activity_ms));
     }
     let cause = Cause::by(Principal::node(state.node_id.clone()));
     let roster =
