@@ -8,11 +8,11 @@
 //!
 //! Some addresses are refused unless a CIDR rule inside their range names them, however broad the
 //! other rules (`*`, `0.0.0.0/0`): this host itself (loopback, the unspecified address), link-local
-//! (where cloud metadata services live) and the clouds' metadata addresses outside it (see
-//! `SENSITIVE`). An IPv6 address that carries an IPv4 address the network delivers to
-//! (IPv4-compatible, NAT64 with the well-known prefix `64:ff9b::/96` or inside the local-use
-//! `64:ff9b:1::/48`, 6to4) is as sensitive as the address it carries, since reaching it reaches
-//! that address (see `EMBEDDINGS`).
+//! (where cloud metadata services live) and the clouds' metadata addresses outside it. An IPv6
+//! address that carries an IPv4 address the network delivers to (IPv4-compatible, NAT64 with the
+//! well-known prefix `64:ff9b::/96` or inside the local-use `64:ff9b:1::/48`, 6to4) is as
+//! sensitive as the address it carries, since reaching it reaches that address. The list and the
+//! forms are [`ism_addresses`]'s, shared with the gateway's webhooks.
 //!
 //! The endpoint's own web proxy is refused the same way, by the dialer (only it knows the proxy),
 //! unless a rule names exactly its address and port ([`Allowlist::names_address_and_port`]): a
@@ -23,7 +23,9 @@
 //! below it; `*corp.example` never matches `evilcorp.example`); ports is `*`, `443` or
 //! `8000-8100` (default `*`).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub use ism_addresses::Sensitive;
+use ism_addresses::{in_cidr, normalise, sensitive_range};
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostRule {
@@ -61,141 +63,6 @@ pub enum Refusal {
     NotListed,
     /// The address is sensitive and no CIDR rule inside its range names it.
     Sensitive(Sensitive),
-}
-
-/// What makes an address sensitive: reaching it would reach more than the customer's apps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sensitive {
-    /// The endpoint's own host: loopback, or the unspecified address (which connects to it).
-    ThisHost,
-    /// Link-local, where the clouds' instance metadata services answer (169.254.169.254).
-    LinkLocal,
-    /// A cloud's instance metadata or platform service outside link-local.
-    CloudMetadata,
-}
-
-impl std::fmt::Display for Sensitive {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Sensitive::ThisHost => "an address of the endpoint's own host",
-            Sensitive::LinkLocal => "a link-local address (where cloud metadata services answer)",
-            Sensitive::CloudMetadata => "a cloud metadata service address",
-        })
-    }
-}
-
-struct Range {
-    net: IpAddr,
-    bits: u8,
-    kind: Sensitive,
-}
-
-const fn v4(a: u8, b: u8, c: u8, d: u8, bits: u8, kind: Sensitive) -> Range {
-    Range { net: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), bits, kind }
-}
-
-const fn v6(segments: [u16; 8], bits: u8, kind: Sensitive) -> Range {
-    let [a, b, c, d, e, f, g, h] = segments;
-    Range { net: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)), bits, kind }
-}
-
-/// Addresses refused unless a CIDR rule inside the range names them. The metadata addresses are
-/// the ones the providers document for their instances.
-const SENSITIVE: &[Range] = &[
-    v4(127, 0, 0, 0, 8, Sensitive::ThisHost),
-    v4(0, 0, 0, 0, 8, Sensitive::ThisHost),
-    v6([0, 0, 0, 0, 0, 0, 0, 1], 128, Sensitive::ThisHost),
-    v6([0; 8], 128, Sensitive::ThisHost),
-    // AWS, Google Cloud, Azure, Oracle Cloud, DigitalOcean, OpenStack (169.254.169.254), AWS ECS
-    // task credentials (169.254.170.2), Tencent Cloud (169.254.0.23), Scaleway (169.254.42.42).
-    v4(169, 254, 0, 0, 16, Sensitive::LinkLocal),
-    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, Sensitive::LinkLocal),
-    // Alibaba Cloud's metadata service.
-    v4(100, 100, 100, 200, 32, Sensitive::CloudMetadata),
-    // Azure's WireServer (VM agent and extension configuration, protected settings).
-    v4(168, 63, 129, 16, 32, Sensitive::CloudMetadata),
-    // Oracle Cloud Infrastructure Classic's metadata service.
-    v4(192, 0, 0, 192, 32, Sensitive::CloudMetadata),
-    // AWS's IPv6 services: instance metadata (::254), EKS Pod Identity credentials (::23), DNS,
-    // time.
-    v6([0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0], 32, Sensitive::CloudMetadata),
-    // Google Cloud's IPv6 metadata server.
-    v6([0xfd20, 0x00ce, 0, 0, 0, 0, 0, 0x0254], 128, Sensitive::CloudMetadata),
-    // Oracle Cloud's IPv6 metadata service.
-    v6([0xfd00, 0x00c1, 0, 0, 0, 0, 0xa9fe, 0xa9fe], 128, Sensitive::CloudMetadata),
-    // Scaleway's IPv6 metadata service.
-    v6([0xfd00, 0x0042, 0, 0, 0, 0, 0, 0x0042], 128, Sensitive::CloudMetadata),
-];
-
-/// An IPv6 prefix whose addresses carry an IPv4 address that traffic to them reaches.
-struct Embedding {
-    prefix: u128,
-    len: u8,
-    /// Where the IPv4 address sits: this many bits above the address's last bit.
-    ipv4_shift: u32,
-}
-
-/// The IPv6 forms that carry an IPv4 address: IPv4-compatible `::a.b.c.d` (deprecated, still
-/// tunnelled by some stacks), NAT64 (RFC 6052: the translator connects to the IPv4 address) with
-/// the well-known prefix `64:ff9b::/96` or inside the local-use `64:ff9b:1::/48` (RFC 8215; its
-/// operators use a /96 inside it, so the IPv4 address is the last 32 bits), and 6to4 `2002::/16`
-/// (RFC 3056: the packet is tunnelled to the IPv4 address, the 32 bits after the prefix).
-/// IPv4-mapped addresses are not here: the socket connects over IPv4, so they are checked as IPv4
-/// addresses ([`normalise`]).
-const EMBEDDINGS: &[Embedding] = &[
-    Embedding { prefix: 0, len: 96, ipv4_shift: 0 },
-    Embedding { prefix: 0x0064_ff9b << 96, len: 96, ipv4_shift: 0 },
-    Embedding { prefix: 0x0064_ff9b_0001 << 80, len: 48, ipv4_shift: 0 },
-    Embedding { prefix: 0x2002 << 112, len: 16, ipv4_shift: 80 },
-];
-
-fn normalise(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
-}
-
-fn in_cidr(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (normalise(ip), net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            bits == 0 || (u32::from(a) ^ u32::from(n)) >> (32 - u32::from(bits)) == 0
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            bits == 0 || (u128::from(a) ^ u128::from(n)) >> (128 - u32::from(bits)) == 0
-        }
-        _ => false,
-    }
-}
-
-/// The sensitive range `ip` falls in (the range a rule must lie within to allow it) and why. For
-/// an address that carries an IPv4 address, that is the image of the carried address's range.
-fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8, Sensitive)> {
-    let ip = normalise(ip);
-    if let Some(r) = SENSITIVE.iter().find(|r| in_cidr(ip, r.net, r.bits)) {
-        return Some((r.net, r.bits, r.kind));
-    }
-    let IpAddr::V6(v6) = ip else { return None };
-    EMBEDDINGS.iter().find_map(|e| carried_range(u128::from(v6), e))
-}
-
-/// The sensitive range of the IPv4 address `e` carries in `bits`, as IPv6: `bits` above the
-/// carried address kept (for the local-use NAT64 prefix, they choose the operator's /96), the
-/// carried address's range in its place, anything below free.
-fn carried_range(bits: u128, e: &Embedding) -> Option<(IpAddr, u8, Sensitive)> {
-    if bits >> (128 - u32::from(e.len)) != e.prefix >> (128 - u32::from(e.len)) {
-        return None;
-    }
-    // The truncation keeps exactly the 32 bits of the carried address.
-    let carried = Ipv4Addr::from((bits >> e.ipv4_shift) as u32);
-    let range = SENSITIVE.iter().find(|r| in_cidr(IpAddr::V4(carried), r.net, r.bits))?;
-    let IpAddr::V4(net) = range.net else { return None };
-    let field = u128::from(u32::MAX) << e.ipv4_shift;
-    let image = (bits & !field) | u128::from(u32::from(net)) << e.ipv4_shift;
-    // At least 16 + 8 bits (6to4 carrying a /8) and at most 128: the shift stays in range.
-    let len = 128 - e.ipv4_shift - 32 + u32::from(range.bits);
-    let network = image & (u128::MAX << (128 - len));
-    Some((IpAddr::V6(Ipv6Addr::from(network)), len as u8, range.kind))
 }
 
 /// Whether `name` is really an address: a name whose last label is a number (`10.0.0.1`,

@@ -54,22 +54,14 @@ pub async fn post(
 }
 
 /// Link-local addresses (where clouds serve instance metadata and credentials) and the clouds'
-/// other metadata addresses: a webhook URL, typed by a manager, must not reach them from a
-/// gateway node. Checked on the resolved addresses at each delivery, and on an IP literal when
-/// the webhook is added ([`literal_refused`]).
+/// other metadata addresses, in every form that reaches them (IPv4-mapped, NAT64, 6to4: the
+/// endpoint's list, [`ism_addresses`]): a webhook URL, typed by a manager, must not reach them
+/// from a gateway node. This host's own addresses stay allowed: a receiver beside the gateway is
+/// the operator's choice. Checked on the resolved addresses at each delivery, and on an IP
+/// literal when the webhook is added ([`literal_refused`]).
 pub fn forbidden(ip: std::net::IpAddr) -> bool {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200),
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-        }
-    }
+    ism_addresses::sensitive_range(ip)
+        .is_some_and(|(_, _, kind)| kind != ism_addresses::Sensitive::ThisHost)
 }
 
 /// Why `url` may never be delivered to, if its host is an IP literal [`forbidden`] (a host name
@@ -184,6 +176,9 @@ mod tests {
             "http://[fe80::1]:8080/",
             "http://[::ffff:169.254.169.254]/",
             "http://[fd00:ec2::254]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[2002:a9fe:a9fe::1]/",
+            "http://168.63.129.16/",
         ] {
             match post(url, "s", Uuid::nil(), 1, b"{}").await {
                 Err(PostError::Refused(why)) => {
