@@ -11,6 +11,7 @@ use ism_tunnel_proto::Role;
 use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -24,24 +25,42 @@ pub enum LinkError {
     Dial { node: String, addr: SocketAddr, reason: String },
 }
 
-/// This node's links to the others, by node name.
+/// This node's links to the others, by node name. Each node has its own slot, locked while its
+/// link is dialled: two streams for one node share one dial, and a node that does not answer
+/// holds up only the streams for it, not those for every other node.
 pub struct RelayLinks {
     tls: ClusterTls,
     session: SessionConfig,
-    links: tokio::sync::Mutex<HashMap<String, Session>>,
+    links: std::sync::Mutex<HashMap<String, Arc<Slot>>>,
 }
+
+/// One node's link, if open (or dialled and since closed).
+type Slot = tokio::sync::Mutex<Option<Session>>;
 
 impl RelayLinks {
     pub fn new(tls: ClusterTls, session: SessionConfig) -> Self {
-        Self { tls, session, links: tokio::sync::Mutex::default() }
+        Self { tls, session, links: std::sync::Mutex::default() }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The link to `node` at `addr`: the open one, or a new one.
     pub async fn to(&self, node: &str, addr: SocketAddr) -> Result<Session, LinkError> {
-        let mut links = self.links.lock().await;
-        if let Some(link) = links.get(node).filter(|l| !l.is_closed()) {
-            return Ok(link.clone());
+        let slot = self.slots().entry(node.to_string()).or_default().clone();
+        let mut link = slot.lock().await;
+        if let Some(open) = link.as_ref().filter(|l| !l.is_closed()) {
+            return Ok(open.clone());
         }
+        let session = self.dial(node, addr).await?;
+        tracing::info!(%node, %addr, "relay link open");
+        *link = Some(session.clone());
+        Ok(session)
+    }
+
+    /// A new link to `node` at `addr` (TCP, TLS, WebSocket), within [`DIAL_TIMEOUT`].
+    async fn dial(&self, node: &str, addr: SocketAddr) -> Result<Session, LinkError> {
         let failed = |reason: String| LinkError::Dial { node: node.into(), addr, reason };
         let dial = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| failed(e.to_string()))?;
@@ -63,16 +82,68 @@ impl RelayLinks {
         let ws = tokio::time::timeout(DIAL_TIMEOUT, dial)
             .await
             .map_err(|_| failed(format!("no link within {DIAL_TIMEOUT:?}")))??;
-        let (session, _) = Session::spawn(ws, Role::Gateway, self.session.clone());
-        tracing::info!(%node, %addr, "relay link open");
-        links.insert(node.to_string(), session.clone());
-        Ok(session)
+        Ok(Session::spawn(ws, Role::Gateway, self.session.clone()).0)
     }
 
     /// Closes every link (this node is stopping).
     pub async fn close_all(&self) {
-        for (_, link) in self.links.lock().await.drain() {
-            link.close("gateway node stopping");
+        let slots: Vec<Arc<Slot>> = self.slots().drain().map(|(_, slot)| slot).collect();
+        for slot in slots {
+            if let Some(link) = slot.lock().await.take() {
+                link.close("gateway node stopping");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tls::{self, ClusterTlsFiles};
+    use tokio::net::TcpListener;
+
+    /// A node of a generated cluster answering relay links on loopback as far as the link's
+    /// dial needs: TLS, then the WebSocket upgrade; the link then stays open.
+    async fn answering(tls: &ClusterTls) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let tls = crate::tunnel_tls::accept(&acceptor, tcp).await.unwrap();
+                    let ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+                    std::future::pending::<()>().await;
+                    drop(ws);
+                });
+            }
+        });
+        addr
+    }
+
+    /// A link to a node that accepts connections and then says nothing (a host gone silent)
+    /// does not hold up the link to another node while it is being dialled.
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_holds_up_only_the_links_to_it() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        tls::generate(dir.path(), &["node-a".into(), "node-b".into(), "node-c".into()]).unwrap();
+        let load = |node| tls::load(&ClusterTlsFiles::in_dir(dir.path(), node)).unwrap();
+        let links = Arc::new(RelayLinks::new(load("node-a"), SessionConfig::default()));
+        let to_c = answering(&load("node-c")).await;
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to_b = silent.local_addr().unwrap();
+
+        let dialling_b = tokio::spawn({
+            let links = links.clone();
+            async move { links.to("node-b", to_b).await.map(drop) }
+        });
+        // Node b has taken the connection: its link's dial is under way, and waits.
+        let (_held, _) = silent.accept().await.unwrap();
+        links.to("node-c", to_c).await.expect("node c's link opens");
+        assert!(!dialling_b.is_finished(), "node c's link opened while node b's dial waited");
+        dialling_b.abort();
+        links.close_all().await;
     }
 }
