@@ -21,6 +21,8 @@ pub enum AccessDenied {
     ScanAccessOff(String),
     #[error("support-engineer access is not granted for endpoint {0:?}")]
     SupportAccessOff(String),
+    #[error("the scanner credential belongs to another gateway than the endpoint's")]
+    OtherGateway,
 }
 
 /// A scan of the built-in engine as the scanner credential its streams run under (its id is the
@@ -69,6 +71,26 @@ pub fn stream_allowed(
         }
         CredentialKind::Scan | CredentialKind::Support => Ok(()),
     }
+}
+
+/// May a stream relayed by another node of the cluster, for the credential `credential_id` as
+/// this node's directory holds it (`credential`), run through `endpoint`, which this node holds?
+/// The ingress node checked already and keeps enforcing; this is the owner's own check, so that a
+/// relayed open is held to the rule here too (a credential revoked or access withdrawn while the
+/// open travelled, or a peer naming what it should not). A credential this node's directory does
+/// not know yet (issued a moment ago, its event still on its way) is let through: the ingress
+/// node has checked it, and the peer is a node of the cluster (mutual TLS).
+pub fn relayed_stream_allowed(
+    endpoint: Option<&EndpointView>,
+    credential: Option<&ScannerCredentialRow>,
+    endpoint_id: Uuid,
+    now_ms: i64,
+) -> Result<(), AccessDenied> {
+    let Some(credential) = credential else { return Ok(()) };
+    if endpoint.is_some_and(|e| e.gateway != credential.gateway) {
+        return Err(AccessDenied::OtherGateway);
+    }
+    stream_allowed(endpoint, credential, endpoint_id, now_ms)
 }
 
 #[cfg(test)]
@@ -146,5 +168,29 @@ mod tests {
             let got = stream_allowed(endpoint.as_ref(), &credential, Uuid::nil(), 50);
             assert_eq!(got, expected, "{endpoint:?} with {credential:?}");
         }
+    }
+
+    #[test]
+    fn a_relayed_stream_is_held_to_the_rule_on_the_owner_too() {
+        use CredentialKind::Scan;
+        use SupportAccess::Off;
+        let open = endpoint(true, Off, false);
+        let now = 0;
+        let revoked = credential(Scan, true);
+        assert_eq!(
+            relayed_stream_allowed(Some(&open), Some(&revoked), Uuid::nil(), now),
+            Err(AccessDenied::CredentialRevoked)
+        );
+        let closed = endpoint(false, Off, false);
+        let fine = credential(Scan, false);
+        assert!(relayed_stream_allowed(Some(&closed), Some(&fine), Uuid::nil(), now).is_err());
+        let elsewhere = ScannerCredentialRow { gateway: Uuid::from_u128(7), ..fine.clone() };
+        assert_eq!(
+            relayed_stream_allowed(Some(&open), Some(&elsewhere), Uuid::nil(), now),
+            Err(AccessDenied::OtherGateway)
+        );
+        assert_eq!(relayed_stream_allowed(Some(&open), Some(&fine), Uuid::nil(), now), Ok(()));
+        // Not known here yet: the ingress node's check stands.
+        assert_eq!(relayed_stream_allowed(Some(&open), None, Uuid::nil(), now), Ok(()));
     }
 }

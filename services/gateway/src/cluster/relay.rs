@@ -2,9 +2,11 @@
 //! each relayed stream opening the stream through the endpoint this node holds and joining the
 //! two. Allowlist, stream limits and records behave as for a local scanner; access was checked
 //! by the node the scanner came to, which keeps enforcing it (a withdrawal there resets the
-//! relayed stream, and the reset travels on).
+//! relayed stream, and the reset travels on), and is checked again here at the open
+//! ([`crate::access::relayed_stream_allowed`]).
 
 use super::tls::ClusterTls;
+use crate::access::{current_credential, relayed_stream_allowed, AccessDenied};
 use crate::refusals::RefusedStream;
 use crate::scanner_stream::open_traced;
 use crate::state::NodeState;
@@ -136,6 +138,9 @@ async fn serve_relayed(
         let message = format!("endpoint {endpoint} is not connected to node {}", state.node_id);
         return incoming.reject(OpenFailure::NotHeld, message);
     };
+    if let Err(denied) = relayed_access(state, &relay.scanner, endpoint) {
+        return incoming.reject(OpenFailure::NotAllowed, format!("access refused: {denied}"));
+    }
     // The owner records the relayed stream's facts: its own log's backlog decides.
     let behind = state.tunnels.unrecorded();
     if behind >= state.stream_limits.max_unrecorded {
@@ -182,6 +187,15 @@ async fn serve_relayed(
     span.record("to_scanner", received);
     span.record("end", display(escaped(&end)));
     recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
+}
+
+/// The owner's check of a relayed stream's access ([`relayed_stream_allowed`]), on this node's
+/// directory; `scanner` is the credential's id as the ingress node sent it.
+fn relayed_access(state: &NodeState, scanner: &str, endpoint: Uuid) -> Result<(), AccessDenied> {
+    let Ok(id) = Uuid::parse_str(scanner) else { return Err(AccessDenied::CredentialRevoked) };
+    let view = state.directory.endpoint(endpoint).ok().flatten();
+    let credential = current_credential(&state.directory, id);
+    relayed_stream_allowed(view.as_ref(), credential.as_ref(), endpoint, state.clock.now_ms())
 }
 
 /// Moves bytes both ways between the ingress node's stream and the endpoint's, until both sides
