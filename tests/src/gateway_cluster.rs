@@ -38,7 +38,7 @@ impl ClusterFiles {
             sans: Vec::new(),
         })
         .unwrap();
-        ClusterFiles { dir, admin_token: "cluster-admin-token-for-tests".into() }
+        ClusterFiles { dir, admin_token: "cluster-admin-token-for-tests-0123456789".into() }
     }
 
     pub fn path(&self, file: &str) -> PathBuf {

@@ -67,3 +67,85 @@ async fn the_bearer_scheme_is_case_insensitive() {
     let (status, _, _) = curl(&["-H", "Authorization: bearer not-a-token", &me]).await;
     assert_eq!(status, 401);
 }
+
+/// `curl` as `token` with `args` against the node's API at `path`.
+async fn curl_as(
+    node: &TestNode,
+    token: &str,
+    args: &[&str],
+    path: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let auth = format!("Authorization: Bearer {token}");
+    let url = format!("http://{}{path}", node.addresses.api);
+    curl(&[args, &["-H", &auth, &url]].concat()).await
+}
+
+#[actix::test]
+async fn an_audit_page_larger_than_the_maximum_is_refused_with_or_without_after() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let token = node.admin_token.clone();
+    for query in ["limit=1000000000", "after=0&limit=18446744073709551615", "limit=10001"] {
+        let (status, _, body) =
+            curl_as(&node, &token, &[], &format!("/api/v1/audit?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains("limit must be 1 to 10000"), "{query}: {body}");
+    }
+    let (status, _, body) = curl_as(&node, &token, &[], "/api/v1/audit?after=0&limit=10000").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[actix::test]
+async fn an_access_change_with_a_bad_support_window_changes_nothing() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let api = node.api();
+    let p = ism_tests::cluster::provision(&api, "dc1").await;
+    let path = format!("/api/v1/endpoints/{}/access", p.endpoint);
+    let body = r#"{"scan_access": false, "support_access": 45}"#;
+    let json = ["-X", "PUT", "-H", "Content-Type: application/json", "-d", body];
+    let (status, _, answer) = curl_as(&node, &node.admin_token, &json, &path).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("1 to 30 days"), "{answer}");
+    let endpoint = api.endpoint(&p.endpoint).await.unwrap();
+    assert_eq!(endpoint["scan_access"], true, "{endpoint}");
+}
+
+#[actix::test]
+async fn a_reviewer_cannot_tell_whether_a_user_exists_by_editing_it() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let api = node.api();
+    api.create_user("rita", "reviewer", None).await.unwrap();
+    api.create_user("sam", "reviewer", None).await.unwrap();
+    let token = api.issue_token("rita", "").await.unwrap()["token"].as_str().unwrap().to_string();
+    let json = ["-X", "PATCH", "-H", "Content-Type: application/json", "-d", r#"{"email": ""}"#];
+    for name in ["nosuch", "sam"] {
+        let path = format!("/api/v1/users/{name}");
+        let (status, _, body) = curl_as(&node, &token, &json, &path).await;
+        assert_eq!(status, 403, "{name}: {body}");
+    }
+}
+
+#[actix::test]
+async fn responses_showing_a_secret_are_not_stored_by_caches() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let api = node.api();
+    let p = ism_tests::cluster::provision(&api, "dc1").await;
+    api.create_user("rita", "reviewer", None).await.unwrap();
+    let json = ["-H", "Content-Type: application/json", "-d", "{}"];
+    let post: Vec<&str> = [&["-X", "POST"][..], &json].concat();
+    let endpoint_body = r#"{"name": "dc2", "platform": "linux"}"#;
+    let add_endpoint = ["-X", "POST", "-H", "Content-Type: application/json", "-d", endpoint_body];
+    let hook_body = r#"{"url": "https://hooks.example/ism"}"#;
+    let add_webhook = ["-X", "POST", "-H", "Content-Type: application/json", "-d", hook_body];
+    for (args, path) in [
+        (&[][..], format!("/api/v1/endpoints/{}/key", p.endpoint)),
+        (&post[..], format!("/api/v1/endpoints/{}/key/rotate", p.endpoint)),
+        (&add_endpoint[..], format!("/api/v1/gateways/{}/endpoints", p.gateway)),
+        (&post[..], format!("/api/v1/gateways/{}/scanner-credentials", p.gateway)),
+        (&post[..], "/api/v1/users/rita/tokens".to_string()),
+        (&add_webhook[..], "/api/v1/webhooks".to_string()),
+    ] {
+        let (status, headers, body) = curl_as(&node, &node.admin_token, args, &path).await;
+        assert!(status == 200 || status == 201, "{path}: {status} {body}");
+        assert_eq!(header(&headers, "cache-control"), Some("no-store"), "{path}");
+    }
+}

@@ -122,7 +122,7 @@ impl ApiClient {
     }
 
     pub async fn gateway(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::GET, &format!("/api/v1/gateways/{id}"), None).await
+        self.call(Method::GET, &format!("/api/v1/gateways/{}", percent_encode(id)), None).await
     }
 
     /// Returns `{"endpoint": {...}, "key": "..."}`.
@@ -134,19 +134,31 @@ impl ApiClient {
         platform: &str,
     ) -> Result<Value, ApiError> {
         let body = json!({ "name": name, "description": description, "platform": platform });
-        self.call(Method::POST, &format!("/api/v1/gateways/{gateway}/endpoints"), Some(&body)).await
+        self.call(
+            Method::POST,
+            &format!("/api/v1/gateways/{}/endpoints", percent_encode(gateway)),
+            Some(&body),
+        )
+        .await
     }
 
     pub async fn endpoints(&self, gateway: &str) -> Result<Value, ApiError> {
-        self.call(Method::GET, &format!("/api/v1/gateways/{gateway}/endpoints"), None).await
+        self.call(
+            Method::GET,
+            &format!("/api/v1/gateways/{}/endpoints", percent_encode(gateway)),
+            None,
+        )
+        .await
     }
 
     pub async fn endpoint(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::GET, &format!("/api/v1/endpoints/{id}"), None).await
+        self.call(Method::GET, &format!("/api/v1/endpoints/{}", percent_encode(id)), None).await
     }
 
     pub async fn endpoint_key(&self, id: &str) -> Result<String, ApiError> {
-        let v = self.call(Method::GET, &format!("/api/v1/endpoints/{id}/key"), None).await?;
+        let v = self
+            .call(Method::GET, &format!("/api/v1/endpoints/{}/key", percent_encode(id)), None)
+            .await?;
         v["key"]
             .as_str()
             .map(str::to_string)
@@ -171,7 +183,7 @@ impl ApiClient {
     ) -> Result<Value, ApiError> {
         self.call(
             Method::POST,
-            &format!("/api/v1/gateways/{gateway}/scanner-credentials"),
+            &format!("/api/v1/gateways/{}/scanner-credentials", percent_encode(gateway)),
             Some(&json!({ "label": label, "kind": kind })),
         )
         .await
@@ -184,14 +196,18 @@ impl ApiClient {
     ) -> Result<Value, ApiError> {
         self.call(
             Method::DELETE,
-            &format!("/api/v1/gateways/{gateway}/scanner-credentials/{credential}"),
+            &format!(
+                "/api/v1/gateways/{}/scanner-credentials/{}",
+                percent_encode(gateway),
+                percent_encode(credential)
+            ),
             None,
         )
         .await
     }
 
     pub async fn delete_gateway(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::DELETE, &format!("/api/v1/gateways/{id}"), None).await
+        self.call(Method::DELETE, &format!("/api/v1/gateways/{}", percent_encode(id)), None).await
     }
 
     pub async fn deleted_gateways(&self) -> Result<Value, ApiError> {
@@ -213,21 +229,28 @@ impl ApiClient {
         if let Some(d) = description {
             body["description"] = json!(d);
         }
-        self.call(Method::PATCH, &format!("/api/v1/endpoints/{id}"), Some(&body)).await
+        self.call(Method::PATCH, &format!("/api/v1/endpoints/{}", percent_encode(id)), Some(&body))
+            .await
     }
 
     pub async fn delete_endpoint(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::DELETE, &format!("/api/v1/endpoints/{id}"), None).await
+        self.call(Method::DELETE, &format!("/api/v1/endpoints/{}", percent_encode(id)), None).await
     }
 
     /// Returns `{"key", "key_generation", ...}`: the new key; the old one stops working.
     pub async fn rotate_key(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::POST, &format!("/api/v1/endpoints/{id}/key/rotate"), None).await
+        self.call(
+            Method::POST,
+            &format!("/api/v1/endpoints/{}/key/rotate", percent_encode(id)),
+            None,
+        )
+        .await
     }
 
     /// Releases the key's binding to its machine; returns the endpoint.
     pub async fn unbind_endpoint(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::POST, &format!("/api/v1/endpoints/{id}/unbind"), None).await
+        self.call(Method::POST, &format!("/api/v1/endpoints/{}/unbind", percent_encode(id)), None)
+            .await
     }
 
     /// `support`: `"off"`, `"indefinite"` or a number of days.
@@ -244,13 +267,23 @@ impl ApiClient {
         if let Some(s) = support {
             body["support_access"] = s;
         }
-        self.call(Method::PUT, &format!("/api/v1/endpoints/{id}/access"), Some(&body)).await
+        self.call(
+            Method::PUT,
+            &format!("/api/v1/endpoints/{}/access", percent_encode(id)),
+            Some(&body),
+        )
+        .await
     }
 
     /// How many scans the endpoint runs at once: a number, or `"default"` (the gateway's).
     pub async fn set_scan_capacity(&self, id: &str, capacity: Value) -> Result<Value, ApiError> {
         let body = json!({ "scan_capacity": capacity });
-        self.call(Method::PUT, &format!("/api/v1/endpoints/{id}/access"), Some(&body)).await
+        self.call(
+            Method::PUT,
+            &format!("/api/v1/endpoints/{}/access", percent_encode(id)),
+            Some(&body),
+        )
+        .await
     }
 
     pub async fn me(&self) -> Result<Value, ApiError> {
@@ -289,7 +322,8 @@ impl ApiClient {
 
     /// `change` holds any of `role`, `email` (`""` removes it), `notifications` (bool).
     pub async fn edit_user(&self, name: &str, change: &Value) -> Result<Value, ApiError> {
-        self.call(Method::PATCH, &format!("/api/v1/users/{name}"), Some(change)).await
+        self.call(Method::PATCH, &format!("/api/v1/users/{}", percent_encode(name)), Some(change))
+            .await
     }
 
     /// Returns `{"webhook", "secret"}`; the secret is shown only here.
@@ -350,7 +384,7 @@ impl ApiClient {
     }
 
     pub async fn remove_webhook(&self, id: &str) -> Result<Value, ApiError> {
-        self.call(Method::DELETE, &format!("/api/v1/webhooks/{id}"), None).await
+        self.call(Method::DELETE, &format!("/api/v1/webhooks/{}", percent_encode(id)), None).await
     }
 
     pub async fn notifications(&self, limit: usize) -> Result<Value, ApiError> {
@@ -361,14 +395,19 @@ impl ApiClient {
     pub async fn issue_token(&self, name: &str, label: &str) -> Result<Value, ApiError> {
         self.call(
             Method::POST,
-            &format!("/api/v1/users/{name}/tokens"),
+            &format!("/api/v1/users/{}/tokens", percent_encode(name)),
             Some(&json!({ "label": label })),
         )
         .await
     }
 
     pub async fn revoke_token(&self, name: &str, token: &str) -> Result<Value, ApiError> {
-        self.call(Method::DELETE, &format!("/api/v1/users/{name}/tokens/{token}"), None).await
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/users/{}/tokens/{}", percent_encode(name), percent_encode(token)),
+            None,
+        )
+        .await
     }
 
     /// The audit timeline; `query` holds `gateway`, `endpoint`, `actor`, `since`, `until`, `limit`.
@@ -431,7 +470,8 @@ impl ApiClient {
     }
 }
 
-/// Query-string encoding of a value (everything but unreserved characters).
+/// Encoding of a query-string value or of one path segment (everything but unreserved
+/// characters): a user's name like `bob?x` or `a/b` stays one segment instead of ending the path.
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -141,6 +141,22 @@ async fn revoke_token_takes_the_token_id_and_revokes_it() {
     assert!(rita.fails(&["whoami"]).await.contains("invalid bearer token"));
 }
 
+/// A user's name is one path segment however it is spelled: `bob?x` is not `bob` with a query.
+#[actix::test]
+async fn a_user_name_holding_url_syntax_names_that_user_and_no_other() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let admin = admin(&node);
+    for name in ["bob", "bob?x"] {
+        admin.json(&["user", "create", "--name", name, "--role", "reviewer"]).await;
+    }
+    let changed = admin.json(&["user", "role", "bob?x", "administrator"]).await;
+    assert_eq!((&changed["name"], &changed["role"]), (&"bob?x".into(), &"administrator".into()));
+    assert_eq!(admin.json(&["user", "token", "bob?x"]).await["user"], "bob?x");
+    let users = admin.json(&["user", "list"]).await;
+    let bob = users.as_array().unwrap().iter().find(|u| u["name"] == "bob").unwrap();
+    assert_eq!((&bob["role"], &bob["tokens"]), (&"reviewer".into(), &serde_json::json!([])));
+}
+
 #[actix::test]
 async fn a_reader_that_stops_early_is_not_a_crash() {
     let node = TestNode::start("node-a", Backend::Embedded);

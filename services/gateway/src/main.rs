@@ -101,7 +101,8 @@ struct Args {
     /// hard limit at start), between 64 and 16384.
     #[arg(long, env = "ISM_MAX_PENDING_CONNECTIONS")]
     max_pending_connections: Option<usize>,
-    /// Administrator API token; by default read from (or generated into) <data-dir>/admin-token.
+    /// Administrator API token, at least 32 characters (`openssl rand -hex 32`); by default read
+    /// from (or generated into) <data-dir>/admin-token.
     #[arg(long, env = "ISM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// The address endpoints are told to dial, `host[:port]` (443 by default): in a cluster the
@@ -165,6 +166,25 @@ struct Args {
     trace_sample_ratio: f64,
 }
 
+/// Shortest `--admin-token` accepted: the token opens everything, so one an operator typed
+/// (`change-me`, a word) must not be; a generated one is 69 characters. Checked here, on what an
+/// operator passes, rather than in `NodeConfig`, which tests build with short tokens of their own.
+const MIN_ADMIN_TOKEN: usize = 32;
+
+/// An operator's administrator token too short to be a secret; the message names the flag and the
+/// minimum, never the token.
+#[derive(Debug, thiserror::Error)]
+#[error("--admin-token / ISM_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters, not {0} (make one with `openssl rand -hex 32`, or leave it out to have one generated in <data-dir>/admin-token)")]
+struct WeakAdminToken(usize);
+
+/// The `--admin-token` given, refused if it is weaker than [`MIN_ADMIN_TOKEN`].
+fn strong_admin_token(token: Option<String>) -> Result<Option<String>, WeakAdminToken> {
+    match token {
+        Some(t) if t.chars().count() < MIN_ADMIN_TOKEN => Err(WeakAdminToken(t.chars().count())),
+        other => Ok(other),
+    }
+}
+
 /// `90`, `90s`, `2m`, `24h`, `14d` as milliseconds.
 fn duration_ms(raw: &str) -> Result<i64, String> {
     let raw = raw.trim();
@@ -218,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     config.tls_files = args.tls_cert.zip(args.tls_key);
     config.tls_names = args.tls_names;
     config.key_secret_file = args.key_secret_file;
-    config.admin_token = args.admin_token;
+    config.admin_token = strong_admin_token(args.admin_token)?;
     config.session.max_streams = args.max_streams_per_endpoint;
     config.session.budget =
         ism_tunnel_proto::CreditBudget::new(args.window_budget_mib.saturating_mul(1 << 20));
@@ -323,4 +343,24 @@ async fn run(config: NodeConfig, drain_timeout: std::time::Duration) -> anyhow::
     println!("shutting down");
     node.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_admin_token_is_refused_naming_the_flag_and_the_minimum() {
+        let args = Args::try_parse_from(["ism-gateway", "--admin-token", "short"]);
+        let refused = args.map(|a| strong_admin_token(a.admin_token));
+        let message = match refused {
+            Ok(Err(weak)) => weak.to_string(),
+            other => panic!("a 5-character admin token was not refused: {other:?}"),
+        };
+        assert!(message.contains("--admin-token") && message.contains("32"), "{message}");
+        assert!(!message.contains("short"), "the message shows the token: {message}");
+        let generated = format!("isma_{}", "0".repeat(64));
+        assert_eq!(strong_admin_token(Some(generated.clone())).ok(), Some(Some(generated)));
+        assert!(matches!(strong_admin_token(None), Ok(None)));
+    }
 }

@@ -43,9 +43,14 @@ pub(super) struct AuditQuery {
     /// Only entries before this log position: with no `after`, the most recent `limit` of them
     /// (the page before one that starts there: paging back from the latest).
     before: Option<u64>,
-    /// Most entries to return (default 1000; for the stream, all).
+    /// Most entries to return (default 1000, at most [`MAX_PAGE`]; for the stream, all).
     limit: Option<usize>,
 }
+
+/// Most entries one page of `/audit` returns: the page is held whole before it is sent, so an
+/// unbounded `limit` would let any token make the node hold the whole history. The stream holds
+/// one entry at a time and takes any limit.
+const MAX_PAGE: usize = 10_000;
 
 fn time(name: &str, raw: Option<&str>) -> Result<Option<i64>, ApiError> {
     raw.map(|r| parse_time(r).ok_or_else(|| ApiError::bad_request(format!("{name} must be a date (2026-11-23), a UTC time (2026-11-23T16:40:00Z) or milliseconds, not {r:?}")))).transpose()
@@ -56,6 +61,17 @@ impl AuditQuery {
         match self.limit {
             Some(0) => Err(ApiError::bad_request("limit must be 1 or more")),
             other => Ok(other),
+        }
+    }
+
+    /// The page's size: refused above [`MAX_PAGE`] rather than cut, so a client never takes a
+    /// shorter page than it asked for as the end of the history.
+    fn page_limit(&self) -> Result<usize, ApiError> {
+        match self.limit()? {
+            Some(n) if n > MAX_PAGE => Err(ApiError::bad_request(format!(
+                "limit must be 1 to {MAX_PAGE}, not {n}: page with after (or before), or read /api/v1/audit/stream for the whole history"
+            ))),
+            n => Ok(n.unwrap_or(1000)),
         }
     }
 
@@ -71,17 +87,18 @@ impl AuditQuery {
 }
 
 /// The history as a readable timeline, oldest first, read from the event log itself: the most
-/// recent `limit` entries, or the first `limit` after `after` (`truncated`: more follow).
+/// recent `limit` entries, or the first `limit` after `after` (`truncated`: more follow); a
+/// `limit` above [`MAX_PAGE`] is refused (400).
 pub(super) async fn timeline(
     state: State,
     _caller: Caller,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let limit = q.limit()?.unwrap_or(1000);
+    let limit = q.page_limit()?;
     // A page reads one entry more than it returns, to know whether more follow.
     let page = match q.after {
-        Some(after) => Page { after, before: q.before, limit: Some(limit + 1) },
+        Some(after) => Page { after, before: q.before, limit: Some(limit.saturating_add(1)) },
         None => Page { after: 0, before: q.before, limit: None },
     };
     let (head, entries) = audit::entries(state.log.clone(), q.filter()?, page).await?;

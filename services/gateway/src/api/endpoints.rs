@@ -6,11 +6,12 @@
 
 use super::gateways::gateway_or_404;
 use super::views;
-use super::{parse_id, ApiError, Caller, State};
+use super::{parse_id, secret_response, ApiError, Caller, State};
 use crate::state::NodeState;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::hash_secret;
-use ism_actors::endpoint::{EndpointCommand, EndpointError, MAX_SCAN_CAPACITY};
+use ism_actors::endpoint::{EndpointCommand, EndpointError, MAX_SCAN_CAPACITY, MAX_SUPPORT_DAYS};
 use ism_actors::roster::{NewEndpoint as RosterEntry, ReadEndpoint, Roster};
 use ism_actors::text::{checked, MAX_NAME};
 use ism_events::Platform;
@@ -99,7 +100,10 @@ pub(super) async fn add(
     let added = roster(&state).add(entry, &caller.cause()).await?;
     state.caught_up(added.position()).await?;
     let endpoint = views::endpoint(endpoint_or_404(&state, &id.to_string())?, &state);
-    Ok(HttpResponse::Created().json(serde_json::json!({ "endpoint": endpoint, "key": key })))
+    Ok(secret_response(
+        StatusCode::CREATED,
+        serde_json::json!({ "endpoint": endpoint, "key": key }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -157,7 +161,11 @@ pub(super) async fn key(
 ) -> Result<HttpResponse, ApiError> {
     caller.may_manage()?;
     let e = endpoint_or_404(&state, &id)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "endpoint": e.id, "key_generation": e.key_generation, "key": state.key_secret.endpoint_key(e.id, e.key_generation) })))
+    let key = state.key_secret.endpoint_key(e.id, e.key_generation);
+    Ok(secret_response(
+        StatusCode::OK,
+        serde_json::json!({ "endpoint": e.id, "key_generation": e.key_generation, "key": key }),
+    ))
 }
 
 /// Replaces the key; the old one stops working and the endpoint's session ends.
@@ -179,8 +187,10 @@ pub(super) async fn rotate_key(
         )
         .await?;
     state.caught_up(rotated.position()).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "endpoint": e.id, "key_generation": generation, "key": key })))
+    Ok(secret_response(
+        StatusCode::OK,
+        serde_json::json!({ "endpoint": e.id, "key_generation": generation, "key": key }),
+    ))
 }
 
 /// Releases the key's binding to its machine, so that another machine can take the endpoint over
@@ -208,7 +218,7 @@ pub(super) enum CapacitySetting {
     Word(String),
 }
 
-/// `"off"`, `"indefinite"`, or a number of days (1 to 30).
+/// `"off"`, `"indefinite"`, or a number of days (1 to [`MAX_SUPPORT_DAYS`]).
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(super) enum SupportSetting {
@@ -221,14 +231,51 @@ pub(super) enum SupportSetting {
 pub(super) struct AccessChange {
     scan_access: Option<bool>,
     support_access: Option<SupportSetting>,
-    /// Scans run at once (1 to 1000), or `"default"` for the gateway's `--scan-capacity`.
+    /// Scans run at once (1 to [`MAX_SCAN_CAPACITY`]), or `"default"` for the gateway's `--scan-capacity`.
     #[serde(default)]
     scan_capacity: Option<CapacitySetting>,
 }
 
+/// The command a `support_access` setting asks for, checked before anything is changed (the
+/// window's days by the actor's own bounds), so a request with a bad part changes nothing.
+fn support_command(setting: SupportSetting) -> Result<EndpointCommand, ApiError> {
+    match setting {
+        SupportSetting::Days(d) if !(1..=MAX_SUPPORT_DAYS).contains(&d) => {
+            Err(ApiError::bad_request(EndpointError::SupportWindow(d).to_string()))
+        }
+        SupportSetting::Days(d) => Ok(EndpointCommand::GrantSupportAccess { days: Some(d) }),
+        SupportSetting::Word(w) => match w.to_ascii_lowercase().as_str() {
+            "off" => Ok(EndpointCommand::RevokeSupportAccess),
+            "indefinite" => Ok(EndpointCommand::GrantSupportAccess { days: None }),
+            _ => Err(ApiError::bad_request(format!(
+                "support_access must be \"off\", \"indefinite\" or a number of days from 1 to {MAX_SUPPORT_DAYS}, not {:?}",
+                ism_events::escaped(&w)
+            ))),
+        },
+    }
+}
+
+/// The command a `scan_capacity` setting asks for, checked before anything is changed.
+fn capacity_command(setting: CapacitySetting) -> Result<EndpointCommand, ApiError> {
+    match setting {
+        CapacitySetting::Scans(c) if !(1..=MAX_SCAN_CAPACITY).contains(&c) => {
+            Err(ApiError::bad_request(EndpointError::ScanCapacity(c).to_string()))
+        }
+        CapacitySetting::Scans(c) => Ok(EndpointCommand::SetScanCapacity { capacity: Some(c) }),
+        CapacitySetting::Word(w) if w.eq_ignore_ascii_case("default") => {
+            Ok(EndpointCommand::SetScanCapacity { capacity: None })
+        }
+        CapacitySetting::Word(w) => Err(ApiError::bad_request(format!(
+            "scan_capacity must be a number of scans (1 to {MAX_SCAN_CAPACITY}) or \"default\", not {:?}",
+            ism_events::escaped(&w)
+        ))),
+    }
+}
+
 /// Manage Access: turning scan access off ends the scans and streams in progress within a
 /// second, on every node, and refuses new ones until it is turned on again. The scan capacity is
-/// how many scans of the built-in engine it runs at once.
+/// how many scans of the built-in engine it runs at once. Every part of the request is checked
+/// before the first is carried out: a bad part changes nothing, and the 400 means exactly that.
 pub(super) async fn set_access(
     state: State,
     caller: Caller,
@@ -238,34 +285,8 @@ pub(super) async fn set_access(
     caller.may_manage()?;
     let e = endpoint_or_404(&state, &id)?;
     let body = body.into_inner();
-    let support = match body.support_access {
-        None => None,
-        Some(SupportSetting::Days(d)) => Some(EndpointCommand::GrantSupportAccess { days: Some(d) }),
-        Some(SupportSetting::Word(w)) => match w.to_ascii_lowercase().as_str() {
-            "off" => Some(EndpointCommand::RevokeSupportAccess),
-            "indefinite" => Some(EndpointCommand::GrantSupportAccess { days: None }),
-            _ => return Err(ApiError::bad_request(format!("support_access must be \"off\", \"indefinite\" or a number of days from 1 to 30, not {w:?}"))),
-        },
-    };
-    let capacity = match body.scan_capacity {
-        None => None,
-        // Checked before anything is changed, so a bad request changes nothing.
-        Some(CapacitySetting::Scans(c)) if !(1..=MAX_SCAN_CAPACITY).contains(&c) => {
-            return Err(ApiError::bad_request(EndpointError::ScanCapacity(c).to_string()))
-        }
-        Some(CapacitySetting::Scans(c)) => {
-            Some(EndpointCommand::SetScanCapacity { capacity: Some(c) })
-        }
-        Some(CapacitySetting::Word(w)) if w.eq_ignore_ascii_case("default") => {
-            Some(EndpointCommand::SetScanCapacity { capacity: None })
-        }
-        Some(CapacitySetting::Word(w)) => {
-            return Err(ApiError::bad_request(format!(
-                "scan_capacity must be a number of scans (1 to 1000) or \"default\", not {:?}",
-                ism_events::escaped(&w)
-            )))
-        }
-    };
+    let support = body.support_access.map(support_command).transpose()?;
+    let capacity = body.scan_capacity.map(capacity_command).transpose()?;
     let commands = body
         .scan_access
         .map(|enabled| EndpointCommand::SetScanAccess { enabled })

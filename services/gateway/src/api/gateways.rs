@@ -1,8 +1,9 @@
 //! Gateway handlers: create, list (and the deleted ones), show, delete, scanner credentials.
 
 use super::views;
-use super::{parse_id, ApiError, Caller, State};
+use super::{parse_id, secret_response, ApiError, Caller, State};
 use crate::state::NodeState;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::{issue_secret, SecretKind};
 use ism_actors::gateway::GatewayCommand;
@@ -139,14 +140,17 @@ pub(super) async fn issue_credential(
     };
     let recorded = state.gateways.execute(g.id, command, caller.cause()).await?;
     state.caught_up(recorded.position()).await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
+    Ok(secret_response(
+        StatusCode::CREATED,
+        serde_json::json!({
         "id": issued.id,
         "gateway": g.id,
         "kind": kind,
         "secret": issued.secret,
         "socks_address": state.public.socks.clone(),
         "usage": "SOCKS5 username: the endpoint's name (or id); password: this secret",
-    })))
+        }),
+    ))
 }
 
 /// Revokes a scanner credential; streams using it stop at once.

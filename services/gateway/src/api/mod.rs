@@ -207,6 +207,15 @@ fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resourc
     }))
 }
 
+/// A response that shows a secret (an endpoint key, an API token, a scanner credential, a
+/// webhook's signing secret): `Cache-Control: no-store`, so that no browser or proxy cache keeps
+/// a copy of what is meant to be shown once, to this caller only.
+fn secret_response(status: StatusCode, body: serde_json::Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(header::CacheControl(vec![header::CacheDirective::NoStore]))
+        .json(body)
+}
+
 // ----- errors -----
 
 #[derive(Debug)]

@@ -1,8 +1,9 @@
 //! Users of the management API and their tokens (Administrators only), and `/me`.
 
 use super::views;
-use super::{parse_id, ApiError, Caller, State};
+use super::{parse_id, secret_response, ApiError, Caller, State};
 use crate::state::NodeState;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::{issue_secret, SecretKind};
 use ism_actors::user::{user_id, UserCommand};
@@ -93,11 +94,13 @@ pub(super) async fn edit(
     name: web::Path<String>,
     body: web::Json<UserChange>,
 ) -> Result<HttpResponse, ApiError> {
-    let u = user_or_404(&state, &name)?;
     let body = body.into_inner();
-    if body.role.is_some() || user_id(&caller.name) != u.id {
+    // The role first, from the name alone: a caller who may not edit this user learns nothing
+    // of whether it exists (403 either way, never 404 for a name that is not there).
+    if body.role.is_some() || user_id(&caller.name) != user_id(&name) {
         caller.must_be_administrator()?;
     }
+    let u = user_or_404(&state, &name)?;
     let mut commands = Vec::new();
     if let Some(r) = &body.role {
         commands.push(UserCommand::ChangeRole { role: role(r)? });
@@ -147,8 +150,10 @@ pub(super) async fn issue_token(
     };
     let recorded = state.users.execute(u.id, command, caller.cause()).await?;
     state.caught_up(recorded.position()).await?;
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "id": issued.id, "user": u.name, "token": issued.secret })))
+    Ok(secret_response(
+        StatusCode::CREATED,
+        serde_json::json!({ "id": issued.id, "user": u.name, "token": issued.secret }),
+    ))
 }
 
 pub(super) async fn revoke_token(

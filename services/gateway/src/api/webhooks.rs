@@ -1,7 +1,8 @@
 //! Webhook subscriptions (managers) and the notifications recorded (everyone).
 
 use super::views;
-use super::{parse_id, ApiError, Caller, State};
+use super::{parse_id, secret_response, ApiError, Caller, State};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::{hex, random_bytes};
 use ism_actors::webhook::WebhookCommand;
@@ -74,8 +75,10 @@ pub(super) async fn add(
     state.caught_up(added.position()).await?;
     let hook = state.directory.webhooks()?.into_iter().find(|w| w.id == id);
     let hook = hook.ok_or_else(|| ApiError::not_found("webhook", id))?;
-    Ok(HttpResponse::Created()
-        .json(serde_json::json!({ "webhook": views::webhook(hook), "secret": secret })))
+    Ok(secret_response(
+        StatusCode::CREATED,
+        serde_json::json!({ "webhook": views::webhook(hook), "secret": secret }),
+    ))
 }
 
 pub(super) async fn remove(
