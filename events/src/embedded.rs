@@ -6,7 +6,7 @@
 
 use crate::codec;
 use crate::envelope::{AggregateId, Envelope, Recorded};
-use crate::log::{AppendError, EventLog, EventStream, LogError};
+use crate::log::{recorded, AppendError, EventLog, EventStream, LogError};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::Path;
@@ -228,7 +228,7 @@ impl EventLog for EmbeddedLog {
                 self.log.get(&pos).map_err(storage)?.ok_or_else(|| {
                     storage(format!("index points at missing position {position}"))
                 })?;
-            out.push(Recorded { position, envelope: codec::decode(&bytes)? });
+            out.push(recorded(position, &bytes)?);
         }
         Ok(out)
     }
@@ -252,14 +252,18 @@ impl EventLog for EmbeddedLog {
                 };
                 let caught_up = batch.len() < REPLAY_BATCH;
                 for item in batch {
-                    let rec = item.map_err(storage).and_then(|(k, v)| {
-                        Ok(Recorded { position: be_u64(&k), envelope: codec::decode(&v)? })
-                    });
-                    if let Ok(r) = &rec {
-                        next = r.position + 1;
+                    let rec = item.map_err(storage).and_then(|(k, v)| recorded(be_u64(&k), &v));
+                    // A record that does not decode is handed on like an event, and the feed
+                    // goes on after it; a storage failure ends the feed.
+                    let read = match &rec {
+                        Ok(r) => Some(r.position),
+                        Err(LogError::Undecodable { position, .. }) => Some(*position),
+                        Err(_) => None,
+                    };
+                    if let Some(position) = read {
+                        next = position + 1;
                     }
-                    let failed = rec.is_err();
-                    if tx.send(rec).await.is_err() || failed {
+                    if tx.send(rec).await.is_err() || read.is_none() {
                         return;
                     }
                 }
@@ -284,6 +288,21 @@ impl EventLog for EmbeddedLog {
 
     fn describe(&self) -> String {
         format!("embedded event log at {}", self.path)
+    }
+}
+
+/// What no append can write, for tests of readers: a record of the log as whatever bytes another
+/// writer (or a newer build) might have left there.
+#[cfg(test)]
+impl EmbeddedLog {
+    /// Stores `bytes` at the next position, belonging to no aggregate, and returns the position.
+    pub(crate) async fn append_raw(&self, bytes: &[u8]) -> u64 {
+        let position = *self.head_tx.borrow() + 1;
+        self.log.insert(position.to_be_bytes(), bytes).expect("log row");
+        self.meta.insert(HEAD_KEY, &position.to_be_bytes()).expect("log head");
+        self.durability.sync(&self.db).await.expect("flush");
+        self.head_tx.send_replace(position);
+        position
     }
 }
 

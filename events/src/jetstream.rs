@@ -9,7 +9,7 @@
 
 use crate::codec;
 use crate::envelope::{AggregateId, Envelope, Recorded};
-use crate::log::{AppendError, EventLog, EventStream, LogError};
+use crate::log::{recorded, AppendError, EventLog, EventStream, LogError};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, StorageType, Stream};
@@ -156,10 +156,7 @@ impl JetStreamLog {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            out.push(Recorded {
-                position: message.sequence,
-                envelope: codec::decode(&message.payload)?,
-            });
+            out.push(recorded(message.sequence, &message.payload)?);
             from = message.sequence + 1;
         }
         Ok(out)
@@ -242,11 +239,16 @@ impl EventLog for JetStreamLog {
     }
 
     async fn subscribe(&self, after: u64) -> Result<EventStream, LogError> {
-        // The stream ends after its first error; the caller reads on from its position.
+        // The stream ends after its first error (the caller reads on from its position), but
+        // for a record that does not decode: the reader has passed it and goes on.
         let reader = Reader::all_after(self.stream.clone(), after);
-        Ok(Box::pin(futures_util::stream::try_unfold(reader, |mut reader| async move {
-            let recorded = reader.next().await?;
-            Ok(Some((recorded, reader)))
+        Ok(Box::pin(futures_util::stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            match reader.next().await {
+                Ok(recorded) => Some((Ok(recorded), Some(reader))),
+                Err(e @ LogError::Undecodable { .. }) => Some((Err(e), Some(reader))),
+                Err(e) => Some((Err(e), None)),
+            }
         })))
     }
 

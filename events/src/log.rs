@@ -2,7 +2,7 @@
 //! (sled, in-process, the single-node default) and [`crate::jetstream::JetStreamLog`] (NATS
 //! JetStream, for clusters). `conformance` (feature `testing`) holds the one test suite both must pass.
 
-use crate::codec::CodecError;
+use crate::codec::{self, CodecError};
 use crate::envelope::{AggregateId, Envelope, Recorded};
 use futures_util::stream::BoxStream;
 
@@ -25,10 +25,25 @@ pub enum LogError {
     Unavailable(String),
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// One stored record does not decode (garbage on the log, or an event of a newer catalogue
+    /// during a rolling upgrade). Unlike the other errors it is about that record alone: a reader
+    /// passes over it and goes on with the next, so projections are not held up by it for ever.
+    #[error("the record at position {position} does not decode: {source}")]
+    Undecodable { position: u64, source: CodecError },
+}
+
+/// The record stored at `position` as `bytes`; one that does not decode is
+/// [`LogError::Undecodable`], naming where it is.
+pub(crate) fn recorded(position: u64, bytes: &[u8]) -> Result<Recorded, LogError> {
+    match codec::decode(bytes) {
+        Ok(envelope) => Ok(Recorded { position, envelope }),
+        Err(source) => Err(LogError::Undecodable { position, source }),
+    }
 }
 
 /// A live feed of the log: first everything after the requested position, then new events as
-/// they are appended, in position order.
+/// they are appended, in position order. A record that does not decode comes as
+/// [`LogError::Undecodable`] in its place and the feed goes on; any other error ends it.
 pub type EventStream = BoxStream<'static, Result<Recorded, LogError>>;
 
 #[async_trait::async_trait]

@@ -6,9 +6,8 @@
 //! recreation kept failing: projections stood still for minutes after losing a NATS server.)
 
 use super::{unavailable, SUBJECT_ROOT};
-use crate::codec;
 use crate::envelope::Recorded;
-use crate::log::LogError;
+use crate::log::{recorded, LogError};
 use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
@@ -68,7 +67,8 @@ impl Reader {
     }
 
     /// The next event, waiting for it (the log has no end). An error ends the reader (its
-    /// consumer is deleted); the caller reads on from its position with a new one.
+    /// consumer is deleted); the caller reads on from its position with a new one. Except
+    /// [`LogError::Undecodable`]: that record is passed, and the reader goes on with the next.
     pub(super) async fn next(&mut self) -> Result<Recorded, LogError> {
         // A consumer just created in a NATS cluster answers "no responders" (503) until its
         // server has it: pulls are asked again a few times, a moment apart, before giving up.
@@ -98,7 +98,8 @@ impl Reader {
                 continue;
             }
             self.next = position + 1;
-            return Ok(Recorded { position, envelope: codec::decode(&message.payload)? });
+            // One that does not decode is an error about it alone: the reader can go on.
+            return recorded(position, &message.payload);
         }
     }
 

@@ -37,6 +37,7 @@ pub struct NodeMetrics {
     append_seconds: Histogram,
     projection_lag_events: Family<One, Gauge>,
     projection_lag_seconds: Family<One, Gauge<f64, AtomicU64>>,
+    projection_undecodable: Family<One, Counter>,
     notifications: Family<[(&'static str, &'static str); 2], Counter>,
     unrecorded_facts: Gauge,
     scans: Family<One, Gauge>,
@@ -62,6 +63,7 @@ impl Default for NodeMetrics {
             append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             projection_lag_events: Family::default(),
             projection_lag_seconds: Family::default(),
+            projection_undecodable: Family::default(),
             notifications: Family::default(),
             unrecorded_facts: Gauge::default(),
             scans: Family::default(),
@@ -149,6 +151,11 @@ impl NodeMetrics {
             "projection_lag_seconds",
             "Age of the oldest event the projection has not applied (0 when caught up)",
             self.projection_lag_seconds.clone(),
+        );
+        r.register(
+            "projection_undecodable_events",
+            "Records of the event log the projection passed over since the node started because they do not decode (written by a newer build, or not events); each is logged at error level",
+            self.projection_undecodable.clone(),
         );
         r.register(
             "notifications",
@@ -239,6 +246,12 @@ impl NodeMetrics {
             let age_s = lag.oldest_unapplied_ms.map_or(0.0, |at| (now.time_ms - at).max(0) as f64);
             self.projection_lag_seconds.get_or_create(&labels).set(age_s / 1000.0);
         }
+        // Counted by the projection's feed, so set here, like the shortfalls above.
+        for lag in &now.projections {
+            let labels = [("projection", lag.name)];
+            let count = self.projection_undecodable.get_or_create(&labels);
+            count.inner().store(lag.undecodable, Ordering::Relaxed);
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &registry);
@@ -270,7 +283,7 @@ pub struct Snapshot {
     pub projections: Vec<ProjectionLag>,
 }
 
-/// How far behind the log one projection is.
+/// How far behind the log one projection is, and what of it the projection passed over.
 #[derive(Debug)]
 pub struct ProjectionLag {
     pub name: &'static str,
@@ -279,4 +292,51 @@ pub struct ProjectionLag {
     /// When the first of them was recorded (`None` when caught up): the age of the state the
     /// projection shows.
     pub oldest_unapplied_ms: Option<i64>,
+    /// Records it passed over because they do not decode (`ProjectionProgress::undecodable`).
+    pub undecodable: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(projections: Vec<ProjectionLag>) -> Snapshot {
+        Snapshot {
+            time_ms: 0,
+            sessions: 0,
+            stream_limit: 0,
+            window_budget: 0,
+            window_budget_reserved: 0,
+            window_budget_shortfalls: 0,
+            unrecorded_facts: 0,
+            scans_queued: 0,
+            scans_running: 0,
+            scans_run_here: 0,
+            streams: Vec::new(),
+            queued: Vec::new(),
+            log_head: None,
+            projections,
+        }
+    }
+
+    /// Shown even while the log does not answer: it is a count of what happened, not a lag.
+    #[test]
+    fn records_a_projection_passed_over_are_shown_per_projection() {
+        let lag = |name, undecodable| ProjectionLag {
+            name,
+            behind: 0,
+            oldest_unapplied_ms: None,
+            undecodable,
+        };
+        let text =
+            NodeMetrics::default().render(&snapshot(vec![lag("directory", 2), lag("notices", 0)]));
+        assert!(
+            text.contains("ism_projection_undecodable_events_total{projection=\"directory\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ism_projection_undecodable_events_total{projection=\"notices\"} 0\n"),
+            "{text}"
+        );
+    }
 }

@@ -39,7 +39,8 @@ pub(super) async fn scrape(state: State) -> HttpResponse {
             0 => None,
             _ => first_after(&*state.log, applied).await,
         };
-        projections.push(ProjectionLag { name, behind, oldest_unapplied_ms });
+        let undecodable = progress.undecodable();
+        projections.push(ProjectionLag { name, behind, oldest_unapplied_ms, undecodable });
     }
     let active = state.directory.active_scans().unwrap_or_default();
     let scans_running = active.iter().filter(|s| s.status == ScanStatus::Running).count();

@@ -1,29 +1,87 @@
 //! The node's heartbeat and what it does about the others: announce itself, judge who is alive,
 //! record the end of what a lost node held, and fence out sessions a newer one replaced elsewhere.
 
-use super::service;
+use super::{service, Cluster};
 use crate::state::NodeState;
 use futures_util::StreamExt;
 use ism_cluster::{NodeAnnouncement, NodeRole};
 use ism_events::{Cause, Principal};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::task::JoinSet;
 
 /// Announces this node every `every`, watches the others' heartbeats, and records the end of the
 /// sessions of every node that stopped beating (each survivor may do it; the tunnel aggregates
 /// record each end once).
 pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
-    let cluster = &state.cluster;
-    let relay = cluster.relay_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     // A drain request made before this start was for the node that stopped: this one serves.
-    if let Err(e) = cluster.coordination.clear_drain(&cluster.node_id).await {
+    if let Err(e) = state.cluster.coordination.clear_drain(&state.cluster.node_id).await {
         tracing::warn!(error = %e, "cannot clear an old drain request for this node");
     }
+    beat_forever(state, every).await
+}
+
+/// What the heartbeat needs of its node: a seam, so that its loop can be run in a test without a
+/// whole node.
+#[async_trait::async_trait]
+trait Beating: Send + Sync + 'static {
+    fn cluster(&self) -> &Cluster;
+    /// This node as it announces itself at its `beat`.
+    fn announcement(&self, beat: u64) -> NodeAnnouncement;
+    /// Records that no live node serves the gateways any more (`false`), or that one does again.
+    async fn serving_changed(&self, serving: bool);
+    /// Records that `node` is gone. Long for a node that held many sessions: a load and an
+    /// append each.
+    async fn record_lost(&self, node: &str);
+}
+
+#[async_trait::async_trait]
+impl Beating for NodeState {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn announcement(&self, beat: u64) -> NodeAnnouncement {
+        let cluster = &self.cluster;
+        NodeAnnouncement {
+            node: cluster.node_id.clone(),
+            relay: cluster.relay_addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            role: cluster.role(),
+            beat,
+            sessions: self.sessions.len(),
+            streams: self.streams.total(),
+            emails: self.sends_email,
+            protocol: ism_tunnel_proto::PROTOCOL_VERSION,
+        }
+    }
+
+    async fn serving_changed(&self, serving: bool) {
+        if serving {
+            service::record_online(self).await;
+        } else {
+            let why = "no gateway node serves it: every node is draining or lost";
+            service::record_offline(self, self.clock.now_ms(), why).await;
+        }
+    }
+
+    async fn record_lost(&self, node: &str) {
+        record_lost_node(self, node).await;
+    }
+}
+
+/// The heartbeat's loop. It waits for nothing but the coordination store: what it finds to
+/// record about lost nodes runs beside it ([`LostNodeRecordings`]), or its own beat would stand
+/// still for as long, and the others would take this node for lost too.
+async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
+    let cluster = node.cluster();
+    let mut recordings = LostNodeRecordings::default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for beat in 1u64.. {
         tick.tick().await;
+        recordings.reap();
         match cluster.coordination.drain_requested(&cluster.node_id).await {
             Ok(true) if cluster.start_draining() => {
                 tracing::info!("asked to drain: handing this node's endpoints to the others");
@@ -31,17 +89,7 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read this node's drain request"),
         }
-        let me = NodeAnnouncement {
-            node: cluster.node_id.clone(),
-            relay,
-            role: cluster.role(),
-            beat,
-            sessions: state.sessions.len(),
-            streams: state.streams.total(),
-            emails: state.sends_email,
-            protocol: ism_tunnel_proto::PROTOCOL_VERSION,
-        };
-        if let Err(e) = cluster.coordination.announce(&me).await {
+        if let Err(e) = cluster.coordination.announce(&node.announcement(beat)).await {
             tracing::warn!(error = %e, "cannot announce this node to the cluster");
             continue;
         }
@@ -54,7 +102,8 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
         };
         let (lost, was_serving, serving) = {
             let mut liveness = cluster.liveness();
-            let now = Instant::now();
+            // Tokio's clock: the system's in a node, and one a test can pause.
+            let now = tokio::time::Instant::now().into_std();
             liveness.observe(&nodes, now);
             let serving = nodes.iter().any(|n| {
                 n.role == NodeRole::Serving
@@ -65,15 +114,50 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
             cluster.saw(&nodes);
             (liveness.lost(now), was_serving, serving)
         };
-        if was_serving && !serving {
-            let why = "no gateway node serves it: every node is draining or lost";
-            service::record_offline(&state, state.clock.now_ms(), why).await;
-        } else if serving && !was_serving {
-            service::record_online(&state).await;
+        if was_serving != serving {
+            node.serving_changed(serving).await;
         }
-        for node in lost.into_iter().filter(|n| *n != cluster.node_id) {
-            record_lost_node(&state, &node).await;
+        for lost in lost.into_iter().filter(|n| *n != cluster.node_id) {
+            recordings.start(&node, lost);
         }
+    }
+}
+
+/// The recordings of lost nodes running, each on a task of its own, at most one per node: a node
+/// still found lost while its recording runs (it withdraws its announcement only at the end) is
+/// not recorded twice at once. Dropped with the heartbeat, which aborts them.
+#[derive(Default)]
+struct LostNodeRecordings {
+    running: JoinSet<()>,
+    /// The node each running task records.
+    nodes: HashMap<tokio::task::Id, String>,
+}
+
+impl LostNodeRecordings {
+    /// Forgets the recordings that ended, so that a node still announced after its recording
+    /// (it failed to read the owners, say) is recorded again. One that panicked is logged.
+    fn reap(&mut self) {
+        while let Some(ended) = self.running.try_join_next_with_id() {
+            let id = match ended {
+                Ok((id, ())) => id,
+                Err(e) => {
+                    let node = self.nodes.get(&e.id()).map(String::as_str);
+                    tracing::error!(node, error = %e, "recording a lost gateway node failed");
+                    e.id()
+                }
+            };
+            self.nodes.remove(&id);
+        }
+    }
+
+    /// Starts recording that `node` is lost, unless that is running already.
+    fn start<N: Beating>(&mut self, state: &Arc<N>, node: String) {
+        if self.nodes.values().any(|n| *n == node) {
+            return;
+        }
+        let (state, lost) = (state.clone(), node.clone());
+        let task = self.running.spawn(async move { state.record_lost(&lost).await });
+        self.nodes.insert(task.id(), node);
     }
 }
 
@@ -154,5 +238,99 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                 live.session.close(reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_cluster::in_process::InProcess;
+    use ism_cluster::Coordination;
+    use tokio::sync::watch;
+
+    const BEAT: Duration = Duration::from_secs(1);
+    const LEASE: Duration = Duration::from_secs(3);
+    /// Generous, on the paused clock: it passes only while the test waits on nothing else.
+    const PATIENCE: Duration = Duration::from_secs(600);
+
+    fn announcement(node: &str, beat: u64) -> NodeAnnouncement {
+        NodeAnnouncement {
+            node: node.into(),
+            relay: SocketAddr::from(([127, 0, 0, 1], 1)),
+            role: NodeRole::Serving,
+            beat,
+            sessions: 0,
+            streams: 0,
+            emails: false,
+            protocol: ism_tunnel_proto::PROTOCOL_VERSION,
+        }
+    }
+
+    /// A node whose recording of a lost node lasts until the test lets it end.
+    struct SlowToRecord {
+        cluster: Cluster,
+        /// The last beat announced.
+        beats: watch::Sender<u64>,
+        /// Recordings started.
+        started: watch::Sender<usize>,
+        /// Recordings end once this is true.
+        release: watch::Sender<bool>,
+    }
+
+    #[async_trait::async_trait]
+    impl Beating for SlowToRecord {
+        fn cluster(&self) -> &Cluster {
+            &self.cluster
+        }
+
+        fn announcement(&self, beat: u64) -> NodeAnnouncement {
+            self.beats.send_replace(beat);
+            announcement(&self.cluster.node_id, beat)
+        }
+
+        async fn serving_changed(&self, _serving: bool) {}
+
+        async fn record_lost(&self, _node: &str) {
+            self.started.send_modify(|n| *n += 1);
+            let _ = self.release.subscribe().wait_for(|released| *released).await;
+        }
+    }
+
+    /// Waits until `rx` shows what `ready` wants, for at most [`PATIENCE`].
+    async fn waited<T>(what: &str, rx: &mut watch::Receiver<T>, ready: impl FnMut(&T) -> bool) {
+        let changed = tokio::time::timeout(PATIENCE, rx.wait_for(ready)).await;
+        assert!(matches!(changed, Ok(Ok(_))), "{what}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recording_a_lost_node_leaves_the_heartbeat_beating() {
+        let coordination = Arc::new(InProcess::default());
+        // Node b announced itself once and then stopped.
+        coordination.announce(&announcement("b", 1)).await.unwrap();
+        let cluster = Cluster::new("a".into(), coordination.clone(), None, None, LEASE, BEAT);
+        let node = Arc::new(SlowToRecord {
+            cluster,
+            beats: watch::channel(0).0,
+            started: watch::channel(0).0,
+            release: watch::channel(false).0,
+        });
+        let heartbeat = tokio::spawn(beat_forever(node.clone(), BEAT));
+
+        let mut started = node.started.subscribe();
+        waited("b is found lost", &mut started, |n| *n == 1).await;
+        let found_lost_at = *node.beats.borrow();
+        // Far longer than a lease, during which b is found lost at every beat.
+        let mut beats = node.beats.subscribe();
+        let beating = |beat: &u64| *beat >= found_lost_at + 10;
+        waited("the heartbeat goes on while b is recorded", &mut beats, beating).await;
+        let nodes = coordination.nodes().await.unwrap();
+        let a = nodes.iter().find(|n| n.node == "a").unwrap();
+        assert!(a.beat >= found_lost_at + 10, "a announced beat {}", a.beat);
+        assert_eq!(*node.started.borrow(), 1, "b's recording is not started again while it runs");
+
+        // Once it has ended, b (still announced: nothing withdrew it here) is recorded again.
+        node.release.send_replace(true);
+        waited("b is recorded again", &mut started, |n| *n >= 2).await;
+        heartbeat.abort();
     }
 }

@@ -1,0 +1,84 @@
+//! A record of the JetStream log that does not decode (garbage published on an event subject, an
+//! event of a newer build during a rolling upgrade) is passed over by projections, which go on
+//! with the events after it; the stream keeps it.
+#![allow(clippy::unwrap_used)] // a test: a panic is the failure report
+
+use ism_events::jetstream::{connect_client, JetStreamLog};
+use ism_events::projection::Row;
+use ism_events::{
+    spawn_projection, AggregateId, Cause, Envelope, Event, EventLog, Projection, ProjectionError,
+    Recorded,
+};
+use ism_tests::cluster::PATIENCE;
+use ism_tests::nats::NatsServer;
+use std::sync::{Arc, Mutex};
+
+/// Keeps the positions of the events it applied, in memory.
+#[derive(Default)]
+struct Positions(Mutex<Vec<u64>>);
+
+impl Positions {
+    fn applied(&self) -> Vec<u64> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Projection for Positions {
+    fn name(&self) -> &'static str {
+        "positions"
+    }
+
+    fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        Ok(self.applied().last().copied().unwrap_or(0))
+    }
+
+    fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
+        self.0.lock().unwrap().push(rec.position);
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<(), ProjectionError> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
+        Ok(self.applied().iter().map(|p| (p.to_be_bytes().to_vec(), Vec::new())).collect())
+    }
+}
+
+async fn append_one(log: &JetStreamLog) -> u64 {
+    let gateway = AggregateId::gateway(uuid::Uuid::new_v4());
+    let activated = Event::GatewayActivated { node: "a".into() };
+    log.append(&Envelope::new(gateway, 1, 0, Cause::default(), activated)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_passes_over_garbage_published_on_the_event_stream() {
+    let server = NatsServer::start();
+    let log = Arc::new(JetStreamLog::connect(server.url()).await.unwrap());
+    assert_eq!(append_one(&log).await, 1);
+    let client = connect_client(server.url(), "garbage").await.unwrap();
+    let subject = format!("ism.ev.{}", AggregateId::gateway(uuid::Uuid::new_v4()));
+    client.publish(subject, b"\xc1 not an event".to_vec().into()).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while log.head().await.unwrap() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the garbage is stored at position 2");
+    assert_eq!(append_one(&log).await, 3);
+
+    let projection = Arc::new(Positions::default());
+    let progress = spawn_projection(log.clone(), projection.clone()).unwrap();
+    let reached = progress.wait_for(3, PATIENCE).await;
+    assert!(reached.is_ok(), "{reached:?}");
+    assert_eq!(projection.applied(), [1, 3]);
+    assert_eq!(progress.undecodable(), 1);
+    // Events appended later reach it as well: the feed went on past the garbage.
+    let later = append_one(&log).await;
+    assert!(progress.wait_for(later, PATIENCE).await.is_ok());
+    assert_eq!(projection.applied(), [1, 3, later]);
+}
