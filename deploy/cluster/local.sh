@@ -34,9 +34,11 @@ LB_HTTP_PROXY=127.0.0.1:$((BASE + 28))
 LB_API=127.0.0.1:$((BASE + 70))
 LB_STATS=127.0.0.1:$((BASE + 90))
 node_port() { echo $((BASE + $1 * 100 + $2)); } # node_port N OFFSET
+# The gateway nodes' ISM_EVENT_LOG: the first URL carries the clients' password (nats.conf).
 nats_urls() {
-  local n urls=()
-  for n in "${NODES[@]}"; do urls+=("nats://127.0.0.1:$(node_port "$n" 22)"); done
+  local n urls=() login
+  login="ism:$(cat "$DIR/secrets/nats-password")@"
+  for n in "${NODES[@]}"; do urls+=("nats://${login}127.0.0.1:$(node_port "$n" 22)"); login=; done
   (IFS=,; echo "${urls[*]}")
 }
 
@@ -152,6 +154,8 @@ secrets() {
   mkdir -p "$DIR/secrets" "$DIR/tls" "$DIR/run" "$DIR/logs"
   [ -s "$DIR/secrets/key-secret" ] || openssl rand -hex 32 >"$DIR/secrets/key-secret"
   [ -s "$DIR/secrets/admin-token" ] || openssl rand -hex 32 >"$DIR/secrets/admin-token"
+  [ -s "$DIR/secrets/nats-password" ] || openssl rand -hex 32 >"$DIR/secrets/nats-password"
+  [ -s "$DIR/secrets/nats-route-password" ] || openssl rand -hex 32 >"$DIR/secrets/nats-route-password"
   if [ ! -s "$DIR/tls/cert.pem" ]; then
     say "making a private CA and the nodes' certificate for localhost, 127.0.0.1 in $DIR/tls"
     local t=$DIR/tls
@@ -175,8 +179,11 @@ secrets() {
 
 # nats/nats.conf's variables for server N on loopback (the unit sets production's).
 nats_env() {
-  local n=$1 routes=() m
-  for m in "${NODES[@]}"; do routes+=("nats://127.0.0.1:$(node_port "$m" 62)"); done
+  local n=$1 routes=() m route_login
+  route_login="ism-route:$(cat "$DIR/secrets/nats-route-password")@"
+  for m in "${NODES[@]}"; do routes+=("nats://${route_login}127.0.0.1:$(node_port "$m" 62)"); done
+  echo "ISM_NATS_PASSWORD=$(cat "$DIR/secrets/nats-password")"
+  echo "ISM_NATS_ROUTE_PASSWORD=$(cat "$DIR/secrets/nats-route-password")"
   echo "ISM_NATS_NAME=nats-$n"
   echo "ISM_NATS_LISTEN=127.0.0.1:$(node_port "$n" 22)"
   echo "ISM_NATS_CLUSTER_LISTEN=127.0.0.1:$(node_port "$n" 62)"
@@ -260,7 +267,7 @@ up() {
   for n in "${NODES[@]}"; do
     wait_for "nats-$n" "JetStream cluster (GET /healthz, stream leaders in /jsz)" nats_ready "$(node_port "$n" 82)"
   done
-  say "NATS: nats-1..3 form one JetStream cluster at $(nats_urls)"
+  say "NATS: nats-1..3 form one JetStream cluster (user ism, password in $DIR/secrets/nats-password)"
 
   # The first node creates the stream and the KV buckets; the others start once it is ready.
   for n in "${NODES[@]}"; do
@@ -302,7 +309,7 @@ Gateway cluster on loopback (state and logs in $DIR):
   scanners, HTTP proxy   http://$LB_HTTP_PROXY
   management API         http://$LB_API   (HAProxy's stats: http://$LB_STATS/)
   admin token            $(cat "$DIR/secrets/admin-token")
-  NATS servers           $(nats_urls)
+  NATS servers           $(nats_urls | sed 's/ism:[0-9a-f]*@/ism:***@/')   (password: $DIR/secrets/nats-password)
 EOF
   for n in "${NODES[@]}"; do
     echo "  node-$n API             http://127.0.0.1:$(node_port "$n" 70)   log $DIR/logs/node-$n.log"

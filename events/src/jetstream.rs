@@ -25,6 +25,7 @@ const SUBJECT_ROOT: &str = "ism.ev";
 pub struct JetStreamLog {
     js: Context,
     stream: Stream,
+    /// The servers, as they may be shown ([`shown`]).
     url: String,
 }
 
@@ -53,25 +54,60 @@ where
 }
 
 /// The servers of a NATS URL list, `nats://a:4222,nats://b:4222,...` (the servers of one NATS
-/// cluster): the client starts with whichever answers and fails over to the others.
+/// cluster): the client starts with whichever answers and fails over to the others. A URL may
+/// carry the credentials the servers ask for (`nats://user:password@a:4222`, or a token as
+/// `nats://token@a:4222`; URL-safe characters, as `openssl rand -hex 32` makes).
 pub fn nats_servers(spec: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|e| format!("bad NATS server address {s:?}: {e}")))
+        .map(|s| s.parse().map_err(|e| format!("bad NATS server address {}: {e}", redacted(s))))
         .collect()
+}
+
+/// `spec` as it may be shown (logs, `/status`, errors): the credentials in its URLs replaced by
+/// `***`, so that the event log's password never leaves the node's configuration.
+pub fn shown(spec: &str) -> String {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(redacted)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
 }
 
 /// A NATS client for the servers of `spec` ([`nats_servers`]), named `name` in the servers'
 /// connection lists; it waits for a first server to answer rather than failing at once.
 pub async fn connect_client(spec: &str, name: &str) -> Result<async_nats::Client, String> {
-    async_nats::ConnectOptions::new()
+    let servers = nats_servers(spec)?;
+    let options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(nats_servers(spec)?)
-        .await
-        .map_err(|e| e.to_string())
+        .connection_timeout(Duration::from_secs(5));
+    with_credentials(options, &servers).connect(servers).await.map_err(|e| e.to_string())
+}
+
+/// Who the servers are told connects: async-nats does not use a URL's credentials itself (its
+/// `ServerAddr` only reports them), so the first URL that carries them gives them, a user and
+/// password, or a lone token.
+fn with_credentials(
+    options: async_nats::ConnectOptions,
+    servers: &[async_nats::ServerAddr],
+) -> async_nats::ConnectOptions {
+    match servers.iter().find_map(|s| s.username().map(|user| (user, s.password()))) {
+        Some((user, Some(password))) => options.user_and_password(user.into(), password.into()),
+        Some((token, None)) => options.token(token.into()),
+        None => options,
+    }
 }
 
 impl JetStreamLog {
@@ -105,7 +141,7 @@ impl JetStreamLog {
                 "stream {STREAM_NAME} exists with another replica count; keeping it"
             );
         }
-        Ok(Self { js, stream, url: url.to_string() })
+        Ok(Self { js, stream, url: shown(url) })
     }
 
     fn subject(aggregate: &AggregateId) -> String {
@@ -264,7 +300,7 @@ impl EventLog for JetStreamLog {
 
 #[cfg(test)]
 mod tests {
-    use super::nats_servers;
+    use super::{nats_servers, shown};
 
     #[test]
     fn a_nats_url_list_names_every_server_of_the_cluster() {
@@ -273,5 +309,16 @@ mod tests {
         assert_eq!(servers[1].port(), 4223);
         let err = nats_servers("nats://127.0.0.1:4222,nats://[bad").unwrap_err();
         assert!(err.contains("nats://[bad"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_the_urls_are_never_shown() {
+        let spec = "nats://ism:s3cret@nats-1:4222, nats://tok3n@nats-2:4222/x,nats://nats-3:4222";
+        assert_eq!(
+            shown(spec),
+            "nats://***@nats-1:4222,nats://***@nats-2:4222/x,nats://nats-3:4222"
+        );
+        let err = nats_servers("nats://ism:s3cret@[bad").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }

@@ -32,6 +32,15 @@ impl NatsServer {
         Self::spawn(dir, &crate::free_port().to_string(), &[])
     }
 
+    /// As [`start`](Self::start), for clients that present `user` and `password` only (its
+    /// [`url`](Self::url) carries none: the test adds them).
+    pub fn start_requiring(user: &str, password: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("ports")).unwrap();
+        let credentials = ["--user".to_string(), user.into(), "--pass".into(), password.into()];
+        Self::spawn(dir, &crate::free_port().to_string(), &credentials)
+    }
+
     /// Kills the server (SIGKILL, no clean shutdown) and starts a new one on the same port and
     /// store directory, as after a crash.
     pub fn restart(mut self) -> NatsServer {

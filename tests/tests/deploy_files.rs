@@ -76,7 +76,7 @@ fn the_cluster_units_pass_systemd_analyze_verify() {
 }
 
 /// The cluster's NATS configuration is valid with the values its unit sets (the production
-/// ones), the store directory moved to a temporary one.
+/// ones) and the secrets nats.env gives, the store directory moved to a temporary one.
 #[test]
 fn the_cluster_nats_configuration_is_valid() {
     let unit = std::fs::read_to_string(deploy("cluster/systemd/nats-server@.service")).unwrap();
@@ -87,6 +87,15 @@ fn the_cluster_nats_configuration_is_valid() {
         nats.env(name, value.replace("%i", "nats-1"));
     }
     nats.env("ISM_NATS_STORE_DIR", store.path());
+    // nats.env's secrets, as nats.env.example names them.
+    let example = std::fs::read_to_string(deploy("cluster/systemd/nats.env.example")).unwrap();
+    for name in ["ISM_NATS_PASSWORD", "ISM_NATS_ROUTE_PASSWORD", "ISM_NATS_ROUTES"] {
+        assert!(example.contains(&format!("\n{name}=")), "nats.env.example sets {name}");
+    }
+    nats.env("ISM_NATS_PASSWORD", "0123456789abcdef")
+        .env("ISM_NATS_ROUTE_PASSWORD", "fedcba9876543210");
+    let routes = (1..=3).map(|n| format!("nats://ism-route:fedcba9876543210@nats-{n}:6222"));
+    nats.env("ISM_NATS_ROUTES", format!("[{}]", routes.collect::<Vec<_>>().join(", ")));
     let out = nats.arg("-c").arg(deploy("cluster/nats/nats.conf")).arg("-t").output().unwrap();
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
