@@ -93,8 +93,13 @@ pub enum CommandError<E: std::error::Error + 'static> {
 
 /// Replays an aggregate's events from the log.
 pub async fn load<A: Aggregate>(log: &dyn EventLog, id: Uuid) -> Result<Loaded<A>, LogError> {
+    folded(id, log.read_aggregate(&AggregateId { kind: A::KIND, id }).await?)
+}
+
+/// The state `records` (the aggregate's, in order) leave.
+fn folded<A: Aggregate>(id: Uuid, records: Vec<Recorded>) -> Result<Loaded<A>, LogError> {
     let mut loaded = Loaded { state: A::new(id), version: 0 };
-    for rec in log.read_aggregate(&AggregateId { kind: A::KIND, id }).await? {
+    for rec in records {
         loaded.state.apply(&typed::<A>(id, rec.envelope.event)?);
         loaded.version = rec.envelope.sequence;
     }
@@ -201,6 +206,12 @@ pub async fn execute<A: Aggregate>(
 /// Runs `requests` in order against one aggregate and records what they decided in one append:
 /// how facts the data path reports (a stream opened, closed) reach the log without an fsync
 /// each. Returns each command's refusal, if it was refused; the outer error is the log's.
+///
+/// A batch may be recorded in part: JetStream publishes it one message at a time, and a lost
+/// race (or a server answering while its stream elects a leader) can stop it half-way. After a
+/// conflict the requests whose events of the last attempt are in the log (by envelope id) are
+/// done, not decided again: the stream facts' commands are not idempotent, and a stream would be
+/// recorded as opened twice.
 pub async fn execute_batch<A: Aggregate>(
     log: &dyn EventLog,
     clock: &dyn Clock,
@@ -209,18 +220,30 @@ pub async fn execute_batch<A: Aggregate>(
     requests: &[(A::Command, Cause)],
 ) -> (Option<Loaded<A>>, Result<Vec<Option<A::Error>>, CommandError<A::Error>>) {
     let aggregate = AggregateId { kind: A::KIND, id };
+    // The requests recorded already, and the envelope each request's event had at the last
+    // attempt.
+    let mut done = vec![false; requests.len()];
+    let mut attempted: Vec<(usize, Uuid)> = Vec::new();
     for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
+        let loaded = if attempt == 0 {
+            current::<A>(log, id, cached.take()).await
+        } else {
             after_conflict(attempt).await;
-        }
-        let mut state = match current::<A>(log, id, cached.take()).await {
+            reloaded(log, id, &mut done, &attempted).await
+        };
+        let mut state = match loaded {
             Ok(c) => c,
             Err(e) => return (None, Err(e.into())),
         };
+        attempted.clear();
         let now = clock.now_ms();
         let mut envelopes = Vec::new();
         let mut refusals = Vec::with_capacity(requests.len());
-        for (command, cause) in requests {
+        for (i, (command, cause)) in requests.iter().enumerate() {
+            if done[i] {
+                refusals.push(None);
+                continue;
+            }
             match state.state.handle(command, now) {
                 Err(e) => refusals.push(Some(e)),
                 Ok(None) => refusals.push(None),
@@ -234,6 +257,7 @@ pub async fn execute_batch<A: Aggregate>(
                         event.into(),
                     );
                     state.version = envelope.sequence;
+                    attempted.push((i, envelope.id));
                     envelopes.push(envelope);
                     refusals.push(None);
                 }
@@ -250,6 +274,22 @@ pub async fn execute_batch<A: Aggregate>(
         }
     }
     (None, Err(CommandError::Contended(aggregate)))
+}
+
+/// The aggregate after a conflict, read afresh; marks `done` the requests whose `attempted`
+/// events are among its records.
+async fn reloaded<A: Aggregate>(
+    log: &dyn EventLog,
+    id: Uuid,
+    done: &mut [bool],
+    attempted: &[(usize, Uuid)],
+) -> Result<Loaded<A>, LogError> {
+    let records = log.read_aggregate(&AggregateId { kind: A::KIND, id }).await?;
+    let recorded: std::collections::HashSet<Uuid> = records.iter().map(|r| r.envelope.id).collect();
+    for (i, envelope) in attempted {
+        done[*i] |= recorded.contains(envelope);
+    }
+    folded(id, records)
 }
 
 /// Given/when/then for aggregate rules, with no log and no actor:
@@ -322,5 +362,104 @@ pub(crate) mod scenario {
         pub fn result(self) -> Result<Option<A::Event>, A::Error> {
             self.result
         }
+    }
+}
+
+#[cfg(test)]
+mod partial_batches {
+    use super::*;
+    use crate::tunnel::{Tunnel, TunnelCommand};
+    use ism_events::embedded::EmbeddedLog;
+    use ism_events::{EventStream, SystemClock};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A log whose first batch records only its first event and then reports a conflict, as a
+    /// JetStream publish stopped half-way does.
+    struct StopsHalfWay {
+        inner: EmbeddedLog,
+        stopped: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for StopsHalfWay {
+        async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError> {
+            self.inner.append(envelope).await
+        }
+
+        async fn append_batch(&self, batch: &[Envelope]) -> Result<Vec<u64>, AppendError> {
+            if batch.len() < 2 || self.stopped.swap(true, Ordering::SeqCst) {
+                return self.inner.append_batch(batch).await;
+            }
+            self.inner.append(&batch[0]).await?;
+            let (aggregate, actual) = (batch[0].aggregate, batch[0].sequence);
+            Err(AppendError::Conflict { aggregate, expected: actual, actual })
+        }
+
+        async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError> {
+            self.inner.version(aggregate).await
+        }
+
+        async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {
+            self.inner.read_aggregate(aggregate).await
+        }
+
+        async fn subscribe(&self, after: u64) -> Result<EventStream, LogError> {
+            self.inner.subscribe(after).await
+        }
+
+        async fn head(&self) -> Result<u64, LogError> {
+            self.inner.head().await
+        }
+
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_recorded_in_part_is_finished_not_recorded_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = StopsHalfWay {
+            inner: EmbeddedLog::open(dir.path()).unwrap(),
+            stopped: AtomicBool::new(false),
+        };
+        let id = Uuid::new_v4();
+        let open = TunnelCommand::Open {
+            endpoint: Uuid::new_v4(),
+            gateway: Uuid::new_v4(),
+            node: "node-a".into(),
+            machine: "m".into(),
+            remote_addr: "127.0.0.1:1".into(),
+            agent_version: "1".into(),
+        };
+        let open = [(open, Cause::default())];
+        assert!(execute_batch::<Tunnel>(&log, &SystemClock, id, None, &open).await.1.is_ok());
+        let stream = |s: u32| TunnelCommand::RecordStreamOpened {
+            stream: s,
+            target: "t:80".into(),
+            scanner: "c".into(),
+            via: None,
+        };
+        let closed = TunnelCommand::RecordStreamClosed {
+            stream: 1,
+            sent: 1,
+            received: 2,
+            end: "finished".into(),
+        };
+        let batch = [stream(1), closed, stream(3)].map(|c| (c, Cause::default()));
+        let (_, result) = execute_batch::<Tunnel>(&log, &SystemClock, id, None, &batch).await;
+        assert!(result.unwrap().iter().all(Option::is_none));
+        let events: Vec<String> = log
+            .read_aggregate(&AggregateId { kind: AggregateKind::Tunnel, id })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| match r.envelope.event {
+                Event::StreamOpened { stream, .. } => format!("opened {stream}"),
+                Event::StreamClosed { stream, .. } => format!("closed {stream}"),
+                other => other.name().to_string(),
+            })
+            .collect();
+        assert_eq!(events, ["TunnelOpened", "opened 1", "closed 1", "opened 3"]);
     }
 }
