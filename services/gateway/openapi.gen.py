@@ -97,7 +97,7 @@ paths = {
   "/api/v1/audit": {"get": op("The event history as a readable timeline: the most recent entries, or a page after a position", "200", "Entries, oldest first", ref("AuditReport"), ["400"] + R,
       params=AUDIT_FILTERS + [q("after", "Entries after this log position, oldest first (the next page: after the last position returned)", {"type": "integer", "minimum": 0}),
               q("before", "Entries before this log position; without after, the most recent limit of them (the previous page: before the first position returned)", {"type": "integer", "minimum": 0}),
-              q("limit", "Most entries (default 1000)", {"type": "integer", "minimum": 1})])},
+              q("limit", "Most entries (default 1000, at most 10000: read /api/v1/audit/stream for more)", {"type": "integer", "minimum": 1, "maximum": 10000})])},
   "/api/v1/audit/stream": {"get": {"summary": "The same entries as JSON lines (application/x-ndjson), sent as they are read, oldest first", "responses": {
       "200": {"description": "One AuditEntry per line", "content": {"application/x-ndjson": {"schema": ref("AuditEntry")}}}, **errors("400", *R)},
       "parameters": AUDIT_FILTERS + [q("after", "Entries after this log position", {"type": "integer", "minimum": 0}), q("before", "Entries before this log position", {"type": "integer", "minimum": 0}), q("limit", "Most entries (default: all)", {"type": "integer", "minimum": 1})]}},
