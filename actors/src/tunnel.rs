@@ -288,3 +288,107 @@ mod tests {
             .then_error(TunnelError::NotOpen(Uuid::nil()));
     }
 }
+
+#[cfg(test)]
+mod partial_batches {
+    use super::{Tunnel, TunnelCommand};
+    use crate::aggregate::execute_batch;
+    use ism_events::embedded::EmbeddedLog;
+    use ism_events::{
+        AggregateId, AggregateKind, AppendError, Cause, Envelope, Event, EventLog, LogError,
+        Recorded,
+    };
+    use ism_events::{EventStream, SystemClock};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use uuid::Uuid;
+
+    /// A log whose first batch records only its first event and then reports a conflict, as a
+    /// JetStream publish stopped half-way does.
+    struct StopsHalfWay {
+        inner: EmbeddedLog,
+        stopped: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl EventLog for StopsHalfWay {
+        async fn append(&self, envelope: &Envelope) -> Result<u64, AppendError> {
+            self.inner.append(envelope).await
+        }
+
+        async fn append_batch(&self, batch: &[Envelope]) -> Result<Vec<u64>, AppendError> {
+            if batch.len() < 2 || self.stopped.swap(true, Ordering::SeqCst) {
+                return self.inner.append_batch(batch).await;
+            }
+            self.inner.append(&batch[0]).await?;
+            let (aggregate, actual) = (batch[0].aggregate, batch[0].sequence);
+            Err(AppendError::Conflict { aggregate, expected: actual, actual })
+        }
+
+        async fn version(&self, aggregate: &AggregateId) -> Result<u64, LogError> {
+            self.inner.version(aggregate).await
+        }
+
+        async fn read_aggregate(&self, aggregate: &AggregateId) -> Result<Vec<Recorded>, LogError> {
+            self.inner.read_aggregate(aggregate).await
+        }
+
+        async fn subscribe(&self, after: u64) -> Result<EventStream, LogError> {
+            self.inner.subscribe(after).await
+        }
+
+        async fn head(&self) -> Result<u64, LogError> {
+            self.inner.head().await
+        }
+
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_recorded_in_part_is_finished_not_recorded_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = StopsHalfWay {
+            inner: EmbeddedLog::open(dir.path()).unwrap(),
+            stopped: AtomicBool::new(false),
+        };
+        let id = Uuid::new_v4();
+        let open = TunnelCommand::Open {
+            endpoint: Uuid::new_v4(),
+            gateway: Uuid::new_v4(),
+            node: "node-a".into(),
+            machine: "m".into(),
+            remote_addr: "127.0.0.1:1".into(),
+            agent_version: "1".into(),
+        };
+        let open = [(open, Cause::default())];
+        assert!(execute_batch::<Tunnel>(&log, &SystemClock, id, None, &open).await.1.is_ok());
+        let stream = |s: u32| TunnelCommand::RecordStreamOpened {
+            stream: s,
+            target: "t:80".into(),
+            scanner: "c".into(),
+            via: None,
+        };
+        let closed = TunnelCommand::RecordStreamClosed {
+            stream: 1,
+            sent: 1,
+            received: 2,
+            end: "finished".into(),
+        };
+        let batch = [stream(1), closed, stream(3)].map(|c| (c, Cause::default()));
+        let (_, result) = execute_batch::<Tunnel>(&log, &SystemClock, id, None, &batch).await;
+        assert!(result.unwrap().iter().all(Option::is_none));
+        let events: Vec<String> = log
+            .read_aggregate(&AggregateId { kind: AggregateKind::Tunnel, id })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| match r.envelope.event {
+                Event::StreamOpened { stream, .. } => format!("opened {stream}"),
+                Event::StreamClosed { stream, .. } => format!("closed {stream}"),
+                other => other.name().to_string(),
+            })
+            .collect();
+        assert_eq!(events, ["TunnelOpened", "opened 1", "closed 1", "opened 3"]);
+    }
+}

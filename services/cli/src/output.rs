@@ -488,14 +488,18 @@ pub fn verify(report: &Value) -> String {
     out
 }
 
-/// A response fetched through the ingress, as it came (the body is the scanned page's).
+/// A response fetched through the ingress (the body is the scanned page's), line by line with
+/// each line's control characters escaped: a hostile target could otherwise drive the operator's
+/// terminal (`ESC ]` sequences, cursor moves). `--json` gives the body exactly.
 pub fn fetched(v: &Value) -> String {
     let mut out = format!("{}\n", s(&v["status_line"]));
     for h in items(&v["headers"]) {
         out.push_str(&format!("{}: {}\n", s(&h[0]), s(&h[1])));
     }
     out.push('\n');
-    out.push_str(v["body"].as_str().unwrap_or_default());
+    let body = v["body"].as_str().unwrap_or_default();
+    let lines: Vec<String> = body.split('\n').map(|l| escaped(l).to_string()).collect();
+    out.push_str(&lines.join("\n"));
     out
 }
 
@@ -655,4 +659,21 @@ pub fn scan(v: &Value) -> String {
 
 pub fn report_written(v: &Value) -> String {
     format!("{} report written to {}\n", s(&v["format"]), s(&v["written"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetched_body_keeps_its_lines_and_loses_its_terminal_controls() {
+        let response = serde_json::json!({
+            "status_line": "HTTP/1.1 200 OK",
+            "headers": [["Content-Type", "text/html"]],
+            "body": "<p>one</p>\n\u{1b}]0;pwned\u{7}<p>two</p>",
+        });
+        let shown = fetched(&response);
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "{shown:?}");
+        assert!(shown.ends_with("<p>one</p>\n\\u{1b}]0;pwned\\u{7}<p>two</p>"), "{shown:?}");
+    }
 }

@@ -419,8 +419,10 @@ impl Timeline {
                 format!("API token {token} {label:?} issued")
             }
             Event::ApiTokenRevoked { token } => format!("API token {token} revoked"),
-            Event::UserEmailChanged { email: Some(email) } => {
-                format!("user {} email set to {email}", agg.id)
+            // The address itself stays out: every role reads the audit, and the users list (with
+            // the addresses) is the Administrators'.
+            Event::UserEmailChanged { email: Some(_) } => {
+                format!("user {} email address set", agg.id)
             }
             Event::UserEmailChanged { email: None } => format!("user {} email removed", agg.id),
             Event::UserNotificationsChanged { enabled } => {
@@ -667,5 +669,18 @@ mod tests {
             "an endpoint: 12344 more streams for credential:zap refused (the endpoint's stream limit is reached) \
              from 2025-11-24 16:00:00.000Z to 2025-11-24 16:00:00.999Z: to 10.0.0.1:80, 10.0.0.2:80 and 3 to other targets"
         );
+    }
+
+    /// Every role reads the audit; the users' email addresses are the Administrators' (the users
+    /// list), so an entry says that an address was set, not which.
+    #[test]
+    fn an_email_change_does_not_show_the_address() {
+        let user = AggregateId::user(Uuid::new_v4());
+        let set = Event::UserEmailChanged { email: Some("alice@corp.example".into()) };
+        let rec =
+            Recorded { position: 1, envelope: Envelope::new(user, 1, 0, Cause::default(), set) };
+        let entry = Timeline::new(AuditFilter::default()).push(&rec).unwrap();
+        assert!(entry.summary.contains("email address set"), "{}", entry.summary);
+        assert!(!entry.summary.contains("corp.example"), "{}", entry.summary);
     }
 }
