@@ -149,3 +149,30 @@ async fn responses_showing_a_secret_are_not_stored_by_caches() {
         assert_eq!(header(&headers, "cache-control"), Some("no-store"), "{path}");
     }
 }
+
+/// An endpoint added or renamed with a description the rules refuse changes nothing: before, the
+/// gateway's roster took the name (and gave it back) before the endpoint refused the description.
+#[actix::test]
+async fn an_endpoint_with_a_refused_description_records_nothing() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let api = node.api();
+    let p = ism_tests::cluster::provision(&api, "dc1").await;
+    let gateway_events = || async {
+        let id = ism_events::AggregateId::gateway(p.gateway.parse().unwrap());
+        node.state.log.read_aggregate(&id).await.unwrap().len()
+    };
+    let before = gateway_events().await;
+    let long = "d".repeat(300);
+    let add = format!(r#"{{"name": "dc2", "platform": "linux", "description": "{long}"}}"#);
+    let json = ["-X", "POST", "-H", "Content-Type: application/json", "-d", add.as_str()];
+    let path = format!("/api/v1/gateways/{}/endpoints", p.gateway);
+    let (status, _, answer) = curl_as(&node, &node.admin_token, &json, &path).await;
+    assert_eq!(status, 400, "{answer}");
+    let version = api.endpoint(&p.endpoint).await.unwrap()["version"].as_u64().unwrap();
+    let edit = format!(r#"{{"name": "dc3", "description": "{long}", "version": {version}}}"#);
+    let json = ["-X", "PATCH", "-H", "Content-Type: application/json", "-d", edit.as_str()];
+    let path = format!("/api/v1/endpoints/{}", p.endpoint);
+    let (status, _, answer) = curl_as(&node, &node.admin_token, &json, &path).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(gateway_events().await, before, "the roster recorded nothing");
+}

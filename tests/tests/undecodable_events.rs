@@ -1,6 +1,6 @@
 //! A record of the JetStream log that does not decode (garbage published on an event subject, an
 //! event of a newer build during a rolling upgrade) is passed over by projections, which go on
-//! with the events after it; the stream keeps it.
+//! with the events after it; the stream keeps it, and the audit shows it.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::jetstream::{connect_client, JetStreamLog};
@@ -81,4 +81,23 @@ async fn a_projection_passes_over_garbage_published_on_the_event_stream() {
     let later = append_one(&log).await;
     assert!(progress.wait_for(later, PATIENCE).await.is_ok());
     assert_eq!(projection.applied(), [1, 3, later]);
+
+    // The audit of the history shows the record it could not read, and goes on after it.
+    let page = ism_projectors::audit::Page::default();
+    let (_, entries) =
+        ism_projectors::audit::entries(log.clone(), Default::default(), page).await.unwrap();
+    let shown: Vec<(u64, &str)> = futures_util::StreamExt::collect::<Vec<_>>(entries)
+        .await
+        .into_iter()
+        .map(|e| e.map(|e| (e.position, e.event)).unwrap())
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (1, "GatewayActivated"),
+            (2, "Undecodable"),
+            (3, "GatewayActivated"),
+            (4, "GatewayActivated")
+        ]
+    );
 }

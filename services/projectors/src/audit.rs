@@ -6,8 +6,8 @@
 
 use futures_util::stream::{self, Stream, StreamExt};
 use ism_events::{
-    escaped, AggregateId, AggregateKind, Event, EventLog, LogError, Recorded, RepeatedRefusals,
-    RepeatedRegistrationRefusals,
+    codec::CodecError, escaped, AggregateId, AggregateKind, Event, EventLog, LogError, Recorded,
+    RepeatedRefusals, RepeatedRegistrationRefusals,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -101,12 +101,15 @@ pub async fn entries(
                 return None;
             }
             while let Some(rec) = events.next().await {
-                let rec = match rec {
-                    Ok(r) => r,
+                let (position, entry) = match rec {
+                    Ok(rec) => (rec.position, timeline.push(&rec)),
+                    Err(LogError::Undecodable { position, source }) => {
+                        (position, timeline.undecodable(position, &source))
+                    }
                     Err(e) => return Some((Err(e), (None, timeline, 0))),
                 };
-                let last = rec.position >= end;
-                let entry = timeline.push(&rec).filter(|e| e.position > page.after);
+                let last = position >= end;
+                let entry = entry.filter(|e| e.position > page.after);
                 match (entry, last) {
                     (Some(e), true) => return Some((Ok(e), (None, timeline, left - 1))),
                     (Some(e), false) => return Some((Ok(e), (Some(events), timeline, left - 1))),
@@ -160,6 +163,34 @@ impl Timeline {
             event: env.event.name(),
             summary: escaped(self.describe(env.aggregate, &env.event)).to_string(),
             trace_id: trace_id(env.trace.as_deref()),
+        })
+    }
+
+    /// The entry for a record at `position` that does not decode (not an event, or one of a newer
+    /// build): shown, not skipped, so an audit of the history says what it could not read, and not
+    /// stopped at (the history goes on after it). Nothing in it can be filtered on: a filtered
+    /// view leaves it out.
+    pub fn undecodable(&mut self, position: u64, error: &CodecError) -> Option<AuditEntry> {
+        let f = &self.filter;
+        let unfiltered = f.gateway.is_none()
+            && f.endpoint.is_none()
+            && f.actor.is_none()
+            && f.since_ms.is_none()
+            && f.until_ms.is_none();
+        unfiltered.then(|| AuditEntry {
+            position,
+            time_ms: 0,
+            time: "(unknown time)".into(),
+            aggregate: String::new(),
+            gateway: None,
+            endpoint: None,
+            actor: None,
+            event: "Undecodable",
+            summary: escaped(format!(
+                "this record does not decode ({error}): written by a newer build, or not an event"
+            ))
+            .to_string(),
+            trace_id: None,
         })
     }
 

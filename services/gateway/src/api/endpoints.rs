@@ -13,7 +13,7 @@ use actix_web::{web, HttpResponse};
 use ism_actors::credentials::hash_secret;
 use ism_actors::endpoint::{EndpointCommand, EndpointError, MAX_SCAN_CAPACITY, MAX_SUPPORT_DAYS};
 use ism_actors::roster::{NewEndpoint as RosterEntry, ReadEndpoint, Roster};
-use ism_actors::text::{checked, MAX_NAME};
+use ism_actors::text::{checked, MAX_DESCRIPTION, MAX_NAME};
 use ism_events::Platform;
 use ism_projectors::{EndpointView, GatewayStatus};
 use serde::Deserialize;
@@ -86,17 +86,14 @@ pub(super) async fn add(
             body.platform
         ))
     })?;
+    // Both checked here, before the gateway's roster takes the name: a request refused half-way
+    // would record the name taken and given back.
     let name = checked("endpoint name", &body.name, MAX_NAME, true)?;
+    let description = checked("endpoint description", &body.description, MAX_DESCRIPTION, false)?;
     let id = Uuid::new_v4();
     let key = state.key_secret.endpoint_key(id, 1);
-    let entry = RosterEntry {
-        id,
-        gateway: g.id,
-        name,
-        description: body.description,
-        platform,
-        key_hash: hash_secret(&key),
-    };
+    let entry =
+        RosterEntry { id, gateway: g.id, name, description, platform, key_hash: hash_secret(&key) };
     let added = roster(&state).add(entry, &caller.cause()).await?;
     state.caught_up(added.position()).await?;
     let endpoint = views::endpoint(endpoint_or_404(&state, &id.to_string())?, &state);
@@ -129,8 +126,12 @@ pub(super) async fn edit(
         ApiError::bad_request("version is required: send the endpoint's version as you read it")
     })?;
     let name = body.name.map(|n| checked("endpoint name", &n, MAX_NAME, true)).transpose()?;
+    let description = body
+        .description
+        .map(|d| checked("endpoint description", &d, MAX_DESCRIPTION, false))
+        .transpose()?;
     let read = ReadEndpoint { id: e.id, gateway: e.gateway, name: e.name, version };
-    let edited = roster(&state).edit(&read, name, body.description, &caller.cause()).await?;
+    let edited = roster(&state).edit(&read, name, description, &caller.cause()).await?;
     state.caught_up(edited.position()).await?;
     shown(&state, e.id)
 }
