@@ -230,44 +230,10 @@ mod tests {
     use crate::embedded::EmbeddedLog;
     use crate::envelope::{AggregateId, Cause, Envelope};
     use crate::event::{Event, SCHEMA_VERSION};
-    use std::sync::Mutex;
+    use crate::testing::Positions;
 
     /// Generous: a projection that gets there does so in milliseconds.
     const PATIENCE: Duration = Duration::from_secs(30);
-
-    /// Keeps the positions of the events it applied, in memory.
-    #[derive(Default)]
-    struct Positions(Mutex<Vec<u64>>);
-
-    impl Positions {
-        fn applied(&self) -> Vec<u64> {
-            self.0.lock().unwrap().clone()
-        }
-    }
-
-    impl Projection for Positions {
-        fn name(&self) -> &'static str {
-            "positions"
-        }
-
-        fn checkpoint(&self) -> Result<u64, ProjectionError> {
-            Ok(self.applied().last().copied().unwrap_or(0))
-        }
-
-        fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
-            self.0.lock().unwrap().push(rec.position);
-            Ok(())
-        }
-
-        fn reset(&self) -> Result<(), ProjectionError> {
-            self.0.lock().unwrap().clear();
-            Ok(())
-        }
-
-        fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
-            Ok(self.applied().iter().map(|p| (p.to_be_bytes().to_vec(), Vec::new())).collect())
-        }
-    }
 
     fn activated() -> Envelope {
         let gateway = AggregateId::gateway(uuid::Uuid::new_v4());

@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use base64::Engine;
+use ism_endpoint::AgentHandle;
 use ism_tests::cluster::{
-    connected_endpoint, echo_server, eventually, Backend, TestNode, PATIENCE,
+    connected_endpoint, echo_server, eventually, Backend, Provisioned, TestMachine, TestNode,
+    PATIENCE,
 };
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -293,26 +295,45 @@ async fn silent_target() -> (u16, tokio::sync::oneshot::Receiver<()>) {
     (port, has_head)
 }
 
-#[actix::test]
-async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
-    let node = TestNode::start("node-a", Backend::Embedded);
+/// A request forwarded through `node` to a [`silent_target`] behind a connected endpoint: the
+/// head `request` makes from the target's port and the scanner's `Proxy-Authorization` value,
+/// sent once the target has the head. Returns the client's socket, the endpoint's provisioning
+/// and its agent (and the machine, which must outlive the agent).
+async fn forwarded_to_a_silent_target(
+    node: &TestNode,
+    request: impl Fn(u16, &str) -> String,
+) -> (TcpStream, Provisioned, TestMachine, AgentHandle) {
     let (port, has_head) = silent_target().await;
-    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
+    let (p, machine, agent) = connected_endpoint(node, "dc1", &format!("127.0.0.1:{port}")).await;
     let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
-    let request = format!(
-        "GET http://127.0.0.1:{port}/slow HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n\r\n",
-        basic("dc1", &p.scanner_secret)
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
+    let head = request(port, &basic("dc1", &p.scanner_secret));
+    client.write_all(head.as_bytes()).await.unwrap();
     tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
+    (client, p, machine, agent)
+}
 
-    node.api().set_access(&p.endpoint, Some(false), None).await.unwrap();
+/// Waits for the proxy to end `client`'s connection, and checks it was a reset, not a clean end:
+/// the client cannot take the missing response for an empty one. Then the stream's slot is free.
+async fn reset_and_freed(node: &TestNode, client: &mut TcpStream) {
     let mut got = Vec::new();
     let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
-    // A reset, not a clean end: the client cannot take the missing response for an empty one.
     let err = read.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
     node.streams_end().await;
+}
+
+fn slow_get(port: u16, auth: &str) -> String {
+    format!(
+        "GET http://127.0.0.1:{port}/slow HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+    )
+}
+
+#[actix::test]
+async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let (mut client, p, _machine, agent) = forwarded_to_a_silent_target(&node, slow_get).await;
+    node.api().set_access(&p.endpoint, Some(false), None).await.unwrap();
+    reset_and_freed(&node, &mut client).await;
     agent.stop();
 }
 
@@ -323,21 +344,12 @@ async fn a_forwarded_request_whose_client_goes_quiet_is_reset_after_the_idle_tim
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
         c.stream_limits.idle_timeout = Some(std::time::Duration::from_secs(2));
     });
-    let (port, has_head) = silent_target().await;
-    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
     // Three bytes of a ten-byte body, then nothing.
-    let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
-    let head = format!(
-        "POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nProxy-Authorization: Basic {}\r\nContent-Length: 10\r\n\r\nabc",
-        basic("dc1", &p.scanner_secret)
-    );
-    client.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
-    let err = read.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
-    node.streams_end().await;
+    let (mut client, _, _machine, agent) = forwarded_to_a_silent_target(&node, |port, auth| {
+        format!("POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\nContent-Length: 10\r\n\r\nabc")
+    })
+    .await;
+    reset_and_freed(&node, &mut client).await;
     agent.stop();
 }
 
@@ -350,20 +362,8 @@ async fn a_forwarded_request_half_closed_before_a_silent_target_is_reset() {
         c.stream_limits.idle_timeout = None;
         c.stream_limits.half_closed_timeout = std::time::Duration::from_secs(2);
     });
-    let (port, has_head) = silent_target().await;
-    let (p, _machine, agent) = connected_endpoint(&node, "dc1", &format!("127.0.0.1:{port}")).await;
-    let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
-    let request = format!(
-        "GET http://127.0.0.1:{port}/slow HTTP/1.1\r\nProxy-Authorization: Basic {}\r\n\r\n",
-        basic("dc1", &p.scanner_secret)
-    );
-    client.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
+    let (mut client, _, _machine, agent) = forwarded_to_a_silent_target(&node, slow_get).await;
     client.shutdown().await.unwrap();
-    let mut got = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut got)).await.unwrap();
-    let err = read.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}; got {got:?}");
-    node.streams_end().await;
+    reset_and_freed(&node, &mut client).await;
     agent.stop();
 }

@@ -4,48 +4,11 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::jetstream::{connect_client, JetStreamLog};
-use ism_events::projection::Row;
-use ism_events::{
-    spawn_projection, AggregateId, Cause, Envelope, Event, EventLog, Projection, ProjectionError,
-    Recorded,
-};
+use ism_events::testing::Positions;
+use ism_events::{spawn_projection, AggregateId, Cause, Envelope, Event, EventLog};
 use ism_tests::cluster::PATIENCE;
 use ism_tests::nats::NatsServer;
-use std::sync::{Arc, Mutex};
-
-/// Keeps the positions of the events it applied, in memory.
-#[derive(Default)]
-struct Positions(Mutex<Vec<u64>>);
-
-impl Positions {
-    fn applied(&self) -> Vec<u64> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl Projection for Positions {
-    fn name(&self) -> &'static str {
-        "positions"
-    }
-
-    fn checkpoint(&self) -> Result<u64, ProjectionError> {
-        Ok(self.applied().last().copied().unwrap_or(0))
-    }
-
-    fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
-        self.0.lock().unwrap().push(rec.position);
-        Ok(())
-    }
-
-    fn reset(&self) -> Result<(), ProjectionError> {
-        self.0.lock().unwrap().clear();
-        Ok(())
-    }
-
-    fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
-        Ok(self.applied().iter().map(|p| (p.to_be_bytes().to_vec(), Vec::new())).collect())
-    }
-}
+use std::sync::Arc;
 
 async fn append_one(log: &JetStreamLog) -> u64 {
     let gateway = AggregateId::gateway(uuid::Uuid::new_v4());
