@@ -3,7 +3,7 @@
 
 use ism_cli::ApiClient;
 use ism_tests::cluster::{
-    connected, http_server, provision, Backend, TestMachine, TestNode, PATIENCE,
+    connected, eventually, http_server, provision, Backend, TestMachine, TestNode, PATIENCE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -211,4 +211,55 @@ async fn a_socks_request_for_port_0_is_refused_with_a_general_failure() {
     s.write_all(&auth).await.unwrap();
     s.write_all(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 0]).await.unwrap();
     assert_eq!(drain(&mut s).await, vec![5, 2, 1, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+}
+
+/// A peer that floods pings during the handshake without reading their pongs, then sends what the
+/// gateway refuses, does not hold its connection: the refusal is given up after a grace (the
+/// pongs fill every buffer on the way, so it cannot be written), and the node's task for the
+/// connection ends. Before, the refusal's write waited for ever, outside the cap on pending
+/// connections.
+#[actix::test]
+async fn a_refused_peer_that_never_reads_does_not_hold_its_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_file_iter(&node.ca_file).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+    );
+    let before = node.tasks();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(node.addresses.endpoint_wss).await.unwrap();
+    let url = format!("wss://localhost:{}/wsendpoint", node.addresses.endpoint_wss.port());
+    let connector = Some(tokio_tungstenite::Connector::Rustls(tls));
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_tls_with_config(url, tcp, None, connector).await.unwrap();
+    let _challenge = ws.next().await.unwrap().unwrap();
+    for _ in 0..100_000 {
+        ws.feed(Message::Ping(vec![0x5a; 125].into())).await.unwrap();
+    }
+    // A well-formed Hello the gateway refuses (a protocol version it does not speak).
+    let hello = ism_tunnel_proto::Frame::Hello(Box::new(ism_tunnel_proto::Hello {
+        version: u16::MAX,
+        purpose: ism_tunnel_proto::Purpose::Serve,
+        key: "k".into(),
+        machine_key: [0; 32],
+        signature: [0; 64],
+        agent_version: "1".into(),
+        platform: "linux".into(),
+        hostname: "h".into(),
+        instance: None,
+    }));
+    ws.send(Message::Binary(hello.encode())).await.unwrap();
+    // Never read: the node's task for the connection must end anyway.
+    eventually("the refused connection's task gone", || async {
+        (node.tasks() <= before).then_some(())
+    })
+    .await;
+    drop(ws);
 }

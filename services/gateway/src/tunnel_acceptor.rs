@@ -40,6 +40,21 @@ type TunnelWebSocket = WebSocketStream<TunnelSocket<tokio_rustls::server::TlsStr
 /// dropped rather than holding a socket.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a refused peer has to take its refusal. A peer that does not read (its window shut,
+/// the socket's buffers full of its pings' pongs) would otherwise hold the connection, a task and
+/// its buffers for ever, outside the cap on pending connections it no longer counts against.
+const REFUSAL_GRACE: Duration = Duration::from_secs(5);
+
+/// Tells a peer why it is refused and closes, within [`REFUSAL_GRACE`]; the connection is
+/// dropped either way.
+async fn refuse(ws: &mut TunnelWebSocket, rejection: &Rejection) {
+    let told = async {
+        let _ = send_frame(ws, &rejection.frame()).await;
+        let _ = ws.close(None).await;
+    };
+    let _ = tokio::time::timeout(REFUSAL_GRACE, told).await;
+}
+
 /// Accepts endpoint connections for ever, each on one of the node's tunnel threads.
 pub async fn serve(
     listener: TcpListener,
@@ -213,8 +228,7 @@ async fn open_session(
     let (hello, admitted) = match admitted {
         Ok(admitted) => admitted,
         Err(rejection) => {
-            let _ = send_frame(&mut ws, &rejection.frame()).await;
-            let _ = ws.close(None).await;
+            refuse(&mut ws, &rejection).await;
             return Err(AcceptError::Refused(rejection));
         }
     };
@@ -261,7 +275,7 @@ async fn start_session(
     if let Err(e) = opened {
         let rejection =
             Rejection::unavailable(format!("the gateway could not record the session: {e}"));
-        let _ = send_frame(&mut ws, &rejection.frame()).await;
+        refuse(&mut ws, &rejection).await;
         return Err(AcceptError::Refused(rejection));
     }
     // The session is installed before the endpoint reads its welcome: once the endpoint says it
@@ -323,15 +337,15 @@ async fn serve_diagnostics(
     admitted: &Admitted,
     config: SessionConfig,
 ) -> Result<(), AcceptError> {
-    send_frame(
-        &mut ws,
-        &Frame::Welcome {
-            session: *Uuid::new_v4().as_bytes(),
-            node: state.node_id.clone(),
-            endpoint_name: admitted.name.clone(),
-        },
-    )
-    .await?;
+    let welcome = Frame::Welcome {
+        session: *Uuid::new_v4().as_bytes(),
+        node: state.node_id.clone(),
+        endpoint_name: admitted.name.clone(),
+    };
+    // Bounded like the handshake: a peer that does not read does not hold the connection.
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, send_frame(&mut ws, &welcome))
+        .await
+        .map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
     let (session, mut incoming) = Session::spawn(ws, Role::Gateway, config);
     tracing::info!(endpoint = %escaped(&admitted.name), %peer, "diagnostic session opened");
     while let Some(stream) = incoming.next().await {

@@ -79,6 +79,10 @@ impl<S> TunnelSocket<S> {
     }
 }
 
+/// What [`Replies`] holds at most: tungstenite's pongs, a few bytes each. A peer that pings and
+/// does not read would grow it without end; past this its session fails.
+const REPLIES_LIMIT: usize = 1 << 20;
+
 /// Frames tungstenite wrote after the session took over the socket, in order.
 #[derive(Default)]
 pub(crate) struct Replies {
@@ -94,8 +98,16 @@ impl Replies {
         (!queued.is_empty()).then(|| queued.split().freeze())
     }
 
-    fn push(&self, bytes: &[u8]) {
-        self.queued().extend_from_slice(bytes);
+    /// Queues `bytes`, unless the peer has left more than [`REPLIES_LIMIT`] unread.
+    fn push(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut queued = self.queued();
+        if queued.len() + bytes.len() > REPLIES_LIMIT {
+            return Err(io::Error::other(format!(
+                "the peer left more than {REPLIES_LIMIT} bytes of replies to its pings unread"
+            )));
+        }
+        queued.extend_from_slice(bytes);
+        Ok(())
     }
 
     fn queued(&self) -> MutexGuard<'_, BytesMut> {
@@ -124,10 +136,7 @@ impl<S: AsyncRead + AsyncWrite> AsyncWrite for TunnelSocket<S> {
             Out::Direct(io) => Pin::new(io).poll_write(cx, buf),
             // Taken whole: tungstenite hands over its buffer of whole frames in one write, and the
             // writer must never find part of a frame.
-            Out::Queued(replies) => {
-                replies.push(buf);
-                Poll::Ready(Ok(buf.len()))
-            }
+            Out::Queued(replies) => Poll::Ready(replies.push(buf).map(|()| buf.len())),
         }
     }
 
@@ -190,5 +199,25 @@ mod tests {
         let (near, _far) = tokio::io::duplex(64);
         let writer = TunnelSocket::client(near).take_writer().unwrap();
         assert_eq!(writer.masking, Masking::Masked);
+    }
+
+    /// A peer that pings and never reads cannot grow the queue of replies without end: past the
+    /// limit, tungstenite's write fails (and with it the session), and what was queued stays.
+    #[tokio::test]
+    async fn replies_a_peer_leaves_unread_are_bounded() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut socket = TunnelSocket::server(near);
+        let writer = socket.take_writer().unwrap();
+        let pong = [0x8a_u8; 127];
+        let mut queued = 0;
+        let refused = loop {
+            match socket.write(&pong).await {
+                Ok(n) => queued += n,
+                Err(e) => break e,
+            }
+            assert!(queued <= REPLIES_LIMIT, "queued {queued} bytes");
+        };
+        assert!(refused.to_string().contains("unread"), "{refused}");
+        assert_eq!(writer.replies.take().unwrap().len(), queued);
     }
 }

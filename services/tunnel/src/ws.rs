@@ -20,11 +20,18 @@ const READ_BUFFER: usize = 16 * 1024;
 /// a tunnel's TLS is made: the gateway's `tunnel_tls.rs`, the agent's `gateway_link.rs`.
 pub const TLS_BUFFER_LIMIT: usize = 2 * MAX_FRAME_LEN;
 
-/// WebSocket settings for tunnel sockets: a small initial read buffer, and a message never
-/// exceeds one frame, so anything larger is refused by tungstenite before it is buffered.
+/// The most tungstenite holds of what it writes itself before the session takes the socket over
+/// (the handshake's frames, pongs): its default has no bound, and a peer that sends pings and
+/// never reads would grow it for the whole handshake. Beyond it the handshake fails.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
+
+/// WebSocket settings for tunnel sockets: a small initial read buffer, a bounded write buffer,
+/// and a message never exceeds one frame, so anything larger is refused by tungstenite before it
+/// is buffered.
 pub fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(MAX_FRAME_LEN))
         .max_frame_size(Some(MAX_FRAME_LEN))
 }
