@@ -6,8 +6,6 @@
 
 use ring::rand::SecureRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub struct MachineIdentity {
@@ -40,13 +38,9 @@ impl MachineIdentity {
                 }
                 let doc = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
                     .map_err(|e| err(e.to_string()))?;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(|e| err(e.to_string()))?;
-                f.write_all(doc.as_ref()).map_err(|e| err(e.to_string()))?;
+                // Whole or not at all: a cut-off key would fail every later start, after the
+                // gateway may have bound its public half.
+                ism_files::create_new(path, doc.as_ref(), 0o600).map_err(|e| err(e.to_string()))?;
                 Ed25519KeyPair::from_pkcs8(doc.as_ref())
                     .map(|pair| Self { pair, instance })
                     .map_err(|e| err(e.to_string()))

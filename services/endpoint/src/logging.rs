@@ -5,8 +5,10 @@
 use ism_telemetry::Tracing;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
@@ -27,23 +29,35 @@ pub fn timestamp(ms: i64) -> String {
     ism_time::format_utc(ms, ',')
 }
 
-/// A file that rotates itself by size.
+/// How often a write checks that the log's name still names the open file: a stat every few
+/// seconds, not one a line.
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// A file that rotates itself by size, and reopens its name when an operator deleted or moved
+/// the file it has open (else the lines would go to a file no one can see until a restart).
 pub struct RotatingFile {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
     file: File,
     size: u64,
+    recheck: Duration,
+    checked: Instant,
 }
 
 impl RotatingFile {
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_append(path)?;
         let size = file.metadata()?.len();
-        Ok(Self { path: path.to_path_buf(), max_bytes, keep, file, size })
+        Ok(Self {
+            path: path.to_path_buf(),
+            max_bytes,
+            keep,
+            file,
+            size,
+            recheck: RECHECK,
+            checked: Instant::now(),
+        })
     }
 
     fn rotated(&self, n: usize) -> PathBuf {
@@ -52,20 +66,58 @@ impl RotatingFile {
         PathBuf::from(name)
     }
 
+    /// A current file an operator deleted has nothing to keep: the next one is started anyway.
     fn rotate(&mut self) -> io::Result<()> {
         let _ = std::fs::remove_file(self.rotated(self.keep));
         for n in (1..self.keep).rev() {
             let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
         }
-        std::fs::rename(&self.path, self.rotated(1))?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
-        self.size = 0;
+        match std::fs::rename(&self.path, self.rotated(1)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        self.reopen()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
         Ok(())
     }
+
+    /// Whether the name still names the open file. Only a name that is gone or names another
+    /// file says no: a stat that fails otherwise is no reason to stop writing.
+    fn is_current(&self) -> bool {
+        let Ok(open) = self.file.metadata() else { return true };
+        match std::fs::metadata(&self.path) {
+            Ok(named) => named.dev() == open.dev() && named.ino() == open.ino(),
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        }
+    }
+
+    fn reopen_if_moved(&mut self) -> io::Result<()> {
+        if self.checked.elapsed() < self.recheck {
+            return Ok(());
+        }
+        self.checked = Instant::now();
+        if self.is_current() {
+            return Ok(());
+        }
+        self.reopen()
+    }
+}
+
+/// Opens `path` for appending, creating it and its directory if they are missing.
+fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
 }
 
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.reopen_if_moved()?;
         if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
@@ -245,5 +297,30 @@ mod tests {
         assert!(newest.contains("line 009"), "{newest}");
         let older = std::fs::read_to_string(dir.path().join("logs/smartendpoint.log.1")).unwrap();
         assert!(older.contains("line 007"), "{older}");
+    }
+
+    #[test]
+    fn a_deleted_file_is_started_again_at_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut f = RotatingFile::open(&path, 100, 2).unwrap();
+        writeln!(f, "line 000 {}", "x".repeat(40)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        writeln!(f, "line 001 {}", "x".repeat(40)).unwrap();
+        writeln!(f, "line 002 {}", "x".repeat(40)).unwrap();
+        let newest = std::fs::read_to_string(&path).unwrap();
+        assert!(newest.contains("line 002"), "{newest}");
+    }
+
+    #[test]
+    fn a_deleted_file_is_started_again_at_the_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut f = RotatingFile::open(&path, 1000, 2).unwrap();
+        f.recheck = Duration::ZERO;
+        writeln!(f, "line 000").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        writeln!(f, "line 001").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line 001\n");
     }
 }

@@ -17,7 +17,8 @@
 //! - [`notify`]: notifications (email, webhooks) and the retention rule's deletions, claimed so
 //!   that one node of a cluster does each;
 //! - [`api`]: the management REST API;
-//! - [`tls`]: the node's certificate (supplied, or a generated private CA);
+//! - [`tls`]: the node's certificate (supplied, or a generated private CA); the secrets and keys a
+//!   node writes are written whole or not at all (`ism_files`);
 //! - [`metrics`]: what `/metrics` shows, and [`metered_log`], the event log timed for it.
 //!
 //! - [`state`]: what the node's parts share, handed to each in the narrow form it uses.

@@ -242,26 +242,34 @@ impl RunningNode {
     }
 }
 
-/// Reads a secret file, or creates it (owner-only) with `make()` when it does not exist.
+/// Reads a secret file, or creates it (owner-only, whole or not at all) with `make()` when it
+/// does not exist.
 fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, NodeError> {
     let err = |reason: String| NodeError::Secret { path: path.into(), reason };
     match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(s) if !s.trim().is_empty() => {
+            warn_if_readable(path);
+            Ok(s.trim().to_string())
+        }
         Ok(_) => Err(err("the file is empty".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             let value = make();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
+            ism_files::create_new(path, format!("{value}\n").as_bytes(), 0o600)
                 .map_err(|e| err(e.to_string()))?;
-            f.write_all(format!("{value}\n").as_bytes()).map_err(|e| err(e.to_string()))?;
             Ok(value)
         }
         Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// A secret file others may read is used as it is (an operator may have shared it on purpose,
+/// or mounted it so), but the operator is told, as for a shared data directory.
+fn warn_if_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777), "the secret file is open to other users; chmod 600 it");
+        }
     }
 }
 

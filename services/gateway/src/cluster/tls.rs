@@ -55,19 +55,12 @@ fn read(path: &Path) -> Result<Vec<u8>, ClusterTlsError> {
     std::fs::read(path).map_err(|source| ClusterTlsError::Read { path: path.into(), source })
 }
 
+/// Replaces `path` whole or not at all: a cut-off key from a full disk would fail the node's
+/// every start, and a failed run of `generate` keeps the files of the one before.
 fn write(path: &Path, contents: &str, private: bool) -> Result<(), ClusterTlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| ClusterTlsError::Write { path: path.into(), source };
     let mode = if private { 0o600 } else { 0o644 };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)
+    ism_files::replace(path, contents.as_bytes(), mode)
+        .map_err(|source| ClusterTlsError::Write { path: path.into(), source })
 }
 
 /// Generates a cluster CA and a certificate for each of `nodes` into `dir` (`cluster-ca.pem`,
