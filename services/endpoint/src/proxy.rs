@@ -7,8 +7,6 @@
 
 use base64::Engine;
 use ism_escape::escaped;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,20 +93,15 @@ impl ProxyCredentials {
         }
     }
 
-    /// Writes the credentials readable by the owner only.
+    /// Writes the credentials readable by the owner only, whole or not at all: credentials that
+    /// worked stay until the new ones are written in full.
     pub fn store(&self, path: &Path) -> Result<(), String> {
         let err = |e: std::io::Error| format!("{}: {e}", path.display());
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let _ = std::fs::remove_file(path);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
-        writeln!(f, "{}\n{}", self.username, self.password).map_err(err)
+        let contents = format!("{}\n{}\n", self.username, self.password);
+        ism_files::replace(path, contents.as_bytes(), 0o600).map_err(err)
     }
 
     fn header(&self) -> String {

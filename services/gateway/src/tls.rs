@@ -44,14 +44,12 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })
 }
 
+/// Writes `path` whole or not at all, owner-only when `private` from its first byte (written in
+/// place and then restricted, a private key was readable by others for a moment).
 fn write_private(path: &Path, contents: &str, private: bool) -> Result<(), TlsError> {
-    let err = |source| TlsError::Write { path: path.into(), source };
-    std::fs::write(path, contents).map_err(err)?;
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    Ok(())
+    let mode = if private { 0o600 } else { 0o644 };
+    ism_files::replace(path, contents.as_bytes(), mode)
+        .map_err(|source| TlsError::Write { path: path.into(), source })
 }
 
 fn generate(dir: &Path, sans: &[String]) -> Result<(), TlsError> {
