@@ -6,6 +6,8 @@
 # install.sh --keep-identity on this machine can use the same endpoint key again: the gateway
 # binds a key to the identity that first used it ("Token already registered" for any other).
 set -euo pipefail
+# `cd` below must go where it is told, silently.
+unset CDPATH
 
 SERVICE=ism-endpoint
 ROOT=""
@@ -43,16 +45,19 @@ else
   if [ -f "$DEST/run/status.json" ]; then
     pid="$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$DEST/run/status.json" | head -n 1)"
   fi
-  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$DEST/bin/ism-endpoint"; then
+  # grep -F: the folder's name is text, not a pattern (ism[1], ism.1).
+  if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DEST/bin/ism-endpoint"; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
   fi
 fi
 IDENTITY="$DEST/data/machine.key"
 if [ "$KEEP_IDENTITY" -eq 1 ] && [ -f "$IDENTITY" ]; then
-  find "$DEST" -mindepth 1 ! -path "$DEST/data" ! -path "$IDENTITY" -delete
+  # find runs inside the folder with ./ paths: -path takes a pattern, and a folder named like
+  # ism[1] must match itself (as $DEST/data would not), or the identity would be deleted too.
+  (cd -- "$DEST" && find . -mindepth 1 ! -path ./data ! -path ./data/machine.key -delete)
   echo "The endpoint was uninstalled from $DEST; its machine identity is kept in $IDENTITY."
-  echo "Install again with install.sh --keep-identity --install-dir ${DEST#"$ROOT"} to use the same endpoint key on this machine."
+  echo "Install again with install.sh --keep-identity --install-dir $(printf '%q' "${DEST#"$ROOT"}") to use the same endpoint key on this machine."
 else
   [ "$KEEP_IDENTITY" -eq 0 ] || echo "There is no machine identity to keep in $DEST (none was ever created)."
   rm -rf "$DEST"

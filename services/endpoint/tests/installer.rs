@@ -20,53 +20,94 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-async fn install(root: &Path, args: &[&str]) -> Output {
+/// The installer run with `--yes` below `root` and this build's binary; `umask`: the caller's
+/// (the test's own when None).
+fn installer(root: &Path, umask: Option<&str>, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("bash");
+    if let Some(umask) = umask {
+        cmd.args(["-c", "umask \"$0\" && exec bash \"$@\"", umask]);
+    }
     cmd.arg(deploy("install.sh"))
         .args(["--yes", "--root"])
         .arg(root)
         .args(["--binary", env!("CARGO_BIN_EXE_ism-endpoint")])
         .args(args)
         .stdin(Stdio::null());
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("installer finished")
-        .unwrap()
+    cmd
+}
+
+async fn finished(mut cmd: tokio::process::Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("finished").unwrap()
+}
+
+async fn install(root: &Path, args: &[&str]) -> Output {
+    finished(installer(root, None, args)).await
 }
 
 /// Runs the installed uninstaller of the installation below `root`.
 async fn uninstall(root: &Path, args: &[&str]) -> Output {
-    let script = root.join(&INSTALL_DIR[1..]).join("uninstall/uninstall.sh");
+    uninstall_at(root, INSTALL_DIR, args).await
+}
+
+async fn uninstall_at(root: &Path, install_dir: &str, args: &[&str]) -> Output {
+    let script = root.join(&install_dir[1..]).join("uninstall/uninstall.sh");
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg(script).args(["--yes", "--root"]).arg(root).args(args).stdin(Stdio::null());
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("uninstaller finished")
-        .unwrap()
+    finished(cmd).await
+}
+
+/// A unit line's words as systemd reads them: split at spaces outside double quotes, `%%` for a
+/// literal `%` and `$$` for a literal `$` (the tests' folders have no `$` in the program path,
+/// where systemd keeps `$$` as it is).
+fn unit_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quoted, mut started) = (Vec::new(), String::new(), false, false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => (quoted, started) = (!quoted, true),
+            '%' | '$' if chars.peek() == Some(&c) => {
+                chars.next();
+                word.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                }
+                started = false;
+            }
+            c => {
+                started = true;
+                word.push(c);
+            }
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
 }
 
 /// The unit's `ExecStart`, with its paths moved below `root`.
-fn exec_start(root: &Path) -> Vec<String> {
+fn exec_start(root: &Path, install_dir: &str) -> Vec<String> {
     let unit =
         std::fs::read_to_string(root.join("etc/systemd/system/ism-endpoint.service")).unwrap();
     let line = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
-    line.split_whitespace()
-        .map(|w| {
-            if w.starts_with(INSTALL_DIR) {
-                format!("{}{w}", root.display())
-            } else {
-                w.to_string()
-            }
-        })
+    unit_words(line)
+        .into_iter()
+        .map(|w| if w.starts_with(install_dir) { format!("{}{w}", root.display()) } else { w })
         .collect()
 }
 
 /// Runs the service as systemd would, and waits until it reports itself connected.
 async fn start_service(root: &Path) -> tokio::process::Child {
-    let argv = exec_start(root);
+    start_service_at(root, INSTALL_DIR).await
+}
+
+async fn start_service_at(root: &Path, install_dir: &str) -> tokio::process::Child {
+    let argv = exec_start(root, install_dir);
     let child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
-        .current_dir(root.join(&INSTALL_DIR[1..]))
+        .current_dir(root.join(&install_dir[1..]))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -502,5 +543,226 @@ async fn a_skipped_key_check_is_not_reported_as_a_validated_key() {
                 && said.contains("The key was not checked (--skip-key-check)"),
             "{said}"
         );
+    }
+}
+
+/// The settings of an install that needs no gateway.
+const UNCHECKED: [&str; 5] =
+    ["--key", "ismk_not-checked", "--gateway", "gateway.invalid", "--skip-key-check"];
+
+fn props_of(root: &Path, install_dir: &str) -> String {
+    std::fs::read_to_string(root.join(&install_dir[1..]).join("config/application.properties"))
+        .unwrap()
+}
+
+#[actix::test]
+async fn a_fresh_install_that_stops_part_way_does_not_block_the_next_run() {
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join(&INSTALL_DIR[1..]);
+    // No key with --yes: the folders exist by the time the installer finds out.
+    let out = install(root.path(), &["--gateway", "gateway.invalid", "--skip-key-check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("the endpoint key is required"), "{}", text(&out));
+    assert!(!dest.exists() && !root.path().join("opt").exists(), "created folders removed");
+    let out = install(root.path(), &UNCHECKED).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    // An empty folder the operator created is kept, and stays empty.
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join(&INSTALL_DIR[1..]);
+    std::fs::create_dir_all(&dest).unwrap();
+    let out = install(root.path(), &["--gateway", "gateway.invalid", "--skip-key-check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0, "the given folder is emptied");
+    let out = install(root.path(), &UNCHECKED).await;
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[actix::test]
+async fn a_fresh_install_that_fails_after_the_key_bound_keeps_the_identity() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join(&INSTALL_DIR[1..]);
+    let (gateway, ca) =
+        (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
+    let settings = ["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca];
+    // The unit cannot be written (etc/systemd is a file): the installer fails after the key
+    // check bound the key to the new machine identity.
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/systemd"), "in the way").unwrap();
+    let out = install(root.path(), &settings).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("The key validated"), "{}", text(&out));
+    assert!(text(&out).contains("is now bound to this machine's identity"), "{}", text(&out));
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["data"], "only the bound identity stays");
+    let identity = std::fs::read(dest.join("data/machine.key")).unwrap();
+
+    // The next run installs with it, and the key works.
+    std::fs::remove_file(root.path().join("etc/systemd")).unwrap();
+    let out = install(root.path(), &[&settings[..], &["--keep-identity"]].concat()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("The key validated"), "{}", text(&out));
+    assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
+}
+
+#[actix::test]
+async fn an_update_keeps_the_settings_added_by_hand() {
+    let root = tempfile::tempdir().unwrap();
+    let out = install(root.path(), &UNCHECKED).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let props = root.path().join(&INSTALL_DIR[1..]).join("config/application.properties");
+    let mut text_of = std::fs::read_to_string(&props).unwrap();
+    text_of.push_str("# the intranet page\ndiagnosticUrl = https://intranet.example\n");
+    text_of.push_str("websocketProtocol = ws\nmaxStreams = 7\n");
+    std::fs::write(&props, text_of).unwrap();
+
+    let out = install(root.path(), &["--skip-key-check", "--allowed-targets", "10.0.0.0/8"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let after = props_of(root.path(), INSTALL_DIR);
+    assert!(
+        after.contains("# the intranet page\ndiagnosticUrl = https://intranet.example\n")
+            && after.contains("\nwebsocketProtocol = ws\n")
+            && after.contains("\nmaxStreams = 7\n")
+            && after.contains("\nallowedTargets = 10.0.0.0/8\n")
+            && after.contains("\ntoken = ismk_not-checked\n"),
+        "{after}"
+    );
+    // The endpoint refuses a key set twice: the operator's last line is the one kept.
+    assert_eq!(after.matches("websocketProtocol").count(), 1, "{after}");
+}
+
+#[actix::test]
+async fn files_created_under_a_lax_umask_are_not_open_to_others() {
+    let root = tempfile::tempdir().unwrap();
+    let out = finished(installer(root.path(), Some("000"), &UNCHECKED)).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let dest = root.path().join(&INSTALL_DIR[1..]);
+    assert_eq!(mode(&dest.join("config/application.properties")), 0o640, "it holds the key");
+    let mut open = Vec::new();
+    let mut todo = vec![root.path().join("opt"), root.path().join("etc")];
+    while let Some(path) = todo.pop() {
+        if mode(&path) & 0o002 != 0 {
+            open.push(format!("{} {:o}", path.display(), mode(&path)));
+        }
+        if path.is_dir() {
+            todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(open.is_empty(), "writable by others: {open:?}");
+}
+
+#[actix::test]
+async fn an_uninstall_keeps_the_identity_of_a_folder_named_like_a_pattern() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = "/opt/ism[1]";
+    let dest = root.path().join(&dir[1..]);
+    let out = install(root.path(), &[&UNCHECKED[..], &["--install-dir", dir]].concat()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    // What the key check would have created (it was skipped).
+    std::fs::write(dest.join("data/machine.key"), "identity").unwrap();
+
+    let out = uninstall_at(root.path(), dir, &["--keep-identity"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("data/machine.key")).unwrap(), "identity");
+    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["data"], "only the identity stays");
+    // ...and the installer sees it as the kept identity.
+    let args = [&UNCHECKED[..], &["--install-dir", dir, "--keep-identity"]].concat();
+    let out = install(root.path(), &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("with the machine identity kept there"), "{}", text(&out));
+}
+
+#[actix::test]
+async fn the_key_can_come_from_a_file_stdin_or_the_environment() {
+    let rest = ["--gateway", "gateway.invalid", "--skip-key-check"];
+    // A file, as saved on Windows.
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("key.txt");
+    std::fs::write(&file, "ismk_from-file\r\n").unwrap();
+    let out =
+        install(root.path(), &[&["--key-file", file.to_str().unwrap()][..], &rest].concat()).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(props_of(root.path(), INSTALL_DIR).contains("\ntoken = ismk_from-file\n"));
+
+    // Standard input.
+    let root = tempfile::tempdir().unwrap();
+    let mut cmd = installer(root.path(), None, &[&["--key-file", "-"][..], &rest].concat());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use tokio::io::AsyncWriteExt;
+    child.stdin.take().unwrap().write_all(b"ismk_from-stdin\n").await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(props_of(root.path(), INSTALL_DIR).contains("\ntoken = ismk_from-stdin\n"));
+
+    // The environment.
+    let root = tempfile::tempdir().unwrap();
+    let mut cmd = installer(root.path(), None, &rest);
+    cmd.env("ISM_TOKEN", "ismk_from-env");
+    let out = finished(cmd).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(props_of(root.path(), INSTALL_DIR).contains("\ntoken = ismk_from-env\n"));
+
+    // Both a key and a key file: which one was meant is not guessed.
+    let root = tempfile::tempdir().unwrap();
+    let args = [&["--key", "ismk_a", "--key-file", file.to_str().unwrap()][..], &rest].concat();
+    let out = install(root.path(), &args).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[actix::test]
+async fn the_unit_runs_a_folder_with_a_space_hardened() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let root = tempfile::tempdir().unwrap();
+    let dir = "/opt/ism endpoint%x";
+    let dest = root.path().join(&dir[1..]);
+    let (gateway, ca) =
+        (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
+    let out = install(
+        root.path(),
+        &["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca, "--install-dir", dir],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let unit = std::fs::read_to_string(root.path().join("etc/systemd/system/ism-endpoint.service"))
+        .unwrap();
+    for line in [
+        "ExecStart=\"/opt/ism endpoint%%x/bin/ism-endpoint\" --config \"/opt/ism endpoint%%x/config/application.properties\"",
+        "WorkingDirectory=/opt/ism endpoint%%x",
+        "ProtectSystem=strict",
+        "ReadWritePaths=\"/opt/ism endpoint%%x/data\" \"/opt/ism endpoint%%x/logs\" \"/opt/ism endpoint%%x/run\"",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "missing {line:?} in:\n{unit}");
+    }
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        let checked = root.path().join("verify-ism-endpoint.service");
+        let below_root = dest.display().to_string().replace('%', "%%");
+        std::fs::write(&checked, unit.replace("/opt/ism endpoint%%x", &below_root)).unwrap();
+        let verify =
+            std::process::Command::new("systemd-analyze").arg("verify").arg(&checked).output();
+        let verify = verify.unwrap();
+        assert!(
+            verify.status.success() && verify.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            text(&verify)
+        );
+    } else {
+        println!("SKIPPED: systemd-analyze verify (systemd-analyze is not installed)");
+    }
+    // Exactly what ExecStart runs connects, and writes only where the unit lets it.
+    let service = start_service_at(root.path(), dir).await;
+    stop_service(service).await;
+    for written in ["data/machine.key", "logs/smartendpoint.log", "run/status.json"] {
+        assert!(dest.join(written).exists(), "{written}");
     }
 }
