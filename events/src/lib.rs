@@ -26,8 +26,6 @@ pub mod log;
 pub mod principal;
 pub mod projection;
 pub mod support_access;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{AggregateId, Cause, Envelope, Recorded};

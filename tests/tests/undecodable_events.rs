@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
 use ism_events::jetstream::{connect_client, JetStreamLog};
-use ism_events::testing::Positions;
+use ism_events::projection::testing::Positions;
 use ism_events::{spawn_projection, AggregateId, Cause, Envelope, Event, EventLog};
 use ism_tests::cluster::PATIENCE;
 use ism_tests::nats::NatsServer;

@@ -114,6 +114,8 @@ pub enum SessionViolation {
     DuplicateStream(StreamId),
     #[error("session-level frame handed to the stream table")]
     NotAStreamFrame,
+    #[error("peer sent data on stream {0}, which was never opened")]
+    NeverOpened(StreamId),
 }
 
 /// Local requests the table refuses.
@@ -382,6 +384,9 @@ impl<H> StreamTable<H> {
             },
             // An empty Data frame uses no credit but costs the receiver a queue entry: refused, so
             // credit bounds what a peer can make us hold.
+            Frame::Data { .. } if self.never_opened(stream) => {
+                Err(SessionViolation::NeverOpened(stream))
+            }
             Frame::Data { payload, .. } if payload.is_empty() => {
                 Ok(match self.streams.contains_key(&stream) {
                     true => self.violation(stream),
@@ -396,6 +401,7 @@ impl<H> StreamTable<H> {
                     Ok(Action::Deliver { stream, payload })
                 }
                 Some(_) => Ok(self.violation(stream)),
+                // It ended: data that crossed its end in flight.
                 None => Ok(Action::None),
             },
             Frame::Window { increment, .. } => match self.streams.get(&stream) {
@@ -448,6 +454,18 @@ impl<H> StreamTable<H> {
         }
         self.streams.insert(stream, Entry::new(Phase::Accepting, self.windows, None));
         Ok(Action::Accept { stream, target, send_window: window, relay, trace })
+    }
+
+    /// Whether `stream` was never opened on this session: one of our ids not handed out yet, or
+    /// one of the peer's above the highest it opened. Data for a stream that ended is passed over
+    /// (it crossed the end in flight); data for one that never was would cost the peer no credit
+    /// while each payload held our read buffer, so it ends the session.
+    fn never_opened(&self, stream: StreamId) -> bool {
+        if self.role.owns(stream) {
+            stream.0 >= self.next_id
+        } else {
+            stream.0 > self.peer_high
+        }
     }
 
     fn violation(&mut self, stream: StreamId) -> Action<H> {
@@ -561,6 +579,28 @@ mod tests {
 
     fn target() -> TargetAddr {
         TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, 80)
+    }
+
+    /// Data on a stream that ended is passed over (it crossed the end in flight); data on one that
+    /// was never opened, by either side, ends the session: it would cost the peer no credit.
+    #[test]
+    fn data_on_a_stream_never_opened_ends_the_session() {
+        let mut gw = StreamTable::<()>::new(Role::Gateway, windows(100), ample(), 10);
+        let mut ep = StreamTable::<()>::new(Role::Endpoint, windows(100), ample(), 10);
+        let (id, _) = open(&mut gw, &mut ep);
+        ep.on_frame(Frame::Reset { stream: id, reason: ResetReason::Aborted }).unwrap();
+        assert_eq!(ep.on_frame(data(id, 8)).unwrap(), Action::None, "ended: passed over");
+        for never in [StreamId(3), StreamId(2), StreamId(1001)] {
+            assert_eq!(
+                ep.on_frame(data(never, 8)),
+                Err(SessionViolation::NeverOpened(never)),
+                "{never}"
+            );
+        }
+        assert_eq!(
+            gw.on_frame(data(StreamId(3), 8)),
+            Err(SessionViolation::NeverOpened(StreamId(3)))
+        );
     }
 
     #[test]
@@ -818,6 +858,11 @@ mod tests {
     #[test]
     fn late_frames_for_forgotten_streams_are_ignored() {
         let mut gw = StreamTable::<()>::new(Role::Gateway, windows(10), ample(), 10);
+        for _ in 0..4 {
+            gw.open(target(), None, None, |_| ()).unwrap();
+        }
+        // Stream 7 ends: what the peer sent before it heard so arrives after.
+        gw.on_frame(Frame::Reset { stream: StreamId(7), reason: ResetReason::Aborted }).unwrap();
         let data = Frame::Data { stream: StreamId(7), payload: Bytes::from_static(b"late") };
         assert_eq!(gw.on_frame(data).unwrap(), Action::None);
         assert_eq!(
