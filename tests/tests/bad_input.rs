@@ -263,3 +263,40 @@ async fn a_refused_peer_that_never_reads_does_not_hold_its_connection() {
     .await;
     drop(ws);
 }
+
+/// One endpoint key holds at most a few side sessions (the diagnostic tool, the key check) on a
+/// node at once: they are not recorded and replace nothing, so without a bound a key could open
+/// any number, each holding its streams' buffers. A place frees when a session ends.
+#[actix::test]
+async fn one_key_holds_a_bounded_number_of_diagnostic_sessions() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = provision(&node.api(), "dc1").await;
+    let machine = TestMachine::new();
+    let config = machine.dir.path().join("application.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "token = {}\ngateway = {}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = 127.0.0.1\n",
+            p.key,
+            node.addresses.endpoint_wss,
+            node.ca_file.display()
+        ),
+    )
+    .unwrap();
+    let agent = ism_endpoint::Agent::new(ism_endpoint::EndpointConfig::load(&config, &[]).unwrap())
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..ism_gateway::sessions::MAX_SIDE_SESSIONS {
+        held.push(agent.side_session().await.expect("a side session within the bound"));
+    }
+    let refused = agent.side_session().await.err().expect("one more is refused");
+    let why = format!("{:?}", refused.diagnosis());
+    assert!(why.contains("diagnostic sessions"), "{why}");
+    let first = held.remove(0);
+    first.session.close("done");
+    first.session.closed().await;
+    eventually("a place freed by the session that ended", || async {
+        agent.side_session().await.ok()
+    })
+    .await;
+}

@@ -11,7 +11,7 @@ use crate::copied_identity::{Instance, Replacements, WINDOW};
 use crate::stream_queue::Waiting;
 use ism_tunnel::Session;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -43,6 +43,8 @@ pub struct Sessions {
     /// How many sessions there are, for those who wait for a change (a stopping node, tests).
     count: watch::Sender<usize>,
     replacements: Mutex<Replacements>,
+    /// Side sessions (the diagnostic tool, the installer's key check) each endpoint holds here.
+    side: Mutex<HashMap<Uuid, usize>>,
 }
 
 impl Default for Sessions {
@@ -51,6 +53,31 @@ impl Default for Sessions {
             by_endpoint: Mutex::default(),
             count: watch::channel(0).0,
             replacements: Mutex::new(Replacements::new(WINDOW)),
+            side: Mutex::default(),
+        }
+    }
+}
+
+/// Side sessions one endpoint may hold at once on a node. They replace nothing and are not
+/// recorded, so without a bound one key could open any number, each holding its echo streams'
+/// buffers; the diagnostic tool and the key check need one at a time.
+pub const MAX_SIDE_SESSIONS: usize = 4;
+
+/// One side session's place among its endpoint's ([`Sessions::side_session`]); freed when
+/// dropped.
+pub struct SidePlace {
+    sessions: Arc<Sessions>,
+    endpoint: Uuid,
+}
+
+impl Drop for SidePlace {
+    fn drop(&mut self) {
+        let mut side = self.sessions.side();
+        if let Some(n) = side.get_mut(&self.endpoint) {
+            *n -= 1;
+            if *n == 0 {
+                side.remove(&self.endpoint);
+            }
         }
     }
 }
@@ -58,6 +85,22 @@ impl Default for Sessions {
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, LiveSession>> {
         self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn side(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, usize>> {
+        self.side.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place for one more side session of `endpoint`, or `None` when it holds
+    /// [`MAX_SIDE_SESSIONS`] already.
+    pub fn side_session(self: &Arc<Self>, endpoint: Uuid) -> Option<SidePlace> {
+        let mut side = self.side();
+        let held = side.entry(endpoint).or_default();
+        if *held >= MAX_SIDE_SESSIONS {
+            return None;
+        }
+        *held += 1;
+        Some(SidePlace { sessions: self.clone(), endpoint })
     }
 
     fn replacements(&self) -> std::sync::MutexGuard<'_, Replacements> {

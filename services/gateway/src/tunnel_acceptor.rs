@@ -8,7 +8,7 @@
 //! A working session of the bound machine is refused too when it comes from a second live agent
 //! sharing that identity ([`crate::copied_identity`]).
 
-use crate::sessions::LiveSession;
+use crate::sessions::{LiveSession, MAX_SIDE_SESSIONS};
 use crate::state::NodeState;
 use crate::tunnel_threads::TunnelThreads;
 use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, verify_secret};
@@ -39,6 +39,11 @@ type TunnelWebSocket = WebSocketStream<TunnelSocket<tokio_rustls::server::TlsStr
 /// Time allowed for TLS, the upgrade and the handshake together: a client that dawdles is
 /// dropped rather than holding a socket.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a side session may last: the diagnostic tool's runs and the key check take seconds
+/// to minutes. It replaces nothing and is not recorded, so a key rotation or deletion would not
+/// end it otherwise.
+const SIDE_SESSION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// How long a refused peer has to take its refusal. A peer that does not read (its window shut,
 /// the socket's buffers full of its pings' pongs) would otherwise hold the connection, a task and
@@ -237,7 +242,17 @@ async fn open_session(
     let config = config.at_version(hello.version);
 
     if hello.purpose == Purpose::Diagnostics {
-        return serve_diagnostics(state, ws, peer, &admitted, config).await.map(|()| None);
+        let Some(place) = state.sessions.side_session(admitted.endpoint) else {
+            let rejection = Rejection::unavailable(format!(
+                "endpoint {} holds {MAX_SIDE_SESSIONS} diagnostic sessions on this node already; try again when one has ended",
+                admitted.name
+            ));
+            refuse(&mut ws, &rejection).await;
+            return Err(AcceptError::Refused(rejection));
+        };
+        let served = serve_diagnostics(state, ws, peer, &admitted, config).await;
+        drop(place);
+        return served.map(|()| None);
     }
     let tunnel = Uuid::new_v4();
     let cause = Cause::by(Principal::Endpoint { name: admitted.name.clone() });
@@ -348,21 +363,31 @@ async fn serve_diagnostics(
         .map_err(|_| AcceptError::TimedOut(HANDSHAKE_TIMEOUT))??;
     let (session, mut incoming) = Session::spawn(ws, Role::Gateway, config);
     tracing::info!(endpoint = %escaped(&admitted.name), %peer, "diagnostic session opened");
-    while let Some(stream) = incoming.next().await {
-        if matches!(stream.target(), TargetAddr::Domain(host, _) if host == DIAGNOSTIC_ECHO_HOST) {
-            tokio::spawn(async move {
-                if let Ok(s) = stream.accept().await {
-                    let _ = s.echo().await;
-                }
-            });
-        } else {
-            stream.reject(
-                OpenFailure::NotAllowed,
-                "a gateway accepts only diagnostic echo streams from endpoints",
-            );
+    let serve = async {
+        while let Some(stream) = incoming.next().await {
+            if matches!(stream.target(), TargetAddr::Domain(host, _) if host == DIAGNOSTIC_ECHO_HOST)
+            {
+                tokio::spawn(async move {
+                    if let Ok(s) = stream.accept().await {
+                        let _ = s.echo().await;
+                    }
+                });
+            } else {
+                stream.reject(
+                    OpenFailure::NotAllowed,
+                    "a gateway accepts only diagnostic echo streams from endpoints",
+                );
+            }
         }
-    }
-    let reason = session.closed().await;
+        session.closed().await
+    };
+    let reason = match tokio::time::timeout(SIDE_SESSION_LIFETIME, serve).await {
+        Ok(reason) => reason,
+        Err(_) => {
+            session.close("the diagnostic session's time is up");
+            session.closed().await
+        }
+    };
     tracing::info!(endpoint = %escaped(&admitted.name), %peer, reason = %escaped(&reason), "diagnostic session closed");
     Ok(())
 }
