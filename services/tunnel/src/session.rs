@@ -676,9 +676,16 @@ impl Driver {
             Ok((_, frame)) => self.send_prio(frame),
             Err(e) => {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err(e.into()));
+                    let _ = reply.send(Err(e.clone().into()));
                 }
-                Ok(())
+                match e {
+                    // Every later open would fail too, while the session still answered pings:
+                    // ended, the endpoint reconnects with a session of fresh ids.
+                    ism_tunnel_proto::OpenError::IdsExhausted => {
+                        Err(CloseReason::Local("stream ids exhausted: reconnect".into()))
+                    }
+                    ism_tunnel_proto::OpenError::LimitReached(_) => Ok(()),
+                }
             }
         }
     }
