@@ -186,6 +186,26 @@ else
   CREATED_TOP="$DEST"
   while [ ! -e "$(dirname -- "$CREATED_TOP")" ]; do CREATED_TOP="$(dirname -- "$CREATED_TOP")"; done
 fi
+# An update replaces the binary, the gateway's CA and the proxy credentials before the key check
+# can fail; each is kept beside it (as <file>.previous) until the update finishes, and put back
+# if it does not.
+PREVIOUS=("$DEST/bin/ism-endpoint" "$DEST/config/gateway-ca.pem" "$DEST/config/proxy-credentials")
+keep_previous() {
+  local f
+  for f in "${PREVIOUS[@]}"; do
+    if [ -f "$f" ]; then ln -f -- "$f" "$f.previous"; fi
+  done
+}
+restore_previous() {
+  local f
+  for f in "${PREVIOUS[@]}"; do
+    if [ -f "$f.previous" ]; then mv -f -- "$f.previous" "$f"; fi
+  done
+}
+forget_previous() {
+  local f
+  for f in "${PREVIOUS[@]}"; do rm -f -- "$f.previous"; done
+}
 rollback() {
   local status=$? d
   trap - EXIT INT TERM
@@ -200,6 +220,7 @@ rollback() {
     if [ "$ENABLED" -eq 1 ]; then systemctl daemon-reload >/dev/null 2>&1 || true; fi
   fi
   if [ "$UPDATE" -eq 1 ]; then
+    restore_previous
     echo "The update did not finish: the installation in $INSTALL_DIR is left as it was." >&2
   elif [ "$KEPT" -eq 1 ] || { [ "$KEY_BOUND" -eq 1 ] && [ -f "$IDENTITY" ]; }; then
     keep_only_identity || true
@@ -268,6 +289,7 @@ if [ -n "$PROXY_HOST$PROXY_PORT" ] && { [ -z "$PROXY_HOST" ] || [ -z "$PROXY_POR
 fi
 
 # The binary: replaced atomically, so an update never leaves half a file.
+[ "$UPDATE" -eq 0 ] || keep_previous
 install -m 0755 "$BINARY" "$DEST/bin/ism-endpoint.new" && mv -f "$DEST/bin/ism-endpoint.new" "$DEST/bin/ism-endpoint"
 log "Installed $("$DEST/bin/ism-endpoint" --version)"
 if [ -n "$GATEWAY_CA" ]; then
@@ -482,4 +504,5 @@ else
   log "Start the endpoint yourself with: $(printf '%q' "$INSTALL_DIR/bin/ism-endpoint") --config $(printf '%q' "$INSTALL_DIR/config/application.properties")"
 fi
 log "Done. Logs: $INSTALL_DIR/logs/smartendpoint.log; status: $(printf '%q' "$INSTALL_DIR/bin/ism-endpoint") --config $(printf '%q' "$INSTALL_DIR/config/application.properties") status"
+forget_previous
 FINISHED=1

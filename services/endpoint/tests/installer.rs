@@ -766,3 +766,23 @@ async fn the_unit_runs_a_folder_with_a_space_hardened() {
         assert!(dest.join(written).exists(), "{written}");
     }
 }
+
+/// An update whose key check fails leaves the installation as it was, the binary included: it
+/// is replaced before the check, and put back (the same file) when the update does not finish.
+#[actix::test]
+async fn an_update_that_fails_its_key_check_puts_the_binary_back() {
+    use std::os::unix::fs::MetadataExt;
+    let root = tempfile::tempdir().unwrap();
+    let out = install(root.path(), &UNCHECKED).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let binary = root.path().join(&INSTALL_DIR[1..]).join("bin/ism-endpoint");
+    let installed = std::fs::metadata(&binary).unwrap().ino();
+    // Nothing listens on port 1: the key check cannot reach the gateway.
+    let out = install(root.path(), &["--gateway", "127.0.0.1:1"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("left as it was"), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&binary).unwrap().ino(), installed, "the installed binary");
+    let bin = binary.parent().unwrap();
+    let names: Vec<_> = std::fs::read_dir(bin).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["ism-endpoint"], "nothing left beside it");
+}
