@@ -186,20 +186,28 @@ else
   CREATED_TOP="$DEST"
   while [ ! -e "$(dirname -- "$CREATED_TOP")" ]; do CREATED_TOP="$(dirname -- "$CREATED_TOP")"; done
 fi
-# An update replaces the binary, the gateway's CA and the proxy credentials before the key check
-# can fail; each is kept beside it (as <file>.previous) until the update finishes, and put back
-# if it does not.
-PREVIOUS=("$DEST/bin/ism-endpoint" "$DEST/config/gateway-ca.pem" "$DEST/config/proxy-credentials")
+# An update replaces the binary, the gateway's CA, the proxy credentials, the properties and the
+# unit, some before the key check can fail; each is kept beside it (as <file>.previous) until the
+# update finishes, and put back if it does not.
+PREVIOUS=("$DEST/bin/ism-endpoint" "$DEST/config/gateway-ca.pem" "$DEST/config/proxy-credentials"
+  "$PROPS" "$UNIT")
+SAVED=0
 keep_previous() {
   local f
   for f in "${PREVIOUS[@]}"; do
+    rm -f -- "$f.previous" # a leftover of a run that was killed is not this run's
     if [ -f "$f" ]; then ln -f -- "$f" "$f.previous"; fi
   done
+  SAVED=1
 }
+# Only what this run saved: a leftover of an earlier run is not put back.
 restore_previous() {
   local f
+  [ "$SAVED" -eq 1 ] || return 0
   for f in "${PREVIOUS[@]}"; do
-    if [ -f "$f.previous" ]; then mv -f -- "$f.previous" "$f"; fi
+    if [ ! -f "$f.previous" ]; then continue; fi
+    # Not replaced yet: the two names are one file, which mv refuses to move onto itself.
+    if [ "$f" -ef "$f.previous" ]; then rm -f -- "$f.previous"; else mv -f -- "$f.previous" "$f"; fi
   done
 }
 forget_previous() {
@@ -211,8 +219,9 @@ rollback() {
   trap - EXIT INT TERM
   if [ "$FINISHED" -eq 1 ]; then exit "$status"; fi
   [ "$interactive" -eq 0 ] || stty echo 2>/dev/null || true # Ctrl-C at the password prompt
-  rm -f -- "$DEST/bin/ism-endpoint.new"
-  [ -z "${NEW:-}" ] || rm -f -- "$NEW"
+  # Whatever fails here, the rest of the rollback runs.
+  rm -f -- "$DEST/bin/ism-endpoint.new" "$UNIT.new" 2>/dev/null || true
+  [ -z "${NEW:-}" ] || rm -f -- "$NEW" || true
   # The unit this run wrote (a unit that was there before is not this run's to remove).
   if [ "$UPDATE" -eq 0 ] && [ "$UNIT_EXISTED" -eq 0 ] && [ -e "$UNIT" ]; then
     if [ "$ENABLED" -eq 1 ]; then systemctl disable --now "$SERVICE" >/dev/null 2>&1 || true; fi
@@ -220,7 +229,7 @@ rollback() {
     if [ "$ENABLED" -eq 1 ]; then systemctl daemon-reload >/dev/null 2>&1 || true; fi
   fi
   if [ "$UPDATE" -eq 1 ]; then
-    restore_previous
+    restore_previous || true
     echo "The update did not finish: the installation in $INSTALL_DIR is left as it was." >&2
   elif [ "$KEPT" -eq 1 ] || { [ "$KEY_BOUND" -eq 1 ] && [ -f "$IDENTITY" ]; }; then
     keep_only_identity || true
@@ -457,7 +466,8 @@ for p in "${USED[@]}"; do
   case "$p" in /home|/home/*|/root|/root/*|/run/user|/run/user/*) PROTECT_HOME=read-only ;; esac
 done
 (umask 022 && mkdir -p -- "$(dirname -- "$UNIT")")
-cat >"$UNIT" <<EOF
+# Written beside it and renamed: an update keeps the unit it replaces as a link until it finishes.
+cat >"$UNIT.new" <<EOF
 # Installed by the ISM endpoint installer. Runs the endpoint continuously and restarts it,
 # except after a refusal that starting it again cannot fix (exit status 10 key bound to another
 # machine, 11 invalid key, 12 endpoint deleted, 13 version not supported, 14 machine identity in
@@ -488,7 +498,8 @@ ProtectControlGroups=yes
 [Install]
 WantedBy=multi-user.target
 EOF
-chmod 0644 "$UNIT"
+chmod 0644 "$UNIT.new"
+mv -f -- "$UNIT.new" "$UNIT"
 log "Wrote the service unit $UNIT"
 
 if [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then

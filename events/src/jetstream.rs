@@ -76,10 +76,12 @@ pub fn shown(spec: &str) -> String {
         .join(",")
 }
 
+/// `url` with everything before its last `@` after the scheme replaced: a NATS URL has no path
+/// that could hold one, and a password that holds a `/` (not percent-encoded) must not end the
+/// redaction early.
 fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}://***{}", &rest[at..]),
         None => url.to_string(),
     }

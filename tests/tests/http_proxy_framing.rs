@@ -296,20 +296,24 @@ async fn silent_target() -> (u16, tokio::sync::oneshot::Receiver<()>) {
 }
 
 /// A request forwarded through `node` to a [`silent_target`] behind a connected endpoint: the
-/// head `request` makes from the target's port and the scanner's `Proxy-Authorization` value,
-/// sent once the target has the head. Returns the client's socket, the endpoint's provisioning
-/// and its agent (and the machine, which must outlive the agent).
+/// head `request` makes from the target's port and the scanner's `Proxy-Authorization` value.
+/// Returns the client's socket, what says when the target has the head, the endpoint's
+/// provisioning and its agent (and the machine, which must outlive the agent).
 async fn forwarded_to_a_silent_target(
     node: &TestNode,
     request: impl Fn(u16, &str) -> String,
-) -> (TcpStream, Provisioned, TestMachine, AgentHandle) {
+) -> (TcpStream, tokio::sync::oneshot::Receiver<()>, Provisioned, TestMachine, AgentHandle) {
     let (port, has_head) = silent_target().await;
     let (p, machine, agent) = connected_endpoint(node, "dc1", &format!("127.0.0.1:{port}")).await;
     let mut client = TcpStream::connect(node.addresses.http_proxy).await.unwrap();
     let head = request(port, &basic("dc1", &p.scanner_secret));
     client.write_all(head.as_bytes()).await.unwrap();
+    (client, has_head, p, machine, agent)
+}
+
+/// Waits until the target has the request's head.
+async fn heard(has_head: tokio::sync::oneshot::Receiver<()>) {
     tokio::time::timeout(PATIENCE, has_head).await.unwrap().unwrap();
-    (client, p, machine, agent)
 }
 
 /// Waits for the proxy to end `client`'s connection, and checks it was a reset, not a clean end:
@@ -331,7 +335,9 @@ fn slow_get(port: u16, auth: &str) -> String {
 #[actix::test]
 async fn withdrawing_scan_access_resets_a_forwarded_request_in_flight() {
     let node = TestNode::start("node-a", Backend::Embedded);
-    let (mut client, p, _machine, agent) = forwarded_to_a_silent_target(&node, slow_get).await;
+    let (mut client, has_head, p, _machine, agent) =
+        forwarded_to_a_silent_target(&node, slow_get).await;
+    heard(has_head).await;
     node.api().set_access(&p.endpoint, Some(false), None).await.unwrap();
     reset_and_freed(&node, &mut client).await;
     agent.stop();
@@ -344,8 +350,9 @@ async fn a_forwarded_request_whose_client_goes_quiet_is_reset_after_the_idle_tim
     let node = TestNode::start_with("node-a", Backend::Embedded, |c| {
         c.stream_limits.idle_timeout = Some(std::time::Duration::from_secs(2));
     });
-    // Three bytes of a ten-byte body, then nothing.
-    let (mut client, _, _machine, agent) = forwarded_to_a_silent_target(&node, |port, auth| {
+    // Three bytes of a ten-byte body, then nothing. Not waiting for the target to hear it: on a
+    // slow machine the idle timeout may come first, and the reset is all this asserts.
+    let (mut client, _, _, _machine, agent) = forwarded_to_a_silent_target(&node, |port, auth| {
         format!("POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\nContent-Length: 10\r\n\r\nabc")
     })
     .await;
@@ -362,7 +369,9 @@ async fn a_forwarded_request_half_closed_before_a_silent_target_is_reset() {
         c.stream_limits.idle_timeout = None;
         c.stream_limits.half_closed_timeout = std::time::Duration::from_secs(2);
     });
-    let (mut client, _, _machine, agent) = forwarded_to_a_silent_target(&node, slow_get).await;
+    let (mut client, has_head, _, _machine, agent) =
+        forwarded_to_a_silent_target(&node, slow_get).await;
+    heard(has_head).await;
     client.shutdown().await.unwrap();
     reset_and_freed(&node, &mut client).await;
     agent.stop();

@@ -81,9 +81,10 @@ enum Command {
         /// is read (the first at once, however long the history).
         #[arg(long, default_value = "text", value_parser = ["text", "jsonl"])]
         format: String,
-        /// Read this event log directly instead of asking a node: a `nats://` URL, or the embedded
-        /// log's directory (`<data-dir>/events`, only while no node has it open).
-        #[arg(long)]
+        /// Read this event log directly instead of asking a node: a `nats://` URL (with
+        /// `user:password@` when the servers ask for a login: ISM_EVENT_LOG keeps it out of `ps`),
+        /// or the embedded log's directory (`<data-dir>/events`, only while no node has it open).
+        #[arg(long, env = "ISM_EVENT_LOG", hide_env_values = true)]
         event_log: Option<String>,
     },
     #[command(subcommand)]

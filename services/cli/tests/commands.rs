@@ -450,7 +450,7 @@ async fn notification_settings_and_webhooks_are_managed_with_reasons_for_every_r
     assert!(!lead.ok(&["--json", "webhook", "list"]).await.contains(&secret));
     assert!(lead.fails(&["webhook", "add", "--url", "ftp://x/"]).await.contains("http and https"));
     let metadata = lead.fails(&["webhook", "add", "--url", "http://169.254.169.254/latest"]).await;
-    assert!(metadata.contains("link-local or cloud metadata"), "{metadata}");
+    assert!(metadata.contains("link-local, cloud metadata"), "{metadata}");
     let unknown = lead
         .fails(&["webhook", "add", "--url", "https://x.example/", "--events", "everything"])
         .await;

@@ -79,7 +79,7 @@ impl NatsCoordination {
         .await?;
         let drains =
             create(bucket(DRAINS_BUCKET, "gateway nodes asked to drain", Duration::ZERO)).await?;
-        Ok(Self { nodes, owners, drains, url: url.to_string() })
+        Ok(Self { nodes, owners, drains, url: ism_events::jetstream::shown(url) })
     }
 }
 

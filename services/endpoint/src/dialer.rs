@@ -44,6 +44,10 @@ use tracing::Instrument;
 /// addresses took a full connect timeout for each, 20 s and more.
 pub const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 
+/// How long the endpoint tries to resolve a name the proxy resolves, to check its addresses: in
+/// that mode the name usually does not resolve here, and the dial's time is the proxy's.
+const LOCAL_CHECK: Duration = Duration::from_secs(1);
+
 /// Why a dial failed, for the scanner (`reason`) and the log (`message`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DialFailure {
@@ -166,7 +170,7 @@ impl Dialer {
         }
         let candidates = match literal {
             Some(ip) => vec![ip],
-            None if self.allowlist.may_allow_name(&host, port) => self.resolve(&host, port).await?,
+            None if self.allowlist.may_allow_name(&host, port) => self.resolve(&host, port, self.connect_timeout).await?,
             None => return Err(fail(OpenFailure::NotAllowed, format!("{target} is not in this endpoint's allowedTargets: no rule for port {port} could allow it, so it was not looked up"))),
         };
         let own_proxy = self.own_proxy(port).await?;
@@ -234,8 +238,10 @@ impl Dialer {
                 format!("{target} is the endpoint's own web proxy, never a target by name"),
             ));
         }
-        // Usually the name does not resolve here (why the proxy resolves it): then it goes as is.
-        if let Ok(addresses) = self.resolve(name, port).await {
+        // Usually the name does not resolve here (why the proxy resolves it): then it goes as is,
+        // and a resolver that does not answer costs the dial at most LOCAL_CHECK of its time.
+        let within = self.connect_timeout.min(LOCAL_CHECK);
+        if let Ok(addresses) = self.resolve(name, port, within).await {
             let own_proxy = self.own_proxy(port).await?;
             self.check_resolved_here(target, name, &addresses, &own_proxy)?;
         }
@@ -287,14 +293,10 @@ impl Dialer {
     /// be told apart from the proxy, and the dial is refused.
     async fn own_proxy(&self, port: u16) -> Result<Vec<IpAddr>, DialFailure> {
         let Some(p) = self.proxy.as_ref().filter(|p| p.port == port) else { return Ok(Vec::new()) };
-        let resolved = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::lookup_host((p.host.as_str(), port)),
-        )
-        .await;
-        match resolved {
-            Ok(Ok(addresses)) => Ok(addresses.map(|a| a.ip().to_canonical()).collect()),
-            _ => Err(fail(OpenFailure::NotAllowed, format!("the endpoint's own web proxy {}:{port} does not resolve, so a target on its port cannot be told apart from it", p.host))),
+        match self.resolve(&p.host, port, self.connect_timeout).await {
+            Ok(addresses) => Ok(addresses.into_iter().map(|ip| ip.to_canonical()).collect()),
+            // Perhaps later (the resolver's trouble, not the target's): retryable.
+            Err(_) => Err(fail(OpenFailure::HostUnreachable, format!("the endpoint's own web proxy {}:{port} does not resolve, so a target on its port cannot be told apart from it", p.host))),
         }
     }
 
@@ -302,17 +304,19 @@ impl Dialer {
     /// getaddrinfo on tokio's blocking pool, which cannot be cancelled: the timeout (and
     /// [`DIAL_DEADLINE`]) only stop waiting for it, and its thread stays busy until the system
     /// resolver gives up, so slow DNS under load can hold many blocking threads.
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, DialFailure> {
-        let resolved =
-            tokio::time::timeout(self.connect_timeout, tokio::net::lookup_host((host, port)))
-                .instrument(tracing::info_span!("dns.resolve"))
-                .await
-                .map_err(|_| {
-                    fail(OpenFailure::HostUnreachable, format!("resolving {host} timed out"))
-                })?
-                .map_err(|e| {
-                    fail(OpenFailure::HostUnreachable, format!("cannot resolve {host}: {e}"))
-                })?;
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+        within: Duration,
+    ) -> Result<Vec<IpAddr>, DialFailure> {
+        let resolved = tokio::time::timeout(within, tokio::net::lookup_host((host, port)))
+            .instrument(tracing::info_span!("dns.resolve"))
+            .await
+            .map_err(|_| fail(OpenFailure::HostUnreachable, format!("resolving {host} timed out")))?
+            .map_err(|e| {
+                fail(OpenFailure::HostUnreachable, format!("cannot resolve {host}: {e}"))
+            })?;
         Ok(resolved.map(|a| a.ip()).collect())
     }
 }

@@ -767,8 +767,9 @@ async fn the_unit_runs_a_folder_with_a_space_hardened() {
     }
 }
 
-/// An update whose key check fails leaves the installation as it was, the binary included: it
-/// is replaced before the check, and put back (the same file) when the update does not finish.
+/// An update that does not finish leaves the installation as it was: the binary (replaced before
+/// the key check) and the properties (replaced before the unit is written) are put back, the
+/// same files.
 #[actix::test]
 async fn an_update_that_fails_its_key_check_puts_the_binary_back() {
     use std::os::unix::fs::MetadataExt;
@@ -785,4 +786,14 @@ async fn an_update_that_fails_its_key_check_puts_the_binary_back() {
     let bin = binary.parent().unwrap();
     let names: Vec<_> = std::fs::read_dir(bin).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["ism-endpoint"], "nothing left beside it");
+
+    // One that fails later, writing the unit (its temporary name is taken by a folder), after
+    // the properties were replaced: they are put back too.
+    let before = props_of(root.path(), INSTALL_DIR);
+    let unit = root.path().join("etc/systemd/system/ism-endpoint.service.new");
+    std::fs::create_dir_all(&unit).unwrap();
+    let out = install(root.path(), &["--skip-key-check", "--allowed-targets", "10.9.9.9"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(props_of(root.path(), INSTALL_DIR), before, "{}", text(&out));
+    assert_eq!(std::fs::metadata(&binary).unwrap().ino(), installed, "the installed binary");
 }

@@ -22,8 +22,9 @@ struct Args {
     /// Where the node keeps its generated secrets, the embedded event log and its projections.
     #[arg(long, env = "ISM_DATA_DIR", default_value = "./ism-gateway-data")]
     data_dir: PathBuf,
-    /// Event log: a `nats://host:port` URL for JetStream (clusters); the embedded log otherwise.
-    #[arg(long, env = "ISM_EVENT_LOG")]
+    /// Event log: a `nats://host:port` URL for JetStream (clusters; `nats://user:password@...`
+    /// when the servers ask for a login); the embedded log otherwise.
+    #[arg(long, env = "ISM_EVENT_LOG", hide_env_values = true)]
     event_log: Option<String>,
     /// Address endpoints connect to (TLS WebSocket).
     #[arg(long, env = "ISM_ENDPOINT_LISTEN", default_value = "0.0.0.0:8443")]

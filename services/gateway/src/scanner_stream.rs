@@ -367,7 +367,8 @@ async fn open_stream<'a>(
                 relays_left -= 1;
                 continue;
             }
-            // The owner recorded the refusal.
+            // The owner recorded the refusal (the endpoint's, or access withdrawn); one it cannot
+            // record (its log behind, the endpoint gone from it) it logs.
             Err(RelayError::Open(error)) => Err(NotOpened::Open { target: target_text, error }),
             Err(unreachable) => {
                 Err(turned_away(NotOpened::OwnerUnreachable(unreachable.to_string())))

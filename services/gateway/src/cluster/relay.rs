@@ -8,6 +8,7 @@
 use super::tls::ClusterTls;
 use crate::access::{current_credential, relayed_stream_allowed, AccessDenied};
 use crate::refusals::RefusedStream;
+use crate::refused_scanners::TurnedAway;
 use crate::scanner_stream::open_traced;
 use crate::state::NodeState;
 use crate::stream_queue::QueueLimits;
@@ -133,21 +134,32 @@ async fn serve_relayed(
         return incoming
             .reject(OpenFailure::NotAllowed, "a relay link carries relayed streams only");
     };
+    // What the opener is told is what its scanner may be told too: no node of the cluster is
+    // named (the owner's logs and the ingress node's say which).
     let endpoint = Uuid::from_bytes(relay.endpoint);
     let Some(live) = state.sessions.get(endpoint) else {
-        let message = format!("endpoint {endpoint} is not connected to node {}", state.node_id);
+        let message = format!("endpoint {endpoint} is not connected to the node asked");
         return incoming.reject(OpenFailure::NotHeld, message);
     };
     if let Err(denied) = relayed_access(state, &relay.scanner, endpoint) {
+        // Recorded here, as the ingress node would have: it counts on the owner for refusals.
+        let name = state.directory.endpoint(endpoint).ok().flatten().map(|e| e.name);
+        state.refused_scanners.refused(TurnedAway {
+            gateway: live.gateway,
+            scanner: Principal::Credential { id: relay.scanner.clone() },
+            endpoint: name.as_deref().unwrap_or_default(),
+            class: "access denied",
+            reason: format!("access refused: {denied}"),
+        });
         return incoming.reject(OpenFailure::NotAllowed, format!("access refused: {denied}"));
     }
     // The owner records the relayed stream's facts: its own log's backlog decides.
     let behind = state.tunnels.unrecorded();
     if behind >= state.stream_limits.max_unrecorded {
         let message = format!(
-            "node {} has {behind} facts still to record (its event log is behind)",
-            state.node_id
+            "the node holding the endpoint has {behind} facts still to record (its event log is behind)"
         );
+        tracing::warn!(%endpoint, behind, "relayed stream refused: this node's event log is behind");
         return incoming.reject(OpenFailure::Busy, message);
     }
     let scanner = Principal::Credential { id: relay.scanner.clone() };

@@ -56,12 +56,20 @@ pub async fn post(
 /// Link-local addresses (where clouds serve instance metadata and credentials) and the clouds'
 /// other metadata addresses, in every form that reaches them (IPv4-mapped, NAT64, 6to4: the
 /// endpoint's list, [`ism_addresses`]): a webhook URL, typed by a manager, must not reach them
-/// from a gateway node. This host's own addresses stay allowed: a receiver beside the gateway is
-/// the operator's choice. Checked on the resolved addresses at each delivery, and on an IP
+/// from a gateway node. This host's own addresses stay allowed (a receiver beside the gateway is
+/// the operator's choice), but not a loopback address carried in NAT64 or 6to4 (another host's). Checked on the resolved addresses at each delivery, and on an IP
 /// literal when the webhook is added ([`literal_refused`]).
 pub fn forbidden(ip: std::net::IpAddr) -> bool {
-    ism_addresses::sensitive_range(ip)
-        .is_some_and(|(_, _, kind)| kind != ism_addresses::Sensitive::ThisHost)
+    let ip = ism_addresses::normalise(ip);
+    match ism_addresses::sensitive_range(ip) {
+        // Only this host's own forms: carried in NAT64 or 6to4, a loopback address is the
+        // translator's or the relay's.
+        Some((_, _, ism_addresses::Sensitive::ThisHost)) => {
+            !(ip.is_loopback() || ip.is_unspecified())
+        }
+        Some(_) => true,
+        None => false,
+    }
 }
 
 /// Why `url` may never be delivered to, if its host is an IP literal [`forbidden`] (a host name
@@ -74,7 +82,7 @@ pub fn literal_refused(url: &str) -> Option<String> {
         url::Host::Domain(_) => return None,
     };
     forbidden(ip).then(|| {
-        format!("{ip} is a link-local or cloud metadata address: webhooks may not go there")
+        format!("{ip} is a link-local, cloud metadata or translated loopback address: webhooks may not go there")
     })
 }
 
@@ -112,7 +120,7 @@ async fn exchange(
         .collect();
     if let Some(bad) = addrs.iter().find(|a| forbidden(a.ip())) {
         return Err(refused(format!(
-            "refused: its host is {}, a link-local or cloud metadata address",
+            "refused: its host is {}, a link-local, cloud metadata or translated loopback address",
             bad.ip()
         )));
     }
@@ -179,10 +187,11 @@ mod tests {
             "http://[64:ff9b::a9fe:a9fe]/",
             "http://[2002:a9fe:a9fe::1]/",
             "http://168.63.129.16/",
+            "http://[64:ff9b::7f00:1]/",
         ] {
             match post(url, "s", Uuid::nil(), 1, b"{}").await {
                 Err(PostError::Refused(why)) => {
-                    assert!(why.contains("link-local or cloud metadata"), "{url}: {why}")
+                    assert!(why.contains("link-local, cloud metadata"), "{url}: {why}")
                 }
                 other => panic!("{url}: {other:?}"),
             }
