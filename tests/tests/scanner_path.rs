@@ -273,7 +273,7 @@ async fn a_stream_dropped_before_it_is_joined_is_recorded_as_closed() {
         }
     })
     .await;
-    assert!(end.contains("dropped before the scanner's connection was joined"), "{end}");
+    assert!(end.contains("dropped before its end could be recorded"), "{end}");
     assert_eq!(node.state.streams.total(), 0);
     agent.stop();
 }

@@ -212,9 +212,10 @@ impl<'a> EndRecord<'a> {
 impl Drop for EndRecord<'_> {
     fn drop(&mut self) {
         if !self.recorded {
-            let unjoined =
-                "the stream was dropped before the scanner's connection was joined to it";
-            self.record(0, 0, &StreamEnd::SocketError(unjoined.into()));
+            // Before the scanner's connection was joined to it (its reply failed), or while it
+            // ran (its task dropped, the node stopping): the bytes it moved are not known here.
+            let unrecorded = "the stream was dropped before its end could be recorded";
+            self.record(0, 0, &StreamEnd::SocketError(unrecorded.into()));
         }
     }
 }
