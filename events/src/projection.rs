@@ -41,6 +41,13 @@ pub trait Projection: Send + Sync + 'static {
     /// Every stored key and value, in a deterministic order: two projections with equal dumps
     /// hold byte-identical content.
     fn dump(&self) -> Result<Vec<Row>, ProjectionError>;
+    /// A record written with event schema `schema`, newer than this build's, was passed over:
+    /// a projection that keeps its rows across restarts notes it, and starts over once opened by
+    /// a build that reads that schema (see `ism_projectors`' stores), so that an upgraded node
+    /// does not lack those events for good. Nothing to do for one held in memory.
+    fn passed_over_newer(&self, _schema: u16) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 /// Watches a running projection's progress.
@@ -148,6 +155,9 @@ impl Feed {
                 }
                 Err(source) => {
                     self.pass_over(projection.name(), position, &source);
+                    if let CodecError::FromTheFuture { found } = source {
+                        projection.passed_over_newer(found)?;
+                    }
                     None
                 }
             };
@@ -213,7 +223,10 @@ pub async fn rebuild_to<P: Projection + ?Sized>(
     while let Some(item) = events.next().await {
         let (position, read) = readable(item)?;
         // What does not decode is passed over as the live projection does (which logs and
-        // counts it), so a rebuild gives the same content.
+        // counts it), noted alike, so a rebuild gives the same content.
+        if let Err(CodecError::FromTheFuture { found }) = &read {
+            projection.passed_over_newer(*found)?;
+        }
         if let Ok(rec) = read {
             projection.apply(&rec)?;
         }
@@ -234,12 +247,20 @@ pub mod testing {
     /// A projection that keeps the positions of the events it applied, in memory: what a test of
     /// the projection driver needs to see which events reached a projection, and in what order.
     #[derive(Default)]
-    pub struct Positions(Mutex<Vec<u64>>);
+    pub struct Positions {
+        applied: Mutex<Vec<u64>>,
+        newer: Mutex<Vec<u16>>,
+    }
 
     impl Positions {
         /// The positions applied, in order.
         pub fn applied(&self) -> Vec<u64> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            self.applied.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+
+        /// The newer schemas of the records passed over, in order.
+        pub fn passed_over_newer(&self) -> Vec<u16> {
+            self.newer.lock().unwrap_or_else(|p| p.into_inner()).clone()
         }
     }
 
@@ -253,12 +274,17 @@ pub mod testing {
         }
 
         fn apply(&self, rec: &Recorded) -> Result<(), ProjectionError> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(rec.position);
+            self.applied.lock().unwrap_or_else(|p| p.into_inner()).push(rec.position);
             Ok(())
         }
 
         fn reset(&self) -> Result<(), ProjectionError> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.applied.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            Ok(())
+        }
+
+        fn passed_over_newer(&self, schema: u16) -> Result<(), ProjectionError> {
+            self.newer.lock().unwrap_or_else(|p| p.into_inner()).push(schema);
             Ok(())
         }
 
@@ -307,6 +333,7 @@ mod tests {
         assert!(reached.is_ok(), "{reached:?}");
         assert_eq!(projection.applied(), [1, 4]);
         assert_eq!(progress.undecodable(), 2);
+        assert_eq!(projection.passed_over_newer(), [SCHEMA_VERSION + 1], "noted, to start over");
         // The log keeps them.
         assert_eq!(log.head().await.unwrap(), 4);
     }
@@ -318,5 +345,6 @@ mod tests {
         let projection = Positions::default();
         assert_eq!(rebuild(&log, &projection).await.unwrap(), 4);
         assert_eq!(projection.applied(), [1, 4]);
+        assert_eq!(projection.passed_over_newer(), [SCHEMA_VERSION + 1]);
     }
 }

@@ -70,6 +70,30 @@ pub(crate) fn all<T: for<'de> Deserialize<'de>>(
     tree.iter().values().map(|v| decode(&v.map_err(storage)?)).collect()
 }
 
+/// The key of the newest event schema a projection passed over records of, in its `meta` tree.
+const PASSED_OVER_SCHEMA: &[u8] = b"passed_over_schema";
+
+/// Notes, in `meta`, that records of event schema `schema` were passed over (the newest noted
+/// is kept).
+pub(crate) fn note_passed_over(meta: &sled::Tree, schema: u16) -> Result<(), ProjectionError> {
+    let noted = passed_over(meta)?.unwrap_or(0).max(schema);
+    meta.insert(PASSED_OVER_SCHEMA, &noted.to_be_bytes()).map_err(storage)?;
+    Ok(())
+}
+
+/// Whether the projection passed over records this build reads (their schema is at most
+/// `schema`, this build's): it must start over to apply them.
+pub(crate) fn must_start_over(meta: &sled::Tree, schema: u16) -> Result<bool, ProjectionError> {
+    Ok(passed_over(meta)?.is_some_and(|noted| noted <= schema))
+}
+
+fn passed_over(meta: &sled::Tree) -> Result<Option<u16>, ProjectionError> {
+    Ok(meta
+        .get(PASSED_OVER_SCHEMA)
+        .map_err(storage)?
+        .and_then(|v| v.as_ref().try_into().ok().map(u16::from_be_bytes)))
+}
+
 /// The checkpoint in `meta` (0 before any event).
 pub(crate) fn checkpoint(meta: &sled::Tree) -> Result<u64, ProjectionError> {
     Ok(meta

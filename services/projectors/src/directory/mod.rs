@@ -49,7 +49,7 @@ impl DirectoryProjection {
     pub fn open(path: &Path) -> Result<Self, ProjectionError> {
         let db = ism_events::embedded::open_sled(path).map_err(storage)?;
         let tree = |n: &str| db.open_tree(n).map_err(storage);
-        Ok(Self {
+        let p = Self {
             gateways: tree("gateways")?,
             endpoints: tree("endpoints")?,
             tunnels: tree("tunnels")?,
@@ -64,7 +64,12 @@ impl DirectoryProjection {
             scan_findings: tree("scan_findings")?,
             meta: tree("meta")?,
             _db: db,
-        })
+        };
+        // Records an older build passed over, this one reads: start over to apply them.
+        if store::must_start_over(&p.meta, ism_events::SCHEMA_VERSION)? {
+            p.reset()?;
+        }
+        Ok(p)
     }
 
     fn trees(&self) -> [(&'static str, &sled::Tree); 13] {
@@ -324,6 +329,10 @@ impl Projection for DirectoryProjection {
     fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
         store::dump(&self.trees())
     }
+
+    fn passed_over_newer(&self, schema: u16) -> Result<(), ProjectionError> {
+        store::note_passed_over(&self.meta, schema)
+    }
 }
 
 #[cfg(test)]
@@ -462,5 +471,34 @@ mod tests {
             (GatewayStatus::Deleted, "old", Some("deleted by alice"), 3)
         );
         assert!(f.p.scanner_credential(cred).unwrap().unwrap().revoked);
+    }
+
+    /// A node that passed over records of a newer build keeps its rows while it cannot read
+    /// them, and starts over once opened by a build that can, so the upgraded node applies them.
+    #[test]
+    fn records_passed_over_are_applied_once_a_build_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let newer = dir.path().join("newer");
+        let p = DirectoryProjection::open(&newer).unwrap();
+        store::advance(&p.meta, 7).unwrap();
+        p.passed_over_newer(ism_events::SCHEMA_VERSION + 1).unwrap();
+        drop(p);
+        let p = DirectoryProjection::open(&newer).unwrap();
+        assert_eq!(p.checkpoint().unwrap(), 7, "a schema this build does not read: kept");
+
+        // As a build of that schema finds it (here: a schema this build reads).
+        let readable = dir.path().join("readable");
+        let p = DirectoryProjection::open(&readable).unwrap();
+        store::advance(&p.meta, 7).unwrap();
+        p.passed_over_newer(ism_events::SCHEMA_VERSION).unwrap();
+        drop(p);
+        let p = DirectoryProjection::open(&readable).unwrap();
+        assert_eq!(p.checkpoint().unwrap(), 0, "started over, to apply what was passed over");
+        drop(p);
+        let p = DirectoryProjection::open(&readable).unwrap();
+        assert_eq!(p.checkpoint().unwrap(), 0, "once: the mark went with the reset");
+        store::advance(&p.meta, 3).unwrap();
+        drop(p);
+        assert_eq!(DirectoryProjection::open(&readable).unwrap().checkpoint().unwrap(), 3);
     }
 }

@@ -134,8 +134,11 @@ impl NoticeProjection {
             settings,
             _db: db,
         };
-        // Rows made under other instability settings would differ from a rebuild: start over.
-        if p.meta.get(SETTINGS).map_err(storage)?.is_some_and(|s| *s != p.settings_key()[..]) {
+        // Rows made under other instability settings would differ from a rebuild, and records an
+        // older build passed over this one reads: start over.
+        let settings_changed =
+            p.meta.get(SETTINGS).map_err(storage)?.is_some_and(|s| *s != p.settings_key()[..]);
+        if settings_changed || store::must_start_over(&p.meta, ism_events::SCHEMA_VERSION)? {
             p.reset()?;
         }
         p.meta.insert(SETTINGS, p.settings_key()).map_err(storage)?;
@@ -409,5 +412,9 @@ impl Projection for NoticeProjection {
 
     fn dump(&self) -> Result<Vec<Row>, ProjectionError> {
         store::dump(&self.trees())
+    }
+
+    fn passed_over_newer(&self, schema: u16) -> Result<(), ProjectionError> {
+        store::note_passed_over(&self.meta, schema)
     }
 }
