@@ -231,7 +231,14 @@ async fn a_refused_peer_that_never_reads_does_not_hold_its_connection() {
     let tls = std::sync::Arc::new(
         rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
     );
-    let before = node.tasks();
+    // The node's own tasks once its start-up is over: the refused connection's must end too.
+    let before = loop {
+        let first = node.tasks();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if node.tasks() == first {
+            break first;
+        }
+    };
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(node.addresses.endpoint_wss).await.unwrap();
