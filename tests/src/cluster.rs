@@ -465,6 +465,19 @@ pub async fn sink_server() -> SocketAddr {
     addr
 }
 
+/// Connects to the SOCKS5 ingress at `socks` and sends the greeting and the login of a scanner
+/// of `endpoint` with `secret` (RFC 1929), leaving the replies unread: what the caller writes
+/// next is the request.
+pub async fn socks_login(socks: &str, endpoint: &str, secret: &str) -> TcpStream {
+    let mut s = TcpStream::connect(socks).await.unwrap();
+    let mut login = vec![5, 1, 2, 1, endpoint.len() as u8];
+    login.extend_from_slice(endpoint.as_bytes());
+    login.push(secret.len() as u8);
+    login.extend_from_slice(secret.as_bytes());
+    s.write_all(&login).await.unwrap();
+    s
+}
+
 /// Opens a stream to `127.0.0.1:target_port` through the SOCKS5 ingress at `socks` as scanner
 /// of `endpoint`, the whole exchange in one write; returns the reply code (255 if none came
 /// within [`PATIENCE`]) and the stream.

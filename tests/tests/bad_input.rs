@@ -3,7 +3,8 @@
 
 use ism_cli::ApiClient;
 use ism_tests::cluster::{
-    connected, eventually, http_server, provision, Backend, TestMachine, TestNode, PATIENCE,
+    connected, eventually, http_server, provision, socks_login, Backend, TestMachine, TestNode,
+    PATIENCE,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,11 +48,7 @@ async fn the_socks_ingress_refuses_garbage_and_keeps_serving() {
     s.write_all(&[5, 1, 0]).await.unwrap();
     assert_eq!(drain(&mut s).await, vec![5, 0xff]);
     // A BIND command after a good login: "command not supported".
-    let mut s = TcpStream::connect(node.socks()).await.unwrap();
-    s.write_all(&[5, 1, 2]).await.unwrap();
-    let mut auth = vec![1, 3, b'd', b'c', b'1', p.scanner_secret.len() as u8];
-    auth.extend_from_slice(p.scanner_secret.as_bytes());
-    s.write_all(&auth).await.unwrap();
+    let mut s = socks_login(&node.socks(), "dc1", &p.scanner_secret).await;
     s.write_all(&[5, 2, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
     assert_eq!(drain(&mut s).await, vec![5, 2, 1, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
     // A client that connects and says nothing does not hold anything up.
@@ -204,11 +201,7 @@ async fn a_malformed_socks_login_gets_the_failure_status_before_the_close() {
 async fn a_socks_request_for_port_0_is_refused_with_a_general_failure() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
-    let mut s = TcpStream::connect(node.socks()).await.unwrap();
-    s.write_all(&[5, 1, 2]).await.unwrap();
-    let mut auth = vec![1, 3, b'd', b'c', b'1', p.scanner_secret.len() as u8];
-    auth.extend_from_slice(p.scanner_secret.as_bytes());
-    s.write_all(&auth).await.unwrap();
+    let mut s = socks_login(&node.socks(), "dc1", &p.scanner_secret).await;
     s.write_all(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 0]).await.unwrap();
     assert_eq!(drain(&mut s).await, vec![5, 2, 1, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
 }

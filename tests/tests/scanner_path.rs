@@ -6,7 +6,7 @@ use ism_endpoint::AgentStatus;
 use ism_events::{AggregateId, Event, ManualClock};
 use ism_tests::cluster::{
     connected, connected_endpoint, echo_server, eventually, http_server, provision, recorded,
-    tampered, Backend, TestMachine, TestNode, PATIENCE,
+    socks_login, tampered, Backend, TestMachine, TestNode, PATIENCE,
 };
 use ism_tests::nats::NatsServer;
 use std::sync::Arc;
@@ -224,12 +224,7 @@ async fn a_credential_revoked_between_login_and_request_opens_nothing() {
     let echo = echo_server().await;
     let (p, _machine, agent) =
         connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", echo.port())).await;
-    let mut scanner = tokio::net::TcpStream::connect(node.socks()).await.unwrap();
-    let mut login = vec![5, 1, 2, 1, 3];
-    login.extend_from_slice(b"dc1");
-    login.push(p.scanner_secret.len() as u8);
-    login.extend_from_slice(p.scanner_secret.as_bytes());
-    scanner.write_all(&login).await.unwrap();
+    let mut scanner = socks_login(&node.socks(), "dc1", &p.scanner_secret).await;
     let mut accepted = [0u8; 4];
     tokio::time::timeout(PATIENCE, scanner.read_exact(&mut accepted)).await.unwrap().unwrap();
     assert_eq!(accepted, [5, 2, 1, 0], "method choice and login status");

@@ -4,7 +4,9 @@
 //! binding, the seed's installer errors, and the uninstall.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
-use ism_tests::cluster::{http_server, provision, tampered, Backend, TestNode, PATIENCE};
+use ism_tests::cluster::{
+    http_server, provision, tampered, Backend, Provisioned, TestNode, PATIENCE,
+};
 use ism_tests::http_proxy::{ProxyRules, TestProxy};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -442,15 +444,40 @@ async fn the_installer_refuses_with_the_seed_errors_and_leaves_nothing_behind() 
     );
 }
 
+/// A gateway node with one endpoint provisioned, and an empty root to install the endpoint below
+/// with its key checked against the node.
+struct Checked {
+    _node: TestNode,
+    p: Provisioned,
+    root: tempfile::TempDir,
+    /// Where the installation goes below `root`.
+    dest: PathBuf,
+    gateway: String,
+    ca: String,
+}
+
+impl Checked {
+    async fn new() -> Self {
+        let node = TestNode::start("node-a", Backend::Embedded);
+        let p = provision(&node.api(), "dc1").await;
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join(&INSTALL_DIR[1..]);
+        let (gateway, ca) =
+            (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
+        Checked { _node: node, p, root, dest, gateway, ca }
+    }
+
+    /// The installer's settings for the endpoint: its key, the node, the node's CA.
+    fn settings(&self) -> [&str; 6] {
+        ["--key", &self.p.key, "--gateway", &self.gateway, "--gateway-ca", &self.ca]
+    }
+}
+
 #[actix::test]
 async fn an_uninstall_can_keep_the_machine_identity_for_a_reinstall_with_the_same_key() {
-    let node = TestNode::start("node-a", Backend::Embedded);
-    let p = provision(&node.api(), "dc1").await;
-    let root = tempfile::tempdir().unwrap();
-    let dest = root.path().join(&INSTALL_DIR[1..]);
-    let (gateway, ca) =
-        (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
-    let settings = ["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca];
+    let c = Checked::new().await;
+    let (root, dest, p, gateway, ca) = (&c.root, &c.dest, &c.p, &c.gateway, &c.ca);
+    let settings = c.settings();
     let out = install(root.path(), &settings).await;
     assert!(out.status.success(), "{}", text(&out));
     let identity = std::fs::read(dest.join("data/machine.key")).unwrap();
@@ -580,13 +607,9 @@ async fn a_fresh_install_that_stops_part_way_does_not_block_the_next_run() {
 
 #[actix::test]
 async fn a_fresh_install_that_fails_after_the_key_bound_keeps_the_identity() {
-    let node = TestNode::start("node-a", Backend::Embedded);
-    let p = provision(&node.api(), "dc1").await;
-    let root = tempfile::tempdir().unwrap();
-    let dest = root.path().join(&INSTALL_DIR[1..]);
-    let (gateway, ca) =
-        (node.addresses.endpoint_wss.to_string(), node.ca_file.display().to_string());
-    let settings = ["--key", &p.key, "--gateway", &gateway, "--gateway-ca", &ca];
+    let c = Checked::new().await;
+    let (root, dest) = (&c.root, &c.dest);
+    let settings = c.settings();
     // The unit cannot be written (etc/systemd is a file): the installer fails after the key
     // check bound the key to the new machine identity.
     std::fs::create_dir_all(root.path().join("etc")).unwrap();
