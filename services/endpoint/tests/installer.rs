@@ -488,7 +488,7 @@ async fn an_uninstall_can_keep_the_machine_identity_for_a_reinstall_with_the_sam
     assert!(text(&out).contains("install.sh --keep-identity"), "{}", text(&out));
     assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
     assert_eq!(mode(&dest.join("data/machine.key")), 0o600);
-    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dest).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["data"], "only the identity stays");
     assert!(!root.path().join("etc/systemd/system/ism-endpoint.service").exists());
 
@@ -502,11 +502,11 @@ async fn an_uninstall_can_keep_the_machine_identity_for_a_reinstall_with_the_sam
     let wrong_key = tampered(&p.key);
     let out = install(
         root.path(),
-        &["--key", &wrong_key, "--gateway", &gateway, "--gateway-ca", &ca, "--keep-identity"],
+        &["--key", &wrong_key, "--gateway", gateway, "--gateway-ca", ca, "--keep-identity"],
     )
     .await;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dest).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["data"]);
     assert_eq!(std::fs::read(dest.join("data/machine.key")).unwrap(), identity);
 
@@ -618,7 +618,7 @@ async fn a_fresh_install_that_fails_after_the_key_bound_keeps_the_identity() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("The key validated"), "{}", text(&out));
     assert!(text(&out).contains("is now bound to this machine's identity"), "{}", text(&out));
-    let left: Vec<_> = std::fs::read_dir(&dest).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dest).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["data"], "only the bound identity stays");
     let identity = std::fs::read(dest.join("data/machine.key")).unwrap();
 
