@@ -17,12 +17,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct PendingLimits {
     pub scanners: PendingConnections,
     pub endpoints: PendingConnections,
+    /// Relay links from the other nodes of a cluster, before their mutual TLS is done.
+    pub relays: PendingConnections,
 }
 
+/// Relay links a node accepts at once before their handshake is done: its cluster has a few
+/// nodes, each dialling one link.
+const PENDING_RELAYS: usize = 64;
+
 impl PendingLimits {
-    /// `each` pending connections for scanners and as many for endpoints.
+    /// `each` pending connections for scanners and as many for endpoints; a few for relay links.
     pub fn new(each: usize) -> Self {
-        Self { scanners: PendingConnections::new(each), endpoints: PendingConnections::new(each) }
+        Self {
+            scanners: PendingConnections::new(each),
+            endpoints: PendingConnections::new(each),
+            relays: PendingConnections::new(PENDING_RELAYS.min(each)),
+        }
     }
 }
 

@@ -38,17 +38,12 @@ pub async fn serve(
     config: SessionConfig,
 ) {
     let acceptor = TlsAcceptor::from(tls.server);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a relay link failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    // Handshakes not yet done hold places of their own: anyone who reaches the relay port can
+    // open connections, and without a cap a flood of them would exhaust the node's descriptors.
+    let pending = state.pending.relays.clone();
+    crate::listener::accept_forever(listener, "relay link", pending, move |tcp, peer, pending| {
         let (acceptor, state, config) = (acceptor.clone(), state.clone(), config.clone());
-        tokio::spawn(async move {
+        async move {
             let _ = tcp.set_nodelay(true);
             let handshake = async {
                 let tls = crate::tunnel_tls::accept(&acceptor, tcp)
@@ -68,6 +63,7 @@ pub async fn serve(
                 }
                 Err(_) => return tracing::info!(%peer, "relay link refused: no handshake in time"),
             };
+            drop(pending);
             // A relayed stream waits for a slot at most half the time the ingress node waits for
             // its answer (the same open timeout): the endpoint's dial and the way back need the
             // rest.
@@ -82,8 +78,9 @@ pub async fn serve(
             }
             let reason = link.closed().await;
             tracing::info!(%peer, %reason, "relay link closed");
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// The refusal an opener hears for `e`.
