@@ -220,6 +220,19 @@ impl TestNode {
             .observed(std::rc::Rc::new(check))
     }
 
+    /// TLS for a client of the node's endpoint port, trusting the node's private CA: what a
+    /// test needs to speak to the tunnel acceptor by hand.
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_file_iter(&self.ca_file).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        Arc::new(
+            rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+        )
+    }
+
     /// Tasks alive on the node's runtime.
     pub fn tasks(&self) -> usize {
         self.runtime.metrics().num_alive_tasks()

@@ -97,14 +97,7 @@ async fn the_tunnel_port_refuses_plain_bytes_wrong_paths_and_bad_handshakes() {
     // The right path, but garbage instead of a Hello: the gateway hangs up, and then still admits
     // a real endpoint.
     use futures_util::{SinkExt, StreamExt};
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::pem::PemObject::pem_file_iter(&node.ca_file).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = std::sync::Arc::new(
-        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
-    );
+    let tls = node.client_tls();
     let tcp = TcpStream::connect(wss).await.unwrap();
     let url = format!("wss://localhost:{}/wsendpoint", wss.port());
     let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
@@ -216,14 +209,7 @@ async fn a_refused_peer_that_never_reads_does_not_hold_its_connection() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let node = TestNode::start("node-a", Backend::Embedded);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::pem::PemObject::pem_file_iter(&node.ca_file).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = std::sync::Arc::new(
-        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
-    );
+    let tls = node.client_tls();
     // The node's own tasks once its start-up is over: the refused connection's must end too.
     let before = loop {
         let first = node.tasks();

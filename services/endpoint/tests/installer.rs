@@ -144,6 +144,24 @@ async fn stop_service(mut child: tokio::process::Child) {
     assert!(status.success(), "SIGTERM must stop the service cleanly: {status:?}");
 }
 
+/// `systemd-analyze verify` accepts `unit` (written into `dir`) with no warning; skipped, and
+/// said so, where systemd-analyze is not installed.
+fn verify_unit(dir: &Path, unit: &str) {
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_err() {
+        println!("SKIPPED: systemd-analyze verify (systemd-analyze is not installed)");
+        return;
+    }
+    let checked = dir.join("verify-ism-endpoint.service");
+    std::fs::write(&checked, unit).unwrap();
+    let verify =
+        std::process::Command::new("systemd-analyze").arg("verify").arg(&checked).output().unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        text(&verify)
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
@@ -222,23 +240,7 @@ async fn install_run_as_the_unit_does_update_in_place_and_uninstall() {
     // ...except after a refusal that starting again cannot fix: a key bound to another machine,
     // a wrong key, a deleted endpoint, an old version, a machine identity copied to another host.
     assert!(unit.contains("\nRestartPreventExitStatus=10 11 12 13 14\n"), "{unit}");
-    if std::process::Command::new("systemd-analyze").arg("--version").output().is_ok() {
-        let checked = root.path().join("verify-ism-endpoint.service");
-        std::fs::write(&checked, unit.replace("/opt/ism-endpoint", &dest.display().to_string()))
-            .unwrap();
-        let verify = std::process::Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&checked)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success() && verify.stderr.is_empty(),
-            "systemd-analyze verify: {}",
-            text(&verify)
-        );
-    } else {
-        println!("SKIPPED: systemd-analyze verify (systemd-analyze is not installed)");
-    }
+    verify_unit(root.path(), &unit.replace("/opt/ism-endpoint", &dest.display().to_string()));
 
     // Start, stop, restart, exactly as the unit's ExecStart runs it.
     let service = start_service(root.path()).await;
@@ -767,21 +769,8 @@ async fn the_unit_runs_a_folder_with_a_space_hardened() {
     ] {
         assert!(unit.lines().any(|l| l == line), "missing {line:?} in:\n{unit}");
     }
-    if std::process::Command::new("systemd-analyze").arg("--version").output().is_ok() {
-        let checked = root.path().join("verify-ism-endpoint.service");
-        let below_root = dest.display().to_string().replace('%', "%%");
-        std::fs::write(&checked, unit.replace("/opt/ism endpoint%%x", &below_root)).unwrap();
-        let verify =
-            std::process::Command::new("systemd-analyze").arg("verify").arg(&checked).output();
-        let verify = verify.unwrap();
-        assert!(
-            verify.status.success() && verify.stderr.is_empty(),
-            "systemd-analyze verify: {}",
-            text(&verify)
-        );
-    } else {
-        println!("SKIPPED: systemd-analyze verify (systemd-analyze is not installed)");
-    }
+    let below_root = dest.display().to_string().replace('%', "%%");
+    verify_unit(root.path(), &unit.replace("/opt/ism endpoint%%x", &below_root));
     // Exactly what ExecStart runs connects, and writes only where the unit lets it.
     let service = start_service_at(root.path(), dir).await;
     stop_service(service).await;
