@@ -15,6 +15,9 @@ pub struct ProxyRules {
     pub credentials: Option<(String, String)>,
     /// Hosts (as written in `CONNECT host:port`) the proxy refuses with 403.
     pub deny_hosts: Vec<String>,
+    /// Names only the proxy resolves (`app.invalid` -> `127.0.0.1`), as a corporate proxy knows
+    /// names the endpoint's machine does not.
+    pub names: Vec<(String, String)>,
 }
 
 pub struct TestProxy {
@@ -113,8 +116,15 @@ async fn serve(mut client: TcpStream, rules: Arc<ProxyRules>, log: Arc<Mutex<std
     };
     let who = user.flatten().unwrap_or_else(|| "-".into());
     let _ = writeln!(log.lock().unwrap(), "{method} {target} user={who} -> {status}");
+    let resolved = match target.rsplit_once(':') {
+        Some((host, port)) => match rules.names.iter().find(|(name, _)| name == host) {
+            Some((_, address)) => format!("{address}:{port}"),
+            None => target.clone(),
+        },
+        None => target.clone(),
+    };
     let upstream =
-        if status == 200 { TcpStream::connect(target.as_str()).await.ok() } else { None };
+        if status == 200 { TcpStream::connect(resolved.as_str()).await.ok() } else { None };
     let upstream = match (status, upstream) {
         (200, Some(u)) => u,
         (200, None) => {

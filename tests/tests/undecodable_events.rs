@@ -6,7 +6,7 @@
 use ism_events::jetstream::{connect_client, JetStreamLog};
 use ism_events::projection::testing::Positions;
 use ism_events::{spawn_projection, AggregateId, Cause, Envelope, Event, EventLog};
-use ism_tests::cluster::PATIENCE;
+use ism_tests::cluster::{eventually, PATIENCE};
 use ism_tests::nats::NatsServer;
 use std::sync::Arc;
 
@@ -25,13 +25,10 @@ async fn a_projection_passes_over_garbage_published_on_the_event_stream() {
     let subject = format!("ism.ev.{}", AggregateId::gateway(uuid::Uuid::new_v4()));
     client.publish(subject, b"\xc1 not an event".to_vec().into()).await.unwrap();
     client.flush().await.unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        while log.head().await.unwrap() < 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    eventually("the garbage stored at position 2", || async {
+        (log.head().await.ok()? >= 2).then_some(())
     })
-    .await
-    .expect("the garbage is stored at position 2");
+    .await;
     assert_eq!(append_one(&log).await, 3);
 
     let projection = Arc::new(Positions::default());

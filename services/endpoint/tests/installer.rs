@@ -790,8 +790,8 @@ async fn an_update_that_fails_its_key_check_puts_the_binary_back() {
     assert!(out.status.success(), "{}", text(&out));
     let binary = root.path().join(&INSTALL_DIR[1..]).join("bin/ism-endpoint");
     let installed = std::fs::metadata(&binary).unwrap().ino();
-    // Nothing listens on port 1: the key check cannot reach the gateway.
-    let out = install(root.path(), &["--gateway", "127.0.0.1:1"]).await;
+    // A gateway name that never resolves: the key check cannot reach it.
+    let out = install(root.path(), &["--gateway", "gateway.invalid"]).await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("left as it was"), "{}", text(&out));
     assert_eq!(std::fs::metadata(&binary).unwrap().ino(), installed, "the installed binary");

@@ -145,7 +145,9 @@ mod tests {
         });
         // Node b has taken the connection: its link's dial is under way, and waits.
         let (_held, _) = silent.accept().await.unwrap();
-        links.to("node-c", to_c).await.expect("node c's link opens");
+        // Bounded, so that links serialised again fail here instead of waiting out b's dial.
+        let to_c = tokio::time::timeout(Duration::from_secs(60), links.to("node-c", to_c)).await;
+        to_c.expect("node c's link opens while node b's dial waits").expect("node c's link opens");
         assert!(!dialling_b.is_finished(), "node c's link opened while node b's dial waited");
         dialling_b.abort();
         links.close_all().await;
