@@ -93,7 +93,8 @@ impl HostRule {
     }
 }
 
-fn canonical_name(name: &str) -> String {
+/// `name` as rules compare it: lower case, without its trailing dot.
+pub(crate) fn canonical_name(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 

@@ -22,7 +22,7 @@
 //! proxy's own. A name only the proxy can resolve (why this mode exists) goes to the proxy
 //! unchecked: in this mode those checks rely on local resolution, as the agent warns at start-up.
 
-use crate::allowlist::{Allowlist, Refusal, Sensitive};
+use crate::allowlist::{canonical_name, Allowlist, Refusal, Sensitive};
 use crate::proxy::{self, ProxyConfig, ProxyError, ProxyScope};
 use ism_ingress_proto::host;
 use ism_tunnel_proto::{OpenFailure, TargetAddr};
@@ -41,7 +41,9 @@ use tracing::Instrument;
 /// open timeout (20 s, [`ism_tunnel_proto::Timing`], which no option changes), leaving time for
 /// the answer to travel back: past it the scanner has been told the open timed out, and a
 /// connection made later would only be dropped. Without it, a name with several unreachable
-/// addresses took a full connect timeout for each, 20 s and more.
+/// addresses took a full connect timeout for each, 20 s and more. Not enough for a relayed
+/// stream that waited in the owner's queue first (up to half the open timeout): that one can
+/// still be answered after its ingress node gave up.
 pub const DIAL_DEADLINE: Duration = Duration::from_secs(15);
 
 /// How long the endpoint tries to resolve a name the proxy resolves, to check its addresses: in
@@ -232,7 +234,7 @@ impl Dialer {
         if names_loopback(name) {
             return Err(fail(OpenFailure::NotAllowed, format!("{target} names the loopback of the host that resolves it, here the web proxy's own, which is never a target while the proxy resolves names")));
         }
-        if p.port == port && same_name(name, &p.host) {
+        if p.port == port && canonical_name(name) == canonical_name(&p.host) {
             return Err(fail(
                 OpenFailure::NotAllowed,
                 format!("{target} is the endpoint's own web proxy, never a target by name"),
@@ -279,10 +281,10 @@ impl Dialer {
             Err(Refusal::Sensitive(why)) => Verdict::Withheld(Withheld::Sensitive(ip, why)),
             Err(Refusal::NotListed) => Verdict::NotListed,
             Ok(())
-                if own_proxy.contains(&ip.to_canonical())
+                if own_proxy.contains(&ism_addresses::normalise(ip))
                     && !self.allowlist.names_address_and_port(ip, port) =>
             {
-                Verdict::Withheld(Withheld::OwnProxy(ip.to_canonical()))
+                Verdict::Withheld(Withheld::OwnProxy(ism_addresses::normalise(ip)))
             }
             Ok(()) => Verdict::Allowed,
         }
@@ -294,7 +296,7 @@ impl Dialer {
     async fn own_proxy(&self, port: u16) -> Result<Vec<IpAddr>, DialFailure> {
         let Some(p) = self.proxy.as_ref().filter(|p| p.port == port) else { return Ok(Vec::new()) };
         match self.resolve(&p.host, port, self.connect_timeout).await {
-            Ok(addresses) => Ok(addresses.into_iter().map(|ip| ip.to_canonical()).collect()),
+            Ok(addresses) => Ok(addresses.into_iter().map(ism_addresses::normalise).collect()),
             // Perhaps later (the resolver's trouble, not the target's): retryable.
             Err(_) => Err(fail(OpenFailure::HostUnreachable, format!("the endpoint's own web proxy {}:{port} does not resolve, so a target on its port cannot be told apart from it", p.host))),
         }
@@ -369,13 +371,8 @@ fn check_host_name(name: &str) -> Result<(), DialFailure> {
 /// it (RFC 6761), and a name whose first label is `localhost` (RFC 1912 zones often hold
 /// `localhost.corp.example`).
 fn names_loopback(name: &str) -> bool {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = canonical_name(name);
     name.split('.').next() == Some("localhost") || name.ends_with(".localhost")
-}
-
-/// Whether two host names are the same name (case and a trailing dot aside).
-fn same_name(a: &str, b: &str) -> bool {
-    a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
 /// The allowlist entry that would allow exactly `ip`.

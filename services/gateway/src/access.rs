@@ -23,6 +23,8 @@ pub enum AccessDenied {
     SupportAccessOff(String),
     #[error("the scanner credential belongs to another gateway than the endpoint's")]
     OtherGateway,
+    #[error("a relayed stream named no scanner credential")]
+    NotACredential,
 }
 
 /// A scan of the built-in engine as the scanner credential its streams run under (its id is the

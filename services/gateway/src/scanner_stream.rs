@@ -482,7 +482,8 @@ impl Moved {
 
     fn moved_now(&self) {
         let ms = self.started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        // Both directions write it: the later of the two stands.
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
     /// When a quiet stream expires, as its bytes stand now.

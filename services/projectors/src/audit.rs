@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     pub gateway: Option<Uuid>,
     pub endpoint: Option<Uuid>,
@@ -171,13 +171,7 @@ impl Timeline {
     /// stopped at (the history goes on after it). Nothing in it can be filtered on: a filtered
     /// view leaves it out.
     pub fn undecodable(&mut self, position: u64, error: &CodecError) -> Option<AuditEntry> {
-        let f = &self.filter;
-        let unfiltered = f.gateway.is_none()
-            && f.endpoint.is_none()
-            && f.actor.is_none()
-            && f.since_ms.is_none()
-            && f.until_ms.is_none();
-        unfiltered.then(|| AuditEntry {
+        (self.filter == AuditFilter::default()).then(|| AuditEntry {
             position,
             time_ms: 0,
             time: "(unknown time)".into(),

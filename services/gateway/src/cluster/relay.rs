@@ -14,6 +14,7 @@ use crate::state::NodeState;
 use crate::stream_queue::QueueLimits;
 use ism_actors::tunnel::TunnelCommand;
 use ism_events::{escaped, Cause, Principal};
+use ism_projectors::EndpointView;
 use ism_telemetry::context;
 use ism_tunnel::{
     IncomingStream, OpenStreamError, Session, SessionConfig, StreamEnd, TunnelSocket, TunnelStream,
@@ -138,13 +139,13 @@ async fn serve_relayed(
         let message = format!("endpoint {endpoint} is not connected to the node asked");
         return incoming.reject(OpenFailure::NotHeld, message);
     };
-    if let Err(denied) = relayed_access(state, &relay.scanner, endpoint) {
+    let view = state.directory.endpoint(endpoint).ok().flatten();
+    if let Err(denied) = relayed_access(state, &relay.scanner, endpoint, view.as_ref()) {
         // Recorded here, as the ingress node would have: it counts on the owner for refusals.
-        let name = state.directory.endpoint(endpoint).ok().flatten().map(|e| e.name);
         state.refused_scanners.refused(TurnedAway {
             gateway: live.gateway,
             scanner: Principal::Credential { id: relay.scanner.clone() },
-            endpoint: name.as_deref().unwrap_or_default(),
+            endpoint: view.as_ref().map_or("", |e| e.name.as_str()),
             class: "access denied",
             reason: format!("access refused: {denied}"),
         });
@@ -198,13 +199,17 @@ async fn serve_relayed(
     recorder.tell(TunnelCommand::RecordStreamClosed { stream, sent, received, end }, cause);
 }
 
-/// The owner's check of a relayed stream's access ([`relayed_stream_allowed`]), on this node's
-/// directory; `scanner` is the credential's id as the ingress node sent it.
-fn relayed_access(state: &NodeState, scanner: &str, endpoint: Uuid) -> Result<(), AccessDenied> {
-    let Ok(id) = Uuid::parse_str(scanner) else { return Err(AccessDenied::CredentialRevoked) };
-    let view = state.directory.endpoint(endpoint).ok().flatten();
+/// The owner's check of a relayed stream's access ([`relayed_stream_allowed`]) on `endpoint` as
+/// this node's directory shows it (`view`); `scanner` is the credential's id as the ingress node sent it.
+fn relayed_access(
+    state: &NodeState,
+    scanner: &str,
+    endpoint: Uuid,
+    view: Option<&EndpointView>,
+) -> Result<(), AccessDenied> {
+    let id = Uuid::parse_str(scanner).map_err(|_| AccessDenied::NotACredential)?;
     let credential = current_credential(&state.directory, id);
-    relayed_stream_allowed(view.as_ref(), credential.as_ref(), endpoint, state.clock.now_ms())
+    relayed_stream_allowed(view, credential.as_ref(), endpoint, state.clock.now_ms())
 }
 
 /// Moves bytes both ways between the ingress node's stream and the endpoint's, until both sides
