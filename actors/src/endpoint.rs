@@ -20,8 +20,29 @@ pub const TOKEN_ALREADY_REGISTERED: &str = "Token already registered";
 
 /// Longest support-engineer access window, in days (the seed: "up to 30, or indefinitely").
 pub const MAX_SUPPORT_DAYS: u32 = 30;
+
+/// `days`, if a support window may last that long (1 to [`MAX_SUPPORT_DAYS`]): the rule the
+/// actor applies, for callers that check a request whole before running its commands.
+pub fn checked_support_days(days: u32) -> Result<u32, EndpointError> {
+    if (1..=MAX_SUPPORT_DAYS).contains(&days) {
+        Ok(days)
+    } else {
+        Err(EndpointError::SupportWindow(days))
+    }
+}
+
 /// Most scans one endpoint may be set to run at once.
 pub const MAX_SCAN_CAPACITY: u32 = 1000;
+
+/// `capacity`, if an endpoint may run that many scans at once (1 to [`MAX_SCAN_CAPACITY`]).
+pub fn checked_scan_capacity(capacity: u32) -> Result<u32, EndpointError> {
+    if (1..=MAX_SCAN_CAPACITY).contains(&capacity) {
+        Ok(capacity)
+    } else {
+        Err(EndpointError::ScanCapacity(capacity))
+    }
+}
+
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 #[derive(Debug, Default)]
@@ -267,8 +288,8 @@ impl Aggregate for Endpoint {
             EndpointCommand::SetScanAccess { enabled } => (e.scan_access != *enabled)
                 .then_some(EndpointEvent::ScanAccessChanged { enabled: *enabled }),
             EndpointCommand::SetScanCapacity { capacity } => {
-                if let Some(c) = capacity.filter(|c| !(1..=MAX_SCAN_CAPACITY).contains(c)) {
-                    return Err(EndpointError::ScanCapacity(c));
+                if let Some(c) = capacity {
+                    checked_scan_capacity(*c)?;
                 }
                 (e.scan_capacity != *capacity)
                     .then_some(EndpointEvent::ScanCapacitySet { capacity: *capacity })
@@ -276,10 +297,7 @@ impl Aggregate for Endpoint {
             EndpointCommand::GrantSupportAccess { days } => {
                 let until_ms = match days {
                     None => None,
-                    Some(d) if (1..=MAX_SUPPORT_DAYS).contains(d) => {
-                        Some(now_ms + i64::from(*d) * DAY_MS)
-                    }
-                    Some(d) => return Err(EndpointError::SupportWindow(*d)),
+                    Some(d) => Some(now_ms + i64::from(checked_support_days(*d)?) * DAY_MS),
                 };
                 Some(EndpointEvent::SupportAccessGranted { until_ms })
             }

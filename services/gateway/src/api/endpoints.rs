@@ -11,7 +11,10 @@ use crate::state::NodeState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use ism_actors::credentials::hash_secret;
-use ism_actors::endpoint::{EndpointCommand, EndpointError, MAX_SCAN_CAPACITY, MAX_SUPPORT_DAYS};
+use ism_actors::endpoint::{
+    checked_scan_capacity, checked_support_days, EndpointCommand, MAX_SCAN_CAPACITY,
+    MAX_SUPPORT_DAYS,
+};
 use ism_actors::roster::{NewEndpoint as RosterEntry, ReadEndpoint, Roster};
 use ism_actors::text::{checked, MAX_DESCRIPTION, MAX_NAME};
 use ism_events::Platform;
@@ -238,13 +241,12 @@ pub(super) struct AccessChange {
 }
 
 /// The command a `support_access` setting asks for, checked before anything is changed (the
-/// window's days by the actor's own bounds), so a request with a bad part changes nothing.
+/// window's days by the actor's own rule), so a request with a bad part changes nothing.
 fn support_command(setting: SupportSetting) -> Result<EndpointCommand, ApiError> {
     match setting {
-        SupportSetting::Days(d) if !(1..=MAX_SUPPORT_DAYS).contains(&d) => {
-            Err(ApiError::bad_request(EndpointError::SupportWindow(d).to_string()))
-        }
-        SupportSetting::Days(d) => Ok(EndpointCommand::GrantSupportAccess { days: Some(d) }),
+        SupportSetting::Days(d) => checked_support_days(d)
+            .map(|d| EndpointCommand::GrantSupportAccess { days: Some(d) })
+            .map_err(|e| ApiError::bad_request(e.to_string())),
         SupportSetting::Word(w) => match w.to_ascii_lowercase().as_str() {
             "off" => Ok(EndpointCommand::RevokeSupportAccess),
             "indefinite" => Ok(EndpointCommand::GrantSupportAccess { days: None }),
@@ -259,10 +261,9 @@ fn support_command(setting: SupportSetting) -> Result<EndpointCommand, ApiError>
 /// The command a `scan_capacity` setting asks for, checked before anything is changed.
 fn capacity_command(setting: CapacitySetting) -> Result<EndpointCommand, ApiError> {
     match setting {
-        CapacitySetting::Scans(c) if !(1..=MAX_SCAN_CAPACITY).contains(&c) => {
-            Err(ApiError::bad_request(EndpointError::ScanCapacity(c).to_string()))
-        }
-        CapacitySetting::Scans(c) => Ok(EndpointCommand::SetScanCapacity { capacity: Some(c) }),
+        CapacitySetting::Scans(c) => checked_scan_capacity(c)
+            .map(|c| EndpointCommand::SetScanCapacity { capacity: Some(c) })
+            .map_err(|e| ApiError::bad_request(e.to_string())),
         CapacitySetting::Word(w) if w.eq_ignore_ascii_case("default") => {
             Ok(EndpointCommand::SetScanCapacity { capacity: None })
         }
