@@ -350,6 +350,21 @@ impl TestMachine {
         gateway: &str,
         extra: &str,
     ) -> AgentHandle {
+        let config = self.config_trusting(ca_file, key, allowed_targets, gateway, extra);
+        Agent::new(config).unwrap().spawn()
+    }
+
+    /// This machine's configuration for `key`, written as its `config/application.properties`
+    /// and read back, as [`start_endpoint_trusting`](Self::start_endpoint_trusting) starts the
+    /// agent with it: for tests that drive an `Agent` themselves.
+    pub fn config_trusting(
+        &self,
+        ca_file: &std::path::Path,
+        key: &str,
+        allowed_targets: &str,
+        gateway: &str,
+        extra: &str,
+    ) -> EndpointConfig {
         let config = self.dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
         let path = config.join("application.properties");
@@ -361,7 +376,7 @@ impl TestMachine {
             ),
         )
         .unwrap();
-        Agent::new(EndpointConfig::load(&path, &[]).unwrap()).unwrap().spawn()
+        EndpointConfig::load(&path, &[]).unwrap()
     }
 }
 

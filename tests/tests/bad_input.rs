@@ -251,19 +251,9 @@ async fn one_key_holds_a_bounded_number_of_diagnostic_sessions() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
     let machine = TestMachine::new();
-    let config = machine.dir.path().join("application.properties");
-    std::fs::write(
-        &config,
-        format!(
-            "token = {}\ngateway = {}\nwsendpoint = /wsendpoint\ngatewayCaFile = {}\nallowedTargets = 127.0.0.1\n",
-            p.key,
-            node.addresses.endpoint_wss,
-            node.ca_file.display()
-        ),
-    )
-    .unwrap();
-    let agent = ism_endpoint::Agent::new(ism_endpoint::EndpointConfig::load(&config, &[]).unwrap())
-        .unwrap();
+    let gateway = node.addresses.endpoint_wss.to_string();
+    let config = machine.config_trusting(&node.ca_file, &p.key, "127.0.0.1", &gateway, "");
+    let agent = ism_endpoint::Agent::new(config).unwrap();
     let mut held = Vec::new();
     for _ in 0..ism_gateway::sessions::MAX_SIDE_SESSIONS {
         held.push(agent.side_session().await.expect("a side session within the bound"));
