@@ -174,8 +174,9 @@ async fn a_target_off_the_allowlist_is_refused_with_socks_reply_2() {
 async fn a_closed_target_port_is_refused_with_socks_reply_5() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
-    // A loopback port nothing listens on: bound, then released.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A loopback port nothing listens on, held so no test running beside this one takes it.
+    let down = ism_tests::ReservedPort::new();
+    let closed = down.port;
     let machine = TestMachine::new();
     let agent = machine.start_endpoint(&node, &p.key, &format!("127.0.0.1:{closed}"));
     connected(&agent).await;

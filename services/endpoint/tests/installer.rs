@@ -347,12 +347,10 @@ async fn the_installer_refuses_with_the_seed_errors_and_leaves_nothing_behind() 
     );
 
     // A proxy that cannot be used.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    // Held bound, not listening: a port freed instead could be taken by a test running beside
+    // this one (a proxy, even), and the install would then succeed (it did, in CI).
+    let down = ism_tests::ReservedPort::new();
+    let closed = down.port.to_string();
     let out = install(
         root.path(),
         &[

@@ -33,7 +33,8 @@ async fn the_seed_error_messages_are_printed_with_their_solutions() {
     let p = provision(&node.api(), "dc1").await;
 
     // Nothing listens where the gateway should be.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = ism_tests::ReservedPort::new();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], down.port));
     let install = Install::new(
         env!("CARGO_BIN_EXE_ism-endpoint"),
         &node,
@@ -449,7 +450,8 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
     );
 
     // A gateway that cannot be reached.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = ism_tests::ReservedPort::new();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], down.port));
     let out = install
         .run(&["--gateway", &closed.to_string(), "--diagnostics", &url, "1", "1", "10"])
         .await;
@@ -467,7 +469,8 @@ async fn the_diagnostic_tool_prints_the_seed_tables_and_fails_clearly() {
 async fn a_destination_that_cannot_be_reached_without_a_proxy_blames_no_proxy() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let p = provision(&node.api(), "dc1").await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = ism_tests::ReservedPort::new();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], down.port));
     let install = Install::new(
         env!("CARGO_BIN_EXE_ism-endpoint"),
         &node,
