@@ -77,9 +77,12 @@ def resp(desc, schema):
     return {"description": desc, "content": {"application/json": {"schema": schema}}}
 def errors(*codes):
     names = {"400": "Invalid input", "401": "Missing or invalid bearer token", "403": "The caller's role may not do this", "404": "No such resource",
-             "409": "Conflict: duplicate name, remaining endpoints, a change based on an outdated version, scan access off, or a scan already ended", "410": "The gateway was deleted", "503": "Event log or directory unavailable"}
+             "409": "Conflict: duplicate name, remaining endpoints, a change based on an outdated version, scan access off, or a scan already ended", "410": "The gateway was deleted", "413": "The request body is larger than 64 KiB",
+             "415": "The request body is not sent as application/json", "503": "Event log or directory unavailable"}
     return {c: resp(names[c], ref("Error")) for c in codes}
 def op(summary, ok_code, ok_desc, ok_schema, errs, body=None, params=None):
+    # Every operation that reads a JSON body can refuse it for its size or its content type.
+    errs = errs + ["413", "415"] if body else errs
     o = {"summary": summary, "responses": {ok_code: resp(ok_desc, ok_schema), **errors(*errs)}}
     if body: o["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
     if params: o["parameters"] = params

@@ -146,6 +146,35 @@ async fn the_api_answers_bad_requests_with_clear_errors() {
     assert!(body.contains("malformed JSON"), "{body}");
     let (code, body) = post(r#"{"name": "x", "colour": "red"}"#).await;
     assert_eq!(code, "400", "unknown fields are refused: {body}");
+    // Too much, or not JSON: said as such, not as a malformed body.
+    let large = tempfile::NamedTempFile::new().unwrap();
+    let description = "d".repeat(70 * 1024);
+    std::fs::write(large.path(), format!(r#"{{"name": "x", "description": "{description}"}}"#))
+        .unwrap();
+    let (code, body) = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", large.path().display()),
+        &format!("{base}/api/v1/gateways"),
+    ])
+    .await;
+    assert_eq!(code, "413", "{body}");
+    assert!(body.contains("larger than 64 KiB"), "{body}");
+    let (code, body) = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "Content-Type: text/plain",
+        "-d",
+        r#"{"name": "x"}"#,
+        &format!("{base}/api/v1/gateways"),
+    ])
+    .await;
+    assert_eq!(code, "415", "{body}");
+    assert!(body.contains("Content-Type: application/json"), "{body}");
 
     let api = node.api();
     let err = api.create_gateway("Z\u{fc}rich", "").await.unwrap_err();

@@ -48,10 +48,27 @@ const MAX_BODY: usize = 64 * 1024;
 
 type State = web::Data<Arc<NodeState>>;
 
+/// Why a request's JSON body was not read, with the status that says so: a client that sent too
+/// much, or not JSON at all, learns that rather than "malformed".
+fn body_refused(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as Refused;
+    match err {
+        Refused::Overflow { .. } | Refused::OverflowKnownLength { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {} KiB", MAX_BODY / 1024),
+        ),
+        Refused::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the request body must be JSON, sent with Content-Type: application/json",
+        ),
+        err => ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {err}")),
+    }
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(MAX_BODY).error_handler(|err, _| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON body: {err}")).into()
-    }))
+    cfg.app_data(
+        web::JsonConfig::default().limit(MAX_BODY).error_handler(|err, _| body_refused(err).into()),
+    )
     .app_data(web::PathConfig::default().error_handler(|err, _| {
         ApiError::new(StatusCode::NOT_FOUND, format!("no such resource: {err}")).into()
     }))
