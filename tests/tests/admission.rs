@@ -311,3 +311,47 @@ async fn streams_are_refused_while_the_log_is_behind_and_accepted_once_it_catche
         "the refusal is on record with its reason"
     );
 }
+
+/// An endpoint that starts working sessions in a loop (a broken build, or whoever holds a copy of
+/// its key and identity) is refused beyond a burst, before anything is recorded, and told when
+/// to come back; the agent takes it as a refusal to retry later. Without the bound every loop
+/// recorded a session's opening and closing.
+#[actix::test]
+async fn an_endpoint_starting_sessions_in_a_loop_is_refused_beyond_a_burst() {
+    use ism_endpoint::gateway_link::{connect, LinkError};
+    use ism_tunnel_proto::Purpose;
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let p = ism_tests::cluster::provision(&node.api(), "dc1").await;
+    let machine = TestMachine::new();
+    let gateway = node.addresses.endpoint_wss.to_string();
+    let config = machine.config_trusting(&node.ca_file, &p.key, "127.0.0.1", &gateway, "");
+    let agent = ism_endpoint::Agent::new(config).unwrap();
+    let start = || {
+        let session = ism_tunnel::SessionConfig::default();
+        connect(agent.config(), agent.tls().clone(), agent.identity(), Purpose::Serve, session)
+    };
+    let mut held = None;
+    for _ in 0..ism_gateway::start_rate::BURST {
+        held = Some(start().await.expect("a start within the burst"));
+    }
+    let refused = start().await.err().expect("one start more is refused");
+    let why = format!("{:?}", refused.diagnosis());
+    assert!(matches!(refused, LinkError::Retry(_)), "{why}");
+    assert!(why.contains("starts sessions on this node too often") && why.contains("again in"));
+
+    let scraped = ism_tests::metrics::scrape_now(node.addresses.api).await.unwrap();
+    let reason = [("reason", "too_frequent")];
+    let counted =
+        ism_tests::metrics::value(&scraped, "ism_tunnel_handshake_failures_total", &reason);
+    assert_eq!(counted, Some(1.0));
+    // The log has the burst's sessions and not one more; the last of them is the one held.
+    let opened = |events: &[ism_events::Envelope]| {
+        events.iter().filter(|e| matches!(e.event, Event::TunnelOpened { .. })).count()
+    };
+    let events = ism_tests::cluster::recorded(node.state.log.as_ref()).await;
+    assert_eq!(opened(&events), ism_gateway::start_rate::BURST as usize);
+    let held = held.unwrap();
+    let endpoint = p.endpoint.parse().unwrap();
+    assert!(node.state.sessions.get(endpoint).is_some(), "the endpoint is still served");
+    held.session.close("done");
+}

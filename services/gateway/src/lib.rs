@@ -50,6 +50,7 @@ pub mod scanner_stream;
 pub mod scans;
 pub mod sessions;
 pub mod socks5;
+pub mod start_rate;
 pub mod state;
 pub mod stream_queue;
 pub mod tls;

@@ -8,6 +8,7 @@
 //! ([`crate::copied_identity`]).
 
 use crate::copied_identity::{Instance, Replacements, WINDOW};
+use crate::start_rate::StartRate;
 use crate::stream_queue::Waiting;
 use ism_tunnel::Session;
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ pub struct Sessions {
     replacements: Mutex<Replacements>,
     /// Side sessions (the diagnostic tool, the installer's key check) each endpoint holds here.
     side: Mutex<HashMap<Uuid, usize>>,
+    /// How often each endpoint started a working session here.
+    starts: Mutex<StartRate>,
 }
 
 impl Default for Sessions {
@@ -54,6 +57,7 @@ impl Default for Sessions {
             count: watch::channel(0).0,
             replacements: Mutex::new(Replacements::new(WINDOW)),
             side: Mutex::default(),
+            starts: Mutex::default(),
         }
     }
 }
@@ -101,6 +105,12 @@ impl Sessions {
         }
         *held += 1;
         Some(SidePlace { sessions: self.clone(), endpoint })
+    }
+
+    /// Counts a working session `endpoint` is about to start at `now_ms`, or says how long it
+    /// must wait for one ([`crate::start_rate`]).
+    pub fn may_start(&self, endpoint: Uuid, now_ms: i64) -> Result<(), std::time::Duration> {
+        self.starts.lock().unwrap_or_else(|p| p.into_inner()).start(endpoint, now_ms)
     }
 
     fn replacements(&self) -> std::sync::MutexGuard<'_, Replacements> {

@@ -9,6 +9,7 @@
 //! sharing that identity ([`crate::copied_identity`]).
 
 use crate::sessions::{LiveSession, MAX_SIDE_SESSIONS};
+use crate::start_rate;
 use crate::state::NodeState;
 use crate::tunnel_threads::TunnelThreads;
 use ism_actors::credentials::{endpoint_of_key, hash_secret, hex, random_bytes, verify_secret};
@@ -100,6 +101,10 @@ enum AcceptError {
     TimedOut(Duration),
     #[error("refused ({:?}): {}", .0.code, .0.message)]
     Refused(Rejection),
+    /// Refused as unavailable because the endpoint starts sessions too often
+    /// ([`crate::start_rate`]): counted apart from the gateway's own unavailability.
+    #[error("refused ({:?}): {}", .0.code, .0.message)]
+    TooFrequent(Rejection),
     #[error(transparent)]
     OutOfOrder(#[from] ism_tunnel_proto::handshake::OutOfOrder),
 }
@@ -113,6 +118,7 @@ impl AcceptError {
             AcceptError::Handshake(_) => "handshake_io",
             AcceptError::TimedOut(_) => "timed_out",
             AcceptError::Refused(rejection) => rejection.code.label(),
+            AcceptError::TooFrequent(_) => "too_frequent",
             AcceptError::OutOfOrder(_) => "out_of_order",
         }
     }
@@ -253,6 +259,18 @@ async fn open_session(
         let served = serve_diagnostics(state, ws, peer, &admitted, config).await;
         drop(place);
         return served.map(|()| None);
+    }
+    if let Err(wait) = state.sessions.may_start(admitted.endpoint, state.clock.now_ms()) {
+        let rejection = Rejection::unavailable(format!(
+            "endpoint {} starts sessions on this node too often (more than {} at once, then one \
+             every {} s); connect again in {} s",
+            admitted.name,
+            start_rate::BURST,
+            start_rate::INTERVAL.as_secs(),
+            wait.as_secs_f64().ceil()
+        ));
+        refuse(&mut ws, &rejection).await;
+        return Err(AcceptError::TooFrequent(rejection));
     }
     let tunnel = Uuid::new_v4();
     let cause = Cause::by(Principal::Endpoint { name: admitted.name.clone() });
