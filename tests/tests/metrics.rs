@@ -136,3 +136,23 @@ async fn echo_a_mib(stream: &mut tokio::net::TcpStream) {
     read.unwrap();
     assert!(back == sent, "the MiB came back whole");
 }
+
+#[actix::test]
+async fn api_requests_refused_for_their_bearer_token_are_counted_by_reason() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    let base = format!("http://{}", node.addresses.api);
+    let wrong = ism_cli::ApiClient::new(&base, "isma_wrong");
+    for _ in 0..3 {
+        assert_eq!(wrong.gateways().await.unwrap_err().status(), Some(401));
+    }
+    // No Authorization header at all.
+    let mut tcp = tokio::net::TcpStream::connect(node.addresses.api).await.unwrap();
+    tcp.write_all(b"GET /api/v1/gateways HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.0 401") || answer.starts_with("HTTP/1.1 401"), "{answer}");
+    node.api().gateways().await.unwrap();
+    let s = scrape(&node).await;
+    let refused = |reason| value(&s, "ism_api_token_refusals_total", &[("reason", reason)]);
+    assert_eq!((refused("invalid"), refused("missing")), (Some(3.0), Some(1.0)));
+}

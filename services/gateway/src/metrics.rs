@@ -33,6 +33,7 @@ pub struct NodeMetrics {
     stream_refusals: Family<One, Counter>,
     stream_bytes: Family<One, Counter>,
     handshake_failures: Family<One, Counter>,
+    api_token_refusals: Family<One, Counter>,
     appends: Family<One, Counter>,
     append_seconds: Histogram,
     projection_lag_events: Family<One, Gauge>,
@@ -59,6 +60,7 @@ impl Default for NodeMetrics {
             stream_refusals: Family::default(),
             stream_bytes: Family::default(),
             handshake_failures: Family::default(),
+            api_token_refusals: Family::default(),
             appends: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             projection_lag_events: Family::default(),
@@ -133,6 +135,11 @@ impl NodeMetrics {
             self.handshake_failures.clone(),
         );
         r.register(
+            "api_token_refusals",
+            "Management API requests refused for their bearer token, by reason (missing, invalid)",
+            self.api_token_refusals.clone(),
+        );
+        r.register(
             "event_appends",
             "Appends to the event log by outcome (ok, conflict, error); a batch counts once",
             self.appends.clone(),
@@ -195,6 +202,11 @@ impl NodeMetrics {
 
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// An API request refused for its bearer token (`missing` or `invalid`).
+    pub fn api_token_refused(&self, reason: &'static str) {
+        self.api_token_refusals.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// An append (or a batch) that took `seconds` and ended as `outcome`.

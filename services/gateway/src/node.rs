@@ -428,6 +428,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             config.clock.clone(),
         )),
         admin_token_hash: hash_secret(&admin_token),
+        refused_tokens: Default::default(),
         addresses,
         public: PublicAddresses::resolve(&config.public, &addresses, &public_address::hostname()),
         ws_path: config.ws_path.clone(),

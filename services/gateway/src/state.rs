@@ -64,6 +64,8 @@ pub struct NodeState {
     pub refused_scanners: Arc<RefusedScanners>,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
+    /// API requests refused for their bearer token, for the log's pace.
+    pub refused_tokens: crate::api::RefusedTokens,
     pub addresses: Addresses,
     /// What users are shown as the gateway's addresses.
     pub public: PublicAddresses,

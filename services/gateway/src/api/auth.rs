@@ -10,6 +10,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use ism_actors::credentials::{
     constant_time_eq, hash_secret, secret_id, verify_secret, SecretKind,
 };
+use ism_events::escaped;
 use ism_events::{Cause, Principal, UserRole};
 use std::future::{ready, Ready};
 use std::sync::Arc;
@@ -78,6 +79,57 @@ fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
     Ok(Caller { principal: Principal::user(user.name.clone()), name: user.name, role: user.role })
 }
 
+/// How often a line about refused bearer tokens may be logged: a client retrying a wrong token in
+/// a loop (or someone guessing) must not fill the log, yet an operator must see that it happens.
+const REFUSALS_LOGGED_EVERY_MS: i64 = 10_000;
+
+/// API requests refused for their bearer token, as the node's log reports them: the first at
+/// once, then at most one line per [`REFUSALS_LOGGED_EVERY_MS`] with how many were refused since
+/// the last. Every refusal is counted in the metrics. Tokens carry 256 random bits, so guessing
+/// is no threat to throttle; the line is for noticing a misconfigured client or a probe.
+#[derive(Debug)]
+pub struct RefusedTokens {
+    /// When the last line was logged, and the refusals since that no line has reported.
+    state: std::sync::Mutex<(i64, u64)>,
+}
+
+impl Default for RefusedTokens {
+    fn default() -> Self {
+        Self { state: std::sync::Mutex::new((i64::MIN, 0)) }
+    }
+}
+
+impl RefusedTokens {
+    /// Counts a refusal at `now_ms`; when a line is due, how many refusals it reports (this one
+    /// and those not reported yet).
+    pub fn refused(&self, now_ms: i64) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (logged_ms, unreported) = &mut *state;
+        *unreported += 1;
+        if now_ms.saturating_sub(*logged_ms) < REFUSALS_LOGGED_EVERY_MS && now_ms >= *logged_ms {
+            return None;
+        }
+        *logged_ms = now_ms;
+        Some(std::mem::take(unreported))
+    }
+}
+
+/// Counts and (within [`RefusedTokens`]' pace) logs a request refused for its bearer token.
+fn token_refused(state: &NodeState, req: &HttpRequest, reason: &'static str) {
+    state.metrics.api_token_refused(reason);
+    if let Some(refused) = state.refused_tokens.refused(state.clock.now_ms()) {
+        let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        tracing::warn!(
+            %peer,
+            method = %req.method(),
+            path = %escaped(req.path()),
+            reason,
+            refused_since_last_line = refused,
+            "API request refused for its bearer token",
+        );
+    }
+}
+
 /// The token of an `Authorization` header of the Bearer scheme, whose name is case-insensitive
 /// (RFC 9110, section 11.1): `bearer x` is as good as `Bearer x`.
 fn bearer(header: &str) -> Option<&str> {
@@ -93,19 +145,36 @@ impl FromRequest for Caller {
         let state = req.app_data::<web::Data<Arc<NodeState>>>().expect("node state registered");
         let token =
             req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer);
-        ready(match token {
+        let caller = match token {
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing bearer token: send 'Authorization: Bearer <token>'",
             )),
             Some(t) => authenticate(state, t),
-        })
+        };
+        if let Err(e) = &caller {
+            if e.status == StatusCode::UNAUTHORIZED {
+                token_refused(state, req, if token.is_none() { "missing" } else { "invalid" });
+            }
+        }
+        ready(caller)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{bearer, RefusedTokens, REFUSALS_LOGGED_EVERY_MS};
+
+    #[test]
+    fn refusals_are_reported_at_once_then_at_most_once_per_period_none_left_out() {
+        let refused = RefusedTokens::default();
+        assert_eq!(refused.refused(0), Some(1));
+        assert_eq!(refused.refused(1), None);
+        assert_eq!(refused.refused(REFUSALS_LOGGED_EVERY_MS - 1), None);
+        assert_eq!(refused.refused(REFUSALS_LOGGED_EVERY_MS), Some(3));
+        // A clock stepped back reports at once rather than waiting out the step.
+        assert_eq!(refused.refused(5), Some(1));
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
