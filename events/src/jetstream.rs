@@ -13,6 +13,7 @@ use crate::log::{recorded, AppendError, EventLog, EventStream, LogError};
 use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config, LastRawMessageErrorKind, StorageType, Stream};
+use ism_escape::without_credentials;
 use reader::Reader;
 use std::time::Duration;
 
@@ -61,7 +62,10 @@ pub fn nats_servers(spec: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|e| format!("bad NATS server address {}: {e}", redacted(s))))
+        .map(|s| {
+            s.parse()
+                .map_err(|e| format!("bad NATS server address {}: {e}", without_credentials(s)))
+        })
         .collect()
 }
 
@@ -71,20 +75,9 @@ pub fn shown(spec: &str) -> String {
     spec.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(redacted)
+        .map(without_credentials)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `url` with everything before its last `@` after the scheme replaced: a NATS URL has no path
-/// that could hold one, and a password that holds a `/` (not percent-encoded) must not end the
-/// redaction early.
-fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    match rest.rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_string(),
-    }
 }
 
 /// A NATS client for the servers of `spec` ([`nats_servers`]), named `name` in the servers'

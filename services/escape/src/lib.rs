@@ -1,3 +1,6 @@
+//! Text made safe to show: untrusted text on one line ([`escaped`]), and configured URLs without
+//! their secrets ([`without_credentials`]).
+//!
 //! Untrusted text made safe to show on one line: what a scanner, an endpoint or an old event
 //! says (a target, a host name, a reason, a name) can reach a log line, the audit timeline or an
 //! error body, and must never start a new line there or drive the terminal that shows it.
@@ -20,6 +23,18 @@
 //! escaped (here, or by `{:?}`) is shown as it is, and several layers may each escape safely.
 
 use std::fmt::{self, Write};
+
+/// `url` as it may be shown (logs, `/status`, errors): the credentials before its host (user and
+/// password, or a token) replaced by `***`, so that a secret in a configured URL (the event
+/// log's, the SMTP relay's) never leaves the configuration. Everything before the last `@` after
+/// the scheme goes: a password holding a `/` (not percent-encoded) must not end it early.
+pub fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
 
 /// `value`'s text, shown with [`needs_escape`] characters escaped. Wraps anything `Display`: a
 /// string, or an error whose message carries untrusted text (`tracing` fields: `%escaped(&e)`).
@@ -80,6 +95,19 @@ impl Write for Escaping<'_, '_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_credentials() {
+        let cases = [
+            ("smtp://bot:pa/ss@mail:587?tls=required", "smtp://***@mail:587?tls=required"),
+            ("nats://tok3n@nats-2:4222", "nats://***@nats-2:4222"),
+            ("smtps://mail:465", "smtps://mail:465"),
+            ("not a url", "not a url"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(without_credentials(url), shown, "{url}");
+        }
+    }
 
     fn shown(text: &str) -> String {
         escaped(text).to_string()

@@ -37,13 +37,7 @@ impl Mailer {
             .timeout(Some(SMTP_TIMEOUT))
             .build();
         let from = from.parse::<Mailbox>().map_err(|e| MailerError::From(e.to_string()))?;
-        let relay = smtp_url
-            .rsplit_once('@')
-            .map(|(scheme_user, host)| {
-                let scheme = scheme_user.split("://").next().unwrap_or("smtp");
-                format!("{scheme}://{host}")
-            })
-            .unwrap_or_else(|| smtp_url.to_string());
+        let relay = ism_events::escape::without_credentials(smtp_url);
         Ok(Self { transport, from, relay })
     }
 
