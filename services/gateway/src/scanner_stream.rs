@@ -25,15 +25,13 @@ use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_events::{escaped, Cause};
 use ism_telemetry::context;
 use ism_tunnel::{
-    Expiry, OpenStreamError, QuietLimits, SpliceOptions, StreamEnd, StreamReader, StreamWriter,
+    Exchanged, Expiry, OpenStreamError, SpliceOptions, StreamEnd, StreamReader, StreamWriter,
     TunnelStream,
 };
-use ism_tunnel_proto::{OpenError, OpenFailure, Relay, ResetReason, TargetAddr};
+use ism_tunnel_proto::{OpenError, OpenFailure, Relay, TargetAddr};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::field::{display, Empty};
 use tracing::{Instrument, Span};
@@ -436,126 +434,39 @@ const RELAY_ATTEMPTS: usize = 4;
 /// The pause before looking the owner up again.
 const LOOKUP_AGAIN_AFTER: Duration = Duration::from_millis(50);
 
-/// Bytes a stream driven by its caller has moved and when a byte last moved, counted as they go,
-/// so that one stopped half-way still reports them and its time limits see them.
-#[derive(Debug)]
-pub struct Moved {
-    started: Instant,
-    /// Scanner -> tunnel.
-    sent: AtomicU64,
-    /// Tunnel -> scanner.
-    received: AtomicU64,
-    /// When a byte last moved, in ms since `started`.
-    last_ms: AtomicU64,
-    /// The scanner's side has finished.
-    half_closed: AtomicBool,
-}
-
-impl Moved {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
-            half_closed: AtomicBool::new(false),
-        }
-    }
-
-    /// Counts `n` bytes going to the target.
-    pub fn sent(&self, n: usize) {
-        self.sent.fetch_add(n as u64, Ordering::Relaxed);
-        self.moved_now();
-    }
-
-    /// Counts `n` bytes delivered to the scanner.
-    pub fn received(&self, n: usize) {
-        self.received.fetch_add(n as u64, Ordering::Relaxed);
-        self.moved_now();
-    }
-
-    /// The scanner's side has finished: from now on the target has the half-closed timeout to
-    /// finish its own.
-    pub fn half_closed(&self) {
-        self.half_closed.store(true, Ordering::Relaxed);
-    }
-
-    fn moved_now(&self) {
-        let ms = self.started.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
-        // Both directions write it: the later of the two stands.
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    /// When a quiet stream expires, as its bytes stand now.
-    fn deadline(&self, limits: &QuietLimits) -> Option<(Instant, Expiry)> {
-        let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        limits.deadline(last, self.half_closed.load(Ordering::Relaxed))
-    }
-
-    /// Waits until the stream has been quiet past its limits, and says which ran out. It looks
-    /// again at least every [`RECHECK`], since the scanner's side may finish (shortening the
-    /// deadline) while it sleeps.
-    async fn silence(&self, limits: &QuietLimits) -> Expiry {
-        loop {
-            let now = Instant::now();
-            match self.deadline(limits) {
-                Some((at, expiry)) if at <= now => return expiry,
-                Some((at, _)) => tokio::time::sleep_until(at.min(now + RECHECK)).await,
-                None => tokio::time::sleep(RECHECK).await,
-            }
-        }
-    }
-}
-
-/// How often a stream driven by its caller looks at its time limits again.
-const RECHECK: Duration = Duration::from_secs(1);
-
 impl OpenedStream<'_> {
     /// Joins the stream to the scanner's socket (after sending `initial`, bytes already read
     /// from it) until it ends, and records how it ended.
     pub async fn splice(self, tcp: TcpStream, initial: Bytes) {
-        let options = SpliceOptions {
-            initial,
-            stop: self.stop,
-            idle_timeout: self.limits.idle_timeout,
-            half_closed_timeout: Some(self.limits.half_closed_timeout),
-        };
+        let options = self.options(initial);
         // The scanner is this side's socket: what it sent goes to the target. Spliced on its
         // session's tunnel thread (see `crate::tunnel_threads`).
         let report = self.stream.splice_beside_session(tcp, options).await;
         self.end.ended(report.sent, report.received, &report.end);
     }
 
-    /// Runs `exchange` on the stream's two halves, for a caller that moves the bytes itself
-    /// rather than splicing a socket (the HTTP proxy's one forwarded request), until it says
-    /// how the stream ended (having finished its side when it ended well), access is withdrawn,
-    /// or the stream stays quiet past its limits (as a splice's would: the exchange counts what
-    /// it moves in [`Moved`]); a stream given up is reset, as a splice's would be. Records how it
-    /// ended, and returns it.
+    /// Runs `exchange` on the stream, for a caller that moves the bytes itself rather than
+    /// splicing a socket (the HTTP proxy's one forwarded request, the scan engine's connections),
+    /// under the splice's limits ([`TunnelStream::exchange`]); records how it ended, and returns
+    /// it.
     pub async fn exchange(
         self,
-        exchange: impl AsyncFnOnce(&mut StreamReader, &mut StreamWriter, &Moved) -> StreamEnd,
+        exchange: impl AsyncFnOnce(&mut StreamReader, &mut StreamWriter, &Exchanged) -> StreamEnd,
     ) -> StreamEnd {
-        let (mut reader, mut writer) = self.stream.split();
-        let moved = Moved::new();
-        let limits = QuietLimits {
-            idle: self.limits.idle_timeout,
-            half_closed: Some(self.limits.half_closed_timeout),
-        };
-        let end = tokio::select! {
-            end = exchange(&mut reader, &mut writer, &moved) => end,
-            _ = self.stop.cancelled() => StreamEnd::Cancelled,
-            expiry = moved.silence(&limits) => StreamEnd::Expired(expiry),
-        };
-        match end {
-            StreamEnd::SocketError(_) | StreamEnd::Expired(_) => writer.reset(ResetReason::Aborted),
-            StreamEnd::Cancelled => writer.reset(ResetReason::Revoked),
-            StreamEnd::Finished | StreamEnd::Reset(_) => {}
+        let options = self.options(Bytes::new());
+        let report = self.stream.exchange(options, exchange).await;
+        self.end.ended(report.sent, report.received, &report.end);
+        report.end
+    }
+
+    /// How the stream gives up: access withdrawn, the node's quiet limits.
+    fn options(&self, initial: Bytes) -> SpliceOptions {
+        SpliceOptions {
+            initial,
+            stop: self.stop.clone(),
+            idle_timeout: self.limits.idle_timeout,
+            half_closed_timeout: Some(self.limits.half_closed_timeout),
         }
-        let (sent, received) =
-            (moved.sent.load(Ordering::Relaxed), moved.received.load(Ordering::Relaxed));
-        self.end.ended(sent, received, &end);
-        end
     }
 }
 

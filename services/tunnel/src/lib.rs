@@ -9,7 +9,8 @@
 //!   together); `lanes`: how stream tasks reach the driver;
 //! - [`error`]: why sessions end and opens fail;
 //! - [`fd_limit`]: raising the open-file limit of a process that carries tunnels;
-//! - [`stream`]: one stream and the pumps that splice it to a TCP socket;
+//! - [`stream`]: one stream and the pumps that splice it to a TCP socket; `exchange`: a stream
+//!   whose bytes its caller moves itself, under a splice's limits ([`Exchanged`]);
 //! - [`credit`]: the per-stream send credit the pumps wait on;
 //! - [`ws`]: WebSocket limits and the frame-at-a-time I/O used by the handshake.
 //!
@@ -19,6 +20,7 @@
 
 pub mod credit;
 pub mod error;
+mod exchange;
 pub mod fd_limit;
 mod inbox;
 mod lanes;
@@ -31,10 +33,11 @@ pub mod ws;
 mod ws_frame;
 
 pub use error::{CloseReason, OpenStreamError};
+pub use exchange::Exchanged;
 pub use ism_tunnel_proto::Timing;
 pub use session::{Incoming, Session, SessionConfig, DEFAULT_WINDOW_BUDGET};
 pub use socket::TunnelSocket;
 pub use stream::{
-    Expiry, IncomingStream, QuietLimits, SpliceOptions, SpliceReport, StreamEnd, StreamReader,
-    StreamWriter, TunnelStream,
+    Expiry, IncomingStream, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,
+    TunnelStream,
 };

@@ -69,11 +69,17 @@ pub struct SpliceOptions {
     pub half_closed_timeout: Option<Duration>,
 }
 
-/// When a quiet stream expires: the rule, with time passed in. A splice applies it itself; a
-/// caller that moves a stream's bytes itself (the gateway's forwarded HTTP request) applies it
-/// with its own count of when a byte last moved.
+impl SpliceOptions {
+    /// The options' time limits.
+    pub(crate) fn limits(&self) -> QuietLimits {
+        QuietLimits { idle: self.idle_timeout, half_closed: self.half_closed_timeout }
+    }
+}
+
+/// When a quiet stream expires: the rule, with time passed in, applied by a splice's pumps with
+/// their count of when a byte last moved and by an exchange (`crate::exchange`) with its caller's.
 #[derive(Debug, Clone, Copy)]
-pub struct QuietLimits {
+pub(crate) struct QuietLimits {
     /// See [`SpliceOptions::idle_timeout`].
     pub idle: Option<Duration>,
     /// See [`SpliceOptions::half_closed_timeout`].
@@ -83,7 +89,7 @@ pub struct QuietLimits {
 impl QuietLimits {
     /// The deadline after the last byte moved at `last`, with one side finished or not; `None`
     /// when no limit applies.
-    pub fn deadline(
+    pub(crate) fn deadline(
         &self,
         last: tokio::time::Instant,
         half_closed: bool,
@@ -164,8 +170,7 @@ impl TunnelStream {
         let _ = tcp.set_nodelay(true);
         let tcp = Arc::new(tcp);
         self.inbox.attach(tcp.clone());
-        let limits =
-            QuietLimits { idle: options.idle_timeout, half_closed: options.half_closed_timeout };
+        let limits = options.limits();
         let mut report = tokio::select! {
             r = self.pump(&tcp, options.initial, limits) => r,
             _ = options.stop.cancelled() => SpliceReport { sent: 0, received: 0, end: StreamEnd::Cancelled },

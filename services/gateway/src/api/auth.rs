@@ -84,9 +84,11 @@ fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
 const REFUSALS_LOGGED_EVERY_MS: i64 = 10_000;
 
 /// API requests refused for their bearer token, as the node's log reports them: the first at
-/// once, then at most one line per [`REFUSALS_LOGGED_EVERY_MS`] with how many were refused since
-/// the last. Every refusal is counted in the metrics. Tokens carry 256 random bits, so guessing
-/// is no threat to throttle; the line is for noticing a misconfigured client or a probe.
+/// once, then at most one line per `REFUSALS_LOGGED_EVERY_MS` (10 s) with how many were refused
+/// since the last. Every refusal is counted in the metrics. Users' tokens carry 256 random bits
+/// (the bootstrap token has at least 32 characters), so guessing is no threat to throttle, and a
+/// throttle by address would lock out everyone behind a load balancer; the line is for noticing
+/// a misconfigured client or a probe.
 #[derive(Debug)]
 pub struct RefusedTokens {
     /// When the last line was logged, and the refusals since that no line has reported.

@@ -8,9 +8,9 @@
 //! may be for another host or endpoint, and a client that pipelines must be ready for the
 //! connection to close after a response anyway (RFC 9112 section 9.3.2).
 
-use crate::scanner_stream::Moved;
 use bytes::{Bytes, BytesMut};
 use ism_ingress_proto::http_proxy::body::Body;
+use ism_tunnel::Exchanged;
 use ism_tunnel::{StreamEnd, StreamReader, StreamWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,7 +37,7 @@ pub async fn exchange(
     Forward { request, mut buffered, mut body }: Forward,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-    moved: &Moved,
+    moved: &Exchanged,
 ) -> StreamEnd {
     let (mut from_client, mut to_client) = tcp.split();
     let up = async {

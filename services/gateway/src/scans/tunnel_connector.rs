@@ -4,12 +4,13 @@
 //! the engine as an in-memory pipe whose far end a task joins to the stream.
 
 use crate::scanner_auth::AuthorisedScanner;
-use crate::scanner_stream::{self, Moved, NotOpened};
+use crate::scanner_stream::{self, NotOpened};
 use crate::state::NodeState;
 use bytes::Bytes;
 use ism_events::escaped;
 use ism_ingress_proto::host;
 use ism_scan_engine::{ConnectError, Connector};
+use ism_tunnel::Exchanged;
 use ism_tunnel::{Expiry, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
 use ism_tunnel_proto::TargetAddr;
 use std::sync::Arc;
@@ -107,7 +108,7 @@ async fn pipe(
     pipe: DuplexStream,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-    moved: &Moved,
+    moved: &Exchanged,
 ) -> StreamEnd {
     let (mut from_engine, mut to_engine) = tokio::io::split(pipe);
     let up = async {
