@@ -339,17 +339,25 @@ async fn an_endpoint_starting_sessions_in_a_loop_is_refused_beyond_a_burst() {
     assert!(matches!(refused, LinkError::Retry(_)), "{why}");
     assert!(why.contains("starts sessions on this node too often") && why.contains("again in"));
 
-    let scraped = ism_tests::metrics::scrape_now(node.addresses.api).await.unwrap();
-    let reason = [("reason", "too_frequent")];
-    let counted =
-        ism_tests::metrics::value(&scraped, "ism_tunnel_handshake_failures_total", &reason);
-    assert_eq!(counted, Some(1.0));
-    // The log has the burst's sessions and not one more; the last of them is the one held.
-    let opened = |events: &[ism_events::Envelope]| {
+    // Counted once the node's task for the refused connection ends (after the agent was told).
+    let node = &node;
+    eventually("the refusal counted", || async move {
+        let scraped = ism_tests::metrics::scrape_now(node.addresses.api).await?;
+        let reason = [("reason", "too_frequent")];
+        let counted =
+            ism_tests::metrics::value(&scraped, "ism_tunnel_handshake_failures_total", &reason);
+        (counted == Some(1.0)).then_some(())
+    })
+    .await;
+    // The log has the burst's sessions (each recorded as it starts) and none for the refusal.
+    let opened = |events: Vec<ism_events::Envelope>| {
         events.iter().filter(|e| matches!(e.event, Event::TunnelOpened { .. })).count()
     };
-    let events = ism_tests::cluster::recorded(node.state.log.as_ref()).await;
-    assert_eq!(opened(&events), ism_gateway::start_rate::BURST as usize);
+    eventually("the burst's sessions recorded", || async move {
+        let events = ism_tests::cluster::recorded(node.state.log.as_ref()).await;
+        (opened(events) == ism_gateway::start_rate::BURST as usize).then_some(())
+    })
+    .await;
     let held = held.unwrap();
     let endpoint = p.endpoint.parse().unwrap();
     assert!(node.state.sessions.get(endpoint).is_some(), "the endpoint is still served");
