@@ -299,3 +299,32 @@ async fn a_drained_node_hands_its_endpoint_over_without_cutting_a_stream() {
     .await;
     agent.stop();
 }
+
+/// A session the cluster cannot record as the endpoint's (its claim in NATS KV failed) is ended,
+/// so that the agent connects again and its next session claims afresh: kept, it would be the
+/// endpoint's session on this node only, while the other nodes route its scanners by what the
+/// cluster still names. Before, the failure was only logged.
+#[actix::test]
+async fn a_session_whose_claim_fails_is_ended_for_the_agent_to_connect_again() {
+    let nats = ism_tests::nats::NatsServer::start();
+    let backend = ism_tests::cluster::Backend::JetStream(nats.url().to_string());
+    let node = TestNode::start("node-a", backend);
+    let p = provision(&node.api(), "dc1").await;
+    // The owners' bucket gone: every claim fails, the event log (another stream) still works.
+    let client = ism_events::jetstream::connect_client(nats.url(), "test").await.unwrap();
+    async_nats::jetstream::new(client)
+        .delete_key_value(ism_cluster::nats::OWNERS_BUCKET)
+        .await
+        .unwrap();
+    let machine = TestMachine::new();
+    let _agent = machine.start_endpoint(&node, &p.key, "127.0.0.1");
+    let log = node.state.log.as_ref();
+    eventually("a session ended because its claim failed", || async move {
+        let events = ism_tests::cluster::recorded(log).await;
+        events
+            .iter()
+            .any(|e| matches!(&e.event, Event::TunnelClosed { reason } if reason.contains("could not record in the cluster")))
+            .then_some(())
+    })
+    .await;
+}

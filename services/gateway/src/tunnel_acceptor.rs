@@ -46,6 +46,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// end it otherwise.
 const SIDE_SESSION_LIFETIME: Duration = Duration::from_secs(600);
 
+/// Why a session the cluster could not record as the endpoint's is ended (the agent logs it, the
+/// log records it; the cause stays in this node's log).
+const CLAIM_FAILED: &str =
+    "the gateway could not record in the cluster that it holds the endpoint; reconnecting";
+
 /// How long a refused peer has to take its refusal. A peer that does not read (its window shut,
 /// the socket's buffers full of its pings' pongs) would otherwise hold the connection, a task and
 /// its buffers for ever, outside the cap on pending connections it no longer counts against.
@@ -338,7 +343,10 @@ async fn start_session(
         });
     tracing::info!(endpoint = %escaped(&admitted.name), %tunnel, %peer, "endpoint connected");
     // The cluster learns that this session holds the endpoint now; a session that held it on
-    // another node is fenced out there.
+    // another node is fenced out there. A session the cluster does not know of is ended: other
+    // nodes would route its scanners to whichever session the cluster still names (or find the
+    // endpoint offline), and this node's owner feed would fence it at the next change anyway;
+    // the agent reconnects, and its next session claims afresh, here or on another node.
     let owner = ism_cluster::Owner { node: state.node_id.clone(), tunnel };
     match state.cluster.coordination.claim(admitted.endpoint, &owner).await {
         Ok(claimed) => {
@@ -347,7 +355,8 @@ async fn start_session(
             }
         }
         Err(e) => {
-            tracing::warn!(endpoint = %escaped(&admitted.name), error = %e, "could not claim the endpoint in the cluster: other nodes cannot relay to it")
+            tracing::warn!(endpoint = %escaped(&admitted.name), error = %e, "could not claim the endpoint in the cluster; ending the session so that the endpoint connects again");
+            session.close(CLAIM_FAILED);
         }
     }
     // Only once this session holds the claim: the old one's end cannot take the claim with it.
