@@ -3,13 +3,15 @@
 
 use super::{service, Cluster};
 use crate::state::NodeState;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use ism_cluster::{NodeAnnouncement, NodeRole};
 use ism_events::{Cause, Principal};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::task::JoinSet;
 
 /// Announces this node every `every`, watches the others' heartbeats, and records the end of the
@@ -72,11 +74,16 @@ impl Beating for NodeState {
 }
 
 /// The heartbeat's loop. It waits for nothing but the coordination store: what it finds to
-/// record about lost nodes runs beside it ([`LostNodeRecordings`]), or its own beat would stand
-/// still for as long, and the others would take this node for lost too.
+/// record runs beside it (lost nodes: [`LostNodeRecordings`]; whether any node serves:
+/// [`record_serving_changes`]), or its own beat would stand still for as long, and the others
+/// would take this node for lost too.
 async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
     let cluster = node.cluster();
     let mut recordings = LostNodeRecordings::default();
+    let (serving_changes, changes) = mpsc::unbounded_channel();
+    // Dropped with the heartbeat, which aborts it.
+    let mut serving_recorder = JoinSet::new();
+    serving_recorder.spawn(record_serving_changes(node.clone(), changes));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for beat in 1u64.. {
@@ -115,11 +122,20 @@ async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
             (liveness.lost(now), was_serving, serving)
         };
         if was_serving != serving {
-            node.serving_changed(serving).await;
+            // The recorder lives as long as this loop.
+            let _ = serving_changes.send(serving);
         }
         for lost in lost.into_iter().filter(|n| *n != cluster.node_id) {
             recordings.start(&node, lost);
         }
+    }
+}
+
+/// Records each change of whether any node serves the gateways, in the order the heartbeat saw
+/// them: each is an append per gateway, which the beat must not wait for.
+async fn record_serving_changes<N: Beating>(node: Arc<N>, mut changes: UnboundedReceiver<bool>) {
+    while let Some(serving) = changes.recv().await {
+        node.serving_changed(serving).await;
     }
 }
 
@@ -128,36 +144,35 @@ async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
 /// not recorded twice at once. Dropped with the heartbeat, which aborts them.
 #[derive(Default)]
 struct LostNodeRecordings {
-    running: JoinSet<()>,
-    /// The node each running task records.
-    nodes: HashMap<tokio::task::Id, String>,
+    /// Each task returns the node it recorded, however its recording ended.
+    running: JoinSet<String>,
+    /// The nodes being recorded.
+    nodes: HashSet<String>,
 }
 
 impl LostNodeRecordings {
     /// Forgets the recordings that ended, so that a node still announced after its recording
-    /// (it failed to read the owners, say) is recorded again. One that panicked is logged.
+    /// (it failed to read the owners, say) is recorded again.
     fn reap(&mut self) {
-        while let Some(ended) = self.running.try_join_next_with_id() {
-            let id = match ended {
-                Ok((id, ())) => id,
-                Err(e) => {
-                    let node = self.nodes.get(&e.id()).map(String::as_str);
-                    tracing::error!(node, error = %e, "recording a lost gateway node failed");
-                    e.id()
-                }
-            };
-            self.nodes.remove(&id);
+        // Tasks are aborted only with the heartbeat, so every one that ended names its node.
+        while let Some(Ok(node)) = self.running.try_join_next() {
+            self.nodes.remove(&node);
         }
     }
 
     /// Starts recording that `node` is lost, unless that is running already.
     fn start<N: Beating>(&mut self, state: &Arc<N>, node: String) {
-        if self.nodes.values().any(|n| *n == node) {
+        if !self.nodes.insert(node.clone()) {
             return;
         }
-        let (state, lost) = (state.clone(), node.clone());
-        let task = self.running.spawn(async move { state.record_lost(&lost).await });
-        self.nodes.insert(task.id(), node);
+        let state = state.clone();
+        self.running.spawn(async move {
+            let recorded = AssertUnwindSafe(state.record_lost(&node)).catch_unwind().await;
+            if recorded.is_err() {
+                tracing::error!(node, "recording a lost gateway node failed (it panicked)");
+            }
+            node
+        });
     }
 }
 
@@ -266,15 +281,35 @@ mod tests {
         }
     }
 
-    /// A node whose recording of a lost node lasts until the test lets it end.
+    /// A node whose recordings (of a lost node, of a change in whether any node serves) last
+    /// until the test lets them end.
     struct SlowToRecord {
         cluster: Cluster,
+        /// Whether it announces itself draining.
+        draining: bool,
         /// The last beat announced.
         beats: watch::Sender<u64>,
         /// Recordings started.
         started: watch::Sender<usize>,
         /// Recordings end once this is true.
         release: watch::Sender<bool>,
+    }
+
+    impl SlowToRecord {
+        fn new(cluster: Cluster, draining: bool) -> Arc<Self> {
+            Arc::new(Self {
+                cluster,
+                draining,
+                beats: watch::channel(0).0,
+                started: watch::channel(0).0,
+                release: watch::channel(false).0,
+            })
+        }
+
+        async fn recording(&self) {
+            self.started.send_modify(|n| *n += 1);
+            let _ = self.release.subscribe().wait_for(|released| *released).await;
+        }
     }
 
     #[async_trait::async_trait]
@@ -285,14 +320,16 @@ mod tests {
 
         fn announcement(&self, beat: u64) -> NodeAnnouncement {
             self.beats.send_replace(beat);
-            announcement(&self.cluster.node_id, beat)
+            let role = if self.draining { NodeRole::Draining } else { NodeRole::Serving };
+            NodeAnnouncement { role, ..announcement(&self.cluster.node_id, beat) }
         }
 
-        async fn serving_changed(&self, _serving: bool) {}
+        async fn serving_changed(&self, _serving: bool) {
+            self.recording().await;
+        }
 
         async fn record_lost(&self, _node: &str) {
-            self.started.send_modify(|n| *n += 1);
-            let _ = self.release.subscribe().wait_for(|released| *released).await;
+            self.recording().await;
         }
     }
 
@@ -308,12 +345,7 @@ mod tests {
         // Node b announced itself once and then stopped.
         coordination.announce(&announcement("b", 1)).await.unwrap();
         let cluster = Cluster::new("a".into(), coordination.clone(), None, None, LEASE, BEAT);
-        let node = Arc::new(SlowToRecord {
-            cluster,
-            beats: watch::channel(0).0,
-            started: watch::channel(0).0,
-            release: watch::channel(false).0,
-        });
+        let node = SlowToRecord::new(cluster, false);
         let heartbeat = tokio::spawn(beat_forever(node.clone(), BEAT));
 
         let mut started = node.started.subscribe();
@@ -331,6 +363,23 @@ mod tests {
         // Once it has ended, b (still announced: nothing withdrew it here) is recorded again.
         node.release.send_replace(true);
         waited("b is recorded again", &mut started, |n| *n >= 2).await;
+        heartbeat.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recording_that_no_node_serves_leaves_the_heartbeat_beating() {
+        let coordination = Arc::new(InProcess::default());
+        let cluster = Cluster::new("a".into(), coordination.clone(), None, None, LEASE, BEAT);
+        // The only node, draining: nobody serves from its first beat on.
+        let node = SlowToRecord::new(cluster, true);
+        let heartbeat = tokio::spawn(beat_forever(node.clone(), BEAT));
+
+        let mut started = node.started.subscribe();
+        waited("the change is being recorded", &mut started, |n| *n == 1).await;
+        let mut beats = node.beats.subscribe();
+        waited("the heartbeat goes on meanwhile", &mut beats, |beat| *beat >= 10).await;
+        assert!(!node.cluster.serving_somewhere());
+        node.release.send_replace(true);
         heartbeat.abort();
     }
 }
