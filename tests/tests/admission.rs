@@ -320,7 +320,11 @@ async fn streams_are_refused_while_the_log_is_behind_and_accepted_once_it_catche
 async fn an_endpoint_starting_sessions_in_a_loop_is_refused_beyond_a_burst() {
     use ism_endpoint::gateway_link::{connect, LinkError};
     use ism_tunnel_proto::Purpose;
-    let node = TestNode::start("node-a", Backend::Embedded);
+    // The node's clock stands still: the burst is spent however slowly the machine connects.
+    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = std::sync::Arc::new(clock.clone());
+    });
     let p = ism_tests::cluster::provision(&node.api(), "dc1").await;
     let machine = TestMachine::new();
     let gateway = node.addresses.endpoint_wss.to_string();

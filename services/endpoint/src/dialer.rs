@@ -482,10 +482,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_port_is_connection_refused() {
-        let port = {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // Held bound, not listening: a freed port could be taken by a test running beside this.
+        let down = ism_tests::ReservedPort::new();
+        let port = down.port;
         let err = dialer("127.0.0.1")
             .dial(&TargetAddr::Ipv4(Ipv4Addr::LOCALHOST, port))
             .await

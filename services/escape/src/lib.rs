@@ -1,7 +1,5 @@
-//! Text made safe to show: untrusted text on one line ([`escaped`]), and configured URLs without
-//! their secrets ([`without_credentials`]).
-//!
-//! Untrusted text made safe to show on one line: what a scanner, an endpoint or an old event
+//! Text made safe to show: configured URLs without their secrets ([`without_credentials`]), and
+//! untrusted text on one line ([`escaped`]): what a scanner, an endpoint or an old event
 //! says (a target, a host name, a reason, a name) can reach a log line, the audit timeline or an
 //! error body, and must never start a new line there or drive the terminal that shows it.
 //!
@@ -27,11 +25,15 @@ use std::fmt::{self, Write};
 /// `url` as it may be shown (logs, `/status`, errors): the credentials before its host (user and
 /// password, or a token) replaced by `***`, so that a secret in a configured URL (the event
 /// log's, the SMTP relay's) never leaves the configuration. Everything before the last `@` after
-/// the scheme goes: a password holding a `/` (not percent-encoded) must not end it early.
+/// the scheme goes (a password holding a `/`, not percent-encoded, must not end it early), and
+/// before the last `@` of an address without a scheme (NATS takes `user:pass@host:4222`).
 pub fn without_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
     match rest.rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
         None => url.to_string(),
     }
 }
@@ -102,6 +104,7 @@ mod tests {
             ("smtp://bot:pa/ss@mail:587?tls=required", "smtp://***@mail:587?tls=required"),
             ("nats://tok3n@nats-2:4222", "nats://***@nats-2:4222"),
             ("smtps://mail:465", "smtps://mail:465"),
+            ("ism:s3cret@nats-1:4222", "***@nats-1:4222"),
             ("not a url", "not a url"),
         ];
         for (url, shown) in cases {

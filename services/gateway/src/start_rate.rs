@@ -1,12 +1,14 @@
 //! How often one endpoint may start a working session on a node.
 //!
 //! Every session start is recorded (`TunnelOpened`, then `TunnelClosed`) and, in a cluster,
-//! claims the endpoint in the coordination store. A well-behaved agent backs off from 200 ms to
-//! 30 s between attempts and starts fast again only after a session that lasted a minute, so it
-//! never comes near the bound here; an agent reconnecting in a loop (a broken build, or whoever
-//! holds a copy of the key and the machine identity) would otherwise write two events and a claim
-//! per loop, thousands a second, into a log kept for audits. Beyond the bound the node refuses
-//! the start as unavailable (the agent retries after its backoff), before anything is recorded.
+//! claims the endpoint in the coordination store. An agent backs off from 200 ms to 30 s between
+//! rounds of attempts and starts fast again only after a session that lasted a minute; within a
+//! round it tries the next gateway address at once, so an agent whose sessions die as soon as they
+//! start (a broken network path, a broken build), or whoever holds a copy of the key and the
+//! machine identity, would otherwise write two events and a claim per loop, thousands a second,
+//! into a log kept for audits. Beyond the bound the node refuses the start as unavailable (the
+//! agent takes it as a refusal to retry, after its backoff), before anything is recorded; the
+//! session the endpoint holds is left alone.
 //!
 //! The rule is the generic cell rate algorithm: per endpoint one time, the earliest moment at
 //! which the bucket would be full again; a start moves it one interval on; a start is refused

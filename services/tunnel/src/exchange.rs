@@ -1,8 +1,9 @@
 //! A stream whose bytes its caller moves itself, rather than a socket spliced to it (the
-//! gateway's forwarded HTTP request, the scan engine's connections), under the same rules as a
-//! splice: it ends when access is withdrawn or when it stays quiet past its limits
-//! ([`SpliceOptions::idle_timeout`], [`SpliceOptions::half_closed_timeout`]), and a stream given
-//! up is reset, as a splice's is.
+//! gateway's forwarded HTTP request, the scan engine's connections), under a splice's limits: it
+//! ends when access is withdrawn or when it stays quiet past [`SpliceOptions::idle_timeout`],
+//! and a stream given up is reset, as a splice's is. One difference: the half-closed timeout
+//! ([`SpliceOptions::half_closed_timeout`]) starts when the caller says its side finished
+//! ([`Exchanged::half_closed`]), not when the peer's does, which a splice also counts.
 
 use crate::stream::{
     Expiry, QuietLimits, SpliceOptions, SpliceReport, StreamEnd, StreamReader, StreamWriter,

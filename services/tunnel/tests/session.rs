@@ -267,11 +267,11 @@ async fn a_stalled_target_does_not_stall_other_streams() {
 async fn refused_dial_reaches_the_opener_and_closing_resets_streams() {
     let (gw, _ep, incoming) = pair(SessionConfig::default()).await;
     serve_dials(incoming);
-    // A port with nothing listening.
-    let closed = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port with nothing listening, held bound so that no test running beside this one takes
+    // it while the dial is refused.
+    let down = tokio::net::TcpSocket::new_v4().unwrap();
+    down.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = down.local_addr().unwrap();
     let err = gw.open_stream(target(closed)).await.err().expect("dial must fail");
     assert!(
         matches!(

@@ -85,7 +85,8 @@ const REFUSALS_LOGGED_EVERY_MS: i64 = 10_000;
 
 /// API requests refused for their bearer token, as the node's log reports them: the first at
 /// once, then at most one line per `REFUSALS_LOGGED_EVERY_MS` (10 s) with how many were refused
-/// since the last. Every refusal is counted in the metrics. Users' tokens carry 256 random bits
+/// since the last (those after the last line wait for the next refusal to be reported with it).
+/// Every refusal is counted in the metrics at once. Users' tokens carry 256 random bits
 /// (the bootstrap token has at least 32 characters), so guessing is no threat to throttle, and a
 /// throttle by address would lock out everyone behind a load balancer; the line is for noticing
 /// a misconfigured client or a probe.
@@ -168,7 +169,7 @@ mod tests {
     use super::{bearer, RefusedTokens, REFUSALS_LOGGED_EVERY_MS};
 
     #[test]
-    fn refusals_are_reported_at_once_then_at_most_once_per_period_none_left_out() {
+    fn refusals_are_reported_at_once_then_at_most_once_per_period_with_those_held_back() {
         let refused = RefusedTokens::default();
         assert_eq!(refused.refused(0), Some(1));
         assert_eq!(refused.refused(1), None);

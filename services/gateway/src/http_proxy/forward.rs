@@ -10,8 +10,7 @@
 
 use bytes::{Bytes, BytesMut};
 use ism_ingress_proto::http_proxy::body::Body;
-use ism_tunnel::Exchanged;
-use ism_tunnel::{StreamEnd, StreamReader, StreamWriter};
+use ism_tunnel::{Exchanged, StreamEnd, StreamReader, StreamWriter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,22 +30,22 @@ fn socket_error(e: std::io::Error) -> StreamEnd {
 }
 
 /// Runs the exchange over `tcp` and the stream's halves; finishes the stream's side when the
-/// client has closed or the response is complete. Counts what it moves in `moved`.
+/// client has closed or the response is complete. Counts what it moves in `exchanged`.
 pub async fn exchange(
     tcp: &mut TcpStream,
     Forward { request, mut buffered, mut body }: Forward,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-    moved: &Exchanged,
+    exchanged: &Exchanged,
 ) -> StreamEnd {
     let (mut from_client, mut to_client) = tcp.split();
     let up = async {
-        moved.sent(request.len());
+        exchanged.sent(request.len());
         writer.send(Bytes::from(request)).await?;
         loop {
             let n = body.feed(&buffered).map_err(|e| StreamEnd::SocketError(e.to_string()))?;
             if n > 0 {
-                moved.sent(n);
+                exchanged.sent(n);
                 writer.send(buffered.split_to(n).freeze()).await?;
             }
             if body.is_done() {
@@ -65,7 +64,7 @@ pub async fn exchange(
         loop {
             buffered.clear();
             if from_client.read_buf(&mut buffered).await.map_err(socket_error)? == 0 {
-                moved.half_closed();
+                exchanged.half_closed();
                 return writer.finish().await;
             }
         }
@@ -74,7 +73,7 @@ pub async fn exchange(
         while let Some(chunk) = reader.recv().await {
             let chunk = chunk?;
             to_client.write_all(&chunk).await.map_err(socket_error)?;
-            moved.received(chunk.len());
+            exchanged.received(chunk.len());
         }
         Ok::<(), StreamEnd>(())
     };

@@ -26,7 +26,7 @@ pub enum MailerError {
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
-    /// Where it sends, for logs (the URL without its password).
+    /// Where it sends, for logs (the URL without its credentials).
     relay: String,
 }
 

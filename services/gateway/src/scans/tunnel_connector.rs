@@ -10,8 +10,7 @@ use bytes::Bytes;
 use ism_events::escaped;
 use ism_ingress_proto::host;
 use ism_scan_engine::{ConnectError, Connector};
-use ism_tunnel::Exchanged;
-use ism_tunnel::{Expiry, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
+use ism_tunnel::{Exchanged, Expiry, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
 use ism_tunnel_proto::TargetAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -83,9 +82,9 @@ impl Connector for TunnelConnector {
                     Ok(stream) => {
                         let _ = opened_tx.send(Ok(()));
                         stream
-                            .exchange(async |r, w, moved| {
+                            .exchange(async |r, w, exchanged| {
                                 tokio::select! {
-                                    end = pipe(stream_end, r, w, moved) => end,
+                                    end = pipe(stream_end, r, w, exchanged) => end,
                                     _ = stop.cancelled() => StreamEnd::Cancelled,
                                 }
                             })
@@ -108,7 +107,7 @@ async fn pipe(
     pipe: DuplexStream,
     reader: &mut StreamReader,
     writer: &mut StreamWriter,
-    moved: &Exchanged,
+    exchanged: &Exchanged,
 ) -> StreamEnd {
     let (mut from_engine, mut to_engine) = tokio::io::split(pipe);
     let up = async {
@@ -121,14 +120,14 @@ async fn pipe(
             if n == 0 {
                 return writer.finish().await;
             }
-            moved.sent(n);
+            exchanged.sent(n);
             writer.send(Bytes::copy_from_slice(&buf[..n])).await?;
         }
     };
     let down = async {
         while let Some(chunk) = reader.recv().await {
             let chunk = chunk?;
-            moved.received(chunk.len());
+            exchanged.received(chunk.len());
             to_engine.write_all(&chunk).await.map_err(|e| StreamEnd::SocketError(e.to_string()))?;
         }
         to_engine.shutdown().await.map_err(|e| StreamEnd::SocketError(e.to_string()))
