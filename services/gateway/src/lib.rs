@@ -43,6 +43,7 @@ pub mod public_address;
 pub mod refusals;
 pub mod refused_registrations;
 pub mod refused_scanners;
+pub mod refused_tokens;
 pub mod running_scans;
 pub mod running_streams;
 pub mod scanner_auth;

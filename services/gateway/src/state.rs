@@ -65,7 +65,7 @@ pub struct NodeState {
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
     /// API requests refused for their bearer token, for the log's pace.
-    pub refused_tokens: crate::api::RefusedTokens,
+    pub refused_tokens: crate::refused_tokens::RefusedTokens,
     pub addresses: Addresses,
     /// What users are shown as the gateway's addresses.
     pub public: PublicAddresses,

@@ -79,45 +79,7 @@ fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
     Ok(Caller { principal: Principal::user(user.name.clone()), name: user.name, role: user.role })
 }
 
-/// How often a line about refused bearer tokens may be logged: a client retrying a wrong token in
-/// a loop (or someone guessing) must not fill the log, yet an operator must see that it happens.
-const REFUSALS_LOGGED_EVERY_MS: i64 = 10_000;
-
-/// API requests refused for their bearer token, as the node's log reports them: the first at
-/// once, then at most one line per `REFUSALS_LOGGED_EVERY_MS` (10 s) with how many were refused
-/// since the last (those after the last line wait for the next refusal to be reported with it).
-/// Every refusal is counted in the metrics at once. Users' tokens carry 256 random bits
-/// (the bootstrap token has at least 32 characters), so guessing is no threat to throttle, and a
-/// throttle by address would lock out everyone behind a load balancer; the line is for noticing
-/// a misconfigured client or a probe.
-#[derive(Debug)]
-pub struct RefusedTokens {
-    /// When the last line was logged, and the refusals since that no line has reported.
-    state: std::sync::Mutex<(i64, u64)>,
-}
-
-impl Default for RefusedTokens {
-    fn default() -> Self {
-        Self { state: std::sync::Mutex::new((i64::MIN, 0)) }
-    }
-}
-
-impl RefusedTokens {
-    /// Counts a refusal at `now_ms`; when a line is due, how many refusals it reports (this one
-    /// and those not reported yet).
-    pub fn refused(&self, now_ms: i64) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (logged_ms, unreported) = &mut *state;
-        *unreported += 1;
-        if now_ms.saturating_sub(*logged_ms) < REFUSALS_LOGGED_EVERY_MS && now_ms >= *logged_ms {
-            return None;
-        }
-        *logged_ms = now_ms;
-        Some(std::mem::take(unreported))
-    }
-}
-
-/// Counts and (within [`RefusedTokens`]' pace) logs a request refused for its bearer token.
+/// Counts and (within [`crate::refused_tokens`]' pace) logs a request refused for its bearer token.
 fn token_refused(state: &NodeState, req: &HttpRequest, reason: &'static str) {
     state.metrics.api_token_refused(reason);
     if let Some(refused) = state.refused_tokens.refused(state.clock.now_ms()) {
@@ -166,18 +128,7 @@ impl FromRequest for Caller {
 
 #[cfg(test)]
 mod tests {
-    use super::{bearer, RefusedTokens, REFUSALS_LOGGED_EVERY_MS};
-
-    #[test]
-    fn refusals_are_reported_at_once_then_at_most_once_per_period_with_those_held_back() {
-        let refused = RefusedTokens::default();
-        assert_eq!(refused.refused(0), Some(1));
-        assert_eq!(refused.refused(1), None);
-        assert_eq!(refused.refused(REFUSALS_LOGGED_EVERY_MS - 1), None);
-        assert_eq!(refused.refused(REFUSALS_LOGGED_EVERY_MS), Some(3));
-        // A clock stepped back reports at once rather than waiting out the step.
-        assert_eq!(refused.refused(5), Some(1));
-    }
+    use super::bearer;
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

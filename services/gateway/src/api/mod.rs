@@ -38,7 +38,7 @@ use ism_events::ProjectionError;
 use std::sync::Arc;
 use uuid::Uuid;
 
-pub use auth::{Caller, RefusedTokens};
+pub use auth::Caller;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../../openapi.json");
