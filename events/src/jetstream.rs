@@ -80,15 +80,44 @@ pub fn shown(spec: &str) -> String {
         .join(",")
 }
 
+/// The environment variable naming a PEM file of the CA that signed the NATS servers'
+/// certificates. Set, every connection must be TLS (whatever its URL's scheme) and the servers
+/// are trusted on that CA alone; unset, `tls://` URLs are checked against the system's roots.
+/// Read where every NATS client is made, as `ISM_JETSTREAM_REPLICAS` is where the log opens, so
+/// the gateway, `ism audit` and the benchmark take it alike.
+pub const CA_FILE_ENV: &str = "ISM_NATS_CA_FILE";
+
 /// A NATS client for the servers of `spec` ([`nats_servers`]), named `name` in the servers'
-/// connection lists; it waits for a first server to answer rather than failing at once.
+/// connection lists. Over TLS with [`CA_FILE_ENV`]'s CA when it is set. When no server answers
+/// the first attempt, it says why (a server down, a certificate not trusted: async-nats keeps
+/// its attempts' errors to its debug lines) and waits for one rather than failing, so that
+/// nodes may start before their NATS servers.
 pub async fn connect_client(spec: &str, name: &str) -> Result<async_nats::Client, String> {
     let servers = nats_servers(spec)?;
-    let options = async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5));
-    with_credentials(options, &servers).connect(servers).await.map_err(|e| e.to_string())
+    let ca = match std::env::var_os(CA_FILE_ENV).filter(|v| !v.is_empty()) {
+        Some(ca) if !std::path::Path::new(&ca).is_file() => {
+            return Err(format!("{CA_FILE_ENV}={}: no such file", ca.to_string_lossy()));
+        }
+        ca => ca.map(std::path::PathBuf::from),
+    };
+    let options = || {
+        let options =
+            async_nats::ConnectOptions::new().name(name).connection_timeout(Duration::from_secs(5));
+        let options = match &ca {
+            Some(ca) => options.add_root_certificates(ca.clone()).require_tls(true),
+            None => options,
+        };
+        with_credentials(options, &servers)
+    };
+    match options().connect(servers.clone()).await {
+        Ok(client) => return Ok(client),
+        Err(e) => tracing::warn!(
+            servers = %shown(spec),
+            error = %crate::escaped(&e),
+            "no NATS server answered; waiting for one"
+        ),
+    }
+    options().retry_on_initial_connect().connect(servers.clone()).await.map_err(|e| e.to_string())
 }
 
 /// Who the servers are told connects: async-nats does not use a URL's credentials itself (its

@@ -41,6 +41,14 @@ impl NatsServer {
         Self::spawn(dir, &crate::free_port().to_string(), &credentials)
     }
 
+    /// As [`start`](Self::start), with `extra` arguments (`--tls`, `--tlscert FILE`, ...).
+    pub fn start_with(extra: &[&str]) -> NatsServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("ports")).unwrap();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self::spawn(dir, &crate::free_port().to_string(), &extra)
+    }
+
     /// Kills the server (SIGKILL, no clean shutdown) and starts a new one on the same port and
     /// store directory, as after a crash.
     pub fn restart(mut self) -> NatsServer {

@@ -544,9 +544,17 @@ pub async fn offline_audit(
         since_ms: time("since", q.since)?,
         until_ms: time("until", q.until)?,
     };
-    let log = ism_events::open_log(spec).await.with_context(|| format!("opening {spec} (an embedded log cannot be read while a node has it open: ask the node instead)"))?;
+    let shown = ism_events::jetstream::shown(spec);
+    // A node waits for its NATS servers; a person at a terminal is told.
+    let log = tokio::time::timeout(OPEN_PATIENCE, ism_events::open_log(spec))
+        .await
+        .map_err(|_| anyhow::anyhow!("no NATS server of {shown} answered within {OPEN_PATIENCE:?}: is one running there, and does this machine trust its certificate ({})?", ism_events::jetstream::CA_FILE_ENV))?
+        .with_context(|| format!("opening {shown} (an embedded log cannot be read while a node has it open: ask the node instead)"))?;
     Ok(entries(log, filter, q.page).await?.1)
 }
+
+/// How long `ism audit --event-log` waits for the log to open.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The last `keep` of `entries` (all of them for a page, which has its own limit).
 pub async fn last_entries(

@@ -639,3 +639,47 @@ async fn a_scan_is_started_followed_and_reported_from_the_command_line() {
     assert!(unknown.contains("unknown scan state"), "{unknown}");
     agent.stop();
 }
+
+/// The event log over TLS: with `ISM_NATS_CA_FILE` naming the CA that signed the NATS server's
+/// certificate, `ism audit` reads a log whose server speaks only TLS (here it creates the empty
+/// stream, then reads it); a CA file that is not there is said so at once, and a server whose
+/// certificate this machine does not trust is not read (the CLI gives up after its patience).
+#[tokio::test]
+async fn the_audit_reads_a_log_over_tls_trusting_the_ca_it_is_given() {
+    let tls = tempfile::tempdir().unwrap();
+    let generated =
+        ism_gateway::tls::TlsSource::Generated { dir: tls.path().to_path_buf(), sans: Vec::new() };
+    ism_gateway::tls::load(&generated).unwrap();
+    let file = |name: &str| tls.path().join(name).display().to_string();
+    let (cert, key) = (file("cert.pem"), file("key.pem"));
+    let server =
+        ism_tests::nats::NatsServer::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key]);
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    let url = format!("tls://127.0.0.1:{port}");
+    let audit = |ca: String| {
+        let url = url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_ism"))
+                .args(["audit", "--event-log", &url, "--format", "jsonl"])
+                .env(ism_events::jetstream::CA_FILE_ENV, ca)
+                .env("SSL_CERT_FILE", "/dev/null")
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = audit(file("ca.pem")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "a new log holds nothing");
+
+    let out = audit(file("missing.pem")).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("ISM_NATS_CA_FILE="), "{stderr}");
+    assert!(stderr.contains("no such file"), "{stderr}");
+
+    // No CA named: the system's roots (none here) do not vouch for the server.
+    let out = audit(String::new()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("does this machine trust"), "{stderr}");
+}
