@@ -87,18 +87,29 @@ pub fn shown(spec: &str) -> String {
 /// the gateway, `ism audit` and the benchmark take it alike.
 pub const CA_FILE_ENV: &str = "ISM_NATS_CA_FILE";
 
+/// What a client does when no NATS server answers its first attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patience {
+    /// Logs why and goes on trying in the background (async-nats hands the client back at
+    /// once; whatever uses it first waits), so that nodes may start before their servers.
+    WaitForServers,
+    /// Fails with the attempt's error: a person at a terminal is told what is wrong at once.
+    FirstAttempt,
+}
+
 /// A NATS client for the servers of `spec` ([`nats_servers`]), named `name` in the servers'
 /// connection lists. Over TLS with [`CA_FILE_ENV`]'s CA when it is set. When no server answers
 /// the first attempt, it says why (a server down, a certificate not trusted: async-nats keeps
-/// its attempts' errors to its debug lines) and waits for one rather than failing, so that
-/// nodes may start before their NATS servers.
-pub async fn connect_client(spec: &str, name: &str) -> Result<async_nats::Client, String> {
+/// its attempts' errors to its debug lines) and then does what `patience` says.
+pub async fn connect_client(
+    spec: &str,
+    name: &str,
+    patience: Patience,
+) -> Result<async_nats::Client, String> {
     let servers = nats_servers(spec)?;
     let ca = match std::env::var_os(CA_FILE_ENV).filter(|v| !v.is_empty()) {
-        Some(ca) if !std::path::Path::new(&ca).is_file() => {
-            return Err(format!("{CA_FILE_ENV}={}: no such file", ca.to_string_lossy()));
-        }
-        ca => ca.map(std::path::PathBuf::from),
+        Some(ca) => Some(trusted_ca(std::path::PathBuf::from(ca))?),
+        None => None,
     };
     let options = || {
         let options =
@@ -111,6 +122,13 @@ pub async fn connect_client(spec: &str, name: &str) -> Result<async_nats::Client
     };
     match options().connect(servers.clone()).await {
         Ok(client) => return Ok(client),
+        Err(e) if patience == Patience::FirstAttempt => {
+            return Err(format!(
+                "no NATS server of {} answered: {}",
+                shown(spec),
+                crate::escaped(&e)
+            ));
+        }
         Err(e) => tracing::warn!(
             servers = %shown(spec),
             error = %crate::escaped(&e),
@@ -118,6 +136,20 @@ pub async fn connect_client(spec: &str, name: &str) -> Result<async_nats::Client
         ),
     }
     options().retry_on_initial_connect().connect(servers.clone()).await.map_err(|e| e.to_string())
+}
+
+/// `path` once it is known to hold at least one PEM certificate: async-nats reads it at every
+/// attempt and would only log (at debug) why an unreadable or empty file fails them all.
+fn trusted_ca(path: std::path::PathBuf) -> Result<std::path::PathBuf, String> {
+    use async_nats::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let refused = |why: String| format!("{CA_FILE_ENV}={}: {why}", crate::escaped(&path.display()));
+    let certificates = CertificateDer::pem_file_iter(&path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| refused(format!("cannot read a PEM certificate from it: {e}")))?;
+    if certificates.is_empty() {
+        return Err(refused("it holds no PEM certificate".to_string()));
+    }
+    Ok(path)
 }
 
 /// Who the servers are told connects: async-nats does not use a URL's credentials itself (its
@@ -144,7 +176,18 @@ impl JetStreamLog {
     /// three-server NATS cluster so the audit log survives losing a server). An existing stream
     /// keeps its configuration; a different replica count is reported.
     pub async fn connect_with_replicas(url: &str, replicas: usize) -> Result<Self, LogError> {
-        let client = connect_client(url, "ism-event-log").await.map_err(LogError::Unavailable)?;
+        Self::connect_with(url, replicas, Patience::WaitForServers).await
+    }
+
+    /// As [`connect_with_replicas`](Self::connect_with_replicas), with what to do when no
+    /// server answers the first attempt.
+    pub async fn connect_with(
+        url: &str,
+        replicas: usize,
+        patience: Patience,
+    ) -> Result<Self, LogError> {
+        let client =
+            connect_client(url, "ism-event-log", patience).await.map_err(LogError::Unavailable)?;
         let js = async_nats::jetstream::new(client);
         let config = Config {
             name: STREAM_NAME.to_string(),

@@ -48,12 +48,16 @@ use std::sync::Arc;
 
 /// Opens the backend named by `spec`: a `nats://` (or `tls://`) URL selects JetStream (with
 /// `ISM_JETSTREAM_REPLICAS` copies when it creates the stream, default 1), anything else is a
-/// directory for the embedded log.
-pub async fn open_log(spec: &str) -> Result<Arc<dyn EventLog>, LogError> {
+/// directory for the embedded log. `patience` says what a JetStream client does when no server
+/// answers its first attempt.
+pub async fn open_log(
+    spec: &str,
+    patience: jetstream::Patience,
+) -> Result<Arc<dyn EventLog>, LogError> {
     if spec.starts_with("nats://") || spec.starts_with("tls://") {
         let replicas =
             std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
-        Ok(Arc::new(jetstream::JetStreamLog::connect_with_replicas(spec, replicas).await?))
+        Ok(Arc::new(jetstream::JetStreamLog::connect_with(spec, replicas, patience).await?))
     } else {
         Ok(Arc::new(embedded::EmbeddedLog::open(std::path::Path::new(spec))?))
     }

@@ -9,6 +9,7 @@
 //! path does; every append carries its expected version, as every append in the system does.
 
 use anyhow::Context;
+use ism_events::jetstream::Patience;
 use ism_events::{AggregateId, AppendError, Cause, Envelope, Event, EventLog};
 use ism_projectors::DirectoryProjection;
 use serde_json::{json, Value};
@@ -490,7 +491,7 @@ fn measure_jetstream(
     o: &Options,
 ) -> anyhow::Result<Value> {
     let mut f = rt.block_on(async {
-        let log = ism_events::open_log(url).await?;
+        let log = ism_events::open_log(url, Patience::FirstAttempt).await?;
         let mut f = one_backend("jetstream", log, o).await?;
         f["audit"] = audit(url, f["history"]["events"].as_u64().unwrap_or(0))
             .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
@@ -510,7 +511,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&events)?;
     let spec = events.display().to_string();
     let measured = rt.block_on(async {
-        let log = ism_events::open_log(&spec).await?;
+        let log = ism_events::open_log(&spec, Patience::FirstAttempt).await?;
         one_backend("embedded", log, o).await
     });
     // The embedded log is closed now (sled locks it while open), so `ism audit` can read it.

@@ -8,6 +8,8 @@ pub struct NatsServer {
     child: Child,
     dir: tempfile::TempDir,
     url: String,
+    /// The arguments it was started with beyond the common ones, given again at a restart.
+    extra: Vec<String>,
 }
 
 /// The `nats-server` binary: `$NATS_SERVER_BIN`, else the one `scripts/test` installs in
@@ -27,26 +29,22 @@ impl NatsServer {
     /// Starts a JetStream-enabled server on 127.0.0.1 on a free port below the ephemeral range
     /// ([`restart`](Self::restart) binds it again: see `ports.rs`).
     pub fn start() -> NatsServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("ports")).unwrap();
-        Self::spawn(dir, &crate::free_port().to_string(), &[])
+        Self::start_with(&[])
     }
 
     /// As [`start`](Self::start), for clients that present `user` and `password` only (its
     /// [`url`](Self::url) carries none: the test adds them).
     pub fn start_requiring(user: &str, password: &str) -> NatsServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("ports")).unwrap();
-        let credentials = ["--user".to_string(), user.into(), "--pass".into(), password.into()];
-        Self::spawn(dir, &crate::free_port().to_string(), &credentials)
+        Self::start_with(&["--user", user, "--pass", password])
     }
 
-    /// As [`start`](Self::start), with `extra` arguments (`--tls`, `--tlscert FILE`, ...).
+    /// As [`start`](Self::start), with `extra` arguments (`--tls`, `--tlscert FILE`, ...), which
+    /// a [`restart`](Self::restart) keeps.
     pub fn start_with(extra: &[&str]) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("ports")).unwrap();
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-        Self::spawn(dir, &crate::free_port().to_string(), &extra)
+        Self::spawn(dir, &crate::free_port().to_string(), extra)
     }
 
     /// Kills the server (SIGKILL, no clean shutdown) and starts a new one on the same port and
@@ -59,17 +57,17 @@ impl NatsServer {
         for f in std::fs::read_dir(dir.path().join("ports")).unwrap() {
             let _ = std::fs::remove_file(f.unwrap().path());
         }
-        Self::spawn(dir, &port, &[])
+        Self::spawn(dir, &port, std::mem::take(&mut self.extra))
     }
 
-    fn spawn(dir: tempfile::TempDir, port: &str, extra: &[String]) -> NatsServer {
+    fn spawn(dir: tempfile::TempDir, port: &str, extra: Vec<String>) -> NatsServer {
         let bin = nats_server_bin();
         let child = Command::new(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p", port, "-m", "-1", "-sd"])
             .arg(dir.path().join("js"))
             .arg("--ports_file_dir")
             .arg(dir.path().join("ports"))
-            .args(extra)
+            .args(&extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +87,7 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not write its ports file");
             std::thread::sleep(Duration::from_millis(20));
         };
-        NatsServer { child, dir, url }
+        NatsServer { child, dir, url, extra }
     }
 
     pub fn url(&self) -> &str {
@@ -135,7 +133,7 @@ impl NatsCluster {
             .map(|(i, port)| {
                 let dir = tempfile::tempdir().expect("tempdir");
                 std::fs::create_dir_all(dir.path().join("ports")).unwrap();
-                let extra = [
+                let extra = vec![
                     "--name".to_string(),
                     format!("nats-{}", i + 1),
                     "--cluster_name".into(),
@@ -145,7 +143,7 @@ impl NatsCluster {
                     "--routes".into(),
                     routes.clone(),
                 ];
-                Some(NatsServer::spawn(dir, &crate::free_port().to_string(), &extra))
+                Some(NatsServer::spawn(dir, &crate::free_port().to_string(), extra))
             })
             .collect();
         let cluster = NatsCluster { servers };

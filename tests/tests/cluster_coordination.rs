@@ -5,6 +5,7 @@
 use ism_cluster::conformance;
 use ism_cluster::in_process::InProcess;
 use ism_cluster::nats::NatsCoordination;
+use ism_cluster::Coordination;
 use ism_tests::nats::NatsServer;
 use std::time::Duration;
 
@@ -39,3 +40,22 @@ both_backends!(
     owner_changes_are_watched,
     drain_requests_stand_until_withdrawn,
 );
+
+/// An owner's record this version cannot read (another version's, or damaged) is claimed over:
+/// a claim that failed on it would end the endpoint's every session (the gateway ends a session
+/// whose claim fails), so the endpoint could never connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_overwrites_an_owners_record_it_cannot_read() {
+    let server = NatsServer::start();
+    let c = NatsCoordination::connect(server.url(), 1, Duration::from_secs(30)).await.unwrap();
+    let endpoint = uuid::Uuid::new_v4();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let owners = js.get_key_value(ism_cluster::nats::OWNERS_BUCKET).await.unwrap();
+    owners.put(endpoint.simple().to_string(), "not an owner".into()).await.unwrap();
+    assert!(c.owner(endpoint).await.is_err(), "the record is unreadable");
+
+    let owner = ism_cluster::Owner { node: "node-a".into(), tunnel: uuid::Uuid::new_v4() };
+    let claimed = c.claim(endpoint, &owner).await.unwrap();
+    assert_eq!(claimed.previous, None, "an unreadable record names no session");
+    assert_eq!(c.owner(endpoint).await.unwrap(), Some(owner));
+}

@@ -545,11 +545,16 @@ pub async fn offline_audit(
         until_ms: time("until", q.until)?,
     };
     let shown = ism_events::jetstream::shown(spec);
-    // A node waits for its NATS servers; a person at a terminal is told.
-    let log = tokio::time::timeout(OPEN_PATIENCE, ism_events::open_log(spec))
+    // A node waits for its NATS servers; a person at a terminal is told at once why none
+    // answered, or after a while that the one that did does not serve JetStream.
+    let opening = ism_events::open_log(spec, ism_events::jetstream::Patience::FirstAttempt);
+    let log = tokio::time::timeout(OPEN_PATIENCE, opening)
         .await
-        .map_err(|_| anyhow::anyhow!("no NATS server of {shown} answered within {OPEN_PATIENCE:?}: is one running there, and does this machine trust its certificate ({})?", ism_events::jetstream::CA_FILE_ENV))?
-        .with_context(|| format!("opening {shown} (an embedded log cannot be read while a node has it open: ask the node instead)"))?;
+        .map_err(|_| anyhow::anyhow!("a NATS server of {shown} answered, but its event stream was not ready within {OPEN_PATIENCE:?}: is JetStream enabled there (in a cluster: are most of its servers up)?"))?
+        .with_context(|| match is_url {
+            true => format!("opening {shown}"),
+            false => format!("opening {shown} (an embedded log cannot be read while a node has it open: ask the node instead)"),
+        })?;
     Ok(entries(log, filter, q.page).await?.1)
 }
 

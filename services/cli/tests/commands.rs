@@ -642,8 +642,9 @@ async fn a_scan_is_started_followed_and_reported_from_the_command_line() {
 
 /// The event log over TLS: with `ISM_NATS_CA_FILE` naming the CA that signed the NATS server's
 /// certificate, `ism audit` reads a log whose server speaks only TLS (here it creates the empty
-/// stream, then reads it); a CA file that is not there is said so at once, and a server whose
-/// certificate this machine does not trust is not read (the CLI gives up after its patience).
+/// stream, then reads it); a CA file that is not there or holds no certificate is said so at
+/// once, and a server whose certificate this machine does not trust is not read, the CLI saying
+/// why at once.
 #[tokio::test]
 async fn the_audit_reads_a_log_over_tls_trusting_the_ca_it_is_given() {
     let tls = tempfile::tempdir().unwrap();
@@ -673,13 +674,22 @@ async fn the_audit_reads_a_log_over_tls_trusting_the_ca_it_is_given() {
     assert!(out.status.success(), "{stderr}");
     assert!(out.stdout.is_empty(), "a new log holds nothing");
 
-    let out = audit(file("missing.pem")).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("ISM_NATS_CA_FILE="), "{stderr}");
-    assert!(stderr.contains("no such file"), "{stderr}");
+    // A CA file that cannot be read, or holds no certificate (a key only), is refused at once.
+    for (ca, why) in [
+        (file("missing.pem"), "cannot read a PEM certificate"),
+        (key.clone(), "holds no PEM certificate"),
+    ] {
+        let out = audit(ca).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("ISM_NATS_CA_FILE="), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    }
 
-    // No CA named: the system's roots (none here) do not vouch for the server.
+    // No CA named: the system's roots (none here) do not vouch for the server, which the
+    // first attempt's error says (rather than a wait of OPEN_PATIENCE and a guess).
     let out = audit(String::new()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("does this machine trust"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("invalid peer certificate"), "{stderr}");
+    assert!(!stderr.contains("embedded log"), "{stderr}");
+    assert!(stderr.contains(&format!("no NATS server of {url} answered")), "{stderr}");
 }

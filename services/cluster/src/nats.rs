@@ -9,7 +9,7 @@ use crate::coordination::{
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use ism_events::jetstream::set_up;
+use ism_events::jetstream::{set_up, Patience};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -47,9 +47,10 @@ impl NatsCoordination {
         replicas: usize,
         record_ttl: Duration,
     ) -> Result<Self, CoordError> {
-        let client = ism_events::jetstream::connect_client(url, "ism-cluster")
-            .await
-            .map_err(CoordError::Unavailable)?;
+        let client =
+            ism_events::jetstream::connect_client(url, "ism-cluster", Patience::WaitForServers)
+                .await
+                .map_err(CoordError::Unavailable)?;
         let js = async_nats::jetstream::new(client);
         let bucket = |name: &str, description: &str, max_age: Duration| kv::Config {
             bucket: name.into(),
@@ -159,9 +160,12 @@ impl Coordination for NatsCoordination {
                     Err(e) => return Err(unavailable(e)),
                 },
                 Some(entry) => {
-                    let previous = decode::<Owner>(&entry.value)?;
+                    // A record this version cannot read (another version's, or damaged) is
+                    // claimed over like any other: refusing would keep the endpoint from ever
+                    // holding a session again. It named no session this node could fence.
+                    let previous = decode::<Owner>(&entry.value).ok();
                     match self.owners.update(&k, value.clone(), entry.revision).await {
-                        Ok(_) => return Ok(Claimed { previous: Some(previous) }),
+                        Ok(_) => return Ok(Claimed { previous }),
                         Err(e) if moved_on(&e) => continue,
                         Err(e) => return Err(unavailable(e)),
                     }

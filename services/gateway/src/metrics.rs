@@ -136,7 +136,7 @@ impl NodeMetrics {
         );
         r.register(
             "api_token_refusals",
-            "Management API requests refused for their bearer token, by reason (missing, invalid)",
+            "Management API requests refused for their bearer token, by reason (missing: no Authorization header of the Bearer scheme; invalid)",
             self.api_token_refusals.clone(),
         );
         r.register(

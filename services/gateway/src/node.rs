@@ -25,6 +25,7 @@ use ism_actors::credentials::{hash_secret, hex, random_bytes, unhex, KeySecret};
 use ism_actors::gateway::GatewayCommand;
 use ism_actors::tunnel::{Tunnel, TunnelCommand};
 use ism_actors::NodeActors;
+use ism_events::jetstream::Patience;
 use ism_events::{spawn_projection, Cause, Clock, EventLog, Principal, SystemClock};
 use ism_projectors::{DirectoryProjection, GatewayStatus, NoticeProjection};
 use ism_tunnel::SessionConfig;
@@ -324,10 +325,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     // The stores create their files with the process's umask: what they made is tightened.
     let log: Arc<dyn EventLog> = match &config.event_log {
-        Some(spec) => ism_events::open_log(spec).await?,
+        Some(spec) => ism_events::open_log(spec, Patience::WaitForServers).await?,
         None => {
             private_dir(&events).map_err(data_err(&events))?;
-            let log = ism_events::open_log(&events.display().to_string()).await?;
+            let log = ism_events::open_log(&events.display().to_string(), Patience::WaitForServers)
+                .await?;
             owner_only(&events).map_err(data_err(&events))?;
             log
         }
@@ -429,6 +431,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         )),
         admin_token_hash: hash_secret(&admin_token),
         refused_tokens: Default::default(),
+        refused_endpoints: Default::default(),
         addresses,
         public: PublicAddresses::resolve(&config.public, &addresses, &public_address::hostname()),
         ws_path: config.ws_path.clone(),

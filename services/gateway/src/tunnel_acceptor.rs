@@ -79,11 +79,9 @@ pub async fn serve(
         let (tls, state, config, threads) =
             (tls.clone(), state.clone(), config.clone(), threads.clone());
         async move {
-            let metrics = state.metrics.clone();
             let accepted = threads.run(tcp, move |tcp| async move {
-                if let Err(e) = accept(tcp, peer, tls, state, config, pending).await {
-                    metrics.handshake_failed(e.metric_reason());
-                    tracing::info!(%peer, error = %escaped(&e), "endpoint connection refused");
+                if let Err(e) = accept(tcp, peer, tls, state.clone(), config, pending).await {
+                    refused(&state, peer, &e);
                 }
             });
             if let Err(e) = accepted.await {
@@ -92,6 +90,22 @@ pub async fn serve(
         }
     })
     .await
+}
+
+/// Counts a refused endpoint connection, and logs it within [`crate::log_pace`]'s pace: anyone
+/// who reaches the port can cause one (an agent with a revoked key retries for ever).
+fn refused(state: &NodeState, peer: SocketAddr, e: &AcceptError) {
+    let reason = e.metric_reason();
+    state.metrics.handshake_failed(reason);
+    if let Some(refused) = state.refused_endpoints.refused(reason, state.clock.now_ms()) {
+        tracing::info!(
+            %peer,
+            error = %escaped(e),
+            reason,
+            refused_since_last_line = refused,
+            "endpoint connection refused",
+        );
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

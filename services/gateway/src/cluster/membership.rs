@@ -5,7 +5,7 @@ use super::{service, Cluster};
 use crate::state::NodeState;
 use futures_util::{FutureExt, StreamExt};
 use ism_cluster::{NodeAnnouncement, NodeRole};
-use ism_events::{Cause, Principal};
+use ism_events::{escaped, Cause, Principal};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -32,8 +32,11 @@ trait Beating: Send + Sync + 'static {
     fn cluster(&self) -> &Cluster;
     /// This node as it announces itself at its `beat`.
     fn announcement(&self, beat: u64) -> NodeAnnouncement;
-    /// Records that no live node serves the gateways any more (`false`), or that one does again.
-    async fn serving_changed(&self, serving: bool);
+    /// The node's clock, in milliseconds: when the heartbeat saw a change.
+    fn now_ms(&self) -> i64;
+    /// Records that no live node serves the gateways any more (`false`), or that one does again,
+    /// as the heartbeat saw it at `at_ms`.
+    async fn serving_changed(&self, serving: bool, at_ms: i64);
     /// Records that `node` is gone. Long for a node that held many sessions: a load and an
     /// append each.
     async fn record_lost(&self, node: &str);
@@ -59,12 +62,16 @@ impl Beating for NodeState {
         }
     }
 
-    async fn serving_changed(&self, serving: bool) {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn serving_changed(&self, serving: bool, at_ms: i64) {
         if serving {
             service::record_online(self).await;
         } else {
             let why = "no gateway node serves it: every node is draining or lost";
-            service::record_offline(self, self.clock.now_ms(), why).await;
+            service::record_offline(self, at_ms, why).await;
         }
     }
 
@@ -122,8 +129,9 @@ async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
             (liveness.lost(now), was_serving, serving)
         };
         if was_serving != serving {
-            // The recorder lives as long as this loop.
-            let _ = serving_changes.send(serving);
+            // The recorder lives as long as this loop (a recording that panics is logged and
+            // the next change recorded); stamped now, not when the recorder gets to it.
+            let _ = serving_changes.send((serving, node.now_ms()));
         }
         for lost in lost.into_iter().filter(|n| *n != cluster.node_id) {
             recordings.start(&node, lost);
@@ -131,12 +139,28 @@ async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
     }
 }
 
-/// Records each change of whether any node serves the gateways, in the order the heartbeat saw
-/// them: each is an append per gateway, which the beat must not wait for.
-async fn record_serving_changes<N: Beating>(node: Arc<N>, mut changes: UnboundedReceiver<bool>) {
-    while let Some(serving) = changes.recv().await {
-        node.serving_changed(serving).await;
+/// Records each change of whether any node serves the gateways (and when the heartbeat saw it),
+/// in the order seen: each is an append per gateway, which the beat must not wait for.
+async fn record_serving_changes<N: Beating>(
+    node: Arc<N>,
+    mut changes: UnboundedReceiver<(bool, i64)>,
+) {
+    while let Some((serving, at_ms)) = changes.recv().await {
+        if let Err(panic) = caught(node.serving_changed(serving, at_ms)).await {
+            tracing::error!(serving, panic = %escaped(&panic), "recording whether any gateway node serves failed (it panicked)");
+        }
     }
+}
+
+/// Runs `recording`, returning the message of a panic in it instead of unwinding: a recorder's
+/// one failed recording must not end the recordings after it.
+async fn caught(recording: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    AssertUnwindSafe(recording).catch_unwind().await.map_err(|panic| {
+        let message = panic.downcast_ref::<&str>().map(|s| s.to_string());
+        message
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
 }
 
 /// The recordings of lost nodes running, each on a task of its own, at most one per node: a node
@@ -167,9 +191,8 @@ impl LostNodeRecordings {
         }
         let state = state.clone();
         self.running.spawn(async move {
-            let recorded = AssertUnwindSafe(state.record_lost(&node)).catch_unwind().await;
-            if recorded.is_err() {
-                tracing::error!(node, "recording a lost gateway node failed (it panicked)");
+            if let Err(panic) = caught(state.record_lost(&node)).await {
+                tracing::error!(node, panic = %escaped(&panic), "recording a lost gateway node failed (it panicked)");
             }
             node
         });
@@ -261,6 +284,7 @@ mod tests {
     use super::*;
     use ism_cluster::in_process::InProcess;
     use ism_cluster::Coordination;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::sync::watch;
 
     const BEAT: Duration = Duration::from_secs(1);
@@ -286,28 +310,33 @@ mod tests {
     struct SlowToRecord {
         cluster: Cluster,
         /// Whether it announces itself draining.
-        draining: bool,
+        draining: AtomicBool,
         /// The last beat announced.
         beats: watch::Sender<u64>,
-        /// Recordings started.
-        started: watch::Sender<usize>,
+        /// Recordings of lost nodes started.
+        lost_started: watch::Sender<usize>,
+        /// Recordings of whether any node serves started, with what each was told.
+        serving_started: watch::Sender<Vec<bool>>,
+        /// Whether the first recording of whether any node serves panics.
+        first_serving_panics: bool,
         /// Recordings end once this is true.
         release: watch::Sender<bool>,
     }
 
     impl SlowToRecord {
-        fn new(cluster: Cluster, draining: bool) -> Arc<Self> {
-            Arc::new(Self {
+        fn new(cluster: Cluster, draining: bool) -> Self {
+            Self {
                 cluster,
-                draining,
+                draining: AtomicBool::new(draining),
                 beats: watch::channel(0).0,
-                started: watch::channel(0).0,
+                lost_started: watch::channel(0).0,
+                serving_started: watch::channel(Vec::new()).0,
+                first_serving_panics: false,
                 release: watch::channel(false).0,
-            })
+            }
         }
 
-        async fn recording(&self) {
-            self.started.send_modify(|n| *n += 1);
+        async fn released(&self) {
             let _ = self.release.subscribe().wait_for(|released| *released).await;
         }
     }
@@ -320,16 +349,28 @@ mod tests {
 
         fn announcement(&self, beat: u64) -> NodeAnnouncement {
             self.beats.send_replace(beat);
-            let role = if self.draining { NodeRole::Draining } else { NodeRole::Serving };
+            let draining = self.draining.load(Ordering::Relaxed);
+            let role = if draining { NodeRole::Draining } else { NodeRole::Serving };
             NodeAnnouncement { role, ..announcement(&self.cluster.node_id, beat) }
         }
 
-        async fn serving_changed(&self, _serving: bool) {
-            self.recording().await;
+        fn now_ms(&self) -> i64 {
+            0
+        }
+
+        async fn serving_changed(&self, serving: bool, _at_ms: i64) {
+            let mut first = false;
+            self.serving_started.send_modify(|told| {
+                told.push(serving);
+                first = told.len() == 1;
+            });
+            assert!(!(first && self.first_serving_panics), "the first recording panics");
+            self.released().await;
         }
 
         async fn record_lost(&self, _node: &str) {
-            self.recording().await;
+            self.lost_started.send_modify(|n| *n += 1);
+            self.released().await;
         }
     }
 
@@ -345,10 +386,10 @@ mod tests {
         // Node b announced itself once and then stopped.
         coordination.announce(&announcement("b", 1)).await.unwrap();
         let cluster = Cluster::new("a".into(), coordination.clone(), None, None, LEASE, BEAT);
-        let node = SlowToRecord::new(cluster, false);
+        let node = Arc::new(SlowToRecord::new(cluster, false));
         let heartbeat = tokio::spawn(beat_forever(node.clone(), BEAT));
 
-        let mut started = node.started.subscribe();
+        let mut started = node.lost_started.subscribe();
         waited("b is found lost", &mut started, |n| *n == 1).await;
         let found_lost_at = *node.beats.borrow();
         // Far longer than a lease, during which b is found lost at every beat.
@@ -358,7 +399,11 @@ mod tests {
         let nodes = coordination.nodes().await.unwrap();
         let a = nodes.iter().find(|n| n.node == "a").unwrap();
         assert!(a.beat >= found_lost_at + 10, "a announced beat {}", a.beat);
-        assert_eq!(*node.started.borrow(), 1, "b's recording is not started again while it runs");
+        assert_eq!(
+            *node.lost_started.borrow(),
+            1,
+            "b's recording is not started again while it runs"
+        );
 
         // Once it has ended, b (still announced: nothing withdrew it here) is recorded again.
         node.release.send_replace(true);
@@ -371,15 +416,35 @@ mod tests {
         let coordination = Arc::new(InProcess::default());
         let cluster = Cluster::new("a".into(), coordination.clone(), None, None, LEASE, BEAT);
         // The only node, draining: nobody serves from its first beat on.
-        let node = SlowToRecord::new(cluster, true);
+        let node = Arc::new(SlowToRecord::new(cluster, true));
         let heartbeat = tokio::spawn(beat_forever(node.clone(), BEAT));
 
-        let mut started = node.started.subscribe();
-        waited("the change is being recorded", &mut started, |n| *n == 1).await;
+        let mut started = node.serving_started.subscribe();
+        waited("the change is being recorded", &mut started, |told| *told == [false]).await;
         let mut beats = node.beats.subscribe();
         waited("the heartbeat goes on meanwhile", &mut beats, |beat| *beat >= 10).await;
         assert!(!node.cluster.serving_somewhere());
         node.release.send_replace(true);
+        heartbeat.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recording_that_panics_leaves_the_next_change_recorded() {
+        let coordination = Arc::new(InProcess::default());
+        let cluster = Cluster::new("a".into(), coordination.clone(), None, None, LEASE, BEAT);
+        // Draining: nobody serves, and recording that panics.
+        let node = Arc::new(SlowToRecord {
+            first_serving_panics: true,
+            ..SlowToRecord::new(cluster, true)
+        });
+        node.release.send_replace(true);
+        let heartbeat = tokio::spawn(beat_forever(node.clone(), BEAT));
+
+        let mut started = node.serving_started.subscribe();
+        waited("nobody serving is being recorded", &mut started, |told| *told == [false]).await;
+        node.draining.store(false, Ordering::Relaxed);
+        let recorded_again = |told: &Vec<bool>| *told == [false, true];
+        waited("serving again is recorded after the panic", &mut started, recorded_again).await;
         heartbeat.abort();
     }
 }
