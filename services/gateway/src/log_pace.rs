@@ -1,12 +1,14 @@
 //! The log's pace for refusals that anyone who reaches a port can cause: API requests refused
-//! for their bearer token, endpoint connections refused before or at their handshake.
+//! for their bearer token, endpoint connections refused before or at their handshake, scanners'
+//! requests refused by either ingress.
 //!
 //! Every refusal is counted in the metrics at once; the log gets the first of each kind at once,
 //! then at most one line of that kind per [`LOGGED_EVERY_MS`], with how many were refused since
 //! the last, so that a client retrying in a loop (an agent with a revoked key, a port scanner, a
 //! script with a wrong token) does not fill it, yet an operator sees that it happens and why.
 //! Kinds are paced apart, so that a flood of one kind hides no other. What the log leaves out is
-//! the metrics' (and, for refused registrations, the audit's). A throttle by address would lock
+//! the metrics' (and the audit's: refused scanners, streams and registrations are recorded,
+//! counted over their own windows). A throttle by address would lock
 //! out everyone behind a load balancer, and guessing is no threat to throttle: users' tokens
 //! carry 256 random bits (the bootstrap token at least 32 characters), keys likewise.
 
@@ -15,6 +17,19 @@ use std::sync::Mutex;
 
 /// How often a line of one kind may be logged.
 pub const LOGGED_EVERY_MS: i64 = 10_000;
+
+/// The paces of the node's refusal lines, one per place that refuses, each by its reasons.
+#[derive(Debug, Default)]
+pub struct RefusalLogs {
+    /// Management API requests refused for their bearer token.
+    pub api_tokens: LogPace,
+    /// Endpoint connections that did not become sessions.
+    pub endpoints: LogPace,
+    /// SOCKS5 requests refused.
+    pub socks5: LogPace,
+    /// HTTP proxy requests refused.
+    pub http_proxy: LogPace,
+}
 
 /// The pace of one kind of line per kind: when the last was logged, and how many refusals no
 /// line has reported yet (those after the last line wait for the next refusal of that kind).

@@ -64,10 +64,8 @@ pub struct NodeState {
     pub refused_scanners: Arc<RefusedScanners>,
     /// SHA-256 of the bootstrap administrator token.
     pub admin_token_hash: String,
-    /// The log's pace for API requests refused for their bearer token, by reason.
-    pub refused_tokens: crate::log_pace::LogPace,
-    /// The log's pace for refused endpoint connections, by reason.
-    pub refused_endpoints: crate::log_pace::LogPace,
+    /// The log's pace for refusals that anyone who reaches a port can cause.
+    pub refusal_logs: crate::log_pace::RefusalLogs,
     pub addresses: Addresses,
     /// What users are shown as the gateway's addresses.
     pub public: PublicAddresses,

@@ -97,7 +97,7 @@ pub async fn serve(
 fn refused(state: &NodeState, peer: SocketAddr, e: &AcceptError) {
     let reason = e.metric_reason();
     state.metrics.handshake_failed(reason);
-    if let Some(refused) = state.refused_endpoints.refused(reason, state.clock.now_ms()) {
+    if let Some(refused) = state.refusal_logs.endpoints.refused(reason, state.clock.now_ms()) {
         tracing::info!(
             %peer,
             error = %escaped(e),

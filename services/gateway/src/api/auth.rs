@@ -82,7 +82,7 @@ fn authenticate(state: &NodeState, token: &str) -> Result<Caller, ApiError> {
 /// Counts and (within [`crate::log_pace`]'s pace) logs a request refused for its bearer token.
 fn token_refused(state: &NodeState, req: &HttpRequest, reason: &'static str) {
     state.metrics.api_token_refused(reason);
-    if let Some(refused) = state.refused_tokens.refused(reason, state.clock.now_ms()) {
+    if let Some(refused) = state.refusal_logs.api_tokens.refused(reason, state.clock.now_ms()) {
         let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
         tracing::warn!(
             %peer,

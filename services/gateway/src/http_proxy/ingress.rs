@@ -38,9 +38,14 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         async move {
             let span = scanner_stream::connection_span("http_proxy", peer);
             if let Err(e) = handle(tcp, peer, &state, pending, &span).await {
-                span.in_scope(
-                    || tracing::info!(%peer, error = %escaped(&e), "HTTP proxy request refused"),
-                );
+                // Within the log's pace, each kind apart (as the SOCKS5 ingress).
+                let kind = e.kind();
+                let now_ms = state.clock.now_ms();
+                if let Some(refused) = state.refusal_logs.http_proxy.refused(kind, now_ms) {
+                    span.in_scope(|| {
+                        tracing::info!(%peer, error = %escaped(&e), kind, refused_since_last_line = refused, "HTTP proxy request refused");
+                    });
+                }
             }
         }
     })
@@ -63,6 +68,21 @@ enum ProxyError {
     NotOpened(#[from] NotOpened),
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ProxyError {
+    /// A name for the kind of refusal, for the log's pace: a closed list.
+    fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Http(_) => "http",
+            ProxyError::TimedOut => "timed_out",
+            ProxyError::Eof => "eof",
+            ProxyError::LeftWaiting => "left_waiting",
+            ProxyError::Auth(_) => "auth",
+            ProxyError::NotOpened(not_opened) => not_opened.metric_reason(),
+            ProxyError::Io(_) => "io",
+        }
+    }
 }
 
 /// Answers with the proxy's own response (`why` escaped into a one-line body: it may carry what

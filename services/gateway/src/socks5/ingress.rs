@@ -29,16 +29,24 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         let state = state.clone();
         async move {
             let span = scanner_stream::connection_span("socks5", peer);
-            if let Err(e) = handle(tcp, peer, state, pending, &span).await {
-                refused(&span, peer, &e);
+            if let Err(e) = handle(tcp, peer, state.clone(), pending, &span).await {
+                refused(&state, &span, peer, &e);
             }
         }
     })
     .await
 }
 
-fn refused(span: &Span, peer: SocketAddr, e: &IngressError) {
-    span.in_scope(|| tracing::info!(%peer, error = %escaped(e), "SOCKS5 request refused"));
+/// Logs a refused request within [`crate::log_pace`]'s pace, each kind apart: a scanner may be
+/// refused thousands of times a minute (a crawl of a target it may not reach), which its
+/// recorded refusals and the metrics count.
+fn refused(state: &NodeState, span: &Span, peer: SocketAddr, e: &IngressError) {
+    let kind = e.kind();
+    if let Some(refused) = state.refusal_logs.socks5.refused(kind, state.clock.now_ms()) {
+        span.in_scope(|| {
+            tracing::info!(%peer, error = %escaped(e), kind, refused_since_last_line = refused, "SOCKS5 request refused");
+        });
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +71,24 @@ enum IngressError {
     TimedOut,
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl IngressError {
+    /// A name for the kind of refusal, for the log's pace: a closed list.
+    fn kind(&self) -> &'static str {
+        match self {
+            IngressError::Protocol(_) => "protocol",
+            IngressError::NoAcceptableMethod(_) => "no_acceptable_method",
+            IngressError::Auth(_) => "auth",
+            IngressError::Command(_) => "command",
+            IngressError::NotOpened(not_opened) => not_opened.metric_reason(),
+            IngressError::TooLong => "too_long",
+            IngressError::Eof => "eof",
+            IngressError::LeftWaiting => "left_waiting",
+            IngressError::TimedOut => "timed_out",
+            IngressError::Io(_) => "io",
+        }
+    }
 }
 
 async fn read_message<T>(
@@ -123,7 +149,7 @@ async fn handle(
         );
         match opening.await {
             Ok(stream) => stream.splice(tcp, buf.freeze()).await,
-            Err(e) => refused(&span, peer, &e),
+            Err(e) => refused(&state, &span, peer, &e),
         }
     };
     match session {
