@@ -2,6 +2,7 @@
 //! backends: in process (a single node) and NATS KV on a real `nats-server` started for the test.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
+use futures_util::StreamExt;
 use ism_cluster::conformance;
 use ism_cluster::in_process::InProcess;
 use ism_cluster::nats::NatsCoordination;
@@ -41,18 +42,33 @@ both_backends!(
     drain_requests_stand_until_withdrawn,
 );
 
-/// An owner's record this version cannot read (another version's, or damaged) is claimed over:
-/// a claim that failed on it would end the endpoint's every session (the gateway ends a session
-/// whose claim fails), so the endpoint could never connect again.
+/// An owner's record this version cannot read (another version's, or damaged) names no owner to
+/// the readers of the whole list and of the feed, which would otherwise stop at it (a lost node's
+/// sessions never recorded; the feed followed again and again from the same record), and it is
+/// claimed over: a claim that failed on it would end the endpoint's every session (the gateway
+/// ends a session whose claim fails), so the endpoint could never connect again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_overwrites_an_owners_record_it_cannot_read() {
+async fn an_owners_record_that_cannot_be_read_names_no_owner_and_is_claimed_over() {
     let server = NatsServer::start();
     let c = NatsCoordination::connect(server.url(), 1, Duration::from_secs(30)).await.unwrap();
-    let endpoint = uuid::Uuid::new_v4();
+    let (endpoint, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let other_owner = ism_cluster::Owner { node: "node-b".into(), tunnel: uuid::Uuid::new_v4() };
+    c.claim(other, &other_owner).await.unwrap();
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
     let owners = js.get_key_value(ism_cluster::nats::OWNERS_BUCKET).await.unwrap();
     owners.put(endpoint.simple().to_string(), "not an owner".into()).await.unwrap();
     assert!(c.owner(endpoint).await.is_err(), "the record is unreadable");
+
+    assert_eq!(c.owners().await.unwrap(), vec![(other, other_owner.clone())]);
+    let mut feed = c.watch_owners().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let change = tokio::time::timeout(Duration::from_secs(30), feed.next()).await;
+        let change = change.expect("the feed goes on").expect("the feed is open").unwrap();
+        seen.push((change.endpoint, change.owner));
+    }
+    seen.sort_by_key(|(endpoint, _)| *endpoint != other);
+    assert_eq!(seen, vec![(other, Some(other_owner)), (endpoint, None)]);
 
     let owner = ism_cluster::Owner { node: "node-a".into(), tunnel: uuid::Uuid::new_v4() };
     let claimed = c.claim(endpoint, &owner).await.unwrap();

@@ -7,7 +7,9 @@
 use base64::Engine;
 use futures_util::StreamExt;
 use ism_events::EventLog;
-use ism_tests::cluster::{connected_endpoint, http_server, Backend, TestNode, PATIENCE};
+use ism_tests::cluster::{
+    connected_endpoint, eventually, http_server, Backend, TestNode, PATIENCE,
+};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,40 +79,64 @@ async fn http_exchange(proxy: &str, request: &[u8]) -> String {
 #[actix::test]
 async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logged_raw() {
     let logs = Captured::install();
-    let node = TestNode::start("node-a", Backend::Embedded);
+    // Stepped past the log's pace before each refusal, so that each is logged (and checked).
+    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
+    let node_clock = clock.clone();
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = Arc::new(node_clock.clone());
+    });
+    let next_line_due = || clock.advance_ms(ism_gateway::log_pace::LOGGED_EVERY_MS);
+    // The node logs a refusal once the client has its answer: the next step waits for the line.
+    let logged = |line: &'static str, n: usize| {
+        let logs = logs.clone();
+        eventually(line, move || {
+            let logs = logs.clone();
+            async move { (logs.text().matches(line).count() == n).then_some(()) }
+        })
+    };
     let app = http_server("fine").await;
     let (p, _machine, agent) =
         connected_endpoint(&node, "dc1", &format!("127.0.0.1:{}", app.port())).await;
     let socks = node.socks();
 
     // SOCKS5: LF, ESC, a C1 control, non-ASCII: "host unreachable" (0x04), whatever the allowlist.
-    for domain in [
+    for (i, domain) in [
         format!("evil\n{FORGED}").into_bytes(),
         format!("evil\u{1b}[2J\u{1b}[H{FORGED}").into_bytes(),
         b"evil\xc2\x9b31m.corp".to_vec(),
         b"evil\r\n.corp".to_vec(),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        next_line_due();
         let code = socks_domain(&socks, "dc1", &p.scanner_secret, &domain, app.port()).await;
         assert_eq!(code, 0x04, "{}", domain.escape_ascii());
+        logged("SOCKS5 request refused", i + 1).await;
     }
 
     // HTTP proxy: CONNECT hosts and absolute-URI hosts with controls: 400, the bytes not echoed.
     let proxy = node.addresses.http_proxy.to_string();
     let auth =
         base64::engine::general_purpose::STANDARD.encode(format!("dc1:{}", p.scanner_secret));
-    for target in [
+    for (i, target) in [
         format!("CONNECT evil\u{1b}[2J{}:443", FORGED.replace(' ', "_")),
         format!("CONNECT evil\n{FORGED}:443"),
         "CONNECT evil%0a.corp:443".to_string(),
         "GET http://evil\u{1b}]0;title\u{7}.corp/".to_string(),
         format!("GET http://127.0.0.1:{}/\u{1b}[2J", app.port()),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        next_line_due();
         let request = format!("{target} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n");
         let answer = http_exchange(&proxy, request.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{target:?}: {answer:?}");
         let body = answer.split_once("\r\n\r\n").unwrap().1;
         assert_eq!(body.lines().count(), 1, "{body:?}");
         assert!(!body.contains('\u{1b}') && !body.contains("evil"), "{body:?}");
+        logged("HTTP proxy request refused", i + 1).await;
     }
 
     // A real target still works, so that the log below holds a stream.
@@ -140,8 +166,8 @@ async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logge
     }
 
     let logs = logs.text();
-    assert!(logs.contains("SOCKS5 request refused"), "{logs}");
-    assert!(logs.contains("HTTP proxy request refused"), "{logs}");
+    assert_eq!(logs.matches("SOCKS5 request refused").count(), 4, "{logs}");
+    assert_eq!(logs.matches("HTTP proxy request refused").count(), 5, "{logs}");
     for line in logs.lines() {
         assert!(!line.starts_with("FORGED") && !line.contains('\u{1b}'), "a forged line: {line:?}");
     }

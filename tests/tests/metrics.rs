@@ -156,3 +156,32 @@ async fn api_requests_refused_for_their_bearer_token_are_counted_by_reason() {
     let refused = |reason| value(&s, "ism_api_token_refusals_total", &[("reason", reason)]);
     assert_eq!((refused("invalid"), refused("missing")), (Some(3.0), Some(1.0)));
 }
+
+/// Scanners' connections refused before any stream, which neither the audit nor the stream
+/// refusals count (and whose log lines are paced), are counted by ingress and kind.
+#[actix::test]
+async fn scanner_requests_refused_before_a_stream_are_counted_by_ingress_and_kind() {
+    let node = TestNode::start("node-a", Backend::Embedded);
+    for _ in 0..2 {
+        // SOCKS version 4.
+        let mut socks = tokio::net::TcpStream::connect(node.socks()).await.unwrap();
+        socks.write_all(&[4, 1]).await.unwrap();
+        let _ = socks.read_to_end(&mut Vec::new()).await;
+        // An HTTP proxy request without credentials: 407.
+        let mut http = tokio::net::TcpStream::connect(node.addresses.http_proxy).await.unwrap();
+        http.write_all(b"GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = http.read_to_end(&mut answer).await;
+        assert!(answer.starts_with(b"HTTP/1.1 407 "), "{}", answer.escape_ascii());
+    }
+    eventually("both refusals counted twice", || async {
+        let s = scrape(&node).await;
+        let name = "ism_scanner_request_refusals_total";
+        let socks = value(&s, name, &[("ingress", "socks5"), ("kind", "protocol")]);
+        let http = value(&s, name, &[("ingress", "http_proxy"), ("kind", "no_credentials")]);
+        (socks == Some(2.0) && http == Some(2.0)).then_some(())
+    })
+    .await;
+}

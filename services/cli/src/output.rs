@@ -546,11 +546,12 @@ pub async fn offline_audit(
     };
     let shown = ism_events::jetstream::shown(spec);
     // A node waits for its NATS servers; a person at a terminal is told at once why none
-    // answered, or after a while that the one that did does not serve JetStream.
+    // answered, or after a while that the log is still not ready (servers slow to answer,
+    // JetStream off or without a quorum).
     let opening = ism_events::open_log(spec, ism_events::jetstream::Patience::FirstAttempt);
     let log = tokio::time::timeout(OPEN_PATIENCE, opening)
         .await
-        .map_err(|_| anyhow::anyhow!("a NATS server of {shown} answered, but its event stream was not ready within {OPEN_PATIENCE:?}: is JetStream enabled there (in a cluster: are most of its servers up)?"))?
+        .map_err(|_| anyhow::anyhow!("the event log at {shown} was not ready within {OPEN_PATIENCE:?} (connecting, or setting up its stream): are its servers reachable, is JetStream enabled there, and in a cluster are most of its servers up?"))?
         .with_context(|| match is_url {
             true => format!("opening {shown}"),
             false => format!("opening {shown} (an embedded log cannot be read while a node has it open: ask the node instead)"),

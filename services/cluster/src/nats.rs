@@ -204,8 +204,13 @@ impl Coordination for NatsCoordination {
         let mut owners = Vec::with_capacity(keys.len());
         for k in keys {
             let Ok(endpoint) = Uuid::try_parse(&k) else { continue };
-            if let Some(owner) = self.owner(endpoint).await? {
-                owners.push((endpoint, owner));
+            match self.owner(endpoint).await {
+                Ok(Some(owner)) => owners.push((endpoint, owner)),
+                // Unreadable (another version's, or damaged): it names no session anyone could
+                // reach or end, and failing the whole list would stop every reader of it (a
+                // lost node's sessions never recorded). The endpoint's next claim overwrites it.
+                Ok(None) | Err(CoordError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(owners)
@@ -214,16 +219,20 @@ impl Coordination for NatsCoordination {
     async fn watch_owners(&self) -> Result<OwnerFeed, CoordError> {
         // The last value of every key first, then each change.
         let watch = self.owners.watch_with_history(">").await.map_err(unavailable)?;
+        // Records this version cannot read are read as no owner, as in `owners`: an error would
+        // end the feed, and every watch after would stop at the same record again.
         Ok(watch
-            .map(|entry| {
-                let entry = entry.map_err(unavailable)?;
-                let endpoint = Uuid::try_parse(&entry.key)
-                    .map_err(|e| CoordError::Corrupt(format!("owner key {:?}: {e}", entry.key)))?;
-                let owner = match entry.operation {
-                    Operation::Put => Some(decode(&entry.value)?),
-                    Operation::Delete | Operation::Purge => None,
-                };
-                Ok(OwnerChange { endpoint, owner })
+            .filter_map(|entry| {
+                std::future::ready(match entry {
+                    Err(e) => Some(Err(unavailable(e))),
+                    Ok(entry) => Uuid::try_parse(&entry.key).ok().map(|endpoint| {
+                        let owner = match entry.operation {
+                            Operation::Put => decode(&entry.value).ok(),
+                            Operation::Delete | Operation::Purge => None,
+                        };
+                        Ok(OwnerChange { endpoint, owner })
+                    }),
+                })
             })
             .boxed())
     }

@@ -2,9 +2,11 @@
 //! for their bearer token, endpoint connections refused before or at their handshake, scanners'
 //! requests refused by either ingress.
 //!
-//! Every refusal is counted in the metrics at once; the log gets the first of each kind at once,
-//! then at most one line of that kind per [`LOGGED_EVERY_MS`], with how many were refused since
-//! the last, so that a client retrying in a loop (an agent with a revoked key, a port scanner, a
+//! Every refusal is counted in the metrics at once (`ism_api_token_refusals_total`,
+//! `ism_tunnel_handshake_failures_total`, `ism_scanner_request_refusals_total`); the log gets the
+//! first of each kind at once, then at most one line of that kind per [`LOGGED_EVERY_MS`], with
+//! how many were refused since the last (those after the last line wait for the next of their
+//! kind, so the metrics are where the last of a burst shows), so that a client retrying in a loop (an agent with a revoked key, a port scanner, a
 //! script with a wrong token) does not fill it, yet an operator sees that it happens and why.
 //! Kinds are paced apart, so that a flood of one kind hides no other. What the log leaves out is
 //! the metrics' (and the audit's: refused scanners, streams and registrations are recorded,

@@ -34,6 +34,7 @@ pub struct NodeMetrics {
     stream_bytes: Family<One, Counter>,
     handshake_failures: Family<One, Counter>,
     api_token_refusals: Family<One, Counter>,
+    scanner_request_refusals: Family<[(&'static str, &'static str); 2], Counter>,
     appends: Family<One, Counter>,
     append_seconds: Histogram,
     projection_lag_events: Family<One, Gauge>,
@@ -61,6 +62,7 @@ impl Default for NodeMetrics {
             stream_bytes: Family::default(),
             handshake_failures: Family::default(),
             api_token_refusals: Family::default(),
+            scanner_request_refusals: Family::default(),
             appends: Family::default(),
             append_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
             projection_lag_events: Family::default(),
@@ -135,6 +137,11 @@ impl NodeMetrics {
             self.handshake_failures.clone(),
         );
         r.register(
+            "scanner_request_refusals",
+            "Scanners' connections or requests an ingress refused, by ingress (socks5, http_proxy) and kind (a refused stream's reason, or what failed before one)",
+            self.scanner_request_refusals.clone(),
+        );
+        r.register(
             "api_token_refusals",
             "Management API requests refused for their bearer token, by reason (missing: no Authorization header of the Bearer scheme; invalid)",
             self.api_token_refusals.clone(),
@@ -202,6 +209,11 @@ impl NodeMetrics {
 
     pub fn handshake_failed(&self, reason: &'static str) {
         self.handshake_failures.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// A scanner's connection or request refused by `ingress`, for `kind` (a closed list).
+    pub fn scanner_request_refused(&self, ingress: &'static str, kind: &'static str) {
+        self.scanner_request_refusals.get_or_create(&[("ingress", ingress), ("kind", kind)]).inc();
     }
 
     /// An API request refused for its bearer token (`missing` or `invalid`).

@@ -21,8 +21,8 @@ use ism_tunnel::ws::{recv_frame, send_frame, websocket_config};
 use ism_tunnel::{Session, SessionConfig, TunnelSocket};
 use ism_tunnel_proto::handshake::{challenge_message, expect_hello, Rejection};
 use ism_tunnel_proto::{
-    Frame, Hello, OpenFailure, Purpose, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST, PROTOCOL_VERSION,
-    TRACE_CONTEXT_SINCE,
+    Frame, Hello, OpenFailure, Purpose, RejectCode, Role, TargetAddr, DIAGNOSTIC_ECHO_HOST,
+    PROTOCOL_VERSION, TRACE_CONTEXT_SINCE,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,12 +92,17 @@ pub async fn serve(
     .await
 }
 
-/// Counts a refused endpoint connection, and logs it within [`crate::log_pace`]'s pace: anyone
-/// who reaches the port can cause one (an agent with a revoked key retries for ever).
+/// Counts a refused endpoint connection and logs it: within [`crate::log_pace`]'s pace when
+/// anyone who reaches the port could cause it, each time when it concerns an endpoint admitted
+/// (one endpoint's line must not hide another's).
 fn refused(state: &NodeState, peer: SocketAddr, e: &AcceptError) {
     let reason = e.metric_reason();
     state.metrics.handshake_failed(reason);
-    if let Some(refused) = state.refusal_logs.endpoints.refused(reason, state.clock.now_ms()) {
+    let refused = match e.anyone_can_cause() {
+        true => state.refusal_logs.endpoints.refused(reason, state.clock.now_ms()),
+        false => Some(1),
+    };
+    if let Some(refused) = refused {
         tracing::info!(
             %peer,
             error = %escaped(e),
@@ -129,6 +134,23 @@ enum AcceptError {
 }
 
 impl AcceptError {
+    /// Whether anyone who reaches the port could cause it (a stranger's bytes, keys or versions,
+    /// a port scanner, a loop), rather than only an endpoint the node admitted.
+    fn anyone_can_cause(&self) -> bool {
+        match self {
+            AcceptError::Refused(rejection) => matches!(
+                rejection.code,
+                RejectCode::InvalidKey | RejectCode::UnsupportedVersion | RejectCode::BadHandshake
+            ),
+            AcceptError::TooFrequent(_) => true,
+            AcceptError::Tls(_)
+            | AcceptError::Upgrade(_)
+            | AcceptError::Handshake(_)
+            | AcceptError::TimedOut(_)
+            | AcceptError::OutOfOrder(_) => true,
+        }
+    }
+
     /// The reason in `ism_endpoint_handshake_failures_total{reason}`: a closed list.
     fn metric_reason(&self) -> &'static str {
         match self {

@@ -34,8 +34,9 @@ trait Beating: Send + Sync + 'static {
     fn announcement(&self, beat: u64) -> NodeAnnouncement;
     /// The node's clock, in milliseconds: when the heartbeat saw a change.
     fn now_ms(&self) -> i64;
-    /// Records that no live node serves the gateways any more (`false`), or that one does again,
-    /// as the heartbeat saw it at `at_ms`.
+    /// Records that no live node serves the gateways any more (`false`, since `at_ms`: when the
+    /// heartbeat saw it), or that one does again (at the append: the event carries no time of
+    /// its own).
     async fn serving_changed(&self, serving: bool, at_ms: i64);
     /// Records that `node` is gone. Long for a node that held many sessions: a load and an
     /// append each.
@@ -252,6 +253,8 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                 Ok(change) => change,
                 Err(e) => {
                     tracing::warn!(error = %e, "endpoint owner feed interrupted; following again");
+                    // A feed that fails at once again must not spin.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
             };

@@ -38,8 +38,10 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
         async move {
             let span = scanner_stream::connection_span("http_proxy", peer);
             if let Err(e) = handle(tcp, peer, &state, pending, &span).await {
-                // Within the log's pace, each kind apart (as the SOCKS5 ingress).
+                // Counted, and logged within the log's pace, each kind apart (as the SOCKS5
+                // ingress).
                 let kind = e.kind();
+                state.metrics.scanner_request_refused("http_proxy", kind);
                 let now_ms = state.clock.now_ms();
                 if let Some(refused) = state.refusal_logs.http_proxy.refused(kind, now_ms) {
                     span.in_scope(|| {
@@ -62,6 +64,10 @@ enum ProxyError {
     Eof,
     #[error("client closed the connection while its stream waited to open")]
     LeftWaiting,
+    /// Many clients ask without credentials first and again with them after the 407: apart from
+    /// failed authentications, which the audit records.
+    #[error("authentication failed: no Proxy-Authorization: Basic header")]
+    NoCredentials,
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("{0}")]
@@ -75,9 +81,10 @@ impl ProxyError {
     fn kind(&self) -> &'static str {
         match self {
             ProxyError::Http(_) => "http",
-            ProxyError::TimedOut => "timed_out",
+            ProxyError::TimedOut => "head_timed_out",
             ProxyError::Eof => "eof",
             ProxyError::LeftWaiting => "left_waiting",
+            ProxyError::NoCredentials => "no_credentials",
             ProxyError::Auth(_) => "auth",
             ProxyError::NotOpened(not_opened) => not_opened.metric_reason(),
             ProxyError::Io(_) => "io",
@@ -203,7 +210,7 @@ async fn open<'a>(
     let Some((user, password)) = head.proxy_credentials() else {
         let body = "proxy authentication required: user = the endpoint's name, password = a scanner credential";
         refuse(tcp, 407, "Proxy Authentication Required", challenge, body).await?;
-        return Err(ProxyError::Auth("no Proxy-Authorization: Basic header".into()));
+        return Err(ProxyError::NoCredentials);
     };
     let scanner = match authorise(&state.directory, &user, &password) {
         Ok(s) => s,

@@ -37,11 +37,11 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     .await
 }
 
-/// Logs a refused request within [`crate::log_pace`]'s pace, each kind apart: a scanner may be
-/// refused thousands of times a minute (a crawl of a target it may not reach), which its
-/// recorded refusals and the metrics count.
+/// Counts a refused request and logs it within [`crate::log_pace`]'s pace, each kind apart: a
+/// scanner may be refused thousands of times a minute (a crawl of a target it may not reach).
 fn refused(state: &NodeState, span: &Span, peer: SocketAddr, e: &IngressError) {
     let kind = e.kind();
+    state.metrics.scanner_request_refused("socks5", kind);
     if let Some(refused) = state.refusal_logs.socks5.refused(kind, state.clock.now_ms()) {
         span.in_scope(|| {
             tracing::info!(%peer, error = %escaped(e), kind, refused_since_last_line = refused, "SOCKS5 request refused");
@@ -85,7 +85,7 @@ impl IngressError {
             IngressError::TooLong => "too_long",
             IngressError::Eof => "eof",
             IngressError::LeftWaiting => "left_waiting",
-            IngressError::TimedOut => "timed_out",
+            IngressError::TimedOut => "negotiation_timed_out",
             IngressError::Io(_) => "io",
         }
     }
