@@ -362,6 +362,10 @@ async fn the_audit_of_a_log_holding_control_characters_prints_one_escaped_line_p
 async fn node_list_shows_each_node_and_drain_names_the_node_it_drains() {
     let node = TestNode::start("node-a", Backend::Embedded);
     let admin = admin(&node);
+    // The cluster lists a node from its first heartbeat, which runs beside its start (a list
+    // asked at once found nobody 1 round in 4 with both cores loaded).
+    let announced = || async { node.state.cluster.is_ready().then_some(()) };
+    eventually("the node's first heartbeat", announced).await;
     says(&admin, &["node", "list"], &["NODE", "node-a", "serving", "(answered this)"]).await;
     let listed = admin.json(&["node", "list"]).await;
     assert_eq!(listed[0]["node"], "node-a", "{listed}");
