@@ -169,18 +169,13 @@ fn with_credentials(
 impl JetStreamLog {
     /// Connects to NATS at `url` (one server or a comma-separated list) and creates the event stream (one replica) if it does not exist.
     pub async fn connect(url: &str) -> Result<Self, LogError> {
-        Self::connect_with_replicas(url, 1).await
+        Self::connect_with(url, 1, Patience::WaitForServers).await
     }
 
     /// As [`connect`](Self::connect), creating the stream with `replicas` copies (use 3 on a
-    /// three-server NATS cluster so the audit log survives losing a server). An existing stream
-    /// keeps its configuration; a different replica count is reported.
-    pub async fn connect_with_replicas(url: &str, replicas: usize) -> Result<Self, LogError> {
-        Self::connect_with(url, replicas, Patience::WaitForServers).await
-    }
-
-    /// As [`connect_with_replicas`](Self::connect_with_replicas), with what to do when no
-    /// server answers the first attempt.
+    /// three-server NATS cluster so the audit log survives losing a server), and doing what
+    /// `patience` says when no server answers the first attempt. An existing stream keeps its
+    /// configuration; a different replica count is reported.
     pub async fn connect_with(
         url: &str,
         replicas: usize,

@@ -46,6 +46,12 @@ pub use support_access::SupportAccess;
 
 use std::sync::Arc;
 
+/// Whether `spec` names NATS servers (a `nats://` or `tls://` URL, or a list of them): the
+/// JetStream log, shared by the nodes of a cluster, rather than an embedded log's directory.
+pub fn is_jetstream(spec: &str) -> bool {
+    spec.starts_with("nats://") || spec.starts_with("tls://")
+}
+
 /// Opens the backend named by `spec`: a `nats://` (or `tls://`) URL selects JetStream (with
 /// `ISM_JETSTREAM_REPLICAS` copies when it creates the stream, default 1), anything else is a
 /// directory for the embedded log. `patience` says what a JetStream client does when no server
@@ -54,7 +60,7 @@ pub async fn open_log(
     spec: &str,
     patience: jetstream::Patience,
 ) -> Result<Arc<dyn EventLog>, LogError> {
-    if spec.starts_with("nats://") || spec.starts_with("tls://") {
+    if is_jetstream(spec) {
         let replicas =
             std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
         Ok(Arc::new(jetstream::JetStreamLog::connect_with(spec, replicas, patience).await?))

@@ -519,7 +519,7 @@ pub async fn offline_audit(
     spec: &str,
     q: AuditQuery<'_>,
 ) -> anyhow::Result<impl futures_util::Stream<Item = Result<AuditEntry, ism_events::LogError>>> {
-    let is_url = spec.starts_with("nats://") || spec.starts_with("tls://");
+    let is_url = ism_events::is_jetstream(spec);
     if !is_url && !std::path::Path::new(spec).is_dir() {
         anyhow::bail!("no event log at {spec}: give a nats:// URL or an embedded log directory (<data-dir>/events)");
     }
@@ -552,9 +552,9 @@ pub async fn offline_audit(
     let log = tokio::time::timeout(OPEN_PATIENCE, opening)
         .await
         .map_err(|_| anyhow::anyhow!("the event log at {shown} was not ready within {OPEN_PATIENCE:?} (connecting, or setting up its stream): are its servers reachable, is JetStream enabled there, and in a cluster are most of its servers up?"))?
-        .with_context(|| match is_url {
-            true => format!("opening {shown}"),
-            false => format!("opening {shown} (an embedded log cannot be read while a node has it open: ask the node instead)"),
+        .with_context(|| {
+            let hint = if is_url { "" } else { " (an embedded log cannot be read while a node has it open: ask the node instead)" };
+            format!("opening {shown}{hint}")
         })?;
     Ok(entries(log, filter, q.page).await?.1)
 }

@@ -110,6 +110,15 @@ async fn keys_of(store: &kv::Store) -> Result<Vec<String>, CoordError> {
         .map_err(unavailable)
 }
 
+/// The owner an entry of the owners' bucket names: none for a deletion, and none for a record
+/// this version cannot read (another version's, or damaged). Such a record names no session
+/// anyone could reach, fence or end; failing on it instead would stop every reader (a lost
+/// node's sessions never recorded, the owner feed followed again from the same record) and
+/// every claim (the endpoint never holding a session again), and the next claim overwrites it.
+fn owner_in(entry: &kv::Entry) -> Option<Owner> {
+    (entry.operation == Operation::Put).then(|| decode(&entry.value).ok()).flatten()
+}
+
 fn key(endpoint: Uuid) -> String {
     endpoint.simple().to_string()
 }
@@ -160,10 +169,7 @@ impl Coordination for NatsCoordination {
                     Err(e) => return Err(unavailable(e)),
                 },
                 Some(entry) => {
-                    // A record this version cannot read (another version's, or damaged) is
-                    // claimed over like any other: refusing would keep the endpoint from ever
-                    // holding a session again. It named no session this node could fence.
-                    let previous = decode::<Owner>(&entry.value).ok();
+                    let previous = owner_in(&entry);
                     match self.owners.update(&k, value.clone(), entry.revision).await {
                         Ok(_) => return Ok(Claimed { previous }),
                         Err(e) if moved_on(&e) => continue,
@@ -180,7 +186,7 @@ impl Coordination for NatsCoordination {
         let Some(entry) = self.owners.entry(&k).await.map_err(unavailable)? else {
             return Ok(false);
         };
-        if entry.operation != Operation::Put || decode::<Owner>(&entry.value)?.tunnel != tunnel {
+        if owner_in(&entry).map(|owner| owner.tunnel) != Some(tunnel) {
             return Ok(false);
         }
         // Only if nobody claimed it since we read it: a claim in between is a wrong last
@@ -193,10 +199,8 @@ impl Coordination for NatsCoordination {
     }
 
     async fn owner(&self, endpoint: Uuid) -> Result<Option<Owner>, CoordError> {
-        match self.owners.entry(key(endpoint)).await.map_err(unavailable)? {
-            Some(e) if e.operation == Operation::Put => Ok(Some(decode(&e.value)?)),
-            _ => Ok(None),
-        }
+        let entry = self.owners.entry(key(endpoint)).await.map_err(unavailable)?;
+        Ok(entry.as_ref().and_then(owner_in))
     }
 
     async fn owners(&self) -> Result<Vec<(Uuid, Owner)>, CoordError> {
@@ -204,13 +208,8 @@ impl Coordination for NatsCoordination {
         let mut owners = Vec::with_capacity(keys.len());
         for k in keys {
             let Ok(endpoint) = Uuid::try_parse(&k) else { continue };
-            match self.owner(endpoint).await {
-                Ok(Some(owner)) => owners.push((endpoint, owner)),
-                // Unreadable (another version's, or damaged): it names no session anyone could
-                // reach or end, and failing the whole list would stop every reader of it (a
-                // lost node's sessions never recorded). The endpoint's next claim overwrites it.
-                Ok(None) | Err(CoordError::Corrupt(_)) => {}
-                Err(e) => return Err(e),
+            if let Some(owner) = self.owner(endpoint).await? {
+                owners.push((endpoint, owner));
             }
         }
         Ok(owners)
@@ -219,19 +218,13 @@ impl Coordination for NatsCoordination {
     async fn watch_owners(&self) -> Result<OwnerFeed, CoordError> {
         // The last value of every key first, then each change.
         let watch = self.owners.watch_with_history(">").await.map_err(unavailable)?;
-        // Records this version cannot read are read as no owner, as in `owners`: an error would
-        // end the feed, and every watch after would stop at the same record again.
         Ok(watch
             .filter_map(|entry| {
                 std::future::ready(match entry {
                     Err(e) => Some(Err(unavailable(e))),
-                    Ok(entry) => Uuid::try_parse(&entry.key).ok().map(|endpoint| {
-                        let owner = match entry.operation {
-                            Operation::Put => decode(&entry.value).ok(),
-                            Operation::Delete | Operation::Purge => None,
-                        };
-                        Ok(OwnerChange { endpoint, owner })
-                    }),
+                    Ok(entry) => Uuid::try_parse(&entry.key)
+                        .ok()
+                        .map(|endpoint| Ok(OwnerChange { endpoint, owner: owner_in(&entry) })),
                 })
             })
             .boxed())

@@ -550,7 +550,7 @@ where
     );
     let settings = config.cluster.as_ref().unwrap_or(&defaults);
     let coordination: Arc<dyn ism_cluster::Coordination> = match &config.event_log {
-        Some(url) if url.starts_with("nats://") || url.starts_with("tls://") => {
+        Some(url) if ism_events::is_jetstream(url) => {
             let replicas = std::env::var("ISM_JETSTREAM_REPLICAS")
                 .ok()
                 .and_then(|r| r.parse().ok())
@@ -575,7 +575,7 @@ where
             (Some(links), Some((listener, tls)), Some(advertised))
         }
         None => {
-            if config.event_log.as_deref().is_some_and(|l| l.starts_with("nats://")) {
+            if config.event_log.as_deref().is_some_and(ism_events::is_jetstream) {
                 tracing::warn!("this node shares a NATS event log but has no cluster TLS (--cluster-tls-dir): it cannot relay scanners to endpoints other nodes hold");
             }
             (None, None, None)
