@@ -15,6 +15,7 @@
 //! carry 256 random bits (the bootstrap token at least 32 characters), keys likewise.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 
 /// How often a line of one kind may be logged.
@@ -27,24 +28,28 @@ pub struct RefusalLogs {
     pub api_tokens: LogPace,
     /// Endpoint connections that did not become sessions.
     pub endpoints: LogPace,
-    /// SOCKS5 requests refused.
-    pub socks5: LogPace,
-    /// HTTP proxy requests refused.
-    pub http_proxy: LogPace,
+    /// Scanners' connections or requests refused, by ingress and kind.
+    pub scanner_requests: LogPace<(&'static str, &'static str)>,
 }
 
 /// The pace of one kind of line per kind: when the last was logged, and how many refusals no
 /// line has reported yet (those after the last line wait for the next refusal of that kind).
 /// Kinds are the metrics' reasons, a closed list, so the map stays small.
-#[derive(Debug, Default)]
-pub struct LogPace {
-    kinds: Mutex<HashMap<&'static str, (i64, u64)>>,
+#[derive(Debug)]
+pub struct LogPace<K = &'static str> {
+    kinds: Mutex<HashMap<K, (i64, u64)>>,
 }
 
-impl LogPace {
+impl<K> Default for LogPace<K> {
+    fn default() -> Self {
+        Self { kinds: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<K: Eq + Hash> LogPace<K> {
     /// Counts a refusal of `kind` at `now_ms`; when a line is due, how many refusals of that kind
     /// it reports (this one and those not reported yet).
-    pub fn refused(&self, kind: &'static str, now_ms: i64) -> Option<u64> {
+    pub fn refused(&self, kind: K, now_ms: i64) -> Option<u64> {
         let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
         let (logged_ms, unreported) = kinds.entry(kind).or_insert((i64::MIN, 0));
         *unreported += 1;

@@ -17,7 +17,7 @@ use crate::refused_scanners::TurnedAway;
 use crate::running_streams::StreamGuard;
 use crate::scanner_auth::AuthorisedScanner;
 use crate::sessions::LiveSession;
-use crate::state::{ScannerPath, StreamLimits};
+use crate::state::{NodeState, ScannerPath, StreamLimits};
 use crate::stream_queue::{self, QueueLimits};
 use bytes::Bytes;
 use ism_actors::host::Recorder;
@@ -86,12 +86,37 @@ impl NotOpened {
     }
 }
 
+/// The way a scanner came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ingress {
+    Socks5,
+    HttpProxy,
+}
+
+impl Ingress {
+    /// Its name in metrics and spans.
+    pub fn label(self) -> &'static str {
+        match self {
+            Ingress::Socks5 => "socks5",
+            Ingress::HttpProxy => "http_proxy",
+        }
+    }
+
+    /// Its name in log lines.
+    fn name(self) -> &'static str {
+        match self {
+            Ingress::Socks5 => "SOCKS5",
+            Ingress::HttpProxy => "HTTP proxy",
+        }
+    }
+}
+
 /// The span of one scanner connection on the node it came to, from accept to its end: the root
 /// of the request's trace. Its log lines carry the trace id.
-pub fn connection_span(ingress: &'static str, peer: SocketAddr) -> Span {
+pub fn connection_span(ingress: Ingress, peer: SocketAddr) -> Span {
     let span = tracing::info_span!(
         "scanner.connection",
-        ingress,
+        ingress = ingress.label(),
         %peer,
         endpoint = Empty,
         target = Empty,
@@ -102,6 +127,28 @@ pub fn connection_span(ingress: &'static str, peer: SocketAddr) -> Span {
     );
     context::record_trace_id(&span);
     span
+}
+
+/// Counts a scanner's connection or request that `ingress` refused for `kind` (a closed list),
+/// and logs it in the connection's `span` within [`crate::log_pace`]'s pace, each ingress's
+/// kinds apart: a scanner may be refused thousands of times a minute (a crawl of a target it may
+/// not reach).
+pub fn request_refused(
+    state: &NodeState,
+    ingress: Ingress,
+    span: &Span,
+    peer: SocketAddr,
+    kind: &'static str,
+    error: &dyn std::fmt::Display,
+) {
+    state.metrics.scanner_request_refused(ingress.label(), kind);
+    let pace = &state.refusal_logs.scanner_requests;
+    if let Some(refused) = pace.refused((ingress.label(), kind), state.clock.now_ms()) {
+        let ingress = ingress.name();
+        span.in_scope(|| {
+            tracing::info!(%peer, error = %escaped(error), kind, refused_since_last_line = refused, "{ingress} request refused");
+        });
+    }
 }
 
 /// Opens a stream to `target` through the endpoint's session `live` (waiting in its queue while

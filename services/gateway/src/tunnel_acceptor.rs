@@ -92,15 +92,16 @@ pub async fn serve(
     .await
 }
 
-/// Counts a refused endpoint connection and logs it: within [`crate::log_pace`]'s pace when
-/// anyone who reaches the port could cause it, each time when it concerns an endpoint admitted
-/// (one endpoint's line must not hide another's).
+/// Counts a refused endpoint connection and logs it: within [`crate::log_pace`]'s pace when it
+/// may come in a flood ([`AcceptError::paced`]), each time otherwise (one admitted endpoint's
+/// line must not hide another's).
 fn refused(state: &NodeState, peer: SocketAddr, e: &AcceptError) {
     let reason = e.metric_reason();
     state.metrics.handshake_failed(reason);
-    let refused = match e.anyone_can_cause() {
-        true => state.refusal_logs.endpoints.refused(reason, state.clock.now_ms()),
-        false => Some(1),
+    let refused = if e.paced() {
+        state.refusal_logs.endpoints.refused(reason, state.clock.now_ms())
+    } else {
+        Some(1)
     };
     if let Some(refused) = refused {
         tracing::info!(
@@ -134,9 +135,11 @@ enum AcceptError {
 }
 
 impl AcceptError {
-    /// Whether anyone who reaches the port could cause it (a stranger's bytes, keys or versions,
-    /// a port scanner, a loop), rather than only an endpoint the node admitted.
-    fn anyone_can_cause(&self) -> bool {
+    /// Whether its log line is paced: anyone who reaches the port could cause it (a stranger's
+    /// bytes, keys or versions, a port scanner), or an endpoint starting sessions in a loop
+    /// (`too_frequent`, as fast as its loop: the first line names it, the metric counts each).
+    /// What only an endpoint the node admitted causes otherwise is logged each time.
+    fn paced(&self) -> bool {
         match self {
             AcceptError::Refused(rejection) => matches!(
                 rejection.code,
@@ -151,7 +154,7 @@ impl AcceptError {
         }
     }
 
-    /// The reason in `ism_endpoint_handshake_failures_total{reason}`: a closed list.
+    /// The reason in `ism_tunnel_handshake_failures_total{reason}`: a closed list.
     fn metric_reason(&self) -> &'static str {
         match self {
             AcceptError::Tls(_) => "tls",

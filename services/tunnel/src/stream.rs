@@ -103,12 +103,12 @@ impl QuietLimits {
     }
 }
 
-/// Bytes moved by a spliced stream and how it ended.
+/// Bytes moved by a spliced stream (or an [`exchange`](TunnelStream::exchange)) and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpliceReport {
-    /// Socket -> tunnel.
+    /// Into the tunnel: from the socket, or sent by the exchange.
     pub sent: u64,
-    /// Tunnel -> socket.
+    /// Out of the tunnel: to the socket, or received by the exchange.
     pub received: u64,
     pub end: StreamEnd,
 }

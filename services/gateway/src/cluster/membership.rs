@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Announces this node every `every`, watches the others' heartbeats, and records the end of the
 /// sessions of every node that stopped beating (each survivor may do it; the tunnel aggregates
@@ -89,9 +90,9 @@ async fn beat_forever<N: Beating>(node: Arc<N>, every: Duration) {
     let cluster = node.cluster();
     let mut recordings = LostNodeRecordings::default();
     let (serving_changes, changes) = mpsc::unbounded_channel();
-    // Dropped with the heartbeat, which aborts it.
-    let mut serving_recorder = JoinSet::new();
-    serving_recorder.spawn(record_serving_changes(node.clone(), changes));
+    // Aborted when the heartbeat is dropped.
+    let _serving_recorder =
+        AbortOnDropHandle::new(tokio::spawn(record_serving_changes(node.clone(), changes)));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for beat in 1u64.. {
@@ -253,8 +254,6 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                 Ok(change) => change,
                 Err(e) => {
                     tracing::warn!(error = %e, "endpoint owner feed interrupted; following again");
-                    // A feed that fails at once again must not spin.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                     break;
                 }
             };
@@ -279,6 +278,9 @@ pub async fn fence_replaced(state: Arc<NodeState>, drain_timeout: Duration) {
                 live.session.close(reason);
             }
         }
+        // However the feed ended (an error, or the store ended it), it is followed again after a
+        // pause: a feed that ends at once again must not spin.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

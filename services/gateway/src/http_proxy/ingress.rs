@@ -9,7 +9,7 @@
 
 use super::forward::{self, Forward};
 use crate::scanner_auth::{authorise, record_refusal};
-use crate::scanner_stream::{self, NotOpened, OpenedStream};
+use crate::scanner_stream::{self, Ingress, NotOpened, OpenedStream};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
 use ism_events::escaped;
@@ -36,18 +36,10 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     crate::listener::accept_forever(listener, "HTTP proxy", pending, move |tcp, peer, pending| {
         let state = state.clone();
         async move {
-            let span = scanner_stream::connection_span("http_proxy", peer);
+            let span = scanner_stream::connection_span(Ingress::HttpProxy, peer);
             if let Err(e) = handle(tcp, peer, &state, pending, &span).await {
-                // Counted, and logged within the log's pace, each kind apart (as the SOCKS5
-                // ingress).
-                let kind = e.kind();
-                state.metrics.scanner_request_refused("http_proxy", kind);
-                let now_ms = state.clock.now_ms();
-                if let Some(refused) = state.refusal_logs.http_proxy.refused(kind, now_ms) {
-                    span.in_scope(|| {
-                        tracing::info!(%peer, error = %escaped(&e), kind, refused_since_last_line = refused, "HTTP proxy request refused");
-                    });
-                }
+                let ingress = Ingress::HttpProxy;
+                scanner_stream::request_refused(&state, ingress, &span, peer, e.kind(), &e);
             }
         }
     })

@@ -3,7 +3,7 @@
 //! why; the data path records what it did through the tunnel actor, without waiting for it.
 
 use crate::scanner_auth::{authorise, record_refusal, AuthorisedScanner};
-use crate::scanner_stream::{self, NotOpened, OpenedStream};
+use crate::scanner_stream::{self, Ingress, NotOpened, OpenedStream};
 use crate::state::NodeState;
 use bytes::{Buf, BytesMut};
 use ism_events::escaped;
@@ -28,7 +28,7 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     crate::listener::accept_forever(listener, "scanner", pending, move |tcp, peer, pending| {
         let state = state.clone();
         async move {
-            let span = scanner_stream::connection_span("socks5", peer);
+            let span = scanner_stream::connection_span(Ingress::Socks5, peer);
             if let Err(e) = handle(tcp, peer, state.clone(), pending, &span).await {
                 refused(&state, &span, peer, &e);
             }
@@ -37,16 +37,8 @@ pub async fn serve(listener: TcpListener, state: Arc<NodeState>) {
     .await
 }
 
-/// Counts a refused request and logs it within [`crate::log_pace`]'s pace, each kind apart: a
-/// scanner may be refused thousands of times a minute (a crawl of a target it may not reach).
 fn refused(state: &NodeState, span: &Span, peer: SocketAddr, e: &IngressError) {
-    let kind = e.kind();
-    state.metrics.scanner_request_refused("socks5", kind);
-    if let Some(refused) = state.refusal_logs.socks5.refused(kind, state.clock.now_ms()) {
-        span.in_scope(|| {
-            tracing::info!(%peer, error = %escaped(e), kind, refused_since_last_line = refused, "SOCKS5 request refused");
-        });
-    }
+    scanner_stream::request_refused(state, Ingress::Socks5, span, peer, e.kind(), e);
 }
 
 #[derive(Debug, thiserror::Error)]
