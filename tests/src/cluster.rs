@@ -498,12 +498,18 @@ pub async fn sink_server() -> SocketAddr {
 /// next is the request.
 pub async fn socks_login(socks: &str, endpoint: &str, secret: &str) -> TcpStream {
     let mut s = TcpStream::connect(socks).await.unwrap();
+    s.write_all(&socks_greeting_and_login(endpoint, secret)).await.unwrap();
+    s
+}
+
+/// A SOCKS5 greeting offering username/password alone, then the login of a scanner of
+/// `endpoint` with `secret` (RFC 1929): what a scanner sends before its request.
+pub fn socks_greeting_and_login(endpoint: &str, secret: &str) -> Vec<u8> {
     let mut login = vec![5, 1, 2, 1, endpoint.len() as u8];
     login.extend_from_slice(endpoint.as_bytes());
     login.push(secret.len() as u8);
     login.extend_from_slice(secret.as_bytes());
-    s.write_all(&login).await.unwrap();
-    s
+    login
 }
 
 /// Opens a stream to `127.0.0.1:target_port` through the SOCKS5 ingress at `socks` as scanner
@@ -516,10 +522,7 @@ pub async fn socks_open(
     target_port: u16,
 ) -> (u8, Option<TcpStream>) {
     let Ok(mut s) = TcpStream::connect(socks).await else { return (255, None) };
-    let mut msg = vec![5, 1, 2, 1, endpoint.len() as u8];
-    msg.extend_from_slice(endpoint.as_bytes());
-    msg.push(secret.len() as u8);
-    msg.extend_from_slice(secret.as_bytes());
+    let mut msg = socks_greeting_and_login(endpoint, secret);
     msg.extend_from_slice(&[5, 1, 0, 1, 127, 0, 0, 1]);
     msg.extend_from_slice(&target_port.to_be_bytes());
     if s.write_all(&msg).await.is_err() {

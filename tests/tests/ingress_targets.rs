@@ -8,7 +8,8 @@ use base64::Engine;
 use futures_util::StreamExt;
 use ism_events::EventLog;
 use ism_tests::cluster::{
-    connected_endpoint, eventually, http_server, Backend, TestNode, PATIENCE,
+    connected_endpoint, eventually, http_server, socks_greeting_and_login, Backend, TestNode,
+    PATIENCE,
 };
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -53,10 +54,7 @@ impl Captured {
 /// A SOCKS5 CONNECT to `domain`:80 as scanner of `endpoint`, in one write; the reply code.
 async fn socks_domain(socks: &str, endpoint: &str, secret: &str, domain: &[u8], port: u16) -> u8 {
     let mut s = TcpStream::connect(socks).await.unwrap();
-    let mut msg = vec![5, 1, 2, 1, endpoint.len() as u8];
-    msg.extend_from_slice(endpoint.as_bytes());
-    msg.push(secret.len() as u8);
-    msg.extend_from_slice(secret.as_bytes());
+    let mut msg = socks_greeting_and_login(endpoint, secret);
     msg.extend_from_slice(&[5, 1, 0, 3, domain.len() as u8]);
     msg.extend_from_slice(domain);
     msg.extend_from_slice(&port.to_be_bytes());

@@ -1099,3 +1099,91 @@ async fn a_send_dropped_in_the_middle_of_a_frame_is_finished_by_the_writer_task(
     let echoed = tokio::time::timeout(PATIENCE, reader.recv()).await.unwrap().unwrap().unwrap();
     assert!(!echoed.is_empty() && echoed.iter().all(|&b| b == 7), "the frame arrived whole");
 }
+
+/// A stream the gateway opened and the endpoint side accepted, and the endpoint's two halves,
+/// which send nothing unless the test makes them.
+async fn accepted_stream(
+    gw: &Session,
+    incoming: &mut Incoming,
+) -> (TunnelStream, StreamReader, ism_tunnel::StreamWriter) {
+    let open = gw.open_stream(TargetAddr::Domain("target.test".into(), 80));
+    let accept = async { incoming.next().await.unwrap().accept().await.unwrap() };
+    let (stream, peer) = tokio::join!(open, accept);
+    let (reader, writer) = peer.split();
+    (stream.unwrap(), reader, writer)
+}
+
+/// An exchange's half-closed timeout runs from when its caller says its side finished, not
+/// from when the stream went quiet: quiet for three times the timeout before, it lives on; after,
+/// it is given up the timeout later, with what it sent counted, and the peer's slot is freed.
+#[tokio::test(start_paused = true)]
+async fn an_exchange_is_given_up_the_half_closed_timeout_after_its_side_finished_and_not_before() {
+    let (gw, ep, mut incoming) = pair(SessionConfig::default()).await;
+    let (stream, mut peer_reader, _peer_writer) = accepted_stream(&gw, &mut incoming).await;
+    let options =
+        SpliceOptions { half_closed_timeout: Some(Duration::from_secs(30)), ..Default::default() };
+    let started = tokio::time::Instant::now();
+    let exchange = tokio::spawn(stream.exchange(options, async |reader, writer, exchanged| {
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        if let Err(end) = writer.send(Bytes::from_static(b"request")).await {
+            return end;
+        }
+        exchanged.sent(7);
+        if let Err(end) = writer.finish().await {
+            return end;
+        }
+        exchanged.half_closed();
+        // The peer never answers.
+        match reader.recv().await {
+            Some(Err(end)) => end,
+            other => panic!("the peer sent nothing, yet the exchange received {other:?}"),
+        }
+    }));
+    assert_eq!(peer_reader.recv().await.unwrap().unwrap(), &b"request"[..]);
+    assert!(peer_reader.recv().await.is_none(), "the exchange's side finished");
+    tokio::time::sleep_until(started + Duration::from_secs(119)).await;
+    assert!(!exchange.is_finished(), "given up before the half-closed timeout ran out");
+    let report = exchange.await.unwrap();
+    assert_eq!(
+        report,
+        ism_tunnel::SpliceReport {
+            sent: 7,
+            received: 0,
+            end: StreamEnd::Expired(Expiry::HalfClosed),
+        }
+    );
+    let ran = started.elapsed();
+    assert!(ran >= Duration::from_secs(120) && ran < Duration::from_secs(121), "ran {ran:?}");
+    eventually("the peer's slot freed", || ep.open_streams() == 0).await;
+}
+
+/// An exchange stopped (access withdrawn) ends at once, reports what it moved, and the peer
+/// learns the stream was revoked.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_exchange_is_reset_as_revoked_with_its_bytes_counted() {
+    let (gw, _ep, mut incoming) = pair(SessionConfig::default()).await;
+    let (stream, mut peer_reader, mut peer_writer) = accepted_stream(&gw, &mut incoming).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let options = SpliceOptions { stop: stop.clone(), ..Default::default() };
+    let exchange = tokio::spawn(stream.exchange(options, async |reader, writer, exchanged| {
+        if let Err(end) = writer.send(Bytes::from_static(b"hello")).await {
+            return end;
+        }
+        exchanged.sent(5);
+        while let Some(chunk) = reader.recv().await {
+            match chunk {
+                Ok(chunk) => exchanged.received(chunk.len()),
+                Err(end) => return end,
+            }
+        }
+        std::future::pending().await
+    }));
+    assert_eq!(peer_reader.recv().await.unwrap().unwrap(), &b"hello"[..]);
+    peer_writer.send(Bytes::from_static(b"hi")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let report = exchange.await.unwrap();
+    assert_eq!((report.end, report.sent, report.received), (StreamEnd::Cancelled, 5, 2));
+    let peer_end = tokio::time::timeout(PATIENCE, peer_reader.recv()).await.unwrap();
+    assert_eq!(peer_end, Some(Err(StreamEnd::Reset(ism_tunnel_proto::ResetReason::Revoked))));
+}

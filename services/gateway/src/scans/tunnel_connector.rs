@@ -10,7 +10,7 @@ use bytes::Bytes;
 use ism_events::escaped;
 use ism_ingress_proto::host;
 use ism_scan_engine::{ConnectError, Connector};
-use ism_tunnel::{Exchanged, Expiry, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
+use ism_tunnel::{Exchanged, OpenStreamError, StreamEnd, StreamReader, StreamWriter};
 use ism_tunnel_proto::TargetAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -18,9 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes the pipe between the engine and a stream buffers each way.
 const PIPE: usize = 64 * 1024;
-
-/// How long a target may take to close its side after the engine closed its connection.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens streams for one scan, as the scanner `scanner` (the scan itself).
 pub struct TunnelConnector {
@@ -140,13 +137,16 @@ async fn pipe(
         },
         done = &mut up => match done {
             Err(end) => end,
-            // The engine is done with the connection: the target has a moment to finish its
-            // side, else the stream is reset rather than left open.
-            Ok(()) => match tokio::time::timeout(LINGER, down).await {
-                Ok(Ok(())) => StreamEnd::Finished,
-                Ok(Err(end)) => end,
-                Err(_) => StreamEnd::Expired(Expiry::HalfClosed),
-            },
+            // The engine is done with the connection: the target has the node's half-closed
+            // timeout to finish its side, as a scanner's target has, else the exchange resets
+            // the stream rather than leave it open.
+            Ok(()) => {
+                exchanged.half_closed();
+                match down.await {
+                    Ok(()) => StreamEnd::Finished,
+                    Err(end) => end,
+                }
+            }
         },
     }
 }
