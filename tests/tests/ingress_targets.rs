@@ -35,15 +35,21 @@ impl Write for Captured {
 }
 
 impl Captured {
+    /// The process's log, captured from here on (nextest runs each test in a process of its own).
     fn install() -> Captured {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .with_env_filter("info")
-            .init();
-        captured
+        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        CAPTURED
+            .get_or_init(|| {
+                let captured = Captured::default();
+                let writer = captured.clone();
+                tracing_subscriber::fmt()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone())
+                    .with_env_filter("info")
+                    .init();
+                captured
+            })
+            .clone()
     }
 
     fn text(&self) -> String {
@@ -168,5 +174,45 @@ async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logge
     assert_eq!(logs.matches("HTTP proxy request refused").count(), 5, "{logs}");
     for line in logs.lines() {
         assert!(!line.starts_with("FORGED") && !line.contains('\u{1b}'), "a forged line: {line:?}");
+    }
+}
+
+/// A burst of refusals logs its first at once and holds the rest back; once the log's pace allows
+/// a line, the node's ticker logs how many were held back, though no later refusal came to carry
+/// them (before, they reached only the metrics).
+#[actix::test]
+async fn the_end_of_a_burst_of_refusals_is_logged_once_the_pace_allows_a_line() {
+    let logs = Captured::install();
+    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
+    let node_clock = clock.clone();
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = Arc::new(node_clock.clone());
+    });
+    for _ in 0..3 {
+        // SOCKS version 4.
+        let mut socks = TcpStream::connect(node.socks()).await.unwrap();
+        socks.write_all(&[4, 1]).await.unwrap();
+        let _ = socks.read_to_end(&mut Vec::new()).await;
+    }
+    // All three counted (the metric and the pace are one step), the first logged.
+    eventually("three refusals counted", || async {
+        let s = ism_tests::metrics::scrape_now(node.addresses.api).await?;
+        let name = "ism_scanner_request_refusals_total";
+        let refused =
+            ism_tests::metrics::value(&s, name, &[("ingress", "socks5"), ("kind", "protocol")]);
+        (refused == Some(3.0)).then_some(())
+    })
+    .await;
+    let held_back = "scanner requests refused since the last line";
+    assert_eq!(logs.text().matches("SOCKS5 request refused").count(), 1, "{}", logs.text());
+    assert!(!logs.text().contains(held_back), "{}", logs.text());
+
+    clock.advance_ms(ism_gateway::log_pace::LOGGED_EVERY_MS);
+    let line = eventually("the held-back refusals logged", || async {
+        logs.text().lines().find(|l| l.contains(held_back)).map(str::to_owned)
+    })
+    .await;
+    for field in ["ingress=\"socks5\"", "kind=\"protocol\"", "refused=2"] {
+        assert!(line.contains(field), "{field} in {line}");
     }
 }

@@ -467,6 +467,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 scanners.record_due();
             })
         }),
+        // The ends of bursts of refusals, within a tenth of the log's pace.
+        tokio::spawn({
+            let state = state.clone();
+            let every = Duration::from_millis(crate::log_pace::LOGGED_EVERY_MS.unsigned_abs() / 10);
+            refusals::every_tick(every, move || {
+                state.refusal_logs.log_overdue(state.clock.now_ms())
+            })
+        }),
         tokio::spawn({
             let refused = state.refused_registrations.clone();
             let every = config.registration_refusal_window / 10;

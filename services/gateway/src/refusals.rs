@@ -227,7 +227,8 @@ fn record(closed: Vec<Counted<RefusalKind, Told>>) {
 }
 
 /// Runs `record_due` (closing the windows that are over) every `every`, for as long as the node
-/// runs: the ticker of every ledger a node keeps.
+/// runs: the ticker of every ledger a node keeps, and of the log's pace for refusals
+/// (`crate::log_pace`).
 pub async fn every_tick(every: Duration, record_due: impl Fn()) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
