@@ -80,15 +80,22 @@ async fn http_exchange(proxy: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-#[actix::test]
-async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logged_raw() {
-    let logs = Captured::install();
-    // Stepped past the log's pace before each refusal, so that each is logged (and checked).
+/// A node whose clock the test steps (from the wall clock's time), and that clock: the test moves
+/// the log's pace on.
+fn node_on_a_manual_clock() -> (TestNode, ism_events::ManualClock) {
     let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
     let node_clock = clock.clone();
     let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
         c.clock = Arc::new(node_clock.clone());
     });
+    (node, clock)
+}
+
+#[actix::test]
+async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logged_raw() {
+    let logs = Captured::install();
+    // Stepped past the log's pace before each refusal, so that each is logged (and checked).
+    let (node, clock) = node_on_a_manual_clock();
     let next_line_due = || clock.advance_ms(ism_gateway::log_pace::LOGGED_EVERY_MS);
     // The node logs a refusal once the client has its answer: the next step waits for the line.
     let logged = |line: &'static str, n: usize| {
@@ -183,11 +190,7 @@ async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logge
 #[actix::test]
 async fn the_end_of_a_burst_of_refusals_is_logged_once_the_pace_allows_a_line() {
     let logs = Captured::install();
-    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
-    let node_clock = clock.clone();
-    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
-        c.clock = Arc::new(node_clock.clone());
-    });
+    let (node, clock) = node_on_a_manual_clock();
     for _ in 0..3 {
         // SOCKS version 4.
         let mut socks = TcpStream::connect(node.socks()).await.unwrap();
