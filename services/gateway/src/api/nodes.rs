@@ -1,6 +1,7 @@
 //! The nodes of the cluster: who they are, what they hold, and draining one of them.
 
 use super::{ApiError, Caller, State};
+use crate::cluster::{membership, Member};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -24,9 +25,27 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cluster coordination: {e}"))
 }
 
+/// The cluster's nodes, sorted by name, this one among them even before its first heartbeat has
+/// announced it: that beat runs beside the node's start, and a list asked for at once named no
+/// node at all.
+async fn members(state: &State) -> Result<Vec<Member>, ApiError> {
+    let members = state.cluster.members().await.map_err(unavailable)?;
+    Ok(with_this_node(members, membership::this_node(state)))
+}
+
+/// `members` (sorted by name) with `this` node inserted in its place if it is not among them.
+fn with_this_node(mut members: Vec<Member>, this: Member) -> Vec<Member> {
+    let name = &this.announcement.node;
+    if !members.iter().any(|m| &m.announcement.node == name) {
+        let at = members.partition_point(|m| &m.announcement.node < name);
+        members.insert(at, this);
+    }
+    members
+}
+
 /// Every node of the cluster, sorted by name.
 pub(super) async fn list(state: State, _caller: Caller) -> Result<HttpResponse, ApiError> {
-    let members = state.cluster.members().await.map_err(unavailable)?;
+    let members = members(&state).await?;
     let nodes: Vec<NodeOut> = members
         .iter()
         .map(|m| NodeOut {
@@ -50,7 +69,7 @@ pub(super) async fn drain(
 ) -> Result<HttpResponse, ApiError> {
     caller.must_be_administrator()?;
     let node = node.into_inner();
-    let members = state.cluster.members().await.map_err(unavailable)?;
+    let members = members(&state).await?;
     let Some(member) = members.iter().find(|m| m.announcement.node == node) else {
         let known: Vec<&str> = members.iter().map(|m| m.announcement.node.as_str()).collect();
         return Err(ApiError::new(
@@ -75,4 +94,41 @@ pub(super) async fn drain(
         streams: member.announcement.streams,
         this_node: node == state.node_id,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ism_cluster::{NodeAnnouncement, NodeRole};
+
+    fn member(node: &str, alive: bool) -> Member {
+        let announcement = NodeAnnouncement {
+            node: node.into(),
+            relay: ([127, 0, 0, 1], 0).into(),
+            role: NodeRole::Serving,
+            beat: 1,
+            sessions: 0,
+            streams: 0,
+            emails: false,
+            protocol: ism_tunnel_proto::PROTOCOL_VERSION,
+        };
+        Member { announcement, alive }
+    }
+
+    fn names(members: &[Member]) -> Vec<&str> {
+        members.iter().map(|m| m.announcement.node.as_str()).collect()
+    }
+
+    #[test]
+    fn this_node_is_listed_in_its_place_before_it_has_announced_itself_and_once_after() {
+        let announced = vec![member("a", true), member("c", false)];
+        let listed = with_this_node(announced.clone(), member("b", true));
+        assert_eq!(names(&listed), ["a", "b", "c"]);
+        assert_eq!(names(&with_this_node(vec![], member("b", true))), ["b"], "a lone node");
+        let mut this = member("c", true);
+        this.announcement.beat = 0;
+        let listed = with_this_node(announced, this);
+        assert_eq!(names(&listed), ["a", "c"], "announced: listed once");
+        assert_eq!(listed[1].announcement.beat, 1, "as it announced itself");
+    }
 }

@@ -26,6 +26,12 @@ pub async fn heartbeat(state: Arc<NodeState>, every: Duration) {
     beat_forever(state, every).await
 }
 
+/// This node as its heartbeat would announce it now: for a listing asked for before its first
+/// beat.
+pub fn this_node(state: &NodeState) -> super::Member {
+    super::Member { announcement: state.announcement(0), alive: true }
+}
+
 /// What the heartbeat needs of its node: a seam, so that its loop can be run in a test without a
 /// whole node.
 #[async_trait::async_trait]
