@@ -55,13 +55,19 @@ pub enum NotOpened {
 
 impl NotOpened {
     /// What the scanner is told (the HTTP proxy's response body). As the log and the audit say,
-    /// except for an unreachable owner: that text names the cluster's nodes, their addresses and
-    /// the link's error, which are the operator's business, not a scanner's.
+    /// except for what is the operator's business, not a scanner's: an unreachable owner's text
+    /// names the cluster's nodes, their addresses and the link's error; a target off the
+    /// allowlist's names the addresses the endpoint resolved it to and why each was withheld,
+    /// which would let a scanner look names up in the customer's DNS past the allowlist.
     pub fn for_scanner(&self) -> String {
         match self {
             NotOpened::OwnerUnreachable(_) => {
                 "the gateway node holding the endpoint cannot be reached; try again shortly".into()
             }
+            NotOpened::Open {
+                target,
+                error: OpenStreamError::Refused { reason: OpenFailure::NotAllowed, .. },
+            } => format!("stream to {target} refused: not in this endpoint's allowedTargets"),
             other => other.to_string(),
         }
     }
@@ -530,5 +536,29 @@ mod tests {
         assert!(unreachable.to_string().contains("10.1.2.3"), "the operator's log keeps it");
         let offline = NotOpened::EndpointOffline("dc1".into());
         assert_eq!(offline.for_scanner(), offline.to_string());
+    }
+
+    #[test]
+    fn a_scanner_is_not_told_what_a_target_off_the_allowlist_resolved_to() {
+        let message = "meta.corp:80 (resolved to 169.254.169.254) is not in this endpoint's \
+                       allowedTargets: 169.254.169.254 is link-local";
+        let off = NotOpened::Open {
+            target: "meta.corp:80".into(),
+            error: OpenStreamError::Refused {
+                reason: OpenFailure::NotAllowed,
+                message: message.into(),
+            },
+        };
+        let told = off.for_scanner();
+        assert_eq!(told, "stream to meta.corp:80 refused: not in this endpoint's allowedTargets");
+        assert!(off.to_string().contains("169.254.169.254"), "the operator's log keeps it");
+        let closed = NotOpened::Open {
+            target: "app.corp:81".into(),
+            error: OpenStreamError::Refused {
+                reason: OpenFailure::ConnectionRefused,
+                message: "connect to 10.0.0.5:81: connection refused".into(),
+            },
+        };
+        assert_eq!(closed.for_scanner(), closed.to_string(), "an allowed target's failure");
     }
 }
