@@ -12,6 +12,7 @@ use crate::gateway_link::{self, LinkError, TlsSetupError};
 use crate::identity::{IdentityError, MachineIdentity};
 use crate::messages::Diagnosis;
 use crate::metrics::EndpointMetrics;
+use crate::own_addresses::OwnAddresses;
 use crate::proxy::ProxyCredentials;
 use crate::status::{self, StatusReport};
 use ism_escape::escaped;
@@ -133,6 +134,7 @@ impl Agent {
             allowlist: config.allowed_targets.clone(),
             connect_timeout: config.connect_timeout,
             proxy: config.proxy.clone(),
+            own_addresses: OwnAddresses::of_this_host(),
         });
         let session = SessionConfig {
             max_streams: config.max_streams,

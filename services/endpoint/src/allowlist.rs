@@ -17,6 +17,9 @@
 //! The endpoint's own web proxy is refused the same way, by the dialer (only it knows the proxy),
 //! unless a rule names exactly its address and port ([`Allowlist::names_address_and_port`]): a
 //! stream to the proxy would let a scanner send its own `CONNECT` anywhere, past these rules.
+//! So are the addresses of the endpoint's own host on its other interfaces
+//! (`crate::own_addresses`), unless a rule names the address exactly
+//! ([`Allowlist::names_address`]): its services answer there as on its loopback.
 //!
 //! Syntax (comma-separated): `host[:ports]` where host is `*`, an IP, a CIDR (IPv6 in
 //! brackets), a name, `*.domain` (names below the domain) or `*domain` (the domain and the names
@@ -153,9 +156,20 @@ impl Allowlist {
     /// both, since a rule for a proxy host's address says nothing about handing scanners the
     /// proxy itself.
     pub fn names_address_and_port(&self, ip: IpAddr, port: u16) -> bool {
+        self.naming(ip).any(|r| r.ports == (port, port))
+    }
+
+    /// Whether a rule for `port` names exactly `ip` (`10.0.0.9`, `10.0.0.9/32:443`): the one way
+    /// to allow an address of the endpoint's own host, which no broad rule may.
+    pub fn names_address(&self, ip: IpAddr, port: u16) -> bool {
+        self.naming(ip).any(|r| in_range(port, r.ports))
+    }
+
+    /// The rules whose host is exactly `ip`.
+    fn naming(&self, ip: IpAddr) -> impl Iterator<Item = &Rule> {
         let ip = normalise(ip);
         let whole = if ip.is_ipv4() { 32 } else { 128 };
-        self.rules.iter().any(|r| r.host == HostRule::Cidr(ip, whole) && r.ports == (port, port))
+        self.rules.iter().filter(move |r| r.host == HostRule::Cidr(ip, whole))
     }
 
     /// Whether connecting to `ip:port`, reached by asking for `requested` (a name or an IP

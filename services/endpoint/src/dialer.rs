@@ -23,6 +23,7 @@
 //! unchecked: in this mode those checks rely on local resolution, as the agent warns at start-up.
 
 use crate::allowlist::{canonical_name, Allowlist, Refusal, Sensitive};
+use crate::own_addresses::OwnAddresses;
 use crate::proxy::{self, ProxyConfig, ProxyError, ProxyScope};
 use ism_ingress_proto::host;
 use ism_tunnel_proto::{OpenFailure, TargetAddr};
@@ -61,6 +62,8 @@ pub struct Dialer {
     pub allowlist: Allowlist,
     pub connect_timeout: Duration,
     pub proxy: Option<ProxyConfig>,
+    /// This host's addresses, withheld from broad rules as its loopback is.
+    pub own_addresses: OwnAddresses,
 }
 
 fn fail(reason: OpenFailure, message: String) -> DialFailure {
@@ -275,16 +278,23 @@ impl Dialer {
     }
 
     /// What the rules say of `ip:port`, asked for as `requested`, with the endpoint's own proxy
-    /// (at `own_proxy`, for this port) withheld like a sensitive address.
+    /// (at `own_proxy`, for this port) and its own host's addresses withheld like a sensitive
+    /// address.
     fn verdict(&self, requested: &str, ip: IpAddr, port: u16, own_proxy: &[IpAddr]) -> Verdict {
+        let ip = ism_addresses::normalise(ip);
         match self.allowlist.check(requested, ip, port) {
             Err(Refusal::Sensitive(why)) => Verdict::Withheld(Withheld::Sensitive(ip, why)),
             Err(Refusal::NotListed) => Verdict::NotListed,
             Ok(())
-                if own_proxy.contains(&ism_addresses::normalise(ip))
-                    && !self.allowlist.names_address_and_port(ip, port) =>
+                if own_proxy.contains(&ip) && !self.allowlist.names_address_and_port(ip, port) =>
             {
-                Verdict::Withheld(Withheld::OwnProxy(ism_addresses::normalise(ip)))
+                Verdict::Withheld(Withheld::OwnProxy(ip))
+            }
+            Ok(())
+                if self.own_addresses.get().contains(&ip)
+                    && !self.allowlist.names_address(ip, port) =>
+            {
+                Verdict::Withheld(Withheld::OwnHost(ip))
             }
             Ok(()) => Verdict::Allowed,
         }
@@ -335,12 +345,14 @@ enum Verdict {
 enum Withheld {
     Sensitive(IpAddr, Sensitive),
     OwnProxy(IpAddr),
+    /// An address of the endpoint's own host (`crate::own_addresses`).
+    OwnHost(IpAddr),
 }
 
 impl Withheld {
     fn ip(&self) -> IpAddr {
         match self {
-            Withheld::Sensitive(ip, _) | Withheld::OwnProxy(ip) => *ip,
+            Withheld::Sensitive(ip, _) | Withheld::OwnProxy(ip) | Withheld::OwnHost(ip) => *ip,
         }
     }
 
@@ -355,6 +367,10 @@ impl Withheld {
                 let proxy = SocketAddr::new(*ip, port);
                 format!("{proxy} is the endpoint's own web proxy (a scanner could send it CONNECT to anything), allowed only by a rule that names exactly that address and port (like {proxy})")
             }
+            Withheld::OwnHost(ip) => format!(
+                "{ip} is an address of the endpoint's own host (its services answer there as on its loopback), allowed only by a rule that names exactly that address (like {})",
+                naming_rule(*ip)
+            ),
         }
     }
 }
@@ -465,7 +481,48 @@ mod tests {
             allowlist: Allowlist::parse(rules).unwrap(),
             connect_timeout: Duration::from_secs(2),
             proxy: None,
+            own_addresses: OwnAddresses::fixed([]),
         }
+    }
+
+    /// An address of this endpoint's own host (a documentation address, so that a mistake
+    /// connects nowhere real: the plans below connect to nothing anyway) is refused by broad
+    /// rules, a subnet's included, and allowed by a rule naming exactly it, for its ports.
+    #[tokio::test]
+    async fn the_hosts_own_addresses_need_a_rule_naming_them() {
+        let own = Ipv4Addr::new(192, 0, 2, 10);
+        let planned = |rules: &str, port: u16| {
+            let mut d = dialer(rules);
+            d.own_addresses =
+                OwnAddresses::fixed([IpAddr::V4(own), "2001:db8::10".parse().unwrap()]);
+            async move {
+                match d.plan(&TargetAddr::Ipv4(own, port)).await {
+                    Ok(Plan::Addresses(allowed, None)) => Ok(allowed),
+                    Ok(other) => panic!("{other:?}"),
+                    Err(f) => Err(f),
+                }
+            }
+        };
+        for broad in ["*", "0.0.0.0/0", "192.0.2.0/24", "192.0.2.0/24:80", "192.0.2.10/31"] {
+            let refused = planned(broad, 80).await.unwrap_err();
+            assert_eq!(refused.reason, OpenFailure::NotAllowed, "{broad}");
+            assert!(
+                refused.message.contains("the endpoint's own host")
+                    && refused.message.contains("192.0.2.10/32"),
+                "{broad}: {}",
+                refused.message
+            );
+        }
+        for naming in ["192.0.2.10", "192.0.2.10/32:80", "*, 192.0.2.10:70-90"] {
+            assert_eq!(planned(naming, 80).await.unwrap(), [IpAddr::V4(own)], "{naming}");
+        }
+        // Another address of the subnet is no concern of this rule.
+        let mut d = dialer("192.0.2.0/24");
+        d.own_addresses = OwnAddresses::fixed([IpAddr::V4(own)]);
+        assert!(d.plan(&TargetAddr::Ipv4(Ipv4Addr::new(192, 0, 2, 11), 80)).await.is_ok());
+        // The IPv6 form that carries it is the same address.
+        let mapped = own.to_ipv6_mapped();
+        assert!(d.plan(&TargetAddr::Ipv6(mapped, 80)).await.is_err());
     }
 
     #[tokio::test]

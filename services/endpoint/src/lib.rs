@@ -25,6 +25,7 @@ pub mod identity;
 pub mod logging;
 pub mod messages;
 pub mod metrics;
+pub mod own_addresses;
 pub mod properties;
 pub mod proxy;
 pub mod status;
