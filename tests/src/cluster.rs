@@ -493,6 +493,17 @@ pub async fn sink_server() -> SocketAddr {
     addr
 }
 
+/// A node on the embedded log whose clock the test steps (from the wall clock's time), and that
+/// clock: a test moves the log's pace, or any other rule of time, on with it.
+pub fn node_on_a_manual_clock() -> (TestNode, ism_events::ManualClock) {
+    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
+    let node_clock = clock.clone();
+    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
+        c.clock = Arc::new(node_clock.clone());
+    });
+    (node, clock)
+}
+
 /// Connects to the SOCKS5 ingress at `socks` and sends the greeting and the login of a scanner
 /// of `endpoint` with `secret` (RFC 1929), leaving the replies unread: what the caller writes
 /// next is the request.

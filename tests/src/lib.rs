@@ -40,6 +40,7 @@ pub mod gateway_cluster;
 pub mod gateway_process;
 pub mod http_proxy;
 pub mod install;
+pub mod log_capture;
 pub mod metrics;
 pub mod nats;
 pub mod otlp;

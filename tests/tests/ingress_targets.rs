@@ -8,54 +8,16 @@ use base64::Engine;
 use futures_util::StreamExt;
 use ism_events::EventLog;
 use ism_tests::cluster::{
-    connected_endpoint, eventually, http_server, socks_greeting_and_login, Backend, TestNode,
+    connected_endpoint, eventually, http_server, node_on_a_manual_clock, socks_greeting_and_login,
     PATIENCE,
 };
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use ism_tests::log_capture::Captured;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// What would be a line of its own if a target's LF reached a log or the audit raw.
 const FORGED: &str =
     "FORGED 2026-11-23 16:40:01.123Z  #202    EndpointDeleted  deleted endpoint \"dc1\" (by admin)";
-
-/// The node's log lines, as its operator would read them (no colours).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The process's log, captured from here on (nextest runs each test in a process of its own).
-    fn install() -> Captured {
-        static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-        CAPTURED
-            .get_or_init(|| {
-                let captured = Captured::default();
-                let writer = captured.clone();
-                tracing_subscriber::fmt()
-                    .with_ansi(false)
-                    .with_writer(move || writer.clone())
-                    .with_env_filter("info")
-                    .init();
-                captured
-            })
-            .clone()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// A SOCKS5 CONNECT to `domain`:80 as scanner of `endpoint`, in one write; the reply code.
 async fn socks_domain(socks: &str, endpoint: &str, secret: &str, domain: &[u8], port: u16) -> u8 {
@@ -78,17 +40,6 @@ async fn http_exchange(proxy: &str, request: &[u8]) -> String {
     let mut got = Vec::new();
     tokio::time::timeout(PATIENCE, s.read_to_end(&mut got)).await.unwrap().unwrap();
     String::from_utf8_lossy(&got).into_owned()
-}
-
-/// A node whose clock the test steps (from the wall clock's time), and that clock: the test moves
-/// the log's pace on.
-fn node_on_a_manual_clock() -> (TestNode, ism_events::ManualClock) {
-    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
-    let node_clock = clock.clone();
-    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
-        c.clock = Arc::new(node_clock.clone());
-    });
-    (node, clock)
 }
 
 #[actix::test]
@@ -181,41 +132,5 @@ async fn targets_that_are_not_host_names_are_refused_and_never_recorded_or_logge
     assert_eq!(logs.matches("HTTP proxy request refused").count(), 5, "{logs}");
     for line in logs.lines() {
         assert!(!line.starts_with("FORGED") && !line.contains('\u{1b}'), "a forged line: {line:?}");
-    }
-}
-
-/// A burst of refusals logs its first at once and holds the rest back; once the log's pace allows
-/// a line, the node's ticker logs how many were held back, though no later refusal came to carry
-/// them (before, they reached only the metrics).
-#[actix::test]
-async fn the_end_of_a_burst_of_refusals_is_logged_once_the_pace_allows_a_line() {
-    let logs = Captured::install();
-    let (node, clock) = node_on_a_manual_clock();
-    for _ in 0..3 {
-        // SOCKS version 4.
-        let mut socks = TcpStream::connect(node.socks()).await.unwrap();
-        socks.write_all(&[4, 1]).await.unwrap();
-        let _ = socks.read_to_end(&mut Vec::new()).await;
-    }
-    // All three counted (the metric and the pace are one step), the first logged.
-    eventually("three refusals counted", || async {
-        let s = ism_tests::metrics::scrape_now(node.addresses.api).await?;
-        let name = "ism_scanner_request_refusals_total";
-        let refused =
-            ism_tests::metrics::value(&s, name, &[("ingress", "socks5"), ("kind", "protocol")]);
-        (refused == Some(3.0)).then_some(())
-    })
-    .await;
-    let held_back = "scanner requests refused since the last line";
-    assert_eq!(logs.text().matches("SOCKS5 request refused").count(), 1, "{}", logs.text());
-    assert!(!logs.text().contains(held_back), "{}", logs.text());
-
-    clock.advance_ms(ism_gateway::log_pace::LOGGED_EVERY_MS);
-    let line = eventually("the held-back refusals logged", || async {
-        logs.text().lines().find(|l| l.contains(held_back)).map(str::to_owned)
-    })
-    .await;
-    for field in ["ingress=\"socks5\"", "kind=\"protocol\"", "refused=2"] {
-        assert!(line.contains(field), "{field} in {line}");
     }
 }

@@ -127,15 +127,27 @@ pub fn sensitive_range(ip: IpAddr) -> Option<(IpAddr, u8, Sensitive)> {
     EMBEDDINGS.iter().find_map(|e| carried_range(u128::from(v6), e))
 }
 
-/// The sensitive range of the IPv4 address `e` carries in `bits`, as IPv6: `bits` above the
-/// carried address kept (for the local-use NAT64 prefix, they choose the operator's /96), the
-/// carried address's range in its place, anything below free.
-fn carried_range(bits: u128, e: &Embedding) -> Option<(IpAddr, u8, Sensitive)> {
+/// The IPv4 address `ip` carries in one of the IPv6 forms that reach it (IPv4-compatible, NAT64,
+/// 6to4; an IPv4-mapped address is that IPv4 address already, [`normalise`]), if it is one.
+pub fn carried_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = normalise(ip) else { return None };
+    EMBEDDINGS.iter().find_map(|e| carried_by(u128::from(v6), e))
+}
+
+/// The IPv4 address `bits` carries in the form `e`, if it has that form.
+fn carried_by(bits: u128, e: &Embedding) -> Option<Ipv4Addr> {
     if bits >> (128 - u32::from(e.len)) != e.prefix >> (128 - u32::from(e.len)) {
         return None;
     }
     // The truncation keeps exactly the 32 bits of the carried address.
-    let carried = Ipv4Addr::from((bits >> e.ipv4_shift) as u32);
+    Some(Ipv4Addr::from((bits >> e.ipv4_shift) as u32))
+}
+
+/// The sensitive range of the IPv4 address `e` carries in `bits`, as IPv6: `bits` above the
+/// carried address kept (for the local-use NAT64 prefix, they choose the operator's /96), the
+/// carried address's range in its place, anything below free.
+fn carried_range(bits: u128, e: &Embedding) -> Option<(IpAddr, u8, Sensitive)> {
+    let carried = carried_by(bits, e)?;
     let range = SENSITIVE.iter().find(|r| in_cidr(IpAddr::V4(carried), r.net, r.bits))?;
     let IpAddr::V4(net) = range.net else { return None };
     let field = u128::from(u32::MAX) << e.ipv4_shift;
@@ -152,6 +164,20 @@ mod tests {
 
     fn kind(ip: &str) -> Option<Sensitive> {
         sensitive_range(ip.parse().unwrap()).map(|(_, _, kind)| kind)
+    }
+
+    #[test]
+    fn the_ipv4_address_an_ipv6_form_carries_is_read_from_its_place() {
+        let carried = |ip: &str| carried_ipv4(ip.parse().unwrap());
+        let lan = Some(Ipv4Addr::new(192, 168, 1, 5));
+        for ip in
+            ["::c0a8:105", "64:ff9b::c0a8:105", "64:ff9b:1:2:3:4:c0a8:105", "2002:c0a8:105::9"]
+        {
+            assert_eq!(carried(ip), lan, "{ip}");
+        }
+        for ip in ["192.168.1.5", "::ffff:192.168.1.5", "2001:db8::c0a8:105"] {
+            assert_eq!(carried(ip), None, "{ip}");
+        }
     }
 
     #[test]

@@ -290,14 +290,19 @@ impl Dialer {
             {
                 Verdict::Withheld(Withheld::OwnProxy(ip))
             }
-            Ok(())
-                if self.own_addresses.get().contains(&ip)
-                    && !self.allowlist.names_address(ip, port) =>
-            {
+            Ok(()) if self.is_own(ip) && !self.allowlist.names_address(ip, port) => {
                 Verdict::Withheld(Withheld::OwnHost(ip))
             }
             Ok(()) => Verdict::Allowed,
         }
+    }
+
+    /// Whether `ip` (normalised) reaches this host on one of its interfaces: one of their
+    /// addresses, or an IPv6 form that carries one (as a sensitive address's forms are).
+    fn is_own(&self, ip: IpAddr) -> bool {
+        let own = self.own_addresses.get();
+        own.contains(&ip)
+            || ism_addresses::carried_ipv4(ip).is_some_and(|v4| own.contains(&IpAddr::V4(v4)))
     }
 
     /// The addresses of the endpoint's web proxy when `port` is its port (none otherwise),
@@ -520,9 +525,13 @@ mod tests {
         let mut d = dialer("192.0.2.0/24");
         d.own_addresses = OwnAddresses::fixed([IpAddr::V4(own)]);
         assert!(d.plan(&TargetAddr::Ipv4(Ipv4Addr::new(192, 0, 2, 11), 80)).await.is_ok());
-        // The IPv6 form that carries it is the same address.
-        let mapped = own.to_ipv6_mapped();
-        assert!(d.plan(&TargetAddr::Ipv6(mapped, 80)).await.is_err());
+        // The IPv6 forms that reach it are the same address.
+        let mut d = dialer("*");
+        d.own_addresses = OwnAddresses::fixed([IpAddr::V4(own)]);
+        for form in [own.to_ipv6_mapped(), "64:ff9b::c000:20a".parse().unwrap()] {
+            let refused = d.plan(&TargetAddr::Ipv6(form, 80)).await.unwrap_err();
+            assert!(refused.message.contains("own host"), "{form}: {}", refused.message);
+        }
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! interfaces answers on each of them as it does on 127.0.0.1 (the agent's own metrics listener
 //! among them). The dialer withholds them unless a rule names the address exactly.
 //!
-//! Read from the interfaces at most once per [`FRESH_FOR`]: an address that DHCP changes is
+//! Read from the interfaces at most once per `FRESH_FOR`: an address that DHCP changes is
 //! known within seconds, and a burst of opens costs one read.
 
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ enum Source {
     Fixed(Arc<[IpAddr]>),
 }
 
-/// This host's addresses, read when last read more than [`FRESH_FOR`] ago.
+/// This host's addresses, read when last read more than `FRESH_FOR` ago.
 pub struct OwnAddresses {
     source: Source,
     read: Mutex<Option<(Instant, Arc<[IpAddr]>)>>,
@@ -41,8 +41,9 @@ impl OwnAddresses {
         Self { source: Source::Fixed(addresses), read: Mutex::new(None) }
     }
 
-    /// The addresses as they stand (normalised: IPv4-mapped IPv6 as IPv4). When the interfaces
-    /// cannot be read, the last reading stands (none before the first), with a warning.
+    /// The addresses as they stand (normalised: IPv4-mapped IPv6 as IPv4), but for the sensitive
+    /// ones (loopback). When the interfaces cannot be read, the last reading stands (none before
+    /// the first: then only the allowlist's own rules apply), with a warning.
     pub fn get(&self) -> Arc<[IpAddr]> {
         match &self.source {
             Source::Interfaces => {}
@@ -57,9 +58,13 @@ impl OwnAddresses {
             }
         }
         let addresses = match if_addrs::get_if_addrs() {
-            Ok(interfaces) => {
-                interfaces.iter().map(|i| ism_addresses::normalise(i.ip())).collect::<Arc<[_]>>()
-            }
+            // The sensitive ones (loopback) are withheld by their own rule, which a CIDR inside
+            // their range satisfies (`127.0.0.0/8`): not the exact naming asked of these.
+            Ok(interfaces) => interfaces
+                .iter()
+                .map(|i| ism_addresses::normalise(i.ip()))
+                .filter(|ip| ism_addresses::sensitive_range(*ip).is_none())
+                .collect::<Arc<[_]>>(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read this host's interface addresses: the last reading stands");
                 read.as_ref().map(|(_, last)| last.clone()).unwrap_or_else(|| Arc::from([]))
@@ -75,10 +80,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_hosts_addresses_include_its_loopback_and_are_read_again_only_when_stale() {
+    fn this_hosts_addresses_leave_its_loopback_to_its_own_rule_and_are_read_again_when_stale() {
         let own = OwnAddresses::of_this_host();
         let first = own.get();
-        assert!(first.contains(&IpAddr::from([127, 0, 0, 1])), "{first:?}");
+        assert!(!first.iter().any(|ip| ip.is_loopback()), "{first:?}");
         assert!(Arc::ptr_eq(&first, &own.get()), "a fresh reading stands");
         own.read.lock().unwrap().as_mut().unwrap().0 -= FRESH_FOR;
         assert!(!Arc::ptr_eq(&first, &own.get()), "a stale one is read again");

@@ -35,8 +35,9 @@ pub struct RefusalLogs {
 }
 
 impl RefusalLogs {
-    /// Logs, as counts, the refusals no line has reported of each kind whose pace allows a line
-    /// at `now_ms`: the end of a burst, which would otherwise reach only the metrics. Run on a
+    /// Logs, as counts, the refusals no line has reported of each kind that has been quiet for
+    /// a period at `now_ms`: the end of a burst, which would otherwise reach only the metrics (a
+    /// kind still refused gets its next line, with its details, from its next refusal). Run on a
     /// ticker.
     pub fn log_overdue(&self, now_ms: i64) {
         for (reason, refused) in self.api_tokens.overdue(now_ms) {
@@ -53,14 +54,31 @@ impl RefusalLogs {
             tracing::info!(ingress, kind, refused, "scanner requests refused since the last line");
         }
     }
+
+    /// Logs, as counts, every refusal no line has reported yet, whatever the pace: when the node
+    /// stops.
+    pub fn log_unreported(&self) {
+        // A time past every pace and every quiet period.
+        self.log_overdue(i64::MAX);
+    }
 }
 
-/// The pace of one kind of line per kind: when the last was logged, and how many refusals no
-/// line has reported yet (until the next refusal of that kind, or the ticker, reports them).
-/// Kinds are the metrics' reasons, a closed list, so the map stays small.
+/// The pace of one kind of line per kind. Kinds are the metrics' reasons, a closed list, so the
+/// map stays small.
 #[derive(Debug)]
 pub struct LogPace<K = &'static str> {
-    kinds: Mutex<HashMap<K, (i64, u64)>>,
+    kinds: Mutex<HashMap<K, Paced>>,
+}
+
+/// Where one kind's lines stand.
+#[derive(Debug, Clone, Copy)]
+struct Paced {
+    /// When its last line was logged.
+    logged_ms: i64,
+    /// Refusals no line has reported yet (until its next refusal, or the ticker, reports them).
+    unreported: u64,
+    /// When it was last refused.
+    refused_ms: i64,
 }
 
 impl<K> Default for LogPace<K> {
@@ -80,30 +98,36 @@ impl<K: Eq + Hash + Copy> LogPace<K> {
     /// it reports (this one and those not reported yet).
     pub fn refused(&self, kind: K, now_ms: i64) -> Option<u64> {
         let mut kinds = self.kinds();
-        let (logged_ms, unreported) = kinds.entry(kind).or_insert((i64::MIN, 0));
-        *unreported += 1;
-        if !line_due(*logged_ms, now_ms) {
+        let paced = kinds.entry(kind).or_insert(Paced {
+            logged_ms: i64::MIN,
+            unreported: 0,
+            refused_ms: 0,
+        });
+        paced.unreported += 1;
+        paced.refused_ms = now_ms;
+        if !line_due(paced.logged_ms, now_ms) {
             return None;
         }
-        *logged_ms = now_ms;
-        Some(std::mem::take(unreported))
+        paced.logged_ms = now_ms;
+        Some(std::mem::take(&mut paced.unreported))
     }
 
-    /// The kinds with refusals no line has reported whose line is due at `now_ms`, and how many
-    /// each has; each counts as logged now.
+    /// The kinds with refusals no line has reported that have not been refused for a period at
+    /// `now_ms` (the end of a burst; a kind still refused is reported by its next refusal's
+    /// line, with its details), and how many each has; each counts as logged now.
     pub fn overdue(&self, now_ms: i64) -> Vec<(K, u64)> {
         let mut kinds = self.kinds();
-        let due = kinds
-            .iter_mut()
-            .filter(|(_, (logged_ms, unreported))| *unreported > 0 && line_due(*logged_ms, now_ms));
-        due.map(|(kind, (logged_ms, unreported))| {
-            *logged_ms = now_ms;
-            (*kind, std::mem::take(unreported))
+        let due = kinds.iter_mut().filter(|(_, p)| {
+            p.unreported > 0 && line_due(p.logged_ms, now_ms) && line_due(p.refused_ms, now_ms)
+        });
+        due.map(|(kind, p)| {
+            p.logged_ms = now_ms;
+            (*kind, std::mem::take(&mut p.unreported))
         })
         .collect()
     }
 
-    fn kinds(&self) -> std::sync::MutexGuard<'_, HashMap<K, (i64, u64)>> {
+    fn kinds(&self) -> std::sync::MutexGuard<'_, HashMap<K, Paced>> {
         self.kinds.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -124,17 +148,31 @@ mod tests {
     }
 
     #[test]
-    fn refusals_after_the_last_line_are_overdue_once_a_line_is_due_and_only_once() {
+    fn the_end_of_a_burst_is_overdue_once_its_kind_is_quiet_for_a_period_and_only_once() {
         let pace = LogPace::default();
         assert_eq!(pace.refused("invalid", 0), Some(1));
         assert_eq!(pace.refused("invalid", 1), None);
         assert_eq!(pace.refused("invalid", 2), None);
         assert_eq!(pace.refused("missing", 3), Some(1));
-        assert_eq!(pace.overdue(LOGGED_EVERY_MS - 1), vec![], "not before the pace allows");
-        assert_eq!(pace.overdue(LOGGED_EVERY_MS), vec![("invalid", 2)], "none left of missing");
+        assert_eq!(pace.overdue(LOGGED_EVERY_MS + 1), vec![], "not before a quiet period");
+        assert_eq!(pace.overdue(LOGGED_EVERY_MS + 2), vec![("invalid", 2)], "none of missing");
         assert_eq!(pace.overdue(3 * LOGGED_EVERY_MS), vec![], "reported once");
-        assert_eq!(pace.refused("invalid", LOGGED_EVERY_MS + 1), None, "the count was a line");
-        assert_eq!(pace.refused("invalid", 2 * LOGGED_EVERY_MS), Some(2));
+        assert_eq!(pace.refused("invalid", LOGGED_EVERY_MS + 3), None, "the count was a line");
+        assert_eq!(pace.refused("invalid", 3 * LOGGED_EVERY_MS), Some(2));
+    }
+
+    /// A kind refused every few seconds keeps getting lines of its own refusals, with their
+    /// details, rather than bare counts from the ticker.
+    #[test]
+    fn a_kind_still_refused_is_reported_by_its_next_refusal_not_by_the_ticker() {
+        let pace = LogPace::default();
+        let every = LOGGED_EVERY_MS / 2;
+        assert_eq!(pace.refused("invalid", 0), Some(1));
+        for i in 1..10 {
+            let due = pace.refused("invalid", i * every);
+            assert_eq!(due, (i % 2 == 0).then_some(2), "refusal {i}");
+            assert_eq!(pace.overdue(i * every + every - 1), vec![], "tick after refusal {i}");
+        }
     }
 
     #[test]

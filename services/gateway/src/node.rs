@@ -233,6 +233,7 @@ impl RunningNode {
                 "stopping before every stream fact was recorded"
             );
         }
+        state.refusal_logs.log_unreported();
         // The others stop counting on this node at once rather than after its lease.
         state.cluster.close_links().await;
         if let Err(e) = state.cluster.coordination.withdraw(&state.node_id).await {

@@ -56,9 +56,11 @@ pub enum NotOpened {
 impl NotOpened {
     /// What the scanner is told (the HTTP proxy's response body). As the log and the audit say,
     /// except for what is the operator's business, not a scanner's: an unreachable owner's text
-    /// names the cluster's nodes, their addresses and the link's error; a target off the
-    /// allowlist's names the addresses the endpoint resolved it to and why each was withheld,
-    /// which would let a scanner look names up in the customer's DNS past the allowlist.
+    /// names the cluster's nodes, their addresses and the link's error; a target not allowed is
+    /// told only that: the endpoint's text names the addresses it resolved the target to and why
+    /// each was withheld, which would let a scanner look names up in the customer's DNS past the
+    /// allowlist (the same reason also carries the gateway's own refusals: access withdrawn while
+    /// queued, or denied by the node holding the endpoint; and a web proxy's 403).
     pub fn for_scanner(&self) -> String {
         match self {
             NotOpened::OwnerUnreachable(_) => {
@@ -67,7 +69,10 @@ impl NotOpened {
             NotOpened::Open {
                 target,
                 error: OpenStreamError::Refused { reason: OpenFailure::NotAllowed, .. },
-            } => format!("stream to {target} refused: not in this endpoint's allowedTargets"),
+            } => format!(
+                "stream to {target} refused: not allowed (by the endpoint's allowedTargets, or by \
+                 this scanner's access)"
+            ),
             other => other.to_string(),
         }
     }
@@ -147,9 +152,11 @@ pub fn request_refused(
     kind: &'static str,
     error: &dyn std::fmt::Display,
 ) {
-    state.metrics.scanner_request_refused(ingress.label(), kind);
     let pace = &state.refusal_logs.scanner_requests;
-    if let Some(refused) = pace.refused((ingress.label(), kind), state.clock.now_ms()) {
+    let due = pace.refused((ingress.label(), kind), state.clock.now_ms());
+    // Counted after the pace has seen it: a refusal the metrics show is one the log's pace holds.
+    state.metrics.scanner_request_refused(ingress.label(), kind);
+    if let Some(refused) = due {
         let ingress = ingress.name();
         span.in_scope(|| {
             tracing::info!(%peer, error = %escaped(error), kind, refused_since_last_line = refused, "{ingress} request refused");
@@ -550,7 +557,11 @@ mod tests {
             },
         };
         let told = off.for_scanner();
-        assert_eq!(told, "stream to meta.corp:80 refused: not in this endpoint's allowedTargets");
+        assert_eq!(
+            told,
+            "stream to meta.corp:80 refused: not allowed (by the endpoint's allowedTargets, or by \
+             this scanner's access)"
+        );
         assert!(off.to_string().contains("169.254.169.254"), "the operator's log keeps it");
         let closed = NotOpened::Open {
             target: "app.corp:81".into(),

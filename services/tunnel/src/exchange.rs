@@ -57,8 +57,10 @@ impl Exchanged {
     }
 
     /// The caller's side has finished: from now on the peer has the half-closed timeout to
-    /// finish its own.
+    /// finish its own (counted from now, however long the stream was quiet before: a pooled
+    /// connection the caller closes after a long wait is not given up at once).
     pub fn half_closed(&self) {
+        self.moved_now();
         self.half_closed.store(true, Ordering::Relaxed);
         self.finished.notify_one();
     }

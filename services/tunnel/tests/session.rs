@@ -1114,8 +1114,9 @@ async fn accepted_stream(
 }
 
 /// An exchange's half-closed timeout runs from when its caller says its side finished, not
-/// from when the stream went quiet: quiet for three times the timeout before, it lives on; after,
-/// it is given up the timeout later, with what it sent counted, and the peer's slot is freed.
+/// from its last byte: quiet for three times the timeout after its request, it lives on; once its
+/// side finished, it is given up the timeout later, with what it sent counted, and the peer's
+/// slot is freed.
 #[tokio::test(start_paused = true)]
 async fn an_exchange_is_given_up_the_half_closed_timeout_after_its_side_finished_and_not_before() {
     let (gw, ep, mut incoming) = pair(SessionConfig::default()).await;
@@ -1124,11 +1125,11 @@ async fn an_exchange_is_given_up_the_half_closed_timeout_after_its_side_finished
         SpliceOptions { half_closed_timeout: Some(Duration::from_secs(30)), ..Default::default() };
     let started = tokio::time::Instant::now();
     let exchange = tokio::spawn(stream.exchange(options, async |reader, writer, exchanged| {
-        tokio::time::sleep(Duration::from_secs(90)).await;
         if let Err(end) = writer.send(Bytes::from_static(b"request")).await {
             return end;
         }
         exchanged.sent(7);
+        tokio::time::sleep(Duration::from_secs(90)).await;
         if let Err(end) = writer.finish().await {
             return end;
         }
