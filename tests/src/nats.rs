@@ -94,6 +94,12 @@ impl NatsServer {
         &self.url
     }
 
+    /// A plain NATS client of this server, for a test that writes what no node would (garbage
+    /// on the event stream, a bucket deleted, a record no version reads).
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.expect("the test's nats-server answers")
+    }
+
     /// Freezes the server (SIGSTOP): its clients' requests wait, as behind a stalled disk.
     pub fn pause(&self) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();

@@ -311,14 +311,7 @@ async fn a_session_whose_claim_fails_is_ended_for_the_agent_to_connect_again() {
     let node = TestNode::start("node-a", backend);
     let p = provision(&node.api(), "dc1").await;
     // The owners' bucket gone: every claim fails, the event log (another stream) still works.
-    let client = ism_events::jetstream::connect_client(
-        nats.url(),
-        "test",
-        ism_events::jetstream::Patience::FirstAttempt,
-    )
-    .await
-    .unwrap();
-    async_nats::jetstream::new(client)
+    async_nats::jetstream::new(nats.client().await)
         .delete_key_value(ism_cluster::nats::OWNERS_BUCKET)
         .await
         .unwrap();

@@ -54,7 +54,7 @@ async fn an_owners_record_that_cannot_be_read_names_no_owner_and_is_claimed_over
     let (endpoint, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let other_owner = ism_cluster::Owner { node: "node-b".into(), tunnel: uuid::Uuid::new_v4() };
     c.claim(other, &other_owner).await.unwrap();
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let js = async_nats::jetstream::new(server.client().await);
     let owners = js.get_key_value(ism_cluster::nats::OWNERS_BUCKET).await.unwrap();
     owners.put(endpoint.simple().to_string(), "not an owner".into()).await.unwrap();
     assert_eq!(c.owner(endpoint).await.unwrap(), None, "an unreadable record names no owner");

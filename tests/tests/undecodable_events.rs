@@ -3,7 +3,7 @@
 //! with the events after it; the stream keeps it, and the audit shows it.
 #![allow(clippy::unwrap_used)] // a test: a panic is the failure report
 
-use ism_events::jetstream::{connect_client, JetStreamLog, Patience};
+use ism_events::jetstream::JetStreamLog;
 use ism_events::projection::testing::Positions;
 use ism_events::{spawn_projection, AggregateId, Cause, Envelope, Event, EventLog};
 use ism_tests::cluster::{eventually, PATIENCE};
@@ -21,7 +21,7 @@ async fn a_projection_passes_over_garbage_published_on_the_event_stream() {
     let server = NatsServer::start();
     let log = Arc::new(JetStreamLog::connect(server.url()).await.unwrap());
     assert_eq!(append_one(&log).await, 1);
-    let client = connect_client(server.url(), "garbage", Patience::FirstAttempt).await.unwrap();
+    let client = server.client().await;
     let subject = format!("ism.ev.{}", AggregateId::gateway(uuid::Uuid::new_v4()));
     client.publish(subject, b"\xc1 not an event".to_vec().into()).await.unwrap();
     client.flush().await.unwrap();
