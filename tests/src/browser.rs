@@ -69,8 +69,20 @@ impl Browser {
             .unwrap()
     }
 
+    /// Clicks the element at `css` once a person could. Present is not enough: a view still
+    /// being shown holds it hidden a moment longer (the managers' links right after signing in
+    /// were "not interactable" in 1 CI run of about 10), so the click is tried again until it
+    /// takes, within [`PATIENCE`](crate::cluster::PATIENCE).
     pub async fn click(&self, css: &str) {
-        self.element(css).await.click().await.unwrap();
+        let what = format!("{css} taking a click");
+        crate::cluster::eventually(&what, || async move {
+            match self.element(css).await.click().await {
+                Ok(()) => Some(()),
+                Err(e) if e.is_element_not_interactable() || e.is_stale_element_reference() => None,
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        })
+        .await
     }
 
     /// Submits the form at `css` with its submit button, as a person would.
