@@ -8,8 +8,9 @@
 //! how many were refused since the last, so that a client retrying in a loop (an agent with a
 //! revoked key, a port scanner, a script with a wrong token) does not fill it, yet an operator
 //! sees that it happens and why. The refusals after a burst's last line, which no later refusal
-//! of their kind comes to report, are logged by a ticker ([`RefusalLogs::log_overdue`]) once
-//! their kind's pace allows a line, as a count.
+//! of their kind comes to report, are logged as a count by a ticker
+//! ([`RefusalLogs::log_overdue`]) once their kind has not been refused for a period, and by a
+//! stopping node ([`RefusalLogs::log_unreported`]).
 //! Kinds are paced apart, so that a flood of one kind hides no other. What the log leaves out is
 //! the metrics' (and the audit's: refused scanners, streams and registrations are recorded,
 //! counted over their own windows). A throttle by address would lock
