@@ -52,6 +52,13 @@ pub fn is_jetstream(spec: &str) -> bool {
     spec.starts_with("nats://") || spec.starts_with("tls://")
 }
 
+/// How many copies a JetStream stream or bucket this process creates keeps:
+/// `ISM_JETSTREAM_REPLICAS`, default 1 (one server). The event log and the cluster's buckets
+/// alike.
+pub fn jetstream_replicas() -> usize {
+    std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1)
+}
+
 /// Opens the backend named by `spec`: a `nats://` (or `tls://`) URL selects JetStream (with
 /// `ISM_JETSTREAM_REPLICAS` copies when it creates the stream, default 1), anything else is a
 /// directory for the embedded log. `patience` says what a JetStream client does when no server
@@ -61,8 +68,7 @@ pub async fn open_log(
     patience: jetstream::Patience,
 ) -> Result<Arc<dyn EventLog>, LogError> {
     if is_jetstream(spec) {
-        let replicas =
-            std::env::var("ISM_JETSTREAM_REPLICAS").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+        let replicas = jetstream_replicas();
         Ok(Arc::new(jetstream::JetStreamLog::connect_with(spec, replicas, patience).await?))
     } else {
         Ok(Arc::new(embedded::EmbeddedLog::open(std::path::Path::new(spec))?))

@@ -321,10 +321,7 @@ async fn an_endpoint_starting_sessions_in_a_loop_is_refused_beyond_a_burst() {
     use ism_endpoint::gateway_link::{connect, LinkError};
     use ism_tunnel_proto::Purpose;
     // The node's clock stands still: the burst is spent however slowly the machine connects.
-    let clock = ism_events::ManualClock::at(ism_events::Clock::now_ms(&ism_events::SystemClock));
-    let node = TestNode::start_with("node-a", Backend::Embedded, move |c| {
-        c.clock = std::sync::Arc::new(clock.clone());
-    });
+    let (node, _clock) = ism_tests::cluster::node_on_a_manual_clock();
     let p = ism_tests::cluster::provision(&node.api(), "dc1").await;
     let machine = TestMachine::new();
     let gateway = node.addresses.endpoint_wss.to_string();

@@ -35,6 +35,8 @@ async fn the_end_of_a_burst_of_refusals_is_logged_once_the_pace_allows_a_line() 
     })
     .await;
     let held_back = "scanner requests refused since the last line";
+    // Not while the node's clock stands (a check the ticker may not have reached yet: the line
+    // awaited below is what the test stands on).
     assert!(!logs.text().contains(held_back), "not while the node's clock stands: {}", logs.text());
 
     clock.advance_ms(ism_gateway::log_pace::LOGGED_EVERY_MS);

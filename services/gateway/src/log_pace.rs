@@ -102,7 +102,7 @@ impl<K: Eq + Hash + Copy> LogPace<K> {
         let paced = kinds.entry(kind).or_insert(Paced {
             logged_ms: i64::MIN,
             unreported: 0,
-            refused_ms: 0,
+            refused_ms: now_ms,
         });
         paced.unreported += 1;
         paced.refused_ms = now_ms;

@@ -560,10 +560,7 @@ where
     let settings = config.cluster.as_ref().unwrap_or(&defaults);
     let coordination: Arc<dyn ism_cluster::Coordination> = match &config.event_log {
         Some(url) if ism_events::is_jetstream(url) => {
-            let replicas = std::env::var("ISM_JETSTREAM_REPLICAS")
-                .ok()
-                .and_then(|r| r.parse().ok())
-                .unwrap_or(1);
+            let replicas = ism_events::jetstream_replicas();
             // A node record outlives a few missed heartbeats, then expires on its own.
             let ttl = settings.lease * 10;
             Arc::new(ism_cluster::nats::NatsCoordination::connect(url, replicas, ttl).await?)

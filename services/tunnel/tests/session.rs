@@ -1166,22 +1166,22 @@ async fn a_stopped_exchange_is_reset_as_revoked_with_its_bytes_counted() {
     let (stream, mut peer_reader, mut peer_writer) = accepted_stream(&gw, &mut incoming).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let options = SpliceOptions { stop: stop.clone(), ..Default::default() };
+    let (counted, received) = tokio::sync::oneshot::channel();
     let exchange = tokio::spawn(stream.exchange(options, async |reader, writer, exchanged| {
         if let Err(end) = writer.send(Bytes::from_static(b"hello")).await {
             return end;
         }
         exchanged.sent(5);
-        while let Some(chunk) = reader.recv().await {
-            match chunk {
-                Ok(chunk) => exchanged.received(chunk.len()),
-                Err(end) => return end,
-            }
+        match reader.recv().await {
+            Some(Ok(chunk)) => exchanged.received(chunk.len()),
+            other => panic!("the peer's bytes, not {other:?}"),
         }
+        let _ = counted.send(());
         std::future::pending().await
     }));
     assert_eq!(peer_reader.recv().await.unwrap().unwrap(), &b"hello"[..]);
     peer_writer.send(Bytes::from_static(b"hi")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    received.await.unwrap();
     stop.cancel();
     let report = exchange.await.unwrap();
     assert_eq!((report.end, report.sent, report.received), (StreamEnd::Cancelled, 5, 2));
